@@ -1,0 +1,110 @@
+#include "common/util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+static uint64_t clock_ms(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t now_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+uint64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+
+uint64_t rand_u64(void)
+{
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
+		v = now_ms() * 6364136223846793005ull + 1442695040888963407ull;
+	return v;
+}
+
+static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+void id_new(char out[UCGW_ID_LEN + 1])
+{
+	/* ULIDs sort by creation time, which gives the spool its age order for free. */
+	uint64_t t = wall_ms();
+	unsigned char r[10];
+	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+		uint64_t a = rand_u64(), b = rand_u64();
+		memcpy(r, &a, 8);
+		memcpy(r + 8, &b, 2);
+	}
+	for (int i = 9; i >= 0; i--) {
+		out[i] = b32[t & 31];
+		t >>= 5;
+	}
+	/* 80 random bits -> 16 base32 digits */
+	unsigned acc = 0, bits = 0, j = 10;
+	for (int i = 0; i < 10; i++) {
+		acc = (acc << 8) | r[i];
+		bits += 8;
+		while (bits >= 5) {
+			out[j++] = b32[(acc >> (bits - 5)) & 31];
+			bits -= 5;
+		}
+	}
+	out[UCGW_ID_LEN] = '\0';
+}
+
+bool id_valid(const char *s)
+{
+	if (!s || strlen(s) != UCGW_ID_LEN)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!strchr(b32, *p))
+			return false;
+	return true;
+}
+
+uint64_t id_time_ms(const char *id)
+{
+	uint64_t t = 0;
+	for (int i = 0; i < 10 && id[i]; i++) {
+		const char *p = strchr(b32, id[i]);
+		t = (t << 5) | (uint64_t)(p ? p - b32 : 0);
+	}
+	return t;
+}
+
+void wait_status_str(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (SIG%s)%s", WTERMSIG(status),
+			 sigabbrev_np(WTERMSIG(status)) ? sigabbrev_np(WTERMSIG(status)) : "?",
+			 WCOREDUMP(status) ? ", core dumped" : "");
+	else
+		snprintf(buf, len, "unknown wait status 0x%x", status);
+}
+
+int mkdir_p(const char *path, unsigned mode)
+{
+	size_t n = strlen(path);
+	char tmp[4096];
+	if (n == 0 || n >= sizeof tmp) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(tmp, path, n + 1);
+	for (char *s = tmp + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return -1;
+		*s = '/';
+	}
+	return mkdir(tmp, mode) < 0 && errno != EEXIST ? -1 : 0;
+}

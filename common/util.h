@@ -1,0 +1,25 @@
+/* Small helpers shared by every process: clocks, message ids, wait statuses. */
+#ifndef UCGW_UTIL_H
+#define UCGW_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define UCGW_ID_LEN 26 /* a ULID: 48-bit milliseconds + 80 random bits, Crockford base32 */
+
+uint64_t now_ms(void);      /* CLOCK_MONOTONIC */
+uint64_t wall_ms(void);     /* CLOCK_REALTIME */
+void id_new(char out[UCGW_ID_LEN + 1]);
+bool id_valid(const char *s);
+uint64_t id_time_ms(const char *id);
+uint64_t rand_u64(void);
+/* One function turns a wait status into words, so every exit is logged the same way. */
+void wait_status_str(int status, char *buf, size_t len);
+/* Exit code of a worker that found its configuration unusable: never restarted. */
+#define UCGW_EXIT_CONFIG 2
+
+/* mkdir -p; 0 or -1 with errno. */
+int mkdir_p(const char *path, unsigned mode);
+
+#endif

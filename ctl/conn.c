@@ -1,0 +1,130 @@
+#include "ctl/conn.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+int conn_open(struct conn *c, const char *path, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof *c);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof sa.sun_path) {
+		snprintf(err, errlen, "socket path too long: %s", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "ucgwd is not running (cannot connect to %s: %s)", path, strerror(e));
+		if (c->fd >= 0)
+			close(c->fd);
+		c->fd = -1;
+		return -1;
+	}
+	msgpack_zone_init(&c->zone, 4096);
+	return 0;
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->buf);
+	msgpack_zone_destroy(&c->zone);
+	c->fd = -1;
+}
+
+uint64_t conn_request(struct conn *c, const char *name, const msgpack_sbuffer *args)
+{
+	return conn_request_fd(c, name, args, -1);
+}
+
+uint64_t conn_request_fd(struct conn *c, const char *name, const msgpack_sbuffer *args, int fd)
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	struct msg m = { .type = MSG_REQUEST, .version = UCGW_PROTO_VERSION, .seq = ++c->seq, .name = name };
+	if (args && args->size) {
+		m.body_raw = args->data;
+		m.body_raw_len = args->size;
+	}
+	msg_encode(&m, &sb);
+	size_t off = 0;
+	while (off < sb.size) {
+		struct iovec iov = { sb.data + off, sb.size - off };
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} cbuf;
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		if (fd >= 0 && off == 0) { /* the descriptor rides with the first byte */
+			memset(&cbuf, 0, sizeof cbuf);
+			mh.msg_control = cbuf.buf;
+			mh.msg_controllen = sizeof cbuf.buf;
+			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+		}
+		ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	msgpack_sbuffer_destroy(&sb);
+	return c->seq;
+}
+
+static size_t frame_len(const struct conn *c)
+{
+	const unsigned char *h = (const unsigned char *)c->buf;
+	return (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+}
+
+int conn_read(struct conn *c, struct msg *m, int timeout_ms, char *err, size_t errlen)
+{
+	/* The frame returned last time stays in buf until now: decoded fields point into it. */
+	if (c->pending) {
+		memmove(c->buf, c->buf + c->pending, c->len - c->pending);
+		c->len -= c->pending;
+		c->pending = 0;
+	}
+	for (;;) {
+		if (c->len >= FRAME_HDR && c->len >= FRAME_HDR + frame_len(c)) {
+			size_t flen = frame_len(c);
+			c->pending = FRAME_HDR + flen;
+			msgpack_zone_clear(&c->zone);
+			return msg_decode(c->buf + FRAME_HDR, flen, m, &c->zone, err, errlen);
+		}
+		struct pollfd p = { c->fd, POLLIN, 0 };
+		int r = poll(&p, 1, timeout_ms);
+		if (r == 0) {
+			snprintf(err, errlen, "no answer from ucgwd within %d ms", timeout_ms);
+			return -1;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (c->cap - c->len < 65536) {
+			c->cap = c->cap ? c->cap * 2 : 131072;
+			c->buf = xrealloc(c->buf, c->cap);
+		}
+		ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+		if (n <= 0) {
+			snprintf(err, errlen, "ucgwd closed the connection%s%s", n < 0 ? ": " : "",
+				 n < 0 ? strerror(errno) : "");
+			return -1;
+		}
+		c->len += (size_t)n;
+	}
+}

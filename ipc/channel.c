@@ -1,0 +1,326 @@
+#include "ipc/channel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+#define MAX_FDS_QUEUED 256
+
+struct fdmark {
+	size_t at; /* offset in the write buffer of the frame that carries it */
+	int fd;
+};
+
+struct channel {
+	uv_poll_t poll;
+	int fd;
+	size_t max_frame;
+	const struct channel_ops *ops;
+	void *arg;
+	bool closed, congested, in_callback;
+
+	char *rbuf;
+	size_t rlen, rcap;
+	int rfds[MAX_FDS_QUEUED];
+	size_t rfd_head, rfd_count;
+
+	char *wbuf;
+	size_t woff, wlen, wcap;
+	struct fdmark *marks;
+	size_t nmarks, capmarks;
+	msgpack_sbuffer scratch;
+};
+
+static void channel_update_poll(struct channel *ch);
+
+static void on_closed(uv_handle_t *h)
+{
+	struct channel *ch = h->data;
+	for (size_t i = 0; i < ch->rfd_count; i++)
+		close(ch->rfds[(ch->rfd_head + i) % MAX_FDS_QUEUED]);
+	for (size_t i = 0; i < ch->nmarks; i++)
+		close(ch->marks[i].fd);
+	free(ch->rbuf);
+	free(ch->wbuf);
+	free(ch->marks);
+	msgpack_sbuffer_destroy(&ch->scratch);
+	free(ch);
+}
+
+void channel_close(struct channel *ch)
+{
+	if (!ch || ch->closed)
+		return;
+	ch->closed = true;
+	uv_poll_stop(&ch->poll);
+	close(ch->fd);
+	uv_close((uv_handle_t *)&ch->poll, on_closed);
+}
+
+static void channel_fail(struct channel *ch, const char *why)
+{
+	if (ch->closed)
+		return;
+	channel_close(ch);
+	if (ch->ops->on_error)
+		ch->ops->on_error(ch, why, ch->arg);
+}
+
+static void stash_fds(struct channel *ch, struct msghdr *mh)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		int *fds = (int *)CMSG_DATA(c);
+		for (size_t i = 0; i < n; i++) {
+			if (ch->rfd_count == MAX_FDS_QUEUED) {
+				close(fds[i]); /* a peer flooding us with descriptors */
+				continue;
+			}
+			ch->rfds[(ch->rfd_head + ch->rfd_count++) % MAX_FDS_QUEUED] = fds[i];
+		}
+	}
+}
+
+int channel_take_fd(struct channel *ch)
+{
+	if (ch->rfd_count == 0)
+		return -1;
+	int fd = ch->rfds[ch->rfd_head];
+	ch->rfd_head = (ch->rfd_head + 1) % MAX_FDS_QUEUED;
+	ch->rfd_count--;
+	return fd;
+}
+
+/* Deliver every complete frame in the read buffer; keep the partial tail. */
+static void parse_frames(struct channel *ch)
+{
+	size_t off = 0;
+	ch->in_callback = true;
+	while (!ch->closed && ch->rlen - off >= FRAME_HDR) {
+		const unsigned char *h = (const unsigned char *)ch->rbuf + off;
+		size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+		if (len > ch->max_frame || len == 0) {
+			ch->in_callback = false;
+			channel_fail(ch, len ? "frame larger than max_frame_bytes" : "empty frame");
+			return;
+		}
+		if (ch->rlen - off - FRAME_HDR < len) {
+			size_t need = FRAME_HDR + len;
+			if (need > ch->rcap) { /* grow only as far as this frame needs */
+				memmove(ch->rbuf, ch->rbuf + off, ch->rlen - off);
+				ch->rlen -= off;
+				off = 0;
+				ch->rcap = need;
+				ch->rbuf = xrealloc(ch->rbuf, ch->rcap);
+			}
+			break;
+		}
+		ch->ops->on_frame(ch, ch->rbuf + off + FRAME_HDR, len, ch->arg);
+		off += FRAME_HDR + len;
+	}
+	ch->in_callback = false;
+	if (ch->closed)
+		return;
+	if (off) {
+		memmove(ch->rbuf, ch->rbuf + off, ch->rlen - off);
+		ch->rlen -= off;
+	}
+}
+
+static void do_read(struct channel *ch)
+{
+	for (int rounds = 0; rounds < 16 && !ch->closed; rounds++) {
+		if (ch->rcap - ch->rlen < 4096) {
+			ch->rcap *= 2;
+			ch->rbuf = xrealloc(ch->rbuf, ch->rcap);
+		}
+		struct iovec iov = { ch->rbuf + ch->rlen, ch->rcap - ch->rlen };
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * 16)];
+			struct cmsghdr align;
+		} cbuf;
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+				     .msg_controllen = sizeof cbuf.buf };
+		ssize_t n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			channel_fail(ch, strerror(errno));
+			return;
+		}
+		if (mh.msg_controllen)
+			stash_fds(ch, &mh);
+		if (n == 0) {
+			channel_fail(ch, "peer closed the connection");
+			return;
+		}
+		ch->rlen += (size_t)n;
+		parse_frames(ch);
+		if ((size_t)n < iov.iov_len)
+			return; /* drained the socket */
+	}
+}
+
+static ssize_t send_with_fd(struct channel *ch, const char *p, size_t n, int fd)
+{
+	struct iovec iov = { (void *)p, n };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (fd >= 0) {
+		memset(&cbuf, 0, sizeof cbuf);
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof cbuf.buf;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	}
+	return sendmsg(ch->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* Write as much of the queue as the socket takes. A descriptor goes with the
+ * first byte of its frame, so the write stops at each mark. */
+static void do_write(struct channel *ch)
+{
+	while (!ch->closed && ch->woff < ch->wlen) {
+		size_t end = ch->wlen;
+		int fd = -1;
+		if (ch->nmarks) {
+			if (ch->marks[0].at == ch->woff)
+				fd = ch->marks[0].fd;
+			if (ch->nmarks > (fd >= 0 ? 1u : 0u))
+				end = ch->marks[fd >= 0 ? 1 : 0].at;
+		}
+		ssize_t n = send_with_fd(ch, ch->wbuf + ch->woff, end - ch->woff, fd);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			channel_fail(ch, strerror(errno));
+			return;
+		}
+		if (fd >= 0) {
+			close(fd);
+			memmove(ch->marks, ch->marks + 1, --ch->nmarks * sizeof *ch->marks);
+		}
+		ch->woff += (size_t)n;
+	}
+	if (ch->woff == ch->wlen) {
+		ch->woff = ch->wlen = 0;
+	} else if (ch->woff > ch->wcap / 2) {
+		memmove(ch->wbuf, ch->wbuf + ch->woff, ch->wlen - ch->woff);
+		for (size_t i = 0; i < ch->nmarks; i++)
+			ch->marks[i].at -= ch->woff;
+		ch->wlen -= ch->woff;
+		ch->woff = 0;
+	}
+	if (ch->congested && channel_queued(ch) < CHANNEL_LOW_WATER) {
+		ch->congested = false;
+		if (ch->ops->on_drain)
+			ch->ops->on_drain(ch, ch->arg);
+	}
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+	struct channel *ch = h->data;
+	if (status < 0) {
+		channel_fail(ch, uv_strerror(status));
+		return;
+	}
+	if (events & UV_READABLE)
+		do_read(ch);
+	if (!ch->closed && (events & UV_WRITABLE))
+		do_write(ch);
+	if (!ch->closed)
+		channel_update_poll(ch);
+}
+
+static void channel_update_poll(struct channel *ch)
+{
+	int ev = UV_READABLE | (ch->wlen > ch->woff ? UV_WRITABLE : 0);
+	uv_poll_start(&ch->poll, ev, on_poll);
+}
+
+struct channel *channel_new(uv_loop_t *loop, int fd, size_t max_frame, const struct channel_ops *ops, void *arg)
+{
+	struct channel *ch = xcalloc(1, sizeof *ch);
+	ch->fd = fd;
+	ch->max_frame = max_frame;
+	ch->ops = ops;
+	ch->arg = arg;
+	ch->rcap = 64 * 1024;
+	ch->rbuf = xmalloc(ch->rcap);
+	msgpack_sbuffer_init(&ch->scratch);
+	if (uv_poll_init(loop, &ch->poll, fd) != 0)
+		fatalx("uv_poll_init on fd %d failed", fd);
+	ch->poll.data = ch;
+	channel_update_poll(ch);
+	return ch;
+}
+
+int channel_write(struct channel *ch, const void *frame, size_t len, int fd)
+{
+	if (ch->closed)
+		return -1;
+	if (fd >= 0) {
+		int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (dupfd < 0)
+			return -1;
+		if (ch->nmarks == ch->capmarks) {
+			ch->capmarks = ch->capmarks ? ch->capmarks * 2 : 8;
+			ch->marks = xrealloc(ch->marks, ch->capmarks * sizeof *ch->marks);
+		}
+		ch->marks[ch->nmarks++] = (struct fdmark){ ch->wlen, dupfd };
+	}
+	bool was_idle = ch->wlen == ch->woff;
+	if (ch->wlen + len > ch->wcap) {
+		ch->wcap = ch->wcap ? ch->wcap : 64 * 1024;
+		while (ch->wlen + len > ch->wcap)
+			ch->wcap *= 2;
+		ch->wbuf = xrealloc(ch->wbuf, ch->wcap);
+	}
+	memcpy(ch->wbuf + ch->wlen, frame, len);
+	ch->wlen += len;
+	if (channel_queued(ch) > CHANNEL_HIGH_WATER)
+		ch->congested = true;
+	/* Writing waits for the loop to report the socket writable, so frames queued
+	 * in one turn of the loop go out in one system call. */
+	if (was_idle)
+		channel_update_poll(ch);
+	return 0;
+}
+
+int channel_send(struct channel *ch, const struct msg *m, int fd)
+{
+	ch->scratch.size = 0;
+	msg_encode(m, &ch->scratch);
+	return channel_write(ch, ch->scratch.data, ch->scratch.size, fd);
+}
+
+size_t channel_queued(const struct channel *ch) { return ch->wlen - ch->woff; }
+bool channel_congested(const struct channel *ch) { return ch->congested; }
+void *channel_arg(const struct channel *ch) { return ch->arg; }
+void channel_set_arg(struct channel *ch, void *arg) { ch->arg = arg; }
+
+void channel_flush(struct channel *ch, int timeout_ms)
+{
+	uint64_t deadline = uv_hrtime() / 1000000 + (uint64_t)timeout_ms;
+	while (!ch->closed && channel_queued(ch) > 0) {
+		struct pollfd p = { ch->fd, POLLOUT, 0 };
+		int left = (int)(deadline - uv_hrtime() / 1000000);
+		if (left <= 0 || poll(&p, 1, left) <= 0)
+			return;
+		do_write(ch);
+	}
+}

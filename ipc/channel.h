@@ -1,0 +1,51 @@
+/* A non-blocking channel of frames over a unix stream socket (a worker's
+ * socketpair or a control connection), driven by libuv.
+ *
+ * Written by hand because libuv's pipes can pass only libuv handles, not the open
+ * regular files that file jobs carry (SCM_RIGHTS), and because reading many frames
+ * per read and writing through one queue is what keeps the per-message cost low. */
+#ifndef UCGW_CHANNEL_H
+#define UCGW_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "proto/proto.h"
+
+struct channel;
+
+struct channel_ops {
+	/* One complete frame body (header stripped). buf is valid during the call only. */
+	void (*on_frame)(struct channel *ch, const char *buf, size_t len, void *arg);
+	/* The peer closed, an I/O error, or a malformed frame (oversize): the channel
+	 * is already closed when this runs; it is called once. */
+	void (*on_error)(struct channel *ch, const char *why, void *arg);
+	/* The write queue fell back below the low watermark after being congested. */
+	void (*on_drain)(struct channel *ch, void *arg);
+};
+
+struct channel *channel_new(uv_loop_t *loop, int fd, size_t max_frame,
+			    const struct channel_ops *ops, void *arg);
+/* Queue a frame (header included, as msg_encode writes it). When fd >= 0 it
+ * travels with the frame's first byte; the channel dups it, the caller keeps its
+ * own. Returns -1 when the channel is closed. */
+int channel_write(struct channel *ch, const void *frame, size_t len, int fd);
+/* Encode and queue a message. */
+int channel_send(struct channel *ch, const struct msg *m, int fd);
+/* The oldest descriptor received and not yet taken, or -1. The caller owns it. */
+int channel_take_fd(struct channel *ch);
+bool channel_congested(const struct channel *ch);
+size_t channel_queued(const struct channel *ch);
+/* Try to write the queue out now (used before exiting). Blocks up to timeout_ms. */
+void channel_flush(struct channel *ch, int timeout_ms);
+/* Close the socket and free the channel once libuv lets go of it. No callback
+ * runs after this. Safe to call from inside a callback. */
+void channel_close(struct channel *ch);
+void *channel_arg(const struct channel *ch);
+void channel_set_arg(struct channel *ch, void *arg);
+
+#define CHANNEL_HIGH_WATER (8u << 20)
+#define CHANNEL_LOW_WATER  (1u << 20)
+
+#endif

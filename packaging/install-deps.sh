@@ -1,0 +1,11 @@
+#!/bin/sh
+# Install what building, testing and running ucgw needs on Debian 12 (as root).
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+	build-essential cmake pkg-config git ca-certificates \
+	libuv1-dev libwebsockets-dev libcurl4-openssl-dev libmosquitto-dev libssh2-1-dev \
+	libyaml-dev libmsgpack-dev libssl-dev libsystemd-dev libseccomp-dev \
+	mosquitto openssh-server openssh-client rsync openssl procps \
+	python3 python3-msgpack python3-websockets python3-pycryptodome >/dev/null

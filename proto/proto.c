@@ -1,0 +1,352 @@
+#include "proto/proto.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+
+enum ftype { FT_U64, FT_STR, FT_BIN, FT_BOOL, FT_OBJ };
+
+static const struct field {
+	const char *key;
+	enum ftype type;
+	size_t off;  /* of the value in struct msg */
+	size_t loff; /* of the length, for FT_BIN */
+} fields[FLD_COUNT] = {
+#define U(f, k, m) [f] = { k, FT_U64, offsetof(struct msg, m), 0 }
+#define S(f, k, m) [f] = { k, FT_STR, offsetof(struct msg, m), 0 }
+#define B(f, k, m) [f] = { k, FT_BOOL, offsetof(struct msg, m), 0 }
+	U(FLD_VERSION, "v", version), U(FLD_PID, "pid", pid), U(FLD_SEQ, "seq", seq),
+	U(FLD_KIND, "kind", kind), U(FLD_SIZE, "size", size), U(FLD_STATUS, "status", status),
+	U(FLD_RETRY_AFTER, "retry_after_ms", retry_after_ms), U(FLD_DONE, "done", done),
+	U(FLD_RTT, "rtt_us", rtt_us), U(FLD_LOG_LEVEL, "log_level", log_level),
+	U(FLD_MAX_FRAME, "max_frame", max_frame), U(FLD_PRIORITY, "priority", priority),
+	U(FLD_ATTEMPT, "attempt", attempt),
+	S(FLD_NAME, "name", name), S(FLD_ID, "id", id), S(FLD_TOPIC, "topic", topic),
+	S(FLD_ENDPOINT, "endpoint", endpoint), S(FLD_REMOTE_NAME, "remote_name", remote_name),
+	S(FLD_ERROR, "error", error), S(FLD_DETAIL, "detail", detail),
+	S(FLD_DEVICE_ID, "device_id", device_id),
+	[FLD_PAYLOAD] = { "payload", FT_BIN, offsetof(struct msg, payload), offsetof(struct msg, payload_len) },
+	[FLD_SECTION] = { "section", FT_BIN, offsetof(struct msg, section), offsetof(struct msg, section_len) },
+	B(FLD_HAS_FD, "has_fd", has_fd), B(FLD_CONNECTED, "connected", connected), B(FLD_OK, "ok", ok),
+	B(FLD_ENCRYPT, "encrypt", encrypt),
+	[FLD_BODY] = { "body", FT_OBJ, offsetof(struct msg, body), offsetof(struct msg, body_raw_len) },
+#undef U
+#undef S
+#undef B
+};
+
+#define BIT(f) (1u << (f))
+
+/* Which fields each type allows, and which of those it requires. */
+static const struct {
+	const char *name;
+	uint32_t allow, require;
+} types[MSG_TYPE_MAX] = {
+	[MSG_HELLO] = { "hello", BIT(FLD_VERSION) | BIT(FLD_NAME) | BIT(FLD_PID),
+			BIT(FLD_VERSION) | BIT(FLD_NAME) | BIT(FLD_PID) },
+	[MSG_CONFIG] = { "config", BIT(FLD_VERSION) | BIT(FLD_DEVICE_ID) | BIT(FLD_SECTION) | BIT(FLD_MAX_FRAME) | BIT(FLD_LOG_LEVEL),
+			 BIT(FLD_VERSION) | BIT(FLD_DEVICE_ID) | BIT(FLD_SECTION) | BIT(FLD_MAX_FRAME) | BIT(FLD_LOG_LEVEL) },
+	[MSG_READY] = { "ready", BIT(FLD_DETAIL), 0 },
+	[MSG_PING] = { "ping", BIT(FLD_SEQ), BIT(FLD_SEQ) },
+	[MSG_PONG] = { "pong", BIT(FLD_SEQ), BIT(FLD_SEQ) },
+	[MSG_JOB] = { "job",
+		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) | BIT(FLD_PAYLOAD) | BIT(FLD_TOPIC) | BIT(FLD_ENDPOINT) |
+			      BIT(FLD_REMOTE_NAME) | BIT(FLD_SIZE) | BIT(FLD_HAS_FD) | BIT(FLD_PRIORITY) | BIT(FLD_ATTEMPT) |
+			      BIT(FLD_ENCRYPT),
+		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) },
+	[MSG_RESULT] = { "result", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) | BIT(FLD_ERROR) | BIT(FLD_RETRY_AFTER) | BIT(FLD_RTT),
+			 BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) },
+	[MSG_HEALTH] = { "health", BIT(FLD_CONNECTED) | BIT(FLD_DETAIL) | BIT(FLD_RTT), BIT(FLD_CONNECTED) },
+	[MSG_PROGRESS] = { "progress", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_DONE) | BIT(FLD_SIZE),
+			   BIT(FLD_SEQ) | BIT(FLD_DONE) },
+	[MSG_SHUTDOWN] = { "shutdown", 0, 0 },
+	[MSG_REQUEST] = { "request", BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_NAME) | BIT(FLD_BODY),
+			  BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_NAME) },
+	[MSG_REPLY] = { "reply", BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_OK) | BIT(FLD_ERROR) | BIT(FLD_BODY),
+			BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_OK) },
+	[MSG_EVENT] = { "event", BIT(FLD_SEQ) | BIT(FLD_NAME) | BIT(FLD_BODY), BIT(FLD_SEQ) | BIT(FLD_NAME) },
+};
+
+static bool type_known(uint64_t t) { return t > 0 && t < MSG_TYPE_MAX && types[t].name; }
+
+const char *msg_type_str(enum msg_type t) { return type_known(t) ? types[t].name : "unknown"; }
+
+static const char *const status_names[] = { "ok", "retry", "permfail" };
+static const char *const prio_names[] = { "high", "normal", "low" };
+
+static int name_index(const char *const *names, int n, const char *s)
+{
+	for (int i = 0; s && i < n; i++)
+		if (strcmp(names[i], s) == 0)
+			return i;
+	return -1;
+}
+
+const char *job_status_str(enum job_status s) { return (unsigned)s < 3 ? status_names[s] : "unknown"; }
+int job_status_parse(const char *s) { return name_index(status_names, 3, s); }
+const char *priority_str(enum priority p) { return (unsigned)p < 3 ? prio_names[p] : "unknown"; }
+int priority_parse(const char *s) { return name_index(prio_names, 3, s); }
+
+void pk_key(msgpack_packer *pk, const char *k)
+{
+	size_t n = strlen(k);
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, k, n);
+}
+
+void pk_str(msgpack_packer *pk, const char *s)
+{
+	if (s)
+		pk_key(pk, s);
+	else
+		msgpack_pack_nil(pk);
+}
+
+void pk_kv_str(msgpack_packer *pk, const char *k, const char *v) { pk_key(pk, k); pk_str(pk, v); }
+void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v) { pk_key(pk, k); msgpack_pack_uint64(pk, v); }
+void pk_kv_i64(msgpack_packer *pk, const char *k, int64_t v) { pk_key(pk, k); msgpack_pack_int64(pk, v); }
+void pk_kv_f64(msgpack_packer *pk, const char *k, double v) { pk_key(pk, k); msgpack_pack_double(pk, v); }
+void pk_kv_bool(msgpack_packer *pk, const char *k, bool v)
+{
+	pk_key(pk, k);
+	if (v)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
+
+static bool field_set(const struct msg *m, int f)
+{
+	const char *base = (const char *)m;
+	switch (fields[f].type) {
+	case FT_U64: return *(const uint64_t *)(base + fields[f].off) != 0;
+	case FT_STR: return *(const char *const *)(base + fields[f].off) != NULL;
+	case FT_BIN: return *(const void *const *)(base + fields[f].off) != NULL;
+	case FT_BOOL: return *(const bool *)(base + fields[f].off);
+	case FT_OBJ: return m->body_raw != NULL;
+	}
+	return false;
+}
+
+static void pack_field(msgpack_packer *pk, const struct msg *m, int f)
+{
+	const char *base = (const char *)m;
+	pk_key(pk, fields[f].key);
+	switch (fields[f].type) {
+	case FT_U64: msgpack_pack_uint64(pk, *(const uint64_t *)(base + fields[f].off)); break;
+	case FT_STR: pk_str(pk, *(const char *const *)(base + fields[f].off)); break;
+	case FT_BOOL:
+		if (*(const bool *)(base + fields[f].off))
+			msgpack_pack_true(pk);
+		else
+			msgpack_pack_false(pk);
+		break;
+	case FT_BIN: {
+		const void *p = *(const void *const *)(base + fields[f].off);
+		size_t n = *(const size_t *)(base + fields[f].loff);
+		msgpack_pack_bin(pk, n);
+		msgpack_pack_bin_body(pk, p, n);
+		break;
+	}
+	case FT_OBJ: /* already-packed msgpack: splice its bytes in */
+		msgpack_sbuffer_write(pk->data, m->body_raw, m->body_raw_len);
+		break;
+	}
+}
+
+void msg_encode(const struct msg *m, msgpack_sbuffer *out)
+{
+	if (!type_known(m->type))
+		panic("msg_encode: unknown type %d", m->type);
+	uint32_t allow = types[m->type].allow, req = types[m->type].require;
+	uint32_t emit = 0;
+	for (int f = 0; f < FLD_COUNT; f++) {
+		if (!(allow & BIT(f)))
+			continue;
+		/* Booleans and numbers that are required go out even when false/zero. */
+		if ((req & BIT(f)) || field_set(m, f))
+			emit |= BIT(f);
+	}
+	size_t start = out->size;
+	static const char zero[FRAME_HDR];
+	msgpack_sbuffer_write(out, zero, FRAME_HDR);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 1 + (size_t)__builtin_popcount(emit));
+	pk_kv_u64(&pk, "t", m->type);
+	for (int f = 0; f < FLD_COUNT; f++)
+		if (emit & BIT(f))
+			pack_field(&pk, m, f);
+	uint32_t len = (uint32_t)(out->size - start - FRAME_HDR);
+	unsigned char *h = (unsigned char *)out->data + start;
+	h[0] = (unsigned char)(len >> 24);
+	h[1] = (unsigned char)(len >> 16);
+	h[2] = (unsigned char)(len >> 8);
+	h[3] = (unsigned char)len;
+}
+
+static bool key_is(const msgpack_object *k, const char *s)
+{
+	size_t n = strlen(s);
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+static int find_field(const msgpack_object *k)
+{
+	for (int f = 0; f < FLD_COUNT; f++)
+		if (key_is(k, fields[f].key))
+			return f;
+	return -1;
+}
+
+static char *zone_strdup(msgpack_zone *z, const char *p, size_t n)
+{
+	char *s = msgpack_zone_malloc(z, n + 1);
+	if (!s)
+		fatal("msgpack_zone_malloc");
+	memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
+static int decode_field(struct msg *m, int f, const msgpack_object *v, msgpack_zone *z)
+{
+	char *base = (char *)m;
+	switch (fields[f].type) {
+	case FT_U64:
+		if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			return -1;
+		*(uint64_t *)(base + fields[f].off) = v->via.u64;
+		return 0;
+	case FT_STR:
+		if (v->type == MSGPACK_OBJECT_NIL)
+			return 0;
+		if (v->type != MSGPACK_OBJECT_STR || memchr(v->via.str.ptr, '\0', v->via.str.size))
+			return -1;
+		*(char **)(base + fields[f].off) = zone_strdup(z, v->via.str.ptr, v->via.str.size);
+		return 0;
+	case FT_BOOL:
+		if (v->type != MSGPACK_OBJECT_BOOLEAN)
+			return -1;
+		*(bool *)(base + fields[f].off) = v->via.boolean;
+		return 0;
+	case FT_BIN:
+		if (v->type != MSGPACK_OBJECT_BIN)
+			return -1;
+		/* A zero-length blob still needs a non-NULL pointer: "present, empty". */
+		*(const void **)(base + fields[f].off) = v->via.bin.size ? v->via.bin.ptr : (const void *)"";
+		*(size_t *)(base + fields[f].loff) = v->via.bin.size;
+		return 0;
+	case FT_OBJ: {
+		msgpack_object *o = msgpack_zone_malloc(z, sizeof *o);
+		if (!o)
+			fatal("msgpack_zone_malloc");
+		*o = *v;
+		m->body = o;
+		return 0;
+	}
+	}
+	return -1;
+}
+
+int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone, char *err, size_t errlen)
+{
+	memset(m, 0, sizeof *m);
+	msgpack_object root;
+	size_t off = 0;
+	msgpack_unpack_return r = msgpack_unpack(buf, len, &off, zone, &root);
+	if (r == MSGPACK_UNPACK_EXTRA_BYTES || (r == MSGPACK_UNPACK_SUCCESS && off != len)) {
+		snprintf(err, errlen, "%zu bytes left over after the message", len - off);
+		return -1;
+	}
+	if (r != MSGPACK_UNPACK_SUCCESS) {
+		snprintf(err, errlen, "not a msgpack object (%s)", r == MSGPACK_UNPACK_CONTINUE ? "truncated" : "parse error");
+		return -1;
+	}
+	if (root.type != MSGPACK_OBJECT_MAP) {
+		snprintf(err, errlen, "message is not a map");
+		return -1;
+	}
+	const msgpack_object_kv *kv = root.via.map.ptr;
+	uint32_t n = root.via.map.size;
+	const msgpack_object *t = NULL;
+	for (uint32_t i = 0; i < n; i++)
+		if (key_is(&kv[i].key, "t")) {
+			if (t) {
+				snprintf(err, errlen, "duplicate key 't'");
+				return -1;
+			}
+			t = &kv[i].val;
+		}
+	if (!t || t->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !type_known(t->via.u64)) {
+		snprintf(err, errlen, "missing or unknown message type");
+		return -1;
+	}
+	m->type = (enum msg_type)t->via.u64;
+	uint32_t allow = types[m->type].allow;
+	for (uint32_t i = 0; i < n; i++) {
+		if (key_is(&kv[i].key, "t"))
+			continue;
+		int f = find_field(&kv[i].key);
+		if (f < 0 || !(allow & BIT(f))) {
+			snprintf(err, errlen, "%s: unexpected field '%.*s'", types[m->type].name,
+				 kv[i].key.type == MSGPACK_OBJECT_STR ? (int)kv[i].key.via.str.size : 1,
+				 kv[i].key.type == MSGPACK_OBJECT_STR ? kv[i].key.via.str.ptr : "?");
+			return -1;
+		}
+		if (m->present & BIT(f)) {
+			snprintf(err, errlen, "%s: duplicate field '%s'", types[m->type].name, fields[f].key);
+			return -1;
+		}
+		if (decode_field(m, f, &kv[i].val, zone) < 0) {
+			snprintf(err, errlen, "%s: field '%s' has the wrong type", types[m->type].name, fields[f].key);
+			return -1;
+		}
+		m->present |= BIT(f);
+	}
+	uint32_t missing = types[m->type].require & ~m->present;
+	if (missing) {
+		snprintf(err, errlen, "%s: missing field '%s'", types[m->type].name, fields[__builtin_ctz(missing)].key);
+		return -1;
+	}
+	return 0;
+}
+
+const msgpack_object *obj_get(const msgpack_object *map, const char *key)
+{
+	if (!map || map->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	for (uint32_t i = 0; i < map->via.map.size; i++)
+		if (key_is(&map->via.map.ptr[i].key, key))
+			return &map->via.map.ptr[i].val;
+	return NULL;
+}
+
+bool obj_get_str(const msgpack_object *map, const char *key, char *buf, size_t len)
+{
+	const msgpack_object *v = obj_get(map, key);
+	if (!v || v->type != MSGPACK_OBJECT_STR || v->via.str.size >= len)
+		return false;
+	memcpy(buf, v->via.str.ptr, v->via.str.size);
+	buf[v->via.str.size] = '\0';
+	return true;
+}
+
+bool obj_get_u64(const msgpack_object *map, const char *key, uint64_t *out)
+{
+	const msgpack_object *v = obj_get(map, key);
+	if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return false;
+	*out = v->via.u64;
+	return true;
+}
+
+bool obj_get_bool(const msgpack_object *map, const char *key, bool *out)
+{
+	const msgpack_object *v = obj_get(map, key);
+	if (!v || v->type != MSGPACK_OBJECT_BOOLEAN)
+		return false;
+	*out = v->via.boolean;
+	return true;
+}

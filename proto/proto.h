@@ -1,0 +1,97 @@
+/* Every message that crosses a process boundary: one enum, one flat struct, one
+ * table that says which fields each type carries. Both the worker socketpairs and
+ * the control socket speak it. Bump UCGW_PROTO_VERSION on every change. */
+#ifndef UCGW_PROTO_H
+#define UCGW_PROTO_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define UCGW_PROTO_VERSION 1
+#define FRAME_HDR 4 /* big-endian length of the msgpack object that follows */
+
+enum msg_type {
+	/* supervisor <-> worker */
+	MSG_HELLO = 1,  /* worker: name, version, pid */
+	MSG_CONFIG,     /* supervisor: device_id, section, max_frame, log_level */
+	MSG_READY,      /* worker: set up, accepting jobs */
+	MSG_PING,       /* supervisor: seq */
+	MSG_PONG,       /* worker: seq */
+	MSG_JOB,        /* supervisor: a message or file to deliver */
+	MSG_RESULT,     /* worker: the outcome of a job */
+	MSG_HEALTH,     /* worker: connected to its server or not, and why */
+	MSG_PROGRESS,   /* worker: bytes of a file job delivered so far */
+	MSG_SHUTDOWN,   /* supervisor: finish the jobs in hand and exit */
+	/* control client <-> supervisor */
+	MSG_REQUEST = 32, /* client: version, seq (request id), name (command), body (args) */
+	MSG_REPLY,      /* supervisor: seq, ok, error, body (data) */
+	MSG_EVENT,      /* supervisor: seq, name (event), body: progress of a waited request */
+	MSG_TYPE_MAX
+};
+
+enum job_kind { JOB_META = 0, JOB_FILE = 1 };
+enum job_status { JOB_OK = 0, JOB_RETRY = 1, JOB_PERMFAIL = 2 };
+enum priority { PRIO_HIGH = 0, PRIO_NORMAL = 1, PRIO_LOW = 2 };
+
+/* One flat struct for every type; the table in proto.c says which fields a type
+ * allows and requires. Decoded strings and blobs live in the zone given to
+ * msg_decode and are valid until it is cleared. */
+struct msg {
+	enum msg_type type;
+	uint64_t version, pid, seq, kind, size, status, retry_after_ms, done, rtt_us,
+		 log_level, max_frame, priority, attempt;
+	const char *name, *id, *topic, *endpoint, *remote_name, *error, *detail, *device_id;
+	const void *payload;
+	size_t payload_len;
+	const void *section;
+	size_t section_len;
+	bool has_fd, connected, ok, encrypt;
+	/* REQUEST args / REPLY and EVENT data: raw msgpack to encode, an object when decoded */
+	const void *body_raw;
+	size_t body_raw_len;
+	const msgpack_object *body;
+	uint32_t present; /* decoded: bit (1 << field) for each field found */
+};
+
+enum msg_field {
+	FLD_VERSION, FLD_PID, FLD_SEQ, FLD_KIND, FLD_SIZE, FLD_STATUS, FLD_RETRY_AFTER, FLD_DONE, FLD_RTT,
+	FLD_LOG_LEVEL, FLD_MAX_FRAME, FLD_PRIORITY, FLD_ATTEMPT,
+	FLD_NAME, FLD_ID, FLD_TOPIC, FLD_ENDPOINT, FLD_REMOTE_NAME, FLD_ERROR, FLD_DETAIL, FLD_DEVICE_ID,
+	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_ENCRYPT, FLD_BODY,
+	FLD_COUNT
+};
+#define MSG_HAS(m, f) (((m)->present >> (f)) & 1u)
+
+const char *msg_type_str(enum msg_type t);
+const char *job_status_str(enum job_status s);
+int job_status_parse(const char *s);
+const char *priority_str(enum priority p);
+int priority_parse(const char *s);
+
+/* Append one frame (header + object) to out. Optional fields left NULL/0 are
+ * omitted; required ones must be set (a programming error otherwise: panic). */
+void msg_encode(const struct msg *m, msgpack_sbuffer *out);
+
+/* Strictly decode one frame body (without the header): the type must be known,
+ * every field allowed for that type and of the right msgpack type, every required
+ * field present, no duplicate, nothing left over. Returns 0, or -1 with err. */
+int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone,
+	       char *err, size_t errlen);
+
+/* Helpers for building bodies and reading decoded ones. */
+void pk_str(msgpack_packer *pk, const char *s);            /* nil for NULL */
+void pk_kv_str(msgpack_packer *pk, const char *k, const char *v);
+void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
+void pk_kv_i64(msgpack_packer *pk, const char *k, int64_t v);
+void pk_kv_f64(msgpack_packer *pk, const char *k, double v);
+void pk_kv_bool(msgpack_packer *pk, const char *k, bool v);
+void pk_key(msgpack_packer *pk, const char *k);
+const msgpack_object *obj_get(const msgpack_object *map, const char *key); /* NULL if absent or not a map */
+/* A string field of a map copied into buf; false when absent or not a string. */
+bool obj_get_str(const msgpack_object *map, const char *key, char *buf, size_t len);
+bool obj_get_u64(const msgpack_object *map, const char *key, uint64_t *out);
+bool obj_get_bool(const msgpack_object *map, const char *key, bool *out);
+
+#endif

@@ -1,0 +1,306 @@
+/* The control commands: one table, one handler each. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "supervisor/commands.h"
+#include "supervisor/control.h"
+#include "supervisor/monitor.h"
+#include "supervisor/router_int.h"
+#include "supervisor/spool.h"
+#include "supervisor/proctab.h"
+#include "supervisor/router.h"
+#include "supervisor/sup.h"
+
+typedef void (*cmd_fn)(struct client *c, const struct msg *req);
+
+static void pack_proc(msgpack_packer *pk, const struct proc *p)
+{
+	msgpack_pack_map(pk, 11);
+	pk_kv_str(pk, "name", p->name);
+	pk_kv_u64(pk, "pid", (uint64_t)(p->pid > 0 ? p->pid : 0));
+	pk_kv_str(pk, "state", proc_state_str(p->state));
+	pk_kv_u64(pk, "generation", p->gen);
+	pk_kv_u64(pk, "restarts", p->restarts);
+	pk_kv_str(pk, "last_exit", p->last_exit);
+	pk_kv_u64(pk, "uptime_ms", p->pid > 0 ? now_ms() - p->start_ms : 0);
+	pk_kv_bool(pk, "connected", p->connected);
+	pk_kv_str(pk, "health", p->health);
+	pk_kv_u64(pk, "inflight", p->inflight);
+	pk_kv_u64(pk, "rtt_us", p->rtt_us);
+}
+
+static void pack_workers(msgpack_packer *pk)
+{
+	unsigned n = 0;
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		n++;
+	msgpack_pack_array(pk, n);
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		pack_proc(pk, p);
+}
+
+static void cmd_workers(struct client *c, const struct msg *req)
+{
+	struct body b;
+	body_init(&b);
+	pack_workers(&b.pk);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
+static void pack_spool(msgpack_packer *pk)
+{
+	struct spool_stats st;
+	spool_stats(&st);
+	msgpack_pack_map(pk, 12);
+	pk_kv_u64(pk, "depth", R.count);
+	pk_kv_u64(pk, "bytes", R.bytes);
+	pk_kv_u64(pk, "oldest_age_ms", R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0);
+	pk_kv_u64(pk, "waiting", R.waiting.n);
+	pk_kv_u64(pk, "dead", R.dead.n);
+	pk_kv_u64(pk, "accepted", R.accepted);
+	pk_kv_u64(pk, "dropped", R.dropped);
+	pk_kv_u64(pk, "expired", R.expired);
+	pk_kv_u64(pk, "rejected_full", R.rejected_full);
+	pk_kv_u64(pk, "segments", st.segments);
+	pk_kv_u64(pk, "disk_bytes", st.disk_bytes);
+	pk_kv_u64(pk, "corrupt_segments", st.corrupt_segments);
+}
+
+static void pack_network(msgpack_packer *pk)
+{
+	unsigned n = 0;
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		n++;
+	msgpack_pack_map(pk, n);
+	for (struct proc *p = proctab_first(); p; p = p->next) {
+		pk_key(pk, p->name);
+		msgpack_pack_map(pk, 4);
+		pk_kv_str(pk, "quality", quality_str(monitor_quality(p->name)));
+		pk_kv_f64(pk, "rtt_ms", (double)monitor_rtt_us(p->name) / 1000.0);
+		pk_kv_f64(pk, "loss", monitor_loss(p->name));
+		struct rproto *rp = rproto_by_name(p->name);
+		pk_kv_str(pk, "cooling", rp && now_ms() < rp->cool_until ? rp->cool_reason : NULL);
+	}
+}
+
+static void cmd_status(struct client *c, const struct msg *req)
+{
+	struct body b;
+	body_init(&b);
+	msgpack_packer *pk = &b.pk;
+	msgpack_pack_map(pk, 11);
+	pk_kv_str(pk, "version", UCGW_VERSION);
+	pk_kv_u64(pk, "pid", (uint64_t)getpid());
+	pk_kv_u64(pk, "uptime_ms", now_ms() - sup.start_ms);
+	pk_kv_str(pk, "config", sup.config_path);
+	pk_kv_str(pk, "device_id", config_str(sup.cfg, "gateway", "device_id"));
+	pk_kv_str(pk, "state", sup.stopping ? "stopping" : "running");
+	pk_kv_u64(pk, "reloads", sup.reloads);
+	pk_kv_u64(pk, "inflight", router_inflight());
+	pk_key(pk, "spool");
+	pack_spool(pk);
+	pk_key(pk, "network");
+	pack_network(pk);
+	pk_key(pk, "workers");
+	pack_workers(pk);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
+static bool arg_str(const struct msg *req, const char *key, char *buf, size_t len)
+{
+	return req->body && obj_get_str(req->body, key, buf, len);
+}
+
+static void cmd_restart(struct client *c, const struct msg *req)
+{
+	char name[64];
+	if (!arg_str(req, "name", name, sizeof name)) {
+		control_fail(c->cid, req->seq, "restart: which worker? (give its name)");
+		return;
+	}
+	struct proc *p = proctab_find(name);
+	if (!p) {
+		char list[256] = "";
+		for (struct proc *q = proctab_first(); q; q = q->next)
+			snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", q->name);
+		control_fail(c->cid, req->seq, "restart: no worker named '%s' (workers: %s)", name,
+			     list[0] ? list : "none");
+		return;
+	}
+	proctab_restart(p);
+	control_reply(c->cid, req->seq, true, NULL, NULL);
+}
+
+static void cmd_reload(struct client *c, const struct msg *req)
+{
+	char err[1024];
+	if (sup_reload(err, sizeof err) < 0)
+		control_fail(c->cid, req->seq, "reload failed, keeping the old configuration: %s", err);
+	else
+		control_reply(c->cid, req->seq, true, NULL, NULL);
+}
+
+static void cmd_shutdown(struct client *c, const struct msg *req)
+{
+	control_reply(c->cid, req->seq, true, NULL, NULL);
+	sup_shutdown("ucgwctl shutdown");
+}
+
+static void cmd_stats(struct client *c, const struct msg *req)
+{
+	struct body b;
+	body_init(&b);
+	stats_pack(&b.pk);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
+static void pack_queued(msgpack_packer *pk, const struct smsg *m)
+{
+	static const char *const states[] = { "queued", "inflight", "waiting", "dead" };
+	msgpack_pack_map(pk, 11);
+	pk_kv_str(pk, "id", m->id);
+	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
+	pk_kv_str(pk, "state", states[m->state]);
+	pk_kv_str(pk, "protocol", m->worker[0] ? m->worker : m->protocol);
+	pk_kv_str(pk, "priority", priority_str(m->priority));
+	pk_kv_u64(pk, "attempts", m->nroute);
+	pk_kv_u64(pk, "size", m->size);
+	pk_kv_u64(pk, "age_ms", wall_ms() - m->created_wall_ms);
+	pk_kv_u64(pk, "next_try_ms", m->state == SM_WAITING && m->next_try_ms > now_ms() ? m->next_try_ms - now_ms() : 0);
+	pk_kv_str(pk, "last_error", m->last_error[0] ? m->last_error : NULL);
+	pk_kv_str(pk, "remote_name", m->remote_name);
+}
+
+/* queue [list|dead|retry ID|all|purge ID|requeue ID] */
+static void cmd_queue(struct client *c, const struct msg *req)
+{
+	char action[16] = "list", id[64] = "";
+	obj_get_str(req->body, "action", action, sizeof action);
+	obj_get_str(req->body, "id", id, sizeof id);
+	uint64_t limit = 1000;
+	obj_get_u64(req->body, "limit", &limit);
+	bool dead_only = strcmp(action, "dead") == 0;
+	if (strcmp(action, "list") == 0 || dead_only) {
+		struct body b;
+		body_init(&b);
+		uint64_t n = 0;
+		for (struct smsg *m = R.all.head; m && n < limit; m = m->anext)
+			if (!dead_only || m->state == SM_DEAD)
+				n++;
+		msgpack_pack_array(&b.pk, n);
+		uint64_t k = 0;
+		for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
+			if (!dead_only || m->state == SM_DEAD) {
+				pack_queued(&b.pk, m);
+				k++;
+			}
+		control_reply(c->cid, req->seq, true, NULL, &b);
+		body_free(&b);
+		return;
+	}
+	if (strcmp(action, "retry") == 0 && strcmp(id, "all") == 0) {
+		uint64_t n = R.waiting.n;
+		for (struct smsg *m = R.waiting.head; m; m = m->qnext)
+			m->next_try_ms = 0;
+		router_sweep_waiting();
+		struct body b;
+		body_init(&b);
+		msgpack_pack_map(&b.pk, 1);
+		pk_kv_u64(&b.pk, "retried", n);
+		control_reply(c->cid, req->seq, true, NULL, &b);
+		body_free(&b);
+		return;
+	}
+	struct smsg *m = id[0] ? router_find(id) : NULL;
+	if (!m) {
+		control_fail(c->cid, req->seq, "queue %s: no message with id '%s' in the spool", action, id);
+		return;
+	}
+	if (strcmp(action, "retry") == 0) {
+		if (m->state != SM_WAITING) {
+			control_fail(c->cid, req->seq, "queue retry: message %s is %s, not waiting", id,
+				     m->state == SM_DEAD ? "dead (use queue requeue)" : "already on its way");
+			return;
+		}
+		m->next_try_ms = 0;
+		router_sweep_waiting();
+	} else if (strcmp(action, "purge") == 0) {
+		if (m->state == SM_INFLIGHT) {
+			control_fail(c->cid, req->seq, "queue purge: message %s is in flight; try again", id);
+			return;
+		}
+		log_info("message %s purged by an operator (uid %d)", id, (int)c->uid);
+		snprintf(m->last_error, sizeof m->last_error, "purged by an operator");
+		router_forget(m, "failed");
+	} else if (strcmp(action, "requeue") == 0) {
+		if (m->state != SM_DEAD) {
+			control_fail(c->cid, req->seq, "queue requeue: message %s is not dead", id);
+			return;
+		}
+		list_del(&R.dead, m);
+		m->state = SM_QUEUED;
+		m->backoff_ms = 0;
+		spool_requeue(m);
+		router_route(m);
+	} else {
+		control_fail(c->cid, req->seq, "queue: unknown action '%s' (list, dead, retry, purge, requeue)", action);
+		return;
+	}
+	control_reply(c->cid, req->seq, true, NULL, NULL);
+}
+
+static void cmd_trace(struct client *c, const struct msg *req)
+{
+	char id[64] = "";
+	obj_get_str(req->body, "id", id, sizeof id);
+	struct smsg *m = router_find(id);
+	if (!m) {
+		control_fail(c->cid, req->seq, "trace: no message with id '%s' in the spool (delivered ones are gone)", id);
+		return;
+	}
+	struct body b;
+	body_init(&b);
+	msgpack_pack_map(&b.pk, 3);
+	pk_key(&b.pk, "message");
+	pack_queued(&b.pk, m);
+	pk_key(&b.pk, "route");
+	router_pack_route(&b.pk, m);
+	pk_kv_str(&b.pk, "requested", m->protocol);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
+static const struct command {
+	const char *name;
+	cmd_fn fn;
+} commands[] = {
+	{ "status", cmd_status },
+	{ "workers", cmd_workers },
+	{ "restart", cmd_restart },
+	{ "reload", cmd_reload },
+	{ "shutdown", cmd_shutdown },
+	{ "send", cmd_send },
+	{ "send-file", cmd_send_file },
+	{ "queue", cmd_queue },
+	{ "stats", cmd_stats },
+	{ "trace", cmd_trace },
+};
+
+void commands_dispatch(struct client *c, const struct msg *req)
+{
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(commands[i].name, req->name) == 0) {
+			commands[i].fn(c, req);
+			return;
+		}
+	char list[512] = "";
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", commands[i].name);
+	control_fail(c->cid, req->seq, "unknown command '%s' (commands: %s)", req->name, list);
+}

@@ -1,0 +1,45 @@
+/* The control socket: a unix stream socket speaking proto/ frames. Requests
+ * carry the protocol version and a request id (seq); replies are routed back by
+ * client id and seq, so a reply that outlives its client is dropped safely. */
+#ifndef UCGW_CONTROL_H
+#define UCGW_CONTROL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto/proto.h"
+
+struct client {
+	uint64_t cid;
+	struct channel *ch;
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	unsigned waiting; /* requests answered later (send --wait) */
+	struct client *next;
+};
+
+/* A reply or event body under construction. */
+struct body {
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+};
+void body_init(struct body *b);
+void body_free(struct body *b);
+
+/* Listen on gateway.control_socket; refuses when another instance answers. */
+int control_listen(char *err, size_t errlen);
+void control_stop_accepting(void);
+void control_close_all(void);
+struct client *control_client(uint64_t cid);
+/* b may be NULL. A client gone away is not an error. */
+void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b);
+void control_event(uint64_t cid, uint64_t seq, const char *name, const struct body *b);
+/* Printf-style error reply. */
+void control_fail(uint64_t cid, uint64_t seq, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* commands.c: dispatch one decoded request from a client. */
+void commands_dispatch(struct client *c, const struct msg *req);
+
+#endif

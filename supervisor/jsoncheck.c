@@ -1,0 +1,184 @@
+#include "supervisor/jsoncheck.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct jp {
+	const unsigned char *p, *end, *start;
+	const char *why;
+	int depth;
+};
+
+static void ws(struct jp *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+static bool fail(struct jp *j, const char *why)
+{
+	if (!j->why)
+		j->why = why;
+	return false;
+}
+
+static bool value(struct jp *j);
+
+static bool literal(struct jp *j, const char *word)
+{
+	size_t n = strlen(word);
+	if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0)
+		return fail(j, "unexpected character");
+	j->p += n;
+	return true;
+}
+
+static bool utf8_seq(struct jp *j)
+{
+	unsigned c = *j->p, need = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
+	if (!need || c > 0xf4)
+		return fail(j, "invalid UTF-8");
+	for (unsigned i = 1; i <= need; i++)
+		if (j->p + i >= j->end || (j->p[i] & 0xc0) != 0x80)
+			return fail(j, "invalid UTF-8");
+	j->p += need + 1;
+	return true;
+}
+
+static bool string(struct jp *j)
+{
+	j->p++; /* the opening quote */
+	while (j->p < j->end) {
+		unsigned char c = *j->p;
+		if (c == '"') {
+			j->p++;
+			return true;
+		}
+		if (c < 0x20)
+			return fail(j, "control character in a string");
+		if (c == '\\') {
+			if (++j->p >= j->end)
+				break;
+			if (*j->p == 'u') {
+				for (int i = 1; i <= 4; i++)
+					if (j->p + i >= j->end || !strchr("0123456789abcdefABCDEF", j->p[i]) || !j->p[i])
+						return fail(j, "bad \\u escape");
+				j->p += 5;
+			} else if (strchr("\"\\/bfnrt", *j->p) && *j->p) {
+				j->p++;
+			} else {
+				return fail(j, "bad escape");
+			}
+			continue;
+		}
+		if (c >= 0x80) {
+			if (!utf8_seq(j))
+				return false;
+			continue;
+		}
+		j->p++;
+	}
+	return fail(j, "unterminated string");
+}
+
+static bool digits(struct jp *j)
+{
+	const unsigned char *s = j->p;
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+		j->p++;
+	return j->p > s || fail(j, "bad number");
+}
+
+static bool number(struct jp *j)
+{
+	if (*j->p == '-')
+		j->p++;
+	if (j->p < j->end && *j->p == '0')
+		j->p++;
+	else if (!digits(j))
+		return false;
+	if (j->p < j->end && *j->p == '.') {
+		j->p++;
+		if (!digits(j))
+			return false;
+	}
+	if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+		j->p++;
+		if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
+			j->p++;
+		if (!digits(j))
+			return false;
+	}
+	return true;
+}
+
+static bool container(struct jp *j, char close)
+{
+	if (++j->depth > 256)
+		return fail(j, "nested too deeply");
+	j->p++;
+	ws(j);
+	if (j->p < j->end && *j->p == close) {
+		j->p++;
+		j->depth--;
+		return true;
+	}
+	for (;;) {
+		ws(j);
+		if (close == '}') {
+			if (j->p >= j->end || *j->p != '"')
+				return fail(j, "expected a string key");
+			if (!string(j))
+				return false;
+			ws(j);
+			if (j->p >= j->end || *j->p++ != ':')
+				return fail(j, "expected ':'");
+		}
+		if (!value(j))
+			return false;
+		ws(j);
+		if (j->p < j->end && *j->p == ',') {
+			j->p++;
+			continue;
+		}
+		if (j->p < j->end && *j->p == close) {
+			j->p++;
+			j->depth--;
+			return true;
+		}
+		return fail(j, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+	}
+}
+
+static bool value(struct jp *j)
+{
+	ws(j);
+	if (j->p >= j->end)
+		return fail(j, "unexpected end");
+	switch (*j->p) {
+	case '{': return container(j, '}');
+	case '[': return container(j, ']');
+	case '"': return string(j);
+	case 't': return literal(j, "true");
+	case 'f': return literal(j, "false");
+	case 'n': return literal(j, "null");
+	default:
+		if (*j->p == '-' || (*j->p >= '0' && *j->p <= '9'))
+			return number(j);
+		return fail(j, "unexpected character");
+	}
+}
+
+bool json_check(const char *buf, size_t len, char *err, size_t errlen)
+{
+	struct jp j = { (const unsigned char *)buf, (const unsigned char *)buf + len, (const unsigned char *)buf, NULL, 0 };
+	bool ok = value(&j);
+	if (ok) {
+		ws(&j);
+		if (j.p != j.end)
+			ok = fail(&j, "text after the JSON value");
+	}
+	if (!ok)
+		snprintf(err, errlen, "%s at byte %zu", j.why, (size_t)(j.p - j.start));
+	return ok;
+}

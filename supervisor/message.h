@@ -1,0 +1,71 @@
+/* The supervisor's record of one accepted message or file: what it is, where it
+ * is in the spool, and the route it has taken so far. */
+#ifndef UCGW_MESSAGE_H
+#define UCGW_MESSAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/util.h"
+#include "proto/proto.h"
+
+#define MAX_ROUTE 16
+#define MAX_WAITERS 4
+
+enum smsg_state {
+	SM_QUEUED,   /* waiting for a worker */
+	SM_INFLIGHT, /* a worker holds it */
+	SM_WAITING,  /* every protocol of its chain failed; waits for its next try */
+	SM_DEAD,     /* no protocol may deliver it: dead-letter area */
+};
+
+struct hop {                  /* one attempt */
+	char protocol[16];
+	uint8_t status;           /* enum job_status, or 255 while in flight */
+	uint64_t start_wall_ms;
+	uint32_t ms;              /* how long the attempt took */
+	char error[120];
+};
+
+struct waiter {               /* a client waiting for the outcome (send --wait) */
+	uint64_t cid, seq;
+	bool progress;
+};
+
+struct smsg {
+	char id[UCGW_ID_LEN + 1];
+	enum job_kind kind;
+	enum priority priority;
+	enum smsg_state state;
+	char protocol[16];        /* asked for: a name or "auto" */
+	char *topic, *endpoint, *remote_name;
+	bool encrypt;
+	uint64_t created_wall_ms, expires_wall_ms; /* expires 0: never */
+	uint64_t size;            /* payload bytes, or the file's size */
+	char *payload;            /* loaded payload (NULL while only on disk) */
+	/* where the spool keeps it */
+	uint64_t seg, off;
+	uint32_t reclen;
+	/* routing */
+	unsigned attempts, retries;   /* attempts in this round; rounds of backoff */
+	uint64_t next_try_ms;     /* SM_WAITING: monotonic ms */
+	uint64_t backoff_ms;
+	uint64_t job_seq, job_gen, job_start_ms; /* SM_INFLIGHT */
+	char worker[16];          /* SM_INFLIGHT: the worker holding it */
+	bool permfail[8];         /* per protocol index: said permfail this round */
+	struct hop route[MAX_ROUTE];
+	unsigned nroute;
+	char last_error[160];
+	uint64_t done_bytes;      /* file progress */
+	struct waiter waiters[MAX_WAITERS];
+	unsigned nwaiters;
+	uint32_t tried;           /* bit per protocol index: tried in this round */
+	int round_primary;        /* protocol index that began this round */
+	bool round_retry;         /* some protocol answered retry in this round */
+	uint64_t queued_ms;       /* when it joined its current queue */
+	struct smsg *qnext, *qprev; /* in a queue */
+	struct smsg *anext, *aprev; /* in age order, all live messages */
+	struct smsg *hnext;         /* in the id hash */
+};
+
+#endif

@@ -1,0 +1,88 @@
+#include "supervisor/monitor.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define HISTORY 10 /* the seed averages the last ten measurements */
+#define MAX_SERVERS 8
+
+static struct server {
+	char name[16];
+	uint64_t rtt_us[HISTORY];
+	bool lost[HISTORY];
+	unsigned n, head;
+} servers[MAX_SERVERS];
+
+const char *quality_str(enum quality q)
+{
+	static const char *const names[] = { "unknown", "poor", "fair", "good", "excellent" };
+	return names[q];
+}
+
+bool quality_at_least_good(enum quality q) { return q >= Q_GOOD; }
+
+static struct server *server(const char *name, bool create)
+{
+	for (int i = 0; i < MAX_SERVERS; i++)
+		if (strcmp(servers[i].name, name) == 0)
+			return &servers[i];
+	if (!create)
+		return NULL;
+	for (int i = 0; i < MAX_SERVERS; i++)
+		if (!servers[i].name[0]) {
+			snprintf(servers[i].name, sizeof servers[i].name, "%s", name);
+			return &servers[i];
+		}
+	return NULL;
+}
+
+void monitor_sample(const char *protocol, uint64_t rtt_us, bool lost)
+{
+	struct server *s = server(protocol, true);
+	if (!s)
+		return;
+	s->rtt_us[s->head] = rtt_us;
+	s->lost[s->head] = lost;
+	s->head = (s->head + 1) % HISTORY;
+	if (s->n < HISTORY)
+		s->n++;
+}
+
+uint64_t monitor_rtt_us(const char *protocol)
+{
+	struct server *s = server(protocol, false);
+	uint64_t sum = 0, n = 0;
+	for (unsigned i = 0; s && i < s->n; i++)
+		if (!s->lost[i]) {
+			sum += s->rtt_us[i];
+			n++;
+		}
+	return n ? sum / n : 0;
+}
+
+double monitor_loss(const char *protocol)
+{
+	struct server *s = server(protocol, false);
+	unsigned lost = 0;
+	for (unsigned i = 0; s && i < s->n; i++)
+		lost += s->lost[i];
+	return s && s->n ? (double)lost / s->n : 0.0;
+}
+
+/* The seed's thresholds: latency in ms and loss as a fraction. */
+enum quality monitor_quality(const char *protocol)
+{
+	struct server *s = server(protocol, false);
+	if (!s || !s->n)
+		return Q_UNKNOWN;
+	double ms = (double)monitor_rtt_us(protocol) / 1000.0, loss = monitor_loss(protocol);
+	if (loss >= 1.0)
+		return Q_POOR;
+	if (ms < 50 && loss < 0.01)
+		return Q_EXCELLENT;
+	if (ms < 100 && loss < 0.05)
+		return Q_GOOD;
+	if (ms < 200 && loss < 0.1)
+		return Q_FAIR;
+	return Q_POOR;
+}

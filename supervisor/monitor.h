@@ -1,0 +1,19 @@
+/* The network monitor: round-trip time and loss per server, from the workers'
+ * own measurements, classed as the reference design's NetworkMonitor does. */
+#ifndef UCGW_MONITOR_H
+#define UCGW_MONITOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum quality { Q_UNKNOWN, Q_POOR, Q_FAIR, Q_GOOD, Q_EXCELLENT };
+
+const char *quality_str(enum quality q);
+bool quality_at_least_good(enum quality q);
+/* Record one round trip (rtt_us) or one loss (lost) for a protocol's server. */
+void monitor_sample(const char *protocol, uint64_t rtt_us, bool lost);
+enum quality monitor_quality(const char *protocol);
+uint64_t monitor_rtt_us(const char *protocol); /* average of the recent samples */
+double monitor_loss(const char *protocol);
+
+#endif

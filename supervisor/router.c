@@ -1,0 +1,669 @@
+/* The router: every accepted message lives here (by id, in age order, and in
+ * exactly one of: a protocol's queue, a worker's hands, the waiting set, the
+ * dead letters) until a worker says ok. */
+#include "supervisor/router.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "ipc/channel.h"
+#include "supervisor/control.h"
+#include "supervisor/monitor.h"
+#include "supervisor/proctab.h"
+#include "supervisor/router_int.h"
+#include "supervisor/spool.h"
+#include "supervisor/sup.h"
+
+struct router R;
+
+/* ---- the id index and the age list ---- */
+
+static unsigned id_hash(const char *id)
+{
+	unsigned h = 2166136261u;
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h & (ID_BUCKETS - 1);
+}
+
+struct smsg *router_find(const char *id)
+{
+	for (struct smsg *m = R.buckets[id_hash(id)]; m; m = m->hnext)
+		if (strcmp(m->id, id) == 0)
+			return m;
+	return NULL;
+}
+
+static void index_add(struct smsg *m)
+{
+	unsigned h = id_hash(m->id);
+	m->hnext = R.buckets[h];
+	R.buckets[h] = m;
+	R.count++;
+	R.bytes += m->size;
+}
+
+static void age_del(struct smsg *m);
+
+static void index_del(struct smsg *m)
+{
+	struct smsg **pp = &R.buckets[id_hash(m->id)];
+	while (*pp && *pp != m)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = m->hnext;
+	R.count--;
+	R.bytes -= m->size;
+}
+
+/* ---- lists: every message is on exactly one ---- */
+
+void list_push(struct mlist *l, struct smsg *m)
+{
+	m->qnext = NULL;
+	m->qprev = l->tail;
+	if (l->tail)
+		l->tail->qnext = m;
+	else
+		l->head = m;
+	l->tail = m;
+	l->n++;
+}
+
+void list_del(struct mlist *l, struct smsg *m)
+{
+	if (m->qprev)
+		m->qprev->qnext = m->qnext;
+	else
+		l->head = m->qnext;
+	if (m->qnext)
+		m->qnext->qprev = m->qprev;
+	else
+		l->tail = m->qprev;
+	m->qnext = m->qprev = NULL;
+	l->n--;
+}
+
+struct mlist *list_of(struct smsg *m)
+{
+	struct rproto *rp = rproto_by_name(m->worker);
+	switch (m->state) {
+	case SM_QUEUED: return rp ? &rp->queue[m->priority] : NULL;
+	case SM_INFLIGHT: return rp ? &rp->inflight : NULL;
+	case SM_WAITING: return &R.waiting;
+	case SM_DEAD: return &R.dead;
+	}
+	return NULL;
+}
+
+static void unlist(struct smsg *m)
+{
+	struct mlist *l = list_of(m);
+	if (l)
+		list_del(l, m);
+}
+
+/* ---- protocols ---- */
+
+struct rproto *rproto_by_name(const char *name)
+{
+	for (int i = 0; i < R.nprotos; i++)
+		if (strcmp(R.protos[i].name, name) == 0)
+			return &R.protos[i];
+	return NULL;
+}
+
+bool rproto_enabled(const struct rproto *rp) { return config_protocol_enabled(sup.cfg, rp->name); }
+
+/* Usable now: its worker is ready and its server is not known to be down. */
+bool rproto_up(const struct rproto *rp)
+{
+	struct proc *p = proctab_find(rp->name);
+	return p && p->state == PROC_READY && p->connected && now_ms() >= rp->cool_until;
+}
+
+static void router_init_protos(void)
+{
+	if (R.nprotos)
+		return;
+	for (size_t i = 0; i < cfg_schema_len && R.nprotos < MAX_PROTOS; i++) {
+		if (!cfg_schema[i].worker)
+			continue;
+		struct rproto *rp = &R.protos[R.nprotos];
+		rp->name = cfg_schema[i].name;
+		rp->idx = R.nprotos++;
+		rp->files = strcmp(rp->name, "sftp") == 0 || strcmp(rp->name, "rsync") == 0 ||
+			    strcmp(rp->name, "testworker") == 0;
+		rp->meta = !(strcmp(rp->name, "sftp") == 0 || strcmp(rp->name, "rsync") == 0);
+	}
+}
+
+/* ---- outcomes ---- */
+
+void pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status)
+{
+	const struct hop *last = m->nroute ? &m->route[m->nroute - 1] : NULL;
+	msgpack_pack_map(pk, 7);
+	pk_kv_str(pk, "id", m->id);
+	pk_kv_str(pk, "status", status);
+	pk_kv_str(pk, "protocol", last ? last->protocol : NULL);
+	pk_kv_u64(pk, "attempts", m->nroute);
+	pk_kv_str(pk, "error", strcmp(status, "ok") == 0 ? NULL : m->last_error);
+	pk_kv_u64(pk, "latency_ms", wall_ms() - m->created_wall_ms);
+	pk_key(pk, "route");
+	router_pack_route(pk, m);
+}
+
+void router_pack_route(msgpack_packer *pk, const struct smsg *m)
+{
+	msgpack_pack_array(pk, m->nroute);
+	for (unsigned i = 0; i < m->nroute; i++) {
+		const struct hop *h = &m->route[i];
+		msgpack_pack_map(pk, 5);
+		pk_kv_str(pk, "protocol", h->protocol);
+		pk_kv_str(pk, "result", h->status == 255 ? "in flight" : job_status_str(h->status));
+		pk_kv_u64(pk, "start_ms", h->start_wall_ms);
+		pk_kv_u64(pk, "ms", h->ms);
+		pk_kv_str(pk, "error", h->error[0] ? h->error : NULL);
+	}
+}
+
+static void answer_waiters(struct smsg *m, const char *status)
+{
+	if (!m->nwaiters)
+		return;
+	struct body b;
+	body_init(&b);
+	pack_outcome(&b.pk, m, status);
+	for (unsigned i = 0; i < m->nwaiters; i++)
+		control_reply(m->waiters[i].cid, m->waiters[i].seq, true, NULL, &b);
+	body_free(&b);
+	m->nwaiters = 0;
+}
+
+static void smsg_free(struct smsg *m)
+{
+	free(m->payload);
+	free(m->topic);
+	free(m->endpoint);
+	free(m->remote_name);
+	free(m);
+}
+
+/* Delivered (or purged, expired, dropped): out of the spool and out of memory. */
+void router_forget(struct smsg *m, const char *status)
+{
+	unlist(m);
+	age_del(m);
+	index_del(m);
+	answer_waiters(m, status);
+	spool_done(m);
+	smsg_free(m);
+}
+
+void router_forget_unspooled(struct smsg *m)
+{
+	age_del(m);
+	index_del(m);
+	smsg_free(m);
+}
+
+static void to_dead(struct smsg *m)
+{
+	unlist(m);
+	m->state = SM_DEAD;
+	list_push(&R.dead, m);
+	R.dead_total++;
+	stats_dead(m);
+	log_warnx("message %s is dead-lettered: no protocol may deliver it (%s)", m->id, m->last_error);
+	spool_dead(m, m->last_error);
+	answer_waiters(m, "failed");
+}
+
+/* ---- sending jobs ---- */
+
+static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
+{
+	int fd = -1;
+	if (m->kind == JOB_META && !m->payload && spool_load_payload(m) < 0)
+		return -1;
+	if (m->kind == JOB_FILE && (fd = spool_open_file(m)) < 0)
+		return -1;
+	struct msg j = { .type = MSG_JOB, .seq = ++R.job_seq, .id = m->id, .kind = m->kind,
+			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
+			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,
+			 .attempt = m->nroute, .encrypt = m->encrypt };
+	if (m->kind == JOB_META) {
+		j.payload = m->payload;
+		j.payload_len = m->size;
+	}
+	int rc = proc_send(p, &j, fd);
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		return rc;
+	m->job_seq = j.seq;
+	m->job_gen = p->gen;
+	m->job_start_ms = now_ms();
+	m->attempts++;
+	if (m->nroute == MAX_ROUTE) { /* keep the first hop and the latest ones */
+		memmove(&m->route[1], &m->route[2], (MAX_ROUTE - 2) * sizeof m->route[0]);
+		m->nroute--;
+	}
+	struct hop *h = &m->route[m->nroute++];
+	memset(h, 0, sizeof *h);
+	snprintf(h->protocol, sizeof h->protocol, "%s", rp->name);
+	h->status = 255;
+	h->start_wall_ms = wall_ms();
+	m->state = SM_INFLIGHT;
+	list_push(&rp->inflight, m);
+	p->inflight++;
+	R.inflight++;
+	return 0;
+}
+
+static bool drain_token(void)
+{
+	if (R.drain_rate == 0)
+		return true;
+	if (R.tokens == 0)
+		return false;
+	R.tokens--;
+	return true;
+}
+
+/* Give a ready worker as many queued jobs as its window allows. */
+void router_pump(struct rproto *rp)
+{
+	struct proc *p = proctab_find(rp->name);
+	if (!p || p->state != PROC_READY || !p->ch || sup.stopping)
+		return;
+	unsigned window = (unsigned)config_int(sup.cfg, "gateway", "window");
+	while (p->inflight < window && !channel_congested(p->ch)) {
+		struct smsg *m = NULL;
+		for (int pr = PRIO_HIGH; pr <= PRIO_LOW && !m; pr++)
+			m = rp->queue[pr].head;
+		if (!m || !drain_token())
+			return;
+		list_del(&rp->queue[m->priority], m);
+		if (send_job(rp, p, m) < 0) {
+			snprintf(m->last_error, sizeof m->last_error, "cannot hand the job to %s (spool read failed)",
+				 rp->name);
+			m->state = SM_QUEUED;
+			to_dead(m);
+		}
+	}
+}
+
+void router_enqueue(struct smsg *m, struct rproto *rp)
+{
+	unlist(m);
+	m->state = SM_QUEUED;
+	m->queued_ms = now_ms();
+	snprintf(m->worker, sizeof m->worker, "%s", rp->name);
+	list_push(&rp->queue[m->priority], m);
+	router_pump(rp);
+}
+
+/* ---- the round: primary, then its fallback chain, then wait ---- */
+
+static void wait_round(struct smsg *m, uint64_t retry_after_ms)
+{
+	uint64_t lo = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
+	uint64_t hi = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_max_ms");
+	m->backoff_ms = m->backoff_ms ? m->backoff_ms * 2 : lo;
+	if (m->backoff_ms > hi)
+		m->backoff_ms = hi;
+	/* Jitter of up to a half keeps a backlog from returning in one wave. */
+	uint64_t delay = m->backoff_ms / 2 + rand_u64() % (m->backoff_ms / 2 + 1);
+	if (delay < retry_after_ms)
+		delay = retry_after_ms;
+	unlist(m);
+	m->state = SM_WAITING;
+	m->next_try_ms = now_ms() + delay;
+	m->retries++;
+	list_push(&R.waiting, m);
+	log_debug("message %s waits %llu ms before its next round: %s", m->id, (unsigned long long)delay,
+		  m->last_error);
+}
+
+/* Start a fresh round at the message's first choice. */
+void router_route(struct smsg *m)
+{
+	m->attempts = 0;
+	m->tried = 0;
+	memset(m->permfail, 0, sizeof m->permfail);
+	struct rproto *rp = select_protocol(m);
+	if (!rp) {
+		snprintf(m->last_error, sizeof m->last_error, "no enabled protocol can carry this %s",
+			 m->kind == JOB_FILE ? "file" : "message");
+		to_dead(m);
+		return;
+	}
+	m->tried = 1u << rp->idx;
+	m->round_primary = rp->idx;
+	m->round_retry = false;
+	router_enqueue(m, rp);
+}
+
+/* After a failure on rp: the next protocol of the chain, else wait or die. */
+static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint64_t retry_after_ms)
+{
+	if (st == JOB_PERMFAIL)
+		m->permfail[rp->idx] = true;
+	else
+		m->round_retry = true;
+	struct rproto *next = next_in_chain(m, rp);
+	if (next) {
+		m->tried |= 1u << next->idx;
+		stats_fallback(rp, next);
+		log_debug("message %s: %s failed (%s); trying %s", m->id, rp->name, m->last_error, next->name);
+		router_enqueue(m, next);
+		return;
+	}
+	if (chain_all_permfail(m)) {
+		to_dead(m);
+		return;
+	}
+	wait_round(m, retry_after_ms);
+}
+
+static struct smsg *take_inflight(struct rproto *rp, uint64_t seq)
+{
+	for (struct smsg *m = rp->inflight.head; m; m = m->qnext)
+		if (m->job_seq == seq)
+			return m;
+	return NULL;
+}
+
+static void hop_end(struct smsg *m, enum job_status st, const char *err)
+{
+	struct hop *h = &m->route[m->nroute - 1];
+	h->status = (uint8_t)st;
+	h->ms = (uint32_t)(now_ms() - m->job_start_ms);
+	snprintf(h->error, sizeof h->error, "%s", err ? err : "");
+	if (err)
+		snprintf(m->last_error, sizeof m->last_error, "%s: %s", h->protocol, err);
+}
+
+static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st,
+			 const char *err, uint64_t retry_after_ms)
+{
+	list_del(&rp->inflight, m);
+	if (p && p->inflight)
+		p->inflight--;
+	R.inflight--;
+	m->state = SM_QUEUED; /* on no list for a moment */
+	hop_end(m, st, err);
+	stats_result(rp, m, st);
+	if (st == JOB_OK) {
+		rproto_success(rp);
+		router_forget(m, "ok");
+	} else {
+		rproto_failure(rp, st, err);
+		reroute(m, rp, st, retry_after_ms);
+	}
+}
+
+void router_worker_result(struct proc *p, const struct msg *res)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	struct smsg *m = rp ? take_inflight(rp, res->seq) : NULL;
+	if (!m || m->job_gen != p->gen || strcmp(m->id, res->id) != 0) {
+		log_debug("stale result for job %llu from %s ignored", (unsigned long long)res->seq, p->name);
+		return;
+	}
+	enum job_status st = res->status <= JOB_PERMFAIL ? (enum job_status)res->status : JOB_RETRY;
+	job_finished(rp, p, m, st, res->error ? res->error : (st == JOB_OK ? NULL : "no reason given"),
+		     res->retry_after_ms);
+	router_pump(rp);
+}
+
+void router_worker_progress(struct proc *p, const struct msg *pm)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	struct smsg *m = rp ? take_inflight(rp, pm->seq) : NULL;
+	if (!m)
+		return;
+	m->done_bytes = pm->done;
+	m->job_start_ms = now_ms(); /* progress keeps a long transfer from timing out */
+	stats_progress(rp, pm->done);
+	for (unsigned i = 0; i < m->nwaiters; i++) {
+		struct body b;
+		body_init(&b);
+		msgpack_pack_map(&b.pk, 3);
+		pk_kv_str(&b.pk, "id", m->id);
+		pk_kv_u64(&b.pk, "done", pm->done);
+		pk_kv_u64(&b.pk, "size", m->size);
+		control_event(m->waiters[i].cid, m->waiters[i].seq, "progress", &b);
+		body_free(&b);
+	}
+}
+
+void router_worker_lost(struct proc *p)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	if (!rp)
+		return;
+	char why[200];
+	snprintf(why, sizeof why, "worker died with the job in hand (%s)", p->last_exit);
+	while (rp->inflight.head)
+		job_finished(rp, p, rp->inflight.head, JOB_RETRY, why, 0);
+	p->inflight = 0;
+	/* Its queue goes elsewhere too, unless it comes back soon: the sweep reroutes
+	 * queued messages of a protocol that is not up. */
+}
+
+void router_worker_ready(struct proc *p)
+{
+	router_wake(p->name);
+	struct rproto *rp = rproto_by_name(p->name);
+	if (rp)
+		router_pump(rp);
+}
+
+void router_worker_health(struct proc *p)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	if (!rp)
+		return;
+	if (p->connected && p->rtt_us)
+		monitor_sample(p->name, p->rtt_us, false);
+	else if (!p->connected)
+		monitor_sample(p->name, 0, true);
+	if (p->connected) {
+		rp->cool_until = 0;
+		router_wake(p->name);
+		router_pump(rp);
+	}
+}
+
+void router_worker_drain(struct proc *p)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	if (rp)
+		router_pump(rp);
+}
+
+/* A path came back: every waiting message whose chain has it goes out now. */
+void router_wake(const char *name)
+{
+	struct smsg *m = R.waiting.head;
+	while (m) {
+		struct smsg *next = m->qnext;
+		if (chain_has(m, name))
+			m->next_try_ms = 0;
+		m = next;
+	}
+	router_sweep_waiting();
+}
+
+unsigned router_inflight(void) { return R.inflight; }
+
+void router_describe_jobs(const struct proc *p, FILE *out)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	for (struct smsg *m = rp ? rp->inflight.head : NULL; m; m = m->qnext)
+		fprintf(out, "job: %s kind=%s size=%llu attempt=%u age_ms=%llu\n", m->id,
+			m->kind == JOB_FILE ? "file" : "meta", (unsigned long long)m->size, m->nroute,
+			(unsigned long long)(now_ms() - m->job_start_ms));
+}
+
+/* ---- timers: job timeouts, waiting rounds, time-to-live, drain rate ---- */
+
+void router_sweep_waiting(void)
+{
+	uint64_t now = now_ms();
+	struct smsg *m = R.waiting.head;
+	while (m) {
+		struct smsg *next = m->qnext;
+		if (m->next_try_ms <= now)
+			router_route(m);
+		m = next;
+	}
+}
+
+static void sweep_timeouts(void)
+{
+	uint64_t now = now_ms(), limit = (uint64_t)config_int(sup.cfg, "gateway", "job_timeout_ms");
+	for (int i = 0; i < R.nprotos; i++) {
+		struct rproto *rp = &R.protos[i];
+		struct proc *p = proctab_find(rp->name);
+		struct smsg *m = rp->inflight.head;
+		while (m) {
+			struct smsg *next = m->qnext;
+			if (now - m->job_start_ms > limit)
+				job_finished(rp, p, m, JOB_RETRY, "no answer within gateway.job_timeout_ms", 0);
+			m = next;
+		}
+	}
+}
+
+/* Messages queued on a protocol that is down or gone move on along their chain. */
+static void sweep_stuck_queues(void)
+{
+	for (int i = 0; i < R.nprotos; i++) {
+		struct rproto *rp = &R.protos[i];
+		struct proc *p = proctab_find(rp->name);
+		bool stuck = !p || p->state == PROC_FAILED || p->state == PROC_STOPPED ||
+			     (p->state == PROC_READY && !p->connected) || now_ms() < rp->cool_until;
+		if (!stuck)
+			continue;
+		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++) {
+			struct smsg *m = rp->queue[pr].head;
+			while (m) {
+				struct smsg *next = m->qnext;
+				if (now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
+					snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
+						 !p ? "protocol disabled" :
+						 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
+						 proc_state_str(p->state));
+					list_del(&rp->queue[pr], m);
+					m->state = SM_QUEUED;
+					reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
+				}
+				m = next;
+			}
+		}
+	}
+}
+
+static void sweep_expired(void)
+{
+	uint64_t wall = wall_ms();
+	struct smsg *m = R.all.head;
+	while (m) {
+		struct smsg *next = m->anext;
+		if (m->expires_wall_ms && wall >= m->expires_wall_ms && m->state != SM_INFLIGHT) {
+			R.expired++;
+			stats_expired(m);
+			log_warnx("message %s expired after %llu s undelivered (last error: %s)", m->id,
+				  (unsigned long long)((wall - m->created_wall_ms) / 1000),
+				  m->last_error[0] ? m->last_error : "none");
+			snprintf(m->last_error, sizeof m->last_error, "expired: time to live passed");
+			router_forget(m, "failed");
+		}
+		m = next;
+	}
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	R.tokens = R.drain_rate ? (R.drain_rate * TICK_MS + 999) / 1000 : 0;
+	sweep_timeouts();
+	sweep_stuck_queues();
+	router_sweep_waiting();
+	if (++R.ticks % (1000 / TICK_MS) == 0)
+		sweep_expired();
+	for (int i = 0; i < R.nprotos; i++)
+		router_pump(&R.protos[i]);
+}
+
+void router_init(void)
+{
+	router_init_protos();
+	R.drain_rate = (uint64_t)config_int(sup.cfg, "spool", "drain_rate");
+	uv_timer_init(sup.loop, &R.tick);
+	uv_timer_start(&R.tick, on_tick, TICK_MS, TICK_MS);
+}
+
+/* ---- accepting ---- */
+
+/* Over the bounds? Either refuse (backpressure) or drop the oldest. */
+int router_make_room(uint64_t size, char *err, size_t errlen)
+{
+	uint64_t max_n = (uint64_t)config_int(sup.cfg, "spool", "max_messages");
+	uint64_t max_b = (uint64_t)config_int(sup.cfg, "spool", "max_bytes");
+	bool drop = strcmp(config_str(sup.cfg, "spool", "full_policy"), "drop_oldest") == 0;
+	if (size > max_b) {
+		snprintf(err, errlen, "message of %llu bytes is larger than spool.max_bytes (%llu)",
+			 (unsigned long long)size, (unsigned long long)max_b);
+		return -1;
+	}
+	while (R.count + 1 > max_n || R.bytes + size > max_b) {
+		struct smsg *old = R.all.head;
+		while (old && old->state == SM_INFLIGHT)
+			old = old->anext;
+		if (!drop || !old) {
+			R.rejected_full++;
+			snprintf(err, errlen, "spool full: %llu messages, %llu bytes (spool.max_messages %llu, "
+					      "spool.max_bytes %llu); not accepted, try again later",
+				 (unsigned long long)R.count, (unsigned long long)R.bytes, (unsigned long long)max_n,
+				 (unsigned long long)max_b);
+			return -1;
+		}
+		R.dropped++;
+		stats_dropped(old);
+		log_warnx("spool full: dropping the oldest message %s (%llu bytes, policy drop_oldest)", old->id,
+			  (unsigned long long)old->size);
+		snprintf(old->last_error, sizeof old->last_error, "dropped: spool full (policy drop_oldest)");
+		router_forget(old, "failed");
+	}
+	return 0;
+}
+
+/* Take a message in (new, or recovered from the spool) in age order. */
+void router_adopt(struct smsg *m)
+{
+	index_add(m);
+	m->anext = NULL;
+	m->aprev = R.all.tail;
+	if (R.all.tail)
+		R.all.tail->anext = m;
+	else
+		R.all.head = m;
+	R.all.tail = m;
+}
+
+static void age_del(struct smsg *m)
+{
+	if (m->aprev)
+		m->aprev->anext = m->anext;
+	else
+		R.all.head = m->anext;
+	if (m->anext)
+		m->anext->aprev = m->aprev;
+	else
+		R.all.tail = m->aprev;
+}

@@ -1,0 +1,38 @@
+/* The router: takes accepted messages, picks a worker, keeps a window of jobs in
+ * flight per worker, and reroutes when a worker answers retry/permfail, dies or
+ * times out. The process table calls these hooks. */
+#ifndef UCGW_ROUTER_H
+#define UCGW_ROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "proto/proto.h"
+
+struct proc;
+
+void router_worker_ready(struct proc *p);
+void router_worker_result(struct proc *p, const struct msg *m);
+void router_worker_progress(struct proc *p, const struct msg *m);
+/* The worker died or was killed: every job it held goes elsewhere. */
+void router_worker_lost(struct proc *p);
+void router_worker_health(struct proc *p);
+void router_worker_drain(struct proc *p);
+unsigned router_inflight(void);
+/* One line per job a worker holds, for its crash log. */
+void router_describe_jobs(const struct proc *p, FILE *out);
+
+struct smsg;
+void router_init(void);
+/* Refuse or drop the oldest when `size` more would go over the spool's bounds. */
+int router_make_room(uint64_t size, char *err, size_t errlen);
+/* Take in a message (new or recovered), then route it. */
+void router_adopt(struct smsg *m);
+void router_route(struct smsg *m);
+/* Leave for good: delivered ("ok") or given up ("failed"); answers waiters. */
+void router_forget(struct smsg *m, const char *status);
+/* Undo router_adopt for a message the spool refused. */
+void router_forget_unspooled(struct smsg *m);
+
+#endif

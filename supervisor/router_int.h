@@ -1,0 +1,73 @@
+/* The router's insides, shared by router.c, select.c (which protocol), stats.c
+ * (what happened) and the commands that look into the queues. */
+#ifndef UCGW_ROUTER_INT_H
+#define UCGW_ROUTER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "supervisor/message.h"
+#include "supervisor/stats.h"
+
+#define MAX_PROTOS 8
+#define ID_BUCKETS 65536
+#define TICK_MS 100
+#define QUEUE_STUCK_MS 500 /* queued on a protocol that is down this long: move on */
+
+struct mlist {
+	struct smsg *head, *tail;
+	uint64_t n;
+};
+
+struct rproto {
+	const char *name;
+	int idx;
+	bool meta, files;           /* what it can carry */
+	struct mlist queue[3];      /* by priority */
+	struct mlist inflight;
+	unsigned consecutive_failures;
+	uint64_t cool_until;        /* monotonic ms; cooling down until then */
+	char cool_reason[160];
+	struct proto_stats st;
+};
+
+struct router {
+	struct rproto protos[MAX_PROTOS];
+	int nprotos;
+	struct smsg *buckets[ID_BUCKETS];
+	struct { struct smsg *head, *tail; } all; /* age order */
+	uint64_t count, bytes;                    /* live messages */
+	struct mlist waiting, dead;
+	uint64_t inflight, job_seq;
+	uint64_t dead_total, expired, dropped, rejected_full, accepted;
+	uint64_t drain_rate, tokens, ticks;
+	unsigned rr_next;
+	uv_timer_t tick;
+};
+
+extern struct router R;
+
+void list_push(struct mlist *l, struct smsg *m);
+void list_del(struct mlist *l, struct smsg *m);
+struct mlist *list_of(struct smsg *m);
+struct rproto *rproto_by_name(const char *name);
+bool rproto_enabled(const struct rproto *rp);
+bool rproto_up(const struct rproto *rp);
+struct smsg *router_find(const char *id);
+void router_enqueue(struct smsg *m, struct rproto *rp);
+void router_pump(struct rproto *rp);
+void router_wake(const char *name);
+void router_sweep_waiting(void);
+void router_pack_route(msgpack_packer *pk, const struct smsg *m);
+void pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status);
+
+/* select.c */
+struct rproto *select_protocol(struct smsg *m);
+struct rproto *next_in_chain(struct smsg *m, struct rproto *failed);
+bool chain_all_permfail(const struct smsg *m);
+bool chain_has(const struct smsg *m, const char *name);
+void rproto_success(struct rproto *rp);
+void rproto_failure(struct rproto *rp, enum job_status st, const char *err);
+
+#endif

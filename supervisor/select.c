@@ -1,0 +1,169 @@
+/* Which protocol carries a message: the reference design's ProtocolSelector
+ * rules (or its LoadBalancer's round robin), then the fallback chain, walked to
+ * its end. A protocol that is not up is passed over when another is. */
+#include <string.h>
+
+#include "common/log.h"
+#include "supervisor/monitor.h"
+#include "supervisor/proctab.h"
+#include "supervisor/router_int.h"
+#include "supervisor/sup.h"
+
+#define COOL_AFTER_FAILURES 5
+#define COOL_MS 10000
+
+static bool can_carry(const struct rproto *rp, const struct smsg *m)
+{
+	return m->kind == JOB_FILE ? rp->files : rp->meta;
+}
+
+/* Enabled and not given up on (a failed or stopped worker cannot take jobs). */
+static bool usable(const struct rproto *rp)
+{
+	struct proc *p = proctab_find(rp->name);
+	return p && p->state != PROC_FAILED && p->state != PROC_STOPPED;
+}
+
+static int64_t sel_int(const char *key) { return config_int(sup.cfg, "protocol_selection", key); }
+
+/* The seed's rules, with its flaw fixed: "excellent" counts as at least "good". */
+static const char *rules_choice(const struct smsg *m)
+{
+	bool prio = config_bool(sup.cfg, "protocol_selection", "priority_based");
+	bool aware = config_bool(sup.cfg, "protocol_selection", "network_aware");
+	if (m->kind == JOB_FILE) {
+		bool good = !aware || quality_at_least_good(monitor_quality("sftp"));
+		if (prio && m->priority == PRIO_HIGH)
+			return "sftp";
+		if ((int64_t)m->size < sel_int("file_small_bytes"))
+			return good ? "sftp" : "rsync";
+		return "rsync";
+	}
+	bool good = !aware || quality_at_least_good(monitor_quality("websocket"));
+	if (prio && m->priority == PRIO_HIGH)
+		return good ? "websocket" : "mqtt";
+	if ((int64_t)m->size < sel_int("small_bytes"))
+		return good ? "websocket" : "rest";
+	if ((int64_t)m->size < sel_int("medium_bytes"))
+		return "rest";
+	return "mqtt";
+}
+
+static struct rproto *round_robin(const struct smsg *m)
+{
+	for (int k = 0; k < R.nprotos; k++) {
+		struct rproto *rp = &R.protos[(R.rr_next + (unsigned)k) % (unsigned)R.nprotos];
+		if (can_carry(rp, m) && rproto_up(rp) && strcmp(rp->name, "testworker") != 0) {
+			R.rr_next = (unsigned)rp->idx + 1;
+			return rp;
+		}
+	}
+	return NULL;
+}
+
+/* The chain that starts at protocol `first`: itself, then its fallbacks. */
+static int chain_of(const struct rproto *first, struct rproto **out, int max)
+{
+	int n = 0;
+	out[n++] = (struct rproto *)first;
+	if (!config_bool(sup.cfg, "fallback", "enabled"))
+		return n;
+	const struct cfg_value *chains = cfg_get(config_section(sup.cfg, "fallback"), "chains");
+	for (size_t i = 0; chains && i < chains->nitems; i++) {
+		if (strcmp(chains->items[i], first->name) != 0)
+			continue;
+		const struct cfg_value *l = &chains->sub[i];
+		for (size_t j = 0; j < l->nitems && n < max; j++) {
+			struct rproto *rp = rproto_by_name(l->items[j]);
+			if (rp && rp != first)
+				out[n++] = rp;
+		}
+	}
+	return n;
+}
+
+/* Among the chain from `first`, the first candidate up, else the first usable. */
+static struct rproto *best_in_chain(const struct smsg *m, struct rproto *first, uint32_t skip)
+{
+	struct rproto *chain[MAX_PROTOS + 1], *fallback = NULL;
+	int n = chain_of(first, chain, MAX_PROTOS + 1);
+	for (int i = 0; i < n; i++) {
+		struct rproto *rp = chain[i];
+		if ((skip >> rp->idx) & 1u || !can_carry(rp, m) || !usable(rp))
+			continue;
+		if (rproto_up(rp))
+			return rp;
+		if (!fallback)
+			fallback = rp;
+	}
+	return fallback;
+}
+
+struct rproto *select_protocol(struct smsg *m)
+{
+	if (strcmp(m->protocol, "auto") != 0) {
+		struct rproto *asked = rproto_by_name(m->protocol);
+		if (!asked || !can_carry(asked, m) || !rproto_enabled(asked))
+			return NULL;
+		return asked; /* the chain takes over if it cannot deliver */
+	}
+	struct rproto *pick = NULL;
+	bool rr = strcmp(config_str(sup.cfg, "protocol_selection", "policy"), "round_robin") == 0;
+	if (rr && m->priority != PRIO_HIGH)
+		pick = round_robin(m);
+	if (!pick && config_bool(sup.cfg, "protocol_selection", "auto_select")) {
+		struct rproto *first = rproto_by_name(rules_choice(m));
+		if (first && usable(first))
+			pick = best_in_chain(m, first, 0);
+		else if (first)
+			pick = best_in_chain(m, first, 1u << first->idx);
+	}
+	for (int i = 0; !pick && i < R.nprotos; i++) /* anything enabled that can carry it */
+		if (can_carry(&R.protos[i], m) && usable(&R.protos[i]) && rproto_up(&R.protos[i]))
+			pick = &R.protos[i];
+	for (int i = 0; !pick && i < R.nprotos; i++)
+		if (can_carry(&R.protos[i], m) && usable(&R.protos[i]))
+			pick = &R.protos[i];
+	return pick;
+}
+
+struct rproto *next_in_chain(struct smsg *m, struct rproto *failed)
+{
+	if (!config_bool(sup.cfg, "fallback", "enabled"))
+		return NULL;
+	if (m->attempts >= (unsigned)config_int(sup.cfg, "fallback", "max_attempts"))
+		return NULL;
+	return best_in_chain(m, &R.protos[m->round_primary], m->tried);
+}
+
+bool chain_all_permfail(const struct smsg *m) { return !m->round_retry; }
+
+bool chain_has(const struct smsg *m, const char *name)
+{
+	struct rproto *chain[MAX_PROTOS + 1];
+	int n = chain_of(&R.protos[m->round_primary], chain, MAX_PROTOS + 1);
+	for (int i = 0; i < n; i++)
+		if (strcmp(chain[i]->name, name) == 0)
+			return true;
+	return false;
+}
+
+void rproto_success(struct rproto *rp)
+{
+	rp->consecutive_failures = 0;
+	rp->cool_until = 0;
+}
+
+/* K failures in a row: cool the protocol down; the first message after the
+ * cool-down is the probe, and a success or a health report puts it back. */
+void rproto_failure(struct rproto *rp, enum job_status st, const char *err)
+{
+	if (st != JOB_RETRY)
+		return;
+	if (++rp->consecutive_failures < COOL_AFTER_FAILURES || now_ms() < rp->cool_until)
+		return;
+	rp->cool_until = now_ms() + COOL_MS;
+	snprintf(rp->cool_reason, sizeof rp->cool_reason, "%s", err ? err : "failures");
+	log_warnx("protocol %s cooling down for %d s after %u failures in a row: %s", rp->name, COOL_MS / 1000,
+		  rp->consecutive_failures, rp->cool_reason);
+}

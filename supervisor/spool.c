@@ -1,0 +1,822 @@
+/* The spool on disk.
+ *
+ *   DIR/seg/NNNNNNNNNNNNNNNNNNNN.log   append-only segments of records
+ *   DIR/files/ID                       the spool's copy of each file (a hard link when possible)
+ *   DIR/corrupt/                       segments that failed their checksums, moved aside
+ *
+ * A record is: u32 body length, u32 CRC-32C of type+body, u8 type, body (a msgpack
+ * map). ADD carries the whole message (metadata payload included); DONE, DEAD and
+ * REQUEUE carry its id. Recovery replays the segments in order; a torn tail of the
+ * newest segment is cut at the last good record. Segments are deleted oldest first
+ * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
+ * it cancels), and a nearly empty oldest segment is compacted by copying its live
+ * records forward. */
+#include "supervisor/spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "supervisor/router_int.h"
+#include "supervisor/sup.h"
+
+enum rec_type { REC_ADD = 1, REC_DONE = 2, REC_DEAD = 3, REC_REQUEUE = 4 };
+#define REC_HDR 9
+#define MAX_RECORD (300u << 20)
+
+struct seg {
+	uint64_t num;
+	int rfd;            /* opened for reading on demand */
+	uint64_t live;      /* ADD records not yet cancelled */
+	uint64_t size;
+	bool corrupt;       /* failed a checksum before its end: to be moved aside */
+};
+
+struct pending {
+	struct smsg *m;
+	void (*cb)(struct smsg *, void *);
+	void *arg;
+};
+
+static struct {
+	char *dir, *segdir, *filedir;
+	enum { FS_ALWAYS, FS_BATCH, FS_NEVER } fsync;
+	uint64_t interval_ms, seg_max;
+	struct seg *segs;   /* oldest first; the last one is the one appended to */
+	size_t nsegs;
+	int wfd;
+	uint64_t woff;
+	struct pending *batch, *flight; /* waiting for the next fsync; in the one running */
+	size_t nbatch, capbatch, nflight;
+	bool syncing, files_dirty;
+	uv_fs_t fsreq;
+	uv_timer_t timer;
+	uv_work_t work;
+	msgpack_sbuffer sb;
+	msgpack_zone zone;
+	struct spool_stats st;
+} S;
+
+/* CRC-32C (Castagnoli), table-driven: no library on the list offers it, and
+ * the table needs no CPU extension (the device may be an ARM board). */
+static uint32_t crc_table[256];
+
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+		crc_table[i] = c;
+	}
+}
+
+static uint32_t crc32c(uint32_t crc, const void *buf, size_t n)
+{
+	const unsigned char *p = buf;
+	crc = ~crc;
+	while (n--)
+		crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static char *seg_path(uint64_t num) { return xasprintf("%s/%020llu.log", S.segdir, (unsigned long long)num); }
+
+static struct seg *seg_find(uint64_t num)
+{
+	for (size_t i = 0; i < S.nsegs; i++)
+		if (S.segs[i].num == num)
+			return &S.segs[i];
+	return NULL;
+}
+
+static int seg_open_new(char *err, size_t errlen)
+{
+	uint64_t num = S.nsegs ? S.segs[S.nsegs - 1].num + 1 : 1;
+	char *path = seg_path(num);
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot create spool segment %s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	free(path);
+	if (S.wfd >= 0)
+		close(S.wfd);
+	S.wfd = fd;
+	S.woff = 0;
+	S.segs = xrealloc(S.segs, (S.nsegs + 1) * sizeof *S.segs);
+	S.segs[S.nsegs++] = (struct seg){ .num = num, .rfd = -1 };
+	S.st.segments = S.nsegs;
+	return 0;
+}
+
+/* ---- encoding records ---- */
+
+static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *payload, size_t len)
+{
+	msgpack_pack_map(pk, 12);
+	pk_kv_str(pk, "id", m->id);
+	pk_kv_u64(pk, "kind", m->kind);
+	pk_kv_u64(pk, "prio", m->priority);
+	pk_kv_str(pk, "proto", m->protocol);
+	pk_kv_str(pk, "topic", m->topic);
+	pk_kv_str(pk, "endpoint", m->endpoint);
+	pk_kv_str(pk, "remote_name", m->remote_name);
+	pk_kv_bool(pk, "encrypt", m->encrypt);
+	pk_kv_u64(pk, "created", m->created_wall_ms);
+	pk_kv_u64(pk, "expires", m->expires_wall_ms);
+	pk_kv_u64(pk, "size", m->size);
+	pk_key(pk, "payload");
+	msgpack_pack_bin(pk, payload ? len : 0);
+	msgpack_pack_bin_body(pk, payload, payload ? len : 0);
+}
+
+/* Frame the body in S.sb (after REC_HDR reserved bytes) and append it. */
+static int append_record(enum rec_type type, uint64_t *seg, uint64_t *off, uint32_t *reclen, char *err,
+			 size_t errlen)
+{
+	unsigned char *h = (unsigned char *)S.sb.data;
+	size_t body = S.sb.size - REC_HDR;
+	h[8] = (unsigned char)type;
+	put32(h, (uint32_t)body);
+	put32(h + 4, crc32c(0, h + 8, body + 1));
+	if (S.woff >= S.seg_max && seg_open_new(err, errlen) < 0)
+		return -1;
+	ssize_t n = write(S.wfd, S.sb.data, S.sb.size);
+	if (n != (ssize_t)S.sb.size) {
+		int e = n < 0 ? errno : ENOSPC;
+		if (n > 0 && ftruncate(S.wfd, (off_t)S.woff) < 0)
+			log_warn("spool: cannot cut a short write");
+		snprintf(err, errlen, "spool: cannot write to %s: %s", S.segdir, strerror(e));
+		return -1;
+	}
+	struct seg *cur = &S.segs[S.nsegs - 1];
+	if (seg)
+		*seg = cur->num;
+	if (off)
+		*off = S.woff;
+	if (reclen)
+		*reclen = (uint32_t)S.sb.size;
+	S.woff += S.sb.size;
+	cur->size = S.woff;
+	S.st.written_bytes += S.sb.size;
+	S.st.written_records++;
+	return 0;
+}
+
+static void begin_record(msgpack_packer *pk)
+{
+	S.sb.size = 0;
+	static const char zero[REC_HDR];
+	msgpack_sbuffer_write(&S.sb, zero, REC_HDR);
+	msgpack_packer_init(pk, &S.sb, msgpack_sbuffer_write);
+}
+
+static int write_id_record(enum rec_type type, const struct smsg *m, const char *reason)
+{
+	char err[256];
+	msgpack_packer pk;
+	begin_record(&pk);
+	msgpack_pack_map(&pk, reason ? 2 : 1);
+	pk_kv_str(&pk, "id", m->id);
+	if (reason)
+		pk_kv_str(&pk, "reason", reason);
+	if (append_record(type, NULL, NULL, NULL, err, sizeof err) < 0) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- group commit ---- */
+
+static void start_sync(void);
+
+static void sync_done(uv_fs_t *req)
+{
+	if (req->result < 0)
+		log_warnx("spool: fdatasync failed: %s", uv_strerror((int)req->result));
+	uv_fs_req_cleanup(req);
+	S.syncing = false;
+	S.st.fsyncs++;
+	struct pending *done = S.flight;
+	size_t n = S.nflight;
+	S.flight = NULL;
+	S.nflight = 0;
+	for (size_t i = 0; i < n; i++)
+		done[i].cb(done[i].m, done[i].arg);
+	free(done);
+	if (S.nbatch && S.fsync == FS_ALWAYS)
+		start_sync();
+}
+
+static void start_sync(void)
+{
+	if (S.syncing || !S.nbatch)
+		return;
+	S.syncing = true;
+	S.flight = S.batch;
+	S.nflight = S.nbatch;
+	S.batch = NULL;
+	S.nbatch = S.capbatch = 0;
+	if (S.files_dirty) { /* the directory entries of new hard links */
+		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+		S.files_dirty = false;
+	}
+	uv_fs_fdatasync(sup.loop, &S.fsreq, S.wfd, sync_done);
+}
+
+static void on_batch_timer(uv_timer_t *t) { start_sync(); }
+
+static void when_durable(struct smsg *m, void (*cb)(struct smsg *, void *), void *arg)
+{
+	if (S.fsync == FS_NEVER) {
+		cb(m, arg);
+		return;
+	}
+	if (S.nbatch == S.capbatch) {
+		S.capbatch = S.capbatch ? S.capbatch * 2 : 64;
+		S.batch = xrealloc(S.batch, S.capbatch * sizeof *S.batch);
+	}
+	S.batch[S.nbatch++] = (struct pending){ m, cb, arg };
+	if (S.fsync == FS_ALWAYS)
+		start_sync();
+	else if (!uv_is_active((uv_handle_t *)&S.timer))
+		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
+}
+
+/* ---- files ---- */
+
+static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id); }
+
+/* Hard-link the caller's open file into the spool, or copy it where a link is
+ * impossible (another file system, a file we may not link). */
+static int keep_file(const char *id, int fd, char *err, size_t errlen)
+{
+	char *dst = file_path(id), src[64];
+	snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0) {
+		free(dst);
+		S.files_dirty = true;
+		return 0;
+	}
+	char *tmp = xasprintf("%s.tmp", dst);
+	int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	int rc = out < 0 ? -1 : 0;
+	off_t inoff = 0;
+	while (rc == 0) {
+		ssize_t n = copy_file_range(fd, &inoff, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			break;
+		if (n < 0)
+			rc = -1;
+	}
+	if (rc == 0 && S.fsync != FS_NEVER && fsync(out) < 0)
+		rc = -1;
+	if (rc == 0 && rename(tmp, dst) < 0)
+		rc = -1;
+	if (rc < 0) {
+		snprintf(err, errlen, "spool: cannot keep a copy of the file in %s: %s", S.filedir, strerror(errno));
+		unlink(tmp);
+	} else {
+		S.files_dirty = true;
+	}
+	if (out >= 0)
+		close(out);
+	free(tmp);
+	free(dst);
+	return rc;
+}
+
+int spool_open_file(const struct smsg *m)
+{
+	char *p = file_path(m->id);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		log_warn("spool: cannot open %s", p);
+	free(p);
+	return fd;
+}
+
+/* ---- the interface ---- */
+
+int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
+	      void (*durable)(struct smsg *m, void *arg), void *arg, char *err, size_t errlen)
+{
+	if (file_fd >= 0 && keep_file(m->id, file_fd, err, errlen) < 0)
+		return -1;
+	msgpack_packer pk;
+	begin_record(&pk);
+	pack_add(&pk, m, payload, len);
+	if (append_record(REC_ADD, &m->seg, &m->off, &m->reclen, err, errlen) < 0) {
+		if (file_fd >= 0) {
+			char *p = file_path(m->id);
+			unlink(p);
+			free(p);
+		}
+		return -1;
+	}
+	seg_find(m->seg)->live++;
+	S.st.messages++;
+	S.st.bytes += m->size;
+	when_durable(m, durable, arg);
+	return 0;
+}
+
+static void seg_unref(uint64_t num);
+
+void spool_done(struct smsg *m)
+{
+	write_id_record(REC_DONE, m, NULL);
+	if (m->kind == JOB_FILE) {
+		char *p = file_path(m->id);
+		unlink(p);
+		free(p);
+	}
+	if (S.st.messages)
+		S.st.messages--;
+	S.st.bytes -= m->size <= S.st.bytes ? m->size : S.st.bytes;
+	if (m->state == SM_DEAD && S.st.dead)
+		S.st.dead--;
+	seg_unref(m->seg);
+}
+
+void spool_dead(struct smsg *m, const char *reason)
+{
+	write_id_record(REC_DEAD, m, reason);
+	S.st.dead++;
+}
+
+void spool_requeue(struct smsg *m)
+{
+	write_id_record(REC_REQUEUE, m, NULL);
+	if (S.st.dead)
+		S.st.dead--;
+}
+
+static int read_record(uint64_t segnum, uint64_t off, uint32_t reclen, char **out)
+{
+	struct seg *s = seg_find(segnum);
+	if (!s)
+		return -1;
+	if (s->rfd < 0) {
+		char *p = seg_path(segnum);
+		s->rfd = open(p, O_RDONLY | O_CLOEXEC);
+		free(p);
+		if (s->rfd < 0)
+			return -1;
+	}
+	char *buf = xmalloc(reclen);
+	if (pread(s->rfd, buf, reclen, (off_t)off) != (ssize_t)reclen ||
+	    get32((unsigned char *)buf + 4) != crc32c(0, buf + 8, reclen - 8)) {
+		free(buf);
+		return -1;
+	}
+	*out = buf;
+	return 0;
+}
+
+int spool_load_payload(struct smsg *m)
+{
+	char *rec;
+	if (read_record(m->seg, m->off, m->reclen, &rec) < 0) {
+		log_warnx("spool: cannot read message %s back from segment %llu", m->id, (unsigned long long)m->seg);
+		return -1;
+	}
+	msgpack_object o;
+	size_t off = 0;
+	msgpack_zone_clear(&S.zone);
+	int rc = -1;
+	if (msgpack_unpack(rec + REC_HDR, m->reclen - REC_HDR, &off, &S.zone, &o) == MSGPACK_UNPACK_SUCCESS) {
+		const msgpack_object *p = obj_get(&o, "payload");
+		if (p && p->type == MSGPACK_OBJECT_BIN) {
+			m->payload = xmalloc(p->via.bin.size + 1);
+			memcpy(m->payload, p->via.bin.ptr, p->via.bin.size);
+			m->payload[p->via.bin.size] = '\0';
+			rc = 0;
+		}
+	}
+	free(rec);
+	return rc;
+}
+
+void spool_stats(struct spool_stats *st)
+{
+	*st = S.st;
+	st->segments = S.nsegs;
+	st->disk_bytes = 0;
+	for (size_t i = 0; i < S.nsegs; i++)
+		st->disk_bytes += S.segs[i].size;
+	st->oldest_wall_ms = R.all.head ? R.all.head->created_wall_ms : 0;
+}
+
+/* ---- segment life: delete oldest-first, compact a nearly empty oldest one ---- */
+
+static void seg_delete_oldest(void)
+{
+	struct seg *s = &S.segs[0];
+	char *p = seg_path(s->num);
+	if (s->rfd >= 0)
+		close(s->rfd);
+	unlink(p);
+	free(p);
+	memmove(S.segs, S.segs + 1, --S.nsegs * sizeof *S.segs);
+	S.st.segments = S.nsegs;
+}
+
+/* Copy the live records of the oldest segment to the newest, so it can go. */
+static void compact_oldest(void)
+{
+	uint64_t num = S.segs[0].num;
+	for (struct smsg *m = R.all.head; m; m = m->anext) {
+		if (m->seg != num)
+			continue;
+		char *rec, err[256];
+		if (read_record(m->seg, m->off, m->reclen, &rec) < 0)
+			continue;
+		S.sb.size = 0;
+		msgpack_sbuffer_write(&S.sb, rec, m->reclen);
+		free(rec);
+		uint64_t seg, off;
+		uint32_t len;
+		if (append_record(REC_ADD, &seg, &off, &len, err, sizeof err) < 0)
+			return;
+		if (m->state == SM_DEAD)
+			write_id_record(REC_DEAD, m, m->last_error);
+		S.segs[0].live--;
+		m->seg = seg;
+		m->off = off;
+		m->reclen = len;
+		seg_find(seg)->live++;
+	}
+	if (S.fsync != FS_NEVER)
+		fdatasync(S.wfd); /* the copies are durable before the original goes */
+}
+
+static void seg_gc(void)
+{
+	while (S.nsegs > 1) {
+		struct seg *s = &S.segs[0];
+		if (s->live == 0) {
+			seg_delete_oldest();
+			continue;
+		}
+		/* An old segment pinned by a few long-waiting messages (dead letters, a
+		 * long outage) is compacted once the spool has grown past a few segments. */
+		if (S.nsegs > 4 && s->live * 64 < s->size / 64) {
+			compact_oldest();
+			if (s->live == 0)
+				continue;
+		}
+		break;
+	}
+}
+
+static void seg_unref(uint64_t num)
+{
+	struct seg *s = seg_find(num);
+	if (s && s->live)
+		s->live--;
+	if (S.nsegs > 1 && S.segs[0].live == 0)
+		seg_gc();
+}
+
+/* ---- recovery ---- */
+
+static char *obj_dup_str(const msgpack_object *map, const char *key)
+{
+	const msgpack_object *v = obj_get(map, key);
+	if (!v || v->type != MSGPACK_OBJECT_STR)
+		return NULL;
+	return xstrndup(v->via.str.ptr, v->via.str.size);
+}
+
+static struct smsg *smsg_from_add(const msgpack_object *o)
+{
+	char id[UCGW_ID_LEN + 2], proto[16];
+	uint64_t kind = 0, prio = 1;
+	if (!obj_get_str(o, "id", id, sizeof id) || !id_valid(id) || !obj_get_str(o, "proto", proto, sizeof proto))
+		return NULL;
+	struct smsg *m = xcalloc(1, sizeof *m);
+	snprintf(m->id, sizeof m->id, "%s", id);
+	snprintf(m->protocol, sizeof m->protocol, "%s", proto);
+	obj_get_u64(o, "kind", &kind);
+	obj_get_u64(o, "prio", &prio);
+	m->kind = kind == JOB_FILE ? JOB_FILE : JOB_META;
+	m->priority = prio <= PRIO_LOW ? (enum priority)prio : PRIO_NORMAL;
+	m->topic = obj_dup_str(o, "topic");
+	m->endpoint = obj_dup_str(o, "endpoint");
+	m->remote_name = obj_dup_str(o, "remote_name");
+	obj_get_bool(o, "encrypt", &m->encrypt);
+	obj_get_u64(o, "created", &m->created_wall_ms);
+	obj_get_u64(o, "expires", &m->expires_wall_ms);
+	obj_get_u64(o, "size", &m->size);
+	return m;
+}
+
+struct recovery {
+	struct smsg **by_order; /* ADDs in order, NULL once cancelled */
+	size_t n, cap;
+};
+
+static struct smsg *recovery_find(struct recovery *rv, const char *id)
+{
+	/* Recovery is a one-time pass; the router's index is not filled yet. */
+	for (size_t i = rv->n; i-- > 0;)
+		if (rv->by_order[i] && strcmp(rv->by_order[i]->id, id) == 0)
+			return rv->by_order[i];
+	return NULL;
+}
+
+static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type, const msgpack_object *o,
+			 uint64_t off, uint32_t reclen)
+{
+	char id[UCGW_ID_LEN + 2] = "";
+	obj_get_str(o, "id", id, sizeof id);
+	if (type == REC_ADD) {
+		struct smsg *m = smsg_from_add(o);
+		if (!m)
+			return;
+		m->seg = s->num;
+		m->off = off;
+		m->reclen = reclen;
+		m->state = SM_QUEUED;
+		s->live++;
+		if (rv->n == rv->cap) {
+			rv->cap = rv->cap ? rv->cap * 2 : 1024;
+			rv->by_order = xrealloc(rv->by_order, rv->cap * sizeof *rv->by_order);
+		}
+		rv->by_order[rv->n++] = m;
+		return;
+	}
+	struct smsg *m = recovery_find(rv, id);
+	if (!m)
+		return;
+	if (type == REC_DONE) {
+		struct seg *ms = seg_find(m->seg);
+		if (ms && ms->live)
+			ms->live--;
+		for (size_t i = rv->n; i-- > 0;)
+			if (rv->by_order[i] == m) {
+				rv->by_order[i] = NULL;
+				break;
+			}
+		free(m->topic);
+		free(m->endpoint);
+		free(m->remote_name);
+		free(m);
+	} else if (type == REC_DEAD) {
+		m->state = SM_DEAD;
+		char *why = obj_dup_str(o, "reason");
+		snprintf(m->last_error, sizeof m->last_error, "%s", why ? why : "dead");
+		free(why);
+	} else if (type == REC_REQUEUE) {
+		m->state = SM_QUEUED;
+	}
+}
+
+/* Replay one segment; returns the offset of the end of its last good record and
+ * whether it ended cleanly. */
+static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
+{
+	char *p = seg_path(s->num);
+	FILE *f = fopen(p, "rb");
+	free(p);
+	*clean = true;
+	if (!f)
+		return 0;
+	uint64_t off = 0;
+	unsigned char hdr[REC_HDR];
+	char *body = NULL;
+	size_t cap = 0;
+	while (fread(hdr, 1, REC_HDR, f) == REC_HDR) {
+		uint32_t len = get32(hdr);
+		if (len > MAX_RECORD) {
+			*clean = false;
+			break;
+		}
+		if (len > cap) {
+			cap = len;
+			body = xrealloc(body, cap);
+		}
+		if (fread(body, 1, len, f) != len) {
+			*clean = false;
+			break;
+		}
+		uint32_t crc = crc32c(crc32c(0, hdr + 8, 1), body, len);
+		if (crc != get32(hdr + 4)) {
+			*clean = false;
+			break;
+		}
+		msgpack_object o;
+		size_t used = 0;
+		msgpack_zone_clear(&S.zone);
+		if (msgpack_unpack(body, len, &used, &S.zone, &o) == MSGPACK_UNPACK_SUCCESS)
+			apply_record(rv, s, (enum rec_type)hdr[8], &o, off, REC_HDR + len);
+		off += REC_HDR + len;
+	}
+	if (*clean && !feof(f))
+		*clean = false;
+	if (*clean) { /* a partial header at the end is a torn tail too */
+		long pos = ftell(f);
+		fseek(f, 0, SEEK_END);
+		if (ftell(f) != pos || (uint64_t)pos != off)
+			*clean = false;
+	}
+	free(body);
+	fclose(f);
+	s->size = off;
+	return off;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void list_segments(void)
+{
+	DIR *d = opendir(S.segdir);
+	uint64_t *nums = NULL;
+	size_t n = 0;
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char *end;
+		unsigned long long v = strtoull(e->d_name, &end, 10);
+		if (end != e->d_name && strcmp(end, ".log") == 0) {
+			nums = xrealloc(nums, (n + 1) * sizeof *nums);
+			nums[n++] = v;
+		}
+	}
+	if (d)
+		closedir(d);
+	qsort(nums, n, sizeof *nums, cmp_u64);
+	S.segs = xcalloc(n ? n : 1, sizeof *S.segs);
+	for (size_t i = 0; i < n; i++)
+		S.segs[i] = (struct seg){ .num = nums[i], .rfd = -1 };
+	S.nsegs = n;
+	free(nums);
+}
+
+static void move_aside(struct seg *s)
+{
+	char *from = seg_path(s->num);
+	char *dir = xasprintf("%s/corrupt", S.dir);
+	char *to = xasprintf("%s/%020llu-%llu.log", dir, (unsigned long long)s->num, (unsigned long long)wall_ms());
+	mkdir_p(dir, 0750);
+	if (rename(from, to) == 0)
+		log_warnx("spool: segment %s is corrupt in the middle; moved aside to %s", from, to);
+	else
+		log_warn("spool: cannot move corrupt segment %s aside", from);
+	S.st.corrupt_segments++;
+	free(from);
+	free(to);
+	free(dir);
+}
+
+/* Copy a live record out of a segment that is about to be moved aside. */
+static void rescue(struct smsg *m)
+{
+	char *rec, err[256];
+	if (read_record(m->seg, m->off, m->reclen, &rec) < 0) {
+		log_warnx("spool: message %s in a corrupt segment cannot be read back", m->id);
+		return;
+	}
+	S.sb.size = 0;
+	msgpack_sbuffer_write(&S.sb, rec, m->reclen);
+	free(rec);
+	uint64_t seg, off;
+	uint32_t len;
+	if (append_record(REC_ADD, &seg, &off, &len, err, sizeof err) == 0) {
+		if (m->state == SM_DEAD)
+			write_id_record(REC_DEAD, m, m->last_error);
+		m->seg = seg;
+		m->off = off;
+		m->reclen = len;
+		seg_find(seg)->live++;
+	}
+}
+
+static void recover(void (*recovered)(struct smsg *m))
+{
+	struct recovery rv = { 0 };
+	list_segments();
+	for (size_t i = 0; i < S.nsegs; i++) {
+		bool clean;
+		uint64_t good = replay_segment(&rv, &S.segs[i], &clean);
+		if (clean)
+			continue;
+		if (i == S.nsegs - 1) { /* the newest: a write cut short by a crash */
+			char *p = seg_path(S.segs[i].num);
+			if (truncate(p, (off_t)good) == 0)
+				log_warnx("spool: cut a torn tail of %s at byte %llu", p, (unsigned long long)good);
+			free(p);
+			S.st.torn_tails++;
+		} else {
+			S.segs[i].corrupt = true;
+		}
+	}
+	char err[256];
+	seg_open_new(err, sizeof err); /* never append to a recovered segment */
+	size_t live = 0;
+	for (size_t i = 0; i < rv.n; i++) {
+		struct smsg *m = rv.by_order[i];
+		if (!m)
+			continue;
+		struct seg *s = seg_find(m->seg);
+		if (s && s->corrupt)
+			rescue(m);
+		live++;
+		S.st.messages++;
+		S.st.bytes += m->size;
+		if (m->state == SM_DEAD)
+			S.st.dead++;
+	}
+	size_t w = 0;
+	for (size_t i = 0; i < S.nsegs; i++) {
+		if (!S.segs[i].corrupt) {
+			S.segs[w++] = S.segs[i];
+			continue;
+		}
+		if (S.segs[i].rfd >= 0)
+			close(S.segs[i].rfd);
+		move_aside(&S.segs[i]);
+	}
+	S.nsegs = w;
+	if (S.fsync != FS_NEVER)
+		fdatasync(S.wfd);
+	for (size_t i = 0; i < rv.n; i++)
+		if (rv.by_order[i])
+			recovered(rv.by_order[i]);
+	free(rv.by_order);
+	if (live)
+		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
+	seg_gc();
+}
+
+int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
+{
+	crc_init();
+	const char *dir = config_str(sup.cfg, "spool", "dir");
+	S.dir = dir ? xstrdup(dir) : xasprintf("%s/spool", config_str(sup.cfg, "gateway", "state_dir"));
+	S.segdir = xasprintf("%s/seg", S.dir);
+	S.filedir = xasprintf("%s/files", S.dir);
+	if (mkdir_p(S.segdir, 0750) < 0 || mkdir_p(S.filedir, 0750) < 0) {
+		snprintf(err, errlen, "cannot create the spool in %s: %s", S.dir, strerror(errno));
+		return -1;
+	}
+	const char *fs = config_str(sup.cfg, "spool", "fsync");
+	S.fsync = strcmp(fs, "always") == 0 ? FS_ALWAYS : strcmp(fs, "never") == 0 ? FS_NEVER : FS_BATCH;
+	S.interval_ms = (uint64_t)config_int(sup.cfg, "spool", "fsync_interval_ms");
+	S.seg_max = (uint64_t)config_int(sup.cfg, "spool", "segment_bytes");
+	S.wfd = -1;
+	msgpack_sbuffer_init(&S.sb);
+	msgpack_zone_init(&S.zone, 4096);
+	uv_timer_init(sup.loop, &S.timer);
+	recover(recovered);
+	if (S.wfd < 0) {
+		snprintf(err, errlen, "cannot open a spool segment in %s", S.segdir);
+		return -1;
+	}
+	log_info("spool in %s (fsync %s)", S.dir, fs);
+	return 0;
+}
+
+void spool_close(void)
+{
+	if (S.wfd >= 0) {
+		if (S.fsync != FS_NEVER)
+			fdatasync(S.wfd);
+		close(S.wfd);
+		S.wfd = -1;
+	}
+	for (size_t i = 0; i < S.nsegs; i++)
+		if (S.segs[i].rfd >= 0)
+			close(S.segs[i].rfd);
+}

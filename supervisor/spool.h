@@ -1,0 +1,43 @@
+/* The store-and-forward spool: append-only segments of checksummed records
+ * (ADD, DONE, DEAD, REQUEUE), group commit, a file area for images. A message
+ * is accepted only once its ADD record is durable to the configured level, and
+ * leaves only after a worker said ok (DONE). */
+#ifndef UCGW_SPOOL_H
+#define UCGW_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "supervisor/message.h"
+
+struct spool_stats {
+	uint64_t messages, bytes, dead, oldest_wall_ms;
+	uint64_t segments, disk_bytes;
+	uint64_t written_bytes, written_records, fsyncs;
+	uint64_t dropped, expired, corrupt_segments, torn_tails;
+};
+
+/* Open dir, recover what it holds: each live message is handed to recovered()
+ * in segment order. -1 with err when the spool cannot be used at all. */
+int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m));
+void spool_close(void);
+
+/* Persist a new message (payload bytes, or for a file the descriptor to link or
+ * copy into the file area). durable() runs once it is as durable as
+ * spool.fsync asks; it may run before spool_add returns (fsync: never).
+ * Returns 0, or -1 with err (disk full, file not linkable nor copyable).
+ * The bounds (max_bytes, max_messages) are the router's to enforce. */
+int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
+	      void (*durable)(struct smsg *m, void *arg), void *arg, char *err, size_t errlen);
+/* The worker said ok, or an operator purged it: write DONE and forget the file. */
+void spool_done(struct smsg *m);
+void spool_dead(struct smsg *m, const char *reason);
+void spool_requeue(struct smsg *m);
+/* Read a metadata payload back (after recovery, or when memory was trimmed). */
+int spool_load_payload(struct smsg *m);
+/* Open the spool's copy of a file job, read-only. */
+int spool_open_file(const struct smsg *m);
+void spool_stats(struct spool_stats *st);
+
+#endif

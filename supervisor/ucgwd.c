@@ -1,0 +1,238 @@
+/* ucgwd: the supervisor. Reads the configuration, starts one worker per enabled
+ * protocol, owns the control socket, the router and the spool. */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "supervisor/commands.h"
+#include "supervisor/control.h"
+#include "supervisor/spool.h"
+#include "supervisor/proctab.h"
+#include "supervisor/router.h"
+#include "supervisor/sup.h"
+
+struct sup sup;
+
+static uv_signal_t sig_term, sig_int, sig_hup;
+static uv_timer_t ready_timer, watchdog_timer, drain_timer;
+static bool notified_ready;
+static uint64_t drain_deadline;
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: ucgwd [-c FILE] [-n] [-d]\n"
+		"       ucgwd --config-reference\n"
+		"\n"
+		"The ucgw supervisor: delivers an LPR camera's metadata and image files to its\n"
+		"server over WebSocket, REST, MQTT, SFTP and rsync, one worker process per protocol.\n"
+		"Runs in the foreground, logs to stderr (journald priorities), tells systemd when\n"
+		"it is ready (Type=notify). SIGHUP reloads the configuration; SIGTERM stops.\n"
+		"\n"
+		"  -c, --config FILE      configuration file (default /etc/ucgw/ucgw.yaml)\n"
+		"  -n, --check            check the configuration and exit: 0 valid, 1 not\n"
+		"  -d, --debug            log at debug level whatever the file says\n"
+		"      --config-reference print every configuration key as Markdown and exit\n"
+		"  -V, --version          print the version and exit\n"
+		"  -h, --help             this text\n");
+}
+
+static char *find_worker_dir(void)
+{
+	const char *v = config_str(sup.cfg, "gateway", "worker_dir");
+	if (v)
+		return xstrdup(v);
+	if ((v = getenv("UCGW_WORKER_DIR")))
+		return xstrdup(v);
+	/* Run from a build tree: the workers sit beside ucgwd. */
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *dir = dirname(self);
+		char *probe = xasprintf("%s/ucgw-mqtt", dir);
+		bool here = access(probe, X_OK) == 0 && strstr(dir, "/sbin") == NULL;
+		free(probe);
+		if (here)
+			return xstrdup(dir);
+	}
+	return xstrdup(UCGW_LIBEXECDIR);
+}
+
+static void apply_log_level(int force_debug)
+{
+	int lvl = log_level_parse(config_str(sup.cfg, "gateway", "log_level"));
+	log_set_level(force_debug ? LOG_LVL_DEBUG : lvl);
+}
+
+int sup_reload(char *err, size_t errlen)
+{
+	struct config *next;
+	if (config_load(sup.config_path, &next, err, errlen) < 0) {
+		log_warnx("reload: keeping the old configuration: %s", err);
+		return -1;
+	}
+	struct config *old = sup.cfg;
+	if (strcmp(config_str(old, "gateway", "control_socket"), config_str(next, "gateway", "control_socket")) != 0)
+		log_warnx("reload: gateway.control_socket changed; it takes effect at the next start");
+	sup.cfg = next;
+	sup.reloads++;
+	apply_log_level(0);
+	proctab_apply_config(old, next);
+	config_free(old);
+	log_info("configuration reloaded from %s", sup.config_path);
+	return 0;
+}
+
+static void all_workers_stopped(void)
+{
+	log_info("all workers stopped; exiting");
+	control_close_all();
+	uv_stop(sup.loop);
+}
+
+static void drain_tick(uv_timer_t *t)
+{
+	unsigned left = router_inflight();
+	if (left > 0 && now_ms() < drain_deadline)
+		return;
+	uv_timer_stop(t);
+	if (left)
+		log_warnx("shutdown: %u jobs still in flight after shutdown_timeout_ms; they stay in the spool", left);
+	proctab_stop_all(5000, all_workers_stopped);
+}
+
+void sup_shutdown(const char *why)
+{
+	if (sup.stopping)
+		return;
+	sup.stopping = true;
+	log_info("shutting down (%s)", why);
+	sd_notify(0, "STOPPING=1");
+	control_stop_accepting();
+	drain_deadline = now_ms() + (uint64_t)config_int(sup.cfg, "gateway", "shutdown_timeout_ms");
+	uv_timer_start(&drain_timer, drain_tick, 0, 50);
+}
+
+static void on_signal(uv_signal_t *h, int sig)
+{
+	if (sig == SIGHUP) {
+		char err[1024];
+		log_info("SIGHUP: reloading %s", sup.config_path);
+		sup_reload(err, sizeof err);
+		return;
+	}
+	sup_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* READY=1 once every worker has finished its handshake one way or the other. */
+static void ready_check(uv_timer_t *t)
+{
+	if (notified_ready || (!proctab_all_settled() && now_ms() - sup.start_ms < 10000))
+		return;
+	notified_ready = true;
+	uv_timer_stop(t);
+	sd_notifyf(0, "READY=1\nSTATUS=running, %u workers", proctab_running());
+	log_info("ready in %llu ms", (unsigned long long)(now_ms() - sup.start_ms));
+}
+
+static void watchdog_tick(uv_timer_t *t) { sd_notify(0, "WATCHDOG=1"); }
+
+static void start_signals(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	uv_signal_init(sup.loop, &sig_term);
+	uv_signal_start(&sig_term, on_signal, SIGTERM);
+	uv_signal_init(sup.loop, &sig_int);
+	uv_signal_start(&sig_int, on_signal, SIGINT);
+	uv_signal_init(sup.loop, &sig_hup);
+	uv_signal_start(&sig_hup, on_signal, SIGHUP);
+}
+
+static void start_timers(void)
+{
+	uv_timer_init(sup.loop, &drain_timer);
+	uv_timer_init(sup.loop, &ready_timer);
+	uv_timer_start(&ready_timer, ready_check, 0, 5);
+	uint64_t usec;
+	uv_timer_init(sup.loop, &watchdog_timer);
+	if (sd_watchdog_enabled(0, &usec) > 0)
+		uv_timer_start(&watchdog_timer, watchdog_tick, usec / 2000, usec / 2000);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'n' },
+		{ "debug", no_argument, NULL, 'd' },        { "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },         { "config-reference", no_argument, NULL, 'R' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = "/etc/ucgw/ucgw.yaml";
+	bool check = false;
+	int debug = 0, ch;
+	log_init("ucgwd", LOG_LVL_INFO);
+	while ((ch = getopt_long(argc, argv, "c:ndVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': path = optarg; break;
+		case 'n': check = true; break;
+		case 'd': debug = 1; break;
+		case 'V': printf("ucgwd %s (protocol %d)\n", UCGW_VERSION, UCGW_PROTO_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		case 'R': config_write_reference(stdout); return 0;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ucgwd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 1;
+	}
+	char err[1024];
+	sup.start_ms = now_ms();
+	sup.start_wall_ms = wall_ms();
+	if (config_load(path, &sup.cfg, err, sizeof err) < 0) {
+		fprintf(stderr, "ucgwd: %s\n", err);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration is valid\n", path);
+		config_free(sup.cfg);
+		return 0;
+	}
+	char *abs = realpath(path, NULL);
+	sup.config_path = abs ? abs : xstrdup(path);
+	apply_log_level(debug);
+	sup.loop = uv_default_loop();
+	sup.worker_dir = find_worker_dir();
+	start_signals();
+	if (control_listen(err, sizeof err) < 0) {
+		log_msg(LOG_LVL_ERR, "%s", err);
+		return 1;
+	}
+	log_info("ucgwd %s starting (pid %d, config %s, workers from %s)", UCGW_VERSION, (int)getpid(),
+		 sup.config_path, sup.worker_dir);
+	router_init();
+	if (spool_open(err, sizeof err, accept_recovered) < 0) {
+		log_msg(LOG_LVL_ERR, "%s", err);
+		return 1;
+	}
+	proctab_init();
+	start_timers();
+	proctab_apply_config(NULL, sup.cfg);
+	uv_run(sup.loop, UV_RUN_DEFAULT);
+	spool_close();
+	config_free(sup.cfg);
+	free(sup.config_path);
+	free(sup.worker_dir);
+	return 0;
+}

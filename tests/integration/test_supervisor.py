@@ -1,0 +1,225 @@
+"""The supervisor against real worker processes: start, crash, restart policy,
+watchdog, reload, control socket robustness, shutdown."""
+import glob
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+
+
+def base_config(**test):
+    tw = {"mode": "normal"}
+    tw.update(test)
+    return {
+        "gateway": {"restart_backoff_min_ms": 50, "restart_max_deaths": 4, "restart_window_s": 30,
+                    "ping_interval_ms": 200, "ping_timeout_ms": 1500, "handshake_timeout_ms": 3000,
+                    "log_level": "info"},
+        "websocket": {"server_url": "ws://127.0.0.1:9/"},
+        "rest": {"base_url": "http://127.0.0.1:9"},
+        "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "t"},
+        "sftp": {"host": "127.0.0.1", "username": "u", "port": 9},
+        "rsync": {"remote_host": "127.0.0.1", "remote_user": "u", "options": ["-a"]},
+        "testworker": tw,
+    }
+
+
+class SupervisorTest(GatewayTest):
+    def test_all_workers_ready_and_listed(self):
+        gw = self.gateway(base_config())
+        ws = gw.workers()
+        self.assertEqual(set(ws), {"websocket", "rest", "mqtt", "sftp", "rsync", "testworker"})
+        for w in ws.values():
+            self.assertEqual(w["state"], "ready", w)
+            self.assertGreater(w["pid"], 0)
+            self.assertEqual(w["restarts"], 0)
+            self.assertEqual(w["last_exit"], "")
+        rc, out, _ = gw.ctl("workers")
+        self.assertEqual(rc, 0)
+        self.assertIn("WORKER", out)
+        self.assertIn("testworker", out)
+        rc, out, _ = gw.ctl("status")
+        self.assertEqual(rc, 0)
+        self.assertIn("test-cam-1", out)
+
+    def test_kill9_restarts_with_crash_log(self):
+        gw = self.gateway(base_config())
+        old = gw.workers()["testworker"]
+        os.kill(old["pid"], signal.SIGKILL)
+        new = gw.wait_worker("testworker", lambda w: w["state"] == "ready" and w["pid"] != old["pid"])
+        self.assertEqual(new["restarts"], 1)
+        self.assertIn("signal 9", new["last_exit"])
+        self.assertEqual(new["generation"], old["generation"] + 1)
+        logs = glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log"))
+        self.assertEqual(len(logs), 1)
+        text = open(logs[0]).read()
+        self.assertIn("worker: testworker", text)
+        self.assertIn("pid: %d" % old["pid"], text)
+        self.assertIn("signal: 9 (SIGKILL)", text)
+        self.assertIn("test worker starting in mode normal", text)  # its stderr
+        self.assertIn("worker testworker pid %d killed by signal 9 (SIGKILL)" % old["pid"], gw.log_text())
+
+    def test_crash_loop_ends_failed(self):
+        gw = self.gateway(base_config(mode="crash"))
+        w = gw.wait_worker("testworker", lambda w: w["state"] == "failed", timeout=30)
+        self.assertEqual(w["restarts"], 4)
+        self.assertIn("SIGABRT", w["last_exit"])
+        logs = glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log"))
+        self.assertEqual(len(logs), 4)
+        text = open(sorted(logs)[-1]).read()
+        self.assertIn("fatal signal 6 (SIGABRT), backtrace:", text)
+        self.assertIn("marked failed", gw.log_text())
+        # the others are unaffected
+        self.assertEqual(gw.workers()["rest"]["state"], "ready")
+        # an operator restart brings it back (and it fails again, with a fresh count)
+        rc, out, err = gw.ctl("restart", "testworker")
+        self.assertEqual(rc, 0, err)
+
+    def test_exit2_is_not_restarted(self):
+        gw = self.gateway(base_config(mode="exit2"))
+        w = gw.wait_worker("testworker", lambda w: w["state"] == "failed")
+        time.sleep(0.5)
+        w = gw.workers()["testworker"]
+        self.assertEqual(w["state"], "failed")
+        self.assertEqual(w["restarts"], 1)
+        self.assertEqual(w["last_exit"], "exit status 2")
+        self.assertIn("mode exit2 says this configuration is bad", gw.log_text())
+        self.assertIn("bad-configuration code; not restarting", gw.log_text())
+
+    def test_ping_watchdog_kills_hung_worker(self):
+        gw = self.gateway(base_config(mode="hang"))
+        old = gw.workers()["testworker"]["pid"]
+        w = gw.wait_worker("testworker", lambda w: w["pid"] != old and w["restarts"] >= 1, timeout=20)
+        self.assertIn("signal 9", w["last_exit"])
+        text = open(sorted(glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log")))[0]).read()
+        self.assertIn("reason: did not answer pings", text)
+
+    def test_handshake_timeout(self):
+        cfg = base_config(ready_delay_ms=2500)
+        cfg["gateway"]["handshake_timeout_ms"] = 500
+        gw = self.gateway(cfg, wait_ready=False)
+        gw.start_ok = wait_for(lambda: gw.ctl("status")[0] == 0, what="socket")
+        w = gw.wait_worker("testworker", lambda w: w["restarts"] >= 1)
+        self.assertIn("signal 9", w["last_exit"])
+        self.assertIn("no ready within handshake_timeout_ms", gw.log_text())
+
+    def test_reload_bad_config_keeps_old(self):
+        gw = self.gateway(base_config())
+        before = gw.workers()
+        gw.write_config(None, text="gateway:\n  control_socket: %s\n  restart_max_deaths: lots\n" % gw.sock)
+        rc, out, err = gw.ctl("reload")
+        self.assertEqual(rc, 1)
+        self.assertIn("keeping the old configuration", err)
+        self.assertIn("ucgw.yaml:3:", err)
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        wait_for(lambda: gw.log_text().count("keeping the old configuration") >= 2, what="SIGHUP refusal")
+        after = gw.workers()
+        self.assertEqual({n: w["pid"] for n, w in before.items()}, {n: w["pid"] for n, w in after.items()})
+
+    def test_reload_restarts_only_changed_sections(self):
+        cfg = base_config()
+        gw = self.gateway(cfg)
+        before = gw.workers()
+        cfg["testworker"]["delay_ms"] = 5
+        del cfg["rsync"]
+        gw.write_config(cfg)
+        rc, out, err = gw.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        after = gw.wait_workers(lambda ws: "rsync" not in [w["name"] for w in ws] and
+                                all(w["state"] == "ready" for w in ws), what="reload applied")
+        after = {w["name"]: w for w in after}
+        self.assertNotEqual(after["testworker"]["pid"], before["testworker"]["pid"])
+        for n in ("websocket", "rest", "mqtt", "sftp"):
+            self.assertEqual(after[n]["pid"], before[n]["pid"], n)
+        self.assertNotIn("rsync", after)
+
+    def test_garbage_on_control_socket(self):
+        gw = self.gateway(base_config())
+        rnd = random.Random(7)
+        for i in range(30):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(gw.sock)
+            if i % 3 == 0:
+                payload = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 300)))
+            elif i % 3 == 1:
+                payload = struct.pack(">I", 0xFFFFFFF0) + b"x" * 10  # oversize frame
+            else:
+                body = bytes([0x81, 0xa1, 0x74, 0x63])  # {"t": 99}
+                payload = struct.pack(">I", len(body)) + body
+            s.sendall(payload)
+            s.settimeout(2)
+            try:
+                s.recv(4096)
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+        rc, out, err = gw.ctl("status")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(gw.proc.poll(), None)
+
+    def test_unknown_command_and_worker(self):
+        gw = self.gateway(base_config())
+        rc, out, err = gw.ctl("restart", "nosuch")
+        self.assertEqual(rc, 1)
+        self.assertIn("no worker named 'nosuch'", err)
+        rc, out, err = gw.ctl("frobnicate")
+        self.assertEqual(rc, 2)
+        self.assertIn("unknown command", err)
+
+    def test_sigterm_exits_zero_no_children(self):
+        gw = self.gateway(base_config())
+        kids = [w["pid"] for w in gw.workers().values()]
+        self.assertEqual(len(kids), 6)
+        self.assertEqual(gw.stop(), 0)
+        for pid in kids:
+            self.assertFalse(os.path.exists("/proc/%d" % pid) and
+                             open("/proc/%d/stat" % pid).read().split()[2] != "Z", pid)
+        self.assertFalse(os.path.exists(gw.sock))
+
+    def test_ctl_shutdown(self):
+        gw = self.gateway(base_config())
+        rc, out, err = gw.ctl("shutdown")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(gw.proc.wait(20), 0)
+
+    def test_second_instance_refused_stale_socket_removed(self):
+        gw = self.gateway(base_config())
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-c", gw.cfg_path], capture_output=True, text=True,
+                           timeout=20)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("another ucgwd is already running", r.stderr)
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        self.assertTrue(os.path.exists(gw.sock))  # stale now
+        gw.log.close()
+        gw.start()
+        self.assertEqual(gw.ctl("status")[0], 0)
+
+    def test_ctl_when_daemon_down(self):
+        r = subprocess.run([os.path.join(BIN, "ucgwctl"), "-s", os.path.join(self.tmp, "none.sock"), "status"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("ucgwd is not running", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+
+    def test_check_mode(self):
+        gw = self.gateway(base_config(), start=False)
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        gw.write_config(None, text="mqtt:\n  brokr_url: x\n")
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("ucgw.yaml:2:3:", r.stderr)
+        self.assertIn("broker_url", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Build ucgw twice (release, and AddressSanitizer + UndefinedBehaviorSanitizer)
+# and run the whole test suite against both. Installs its packages first.
+set -eu
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] && [ -z "${UCGW_SKIP_DEPS:-}" ] && sh packaging/install-deps.sh
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DUCGW_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+status=0
+echo "== tests, release build =="
+ctest --test-dir build --output-on-failure -j2 || status=1
+echo "== tests, ASan+UBSan build =="
+ctest --test-dir build-asan --output-on-failure -j2 || status=1
+[ $status = 0 ] && echo "ALL TESTS PASSED" || echo "SOME TESTS FAILED"
+exit $status

@@ -1,0 +1,64 @@
+/* The framework every protocol worker shares: fd 3 to the supervisor, the
+ * hello/config/ready handshake, pings, signals, crash backtraces, the job list.
+ * A protocol supplies a struct worker_ops and one file (see workers/README.md). */
+#ifndef UCGW_WORKER_H
+#define UCGW_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "config/config.h"
+#include "proto/proto.h"
+
+struct job {
+	uint64_t seq;                  /* the supervisor's handle for this attempt */
+	char id[UCGW_ID_LEN + 1];      /* the message id: the idempotency key at the server */
+	enum job_kind kind;
+	char *payload;                 /* JOB_META: the bytes to deliver (NUL-terminated copy) */
+	size_t payload_len;
+	char *topic, *endpoint, *remote_name; /* per-message overrides, NULL when not given */
+	int fd;                        /* JOB_FILE: open, readable descriptor, -1 otherwise */
+	uint64_t size;                 /* JOB_FILE: size when the supervisor opened it */
+	enum priority priority;
+	unsigned attempt;
+	bool encrypt;
+	uint64_t start_ms;             /* when the worker received it */
+	void *priv;                    /* the protocol's own state for this job */
+	struct job *prev, *next;       /* the framework's list of jobs in hand */
+};
+
+struct worker_ops {
+	const char *name; /* "mqtt": the config section and the log prefix */
+	/* Read the section and start connecting. Return 0, or UCGW_EXIT_CONFIG with a
+	 * one-line reason in err when the configuration cannot work. */
+	int (*init)(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen);
+	/* Take a job. Answer it later with worker_result(), exactly once. */
+	void (*submit)(struct job *job);
+	/* Stop: close connections. Jobs still in hand are answered retry by the framework. */
+	void (*shutdown)(void);
+};
+
+/* Runs the worker; returns the process exit code. */
+int worker_main(int argc, char **argv, const struct worker_ops *ops);
+#define WORKER_MAIN(ops) \
+	int main(int argc, char **argv) { return worker_main(argc, argv, &(ops)); }
+
+uv_loop_t *worker_loop(void);
+const char *worker_device_id(void);
+/* Answer a job and free it (closes its fd). error may be NULL for JOB_OK. */
+void worker_result(struct job *job, enum job_status st, uint64_t retry_after_ms, const char *fmt, ...)
+	PRINTF(4, 5);
+/* Report the connection to the server; sent only when something changed. */
+void worker_health(bool connected, uint64_t rtt_us, const char *fmt, ...) PRINTF(3, 4);
+bool worker_connected(void);
+void worker_progress(struct job *job, uint64_t done);
+/* Jobs in hand, oldest first (for answering them all when a connection drops). */
+struct job *worker_jobs(void);
+/* Expand "{device_id}" in a template; caller frees. */
+char *worker_expand(const char *tmpl);
+
+#endif
