@@ -250,9 +250,86 @@ static int decode_field(struct msg *m, int f, const msgpack_object *v, msgpack_z
 	return -1;
 }
 
+/* Walk the msgpack bytes once and check that every declared length and count
+ * fits in what is left, before msgpack-c sees them: its unpacker reserves memory
+ * for a container's declared count up front, so a 5-byte frame claiming four
+ * billion elements would otherwise ask for tens of gigabytes. Hand-written
+ * because msgpack-c has no such check. Returns false on anything inconsistent. */
+static bool mp_skip(const unsigned char **pp, const unsigned char *end, int depth)
+{
+	const unsigned char *p = *pp;
+	if (p >= end || depth > 64)
+		return false;
+	unsigned c = *p++;
+	uint64_t n = 0, items = 0; /* n: bytes of payload; items: nested objects */
+	size_t lenbytes = 0;
+	if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+		/* fixint, nil, bool */
+	} else if (c >= 0x80 && c <= 0x8f) {
+		items = 2u * (c & 0x0f);
+	} else if (c >= 0x90 && c <= 0x9f) {
+		items = c & 0x0f;
+	} else if (c >= 0xa0 && c <= 0xbf) {
+		n = c & 0x1f;
+	} else {
+		switch (c) {
+		case 0xc4: case 0xd9: lenbytes = 1; break;             /* bin8, str8 */
+		case 0xc5: case 0xda: lenbytes = 2; break;             /* bin16, str16 */
+		case 0xc6: case 0xdb: lenbytes = 4; break;             /* bin32, str32 */
+		case 0xc7: lenbytes = 1; n = 1; break;                 /* ext8: +type */
+		case 0xc8: lenbytes = 2; n = 1; break;
+		case 0xc9: lenbytes = 4; n = 1; break;
+		case 0xca: n = 4; break;
+		case 0xcb: n = 8; break;
+		case 0xcc: case 0xd0: n = 1; break;
+		case 0xcd: case 0xd1: n = 2; break;
+		case 0xce: case 0xd2: n = 4; break;
+		case 0xcf: case 0xd3: n = 8; break;
+		case 0xd4: n = 2; break;
+		case 0xd5: n = 3; break;
+		case 0xd6: n = 5; break;
+		case 0xd7: n = 9; break;
+		case 0xd8: n = 17; break;
+		case 0xdc: lenbytes = 2; items = 1; break;             /* array16 */
+		case 0xdd: lenbytes = 4; items = 1; break;             /* array32 */
+		case 0xde: lenbytes = 2; items = 2; break;             /* map16 */
+		case 0xdf: lenbytes = 4; items = 2; break;             /* map32 */
+		default: return false;                                 /* 0xc1: never used */
+		}
+	}
+	if (lenbytes) {
+		if ((size_t)(end - p) < lenbytes)
+			return false;
+		uint64_t v = 0;
+		for (size_t i = 0; i < lenbytes; i++)
+			v = v << 8 | *p++;
+		if (items)
+			items *= v;
+		else
+			n += v;
+	}
+	if ((uint64_t)(end - p) < n || items > (uint64_t)(end - p))
+		return false;
+	p += n;
+	for (uint64_t i = 0; i < items; i++)
+		if (!mp_skip(&p, end, depth + 1))
+			return false;
+	*pp = p;
+	return true;
+}
+
 int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone, char *err, size_t errlen)
 {
 	memset(m, 0, sizeof *m);
+	const unsigned char *p = buf;
+	if (!mp_skip(&p, p + len, 0)) {
+		snprintf(err, errlen, "not a msgpack object (truncated or inconsistent lengths)");
+		return -1;
+	}
+	if (p != (const unsigned char *)buf + len) {
+		snprintf(err, errlen, "%zu bytes left over after the message", len - (size_t)(p - (const unsigned char *)buf));
+		return -1;
+	}
 	msgpack_object root;
 	size_t off = 0;
 	msgpack_unpack_return r = msgpack_unpack(buf, len, &off, zone, &root);

@@ -1,5 +1,6 @@
 /* ucgw-testworker: a worker for the tests that crashes, hangs or exits on
  * command (config `testworker.mode`, or a job whose payload names an action). */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 static uv_timer_t hang_timer;
 static int64_t delay_ms;
+static int record_fd = -1;
 
 static void hang_forever(uv_timer_t *t)
 {
@@ -21,6 +23,12 @@ static int test_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 {
 	const char *mode = cfg_str(cfg, "mode");
 	delay_ms = cfg_int(cfg, "delay_ms");
+	/* The test worker's "server": one line per delivered job, "ID SIZE SHA-less-checksum". */
+	const char *rec = cfg_str(cfg, "record");
+	if (rec && (record_fd = open(rec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0) {
+		snprintf(err, errlen, "testworker: cannot open record file %s", rec);
+		return UCGW_EXIT_CONFIG;
+	}
 	if (cfg_int(cfg, "ready_delay_ms") > 0)
 		usleep((useconds_t)cfg_int(cfg, "ready_delay_ms") * 1000);
 	log_info("test worker starting in mode %s", mode);
@@ -45,6 +53,33 @@ struct delayed {
 	struct job *job;
 };
 
+/* Append "ID BYTES SUM\n" with one write, so concurrent readers never see half a line. */
+static void record(struct job *job)
+{
+	if (record_fd < 0)
+		return;
+	uint64_t n = 0, sum = 0;
+	if (job->kind == JOB_FILE) {
+		char buf[65536];
+		ssize_t r;
+		off_t off = 0;
+		while ((r = pread(job->fd, buf, sizeof buf, off)) > 0) {
+			for (ssize_t i = 0; i < r; i++)
+				sum = sum * 31 + (unsigned char)buf[i];
+			n += (uint64_t)r;
+			off += r;
+		}
+	} else {
+		for (size_t i = 0; i < job->payload_len; i++)
+			sum = sum * 31 + (unsigned char)job->payload[i];
+		n = job->payload_len;
+	}
+	char line[128];
+	int len = snprintf(line, sizeof line, "%s %llu %llu\n", job->id, (unsigned long long)n, (unsigned long long)sum);
+	if (write(record_fd, line, (size_t)len) != len)
+		log_warn("testworker: record write");
+}
+
 static void answer(struct job *job)
 {
 	const char *p = job->payload;
@@ -52,8 +87,10 @@ static void answer(struct job *job)
 		worker_result(job, JOB_RETRY, 0, "test worker was told to answer retry");
 	else if (strstr(p, "\"permfail\""))
 		worker_result(job, JOB_PERMFAIL, 0, "test worker was told to answer permfail");
-	else
+	else {
+		record(job);
 		worker_result(job, JOB_OK, 0, NULL);
+	}
 }
 
 static void delayed_answer(uv_timer_t *t)

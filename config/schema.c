@@ -1,0 +1,203 @@
+/* The schema: every section and key the loader accepts, with its type, default
+ * and one line of help. docs/configuration.md is generated from this table
+ * (`ucgwd --config-reference`), so the documentation cannot drift from the code. */
+#include "config/config.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+#define STR(k, d, h) { k, CFG_STR, d, 0, 0, NULL, 0, h }
+#define PATH(k, d, h) { k, CFG_STR, d, 0, 0, NULL, CFG_PATH, h }
+#define SECRET(k, h) { k, CFG_STR, NULL, 0, 0, NULL, CFG_SECRET, h }
+#define REQ(k, h) { k, CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, h }
+#define INT(k, d, lo, hi, h) { k, CFG_INT, d, lo, hi, NULL, 0, h }
+#define NUM(k, d, lo, hi, h) { k, CFG_NUM, d, lo, hi, NULL, 0, h }
+#define BOOL(k, d, h) { k, CFG_BOOL, d, 0, 0, NULL, 0, h }
+#define ENUM(k, d, c, h) { k, CFG_ENUM, d, 0, 0, c, 0, h }
+#define LIST(k, d, h) { k, CFG_STRLIST, d, 0, 0, NULL, 0, h }
+#define MAP(k, h) { k, CFG_STRMAP, NULL, 0, 0, NULL, 0, h }
+#define ENABLED BOOL("enabled", "true", "run this protocol's worker (a section absent from the file is off)")
+#define TLS_KEYS                                                                                   \
+	PATH("ca_file", NULL, "CA certificates to verify the server with (default: the system's)"), \
+	PATH("cert_file", NULL, "client certificate (PEM)"), PATH("key_file", NULL, "client key (PEM)"), \
+	BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
+#define BIG 1e15
+
+static const struct cfg_key gateway[] = {
+	STR("device_id", "ucgw-edge", "this camera's name; {device_id} in topics"),
+	PATH("control_socket", "/run/ucgw/control.sock", "the control socket ucgwctl and clients use"),
+	STR("control_socket_mode", "0660", "permissions of the control socket (octal)"),
+	PATH("state_dir", "/var/lib/ucgw", "where the spool lives unless spool.dir says otherwise"),
+	PATH("crash_dir", "/var/log/ucgw/crash", "one crash log per abnormal worker exit, under <worker>/"),
+	INT("crash_logs_keep", "20", 1, 1000, "crash logs kept per worker"),
+	ENUM("log_level", "info", "error|warning|info|debug", "least important messages logged"),
+	PATH("worker_dir", NULL, "where the worker executables are (default: the installed libexec dir)"),
+	INT("max_frame_bytes", "16777216", 4096, 1073741824, "largest frame between the processes"),
+	INT("max_message_bytes", "1048576", 1, 268435456, "largest metadata message accepted"),
+	INT("window", "256", 1, 65536, "jobs in flight per worker"),
+	INT("job_timeout_ms", "60000", 100, 86400000, "a job without an answer (or progress) this long is retried elsewhere"),
+	INT("restart_backoff_min_ms", "100", 1, 3600000, "first delay before restarting a dead worker"),
+	INT("restart_backoff_max_ms", "30000", 1, 3600000, "the delay doubles up to this"),
+	INT("restart_reset_after_s", "60", 1, 86400, "a worker up this long starts again from the first delay"),
+	INT("restart_max_deaths", "5", 1, 1000, "this many deaths within restart_window_s: the worker is marked failed"),
+	INT("restart_window_s", "60", 1, 86400, "the window for restart_max_deaths"),
+	INT("handshake_timeout_ms", "5000", 10, 600000, "a worker not ready this long after its start is killed"),
+	INT("ping_interval_ms", "1000", 10, 600000, "how often the supervisor pings each worker"),
+	INT("ping_timeout_ms", "5000", 10, 600000, "a worker silent this long is killed"),
+	INT("shutdown_timeout_ms", "10000", 0, 600000, "on SIGTERM, how long jobs in flight may finish"),
+};
+
+static const struct cfg_key spool[] = {
+	PATH("dir", NULL, "the spool directory (default: state_dir/spool)"),
+	ENUM("fsync", "batch", "always|batch|never", "how durable `accepted` is: each message, groups, or the page cache"),
+	INT("fsync_interval_ms", "10", 1, 10000, "group commit interval for fsync: batch"),
+	INT("max_bytes", "1073741824", 1, BIG, "bytes of messages kept at most"),
+	INT("max_messages", "1000000", 1, BIG, "messages kept at most"),
+	ENUM("full_policy", "reject", "reject|drop_oldest", "when full: refuse new messages, or drop the oldest (counted, logged)"),
+	INT("ttl_s", "604800", 0, BIG, "default time to live of a message (0: forever)"),
+	INT("drain_rate", "0", 0, BIG, "jobs handed out per second at most (0: no limit)"),
+	INT("retry_backoff_min_ms", "1000", 1, 86400000, "first wait after every protocol failed"),
+	INT("retry_backoff_max_ms", "300000", 1, 86400000, "the wait doubles up to this (with jitter)"),
+	INT("segment_bytes", "67108864", 4096, BIG, "size at which the spool starts a new segment file"),
+};
+
+static const struct cfg_key websocket[] = {
+	ENABLED,
+	{ "server_url", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "ws:// or wss:// URL of the server" },
+	INT("reconnect_attempts", "3", 0, 1000000, "failed connects in a row before health says down"),
+	NUM("reconnect_delay", "5", 0, 3600, "seconds between reconnects (grows with failures)"),
+	ENUM("ack", "message", "none|message", "ok when the frame is written (weak), or when the server acks the id"),
+	INT("ack_timeout_ms", "10000", 1, 3600000, "an unacked message is retried after this"),
+	INT("ping_interval_s", "20", 1, 3600, "WebSocket ping interval"),
+	TLS_KEYS,
+	MAP("headers", "extra HTTP headers for the upgrade request"),
+	SECRET("api_key", "sent in api_key_header"),
+	STR("api_key_header", "X-API-Key", "header that carries api_key"),
+	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
+	BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)"),
+};
+
+static const struct cfg_key rest[] = {
+	ENABLED,
+	{ "base_url", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "http:// or https:// URL of the server" },
+	STR("endpoint", "/api/lpr/data", "path appended to base_url"),
+	NUM("timeout", "30", 0.001, 3600, "seconds a request may take"),
+	INT("retry_attempts", "3", 0, 1000, "rounds of retries the supervisor makes before the message waits"),
+	INT("connections", "8", 1, 256, "keep-alive connections in the pool"),
+	MAP("headers", "extra HTTP headers"),
+	SECRET("auth_header", "a whole header line, e.g. \"Authorization: Bearer ...\""),
+	SECRET("api_key", "sent in api_key_header"),
+	STR("api_key_header", "X-API-Key", "header that carries api_key"),
+	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
+	TLS_KEYS,
+	BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM)"),
+};
+
+static const struct cfg_key mqtt[] = {
+	ENABLED,
+	{ "broker_url", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "host, host:port, mqtt://host[:port] or mqtts://host[:port]" },
+	STR("client_id", NULL, "MQTT client id (default: gateway.device_id)"),
+	STR("username", NULL, "MQTT user name"),
+	SECRET("password", "MQTT password"),
+	ENUM("protocol_version", "5", "3.1.1|5", "MQTT protocol version"),
+	INT("qos", "1", 0, 2, "quality of service; ok comes with PUBACK (1) or PUBCOMP (2)"),
+	STR("topic", "lpr/{device_id}/data", "topic of metadata messages"),
+	STR("status_topic", "lpr/{device_id}/status", "retained online/offline status (last will)"),
+	INT("keepalive", "60", 5, 65535, "seconds"),
+	INT("max_inflight", "100", 1, 65535, "messages in flight without PUBACK"),
+	BOOL("clean_session", "false", "false keeps a persistent session at the broker"),
+	BOOL("envelope", "false", "publish {\"id\":..., \"data\":...} instead of the payload alone"),
+	TLS_KEYS,
+	BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM)"),
+};
+
+static const struct cfg_key sftp[] = {
+	ENABLED,
+	{ "host", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH server" },
+	INT("port", "22", 1, 65535, "SSH port"),
+	{ "username", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH user" },
+	SECRET("password", "password authentication"),
+	PATH("key_file", NULL, "private key for public-key authentication"),
+	SECRET("key_passphrase", "passphrase of key_file"),
+	STR("remote_path", "/data/lpr_images", "directory files are uploaded to"),
+	PATH("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted"),
+	STR("host_key_fingerprint", NULL, "pinned host key, SHA256:... as ssh-keygen -l prints it"),
+	INT("buffer_bytes", "1048576", 4096, 67108864, "size of each write"),
+	NUM("timeout", "30", 0.001, 3600, "seconds a network operation may take"),
+};
+
+static const struct cfg_key rsync[] = {
+	ENABLED,
+	{ "remote_host", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH server" },
+	{ "remote_user", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH user" },
+	STR("remote_path", "/data/lpr_images", "directory files are synced to"),
+	LIST("options", "-a,--partial", "rsync options (--delete is refused)"),
+	INT("port", "22", 1, 65535, "SSH port"),
+	PATH("key_file", NULL, "private key for ssh"),
+	PATH("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted (StrictHostKeyChecking=yes)"),
+	STR("rsync_path", "rsync", "the rsync program"),
+	STR("ssh_path", "ssh", "the ssh program"),
+	NUM("timeout", "300", 1, 86400, "seconds a run may take"),
+	INT("batch_max", "1000", 1, 100000, "files per rsync run at most"),
+};
+
+static const struct cfg_key protocol_selection[] = {
+	BOOL("auto_select", "true", "choose by the rules below when a message says auto"),
+	BOOL("priority_based", "true", "high priority picks the fastest or most reliable protocol"),
+	BOOL("network_aware", "true", "use the measured network quality"),
+	ENUM("policy", "rules", "rules|round_robin", "the reference design's rules, or its load balancer"),
+	INT("small_bytes", "1024", 0, BIG, "metadata below this is small"),
+	INT("medium_bytes", "10000", 0, BIG, "metadata below this is medium; above, large"),
+	INT("file_small_bytes", "1048576", 0, BIG, "files below this are small"),
+};
+
+static const struct cfg_key fallback[] = {
+	BOOL("enabled", "true", "reroute a message when its protocol fails"),
+	INT("max_attempts", "3", 1, 100, "attempts per round before the message waits"),
+	{ "chains", CFG_LISTMAP, "websocket=rest,mqtt;rest=mqtt,websocket;mqtt=rest,websocket;sftp=rsync;rsync=sftp",
+	  0, 0, NULL, 0, "for each protocol, the protocols to try next, in order" },
+};
+
+static const struct cfg_key network_monitor[] = {
+	INT("interval_ms", "5000", 100, 3600000, "probe interval"),
+	INT("timeout_ms", "2000", 10, 600000, "a probe without answer this long counts as lost"),
+	INT("history", "100", 1, 10000, "measurements kept per server"),
+};
+
+static const struct cfg_key metrics[] = {
+	STR("listen", "127.0.0.1:9630", "address of the metrics and dashboard listener (empty: off)"),
+	BOOL("dashboard_actions", "false", "allow the dashboard's buttons"),
+};
+
+static const struct cfg_key security[] = {
+	PATH("encryption_key_file", NULL, "AES-256 key: 32 raw bytes, or hex, or base64"),
+	SECRET("jwt_secret", "HS256 secret for JWTs on the control socket"),
+	{ "api_keys", CFG_STRLIST, NULL, 0, 0, NULL, CFG_SECRET, "API keys accepted on the control socket" },
+	BOOL("require_auth", "false", "every control request needs an API key or JWT"),
+	LIST("allowed_users", NULL, "users allowed on the control socket"),
+	LIST("allowed_groups", NULL, "groups allowed on the control socket"),
+	PATH("audit_log", NULL, "where refusals are written"),
+};
+
+static const struct cfg_key testworker[] = {
+	ENABLED,
+	ENUM("mode", "normal", "normal|crash|exit2|hang|slow", "what the test worker does"),
+	INT("delay_ms", "0", 0, 3600000, "answer each job after this long"),
+	INT("ready_delay_ms", "0", 0, 3600000, "sleep this long before ready"),
+	PATH("record", NULL, "append one line per delivered job here"),
+};
+
+const struct cfg_schema_section cfg_schema[] = {
+	{ "gateway", NULL, gateway, N(gateway), "The daemon itself." },
+	{ "spool", NULL, spool, N(spool), "The store-and-forward spool." },
+	{ "websocket", "ucgw-websocket", websocket, N(websocket), "Metadata over WebSocket (libwebsockets)." },
+	{ "rest", "ucgw-rest", rest, N(rest), "Metadata over HTTP POST (libcurl)." },
+	{ "mqtt", "ucgw-mqtt", mqtt, N(mqtt), "Metadata over MQTT (libmosquitto)." },
+	{ "sftp", "ucgw-sftp", sftp, N(sftp), "Files over SFTP (libssh2)." },
+	{ "rsync", "ucgw-rsync", rsync, N(rsync), "Files with rsync over ssh." },
+	{ "protocol_selection", NULL, protocol_selection, N(protocol_selection), "How `auto` picks a protocol." },
+	{ "fallback", NULL, fallback, N(fallback), "Rerouting when a protocol fails." },
+	{ "network_monitor", NULL, network_monitor, N(network_monitor), "Round-trip time and loss per server." },
+	{ "metrics", NULL, metrics, N(metrics), "Prometheus metrics and the dashboard, on loopback." },
+	{ "security", NULL, security, N(security), "Who may use the control socket; payload encryption." },
+	{ "testworker", "ucgw-testworker", testworker, N(testworker), "A worker for the tests only." },
+};
+const size_t cfg_schema_len = N(cfg_schema);

@@ -1,0 +1,213 @@
+"""send / send-file through the supervisor to the test worker: validation,
+outcomes, dead letters, waiting, the queue commands, the spool across a
+supervisor killed with kill -9."""
+import json
+import os
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ucgwtest import GatewayTest, wait_for  # noqa: E402
+
+
+def cfg(tmp, **tw):
+    t = {"record": os.path.join(tmp, "delivered.txt")}
+    t.update(tw)
+    return {"gateway": {"log_level": "info", "max_message_bytes": 4096, "job_timeout_ms": 5000},
+            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
+            "testworker": t}
+
+
+def delivered(tmp):
+    try:
+        with open(os.path.join(tmp, "delivered.txt")) as f:
+            return [l.split() for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+class RouterTest(GatewayTest):
+    def test_send_wait_ok(self):
+        gw = self.gateway(cfg(self.tmp))
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "testworker", "--wait", '{"plate":"ABC123"}')
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        self.assertEqual(o["status"], "ok")
+        self.assertEqual(o["protocol"], "testworker")
+        self.assertEqual(o["attempts"], 1)
+        self.assertIsNone(o["error"])
+        self.assertEqual(len(o["id"]), 26)
+        recs = delivered(self.tmp)
+        self.assertEqual(recs[0][0], o["id"])
+        self.assertEqual(int(recs[0][1]), len('{"plate":"ABC123"}'))
+
+    def test_send_prints_id_then_delivers(self):
+        gw = self.gateway(cfg(self.tmp))
+        ids = []
+        for i in range(20):
+            rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)
+            self.assertEqual(rc, 0, err)
+            ids.append(out.strip())
+            self.assertEqual(len(ids[-1]), 26)
+        wait_for(lambda: len(delivered(self.tmp)) == 20, what="20 deliveries")
+        self.assertEqual(sorted(r[0] for r in delivered(self.tmp)), sorted(ids))
+
+    def test_bad_input_is_refused(self):
+        gw = self.gateway(cfg(self.tmp))
+        cases = [
+            (["send", "--protocol", "testworker", "{not json"], "payload is not valid JSON"),
+            (["send", "--protocol", "testworker", '{"a":' + '"x"' * 0 + '"' + "y" * 5000 + '"}'],
+             "larger than gateway.max_message_bytes"),
+            (["send", "--protocol", "carrier-pigeon", "{}"], "unknown metadata protocol 'carrier-pigeon'"),
+            (["send", "--protocol", "rest", "{}"], "protocol 'rest' is disabled"),
+            (["send", "--protocol", "testworker", "--topic", "lpr/#", "{}"], "wildcard"),
+            (["send", "--priority", "urgent", "{}"], "unknown priority 'urgent'"),
+            (["send-file", "--protocol", "testworker", "/nonexistent/x.jpg"], "cannot open /nonexistent/x.jpg"),
+            (["send-file", "--protocol", "testworker", self.tmp], "is not a regular file"),
+        ]
+        for args, words in cases:
+            rc, out, err = gw.ctl(*args)
+            self.assertNotEqual(rc, 0, args)
+            self.assertIn(words, err, args)
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertEqual(delivered(self.tmp), [])
+
+    def test_permfail_goes_dead_and_requeue(self):
+        gw = self.gateway(cfg(self.tmp))
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "testworker", "--wait", '{"cmd":"permfail"}')
+        self.assertEqual(rc, 1)
+        o = json.loads(out)
+        self.assertEqual(o["status"], "failed")
+        self.assertIn("told to answer permfail", o["error"])
+        dead = gw.ctl_json("queue", "dead")
+        self.assertEqual([d["id"] for d in dead], [o["id"]])
+        rc, out, err = gw.ctl("queue", "purge", o["id"])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+
+    def test_retry_waits_in_queue_with_reason(self):
+        gw = self.gateway(cfg(self.tmp))
+        rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry"}')
+        mid = out.strip()
+        q = wait_for(lambda: [m for m in gw.ctl_json("queue") if m["id"] == mid and m["state"] == "waiting"],
+                     what="waiting message")
+        self.assertIn("told to answer retry", q[0]["last_error"])
+        rc, out, err = gw.ctl("queue")
+        self.assertIn(mid, out)
+        tr = gw.ctl_json("trace", mid)
+        self.assertGreaterEqual(len(tr["route"]), 1)
+        self.assertEqual(tr["route"][0]["result"], "retry")
+        rc, out, err = gw.ctl("queue", "retry", mid)
+        self.assertEqual(rc, 0, err)
+        st = gw.ctl_json("status")
+        self.assertEqual(st["spool"]["depth"], 1)
+
+    def test_send_file_wait(self):
+        gw = self.gateway(cfg(self.tmp))
+        path = os.path.join(self.tmp, "plate.jpg")
+        data = os.urandom(300000)
+        with open(path, "wb") as f:
+            f.write(data)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "testworker", "--wait", path)
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        self.assertEqual(o["status"], "ok")
+        rec = delivered(self.tmp)[0]
+        self.assertEqual(int(rec[1]), len(data))
+        # the spool's copy is gone after delivery
+        files = os.listdir(os.path.join(gw.dir, "state", "spool", "files"))
+        self.assertEqual(files, [])
+
+    def test_spool_full_rejects(self):
+        c = cfg(self.tmp, delay_ms=60000)
+        c["spool"]["max_messages"] = 5
+        gw = self.gateway(c)
+        for i in range(5):
+            self.assertEqual(gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[0], 0)
+        rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"n":6}')
+        self.assertEqual(rc, 1)
+        self.assertIn("spool full", err)
+
+    def test_drop_oldest(self):
+        c = cfg(self.tmp, delay_ms=60000)
+        c["spool"].update(max_messages=3, full_policy="drop_oldest")
+        c["gateway"]["window"] = 1
+        gw = self.gateway(c)
+        ids = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(6)]
+        q = [m["id"] for m in gw.ctl_json("queue")]
+        self.assertEqual(len(q), 3)
+        self.assertIn(ids[0], q)  # in flight: never dropped
+        self.assertEqual(gw.ctl_json("status")["spool"]["dropped"], 3)
+        self.assertIn("dropping the oldest message", gw.log_text())
+
+    def test_ttl_expires(self):
+        gw = self.gateway(cfg(self.tmp))
+        rc, out, err = gw.ctl("send", "--protocol", "testworker", "--ttl", "1", '{"cmd":"retry"}')
+        mid = out.strip()
+        wait_for(lambda: gw.ctl_json("status")["spool"]["expired"] == 1, timeout=10, what="expiry")
+        self.assertIn("message %s expired" % mid, gw.log_text())
+        self.assertEqual(gw.ctl_json("queue"), [])
+
+    def test_kill9_supervisor_loses_nothing(self):
+        c = cfg(self.tmp, delay_ms=30000)
+        gw = self.gateway(c)
+        ids = set()
+        for i in range(50):
+            rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)
+            self.assertEqual(rc, 0, err)
+            ids.add(out.strip())
+        path = os.path.join(self.tmp, "img.bin")
+        with open(path, "wb") as f:
+            f.write(b"x" * 100000)
+        rc, out, err = gw.ctl("send-file", "--protocol", "testworker", path)
+        ids.add(out.strip())
+        os.remove(path)  # the caller may delete its copy at once
+        kids = gw.children()
+        os.kill(gw.proc.pid, signal.SIGKILL)
+        gw.proc.wait()
+        wait_for(lambda: not any(os.path.exists("/proc/%d" % k) for k in kids), what="workers gone")
+        self.assertEqual(delivered(self.tmp), [])
+        gw.cfg["testworker"]["delay_ms"] = 0
+        gw.write_config(gw.cfg)
+        gw.log.close()
+        gw.start()
+        wait_for(lambda: len(delivered(self.tmp)) >= 51, what="all redelivered")
+        got = [r[0] for r in delivered(self.tmp)]
+        self.assertEqual(set(got), ids)
+        self.assertEqual(len(got), len(ids))
+        self.assertIn("recovered 51 undelivered messages", gw.log_text())
+
+    def test_torn_tail_is_cut(self):
+        c = cfg(self.tmp, delay_ms=30000)
+        gw = self.gateway(c)
+        ids = {gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(5)}
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        segdir = os.path.join(gw.dir, "state", "spool", "seg")
+        last = sorted(os.listdir(segdir))[-1]
+        with open(os.path.join(segdir, last), "ab") as f:
+            f.write(b"\x00\x00\x01\x00garbage-torn-write")
+        gw.cfg["testworker"]["delay_ms"] = 0
+        gw.write_config(gw.cfg)
+        gw.log.close()
+        gw.start()
+        wait_for(lambda: len(delivered(self.tmp)) >= 5, what="redelivery")
+        self.assertEqual({r[0] for r in delivered(self.tmp)}, ids)
+        self.assertIn("cut a torn tail", gw.log_text())
+
+    def test_worker_killed_with_jobs_redelivers(self):
+        c = cfg(self.tmp, delay_ms=1500)
+        gw = self.gateway(c)
+        ids = {gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(10)}
+        time.sleep(0.3)
+        pid = gw.workers()["testworker"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: {r[0] for r in delivered(self.tmp)} >= ids, timeout=30, what="redelivery after crash")
+        self.assertIn("jobs_in_flight: 10", open(
+            os.path.join(gw.dir, "crash", "testworker", sorted(os.listdir(os.path.join(gw.dir, "crash", "testworker")))[0])).read())
+
+
+if __name__ == "__main__":
+    unittest.main()
