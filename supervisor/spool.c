@@ -676,7 +676,8 @@ static void list_segments(void)
 	}
 	if (d)
 		closedir(d);
-	qsort(nums, n, sizeof *nums, cmp_u64);
+	if (n)
+		qsort(nums, n, sizeof *nums, cmp_u64);
 	S.segs = xcalloc(n ? n : 1, sizeof *S.segs);
 	for (size_t i = 0; i < n; i++)
 		S.segs[i] = (struct seg){ .num = nums[i], .rfd = -1 };
