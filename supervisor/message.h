@@ -48,6 +48,7 @@ struct smsg {
 	uint32_t reclen;
 	/* routing */
 	unsigned attempts, retries;   /* attempts in this round; rounds of backoff */
+	unsigned crashes;         /* workers that died holding it */
 	uint64_t next_try_ms;     /* SM_WAITING: monotonic ms */
 	uint64_t backoff_ms;
 	uint64_t job_seq, job_gen, job_start_ms; /* SM_INFLIGHT */

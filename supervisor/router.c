@@ -448,8 +448,22 @@ void router_worker_lost(struct proc *p)
 		return;
 	char why[200];
 	snprintf(why, sizeof why, "worker died with the job in hand (%s)", p->last_exit);
-	while (rp->inflight.head)
-		job_finished(rp, p, rp->inflight.head, JOB_RETRY, why, 0);
+	while (rp->inflight.head) {
+		struct smsg *m = rp->inflight.head;
+		if (++m->crashes < POISON_CRASHES) {
+			job_finished(rp, p, m, JOB_RETRY, why, 0);
+			continue;
+		}
+		/* A message in hand at every death of its workers is the likely cause:
+		 * quarantine it rather than let it crash-loop the workers. */
+		list_del(&rp->inflight, m);
+		R.inflight--;
+		hop_end(m, JOB_PERMFAIL, why);
+		snprintf(m->last_error, sizeof m->last_error,
+			 "quarantined: %u workers died with this message in hand (last: %s)", m->crashes, p->last_exit);
+		m->state = SM_QUEUED;
+		to_dead(m);
+	}
 	p->inflight = 0;
 	/* Its queue goes elsewhere too, unless it comes back soon: the sweep reroutes
 	 * queued messages of a protocol that is not up. */

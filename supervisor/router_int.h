@@ -13,6 +13,7 @@
 #define MAX_PROTOS 8
 #define ID_BUCKETS 65536
 #define TICK_MS 100
+#define POISON_CRASHES 3   /* a message held by this many dying workers is quarantined */
 #define QUEUE_STUCK_MS 500 /* queued on a protocol that is down this long: move on */
 
 struct mlist {

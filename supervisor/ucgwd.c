@@ -64,6 +64,17 @@ static char *find_worker_dir(void)
 		free(probe);
 		if (here)
 			return xstrdup(dir);
+		/* Installed under another prefix than the one compiled in: PREFIX/sbin -> PREFIX/libexec/ucgw. */
+		char *rel = xasprintf("%s/../libexec/ucgw", dir);
+		probe = xasprintf("%s/ucgw-mqtt", rel);
+		here = access(probe, X_OK) == 0;
+		free(probe);
+		if (here) {
+			char *abs = realpath(rel, NULL);
+			free(rel);
+			return abs ? abs : xstrdup(UCGW_LIBEXECDIR);
+		}
+		free(rel);
 	}
 	return xstrdup(UCGW_LIBEXECDIR);
 }

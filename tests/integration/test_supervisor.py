@@ -165,6 +165,39 @@ class SupervisorTest(GatewayTest):
         self.assertEqual(rc, 0, err)
         self.assertEqual(gw.proc.poll(), None)
 
+    def test_malformed_frame_from_worker_restarts_it(self):
+        gw = self.gateway(base_config())
+        old = gw.workers()["testworker"]["pid"]
+        rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"cmd":"garbage"}')
+        self.assertEqual(rc, 0, err)
+        w = gw.wait_worker("testworker", lambda w: w["pid"] != old and w["state"] == "ready")
+        self.assertGreaterEqual(w["restarts"], 1)
+        self.assertIn("malformed frame", gw.log_text())
+        self.assertEqual(gw.proc.poll(), None)
+        # the message that keeps killing it is quarantined, and the worker stays up
+        dead = wait_for(lambda: gw.ctl_json("queue", "dead"), what="quarantine")
+        self.assertEqual(dead[0]["id"], out.strip())
+        self.assertIn("quarantined: 3 workers died", dead[0]["last_error"])
+        w = gw.wait_worker("testworker", lambda w: w["state"] == "ready")
+        self.assertEqual(w["restarts"], 3)
+
+    def test_socket_mode_and_systemd_notify(self):
+        ns = os.path.join(self.tmp, "notify.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        srv.bind(ns)
+        srv.settimeout(10)
+        os.environ["NOTIFY_SOCKET"] = ns
+        try:
+            gw = self.gateway(base_config())
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        got = srv.recv(4096).decode()
+        self.assertIn("READY=1", got)
+        self.assertEqual(os.stat(gw.sock).st_mode & 0o777, 0o660)
+        gw.stop()
+        self.assertIn("STOPPING=1", srv.recv(4096).decode())
+        srv.close()
+
     def test_unknown_command_and_worker(self):
         gw = self.gateway(base_config())
         rc, out, err = gw.ctl("restart", "nosuch")
