@@ -25,7 +25,7 @@ enum msg_type {
 	MSG_PROGRESS,   /* worker: bytes of a file job delivered so far */
 	MSG_SHUTDOWN,   /* supervisor: finish the jobs in hand and exit */
 	/* control client <-> supervisor */
-	MSG_REQUEST = 32, /* client: version, seq (request id), name (command), body (args) */
+	MSG_REQUEST = 32, /* client: version, seq (request id), name (command), body (args), auth */
 	MSG_REPLY,      /* supervisor: seq, ok, error, body (data) */
 	MSG_EVENT,      /* supervisor: seq, name (event), body: progress of a waited request */
 	MSG_TYPE_MAX
@@ -43,6 +43,7 @@ struct msg {
 	uint64_t version, pid, seq, kind, size, status, retry_after_ms, done, rtt_us,
 		 log_level, max_frame, priority, attempt;
 	const char *name, *id, *topic, *endpoint, *remote_name, *error, *detail, *device_id;
+	const char *auth; /* REQUEST: an API key, or a JWT (it has two dots) */
 	const void *payload;
 	size_t payload_len;
 	const void *section;
@@ -59,7 +60,7 @@ enum msg_field {
 	FLD_VERSION, FLD_PID, FLD_SEQ, FLD_KIND, FLD_SIZE, FLD_STATUS, FLD_RETRY_AFTER, FLD_DONE, FLD_RTT,
 	FLD_LOG_LEVEL, FLD_MAX_FRAME, FLD_PRIORITY, FLD_ATTEMPT,
 	FLD_NAME, FLD_ID, FLD_TOPIC, FLD_ENDPOINT, FLD_REMOTE_NAME, FLD_ERROR, FLD_DETAIL, FLD_DEVICE_ID,
-	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_ENCRYPT, FLD_BODY,
+	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_ENCRYPT, FLD_BODY, FLD_AUTH,
 	FLD_COUNT
 };
 #define MSG_HAS(m, f) (((m)->present >> (f)) & 1u)

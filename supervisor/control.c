@@ -113,6 +113,10 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 			     (unsigned long long)m.version, UCGW_PROTO_VERSION);
 		return;
 	}
+	if (auth_check(c, &m, err, sizeof err) < 0) {
+		control_fail(c->cid, m.seq, "%s", err);
+		return;
+	}
 	if (sup.stopping && strcmp(m.name, "status") != 0 && strcmp(m.name, "workers") != 0) {
 		control_fail(c->cid, m.seq, "ucgwd is shutting down");
 		return;

@@ -39,6 +39,10 @@ void control_event(uint64_t cid, uint64_t seq, const char *name, const struct bo
 /* Printf-style error reply. */
 void control_fail(uint64_t cid, uint64_t seq, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* auth.c: may this client run this request? 0, or -1 with a reason for the
+ * client (the refusal is also written to the audit log). */
+int auth_check(const struct client *c, const struct msg *req, char *err, size_t errlen);
+
 /* commands.c: dispatch one decoded request from a client. */
 void commands_dispatch(struct client *c, const struct msg *req);
 
