@@ -16,4 +16,8 @@ enum quality monitor_quality(const char *protocol);
 uint64_t monitor_rtt_us(const char *protocol); /* average of the recent samples */
 double monitor_loss(const char *protocol);
 
+/* probe.c: TCP connects to every configured server on network_monitor.interval_ms. */
+void probe_start(void);
+void probe_stop(void);
+
 #endif

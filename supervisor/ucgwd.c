@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/monitor.h"
 #include "supervisor/spool.h"
 #include "supervisor/proctab.h"
 #include "supervisor/router.h"
@@ -129,6 +130,7 @@ void sup_shutdown(const char *why)
 	sup.stopping = true;
 	log_info("shutting down (%s)", why);
 	sd_notify(0, "STOPPING=1");
+	probe_stop();
 	control_stop_accepting();
 	drain_deadline = now_ms() + (uint64_t)config_int(sup.cfg, "gateway", "shutdown_timeout_ms");
 	uv_timer_start(&drain_timer, drain_tick, 0, 50);
@@ -239,6 +241,7 @@ int main(int argc, char **argv)
 	}
 	proctab_init();
 	start_timers();
+	probe_start();
 	proctab_apply_config(NULL, sup.cfg);
 	uv_run(sup.loop, UV_RUN_DEFAULT);
 	spool_close();
