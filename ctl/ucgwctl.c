@@ -163,7 +163,25 @@ static int run_status(int argc, char **argv)
 	       s_of(b, "state", state, sizeof state), up);
 	printf("device:   %s\nconfig:   %s (reloaded %" PRIu64 " times)\n", s_of(b, "device_id", dev, sizeof dev),
 	       s_of(b, "config", cfg, sizeof cfg), u_of(b, "reloads"));
-	printf("in flight: %" PRIu64 " jobs\n\n", u_of(b, "inflight"));
+	printf("in flight: %" PRIu64 " jobs\n", u_of(b, "inflight"));
+	const msgpack_object *sp = obj_get(b, "spool");
+	char age[16];
+	fmt_ms(u_of(sp, "oldest_age_ms"), age, sizeof age);
+	printf("spool:    %" PRIu64 " messages, %" PRIu64 " bytes, oldest %s, %" PRIu64 " waiting, %" PRIu64
+	       " dead; %" PRIu64 " dropped, %" PRIu64 " expired, %" PRIu64 " refused (full)\n",
+	       u_of(sp, "depth"), u_of(sp, "bytes"), u_of(sp, "depth") ? age : "-", u_of(sp, "waiting"), u_of(sp, "dead"),
+	       u_of(sp, "dropped"), u_of(sp, "expired"), u_of(sp, "rejected_full"));
+	const msgpack_object *net = obj_get(b, "network");
+	for (uint32_t i = 0; net && net->type == MSGPACK_OBJECT_MAP && i < net->via.map.size; i++) {
+		const msgpack_object *k = &net->via.map.ptr[i].key, *v = &net->via.map.ptr[i].val;
+		char q[16], cool[160];
+		const msgpack_object *rtt = obj_get(v, "rtt_ms"), *loss = obj_get(v, "loss");
+		printf("%s%-10.*s %-9s rtt %7.2f ms  loss %3.0f%%%s%s\n", i ? "          " : "network:  ", (int)k->via.str.size,
+		       k->via.str.ptr, s_of(v, "quality", q, sizeof q), rtt ? rtt->via.f64 : 0.0,
+		       loss ? loss->via.f64 * 100 : 0.0, obj_get_str(v, "cooling", cool, sizeof cool) ? "  cooling down: " : "",
+		       obj_get_str(v, "cooling", cool, sizeof cool) ? cool : "");
+	}
+	printf("\n");
 	print_workers_table(obj_get(b, "workers"));
 	return 0;
 }
