@@ -195,3 +195,21 @@ class GatewayTest(unittest.TestCase):
         p = subprocess.Popen(argv, **kw)
         self.cleanups_procs.append(p)
         return p
+
+
+class FaultProxy:
+    """tests/tools/faultproxy.py in front of a real server."""
+
+    def __init__(self, test, target_port, target_host="127.0.0.1"):
+        import socket as _s
+        self.proc = test.spawn(["/usr/bin/python3", os.path.join(SRC, "tests", "tools", "faultproxy.py"), "0",
+                                target_host, str(target_port), "0"], stdout=subprocess.PIPE, text=True)
+        words = self.proc.stdout.readline().split()
+        self.port, self.control_port = int(words[2]), int(words[4])
+        self.ctl = _s.create_connection(("127.0.0.1", self.control_port))
+        self.ctl_file = self.ctl.makefile("rw")
+
+    def command(self, line):
+        self.ctl_file.write(line + "\n")
+        self.ctl_file.flush()
+        return self.ctl_file.readline().strip()
