@@ -199,20 +199,28 @@ static int run_workers(int argc, char **argv)
 	return 0;
 }
 
-static int run_restart(int argc, char **argv)
+static int named(const char *cmd, const char *name, const char *done)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 1);
-	pk_kv_str(&pk, "name", argv[0]);
-	char done[128];
-	snprintf(done, sizeof done, "worker %s is restarting", argv[0]);
-	int rc = cmd_simple("restart", &sb, done);
+	pk_kv_str(&pk, "name", name);
+	int rc = cmd_simple(cmd, &sb, done);
 	msgpack_sbuffer_destroy(&sb);
 	return rc;
 }
+
+static int run_restart(int argc, char **argv)
+{
+	char done[128];
+	snprintf(done, sizeof done, "worker %s is restarting", argv[0]);
+	return named("restart", argv[0], done);
+}
+
+static int run_pause(int argc, char **argv) { return named("pause", argv[0], "paused"); }
+static int run_resume(int argc, char **argv) { return named("resume", argv[0], "resumed"); }
 
 static int run_reload(int argc, char **argv) { return cmd_simple("reload", NULL, "configuration reloaded"); }
 static int run_shutdown(int argc, char **argv) { return cmd_simple("shutdown", NULL, "ucgwd is shutting down"); }
@@ -559,6 +567,8 @@ static const struct command commands[] = {
 	{ "status", "", "the daemon, its workers and queues", 0, 0, run_status },
 	{ "workers", "", "the process table", 0, 0, run_workers },
 	{ "restart", "NAME", "restart a worker (also one marked failed)", 1, 1, run_restart },
+	{ "pause", "PROTOCOL", "stop handing jobs to a protocol (they go elsewhere or wait)", 1, 1, run_pause },
+	{ "resume", "PROTOCOL", "hand jobs to a paused protocol again", 1, 1, run_resume },
 	{ "reload", "", "re-read the configuration (like SIGHUP)", 0, 0, run_reload },
 	{ "shutdown", "", "stop the daemon after the work in flight", 0, 0, run_shutdown },
 	{ "send", "[OPTIONS] DATA|@FILE|-", "send metadata (JSON); prints its id, or the outcome with --wait", 1, -1, run_send },

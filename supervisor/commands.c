@@ -18,8 +18,10 @@ typedef void (*cmd_fn)(struct client *c, const struct msg *req);
 
 static void pack_proc(msgpack_packer *pk, const struct proc *p)
 {
-	msgpack_pack_map(pk, 11);
+	struct rproto *rp = rproto_by_name(p->name);
+	msgpack_pack_map(pk, 12);
 	pk_kv_str(pk, "name", p->name);
+	pk_kv_bool(pk, "paused", rp && rp->paused);
 	pk_kv_u64(pk, "pid", (uint64_t)(p->pid > 0 ? p->pid : 0));
 	pk_kv_str(pk, "state", proc_state_str(p->state));
 	pk_kv_u64(pk, "generation", p->gen);
@@ -135,6 +137,19 @@ static void cmd_restart(struct client *c, const struct msg *req)
 	proctab_restart(p);
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 }
+
+static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause)
+{
+	char name[64];
+	if (!arg_str(req, "name", name, sizeof name) || router_pause(name, pause) < 0) {
+		control_fail(c->cid, req->seq, "%s: no protocol named '%s'", pause ? "pause" : "resume", name);
+		return;
+	}
+	control_reply(c->cid, req->seq, true, NULL, NULL);
+}
+
+static void cmd_pause(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, true); }
+static void cmd_resume(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, false); }
 
 static void cmd_reload(struct client *c, const struct msg *req)
 {
@@ -283,6 +298,8 @@ static const struct command {
 	{ "status", cmd_status },
 	{ "workers", cmd_workers },
 	{ "restart", cmd_restart },
+	{ "pause", cmd_pause },
+	{ "resume", cmd_resume },
 	{ "reload", cmd_reload },
 	{ "shutdown", cmd_shutdown },
 	{ "send", cmd_send },

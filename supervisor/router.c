@@ -120,7 +120,21 @@ bool rproto_enabled(const struct rproto *rp) { return config_protocol_enabled(su
 bool rproto_up(const struct rproto *rp)
 {
 	struct proc *p = proctab_find(rp->name);
-	return p && p->state == PROC_READY && p->connected && now_ms() >= rp->cool_until;
+	return p && !rp->paused && p->state == PROC_READY && p->connected && now_ms() >= rp->cool_until;
+}
+
+int router_pause(const char *name, bool pause)
+{
+	struct rproto *rp = rproto_by_name(name);
+	if (!rp)
+		return -1;
+	rp->paused = pause;
+	log_info("protocol %s %s by an operator", name, pause ? "paused" : "resumed");
+	if (!pause) {
+		router_wake(name);
+		router_pump(rp);
+	}
+	return 0;
 }
 
 static void router_init_protos(void)
@@ -277,7 +291,7 @@ static bool drain_token(void)
 void router_pump(struct rproto *rp)
 {
 	struct proc *p = proctab_find(rp->name);
-	if (!p || p->state != PROC_READY || !p->ch || sup.stopping)
+	if (!p || p->state != PROC_READY || !p->ch || sup.stopping || rp->paused)
 		return;
 	unsigned window = (unsigned)config_int(sup.cfg, "gateway", "window");
 	while (p->inflight < window && !channel_congested(p->ch)) {
@@ -560,7 +574,7 @@ static void sweep_stuck_queues(void)
 	for (int i = 0; i < R.nprotos; i++) {
 		struct rproto *rp = &R.protos[i];
 		struct proc *p = proctab_find(rp->name);
-		bool stuck = !p || p->state == PROC_FAILED || p->state == PROC_STOPPED ||
+		bool stuck = !p || rp->paused || p->state == PROC_FAILED || p->state == PROC_STOPPED ||
 			     (p->state == PROC_READY && !p->connected) || now_ms() < rp->cool_until;
 		if (!stuck)
 			continue;
@@ -570,7 +584,7 @@ static void sweep_stuck_queues(void)
 				struct smsg *next = m->qnext;
 				if (now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
 					snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
-						 !p ? "protocol disabled" :
+						 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
 						 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
 						 proc_state_str(p->state));
 					list_del(&rp->queue[pr], m);

@@ -4,6 +4,7 @@
 #ifndef UCGW_ROUTER_H
 #define UCGW_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +26,8 @@ void router_describe_jobs(const struct proc *p, FILE *out);
 
 struct smsg;
 void router_init(void);
+/* Pause or resume handing jobs to a protocol (its queue waits, or moves on). */
+int router_pause(const char *name, bool pause);
 /* Refuse or drop the oldest when `size` more would go over the spool's bounds. */
 int router_make_room(uint64_t size, char *err, size_t errlen);
 /* Take in a message (new or recovered), then route it. */

@@ -27,6 +27,7 @@ struct rproto {
 	bool meta, files;           /* what it can carry */
 	struct mlist queue[3];      /* by priority */
 	struct mlist inflight;
+	bool paused;                /* an operator paused it: jobs wait */
 	unsigned consecutive_failures;
 	uint64_t cool_until;        /* monotonic ms; cooling down until then */
 	char cool_reason[160];

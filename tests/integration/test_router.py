@@ -104,6 +104,22 @@ class RouterTest(GatewayTest):
         st = gw.ctl_json("status")
         self.assertEqual(st["spool"]["depth"], 1)
 
+    def test_pause_and_resume(self):
+        gw = self.gateway(cfg(self.tmp))
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        self.assertTrue(gw.workers()["testworker"]["paused"])
+        mid = gw.ctl("send", "--protocol", "testworker", '{"n":1}')[1].strip()
+        time.sleep(1)
+        self.assertEqual(delivered(self.tmp), [])
+        q = gw.ctl_json("queue")
+        self.assertEqual(q[0]["id"], mid)
+        self.assertIn("paused", q[0]["last_error"])
+        self.assertEqual(gw.ctl("resume", "testworker")[0], 0)
+        wait_for(lambda: delivered(self.tmp), what="delivery after resume")
+        rc, out, err = gw.ctl("pause", "nosuch")
+        self.assertEqual(rc, 1)
+        self.assertIn("no protocol named 'nosuch'", err)
+
     def test_send_file_wait(self):
         gw = self.gateway(cfg(self.tmp))
         path = os.path.join(self.tmp, "plate.jpg")
