@@ -782,12 +782,15 @@ void config_write_reference(FILE *out)
 		for (size_t k = 0; k < sc->nkeys; k++) {
 			const struct cfg_key *key = &sc->keys[k];
 			char type[160];
-			if (key->type == CFG_ENUM)
-				snprintf(type, sizeof type, "one of `%s`", key->choices);
+			if (key->type == CFG_ENUM) {
+				char list[128];
+				choices_text(key->choices, list, sizeof list); /* a '|' would split the table */
+				snprintf(type, sizeof type, "one of: %s", list);
+			}
 			else
 				snprintf(type, sizeof type, "%s", tn[key->type]);
 			fprintf(out, "| `%s` | %s%s%s | %s%s%s | %s |\n", key->key, type,
-				key->flags & CFG_REQUIRED ? ", required" : "", key->flags & CFG_SECRET ? ", secret" : "",
+				key->flags & CFG_REQUIRED ? ", required" : "", key->flags & CFG_SECRET ? ", *secret*" : "",
 				key->def ? "`" : "", key->def ? key->def : "–", key->def ? "`" : "", key->help);
 		}
 	}
