@@ -120,6 +120,7 @@ static struct smsg *new_smsg(const struct common_args *ca, enum job_kind kind, u
 {
 	struct smsg *m = xcalloc(1, sizeof *m);
 	id_new(m->id);
+	m->state = SM_LIMBO; /* on no list until the router takes it */
 	m->kind = kind;
 	m->priority = (enum priority)priority_parse(ca->priority);
 	snprintf(m->protocol, sizeof m->protocol, "%s", ca->protocol);

@@ -177,7 +177,7 @@ static void cmd_stats(struct client *c, const struct msg *req)
 
 static void pack_queued(msgpack_packer *pk, const struct smsg *m)
 {
-	static const char *const states[] = { "queued", "inflight", "waiting", "dead" };
+	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "moving" };
 	msgpack_pack_map(pk, 11);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
@@ -259,7 +259,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 			return;
 		}
 		list_del(&R.dead, m);
-		m->state = SM_QUEUED;
+		m->state = SM_LIMBO;
 		m->backoff_ms = 0;
 		spool_requeue(m);
 		router_route(m);

@@ -17,6 +17,7 @@ enum smsg_state {
 	SM_INFLIGHT, /* a worker holds it */
 	SM_WAITING,  /* every protocol of its chain failed; waits for its next try */
 	SM_DEAD,     /* no protocol may deliver it: dead-letter area */
+	SM_LIMBO,    /* between two lists while the router moves it: on none */
 };
 
 struct hop {                  /* one attempt */

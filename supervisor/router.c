@@ -93,6 +93,7 @@ struct mlist *list_of(struct smsg *m)
 	case SM_INFLIGHT: return rp ? &rp->inflight : NULL;
 	case SM_WAITING: return &R.waiting;
 	case SM_DEAD: return &R.dead;
+	case SM_LIMBO: return NULL;
 	}
 	return NULL;
 }
@@ -301,10 +302,10 @@ void router_pump(struct rproto *rp)
 		if (!m || !drain_token())
 			return;
 		list_del(&rp->queue[m->priority], m);
+		m->state = SM_LIMBO;
 		if (send_job(rp, p, m) < 0) {
 			snprintf(m->last_error, sizeof m->last_error, "cannot hand the job to %s (spool read failed)",
 				 rp->name);
-			m->state = SM_QUEUED;
 			to_dead(m);
 		}
 	}
@@ -408,7 +409,7 @@ static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum
 	if (p && p->inflight)
 		p->inflight--;
 	R.inflight--;
-	m->state = SM_QUEUED; /* on no list for a moment */
+	m->state = SM_LIMBO;
 	hop_end(m, st, err);
 	stats_result(rp, m, st);
 	if (st == JOB_OK) {
@@ -475,7 +476,7 @@ void router_worker_lost(struct proc *p)
 		hop_end(m, JOB_PERMFAIL, why);
 		snprintf(m->last_error, sizeof m->last_error,
 			 "quarantined: %u workers died with this message in hand (last: %s)", m->crashes, p->last_exit);
-		m->state = SM_QUEUED;
+		m->state = SM_LIMBO;
 		to_dead(m);
 	}
 	p->inflight = 0;
@@ -588,7 +589,7 @@ static void sweep_stuck_queues(void)
 						 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
 						 proc_state_str(p->state));
 					list_del(&rp->queue[pr], m);
-					m->state = SM_QUEUED;
+					m->state = SM_LIMBO;
 					reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
 				}
 				m = next;

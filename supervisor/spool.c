@@ -565,7 +565,7 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 		m->seg = s->num;
 		m->off = off;
 		m->reclen = reclen;
-		m->state = SM_QUEUED;
+		m->state = SM_LIMBO;
 		s->live++;
 		if (rv->n == rv->cap) {
 			rv->cap = rv->cap ? rv->cap * 2 : 1024;
@@ -596,7 +596,7 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 		snprintf(m->last_error, sizeof m->last_error, "%s", why ? why : "dead");
 		free(why);
 	} else if (type == REC_REQUEUE) {
-		m->state = SM_QUEUED;
+		m->state = SM_LIMBO;
 	}
 }
 

@@ -4,12 +4,13 @@ supervisor killed with kill -9."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
 
 
 def cfg(tmp, **tw):
@@ -103,6 +104,22 @@ class RouterTest(GatewayTest):
         self.assertEqual(rc, 0, err)
         st = gw.ctl_json("status")
         self.assertEqual(st["spool"]["depth"], 1)
+
+    def test_many_pipelined_sends_all_delivered_once(self):
+        gw = self.gateway(cfg(self.tmp))
+        for wait in ([], ["--wait"]):
+            r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "5000", "-w", "1000", "-p",
+                                "testworker", *wait], capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(json.loads(r.stdout)["failed"], 0)
+        wait_for(lambda: len(delivered(self.tmp)) >= 10000, what="10000 deliveries")
+        ids = [rec[0] for rec in delivered(self.tmp)]
+        self.assertEqual(len(ids), 10000)
+        self.assertEqual(len(set(ids)), 10000)
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual((st["depth"], st["bytes"]), (0, 0))
+        stats = gw.ctl_json("stats")["testworker"]
+        self.assertEqual((stats["success"], stats["queued"], stats["inflight"]), (10000, 0, 0))
 
     def test_pause_and_resume(self):
         gw = self.gateway(cfg(self.tmp))
