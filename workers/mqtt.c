@@ -1,20 +1,373 @@
-/* ucgw-mqtt: skeleton until its protocol lands; completes the handshake. */
+/* ucgw-mqtt: metadata over MQTT with libmosquitto, driven by the framework's
+ * libuv loop (no libmosquitto thread): a uv_poll on the client's socket calls
+ * mosquitto_loop_read/write, a timer calls mosquitto_loop_misc (keepalive).
+ * A job is answered ok only on PUBACK (QoS 1) or PUBCOMP (QoS 2). */
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "workers/worker.h"
 
-static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
+#define MIDS 65536
+
+static struct {
+	struct mosquitto *mosq;
+	char host[256];
+	int port, qos, keepalive;
+	bool tls, v5, envelope, connected, stopping;
+	char *topic, *status_topic;
+	uv_poll_t *poll;
+	int poll_fd;
+	uv_timer_t misc, retry;
+	uint64_t backoff_ms;
+	char why[256];                 /* why we are not connected */
+	struct job *by_mid[MIDS];      /* jobs waiting for their PUBACK */
+	uint64_t sent_us[MIDS];
+	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
+} M;
+
+/* ---- the broker URL: "host", "host:port", "mqtt://host[:port]", "mqtts://host[:port]" ---- */
+
+static int parse_broker(const char *url, char *err, size_t errlen)
 {
+	const char *h = url;
+	M.tls = false;
+	if (strncmp(url, "mqtts://", 8) == 0) {
+		M.tls = true;
+		h = url + 8;
+	} else if (strncmp(url, "mqtt://", 7) == 0) {
+		h = url + 7;
+	} else if (strstr(url, "://")) {
+		snprintf(err, errlen, "mqtt.broker_url '%s': expected host, host:port, mqtt:// or mqtts:// URL", url);
+		return -1;
+	}
+	M.port = M.tls ? 8883 : 1883;
+	size_t n = strcspn(h, ":/");
+	if (n == 0 || n >= sizeof M.host) {
+		snprintf(err, errlen, "mqtt.broker_url '%s': no host name", url);
+		return -1;
+	}
+	memcpy(M.host, h, n);
+	M.host[n] = '\0';
+	if (h[n] == ':') {
+		char *end;
+		long p = strtol(h + n + 1, &end, 10);
+		if (p < 1 || p > 65535 || (*end && *end != '/')) {
+			snprintf(err, errlen, "mqtt.broker_url '%s': bad port", url);
+			return -1;
+		}
+		M.port = (int)p;
+	}
 	return 0;
 }
 
-static void mqtt_submit(struct job *job)
+/* ---- answering jobs ---- */
+
+static void answer_all_held(enum job_status st, const char *why)
 {
-	worker_result(job, JOB_PERMFAIL, 0, "the mqtt worker cannot deliver yet");
+	for (int mid = 0; mid < MIDS; mid++)
+		if (M.by_mid[mid]) {
+			struct job *j = M.by_mid[mid];
+			M.by_mid[mid] = NULL;
+			worker_result(j, st, 0, "%s", why);
+		}
+}
+
+static void report_rtt(void)
+{
+	uint64_t now = now_ms();
+	if (!M.rtt_n || now - M.rtt_reported_ms < 1000)
+		return;
+	worker_health(true, M.rtt_sum / M.rtt_n, "connected to %s:%d", M.host, M.port);
+	M.rtt_sum = M.rtt_n = 0;
+	M.rtt_reported_ms = now;
+}
+
+static bool reason_is_retry(int rc)
+{
+	return rc == MQTT_RC_QUOTA_EXCEEDED || rc == MQTT_RC_SERVER_BUSY || rc == MQTT_RC_UNSPECIFIED ||
+	       rc == MQTT_RC_IMPLEMENTATION_SPECIFIC;
+}
+
+static void on_publish(struct mosquitto *m, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+	if (mid < 0 || mid >= MIDS || !M.by_mid[mid])
+		return; /* our status message, or a job already answered when the connection dropped */
+	struct job *j = M.by_mid[mid];
+	M.by_mid[mid] = NULL;
+	if (reason >= 0x80) {
+		enum job_status st = reason_is_retry(reason) ? JOB_RETRY : JOB_PERMFAIL;
+		worker_result(j, st, 0, "broker refused the message: %s (reason 0x%02x)", mosquitto_reason_string(reason),
+			      reason);
+		return;
+	}
+	M.rtt_sum += uv_hrtime() / 1000 - M.sent_us[mid];
+	M.rtt_n++;
+	worker_result(j, JOB_OK, 0, NULL);
+	report_rtt();
+}
+
+/* ---- the connection ---- */
+
+static void update_poll(void);
+static void schedule_reconnect(void);
+
+static void stop_poll(void)
+{
+	if (!M.poll)
+		return;
+	uv_poll_stop(M.poll);
+	uv_close((uv_handle_t *)M.poll, (uv_close_cb)free);
+	M.poll = NULL;
+	M.poll_fd = -1;
+}
+
+static const char *tls_reason(int rc)
+{
+	static char buf[200];
+	unsigned long e = ERR_peek_last_error();
+	if (rc == MOSQ_ERR_TLS && e) {
+		snprintf(buf, sizeof buf, "TLS: %s", ERR_reason_error_string(e));
+		ERR_clear_error();
+		return buf;
+	}
+	return mosquitto_strerror(rc);
+}
+
+static void went_down(const char *why)
+{
+	bool was = M.connected;
+	M.connected = false;
+	snprintf(M.why, sizeof M.why, "%s", why);
+	stop_poll();
+	answer_all_held(JOB_RETRY, M.why);
+	worker_health(false, 0, "broker %s:%d unreachable: %s", M.host, M.port, M.why);
+	if (was)
+		log_warnx("disconnected from %s:%d: %s", M.host, M.port, M.why);
+	if (!M.stopping)
+		schedule_reconnect();
+}
+
+static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const mosquitto_property *props)
+{
+	if (rc != 0) {
+		char why[200];
+		snprintf(why, sizeof why, "broker refused the connection: %s",
+			 M.v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+		/* The socket stays open until the broker closes it; close it ourselves. */
+		mosquitto_disconnect(M.mosq);
+		went_down(why);
+		return;
+	}
+	M.connected = true;
+	M.backoff_ms = 0;
+	M.why[0] = '\0';
+	log_info("connected to %s:%d (MQTT %s, QoS %d)", M.host, M.port, M.v5 ? "5" : "3.1.1", M.qos);
+	mosquitto_publish(M.mosq, NULL, M.status_topic, 6, "online", 1, true);
+	worker_health(true, 0, "connected to %s:%d", M.host, M.port);
+}
+
+static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitto_property *props)
+{
+	if (M.connected || !M.why[0])
+		went_down(rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+}
+
+static void service(uv_poll_t *h, int status, int events)
+{
+	int rc = MOSQ_ERR_SUCCESS;
+	/* While connecting (TCP or TLS handshake), libmosquitto advances in
+	 * loop_read, whatever the event; after that, each event to its side. */
+	if (status < 0 || (events & UV_READABLE) || !M.connected)
+		rc = mosquitto_loop_read(M.mosq, 16);
+	if (rc == MOSQ_ERR_SUCCESS && (events & UV_WRITABLE) && mosquitto_want_write(M.mosq))
+		rc = mosquitto_loop_write(M.mosq, 16);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		if (M.poll)
+			went_down(tls_reason(rc));
+		return;
+	}
+	update_poll();
+}
+
+static void update_poll(void)
+{
+	int fd = mosquitto_socket(M.mosq);
+	if (fd < 0) {
+		stop_poll();
+		return;
+	}
+	if (M.poll && M.poll_fd != fd)
+		stop_poll();
+	if (!M.poll) {
+		M.poll = xcalloc(1, sizeof *M.poll);
+		uv_poll_init(worker_loop(), M.poll, fd);
+		M.poll_fd = fd;
+	}
+	int ev = UV_READABLE | (mosquitto_want_write(M.mosq) || !M.connected ? UV_WRITABLE : 0);
+	uv_poll_start(M.poll, ev, service);
+}
+
+static void start_connect(uv_timer_t *t)
+{
+	M.why[0] = '\0';
+	int rc = M.backoff_ms ? mosquitto_reconnect_async(M.mosq)
+			      : mosquitto_connect_bind_async(M.mosq, M.host, M.port, M.keepalive, NULL);
+	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_EAI) {
+		went_down(rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+		return;
+	}
+	if (rc == MOSQ_ERR_EAI) {
+		went_down("cannot resolve the broker's name");
+		return;
+	}
+	update_poll();
+}
+
+static void schedule_reconnect(void)
+{
+	M.backoff_ms = M.backoff_ms ? M.backoff_ms * 2 : 250;
+	if (M.backoff_ms > 15000)
+		M.backoff_ms = 15000;
+	uv_timer_start(&M.retry, start_connect, M.backoff_ms, 0);
+}
+
+static void misc_tick(uv_timer_t *t)
+{
+	if (M.poll) {
+		int rc = mosquitto_loop_misc(M.mosq);
+		if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST) {
+			went_down("keepalive: the broker stopped answering");
+			return;
+		}
+		update_poll();
+	}
+	report_rtt();
+}
+
+/* ---- jobs ---- */
+
+static char *envelope(const struct job *j, size_t *len)
+{
+	char *out = xasprintf("{\"id\":\"%s\",\"data\":%s}", j->id, j->payload);
+	*len = strlen(out);
+	return out;
+}
+
+static void mqtt_submit(struct job *j)
+{
+	if (!M.connected) {
+		worker_result(j, JOB_RETRY, 0, "broker %s:%d unreachable: %s", M.host, M.port,
+			      M.why[0] ? M.why : "connecting");
+		return;
+	}
+	char *topic = j->topic ? worker_expand(j->topic) : NULL;
+	size_t len = j->payload_len;
+	char *wrapped = M.envelope ? envelope(j, &len) : NULL;
+	mosquitto_property *props = NULL;
+	if (M.v5)
+		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", j->id);
+	int mid = 0;
+	int rc = mosquitto_publish_v5(M.mosq, &mid, topic ? topic : M.topic, (int)len, wrapped ? wrapped : j->payload,
+				      M.qos, false, props);
+	mosquitto_property_free_all(&props);
+	free(wrapped);
+	free(topic);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		bool perm = rc == MOSQ_ERR_PAYLOAD_SIZE || rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_MALFORMED_UTF8 ||
+			    rc == MOSQ_ERR_OVERSIZE_PACKET;
+		worker_result(j, perm ? JOB_PERMFAIL : JOB_RETRY, 0, "publish failed: %s", mosquitto_strerror(rc));
+		return;
+	}
+	if (M.by_mid[mid]) /* cannot happen with 65535 ids and a window below it; never lose a job */
+		worker_result(M.by_mid[mid], JOB_RETRY, 0, "message id reused");
+	M.by_mid[mid] = j;
+	M.sent_us[mid] = uv_hrtime() / 1000;
+	update_poll();
+}
+
+/* ---- set-up ---- */
+
+static int setup_tls(const struct cfg_section *cfg, char *err, size_t errlen)
+{
+	const char *ca = cfg_str(cfg, "ca_file"), *cert = cfg_str(cfg, "cert_file"), *key = cfg_str(cfg, "key_file");
+	if (!M.tls && !ca && !cert)
+		return 0;
+	M.tls = true;
+	int rc = mosquitto_tls_set(M.mosq, ca, ca ? NULL : "/etc/ssl/certs", cert, key, NULL);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(rc));
+		return -1;
+	}
+	if (cfg_bool(cfg, "insecure")) {
+		log_warnx("mqtt.insecure is true: the broker's certificate is NOT verified");
+		mosquitto_tls_insecure_set(M.mosq, true);
+		mosquitto_tls_opts_set(M.mosq, 0, NULL, NULL);
+	}
+	return 0;
+}
+
+static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
+{
+	if (parse_broker(cfg_str(cfg, "broker_url"), err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	mosquitto_lib_init();
+	M.poll_fd = -1;
+	M.qos = (int)cfg_int(cfg, "qos");
+	M.keepalive = (int)cfg_int(cfg, "keepalive");
+	M.v5 = strcmp(cfg_str(cfg, "protocol_version"), "5") == 0;
+	M.envelope = cfg_bool(cfg, "envelope");
+	M.topic = worker_expand(cfg_str(cfg, "topic"));
+	M.status_topic = worker_expand(cfg_str(cfg, "status_topic"));
+	const char *cid = cfg_str(cfg, "client_id");
+	bool clean = cfg_bool(cfg, "clean_session");
+	M.mosq = mosquitto_new(cid ? cid : worker_device_id(), clean, NULL);
+	if (!M.mosq) {
+		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
+		return UCGW_EXIT_CONFIG;
+	}
+	mosquitto_int_option(M.mosq, MOSQ_OPT_PROTOCOL_VERSION, M.v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+	mosquitto_max_inflight_messages_set(M.mosq, (unsigned)cfg_int(cfg, "max_inflight"));
+	if (cfg_str(cfg, "username"))
+		mosquitto_username_pw_set(M.mosq, cfg_str(cfg, "username"), cfg_str(cfg, "password"));
+	/* The last will: a retained "offline" if we vanish without a word. */
+	mosquitto_will_set(M.mosq, M.status_topic, 7, "offline", 1, true);
+	if (setup_tls(cfg, err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	mosquitto_connect_v5_callback_set(M.mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(M.mosq, on_disconnect);
+	mosquitto_publish_v5_callback_set(M.mosq, on_publish);
+	uv_timer_init(loop, &M.misc);
+	uv_timer_init(loop, &M.retry);
+	uv_timer_start(&M.misc, misc_tick, 1000, 1000);
+	worker_health(false, 0, "connecting to %s:%d", M.host, M.port);
+	start_connect(NULL);
+	return 0;
+}
+
+/* Say "offline" ourselves (a clean disconnect sends no will), then leave. */
+static void mqtt_shutdown(void)
+{
+	M.stopping = true;
+	uv_timer_stop(&M.retry);
+	if (M.connected) {
+		mosquitto_publish(M.mosq, NULL, M.status_topic, 7, "offline", 1, true);
+		mosquitto_disconnect(M.mosq);
+		for (int i = 0; i < 20 && mosquitto_want_write(M.mosq); i++)
+			if (mosquitto_loop_write(M.mosq, 16) != MOSQ_ERR_SUCCESS)
+				break;
+	}
+	answer_all_held(JOB_RETRY, "worker is shutting down");
+	stop_poll();
 }
 
 static const struct worker_ops mqtt_ops = {
 	.name = "mqtt",
 	.init = mqtt_init,
 	.submit = mqtt_submit,
+	.shutdown = mqtt_shutdown,
 };
 
 WORKER_MAIN(mqtt_ops)

@@ -1,0 +1,77 @@
+"""A real mosquitto broker on a free loopback port, in the test's directory,
+with a password file, and optionally a TLS listener on generated certificates."""
+import os
+import subprocess
+import time
+
+from ucgwtest import free_port, wait_for
+
+import socket
+
+
+def make_ca(dirpath, cn="127.0.0.1", name="server"):
+    """A CA and a server certificate for 127.0.0.1/localhost, with openssl."""
+    def run(*a):
+        subprocess.run(a, check=True, capture_output=True, cwd=dirpath)
+    if not os.path.exists(os.path.join(dirpath, "ca.pem")):
+        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=ucgw test CA")
+    with open(os.path.join(dirpath, name + ".ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
+        "-subj", "/CN=" + cn)
+    run("openssl", "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", name + ".pem", "-days", "2", "-extfile", name + ".ext")
+    return (os.path.join(dirpath, "ca.pem"), os.path.join(dirpath, name + ".pem"),
+            os.path.join(dirpath, name + ".key"))
+
+
+class Mosquitto:
+    def __init__(self, test, users=None, tls=False, port=None):
+        self.test = test
+        self.dir = os.path.join(test.tmp, "mosquitto")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.users = users or {}
+        self.tls = tls
+        self.proc = None
+        # As root, mosquitto would drop to its own user, which cannot enter the test's 0700 directory.
+        conf = (["user root"] if os.getuid() == 0 else []) + [
+                "persistence false", "log_dest stderr", "log_type error", "log_type warning",
+                "listener %d 127.0.0.1" % self.port]
+        if self.users:
+            pw = os.path.join(self.dir, "passwd")
+            for i, (u, p) in enumerate(self.users.items()):
+                subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [pw, u, p], check=True)
+            os.chmod(pw, 0o600)
+            conf += ["allow_anonymous false", "password_file " + pw]
+        else:
+            conf += ["allow_anonymous true"]
+        if tls:
+            self.ca, cert, key = make_ca(self.dir)
+            conf += ["certfile " + cert, "keyfile " + key]
+        self.conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        self.start()
+
+    def start(self):
+        log = open(os.path.join(self.dir, "mosquitto.log"), "ab")
+        self.proc = self.test.spawn(["/usr/sbin/mosquitto", "-c", self.conf], stdout=log, stderr=log)
+        log.close()
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, timeout=10, what="mosquitto on port %d" % self.port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def url(self):
+        return ("mqtts://127.0.0.1:%d" if self.tls else "127.0.0.1:%d") % self.port
