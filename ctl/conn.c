@@ -47,11 +47,22 @@ uint64_t conn_request(struct conn *c, const char *name, const msgpack_sbuffer *a
 	return conn_request_fd(c, name, args, -1);
 }
 
+/* The credential every request carries, from the environment (ucgwctl's
+ * --api-key-file sets UCGW_API_KEY): a JWT is preferred, being short-lived. */
+static const char *request_auth(void)
+{
+	const char *jwt = getenv("UCGW_JWT"), *key = getenv("UCGW_API_KEY");
+	if (jwt && *jwt)
+		return jwt;
+	return key && *key ? key : NULL;
+}
+
 uint64_t conn_request_fd(struct conn *c, const char *name, const msgpack_sbuffer *args, int fd)
 {
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
-	struct msg m = { .type = MSG_REQUEST, .version = UCGW_PROTO_VERSION, .seq = ++c->seq, .name = name };
+	struct msg m = { .type = MSG_REQUEST, .version = UCGW_PROTO_VERSION, .seq = ++c->seq, .name = name,
+			 .auth = request_auth() };
 	if (args && args->size) {
 		m.body_raw = args->data;
 		m.body_raw_len = args->size;

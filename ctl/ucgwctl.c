@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/crypto.h"
 #include "common/log.h"
 #include "ctl/conn.h"
 #include "ctl/json.h"
@@ -40,6 +41,8 @@ static void usage(FILE *out)
 		     "Talks to ucgwd over its control socket (default $UCGW_SOCKET or /run/ucgw/control.sock).\n\n"
 		     "commands:\n");
 	for (const struct command *c = commands; c->name; c++) {
+		if (!c->help) /* hidden: for tests */
+			continue;
 		char head[64];
 		snprintf(head, sizeof head, "%s %s", c->name, c->args);
 		fprintf(out, "  %-28s %s\n", head, c->help);
@@ -48,7 +51,10 @@ static void usage(FILE *out)
 		     "  -s, --socket PATH   control socket of the daemon\n"
 		     "  -j, --json          print the daemon's answer as JSON\n"
 		     "  -t, --timeout MS    how long to wait for an answer (default 30000)\n"
+		     "  --api-key-file FILE send the API key in FILE (mode 0600) with every request\n"
 		     "  -h, --help          this text\n"
+		     "\nenvironment: UCGW_SOCKET; UCGW_JWT or UCGW_API_KEY, the credential sent when\n"
+		     "security.require_auth is on; UCGW_KEY_FILE, the key decrypt uses by default\n"
 		     "\nexit status: 0 done, 1 the command failed, 2 bad usage, 3 ucgwd not running\n");
 }
 
@@ -563,6 +569,129 @@ static int run_trace(int argc, char **argv)
 	return 0;
 }
 
+/* ---- decrypt / encrypt: local, no daemon needed ---- */
+
+/* --key-file F (default $UCGW_KEY_FILE) and one argument: the text, or "-" for stdin. */
+static int crypt_args(int argc, char **argv, const char *cmd, unsigned char key[CRYPTO_KEY_LEN], char **data,
+		      size_t *len)
+{
+	static const struct option lo[] = { { "key-file", required_argument, NULL, 'k' }, { NULL, 0, NULL, 0 } };
+	const char *key_file = getenv("UCGW_KEY_FILE");
+	int ch;
+	optind = 0;
+	argc++, argv--; /* getopt wants argv[0] */
+	while ((ch = getopt_long(argc, argv, "+k:", lo, NULL)) != -1) {
+		if (ch != 'k')
+			return EXIT_USAGE;
+		key_file = optarg;
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "ucgwctl: usage: ucgwctl %s [--key-file FILE] %s|-\n", cmd,
+			strcmp(cmd, "decrypt") == 0 ? "PAYLOAD" : "DATA");
+		return EXIT_USAGE;
+	}
+	if (!key_file) {
+		fprintf(stderr, "ucgwctl: %s: which key? give --key-file FILE (or set UCGW_KEY_FILE)\n", cmd);
+		return EXIT_USAGE;
+	}
+	char err[512];
+	if (crypto_key_load(key_file, key, err, sizeof err) < 0) {
+		fprintf(stderr, "ucgwctl: %s: %s\n", cmd, err);
+		return EXIT_FAIL;
+	}
+	const char *arg = argv[optind];
+	if (strcmp(arg, "-") == 0) {
+		*data = read_all(0, len);
+	} else {
+		*data = xstrdup(arg);
+		*len = strlen(arg);
+	}
+	return 0;
+}
+
+static int run_decrypt(int argc, char **argv)
+{
+	unsigned char key[CRYPTO_KEY_LEN];
+	char *text, err[512];
+	size_t len, n;
+	int rc = crypt_args(argc, argv, "decrypt", key, &text, &len);
+	if (rc)
+		return rc;
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+		len--; /* as pasted or piped */
+	unsigned char *pt = crypto_decrypt_b64(key, text, len, &n, err, sizeof err);
+	crypto_wipe(key, sizeof key);
+	free(text);
+	if (!pt) {
+		fprintf(stderr, "ucgwctl: decrypt: %s\n", err);
+		return EXIT_FAIL;
+	}
+	fwrite(pt, 1, n, stdout);
+	if (isatty(1) && (n == 0 || pt[n - 1] != '\n'))
+		fputc('\n', stdout);
+	crypto_wipe(pt, n);
+	free(pt);
+	return 0;
+}
+
+/* Hidden: the gateway's own encryption, for the interoperability tests. */
+static int run_encrypt(int argc, char **argv)
+{
+	unsigned char key[CRYPTO_KEY_LEN];
+	char *data, err[512];
+	size_t len;
+	int rc = crypt_args(argc, argv, "encrypt", key, &data, &len);
+	if (rc)
+		return rc;
+	char *out = crypto_encrypt_b64(key, data, len, err, sizeof err);
+	crypto_wipe(key, sizeof key);
+	free(data);
+	if (!out) {
+		fprintf(stderr, "ucgwctl: encrypt: %s\n", err);
+		return EXIT_FAIL;
+	}
+	printf("%s\n", out);
+	free(out);
+	return 0;
+}
+
+/* --api-key-file: the key goes out through UCGW_API_KEY, which conn.c reads for
+ * every request; the file must be private, as the daemon's own secret files. */
+static int use_api_key_file(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "ucgwctl: cannot read API key file %s: %s\n", path,
+			fd < 0 ? strerror(errno) : "not a regular file");
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	if (st.st_mode & 077) {
+		fprintf(stderr, "ucgwctl: API key file %s is readable or writable by group or others (mode %04o); "
+				"chmod 600 it\n", path, (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return -1;
+	}
+	char buf[4097];
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+		n--;
+	int rc = 0;
+	if (n <= 0 || n == (ssize_t)sizeof buf - 1 || memchr(buf, '\0', (size_t)n) || memchr(buf, '\n', (size_t)n)) {
+		fprintf(stderr, "ucgwctl: API key file %s must hold one key on one line\n", path);
+		rc = -1;
+	} else {
+		buf[n] = '\0';
+		setenv("UCGW_API_KEY", buf, 1);
+		unsetenv("UCGW_JWT"); /* the command line wins over the environment */
+	}
+	crypto_wipe(buf, sizeof buf);
+	return rc;
+}
+
 static const struct command commands[] = {
 	{ "status", "", "the daemon, its workers and queues", 0, 0, run_status },
 	{ "workers", "", "the process table", 0, 0, run_workers },
@@ -576,6 +705,9 @@ static const struct command commands[] = {
 	{ "queue", "[dead|retry ID|all|purge ID|requeue ID]", "the messages waiting in the spool", 0, 2, run_queue },
 	{ "stats", "", "per-protocol counters and latency", 0, 0, run_stats },
 	{ "trace", "ID", "the route a message has taken", 1, 1, run_trace },
+	{ "decrypt", "[--key-file F] PAYLOAD|-", "print the plaintext of an encrypted payload (AES-256-GCM)", 1, -1,
+	  run_decrypt },
+	{ "encrypt", "[--key-file F] DATA|-", NULL, 1, -1, run_encrypt },
 	{ NULL, NULL, NULL, 0, 0, NULL },
 };
 
@@ -584,7 +716,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' }, { "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "api-key-file", required_argument, NULL, 'K' }, { NULL, 0, NULL, 0 },
 	};
 	log_init("ucgwctl", LOG_LVL_WARN);
 	ctl.socket = getenv("UCGW_SOCKET") ? getenv("UCGW_SOCKET") : "/run/ucgw/control.sock";
@@ -596,6 +728,10 @@ int main(int argc, char **argv)
 		case 'j': ctl.json = true; break;
 		case 't': ctl.timeout_ms = atoi(optarg); break;
 		case 'h': usage(stdout); return 0;
+		case 'K':
+			if (use_api_key_file(optarg) < 0)
+				return EXIT_USAGE;
+			break;
 		default: usage(stderr); return EXIT_USAGE;
 		}
 	}
