@@ -282,6 +282,31 @@ int crypto_seal(const unsigned char key[CRYPTO_KEY_LEN], const void *pt, size_t 
 	return crypto_seal_nonce(key, nonce, pt, len, out, err, errlen);
 }
 
+/* One GCM decryption with the tag checked; false on any failure. */
+static bool gcm_open(const unsigned char *key, const unsigned char *nonce, int noncelen, const unsigned char *tag_in,
+		     const unsigned char *ct, size_t ctlen, unsigned char *out, size_t *outlen)
+{
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	if (!ctx)
+		return false;
+	unsigned char tag[CRYPTO_TAG_LEN];
+	memcpy(tag, tag_in, CRYPTO_TAG_LEN); /* the ctrl wants a non-const buffer */
+	size_t n = 0;
+	int fin = 0;
+	bool ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) &&
+		  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, noncelen, NULL) &&
+		  EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) &&
+		  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CRYPTO_TAG_LEN, tag) &&
+		  update_all(ctx, false, ct, ctlen, out, &n) && EVP_DecryptFinal_ex(ctx, out + n, &fin) > 0;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok) {
+		crypto_wipe(out, ctlen);
+		return false;
+	}
+	*outlen = n + (size_t)fin;
+	return true;
+}
+
 int crypto_open(const unsigned char key[CRYPTO_KEY_LEN], const void *in, size_t len, unsigned char *out,
 		size_t *outlen, char *err, size_t errlen)
 {
@@ -291,28 +316,19 @@ int crypto_open(const unsigned char key[CRYPTO_KEY_LEN], const void *in, size_t 
 			 CRYPTO_OVERHEAD);
 		return -1;
 	}
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-	if (!ctx)
-		return ssl_fail(NULL, "EVP_CIPHER_CTX_new", err, errlen);
-	unsigned char tag[CRYPTO_TAG_LEN];
-	memcpy(tag, p + CRYPTO_NONCE_LEN, CRYPTO_TAG_LEN); /* the ctrl wants a non-const buffer */
-	if (!EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) ||
-	    !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, CRYPTO_NONCE_LEN, NULL) ||
-	    !EVP_DecryptInit_ex(ctx, NULL, NULL, key, p) ||
-	    !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CRYPTO_TAG_LEN, tag))
-		return ssl_fail(ctx, "AES-256-GCM set-up", err, errlen);
-	size_t n = 0, ctlen = len - CRYPTO_OVERHEAD;
-	int fin = 0;
-	if (!update_all(ctx, false, p + CRYPTO_OVERHEAD, ctlen, out, &n) ||
-	    EVP_DecryptFinal_ex(ctx, out + n, &fin) <= 0) {
-		crypto_wipe(out, ctlen);
-		EVP_CIPHER_CTX_free(ctx);
-		snprintf(err, errlen, "decryption failed: wrong key, or the payload was altered or damaged");
-		return -1;
-	}
-	EVP_CIPHER_CTX_free(ctx);
-	*outlen = n + (size_t)fin;
-	return 0;
+	if (gcm_open(key, p, CRYPTO_NONCE_LEN, p + CRYPTO_NONCE_LEN, p + CRYPTO_OVERHEAD, len - CRYPTO_OVERHEAD, out,
+		     outlen))
+		return 0;
+	/* The seed's encrypt_data as written lets pycryptodome pick the nonce, which
+	 * is 16 bytes for GCM there: nonce 16 | tag 16 | ciphertext. Its own
+	 * decrypt_data cannot read that back; we can. Two tags tried double a
+	 * forger's odds, from 2^-128 to 2^-127. */
+	if (len >= CRYPTO_SEED_NONCE_LEN + CRYPTO_TAG_LEN &&
+	    gcm_open(key, p, CRYPTO_SEED_NONCE_LEN, p + CRYPTO_SEED_NONCE_LEN, p + CRYPTO_SEED_NONCE_LEN + CRYPTO_TAG_LEN,
+		     len - CRYPTO_SEED_NONCE_LEN - CRYPTO_TAG_LEN, out, outlen))
+		return 0;
+	snprintf(err, errlen, "decryption failed: wrong key, or the payload was altered or damaged");
+	return -1;
 }
 
 char *crypto_encrypt_b64(const unsigned char key[CRYPTO_KEY_LEN], const void *pt, size_t len, char *err, size_t errlen)

@@ -13,6 +13,7 @@
 #define CRYPTO_NONCE_LEN 12
 #define CRYPTO_TAG_LEN 16
 #define CRYPTO_OVERHEAD (CRYPTO_NONCE_LEN + CRYPTO_TAG_LEN)
+#define CRYPTO_SEED_NONCE_LEN 16 /* see crypto_open */
 
 /* Read an AES-256 key from a file holding 32 raw bytes, 64 hex digits, or the
  * base64 of 32 bytes (text forms may end in one newline). A file that is not a
@@ -32,7 +33,9 @@ int crypto_seal_nonce(const unsigned char key[CRYPTO_KEY_LEN], const unsigned ch
 		      const void *pt, size_t len, unsigned char *out, char *err, size_t errlen);
 /* Verify the tag and decrypt nonce | tag | ciphertext into out (len - CRYPTO_OVERHEAD
  * bytes; *outlen set). -1 with err when too short or when the tag does not match:
- * nothing of a forged or damaged message is released. */
+ * nothing of a forged or damaged message is released. Also accepted: a 16-byte
+ * nonce (nonce 16 | tag 16 | ciphertext), which is what the seed's encrypt_data
+ * really emits, pycryptodome's default GCM nonce being 16 bytes. */
 int crypto_open(const unsigned char key[CRYPTO_KEY_LEN], const void *in, size_t len, unsigned char *out,
 		size_t *outlen, char *err, size_t errlen);
 

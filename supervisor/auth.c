@@ -220,12 +220,14 @@ static bool api_key_matches(const char *key, size_t len)
 	return match;
 }
 
+/* A JWT has two dots; one that starts like a JSON header ("eyJ" is base64 of
+ * '{"') but has another number of dots is a damaged token, not an API key. */
 static bool looks_like_jwt(const char *s)
 {
 	int dots = 0;
-	for (; *s; s++)
-		dots += *s == '.';
-	return dots == 2;
+	for (const char *p = s; *p; p++)
+		dots += *p == '.';
+	return dots == 2 || (dots && strncmp(s, "eyJ", 3) == 0);
 }
 
 /* 0 when the credential is good, else -1 with why. */
