@@ -27,7 +27,7 @@ def make_ca(dirpath, cn="127.0.0.1", name="server"):
 
 
 class Mosquitto:
-    def __init__(self, test, users=None, tls=False, port=None):
+    def __init__(self, test, users=None, tls=False, port=None, persistence=False):
         self.test = test
         self.dir = os.path.join(test.tmp, "mosquitto")
         os.makedirs(self.dir, exist_ok=True)
@@ -37,8 +37,11 @@ class Mosquitto:
         self.proc = None
         # As root, mosquitto would drop to its own user, which cannot enter the test's 0700 directory.
         conf = (["user root"] if os.getuid() == 0 else []) + [
-                "persistence false", "log_dest stderr", "log_type error", "log_type warning",
+                "log_dest stderr", "log_type error", "log_type warning",
                 "listener %d 127.0.0.1" % self.port]
+        # Persistence keeps a subscriber's session (and its queued messages) across restarts.
+        conf += (["persistence true", "persistence_location " + self.dir + "/", "autosave_interval 1"]
+                 if persistence else ["persistence false"])
         if self.users:
             pw = os.path.join(self.dir, "passwd")
             for i, (u, p) in enumerate(self.users.items()):

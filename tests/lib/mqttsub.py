@@ -34,13 +34,26 @@ def _read_varint(buf, i):
 
 
 class Subscriber:
-    def __init__(self, port, topic="#", username=None, password=None, host="127.0.0.1", qos=1):
+    def __init__(self, port, topic="#", username=None, password=None, host="127.0.0.1", qos=1, durable=False):
+        """durable: a persistent session (fixed client id, clean start off, long
+        session expiry) that reconnects by itself, so the broker keeps what is
+        published while it is away, even across a broker restart."""
         self.messages = []
         self.lock = threading.Lock()
+        self.args = (port, topic, username, password, host, qos)
+        self.durable = durable
+        self.closed = False
+        self._connect()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _connect(self):
+        port, topic, username, password, host, qos = self.args
         self.sock = socket.create_connection((host, port), timeout=10)
-        flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
-        var = _str("MQTT") + bytes([5, flags]) + struct.pack(">H", 30) + _varint(0)
-        payload = _str("ucgw-test-sub-%d" % id(self))
+        flags = (0 if self.durable else 0x02) | (0x80 if username else 0) | (0x40 if password else 0)
+        props = (bytes([0x11]) + struct.pack(">I", 3600)) if self.durable else b""
+        var = _str("MQTT") + bytes([5, flags]) + struct.pack(">H", 30) + _varint(len(props)) + props
+        payload = _str("ucgw-test-sub-%s" % (topic if self.durable else id(self)))
         if username:
             payload += _str(username)
         if password:
@@ -52,11 +65,13 @@ class Subscriber:
             raise ConnectionError("subscriber: CONNACK refused (%r)" % data[:4])
         sub = struct.pack(">H", 1) + _varint(0) + _str(topic) + bytes([qos])
         self.sock.sendall(bytes([0x82]) + _varint(len(sub)) + sub)
-        kind, _ = self._packet()
-        assert kind == 9, "no SUBACK"
+        while True:  # a resumed session may deliver queued messages before the SUBACK
+            kind, data = self._packet()
+            if kind == 3:
+                self._publish(self._flags, data)
+            elif kind == 9:
+                break
         self.sock.settimeout(None)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
     def _recv(self, n):
         buf = b""
@@ -80,13 +95,23 @@ class Subscriber:
         return first >> 4, self._recv(length)
 
     def _run(self):
-        try:
-            while True:
-                kind, data = self._packet()
-                if kind == 3:
-                    self._publish(self._flags, data)
-        except (OSError, ConnectionError):
-            pass
+        while not self.closed:
+            try:
+                while True:
+                    kind, data = self._packet()
+                    if kind == 3:
+                        self._publish(self._flags, data)
+            except (OSError, ConnectionError, AssertionError):
+                pass
+            while self.durable and not self.closed:
+                time.sleep(0.1)
+                try:
+                    self._connect()
+                    break
+                except (OSError, ConnectionError, AssertionError):
+                    continue
+            if not self.durable:
+                return
 
     def _publish(self, flags, data):
         qos = (flags >> 1) & 3
@@ -148,6 +173,7 @@ class Subscriber:
         raise AssertionError("expected %d messages on %s, got %d" % (n, topic, len(self.received(topic))))
 
     def close(self):
+        self.closed = True
         try:
             self.sock.sendall(bytes([0xE0, 0]))
             self.sock.close()

@@ -1,0 +1,208 @@
+"""Fault tests: nothing accepted is ever lost.
+
+A steady load of metadata (MQTT, to a real mosquitto) and files (the test
+worker, which records each file's size and checksum) while workers are killed
+with kill -9 again and again, the supervisor is killed with kill -9 and started
+again, and the broker is stopped and brought back. At the end every accepted
+message and file has arrived, none corrupt; duplicates are counted. A second
+test fills a small file system under the spool: refusals are errors, not loss."""
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ctlclient import Ctl  # noqa: E402
+from mosquitto import Mosquitto  # noqa: E402
+from mqttsub import Subscriber  # noqa: E402
+from ucgwtest import GatewayTest, wait_for  # noqa: E402
+
+USERS = {"edge": "pw", "reader": "r"}
+
+
+def checksum(data):
+    s = 0
+    for b in data:
+        s = (s * 31 + b) & 0xFFFFFFFFFFFFFFFF
+    return s
+
+
+class Load(threading.Thread):
+    """Sends metadata and files until stopped; remembers what was accepted."""
+
+    def __init__(self, gw, files_dir, rate=150, files=True):
+        super().__init__(daemon=True)
+        self.files = files
+        self.gw, self.dir, self.rate = gw, files_dir, rate
+        self.accepted = {}        # id -> ("meta", payload bytes) or ("file", size, checksum)
+        self.refused = {}         # reason -> count
+        self.unanswered = 0       # requests cut off by a supervisor crash (never accepted)
+        self.stop_flag = False
+        self.n = 0
+
+    def one(self, ctl):
+        self.n += 1
+        if self.files and self.n % 10 == 0:
+            data = os.urandom(random.randint(1000, 200000))
+            path = os.path.join(self.dir, "img-%d.jpg" % self.n)
+            with open(path, "wb") as f:
+                f.write(data)
+            r = ctl.send_file(path, protocol="testworker")
+            os.remove(path)  # the caller may delete its copy once accepted
+            what = ("file", len(data), checksum(data))
+        else:
+            payload = json.dumps({"seq": self.n, "plate": "F%06d" % self.n, "pad": "x" * random.randint(0, 400)})
+            r = ctl.send(payload, protocol="mqtt")
+            what = ("meta", payload.encode())
+        if r["ok"]:
+            self.accepted[r["body"]["id"]] = what
+        else:
+            key = r.get("error", "?")
+            self.refused[key] = self.refused.get(key, 0) + 1
+
+    def run(self):
+        ctl = None
+        while not self.stop_flag:
+            try:
+                if ctl is None:
+                    ctl = Ctl(self.gw.sock)
+                self.one(ctl)
+                time.sleep(1.0 / self.rate)
+            except (OSError, ConnectionError):
+                if ctl is not None:
+                    self.unanswered += 1
+                    ctl.close()
+                ctl = None
+                time.sleep(0.05)
+
+
+class FaultTest(GatewayTest):
+    def setUp(self):
+        super().setUp()
+        self.mq = Mosquitto(self, users=USERS, persistence=True)
+        self.sub = Subscriber(self.mq.port, "lpr/test-cam-1/data", "reader", "r", durable=True)
+        self.record = os.path.join(self.tmp, "files.txt")
+        self.files = os.path.join(self.tmp, "camera")
+        os.makedirs(self.files)
+
+    def tearDown(self):
+        self.sub.close()
+        super().tearDown()
+
+    def config(self):
+        return {"gateway": {"restart_max_deaths": 1000, "restart_backoff_max_ms": 500, "job_timeout_ms": 5000},
+                "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 2000},
+                "mqtt": {"broker_url": self.mq.url(), "username": "edge", "password": "pw"},
+                "testworker": {"record": self.record}}
+
+    def arrived_files(self):
+        try:
+            with open(self.record) as f:
+                return [l.split() for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def check_everything_arrived(self, load, restarts):
+        meta = {i: w for i, w in load.accepted.items() if w[0] == "meta"}
+        files = {i: w for i, w in load.accepted.items() if w[0] == "file"}
+
+        def done():
+            got_meta = {m["props"].get("message-id") for m in self.sub.received()}
+            got_files = {r[0] for r in self.arrived_files()}
+            return set(meta) <= got_meta and set(files) <= got_files
+        try:
+            wait_for(done, timeout=120, step=0.25, what="every accepted message to arrive")
+        finally:
+            msgs = self.sub.received()
+            by_id = {}
+            for m in msgs:
+                by_id.setdefault(m["props"].get("message-id"), []).append(m["payload"])
+            recs = self.arrived_files()
+            fby = {}
+            for r in recs:
+                fby.setdefault(r[0], []).append((int(r[1]), int(r[2])))
+            lost = [i for i in meta if i not in by_id] + [i for i in files if i not in fby]
+            corrupt = [i for i in meta if i in by_id and any(p != meta[i][1] for p in by_id[i])]
+            corrupt += [i for i in files if i in fby and any(x != files[i][1:] for x in fby[i])]
+            dups = sum(len(v) - 1 for k, v in by_id.items() if k in meta) + \
+                sum(len(v) - 1 for k, v in fby.items() if k in files)
+            print("\nfigures: accepted %d (%d messages, %d files), delivered %d, lost %d, corrupt %d, "
+                  "duplicated %d, refused %s, cut off by a crash before acceptance %d, restarts survived %s"
+                  % (len(load.accepted), len(meta), len(files), len(load.accepted) - len(lost), len(lost),
+                     len(corrupt), dups, load.refused or 0, load.unanswered, restarts))
+            if lost:
+                seqs = sorted(json.loads(meta[i][1])["seq"] for i in lost if i in meta)
+                print("lost message seqs: %s ... (%d files)" % (seqs[:60], len([i for i in lost if i in files])))
+                for gw in self.gateways:
+                    print(gw.ctl("status")[1][:600])
+        self.assertEqual(lost, [])
+        self.assertEqual(corrupt, [])
+
+    def test_kills_and_outages_lose_nothing(self):
+        gw = self.gateway(self.config())
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
+        load = Load(gw, self.files)
+        load.start()
+        restarts = {"worker kill -9": 0, "supervisor kill -9": 0, "broker restarts": 0}
+        rnd = random.Random(11)
+        try:
+            for step in range(14):
+                time.sleep(0.7)
+                if step in (4, 10):
+                    gw.proc.send_signal(signal.SIGKILL)
+                    gw.proc.wait()
+                    gw.log.close()
+                    time.sleep(0.3)
+                    gw.start()
+                    restarts["supervisor kill -9"] += 1
+                elif step == 7:
+                    self.mq.stop()
+                    time.sleep(2)
+                    self.mq.start()
+                    restarts["broker restarts"] += 1
+                else:
+                    name = rnd.choice(["mqtt", "testworker"])
+                    pid = gw.workers()[name]["pid"]
+                    if pid:
+                        os.kill(pid, signal.SIGKILL)
+                        restarts["worker kill -9"] += 1
+        finally:
+            load.stop_flag = True
+            load.join(30)
+        self.assertGreater(len(load.accepted), 300)
+        self.check_everything_arrived(load, restarts)
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=30, what="spool empty")
+
+    @unittest.skipUnless(os.getuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
+    def test_full_file_system_refuses_instead_of_losing(self):
+        spool = os.path.join(self.tmp, "small")
+        os.makedirs(spool)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", spool], capture_output=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", spool])
+        cfg = self.config()
+        cfg["spool"]["dir"] = spool
+        self.mq.stop()  # nothing drains: the spool fills
+        gw = self.gateway(cfg)
+        load = Load(gw, self.files, rate=2000, files=False)
+        load.start()
+        wait_for(lambda: sum(load.refused.values()) > 20, timeout=60, what="refusals")
+        load.stop_flag = True
+        load.join(30)
+        reasons = " | ".join(load.refused)
+        print("\nrefusals: %s" % load.refused)
+        self.assertTrue("No space left on device" in reasons, reasons)
+        self.mq.start()
+        self.check_everything_arrived(load, {"spool full refusals": sum(load.refused.values())})
+
+
+if __name__ == "__main__":
+    unittest.main()
