@@ -1,0 +1,106 @@
+"""Fallback at the supervisor with a real broker: a broker that is down sends
+messages along the chain; a worker killed with jobs in flight has each of them
+delivered once elsewhere; trace shows the route; stats count the fallbacks."""
+import json
+import os
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from mosquitto import Mosquitto  # noqa: E402
+from mqttsub import Subscriber  # noqa: E402
+from ucgwtest import GatewayTest, wait_for  # noqa: E402
+
+USERS = {"edge": "pw", "reader": "r"}
+
+
+class FallbackTest(GatewayTest):
+    def setUp(self):
+        super().setUp()
+        self.record = os.path.join(self.tmp, "delivered.txt")
+
+    def delivered(self):
+        try:
+            with open(self.record) as f:
+                return [l.split()[0] for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def cfg(self, mq, **tw):
+        t = {"record": self.record}
+        t.update(tw)
+        return {"mqtt": {"broker_url": mq.url(), "username": "edge", "password": "pw"},
+                "testworker": t,
+                "fallback": {"chains": {"mqtt": ["testworker"], "testworker": ["mqtt"]}},
+                "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}}
+
+    def test_broker_down_goes_along_the_chain(self):
+        mq = Mosquitto(self, users=USERS)
+        gw = self.gateway(self.cfg(mq))
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
+        mq.stop()
+        wait_for(lambda: not gw.workers()["mqtt"]["connected"], what="mqtt down")
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "mqtt", "--wait", '{"plate":"FB1"}')
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        self.assertEqual(o["protocol"], "testworker")
+        self.assertIn(o["id"], self.delivered())
+        stats = gw.ctl_json("stats")
+        self.assertGreaterEqual(stats["mqtt"]["fallback_out"], 1)
+        self.assertGreaterEqual(stats["testworker"]["fallback_in"], 1)
+
+    def test_trace_shows_the_route(self):
+        mq = Mosquitto(self, users=USERS)
+        gw = self.gateway(self.cfg(mq, delay_ms=2000))
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
+        mq.stop()
+        wait_for(lambda: not gw.workers()["mqtt"]["connected"], what="mqtt down")
+        rc, out, err = gw.ctl("send", "--protocol", "mqtt", '{"plate":"TR"}')
+        mid = out.strip()
+        tr = wait_for(lambda: (lambda t: t if len(t["route"]) >= 2 else None)(gw.ctl_json("trace", mid)),
+                      what="two hops")
+        self.assertEqual(tr["route"][0]["protocol"], "mqtt")
+        self.assertEqual(tr["route"][0]["result"], "retry")
+        self.assertIn("unreachable", tr["route"][0]["error"])
+        self.assertEqual(tr["route"][1]["protocol"], "testworker")
+        rc, out, err = gw.ctl("trace", mid)
+        self.assertIn("1. mqtt", out)
+        self.assertIn("2. testworker", out)
+
+    def test_worker_killed_with_jobs_in_flight_each_delivered_once(self):
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/test-cam-1/data", "reader", "r")
+        gw = self.gateway(self.cfg(mq, delay_ms=3000))
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
+        ids = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(20)]
+        time.sleep(0.5)
+        self.assertEqual(gw.workers()["testworker"]["inflight"], 20)
+        os.kill(gw.workers()["testworker"]["pid"], signal.SIGKILL)
+        got = sub.wait(20)
+        seen = [m["props"]["message-id"] for m in got]
+        self.assertEqual(sorted(seen), sorted(ids))
+        time.sleep(4)  # the restarted test worker must not deliver them again
+        self.assertEqual([i for i in self.delivered() if i in ids], [])
+        self.assertEqual(gw.ctl_json("stats")["testworker"]["fallback_out"], 20)
+
+    def test_every_path_down_then_one_returns(self):
+        mq = Mosquitto(self, users=USERS)
+        gw = self.gateway(self.cfg(mq))
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
+        gw.ctl("pause", "testworker")
+        mq.stop()
+        wait_for(lambda: not gw.workers()["mqtt"]["connected"], what="mqtt down")
+        ids = [gw.ctl("send", "--protocol", "mqtt", '{"n":%d}' % i)[1].strip() for i in range(10)]
+        wait_for(lambda: len([m for m in gw.ctl_json("queue") if m["state"] == "waiting"]) == 10, what="all waiting")
+        sub_started = time.monotonic()
+        mq.start()
+        sub = Subscriber(mq.port, "lpr/test-cam-1/data", "reader", "r")
+        got = sub.wait(10, timeout=30)
+        self.assertEqual(sorted(m["props"]["message-id"] for m in got), sorted(ids))
+        print("\nwaiting messages went out %.1f s after the broker returned" % (time.monotonic() - sub_started))
+
+
+if __name__ == "__main__":
+    unittest.main()
