@@ -146,6 +146,7 @@ static bool transport_down(CURLcode rc)
 }
 
 static void start_probe(void);
+static void set_tls(CURL *e);
 
 static void finish(struct req *r, CURLcode rc)
 {
@@ -223,6 +224,7 @@ static void start_probe(void)
 	curl_easy_setopt(H.probe, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(H.probe, CURLOPT_FRESH_CONNECT, 1L);
 	curl_easy_setopt(H.probe, CURLOPT_FORBID_REUSE, 1L);
+	set_tls(H.probe);
 	curl_multi_add_handle(H.multi, H.probe);
 }
 
@@ -291,6 +293,7 @@ static void rest_submit(struct job *j)
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(e, CURLOPT_VERBOSE, getenv("UCGW_CURL_VERBOSE") ? 1L : 0L);
 	/* A 100-continue round trip per request would halve the rate. */
 	set_tls(e);
 	curl_multi_add_handle(H.multi, e);

@@ -332,8 +332,9 @@ class AuthTest(GatewayTest):
         rc, out, err = self.ctl(gw, "--api-key-file", world, "status")
         self.assertEqual(rc, 2)
         self.assertIn("readable or writable by group or others", err)
+        self.assert_refused(gw, "credential longer than 8192 bytes", UCGW_API_KEY="k" * 20000)
         lines = self.audit_lines()
-        self.assertEqual(len(lines), 6, lines)
+        self.assertEqual(len(lines), 7, lines)
         self.assertIn('credential=none reason="missing credentials', lines[0])
         for l in lines:
             self.assertRegex(l, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ucgwd auth refused: uid=%d gid=\d+ pid=\d+ "

@@ -266,6 +266,8 @@ static int lpr_record(struct lws *wsi, struct pss *s)
 
 static void reset_pss(struct pss *s)
 {
+	if (!s)
+		return;
 	free(s->body);
 	free(s->resp);
 	s->body = s->resp = NULL;
@@ -275,6 +277,8 @@ static void reset_pss(struct pss *s)
 static int http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
 	struct pss *s = user;
+	if (!s && reason != LWS_CALLBACK_CLOSED_HTTP)
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
 		reset_pss(s);
@@ -389,6 +393,8 @@ static int ws_message(struct lws *wsi, struct pss *s)
 static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
 	struct pss *s = user;
+	if (!s)
+		return 0;
 	switch (reason) {
 	case LWS_CALLBACK_ESTABLISHED:
 		memset(s, 0, sizeof *s);

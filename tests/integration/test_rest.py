@@ -1,0 +1,115 @@
+"""ucgw-rest against lpr-peer: bytes, Idempotency-Key, headers, each failure
+class and its error text, a server that goes away and returns, TLS, volume."""
+import json
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from lprpeer import LprPeer  # noqa: E402
+from mosquitto import make_ca  # noqa: E402
+from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+
+
+class RestTest(GatewayTest):
+    def gw_for(self, peer, **rest):
+        r = {"base_url": peer.http_url(), "timeout": 2}
+        r.update(rest)
+        return self.gateway({"rest": r, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+
+    def up(self, gw, yes=True):
+        wait_for(lambda: gw.workers()["rest"]["connected"] == yes, what="rest connected=%s" % yes)
+
+    def test_bytes_headers_and_id(self):
+        peer = LprPeer(self)
+        gw = self.gw_for(peer, headers={"X-Camera": "gate-2"}, api_key="k-123", auth_header="Authorization: Bearer t0k")
+        self.up(gw)
+        body = '{"plate":"ABC123","confidence":0.97}'
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "rest", "--wait", body)
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        rec = peer.records("http")[0]
+        self.assertEqual(rec["body"], body)
+        self.assertEqual(rec["id"], o["id"])
+        self.assertEqual(rec["path"], "/api/lpr/data")
+        self.assertEqual(rec["ct"], "application/json")
+        self.assertTrue(rec["ua"].startswith("ucgw/"))
+        self.assertEqual(rec["auth"], "Bearer t0k")
+        self.assertEqual(rec["xapikey"], "k-123")
+        rc, out, err = gw.ctl("send", "--protocol", "rest", "--endpoint", "/api/other", "--wait", "{}")
+        self.assertEqual(peer.records("http")[-1]["path"], "/api/other")
+
+    def test_400_is_permanent_with_the_servers_reason(self):
+        peer = LprPeer(self)
+        gw = self.gw_for(peer)
+        self.up(gw)
+        peer.mode("400")
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "rest", "--wait", '{"plate":""}')
+        self.assertEqual(rc, 1)
+        o = json.loads(out)
+        self.assertEqual(o["status"], "failed")
+        self.assertIn("HTTP 400", o["error"])
+        self.assertIn("bad record: plate missing", o["error"])
+        self.assertEqual(len(gw.ctl_json("queue", "dead")), 1)
+        peer.mode("401")
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "rest", "--wait", '{"plate":"x"}')
+        self.assertIn("HTTP 401", json.loads(out)["error"])
+
+    def test_retry_classes_then_delivered(self):
+        peer = LprPeer(self)
+        gw = self.gw_for(peer)
+        self.up(gw)
+        for mode, words in (("503x2", "HTTP 503"), ("429x1", "HTTP 429"), ("dropx1", "Server returned nothing"),
+                            ("stallx1", "Timeout")):
+            peer.mode(mode)
+            rc, out, err = gw.ctl("--json", "send", "--protocol", "rest", "--wait", '{"mode":"%s"}' % mode)
+            self.assertEqual(rc, 0, err + out)
+            o = json.loads(out)
+            self.assertEqual(o["status"], "ok")
+            if mode.startswith("drop"):
+                continue  # libcurl itself retries a request whose kept-alive connection died
+            self.assertGreaterEqual(o["attempts"], 2, o)
+            self.assertIn(words, o["route"][0]["error"], o)
+        oks = {r["id"] for r in peer.records("http") if r["status"] == 200}
+        self.assertEqual(len(oks), 4)
+
+    def test_server_down_and_back(self):
+        peer = LprPeer(self)
+        gw = self.gw_for(peer)
+        self.up(gw)
+        port = peer.port
+        peer.stop()
+        ids = [gw.ctl("send", "--protocol", "rest", '{"n":%d}' % i)[1].strip() for i in range(20)]
+        self.up(gw, False)
+        time.sleep(0.5)
+        peer2 = LprPeer(self, port=port, name="peer2")
+        wait_for(lambda: {r["id"] for r in peer2.records("http")} >= set(ids), timeout=30, what="all 20")
+
+    def test_tls_trusted_and_untrusted(self):
+        ca, cert, key = make_ca(self.tmp)
+        peer = LprPeer(self, tls=(cert, key))
+        gw = self.gw_for(peer, ca_file=ca)
+        self.up(gw)
+        rc, out, err = gw.ctl("send", "--protocol", "rest", "--wait", '{"tls":1}')
+        self.assertEqual(rc, 0, err)
+        gw2 = self.gateway({"rest": {"base_url": peer.http_url()}}, name="untrusted")
+        w = wait_for(lambda: (lambda w: w if "certificate" in w["health"].lower() or "SSL" in w["health"] else None)(
+            gw2.workers()["rest"]), what="TLS refusal")
+        self.assertFalse(w["connected"])
+
+    def test_thousand_messages(self):
+        peer = LprPeer(self)
+        gw = self.gw_for(peer)
+        self.up(gw)
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "1000", "-w", "200", "-p", "rest",
+                            "--wait"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        ids = [x["id"] for x in peer.records("http")]
+        self.assertEqual(len(set(ids)), 1000)
+        print("\n1000 messages over REST: %d duplicates; %s" % (len(ids) - len(set(ids)), r.stdout.strip()))
+
+
+if __name__ == "__main__":
+    unittest.main()
