@@ -1,0 +1,139 @@
+"""ucgw-sftp against a real OpenSSH sshd: files arrive byte-identical, never
+half under their final name, resume after a cut, only to a trusted host key."""
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from sshd import Sshd  # noqa: E402
+from ucgwtest import GatewayTest, wait_for  # noqa: E402
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class SftpTest(GatewayTest):
+    def gw_for(self, sshd, **extra):
+        s = {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
+             "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 10}
+        s.update(extra)
+        return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+
+    def make(self, name, size):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+        return path
+
+    def test_small_and_large_files_identical(self):
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        for name, size in (("plate-small.jpg", 100 * 1024), ("plate-large.bin", 50 * 1024 * 1024)):
+            p = self.make(name, size)
+            rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)
+            self.assertEqual(rc, 0, err + out)
+            self.assertEqual(json.loads(out)["protocol"], "sftp")
+            self.assertEqual(sha(os.path.join(sshd.remote, name)), sha(p))
+        self.assertEqual([f for f in os.listdir(sshd.remote) if "ucgw-part" in f], [])
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", "--remote-name", "renamed.jpg", "--wait",
+                              self.make("x.jpg", 1000))
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(os.path.exists(os.path.join(sshd.remote, "renamed.jpg")))
+
+    def test_final_name_only_when_complete(self):
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd, buffer_bytes=65536)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        p = self.make("big.bin", 80 * 1024 * 1024)
+        final = os.path.join(sshd.remote, "big.bin")
+        seen_partial = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                if os.path.exists(final) and os.path.getsize(final) != 80 * 1024 * 1024:
+                    seen_partial.append(os.path.getsize(final))
+        t = threading.Thread(target=watch)
+        t.start()
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", "--wait", p)
+        stop.set()
+        t.join()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(seen_partial, [])
+        self.assertEqual(sha(final), sha(p))
+
+    def test_cut_transfer_resumes(self):
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd, buffer_bytes=32768)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        p = self.make("cut.bin", 100 * 1024 * 1024)
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", p)
+        part = os.path.join(sshd.remote, ".cut.bin.ucgw-part")
+        wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 5 * 1024 * 1024, timeout=30,
+                 step=0.01, what="part file growing")
+        for pid in sshd.session_processes():
+            os.kill(pid, signal.SIGKILL)
+        final = os.path.join(sshd.remote, "cut.bin")
+        wait_for(lambda: os.path.exists(final), timeout=60, what="file completed after the cut")
+        self.assertEqual(sha(final), sha(p))
+        tr = gw.ctl_json("stats")["sftp"]
+        self.assertEqual(tr["success"], 1)
+
+    def test_unknown_host_key_refused(self):
+        sshd = Sshd(self)
+        other = os.path.join(self.tmp, "other_known_hosts")
+        os.system("ssh-keygen -q -N '' -t ed25519 -f %s/otherkey" % self.tmp)
+        with open(os.path.join(self.tmp, "otherkey.pub")) as f:
+            pub = " ".join(f.read().split()[:2])
+        with open(other, "w") as f:
+            f.write("[127.0.0.1]:%d %s\n" % (sshd.port, pub))
+        gw = self.gw_for(sshd, known_hosts=other)
+        w = wait_for(lambda: (lambda w: w if "host key" in w["health"] else None)(gw.workers()["sftp"]),
+                     what="host key refusal")
+        self.assertIn("CHANGED host key", w["health"])
+        self.assertIn(sshd.fingerprint, w["health"])
+        gw.ctl("send-file", "--protocol", "sftp", self.make("secret.jpg", 1000))
+        time.sleep(1.5)
+        self.assertEqual(os.listdir(sshd.remote), [])
+        q = gw.ctl_json("queue")
+        self.assertIn("refusing to upload", q[0]["last_error"])
+        # a pinned fingerprint works instead of known_hosts
+        gw2 = self.gw_for(sshd, known_hosts="/nonexistent", host_key_fingerprint=sshd.fingerprint)
+        wait_for(lambda: gw2.workers()["sftp"]["connected"], what="pinned key accepted")
+
+    def test_missing_file_and_unreadable(self):
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", os.path.join(self.tmp, "nope.jpg"))
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot open", err)
+        self.assertIn("No such file or directory", err)
+
+    def test_hundred_small_files_one_session(self):
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        paths = [self.make("s%03d.jpg" % i, 10240) for i in range(100)]
+        t0 = time.monotonic()
+        for p in paths:
+            self.assertEqual(gw.ctl("send-file", "--protocol", "sftp", p)[0], 0)
+        wait_for(lambda: len([f for f in os.listdir(sshd.remote) if f.endswith(".jpg")]) == 100, timeout=60,
+                 what="100 files")
+        print("\n100 files of 10 KiB over SFTP in %.2f s" % (time.monotonic() - t0))
+        for p in paths[:5]:
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,68 @@
+"""A real OpenSSH sshd on a free loopback port, in the test's directory, with a
+host key and a user key generated for the test, and a known_hosts for clients."""
+import getpass
+import os
+import socket
+import subprocess
+
+from ucgwtest import free_port, wait_for
+
+
+class Sshd:
+    def __init__(self, test, port=None):
+        self.test = test
+        self.dir = os.path.join(test.tmp, "sshd")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.user = getpass.getuser()
+        self.host_key = os.path.join(self.dir, "host_ed25519")
+        # libssh2 1.10 signs RSA with SHA-1 only, which OpenSSH 9 refuses: an ECDSA user key.
+        self.user_key = os.path.join(self.dir, "user_ecdsa")
+        self.remote = os.path.join(test.tmp, "remote", "lpr_images")
+        for args in (["-t", "ed25519", "-f", self.host_key], ["-t", "ecdsa", "-b", "256", "-m", "PEM", "-f", self.user_key]):
+            subprocess.run(["ssh-keygen", "-q", "-N", "", *args], check=True)
+        self.authorized = os.path.join(self.dir, "authorized_keys")
+        with open(self.user_key + ".pub") as src, open(self.authorized, "w") as dst:
+            dst.write(src.read())
+        os.chmod(self.authorized, 0o600)
+        self.known_hosts = os.path.join(self.dir, "known_hosts")
+        with open(self.host_key + ".pub") as f:
+            pub = " ".join(f.read().split()[:2])
+        with open(self.known_hosts, "w") as f:
+            f.write("[127.0.0.1]:%d %s\n" % (self.port, pub))
+        self.fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", self.host_key + ".pub"],
+                                          capture_output=True, text=True, check=True).stdout.split()[1]
+        self.config = os.path.join(self.dir, "sshd_config")
+        with open(self.config, "w") as f:
+            f.write("\n".join([
+                "Port %d" % self.port, "ListenAddress 127.0.0.1", "HostKey " + self.host_key,
+                "AuthorizedKeysFile " + self.authorized, "PidFile " + os.path.join(self.dir, "sshd.pid"),
+                "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+                "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "LogLevel ERROR",
+                "MaxStartups 100:30:200", "MaxSessions 50", ""]))
+        os.makedirs("/run/sshd", exist_ok=True)
+        os.makedirs(self.remote, exist_ok=True)
+        self.start()
+
+    def start(self):
+        log = open(os.path.join(self.dir, "sshd.log"), "ab")
+        self.proc = self.test.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", self.config], stdout=log, stderr=log)
+        log.close()
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, timeout=10, what="sshd on %d" % self.port)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def session_processes(self):
+        """pids of sshd's per-connection children."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
