@@ -27,7 +27,7 @@ def config():
         "websocket": {"server_url": "ws://127.0.0.1:9/"},
         "rest": {"base_url": "http://127.0.0.1:9"},
         "mqtt": {"broker_url": "127.0.0.1:9"},
-        "sftp": {"host": "127.0.0.1", "port": 9, "username": "u", "host_key_fingerprint": "SHA256:x"},
+        "sftp": {"host": "127.0.0.1", "port": 9, "username": "u", "password": "x", "host_key_fingerprint": "SHA256:x"},
         "rsync": {"remote_host": "127.0.0.1", "remote_user": "u", "options": ["-a"]},
     }
 

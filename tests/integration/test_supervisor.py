@@ -26,7 +26,8 @@ def base_config(**test):
         "websocket": {"server_url": "ws://127.0.0.1:9/"},
         "rest": {"base_url": "http://127.0.0.1:9"},
         "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "t"},
-        "sftp": {"host": "127.0.0.1", "username": "u", "port": 9},
+        "sftp": {"host": "127.0.0.1", "username": "u", "port": 9, "password": "x",
+                 "host_key_fingerprint": "SHA256:none"},
         "rsync": {"remote_host": "127.0.0.1", "remote_user": "u", "options": ["-a"]},
         "testworker": tw,
     }
