@@ -35,6 +35,8 @@
 #include "supervisor/control.h"
 #include "supervisor/sup.h"
 
+#define AUTH_MAX_LEN JWT_MAX_LEN /* no API key or token is longer */
+
 /* The security section as auth needs it, rebuilt when the configuration changes. */
 static struct {
 	bool loaded;
@@ -225,7 +227,7 @@ static bool api_key_matches(const char *key, size_t len)
 static bool looks_like_jwt(const char *s)
 {
 	int dots = 0;
-	for (const char *p = s; *p; p++)
+	for (const char *p = s; *p && p - s <= AUTH_MAX_LEN; p++)
 		dots += *p == '.';
 	return dots == 2 || (dots && strncmp(s, "eyJ", 3) == 0);
 }
@@ -239,7 +241,11 @@ static int check_credential(const char *auth, const char **kind, char *why, size
 				      "(ucgwctl --api-key-file, UCGW_API_KEY or UCGW_JWT)");
 		return -1;
 	}
-	size_t len = strlen(auth);
+	size_t len = strnlen(auth, AUTH_MAX_LEN + 1);
+	if (len > AUTH_MAX_LEN) { /* refused unread: hashing megabytes per request would slow the daemon */
+		snprintf(why, whylen, "credential longer than %d bytes", AUTH_MAX_LEN);
+		return -1;
+	}
 	bool jwt = looks_like_jwt(auth);
 	*kind = jwt ? "jwt" : "api-key";
 	if (api_key_matches(auth, len))

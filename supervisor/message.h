@@ -53,6 +53,7 @@ struct smsg {
 	uint64_t next_try_ms;     /* SM_WAITING: monotonic ms */
 	uint64_t backoff_ms;
 	uint64_t job_seq, job_gen, job_start_ms; /* SM_INFLIGHT */
+	uint64_t progress_ms;     /* last progress report: a long transfer is not a stuck one */
 	char worker[16];          /* SM_INFLIGHT: the worker holding it */
 	bool permfail[8];         /* per protocol index: said permfail this round */
 	struct hop route[MAX_ROUTE];

@@ -442,7 +442,7 @@ void router_worker_progress(struct proc *p, const struct msg *pm)
 	if (!m)
 		return;
 	m->done_bytes = pm->done;
-	m->job_start_ms = now_ms(); /* progress keeps a long transfer from timing out */
+	m->progress_ms = now_ms(); /* progress keeps a long transfer from timing out */
 	stats_progress(rp, pm->done);
 	for (unsigned i = 0; i < m->nwaiters; i++) {
 		struct body b;
@@ -562,7 +562,8 @@ static void sweep_timeouts(void)
 		struct smsg *m = rp->inflight.head;
 		while (m) {
 			struct smsg *next = m->qnext;
-			if (now - m->job_start_ms > limit)
+			uint64_t last = m->progress_ms > m->job_start_ms ? m->progress_ms : m->job_start_ms;
+			if (now - last > limit)
 				job_finished(rp, p, m, JOB_RETRY, "no answer within gateway.job_timeout_ms", 0);
 			m = next;
 		}
