@@ -35,12 +35,18 @@ static struct {
 	size_t nidle, capidle;
 	CURL *probe;
 	bool probing;
+	/* Jobs beyond a few per connection wait here rather than in libcurl,
+	 * whose handling of many pending transfers costs more per request. */
+	struct job **waiting;
+	size_t nwaiting, capwaiting, head;
+	long active, max_active;
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
 } H;
 
 /* ---- libcurl <-> libuv ---- */
 
 static void check_done(void);
+static void start_waiting(void);
 
 static void on_poll(uv_poll_t *p, int status, int events)
 {
@@ -205,7 +211,9 @@ static void check_done(void)
 			continue;
 		finish(r, rc);
 		release(r);
+		H.active--;
 	}
+	start_waiting();
 }
 
 /* ---- the reachability probe: a connect, no request ---- */
@@ -266,8 +274,38 @@ static void set_tls(CURL *e)
 	}
 }
 
+static void start_request(struct job *j);
+
 static void rest_submit(struct job *j)
 {
+	if (H.active >= H.max_active) {
+		if (H.nwaiting == H.capwaiting) {
+			/* compact, then grow */
+			memmove(H.waiting, H.waiting + H.head, (H.nwaiting - H.head) * sizeof *H.waiting);
+			H.nwaiting -= H.head;
+			H.head = 0;
+			if (H.nwaiting == H.capwaiting) {
+				H.capwaiting = H.capwaiting ? H.capwaiting * 2 : 256;
+				H.waiting = xrealloc(H.waiting, H.capwaiting * sizeof *H.waiting);
+			}
+		}
+		H.waiting[H.nwaiting++] = j;
+		return;
+	}
+	start_request(j);
+}
+
+static void start_waiting(void)
+{
+	while (H.active < H.max_active && H.head < H.nwaiting)
+		start_request(H.waiting[H.head++]);
+	if (H.head == H.nwaiting)
+		H.head = H.nwaiting = 0;
+}
+
+static void start_request(struct job *j)
+{
+	H.active++;
 	struct req *r = xcalloc(1, sizeof *r);
 	r->job = j;
 	r->easy = take_easy();
@@ -340,6 +378,7 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		log_warnx("rest.insecure is true: the server's certificate is NOT verified");
 	H.multi = curl_multi_init();
 	long conns = (long)cfg_int(cfg, "connections");
+	H.max_active = conns * 2;
 	curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
