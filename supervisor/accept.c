@@ -152,7 +152,9 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 	memcpy(t->id, m->id, sizeof t->id);
 	if (ca->wait)
 		m->waiters[m->nwaiters++] = (struct waiter){ c->cid, req->seq, true };
-	if (payload) {
+	/* Keep the bytes at hand only while the backlog is small: a long outage
+	 * must not fill memory; the router reads them back from the spool. */
+	if (payload && R.bytes + len <= PAYLOAD_MEMORY_BUDGET) {
 		m->payload = xmalloc(len + 1);
 		memcpy(m->payload, payload, len);
 		m->payload[len] = '\0';

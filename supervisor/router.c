@@ -335,6 +335,10 @@ static void wait_round(struct smsg *m, uint64_t retry_after_ms)
 	if (delay < retry_after_ms)
 		delay = retry_after_ms;
 	unlist(m);
+	if (m->kind == JOB_META && R.bytes > PAYLOAD_MEMORY_BUDGET) { /* read back when its turn comes */
+		free(m->payload);
+		m->payload = NULL;
+	}
 	m->state = SM_WAITING;
 	m->next_try_ms = now_ms() + delay;
 	m->retries++;

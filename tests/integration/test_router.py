@@ -121,6 +121,29 @@ class RouterTest(GatewayTest):
         stats = gw.ctl_json("stats")["testworker"]
         self.assertEqual((stats["success"], stats["queued"], stats["inflight"]), (10000, 0, 0))
 
+    def test_backlog_is_read_back_from_the_spool(self):
+        c = cfg(self.tmp)
+        c["gateway"]["max_message_bytes"] = 200000
+        gw = self.gateway(c)
+        gw.ctl("pause", "testworker")
+        sums = {}
+        for i in range(250):  # 25 MB: more than the router keeps in memory
+            body = '{"n":%d,"pad":"%s"}' % (i, chr(97 + i % 26) * 100000)
+            rc, out, err = gw.ctl("send", "--protocol", "testworker", body)
+            self.assertEqual(rc, 0, err)
+            s = 0
+            for b in body.encode():
+                s = (s * 31 + b) & 0xFFFFFFFFFFFFFFFF
+            sums[out.strip()] = (len(body), s)
+        with open("/proc/%d/status" % gw.proc.pid) as f:
+            rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS")][0]
+        gw.ctl("resume", "testworker")
+        wait_for(lambda: len(delivered(self.tmp)) >= 250, timeout=60, what="backlog delivered")
+        for rec in delivered(self.tmp):
+            self.assertEqual((int(rec[1]), int(rec[2])), sums[rec[0]])
+        print("\nsupervisor RSS with a 25 MB backlog: %d MB" % (rss // 1024))
+        self.assertLess(rss, 80 * 1024)
+
     def test_pause_and_resume(self):
         gw = self.gateway(cfg(self.tmp))
         self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
