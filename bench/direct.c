@@ -3,9 +3,11 @@
  *
  *   bench-direct mqtt HOST PORT USER PASS N WINDOW   QoS 1 publishes until every PUBACK
  *   bench-direct rest URL N CONNECTIONS              POSTs over a keep-alive pool
+ *   bench-direct ws HOST PORT N WINDOW               envelopes until every ack (libwebsockets)
  *
  * Prints one line of JSON: {"messages": N, "seconds": S, "rate": R}. */
 #include <curl/curl.h>
+#include <libwebsockets.h>
 #include <mosquitto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,12 +104,85 @@ static int bench_rest(char **a)
 	return 0;
 }
 
+static struct {
+	long n, window, sent, acked;
+	bool done, failed;
+} WS;
+
+static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		lws_callback_on_writable(wsi);
+		break;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		while (WS.sent < WS.n && WS.sent - WS.acked < WS.window && !lws_send_pipe_choked(wsi)) {
+			unsigned char buf[LWS_PRE + 300];
+			int n = snprintf((char *)buf + LWS_PRE, 300, "{\"id\":\"m%ld\",\"data\":{\"pad\":\"%0200d\"}}", WS.sent, 0);
+			if (lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_TEXT) < n)
+				return -1;
+			WS.sent++;
+		}
+		break;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		if (++WS.acked == WS.n)
+			WS.done = true;
+		else if (WS.sent < WS.n)
+			lws_callback_on_writable(wsi);
+		break;
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		fprintf(stderr, "bench-direct: %s\n", in ? (const char *)in : "connection failed");
+		WS.failed = WS.done = true;
+		break;
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		WS.failed = WS.done = !WS.done || WS.failed;
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static int bench_ws(char **a)
+{
+	static const struct lws_protocols protos[] = { { "bench", ws_cb, 0, 65536, 0, NULL, 0 }, { NULL, NULL, 0, 0, 0, NULL, 0 } };
+	WS.n = atol(a[2]);
+	WS.window = atol(a[3]);
+	lws_set_log_level(LLL_ERR, NULL);
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof info);
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protos;
+	struct lws_context *ctx = lws_create_context(&info);
+	struct lws_client_connect_info ci;
+	memset(&ci, 0, sizeof ci);
+	ci.context = ctx;
+	ci.address = a[0];
+	ci.port = atoi(a[1]);
+	ci.path = "/lpr";
+	ci.host = a[0];
+	ci.origin = a[0];
+	ci.local_protocol_name = "bench";
+	double t0 = now_s();
+	lws_client_connect_via_info(&ci);
+	while (!WS.done && lws_service(ctx, 0) >= 0) {
+	}
+	double dt = now_s() - t0;
+	lws_context_destroy(ctx);
+	if (WS.failed)
+		return 1;
+	printf("{\"messages\": %ld, \"seconds\": %.3f, \"rate\": %.0f}\n", WS.n, dt, (double)WS.n / dt);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 6 && strcmp(argv[1], "ws") == 0)
+		return bench_ws(argv + 2);
 	if (argc == 8 && strcmp(argv[1], "mqtt") == 0)
 		return bench_mqtt(argv + 2);
 	if (argc == 5 && strcmp(argv[1], "rest") == 0)
 		return bench_rest(argv + 2);
-	fprintf(stderr, "usage: bench-direct mqtt HOST PORT USER PASS N WINDOW | rest URL N CONNECTIONS\n");
+	fprintf(stderr, "usage: bench-direct mqtt HOST PORT USER PASS N WINDOW | rest URL N CONNECTIONS | ws HOST PORT N WINDOW\n");
 	return 2;
 }

@@ -25,7 +25,7 @@ static struct {
 	uint64_t ack_timeout_ms, reconnect_ms, backoff_ms;
 	unsigned failures, fail_limit;
 	struct wjob *queue, *queue_tail;   /* waiting to be written */
-	struct wjob *unacked;              /* written, waiting for their ack */
+	struct wjob *unacked, *unacked_tail; /* written, waiting for their ack, oldest first */
 	char *rx;                          /* a message being reassembled */
 	size_t rxlen;
 	uv_timer_t reconnect, sweep;
@@ -52,7 +52,7 @@ static void went_down(const char *why)
 	W.connected = false;
 	W.wsi = NULL;
 	snprintf(W.why, sizeof W.why, "%s", why);
-	W.queue_tail = NULL;
+	W.queue_tail = W.unacked_tail = NULL;
 	fail_all(&W.queue, W.why);
 	fail_all(&W.unacked, W.why);
 	if (was)
@@ -94,12 +94,18 @@ static bool json_field(const char *msg, const char *key, char *out, size_t len)
 	return true;
 }
 
+/* Acks come back in order, so the one wanted is nearly always the oldest. */
 static struct wjob *take_unacked(const char *id)
 {
-	for (struct wjob **pp = &W.unacked; *pp; pp = &(*pp)->next)
-		if (strcmp((*pp)->job->id, id) == 0) {
-			struct wjob *w = *pp;
-			*pp = w->next;
+	struct wjob *prev = NULL;
+	for (struct wjob *w = W.unacked; w; prev = w, w = w->next)
+		if (strcmp(w->job->id, id) == 0) {
+			if (prev)
+				prev->next = w->next;
+			else
+				W.unacked = w->next;
+			if (W.unacked_tail == w)
+				W.unacked_tail = prev;
 			return w;
 		}
 	return NULL;
@@ -176,8 +182,12 @@ static void write_some(struct lws *wsi)
 			continue;
 		}
 		w->sent_ms = now_ms();
-		w->next = W.unacked;
-		W.unacked = w;
+		w->next = NULL;
+		if (W.unacked_tail)
+			W.unacked_tail->next = w;
+		else
+			W.unacked = w;
+		W.unacked_tail = w;
 	}
 	if (W.queue)
 		lws_callback_on_writable(wsi);
@@ -277,9 +287,11 @@ static void schedule_reconnect(void)
 static void sweep(uv_timer_t *t)
 {
 	uint64_t now = now_ms();
+	W.unacked_tail = NULL;
 	for (struct wjob **pp = &W.unacked; *pp;) {
 		struct wjob *w = *pp;
 		if (now - w->sent_ms < W.ack_timeout_ms) {
+			W.unacked_tail = w;
 			pp = &w->next;
 			continue;
 		}
@@ -370,7 +382,7 @@ static void ws_shutdown(void)
 	W.stopping = true;
 	uv_timer_stop(&W.reconnect);
 	uv_timer_stop(&W.sweep);
-	W.queue_tail = NULL;
+	W.queue_tail = W.unacked_tail = NULL;
 	fail_all(&W.queue, "worker is shutting down");
 	fail_all(&W.unacked, "worker is shutting down");
 }
