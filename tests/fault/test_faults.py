@@ -1,9 +1,10 @@
 """Fault tests: nothing accepted is ever lost.
 
-A steady load of metadata (MQTT, to a real mosquitto) and files (the test
-worker, which records each file's size and checksum) while workers are killed
-with kill -9 again and again, the supervisor is killed with kill -9 and started
-again, and the broker is stopped and brought back. At the end every accepted
+A steady load of metadata (MQTT to a real mosquitto, REST and WebSocket to the
+LPR stand-in) and files (SFTP to a real sshd) while workers are killed with
+kill -9 again and again, the supervisor is killed with kill -9 and started
+again, and the broker, the HTTP/WebSocket stand-in and sshd are stopped and
+brought back. At the end every accepted
 message and file has arrived, none corrupt; duplicates are counted. A second
 test fills a small file system under the spool: refusals are errors, not loss."""
 import hashlib
@@ -20,6 +21,8 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ctlclient import Ctl  # noqa: E402
+from lprpeer import LprPeer  # noqa: E402
+from sshd import Sshd  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
@@ -37,9 +40,11 @@ def checksum(data):
 class Load(threading.Thread):
     """Sends metadata and files until stopped; remembers what was accepted."""
 
-    def __init__(self, gw, files_dir, rate=150, files=True):
+    def __init__(self, gw, files_dir, rate=150, files=True, meta=("mqtt",), file_protocol="testworker"):
         super().__init__(daemon=True)
         self.files = files
+        self.meta_protocols = meta
+        self.file_protocol = file_protocol
         self.gw, self.dir, self.rate = gw, files_dir, rate
         self.accepted = {}        # id -> ("meta", payload bytes) or ("file", size, checksum)
         self.refused = {}         # reason -> count
@@ -51,16 +56,18 @@ class Load(threading.Thread):
         self.n += 1
         if self.files and self.n % 10 == 0:
             data = os.urandom(random.randint(1000, 200000))
-            path = os.path.join(self.dir, "img-%d.jpg" % self.n)
+            name = "img-%d.jpg" % self.n
+            path = os.path.join(self.dir, name)
             with open(path, "wb") as f:
                 f.write(data)
-            r = ctl.send_file(path, protocol="testworker")
+            r = ctl.send_file(path, protocol=self.file_protocol)
             os.remove(path)  # the caller may delete its copy once accepted
-            what = ("file", len(data), checksum(data))
+            what = ("file", len(data), checksum(data), name)
         else:
             payload = json.dumps({"seq": self.n, "plate": "F%06d" % self.n, "pad": "x" * random.randint(0, 400)})
-            r = ctl.send(payload, protocol="mqtt")
-            what = ("meta", payload.encode())
+            proto = self.meta_protocols[self.n % len(self.meta_protocols)]
+            r = ctl.send(payload, protocol=proto)
+            what = ("meta", payload.encode(), proto)
         if r["ok"]:
             self.accepted[r["body"]["id"]] = what
         else:
@@ -109,28 +116,55 @@ class FaultTest(GatewayTest):
         except FileNotFoundError:
             return []
 
+    def meta_arrivals(self):
+        """id -> [payload, ...] over every receiver."""
+        got = {}
+        for m in self.sub.received():
+            got.setdefault(m["props"].get("message-id"), []).append(m["payload"])
+        seen = set()
+        for peer in getattr(self, "peers", []):
+            if peer.record in seen:  # a restarted stand-in appends to the same record
+                continue
+            seen.add(peer.record)
+            for r in peer.records():
+                if r["status"] == 200:
+                    body = r["body"].encode()
+                    if r["proto"] == "ws":  # the envelope
+                        body = json.dumps(json.loads(r["body"])["data"], separators=(",", ":")).encode()
+                    got.setdefault(r["id"], []).append(body)
+        return got
+
+    def file_arrivals(self, files):
+        """id -> [(size, checksum)] from the test worker's record and the sshd directory."""
+        got = {}
+        for r in self.arrived_files():
+            got.setdefault(r[0], []).append((int(r[1]), int(r[2])))
+        remote = getattr(self, "remote", None)
+        if remote:
+            for i, w in files.items():
+                p = os.path.join(remote, w[3])
+                if os.path.exists(p):
+                    with open(p, "rb") as f:
+                        data = f.read()
+                    got.setdefault(i, []).append((len(data), checksum(data)))
+        return got
+
     def check_everything_arrived(self, load, restarts):
         meta = {i: w for i, w in load.accepted.items() if w[0] == "meta"}
         files = {i: w for i, w in load.accepted.items() if w[0] == "file"}
 
+        def same(a, b):  # JSON bodies may come back re-serialised (the WebSocket envelope)
+            return a == b or json.loads(a) == json.loads(b)
+
         def done():
-            got_meta = {m["props"].get("message-id") for m in self.sub.received()}
-            got_files = {r[0] for r in self.arrived_files()}
-            return set(meta) <= got_meta and set(files) <= got_files
+            return set(meta) <= set(self.meta_arrivals()) and set(files) <= set(self.file_arrivals(files))
         try:
-            wait_for(done, timeout=120, step=0.25, what="every accepted message to arrive")
+            wait_for(done, timeout=180, step=0.5, what="every accepted message to arrive")
         finally:
-            msgs = self.sub.received()
-            by_id = {}
-            for m in msgs:
-                by_id.setdefault(m["props"].get("message-id"), []).append(m["payload"])
-            recs = self.arrived_files()
-            fby = {}
-            for r in recs:
-                fby.setdefault(r[0], []).append((int(r[1]), int(r[2])))
+            by_id, fby = self.meta_arrivals(), self.file_arrivals(files)
             lost = [i for i in meta if i not in by_id] + [i for i in files if i not in fby]
-            corrupt = [i for i in meta if i in by_id and any(p != meta[i][1] for p in by_id[i])]
-            corrupt += [i for i in files if i in fby and any(x != files[i][1:] for x in fby[i])]
+            corrupt = [i for i in meta if i in by_id and any(not same(p, meta[i][1]) for p in by_id[i])]
+            corrupt += [i for i in files if i in fby and any(x != tuple(files[i][1:3]) for x in fby[i])]
             dups = sum(len(v) - 1 for k, v in by_id.items() if k in meta) + \
                 sum(len(v) - 1 for k, v in fby.items() if k in files)
             print("\nfigures: accepted %d (%d messages, %d files), delivered %d, lost %d, corrupt %d, "
@@ -138,37 +172,58 @@ class FaultTest(GatewayTest):
                   % (len(load.accepted), len(meta), len(files), len(load.accepted) - len(lost), len(lost),
                      len(corrupt), dups, load.refused or 0, load.unanswered, restarts))
             if lost:
-                seqs = sorted(json.loads(meta[i][1])["seq"] for i in lost if i in meta)
-                print("lost message seqs: %s ... (%d files)" % (seqs[:60], len([i for i in lost if i in files])))
-                for gw in self.gateways:
-                    print(gw.ctl("status")[1][:600])
+                print("lost: %s" % [(meta.get(i) or files.get(i))[2:] for i in lost[:20]])
         self.assertEqual(lost, [])
         self.assertEqual(corrupt, [])
 
     def test_kills_and_outages_lose_nothing(self):
-        gw = self.gateway(self.config())
-        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
-        load = Load(gw, self.files)
+        peer = LprPeer(self, name="peer")
+        sshd = Sshd(self)
+        self.peers, self.remote = [peer], sshd.remote
+        cfg = self.config()
+        cfg.update({
+            "rest": {"base_url": peer.http_url(), "timeout": 3},
+            "websocket": {"server_url": peer.ws_url(), "reconnect_delay": 0.3, "ack_timeout_ms": 3000},
+            "sftp": {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
+                     "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 5}})
+        # each protocol stands alone: an outage must be survived by waiting, not by rerouting
+        cfg["fallback"] = {"enabled": False}
+        gw = self.gateway(cfg)
+        wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="all servers up")
+        load = Load(gw, self.files, meta=("mqtt", "rest", "websocket"), file_protocol="sftp")
         load.start()
-        restarts = {"worker kill -9": 0, "supervisor kill -9": 0, "broker restarts": 0}
+        restarts = {"worker kill -9": 0, "supervisor kill -9": 0, "broker restarts": 0,
+                    "http/ws stand-in restarts": 0, "sshd restarts": 0}
         rnd = random.Random(11)
         try:
-            for step in range(14):
+            for step in range(16):
                 time.sleep(0.7)
-                if step in (4, 10):
+                if step in (4, 11):
                     gw.proc.send_signal(signal.SIGKILL)
                     gw.proc.wait()
                     gw.log.close()
                     time.sleep(0.3)
                     gw.start()
                     restarts["supervisor kill -9"] += 1
-                elif step == 7:
+                elif step == 6:
                     self.mq.stop()
                     time.sleep(2)
                     self.mq.start()
                     restarts["broker restarts"] += 1
+                elif step == 8:
+                    port = peer.port
+                    peer.stop()
+                    time.sleep(2)
+                    peer = LprPeer(self, port=port, name="peer")
+                    self.peers.append(peer)
+                    restarts["http/ws stand-in restarts"] += 1
+                elif step == 13:
+                    sshd.stop()
+                    time.sleep(2)
+                    sshd.start()
+                    restarts["sshd restarts"] += 1
                 else:
-                    name = rnd.choice(["mqtt", "testworker"])
+                    name = rnd.choice(["mqtt", "rest", "websocket", "sftp"])
                     pid = gw.workers()[name]["pid"]
                     if pid:
                         os.kill(pid, signal.SIGKILL)
@@ -178,7 +233,7 @@ class FaultTest(GatewayTest):
             load.join(30)
         self.assertGreater(len(load.accepted), 300)
         self.check_everything_arrived(load, restarts)
-        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=30, what="spool empty")
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=60, what="spool empty")
 
     @unittest.skipUnless(os.getuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
     def test_full_file_system_refuses_instead_of_losing(self):
