@@ -281,7 +281,8 @@ static void rest_submit(struct job *j)
 	if (H.active >= H.max_active) {
 		if (H.nwaiting == H.capwaiting) {
 			/* compact, then grow */
-			memmove(H.waiting, H.waiting + H.head, (H.nwaiting - H.head) * sizeof *H.waiting);
+			if (H.head)
+				memmove(H.waiting, H.waiting + H.head, (H.nwaiting - H.head) * sizeof *H.waiting);
 			H.nwaiting -= H.head;
 			H.head = 0;
 			if (H.nwaiting == H.capwaiting) {

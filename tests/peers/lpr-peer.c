@@ -314,6 +314,7 @@ static int http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
 		return lws_http_transaction_completed(wsi) ? -1 : 0;
 	}
 	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		reset_pss(s);
 		return 0;
 	default:
