@@ -330,6 +330,7 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	}
 	mosquitto_int_option(M.mosq, MOSQ_OPT_PROTOCOL_VERSION, M.v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
 	mosquitto_max_inflight_messages_set(M.mosq, (unsigned)cfg_int(cfg, "max_inflight"));
+	mosquitto_int_option(M.mosq, MOSQ_OPT_TCP_NODELAY, 1); /* a message is small: do not hold it back */
 	if (cfg_str(cfg, "username"))
 		mosquitto_username_pw_set(M.mosq, cfg_str(cfg, "username"), cfg_str(cfg, "password"));
 	/* The last will: a retained "offline" if we vanish without a word. */

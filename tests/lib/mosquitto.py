@@ -37,7 +37,7 @@ class Mosquitto:
         self.proc = None
         # As root, mosquitto would drop to its own user, which cannot enter the test's 0700 directory.
         conf = (["user root"] if os.getuid() == 0 else []) + [
-                "log_dest stderr", "log_type error", "log_type warning",
+                "log_dest stderr", "log_type error", "log_type warning", "set_tcp_nodelay true",
                 "listener %d 127.0.0.1" % self.port]
         # Persistence keeps a subscriber's session (and its queued messages) across restarts.
         conf += (["persistence true", "persistence_location " + self.dir + "/", "autosave_interval 1"]
