@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "ipc/channel.h"
 #include "supervisor/control.h"
+#include "supervisor/errors.h"
 #include "supervisor/monitor.h"
 #include "supervisor/proctab.h"
 #include "supervisor/router_int.h"
@@ -420,6 +421,7 @@ static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum
 		rproto_success(rp);
 		router_forget(m, "ok");
 	} else {
+		errors_record(rp->name, m->id, err);
 		rproto_failure(rp, st, err);
 		reroute(m, rp, st, retry_after_ms);
 	}

@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/spool.h"
 #include "supervisor/proctab.h"
@@ -108,6 +109,7 @@ int sup_reload(char *err, size_t errlen)
 static void all_workers_stopped(void)
 {
 	log_info("all workers stopped; exiting");
+	http_stop();
 	control_close_all();
 	uv_stop(sup.loop);
 }
@@ -228,8 +230,9 @@ int main(int argc, char **argv)
 	sup.loop = uv_default_loop();
 	sup.worker_dir = find_worker_dir();
 	start_signals();
-	if (control_listen(err, sizeof err) < 0) {
+	if (control_listen(err, sizeof err) < 0 || http_start(err, sizeof err) < 0) {
 		log_msg(LOG_LVL_ERR, "%s", err);
+		control_close_all();
 		return 1;
 	}
 	log_info("ucgwd %s starting (pid %d, config %s, workers from %s)", UCGW_VERSION, (int)getpid(),

@@ -1,0 +1,198 @@
+/* What /metrics and /api/dashboard say: counters and gauges from the router,
+ * the process table, the spool and the network monitor. */
+#include <string.h>
+
+#include "common/util.h"
+#include "supervisor/errors.h"
+#include "supervisor/http.h"
+#include "supervisor/monitor.h"
+#include "supervisor/proctab.h"
+#include "supervisor/router_int.h"
+#include "supervisor/spool.h"
+#include "supervisor/sup.h"
+
+static void head(struct strbuf *b, const char *name, const char *type, const char *help)
+{
+	sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void per_protocol(struct strbuf *b, const char *name, const char *type, const char *help, size_t off)
+{
+	head(b, name, type, help);
+	for (int i = 0; i < R.nprotos; i++) {
+		if (!rproto_enabled(&R.protos[i]))
+			continue;
+		const uint64_t *v = (const uint64_t *)((const char *)&R.protos[i].st + off);
+		sb_printf(b, "%s{protocol=\"%s\"} %llu\n", name, R.protos[i].name, (unsigned long long)*v);
+	}
+}
+
+static void messages(struct strbuf *b)
+{
+	head(b, "ucgw_messages_total", "counter", "Attempts answered by a worker, by result.");
+	static const struct { const char *result; size_t off; } res[] = {
+		{ "ok", offsetof(struct proto_stats, success) },
+		{ "retry", offsetof(struct proto_stats, retries) },
+		{ "permfail", offsetof(struct proto_stats, failure) },
+	};
+	for (int i = 0; i < R.nprotos; i++)
+		for (size_t k = 0; k < 3 && rproto_enabled(&R.protos[i]); k++)
+			sb_printf(b, "ucgw_messages_total{protocol=\"%s\",result=\"%s\"} %llu\n", R.protos[i].name,
+				  res[k].result,
+				  (unsigned long long)*(const uint64_t *)((const char *)&R.protos[i].st + res[k].off));
+}
+
+static void latency(struct strbuf *b)
+{
+	head(b, "ucgw_latency_seconds", "summary", "Time from handing a job to a worker to the server's acknowledgement.");
+	static const double qs[] = { 0.5, 0.9, 0.99 };
+	for (int i = 0; i < R.nprotos; i++) {
+		const struct rproto *rp = &R.protos[i];
+		if (!rproto_enabled(rp))
+			continue;
+		for (int k = 0; k < 3; k++)
+			sb_printf(b, "ucgw_latency_seconds{protocol=\"%s\",quantile=\"%g\"} %.6f\n", rp->name, qs[k],
+				  (double)latency_quantile(&rp->st.lat, qs[k]) / 1e6);
+		sb_printf(b, "ucgw_latency_seconds_sum{protocol=\"%s\"} %.6f\n", rp->name, (double)rp->st.lat.sum_us / 1e6);
+		sb_printf(b, "ucgw_latency_seconds_count{protocol=\"%s\"} %llu\n", rp->name,
+			  (unsigned long long)rp->st.lat.count);
+	}
+}
+
+static void workers(struct strbuf *b)
+{
+	head(b, "ucgw_worker_up", "gauge", "1 when the worker is ready and reaches its server.");
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		sb_printf(b, "ucgw_worker_up{worker=\"%s\"} %d\n", p->name, p->state == PROC_READY && p->connected);
+	head(b, "ucgw_worker_restarts_total", "counter", "Restarts of the worker since the daemon started.");
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		sb_printf(b, "ucgw_worker_restarts_total{worker=\"%s\"} %u\n", p->name, p->restarts);
+	head(b, "ucgw_worker_state", "gauge", "1 for the worker's current state.");
+	static const char *const states[] = { "starting", "ready", "backoff", "failed", "stopped" };
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		for (int s = 0; s < 5; s++)
+			sb_printf(b, "ucgw_worker_state{worker=\"%s\",state=\"%s\"} %d\n", p->name, states[s],
+				  (int)p->state == s);
+}
+
+static void queues(struct strbuf *b)
+{
+	head(b, "ucgw_queue_depth", "gauge", "Messages queued for the protocol's worker.");
+	for (int i = 0; i < R.nprotos; i++)
+		if (rproto_enabled(&R.protos[i]))
+			sb_printf(b, "ucgw_queue_depth{protocol=\"%s\"} %llu\n", R.protos[i].name,
+				  (unsigned long long)(R.protos[i].queue[0].n + R.protos[i].queue[1].n + R.protos[i].queue[2].n));
+	head(b, "ucgw_inflight", "gauge", "Jobs a worker holds.");
+	for (int i = 0; i < R.nprotos; i++)
+		if (rproto_enabled(&R.protos[i]))
+			sb_printf(b, "ucgw_inflight{protocol=\"%s\"} %llu\n", R.protos[i].name,
+				  (unsigned long long)R.protos[i].inflight.n);
+}
+
+static void spool(struct strbuf *b)
+{
+	struct spool_stats st;
+	spool_stats(&st);
+	head(b, "ucgw_spool_messages", "gauge", "Messages in the spool, waiting or in flight.");
+	sb_printf(b, "ucgw_spool_messages %llu\n", (unsigned long long)R.count);
+	head(b, "ucgw_spool_bytes", "gauge", "Payload bytes in the spool.");
+	sb_printf(b, "ucgw_spool_bytes %llu\n", (unsigned long long)R.bytes);
+	head(b, "ucgw_spool_oldest_age_seconds", "gauge", "Age of the oldest message in the spool.");
+	sb_printf(b, "ucgw_spool_oldest_age_seconds %.3f\n",
+		  R.all.head ? (double)(wall_ms() - R.all.head->created_wall_ms) / 1000 : 0.0);
+	head(b, "ucgw_spool_dead_messages", "gauge", "Messages in the dead-letter area.");
+	sb_printf(b, "ucgw_spool_dead_messages %llu\n", (unsigned long long)R.dead.n);
+	head(b, "ucgw_spool_rejected_total", "counter", "Messages refused because the spool was full.");
+	sb_printf(b, "ucgw_spool_rejected_total %llu\n", (unsigned long long)R.rejected_full);
+	head(b, "ucgw_spool_written_bytes_total", "counter", "Bytes written to spool segments.");
+	sb_printf(b, "ucgw_spool_written_bytes_total %llu\n", (unsigned long long)st.written_bytes);
+}
+
+static void network(struct strbuf *b)
+{
+	head(b, "ucgw_network_rtt_seconds", "gauge", "Average round trip to the protocol's server, recent samples.");
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		sb_printf(b, "ucgw_network_rtt_seconds{server=\"%s\"} %.6f\n", p->name,
+			  (double)monitor_rtt_us(p->name) / 1e6);
+	head(b, "ucgw_network_quality", "gauge", "0 unknown, 1 poor, 2 fair, 3 good, 4 excellent.");
+	for (struct proc *p = proctab_first(); p; p = p->next)
+		sb_printf(b, "ucgw_network_quality{server=\"%s\"} %d\n", p->name, (int)monitor_quality(p->name));
+}
+
+void metrics_prometheus(struct strbuf *b)
+{
+	messages(b);
+	per_protocol(b, "ucgw_fallbacks_out_total", "counter", "Messages sent on to another protocol after a failure.",
+		     offsetof(struct proto_stats, fallback_out));
+	per_protocol(b, "ucgw_fallbacks_in_total", "counter", "Messages taken over from another protocol.",
+		     offsetof(struct proto_stats, fallback_in));
+	per_protocol(b, "ucgw_bytes_total", "counter", "Payload bytes delivered.", offsetof(struct proto_stats, bytes));
+	per_protocol(b, "ucgw_dropped_total", "counter", "Messages dropped because the spool was full (drop_oldest).",
+		     offsetof(struct proto_stats, dropped));
+	per_protocol(b, "ucgw_expired_total", "counter", "Messages whose time to live passed.",
+		     offsetof(struct proto_stats, expired));
+	per_protocol(b, "ucgw_dead_total", "counter", "Messages dead-lettered.", offsetof(struct proto_stats, dead));
+	latency(b);
+	queues(b);
+	workers(b);
+	spool(b);
+	network(b);
+}
+
+/* The reference design's CommunicationDashboard.get_dashboard_data(), and more. */
+void metrics_dashboard_json(struct strbuf *b)
+{
+	sb_printf(b, "{\"protocol_stats\":{");
+	bool first = true;
+	for (int i = 0; i < R.nprotos; i++) {
+		const struct rproto *rp = &R.protos[i];
+		if (!rproto_enabled(rp))
+			continue;
+		const struct proto_stats *s = &rp->st;
+		uint64_t total = s->success + s->failure;
+		sb_printf(b, "%s\"%s\":{\"success_rate\":%.4f,\"total_attempts\":%llu,\"average_latency\":%.6f,"
+			     "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"success\":%llu,\"failure\":%llu,\"retries\":%llu,"
+			     "\"fallback_out\":%llu,\"fallback_in\":%llu,\"bytes\":%llu,\"queued\":%llu,\"inflight\":%llu}",
+			  first ? "" : ",", rp->name, total ? (double)s->success / (double)total : 0.0,
+			  (unsigned long long)(total + s->retries), s->lat.count ? (double)s->lat.sum_us / s->lat.count / 1e6 : 0.0,
+			  (double)latency_quantile(&s->lat, 0.5) / 1000, (double)latency_quantile(&s->lat, 0.99) / 1000,
+			  (unsigned long long)s->success, (unsigned long long)s->failure, (unsigned long long)s->retries,
+			  (unsigned long long)s->fallback_out, (unsigned long long)s->fallback_in, (unsigned long long)s->bytes,
+			  (unsigned long long)(rp->queue[0].n + rp->queue[1].n + rp->queue[2].n),
+			  (unsigned long long)rp->inflight.n);
+		first = false;
+	}
+	sb_printf(b, "},\"network_quality\":{");
+	first = true;
+	for (struct proc *p = proctab_first(); p; p = p->next, first = false)
+		sb_printf(b, "%s\"%s\":{\"quality\":\"%s\",\"rtt_ms\":%.3f,\"loss\":%.3f}", first ? "" : ",", p->name,
+			  quality_str(monitor_quality(p->name)), (double)monitor_rtt_us(p->name) / 1000,
+			  monitor_loss(p->name));
+	sb_printf(b, "},\"active_connections\":{");
+	first = true;
+	for (struct proc *p = proctab_first(); p; p = p->next, first = false)
+		sb_printf(b, "%s\"%s\":%d", first ? "" : ",", p->name, p->state == PROC_READY && p->connected);
+	sb_printf(b, "},\"workers\":[");
+	first = true;
+	for (struct proc *p = proctab_first(); p; p = p->next, first = false) {
+		sb_printf(b, "%s{\"name\":\"%s\",\"state\":\"%s\",\"pid\":%d,\"restarts\":%u,\"last_exit\":", first ? "" : ",",
+			  p->name, proc_state_str(p->state), (int)(p->pid > 0 ? p->pid : 0), p->restarts);
+		sb_json_str(b, p->last_exit);
+		sb_printf(b, ",\"health\":");
+		sb_json_str(b, p->health);
+		sb_printf(b, "}");
+	}
+	sb_printf(b, "],\"spool\":{\"depth\":%llu,\"bytes\":%llu,\"dead\":%llu,\"oldest_age_ms\":%llu,"
+		     "\"max_messages\":%lld,\"max_bytes\":%lld},\"recent_errors\":[",
+		  (unsigned long long)R.count, (unsigned long long)R.bytes, (unsigned long long)R.dead.n,
+		  (unsigned long long)(R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0),
+		  (long long)config_int(sup.cfg, "spool", "max_messages"), (long long)config_int(sup.cfg, "spool", "max_bytes"));
+	const struct recent_error *e;
+	for (unsigned i = 0; (e = errors_get(i)); i++) {
+		sb_printf(b, "%s{\"time\":%llu,\"protocol\":\"%s\",\"id\":\"%s\",\"message\":", i ? "," : "",
+			  (unsigned long long)e->wall_ms, e->protocol, e->id);
+		sb_json_str(b, e->reason);
+		sb_printf(b, "}");
+	}
+	sb_printf(b, "]}\n");
+}

@@ -1,0 +1,103 @@
+"""The loopback metrics listener: /metrics parses as Prometheus text and its
+counters move; /api/dashboard carries the reference design's dashboard data;
+a non-loopback address is refused; a protocol failing again and again cools down."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ucgwtest import BIN, GatewayTest, free_port, wait_for  # noqa: E402
+
+NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*)?\})? '
+                    r'(-?[0-9.eE+-]+|NaN|\+Inf|-Inf)$')
+
+
+def parse_prometheus(text):
+    """Strict enough: HELP/TYPE before samples of a family, every sample line well formed."""
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("# HELP "):
+            assert NAME.match(line.split()[2]), line
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            assert kind in ("counter", "gauge", "summary", "histogram", "untyped"), line
+            types[name] = kind
+            continue
+        m = SAMPLE.match(line)
+        assert m, "bad sample line: %r" % line
+        base = re.sub(r"_(sum|count|bucket)$", "", m.group(1))
+        assert m.group(1) in types or base in types, "sample before its TYPE: %r" % line
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(5))
+    return types, samples
+
+
+class MetricsTest(GatewayTest):
+    def gw(self, **tw):
+        self.port = free_port()
+        t = {}
+        t.update(tw)
+        return self.gateway({"metrics": {"listen": "127.0.0.1:%d" % self.port}, "testworker": t,
+                             "spool": {"retry_backoff_min_ms": 100, "retry_backoff_max_ms": 200}})
+
+    def get(self, path):
+        return urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=5).read().decode()
+
+    def test_prometheus_text_and_counters(self):
+        gw = self.gw()
+        _, before = parse_prometheus(self.get("/metrics"))
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "500", "-p", "testworker", "--wait"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        types, after = parse_prometheus(self.get("/metrics"))
+        key = 'ucgw_messages_total{protocol="testworker",result="ok"}'
+        self.assertEqual(after[key] - before.get(key, 0), 500)
+        self.assertEqual(types["ucgw_messages_total"], "counter")
+        self.assertEqual(types["ucgw_latency_seconds"], "summary")
+        self.assertIn('ucgw_worker_up{worker="testworker"}', after)
+        self.assertIn("ucgw_spool_messages", after)
+        self.assertEqual(after['ucgw_worker_state{worker="testworker",state="ready"}'], 1)
+
+    def test_dashboard_data(self):
+        gw = self.gw()
+        gw.ctl("send", "--protocol", "testworker", "--wait", '{"ok":1}')
+        gw.ctl("send", "--protocol", "testworker", "--wait", '{"cmd":"permfail"}')
+        d = json.loads(self.get("/api/dashboard"))
+        for k in ("protocol_stats", "network_quality", "active_connections", "recent_errors", "workers", "spool"):
+            self.assertIn(k, d)
+        self.assertEqual(d["protocol_stats"]["testworker"]["success_rate"], 0.5)
+        e = d["recent_errors"][0]
+        self.assertEqual(e["protocol"], "testworker")
+        self.assertIn("permfail", e["message"])
+        self.assertEqual(len(e["id"]), 26)
+        self.assertEqual(d["spool"]["dead"], 1)
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            self.get("/nope")
+        self.assertEqual(cm.exception.code, 404)
+
+    def test_non_loopback_refused(self):
+        gw = self.gateway({"metrics": {"listen": "0.0.0.0:%d" % free_port()}, "testworker": {}}, start=False)
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-c", gw.cfg_path], capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("is not a loopback address", r.stderr)
+
+    def test_cooling_down_after_failures(self):
+        gw = self.gw()
+        for i in range(6):
+            gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry","n":%d}' % i)
+        st = wait_for(lambda: (lambda s: s if s["network"]["testworker"]["cooling"] else None)(gw.ctl_json("status")),
+                      what="cooling down")
+        self.assertIn("told to answer retry", st["network"]["testworker"]["cooling"])
+        self.assertIn("cooling down for 10 s", gw.log_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
