@@ -10,6 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
+from mosquitto import Mosquitto  # noqa: E402
 from ucgwtest import FaultProxy, GatewayTest, wait_for  # noqa: E402
 
 
@@ -49,6 +50,30 @@ class SelectionTest(GatewayTest):
             q, gw.ctl_json("status")["network"]["websocket"]["rtt_ms"]))
         self.assertEqual(self.auto(gw), "rest")                       # small, not good: rest
         self.assertEqual(self.auto(gw, '{"p":1}', "--priority", "high"), "rest")  # high, not good: mqtt is off, chain
+
+    def test_broker_stopped_metadata_goes_by_rest_or_websocket(self):
+        mq = Mosquitto(self, users={"edge": "pw"})
+        peer = LprPeer(self)
+        gw = self.gateway({"mqtt": {"broker_url": mq.url(), "username": "edge", "password": "pw"},
+                           "rest": {"base_url": peer.http_url()}, "websocket": {"server_url": peer.ws_url()}})
+        wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="all up")
+        mq.stop()
+        wait_for(lambda: not gw.workers()["mqtt"]["connected"], what="broker down")
+        large = '{"plate":"L","pad":"%s"}' % ("x" * 12000)  # the rules send large metadata by MQTT
+        got = []
+        for i in range(5):
+            rc, out, err = gw.ctl("--json", "send", "--wait", large)
+            self.assertEqual(rc, 0, err)
+            got.append(json.loads(out)["protocol"])
+            rc, out, err = gw.ctl("--json", "send", "--protocol", "mqtt", "--wait", '{"n":%d}' % i)
+            self.assertEqual(rc, 0, err)
+            got.append(json.loads(out)["protocol"])
+        self.assertNotIn("mqtt", got)
+        ids = {r["id"] for r in peer.records()}
+        self.assertEqual(len(ids), 10)
+        stats = gw.ctl_json("stats")
+        self.assertGreaterEqual(stats["mqtt"]["fallback_out"], 5)
+        self.assertGreaterEqual(stats["rest"]["fallback_in"] + stats["websocket"]["fallback_in"], 5)
 
     def test_round_robin_policy(self):
         gw = self.setup_gw(policy="round_robin")
