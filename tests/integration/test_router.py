@@ -253,6 +253,45 @@ class RouterTest(GatewayTest):
         self.assertEqual({r[0] for r in delivered(self.tmp)}, ids)
         self.assertIn("cut a torn tail", gw.log_text())
 
+    def test_drain_rate_limits_a_backlog(self):
+        c = cfg(self.tmp)
+        c["spool"]["drain_rate"] = 20
+        gw = self.gateway(c)
+        gw.ctl("pause", "testworker")
+        for i in range(40):
+            gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)
+        t0 = time.monotonic()
+        gw.ctl("resume", "testworker")
+        wait_for(lambda: len(delivered(self.tmp)) == 40, timeout=30, what="backlog drained")
+        took = time.monotonic() - t0
+        print("\n40 messages at drain_rate 20/s took %.2f s" % took)
+        self.assertGreater(took, 1.5)
+
+    def test_corrupt_segment_moved_aside(self):
+        c = cfg(self.tmp, delay_ms=30000)
+        c["spool"]["segment_bytes"] = 4096
+        gw = self.gateway(c)
+        for i in range(60):
+            gw.ctl("send", "--protocol", "testworker", '{"n":%d,"pad":"%s"}' % (i, "p" * 200))
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        segdir = os.path.join(gw.dir, "state", "spool", "seg")
+        segs = sorted(os.listdir(segdir))
+        self.assertGreater(len(segs), 2)
+        with open(os.path.join(segdir, segs[0]), "r+b") as f:  # damage a record in the middle
+            f.seek(700)
+            f.write(b"\xff" * 16)
+        gw.cfg["testworker"]["delay_ms"] = 0
+        gw.write_config(gw.cfg)
+        gw.log.close()
+        gw.start()
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual(st["corrupt_segments"], 1)
+        self.assertIn("is corrupt in the middle; moved aside", gw.log_text())
+        self.assertEqual(len(os.listdir(os.path.join(gw.dir, "state", "spool", "corrupt"))), 1)
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="the rest delivered")
+        self.assertGreater(len(delivered(self.tmp)), 40)
+
     def test_worker_killed_with_jobs_redelivers(self):
         c = cfg(self.tmp, delay_ms=1500)
         gw = self.gateway(c)
