@@ -137,12 +137,15 @@ class RouterTest(GatewayTest):
             sums[out.strip()] = (len(body), s)
         with open("/proc/%d/status" % gw.proc.pid) as f:
             rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS")][0]
+        with open("/proc/%d/maps" % gw.proc.pid) as f:
+            asan = "libasan" in f.read()  # its shadow memory and quarantine are not ours
         gw.ctl("resume", "testworker")
         wait_for(lambda: len(delivered(self.tmp)) >= 250, timeout=60, what="backlog delivered")
         for rec in delivered(self.tmp):
             self.assertEqual((int(rec[1]), int(rec[2])), sums[rec[0]])
         print("\nsupervisor RSS with a 25 MB backlog: %d MB" % (rss // 1024))
-        self.assertLess(rss, 80 * 1024)
+        if not asan:
+            self.assertLess(rss, 80 * 1024)
 
     def test_pause_and_resume(self):
         gw = self.gateway(cfg(self.tmp))
