@@ -5,33 +5,15 @@ and many small ones. Prints MB/s, files/s and ratios; asserts nothing."""
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
 from ctlclient import Ctl  # noqa: E402
 from sshd import Sshd  # noqa: E402
-from ucgwtest import Gateway, wait_for  # noqa: E402
+from ucgwtest import Gateway, Scene, wait_for  # noqa: E402
 
 LARGE_MB = int(os.environ.get("UCGW_BENCH_LARGE_MB", "200"))
 SMALL_N = int(os.environ.get("UCGW_BENCH_SMALL_N", "500"))
-
-
-class Scene:
-    def __init__(self):
-        self.tmp = tempfile.mkdtemp(prefix="ucgw-bench-files-")
-        self.procs = []
-
-    def spawn(self, argv, **kw):
-        p = subprocess.Popen(argv, **kw)
-        self.procs.append(p)
-        return p
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
 
 
 def clear(d):

@@ -9,31 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
-from ucgwtest import BIN, Gateway, wait_for  # noqa: E402
+from ucgwtest import BIN, Gateway, Scene, wait_for  # noqa: E402
 
 N = int(os.environ.get("UCGW_BENCH_N", "20000"))
-
-
-class Scene:
-    def __init__(self):
-        self.tmp = tempfile.mkdtemp(prefix="ucgw-bench-")
-        self.procs = []
-
-    def spawn(self, argv, **kw):
-        p = subprocess.Popen(argv, **kw)
-        self.procs.append(p)
-        return p
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
 
 
 def run(argv):

@@ -4,10 +4,7 @@ WebSocket, OpenSSH sshd), ucgwd with all five protocols, sample detections and a
 sample image through each, and what arrived."""
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
@@ -15,27 +12,7 @@ from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
 from sshd import Sshd  # noqa: E402
-from ucgwtest import Gateway, wait_for  # noqa: E402
-
-
-class Scene:
-    """What the fixtures need from a test: a directory and a way to start processes."""
-
-    def __init__(self):
-        self.tmp = tempfile.mkdtemp(prefix="ucgw-demo-")
-        self.procs = []
-
-    def spawn(self, argv, **kw):
-        p = subprocess.Popen(argv, **kw)
-        self.procs.append(p)
-        return p
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                p.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+from ucgwtest import Gateway, Scene, wait_for  # noqa: E402
 
 
 def show(title, cmd_out):

@@ -2,11 +2,9 @@
 with a password file, and optionally a TLS listener on generated certificates."""
 import os
 import subprocess
-import time
 
-from ucgwtest import free_port, wait_for
+from ucgwtest import free_port, wait_port
 
-import socket
 
 
 def make_ca(dirpath, cn="127.0.0.1", name="server"):
@@ -62,14 +60,7 @@ class Mosquitto:
         log = open(os.path.join(self.dir, "mosquitto.log"), "ab")
         self.proc = self.test.spawn(["/usr/sbin/mosquitto", "-c", self.conf], stdout=log, stderr=log)
         log.close()
-
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, timeout=10, what="mosquitto on port %d" % self.port)
+        wait_port(self.port, "mosquitto on port %d" % self.port)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

@@ -2,10 +2,9 @@
 host key and a user key generated for the test, and a known_hosts for clients."""
 import getpass
 import os
-import socket
 import subprocess
 
-from ucgwtest import free_port, wait_for
+from ucgwtest import free_port, wait_port
 
 
 class Sshd:
@@ -48,14 +47,7 @@ class Sshd:
         log = open(os.path.join(self.dir, "sshd.log"), "ab")
         self.proc = self.test.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", self.config], stdout=log, stderr=log)
         log.close()
-
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, timeout=10, what="sshd on %d" % self.port)
+        wait_port(self.port, "sshd on %d" % self.port)
 
     def stop(self):
         if self.proc.poll() is None:

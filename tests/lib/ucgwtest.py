@@ -213,3 +213,40 @@ class FaultProxy:
         self.ctl_file.write(line + "\n")
         self.ctl_file.flush()
         return self.ctl_file.readline().strip()
+
+
+def wait_port(port, what, timeout=10):
+    """Until something accepts TCP connections on 127.0.0.1:port."""
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    wait_for(up, timeout=timeout, what=what)
+
+
+class Scene:
+    """What the server fixtures need outside a test (the demo, the benchmarks):
+    a directory, and a way to start processes that close() stops."""
+
+    def __init__(self, prefix="ucgw-scene-"):
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.procs = []
+
+    def spawn(self, argv, **kw):
+        p = subprocess.Popen(argv, **kw)
+        self.procs.append(p)
+        return p
+
+    def close(self, remove=True):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        if remove:
+            shutil.rmtree(self.tmp, ignore_errors=True)
