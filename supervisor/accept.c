@@ -98,6 +98,10 @@ static int read_common(const msgpack_object *a, struct common_args *ca, bool fil
 	}
 	if (check_protocol(ca->protocol, files, err, errlen) < 0)
 		return -1;
+	if (ca->encrypt && !config_str(sup.cfg, "security", "encryption_key_file")) {
+		snprintf(err, errlen, "cannot encrypt: security.encryption_key_file is not set");
+		return -1;
+	}
 	if (ca->has_topic && (strpbrk(ca->topic, "+#") || !ca->topic[0])) {
 		snprintf(err, errlen, "MQTT topic '%s' %s", ca->topic,
 			 ca->topic[0] ? "contains a wildcard (+ or #); a message is published to one topic"

@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "ipc/channel.h"
+#include "common/crypto.h"
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/monitor.h"
@@ -239,22 +240,79 @@ static void to_dead(struct smsg *m)
 
 /* ---- sending jobs ---- */
 
+/* The key of security.encryption_key_file, loaded when first needed and again
+ * after a reload. */
+static bool encryption_key(unsigned char key[CRYPTO_KEY_LEN], char *err, size_t errlen)
+{
+	static unsigned char cached[CRYPTO_KEY_LEN];
+	static uint64_t loaded_at = UINT64_MAX;
+	const char *path = config_str(sup.cfg, "security", "encryption_key_file");
+	if (!path) {
+		snprintf(err, errlen, "encryption asked for, but security.encryption_key_file is not set");
+		return false;
+	}
+	if (loaded_at != sup.reloads) {
+		if (crypto_key_load(path, cached, err, errlen) < 0)
+			return false;
+		loaded_at = sup.reloads;
+	}
+	memcpy(key, cached, CRYPTO_KEY_LEN);
+	return true;
+}
+
+bool router_wants_encryption(const struct smsg *m, const char *protocol)
+{
+	const struct cfg_section *sec = config_section(sup.cfg, protocol);
+	return m->kind == JOB_META && (m->encrypt || (cfg_get(sec, "encrypt") && cfg_bool(sec, "encrypt")));
+}
+
+/* The seed's EncryptionManager: the payload becomes base64(nonce|tag|ciphertext),
+ * sent as a JSON string so that JSON transports still carry JSON. */
+static char *sealed_payload(const struct smsg *m, size_t *len, char *err, size_t errlen)
+{
+	unsigned char key[CRYPTO_KEY_LEN];
+	if (!encryption_key(key, err, errlen))
+		return NULL;
+	char *b64 = crypto_encrypt_b64(key, m->payload, m->size, err, errlen);
+	crypto_wipe(key, sizeof key);
+	if (!b64)
+		return NULL;
+	char *out = xasprintf("\"%s\"", b64);
+	free(b64);
+	*len = strlen(out);
+	return out;
+}
+
 static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 {
 	int fd = -1;
-	if (m->kind == JOB_META && !m->payload && spool_load_payload(m) < 0)
+	if ((m->kind == JOB_META && !m->payload && spool_load_payload(m) < 0) ||
+	    (m->kind == JOB_FILE && (fd = spool_open_file(m)) < 0)) {
+		snprintf(m->last_error, sizeof m->last_error, "cannot read the message back from the spool");
 		return -1;
-	if (m->kind == JOB_FILE && (fd = spool_open_file(m)) < 0)
-		return -1;
+	}
 	struct msg j = { .type = MSG_JOB, .seq = ++R.job_seq, .id = m->id, .kind = m->kind,
 			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
 			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,
 			 .attempt = m->nroute, .encrypt = m->encrypt };
+	char *sealed = NULL;
 	if (m->kind == JOB_META) {
 		j.payload = m->payload;
 		j.payload_len = m->size;
+		if (router_wants_encryption(m, rp->name)) {
+			char err[200];
+			size_t len;
+			if (!(sealed = sealed_payload(m, &len, err, sizeof err))) {
+				snprintf(m->last_error, sizeof m->last_error, "%s", err);
+				return -1;
+			}
+			j.payload = sealed;
+			j.payload_len = len;
+			j.encrypt = false; /* done here: the worker sends it as it is */
+		}
 	}
 	int rc = proc_send(p, &j, fd);
+	free(sealed);
 	if (fd >= 0)
 		close(fd);
 	if (rc < 0)
@@ -304,11 +362,8 @@ void router_pump(struct rproto *rp)
 			return;
 		list_del(&rp->queue[m->priority], m);
 		m->state = SM_LIMBO;
-		if (send_job(rp, p, m) < 0) {
-			snprintf(m->last_error, sizeof m->last_error, "cannot hand the job to %s (spool read failed)",
-				 rp->name);
-			to_dead(m);
-		}
+		if (send_job(rp, p, m) < 0)
+			to_dead(m); /* send_job said why in last_error */
 	}
 }
 

@@ -64,6 +64,8 @@ void router_wake(const char *name);
 void router_sweep_waiting(void);
 void router_pack_route(msgpack_packer *pk, const struct smsg *m);
 void pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status);
+/* Encrypt this message's payload for that protocol (per message, or the section's `encrypt`)? */
+bool router_wants_encryption(const struct smsg *m, const char *protocol);
 
 /* select.c */
 struct rproto *select_protocol(struct smsg *m);

@@ -99,6 +99,29 @@ class RestTest(GatewayTest):
             gw2.workers()["rest"]), what="TLS refusal")
         self.assertFalse(w["connected"])
 
+    def test_encrypted_payloads_decrypt_to_what_was_sent(self):
+        key = os.path.join(self.tmp, "aes.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(key, 0o600)
+        peer = LprPeer(self)
+        gw = self.gateway({"rest": {"base_url": peer.http_url(), "encrypt": True},
+                           "security": {"encryption_key_file": key}})
+        self.up(gw)
+        body = '{"plate":"SECRET1","confidence":0.93}'
+        rc, out, err = gw.ctl("send", "--protocol", "rest", "--wait", body)
+        self.assertEqual(rc, 0, err)
+        sent = json.loads(peer.records("http")[0]["body"])  # a JSON string: base64(nonce|tag|ciphertext)
+        self.assertNotIn("SECRET1", sent)
+        r = subprocess.run([os.path.join(BIN, "ucgwctl"), "decrypt", "--key-file", key, sent], capture_output=True,
+                           text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), body)
+        gw2 = self.gateway({"rest": {"base_url": peer.http_url()}}, name="nokey")
+        rc, out, err = gw2.ctl("send", "--protocol", "rest", "--encrypt", "{}")
+        self.assertEqual(rc, 1)
+        self.assertIn("security.encryption_key_file is not set", err)
+
     def test_thousand_messages(self):
         peer = LprPeer(self)
         gw = self.gw_for(peer)
