@@ -740,6 +740,8 @@ static const struct cfg_value *typed(const struct cfg_section *s, const char *ke
 
 const struct cfg_value *cfg_get(const struct cfg_section *s, const char *key) { return typed(s, key, -1, -1); }
 
+bool cfg_has(const struct cfg_section *s, const char *key) { return key_index(s->schema, key) >= 0; }
+
 const char *cfg_str(const struct cfg_section *s, const char *key)
 {
 	const struct cfg_value *v = typed(s, key, CFG_STR, CFG_ENUM);

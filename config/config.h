@@ -97,6 +97,8 @@ int64_t cfg_int(const struct cfg_section *s, const char *key);
 double cfg_num(const struct cfg_section *s, const char *key);
 bool cfg_bool(const struct cfg_section *s, const char *key);
 const struct cfg_value *cfg_get(const struct cfg_section *s, const char *key);
+/* Does the section's schema have this key at all? */
+bool cfg_has(const struct cfg_section *s, const char *key);
 
 /* Shorthand: config_section(cfg, sec) then cfg_str/int/bool. */
 const char *config_str(const struct config *c, const char *sec, const char *key);

@@ -263,7 +263,7 @@ static bool encryption_key(unsigned char key[CRYPTO_KEY_LEN], char *err, size_t 
 bool router_wants_encryption(const struct smsg *m, const char *protocol)
 {
 	const struct cfg_section *sec = config_section(sup.cfg, protocol);
-	return m->kind == JOB_META && (m->encrypt || (cfg_get(sec, "encrypt") && cfg_bool(sec, "encrypt")));
+	return m->kind == JOB_META && (m->encrypt || (cfg_has(sec, "encrypt") && cfg_bool(sec, "encrypt")));
 }
 
 /* The seed's EncryptionManager: the payload becomes base64(nonce|tag|ciphertext),
