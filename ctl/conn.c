@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "ipc/sendall.h"
 
 int conn_open(struct conn *c, const char *path, char *err, size_t errlen)
 {
@@ -68,31 +69,7 @@ uint64_t conn_request_fd(struct conn *c, const char *name, const msgpack_sbuffer
 		m.body_raw_len = args->size;
 	}
 	msg_encode(&m, &sb);
-	size_t off = 0;
-	while (off < sb.size) {
-		struct iovec iov = { sb.data + off, sb.size - off };
-		union {
-			char buf[CMSG_SPACE(sizeof(int))];
-			struct cmsghdr align;
-		} cbuf;
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		if (fd >= 0 && off == 0) { /* the descriptor rides with the first byte */
-			memset(&cbuf, 0, sizeof cbuf);
-			mh.msg_control = cbuf.buf;
-			mh.msg_controllen = sizeof cbuf.buf;
-			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-		}
-		ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		off += (size_t)n;
-	}
+	send_all_fd(c->fd, sb.data, sb.size, fd); /* a failure shows as no reply */
 	msgpack_sbuffer_destroy(&sb);
 	return c->seq;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ctl/json.h"
+#include "ipc/sendall.h"
 #include "proto/proto.h"
 
 struct pending {
@@ -132,32 +133,7 @@ static int send_request(ucgw_t *gw, const char *name, const msgpack_sbuffer *arg
 		m.body_raw_len = args->size;
 	}
 	msg_encode(&m, &sb);
-	int rc = UCGW_OK;
-	for (size_t off = 0; off < sb.size && rc == UCGW_OK;) {
-		struct iovec iov = { sb.data + off, sb.size - off };
-		union {
-			char buf[CMSG_SPACE(sizeof(int))];
-			struct cmsghdr align;
-		} cbuf;
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		if (fd >= 0 && off == 0) {
-			memset(&cbuf, 0, sizeof cbuf);
-			mh.msg_control = cbuf.buf;
-			mh.msg_controllen = sizeof cbuf.buf;
-			struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(c), &fd, sizeof fd);
-		}
-		ssize_t n = sendmsg(gw->fd, &mh, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			rc = UCGW_E_IO;
-		else
-			off += (size_t)n;
-	}
+	int rc = send_all_fd(gw->fd, sb.data, sb.size, fd) < 0 ? UCGW_E_IO : UCGW_OK;
 	msgpack_sbuffer_destroy(&sb);
 	*seq = m.seq;
 	return rc;
