@@ -315,6 +315,12 @@ static void start_request(struct job *j)
 	char idem[64];
 	snprintf(idem, sizeof idem, "Idempotency-Key: %s", j->id);
 	r->headers = curl_slist_append(r->headers, idem);
+	const char *bearer = worker_bearer(cfg_str(H.cfg, "jwt_secret"));
+	if (bearer) {
+		char *h = xasprintf("Authorization: %s", bearer);
+		r->headers = curl_slist_append(r->headers, h);
+		free(h);
+	}
 	char *url = xasprintf("%s%s", H.url_base, j->endpoint ? j->endpoint : H.endpoint);
 	CURL *e = r->easy;
 	curl_easy_setopt(e, CURLOPT_URL, url);

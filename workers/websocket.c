@@ -229,6 +229,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 							(int)strlen(hv->vals[i]), p, end))
 				return -1;
 		}
+		const char *bearer = worker_bearer(cfg_str(W.cfg, "jwt_secret"));
+		if (bearer && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, (const unsigned char *)bearer,
+							   (int)strlen(bearer), p, end))
+			return -1;
 		if (cfg_str(W.cfg, "api_key")) {
 			char name[128];
 			snprintf(name, sizeof name, "%s:", cfg_str(W.cfg, "api_key_header"));

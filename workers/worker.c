@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/jwt.h"
 #include "ipc/channel.h"
 
 #define SUPERVISOR_FD 3
@@ -138,6 +139,26 @@ void worker_progress(struct job *job, uint64_t done)
 {
 	struct msg m = { .type = MSG_PROGRESS, .seq = job->seq, .id = job->id, .done = done, .size = job->size };
 	send_msg(&m);
+}
+
+#define JWT_TTL_S 300
+
+const char *worker_bearer(const char *secret)
+{
+	static char *bearer;
+	static uint64_t until_ms;
+	if (!secret)
+		return NULL;
+	if (!bearer || now_ms() >= until_ms) {
+		char *tok = jwt_mint(secret, worker_device_id(), JWT_TTL_S);
+		if (!tok)
+			return NULL;
+		free(bearer);
+		bearer = xasprintf("Bearer %s", tok);
+		free(tok);
+		until_ms = now_ms() + (JWT_TTL_S / 2) * 1000; /* well before it expires */
+	}
+	return bearer;
 }
 
 char *worker_expand(const char *tmpl)

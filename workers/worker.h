@@ -58,6 +58,9 @@ bool worker_connected(void);
 void worker_progress(struct job *job, uint64_t done);
 /* Jobs in hand, oldest first (for answering them all when a connection drops). */
 struct job *worker_jobs(void);
+/* "Bearer <JWT>": an HS256 token for this device, minted from secret and
+ * minted again before it expires; NULL when secret is NULL. */
+const char *worker_bearer(const char *secret);
 /* Expand "{device_id}" in a template; caller frees. */
 char *worker_expand(const char *tmpl);
 

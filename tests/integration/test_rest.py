@@ -41,6 +41,31 @@ class RestTest(GatewayTest):
         rc, out, err = gw.ctl("send", "--protocol", "rest", "--endpoint", "/api/other", "--wait", "{}")
         self.assertEqual(peer.records("http")[-1]["path"], "/api/other")
 
+    def test_bearer_jwt_minted_from_the_secret(self):
+        import base64
+        import hashlib
+        import hmac
+        peer = LprPeer(self)
+        secret = os.path.join(self.tmp, "jwt.secret")
+        with open(secret, "w") as f:
+            f.write("s3cret-signing-key\n")
+        os.chmod(secret, 0o600)
+        gw = self.gw_for(peer, jwt_secret_file=secret)
+        self.up(gw)
+        rc, out, err = gw.ctl("send", "--protocol", "rest", "--wait", '{"plate":"J"}')
+        self.assertEqual(rc, 0, err)
+        auth = peer.records("http")[0]["auth"]
+        self.assertTrue(auth.startswith("Bearer "), auth)
+        head, claims, sig = auth[7:].split(".")
+        pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+        self.assertEqual(json.loads(base64.urlsafe_b64decode(pad(head)))["alg"], "HS256")
+        c = json.loads(base64.urlsafe_b64decode(pad(claims)))
+        self.assertEqual(c["sub"], "test-cam-1")
+        self.assertGreater(c["exp"], time.time())
+        mac = hmac.new(b"s3cret-signing-key", (head + "." + claims).encode(), hashlib.sha256).digest()
+        self.assertEqual(base64.urlsafe_b64encode(mac).rstrip(b"=").decode(), sig)
+        self.assertNotIn("s3cret-signing-key", gw.log_text())
+
     def test_400_is_permanent_with_the_servers_reason(self):
         peer = LprPeer(self)
         gw = self.gw_for(peer)

@@ -35,6 +35,20 @@ class WebSocketTest(GatewayTest):
         self.assertEqual(json.loads(rec["body"]), {"id": o["id"], "data": json.loads(body)})
         self.assertEqual(rec["path"], "/lpr")
 
+    def test_bearer_jwt_on_the_upgrade(self):
+        peer = LprPeer(self)
+        secret = os.path.join(self.tmp, "jwt.secret")
+        with open(secret, "w") as f:
+            f.write("ws-signing-key")
+        os.chmod(secret, 0o600)
+        gw = self.gw_for(peer, jwt_secret_file=secret, headers={"X-Camera": "gate-9"})
+        self.up(gw)
+        rc, out, err = gw.ctl("send", "--protocol", "websocket", "--wait", '{"plate":"J"}')
+        self.assertEqual(rc, 0, err)
+        rec = peer.records("ws")[0]
+        self.assertTrue(rec["auth"].startswith("Bearer ey"), rec["auth"])
+        self.assertEqual(len(rec["auth"].split(".")), 3)
+
     def test_nack_400_is_permanent_503_is_retried(self):
         peer = LprPeer(self)
         gw = self.gw_for(peer)
