@@ -271,7 +271,7 @@ struct channel *channel_new(uv_loop_t *loop, int fd, size_t max_frame, const str
 
 int channel_write(struct channel *ch, const void *frame, size_t len, int fd)
 {
-	if (ch->closed)
+	if (!ch || ch->closed)
 		return -1;
 	if (fd >= 0) {
 		int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -303,6 +303,8 @@ int channel_write(struct channel *ch, const void *frame, size_t len, int fd)
 
 int channel_send(struct channel *ch, const struct msg *m, int fd)
 {
+	if (!ch || ch->closed)
+		return -1;
 	ch->scratch.size = 0;
 	msg_encode(m, &ch->scratch);
 	return channel_write(ch, ch->scratch.data, ch->scratch.size, fd);

@@ -145,6 +145,8 @@ static void handle_hello(struct proc *p, const struct msg *m)
 static void ping_tick(uv_timer_t *t)
 {
 	struct proc *p = t->data;
+	if (!p->ch)
+		return; /* its socket is gone: the exit is on its way */
 	uint64_t now = now_ms(), timeout = (uint64_t)gw_int("ping_timeout_ms");
 	if (now - p->last_pong_ms > timeout) {
 		char why[128];

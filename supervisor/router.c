@@ -354,7 +354,7 @@ void router_pump(struct rproto *rp)
 	if (!p || p->state != PROC_READY || !p->ch || sup.stopping || rp->paused)
 		return;
 	unsigned window = (unsigned)config_int(sup.cfg, "gateway", "window");
-	while (p->inflight < window && !channel_congested(p->ch)) {
+	while (p->inflight < window && p->ch && !channel_congested(p->ch)) {
 		struct smsg *m = NULL;
 		for (int pr = PRIO_HIGH; pr <= PRIO_LOW && !m; pr++)
 			m = rp->queue[pr].head;
