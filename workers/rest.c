@@ -3,12 +3,18 @@
  * keep-alive connections. 2xx is ok; 408, 429, 5xx and transport errors are
  * retry (the supervisor retries, never this worker); other 4xx are permfail. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "workers/worker.h"
 
-#define BODY_KEEP 512
+#define BODY_KEEP 200            /* bytes of a refusal's body quoted in the error */
+#define REASON_KEEP 64           /* the status line's reason phrase */
+#define PROBE_FIRST_MS 1000      /* reachability probes while the server is away: */
+#define PROBE_MAX_MS 5000        /* 1 s, doubling to every 5 s */
+#define RETRY_AFTER_MAX_S 86400
 
 struct req {
 	struct job *job;
@@ -16,6 +22,8 @@ struct req {
 	struct curl_slist *headers;
 	char body[BODY_KEEP + 1];
 	size_t body_len;
+	char reason[REASON_KEEP];
+	char errbuf[CURL_ERROR_SIZE];
 	uint64_t retry_after_ms;
 };
 
@@ -28,13 +36,16 @@ static struct {
 	CURLM *multi;
 	uv_timer_t timer, probe_timer;
 	char *url_base, *endpoint;
+	char hostport[300];          /* for "connect to HOST:PORT failed" */
 	struct curl_slist *base_headers;
 	long timeout_ms, connect_ms;
 	const struct cfg_section *cfg;
 	CURL **idle;                 /* easy handles kept for reuse (their connections stay in the pool) */
 	size_t nidle, capidle;
 	CURL *probe;
+	char probe_err[CURL_ERROR_SIZE];
 	bool probing;
+	uint64_t probe_delay_ms;
 	/* Jobs beyond a few per connection wait here rather than in libcurl,
 	 * whose handling of many pending transfers costs more per request. */
 	struct job **waiting;
@@ -43,10 +54,10 @@ static struct {
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
 } H;
 
-/* ---- libcurl <-> libuv ---- */
-
 static void check_done(void);
-static void start_waiting(void);
+static void start_probe(void);
+
+/* ---- libcurl <-> libuv ---- */
 
 static void on_poll(uv_poll_t *p, int status, int events)
 {
@@ -110,71 +121,150 @@ static size_t on_body(char *p, size_t size, size_t n, void *userp)
 	return len;
 }
 
+/* Retry-After is either delta-seconds or an HTTP date (RFC 9110 10.2.3). */
+static uint64_t parse_retry_after(const char *v)
+{
+	while (*v == ' ' || *v == '\t')
+		v++;
+	long secs;
+	if (*v >= '0' && *v <= '9') {
+		secs = strtol(v, NULL, 10);
+	} else {
+		time_t when = curl_getdate(v, NULL);
+		secs = when < 0 ? 0 : (long)(when - time(NULL));
+	}
+	if (secs <= 0)
+		return 0;
+	return (uint64_t)(secs < RETRY_AFTER_MAX_S ? secs : RETRY_AFTER_MAX_S) * 1000;
+}
+
+/* "HTTP/1.1 503 Service Unavailable\r\n": keep the reason phrase. A later
+ * status line (after a 100 Continue, say) replaces an earlier one. */
+static void take_reason(struct req *r, const char *line, size_t len)
+{
+	const char *p = memchr(line, ' ', len);
+	p = p ? memchr(p + 1, ' ', len - (size_t)(p + 1 - line)) : NULL;
+	size_t n = 0;
+	if (p) {
+		p++;
+		n = len - (size_t)(p - line);
+		while (n && (p[n - 1] == '\r' || p[n - 1] == '\n' || p[n - 1] == ' '))
+			n--;
+		if (n >= sizeof r->reason)
+			n = sizeof r->reason - 1;
+		memcpy(r->reason, p, n);
+	}
+	r->reason[n] = '\0';
+	r->retry_after_ms = 0;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *userp)
 {
 	struct req *r = userp;
 	size_t len = size * n;
-	if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
-		long secs = strtol(p + 12, NULL, 10);
-		if (secs > 0 && secs < 86400)
-			r->retry_after_ms = (uint64_t)secs * 1000;
+	if (len > 5 && strncmp(p, "HTTP/", 5) == 0) {
+		take_reason(r, p, len);
+	} else if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
+		char v[128];
+		size_t vn = len - 12 < sizeof v - 1 ? len - 12 : sizeof v - 1;
+		memcpy(v, p + 12, vn);
+		v[vn] = '\0';
+		r->retry_after_ms = parse_retry_after(v);
 	}
 	return len;
 }
 
-static void note_rtt(CURL *easy)
+/* Every successful exchange proves the path; the round trip goes to the
+ * network monitor averaged, at most once a second, so it is not flooded. */
+static void note_success(CURL *easy)
 {
 	curl_off_t us = 0;
 	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us);
 	H.rtt_sum += (uint64_t)us;
 	H.rtt_n++;
 	uint64_t now = now_ms();
-	if (now - H.rtt_reported_ms >= 1000) {
+	if (!worker_connected() || now - H.rtt_reported_ms >= 1000) {
 		worker_health(true, H.rtt_sum / H.rtt_n, "%s reachable", H.url_base);
 		H.rtt_sum = H.rtt_n = 0;
 		H.rtt_reported_ms = now;
 	}
 }
 
+/* HTTP/2 has no reason phrase, and some servers send none: say it anyway,
+ * an operator reads "429 Too Many Requests" faster than "429". */
+static const char *standard_reason(long status)
+{
+	static const struct {
+		long status;
+		const char *reason;
+	} t[] = {
+		{ 400, "Bad Request" }, { 401, "Unauthorized" }, { 403, "Forbidden" }, { 404, "Not Found" },
+		{ 405, "Method Not Allowed" }, { 408, "Request Timeout" }, { 409, "Conflict" },
+		{ 413, "Content Too Large" }, { 415, "Unsupported Media Type" }, { 422, "Unprocessable Content" },
+		{ 429, "Too Many Requests" }, { 500, "Internal Server Error" }, { 502, "Bad Gateway" },
+		{ 503, "Service Unavailable" }, { 504, "Gateway Timeout" },
+	};
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+		if (t[i].status == status)
+			return t[i].reason;
+	return "";
+}
+
 /* The server's words, cut to one line, for the error text. */
 static const char *body_line(struct req *r)
 {
 	for (char *p = r->body; *p; p++)
-		if (*p == '\n' || *p == '\r')
+		if (*p == '\n' || *p == '\r' || *p == '\t')
 			*p = ' ';
 	return r->body_len ? r->body : "(empty body)";
 }
 
-static bool transport_down(CURLcode rc)
+/* Why a transfer failed, in words an operator can act on. */
+static void transport_reason(CURL *easy, CURLcode rc, const char *errbuf, char *out, size_t len)
 {
-	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_SEND_ERROR ||
-	       rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING || rc == CURLE_OPERATION_TIMEDOUT;
+	long os_errno = 0;
+	curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+	if (rc == CURLE_COULDNT_CONNECT && os_errno)
+		snprintf(out, len, "connect to %s failed: %s", H.hostport, strerror((int)os_errno));
+	else if (errbuf[0])
+		snprintf(out, len, "%s", errbuf);
+	else
+		snprintf(out, len, "%s", curl_easy_strerror(rc));
 }
 
-static void start_probe(void);
-static void set_tls(CURL *e);
+static void finish_transport(struct req *r, CURLcode rc, long status)
+{
+	char why[CURL_ERROR_SIZE + 320];
+	transport_reason(r->easy, rc, r->errbuf, why, sizeof why);
+	if (rc == CURLE_URL_MALFORMAT) {
+		/* Only a message's own endpoint can make the URL bad: no retry mends it. */
+		worker_result(r->job, JOB_PERMFAIL, 0, "bad URL: %s", why);
+		return;
+	}
+	worker_result(r->job, JOB_RETRY, 0, "%s", why);
+	if (status == 0) { /* nothing came back: the path itself is in doubt */
+		worker_health(false, 0, "%s unreachable: %s", H.url_base, why);
+		start_probe();
+	}
+}
 
 static void finish(struct req *r, CURLcode rc)
 {
 	long status = 0;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-	struct job *j = r->job;
 	if (rc != CURLE_OK) {
-		worker_result(j, JOB_RETRY, 0, "%s", curl_easy_strerror(rc));
-		if (transport_down(rc) && status == 0) {
-			worker_health(false, 0, "%s unreachable: %s", H.url_base, curl_easy_strerror(rc));
-			start_probe();
-		}
-	} else if (status >= 200 && status < 300) {
-		note_rtt(r->easy);
-		worker_result(j, JOB_OK, 0, NULL);
-	} else if (status == 408 || status == 429 || status >= 500) {
-		note_rtt(r->easy);
-		worker_result(j, JOB_RETRY, r->retry_after_ms, "HTTP %ld: %.200s", status, body_line(r));
-	} else {
-		note_rtt(r->easy);
-		worker_result(j, JOB_PERMFAIL, 0, "HTTP %ld: %.200s", status, body_line(r));
+		finish_transport(r, rc, status);
+		return;
 	}
+	note_success(r->easy);
+	if (status >= 200 && status < 300) {
+		worker_result(r->job, JOB_OK, 0, NULL);
+		return;
+	}
+	bool retry = status == 408 || status == 429 || status >= 500;
+	const char *reason = r->reason[0] ? r->reason : standard_reason(status);
+	worker_result(r->job, retry ? JOB_RETRY : JOB_PERMFAIL, retry ? r->retry_after_ms : 0, "HTTP %ld%s%s: %.200s",
+		      status, reason[0] ? " " : "", reason, body_line(r));
 }
 
 static void release(struct req *r)
@@ -182,6 +272,7 @@ static void release(struct req *r)
 	curl_multi_remove_handle(H.multi, r->easy);
 	curl_slist_free_all(r->headers);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, NULL);
+	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, NULL);
 	if (H.nidle == H.capidle) {
 		H.capidle = H.capidle ? H.capidle * 2 : 16;
 		H.idle = xrealloc(H.idle, H.capidle * sizeof *H.idle);
@@ -191,6 +282,7 @@ static void release(struct req *r)
 }
 
 static void probe_done(CURLcode rc);
+static void start_waiting(void);
 
 static void check_done(void)
 {
@@ -216,48 +308,7 @@ static void check_done(void)
 	start_waiting();
 }
 
-/* ---- the reachability probe: a connect, no request ---- */
-
-static void probe_tick(uv_timer_t *t) { start_probe(); }
-
-static void start_probe(void)
-{
-	if (H.probing)
-		return;
-	H.probing = true;
-	curl_easy_reset(H.probe);
-	curl_easy_setopt(H.probe, CURLOPT_URL, H.url_base);
-	curl_easy_setopt(H.probe, CURLOPT_CONNECT_ONLY, 1L);
-	curl_easy_setopt(H.probe, CURLOPT_CONNECTTIMEOUT_MS, H.connect_ms);
-	curl_easy_setopt(H.probe, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(H.probe, CURLOPT_FRESH_CONNECT, 1L);
-	curl_easy_setopt(H.probe, CURLOPT_FORBID_REUSE, 1L);
-	set_tls(H.probe);
-	curl_multi_add_handle(H.multi, H.probe);
-}
-
-static void probe_done(CURLcode rc)
-{
-	curl_multi_remove_handle(H.multi, H.probe);
-	H.probing = false;
-	if (rc == CURLE_OK) {
-		curl_off_t us = 0;
-		curl_easy_getinfo(H.probe, CURLINFO_CONNECT_TIME_T, &us);
-		worker_health(true, (uint64_t)us, "%s reachable", H.url_base);
-		return;
-	}
-	worker_health(false, 0, "%s unreachable: %s", H.url_base, curl_easy_strerror(rc));
-	uv_timer_start(&H.probe_timer, probe_tick, 1000, 0);
-}
-
-/* ---- jobs ---- */
-
-static CURL *take_easy(void)
-{
-	if (H.nidle)
-		return H.idle[--H.nidle];
-	return curl_easy_init();
-}
+/* ---- TLS ---- */
 
 static void set_tls(CURL *e)
 {
@@ -274,26 +325,80 @@ static void set_tls(CURL *e)
 	}
 }
 
+/* ---- the reachability probe: a connect (and TLS handshake), no request ----
+ * While the server is away no job comes (health says disconnected), so
+ * something must notice when it is back. */
+
+static void probe_tick(uv_timer_t *t) { start_probe(); }
+
+static void start_probe(void)
+{
+	if (H.probing)
+		return;
+	H.probing = true;
+	uv_timer_stop(&H.probe_timer);
+	curl_easy_reset(H.probe);
+	H.probe_err[0] = '\0';
+	curl_easy_setopt(H.probe, CURLOPT_URL, H.url_base);
+	curl_easy_setopt(H.probe, CURLOPT_ERRORBUFFER, H.probe_err);
+	curl_easy_setopt(H.probe, CURLOPT_CONNECT_ONLY, 1L);
+	curl_easy_setopt(H.probe, CURLOPT_CONNECTTIMEOUT_MS, H.connect_ms);
+	curl_easy_setopt(H.probe, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(H.probe, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(H.probe, CURLOPT_FORBID_REUSE, 1L);
+	set_tls(H.probe);
+	curl_multi_add_handle(H.multi, H.probe);
+}
+
+static void probe_done(CURLcode rc)
+{
+	curl_multi_remove_handle(H.multi, H.probe);
+	H.probing = false;
+	if (rc == CURLE_OK) {
+		curl_off_t us = 0;
+		curl_easy_getinfo(H.probe, CURLINFO_CONNECT_TIME_T, &us);
+		H.probe_delay_ms = 0;
+		worker_health(true, us > 0 ? (uint64_t)us : 1, "%s reachable", H.url_base);
+		return;
+	}
+	char why[CURL_ERROR_SIZE + 320];
+	transport_reason(H.probe, rc, H.probe_err, why, sizeof why);
+	worker_health(false, 0, "%s unreachable: %s", H.url_base, why);
+	H.probe_delay_ms = H.probe_delay_ms ? H.probe_delay_ms * 2 : PROBE_FIRST_MS;
+	if (H.probe_delay_ms > PROBE_MAX_MS)
+		H.probe_delay_ms = PROBE_MAX_MS;
+	uv_timer_start(&H.probe_timer, probe_tick, H.probe_delay_ms, 0);
+}
+
+/* ---- jobs ---- */
+
+static CURL *take_easy(void)
+{
+	if (H.nidle)
+		return H.idle[--H.nidle];
+	return curl_easy_init();
+}
+
 static void start_request(struct job *j);
 
 static void rest_submit(struct job *j)
 {
-	if (H.active >= H.max_active) {
-		if (H.nwaiting == H.capwaiting) {
-			/* compact, then grow */
-			if (H.head)
-				memmove(H.waiting, H.waiting + H.head, (H.nwaiting - H.head) * sizeof *H.waiting);
-			H.nwaiting -= H.head;
-			H.head = 0;
-			if (H.nwaiting == H.capwaiting) {
-				H.capwaiting = H.capwaiting ? H.capwaiting * 2 : 256;
-				H.waiting = xrealloc(H.waiting, H.capwaiting * sizeof *H.waiting);
-			}
-		}
-		H.waiting[H.nwaiting++] = j;
+	if (H.active < H.max_active) {
+		start_request(j);
 		return;
 	}
-	start_request(j);
+	if (H.nwaiting == H.capwaiting) {
+		/* compact, then grow */
+		if (H.head)
+			memmove(H.waiting, H.waiting + H.head, (H.nwaiting - H.head) * sizeof *H.waiting);
+		H.nwaiting -= H.head;
+		H.head = 0;
+		if (H.nwaiting == H.capwaiting) {
+			H.capwaiting = H.capwaiting ? H.capwaiting * 2 : 256;
+			H.waiting = xrealloc(H.waiting, H.capwaiting * sizeof *H.waiting);
+		}
+	}
+	H.waiting[H.nwaiting++] = j;
 }
 
 static void start_waiting(void)
@@ -304,23 +409,31 @@ static void start_waiting(void)
 		H.head = H.nwaiting = 0;
 }
 
+/* The configured headers, then this message's own. */
+static struct curl_slist *request_headers(const struct job *j)
+{
+	struct curl_slist *l = NULL;
+	for (struct curl_slist *h = H.base_headers; h; h = h->next)
+		l = curl_slist_append(l, h->data);
+	char idem[UCGW_ID_LEN + 32];
+	snprintf(idem, sizeof idem, "Idempotency-Key: %s", j->id);
+	l = curl_slist_append(l, idem);
+	const char *bearer = worker_bearer(cfg_str(H.cfg, "jwt_secret"));
+	if (bearer) {
+		char *h = xasprintf("Authorization: %s", bearer);
+		l = curl_slist_append(l, h);
+		free(h);
+	}
+	return l;
+}
+
 static void start_request(struct job *j)
 {
 	H.active++;
 	struct req *r = xcalloc(1, sizeof *r);
 	r->job = j;
 	r->easy = take_easy();
-	for (struct curl_slist *h = H.base_headers; h; h = h->next)
-		r->headers = curl_slist_append(r->headers, h->data);
-	char idem[64];
-	snprintf(idem, sizeof idem, "Idempotency-Key: %s", j->id);
-	r->headers = curl_slist_append(r->headers, idem);
-	const char *bearer = worker_bearer(cfg_str(H.cfg, "jwt_secret"));
-	if (bearer) {
-		char *h = xasprintf("Authorization: %s", bearer);
-		r->headers = curl_slist_append(r->headers, h);
-		free(h);
-	}
+	r->headers = request_headers(j);
 	char *url = xasprintf("%s%s", H.url_base, j->endpoint ? j->endpoint : H.endpoint);
 	CURL *e = r->easy;
 	curl_easy_setopt(e, CURLOPT_URL, url);
@@ -333,13 +446,13 @@ static void start_request(struct job *j)
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, H.timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, H.connect_ms);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
 	curl_easy_setopt(e, CURLOPT_VERBOSE, getenv("UCGW_CURL_VERBOSE") ? 1L : 0L);
-	/* A 100-continue round trip per request would halve the rate. */
 	set_tls(e);
 	curl_multi_add_handle(H.multi, e);
 }
@@ -353,26 +466,10 @@ static void add_header(const char *name, const char *value)
 	free(h);
 }
 
-static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
+static void base_headers(const struct cfg_section *cfg)
 {
-	const char *base = cfg_str(cfg, "base_url");
-	if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) {
-		snprintf(err, errlen, "rest.base_url '%s': expected an http:// or https:// URL", base);
-		return UCGW_EXIT_CONFIG;
-	}
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		snprintf(err, errlen, "curl_global_init failed");
-		return UCGW_EXIT_CONFIG;
-	}
-	H.cfg = cfg;
-	H.url_base = xstrdup(base);
-	size_t n = strlen(H.url_base);
-	if (n && H.url_base[n - 1] == '/')
-		H.url_base[n - 1] = '\0'; /* the endpoint brings its own slash */
-	H.endpoint = xstrdup(cfg_str(cfg, "endpoint"));
-	H.timeout_ms = (long)(cfg_num(cfg, "timeout") * 1000);
-	H.connect_ms = H.timeout_ms < 10000 ? H.timeout_ms : 10000;
 	add_header("Content-Type", "application/json");
+	/* A 100-continue round trip per request would halve the rate. */
 	add_header("Expect", "");
 	const struct cfg_value *hv = cfg_get(cfg, "headers");
 	for (size_t i = 0; i < hv->nitems; i++)
@@ -381,16 +478,67 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		H.base_headers = curl_slist_append(H.base_headers, cfg_str(cfg, "auth_header"));
 	if (cfg_str(cfg, "api_key"))
 		add_header(cfg_str(cfg, "api_key_header"), cfg_str(cfg, "api_key"));
-	if (cfg_bool(cfg, "insecure"))
-		log_warnx("rest.insecure is true: the server's certificate is NOT verified");
+}
+
+/* Accept only http(s) URLs libcurl can parse, and remember host:port for errors. */
+static int parse_base(const char *base, char *err, size_t errlen)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL;
+	int rc = curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+			 curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+			 curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+			 curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+			 (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0)
+		 ? 0
+		 : -1;
+	if (rc == 0)
+		snprintf(H.hostport, sizeof H.hostport, "%s:%s", host, port);
+	else
+		snprintf(err, errlen, "rest.base_url '%s': expected an http:// or https:// URL", base);
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+static void multi_init(long conns)
+{
 	H.multi = curl_multi_init();
-	long conns = (long)cfg_int(cfg, "connections");
+	/* A few requests per connection queued in libcurl keep each connection busy
+	 * without a gap; the rest wait in H.waiting. */
 	H.max_active = conns * 2;
 	curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
 	curl_multi_setopt(H.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, conns);
 	curl_multi_setopt(H.multi, CURLMOPT_MAXCONNECTS, conns);
+}
+
+static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
+{
+	const char *base = cfg_str(cfg, "base_url");
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(err, errlen, "curl_global_init failed");
+		return UCGW_EXIT_CONFIG;
+	}
+	if (parse_base(base, err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	H.cfg = cfg;
+	H.url_base = xstrdup(base);
+	size_t n = strlen(H.url_base);
+	if (n && H.url_base[n - 1] == '/')
+		H.url_base[n - 1] = '\0'; /* the endpoint brings its own slash */
+	H.endpoint = xstrdup(cfg_str(cfg, "endpoint"));
+	H.timeout_ms = (long)(cfg_num(cfg, "timeout") * 1000);
+	if (H.timeout_ms < 1)
+		H.timeout_ms = 1; /* 0 would mean "no timeout" to libcurl */
+	H.connect_ms = H.timeout_ms < 10000 ? H.timeout_ms : 10000;
+	base_headers(cfg);
+	if (cfg_bool(cfg, "insecure"))
+		log_warnx("rest.insecure is true: the server's certificate is NOT verified");
+	multi_init((long)cfg_int(cfg, "connections"));
 	uv_timer_init(loop, &H.timer);
 	uv_timer_init(loop, &H.probe_timer);
 	H.probe = curl_easy_init();

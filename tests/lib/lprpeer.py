@@ -33,6 +33,8 @@ class LprPeer:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
 
     def http_url(self):
         return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
