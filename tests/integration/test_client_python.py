@@ -1,13 +1,22 @@
-"""The Python client against the real daemon: the reference design's API."""
+"""The Python client (clients/python/ucgw) against the real daemon and the test
+worker: the reference design's API (send_metadata, send_file,
+CommunicationResult), errors as results, threads, timeouts, authentication, a
+daemon that restarts or is not running."""
+import datetime
+import json
 import os
+import socket
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
-from ucgw import CommunicationResult, UnifiedCommunicationGateway  # noqa: E402
+from ucgw import (CommunicationResult, GatewayNotRunning, UnifiedCommunicationGateway)  # noqa: E402
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
+
+KEY = "k1-python-client-test-key-0123456789"
 
 
 class PythonClientTest(GatewayTest):
@@ -22,59 +31,277 @@ class PythonClientTest(GatewayTest):
         super().tearDown()
 
     def lines(self):
-        with open(self.record) as f:
-            return [l.split() for l in f if l.strip()]
+        try:
+            with open(self.record) as f:
+                return [l.split() for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def delivered(self):
+        return {l[0]: int(l[1]) for l in self.lines()}
 
     def test_send_metadata_like_the_reference(self):
-        r = self.client.send_metadata({"plate": "ABC123"}, protocol="testworker", priority="high")
+        data = {"plate": "ABC123", "confidence": 0.97, "camera": "gate-1"}
+        r = self.client.send_metadata(data, protocol="testworker", priority="high")
         self.assertIsInstance(r, CommunicationResult)
         self.assertTrue(r.success, r.error)
+        self.assertIsNone(r.error)
+        self.assertEqual(r.data["status"], "ok")
         self.assertEqual(r.data["protocol"], "testworker")
-        self.assertEqual(self.lines()[0][0], r.data["id"])
+        self.assertEqual(r.data["attempts"], 1)
+        self.assertEqual(len(r.data["id"]), 26)
+        self.assertEqual(r.id, r.data["id"])
+        sent = json.dumps(data, separators=(",", ":")).encode()
+        self.assertEqual(self.delivered()[r.id], len(sent))
+
+    def test_constructed_like_the_reference(self):
+        """The reference passed a config object: a mapping, an object or a path work."""
+        class Config:
+            socket_path = self.gw.sock
+            websocket = rest = mqtt = None  # the reference's protocol settings: ucgwd's business now
+        for cfg in ({"socket_path": self.gw.sock, "rest": {}}, Config(), self.gw.sock):
+            with UnifiedCommunicationGateway(cfg) as c:
+                r = c.send_metadata({"cfg": type(cfg).__name__}, protocol="testworker")
+                self.assertTrue(r.success, (cfg, r.error))
+        saved = os.environ.get("UCGW_SOCKET")
+        os.environ["UCGW_SOCKET"] = self.gw.sock
+        try:
+            self.assertTrue(UnifiedCommunicationGateway().status().success)
+        finally:
+            if saved is None:
+                os.environ.pop("UCGW_SOCKET")
+            else:
+                os.environ["UCGW_SOCKET"] = saved
+
+    def test_kinds_of_data(self):
+        when = datetime.datetime(2024, 8, 16, 12, 30, 5)
+        cases = [
+            ({"plate": "DT1", "seen": when}, b'{"plate":"DT1","seen":"2024-08-16T12:30:05"}'),
+            ('{"plate":"STR1"}', b'{"plate":"STR1"}'),             # JSON text: checked as JSON
+            ("plate=STR2", b"plate=STR2"),                         # other text: raw
+            (b"\x00\x01binary", b"\x00\x01binary"),                # bytes: raw
+            ([1, 2, 3], b"[1,2,3]"),
+        ]
+        for data, wire in cases:
+            r = self.client.send_metadata(data, protocol="testworker")
+            self.assertTrue(r.success, (data, r.error))
+            self.assertEqual(self.delivered()[r.id], len(wire), data)
+        r = self.client.send_metadata("plate=STR3", protocol="testworker", format="json")
+        self.assertFalse(r.success)
+        self.assertIn("payload is not valid JSON", r.error)
+        r = self.client.send_metadata({"x": object()}, protocol="testworker")
+        self.assertFalse(r.success)
+        self.assertIn("not JSON serializable", r.error)
+
+    def test_without_wait(self):
+        r = self.client.send_metadata({"plate": "NW1"}, protocol="testworker", wait=False)
+        self.assertTrue(r.success, r.error)
+        self.assertEqual(r.data["status"], "accepted")
+        wait_for(lambda: r.id in self.delivered(), what="the accepted message delivered")
 
     def test_failure_carries_the_reason(self):
         r = self.client.send_metadata({"cmd": "permfail"}, protocol="testworker")
         self.assertFalse(r.success)
         self.assertIn("permfail", r.error)
-        r = self.client.send_metadata({"a": 1}, protocol="nosuch")
-        self.assertFalse(r.success)
-        self.assertIn("unknown metadata protocol", r.error)
+        self.assertEqual(r.data["status"], "failed")
+        dead = self.client.queue("dead")
+        self.assertTrue(dead.success, dead.error)
+        self.assertIn(r.id, [m["id"] for m in dead.data])
+        for kw, words in (({"protocol": "nosuch"}, "unknown metadata protocol 'nosuch'"),
+                          ({"protocol": "rest"}, "protocol 'rest' is disabled"),
+                          ({"priority": "urgent"}, "unknown priority 'urgent'"),
+                          ({"topic": "lpr/#"}, "wildcard")):
+            r = self.client.send_metadata({"a": 1}, **kw)
+            self.assertFalse(r.success, kw)
+            self.assertIn(words, r.error)
+            self.assertIsNone(r.data)
+
+    def test_programming_errors_raise(self):
+        with self.assertRaises(TypeError):
+            self.client.send_metadata({"a": 1}, bogus=1)
+        with self.assertRaises(ValueError):
+            self.client.send_metadata({"a": 1}, ttl_s=-1)
+        with self.assertRaises(TypeError):
+            self.client.send_metadata({"a": 1}, protocol=None)
+        with self.assertRaises(TypeError):
+            self.client.send_file(3.5)
+        with self.assertRaises(ValueError):
+            UnifiedCommunicationGateway(socket_path=self.gw.sock, timeout=0)
 
     def test_send_file(self):
-        p = os.path.join(self.tmp, "img.jpg")
+        p = os.path.join(self.tmp, "plate-0001.jpg")
         with open(p, "wb") as f:
             f.write(os.urandom(50000))
         r = self.client.send_file(p, protocol="testworker")
         self.assertTrue(r.success, r.error)
-        self.assertEqual(int(self.lines()[0][1]), 50000)
+        self.assertEqual(self.delivered()[r.id], 50000)
+        with open(p, "rb") as f:  # an open file, named at the server by remote_name
+            r = self.client.send_file(f, protocol="testworker", remote_name="plate-0002.jpg",
+                                      progress=lambda done, size: None)
+        self.assertTrue(r.success, r.error)
+        self.assertEqual(self.delivered()[r.id], 50000)
         r = self.client.send_file(os.path.join(self.tmp, "missing.jpg"))
         self.assertFalse(r.success)
         self.assertIn("cannot open", r.error)
+        r = self.client.send_file(self.tmp)
+        self.assertFalse(r.success)
+        self.assertIn("is not a regular file", r.error)
+        r = self.client.send_file(p, protocol="mqtt")
+        self.assertFalse(r.success)
+        self.assertIn("unknown file protocol 'mqtt'", r.error)
 
     def test_not_running(self):
         c = UnifiedCommunicationGateway(socket_path=os.path.join(self.tmp, "none.sock"))
-        r = c.send_metadata({"a": 1})
+        for r in (c.send_metadata({"a": 1}), c.send_file(self.record if os.path.exists(self.record) else __file__),
+                  c.status(), c.stats()):
+            self.assertFalse(r.success)
+            self.assertIn("ucgwd is not running (no socket at", r.error)
+        with self.assertRaises(GatewayNotRunning):
+            c.connect()
+        self.assertFalse(c.is_running())
+        stale = os.path.join(self.tmp, "stale.sock")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(stale)
+        s.close()
+        r = UnifiedCommunicationGateway(socket_path=stale).send_metadata({"a": 1})
+        self.assertFalse(r.success)
+        self.assertIn("not running (nobody listening on", r.error)
+        self.assertTrue(self.client.is_running())
+
+    def test_daemon_restart(self):
+        self.assertTrue(self.client.send_metadata({"n": 1}, protocol="testworker").success)
+        self.gw.stop()
+        r = self.client.send_metadata({"n": 2}, protocol="testworker")
         self.assertFalse(r.success)
         self.assertIn("not running", r.error)
+        self.gw.start()
+        r = self.client.send_metadata({"n": 3}, protocol="testworker")
+        self.assertTrue(r.success, r.error)
+        self.assertEqual(len(self.lines()), 2)
 
     def test_threads_share_one_handle(self):
         ids, errors = [], []
+        lock = threading.Lock()
 
-        def work():
-            for i in range(100):
-                r = self.client.send_metadata({"n": i}, protocol="testworker", wait=(i % 2 == 0))
-                (ids if r.success else errors).append(r.data["id"] if r.success else r.error)
-        ts = [threading.Thread(target=work) for _ in range(4)]
+        def work(t):
+            for i in range(200):
+                r = self.client.send_metadata({"t": t, "n": i}, protocol="testworker", wait=(i + t) % 2 == 0)
+                with lock:
+                    (ids if r.success else errors).append(r.id if r.success else r.error)
+        ts = [threading.Thread(target=work, args=(t,)) for t in range(4)]
         for t in ts:
             t.start()
         for t in ts:
             t.join()
         self.assertEqual(errors, [])
-        self.assertEqual(len(set(ids)), 400)
-        wait_for(lambda: len(self.lines()) == 400, what="400 delivered")
+        self.assertEqual(len(set(ids)), 800)
+        wait_for(lambda: len(self.lines()) == 800, what="800 delivered")
+        self.assertEqual(set(self.delivered()), set(ids))
         st = self.client.stats()
-        self.assertTrue(st.success)
-        self.assertEqual(st.data["testworker"]["success"], 400)
+        self.assertTrue(st.success, st.error)
+        self.assertEqual(st.data["testworker"]["success"], 800)
+
+    def test_status_queue_trace(self):
+        st = self.client.status()
+        self.assertTrue(st.success, st.error)
+        self.assertEqual(st.data["pid"], self.gw.proc.pid)
+        self.assertIn("testworker", [w["name"] for w in self.client.workers().data])
+        q = self.client.queue()
+        self.assertTrue(q.success, q.error)
+        self.assertEqual(q.data, [])
+        r = self.client.trace("01HZZZZZZZZZZZZZZZZZZZZZZZ")
+        self.assertFalse(r.success)
+        self.assertIn("no message with id", r.error)
+
+    def test_fork(self):
+        """A child process uses its own connection, not the parent's."""
+        self.assertTrue(self.client.status().success)
+        pid = os.fork()
+        if pid == 0:
+            r = self.client.send_metadata({"from": "child"}, protocol="testworker")
+            os._exit(0 if r.success else 1)
+        r = self.client.send_metadata({"from": "parent"}, protocol="testworker")
+        _, status = os.waitpid(pid, 0)
+        self.assertTrue(r.success, r.error)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(len(self.lines()), 2)
+
+
+class SlowWorkerTest(GatewayTest):
+    """The test worker answers after 600 ms."""
+
+    def setUp(self):
+        super().setUp()
+        self.gw = self.gateway({"testworker": {"delay_ms": 600}})
+        self.client = UnifiedCommunicationGateway(socket_path=self.gw.sock)
+
+    def tearDown(self):
+        self.client.close()
+        super().tearDown()
+
+    def test_timeout(self):
+        t0 = time.monotonic()
+        r = self.client.send_metadata({"late": 1}, protocol="testworker", timeout=0.1)
+        self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertFalse(r.success)
+        self.assertIn("no answer from ucgwd within 0.1 s", r.error)
+        self.assertIn("still delivers it", r.error)
+        r = self.client.send_metadata({"next": 1}, protocol="testworker")  # not the late answer
+        self.assertTrue(r.success, r.error)
+        self.assertEqual(r.data["status"], "ok")
+
+    def test_waiting_threads_overlap(self):
+        results = []
+
+        def one(i):
+            results.append(self.client.send_metadata({"slow": i}, protocol="testworker"))
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        dt = time.monotonic() - t0
+        self.assertEqual([r.success for r in results], [True] * 8)
+        self.assertLess(dt, 2.4, "eight waited sends of 600 ms each took %.2f s: serialised?" % dt)
+
+    def test_daemon_killed_while_waiting(self):
+        out = []
+        t = threading.Thread(target=lambda: out.append(self.client.send_metadata({"x": 1}, protocol="testworker")))
+        t.start()
+        time.sleep(0.2)
+        self.gw.kill()
+        t.join(10)
+        self.assertFalse(out[0].success)
+        self.assertIn("connection to ucgwd lost", out[0].error)
+        self.gw.start()
+        r = self.client.send_metadata({"after": "kill"}, protocol="testworker")
+        self.assertTrue(r.success, r.error)
+
+
+class AuthTest(GatewayTest):
+    def test_api_key(self):
+        saved = {k: os.environ.pop(k, None) for k in ("UCGW_API_KEY", "UCGW_JWT")}
+        try:
+            os.environ["UCGW_API_KEY"] = KEY  # for the harness's readiness check, and the default below
+            gw = self.gateway({"security": {"require_auth": True, "api_keys": [KEY]}, "testworker": {}})
+            r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key="").status()
+            self.assertFalse(r.success)
+            self.assertIn("unauthorized: missing credentials", r.error)
+            r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key="wrong").send_metadata(
+                {"a": 1}, protocol="testworker")
+            self.assertFalse(r.success)
+            self.assertIn("unauthorized: invalid API key", r.error)
+            r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key=KEY).send_metadata(
+                {"a": 1}, protocol="testworker")
+            self.assertTrue(r.success, r.error)
+            r = UnifiedCommunicationGateway(socket_path=gw.sock).status()  # $UCGW_API_KEY
+            self.assertTrue(r.success, r.error)
+        finally:
+            os.environ.pop("UCGW_API_KEY", None)
+            for k, v in saved.items():
+                if v is not None:
+                    os.environ[k] = v
 
 
 if __name__ == "__main__":
