@@ -1,247 +1,509 @@
 /* ucgw-websocket: metadata over one persistent WebSocket (libwebsockets on the
  * framework's libuv loop). Each job goes out as {"id": ID, "data": PAYLOAD}.
+ *
  * With `ack: message` (the default) a job is ok when the server answers
- * {"ack": ID}; with `ack: none` it is ok once written — the weak mode, which
- * cannot tell a message the server dropped from one it kept. */
+ * {"ack": ID}; a {"nack": ID, "status": N, "error": "..."} is permfail for a
+ * 4xx other than 408/429 and retry otherwise; no answer within ack_timeout_ms,
+ * or a connection lost with the job unacked, is retry.
+ *
+ * With `ack: none` a job is ok once lws took the frame. That is the weak mode:
+ * a frame still in the kernel's buffers when the connection drops, or one the
+ * server drops, is lost without anyone knowing.
+ *
+ * The connection is re-made forever (the camera has no operator): every
+ * reconnect_delay for reconnect_attempts tries, then slower and slower. While
+ * it is down, health says so and new jobs are answered retry at once. */
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "workers/worker.h"
 
-struct wjob {                       /* a job's place in the send queue or the unacked list */
+#define RX_MAX 65536                 /* a server message larger than this is not an ack: dropped */
+#define RECONNECT_MIN_MS 100         /* reconnect_delay 0 must not spin */
+#define RECONNECT_CAP_MS 30000       /* slowest retry pace, unless reconnect_delay is larger */
+#define PING_MAGIC "ucgw-ping"
+
+enum state { WS_WAITING, WS_CONNECTING, WS_UP };
+
+struct wjob {                        /* a job's place in the send queue or the unacked list */
 	struct job *job;
-	uint64_t sent_ms;
+	uint64_t sent_us;
 	struct wjob *next;
+};
+
+struct wlist {
+	struct wjob *head, *tail;
 };
 
 static struct {
 	struct lws_context *ctx;
 	struct lws *wsi;
-	bool connected, stopping, ack;
-	char host[256], path[512];
+	enum state state;
+	bool stopping, ack;
+	char host[256], path[512], url[900];
 	int port;
 	bool tls;
-	uint64_t ack_timeout_ms, reconnect_ms, backoff_ms;
+	uint64_t ack_timeout_ms, delay_ms, ping_ms;
 	unsigned failures, fail_limit;
-	struct wjob *queue, *queue_tail;   /* waiting to be written */
-	struct wjob *unacked, *unacked_tail; /* written, waiting for their ack, oldest first */
-	char *rx;                          /* a message being reassembled */
+	struct wlist queue;              /* waiting to be written, in order */
+	struct wlist unacked;            /* written, waiting for their ack, oldest first */
+	char *rx;                        /* a server message being reassembled */
 	size_t rxlen;
-	uv_timer_t reconnect, sweep;
+	bool rx_overflow;
+	unsigned char *tx;               /* LWS_PRE + one frame */
+	size_t txcap;
+	bool ping_due;
+	uint64_t ping_sent_us;           /* 0: no ping outstanding */
+	uint64_t rtt_sum, rtt_n, rtt_reported_ms; /* ack round trips, averaged per second */
+	uv_timer_t reconnect, sweep, ping;
 	const struct cfg_section *cfg;
 	char why[256];
-	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
+	char tls_why[160];               /* the TLS verdict lws logged for this attempt */
 } W;
 
-static void schedule_reconnect(void);
+/* ---- job lists ---- */
 
-static void fail_all(struct wjob **list, const char *why)
+static void push(struct wlist *l, struct wjob *w)
 {
-	while (*list) {
-		struct wjob *w = *list;
-		*list = w->next;
+	w->next = NULL;
+	if (l->tail)
+		l->tail->next = w;
+	else
+		l->head = w;
+	l->tail = w;
+}
+
+static struct wjob *pop(struct wlist *l)
+{
+	struct wjob *w = l->head;
+	if (w) {
+		l->head = w->next;
+		if (!l->head)
+			l->tail = NULL;
+	}
+	return w;
+}
+
+static void fail_all(struct wlist *l, const char *why)
+{
+	struct wjob *w;
+	while ((w = pop(l))) {
 		worker_result(w->job, JOB_RETRY, 0, "%s", why);
 		free(w);
 	}
 }
 
+/* ---- connection state ---- */
+
+static void schedule_reconnect(void);
+
+static uint64_t now_us(void) { return uv_hrtime() / 1000; }
+
+/* The connection is gone (or never came): everything in hand is retried, since
+ * the server may or may not have it; the id lets it drop a duplicate. */
 static void went_down(const char *why)
 {
-	bool was = W.connected;
-	W.connected = false;
+	bool was_up = W.state == WS_UP;
+	if (W.state == WS_WAITING)
+		return; /* already handled this loss */
+	W.state = WS_WAITING;
 	W.wsi = NULL;
+	W.rxlen = 0;
+	W.rx_overflow = false;
+	W.ping_due = false;
+	W.ping_sent_us = 0;
 	snprintf(W.why, sizeof W.why, "%s", why);
-	W.queue_tail = W.unacked_tail = NULL;
-	fail_all(&W.queue, W.why);
-	fail_all(&W.unacked, W.why);
-	if (was)
-		log_warnx("disconnected from %s:%d: %s", W.host, W.port, W.why);
-	if (++W.failures >= W.fail_limit || was)
-		worker_health(false, 0, "%s:%d unreachable: %s", W.host, W.port, W.why);
+	char msg[320];
+	snprintf(msg, sizeof msg, "connection lost before the server's ack: %s", W.why);
+	fail_all(&W.queue, msg);
+	fail_all(&W.unacked, msg);
+	if (was_up)
+		log_warnx("disconnected from %s: %s", W.url, W.why);
+	else
+		W.failures++;
+	if (W.failures == W.fail_limit)
+		log_warnx("%s: %u failed connects in a row (last: %s); retrying ever more slowly", W.url, W.failures, W.why);
 	if (!W.stopping)
 		schedule_reconnect();
 }
 
-/* ---- acks ---- */
-
-/* Find "key":"value" at the top of a small JSON object; enough for the ack
- * protocol, whose messages the server builds (no library on the list parses
- * JSON without lws's own lejp, which is heavier than this for two fields). */
-static bool json_field(const char *msg, const char *key, char *out, size_t len)
+/* Our own decision to drop the connection (no pong, a failed write): lws
+ * closes it at its next turn; its later callbacks no longer match W.wsi. */
+static void drop_connection(const char *why)
 {
-	char pat[32];
-	snprintf(pat, sizeof pat, "\"%s\"", key);
-	const char *p = strstr(msg, pat);
-	if (!p)
-		return false;
-	p += strlen(pat);
-	while (*p == ' ' || *p == ':')
-		p++;
-	if (*p == '"') {
-		const char *e = strchr(++p, '"');
-		if (!e || (size_t)(e - p) >= len)
-			return false;
-		memcpy(out, p, (size_t)(e - p));
-		out[e - p] = '\0';
-		return true;
+	struct lws *wsi = W.wsi;
+	went_down(why);
+	if (wsi)
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+static void on_established(struct lws *wsi)
+{
+	W.state = WS_UP;
+	W.wsi = wsi;
+	W.failures = 0;
+	W.why[0] = '\0';
+	W.rxlen = 0;
+	log_info("connected to %s", W.url);
+	worker_health(true, 0, "connected to %s", W.url);
+}
+
+/* ---- the server's messages ---- */
+
+/* A JSON string at p (just past its opening quote) into out, escapes taken
+ * as the character they escape (ids and error texts need no more).
+ * Returns the position after the closing quote, NULL if unterminated. */
+static const char *json_string(const char *p, char *out, size_t len)
+{
+	size_t n = 0;
+	for (; *p && *p != '"'; p++) {
+		if (*p == '\\' && p[1])
+			p++;
+		if (out && n + 1 < len)
+			out[n++] = *p;
 	}
-	size_t n = strcspn(p, ",}");
-	if (n >= len)
+	if (out && len)
+		out[n] = '\0';
+	return *p == '"' ? p + 1 : NULL;
+}
+
+/* Past one value of any kind (nested objects and arrays included). */
+static const char *json_skip(const char *p)
+{
+	int depth = 0;
+	do {
+		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+			p++;
+		if (*p == '"') {
+			if (!(p = json_string(p + 1, NULL, 0)))
+				return NULL;
+		} else if (*p == '{' || *p == '[') {
+			depth++;
+			p++;
+		} else if (*p == '}' || *p == ']') {
+			depth--;
+			p++;
+		} else if (*p == ',' || *p == ':') {
+			p++;
+		} else if (*p) {
+			p += strcspn(p, ",}] \t\r\n");
+		} else {
+			return NULL;
+		}
+	} while (depth > 0);
+	return p;
+}
+
+struct answer {
+	char ack[64], nack[64], error[200];
+	long status;
+};
+
+static const char *skip_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	return p;
+}
+
+/* One top-level member "key": value into the answer, if it is one we know. */
+static const char *take_member(const char *p, struct answer *a)
+{
+	char key[16];
+	if (*p != '"' || !(p = json_string(p + 1, key, sizeof key)))
+		return NULL;
+	p = skip_ws(p);
+	if (*p++ != ':')
+		return NULL;
+	p = skip_ws(p);
+	char *dst = strcmp(key, "ack") == 0 ? a->ack : strcmp(key, "nack") == 0 ? a->nack
+					       : strcmp(key, "error") == 0 ? a->error : NULL;
+	size_t cap = dst == a->error ? sizeof a->error : sizeof a->ack;
+	if (dst && *p == '"')
+		return json_string(p + 1, dst, cap);
+	if (strcmp(key, "status") == 0)
+		a->status = strtol(p, NULL, 10);
+	return json_skip(p);
+}
+
+/* Only top-level members count: an "ack" inside the echoed data is not one. */
+static bool parse_answer(const char *msg, struct answer *a)
+{
+	memset(a, 0, sizeof *a);
+	const char *p = skip_ws(msg);
+	if (*p++ != '{')
 		return false;
-	memcpy(out, p, n);
-	out[n] = '\0';
-	return true;
+	for (p = skip_ws(p); p && *p && *p != '}'; p = p ? skip_ws(p) : NULL) {
+		if (!(p = take_member(p, a)))
+			return false;
+		p = skip_ws(p);
+		if (*p == ',')
+			p++;
+	}
+	return p && *p == '}' && (a->ack[0] || a->nack[0]);
 }
 
 /* Acks come back in order, so the one wanted is nearly always the oldest. */
 static struct wjob *take_unacked(const char *id)
 {
 	struct wjob *prev = NULL;
-	for (struct wjob *w = W.unacked; w; prev = w, w = w->next)
-		if (strcmp(w->job->id, id) == 0) {
-			if (prev)
-				prev->next = w->next;
-			else
-				W.unacked = w->next;
-			if (W.unacked_tail == w)
-				W.unacked_tail = prev;
-			return w;
-		}
+	for (struct wjob *w = W.unacked.head; w; prev = w, w = w->next) {
+		if (strcmp(w->job->id, id) != 0)
+			continue;
+		if (prev)
+			prev->next = w->next;
+		else
+			W.unacked.head = w->next;
+		if (W.unacked.tail == w)
+			W.unacked.tail = prev;
+		return w;
+	}
 	return NULL;
 }
 
-static void note_rtt(uint64_t ms)
+/* An ack's round trip (server processing included) is what a message costs on
+ * this path: the network monitor gets the average, at most once a second. */
+static void note_rtt(uint64_t us)
 {
-	W.rtt_sum += ms * 1000;
+	W.rtt_sum += us;
 	W.rtt_n++;
-	if (now_ms() - W.rtt_reported_ms >= 1000) {
-		worker_health(true, W.rtt_sum / W.rtt_n, "connected to %s:%d", W.host, W.port);
+	uint64_t now = now_ms();
+	if (now - W.rtt_reported_ms >= 1000) {
+		uint64_t avg = W.rtt_sum / W.rtt_n;
+		worker_health(true, avg ? avg : 1, "connected to %s", W.url);
 		W.rtt_sum = W.rtt_n = 0;
-		W.rtt_reported_ms = now_ms();
+		W.rtt_reported_ms = now;
 	}
 }
 
 static void on_server_message(const char *msg)
 {
-	char id[64], status[16] = "", err[200] = "";
-	bool ack = json_field(msg, "ack", id, sizeof id);
-	if (!ack && !json_field(msg, "nack", id, sizeof id))
+	struct answer a;
+	if (!parse_answer(msg, &a))
 		return; /* not for us */
-	struct wjob *w = take_unacked(id);
+	struct wjob *w = take_unacked(a.ack[0] ? a.ack : a.nack);
 	if (!w)
 		return; /* already timed out and retried */
-	if (ack) {
-		note_rtt(now_ms() - w->sent_ms);
+	if (a.ack[0]) {
+		note_rtt(now_us() - w->sent_us);
 		worker_result(w->job, JOB_OK, 0, NULL);
 	} else {
-		json_field(msg, "status", status, sizeof status);
-		json_field(msg, "error", err, sizeof err);
-		long code = strtol(status, NULL, 10);
-		bool retry = code == 408 || code == 429 || code >= 500 || code == 0;
-		worker_result(w->job, retry ? JOB_RETRY : JOB_PERMFAIL, code == 429 ? 1000 : 0, "server refused (%ld): %s",
-			      code, err[0] ? err : "no reason given");
+		long c = a.status;
+		bool retry = c == 0 || c == 408 || c == 429 || c >= 500 || c < 400;
+		worker_result(w->job, retry ? JOB_RETRY : JOB_PERMFAIL, c == 429 ? 1000 : 0, "server refused (%ld): %s", c,
+			      a.error[0] ? a.error : "no reason given");
 	}
 	free(w);
 }
 
-static void receive(const void *in, size_t len, bool final)
+static void receive(struct lws *wsi, const void *in, size_t len)
 {
-	W.rx = xrealloc(W.rx, W.rxlen + len + 1);
-	memcpy(W.rx + W.rxlen, in, len);
-	W.rxlen += len;
-	W.rx[W.rxlen] = '\0';
-	if (!final || W.rxlen > 65536)
+	if (W.rxlen + len > RX_MAX)
+		W.rx_overflow = true;
+	if (!W.rx_overflow) {
+		W.rx = xrealloc(W.rx, W.rxlen + len + 1);
+		memcpy(W.rx + W.rxlen, in, len);
+		W.rxlen += len;
+		W.rx[W.rxlen] = '\0';
+	}
+	if (!lws_is_final_fragment(wsi))
 		return;
-	on_server_message(W.rx);
+	if (!W.rx_overflow)
+		on_server_message(W.rx);
+	else
+		log_warnx("a message of more than %d bytes from the server ignored", RX_MAX);
 	W.rxlen = 0;
+	W.rx_overflow = false;
+	lws_validity_confirmed(wsi); /* traffic both ways: the connection lives */
+}
+
+/* ---- ping / pong: liveness and the round trip the monitor uses ---- */
+
+static void ping_tick(uv_timer_t *t)
+{
+	if (W.state != WS_UP)
+		return;
+	if (W.ping_sent_us || W.ping_due) { /* the last one unanswered, or not even written */
+		char why[96];
+		snprintf(why, sizeof why, "no pong within %llu s", (unsigned long long)(W.ping_ms / 1000));
+		drop_connection(why);
+		return;
+	}
+	W.ping_due = true;
+	lws_callback_on_writable(W.wsi);
+}
+
+static int write_ping(struct lws *wsi)
+{
+	unsigned char buf[LWS_PRE + sizeof PING_MAGIC];
+	memcpy(buf + LWS_PRE, PING_MAGIC, sizeof PING_MAGIC - 1);
+	W.ping_due = false;
+	W.ping_sent_us = now_us();
+	return lws_write(wsi, buf + LWS_PRE, sizeof PING_MAGIC - 1, LWS_WRITE_PING) < 0 ? -1 : 0;
+}
+
+static void on_pong(struct lws *wsi, const void *in, size_t len)
+{
+	lws_validity_confirmed(wsi);
+	if (!W.ping_sent_us || len != sizeof PING_MAGIC - 1 || memcmp(in, PING_MAGIC, len) != 0)
+		return; /* lws's own keepalive, not our measurement */
+	uint64_t rtt = now_us() - W.ping_sent_us;
+	W.ping_sent_us = 0;
+	worker_health(true, rtt ? rtt : 1, "connected to %s", W.url);
 }
 
 /* ---- sending ---- */
 
-static void write_some(struct lws *wsi)
+static unsigned char *frame_buf(size_t n)
 {
-	while (W.queue && !lws_send_pipe_choked(wsi)) {
-		struct wjob *w = W.queue;
-		struct job *j = w->job;
-		size_t n = strlen(j->id) + j->payload_len + 24;
-		unsigned char *buf = xmalloc(LWS_PRE + n);
-		int len = snprintf((char *)buf + LWS_PRE, n, "{\"id\":\"%s\",\"data\":%s}", j->id, j->payload);
-		int wrote = lws_write(wsi, buf + LWS_PRE, (size_t)len, LWS_WRITE_TEXT);
-		free(buf);
-		if (wrote < len) {
-			went_down("write failed");
-			return;
-		}
-		W.queue = w->next;
-		if (!W.queue)
-			W.queue_tail = NULL;
+	if (LWS_PRE + n > W.txcap) {
+		W.txcap = (LWS_PRE + n) * 2;
+		W.tx = xrealloc(W.tx, W.txcap);
+	}
+	return W.tx + LWS_PRE;
+}
+
+/* The envelope {"id":"...","data":...}; the payload is JSON the supervisor checked. */
+static size_t envelope(const struct job *j, unsigned char **out)
+{
+	static const char a[] = "{\"id\":\"", b[] = "\",\"data\":";
+	size_t idlen = strlen(j->id), n = sizeof a - 1 + idlen + sizeof b - 1 + j->payload_len + 1;
+	unsigned char *p = frame_buf(n);
+	*out = p;
+	memcpy(p, a, sizeof a - 1);
+	p += sizeof a - 1;
+	memcpy(p, j->id, idlen);
+	p += idlen;
+	memcpy(p, b, sizeof b - 1);
+	p += sizeof b - 1;
+	memcpy(p, j->payload, j->payload_len);
+	p[j->payload_len] = '}';
+	return n;
+}
+
+/* As many frames as the socket takes now; the rest at the next WRITEABLE. */
+static int write_some(struct lws *wsi)
+{
+	if (W.ping_due && write_ping(wsi) < 0)
+		return -1;
+	while (W.queue.head && !lws_send_pipe_choked(wsi)) {
+		unsigned char *frame;
+		size_t n = envelope(W.queue.head->job, &frame);
+		if (lws_write(wsi, frame, n, LWS_WRITE_TEXT) < (int)n)
+			return -1;
+		struct wjob *w = pop(&W.queue);
 		if (!W.ack) {
-			worker_result(j, JOB_OK, 0, NULL);
+			worker_result(w->job, JOB_OK, 0, NULL);
 			free(w);
 			continue;
 		}
-		w->sent_ms = now_ms();
-		w->next = NULL;
-		if (W.unacked_tail)
-			W.unacked_tail->next = w;
-		else
-			W.unacked = w;
-		W.unacked_tail = w;
+		w->sent_us = now_us();
+		push(&W.unacked, w);
 	}
-	if (W.queue)
+	if (W.queue.head)
 		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* ---- the upgrade request's headers ---- */
+
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p, unsigned char *end)
+{
+	char n[160];
+	snprintf(n, sizeof n, "%s:", name);
+	return lws_add_http_header_by_name(wsi, (const unsigned char *)n, (const unsigned char *)value,
+					   (int)strlen(value), p, end);
+}
+
+static int handshake_headers(struct lws *wsi, unsigned char **p, unsigned char *end)
+{
+	const struct cfg_value *hv = cfg_get(W.cfg, "headers");
+	for (size_t i = 0; i < hv->nitems; i++)
+		if (add_header(wsi, hv->items[i], hv->vals[i], p, end))
+			return -1;
+	const char *bearer = worker_bearer(cfg_str(W.cfg, "jwt_secret"));
+	if (bearer && add_header(wsi, "Authorization", bearer, p, end))
+		return -1;
+	if (cfg_str(W.cfg, "api_key") && add_header(wsi, cfg_str(W.cfg, "api_key_header"), cfg_str(W.cfg, "api_key"), p, end))
+		return -1;
+	return add_header(wsi, "User-Agent", "ucgw/" UCGW_VERSION, p, end);
+}
+
+/* ---- the lws callback ---- */
+
+/* Callbacks of a connection we already gave up on are not ours to act on. */
+static bool current(struct lws *wsi) { return W.state != WS_WAITING && (wsi == W.wsi || !W.wsi); }
+
+static void connection_error(struct lws *wsi, const void *in, size_t len)
+{
+	char why[200];
+	if (W.tls_why[0])
+		snprintf(why, sizeof why, "TLS handshake failed: %s", W.tls_why);
+	else if (in && len)
+		snprintf(why, sizeof why, "%.*s", (int)len, (const char *)in);
+	else
+		snprintf(why, sizeof why, "connection failed");
+	went_down(why);
+}
+
+/* lws tells why a certificate was refused only in its log ("SSL error: unable
+ * to get local issuer certificate (preverify_ok=0;...)"); the connection
+ * error itself carries OpenSSL's error queue, empty by then. So keep that
+ * line for the error text, and pass the rest on at debug level: lws repeats
+ * itself at every reconnect. */
+static void lws_log(int level, const char *line)
+{
+	const char *p = strstr(line, "SSL error: ");
+	if (p) {
+		p += strlen("SSL error: ");
+		size_t n = strcspn(p, "(\r\n");
+		while (n && p[n - 1] == ' ')
+			n--;
+		snprintf(W.tls_why, sizeof W.tls_why, "%.*s", (int)n, p);
+	}
+	log_debug("lws: %.*s", (int)strcspn(line, "\r\n"), line);
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		W.connected = true;
-		W.failures = 0;
-		W.backoff_ms = 0;
-		W.why[0] = '\0';
-		log_info("connected to %s://%s:%d%s", W.tls ? "wss" : "ws", W.host, W.port, W.path);
-		worker_health(true, 0, "connected to %s:%d", W.host, W.port);
-		lws_callback_on_writable(wsi);
+		if (current(wsi))
+			on_established(wsi);
 		break;
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		if (wsi == W.wsi || !W.wsi)
-			went_down(in ? (const char *)in : "connection failed");
+		if (current(wsi))
+			connection_error(wsi, in, len);
 		break;
 	case LWS_CALLBACK_CLIENT_RECEIVE:
-		receive(in, len, lws_is_final_fragment(wsi));
+		if (current(wsi))
+			receive(wsi, in, len);
+		break;
+	case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+		if (current(wsi))
+			on_pong(wsi, in, len);
 		break;
 	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		write_some(wsi);
+		if (!current(wsi))
+			return -1; /* a connection we dropped: close it now */
+		if (write_some(wsi) < 0) {
+			went_down("write failed");
+			return -1;
+		}
 		break;
 	case LWS_CALLBACK_CLIENT_CLOSED:
-		if (wsi == W.wsi)
+		if (current(wsi))
 			went_down("the server closed the connection");
 		break;
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-		unsigned char **p = (unsigned char **)in, *end = (*p) + len;
-		const struct cfg_value *hv = cfg_get(W.cfg, "headers");
-		for (size_t i = 0; i < hv->nitems; i++) {
-			char name[128];
-			snprintf(name, sizeof name, "%s:", hv->items[i]);
-			if (lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)hv->vals[i],
-							(int)strlen(hv->vals[i]), p, end))
-				return -1;
-		}
-		const char *bearer = worker_bearer(cfg_str(W.cfg, "jwt_secret"));
-		if (bearer && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, (const unsigned char *)bearer,
-							   (int)strlen(bearer), p, end))
-			return -1;
-		if (cfg_str(W.cfg, "api_key")) {
-			char name[128];
-			snprintf(name, sizeof name, "%s:", cfg_str(W.cfg, "api_key_header"));
-			const char *v = cfg_str(W.cfg, "api_key");
-			if (lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)v,
-							(int)strlen(v), p, end))
-				return -1;
-		}
+	case LWS_CALLBACK_WSI_DESTROY:
+		/* The last word on any connection: nothing else may have told us. */
+		if (current(wsi) && wsi == W.wsi)
+			went_down("connection closed");
 		break;
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+		unsigned char **p = (unsigned char **)in;
+		return handshake_headers(wsi, p, *p + len) ? -1 : 0;
 	}
 	default:
 		break;
@@ -266,40 +528,57 @@ static void do_connect(uv_timer_t *t)
 	ci.path = W.path;
 	ci.host = W.host;
 	ci.origin = W.host;
-	ci.protocol = NULL;
 	ci.local_protocol_name = "ucgw";
-	ci.pwsi = &W.wsi;
 	if (W.tls) {
 		ci.ssl_connection = LCCSCF_USE_SSL;
 		if (cfg_bool(W.cfg, "insecure"))
 			ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-					     LCCSCF_ALLOW_INSECURE;
+					     LCCSCF_ALLOW_INSECURE | LCCSCF_ALLOW_EXPIRED;
 	}
-	if (!lws_client_connect_via_info(&ci))
+	W.state = WS_CONNECTING;
+	W.wsi = NULL;
+	W.tls_why[0] = '\0';
+	struct lws *wsi = lws_client_connect_via_info(&ci);
+	if (W.state != WS_CONNECTING)
+		return; /* it failed (and was handled) inside the call */
+	if (!wsi)
 		went_down("cannot start a connection");
+	else
+		W.wsi = wsi;
+}
+
+/* reconnect_delay for the first reconnect_attempts tries, then doubling up to
+ * RECONNECT_CAP_MS; +-10% jitter so that many cameras do not come back in step. */
+static uint64_t next_delay(void)
+{
+	uint64_t d = W.delay_ms, cap = W.delay_ms > RECONNECT_CAP_MS ? W.delay_ms : RECONNECT_CAP_MS;
+	for (unsigned i = W.fail_limit; i < W.failures && d < cap; i++)
+		d *= 2;
+	if (d > cap)
+		d = cap;
+	return d - d / 10 + rand_u64() % (d / 5 + 1);
 }
 
 static void schedule_reconnect(void)
 {
-	W.backoff_ms = W.backoff_ms ? W.backoff_ms * 2 : W.reconnect_ms / 4 + 100;
-	if (W.backoff_ms > W.reconnect_ms * 4 + 1000)
-		W.backoff_ms = W.reconnect_ms * 4 + 1000;
-	uv_timer_start(&W.reconnect, do_connect, W.backoff_ms, 0);
+	uint64_t d = next_delay();
+	if (W.failures >= W.fail_limit)
+		worker_health(false, 0, "%s down: %u failed connects in a row (last: %s); next try in %.1f s", W.url,
+			      W.failures, W.why, (double)d / 1000);
+	else
+		worker_health(false, 0, "%s unreachable: %s; reconnecting", W.url, W.why);
+	uv_timer_start(&W.reconnect, do_connect, d, 0);
 }
 
-/* Unacked past ack_timeout_ms: retry them (the server may have lost them). */
+/* ---- jobs ---- */
+
+/* Unacked past ack_timeout_ms: retry them (the server may have lost them).
+ * The list is in sending order, so the expired ones are at its head. */
 static void sweep(uv_timer_t *t)
 {
-	uint64_t now = now_ms();
-	W.unacked_tail = NULL;
-	for (struct wjob **pp = &W.unacked; *pp;) {
-		struct wjob *w = *pp;
-		if (now - w->sent_ms < W.ack_timeout_ms) {
-			W.unacked_tail = w;
-			pp = &w->next;
-			continue;
-		}
-		*pp = w->next;
+	uint64_t now = now_us();
+	while (W.unacked.head && now - W.unacked.head->sent_us >= W.ack_timeout_ms * 1000) {
+		struct wjob *w = pop(&W.unacked);
 		worker_result(w->job, JOB_RETRY, 0, "no ack from the server within %llu ms",
 			      (unsigned long long)W.ack_timeout_ms);
 		free(w);
@@ -308,36 +587,68 @@ static void sweep(uv_timer_t *t)
 
 static void ws_submit(struct job *j)
 {
-	if (!W.connected || !W.wsi) {
-		worker_result(j, JOB_RETRY, 0, "%s:%d unreachable: %s", W.host, W.port, W.why[0] ? W.why : "connecting");
+	if (W.state != WS_UP) {
+		worker_result(j, JOB_RETRY, 0, "%s unreachable: %s", W.url, W.why[0] ? W.why : "connecting");
 		return;
 	}
 	struct wjob *w = xcalloc(1, sizeof *w);
 	w->job = j;
-	if (W.queue_tail)
-		W.queue_tail->next = w;
-	else
-		W.queue = w;
-	W.queue_tail = w;
+	push(&W.queue, w);
 	lws_callback_on_writable(W.wsi);
 }
+
+/* ---- set-up ---- */
 
 static int parse_url(const char *url, char *err, size_t errlen)
 {
 	const char *prot, *addr, *path;
 	char *copy = xstrdup(url);
-	int port;
-	if (lws_parse_uri(copy, &prot, &addr, &port, &path) || (strcmp(prot, "ws") && strcmp(prot, "wss"))) {
+	int port, rc = 0;
+	if (lws_parse_uri(copy, &prot, &addr, &port, &path) || (strcmp(prot, "ws") && strcmp(prot, "wss")) || !addr[0]) {
 		snprintf(err, errlen, "websocket.server_url '%s': expected ws://host[:port]/path or wss://...", url);
-		free(copy);
-		return -1;
+		rc = -1;
+	} else {
+		W.tls = strcmp(prot, "wss") == 0;
+		snprintf(W.host, sizeof W.host, "%s", addr);
+		snprintf(W.path, sizeof W.path, "/%s", path);
+		W.port = port;
+		snprintf(W.url, sizeof W.url, "%s://%s:%d%s", prot, W.host, W.port, W.path);
 	}
-	W.tls = strcmp(prot, "wss") == 0;
-	snprintf(W.host, sizeof W.host, "%s", addr);
-	snprintf(W.path, sizeof W.path, "/%s", path);
-	W.port = port;
 	free(copy);
-	return 0;
+	return rc;
+}
+
+static void read_settings(const struct cfg_section *cfg)
+{
+	W.ack = strcmp(cfg_str(cfg, "ack"), "message") == 0;
+	W.ack_timeout_ms = (uint64_t)cfg_int(cfg, "ack_timeout_ms");
+	W.delay_ms = (uint64_t)(cfg_num(cfg, "reconnect_delay") * 1000);
+	if (W.delay_ms < RECONNECT_MIN_MS)
+		W.delay_ms = RECONNECT_MIN_MS;
+	W.fail_limit = (unsigned)cfg_int(cfg, "reconnect_attempts");
+	W.ping_ms = (uint64_t)cfg_int(cfg, "ping_interval_s") * 1000;
+}
+
+static struct lws_context *make_context(uv_loop_t *loop, const struct cfg_section *cfg)
+{
+	/* lws's own idle keepalive is only a backstop: our pings come more often
+	 * and each pong confirms the connection. */
+	static lws_retry_bo_t retry;
+	uint64_t ping_s = W.ping_ms / 1000;
+	retry.secs_since_valid_ping = (uint16_t)(ping_s * 3 + 5 < 65535 ? ping_s * 3 + 5 : 65535);
+	retry.secs_since_valid_hangup = (uint16_t)(ping_s * 4 + 10 < 65535 ? ping_s * 4 + 10 : 65535);
+	void *loops[] = { loop };
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof info);
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.foreign_loops = loops; /* copied by lws_create_context */
+	info.retry_and_idle_policy = &retry;
+	info.client_ssl_ca_filepath = cfg_str(cfg, "ca_file");
+	info.client_ssl_cert_filepath = cfg_str(cfg, "cert_file");
+	info.client_ssl_private_key_filepath = cfg_str(cfg, "key_file");
+	return lws_create_context(&info);
 }
 
 static int ws_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
@@ -345,28 +656,9 @@ static int ws_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, si
 	W.cfg = cfg;
 	if (parse_url(cfg_str(cfg, "server_url"), err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
-	W.ack = strcmp(cfg_str(cfg, "ack"), "message") == 0;
-	W.ack_timeout_ms = (uint64_t)cfg_int(cfg, "ack_timeout_ms");
-	W.reconnect_ms = (uint64_t)(cfg_num(cfg, "reconnect_delay") * 1000);
-	W.fail_limit = (unsigned)cfg_int(cfg, "reconnect_attempts");
-	if (W.fail_limit == 0)
-		W.fail_limit = 1;
-	lws_set_log_level(LLL_ERR, NULL);
-	static lws_retry_bo_t retry;
-	retry.secs_since_valid_ping = (uint16_t)cfg_int(cfg, "ping_interval_s");
-	retry.secs_since_valid_hangup = (uint16_t)(cfg_int(cfg, "ping_interval_s") * 2 + 10);
-	struct lws_context_creation_info info;
-	memset(&info, 0, sizeof info);
-	void *loops[] = { loop };
-	info.port = CONTEXT_PORT_NO_LISTEN;
-	info.protocols = protocols;
-	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-	info.foreign_loops = loops;
-	info.retry_and_idle_policy = &retry;
-	info.client_ssl_ca_filepath = cfg_str(cfg, "ca_file");
-	info.client_ssl_cert_filepath = cfg_str(cfg, "cert_file");
-	info.client_ssl_private_key_filepath = cfg_str(cfg, "key_file");
-	W.ctx = lws_create_context(&info);
+	read_settings(cfg);
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
+	W.ctx = make_context(loop, cfg);
 	if (!W.ctx) {
 		snprintf(err, errlen, "cannot create the libwebsockets context (is the libuv event library installed?)");
 		return UCGW_EXIT_CONFIG;
@@ -375,8 +667,12 @@ static int ws_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, si
 		log_warnx("websocket.insecure is true: the server's certificate is NOT verified");
 	uv_timer_init(loop, &W.reconnect);
 	uv_timer_init(loop, &W.sweep);
-	uv_timer_start(&W.sweep, sweep, 250, 250);
-	worker_health(false, 0, "connecting to %s:%d", W.host, W.port);
+	uv_timer_init(loop, &W.ping);
+	uint64_t period = W.ack_timeout_ms / 4 < 250 ? W.ack_timeout_ms / 4 + 1 : 250;
+	uv_timer_start(&W.sweep, sweep, period, period);
+	uv_timer_start(&W.ping, ping_tick, W.ping_ms, W.ping_ms);
+	W.state = WS_WAITING;
+	worker_health(false, 0, "connecting to %s", W.url);
 	do_connect(NULL);
 	return 0;
 }
@@ -386,7 +682,7 @@ static void ws_shutdown(void)
 	W.stopping = true;
 	uv_timer_stop(&W.reconnect);
 	uv_timer_stop(&W.sweep);
-	W.queue_tail = W.unacked_tail = NULL;
+	uv_timer_stop(&W.ping);
 	fail_all(&W.queue, "worker is shutting down");
 	fail_all(&W.unacked, "worker is shutting down");
 }

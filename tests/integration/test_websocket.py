@@ -10,7 +10,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import make_ca  # noqa: E402
-from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, free_port, wait_for  # noqa: E402
 
 
 class WebSocketTest(GatewayTest):
@@ -19,8 +19,13 @@ class WebSocketTest(GatewayTest):
         w.update(ws)
         return self.gateway({"websocket": w, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
 
-    def up(self, gw, yes=True):
-        wait_for(lambda: gw.workers()["websocket"]["connected"] == yes, what="websocket connected=%s" % yes)
+    def up(self, gw, yes=True, timeout=10):
+        wait_for(lambda: gw.workers()["websocket"]["connected"] == yes, timeout=timeout,
+                 what="websocket connected=%s" % yes)
+
+    def health_says(self, gw, words, timeout=10):
+        return wait_for(lambda: (lambda w: w if words in w["health"] else None)(gw.workers()["websocket"]),
+                        timeout=timeout, what="websocket health saying %r" % words)
 
     def test_envelope_and_ack(self):
         peer = LprPeer(self)
@@ -32,8 +37,20 @@ class WebSocketTest(GatewayTest):
         o = json.loads(out)
         rec = peer.records("ws")[0]
         self.assertEqual(rec["id"], o["id"])
-        self.assertEqual(json.loads(rec["body"]), {"id": o["id"], "data": json.loads(body)})
+        self.assertEqual(rec["body"], '{"id":"%s","data":%s}' % (o["id"], body))  # the payload's bytes as they were
         self.assertEqual(rec["path"], "/lpr")
+        self.assertTrue(rec["ua"].startswith("ucgw/"), rec)
+        self.assertEqual(len(peer.records("ws")), 1)
+
+    def test_upgrade_headers(self):
+        peer = LprPeer(self)
+        gw = self.gw_for(peer, api_key="k-ws", headers={"Authorization": "Basic ZWRnZTpwdw=="})
+        self.up(gw)
+        rc, out, err = gw.ctl("send", "--protocol", "websocket", "--wait", '{"plate":"H"}')
+        self.assertEqual(rc, 0, err)
+        rec = peer.records("ws")[0]
+        self.assertEqual(rec["xapikey"], "k-ws")
+        self.assertEqual(rec["auth"], "Basic ZWRnZTpwdw==")
 
     def test_bearer_jwt_on_the_upgrade(self):
         peer = LprPeer(self)
@@ -56,12 +73,33 @@ class WebSocketTest(GatewayTest):
         peer.mode("400")
         rc, out, err = gw.ctl("--json", "send", "--protocol", "websocket", "--wait", '{"plate":""}')
         self.assertEqual(rc, 1)
-        self.assertIn("bad record: plate missing", json.loads(out)["error"])
+        o = json.loads(out)
+        self.assertIn("server refused (400): bad record: plate missing", o["error"])
+        self.assertEqual(o["attempts"], 1)
+        self.assertEqual(len(gw.ctl_json("queue", "dead")), 1)
+        peer.mode("401")
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "websocket", "--wait", '{"plate":"U"}')
+        self.assertEqual(rc, 1)
+        self.assertIn("server refused (401): unauthorized", json.loads(out)["error"])
         peer.mode("200")
         peer.mode("503x1")
         rc, out, err = gw.ctl("--json", "send", "--protocol", "websocket", "--wait", '{"plate":"R"}')
         self.assertEqual(rc, 0, err)
-        self.assertEqual(json.loads(out)["attempts"], 2)
+        o = json.loads(out)
+        self.assertEqual(o["attempts"], 2)
+        self.assertIn("server refused (503): unavailable", o["route"][0]["error"])
+
+    def test_connection_dropped_with_the_message_unacked(self):
+        peer = LprPeer(self)
+        gw = self.gw_for(peer)
+        self.up(gw)
+        peer.mode("dropx1")
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "websocket", "--wait", '{"plate":"D"}')
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        self.assertGreaterEqual(o["attempts"], 2, o)
+        self.assertIn("connection lost before the server's ack", o["route"][0]["error"])
+        self.assertEqual(gw.workers()["websocket"]["restarts"], 0)
 
     def test_no_ack_is_retried(self):
         peer = LprPeer(self)
@@ -76,11 +114,35 @@ class WebSocketTest(GatewayTest):
 
     def test_ack_none_is_ok_when_written(self):
         peer = LprPeer(self, ws_ack="none")
-        gw = self.gw_for(peer, ack="none")
+        gw = self.gw_for(peer, ack="none", ping_interval_s=1)
         self.up(gw)
-        rc, out, err = gw.ctl("send", "--protocol", "websocket", "--wait", '{"plate":"N"}')
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "websocket", "--wait", '{"plate":"N"}')
         self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["attempts"], 1)
         wait_for(lambda: peer.records("ws"), what="record")
+        # No acks to time: the round trip comes from the pings.
+        w = gw.wait_worker("websocket", lambda w: w["rtt_us"] > 0, what="a pong's round trip")
+        self.assertLess(w["rtt_us"], 1000000)
+        # The same server with ack: message waits for an ack that never comes, and retries.
+        gw2 = self.gw_for(peer, ack_timeout_ms=300)
+        self.up(gw2)
+        rc, out, err = gw2.ctl("send", "--protocol", "websocket", '{"plate":"M"}')
+        mid = out.strip()
+        wait_for(lambda: len([r for r in peer.records("ws") if r["id"] == mid]) >= 2, what="a second try")
+
+    def test_no_pong_drops_the_connection(self):
+        peer = LprPeer(self)
+        proxy = FaultProxy(self, peer.port)
+        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % proxy.port, "ping_interval_s": 1,
+                                         "reconnect_delay": 0.2}})
+        self.up(gw)
+        self.assertEqual(proxy.command("blackhole"), "ok")
+        w = self.health_says(gw, "no pong within 1 s", timeout=10)
+        self.assertFalse(w["connected"])
+        self.assertEqual(proxy.command("pass"), "ok")
+        self.up(gw, timeout=30)
+        rc, out, err = gw.ctl("send", "--protocol", "websocket", "--wait", '{"plate":"P"}')
+        self.assertEqual(rc, 0, err)
 
     def test_server_down_and_back(self):
         peer = LprPeer(self)
@@ -93,6 +155,25 @@ class WebSocketTest(GatewayTest):
         time.sleep(0.3)
         peer2 = LprPeer(self, port=port, name="peer2")
         wait_for(lambda: {r["id"] for r in peer2.records("ws")} >= set(ids), timeout=30, what="all 20")
+        self.assertEqual(gw.workers()["websocket"]["restarts"], 0)
+
+    def test_unreachable_at_start_then_up(self):
+        port = free_port()
+        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % port, "reconnect_delay": 0.2,
+                                         "reconnect_attempts": 2}})
+        w = self.health_says(gw, "2 failed connects in a row")
+        self.assertFalse(w["connected"])
+        rc, out, err = gw.ctl("send", "--protocol", "websocket", '{"early":1}')
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        peer = LprPeer(self, port=port)
+        self.up(gw, timeout=30)
+        wait_for(lambda: [r for r in peer.records("ws") if r["id"] == mid], timeout=30, what="the early message")
+
+    def test_bad_server_url_is_a_configuration_error(self):
+        gw = self.gateway({"websocket": {"server_url": "http://127.0.0.1/x"}})
+        gw.wait_worker("websocket", lambda w: w["state"] not in ("starting", "ready"), what="websocket given up")
+        self.assertIn("expected ws://host[:port]/path or wss://", gw.log_text())
 
     def test_wss_trusted_and_untrusted(self):
         ca, cert, key = make_ca(self.tmp)
@@ -101,9 +182,16 @@ class WebSocketTest(GatewayTest):
         self.up(gw)
         rc, out, err = gw.ctl("send", "--protocol", "websocket", "--wait", '{"tls":1}')
         self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(peer.records("ws")[0]["body"])["data"], {"tls": 1})
         gw2 = self.gateway({"websocket": {"server_url": peer.ws_url(), "reconnect_attempts": 1}}, name="untrusted")
-        time.sleep(2)
-        self.assertFalse(gw2.workers()["websocket"]["connected"])
+        w = self.health_says(gw2, "TLS handshake failed: unable to get local issuer certificate")
+        self.assertFalse(w["connected"])
+        gw3 = self.gw_for(peer, insecure=True)
+        self.up(gw3)
+        self.assertIn("websocket.insecure is true: the server's certificate is NOT verified", gw3.log_text())
+        rc, out, err = gw3.ctl("send", "--protocol", "websocket", "--wait", '{"tls":3}')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(peer.records("ws")), 2)
 
     def test_thousand_messages(self):
         peer = LprPeer(self)
