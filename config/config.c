@@ -1,495 +1,696 @@
-/* The YAML loader: libyaml's document API gives a node tree with marks, which
- * is all an error message needs for FILE:LINE:COL. Each section is then checked
- * key by key against config/schema.c. */
-#include "config/config.h"
-
+/* The YAML loader. libyaml's document API gives a node tree whose marks are all
+ * an error message needs for FILE:LINE:COL; each section is then checked key by
+ * key against config/schema.c. The first problem ends the load with one line
+ * that says where, what is wrong, and what was expected: an operator reading
+ * `ucgwd -n` output should not need the source to fix the file. */
 #include <errno.h>
-#include <msgpack.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "common/log.h"
+#include "config/internal.h"
+
+#define CONFIG_MAX_BYTES (4u << 20) /* a configuration is a few kilobytes; more is a wrong file */
+#define SECRET_MAX_BYTES 65536u
+#define SHOWN_MAX 60 /* characters of a bad value or name repeated in a message */
 
 struct loader {
-	const char *path;
+	const char *path; /* as given: messages name the file the way the operator did */
+	char *dir;        /* the file's directory: relative KEY_file paths start there */
 	yaml_document_t doc;
+	bool have_doc;
+	size_t items; /* strings in the value being read, against CFG_MAX_ITEMS */
 	char *err;
 	size_t errlen;
 };
 
-static int fail_at(struct loader *L, const yaml_node_t *n, const char *fmt, ...) PRINTF(3, 4);
+/* ---- messages ---- */
 
-static int fail_at(struct loader *L, const yaml_node_t *n, const char *fmt, ...)
+static int vfail(struct loader *L, size_t line, size_t col, const char *fmt, va_list ap)
 {
-	int off = snprintf(L->err, L->errlen, "%s:%zu:%zu: ", L->path, n ? n->start_mark.line + 1 : 1,
-			   n ? n->start_mark.column + 1 : 1);
-	if (off < 0 || (size_t)off >= L->errlen)
+	if (!L->errlen)
 		return -1;
+	int off = snprintf(L->err, L->errlen, "%s:%zu:%zu: ", L->path, line, col);
+	if (off >= 0 && (size_t)off < L->errlen)
+		vsnprintf(L->err + off, L->errlen - (size_t)off, fmt, ap);
+	return -1;
+}
+
+static int fail_pos(struct loader *L, size_t line, size_t col, const char *fmt, ...) PRINTF(4, 5);
+static int fail_pos(struct loader *L, size_t line, size_t col, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(L->err + off, L->errlen - (size_t)off, fmt, ap);
+	vfail(L, line, col, fmt, ap);
 	va_end(ap);
 	return -1;
 }
 
-/* ---- suggestions ---- */
-
-static size_t edit_distance(const char *a, const char *b)
+/* At a node: libyaml's marks are 0-based. */
+static int fail_at(struct loader *L, const yaml_node_t *n, const char *fmt, ...) PRINTF(3, 4);
+static int fail_at(struct loader *L, const yaml_node_t *n, const char *fmt, ...)
 {
-	size_t la = strlen(a), lb = strlen(b), row[64];
-	if (la >= 63 || lb >= 63)
-		return 99;
-	for (size_t j = 0; j <= lb; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		size_t prev = row[0];
-		row[0] = i;
-		for (size_t j = 1; j <= lb; j++) {
-			size_t cur = row[j];
-			size_t sub = prev + (a[i - 1] != b[j - 1]);
-			size_t best = row[j] + 1 < row[j - 1] + 1 ? row[j] + 1 : row[j - 1] + 1;
-			row[j] = sub < best ? sub : best;
-			prev = cur;
-		}
-	}
-	return row[lb];
-}
-
-/* The nearest name, if it is near enough to be a typo. */
-static const char *nearest(const char *word, const char *const *names, size_t n)
-{
-	const char *best = NULL;
-	size_t bestd = 99;
-	for (size_t i = 0; i < n; i++) {
-		size_t d = edit_distance(word, names[i]);
-		if (d < bestd) {
-			bestd = d;
-			best = names[i];
-		}
-	}
-	size_t len = strlen(word);
-	return best && bestd <= (len < 6 ? 2 : len / 3 + 1) ? best : NULL;
-}
-
-static void suggestion(char *buf, size_t len, const char *word, const char *const *names, size_t n)
-{
-	const char *s = nearest(word, names, n);
-	if (s)
-		snprintf(buf, len, " (did you mean '%s'?)", s);
-	else
-		buf[0] = '\0';
-}
-
-/* ---- schema lookups ---- */
-
-static const struct cfg_schema_section *schema_section(const char *name)
-{
-	for (size_t i = 0; i < cfg_schema_len; i++)
-		if (strcmp(cfg_schema[i].name, name) == 0)
-			return &cfg_schema[i];
-	return NULL;
-}
-
-static int key_index(const struct cfg_schema_section *sc, const char *key)
-{
-	for (size_t i = 0; i < sc->nkeys; i++)
-		if (strcmp(sc->keys[i].key, key) == 0)
-			return (int)i;
+	va_list ap;
+	va_start(ap, fmt);
+	vfail(L, n->start_mark.line + 1, n->start_mark.column + 1, fmt, ap);
+	va_end(ap);
 	return -1;
 }
 
-/* ---- values ---- */
-
-static void value_free(struct cfg_value *v)
+/* Text from the file as it may appear in a message: bounded, and without
+ * control characters, so a message stays one line whatever the file holds. */
+static const char *shown(const char *s, char buf[SHOWN_MAX + 4])
 {
-	free(v->s);
-	for (size_t i = 0; i < v->nitems; i++) {
-		free(v->items[i]);
-		if (v->vals)
-			free(v->vals[i]);
-		if (v->sub)
-			value_free(&v->sub[i]);
-	}
-	free(v->items);
-	free(v->vals);
-	free(v->sub);
-	memset(v, 0, sizeof *v);
+	size_t i = 0;
+	for (; s[i] && i < SHOWN_MAX; i++)
+		buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	strcpy(buf + i, s[i] ? "..." : "");
+	return buf;
 }
 
-static void push_item(struct cfg_value *v, const char *item, const char *val)
+/* The whole message on one line, whatever the file name or libyaml said. */
+static void one_line(char *err, size_t errlen)
 {
-	v->items = xrealloc(v->items, (v->nitems + 1) * sizeof *v->items);
-	v->items[v->nitems] = xstrdup(item);
-	if (val) {
-		v->vals = xrealloc(v->vals, (v->nitems + 1) * sizeof *v->vals);
-		v->vals[v->nitems] = xstrdup(val);
-	}
-	v->nitems++;
+	for (size_t i = 0; i < errlen && err[i]; i++)
+		if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+			err[i] = ' ';
 }
 
-static bool parse_bool(const char *s, bool *out)
-{
-	static const char *const t[] = { "true", "yes", "on" }, *const f[] = { "false", "no", "off" };
-	for (int i = 0; i < 3; i++) {
-		if (strcasecmp(s, t[i]) == 0)
-			return *out = true, true;
-		if (strcasecmp(s, f[i]) == 0)
-			return *out = false, true;
-	}
-	return false;
-}
+/* ---- nodes ---- */
 
-static bool enum_has(const char *choices, const char *s)
-{
-	size_t n = strlen(s);
-	for (const char *p = choices; p && *p;) {
-		const char *bar = strchr(p, '|');
-		size_t len = bar ? (size_t)(bar - p) : strlen(p);
-		if (len == n && strncmp(p, s, n) == 0)
-			return true;
-		p = bar ? bar + 1 : NULL;
-	}
-	return false;
-}
+static yaml_node_t *node(struct loader *L, int id) { return yaml_document_get_node(&L->doc, id); }
 
-static void choices_text(const char *choices, char *buf, size_t len)
-{
-	size_t o = 0;
-	for (const char *p = choices; *p && o + 3 < len; p++) {
-		if (*p == '|') {
-			buf[o++] = ',';
-			buf[o++] = ' ';
-		} else {
-			buf[o++] = *p;
-		}
-	}
-	buf[o] = '\0';
-}
-
-/* Parse scalar text into v for the scalar types. Returns an "expected ..." text on error. */
-static const char *scalar_value(const struct cfg_key *k, const char *s, struct cfg_value *v, char *why, size_t wl)
-{
-	char *end;
-	switch (k->type) {
-	case CFG_STR:
-		v->s = xstrdup(s);
-		return NULL;
-	case CFG_INT: {
-		errno = 0;
-		long long x = strtoll(s, &end, 10);
-		if (!*s || *end || errno)
-			return "expected an integer";
-		if ((k->min || k->max) && ((double)x < k->min || (double)x > k->max)) {
-			snprintf(why, wl, "expected an integer from %.0f to %.0f", k->min, k->max);
-			return why;
-		}
-		v->i = x;
-		return NULL;
-	}
-	case CFG_NUM: {
-		errno = 0;
-		double x = strtod(s, &end);
-		if (!*s || *end || errno)
-			return "expected a number";
-		if ((k->min || k->max) && (x < k->min || x > k->max)) {
-			snprintf(why, wl, "expected a number from %g to %g", k->min, k->max);
-			return why;
-		}
-		v->d = x;
-		return NULL;
-	}
-	case CFG_BOOL:
-		return parse_bool(s, &v->b) ? NULL : "expected true or false";
-	case CFG_ENUM: {
-		if (enum_has(k->choices, s)) {
-			v->s = xstrdup(s);
-			return NULL;
-		}
-		char list[256];
-		choices_text(k->choices, list, sizeof list);
-		snprintf(why, wl, "expected one of: %s", list);
-		return why;
-	}
-	default:
-		return "expected a scalar";
-	}
-}
-
-/* Defaults are YAML-ish text: lists "a,b", maps "k=v;k2=v2", list maps "k=a,b;k2=c". */
-static void default_value(const struct cfg_key *k, struct cfg_value *v)
-{
-	char why[128];
-	memset(v, 0, sizeof *v);
-	if (!k->def)
-		return;
-	v->set = true;
-	if (k->type <= CFG_ENUM) {
-		if (scalar_value(k, k->def, v, why, sizeof why))
-			panic("schema default of %s is bad: %s", k->key, why);
-		return;
-	}
-	char *copy = xstrdup(k->def), *save1 = NULL;
-	for (char *part = strtok_r(copy, k->type == CFG_STRLIST ? "," : ";", &save1); part;
-	     part = strtok_r(NULL, k->type == CFG_STRLIST ? "," : ";", &save1)) {
-		char *eq = strchr(part, '=');
-		if (k->type == CFG_STRLIST || !eq) {
-			push_item(v, part, NULL);
-			continue;
-		}
-		*eq = '\0';
-		if (k->type == CFG_STRMAP) {
-			push_item(v, part, eq + 1);
-			continue;
-		}
-		push_item(v, part, NULL);
-		v->sub = xrealloc(v->sub, v->nitems * sizeof *v->sub);
-		struct cfg_value *sub = &v->sub[v->nitems - 1];
-		memset(sub, 0, sizeof *sub);
-		sub->set = true;
-		char *save2 = NULL;
-		for (char *it = strtok_r(eq + 1, ",", &save2); it; it = strtok_r(NULL, ",", &save2))
-			push_item(sub, it, NULL);
-	}
-	free(copy);
-}
-
-static const char *scalar_text(const yaml_node_t *n)
+static const char *scalar(const yaml_node_t *n)
 {
 	return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
 }
 
-static yaml_node_t *node(struct loader *L, int id) { return yaml_document_get_node(&L->doc, id); }
-
-static int list_value(struct loader *L, const yaml_node_t *n, struct cfg_value *v, const char *key)
+/* `key:`, `key: ~` and `key: null` say nothing: the key keeps its default.
+ * Only a plain scalar is null; "" written in quotes is an empty string. */
+static bool is_null(const yaml_node_t *n)
 {
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+	if (!n || n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (size_t i = 0; i < sizeof nulls / sizeof *nulls; i++)
+		if (strcmp(scalar(n), nulls[i]) == 0)
+			return true;
+	return false;
+}
+
+static const char *kind(const yaml_node_t *n)
+{
+	if (is_null(n))
+		return "empty";
+	return n->type == YAML_SEQUENCE_NODE ? "a list" : n->type == YAML_MAPPING_NODE ? "a mapping" : "a single value";
+}
+
+/* A "\0" escape would cut a C string short without anyone noticing: refuse it
+ * once for the whole document. */
+static int check_no_nul(struct loader *L)
+{
+	for (yaml_node_t *n = L->doc.nodes.start; n < L->doc.nodes.top; n++)
+		if (n->type == YAML_SCALAR_NODE && strlen((const char *)n->data.scalar.value) != n->data.scalar.length)
+			return fail_at(L, n, "a NUL character in a string, expected text");
+	return 0;
+}
+
+/* ---- reading the file ---- */
+
+static int read_config_file(struct loader *L, unsigned char **out, size_t *outlen)
+{
+	FILE *f = fopen(L->path, "rb");
+	if (!f) {
+		snprintf(L->err, L->errlen, "cannot open %s: %s", L->path, strerror(errno));
+		return -1;
+	}
+	size_t cap = 4096, len = 0;
+	unsigned char *buf = xmalloc(cap);
+	for (;;) {
+		len += fread(buf + len, 1, cap - len, f);
+		if (len < cap || cap > CONFIG_MAX_BYTES)
+			break;
+		cap *= 2;
+		buf = xrealloc(buf, cap);
+	}
+	int e = ferror(f) ? errno : 0;
+	fclose(f);
+	if (e || len > CONFIG_MAX_BYTES) {
+		if (e)
+			snprintf(L->err, L->errlen, "cannot read %s: %s", L->path, strerror(e));
+		else
+			snprintf(L->err, L->errlen, "%s: larger than %u bytes, expected a configuration file", L->path,
+				 CONFIG_MAX_BYTES);
+		free(buf);
+		return -1;
+	}
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+/* libyaml's reader reports a byte offset, not a mark. */
+static void offset_to_pos(const unsigned char *buf, size_t len, size_t off, size_t *line, size_t *col)
+{
+	*line = 1;
+	*col = 1;
+	for (size_t i = 0; i < off && i < len; i++) {
+		if (buf[i] == '\n') {
+			++*line;
+			*col = 1;
+		} else {
+			++*col;
+		}
+	}
+}
+
+static int yaml_failure(struct loader *L, const yaml_parser_t *p, const unsigned char *buf, size_t len)
+{
+	const char *problem = p->problem ? p->problem : "cannot parse";
+	if (p->error == YAML_MEMORY_ERROR)
+		panic("libyaml: out of memory");
+	if (p->error == YAML_READER_ERROR) {
+		size_t line, col;
+		offset_to_pos(buf, len, p->problem_offset, &line, &col);
+		return fail_pos(L, line, col, "%s, expected UTF-8 text", problem);
+	}
+	size_t line = p->problem_mark.line + 1, col = p->problem_mark.column + 1;
+	if (p->context)
+		return fail_pos(L, line, col, "YAML syntax error: %s (%s at %zu:%zu)", problem, p->context,
+				p->context_mark.line + 1, p->context_mark.column + 1);
+	return fail_pos(L, line, col, "YAML syntax error: %s", problem);
+}
+
+/* libyaml stops after the first document; text after a `---` would be ignored
+ * without a word, so look for it. */
+static int no_second_document(struct loader *L, yaml_parser_t *p, const unsigned char *buf, size_t len)
+{
+	yaml_document_t next;
+	if (!yaml_parser_load(p, &next))
+		return yaml_failure(L, p, buf, len);
+	int rc = 0;
+	if (yaml_document_get_root_node(&next))
+		rc = fail_pos(L, next.start_mark.line + 1, next.start_mark.column + 1,
+			      "a second YAML document, expected one document per file");
+	yaml_document_delete(&next);
+	return rc;
+}
+
+static int parse_yaml(struct loader *L, const unsigned char *buf, size_t len)
+{
+	yaml_parser_t p;
+	if (!yaml_parser_initialize(&p))
+		panic("libyaml: out of memory");
+	yaml_parser_set_input_string(&p, buf, len);
+	int rc = 0;
+	if (!yaml_parser_load(&p, &L->doc)) {
+		rc = yaml_failure(L, &p, buf, len);
+	} else {
+		L->have_doc = true;
+		if (yaml_document_get_root_node(&L->doc))
+			rc = no_second_document(L, &p, buf, len);
+	}
+	yaml_parser_delete(&p);
+	return rc;
+}
+
+/* ---- secrets from files ---- */
+
+static int secret_mode_refused(struct loader *L, const yaml_node_t *n, const char *key, const char *path, mode_t mode)
+{
+	char b[SHOWN_MAX + 4];
+	bool readable = mode & 044, writable = mode & 022;
+	const char *how = readable && writable ? "readable and writable" : readable ? "readable" : "writable";
+	const char *who = mode & 006 ? "others" : "its group";
+	return fail_at(L, n, "%s_file %s is %s by %s (mode %04o); chmod 600 it", key, shown(path, b), how, who,
+		       (unsigned)(mode & 07777));
+}
+
+/* Up to cap bytes, until end of file: 0, or -1 with errno. */
+static int read_all(int fd, char *buf, size_t cap, size_t *got)
+{
+	*got = 0;
+	while (*got < cap) {
+		ssize_t n = read(fd, buf + *got, cap - *got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		*got += (size_t)n;
+	}
+	return 0;
+}
+
+/* The secret file's text, for a key given as KEY_file. Nobody but the owner may
+ * read or change it: a secret that others can read is no secret, and one that
+ * others can write lets them choose our credentials. */
+static int read_secret(struct loader *L, const yaml_node_t *n, const char *key, const char *path, char **out)
+{
+	char b[SHOWN_MAX + 4];
+	char *full = path[0] == '/' ? xstrdup(path) : xasprintf("%s/%s", L->dir, path);
+	/* O_NONBLOCK: a FIFO put there must not hang the daemon; it is refused below */
+	int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	free(full);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return fail_at(L, n, "cannot read %s_file %s: %s", key, shown(path, b), strerror(e));
+	}
+	int rc = 0;
+	if (!S_ISREG(st.st_mode))
+		rc = fail_at(L, n, "%s_file %s is not a regular file, expected a file holding the secret", key,
+			     shown(path, b));
+	else if (st.st_mode & 066)
+		rc = secret_mode_refused(L, n, key, path, st.st_mode);
+	else if ((size_t)st.st_size > SECRET_MAX_BYTES)
+		rc = fail_at(L, n, "%s_file %s has %lld bytes, expected at most %u", key, shown(path, b),
+			     (long long)st.st_size, SECRET_MAX_BYTES);
+	char *text = NULL;
+	size_t got = 0;
+	if (rc == 0) {
+		text = xmalloc(SECRET_MAX_BYTES + 1);
+		rc = read_all(fd, text, SECRET_MAX_BYTES + 1, &got);
+		if (rc < 0)
+			fail_at(L, n, "cannot read %s_file %s: %s", key, shown(path, b), strerror(errno));
+		else if (got > SECRET_MAX_BYTES || memchr(text, 0, got)) /* it grew since fstat, or is binary */
+			rc = fail_at(L, n, "%s_file %s is not a short text, expected the secret alone", key, shown(path, b));
+	}
+	close(fd);
+	if (rc < 0) {
+		free(text);
+		return -1;
+	}
+	while (got > 0 && (text[got - 1] == '\n' || text[got - 1] == '\r'))
+		got--; /* editors add a final newline; it is not part of the secret */
+	if (got == 0) {
+		free(text);
+		return fail_at(L, n, "%s_file %s is empty, expected the secret in it", key, shown(path, b));
+	}
+	*out = xstrndup(text, got);
+	free(text);
+	return 0;
+}
+
+/* A list secret from a file: one item per line, blank lines skipped. */
+static void split_lines(char *text, struct cfg_value *v)
+{
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		size_t n = strlen(line);
+		if (n && line[n - 1] == '\r')
+			line[n - 1] = '\0';
+		if (*line)
+			cfg_value_push(v, line);
+	}
+}
+
+static int load_secret_file(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+			    struct cfg_value *v, const yaml_node_t *vn)
+{
+	const char *path = scalar(vn);
+	if (!path || is_null(vn) || !*path)
+		return fail_at(L, vn, "'%s_file' in section '%s' is %s, expected a file name", k->key, sc->name,
+			       kind(vn));
+	char *text = NULL;
+	if (read_secret(L, vn, k->key, path, &text) < 0)
+		return -1;
+	cfg_value_clear(v);
+	v->set = true;
+	v->line = (int)vn->start_mark.line + 1;
+	v->col = (int)vn->start_mark.column + 1;
+	if (k->type == CFG_STRLIST) {
+		split_lines(text, v);
+		free(text);
+	} else {
+		v->s = text;
+	}
+	return 0;
+}
+
+/* ---- values ---- */
+
+static int wrong_kind(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+		      const yaml_node_t *n)
+{
+	char want[300];
+	cfg_expected(k, want, sizeof want);
+	return fail_at(L, n, "'%s' in section '%s' is %s, %s", k->key, sc->name, kind(n), want);
+}
+
+static int count_item(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+		      const yaml_node_t *n)
+{
+	if (++L->items <= CFG_MAX_ITEMS)
+		return 0;
+	return fail_at(L, n, "too many items in '%s' of section '%s', expected at most %d", k->key, sc->name,
+		       CFG_MAX_ITEMS);
+}
+
+/* Names in fallback chains and the like must be protocols, or a typo would
+ * silently leave a message without its fallback. */
+static int check_protocol(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+			  const yaml_node_t *n, const char *name)
+{
+	const char *names[64];
+	size_t nn = 0;
+	char list[512] = "", b[SHOWN_MAX + 4];
+	for (size_t i = 0; i < cfg_schema_len && nn < 64; i++) {
+		if (!cfg_schema[i].worker)
+			continue;
+		if (strcmp(cfg_schema[i].name, name) == 0)
+			return 0;
+		names[nn++] = cfg_schema[i].name;
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", nn > 1 ? ", " : "", cfg_schema[i].name);
+	}
+	const char *near = cfg_nearest(name, names, nn);
+	if (near)
+		return fail_at(L, n, "unknown protocol '%s' in '%s' of section '%s' (did you mean '%s'?)", shown(name, b),
+			       k->key, sc->name, near);
+	return fail_at(L, n, "unknown protocol '%s' in '%s' of section '%s', expected one of: %s", shown(name, b),
+		       k->key, sc->name, list);
+}
+
+static int load_scalar(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+		       const yaml_node_t *n, struct cfg_value *v)
+{
+	const char *s = scalar(n);
+	if (!s)
+		return wrong_kind(L, sc, k, n);
+	char why[300], b[SHOWN_MAX + 4];
+	if (cfg_parse_scalar(k, s, v, why, sizeof why))
+		return 0;
+	if (k->flags & CFG_SECRET) /* never repeat a secret, even a malformed one */
+		return fail_at(L, n, "bad value for '%s' in section '%s', %s", k->key, sc->name, why);
+	return fail_at(L, n, "bad value '%s' for '%s' in section '%s', %s", shown(s, b), k->key, sc->name, why);
+}
+
+/* A list: the key's whole value, or (entry != NULL) one entry of a LISTMAP. */
+static int load_list(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+		     const char *entry, const yaml_node_t *n, struct cfg_value *v)
+{
+	if (n->type != YAML_SEQUENCE_NODE && !entry)
+		return wrong_kind(L, sc, k, n);
 	if (n->type != YAML_SEQUENCE_NODE)
-		return fail_at(L, n, "%s: expected a list of strings", key);
+		return fail_at(L, n, "'%s' in '%s' of section '%s' is %s, expected a list of %s", entry, k->key, sc->name,
+			       kind(n), k->flags & CFG_PROTOCOLS ? "protocol names" : "strings");
 	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
 		const yaml_node_t *e = node(L, *it);
-		if (!scalar_text(e))
-			return fail_at(L, e, "%s: expected a list of strings", key);
-		push_item(v, scalar_text(e), NULL);
+		const char *s = scalar(e);
+		if (!s || is_null(e) || !*s)
+			return fail_at(L, e, "%s in '%s' of section '%s', expected a list of non-empty strings",
+				       s ? "an empty item" : e->type == YAML_SEQUENCE_NODE ? "a list as an item" : "a mapping as an item",
+				       k->key, sc->name);
+		if (count_item(L, sc, k, e) < 0)
+			return -1;
+		if ((k->flags & CFG_PROTOCOLS) && check_protocol(L, sc, k, e, s) < 0)
+			return -1;
+		cfg_value_push(v, s);
 	}
 	return 0;
 }
 
-static int map_value(struct loader *L, const struct cfg_key *k, const yaml_node_t *n, struct cfg_value *v)
+/* The name of one entry of a mapping value (headers, chains). */
+static const char *entry_name(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+			      const yaml_node_t *kn, const struct cfg_value *v)
 {
-	const char *what = k->type == CFG_STRMAP ? "a mapping of names to strings" : "a mapping of names to lists";
-	if (n->type == YAML_SCALAR_NODE && !*scalar_text(n))
-		return 0; /* an empty value: an empty mapping */
+	char b[SHOWN_MAX + 4];
+	const char *name = scalar(kn);
+	if (!name || is_null(kn) || !*name) {
+		fail_at(L, kn, "%s as a name in '%s' of section '%s', expected a non-empty name", kind(kn), k->key,
+			sc->name);
+		return NULL;
+	}
+	if (cfg_value_has_name(v, name)) {
+		fail_at(L, kn, "duplicate name '%s' in '%s' of section '%s', expected each name once", shown(name, b),
+			k->key, sc->name);
+		return NULL;
+	}
+	if (count_item(L, sc, k, kn) < 0)
+		return NULL;
+	if ((k->flags & CFG_PROTOCOLS) && check_protocol(L, sc, k, kn, name) < 0)
+		return NULL;
+	return name;
+}
+
+static int load_map(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+		    const yaml_node_t *n, struct cfg_value *v)
+{
 	if (n->type != YAML_MAPPING_NODE)
-		return fail_at(L, n, "%s: expected %s", k->key, what);
+		return wrong_kind(L, sc, k, n);
 	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
 		const yaml_node_t *kn = node(L, p->key), *vn = node(L, p->value);
-		if (!scalar_text(kn))
-			return fail_at(L, kn, "%s: expected %s", k->key, what);
-		for (size_t i = 0; i < v->nitems; i++)
-			if (strcmp(v->items[i], scalar_text(kn)) == 0)
-				return fail_at(L, kn, "%s: duplicate key '%s'", k->key, scalar_text(kn));
-		if (k->type == CFG_STRMAP) {
-			if (!scalar_text(vn))
-				return fail_at(L, vn, "%s.%s: expected a string", k->key, scalar_text(kn));
-			push_item(v, scalar_text(kn), scalar_text(vn));
+		const char *name = entry_name(L, sc, k, kn, v);
+		if (!name)
+			return -1;
+		if (k->type == CFG_LISTMAP) {
+			struct cfg_value *list = cfg_value_push_list(v, name);
+			if (!is_null(vn) && load_list(L, sc, k, name, vn, list) < 0) /* `sftp:` alone: no fallback */
+				return -1;
 			continue;
 		}
-		push_item(v, scalar_text(kn), NULL);
-		v->sub = xrealloc(v->sub, v->nitems * sizeof *v->sub);
-		struct cfg_value *sub = &v->sub[v->nitems - 1];
-		memset(sub, 0, sizeof *sub);
-		sub->set = true;
-		if (list_value(L, vn, sub, k->key) < 0)
-			return -1;
+		const char *val = is_null(vn) ? "" : scalar(vn);
+		if (!val)
+			return fail_at(L, vn, "'%s' in '%s' of section '%s' is %s, expected a string", name, k->key, sc->name,
+				       kind(vn));
+		cfg_value_push_pair(v, name, val);
 	}
 	return 0;
 }
 
-static int read_value(struct loader *L, const struct cfg_key *k, const yaml_node_t *n, struct cfg_value *v)
+static int load_value(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+		      const yaml_node_t *n, struct cfg_value *v)
 {
-	char why[160];
-	value_free(v);
+	if (is_null(n)) {
+		if (!v->set) { /* no default: remember where, for "empty value for required key" */
+			v->line = (int)n->start_mark.line + 1;
+			v->col = (int)n->start_mark.column + 1;
+		}
+		return 0;
+	}
+	cfg_value_clear(v);
 	v->set = true;
 	v->line = (int)n->start_mark.line + 1;
 	v->col = (int)n->start_mark.column + 1;
-	if (k->type == CFG_STRLIST)
-		return list_value(L, n, v, k->key);
-	if (k->type == CFG_STRMAP || k->type == CFG_LISTMAP)
-		return map_value(L, k, n, v);
-	const char *s = scalar_text(n);
-	if (!s) {
-		static const char *const expect[] = { "a string", "an integer", "a number", "true or false", "one value" };
-		return fail_at(L, n, "%s: expected %s", k->key, expect[k->type]);
+	L->items = 0;
+	switch (k->type) {
+	case CFG_STRLIST: return load_list(L, sc, k, NULL, n, v);
+	case CFG_STRMAP:
+	case CFG_LISTMAP: return load_map(L, sc, k, n, v);
+	default: return load_scalar(L, sc, k, n, v);
 	}
-	const char *bad = scalar_value(k, s, v, why, sizeof why);
-	return bad ? fail_at(L, n, "%s: %s, not '%s'", k->key, bad, s) : 0;
 }
 
-/* KEY_file: the secret's text from a file nobody else may read. */
-static int read_secret_file(struct loader *L, const char *key, const yaml_node_t *n, struct cfg_value *v)
+/* ---- keys and sections ---- */
+
+/* The schema index of a key as written: itself, or a secret's KEY_file form. */
+static int resolve_key(const struct cfg_schema_section *sc, const char *key, bool *from_file)
 {
-	const char *path = scalar_text(n);
-	if (!path)
-		return fail_at(L, n, "%s_file: expected a file name", key);
-	struct stat st;
-	FILE *f = fopen(path, "r");
-	if (!f || fstat(fileno(f), &st) < 0) {
-		int e = errno;
-		if (f)
-			fclose(f);
-		return fail_at(L, n, "%s_file: cannot read %s: %s", key, path, strerror(e));
+	*from_file = false;
+	int idx = cfg_key_index(sc, key);
+	size_t n = strlen(key);
+	if (idx >= 0 || n <= 5 || strcmp(key + n - 5, "_file") != 0)
+		return idx;
+	char *base = xstrndup(key, n - 5);
+	idx = cfg_key_index(sc, base);
+	free(base);
+	if (idx < 0 || !(sc->keys[idx].flags & CFG_SECRET))
+		return -1;
+	*from_file = true;
+	return idx;
+}
+
+/* A section other than sc that has this exact key, for "it belongs in ...". */
+static const char *section_with_key(const struct cfg_schema_section *sc, const char *key)
+{
+	for (size_t i = 0; i < cfg_schema_len; i++)
+		if (&cfg_schema[i] != sc && cfg_key_index(&cfg_schema[i], key) >= 0)
+			return cfg_schema[i].name;
+	return NULL;
+}
+
+static int unknown_key(struct loader *L, const struct cfg_schema_section *sc, const yaml_node_t *kn, const char *key)
+{
+	char b[SHOWN_MAX + 4];
+	size_t n = strlen(key);
+	if (n > 5 && strcmp(key + n - 5, "_file") == 0) {
+		char *base = xstrndup(key, n - 5);
+		bool known = cfg_key_index(sc, base) >= 0;
+		free(base);
+		if (known)
+			return fail_at(L, kn, "unknown key '%s' in section '%s' (only secrets can be given as KEY_file)",
+				       shown(key, b), sc->name);
 	}
-	if (st.st_mode & 077) {
-		fclose(f);
-		return fail_at(L, n, "%s_file %s is readable or writable by others (mode %04o); chmod 600 it", key, path,
-			       (unsigned)(st.st_mode & 07777));
+	/* the keys, and the KEY_file forms of the secrets, as candidates */
+	const char **names = xcalloc(2 * sc->nkeys + 1, sizeof *names);
+	char **forms = xcalloc(sc->nkeys + 1, sizeof *forms);
+	size_t nn = 0, nf = 0;
+	for (size_t i = 0; i < sc->nkeys; i++) {
+		names[nn++] = sc->keys[i].key;
+		if (sc->keys[i].flags & CFG_SECRET)
+			names[nn++] = forms[nf++] = xasprintf("%s_file", sc->keys[i].key);
 	}
-	char buf[8192];
-	size_t len = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[len] = '\0';
-	while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-		buf[--len] = '\0';
-	value_free(v);
-	v->set = true;
-	v->line = (int)n->start_mark.line + 1;
-	v->col = (int)n->start_mark.column + 1;
-	v->s = xstrdup(buf);
-	return 0;
+	const char *near = cfg_nearest(key, names, nn), *elsewhere = section_with_key(sc, key);
+	if (near)
+		fail_at(L, kn, "unknown key '%s' in section '%s' (did you mean '%s'?)", shown(key, b), sc->name, near);
+	else if (elsewhere)
+		fail_at(L, kn, "unknown key '%s' in section '%s' (it belongs in section '%s')", shown(key, b), sc->name,
+			elsewhere);
+	else
+		fail_at(L, kn, "unknown key '%s' in section '%s'", shown(key, b), sc->name);
+	for (size_t i = 0; i < nf; i++)
+		free(forms[i]);
+	free(forms);
+	free(names);
+	return -1;
+}
+
+static int duplicate_key(struct loader *L, const struct cfg_schema_section *sc, const yaml_node_t *kn,
+			 const yaml_node_t *first)
+{
+	const char *now = scalar(kn), *before = scalar(first);
+	size_t line = first->start_mark.line + 1, col = first->start_mark.column + 1;
+	if (strcmp(now, before) == 0)
+		return fail_at(L, kn, "duplicate key '%s' in section '%s' (first at %zu:%zu), expected each key once", now,
+			       sc->name, line, col);
+	return fail_at(L, kn, "both '%s' (at %zu:%zu) and '%s' given in section '%s', expected only one of them", before,
+		       line, col, now, sc->name);
+}
+
+static int load_entry(struct loader *L, struct cfg_section *sec, const yaml_node_t **seen, const yaml_node_t *kn,
+		      const yaml_node_t *vn)
+{
+	const struct cfg_schema_section *sc = sec->schema;
+	const char *key = scalar(kn);
+	if (!key || is_null(kn))
+		return fail_at(L, kn, "%s as a key in section '%s', expected a key name", kind(kn), sc->name);
+	bool from_file;
+	int idx = resolve_key(sc, key, &from_file);
+	if (idx < 0)
+		return unknown_key(L, sc, kn, key);
+	if (seen[idx])
+		return duplicate_key(L, sc, kn, seen[idx]);
+	seen[idx] = kn;
+	if (from_file)
+		return load_secret_file(L, sc, &sc->keys[idx], &sec->values[idx], vn);
+	return load_value(L, sc, &sc->keys[idx], vn, &sec->values[idx]);
 }
 
 static int load_section(struct loader *L, struct cfg_section *sec, const yaml_node_t *n)
 {
-	const struct cfg_schema_section *sc = sec->schema;
-	if (n->type == YAML_SCALAR_NODE && !*scalar_text(n))
-		return 0; /* "mqtt:" with nothing under it */
+	if (is_null(n))
+		return 0; /* `mqtt:` alone: every key at its default */
 	if (n->type != YAML_MAPPING_NODE)
-		return fail_at(L, n, "section '%s': expected a mapping of keys to values", sc->name);
-	bool *given = xcalloc(sc->nkeys, sizeof *given);
+		return fail_at(L, n, "section '%s' is %s, expected a mapping of keys to values", sec->schema->name, kind(n));
+	const yaml_node_t **seen = xcalloc(sec->schema->nkeys + 1, sizeof *seen); /* where each key was first given */
 	int rc = 0;
-	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; rc == 0 && p < n->data.mapping.pairs.top; p++) {
-		const yaml_node_t *kn = node(L, p->key), *vn = node(L, p->value);
-		const char *key = scalar_text(kn);
-		if (!key) {
-			rc = fail_at(L, kn, "section '%s': expected a key name", sc->name);
-			break;
-		}
-		int idx = key_index(sc, key);
-		bool from_file = false;
-		size_t kl = strlen(key);
-		if (idx < 0 && kl > 5 && strcmp(key + kl - 5, "_file") == 0) {
-			char *base = xstrndup(key, kl - 5);
-			idx = key_index(sc, base);
-			free(base);
-			from_file = idx >= 0 && (sc->keys[idx].flags & CFG_SECRET) && sc->keys[idx].type == CFG_STR;
-			if (!from_file)
-				idx = -1;
-		}
-		if (idx < 0) {
-			const char *names[64];
-			size_t nn = 0;
-			for (size_t i = 0; i < sc->nkeys && nn < 64; i++)
-				names[nn++] = sc->keys[i].key;
-			char sug[96];
-			suggestion(sug, sizeof sug, key, names, nn);
-			rc = fail_at(L, kn, "unknown key '%s' in section '%s'%s", key, sc->name, sug);
-			break;
-		}
-		if (given[idx]) {
-			rc = fail_at(L, kn, "'%s' given twice in section '%s'%s", sc->keys[idx].key, sc->name,
-				     from_file ? " (as itself and as _file)" : "");
-			break;
-		}
-		given[idx] = true;
-		rc = from_file ? read_secret_file(L, sc->keys[idx].key, vn, &sec->values[idx])
-			       : read_value(L, &sc->keys[idx], vn, &sec->values[idx]);
-	}
-	free(given);
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; rc == 0 && p < n->data.mapping.pairs.top; p++)
+		rc = load_entry(L, sec, seen, node(L, p->key), node(L, p->value));
+	free(seen);
 	return rc;
 }
 
-/* ---- packing (protocol sections travel to their worker as msgpack) ---- */
-
-static void pack_str(msgpack_packer *pk, const char *s)
+static int unknown_section(struct loader *L, const yaml_node_t *kn, const char *name)
 {
-	size_t n = strlen(s);
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_list(msgpack_packer *pk, const struct cfg_value *v)
-{
-	msgpack_pack_array(pk, v->nitems);
-	for (size_t i = 0; i < v->nitems; i++)
-		pack_str(pk, v->items[i]);
-}
-
-static void pack_value(msgpack_packer *pk, const struct cfg_key *k, const struct cfg_value *v)
-{
-	if (!v->set) {
-		msgpack_pack_nil(pk);
-		return;
+	const char *names[128];
+	char list[1024] = "", b[SHOWN_MAX + 4];
+	size_t nn = 0;
+	for (size_t i = 0; i < cfg_schema_len && nn < 128; i++) {
+		names[nn++] = cfg_schema[i].name;
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", cfg_schema[i].name);
 	}
-	switch (k->type) {
-	case CFG_STR:
-	case CFG_ENUM: pack_str(pk, v->s); break;
-	case CFG_INT: msgpack_pack_int64(pk, v->i); break;
-	case CFG_NUM: msgpack_pack_double(pk, v->d); break;
-	case CFG_BOOL: v->b ? msgpack_pack_true(pk) : msgpack_pack_false(pk); break;
-	case CFG_STRLIST: pack_list(pk, v); break;
-	case CFG_STRMAP:
-	case CFG_LISTMAP:
-		msgpack_pack_map(pk, v->nitems);
-		for (size_t i = 0; i < v->nitems; i++) {
-			pack_str(pk, v->items[i]);
-			if (k->type == CFG_STRMAP)
-				pack_str(pk, v->vals[i]);
-			else
-				pack_list(pk, &v->sub[i]);
+	const char *near = cfg_nearest(name, names, nn);
+	if (near)
+		return fail_at(L, kn, "unknown section '%s' (did you mean '%s'?)", shown(name, b), near);
+	return fail_at(L, kn, "unknown section '%s', expected one of: %s", shown(name, b), list);
+}
+
+static int load_top_entry(struct loader *L, struct config *cfg, const yaml_node_t *kn, const yaml_node_t *vn)
+{
+	const char *name = scalar(kn);
+	if (!name || is_null(kn))
+		return fail_at(L, kn, "%s as a section name, expected a name such as gateway", kind(kn));
+	const struct cfg_schema_section *sc = cfg_schema_find(name);
+	if (!sc)
+		return unknown_section(L, kn, name);
+	struct cfg_section *sec = &cfg->sections[sc - cfg_schema];
+	if (sec->present)
+		return fail_at(L, kn, "duplicate section '%s' (first at %d:%d), expected each section once", name, sec->line,
+			       sec->col);
+	sec->present = true;
+	sec->line = (int)kn->start_mark.line + 1;
+	sec->col = (int)kn->start_mark.column + 1;
+	return load_section(L, sec, vn);
+}
+
+/* A section without an `enabled` key is on whenever it is present. */
+static bool section_on(const struct cfg_section *sec)
+{
+	int idx = cfg_key_index(sec->schema, "enabled");
+	return sec->present && (idx < 0 || sec->values[idx].b);
+}
+
+/* Required keys are checked last: `enabled: false` may come after them. */
+static int check_required(struct loader *L, const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg_schema_len; i++) {
+		const struct cfg_section *sec = &cfg->sections[i];
+		if (!section_on(sec))
+			continue;
+		for (size_t k = 0; k < sec->schema->nkeys; k++) {
+			const struct cfg_key *key = &sec->schema->keys[k];
+			const struct cfg_value *v = &sec->values[k];
+			bool empty = v->set && key->type == CFG_STR && !*v->s;
+			if (!(key->flags & CFG_REQUIRED) || (v->set && !empty))
+				continue;
+			if (v->line)
+				return fail_pos(L, (size_t)v->line, (size_t)v->col,
+						"empty value for required key '%s' in section '%s', expected %s", key->key,
+						sec->schema->name, key->help);
+			return fail_pos(L, (size_t)sec->line, (size_t)sec->col,
+					"missing required key '%s' in section '%s', expected %s: <%s>%s", key->key,
+					sec->schema->name, key->key, key->help,
+					cfg_key_index(sec->schema, "enabled") >= 0 ? " (or enabled: false)" : "");
 		}
-		break;
 	}
+	return 0;
 }
 
-static void pack_section(struct cfg_section *sec)
+static int load_root(struct loader *L, struct config *cfg)
 {
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, sec->schema->nkeys);
-	for (size_t i = 0; i < sec->schema->nkeys; i++) {
-		pack_str(&pk, sec->schema->keys[i].key);
-		pack_value(&pk, &sec->schema->keys[i], &sec->values[i]);
-	}
-	sec->packed = sb.data; /* taken over: freed with the section */
-	sec->packed_len = sb.size;
+	const yaml_node_t *root = yaml_document_get_root_node(&L->doc);
+	if (!root || is_null(root))
+		return fail_pos(L, 1, 1, "the file is empty, expected a mapping of sections (gateway:, mqtt:, ...)");
+	if (root->type != YAML_MAPPING_NODE)
+		return fail_at(L, root, "the top level is %s, expected a mapping of sections (gateway:, mqtt:, ...)",
+			       kind(root));
+	if (check_no_nul(L) < 0)
+		return -1;
+	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++)
+		if (load_top_entry(L, cfg, node(L, p->key), node(L, p->value)) < 0)
+			return -1;
+	return check_required(L, cfg);
 }
 
-/* ---- sections ---- */
+/* ---- the configuration ---- */
 
-static void section_init(struct cfg_section *sec, const struct cfg_schema_section *sc)
+static struct config *config_new(const char *path)
 {
-	memset(sec, 0, sizeof *sec);
-	sec->schema = sc;
-	sec->values = xcalloc(sc->nkeys ? sc->nkeys : 1, sizeof *sec->values);
-	for (size_t i = 0; i < sc->nkeys; i++)
-		default_value(&sc->keys[i], &sec->values[i]);
-}
-
-void cfg_section_free(struct cfg_section *sec)
-{
-	if (!sec->values)
-		return;
-	for (size_t i = 0; i < sec->schema->nkeys; i++)
-		value_free(&sec->values[i]);
-	free(sec->values);
-	free(sec->packed);
-	sec->values = NULL;
-	sec->packed = NULL;
+	struct config *cfg = xcalloc(1, sizeof *cfg);
+	cfg->path = xstrdup(path);
+	cfg->sections = xcalloc(cfg_schema_len, sizeof *cfg->sections);
+	for (size_t i = 0; i < cfg_schema_len; i++)
+		cfg_section_defaults(&cfg->sections[i], &cfg_schema[i]);
+	return cfg;
 }
 
 void config_free(struct config *cfg)
@@ -503,297 +704,104 @@ void config_free(struct config *cfg)
 	free(cfg);
 }
 
-static int check_required(struct loader *L, struct config *cfg)
+static char *dir_of(const char *path)
 {
-	for (size_t i = 0; i < cfg_schema_len; i++) {
-		struct cfg_section *sec = &cfg->sections[i];
-		if (!sec->present || (sec->schema->worker && !cfg_bool(sec, "enabled")))
-			continue;
-		for (size_t k = 0; k < sec->schema->nkeys; k++)
-			if ((sec->schema->keys[k].flags & CFG_REQUIRED) && !sec->values[k].set)
-				return snprintf(L->err, L->errlen, "%s:%d:%d: section '%s' needs '%s' (%s)", L->path,
-						sec->line, sec->col, sec->schema->name, sec->schema->keys[k].key,
-						sec->schema->keys[k].help),
-				       -1;
-	}
-	return 0;
-}
-
-static int load_root(struct loader *L, struct config *cfg)
-{
-	yaml_node_t *root = yaml_document_get_root_node(&L->doc);
-	if (!root || (root->type == YAML_SCALAR_NODE && !*scalar_text(root)))
-		return fail_at(L, root, "the file is empty; expected a mapping of sections (gateway:, mqtt:, ...)");
-	if (root->type != YAML_MAPPING_NODE)
-		return fail_at(L, root, "expected a mapping of sections (gateway:, mqtt:, ...)");
-	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
-		const yaml_node_t *kn = node(L, p->key), *vn = node(L, p->value);
-		const char *name = scalar_text(kn);
-		const struct cfg_schema_section *sc = name ? schema_section(name) : NULL;
-		if (!sc) {
-			const char *names[32];
-			for (size_t i = 0; i < cfg_schema_len; i++)
-				names[i] = cfg_schema[i].name;
-			char sug[96] = "";
-			if (name)
-				suggestion(sug, sizeof sug, name, names, cfg_schema_len);
-			return fail_at(L, kn, "unknown section '%s'%s", name ? name : "?", sug);
-		}
-		struct cfg_section *sec = &cfg->sections[sc - cfg_schema];
-		if (sec->present)
-			return fail_at(L, kn, "section '%s' given twice", name);
-		sec->present = true;
-		sec->line = (int)kn->start_mark.line + 1;
-		sec->col = (int)kn->start_mark.column + 1;
-		if (load_section(L, sec, vn) < 0)
-			return -1;
-	}
-	return check_required(L, cfg);
-}
-
-static int parse_file(struct loader *L)
-{
-	FILE *f = fopen(L->path, "rb");
-	if (!f) {
-		snprintf(L->err, L->errlen, "cannot open %s: %s", L->path, strerror(errno));
-		return -1;
-	}
-	yaml_parser_t parser;
-	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, f);
-	int ok = yaml_parser_load(&parser, &L->doc);
-	if (!ok)
-		snprintf(L->err, L->errlen, "%s:%zu:%zu: %s%s%s", L->path, parser.problem_mark.line + 1,
-			 parser.problem_mark.column + 1, parser.problem ? parser.problem : "YAML error",
-			 parser.context ? " " : "", parser.context ? parser.context : "");
-	yaml_parser_delete(&parser);
-	fclose(f);
-	return ok ? 0 : -1;
+	char *copy = xstrdup(path);
+	char *dir = xstrdup(dirname(copy));
+	free(copy);
+	return dir;
 }
 
 int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
 	struct loader L = { .path = path, .err = err, .errlen = errlen };
-	if (parse_file(&L) < 0)
+	if (errlen)
+		err[0] = '\0';
+	unsigned char *buf;
+	size_t len;
+	if (read_config_file(&L, &buf, &len) < 0) {
+		one_line(err, errlen);
 		return -1;
-	struct config *cfg = xcalloc(1, sizeof *cfg);
-	cfg->path = xstrdup(path);
-	cfg->sections = xcalloc(cfg_schema_len, sizeof *cfg->sections);
-	for (size_t i = 0; i < cfg_schema_len; i++)
-		section_init(&cfg->sections[i], &cfg_schema[i]);
-	int rc = load_root(&L, cfg);
-	yaml_document_delete(&L.doc);
+	}
+	L.dir = dir_of(path);
+	struct config *cfg = config_new(path);
+	int rc = parse_yaml(&L, buf, len);
+	if (rc == 0)
+		rc = load_root(&L, cfg);
+	if (L.have_doc)
+		yaml_document_delete(&L.doc);
+	free(buf);
+	free(L.dir);
 	if (rc < 0) {
 		config_free(cfg);
+		one_line(err, errlen);
 		return -1;
 	}
 	for (size_t i = 0; i < cfg_schema_len; i++)
 		if (cfg_schema[i].worker)
-			pack_section(&cfg->sections[i]);
+			cfg_section_pack(&cfg->sections[i]);
 	*out = cfg;
 	return 0;
 }
 
-/* ---- the worker side ---- */
-
-static bool obj_str(const msgpack_object *o, char **out)
-{
-	if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, 0, o->via.str.size))
-		return false;
-	*out = xstrndup(o->via.str.ptr, o->via.str.size);
-	return true;
-}
-
-static bool unpack_list(const msgpack_object *o, struct cfg_value *v)
-{
-	if (o->type != MSGPACK_OBJECT_ARRAY)
-		return false;
-	for (uint32_t i = 0; i < o->via.array.size; i++) {
-		char *s;
-		if (!obj_str(&o->via.array.ptr[i], &s))
-			return false;
-		push_item(v, s, NULL);
-		free(s);
-	}
-	return true;
-}
-
-static bool unpack_value(const struct cfg_key *k, const msgpack_object *o, struct cfg_value *v)
-{
-	value_free(v);
-	if (o->type == MSGPACK_OBJECT_NIL)
-		return true;
-	v->set = true;
-	switch (k->type) {
-	case CFG_STR:
-	case CFG_ENUM: return obj_str(o, &v->s);
-	case CFG_INT:
-		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
-			return v->i = (int64_t)o->via.u64, true;
-		return o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? (v->i = o->via.i64, true) : false;
-	case CFG_NUM:
-		return o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32 ? (v->d = o->via.f64, true)
-											       : false;
-	case CFG_BOOL: return o->type == MSGPACK_OBJECT_BOOLEAN ? (v->b = o->via.boolean, true) : false;
-	case CFG_STRLIST: return unpack_list(o, v);
-	case CFG_STRMAP:
-	case CFG_LISTMAP:
-		if (o->type != MSGPACK_OBJECT_MAP)
-			return false;
-		for (uint32_t i = 0; i < o->via.map.size; i++) {
-			char *key, *val = NULL;
-			if (!obj_str(&o->via.map.ptr[i].key, &key))
-				return false;
-			bool ok = k->type == CFG_STRMAP ? obj_str(&o->via.map.ptr[i].val, &val) : true;
-			if (!ok) {
-				free(key);
-				return false;
-			}
-			push_item(v, key, k->type == CFG_STRMAP ? val : NULL);
-			free(key);
-			free(val);
-			if (k->type == CFG_LISTMAP) {
-				v->sub = xrealloc(v->sub, v->nitems * sizeof *v->sub);
-				memset(&v->sub[v->nitems - 1], 0, sizeof *v->sub);
-				v->sub[v->nitems - 1].set = true;
-				if (!unpack_list(&o->via.map.ptr[i].val, &v->sub[v->nitems - 1]))
-					return false;
-			}
-		}
-		return true;
-	}
-	return false;
-}
-
-int cfg_section_unpack(const char *name, const void *buf, size_t len, struct cfg_section *out, char *err,
-		       size_t errlen)
-{
-	const struct cfg_schema_section *sc = schema_section(name);
-	if (!sc) {
-		snprintf(err, errlen, "no section '%s' in the schema", name);
-		return -1;
-	}
-	section_init(out, sc);
-	out->present = true;
-	msgpack_zone zone;
-	msgpack_zone_init(&zone, 2048);
-	msgpack_object o;
-	size_t off = 0;
-	int rc = 0;
-	if (msgpack_unpack(buf, len, &off, &zone, &o) != MSGPACK_UNPACK_SUCCESS || off != len ||
-	    o.type != MSGPACK_OBJECT_MAP) {
-		snprintf(err, errlen, "section '%s': not one msgpack map", name);
-		rc = -1;
-	}
-	for (uint32_t i = 0; rc == 0 && i < o.via.map.size; i++) {
-		const msgpack_object *k = &o.via.map.ptr[i].key;
-		char *key = NULL;
-		int idx = obj_str(k, &key) ? key_index(sc, key) : -1;
-		if (idx < 0 || !unpack_value(&sc->keys[idx], &o.via.map.ptr[i].val, &out->values[idx])) {
-			snprintf(err, errlen, "section '%s': bad key or value '%s'", name, key ? key : "?");
-			rc = -1;
-		}
-		free(key);
-	}
-	msgpack_zone_destroy(&zone);
-	if (rc < 0) {
-		cfg_section_free(out);
-		return -1;
-	}
-	out->packed = xmalloc(len ? len : 1);
-	memcpy(out->packed, buf, len);
-	out->packed_len = len;
-	return 0;
-}
-
-bool cfg_section_equal(const struct cfg_section *a, const struct cfg_section *b)
-{
-	return a->packed_len == b->packed_len && (a->packed_len == 0 || memcmp(a->packed, b->packed, a->packed_len) == 0);
-}
-
-/* ---- accessors ---- */
+/* ---- accessors: a wrong name or type is a bug in the caller, not in the file ---- */
 
 const struct cfg_section *config_section(const struct config *cfg, const char *name)
 {
-	const struct cfg_schema_section *sc = schema_section(name);
+	const struct cfg_schema_section *sc = cfg_schema_find(name);
 	if (!sc)
-		panic("no config section '%s'", name);
+		panic("no configuration section '%s' in the schema", name);
 	return &cfg->sections[sc - cfg_schema];
 }
 
 bool config_protocol_enabled(const struct config *cfg, const char *name)
 {
-	const struct cfg_section *s = config_section(cfg, name);
-	return s->schema->worker && s->present && cfg_bool(s, "enabled");
+	const struct cfg_section *sec = config_section(cfg, name);
+	return sec->schema->worker && section_on(sec);
 }
 
-static const struct cfg_value *typed(const struct cfg_section *s, const char *key, int type1, int type2)
+static const struct cfg_value *lookup(const struct cfg_section *s, const char *key, enum cfg_type t1,
+				      enum cfg_type t2, bool any)
 {
-	int idx = key_index(s->schema, key);
+	int idx = cfg_key_index(s->schema, key);
 	if (idx < 0)
-		panic("no key '%s' in section '%s'", key, s->schema->name);
-	int t = (int)s->schema->keys[idx].type;
-	if (type1 >= 0 && t != type1 && t != type2)
-		panic("key '%s.%s' read with the wrong type", s->schema->name, key);
+		panic("no key '%s' in configuration section '%s'", key, s->schema->name);
+	enum cfg_type t = s->schema->keys[idx].type;
+	if (!any && t != t1 && t != t2)
+		panic("configuration key '%s.%s' read as the wrong type", s->schema->name, key);
 	return &s->values[idx];
 }
 
-const struct cfg_value *cfg_get(const struct cfg_section *s, const char *key) { return typed(s, key, -1, -1); }
+const struct cfg_value *cfg_get(const struct cfg_section *s, const char *key)
+{
+	return lookup(s, key, CFG_STR, CFG_STR, true);
+}
 
-bool cfg_has(const struct cfg_section *s, const char *key) { return key_index(s->schema, key) >= 0; }
+bool cfg_has(const struct cfg_section *s, const char *key) { return cfg_key_index(s->schema, key) >= 0; }
 
 const char *cfg_str(const struct cfg_section *s, const char *key)
 {
-	const struct cfg_value *v = typed(s, key, CFG_STR, CFG_ENUM);
+	const struct cfg_value *v = lookup(s, key, CFG_STR, CFG_ENUM, false);
 	return v->set ? v->s : NULL;
 }
 
-int64_t cfg_int(const struct cfg_section *s, const char *key) { return typed(s, key, CFG_INT, CFG_INT)->i; }
-double cfg_num(const struct cfg_section *s, const char *key)
-{
-	const struct cfg_value *v = typed(s, key, CFG_NUM, CFG_INT);
-	return s->schema->keys[key_index(s->schema, key)].type == CFG_INT ? (double)v->i : v->d;
-}
-bool cfg_bool(const struct cfg_section *s, const char *key) { return typed(s, key, CFG_BOOL, CFG_BOOL)->b; }
+int64_t cfg_int(const struct cfg_section *s, const char *key) { return lookup(s, key, CFG_INT, CFG_INT, false)->i; }
+
+double cfg_num(const struct cfg_section *s, const char *key) { return lookup(s, key, CFG_NUM, CFG_NUM, false)->d; }
+
+bool cfg_bool(const struct cfg_section *s, const char *key) { return lookup(s, key, CFG_BOOL, CFG_BOOL, false)->b; }
 
 const char *config_str(const struct config *c, const char *sec, const char *key)
 {
 	return cfg_str(config_section(c, sec), key);
 }
+
 int64_t config_int(const struct config *c, const char *sec, const char *key)
 {
 	return cfg_int(config_section(c, sec), key);
 }
+
 bool config_bool(const struct config *c, const char *sec, const char *key)
 {
 	return cfg_bool(config_section(c, sec), key);
-}
-
-/* ---- the reference ---- */
-
-void config_write_reference(FILE *out)
-{
-	static const char *const tn[] = { "string", "integer", "number", "boolean", "one of", "list", "map", "map of lists" };
-	fprintf(out, "# ucgw configuration reference\n\nGenerated from `config/schema.c` by `ucgwd --config-reference`;\n"
-		     "the loader validates against the same table. A key marked *secret* may instead be given as\n"
-		     "`KEY_file: PATH` (the file must not be readable by others).\n");
-	for (size_t i = 0; i < cfg_schema_len; i++) {
-		const struct cfg_schema_section *sc = &cfg_schema[i];
-		fprintf(out, "\n## `%s`\n\n%s%s%s%s\n\n| key | type | default | description |\n| --- | --- | --- | --- |\n",
-			sc->name, sc->help, sc->worker ? " Worker: `" : "", sc->worker ? sc->worker : "", sc->worker ? "`." : "");
-		for (size_t k = 0; k < sc->nkeys; k++) {
-			const struct cfg_key *key = &sc->keys[k];
-			char type[160];
-			if (key->type == CFG_ENUM) {
-				char list[128];
-				choices_text(key->choices, list, sizeof list); /* a '|' would split the table */
-				snprintf(type, sizeof type, "one of: %s", list);
-			}
-			else
-				snprintf(type, sizeof type, "%s", tn[key->type]);
-			fprintf(out, "| `%s` | %s%s%s | %s%s%s | %s |\n", key->key, type,
-				key->flags & CFG_REQUIRED ? ", required" : "", key->flags & CFG_SECRET ? ", *secret*" : "",
-				key->def ? "`" : "", key->def ? key->def : "–", key->def ? "`" : "", key->help);
-		}
-	}
 }

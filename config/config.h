@@ -25,6 +25,16 @@ enum cfg_type {
 #define CFG_REQUIRED 0x1u /* must be given when the section is enabled */
 #define CFG_SECRET   0x2u /* never logged nor shown; may be given as KEY_file */
 #define CFG_PATH     0x4u /* a file-system path */
+#define CFG_OCTAL    0x8u /* STR: a file mode in octal text, e.g. "0660" */
+#define CFG_PROTOCOLS 0x10u /* STRLIST/LISTMAP: every name (and map key) is a protocol section */
+
+/* Default text (struct cfg_key.def) is parsed like a value written in the file:
+ *   scalars  the YAML text itself: "info", "5", "true", "0660"
+ *   STRLIST  items separated by ',':                 "-a,--partial"
+ *   STRMAP   name=value entries separated by ';':     "Accept=text/plain;X-A=b"
+ *   LISTMAP  name=item,item entries separated by ';': "sftp=rsync;rsync=sftp"
+ * so default items cannot contain ',', ';' or '='. "" is an empty list or map.
+ * A malformed default is a programming error: loading panics. */
 
 struct cfg_key {
 	const char *key;

@@ -1,30 +1,41 @@
 /* The schema: every section and key the loader accepts, with its type, default
  * and one line of help. docs/configuration.md is generated from this table
- * (`ucgwd --config-reference`), so the documentation cannot drift from the code. */
-#include "config/config.h"
+ * (`ucgwd --config-reference`), so the documentation cannot drift from the code.
+ *
+ * Adding a key is one line in its section's array; adding a section is one array
+ * and one line in cfg_schema[]. Defaults use the text syntax described in
+ * config.h (lists "a,b", maps "k=v;k2=v2", list maps "k=a,b;k2=c"). */
+#include "config/internal.h"
 
-#define N(a) (sizeof(a) / sizeof((a)[0]))
-#define STR(k, d, h) { k, CFG_STR, d, 0, 0, NULL, 0, h }
-#define PATH(k, d, h) { k, CFG_STR, d, 0, 0, NULL, CFG_PATH, h }
-#define SECRET(k, h) { k, CFG_STR, NULL, 0, 0, NULL, CFG_SECRET, h }
-#define REQ(k, h) { k, CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, h }
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+#define BIG CFG_NO_MAX /* byte and message counts: no upper limit */
+
+/*        key   type         default  min  max  choices  flags                   help */
+#define STR(k, d, h)         { k, CFG_STR, d, 0, 0, NULL, 0, h }
+#define PATH(k, d, h)        { k, CFG_STR, d, 0, 0, NULL, CFG_PATH, h }
+#define REQUIRED(k, h)       { k, CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, h }
+#define SECRET(k, h)         { k, CFG_STR, NULL, 0, 0, NULL, CFG_SECRET, h }
+#define OCTAL(k, d, h)       { k, CFG_STR, d, 0, 0, NULL, CFG_OCTAL, h }
 #define INT(k, d, lo, hi, h) { k, CFG_INT, d, lo, hi, NULL, 0, h }
 #define NUM(k, d, lo, hi, h) { k, CFG_NUM, d, lo, hi, NULL, 0, h }
-#define BOOL(k, d, h) { k, CFG_BOOL, d, 0, 0, NULL, 0, h }
-#define ENUM(k, d, c, h) { k, CFG_ENUM, d, 0, 0, c, 0, h }
-#define LIST(k, d, h) { k, CFG_STRLIST, d, 0, 0, NULL, 0, h }
-#define MAP(k, h) { k, CFG_STRMAP, NULL, 0, 0, NULL, 0, h }
+#define BOOL(k, d, h)        { k, CFG_BOOL, d, 0, 0, NULL, 0, h }
+#define ENUM(k, d, c, h)     { k, CFG_ENUM, d, 0, 0, c, 0, h }
+#define LIST(k, d, f, h)     { k, CFG_STRLIST, d, 0, 0, NULL, f, h }
+#define MAP(k, h)            { k, CFG_STRMAP, NULL, 0, 0, NULL, 0, h }
+#define LISTMAP(k, d, f, h)  { k, CFG_LISTMAP, d, 0, 0, NULL, f, h }
+
+/* Keys every protocol section shares. */
 #define ENABLED BOOL("enabled", "true", "run this protocol's worker (a section absent from the file is off)")
-#define TLS_KEYS                                                                                   \
-	PATH("ca_file", NULL, "CA certificates to verify the server with (default: the system's)"), \
-	PATH("cert_file", NULL, "client certificate (PEM)"), PATH("key_file", NULL, "client key (PEM)"), \
-	BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
-#define BIG 1e15
+#define CA_FILE PATH("ca_file", NULL, "CA certificates to verify the server with (default: the system's)")
+#define CERT_FILE PATH("cert_file", NULL, "client certificate (PEM)")
+#define TLS_KEY_FILE PATH("key_file", NULL, "client key (PEM)")
+#define INSECURE BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
+#define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)")
 
 static const struct cfg_key gateway[] = {
 	STR("device_id", "ucgw-edge", "this camera's name; {device_id} in topics"),
 	PATH("control_socket", "/run/ucgw/control.sock", "the control socket ucgwctl and clients use"),
-	STR("control_socket_mode", "0660", "permissions of the control socket (octal)"),
+	OCTAL("control_socket_mode", "0660", "permissions of the control socket (octal)"),
 	PATH("state_dir", "/var/lib/ucgw", "where the spool lives unless spool.dir says otherwise"),
 	PATH("crash_dir", "/var/log/ucgw/crash", "one crash log per abnormal worker exit, under <worker>/"),
 	INT("crash_logs_keep", "20", 1, 1000, "crash logs kept per worker"),
@@ -61,23 +72,26 @@ static const struct cfg_key spool[] = {
 
 static const struct cfg_key websocket[] = {
 	ENABLED,
-	{ "server_url", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "ws:// or wss:// URL of the server" },
+	REQUIRED("server_url", "ws:// or wss:// URL of the server"),
 	INT("reconnect_attempts", "3", 0, 1000000, "failed connects in a row before health says down"),
 	NUM("reconnect_delay", "5", 0, 3600, "seconds between reconnects (grows with failures)"),
 	ENUM("ack", "message", "none|message", "ok when the frame is written (weak), or when the server acks the id"),
 	INT("ack_timeout_ms", "10000", 1, 3600000, "an unacked message is retried after this"),
 	INT("ping_interval_s", "20", 1, 3600, "WebSocket ping interval"),
-	TLS_KEYS,
+	CA_FILE,
+	CERT_FILE,
+	TLS_KEY_FILE,
+	INSECURE,
 	MAP("headers", "extra HTTP headers for the upgrade request"),
 	SECRET("api_key", "sent in api_key_header"),
 	STR("api_key_header", "X-API-Key", "header that carries api_key"),
 	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
-	BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)"),
+	ENCRYPT,
 };
 
 static const struct cfg_key rest[] = {
 	ENABLED,
-	{ "base_url", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "http:// or https:// URL of the server" },
+	REQUIRED("base_url", "http:// or https:// URL of the server"),
 	STR("endpoint", "/api/lpr/data", "path appended to base_url"),
 	NUM("timeout", "30", 0.001, 3600, "seconds a request may take"),
 	INT("retry_attempts", "3", 0, 1000, "rounds of retries the supervisor makes before the message waits"),
@@ -87,13 +101,16 @@ static const struct cfg_key rest[] = {
 	SECRET("api_key", "sent in api_key_header"),
 	STR("api_key_header", "X-API-Key", "header that carries api_key"),
 	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
-	TLS_KEYS,
-	BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM)"),
+	CA_FILE,
+	CERT_FILE,
+	TLS_KEY_FILE,
+	INSECURE,
+	ENCRYPT,
 };
 
 static const struct cfg_key mqtt[] = {
 	ENABLED,
-	{ "broker_url", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "host, host:port, mqtt://host[:port] or mqtts://host[:port]" },
+	REQUIRED("broker_url", "host, host:port, mqtt://host[:port] or mqtts://host[:port]"),
 	STR("client_id", NULL, "MQTT client id (default: gateway.device_id)"),
 	STR("username", NULL, "MQTT user name"),
 	SECRET("password", "MQTT password"),
@@ -105,15 +122,18 @@ static const struct cfg_key mqtt[] = {
 	INT("max_inflight", "100", 1, 65535, "messages in flight without PUBACK"),
 	BOOL("clean_session", "false", "false keeps a persistent session at the broker"),
 	BOOL("envelope", "false", "publish {\"id\":..., \"data\":...} instead of the payload alone"),
-	TLS_KEYS,
-	BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM)"),
+	CA_FILE,
+	CERT_FILE,
+	TLS_KEY_FILE,
+	INSECURE,
+	ENCRYPT,
 };
 
 static const struct cfg_key sftp[] = {
 	ENABLED,
-	{ "host", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH server" },
+	REQUIRED("host", "SSH server"),
 	INT("port", "22", 1, 65535, "SSH port"),
-	{ "username", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH user" },
+	REQUIRED("username", "SSH user"),
 	SECRET("password", "password authentication"),
 	PATH("key_file", NULL, "private key for public-key authentication"),
 	SECRET("key_passphrase", "passphrase of key_file"),
@@ -126,10 +146,10 @@ static const struct cfg_key sftp[] = {
 
 static const struct cfg_key rsync[] = {
 	ENABLED,
-	{ "remote_host", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH server" },
-	{ "remote_user", CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, "SSH user" },
+	REQUIRED("remote_host", "SSH server"),
+	REQUIRED("remote_user", "SSH user"),
 	STR("remote_path", "/data/lpr_images", "directory files are synced to"),
-	LIST("options", "-a,--partial", "rsync options (--delete is refused)"),
+	LIST("options", "-a,--partial", 0, "rsync options (the worker refuses --delete)"),
 	INT("port", "22", 1, 65535, "SSH port"),
 	PATH("key_file", NULL, "private key for ssh"),
 	PATH("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted (StrictHostKeyChecking=yes)"),
@@ -152,8 +172,8 @@ static const struct cfg_key protocol_selection[] = {
 static const struct cfg_key fallback[] = {
 	BOOL("enabled", "true", "reroute a message when its protocol fails"),
 	INT("max_attempts", "3", 1, 100, "attempts per round before the message waits"),
-	{ "chains", CFG_LISTMAP, "websocket=rest,mqtt;rest=mqtt,websocket;mqtt=rest,websocket;sftp=rsync;rsync=sftp",
-	  0, 0, NULL, 0, "for each protocol, the protocols to try next, in order" },
+	LISTMAP("chains", "websocket=rest,mqtt;rest=mqtt,websocket;mqtt=rest,websocket;sftp=rsync;rsync=sftp",
+		CFG_PROTOCOLS, "for each protocol, the protocols to try next, in order"),
 };
 
 static const struct cfg_key network_monitor[] = {
@@ -170,10 +190,10 @@ static const struct cfg_key metrics[] = {
 static const struct cfg_key security[] = {
 	PATH("encryption_key_file", NULL, "AES-256 key: 32 raw bytes, or hex, or base64"),
 	SECRET("jwt_secret", "HS256 secret for JWTs on the control socket"),
-	{ "api_keys", CFG_STRLIST, NULL, 0, 0, NULL, CFG_SECRET, "API keys accepted on the control socket" },
+	LIST("api_keys", NULL, CFG_SECRET, "API keys accepted on the control socket (api_keys_file: one per line)"),
 	BOOL("require_auth", "false", "every control request needs an API key or JWT"),
-	LIST("allowed_users", NULL, "users allowed on the control socket"),
-	LIST("allowed_groups", NULL, "groups allowed on the control socket"),
+	LIST("allowed_users", NULL, 0, "users allowed on the control socket"),
+	LIST("allowed_groups", NULL, 0, "groups allowed on the control socket"),
 	PATH("audit_log", NULL, "where refusals are written"),
 };
 
@@ -185,19 +205,21 @@ static const struct cfg_key testworker[] = {
 	PATH("record", NULL, "append one line per delivered job here"),
 };
 
+#define SECTION(name, worker, help) { #name, worker, name, COUNT(name), help }
+
 const struct cfg_schema_section cfg_schema[] = {
-	{ "gateway", NULL, gateway, N(gateway), "The daemon itself." },
-	{ "spool", NULL, spool, N(spool), "The store-and-forward spool." },
-	{ "websocket", "ucgw-websocket", websocket, N(websocket), "Metadata over WebSocket (libwebsockets)." },
-	{ "rest", "ucgw-rest", rest, N(rest), "Metadata over HTTP POST (libcurl)." },
-	{ "mqtt", "ucgw-mqtt", mqtt, N(mqtt), "Metadata over MQTT (libmosquitto)." },
-	{ "sftp", "ucgw-sftp", sftp, N(sftp), "Files over SFTP (libssh2)." },
-	{ "rsync", "ucgw-rsync", rsync, N(rsync), "Files with rsync over ssh." },
-	{ "protocol_selection", NULL, protocol_selection, N(protocol_selection), "How `auto` picks a protocol." },
-	{ "fallback", NULL, fallback, N(fallback), "Rerouting when a protocol fails." },
-	{ "network_monitor", NULL, network_monitor, N(network_monitor), "Round-trip time and loss per server." },
-	{ "metrics", NULL, metrics, N(metrics), "Prometheus metrics and the dashboard, on loopback." },
-	{ "security", NULL, security, N(security), "Who may use the control socket; payload encryption." },
-	{ "testworker", "ucgw-testworker", testworker, N(testworker), "A worker for the tests only." },
+	SECTION(gateway, NULL, "The daemon itself."),
+	SECTION(spool, NULL, "The store-and-forward spool."),
+	SECTION(websocket, "ucgw-websocket", "Metadata over WebSocket (libwebsockets)."),
+	SECTION(rest, "ucgw-rest", "Metadata over HTTP POST (libcurl)."),
+	SECTION(mqtt, "ucgw-mqtt", "Metadata over MQTT (libmosquitto)."),
+	SECTION(sftp, "ucgw-sftp", "Files over SFTP (libssh2)."),
+	SECTION(rsync, "ucgw-rsync", "Files with rsync over ssh."),
+	SECTION(protocol_selection, NULL, "How `auto` picks a protocol."),
+	SECTION(fallback, NULL, "Rerouting when a protocol fails."),
+	SECTION(network_monitor, NULL, "Round-trip time and loss per server."),
+	SECTION(metrics, NULL, "Prometheus metrics and the dashboard, on loopback."),
+	SECTION(security, NULL, "Who may use the control socket; payload encryption."),
+	SECTION(testworker, "ucgw-testworker", "A worker for the tests only."),
 };
-const size_t cfg_schema_len = N(cfg_schema);
+const size_t cfg_schema_len = COUNT(cfg_schema);
