@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1151,6 +1152,37 @@ int ucgw_process(ucgw_t *gw)
 	if (lost)
 		return fail(UCGW_E_IO, "connection to ucgwd lost (the next request reconnects)");
 	return UCGW_OK;
+}
+
+int ucgw_flush(ucgw_t *gw, int timeout_ms)
+{
+	last_err[0] = '\0';
+	if (!gw)
+		return fail(UCGW_E_ARG, "no handle");
+	int64_t end = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+	int rc = UCGW_OK;
+	pthread_mutex_lock(&gw->lock);
+	for (;;) {
+		if (gw->sock >= 0)
+			io_step(gw);
+		if (gw->woff >= gw->wq.size)
+			break; /* written; or the connection was lost and the requests ended with UCGW_E_IO */
+		int64_t left = end >= 0 ? end - now_ms() : 50;
+		if (left <= 0) {
+			rc = fail(UCGW_E_TIMEOUT, "%zu bytes still queued for ucgwd after %d ms",
+				  gw->wq.size - gw->woff, timeout_ms);
+			break;
+		}
+		/* In short slices with the lock held: the socket cannot be closed
+		 * under poll(), and ucgwd reads its socket promptly. */
+		struct pollfd pf = { gw->sock, POLLOUT, 0 };
+		poll(&pf, 1, left < 50 ? (int)left : 50);
+		pthread_mutex_unlock(&gw->lock);
+		sched_yield();
+		pthread_mutex_lock(&gw->lock);
+	}
+	pthread_mutex_unlock(&gw->lock);
+	return rc;
 }
 
 /* ---- stats and status ---- */

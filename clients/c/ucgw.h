@@ -151,7 +151,8 @@ int ucgw_stats(ucgw_t *gw, struct ucgw_stats **list, size_t *count);
 
 /* Queue the request and return at once (the bytes go out now or from
  * ucgw_process). cb != NULL: it receives the answer from ucgw_process();
- * cb == NULL: collect the answer with ucgw_wait(). *req (may be NULL) names it. */
+ * cb == NULL: collect the answer with ucgw_wait() (or drop it with ucgw_cancel;
+ * uncollected answers are kept until ucgw_close). *req (may be NULL) names it. */
 int ucgw_send_async(ucgw_t *gw, const void *data, size_t len, const struct ucgw_send_opts *opts, ucgw_callback cb,
 		    void *arg, ucgw_req_t *req);
 int ucgw_send_file_async(ucgw_t *gw, const char *path, const struct ucgw_send_opts *opts, ucgw_callback cb,
@@ -170,6 +171,12 @@ int ucgw_fd(const ucgw_t *gw);
 int ucgw_process(ucgw_t *gw);
 /* Requests sent whose answers have not been handed out yet. */
 size_t ucgw_pending(ucgw_t *gw);
+/* Block until every queued request has been written to ucgwd (not answered),
+ * for at most timeout_ms (< 0: no limit), or until the connection is lost
+ * (those requests end with UCGW_E_IO): for a program that sends without
+ * waiting and then exits. Queued bytes otherwise go out from ucgw_process, a
+ * blocking call or ucgw_wait on the handle. */
+int ucgw_flush(ucgw_t *gw, int timeout_ms);
 
 /* ---- errors ---- */
 

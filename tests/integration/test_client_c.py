@@ -95,6 +95,8 @@ class CClientTest(GatewayTest):
         rc = p.wait(timeout=120)
         text = "".join(out)
         err = p.stderr.read()
+        for f in (p.stdin, p.stdout, p.stderr):
+            f.close()
         print("\n" + text + err)
         self.assertEqual(rc, 0, text + err)
         self.check_output(text, self.record)

@@ -327,6 +327,34 @@ static void test_nonblocking(const char *sock, const char *file)
 	ucgw_close(gw);
 }
 
+/* ---- send without waiting, flush, exit ---- */
+
+static void test_fire_and_forget(const char *sock)
+{
+	int err;
+	ucgw_t *gw = ucgw_open(sock, NULL, &err);
+	if (!gw) {
+		CHECK(0, "open for fire-and-forget");
+		return;
+	}
+	enum { N = 40, SIZE = 100000 };
+	char *b = malloc(SIZE);
+	memset(b, 'f', SIZE);
+	struct ucgw_send_opts raw = { .protocol = "testworker", .format = "raw" };
+	int sent = 0;
+	for (int i = 0; i < N; i++) {
+		ucgw_req_t r;
+		if (ucgw_send_async(gw, b, SIZE, &raw, NULL, NULL, &r) == UCGW_OK && ucgw_cancel(gw, r) == UCGW_OK)
+			sent++;
+	}
+	free(b);
+	int rc = ucgw_flush(gw, 10000);
+	CHECK(sent == N && rc == UCGW_OK && ucgw_pending(gw) == 0,
+	      "%d x %d bytes sent without waiting, answers cancelled: ucgw_flush wrote them all", sent, SIZE);
+	ucgw_close(gw); /* right away: the daemon has them all */
+	expect_main += N;
+}
+
 /* ---- threads on one handle ---- */
 
 enum { THREADS = 4, PER_THREAD = 200 };
@@ -374,6 +402,94 @@ static void test_threads(ucgw_t *gw)
 	expect_main += ok;
 }
 
+/* ---- everything at once on one handle: blocking threads, a thread with
+ * tickets, and an event loop running callbacks through ucgw_process ---- */
+
+enum { MIX = 150 };
+static struct {
+	int done, ok;
+	pthread_t loop;
+	int wrong_thread;
+} mix;
+
+static void mix_reply(ucgw_t *gw, ucgw_req_t req, int err, const struct ucgw_outcome *out, void *arg)
+{
+	mix.done++;
+	mix.ok += err == UCGW_OK && strlen(out->id) == 26;
+	mix.wrong_thread += !pthread_equal(pthread_self(), mix.loop);
+}
+
+static void *mix_loop(void *p)
+{
+	ucgw_t *gw = p;
+	int sent = 0;
+	double t0 = now_s();
+	mix.loop = pthread_self();
+	while ((mix.done < MIX || sent < MIX) && now_s() - t0 < 60) {
+		if (sent < MIX && ucgw_send_async(gw, "{\"mix\":\"cb\"}", 12, sent % 3 ? &NOWAIT : &WAIT, mix_reply,
+						  NULL, NULL) == UCGW_OK)
+			sent++;
+		struct pollfd pf = { ucgw_fd(gw), POLLIN, 0 };
+		if (poll(&pf, 1, sent < MIX ? 0 : 100) > 0)
+			ucgw_process(gw);
+	}
+	return NULL;
+}
+
+static int mix_tickets_ok;
+
+static void *mix_tickets(void *p)
+{
+	ucgw_t *gw = p;
+	for (int i = 0; i < MIX / 10; i++) {
+		ucgw_req_t r[10];
+		for (int k = 0; k < 10; k++)
+			ucgw_send_async(gw, "{\"mix\":\"ticket\"}", 16, &WAIT, NULL, NULL, &r[k]);
+		for (int k = 0; k < 10; k++) {
+			struct ucgw_outcome out;
+			mix_tickets_ok += ucgw_wait(gw, r[k], 20000, &out) == UCGW_OK;
+		}
+	}
+	return NULL;
+}
+
+static void *mix_blocking(void *p)
+{
+	struct targ *a = p;
+	for (int i = 0; i < MIX; i++) {
+		struct ucgw_outcome out;
+		thread_ok[a->t] += send_str(a->gw, "{\"mix\":\"blocking\"}", i % 2 ? &WAIT : &NOWAIT, &out) == UCGW_OK;
+	}
+	return NULL;
+}
+
+static void test_mixed(const char *sock)
+{
+	int err;
+	ucgw_t *gw = ucgw_open(sock, NULL, &err);
+	if (!gw) {
+		CHECK(0, "open for the mixed test");
+		return;
+	}
+	memset(thread_ok, 0, sizeof thread_ok);
+	pthread_t th[4];
+	struct targ args[2] = { { gw, 0 }, { gw, 1 } };
+	double t0 = now_s();
+	pthread_create(&th[0], NULL, mix_loop, gw);
+	pthread_create(&th[1], NULL, mix_tickets, gw);
+	pthread_create(&th[2], NULL, mix_blocking, &args[0]);
+	pthread_create(&th[3], NULL, mix_blocking, &args[1]);
+	for (int t = 0; t < 4; t++)
+		pthread_join(th[t], NULL);
+	int ok = mix.ok + mix_tickets_ok + thread_ok[0] + thread_ok[1];
+	CHECK(mix.done == MIX && mix.ok == MIX && mix.wrong_thread == 0 && mix_tickets_ok == MIX &&
+		      thread_ok[0] == MIX && thread_ok[1] == MIX && ucgw_pending(gw) == 0,
+	      "one handle, at once: an event loop (%d callbacks), a thread of tickets (%d), two blocking threads "
+	      "(%d, %d): %d answers in %.2f s", mix.done, mix_tickets_ok, thread_ok[0], thread_ok[1], ok, now_s() - t0);
+	expect_main += ok;
+	ucgw_close(gw);
+}
+
 /* ---- stats ---- */
 
 static void test_stats(ucgw_t *gw)
@@ -391,7 +507,7 @@ static void test_stats(ucgw_t *gw)
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(list[i].protocol, "testworker") == 0)
 			tw = &list[i];
-	CHECK(rc == UCGW_OK && tw && tw->enabled && tw->success >= 900 && tw->failure >= 1 && tw->success_rate > 0.9 &&
+	CHECK(rc == UCGW_OK && tw && tw->enabled && tw->success >= 1400 && tw->failure >= 1 && tw->success_rate > 0.9 &&
 		      tw->max_ms >= tw->p50_ms,
 	      "stats as structs: %zu protocols; testworker %llu ok, %llu failed, p50 %.2f ms", n,
 	      tw ? (unsigned long long)tw->success : 0, tw ? (unsigned long long)tw->failure : 0, tw ? tw->p50_ms : 0);
@@ -548,7 +664,9 @@ int main(int argc, char **argv)
 	test_blocking(gw, file);
 	test_tickets(gw);
 	test_nonblocking(sock, file);
+	test_fire_and_forget(sock);
 	test_threads(gw);
+	test_mixed(sock);
 	test_stats(gw);
 	if (slow)
 		test_slow(slow);
