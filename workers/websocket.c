@@ -60,6 +60,8 @@ static struct {
 	const struct cfg_section *cfg;
 	char why[256];
 	char tls_why[160];               /* the TLS verdict lws logged for this attempt */
+	char close_why[160];             /* the server's close frame: code and reason */
+	uint64_t connect_ms;             /* when this attempt started */
 } W;
 
 /* ---- job lists ---- */
@@ -440,10 +442,34 @@ static void connection_error(struct lws *wsi, const void *in, size_t len)
 	char why[200];
 	if (W.tls_why[0])
 		snprintf(why, sizeof why, "TLS handshake failed: %s", W.tls_why);
-	else if (in && len)
-		snprintf(why, sizeof why, "%.*s", (int)len, (const char *)in);
 	else
-		snprintf(why, sizeof why, "connection failed");
+		snprintf(why, sizeof why, "connect to %s:%d failed: %.*s", W.host, W.port, in ? (int)len : 15,
+			 in ? (const char *)in : "no reason given");
+	went_down(why);
+}
+
+/* A close frame: 2 bytes of status code, then the server's words if any. */
+static void note_close_frame(const void *in, size_t len)
+{
+	const unsigned char *p = in;
+	if (len < 2)
+		return;
+	unsigned code = (unsigned)p[0] << 8 | p[1];
+	size_t n = len - 2 < 120 ? len - 2 : 120;
+	snprintf(W.close_why, sizeof W.close_why, "the server closed the connection (%u%s%.*s)", code, n ? ": " : "",
+		 (int)n, (const char *)p + 2);
+}
+
+static void closed(void)
+{
+	char why[200];
+	if (W.close_why[0])
+		snprintf(why, sizeof why, "%s", W.close_why);
+	else if (W.state == WS_CONNECTING)
+		snprintf(why, sizeof why, "connection closed before the WebSocket upgrade completed (after %llu ms)",
+			 (unsigned long long)(now_ms() - W.connect_ms));
+	else
+		snprintf(why, sizeof why, "the server closed the connection");
 	went_down(why);
 }
 
@@ -492,14 +518,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			return -1;
 		}
 		break;
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		if (current(wsi))
+			note_close_frame(in, len);
+		break;
 	case LWS_CALLBACK_CLIENT_CLOSED:
 		if (current(wsi))
-			went_down("the server closed the connection");
+			closed();
 		break;
 	case LWS_CALLBACK_WSI_DESTROY:
 		/* The last word on any connection: nothing else may have told us. */
 		if (current(wsi) && wsi == W.wsi)
-			went_down("connection closed");
+			closed();
 		break;
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
 		unsigned char **p = (unsigned char **)in;
@@ -537,7 +567,8 @@ static void do_connect(uv_timer_t *t)
 	}
 	W.state = WS_CONNECTING;
 	W.wsi = NULL;
-	W.tls_why[0] = '\0';
+	W.tls_why[0] = W.close_why[0] = '\0';
+	W.connect_ms = now_ms();
 	struct lws *wsi = lws_client_connect_via_info(&ci);
 	if (W.state != WS_CONNECTING)
 		return; /* it failed (and was handled) inside the call */
