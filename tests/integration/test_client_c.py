@@ -7,17 +7,30 @@ under a handle); this file starts the daemons it talks to, restarts them when it
 asks, and checks the deliveries in the test worker's record. A smoke program is
 also linked against libucgw.a, and built against an installed copy of the
 library with pkg-config."""
+import base64
+import hashlib
+import hmac
+import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ucgwtest import BIN, BUILD, SRC, GatewayTest, wait_for  # noqa: E402
 
 KEY = "k1-libucgw-test-key-0123456789abcdef"
+SECRET = "jwt-secret-for-libucgw-tests-0123456789"
+
+
+def jwt(secret, claims):
+    def enc(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    signing_input = enc({"alg": "HS256", "typ": "JWT"}) + "." + enc(claims)
+    sig = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
 
 
 def records(path):
@@ -66,8 +79,9 @@ class CClientTest(GatewayTest):
         gw = self.gateway({"testworker": {"record": self.record}})
         slow = self.gateway({"testworker": {"delay_ms": 600}}, name="slow")
         env = {k: v for k, v in os.environ.items() if k not in ("UCGW_API_KEY", "UCGW_JWT", "UCGW_SOCKET")}
-        auth = self.gateway({"security": {"require_auth": True, "api_keys": [KEY]}, "testworker": {}}, name="auth",
-                            start=False)
+        auth = self.gateway({"security": {"require_auth": True, "api_keys": [KEY], "jwt_secret": SECRET},
+                             "testworker": {}}, name="auth", start=False)
+        token = jwt(SECRET, {"sub": "camera-app", "iat": int(time.time()), "exp": int(time.time()) + 600})
         saved = os.environ.get("UCGW_API_KEY")
         os.environ["UCGW_API_KEY"] = KEY  # the harness's readiness check needs it
         try:
@@ -78,7 +92,7 @@ class CClientTest(GatewayTest):
             else:
                 os.environ["UCGW_API_KEY"] = saved
         p = subprocess.Popen([os.path.join(BIN, "test_libucgw"), "-s", gw.sock, "-f", self.file, "-S", slow.sock,
-                              "-A", auth.sock, "-k", KEY, "-R"],
+                              "-A", auth.sock, "-k", KEY, "-j", token, "-R"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=env)
         self.cleanups_procs.append(p)

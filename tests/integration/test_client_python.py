@@ -2,7 +2,10 @@
 worker: the reference design's API (send_metadata, send_file,
 CommunicationResult), errors as results, threads, timeouts, authentication, a
 daemon that restarts or is not running."""
+import base64
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import socket
@@ -17,6 +20,16 @@ from ucgw import (CommunicationResult, GatewayNotRunning, UnifiedCommunicationGa
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
 
 KEY = "k1-python-client-test-key-0123456789"
+SECRET = "jwt-secret-for-the-python-client-0123456789"
+
+
+def jwt(secret, claims):
+    """An HS256 token, as the camera application's issuer would make it."""
+    def enc(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    signing_input = enc({"alg": "HS256", "typ": "JWT"}) + "." + enc(claims)
+    sig = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
 
 
 class PythonClientTest(GatewayTest):
@@ -284,7 +297,8 @@ class AuthTest(GatewayTest):
         saved = {k: os.environ.pop(k, None) for k in ("UCGW_API_KEY", "UCGW_JWT")}
         try:
             os.environ["UCGW_API_KEY"] = KEY  # for the harness's readiness check, and the default below
-            gw = self.gateway({"security": {"require_auth": True, "api_keys": [KEY]}, "testworker": {}})
+            gw = self.gateway({"security": {"require_auth": True, "api_keys": [KEY], "jwt_secret": SECRET},
+                               "testworker": {}})
             r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key="").status()
             self.assertFalse(r.success)
             self.assertIn("unauthorized: missing credentials", r.error)
@@ -297,6 +311,19 @@ class AuthTest(GatewayTest):
             self.assertTrue(r.success, r.error)
             r = UnifiedCommunicationGateway(socket_path=gw.sock).status()  # $UCGW_API_KEY
             self.assertTrue(r.success, r.error)
+            now = int(time.time())
+            token = jwt(SECRET, {"sub": "camera-app", "iat": now, "exp": now + 300})
+            r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key=token).send_metadata(
+                {"jwt": 1}, protocol="testworker")
+            self.assertTrue(r.success, r.error)
+            old = jwt(SECRET, {"sub": "camera-app", "exp": now - 3600})
+            r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key=old).status()
+            self.assertFalse(r.success)
+            self.assertIn("unauthorized: token expired", r.error)
+            client = UnifiedCommunicationGateway(socket_path=gw.sock, api_key=old)
+            client.api_key = token  # a renewed token, on the same object
+            self.assertTrue(client.status().success)
+            client.close()
         finally:
             os.environ.pop("UCGW_API_KEY", None)
             for k, v in saved.items():

@@ -1,11 +1,11 @@
 /* test_libucgw: libucgw against running ucgwd's with the test worker. Run by
  * tests/integration/test_client_c.py, which starts the daemons:
  *
- *   test_libucgw -s SOCK -f FILE [-S SLOW_SOCK] [-A AUTH_SOCK -k KEY] [-R]
+ *   test_libucgw -s SOCK -f FILE [-S SLOW_SOCK] [-A AUTH_SOCK -k KEY [-j JWT]] [-R]
  *
  * SOCK: a gateway whose testworker records deliveries; SLOW_SOCK: one whose
  * testworker answers after 600 ms; AUTH_SOCK: one with security.require_auth
- * and the API key KEY; -R: halfway, print "RESTART" and wait for a line on
+ * and the API key KEY (and a valid JWT); -R: halfway, print "RESTART" and wait for a line on
  * stdin (meanwhile the harness restarts SOCK's daemon and kills and restarts
  * SLOW_SOCK's). Prints "ok"/"FAIL" per check, "file ID SIZE" per file sent,
  * "expect N" (deliveries SOCK's record should show) and exits non-zero on any
@@ -578,7 +578,7 @@ static void test_slow(const char *sock)
 
 /* ---- authentication ---- */
 
-static void test_auth(const char *sock, const char *key)
+static void test_auth(const char *sock, const char *key, const char *jwt)
 {
 	int err;
 	ucgw_t *gw = ucgw_open(sock, "", &err); /* "": no credential, whatever the environment says */
@@ -604,6 +604,12 @@ static void test_auth(const char *sock, const char *key)
 	free(json);
 	ucgw_close(gw);
 	unsetenv("UCGW_API_KEY");
+	if (jwt) {
+		gw = ucgw_open(sock, jwt, &err);
+		rc = gw ? send_str(gw, "{\"jwt\":1}", &WAIT, &out) : err;
+		CHECK(rc == UCGW_OK, "a JWT as the credential: %s", rc ? out.error : "delivered");
+		ucgw_close(gw);
+	}
 }
 
 /* ---- the daemon restarts under a handle ---- */
@@ -637,22 +643,23 @@ static void test_restart(ucgw_t *gw, const char *slow_sock)
 
 int main(int argc, char **argv)
 {
-	const char *sock = NULL, *file = NULL, *slow = NULL, *auth = NULL, *key = NULL;
+	const char *sock = NULL, *file = NULL, *slow = NULL, *auth = NULL, *key = NULL, *jwt = NULL;
 	bool restart = false;
 	int c;
-	while ((c = getopt(argc, argv, "s:f:S:A:k:R")) != -1) {
+	while ((c = getopt(argc, argv, "s:f:S:A:k:j:R")) != -1) {
 		switch (c) {
 		case 's': sock = optarg; break;
 		case 'f': file = optarg; break;
 		case 'S': slow = optarg; break;
 		case 'A': auth = optarg; break;
 		case 'k': key = optarg; break;
+		case 'j': jwt = optarg; break;
 		case 'R': restart = true; break;
 		default: return 2;
 		}
 	}
 	if (!sock || !file || (auth && !key)) {
-		fprintf(stderr, "usage: test_libucgw -s SOCK -f FILE [-S SLOW_SOCK] [-A AUTH_SOCK -k KEY] [-R]\n");
+		fprintf(stderr, "usage: test_libucgw -s SOCK -f FILE [-S SLOW_SOCK] [-A AUTH_SOCK -k KEY [-j JWT]] [-R]\n");
 		return 2;
 	}
 	test_not_running();
@@ -671,7 +678,7 @@ int main(int argc, char **argv)
 	if (slow)
 		test_slow(slow);
 	if (auth)
-		test_auth(auth, key);
+		test_auth(auth, key, jwt);
 	if (restart)
 		test_restart(gw, slow);
 	ucgw_close(gw);
