@@ -1,5 +1,5 @@
 /* Blocking send of a whole frame, with a descriptor riding on its first byte
- * (SCM_RIGHTS) when fd >= 0: what the blocking clients (ucgwctl, libucgw) need. */
+ * (SCM_RIGHTS) when fd >= 0: what ucgwctl needs. */
 #ifndef UCGW_SENDALL_H
 #define UCGW_SENDALL_H
 

@@ -274,6 +274,28 @@ static void when_durable(struct smsg *m, void (*cb)(struct smsg *, void *), void
 
 static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id); }
 
+/* A plain copy, where copy_file_range cannot cross file systems (tmpfs, memfd). */
+static int copy_by_read(int in, off_t off, int out)
+{
+	char buf[65536];
+	for (;;) {
+		ssize_t n = pread(in, buf, sizeof buf, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -1 : 0;
+		for (ssize_t w = 0; w < n;) {
+			ssize_t k = write(out, buf + w, (size_t)(n - w));
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k < 0)
+				return -1;
+			w += k;
+		}
+		off += n;
+	}
+}
+
 /* Hard-link the caller's open file into the spool, or copy it where a link is
  * impossible (another file system, a file we may not link). */
 static int keep_file(const char *id, int fd, char *err, size_t errlen)
@@ -293,6 +315,12 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		ssize_t n = copy_file_range(fd, &inoff, out, NULL, 1 << 30, 0);
 		if (n == 0)
 			break;
+		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+			rc = copy_by_read(fd, inoff, out);
+			break;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n < 0)
 			rc = -1;
 	}

@@ -179,6 +179,16 @@ class RouterTest(GatewayTest):
         files = os.listdir(os.path.join(gw.dir, "state", "spool", "files"))
         self.assertEqual(files, [])
 
+    def test_send_file_from_tmpfs(self):
+        gw = self.gateway(cfg(self.tmp))
+        path = "/dev/shm/ucgw-test-%d.jpg" % os.getpid()
+        with open(path, "wb") as f:
+            f.write(os.urandom(70000))
+        self.addCleanup(os.remove, path)
+        rc, out, err = gw.ctl("send-file", "--protocol", "testworker", "--wait", path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(int(delivered(self.tmp)[0][1]), 70000)
+
     def test_spool_full_rejects(self):
         c = cfg(self.tmp, delay_ms=60000)
         c["spool"]["max_messages"] = 5
