@@ -46,12 +46,13 @@ static struct {
 	char probe_err[CURL_ERROR_SIZE];
 	bool probing;
 	uint64_t probe_delay_ms;
-	/* Jobs beyond a few per connection wait here rather than in libcurl,
-	 * whose handling of many pending transfers costs more per request. */
+	/* Jobs beyond one per connection wait here rather than in libcurl,
+	 * whose handling of pending transfers costs more per request. */
 	struct job **waiting;
 	size_t nwaiting, capwaiting, head;
 	long active, max_active;
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
+	long verbose;                /* UCGW_CURL_VERBOSE set: libcurl's trace on stderr */
 } H;
 
 static void check_done(void);
@@ -452,7 +453,7 @@ static void start_request(struct job *j)
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-	curl_easy_setopt(e, CURLOPT_VERBOSE, getenv("UCGW_CURL_VERBOSE") ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_VERBOSE, H.verbose);
 	set_tls(e);
 	curl_multi_add_handle(H.multi, e);
 }
@@ -506,9 +507,12 @@ static int parse_base(const char *base, char *err, size_t errlen)
 static void multi_init(long conns)
 {
 	H.multi = curl_multi_init();
-	/* A few requests per connection queued in libcurl keep each connection busy
-	 * without a gap; the rest wait in H.waiting. */
-	H.max_active = conns * 2;
+	/* One request per connection in libcurl's hands; the rest wait in
+	 * H.waiting. A transfer libcurl must park until a connection frees is
+	 * looked at again and again: with twice as many, this worker used 60% more
+	 * CPU per request and delivered fewer. The next request starts as soon as
+	 * the previous one's answer is in, in the same callback. */
+	H.max_active = conns;
 	curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
@@ -536,6 +540,7 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		H.timeout_ms = 1; /* 0 would mean "no timeout" to libcurl */
 	H.connect_ms = H.timeout_ms < 10000 ? H.timeout_ms : 10000;
 	base_headers(cfg);
+	H.verbose = getenv("UCGW_CURL_VERBOSE") ? 1L : 0L;
 	if (cfg_bool(cfg, "insecure"))
 		log_warnx("rest.insecure is true: the server's certificate is NOT verified");
 	multi_init((long)cfg_int(cfg, "connections"));

@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""REST and WebSocket: the gateway beside the client libraries used directly,
+against the same lpr-peer in the same run.
+
+1. Throughput: N messages of 200 bytes, each acknowledged by the server
+   (HTTP 2xx; a WebSocket ack), by bench_rest (libcurl, the same number of
+   keep-alive connections) and bench_ws (libwebsockets, the worker's window),
+   then the same N through ucgwd with ucgw-load pipelining `send --wait`
+   requests on the control socket (each reply is the delivery outcome).
+2. Latency at a fixed 1,000 messages/s, the same way; the gateway's figure
+   runs from the request on the control socket to its delivery outcome, so it
+   includes the spool, the router, the worker and the server's answer.
+
+Each figure is the median of UCGW_BENCH_REPEAT runs (default 3): this machine
+is noisy. Nothing is asserted.
+
+    UCGW_BUILD_DIR=build /usr/bin/python3 bench/bench_http_ws.py
+    UCGW_BENCH_N=20000 UCGW_BENCH_REPEAT=3 ...
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
+from lprpeer import LprPeer  # noqa: E402
+from ucgwtest import BIN, Gateway, Scene, wait_for  # noqa: E402
+
+N = int(os.environ.get("UCGW_BENCH_N", "20000"))
+REPEAT = int(os.environ.get("UCGW_BENCH_REPEAT", "3"))
+RATE, RATE_N = 1000, 3000
+CONNECTIONS, WINDOW, SIZE = 8, 256, 200
+
+
+def run(argv):
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s %s" % (" ".join(argv), r.returncode, r.stdout, r.stderr))
+    return json.loads(r.stdout)
+
+
+def median(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+class Bench:
+    def __init__(self, scene):
+        self.peer = LprPeer(scene)
+        cfg = {"gateway": {"log_level": "warning", "window": WINDOW},
+               "rest": {"base_url": self.peer.http_url(), "connections": CONNECTIONS},
+               "websocket": {"server_url": self.peer.ws_url()}}
+        self.gw = Gateway(scene.tmp, cfg, "gw")
+        self.gw.start()
+        wait_for(lambda: all(w["connected"] for w in self.gw.workers().values()), what="rest and websocket up")
+
+    def reset_peer(self):
+        """Its record file would otherwise grow by every run."""
+        req = urllib.request.Request("http://127.0.0.1:%d/_control/reset" % self.peer.port, data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def direct(self, proto, n, rate=None):
+        if proto == "rest":
+            argv = [os.path.join(BIN, "bench_rest"), self.peer.http_url() + "/api/lpr/data", str(n), str(CONNECTIONS)]
+        else:
+            argv = [os.path.join(BIN, "bench_ws"), self.peer.ws_url(), str(n), "--window", str(WINDOW)]
+        argv += ["--size", str(SIZE)] + (["--rate", str(rate)] if rate else [])
+        self.reset_peer()
+        return run(argv)
+
+    def gateway(self, proto, n, rate=None):
+        argv = [os.path.join(BIN, "ucgw-load"), "-s", self.gw.sock, "-n", str(n), "-p", proto, "--wait",
+                "-z", str(SIZE), "-w", "100" if rate else "1000"] + (["--rate", str(rate)] if rate else [])
+        self.reset_peer()
+        return run(argv)
+
+    def measure(self, proto):
+        out = {}
+        for path in ("direct", "gateway"):
+            f = getattr(self, path)
+            out[path] = [f(proto, N) for _ in range(REPEAT)]
+            out[path + "_lat"] = [f(proto, RATE_N, RATE) for _ in range(REPEAT)]
+        return out
+
+
+def print_results(res):
+    print("\nthroughput: %d messages of %d bytes, each acknowledged by lpr-peer; median of %d runs" % (N, SIZE, REPEAT))
+    print("(REST: %d keep-alive connections; WebSocket: %d unacked at most)" % (CONNECTIONS, WINDOW))
+    print("%-10s %12s %12s %7s" % ("protocol", "direct/s", "gateway/s", "ratio"))
+    for proto, r in res.items():
+        d, g = median(r["direct"], "rate"), median(r["gateway"], "rate")
+        print("%-10s %12.0f %12.0f %7.2f" % (proto, d, g, g / d))
+    print("\nlatency at %d messages/s (%d messages; gateway: control socket request to delivery outcome)" %
+          (RATE, RATE_N))
+    print("%-10s %18s %18s %18s" % ("protocol", "direct p50/p99 ms", "gateway p50/p99", "added p50/p99"))
+    for proto, r in res.items():
+        d50, d99 = median(r["direct_lat"], "p50_ms"), median(r["direct_lat"], "p99_ms")
+        g50, g99 = median(r["gateway_lat"], "p50_ms"), median(r["gateway_lat"], "p99_ms")
+        print("%-10s %8.3f / %7.3f %8.3f / %7.3f %8.3f / %7.3f" % (proto, d50, d99, g50, g99, g50 - d50, g99 - d99))
+
+
+def main():
+    scene = Scene()
+    try:
+        b = Bench(scene)
+        res = {proto: b.measure(proto) for proto in ("rest", "websocket")}
+        b.gw.stop()
+        print_results(res)
+        if os.environ.get("UCGW_BENCH_JSON"):
+            print(json.dumps(res))
+    finally:
+        scene.close()
+
+
+if __name__ == "__main__":
+    main()
