@@ -12,13 +12,16 @@ against the same lpr-peer in the same run.
    includes the spool, the router, the worker and the server's answer.
 
 Each figure is the median of UCGW_BENCH_REPEAT runs (default 3): this machine
-is noisy. Nothing is asserted.
+is noisy. Nothing is asserted. The CPU time each process spent per message is
+printed too: with the server on the same small machine, the throughput of
+either path is bounded by the CPU all its processes need together.
 
     UCGW_BUILD_DIR=build /usr/bin/python3 bench/bench_http_ws.py
     UCGW_BENCH_N=20000 UCGW_BENCH_REPEAT=3 ...
 """
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,11 +37,30 @@ RATE, RATE_N = 1000, 3000
 CONNECTIONS, WINDOW, SIZE = 8, 256, 200
 
 
-def run(argv):
+def cpu_s(pid):
+    """User + system CPU seconds of a running process."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run(argv, pids):
+    """Run a client; its JSON result gains "cpu_us": CPU per message of it and of pids {name: pid}."""
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
+    before["client"] = children_cpu_s()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError("%s failed (%d): %s %s" % (" ".join(argv), r.returncode, r.stdout, r.stderr))
-    return json.loads(r.stdout)
+    out = json.loads(r.stdout)
+    after = {name: cpu_s(pid) for name, pid in pids.items()}
+    after["client"] = children_cpu_s()
+    out["cpu_us"] = {k: (after[k] - before[k]) * 1e6 / out["messages"] for k in after}
+    return out
 
 
 def median(runs, key):
@@ -67,13 +89,14 @@ class Bench:
             argv = [os.path.join(BIN, "bench_ws"), self.peer.ws_url(), str(n), "--window", str(WINDOW)]
         argv += ["--size", str(SIZE)] + (["--rate", str(rate)] if rate else [])
         self.reset_peer()
-        return run(argv)
+        return run(argv, {"lpr-peer": self.peer.proc.pid})
 
     def gateway(self, proto, n, rate=None):
         argv = [os.path.join(BIN, "ucgw-load"), "-s", self.gw.sock, "-n", str(n), "-p", proto, "--wait",
                 "-z", str(SIZE), "-w", "100" if rate else "1000"] + (["--rate", str(rate)] if rate else [])
         self.reset_peer()
-        return run(argv)
+        worker = self.gw.workers()[proto]["pid"]
+        return run(argv, {"lpr-peer": self.peer.proc.pid, "ucgwd": self.gw.proc.pid, "worker": worker})
 
     def measure(self, proto):
         out = {}
@@ -91,6 +114,13 @@ def print_results(res):
     for proto, r in res.items():
         d, g = median(r["direct"], "rate"), median(r["gateway"], "rate")
         print("%-10s %12.0f %12.0f %7.2f" % (proto, d, g, g / d))
+    print("\nCPU per message in the throughput runs, microseconds (client: bench_rest/bench_ws or ucgw-load)")
+    for proto, r in res.items():
+        for path in ("direct", "gateway"):
+            names = sorted(r[path][0]["cpu_us"])
+            cpu = {k: statistics.median(x["cpu_us"][k] for x in r[path]) for k in names}
+            print("%-10s %-8s total %5.1f: %s" % (proto, path, sum(cpu.values()),
+                                                  ", ".join("%s %.1f" % (k, v) for k, v in cpu.items())))
     print("\nlatency at %d messages/s (%d messages; gateway: control socket request to delivery outcome)" %
           (RATE, RATE_N))
     print("%-10s %18s %18s %18s" % ("protocol", "direct p50/p99 ms", "gateway p50/p99", "added p50/p99"))
