@@ -429,8 +429,10 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 				return -1;
 			}
 		}
-		memmove(s->acks, s->acks + i, (s->nacks - i) * sizeof *s->acks);
-		s->nacks -= i;
+		if (i) {
+			memmove(s->acks, s->acks + i, (s->nacks - i) * sizeof *s->acks);
+			s->nacks -= i;
+		}
 		if (s->nacks)
 			lws_callback_on_writable(wsi);
 		return 0;
