@@ -1,6 +1,7 @@
 #!/bin/sh
 # Build ucgw twice (release, and AddressSanitizer + UndefinedBehaviorSanitizer)
-# and run the whole test suite against both. Installs its packages first.
+# and run the whole test suite against both, then each fuzz target for a while.
+# Installs its packages first (as root, unless UCGW_SKIP_DEPS is set).
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] && [ -z "${UCGW_SKIP_DEPS:-}" ] && sh packaging/install-deps.sh
@@ -16,5 +17,12 @@ echo "== tests, release build =="
 ctest --test-dir build --output-on-failure -j2 || status=1
 echo "== tests, ASan+UBSan build =="
 ctest --test-dir build-asan --output-on-failure -j2 || status=1
+# Every libFuzzer target for a bounded time under ASan+UBSan (clang), starting
+# from the seed corpus in tests/fuzz/corpus; UCGW_FUZZ_SECONDS=0 skips them.
+secs=${UCGW_FUZZ_SECONDS:-20}
+if [ "$secs" != 0 ]; then
+	echo "== fuzzing, ${secs}s per target =="
+	sh tests/fuzz/run.sh "$secs" || status=1
+fi
 [ $status = 0 ] && echo "ALL TESTS PASSED" || echo "SOME TESTS FAILED"
 exit $status
