@@ -175,23 +175,6 @@ static void cmd_stats(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
-static void pack_queued(msgpack_packer *pk, const struct smsg *m)
-{
-	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "moving" };
-	msgpack_pack_map(pk, 11);
-	pk_kv_str(pk, "id", m->id);
-	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
-	pk_kv_str(pk, "state", states[m->state]);
-	pk_kv_str(pk, "protocol", m->worker[0] ? m->worker : m->protocol);
-	pk_kv_str(pk, "priority", priority_str(m->priority));
-	pk_kv_u64(pk, "attempts", m->nroute);
-	pk_kv_u64(pk, "size", m->size);
-	pk_kv_u64(pk, "age_ms", wall_ms() - m->created_wall_ms);
-	pk_kv_u64(pk, "next_try_ms", m->state == SM_WAITING && m->next_try_ms > now_ms() ? m->next_try_ms - now_ms() : 0);
-	pk_kv_str(pk, "last_error", m->last_error[0] ? m->last_error : NULL);
-	pk_kv_str(pk, "remote_name", m->remote_name);
-}
-
 /* queue [list|dead|retry ID|all|purge ID|requeue ID] */
 static void cmd_queue(struct client *c, const struct msg *req)
 {
@@ -212,7 +195,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		uint64_t k = 0;
 		for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
 			if (!dead_only || m->state == SM_DEAD) {
-				pack_queued(&b.pk, m);
+				router_pack_message(&b.pk, m, NULL);
 				k++;
 			}
 		control_reply(c->cid, req->seq, true, NULL, &b);
@@ -252,7 +235,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		}
 		log_info("message %s purged by an operator (uid %d)", id, (int)c->uid);
 		snprintf(m->last_error, sizeof m->last_error, "purged by an operator");
-		router_forget(m, "failed");
+		router_forget(m, "failed", "purged");
 	} else if (strcmp(action, "requeue") == 0) {
 		if (m->state != SM_DEAD) {
 			control_fail(c->cid, req->seq, "queue requeue: message %s is not dead", id);
@@ -275,18 +258,21 @@ static void cmd_trace(struct client *c, const struct msg *req)
 	char id[64] = "";
 	obj_get_str(req->body, "id", id, sizeof id);
 	struct smsg *m = router_find(id);
-	if (!m) {
-		control_fail(c->cid, req->seq, "trace: no message with id '%s' in the spool (delivered ones are gone)", id);
-		return;
-	}
 	struct body b;
 	body_init(&b);
-	msgpack_pack_map(&b.pk, 3);
-	pk_key(&b.pk, "message");
-	pack_queued(&b.pk, m);
-	pk_key(&b.pk, "route");
-	router_pack_route(&b.pk, m);
-	pk_kv_str(&b.pk, "requested", m->protocol);
+	if (m) {
+		router_pack_trace(&b.pk, m, NULL);
+	} else {
+		size_t len;
+		const void *packed = router_recent_trace(id, &len);
+		if (!packed) {
+			body_free(&b);
+			control_fail(c->cid, req->seq,
+				     "trace: no message with id '%s' in the spool or among the last finished ones", id);
+			return;
+		}
+		msgpack_sbuffer_write(&b.sb, packed, len);
+	}
 	control_reply(c->cid, req->seq, true, NULL, &b);
 	body_free(&b);
 }

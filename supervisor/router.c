@@ -208,9 +208,75 @@ static void smsg_free(struct smsg *m)
 	free(m);
 }
 
-/* Delivered (or purged, expired, dropped): out of the spool and out of memory. */
-void router_forget(struct smsg *m, const char *status)
+/* ---- the routes of messages that are gone ----
+ * `trace ID` right after a delivery is the usual question ("which protocol took
+ * it, and why not the first?"), so the last RECENT finished messages keep their
+ * trace reply, packed once (a few hundred bytes each), in a ring. */
+#define RECENT 256
+static struct recent {
+	char id[UCGW_ID_LEN + 1];
+	msgpack_sbuffer sb;
+} recent[RECENT];
+static unsigned recent_next;
+
+void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
+	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "moving" };
+	msgpack_pack_map(pk, 11);
+	pk_kv_str(pk, "id", m->id);
+	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
+	pk_kv_str(pk, "state", state ? state : states[m->state]);
+	pk_kv_str(pk, "protocol", m->worker[0] ? m->worker : m->protocol);
+	pk_kv_str(pk, "priority", priority_str(m->priority));
+	pk_kv_u64(pk, "attempts", m->nroute);
+	pk_kv_u64(pk, "size", m->size);
+	pk_kv_u64(pk, "age_ms", wall_ms() - m->created_wall_ms);
+	pk_kv_u64(pk, "next_try_ms",
+		  !state && m->state == SM_WAITING && m->next_try_ms > now_ms() ? m->next_try_ms - now_ms() : 0);
+	pk_kv_str(pk, "last_error", m->last_error[0] ? m->last_error : NULL);
+	pk_kv_str(pk, "remote_name", m->remote_name);
+}
+
+void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state)
+{
+	msgpack_pack_map(pk, 3);
+	pk_key(pk, "message");
+	router_pack_message(pk, m, state);
+	pk_key(pk, "route");
+	router_pack_route(pk, m);
+	pk_kv_str(pk, "requested", m->protocol);
+}
+
+static void remember(const struct smsg *m, const char *state)
+{
+	struct recent *r = &recent[recent_next++ % RECENT];
+	if (r->sb.data)
+		msgpack_sbuffer_clear(&r->sb);
+	else
+		msgpack_sbuffer_init(&r->sb);
+	memcpy(r->id, m->id, sizeof r->id);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &r->sb, msgpack_sbuffer_write);
+	router_pack_trace(&pk, m, state);
+}
+
+const void *router_recent_trace(const char *id, size_t *len)
+{
+	for (unsigned i = 0; i < RECENT; i++) {
+		struct recent *r = &recent[(recent_next - 1 - i) % RECENT];
+		if (r->sb.data && strcmp(r->id, id) == 0) {
+			*len = r->sb.size;
+			return r->sb.data;
+		}
+	}
+	return NULL;
+}
+
+/* Delivered (or purged, expired, dropped): out of the spool and out of memory.
+ * state says which, in words, for a later `trace`. */
+void router_forget(struct smsg *m, const char *status, const char *state)
+{
+	remember(m, state);
 	unlist(m);
 	age_del(m);
 	index_del(m);
@@ -474,7 +540,7 @@ static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum
 	stats_result(rp, m, st);
 	if (st == JOB_OK) {
 		rproto_success(rp);
-		router_forget(m, "ok");
+		router_forget(m, "ok", "delivered");
 	} else {
 		errors_record(rp->name, m->id, err);
 		rproto_failure(rp, st, err);
@@ -673,7 +739,7 @@ static void sweep_expired(void)
 				  (unsigned long long)((wall - m->created_wall_ms) / 1000),
 				  m->last_error[0] ? m->last_error : "none");
 			snprintf(m->last_error, sizeof m->last_error, "expired: time to live passed");
-			router_forget(m, "failed");
+			router_forget(m, "failed", "expired");
 		}
 		m = next;
 	}
@@ -729,7 +795,7 @@ int router_make_room(uint64_t size, char *err, size_t errlen)
 		log_warnx("spool full: dropping the oldest message %s (%llu bytes, policy drop_oldest)", old->id,
 			  (unsigned long long)old->size);
 		snprintf(old->last_error, sizeof old->last_error, "dropped: spool full (policy drop_oldest)");
-		router_forget(old, "failed");
+		router_forget(old, "failed", "dropped");
 	}
 	return 0;
 }

@@ -34,7 +34,12 @@ int router_make_room(uint64_t size, char *err, size_t errlen);
 void router_adopt(struct smsg *m);
 void router_route(struct smsg *m);
 /* Leave for good: delivered ("ok") or given up ("failed"); answers waiters. */
-void router_forget(struct smsg *m, const char *status);
+void router_forget(struct smsg *m, const char *status, const char *state);
+/* A message as `queue` and `trace` show it; state NULL: its current one. */
+void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state);
+void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state);
+/* The packed trace reply of one of the last finished messages, or NULL. */
+const void *router_recent_trace(const char *id, size_t *len);
 /* Undo router_adopt for a message the spool refused. */
 void router_forget_unspooled(struct smsg *m);
 

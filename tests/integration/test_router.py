@@ -105,6 +105,28 @@ class RouterTest(GatewayTest):
         st = gw.ctl_json("status")
         self.assertEqual(st["spool"]["depth"], 1)
 
+    def test_trace_after_delivery_and_purge(self):
+        gw = self.gateway(cfg(self.tmp))
+        o = gw.ctl_json("send", "--protocol", "testworker", "--wait", '{"plate":"TRACE1"}')
+        self.assertEqual(o["status"], "ok")
+        tr = gw.ctl_json("trace", o["id"])
+        self.assertEqual((tr["message"]["state"], tr["message"]["id"]), ("delivered", o["id"]))
+        self.assertEqual([(h["protocol"], h["result"]) for h in tr["route"]], [("testworker", "ok")])
+        rc, out, err = gw.ctl("trace", o["id"])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("delivered", out)
+        rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry"}')
+        mid = out.strip()
+        wait_for(lambda: [m for m in gw.ctl_json("queue") if m["id"] == mid and m["state"] == "waiting"],
+                 what="waiting message")
+        self.assertEqual(gw.ctl("queue", "purge", mid)[0], 0)
+        tr = gw.ctl_json("trace", mid)
+        self.assertEqual(tr["message"]["state"], "purged")
+        self.assertEqual(tr["message"]["last_error"], "purged by an operator")
+        rc, out, err = gw.ctl("trace", "01NOSUCHMESSAGE0000000000")
+        self.assertEqual(rc, 1)
+        self.assertIn("no message with id '01NOSUCHMESSAGE0000000000'", err)
+
     def test_many_pipelined_sends_all_delivered_once(self):
         gw = self.gateway(cfg(self.tmp))
         for wait in ([], ["--wait"]):
