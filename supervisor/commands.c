@@ -175,7 +175,7 @@ static void cmd_stats(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
-/* queue [list|dead|retry ID|all|purge ID|requeue ID] */
+/* queue [list|dead|retry ID|all|purge ID|requeue ID|all] */
 static void cmd_queue(struct client *c, const struct msg *req)
 {
 	char action[16] = "list", id[64] = "";
@@ -211,6 +211,28 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		body_init(&b);
 		msgpack_pack_map(&b.pk, 1);
 		pk_kv_u64(&b.pk, "retried", n);
+		control_reply(c->cid, req->seq, true, NULL, &b);
+		body_free(&b);
+		return;
+	}
+	if (strcmp(action, "requeue") == 0 && strcmp(id, "all") == 0) {
+		/* every dead letter goes back on its way, from a fresh backoff */
+		uint64_t n = 0, todo = R.dead.n; /* one pass: a message may die again at once */
+		while (R.dead.head && n < todo) {
+			struct smsg *d = R.dead.head;
+			list_del(&R.dead, d);
+			d->state = SM_LIMBO;
+			d->backoff_ms = 0;
+			spool_requeue(d);
+			router_route(d);
+			n++;
+		}
+		if (n)
+			log_info("%llu dead letters requeued by an operator (uid %d)", (unsigned long long)n, (int)c->uid);
+		struct body b;
+		body_init(&b);
+		msgpack_pack_map(&b.pk, 1);
+		pk_kv_u64(&b.pk, "requeued", n);
 		control_reply(c->cid, req->seq, true, NULL, &b);
 		body_free(&b);
 		return;

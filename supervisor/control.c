@@ -46,6 +46,18 @@ struct client *control_client(uint64_t cid)
 void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b)
 {
 	struct client *c = control_client(cid);
+	if (c && c->capture && !c->capture->answered) {
+		struct local_reply *r = c->capture;
+		r->answered = true;
+		r->ok = ok;
+		snprintf(r->error, sizeof r->error, "%s", error ? error : "");
+		if (b && b->sb.size) {
+			r->body = xmalloc(b->sb.size);
+			memcpy(r->body, b->sb.data, b->sb.size);
+			r->body_len = b->sb.size;
+		}
+		return;
+	}
 	if (!c || !c->ch)
 		return;
 	struct msg m = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .seq = seq, .ok = ok, .error = error };
@@ -92,6 +104,39 @@ static void client_drop(struct client *c)
 	free(c);
 }
 
+/* The checks every request passes, then its command. */
+static void handle(struct client *c, const struct msg *m)
+{
+	char err[256] = "";
+	if (auth_check(c, m, err, sizeof err) < 0) {
+		control_fail(c->cid, m->seq, "%s", err);
+		return;
+	}
+	if (sup.stopping && strcmp(m->name, "status") != 0 && strcmp(m->name, "workers") != 0) {
+		control_fail(c->cid, m->seq, "ucgwd is shutting down");
+		return;
+	}
+	commands_dispatch(c, m);
+}
+
+void control_local(uid_t uid, gid_t gid, pid_t pid, const struct msg *req, struct local_reply *out)
+{
+	memset(out, 0, sizeof *out);
+	struct client c = { .cid = next_cid++, .uid = uid, .gid = gid, .pid = pid, .capture = out };
+	c.next = clients; /* findable by control_reply while the command runs */
+	clients = &c;
+	handle(&c, req);
+	for (struct client **pp = &clients; *pp; pp = &(*pp)->next)
+		if (*pp == &c) {
+			*pp = c.next;
+			break;
+		}
+	if (!out->answered) {
+		out->answered = true;
+		snprintf(out->error, sizeof out->error, "%s: no answer at once", req->name);
+	}
+}
+
 /* client -> supervisor: a malformed frame gets an error reply and the client dropped. */
 static void supervisor_from_client(struct channel *ch, const char *buf, size_t len, void *arg)
 {
@@ -113,15 +158,7 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 			     (unsigned long long)m.version, UCGW_PROTO_VERSION);
 		return;
 	}
-	if (auth_check(c, &m, err, sizeof err) < 0) {
-		control_fail(c->cid, m.seq, "%s", err);
-		return;
-	}
-	if (sup.stopping && strcmp(m.name, "status") != 0 && strcmp(m.name, "workers") != 0) {
-		control_fail(c->cid, m.seq, "ucgwd is shutting down");
-		return;
-	}
-	commands_dispatch(c, &m);
+	handle(c, &m);
 }
 
 static void on_client_error(struct channel *ch, const char *why, void *arg)

@@ -17,6 +17,7 @@ struct client {
 	gid_t gid;
 	pid_t pid;
 	unsigned waiting; /* requests answered later (send --wait) */
+	struct local_reply *capture; /* control_local: replies land here, not on a socket */
 	struct client *next;
 };
 
@@ -38,6 +39,18 @@ void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const
 void control_event(uint64_t cid, uint64_t seq, const char *name, const struct body *b);
 /* Printf-style error reply. */
 void control_fail(uint64_t cid, uint64_t seq, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A request from inside the daemon on behalf of someone not on the control
+ * socket (the dashboard's buttons): the same checks as a client's request (auth
+ * with these credentials, the refusal while stopping), then the same command.
+ * The reply is captured; a command that would answer later answers nobody. */
+struct local_reply {
+	bool answered, ok;
+	char error[512];
+	char *body;       /* msgpack, malloc'd (free it), NULL when none */
+	size_t body_len;
+};
+void control_local(uid_t uid, gid_t gid, pid_t pid, const struct msg *req, struct local_reply *out);
 
 /* auth.c: may this client run this request? 0, or -1 with a reason for the
  * client (the refusal is also written to the audit log). */

@@ -56,8 +56,11 @@ static void prune(const char *dir, unsigned keep)
 	free(names);
 }
 
+static void forget_newest(const char *worker);
+
 char *crashlog_write(const struct proc *p, int wstatus, const char *reason)
 {
+	forget_newest(p->name);
 	const char *root = config_str(sup.cfg, "gateway", "crash_dir");
 	char *dir = xasprintf("%s/%s", root, p->name);
 	if (mkdir_p(dir, 0750) < 0) {
@@ -100,4 +103,113 @@ char *crashlog_write(const struct proc *p, int wstatus, const char *reason)
 	prune(pdir, (unsigned)config_int(sup.cfg, "gateway", "crash_logs_keep"));
 	free(pdir);
 	return path;
+}
+
+/* ---- the newest crash log of each worker, for the dashboard ---- */
+
+#define SUMMARY_CACHE 16
+
+static struct cached {
+	char worker[32];
+	char root[256];
+	bool have;
+	struct crash_summary s;
+} cache[SUMMARY_CACHE];
+static unsigned ncached;
+
+static void forget_newest(const char *worker)
+{
+	for (unsigned i = 0; i < ncached; i++)
+		if (strcmp(cache[i].worker, worker) == 0) {
+			cache[i] = cache[--ncached];
+			return;
+		}
+}
+
+static void append(char *dst, size_t cap, const char *sep, const char *what)
+{
+	size_t n = strlen(dst);
+	if (*what && n < cap)
+		snprintf(dst + n, cap - n, "%s%s", n ? sep : "", what);
+}
+
+/* One line from the file: "exit; reason; N jobs in flight; last stderr: ...". */
+static void summarize(const char *path, struct crash_summary *s)
+{
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		snprintf(s->summary, sizeof s->summary, "cannot read %s: %s", path, strerror(errno));
+		return;
+	}
+	char line[512], exit_[128] = "", reason[200] = "", jobs[64] = "", last[200] = "";
+	bool in_stderr = false;
+	while (fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (in_stderr) {
+			if (strcmp(line, "--- end ---") == 0)
+				break;
+			if (line[0])
+				snprintf(last, sizeof last, "%s", line);
+		} else if (strncmp(line, "--- last ", 9) == 0) {
+			in_stderr = true;
+		} else if (strncmp(line, "exit: ", 6) == 0) {
+			snprintf(exit_, sizeof exit_, "%s", line + 6);
+		} else if (strncmp(line, "reason: ", 8) == 0) {
+			snprintf(reason, sizeof reason, "%s", line + 8);
+		} else if (strncmp(line, "time: ", 6) == 0) {
+			snprintf(s->time, sizeof s->time, "%s", line + 6);
+		} else if (strncmp(line, "jobs_in_flight: ", 16) == 0) {
+			snprintf(jobs, sizeof jobs, "%s jobs in flight", line + 16);
+		}
+	}
+	fclose(f);
+	append(s->summary, sizeof s->summary, "; ", exit_);
+	append(s->summary, sizeof s->summary, "; ", reason);
+	append(s->summary, sizeof s->summary, "; ", jobs);
+	if (last[0]) {
+		char l[220];
+		snprintf(l, sizeof l, "last stderr: %s", last);
+		append(s->summary, sizeof s->summary, "; ", l);
+	}
+}
+
+bool crashlog_newest(const char *worker, struct crash_summary *out)
+{
+	const char *root = config_str(sup.cfg, "gateway", "crash_dir");
+	for (unsigned i = 0; i < ncached; i++)
+		if (strcmp(cache[i].worker, worker) == 0) {
+			if (strcmp(cache[i].root, root) != 0) {
+				cache[i] = cache[--ncached];
+				break;
+			}
+			*out = cache[i].s;
+			return cache[i].have;
+		}
+	struct cached c = { .have = false };
+	snprintf(c.worker, sizeof c.worker, "%s", worker);
+	snprintf(c.root, sizeof c.root, "%s", root);
+	char *dir = xasprintf("%s/%s", root, worker);
+	DIR *d = opendir(dir);
+	char newest[256] = "";
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		if (l >= 5 && l < sizeof newest && strcmp(e->d_name + l - 4, ".log") == 0 && strcmp(e->d_name, newest) > 0)
+			snprintf(newest, sizeof newest, "%s", e->d_name);
+	}
+	if (d)
+		closedir(d);
+	if (newest[0]) {
+		char *path = xasprintf("%s/%s", dir, newest);
+		snprintf(c.s.file, sizeof c.s.file, "%s", newest);
+		summarize(path, &c.s);
+		free(path);
+		c.have = true;
+	}
+	free(dir);
+	if (ncached == SUMMARY_CACHE)
+		ncached--; /* forget one; it is read again when asked */
+	cache[ncached++] = c;
+	*out = c.s;
+	return c.have;
 }

@@ -1,12 +1,16 @@
 /* What /metrics and /api/dashboard say: counters and gauges from the router,
  * the process table, the spool and the network monitor. */
 #include <string.h>
+#include <unistd.h>
 
 #include "common/util.h"
+#include "supervisor/crashlog.h"
 #include "supervisor/errors.h"
+#include "supervisor/history.h"
 #include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/proctab.h"
+#include "supervisor/router.h"
 #include "supervisor/router_int.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
@@ -139,60 +143,227 @@ void metrics_prometheus(struct strbuf *b)
 	network(b);
 }
 
-/* The reference design's CommunicationDashboard.get_dashboard_data(), and more. */
-void metrics_dashboard_json(struct strbuf *b)
+/* What the dashboard shows as the state of a protocol, in words (the page adds
+ * colour and an icon, never colour alone). */
+static const char *proto_status(const struct rproto *rp, const struct proc *p)
 {
-	sb_printf(b, "{\"protocol_stats\":{");
+	if (!p)
+		return "stopped";
+	switch (p->state) {
+	case PROC_FAILED: return "failed";
+	case PROC_BACKOFF: return "restarting";
+	case PROC_STARTING: return p->restarts ? "restarting" : "starting";
+	case PROC_STOPPED: return "stopped";
+	case PROC_READY: break;
+	}
+	if (rp && rp->paused)
+		return "paused";
+	if (!p->connected)
+		return "down";
+	if (rp && now_ms() < rp->cool_until)
+		return "cooling";
+	return "up";
+}
+
+static const char *worker_status(const struct proc *p)
+{
+	switch (p->state) {
+	case PROC_READY: return "ready";
+	case PROC_BACKOFF: return "restarting";
+	case PROC_STARTING: return p->restarts ? "restarting" : "starting";
+	case PROC_FAILED: return "failed";
+	case PROC_STOPPED: return "stopped";
+	}
+	return "?";
+}
+
+static void dash_gateway(struct strbuf *b)
+{
+	sb_printf(b, "\"gateway\":{\"version\":\"%s\",\"device_id\":", UCGW_VERSION);
+	sb_json_str(b, config_str(sup.cfg, "gateway", "device_id"));
+	sb_printf(b, ",\"pid\":%d,\"state\":\"%s\",\"uptime_s\":%llu,\"time_ms\":%llu,\"reloads\":%llu,"
+		     "\"actions\":%s,\"auth_required\":%s,\"inflight\":%u}",
+		  (int)getpid(), sup.stopping ? "stopping" : "running",
+		  (unsigned long long)((now_ms() - sup.start_ms) / 1000), (unsigned long long)wall_ms(),
+		  (unsigned long long)sup.reloads, config_bool(sup.cfg, "metrics", "dashboard_actions") ? "true" : "false",
+		  config_bool(sup.cfg, "security", "require_auth") ? "true" : "false", router_inflight());
+}
+
+static void dash_protocols(struct strbuf *b)
+{
+	sb_printf(b, ",\"protocol_stats\":{");
 	bool first = true;
 	for (int i = 0; i < R.nprotos; i++) {
 		const struct rproto *rp = &R.protos[i];
 		if (!rproto_enabled(rp))
 			continue;
 		const struct proto_stats *s = &rp->st;
-		uint64_t total = s->success + s->failure;
+		uint64_t total = s->success + s->failure, ok10, r10, f10, ok60, r60, f60;
+		history_sum(rp->idx, 10, &ok10, &r10, &f10);
+		history_sum(rp->idx, 60, &ok60, &r60, &f60);
+		unsigned span = history_len() < 10 ? history_len() : 10;
 		sb_printf(b, "%s\"%s\":{\"success_rate\":%.4f,\"total_attempts\":%llu,\"average_latency\":%.6f,"
 			     "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"success\":%llu,\"failure\":%llu,\"retries\":%llu,"
-			     "\"fallback_out\":%llu,\"fallback_in\":%llu,\"bytes\":%llu,\"queued\":%llu,\"inflight\":%llu}",
+			     "\"fallback_out\":%llu,\"fallback_in\":%llu,\"bytes\":%llu,\"queued\":%llu,\"inflight\":%llu,"
+			     "\"dead\":%llu,\"expired\":%llu,\"dropped\":%llu,\"rate_per_s\":%.2f,\"attempts_60s\":%llu,",
 			  first ? "" : ",", rp->name, total ? (double)s->success / (double)total : 0.0,
 			  (unsigned long long)(total + s->retries), s->lat.count ? (double)s->lat.sum_us / s->lat.count / 1e6 : 0.0,
 			  (double)latency_quantile(&s->lat, 0.5) / 1000, (double)latency_quantile(&s->lat, 0.99) / 1000,
 			  (unsigned long long)s->success, (unsigned long long)s->failure, (unsigned long long)s->retries,
 			  (unsigned long long)s->fallback_out, (unsigned long long)s->fallback_in, (unsigned long long)s->bytes,
 			  (unsigned long long)(rp->queue[0].n + rp->queue[1].n + rp->queue[2].n),
-			  (unsigned long long)rp->inflight.n);
+			  (unsigned long long)rp->inflight.n, (unsigned long long)s->dead, (unsigned long long)s->expired,
+			  (unsigned long long)s->dropped, span ? (double)ok10 / span : 0.0,
+			  (unsigned long long)(ok60 + r60 + f60));
+		if (ok60 + r60 + f60)
+			sb_printf(b, "\"success_rate_60s\":%.4f,", (double)ok60 / (double)(ok60 + r60 + f60));
+		else
+			sb_printf(b, "\"success_rate_60s\":null,");
+		sb_printf(b, "\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, proctab_find(rp->name)),
+			  rp->paused ? "true" : "false");
+		if (now_ms() < rp->cool_until)
+			sb_json_str(b, rp->cool_reason);
+		else
+			sb_printf(b, "null");
+		sb_printf(b, "}");
 		first = false;
 	}
-	sb_printf(b, "},\"network_quality\":{");
-	first = true;
-	for (struct proc *p = proctab_first(); p; p = p->next, first = false)
-		sb_printf(b, "%s\"%s\":{\"quality\":\"%s\",\"rtt_ms\":%.3f,\"loss\":%.3f}", first ? "" : ",", p->name,
-			  quality_str(monitor_quality(p->name)), (double)monitor_rtt_us(p->name) / 1000,
-			  monitor_loss(p->name));
-	sb_printf(b, "},\"active_connections\":{");
-	first = true;
-	for (struct proc *p = proctab_first(); p; p = p->next, first = false)
-		sb_printf(b, "%s\"%s\":%d", first ? "" : ",", p->name, p->state == PROC_READY && p->connected);
-	sb_printf(b, "},\"workers\":[");
-	first = true;
+	sb_printf(b, "}");
+}
+
+static void dash_network(struct strbuf *b)
+{
+	sb_printf(b, ",\"network_quality\":{");
+	bool first = true;
 	for (struct proc *p = proctab_first(); p; p = p->next, first = false) {
-		sb_printf(b, "%s{\"name\":\"%s\",\"state\":\"%s\",\"pid\":%d,\"restarts\":%u,\"last_exit\":", first ? "" : ",",
-			  p->name, proc_state_str(p->state), (int)(p->pid > 0 ? p->pid : 0), p->restarts);
-		sb_json_str(b, p->last_exit);
+		char server[300] = "";
+		probe_target(p->name, server, sizeof server);
+		sb_printf(b, "%s\"%s\":{\"quality\":\"%s\",\"rtt_ms\":%.3f,\"loss\":%.3f,\"up\":%s,\"server\":",
+			  first ? "" : ",", p->name, quality_str(monitor_quality(p->name)),
+			  (double)monitor_rtt_us(p->name) / 1000, monitor_loss(p->name),
+			  p->state == PROC_READY && p->connected ? "true" : "false");
+		sb_json_str(b, server);
 		sb_printf(b, ",\"health\":");
 		sb_json_str(b, p->health);
 		sb_printf(b, "}");
 	}
-	sb_printf(b, "],\"spool\":{\"depth\":%llu,\"bytes\":%llu,\"dead\":%llu,\"oldest_age_ms\":%llu,"
-		     "\"max_messages\":%lld,\"max_bytes\":%lld},\"recent_errors\":[",
+	sb_printf(b, "},\"active_connections\":{");
+	first = true;
+	for (struct proc *p = proctab_first(); p; p = p->next, first = false)
+		sb_printf(b, "%s\"%s\":%d", first ? "" : ",", p->name, p->state == PROC_READY && p->connected);
+	sb_printf(b, "}");
+}
+
+static void dash_workers(struct strbuf *b)
+{
+	sb_printf(b, ",\"workers\":[");
+	bool first = true;
+	for (struct proc *p = proctab_first(); p; p = p->next, first = false) {
+		struct rproto *rp = rproto_by_name(p->name);
+		sb_printf(b, "%s{\"name\":\"%s\",\"state\":\"%s\",\"status\":\"%s\",\"pid\":%d,\"restarts\":%u,"
+			     "\"connected\":%s,\"paused\":%s,\"inflight\":%u,\"uptime_s\":%llu,\"last_exit\":",
+			  first ? "" : ",", p->name, proc_state_str(p->state), worker_status(p), (int)(p->pid > 0 ? p->pid : 0),
+			  p->restarts, p->connected ? "true" : "false", rp && rp->paused ? "true" : "false", p->inflight,
+			  (unsigned long long)(p->pid > 0 ? (now_ms() - p->start_ms) / 1000 : 0));
+		sb_json_str(b, p->last_exit);
+		sb_printf(b, ",\"health\":");
+		sb_json_str(b, p->health);
+		struct crash_summary cs;
+		if (crashlog_newest(p->name, &cs)) {
+			sb_printf(b, ",\"crash\":{\"file\":");
+			sb_json_str(b, cs.file);
+			sb_printf(b, ",\"time\":");
+			sb_json_str(b, cs.time);
+			sb_printf(b, ",\"summary\":");
+			sb_json_str(b, cs.summary);
+			sb_printf(b, "}}");
+		} else {
+			sb_printf(b, ",\"crash\":null}");
+		}
+	}
+	sb_printf(b, "]");
+}
+
+static void dash_spool(struct strbuf *b)
+{
+	long long maxm = (long long)config_int(sup.cfg, "spool", "max_messages");
+	long long maxb = (long long)config_int(sup.cfg, "spool", "max_bytes");
+	double fm = maxm > 0 ? (double)R.count / (double)maxm : 0, fb = maxb > 0 ? (double)R.bytes / (double)maxb : 0;
+	double fill = fm > fb ? fm : fb;
+	sb_printf(b, ",\"spool\":{\"depth\":%llu,\"bytes\":%llu,\"dead\":%llu,\"waiting\":%llu,\"oldest_age_ms\":%llu,"
+		     "\"max_messages\":%lld,\"max_bytes\":%lld,\"full_policy\":\"%s\",\"rejected_full\":%llu,"
+		     "\"dropped\":%llu,\"accepted\":%llu,\"fill\":%.4f,\"near_limit\":%s,\"full\":%s}",
 		  (unsigned long long)R.count, (unsigned long long)R.bytes, (unsigned long long)R.dead.n,
-		  (unsigned long long)(R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0),
-		  (long long)config_int(sup.cfg, "spool", "max_messages"), (long long)config_int(sup.cfg, "spool", "max_bytes"));
+		  (unsigned long long)R.waiting.n,
+		  (unsigned long long)(R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0), maxm, maxb,
+		  config_str(sup.cfg, "spool", "full_policy"), (unsigned long long)R.rejected_full,
+		  (unsigned long long)R.dropped, (unsigned long long)R.accepted, fill,
+		  fill >= SPOOL_NEAR_LIMIT ? "true" : "false", fill >= 1.0 ? "true" : "false");
+}
+
+static void dash_errors(struct strbuf *b)
+{
+	sb_printf(b, ",\"recent_errors\":[");
 	const struct recent_error *e;
 	for (unsigned i = 0; (e = errors_get(i)); i++) {
-		sb_printf(b, "%s{\"time\":%llu,\"protocol\":\"%s\",\"id\":\"%s\",\"message\":", i ? "," : "",
-			  (unsigned long long)e->wall_ms, e->protocol, e->id);
+		sb_printf(b, "%s{\"time\":%llu,\"protocol\":", i ? "," : "", (unsigned long long)e->wall_ms);
+		sb_json_str(b, e->protocol);
+		sb_printf(b, ",\"id\":");
+		sb_json_str(b, e->id);
+		sb_printf(b, ",\"message\":");
 		sb_json_str(b, e->reason);
 		sb_printf(b, "}");
 	}
-	sb_printf(b, "]}\n");
+	sb_printf(b, "]");
+}
+
+/* The newest n samples of the last minutes, one array per series. */
+static void dash_history(struct strbuf *b, unsigned n)
+{
+	unsigned len = history_len();
+	if (n > len)
+		n = len;
+	sb_printf(b, ",\"history\":{\"step_s\":1,\"end_s\":%llu,\"len\":%u,\"protocols\":{",
+		  (unsigned long long)history_end_s(), n);
+	static const char *const series[] = { "ok", "retry", "fail", "p50_ms", "p99_ms" };
+	bool first = true;
+	for (int i = 0; i < R.nprotos; i++) {
+		const struct rproto *rp = &R.protos[i];
+		if (!rproto_enabled(rp))
+			continue;
+		sb_printf(b, "%s\"%s\":{", first ? "" : ",", rp->name);
+		for (int k = 0; k < 5; k++) {
+			sb_printf(b, "%s\"%s\":[", k ? "," : "", series[k]);
+			for (unsigned j = len - n; j < len; j++) {
+				const struct history_sample *h = history_get(rp->idx, j);
+				const char *sep = j > len - n ? "," : "";
+				switch (k) {
+				case 0: sb_printf(b, "%s%u", sep, h->ok); break;
+				case 1: sb_printf(b, "%s%u", sep, h->retry); break;
+				case 2: sb_printf(b, "%s%u", sep, h->fail); break;
+				case 3: sb_printf(b, "%s%.3f", sep, h->p50_us / 1000.0); break;
+				case 4: sb_printf(b, "%s%.3f", sep, h->p99_us / 1000.0); break;
+				}
+			}
+			sb_printf(b, "]");
+		}
+		sb_printf(b, "}");
+		first = false;
+	}
+	sb_printf(b, "}}");
+}
+
+/* The reference design's CommunicationDashboard.get_dashboard_data(), and what
+ * the dashboard page shows: history_samples of the per-second history (0: none). */
+void metrics_dashboard_json(struct strbuf *b, unsigned history_samples)
+{
+	sb_printf(b, "{");
+	dash_gateway(b);
+	dash_protocols(b);
+	dash_network(b);
+	dash_workers(b);
+	dash_spool(b);
+	dash_errors(b);
+	dash_history(b, history_samples);
+	sb_printf(b, "}\n");
 }

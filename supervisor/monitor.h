@@ -4,6 +4,7 @@
 #define UCGW_MONITOR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum quality { Q_UNKNOWN, Q_POOR, Q_FAIR, Q_GOOD, Q_EXCELLENT };
@@ -19,5 +20,7 @@ double monitor_loss(const char *protocol);
 /* probe.c: TCP connects to every configured server on network_monitor.interval_ms. */
 void probe_start(void);
 void probe_stop(void);
+/* "host:port" of the server a protocol's worker talks to; false when none. */
+bool probe_target(const char *protocol, char *buf, size_t len);
 
 #endif

@@ -88,6 +88,18 @@ static int targets(struct target *out, int max)
 	return n;
 }
 
+bool probe_target(const char *protocol, char *buf, size_t len)
+{
+	struct target t[8];
+	int n = targets(t, 8);
+	for (int i = 0; i < n; i++)
+		if (strcmp(t[i].protocol, protocol) == 0) {
+			snprintf(buf, len, strchr(t[i].host, ':') ? "[%s]:%s" : "%s:%s", t[i].host, t[i].port);
+			return true;
+		}
+	return false;
+}
+
 static void unref(struct attempt *a)
 {
 	if (--a->refs == 0)
