@@ -27,6 +27,8 @@ enum cfg_type {
 #define CFG_PATH     0x4u /* a file-system path */
 #define CFG_OCTAL    0x8u /* STR: a file mode in octal text, e.g. "0660" */
 #define CFG_PROTOCOLS 0x10u /* STRLIST/LISTMAP: every name (and map key) is a protocol section */
+#define CFG_READ     0x20u /* PATH of a protocol section: ucgwd reads the file at every start of the
+			      worker and sends its contents along with the section (worker_file()) */
 
 /* Default text (struct cfg_key.def) is parsed like a value written in the file:
  *   scalars  the YAML text itself: "info", "5", "true", "0660"

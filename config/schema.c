@@ -13,6 +13,10 @@
 /*        key   type         default  min  max  choices  flags                   help */
 #define STR(k, d, h)         { k, CFG_STR, d, 0, 0, NULL, 0, h }
 #define PATH(k, d, h)        { k, CFG_STR, d, 0, 0, NULL, CFG_PATH, h }
+/* A file the worker needs (keys, certificates, known_hosts): ucgwd reads it at
+ * every start of the worker and hands over its contents, so that a worker
+ * running as an unprivileged user in its sandbox needs no access to it. */
+#define INFILE(k, d, h)      { k, CFG_STR, d, 0, 0, NULL, CFG_PATH | CFG_READ, h }
 #define REQUIRED(k, h)       { k, CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, h }
 #define SECRET(k, h)         { k, CFG_STR, NULL, 0, 0, NULL, CFG_SECRET, h }
 #define OCTAL(k, d, h)       { k, CFG_STR, d, 0, 0, NULL, CFG_OCTAL, h }
@@ -26,9 +30,9 @@
 
 /* Keys every protocol section shares. */
 #define ENABLED BOOL("enabled", "true", "run this protocol's worker (a section absent from the file is off)")
-#define CA_FILE PATH("ca_file", NULL, "CA certificates to verify the server with (default: the system's)")
-#define CERT_FILE PATH("cert_file", NULL, "client certificate (PEM)")
-#define TLS_KEY_FILE PATH("key_file", NULL, "client key (PEM)")
+#define CA_FILE INFILE("ca_file", NULL, "CA certificates to verify the server with (default: the system's)")
+#define CERT_FILE INFILE("cert_file", NULL, "client certificate (PEM)")
+#define TLS_KEY_FILE INFILE("key_file", NULL, "client key (PEM)")
 #define INSECURE BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
 #define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)")
 
@@ -135,10 +139,10 @@ static const struct cfg_key sftp[] = {
 	INT("port", "22", 1, 65535, "SSH port"),
 	REQUIRED("username", "SSH user"),
 	SECRET("password", "password authentication"),
-	PATH("key_file", NULL, "private key for public-key authentication"),
+	INFILE("key_file", NULL, "private key for public-key authentication"),
 	SECRET("key_passphrase", "passphrase of key_file"),
 	STR("remote_path", "/data/lpr_images", "directory files are uploaded to"),
-	PATH("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted"),
+	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted"),
 	STR("host_key_fingerprint", NULL, "pinned host key, SHA256:... as ssh-keygen -l prints it"),
 	INT("buffer_bytes", "1048576", 4096, 67108864, "size of each write"),
 	NUM("timeout", "30", 0.001, 3600, "seconds a network operation may take"),
@@ -151,8 +155,8 @@ static const struct cfg_key rsync[] = {
 	STR("remote_path", "/data/lpr_images", "directory files are synced to"),
 	LIST("options", "-a,--partial", 0, "rsync options (the worker refuses --delete)"),
 	INT("port", "22", 1, 65535, "SSH port"),
-	PATH("key_file", NULL, "private key for ssh"),
-	PATH("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted (StrictHostKeyChecking=yes)"),
+	INFILE("key_file", NULL, "private key for ssh"),
+	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted (StrictHostKeyChecking=yes)"),
 	STR("rsync_path", "rsync", "the rsync program"),
 	STR("ssh_path", "ssh", "the ssh program"),
 	NUM("timeout", "300", 1, 86400, "seconds a run may take"),
@@ -195,6 +199,8 @@ static const struct cfg_key security[] = {
 	LIST("allowed_users", NULL, 0, "users allowed on the control socket"),
 	LIST("allowed_groups", NULL, 0, "groups allowed on the control socket"),
 	PATH("audit_log", NULL, "where refusals are written"),
+	STR("worker_user", NULL, "user the workers run as when ucgwd starts as root (default: ucgw if that user exists, else nobody; root: no drop, with a warning)"),
+	BOOL("sandbox", "true", "workers run under a seccomp allow-list, no_new_privs and resource limits (false: for debugging only; logs a warning at every start)"),
 };
 
 static const struct cfg_key testworker[] = {
@@ -219,7 +225,7 @@ const struct cfg_schema_section cfg_schema[] = {
 	SECTION(fallback, NULL, "Rerouting when a protocol fails."),
 	SECTION(network_monitor, NULL, "Round-trip time and loss per server."),
 	SECTION(metrics, NULL, "Prometheus metrics and the dashboard, on loopback."),
-	SECTION(security, NULL, "Who may use the control socket; payload encryption."),
+	SECTION(security, NULL, "Who may use the control socket; payload encryption; the workers' sandbox."),
 	SECTION(testworker, "ucgw-testworker", "A worker for the tests only."),
 };
 const size_t cfg_schema_len = COUNT(cfg_schema);

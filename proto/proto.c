@@ -45,7 +45,9 @@ static const struct {
 } types[MSG_TYPE_MAX] = {
 	[MSG_HELLO] = { "hello", BIT(FLD_VERSION) | BIT(FLD_NAME) | BIT(FLD_PID),
 			BIT(FLD_VERSION) | BIT(FLD_NAME) | BIT(FLD_PID) },
-	[MSG_CONFIG] = { "config", BIT(FLD_VERSION) | BIT(FLD_DEVICE_ID) | BIT(FLD_SECTION) | BIT(FLD_MAX_FRAME) | BIT(FLD_LOG_LEVEL),
+	/* body (optional): {"sandbox": bool, "files": {key: bin contents | str why unreadable}} */
+	[MSG_CONFIG] = { "config", BIT(FLD_VERSION) | BIT(FLD_DEVICE_ID) | BIT(FLD_SECTION) | BIT(FLD_MAX_FRAME) | BIT(FLD_LOG_LEVEL) |
+					   BIT(FLD_BODY),
 			 BIT(FLD_VERSION) | BIT(FLD_DEVICE_ID) | BIT(FLD_SECTION) | BIT(FLD_MAX_FRAME) | BIT(FLD_LOG_LEVEL) },
 	[MSG_READY] = { "ready", BIT(FLD_DETAIL), 0 },
 	[MSG_PING] = { "ping", BIT(FLD_SEQ), BIT(FLD_SEQ) },

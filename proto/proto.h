@@ -15,7 +15,7 @@
 enum msg_type {
 	/* supervisor <-> worker */
 	MSG_HELLO = 1,  /* worker: name, version, pid */
-	MSG_CONFIG,     /* supervisor: device_id, section, max_frame, log_level */
+	MSG_CONFIG,     /* supervisor: device_id, section, max_frame, log_level, body: sandbox, files */
 	MSG_READY,      /* worker: set up, accepting jobs */
 	MSG_PING,       /* supervisor: seq */
 	MSG_PONG,       /* worker: seq */

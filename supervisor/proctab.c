@@ -16,6 +16,7 @@
 #include "supervisor/crashlog.h"
 #include "supervisor/router.h"
 #include "supervisor/sup.h"
+#include "supervisor/workersec.h"
 
 static struct proc *procs;
 static uv_signal_t sigchld;
@@ -138,7 +139,8 @@ static void handle_hello(struct proc *p, const struct msg *m)
 			 .device_id = config_str(sup.cfg, "gateway", "device_id"),
 			 .section = p->section->packed, .section_len = p->section->packed_len,
 			 .max_frame = (uint64_t)gw_int("max_frame_bytes"),
-			 .log_level = (uint64_t)log_level_parse(config_str(sup.cfg, "gateway", "log_level")) };
+			 .log_level = (uint64_t)log_level_parse(config_str(sup.cfg, "gateway", "log_level")),
+			 .body_raw = p->body, .body_raw_len = p->body_len };
 	channel_send(p->ch, &c, -1);
 }
 
@@ -249,7 +251,7 @@ static void handshake_timeout(uv_timer_t *t)
 	proc_kill(t->data, "no ready within handshake_timeout_ms");
 }
 
-static void child_exec(struct proc *p, int sock, int errw, const char *path)
+static void child_exec(struct proc *p, int sock, int errw, const char *path, const struct worker_creds *creds)
 {
 	sigset_t none;
 	sigemptyset(&none);
@@ -260,6 +262,7 @@ static void child_exec(struct proc *p, int sock, int errw, const char *path)
 	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(errw, 2) < 0 || dup2(sock, 3) < 0)
 		_exit(127);
 	close_range(4, ~0u, 0);
+	worker_creds_apply(creds, p->name);
 	char *argv[] = { (char *)path, NULL };
 	execv(path, argv);
 	fprintf(stderr, "<3>ucgwd: cannot run worker %s: %s\n", path, strerror(errno));
@@ -271,13 +274,18 @@ static void proc_start(struct proc *p)
 	const char *exe = p->section->schema->worker;
 	char *path = xasprintf("%s/%s", sup.worker_dir, exe);
 	int sv[2], ep[2];
+	/* Read at every start, so that a rotated key or certificate takes effect. */
+	free(p->body);
+	p->body = worker_config_body(p->section, config_bool(sup.cfg, "security", "sandbox"), &p->body_len);
+	struct worker_creds creds;
+	worker_creds_resolve(sup.cfg, &creds);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0)
 		fatal("socketpair/pipe for worker %s", p->name);
 	pid_t pid = fork();
 	if (pid < 0)
 		fatal("fork");
 	if (pid == 0)
-		child_exec(p, sv[1], ep[1], path);
+		child_exec(p, sv[1], ep[1], path, &creds);
 	free(path);
 	close(sv[1]);
 	close(ep[1]);
@@ -331,6 +339,7 @@ static void proc_free(struct proc *p)
 	for (unsigned i = 0; i < p->nlines; i++)
 		free(p->lines[(p->line_head + i) % STDERR_LINES]);
 	free(p->errbuf);
+	free(p->body);
 	uv_close((uv_handle_t *)&p->timer, free_proc);
 }
 
@@ -372,7 +381,7 @@ static void schedule_restart(struct proc *p, int wstatus, uint64_t ran)
 
 static void proc_exited(struct proc *p, int wstatus)
 {
-	char how[96];
+	char how[128];
 	uint64_t ran = now_ms() - p->start_ms;
 	wait_status_str(wstatus, how, sizeof how);
 	drain_stderr(p);
@@ -474,8 +483,31 @@ void proctab_restart(struct proc *p)
 	proc_stop(p, true);
 }
 
+/* Did what a worker was started with change, beyond its section: the
+ * sandbox settings, or the contents of the files read for it (a rotated key)? */
+static bool start_changed(const struct config *old, const struct config *cfg, const struct proc *p,
+			  const struct cfg_section *sec, const char **why)
+{
+	const char *ou = old ? config_str(old, "security", "worker_user") : NULL;
+	const char *nu = config_str(cfg, "security", "worker_user");
+	if (old && (config_bool(old, "security", "sandbox") != config_bool(cfg, "security", "sandbox") ||
+		    (ou == NULL) != (nu == NULL) || (ou && strcmp(ou, nu) != 0))) {
+		*why = "the sandbox settings changed";
+		return true;
+	}
+	if (!p->body)
+		return false;
+	size_t len;
+	void *body = worker_config_body(sec, config_bool(cfg, "security", "sandbox"), &len);
+	bool differ = len != p->body_len || memcmp(body, p->body, len) != 0;
+	free(body);
+	*why = "a file it reads changed";
+	return differ;
+}
+
 void proctab_apply_config(const struct config *old, const struct config *cfg)
 {
+	worker_sandbox_announce(cfg);
 	for (size_t i = 0; i < cfg_schema_len; i++) {
 		const struct cfg_schema_section *sc = &cfg_schema[i];
 		if (!sc->worker)
@@ -492,6 +524,9 @@ void proctab_apply_config(const struct config *old, const struct config *cfg)
 		if (!p)
 			continue;
 		bool changed = !old || !cfg_section_equal(config_section(old, sc->name), sec);
+		const char *why = "its section changed";
+		if (!changed && want)
+			changed = start_changed(old, cfg, p, sec, &why);
 		p->section = sec;
 		if (!want) {
 			log_info("worker %s: protocol disabled; stopping it", p->name);
@@ -501,7 +536,7 @@ void proctab_apply_config(const struct config *old, const struct config *cfg)
 			else
 				proc_free(p);
 		} else if (changed) {
-			log_info("worker %s: its section changed; restarting it", p->name);
+			log_info("worker %s: %s; restarting it", p->name, why);
 			proc_stop(p, true);
 		}
 	}

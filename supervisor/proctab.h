@@ -44,6 +44,8 @@ struct proc {
 	char health[256];
 	uint64_t rtt_us;
 	unsigned inflight;             /* jobs in hand (the router keeps the list) */
+	void *body;                    /* MSG_CONFIG body of the last start: the files read for it */
+	size_t body_len;
 	struct proc *next;
 };
 

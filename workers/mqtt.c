@@ -4,7 +4,11 @@
  * A job is answered ok only on PUBACK (QoS 1) or PUBCOMP (QoS 2). */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -290,23 +294,116 @@ static void mqtt_submit(struct job *j)
 
 /* ---- set-up ---- */
 
+/* The TLS context is built here from the files' contents as the supervisor
+ * read them (the worker may run as a user that cannot open them), and handed
+ * to libmosquitto whole (MOSQ_OPT_SSL_CTX, without its defaults, which would
+ * want file paths). So what libmosquitto would otherwise do is done here: the
+ * peer is verified against ca_file (or the system's store, /etc/ssl/certs, which
+ * anyone may read), and its name against the broker's host name or address. */
+static int tls_fail(char *err, size_t errlen, const char *what)
+{
+	unsigned long e = ERR_get_error();
+	char buf[256];
+	ERR_error_string_n(e, buf, sizeof buf);
+	snprintf(err, errlen, "mqtt TLS settings: %s%s%s", what, e ? ": " : "", e ? buf : "");
+	ERR_clear_error();
+	return -1;
+}
+
 static int setup_tls(const struct cfg_section *cfg, char *err, size_t errlen)
 {
-	const char *ca = cfg_str(cfg, "ca_file"), *cert = cfg_str(cfg, "cert_file"), *key = cfg_str(cfg, "key_file");
-	if (!M.tls && !ca && !cert)
+	static const char *const keys[3] = { "ca_file", "cert_file", "key_file" };
+	const char *data[3];
+	size_t len[3];
+	for (int i = 0; i < 3; i++) {
+		const char *why;
+		data[i] = worker_file(keys[i], &len[i], &why);
+		if (why) {
+			snprintf(err, errlen, "mqtt.%s: %s", keys[i], why);
+			return -1;
+		}
+	}
+	if (!M.tls && !data[0] && !data[1])
 		return 0;
 	M.tls = true;
-	int rc = mosquitto_tls_set(M.mosq, ca, ca ? NULL : "/etc/ssl/certs", cert, key, NULL);
-	if (rc != MOSQ_ERR_SUCCESS) {
-		snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(rc));
+	if (!data[1] != !data[2]) {
+		snprintf(err, errlen, "mqtt: give both cert_file and key_file, or neither");
 		return -1;
+	}
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx)
+		return tls_fail(err, errlen, "SSL_CTX_new");
+	int rc = -1;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (data[0]) {
+		BIO *bio = BIO_new_mem_buf(data[0], (int)len[0]);
+		X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+		X509 *x;
+		int n = 0;
+		while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
+			X509_STORE_add_cert(store, x);
+			X509_free(x);
+			n++;
+		}
+		BIO_free(bio);
+		ERR_clear_error(); /* the end of the PEM data */
+		if (n == 0) {
+			snprintf(err, errlen, "mqtt.ca_file %s: no PEM certificate in it", cfg_str(cfg, "ca_file"));
+			goto out;
+		}
+	} else if (!SSL_CTX_set_default_verify_paths(ctx)) {
+		tls_fail(err, errlen, "the system's CA certificates");
+		goto out;
+	}
+	if (data[1]) {
+		BIO *bio = BIO_new_mem_buf(data[1], (int)len[1]);
+		X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+		bool ok = x && SSL_CTX_use_certificate(ctx, x) == 1;
+		X509_free(x);
+		while (ok && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) /* the rest of the chain */
+			if (SSL_CTX_add_extra_chain_cert(ctx, x) != 1)
+				X509_free(x);
+		BIO_free(bio);
+		if (!ok) {
+			tls_fail(err, errlen, "cert_file");
+			goto out;
+		}
+		ERR_clear_error();
+		bio = BIO_new_mem_buf(data[2], (int)len[2]);
+		EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+		ok = key && SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+		EVP_PKEY_free(key);
+		if (!ok) {
+			tls_fail(err, errlen, "key_file (or it does not match cert_file)");
+			goto out;
+		}
 	}
 	if (cfg_bool(cfg, "insecure")) {
 		log_warnx("mqtt.insecure is true: the broker's certificate is NOT verified");
-		mosquitto_tls_insecure_set(M.mosq, true);
-		mosquitto_tls_opts_set(M.mosq, 0, NULL, NULL);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	} else {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+		/* Copied into every connection made from this context. */
+		X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
+		unsigned char addr[16];
+		bool ip = inet_pton(AF_INET, M.host, addr) == 1 || inet_pton(AF_INET6, M.host, addr) == 1;
+		if (!(ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, M.host) : X509_VERIFY_PARAM_set1_host(vp, M.host, 0))) {
+			tls_fail(err, errlen, "the broker's name to verify");
+			goto out;
+		}
 	}
-	return 0;
+	/* The defaults are on unless switched off, and would want a CA path. */
+	mosquitto_int_option(M.mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+	int mrc = mosquitto_void_option(M.mosq, MOSQ_OPT_SSL_CTX, ctx); /* takes its own reference */
+	if (mrc != MOSQ_ERR_SUCCESS) {
+		snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(mrc));
+		goto out;
+	}
+	rc = 0;
+out:
+	SSL_CTX_free(ctx);
+	return rc;
 }
 
 static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)

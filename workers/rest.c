@@ -311,15 +311,37 @@ static void check_done(void)
 
 /* ---- TLS ---- */
 
+/* ca_file, cert_file and key_file as the supervisor read them: the worker may
+ * run as a user that cannot open them. The bytes live as long as the process. */
+static struct curl_blob tls_blob[3];
+static const char *const tls_keys[3] = { "ca_file", "cert_file", "key_file" };
+
+static int load_tls_files(char *err, size_t errlen)
+{
+	for (int i = 0; i < 3; i++) {
+		const char *why;
+		size_t len;
+		const char *data = worker_file(tls_keys[i], &len, &why);
+		if (why) {
+			snprintf(err, errlen, "rest.%s: %s", tls_keys[i], why);
+			return -1;
+		}
+		tls_blob[i] = (struct curl_blob){ .data = (void *)data, .len = len, .flags = CURL_BLOB_NOCOPY };
+	}
+	return 0;
+}
+
 static void set_tls(CURL *e)
 {
 	const struct cfg_section *c = H.cfg;
-	if (cfg_str(c, "ca_file"))
-		curl_easy_setopt(e, CURLOPT_CAINFO, cfg_str(c, "ca_file"));
-	if (cfg_str(c, "cert_file"))
-		curl_easy_setopt(e, CURLOPT_SSLCERT, cfg_str(c, "cert_file"));
-	if (cfg_str(c, "key_file"))
-		curl_easy_setopt(e, CURLOPT_SSLKEY, cfg_str(c, "key_file"));
+	static const CURLoption opts[3] = { CURLOPT_CAINFO_BLOB, CURLOPT_SSLCERT_BLOB, CURLOPT_SSLKEY_BLOB };
+	for (int i = 0; i < 3; i++)
+		if (tls_blob[i].data)
+			curl_easy_setopt(e, opts[i], &tls_blob[i]);
+	if (tls_blob[1].data)
+		curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+	if (tls_blob[2].data)
+		curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
 	if (cfg_bool(c, "insecure")) {
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -527,7 +549,7 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		snprintf(err, errlen, "curl_global_init failed");
 		return UCGW_EXIT_CONFIG;
 	}
-	if (parse_base(base, err, errlen) < 0)
+	if (parse_base(base, err, errlen) < 0 || load_tls_files(err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
 	H.cfg = cfg;
 	H.url_base = xstrdup(base);

@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -215,6 +217,33 @@ static void on_timeout(uv_timer_t *t)
 		uv_process_kill(&R.cur->proc, SIGKILL);
 }
 
+/* Reopening /proc/PID/fd/N checks the file's permissions again: a worker
+ * running as security.worker_user holds descriptors of files it may not open
+ * (the caller's file, hard-linked into the spool, mode 0600 say). Those are
+ * copied into the run's directory (which the worker owns) instead of linked. */
+static int stage_one(const char *target, const char *link, int fd)
+{
+	if (access(target, R_OK) == 0)
+		return symlink(target, link);
+	int out = open(link, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -1;
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = sendfile(out, fd, &off, 1 << 30);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = errno;
+			close(out);
+			if (n < 0)
+				unlink(link);
+			errno = e;
+			return n < 0 ? -1 : 0;
+		}
+	}
+}
+
 /* Symlink each job's descriptor into this run's directory under its remote name. */
 static int stage_batch(FILE *list)
 {
@@ -232,7 +261,7 @@ static int stage_batch(FILE *list)
 			R.queue_tail = NULL;
 		char target[64], *link = xasprintf("%s/%s", R.rundir, r->name);
 		snprintf(target, sizeof target, "/proc/%d/fd/%d", (int)getpid(), r->job->fd);
-		if (symlink(target, link) < 0) {
+		if (stage_one(target, link, r->job->fd) < 0) {
 			worker_result(r->job, JOB_RETRY, 0, "cannot stage the file: %s", strerror(errno));
 			free(r);
 		} else {
@@ -329,6 +358,38 @@ static void rsync_submit(struct job *j)
 		start_run();
 }
 
+/* A memfd (close-on-exec: ssh reaches it through /proc/<our pid>) with the file's
+ * contents. An unreadable known_hosts becomes an empty one, with a warning:
+ * ssh then refuses every host key, as it did when it could not read the file. */
+static int memfd_from(const char *key, const struct cfg_section *cfg, const char **why)
+{
+	size_t len;
+	const char *data = worker_file(key, &len, why);
+	if (!data && *why && strcmp(key, "known_hosts") == 0) {
+		log_warnx("rsync.known_hosts: %s; no host key is trusted", *why);
+		*why = NULL;
+	}
+	if (*why)
+		return -1;
+	int fd = memfd_create(key, MFD_CLOEXEC);
+	if (fd < 0 || fchmod(fd, 0600) < 0) {
+		*why = strerror(errno);
+		return -1;
+	}
+	for (size_t off = 0; off < len;) {
+		ssize_t n = write(fd, data + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			*why = strerror(errno);
+			close(fd);
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	return fd;
+}
+
 static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
 	const struct cfg_value *opts = cfg_get(cfg, "options");
@@ -350,11 +411,26 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 	}
 	R.options = opts->items;
 	R.noptions = opts->nitems;
-	const char *key = cfg_str(cfg, "key_file");
-	char *keyopt = key ? xasprintf(" -i %s -o IdentitiesOnly=yes", key) : xstrdup("");
-	R.ssh_cmd = xasprintf("%s -p %lld%s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes "
-			      "-o ConnectTimeout=10",
-			      ssh, (long long)cfg_int(cfg, "port"), keyopt, cfg_str(cfg, "known_hosts"));
+	/* key_file and known_hosts as the supervisor read them (the worker may run
+	 * as a user that cannot open them), in memory files of this process that
+	 * ssh opens as /proc/<worker pid>/fd/N (not /proc/self: ssh closes every
+	 * descriptor it inherits before it reads its options). The key's is 0600
+	 * and owned by the worker's user, as ssh insists. */
+	const char *why;
+	int keyfd = -1, khfd = memfd_from("known_hosts", cfg, &why);
+	if (khfd < 0) {
+		snprintf(err, errlen, "rsync.known_hosts: %s", why);
+		return UCGW_EXIT_CONFIG;
+	}
+	if (cfg_str(cfg, "key_file") && (keyfd = memfd_from("key_file", cfg, &why)) < 0) {
+		snprintf(err, errlen, "rsync.key_file: %s", why);
+		return UCGW_EXIT_CONFIG;
+	}
+	int pid = (int)getpid();
+	char *keyopt = keyfd >= 0 ? xasprintf(" -i /proc/%d/fd/%d -o IdentitiesOnly=yes", pid, keyfd) : xstrdup("");
+	R.ssh_cmd = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
+			      "-o BatchMode=yes -o ConnectTimeout=10",
+			      ssh, (long long)cfg_int(cfg, "port"), keyopt, pid, khfd);
 	free(keyopt);
 	free(ssh);
 	R.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),

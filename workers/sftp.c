@@ -42,6 +42,10 @@ static struct {
 	/* configuration (read-only once the thread runs) */
 	char host[256], user[128], remote[1024];
 	char *password, *key_file, *passphrase, *known_hosts, *fingerprint;
+	/* key_file and known_hosts as the supervisor read them: the worker may run
+	 * as a user that cannot open them */
+	const char *key_data, *kh_data, *kh_why;
+	size_t key_len, kh_len;
 	int port;
 	size_t bufsize;
 	long timeout_ms;
@@ -208,8 +212,17 @@ static int check_host_key(char *err, size_t errlen)
 	int type;
 	const char *key = libssh2_session_hostkey(S.session, &klen, &type);
 	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(S.session);
-	if (!kh || libssh2_knownhost_readfile(kh, S.known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
-		snprintf(err, errlen, "cannot read known_hosts %s: refusing to upload", S.known_hosts);
+	bool kh_ok = kh && S.kh_data;
+	for (const char *line = S.kh_data, *end = S.kh_data + S.kh_len; kh_ok && line < end;) {
+		const char *nl = memchr(line, '\n', (size_t)(end - line));
+		size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(end - line);
+		/* comments and blank lines are skipped by libssh2 itself */
+		kh_ok = libssh2_knownhost_readline(kh, line, n, LIBSSH2_KNOWNHOST_FILE_OPENSSH) == 0;
+		line += n;
+	}
+	if (!kh_ok) {
+		snprintf(err, errlen, "cannot read known_hosts %s%s%s: refusing to upload", S.known_hosts,
+			 S.kh_why ? ": " : "", S.kh_why ? S.kh_why : "");
 		if (kh)
 			libssh2_knownhost_free(kh);
 		return -1;
@@ -250,7 +263,8 @@ static int open_session(char *err, size_t errlen)
 	}
 	if (check_host_key(err, errlen) < 0)
 		return -1;
-	int rc = S.key_file ? libssh2_userauth_publickey_fromfile(S.session, S.user, NULL, S.key_file, S.passphrase)
+	int rc = S.key_data ? libssh2_userauth_publickey_frommemory(S.session, S.user, strlen(S.user), NULL, 0, S.key_data,
+								    S.key_len, S.passphrase)
 			    : libssh2_userauth_password(S.session, S.user, S.password ? S.password : "");
 	if (rc) {
 		snprintf(err, errlen, "SSH authentication as %s failed: %s", S.user, ssh_error());
@@ -473,9 +487,17 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		snprintf(err, errlen, "sftp: give key_file or password (or password_file)");
 		return UCGW_EXIT_CONFIG;
 	}
-	if (!S.fingerprint && (!S.known_hosts || access(S.known_hosts, R_OK) != 0)) {
-		snprintf(err, errlen, "sftp: no way to trust the server: known_hosts %s is not readable and no "
-				      "host_key_fingerprint is pinned", S.known_hosts ? S.known_hosts : "(unset)");
+	const char *why;
+	S.key_data = worker_file("key_file", &S.key_len, &why);
+	if (why) {
+		snprintf(err, errlen, "sftp.key_file: %s", why);
+		return UCGW_EXIT_CONFIG;
+	}
+	S.kh_data = worker_file("known_hosts", &S.kh_len, &S.kh_why);
+	if (!S.fingerprint && !S.kh_data) {
+		snprintf(err, errlen, "sftp: no way to trust the server: known_hosts %s is not readable (%s) and no "
+				      "host_key_fingerprint is pinned", S.known_hosts ? S.known_hosts : "(unset)",
+			 S.kh_why ? S.kh_why : "unset");
 		return UCGW_EXIT_CONFIG;
 	}
 	if (libssh2_init(0)) {

@@ -676,9 +676,16 @@ static struct lws_context *make_context(uv_loop_t *loop, const struct cfg_sectio
 	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.foreign_loops = loops; /* copied by lws_create_context */
 	info.retry_and_idle_policy = &retry;
-	info.client_ssl_ca_filepath = cfg_str(cfg, "ca_file");
-	info.client_ssl_cert_filepath = cfg_str(cfg, "cert_file");
-	info.client_ssl_private_key_filepath = cfg_str(cfg, "key_file");
+	/* The files as the supervisor read them (the worker may not be allowed
+	 * to open them). lws decodes one PEM object from each: the first CA
+	 * certificate of ca_file; an RSA or EC client key. */
+	size_t len;
+	if ((info.client_ssl_ca_mem = worker_file("ca_file", &len, NULL)))
+		info.client_ssl_ca_mem_len = (unsigned)len;
+	if ((info.client_ssl_cert_mem = worker_file("cert_file", &len, NULL)))
+		info.client_ssl_cert_mem_len = (unsigned)len;
+	if ((info.client_ssl_key_mem = worker_file("key_file", &len, NULL)))
+		info.client_ssl_key_mem_len = (unsigned)len;
 	return lws_create_context(&info);
 }
 
@@ -688,6 +695,15 @@ static int ws_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, si
 	if (parse_url(cfg_str(cfg, "server_url"), err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
 	read_settings(cfg);
+	static const char *const files[] = { "ca_file", "cert_file", "key_file" };
+	for (size_t i = 0; i < 3; i++) {
+		const char *why;
+		worker_file(files[i], NULL, &why);
+		if (why) {
+			snprintf(err, errlen, "websocket.%s: %s", files[i], why);
+			return UCGW_EXIT_CONFIG;
+		}
+	}
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
 	W.ctx = make_context(loop, cfg);
 	if (!W.ctx) {

@@ -28,6 +28,12 @@ static struct {
 	char health_detail[256];
 	struct job *head, *tail;
 	uv_signal_t sigterm, sigint;
+	bool sandbox;
+	struct wfile {
+		char *key, *data, *why; /* data (NUL-terminated) or why it could not be read */
+		size_t len;
+	} *files;
+	size_t nfiles;
 } w;
 
 uv_loop_t *worker_loop(void) { return w.loop; }
@@ -175,6 +181,64 @@ char *worker_expand(const char *tmpl)
 
 static char *dup_opt(const char *s) { return s ? xstrdup(s) : NULL; }
 
+const char *worker_file(const char *key, size_t *len, const char **why)
+{
+	for (size_t i = 0; i < w.nfiles; i++)
+		if (strcmp(w.files[i].key, key) == 0) {
+			if (len)
+				*len = w.files[i].len;
+			if (why)
+				*why = w.files[i].why;
+			return w.files[i].data;
+		}
+	if (len)
+		*len = 0;
+	if (why)
+		*why = NULL;
+	return NULL;
+}
+
+bool worker_sandboxed(void) { return w.sandbox; }
+
+static char *obj_dup(const msgpack_object *o, size_t *len)
+{
+	const char *p = o->type == MSGPACK_OBJECT_BIN ? o->via.bin.ptr : o->via.str.ptr;
+	size_t n = o->type == MSGPACK_OBJECT_BIN ? o->via.bin.size : o->via.str.size;
+	char *s = xmalloc(n + 1);
+	if (n)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	if (len)
+		*len = n;
+	return s;
+}
+
+/* The config's body: {"sandbox": bool, "files": {key: bin | str why}}. */
+static void take_body(const msgpack_object *body)
+{
+	w.sandbox = false;
+	if (!body || body->type != MSGPACK_OBJECT_MAP)
+		return;
+	const msgpack_object *sb = obj_get(body, "sandbox");
+	w.sandbox = sb && sb->type == MSGPACK_OBJECT_BOOLEAN && sb->via.boolean;
+	const msgpack_object *files = obj_get(body, "files");
+	if (!files || files->type != MSGPACK_OBJECT_MAP)
+		return;
+	w.files = xcalloc(files->via.map.size + 1, sizeof *w.files);
+	for (uint32_t i = 0; i < files->via.map.size; i++) {
+		const msgpack_object_kv *kv = &files->via.map.ptr[i];
+		if (kv->key.type != MSGPACK_OBJECT_STR ||
+		    (kv->val.type != MSGPACK_OBJECT_BIN && kv->val.type != MSGPACK_OBJECT_STR))
+			continue;
+		struct wfile *f = &w.files[w.nfiles++];
+		f->key = obj_dup(&kv->key, NULL);
+		if (kv->val.type == MSGPACK_OBJECT_BIN)
+			f->data = obj_dup(&kv->val, &f->len);
+		else
+			f->why = obj_dup(&kv->val, NULL);
+	}
+}
+
 static void take_job(const struct msg *m)
 {
 	struct job *j = xcalloc(1, sizeof *j);
@@ -245,6 +309,7 @@ static void handle_config(const struct msg *m)
 		log_msg(LOG_LVL_ERR, "bad configuration section: %s", err);
 		worker_stop(UCGW_EXIT_CONFIG);
 	}
+	take_body(MSG_HAS(m, FLD_BODY) ? m->body : NULL);
 	w.configured = true;
 	int rc = w.ops->init(w.loop, &w.cfg, err, sizeof err);
 	if (rc != 0) {

@@ -61,6 +61,14 @@ struct job *worker_jobs(void);
 /* "Bearer <JWT>": an HS256 token for this device, minted from secret and
  * minted again before it expires; NULL when secret is NULL. */
 const char *worker_bearer(const char *secret);
+/* A file of the section (ca_file, cert_file, key_file, known_hosts: the keys
+ * marked CFG_READ) as the supervisor read it at this start, since the worker
+ * itself may not be allowed to: its contents (NUL-terminated; *len without the
+ * NUL), or NULL with *why saying why it could not be read, or NULL with *why
+ * NULL when the key is not set. */
+const char *worker_file(const char *key, size_t *len, const char **why);
+/* Does this worker run sandboxed (security.sandbox)? */
+bool worker_sandboxed(void);
 /* Expand "{device_id}" in a template; caller frees. */
 char *worker_expand(const char *tmpl);
 

@@ -38,6 +38,24 @@ def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
 
 
+def writable_by_workers(path):
+    """The test worker's record file is its "server": when the tests run as root,
+    the workers run as security.worker_user (nobody), so the file must be
+    writable by anyone and its directories searchable."""
+    if os.geteuid() != 0:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a"):
+        pass
+    os.chmod(path, 0o666)
+    d = os.path.dirname(os.path.abspath(path))
+    while d != "/":
+        mode = os.stat(d).st_mode
+        if not mode & 0o001:
+            os.chmod(d, (mode & 0o7777) | 0o011)
+        d = os.path.dirname(d)
+
+
 class Gateway:
     """One ucgwd in its own directory. cfg is a dict written as YAML (JSON is YAML)."""
 
@@ -54,6 +72,9 @@ class Gateway:
         gw.setdefault("worker_dir", BIN)
         gw.setdefault("device_id", "test-cam-1")
         cfg.setdefault("metrics", {}).setdefault("listen", "")
+        record = (cfg.get("testworker") or {}).get("record")
+        if record:
+            writable_by_workers(record)
         self.cfg = cfg
         self.write_config(cfg)
         self.proc = None
