@@ -72,11 +72,11 @@ class FallbackTest(GatewayTest):
     def test_worker_killed_with_jobs_in_flight_each_delivered_once(self):
         mq = Mosquitto(self, users=USERS)
         sub = Subscriber(mq.port, "lpr/test-cam-1/data", "reader", "r")
-        gw = self.gateway(self.cfg(mq, delay_ms=3000))
+        # the worker holds each job 10 s: long enough for 20 sends on a slow (ASan, loaded) machine
+        gw = self.gateway(self.cfg(mq, delay_ms=10000))
         wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
         ids = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(20)]
-        time.sleep(0.5)
-        self.assertEqual(gw.workers()["testworker"]["inflight"], 20)
+        gw.wait_worker("testworker", lambda w: w["inflight"] == 20, what="20 jobs in flight")
         os.kill(gw.workers()["testworker"]["pid"], signal.SIGKILL)
         got = sub.wait(20)
         seen = [m["props"]["message-id"] for m in got]

@@ -328,10 +328,10 @@ class RouterTest(GatewayTest):
         self.assertGreater(len(delivered(self.tmp)), 40)
 
     def test_worker_killed_with_jobs_redelivers(self):
-        c = cfg(self.tmp, delay_ms=1500)
+        c = cfg(self.tmp, delay_ms=5000)  # every job still in flight after 10 sends on a slow machine
         gw = self.gateway(c)
         ids = {gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(10)}
-        time.sleep(0.3)
+        gw.wait_worker("testworker", lambda w: w["inflight"] == 10, what="10 jobs in flight")
         pid = gw.workers()["testworker"]["pid"]
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: {r[0] for r in delivered(self.tmp)} >= ids, timeout=30, what="redelivery after crash")
