@@ -131,7 +131,7 @@ class RouterTest(GatewayTest):
         gw = self.gateway(cfg(self.tmp))
         for wait in ([], ["--wait"]):
             r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "5000", "-w", "1000", "-p",
-                                "testworker", *wait], capture_output=True, text=True, timeout=120)
+                                "testworker", *wait], capture_output=True, text=True, timeout=400)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertEqual(json.loads(r.stdout)["failed"], 0)
         wait_for(lambda: len(delivered(self.tmp)) >= 10000, what="10000 deliveries")
