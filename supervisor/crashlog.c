@@ -148,8 +148,11 @@ static void summarize(const char *path, struct crash_summary *s)
 		if (in_stderr) {
 			if (strcmp(line, "--- end ---") == 0)
 				break;
-			if (line[0])
-				snprintf(last, sizeof last, "%s", line);
+			const char *l = line;
+			if (l[0] == '<' && l[1] >= '0' && l[1] <= '7' && l[2] == '>') /* a syslog priority */
+				l += 3;
+			if (l[0])
+				snprintf(last, sizeof last, "%s", l);
 		} else if (strncmp(line, "--- last ", 9) == 0) {
 			in_stderr = true;
 		} else if (strncmp(line, "exit: ", 6) == 0) {

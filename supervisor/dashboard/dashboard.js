@@ -42,7 +42,8 @@
     const d = def || fallback;
     const text = d[0] + ' ' + d[1];
     if (node.textContent !== text) node.textContent = text;
-    node.className = 'badge ' + d[2];
+    node.classList.remove('ok', 'warn', 'bad', 'muted');
+    node.classList.add('badge', d[2]);
   }
 
   function setText(node, text) {
@@ -53,6 +54,8 @@
   // ---- formatting ----
 
   function fmtRate(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2); }
+  // latencies are measured in whole milliseconds: 0 means under one
+  function fmtLat(v) { return v > 0 ? fmtMs(v) : '< 1 ms'; }
   function fmtMs(v) { return v >= 1000 ? (v / 1000).toFixed(2) + ' s' : v >= 10 ? v.toFixed(0) + ' ms' : v.toFixed(2) + ' ms'; }
   function fmtPct(v) { return v === null || v === undefined ? '–' : (v * 100).toFixed(v >= 0.9995 || v === 0 ? 0 : 1) + ' %'; }
   function fmtInt(v) { return Number(v).toLocaleString('en'); }
@@ -92,40 +95,46 @@
     if (h.end_s > state.endS) state.endS = h.end_s;
   }
 
+  // Bars of 5 s (60 across): the average per second of each, delivered above
+  // the line, failed or retried below it (its own scale, at least one pixel).
   function drawChart(svg, name) {
     const store = state.history[name] || new Map();
-    const W = HISTORY, H = 60, mid = 40; // delivered above the line, failures below
-    let max = 1, maxBad = 1, sumOk = 0, sumBad = 0, peak = 0;
-    for (const s of store.values()) {
-      max = Math.max(max, s.ok);
-      maxBad = Math.max(maxBad, s.bad);
+    const BUCKET = 5, N = HISTORY / BUCKET, W = HISTORY, H = 60, mid = 40;
+    const ok = new Array(N).fill(0), bad = new Array(N).fill(0);
+    let sumOk = 0, sumBad = 0, peak = 0;
+    const start = state.endS - HISTORY + 1;
+    for (const [t, s] of store) {
+      const i = Math.floor((t - start) / BUCKET);
+      if (i < 0 || i >= N) continue;
+      ok[i] += s.ok / BUCKET;
+      bad[i] += s.bad / BUCKET;
       sumOk += s.ok;
       sumBad += s.bad;
       peak = Math.max(peak, s.ok);
     }
-    let ok = '', bad = '';
-    for (let i = 0; i < HISTORY; i++) {
-      const s = store.get(state.endS - HISTORY + 1 + i);
-      if (!s) continue;
-      if (s.ok) {
-        const h = Math.max(1, (s.ok / max) * (mid - 2));
-        ok += 'M' + i + ' ' + (mid - h).toFixed(1) + 'h1v' + h.toFixed(1) + 'h-1z';
+    const max = Math.max(1, ...ok), maxBad = Math.max(1, ...bad);
+    let dOk = '', dBad = '';
+    for (let i = 0; i < N; i++) {
+      const x = i * BUCKET + 0.5;
+      if (ok[i] > 0) {
+        const h = Math.max(1, (ok[i] / max) * (mid - 2));
+        dOk += 'M' + x + ' ' + (mid - h).toFixed(1) + 'h4v' + h.toFixed(1) + 'h-4z';
       }
-      if (s.bad) {
-        const h = Math.max(1.5, (s.bad / maxBad) * (H - mid - 2));
-        bad += 'M' + i + ' ' + (mid + 0.5) + 'h1v' + h.toFixed(1) + 'h-1z';
+      if (bad[i] > 0) {
+        const h = Math.max(2, (bad[i] / maxBad) * (H - mid - 2));
+        dBad += 'M' + x + ' ' + (mid + 0.5) + 'h4v' + h.toFixed(1) + 'h-4z';
       }
     }
-    svg.querySelector('.bars-ok').setAttribute('d', ok || 'M0 0');
-    svg.querySelector('.bars-bad').setAttribute('d', bad || 'M0 0');
+    svg.querySelector('.bars-ok').setAttribute('d', dOk || 'M0 0');
+    svg.querySelector('.bars-bad').setAttribute('d', dBad || 'M0 0');
     svg.dataset.delivered = String(sumOk);
     svg.dataset.failed = String(sumBad);
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
-    const note = svg.nextElementSibling;
+    const note = svg.parentNode.querySelector('.chart-note');
     setText(note, 'Last 5 min: ' + fmtInt(sumOk) + ' delivered, ' + fmtInt(sumBad) + ' failed or retried; peak ' +
       fmtInt(peak) + '/s');
     svg.querySelector('title').textContent = name + ', last 5 minutes: ' + sumOk + ' delivered, ' + sumBad +
-      ' failed or retried';
+      ' failed or retried (bars of 5 s; top: delivered per second, bottom: failed or retried)';
   }
 
   // ---- actions ----
@@ -198,13 +207,15 @@
     const badPath = document.createElementNS(SVG, 'path');
     badPath.setAttribute('class', 'bars-bad');
     svg.append(title, axis, okPath, badPath);
+    const scale = el('div', { class: 'chart-scale', 'aria-hidden': 'true' });
+    scale.append(el('span', {}, '−5 min'), el('span', {}, 'now'));
     const note = el('p', { class: 'chart-note' }, '');
     const why = el('p', { class: 'why' }, '');
     const acts = el('div', { class: 'actions' });
     acts.hidden = true;
     acts.append(actionButton('Pause', 'pause', name), actionButton('Resume', 'resume', name),
       actionButton('Restart worker', 'restart', name));
-    card.append(head, why, figs, svg, note, acts);
+    card.append(head, why, figs, svg, scale, note, acts);
     $('protocols').append(card);
     return card;
   }
@@ -219,8 +230,8 @@
       setBadge(card.querySelector('.status'), STATUS[s.status], ['?', s.status.toUpperCase(), 'muted']);
       setText(card.querySelector('.f-rate'), fmtRate(s.rate_per_s));
       setText(card.querySelector('.f-success'), s.attempts_60s ? fmtPct(s.success_rate_60s) : '– (idle)');
-      setText(card.querySelector('.f-p50'), s.success ? fmtMs(s.p50_ms) : '–');
-      setText(card.querySelector('.f-p99'), s.success ? fmtMs(s.p99_ms) : '–');
+      setText(card.querySelector('.f-p50'), s.success ? fmtLat(s.p50_ms) : '–');
+      setText(card.querySelector('.f-p99'), s.success ? fmtLat(s.p99_ms) : '–');
       setText(card.querySelector('.f-total'), fmtInt(s.success));
       setText(card.querySelector('.f-queued'), fmtInt(s.queued) + ' · ' + fmtInt(s.inflight));
       card.querySelector('.f-total').dataset.value = String(s.success);
@@ -234,6 +245,8 @@
       setText(card.querySelector('.why'), why);
       drawChart(card.querySelector('svg'), name);
       card.querySelector('.actions').hidden = !d.gateway.actions;
+      card.querySelector('button[data-action="pause"]').hidden = s.paused;
+      card.querySelector('button[data-action="resume"]').hidden = !s.paused;
     }
     for (const card of document.querySelectorAll('.card[data-protocol]'))
       if (!seen.has(card.dataset.protocol)) card.remove();
@@ -257,7 +270,7 @@
       const tr = row(tbody, name, 'data-server', [['c-name', 'Server'], ['c-link', 'Link'], ['c-quality', 'Quality'],
         ['c-rtt num', 'Round trip'], ['c-loss num', 'Loss'], ['c-health', 'Health']]);
       const nameCell = tr.querySelector('.c-name');
-      if (!nameCell.firstChild) nameCell.append(el('b'), el('span', { class: 'mono crash-file' }));
+      if (!nameCell.firstChild) nameCell.append(el('b'), el('span', { class: 'mono' }));
       setText(nameCell.firstChild, name + ' ');
       setText(nameCell.lastChild, n.server || '');
       let link = tr.querySelector('.c-link .badge');
@@ -341,12 +354,21 @@
     state.errKey = key;
     const tbody = $('errors').tBodies[0];
     tbody.textContent = '';
-    for (const e of errs.slice(0, 20)) {
+    // the same failure again and again (a server down) is one row with a count
+    const groups = [];
+    for (const e of errs) {
+      const g = groups[groups.length - 1];
+      if (g && g.protocol === e.protocol && g.message === e.message) g.count++;
+      else groups.push(Object.assign({ count: 1 }, e));
+    }
+    for (const e of groups.slice(0, 15)) {
       const tr = el('tr');
+      const reason = el('td', { 'data-label': 'Reason' }, e.message);
+      if (e.count > 1) reason.append(el('span', { class: 'repeat' }, ' ×' + e.count + ' (the newest id shown)'));
       tr.append(el('td', { 'data-label': 'Time', class: 'num' }, fmtTime(e.time)),
         el('td', { 'data-label': 'Protocol' }, e.protocol),
         el('td', { 'data-label': 'Message id', class: 'id' }, e.id),
-        el('td', { 'data-label': 'Reason' }, e.message));
+        reason);
       tbody.append(tr);
     }
   }
