@@ -55,7 +55,7 @@
 
   function fmtRate(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2); }
   // latencies are measured in whole milliseconds: 0 means under one
-  function fmtLat(v) { return v > 0 ? fmtMs(v) : '< 1 ms'; }
+  function fmtLat(v) { return v >= 1 ? fmtMs(v) : '< 1 ms'; }
   function fmtMs(v) { return v >= 1000 ? (v / 1000).toFixed(2) + ' s' : v >= 10 ? v.toFixed(0) + ' ms' : v.toFixed(2) + ' ms'; }
   function fmtPct(v) { return v === null || v === undefined ? '–' : (v * 100).toFixed(v >= 0.9995 || v === 0 ? 0 : 1) + ' %'; }
   function fmtInt(v) { return Number(v).toLocaleString('en'); }
@@ -95,14 +95,18 @@
     if (h.end_s > state.endS) state.endS = h.end_s;
   }
 
-  // Bars of 5 s (60 across): the average per second of each, delivered above
-  // the line, failed or retried below it (its own scale, at least one pixel).
+  // 60 bars across the history there is (1 to 5 minutes, a bar of 1 to 5 s):
+  // the average per second of each, delivered above the line, failed or retried
+  // below it (its own scale, at least one pixel).
   function drawChart(svg, name) {
     const store = state.history[name] || new Map();
-    const BUCKET = 5, N = HISTORY / BUCKET, W = HISTORY, H = 60, mid = 40;
+    let oldest = state.endS;
+    for (const t of store.keys()) oldest = Math.min(oldest, t);
+    const minutes = Math.min(HISTORY / 60, Math.max(1, Math.ceil((state.endS - oldest + 1) / 60)));
+    const N = 60, BUCKET = minutes, SPAN = N * BUCKET, W = 300, H = 60, mid = 40, BW = W / N;
     const ok = new Array(N).fill(0), bad = new Array(N).fill(0);
     let sumOk = 0, sumBad = 0, peak = 0;
-    const start = state.endS - HISTORY + 1;
+    const start = state.endS - SPAN + 1;
     for (const [t, s] of store) {
       const i = Math.floor((t - start) / BUCKET);
       if (i < 0 || i >= N) continue;
@@ -115,14 +119,14 @@
     const max = Math.max(1, ...ok), maxBad = Math.max(1, ...bad);
     let dOk = '', dBad = '';
     for (let i = 0; i < N; i++) {
-      const x = i * BUCKET + 0.5;
+      const x = i * BW + 0.5, w = BW - 1;
       if (ok[i] > 0) {
         const h = Math.max(1, (ok[i] / max) * (mid - 2));
-        dOk += 'M' + x + ' ' + (mid - h).toFixed(1) + 'h4v' + h.toFixed(1) + 'h-4z';
+        dOk += 'M' + x + ' ' + (mid - h).toFixed(1) + 'h' + w + 'v' + h.toFixed(1) + 'h-' + w + 'z';
       }
       if (bad[i] > 0) {
         const h = Math.max(2, (bad[i] / maxBad) * (H - mid - 2));
-        dBad += 'M' + x + ' ' + (mid + 0.5) + 'h4v' + h.toFixed(1) + 'h-4z';
+        dBad += 'M' + x + ' ' + (mid + 0.5) + 'h' + w + 'v' + h.toFixed(1) + 'h-' + w + 'z';
       }
     }
     svg.querySelector('.bars-ok').setAttribute('d', dOk || 'M0 0');
@@ -130,11 +134,12 @@
     svg.dataset.delivered = String(sumOk);
     svg.dataset.failed = String(sumBad);
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+    setText(svg.parentNode.querySelector('.chart-scale span'), '−' + minutes + ' min');
     const note = svg.parentNode.querySelector('.chart-note');
-    setText(note, 'Last 5 min: ' + fmtInt(sumOk) + ' delivered, ' + fmtInt(sumBad) + ' failed or retried; peak ' +
+    setText(note, 'Last ' + minutes + ' min: ' + fmtInt(sumOk) + ' delivered, ' + fmtInt(sumBad) + ' failed or retried; peak ' +
       fmtInt(peak) + '/s');
-    svg.querySelector('title').textContent = name + ', last 5 minutes: ' + sumOk + ' delivered, ' + sumBad +
-      ' failed or retried (bars of 5 s; top: delivered per second, bottom: failed or retried)';
+    svg.querySelector('title').textContent = name + ', last ' + minutes + ' min: ' + sumOk + ' delivered, ' + sumBad +
+      ' failed or retried (bars of ' + BUCKET + ' s; top: delivered per second, bottom: failed or retried)';
   }
 
   // ---- actions ----
