@@ -499,7 +499,7 @@ static int run_queue(int argc, char **argv)
 	const msgpack_object *b;
 	bool needs_id = strcmp(action, "retry") == 0 || strcmp(action, "purge") == 0 || strcmp(action, "requeue") == 0;
 	if ((needs_id && argc != 2) || (!needs_id && argc > 1)) {
-		fprintf(stderr, "ucgwctl: usage: ucgwctl queue [list | dead | retry ID|all | purge ID | requeue ID]\n");
+		fprintf(stderr, "ucgwctl: usage: ucgwctl queue [list | dead | retry ID|all | purge ID | requeue ID|all]\n");
 		return EXIT_USAGE;
 	}
 	const char *kv[] = { "action", action, "id", needs_id ? argv[1] : "" };
@@ -702,7 +702,7 @@ static const struct command commands[] = {
 	{ "shutdown", "", "stop the daemon after the work in flight", 0, 0, run_shutdown },
 	{ "send", "[OPTIONS] DATA|@FILE|-", "send metadata (JSON); prints its id, or the outcome with --wait", 1, -1, run_send },
 	{ "send-file", "[OPTIONS] PATH", "send a file (sftp, rsync); --wait shows progress", 1, -1, run_send_file },
-	{ "queue", "[dead|retry ID|all|purge ID|requeue ID]", "the messages waiting in the spool", 0, 2, run_queue },
+	{ "queue", "[dead|retry ID|all|purge ID|requeue ID|all]", "the messages waiting in the spool", 0, 2, run_queue },
 	{ "stats", "", "per-protocol counters and latency", 0, 0, run_stats },
 	{ "trace", "ID", "the route a message has taken", 1, 1, run_trace },
 	{ "decrypt", "[--key-file F] PAYLOAD|-", "print the plaintext of an encrypted payload (AES-256-GCM)", 1, -1,

@@ -348,8 +348,11 @@ class DashboardTest(GatewayTest):
         self.assertIn("the body is not JSON", json.loads(raw)["error"])
         self.assertEqual(self.post("explode")[0], 404)
         self.assertEqual(http(self.port, "GET", "/api/actions/restart")[0], 405)
-        # ucgwctl learnt the same: queue requeue all
         self.assertIn("dashboard action: restart testworker", gw.log_text())
+        # ucgwctl learnt the same: queue requeue all
+        wait_for(lambda: len(gw.ctl_json("queue", "dead")) == 1, what="dead again")
+        self.assertEqual(gw.ctl_json("queue", "requeue", "all"), {"requeued": 1})
+        wait_for(lambda: gw.ctl_json("stats")["testworker"]["failure"] == 3, what="tried a third time")
 
     def test_cross_site_requests_refused(self):
         gw = self.gw(actions=True)
