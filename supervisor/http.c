@@ -241,6 +241,31 @@ static char *trim(char *s)
 	return s;
 }
 
+/* Content-Length, read without touching the buffer: -1 none, -2 malformed. */
+static long content_length_of(const char *req, size_t hlen)
+{
+	static const char name[] = "content-length:";
+	long v = -1;
+	for (const char *p = req, *end = req + hlen; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			break;
+		if ((size_t)(nl - p) > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
+			const char *q = p + sizeof name - 1;
+			while (*q == ' ' || *q == '\t')
+				q++;
+			char *e;
+			v = strtol(q, &e, 10);
+			while (*e == ' ' || *e == '\t' || *e == '\r')
+				e++;
+			if (e == q || *e != '\n' || v < 0)
+				return -2;
+		}
+		p = nl + 1;
+	}
+	return v;
+}
+
 /* 1 parsed, 0 need more bytes, -1 malformed (err set). */
 static int parse(struct conn *c, struct request *r, char *err, size_t errlen)
 {
@@ -253,9 +278,13 @@ static int parse(struct conn *c, struct request *r, char *err, size_t errlen)
 	} else {
 		return 0;
 	}
+	/* A body may come in later reads: wait for all of it before the headers are
+	 * cut up in place (a second look must find them as they came). */
+	long cl = content_length_of(c->req, hlen);
+	if (cl > 0 && cl <= MAX_BODY && c->len < hlen + (size_t)cl)
+		return 0;
 	memset(r, 0, sizeof *r);
 	r->content_length = -1;
-	/* the body starts after the headers: look at its length before cutting them up */
 	char target[512] = "";
 	if (sscanf(c->req, "%7s %511s", r->method, target) != 2) {
 		snprintf(err, errlen, "bad request line");

@@ -354,6 +354,32 @@ class DashboardTest(GatewayTest):
         self.assertEqual(gw.ctl_json("queue", "requeue", "all"), {"requeued": 1})
         wait_for(lambda: gw.ctl_json("stats")["testworker"]["failure"] == 3, what="tried a third time")
 
+    def test_body_in_a_later_packet(self):
+        """A browser may send the headers and the body in two writes."""
+        gw = self.gw(actions=True)
+        body = b'{"name": "testworker"}'
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(("POST /api/actions/pause HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                       "Content-Length: %d\r\n\r\n" % (self.port, len(body))).encode())
+            time.sleep(0.3)
+            s.sendall(body[:5])
+            time.sleep(0.2)
+            s.sendall(body[5:])
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data)
+        self.assertTrue(gw.workers()["testworker"]["paused"])
+        status, _, raw = http(self.port, "POST", "/api/actions/pause", {"Content-Type": "application/json",
+                                                                         "Content-Length": "12x"}, "{}")
+        self.assertEqual(status, 400)
+        status, _, raw = http(self.port, "POST", "/api/actions/pause", {"Content-Type": "application/json",
+                                                                         "Content-Length": "99999"}, "{}")
+        self.assertEqual(status, 413)
+
     def test_cross_site_requests_refused(self):
         gw = self.gw(actions=True)
         own = "http://127.0.0.1:%d" % self.port
