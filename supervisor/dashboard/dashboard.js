@@ -384,6 +384,7 @@
     const trouble = st.length - up;
     let def;
     if (d.gateway.state === 'stopping') def = ['■', 'STOPPING', 'warn'];
+    else if (st.length && st.every((s) => s === 'paused')) def = ['‖', 'PAUSED', 'warn'];
     else if (st.length && up === 0) def = ['✕', 'DOWN', 'bad'];
     else if (trouble || d.spool.near_limit) def = ['⚠', 'DEGRADED', 'warn'];
     else def = ['✓', 'HEALTHY', 'ok'];

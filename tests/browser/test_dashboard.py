@@ -94,15 +94,11 @@ class BrowserDashboardTest(GatewayTest):
             return "broker started, rest and websocket resumed"
         raise AssertionError("the browser script asked for an unknown step %r" % name)
 
-    def test_dashboard_in_chromium(self):
-        self.scene()
+    def run_browser(self, mode, **env):
         os.makedirs(ARTIFACTS, exist_ok=True)
-        for f in os.listdir(ARTIFACTS):
-            if f.startswith("dashboard-") and f.endswith(".png"):
-                os.unlink(os.path.join(ARTIFACTS, f))
         url = "http://127.0.0.1:%d/" % self.port
-        env = dict(os.environ, UCGW_CHROMIUM=CHROMIUM, UCGW_ARTIFACTS=ARTIFACTS)
-        node = self.spawn([NODE, os.path.join(HERE, "dashboard.test.mjs"), url], stdin=subprocess.PIPE,
+        env = dict(os.environ, UCGW_CHROMIUM=CHROMIUM, UCGW_ARTIFACTS=ARTIFACTS, **env)
+        node = self.spawn([NODE, os.path.join(HERE, "dashboard.test.mjs"), url, mode], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=HERE)
         out = []
         for line in node.stdout:
@@ -115,7 +111,33 @@ class BrowserDashboardTest(GatewayTest):
                 node.stdin.flush()
         rc = node.wait(30)
         self.assertEqual(rc, 0, "the browser script failed:\n" + "".join(out[-30:]))
+
+    def test_dashboard_in_chromium(self):
+        """The whole page against three real servers: a burst, kill -9, a broker
+        stopped, a spool near its limit, buttons, a phone-sized screen."""
+        self.scene()
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        for f in os.listdir(ARTIFACTS):
+            if f.startswith("dashboard-") and f.endswith(".png"):
+                os.unlink(os.path.join(ARTIFACTS, f))
+        self.run_browser("full")
         self.assertTrue(os.path.exists(os.path.join(ARTIFACTS, "dashboard-desktop.png")))
+
+    def test_key_field_when_auth_is_required(self):
+        key = "browser-test-key-0123456789"
+        os.environ["UCGW_API_KEY"] = key  # the harness's own ucgwctl
+        self.addCleanup(os.environ.pop, "UCGW_API_KEY", None)
+        self.port = free_port()
+        self.gw = self.gateway({"metrics": {"listen": "127.0.0.1:%d" % self.port, "dashboard_actions": True},
+                                "security": {"require_auth": True, "api_keys": [key]}, "testworker": {}})
+        self.run_browser("auth", UCGW_TEST_KEY=key)
+        self.assertTrue(self.gw.workers()["testworker"]["paused"])
+        self.assertIn("dashboard action pause refused: unauthorized: missing credentials", self.gw.log_text())
+
+    def test_read_only_by_default(self):
+        self.port = free_port()
+        self.gw = self.gateway({"metrics": {"listen": "127.0.0.1:%d" % self.port}, "testworker": {}})
+        self.run_browser("readonly")
 
 
 if __name__ == "__main__":
