@@ -82,8 +82,9 @@ void wait_status_str(int status, char *buf, size_t len)
 	if (WIFEXITED(status))
 		snprintf(buf, len, "exit status %d", WEXITSTATUS(status));
 	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "killed by signal %d (SIG%s)%s", WTERMSIG(status),
+		snprintf(buf, len, "killed by signal %d (SIG%s)%s%s", WTERMSIG(status),
 			 sigabbrev_np(WTERMSIG(status)) ? sigabbrev_np(WTERMSIG(status)) : "?",
+			 WTERMSIG(status) == SIGSYS ? " (bad system call: the seccomp filter refused a call)" : "",
 			 WCOREDUMP(status) ? ", core dumped" : "");
 	else
 		snprintf(buf, len, "unknown wait status 0x%x", status);

@@ -9,10 +9,12 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/jwt.h"
 #include "ipc/channel.h"
+#include "workers/sandbox.h"
 
 #define SUPERVISOR_FD 3
 
@@ -27,7 +29,7 @@ static struct {
 	uint64_t rtt_us;
 	char health_detail[256];
 	struct job *head, *tail;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sigusr2;
 	bool sandbox;
 	struct wfile {
 		char *key, *data, *why; /* data (NUL-terminated) or why it could not be read */
@@ -317,8 +319,25 @@ static void handle_config(const struct msg *m)
 		w.configured = false; /* nothing to shut down */
 		worker_stop(rc);
 	}
+	/* The library is set up and the configuration read: from here on only the
+	 * calls this worker needs (workers/sandbox.c). Never run unfiltered when
+	 * the sandbox is asked for. */
+	if (w.sandbox && sandbox_install(w.ops->name, err, sizeof err) < 0) {
+		log_msg(LOG_LVL_ERR, "%s", err);
+		worker_stop(UCGW_EXIT_CONFIG);
+	}
 	struct msg r = { .type = MSG_READY };
 	send_msg(&r);
+}
+
+/* Tests only: with UCGW_TEST_FORBIDDEN_SYSCALL=1 in the environment, SIGUSR2
+ * makes the worker call personality(2), which no allow-list has (a query that
+ * changes nothing where it is allowed), to prove that the filter kills. */
+static void on_forbidden_test(uv_signal_t *h, int sig)
+{
+	log_warnx("SIGUSR2 with UCGW_TEST_FORBIDDEN_SYSCALL: calling personality(2), which the sandbox forbids");
+	long rc = syscall(SYS_personality, 0xffffffffUL);
+	log_warnx("personality(2) returned %ld: the sandbox is off", rc);
 }
 
 /* supervisor -> worker */
@@ -394,6 +413,11 @@ int worker_main(int argc, char **argv, const struct worker_ops *ops)
 	uv_signal_start(&w.sigterm, on_signal, SIGTERM);
 	uv_signal_init(w.loop, &w.sigint);
 	uv_signal_start(&w.sigint, on_signal, SIGINT);
+	const char *forbidden = getenv("UCGW_TEST_FORBIDDEN_SYSCALL");
+	if (forbidden && strcmp(forbidden, "1") == 0) {
+		uv_signal_init(w.loop, &w.sigusr2);
+		uv_signal_start(&w.sigusr2, on_forbidden_test, SIGUSR2);
+	}
 	struct msg hello = { .type = MSG_HELLO, .version = UCGW_PROTO_VERSION, .name = ops->name,
 			     .pid = (uint64_t)getpid() };
 	send_msg(&hello);

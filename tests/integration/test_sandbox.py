@@ -1,0 +1,135 @@
+"""The workers' sandbox (issue #7): when the tests run as root, every worker runs
+as the unprivileged worker user, with no_new_privs, a seccomp filter and no
+core dumps; a forbidden system call kills the worker with SIGSYS, its crash log
+says so and names the call, and the supervisor starts it again."""
+import glob
+import os
+import pwd
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from lprpeer import LprPeer  # noqa: E402
+from ucgwtest import GatewayTest, wait_for  # noqa: E402
+
+ROOT = os.geteuid() == 0
+
+
+def status(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def core_limit(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max core file size"):
+                return line.split()[4:6]
+    return None
+
+
+def worker_user():
+    for name in ("ucgw", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+    return None
+
+
+def unreachable_config():
+    """Every protocol's worker, each pointed at a closed port: they start,
+    initialise their library and install their filter all the same."""
+    return {
+        "gateway": {"restart_backoff_min_ms": 50, "log_level": "info"},
+        "websocket": {"server_url": "ws://127.0.0.1:9/"},
+        "rest": {"base_url": "http://127.0.0.1:9"},
+        "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "t"},
+        "sftp": {"host": "127.0.0.1", "username": "u", "port": 9, "password": "x",
+                 "host_key_fingerprint": "SHA256:none"},
+        "rsync": {"remote_host": "127.0.0.1", "remote_user": "u", "options": ["-a"]},
+        "testworker": {},
+    }
+
+
+class SandboxTest(GatewayTest):
+    def tearDown(self):
+        os.environ.pop("UCGW_TEST_FORBIDDEN_SYSCALL", None)
+        super().tearDown()
+
+    def test_every_worker_confined(self):
+        gw = self.gateway(unreachable_config())
+        ws = gw.workers()
+        self.assertEqual(len(ws), 6)
+        user = worker_user()
+        for name, w in ws.items():
+            self.assertEqual(w["state"], "ready", w)
+            st = status(w["pid"])
+            self.assertEqual(st["NoNewPrivs"].strip(), "1", name)
+            self.assertEqual(st["Seccomp"].strip(), "2", name)  # filter mode
+            self.assertEqual(core_limit(w["pid"]), ["0", "0"], name)
+            if ROOT:
+                uids, gids = st["Uid"].split(), st["Gid"].split()
+                self.assertEqual(set(uids), {str(user.pw_uid)}, "%s: real, effective, saved, fs uid" % name)
+                self.assertEqual(set(gids), {str(user.pw_gid)}, name)
+                self.assertEqual(st["Groups"].split(), [str(user.pw_gid)], name)
+                self.assertEqual(st["CapEff"].strip(), "0000000000000000", name)
+        self.assertEqual(status(gw.proc.pid)["Seccomp"].strip(), "0")  # the supervisor itself is not filtered
+
+    def test_forbidden_call_dies_of_sigsys_and_restarts(self):
+        os.environ["UCGW_TEST_FORBIDDEN_SYSCALL"] = "1"
+        peer = LprPeer(self)
+        gw = self.gateway({"gateway": {"restart_backoff_min_ms": 50},
+                           "rest": {"base_url": peer.http_url()}})
+        gw.wait_worker("rest", lambda w: w["connected"], what="rest connected")
+        rc, out, err = gw.ctl("send", "--protocol", "rest", "--wait", '{"n":1}')
+        self.assertEqual(rc, 0, err)
+        old = gw.workers()["rest"]
+        os.kill(old["pid"], signal.SIGUSR2)  # the worker calls personality(2)
+        new = gw.wait_worker("rest", lambda w: w["pid"] != old["pid"] and w["state"] == "ready",
+                             what="rest restarted")
+        self.assertEqual(new["restarts"], 1)
+        self.assertIn("SIGSYS", new["last_exit"])
+        self.assertIn("seccomp", new["last_exit"])
+        logs = glob.glob(os.path.join(gw.dir, "crash", "rest", "*.log"))
+        self.assertEqual(len(logs), 1)
+        with open(logs[0]) as f:
+            text = f.read()
+        self.assertIn("signal: 31 (SIGSYS)", text)
+        self.assertIn("bad system call: the seccomp filter refused a call", text)
+        self.assertIn("seccomp: forbidden system call personality", text)  # the handler's line, from stderr
+        self.assertIn("worker rest pid %d killed by signal 31 (SIGSYS)" % old["pid"], gw.log_text())
+        # back to work: connected again, and delivering
+        gw.wait_worker("rest", lambda w: w["connected"], what="rest connected again")
+        rc, out, err = gw.ctl("send", "--protocol", "rest", "--wait", '{"n":2}')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([r["body"] for r in peer.records("http")], ['{"n":1}', '{"n":2}'])
+
+    def test_sandbox_off_is_loud(self):
+        os.environ["UCGW_TEST_FORBIDDEN_SYSCALL"] = "1"
+        gw = self.gateway({"testworker": {}, "security": {"sandbox": False}})
+        self.assertIn("security.sandbox is false", gw.log_text())
+        w = gw.workers()["testworker"]
+        st = status(w["pid"])
+        self.assertEqual(st["Seccomp"].strip(), "0")
+        os.kill(w["pid"], signal.SIGUSR2)
+        wait_for(lambda: "the sandbox is off" in gw.log_text(), what="personality(2) allowed")
+        time.sleep(0.3)
+        self.assertEqual(gw.workers()["testworker"]["pid"], w["pid"])
+
+    @unittest.skipUnless(ROOT, "the worker user is used only when ucgwd runs as root")
+    def test_unknown_worker_user_is_a_config_error(self):
+        gw = self.gateway({"testworker": {}, "security": {"worker_user": "no-such-user-ucgw"}})
+        w = gw.wait_worker("testworker", lambda w: w["state"] == "failed")
+        self.assertIn("exit status 2", w["last_exit"])
+        self.assertEqual(w["restarts"], 1)
+        self.assertIn("security.worker_user 'no-such-user-ucgw' does not exist", gw.log_text())
+        logs = glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log"))
+        with open(logs[0]) as f:
+            self.assertIn("does not exist", f.read())
+
+
+if __name__ == "__main__":
+    unittest.main()
