@@ -37,8 +37,22 @@ static void same(const struct msg *a, const struct msg *b)
 	if ((a->section == NULL) != (b->section == NULL) || a->section_len != b->section_len ||
 	    (a->section_len && memcmp(a->section, b->section, a->section_len) != 0))
 		abort();
-	if ((a->body == NULL) != (b->body == NULL) || (a->body && !msgpack_object_equal(*a->body, *b->body)))
+	if ((a->body == NULL) != (b->body == NULL))
 		abort();
+	if (a->body) { /* compared as packed bytes: a NaN in a body is not equal to itself */
+		msgpack_sbuffer pa, pb;
+		msgpack_sbuffer_init(&pa);
+		msgpack_sbuffer_init(&pb);
+		msgpack_packer pk;
+		msgpack_packer_init(&pk, &pa, msgpack_sbuffer_write);
+		msgpack_pack_object(&pk, *a->body);
+		msgpack_packer_init(&pk, &pb, msgpack_sbuffer_write);
+		msgpack_pack_object(&pk, *b->body);
+		if (pa.size != pb.size || memcmp(pa.data, pb.data, pa.size) != 0)
+			abort();
+		msgpack_sbuffer_destroy(&pa);
+		msgpack_sbuffer_destroy(&pb);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
