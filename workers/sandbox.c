@@ -138,6 +138,8 @@ static const char *const rsync_calls[] = {
  * release build. */
 static const char *const sanitizer_calls[] = {
 	"clone", "ptrace", "wait4", "waitid", "prctl", "openat", "open", "readlink", "readlinkat", "getdents64",
+	"getdents", /* LeakSanitizer's tracer lists /proc/PID/task with the old call: without it the
+		     * tracer dies of SIGSYS and the worker spins at exit until SIGKILL */
 	"getppid", "sched_getaffinity", "prlimit64", "getrlimit", "setrlimit", "dup", "dup2", "dup3", "pipe",
 	"execve", "kill", "set_robust_list", "rseq", "ioctl", "access", "faccessat", "faccessat2", "sysinfo",
 	NULL,
