@@ -12,6 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
+from mosquitto import Mosquitto  # noqa: E402
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
 
 ROOT = os.geteuid() == 0
@@ -106,6 +107,23 @@ class SandboxTest(GatewayTest):
         rc, out, err = gw.ctl("send", "--protocol", "rest", "--wait", '{"n":2}')
         self.assertEqual(rc, 0, err)
         self.assertEqual([r["body"] for r in peer.records("http")], ['{"n":1}', '{"n":2}'])
+
+    def test_host_names_resolved_inside_the_sandbox(self):
+        # getaddrinfo under the filter: /etc/hosts, nsswitch, libcurl's resolver thread
+        mq = Mosquitto(self)
+        peer = LprPeer(self)
+        gw = self.gateway({
+            "mqtt": {"broker_url": "localhost:%d" % mq.port},
+            "rest": {"base_url": peer.http_url().replace("127.0.0.1", "localhost")},
+            "websocket": {"server_url": peer.ws_url().replace("127.0.0.1", "localhost")},
+        })
+        for p in ("mqtt", "rest", "websocket"):
+            gw.wait_worker(p, lambda w: w["connected"], what="%s connected by name" % p)
+            o = gw.ctl_json("send", "--protocol", p, "--wait", '{"by":"name"}')
+            self.assertEqual(o["status"], "ok", o)
+        self.assertEqual({n: w["restarts"] for n, w in gw.workers().items()},
+                         {"mqtt": 0, "rest": 0, "websocket": 0})
+        self.assertNotIn("SIGSYS", gw.log_text())
 
     def test_sandbox_off_is_loud(self):
         os.environ["UCGW_TEST_FORBIDDEN_SYSCALL"] = "1"
