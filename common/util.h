@@ -9,6 +9,7 @@
 #define UCGW_ID_LEN 26 /* a ULID: 48-bit milliseconds + 80 random bits, Crockford base32 */
 
 uint64_t now_ms(void);      /* CLOCK_MONOTONIC */
+uint64_t now_us(void);      /* CLOCK_MONOTONIC, microseconds: latencies */
 uint64_t wall_ms(void);     /* CLOCK_REALTIME */
 void id_new(char out[UCGW_ID_LEN + 1]);
 bool id_valid(const char *s);

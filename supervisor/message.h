@@ -25,6 +25,7 @@ struct hop {                  /* one attempt */
 	uint8_t status;           /* enum job_status, or 255 while in flight */
 	uint64_t start_wall_ms;
 	uint32_t ms;              /* how long the attempt took */
+	uint32_t us;              /* the same in microseconds (capped): latency statistics */
 	char error[120];
 };
 
@@ -53,6 +54,7 @@ struct smsg {
 	uint64_t next_try_ms;     /* SM_WAITING: monotonic ms */
 	uint64_t backoff_ms;
 	uint64_t job_seq, job_gen, job_start_ms; /* SM_INFLIGHT */
+	uint64_t job_start_us;
 	uint64_t progress_ms;     /* last progress report: a long transfer is not a stuck one */
 	char worker[16];          /* SM_INFLIGHT: the worker holding it */
 	bool permfail[8];         /* per protocol index: said permfail this round */

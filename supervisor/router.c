@@ -386,6 +386,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	m->job_seq = j.seq;
 	m->job_gen = p->gen;
 	m->job_start_ms = now_ms();
+	m->job_start_us = now_us();
 	m->attempts++;
 	if (m->nroute == MAX_ROUTE) { /* keep the first hop and the latest ones */
 		memmove(&m->route[1], &m->route[2], (MAX_ROUTE - 2) * sizeof m->route[0]);
@@ -523,6 +524,8 @@ static void hop_end(struct smsg *m, enum job_status st, const char *err)
 	struct hop *h = &m->route[m->nroute - 1];
 	h->status = (uint8_t)st;
 	h->ms = (uint32_t)(now_ms() - m->job_start_ms);
+	uint64_t us = now_us() - m->job_start_us;
+	h->us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 	snprintf(h->error, sizeof h->error, "%s", err ? err : "");
 	if (err)
 		snprintf(m->last_error, sizeof m->last_error, "%s: %s", h->protocol, err);

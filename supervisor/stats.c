@@ -52,7 +52,7 @@ void stats_result(struct rproto *rp, const struct smsg *m, enum job_status st)
 	case JOB_OK:
 		rp->st.success++;
 		rp->st.bytes += m->size;
-		latency_add(&rp->st.lat, (uint64_t)h->ms * 1000);
+		latency_add(&rp->st.lat, h->us);
 		break;
 	case JOB_RETRY: rp->st.retries++; break;
 	case JOB_PERMFAIL: rp->st.failure++; break;

@@ -100,8 +100,6 @@ static void fail_all(struct wlist *l, const char *why)
 
 static void schedule_reconnect(void);
 
-static uint64_t now_us(void) { return uv_hrtime() / 1000; }
-
 /* The connection is gone (or never came): everything in hand is retried, since
  * the server may or may not have it; the id lets it drop a duplicate. */
 static void went_down(const char *why)

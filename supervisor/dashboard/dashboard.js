@@ -54,8 +54,8 @@
   // ---- formatting ----
 
   function fmtRate(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2); }
-  // latencies are measured in whole milliseconds: 0 means under one
-  function fmtLat(v) { return v >= 1 ? fmtMs(v) : '< 1 ms'; }
+  // latencies are measured in microseconds, in quarter-octave buckets
+  function fmtLat(v) { return v >= 1 ? fmtMs(v) : v >= 0.001 ? (v * 1000).toFixed(0) + ' µs' : '< 1 µs'; }
   function fmtMs(v) { return v >= 1000 ? (v / 1000).toFixed(2) + ' s' : v >= 10 ? v.toFixed(0) + ' ms' : v.toFixed(2) + ' ms'; }
   function fmtPct(v) { return v === null || v === undefined ? '–' : (v * 100).toFixed(v >= 0.9995 || v === 0 ? 0 : 1) + ' %'; }
   function fmtInt(v) { return Number(v).toLocaleString('en'); }
