@@ -233,7 +233,12 @@ class FaultTest(GatewayTest):
             load.join(30)
         self.assertGreater(len(load.accepted), 300)
         self.check_everything_arrived(load, restarts)
-        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=60, what="spool empty")
+        try:
+            wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=60, what="spool empty")
+        except AssertionError as e:  # say what is left, and why
+            left = gw.ctl_json("queue") + gw.ctl_json("queue", "dead")
+            raise AssertionError("%s; left in the spool: %s; workers: %s" % (
+                e, json.dumps(left[:10]), json.dumps(gw.workers()))) from None
 
     @unittest.skipUnless(os.getuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
     def test_full_file_system_refuses_instead_of_losing(self):
