@@ -23,6 +23,7 @@ struct channel {
 	const struct channel_ops *ops;
 	void *arg;
 	bool closed, congested, in_callback;
+	int events; /* what the poll handle watches now (0: not started) */
 
 	char *rbuf;
 	size_t rlen, rcap;
@@ -246,9 +247,14 @@ static void on_poll(uv_poll_t *h, int status, int events)
 		channel_update_poll(ch);
 }
 
+/* Only when the events change: libuv's uv_poll_start takes the descriptor out
+ * of epoll and puts it back (two epoll_ctl) even when nothing changed. */
 static void channel_update_poll(struct channel *ch)
 {
 	int ev = UV_READABLE | (ch->wlen > ch->woff ? UV_WRITABLE : 0);
+	if (ev == ch->events)
+		return;
+	ch->events = ev;
 	uv_poll_start(&ch->poll, ev, on_poll);
 }
 

@@ -188,10 +188,18 @@ void msg_encode(const struct msg *m, msgpack_sbuffer *out)
 	h[3] = (unsigned char)len;
 }
 
+/* Called for every key against every field name (find_field): a mismatch is
+ * seen at the first differing byte, without measuring s first. */
 static bool key_is(const msgpack_object *k, const char *s)
 {
-	size_t n = strlen(s);
-	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, s, n) == 0;
+	if (k->type != MSGPACK_OBJECT_STR)
+		return false;
+	const char *p = k->via.str.ptr;
+	size_t n = k->via.str.size;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] != p[i] || !s[i])
+			return false;
+	return s[n] == '\0';
 }
 
 static int find_field(const msgpack_object *k)
