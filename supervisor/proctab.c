@@ -238,7 +238,10 @@ static void on_channel_error(struct channel *ch, const char *why, void *arg)
 	if (p->pid > 0 && !p->stop_requested) {
 		char reason[160];
 		snprintf(reason, sizeof reason, "socket to the worker failed: %s", why);
+		bool before = p->kill_reason[0] != '\0';
 		proc_kill(p, reason);
+		if (!before) /* its end closed first: the worker was on its way out already */
+			p->killed_for_cause = false;
 	}
 }
 
@@ -298,6 +301,7 @@ static void proc_start(struct proc *p)
 	p->ping_seq = 0;
 	p->hello_seen = false;
 	p->kill_reason[0] = '\0';
+	p->killed_for_cause = false;
 	p->stop_requested = p->restart_requested = false;
 	p->connected = false;
 	p->health[0] = '\0';
@@ -322,6 +326,7 @@ void proc_kill(struct proc *p, const char *reason)
 	if (p->pid <= 0)
 		return;
 	if (!p->kill_reason[0]) {
+		p->killed_for_cause = true;
 		snprintf(p->kill_reason, sizeof p->kill_reason, "%s", reason);
 		log_warnx("worker %s (pid %d): %s; killing it", p->name, (int)p->pid, reason);
 	}
@@ -393,6 +398,8 @@ static void proc_exited(struct proc *p, int wstatus)
 	}
 	snprintf(p->last_exit, sizeof p->last_exit, "%s", how);
 	bool expected = p->stop_requested || sup.stopping;
+	p->blameless_exit = expected || p->restart_requested ||
+			    (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL && !p->killed_for_cause);
 	log_msg(expected ? LOG_LVL_INFO : LOG_LVL_WARN, "worker %s pid %d %s after %llu ms%s%s", p->name,
 		(int)p->pid, how, (unsigned long long)ran, p->kill_reason[0] ? ": " : "", p->kill_reason);
 	if (!expected) {

@@ -39,6 +39,9 @@ struct proc {
 	bool hello_seen;
 	bool stop_requested;           /* an exit we asked for: no crash log, no restart */
 	bool restart_requested;        /* start again right after the exit */
+	bool killed_for_cause;         /* the supervisor killed it for what it did (hung, bad frame) */
+	bool blameless_exit;           /* the last exit was asked for, or a SIGKILL from someone
+	                                * else (an operator, a test): not the jobs' fault */
 	bool removed;                  /* protocol disabled by a reload: forget after exit */
 	bool connected;                /* the worker's view of its server */
 	char health[256];

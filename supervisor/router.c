@@ -595,7 +595,9 @@ void router_worker_lost(struct proc *p)
 	snprintf(why, sizeof why, "worker died with the job in hand (%s)", p->last_exit);
 	while (rp->inflight.head) {
 		struct smsg *m = rp->inflight.head;
-		if (++m->crashes < POISON_CRASHES) {
+		/* A worker killed from outside or restarted on request did not die of
+		 * its jobs: they go round again without counting towards quarantine. */
+		if (p->blameless_exit || ++m->crashes < POISON_CRASHES) {
 			job_finished(rp, p, m, JOB_RETRY, why, 0);
 			continue;
 		}

@@ -339,5 +339,19 @@ class RouterTest(GatewayTest):
             os.path.join(gw.dir, "crash", "testworker", sorted(os.listdir(os.path.join(gw.dir, "crash", "testworker")))[0])).read())
 
 
+    def test_outside_kills_do_not_quarantine(self):
+        # kill -9 from outside (an operator, the OOM killer's cousin in a test) is not
+        # the message's fault: it goes round again however often that happens
+        gw = self.gateway(cfg(self.tmp, delay_ms=2000))
+        o = gw.ctl("send", "--protocol", "testworker", '{"n":1}')[1].strip()
+        for i in range(4):
+            w = gw.wait_worker("testworker", lambda w: w["state"] == "ready" and w["inflight"] == 1,
+                               timeout=30, what="the job in flight (%d)" % i)
+            os.kill(w["pid"], signal.SIGKILL)
+            gw.wait_worker("testworker", lambda w, old=w["pid"]: w["pid"] != old, timeout=30)
+        wait_for(lambda: o in {r[0] for r in delivered(self.tmp)}, timeout=30, what="delivered after 4 kills")
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertEqual(gw.workers()["testworker"]["restarts"], 4)
+
 if __name__ == "__main__":
     unittest.main()
