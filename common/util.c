@@ -1,5 +1,6 @@
 #include "common/util.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,16 +37,47 @@ uint64_t rand_u64(void)
 
 static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/* The random part of ids, drawn from the kernel 1 KiB at a time: one getrandom
+ * per message was a tenth of the supervisor's system calls at full rate. A pool
+ * filled before a fork would hand the same bytes to both processes, so a child
+ * starts with an empty one (pthread_atfork). Not thread-safe: ids are made on
+ * the supervisor's loop only. */
+static unsigned char id_pool[1024];
+static size_t id_left;
+
+static void id_pool_forget(void)
+{
+	memset(id_pool, 0, sizeof id_pool);
+	id_left = 0;
+}
+
+static void id_random(unsigned char *r, size_t n)
+{
+	static bool registered;
+	if (!registered) {
+		pthread_atfork(NULL, NULL, id_pool_forget);
+		registered = true;
+	}
+	if (id_left < n) {
+		if (getrandom(id_pool, sizeof id_pool, 0) != (ssize_t)sizeof id_pool) {
+			for (size_t i = 0; i < n; i++)
+				r[i] = (unsigned char)rand_u64();
+			return;
+		}
+		id_left = sizeof id_pool;
+	}
+	unsigned char *p = id_pool + sizeof id_pool - id_left;
+	memcpy(r, p, n);
+	memset(p, 0, n); /* used once */
+	id_left -= n;
+}
+
 void id_new(char out[UCGW_ID_LEN + 1])
 {
 	/* ULIDs sort by creation time, which gives the spool its age order for free. */
 	uint64_t t = wall_ms();
 	unsigned char r[10];
-	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
-		uint64_t a = rand_u64(), b = rand_u64();
-		memcpy(r, &a, 8);
-		memcpy(r + 8, &b, 2);
-	}
+	id_random(r, sizeof r);
 	for (int i = 9; i >= 0; i--) {
 		out[i] = b32[t & 31];
 		t >>= 5;
