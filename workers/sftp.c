@@ -364,10 +364,21 @@ static int upload(struct job *j, char *err, size_t errlen)
 		libssh2_sftp_unlink(S.sftp, part);
 		return -1;
 	}
-	if (libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final, (unsigned)strlen(final),
-				   LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE)) {
-		snprintf(err, errlen, "renaming to %s: %s", final, ssh_error());
-		return sftp_failed_permanently() ? -2 : -1;
+	const long rflags = LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE;
+	if (libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final, (unsigned)strlen(final), rflags)) {
+		/* SFTP version 3 (OpenSSH) refuses to rename onto an existing file, the
+		 * overwrite flag is for later versions, and libssh2 1.10 cannot send
+		 * posix-rename@openssh.com. A target that exists is a file of that name
+		 * delivered before: often this very message, when a worker died after
+		 * the rename and before it could say ok. The newer file replaces it:
+		 * the server may find no file for a moment, but never half of one. */
+		bool replaced = libssh2_sftp_stat(S.sftp, final, &a) == 0 && libssh2_sftp_unlink(S.sftp, final) == 0 &&
+				libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final,
+						       (unsigned)strlen(final), rflags) == 0;
+		if (!replaced) {
+			snprintf(err, errlen, "renaming to %s: %s", final, ssh_error());
+			return sftp_failed_permanently() ? -2 : -1;
+		}
 	}
 	return 0;
 }

@@ -51,6 +51,20 @@ class SftpTest(GatewayTest):
         self.assertEqual(rc, 0, err)
         self.assertTrue(os.path.exists(os.path.join(sshd.remote, "renamed.jpg")))
 
+    def test_same_name_again_replaces_the_file(self):
+        # a re-delivery (the worker died after its rename, before its ok) and a
+        # camera that reuses names both find the target there already
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        for size in (5000, 7000):
+            p = self.make("again-%d.jpg" % size, size)
+            o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--remote-name", "again.jpg",
+                                  "--wait", p)[1])
+            self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+            self.assertEqual(sha(os.path.join(sshd.remote, "again.jpg")), sha(p))
+        self.assertEqual(sorted(os.listdir(sshd.remote)), ["again.jpg"])
+
     def test_final_name_only_when_complete(self):
         sshd = Sshd(self)
         gw = self.gw_for(sshd, buffer_bytes=65536)
