@@ -40,6 +40,9 @@ class Mosquitto:
         # Persistence keeps a subscriber's session (and its queued messages) across restarts.
         conf += (["persistence true", "persistence_location " + self.dir + "/", "autosave_interval 1"]
                  if persistence else ["persistence false"])
+        # mosquitto keeps at most 1,000 messages for a subscriber that is away, then drops the rest
+        # in silence: a backlog drained before a test's subscriber is back must all wait for it.
+        conf += ["max_queued_messages 0"]
         if self.users:
             pw = os.path.join(self.dir, "passwd")
             for i, (u, p) in enumerate(self.users.items()):
