@@ -61,7 +61,7 @@ static struct {
 	uv_timer_t timer;
 	uv_work_t work;
 	msgpack_sbuffer sb;
-	msgpack_sbuffer done;   /* DONE records not yet written: see write_done() */
+	msgpack_sbuffer done;   /* DONE records not yet written: see flush_done() */
 	uv_prepare_t prep;
 	msgpack_zone zone;
 	struct spool_stats st;
