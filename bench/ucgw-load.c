@@ -71,14 +71,20 @@ static void queue_request(struct load *L)
 	L->start[L->sent++] = now_s();
 }
 
+static void read_some(struct load *L, int timeout_ms);
+
+/* Send what is queued, reading replies while the socket is full: ucgwd stops
+ * reading a client that does not read its replies (backpressure), so a client
+ * that only waits to write would wait for ever. */
 static void flush_out(struct load *L)
 {
 	size_t off = 0;
 	while (off < L->out.size) {
 		ssize_t w = send(L->fd, L->out.data + off, L->out.size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-			struct pollfd p = { L->fd, POLLOUT, 0 };
-			poll(&p, 1, 100);
+			struct pollfd p = { L->fd, POLLOUT | POLLIN, 0 };
+			if (poll(&p, 1, 100) > 0 && (p.revents & POLLIN))
+				read_some(L, 0);
 			continue;
 		}
 		if (w <= 0) {
@@ -172,8 +178,17 @@ int main(int argc, char **argv)
 	msgpack_sbuffer_init(&L.out);
 	msgpack_sbuffer_init(&L.args);
 	msgpack_zone_init(&L.zone, 4096);
-	double t0 = now_s();
+	double t0 = now_s(), progress_at = t0;
+	long last_done = 0;
 	while (L.done < L.n) {
+		if (L.done != last_done) {
+			last_done = L.done;
+			progress_at = now_s();
+		} else if (now_s() - progress_at > 60) { /* say where it stopped, rather than hang */
+			fprintf(stderr, "ucgw-load: no reply for 60 s: %ld sent, %ld answered, %ld failed, %zu bytes unsent\n",
+				L.sent, L.done, L.failed, L.out.size);
+			return 4;
+		}
 		while (L.sent < L.n && L.sent - L.done < L.window) {
 			if (L.rate > 0 && now_s() < t0 + (double)L.sent / L.rate)
 				break;

@@ -132,6 +132,8 @@ class RouterTest(GatewayTest):
         for wait in ([], ["--wait"]):
             r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "5000", "-w", "1000", "-p",
                                 "testworker", *wait], capture_output=True, text=True, timeout=400)
+            if r.returncode != 0:  # what the daemon says it holds, for the record
+                print("status: %s\nworkers: %s" % (gw.ctl("--json", "status")[1], gw.ctl("--json", "workers")[1]))
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertEqual(json.loads(r.stdout)["failed"], 0)
         wait_for(lambda: len(delivered(self.tmp)) >= 10000, what="10000 deliveries")
