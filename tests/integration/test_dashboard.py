@@ -21,6 +21,16 @@ from ucgwtest import BIN, GatewayTest, free_port, wait_for  # noqa: E402
 KEY = "dash-key-0123456789abcdef"
 
 
+def recv_all(s):
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def http(port, method, path, headers=None, body=b"", host=None, timeout=10):
     """One raw request, every header under our control. (status, headers, body)."""
     h = {"Host": host or "127.0.0.1:%d" % port}
@@ -32,12 +42,7 @@ def http(port, method, path, headers=None, body=b"", host=None, timeout=10):
     lines = ["%s %s HTTP/1.1" % (method, path)] + ["%s: %s" % kv for kv in h.items() if kv[1] is not None]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
     head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *hdr_lines = head.decode().split("\r\n")
     headers_out = {}
@@ -366,12 +371,7 @@ class DashboardTest(GatewayTest):
             s.sendall(body[:5])
             time.sleep(0.2)
             s.sendall(body[5:])
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s)
         self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data)
         self.assertTrue(gw.workers()["testworker"]["paused"])
         status, _, raw = http(self.port, "POST", "/api/actions/pause", {"Content-Type": "application/json",

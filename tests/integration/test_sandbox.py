@@ -13,7 +13,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
-from ucgwtest import GatewayTest, wait_for  # noqa: E402
+from ucgwtest import GatewayTest, unreachable_protocols, wait_for  # noqa: E402
 
 ROOT = os.geteuid() == 0
 
@@ -45,12 +45,7 @@ def unreachable_config():
     initialise their library and install their filter all the same."""
     return {
         "gateway": {"restart_backoff_min_ms": 50, "log_level": "info"},
-        "websocket": {"server_url": "ws://127.0.0.1:9/"},
-        "rest": {"base_url": "http://127.0.0.1:9"},
-        "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "t"},
-        "sftp": {"host": "127.0.0.1", "username": "u", "port": 9, "password": "x",
-                 "host_key_fingerprint": "SHA256:none"},
-        "rsync": {"remote_host": "127.0.0.1", "remote_user": "u", "options": ["-a"]},
+        **unreachable_protocols(),
         "testworker": {},
     }
 

@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, unreachable_protocols, wait_for  # noqa: E402
 
 
 def base_config(**test):
@@ -23,12 +23,7 @@ def base_config(**test):
         "gateway": {"restart_backoff_min_ms": 50, "restart_max_deaths": 4, "restart_window_s": 30,
                     "ping_interval_ms": 200, "ping_timeout_ms": 1500, "handshake_timeout_ms": 3000,
                     "log_level": "info"},
-        "websocket": {"server_url": "ws://127.0.0.1:9/"},
-        "rest": {"base_url": "http://127.0.0.1:9"},
-        "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "t"},
-        "sftp": {"host": "127.0.0.1", "username": "u", "port": 9, "password": "x",
-                 "host_key_fingerprint": "SHA256:none"},
-        "rsync": {"remote_host": "127.0.0.1", "remote_user": "u", "options": ["-a"]},
+        **unreachable_protocols(),
         "testworker": tw,
     }
 

@@ -21,6 +21,19 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime e
                    "ERROR: UndefinedBehaviorSanitizer")
 
 
+def unreachable_protocols():
+    """A section for every real protocol, each pointed at a closed port (127.0.0.1:9):
+    their workers start and initialise their libraries all the same."""
+    return {
+        "websocket": {"server_url": "ws://127.0.0.1:9/"},
+        "rest": {"base_url": "http://127.0.0.1:9"},
+        "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "t"},
+        "sftp": {"host": "127.0.0.1", "username": "u", "port": 9, "password": "x",
+                 "host_key_fingerprint": "SHA256:none"},
+        "rsync": {"remote_host": "127.0.0.1", "remote_user": "u", "options": ["-a"]},
+    }
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
