@@ -217,8 +217,8 @@ static void cmd_queue(struct client *c, const struct msg *req)
 	}
 	if (strcmp(action, "requeue") == 0 && strcmp(id, "all") == 0) {
 		/* every dead letter goes back on its way, from a fresh backoff */
-		uint64_t n = 0, todo = R.dead.n; /* one pass: a message may die again at once */
-		while (R.dead.head && n < todo) {
+		uint64_t n = 0, had = R.dead.n; /* one pass: a message may die again at once */
+		while (R.dead.head && n < had) {
 			struct smsg *d = R.dead.head;
 			list_del(&R.dead, d);
 			d->state = SM_LIMBO;

@@ -269,7 +269,7 @@ static int add_rules(scmp_filter_ctx ctx, const struct policy *pol, char *err, s
 		/* new threads only: clone with CLONE_THREAD, never a new process */
 		RULE(ctx, SCMP_ACT_ALLOW, clone, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
 		/* clone3 passes its flags in memory, out of the filter's sight: refuse
-		 * it as "not implemented" so that glibc falls back to clone */
+		 * it with ENOSYS, so that glibc falls back to clone */
 		RULE(ctx, SCMP_ACT_ERRNO(ENOSYS), clone3, 0);
 	}
 #ifdef UCGW_SANITIZE
