@@ -11,21 +11,16 @@
 #include <sys/wait.h>
 #include <time.h>
 
-static uint64_t clock_ms(clockid_t c)
+static uint64_t clock_us(clockid_t c)
 {
 	struct timespec ts;
 	clock_gettime(c, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-uint64_t now_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
-uint64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
-uint64_t wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+
+uint64_t now_ms(void) { return clock_us(CLOCK_MONOTONIC) / 1000u; }
+uint64_t now_us(void) { return clock_us(CLOCK_MONOTONIC); }
+uint64_t wall_ms(void) { return clock_us(CLOCK_REALTIME) / 1000u; }
 
 uint64_t rand_u64(void)
 {

@@ -175,6 +175,27 @@ static void cmd_stats(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
+/* A dead letter back on its way, from a fresh backoff. */
+static void requeue_dead(struct smsg *m)
+{
+	list_del(&R.dead, m);
+	m->state = SM_LIMBO;
+	m->backoff_ms = 0;
+	spool_requeue(m);
+	router_route(m);
+}
+
+/* The answer of the `all` actions: {KEY: how many}. */
+static void reply_count(const struct client *c, const struct msg *req, const char *key, uint64_t n)
+{
+	struct body b;
+	body_init(&b);
+	msgpack_pack_map(&b.pk, 1);
+	pk_kv_u64(&b.pk, key, n);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
 /* queue [list|dead|retry ID|all|purge ID|requeue ID|all] */
 static void cmd_queue(struct client *c, const struct msg *req)
 {
@@ -207,34 +228,16 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		for (struct smsg *m = R.waiting.head; m; m = m->qnext)
 			m->next_try_ms = 0;
 		router_sweep_waiting();
-		struct body b;
-		body_init(&b);
-		msgpack_pack_map(&b.pk, 1);
-		pk_kv_u64(&b.pk, "retried", n);
-		control_reply(c->cid, req->seq, true, NULL, &b);
-		body_free(&b);
+		reply_count(c, req, "retried", n);
 		return;
 	}
 	if (strcmp(action, "requeue") == 0 && strcmp(id, "all") == 0) {
-		/* every dead letter goes back on its way, from a fresh backoff */
 		uint64_t n = 0, had = R.dead.n; /* one pass: a message may die again at once */
-		while (R.dead.head && n < had) {
-			struct smsg *d = R.dead.head;
-			list_del(&R.dead, d);
-			d->state = SM_LIMBO;
-			d->backoff_ms = 0;
-			spool_requeue(d);
-			router_route(d);
-			n++;
-		}
+		for (; R.dead.head && n < had; n++)
+			requeue_dead(R.dead.head);
 		if (n)
 			log_info("%llu dead letters requeued by an operator (uid %d)", (unsigned long long)n, (int)c->uid);
-		struct body b;
-		body_init(&b);
-		msgpack_pack_map(&b.pk, 1);
-		pk_kv_u64(&b.pk, "requeued", n);
-		control_reply(c->cid, req->seq, true, NULL, &b);
-		body_free(&b);
+		reply_count(c, req, "requeued", n);
 		return;
 	}
 	struct smsg *m = id[0] ? router_find(id) : NULL;
@@ -263,11 +266,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 			control_fail(c->cid, req->seq, "queue requeue: message %s is not dead", id);
 			return;
 		}
-		list_del(&R.dead, m);
-		m->state = SM_LIMBO;
-		m->backoff_ms = 0;
-		spool_requeue(m);
-		router_route(m);
+		requeue_dead(m);
 	} else {
 		control_fail(c->cid, req->seq, "queue: unknown action '%s' (list, dead, retry, purge, requeue)", action);
 		return;

@@ -557,13 +557,6 @@ static bool json_name(const char *body, size_t len, char *out, size_t outlen)
 	return false;
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
 /* A flat msgpack map of the reply (e.g. {"requeued":3}) as JSON members. */
 static void reply_members(struct strbuf *b, const struct local_reply *rep)
 {
@@ -681,14 +674,11 @@ static void do_action(struct conn *c, const struct request *r, const char *what)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	if (a->needs_name) {
 		msgpack_pack_map(&pk, 1);
-		pack_str(&pk, "name");
-		pack_str(&pk, name);
+		pk_kv_str(&pk, "name", name);
 	} else {
 		msgpack_pack_map(&pk, 2);
-		pack_str(&pk, "action");
-		pack_str(&pk, a->queue_action);
-		pack_str(&pk, "id");
-		pack_str(&pk, a->queue_id);
+		pk_kv_str(&pk, "action", a->queue_action);
+		pk_kv_str(&pk, "id", a->queue_id);
 	}
 	msgpack_zone z;
 	msgpack_zone_init(&z, 1024);

@@ -385,8 +385,8 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 		return rc;
 	m->job_seq = j.seq;
 	m->job_gen = p->gen;
-	m->job_start_ms = now_ms();
 	m->job_start_us = now_us();
+	m->job_start_ms = m->job_start_us / 1000;
 	m->attempts++;
 	if (m->nroute == MAX_ROUTE) { /* keep the first hop and the latest ones */
 		memmove(&m->route[1], &m->route[2], (MAX_ROUTE - 2) * sizeof m->route[0]);
@@ -523,8 +523,8 @@ static void hop_end(struct smsg *m, enum job_status st, const char *err)
 {
 	struct hop *h = &m->route[m->nroute - 1];
 	h->status = (uint8_t)st;
-	h->ms = (uint32_t)(now_ms() - m->job_start_ms);
 	uint64_t us = now_us() - m->job_start_us;
+	h->ms = (uint32_t)(us / 1000);
 	h->us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 	snprintf(h->error, sizeof h->error, "%s", err ? err : "");
 	if (err)

@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "proto/proto.h"
 
 /* A key, a certificate chain or a known_hosts file: 4 MiB is far beyond any of
  * them and keeps a wrong path (a disk image...) out of the config frame. */
@@ -125,13 +126,6 @@ void worker_creds_apply(const struct worker_creds *c, const char *worker)
 	}
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
 /* The whole file, or NULL with why. */
 static char *read_whole(const char *path, size_t *len, char *why, size_t whylen)
 {
@@ -182,9 +176,8 @@ void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *le
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 2);
-	pack_str(&pk, "sandbox");
-	sandbox ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-	pack_str(&pk, "files");
+	pk_kv_bool(&pk, "sandbox", sandbox);
+	pk_key(&pk, "files");
 	size_t n = 0;
 	const struct cfg_schema_section *sc = sec->schema;
 	for (size_t i = 0; i < sc->nkeys; i++)
@@ -194,7 +187,7 @@ void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *le
 	for (size_t i = 0; i < sc->nkeys; i++) {
 		if (!(sc->keys[i].flags & CFG_READ) || !sec->values[i].set)
 			continue;
-		pack_str(&pk, sc->keys[i].key);
+		pk_key(&pk, sc->keys[i].key);
 		char why[512];
 		size_t flen = 0;
 		char *data = read_whole(sec->values[i].s, &flen, why, sizeof why);
@@ -204,7 +197,7 @@ void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *le
 			explicit_bzero(data, flen); /* it may be a private key */
 			free(data);
 		} else {
-			pack_str(&pk, why);
+			pk_str(&pk, why);
 		}
 	}
 	*len = sb.size;
