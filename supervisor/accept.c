@@ -139,14 +139,30 @@ static struct smsg *new_smsg(const struct common_args *ca, enum job_kind kind, u
 	return m;
 }
 
-/* Spool it, then route it; the reply goes out when it is durable (or done). */
+/* Its record is written (or could not be): route it, or tell the client why not. */
+static void written(struct smsg *m, const char *err, void *arg)
+{
+	struct ticket *t = arg;
+	if (err) {
+		control_fail(t->cid, t->seq, "not accepted: %s", err);
+		smsg_free(m);
+		free(t);
+		return;
+	}
+	router_adopt(m);
+	R.accepted++;
+	router_route(m);
+}
+
+/* Spool it; it is routed once written, and the reply goes out when it is
+ * durable (or done). Until then the router does not know it. */
 static void admit(struct client *c, const struct msg *req, struct smsg *m, const struct common_args *ca,
 		  const void *payload, size_t len, int fd)
 {
 	char err[512];
 	if (router_make_room(m->size, err, sizeof err) < 0) {
 		control_fail(c->cid, req->seq, "%s", err);
-		free(m->topic), free(m->endpoint), free(m->remote_name), free(m);
+		smsg_free(m);
 		return;
 	}
 	struct ticket *t = xcalloc(1, sizeof *t);
@@ -163,16 +179,11 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 		memcpy(m->payload, payload, len);
 		m->payload[len] = '\0';
 	}
-	router_adopt(m);
-	if (spool_add(m, payload, len, fd, accepted, t, err, sizeof err) < 0) {
-		m->nwaiters = 0;
-		router_forget_unspooled(m);
+	if (spool_add(m, payload, len, fd, written, accepted, t, err, sizeof err) < 0) {
+		smsg_free(m);
 		free(t);
 		control_fail(c->cid, req->seq, "not accepted: %s", err);
-		return;
 	}
-	R.accepted++;
-	router_route(m);
 }
 
 void cmd_send(struct client *c, const struct msg *req)

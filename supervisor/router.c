@@ -199,7 +199,7 @@ static void answer_waiters(struct smsg *m, const char *status)
 	m->nwaiters = 0;
 }
 
-static void smsg_free(struct smsg *m)
+void smsg_free(struct smsg *m)
 {
 	free(m->payload);
 	free(m->topic);
@@ -282,13 +282,6 @@ void router_forget(struct smsg *m, const char *status, const char *state)
 	index_del(m);
 	answer_waiters(m, status);
 	spool_done(m);
-	smsg_free(m);
-}
-
-void router_forget_unspooled(struct smsg *m)
-{
-	age_del(m);
-	index_del(m);
 	smsg_free(m);
 }
 
@@ -778,12 +771,14 @@ int router_make_room(uint64_t size, char *err, size_t errlen)
 	uint64_t max_n = (uint64_t)config_int(sup.cfg, "spool", "max_messages");
 	uint64_t max_b = (uint64_t)config_int(sup.cfg, "spool", "max_bytes");
 	bool drop = strcmp(config_str(sup.cfg, "spool", "full_policy"), "drop_oldest") == 0;
+	uint64_t un, ub; /* accepted in this turn, their records not yet written */
+	spool_unwritten(&un, &ub);
 	if (size > max_b) {
 		snprintf(err, errlen, "message of %llu bytes is larger than spool.max_bytes (%llu)",
 			 (unsigned long long)size, (unsigned long long)max_b);
 		return -1;
 	}
-	while (R.count + 1 > max_n || R.bytes + size > max_b) {
+	while (R.count + un + 1 > max_n || R.bytes + ub + size > max_b) {
 		struct smsg *old = R.all.head;
 		while (old && old->state == SM_INFLIGHT)
 			old = old->anext;
@@ -791,8 +786,8 @@ int router_make_room(uint64_t size, char *err, size_t errlen)
 			R.rejected_full++;
 			snprintf(err, errlen, "spool full: %llu messages, %llu bytes (spool.max_messages %llu, "
 					      "spool.max_bytes %llu); not accepted, try again later",
-				 (unsigned long long)R.count, (unsigned long long)R.bytes, (unsigned long long)max_n,
-				 (unsigned long long)max_b);
+				 (unsigned long long)(R.count + un), (unsigned long long)(R.bytes + ub),
+				 (unsigned long long)max_n, (unsigned long long)max_b);
 			return -1;
 		}
 		R.dropped++;

@@ -40,7 +40,7 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state);
 /* The packed trace reply of one of the last finished messages, or NULL. */
 const void *router_recent_trace(const char *id, size_t *len);
-/* Undo router_adopt for a message the spool refused. */
-void router_forget_unspooled(struct smsg *m);
+/* Free a message the router never adopted (refused, or its record not written). */
+void smsg_free(struct smsg *m);
 
 #endif

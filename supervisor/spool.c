@@ -46,6 +46,15 @@ struct pending {
 	void *arg;
 };
 
+/* A new message whose ADD record waits in S.out for the write of this loop turn. */
+struct unwritten {
+	struct smsg *m;
+	void (*written)(struct smsg *, const char *, void *);
+	void (*durable)(struct smsg *, void *);
+	void *arg;
+	bool failed;
+};
+
 static struct {
 	char *dir, *segdir, *filedir;
 	enum { FS_ALWAYS, FS_BATCH, FS_NEVER } fsync;
@@ -61,7 +70,11 @@ static struct {
 	uv_timer_t timer;
 	uv_work_t work;
 	msgpack_sbuffer sb;
-	msgpack_sbuffer done;   /* DONE records not yet written: see flush_done() */
+	msgpack_sbuffer out;    /* records not yet written: see write_out() */
+	struct unwritten *adds; /* the new messages among them, in order */
+	size_t nadds, capadds;
+	uint64_t adds_bytes;
+	char out_err[200];      /* why the last write of S.out failed */
 	uv_prepare_t prep;
 	msgpack_zone zone;
 	struct spool_stats st;
@@ -165,66 +178,108 @@ static void seal_record(enum rec_type type)
 	put32(h + 4, crc32c(0, h + 8, body + 1));
 }
 
-/* Delivery (DONE) records need not be on disk before anything is answered: one
- * lost in a crash means a message delivered once more, which the idempotency
- * key covers. So they wait in S.done and go out with the next record, in the
- * same writev, or at the end of the loop turn (a prepare handle): half the
- * write() calls per message at full rate. */
-static void flush_done(void)
+/* Records are not written one by one: each goes to S.out, and everything
+ * appended in one turn of the loop is written in one write() at its end (a
+ * prepare handle), before the loop polls again. Nothing is answered before
+ * that: a new message is routed and its client told "accepted" only once its
+ * ADD record is written (and, per spool.fsync, durable), and replies leave
+ * only when the loop next polls. At full rate this is one write() for many
+ * messages instead of one each. DONE records ride along: one lost in a crash
+ * means a message delivered once more, which the idempotency key covers. */
+static int write_out(void)
 {
-	if (!S.done.size || S.wfd < 0)
-		return;
-	ssize_t n = write(S.wfd, S.done.data, S.done.size);
-	if (n != (ssize_t)S.done.size) {
+	if (!S.out.size || S.wfd < 0)
+		return S.out.size ? -1 : 0;
+	ssize_t n = write(S.wfd, S.out.data, S.out.size);
+	if (n != (ssize_t)S.out.size) {
 		int e = n < 0 ? errno : ENOSPC;
 		if (n > 0 && ftruncate(S.wfd, (off_t)S.woff) < 0)
 			log_warn("spool: cannot cut a short write");
-		log_warnx("spool: cannot write %zu bytes of delivery records to %s: %s (those messages may be "
-			  "delivered again after a restart)", S.done.size, S.segdir, strerror(e));
-	} else {
-		S.woff += (uint64_t)n;
-		S.segs[S.nsegs - 1].size = S.woff;
-		S.st.written_bytes += (uint64_t)n;
+		snprintf(S.out_err, sizeof S.out_err, "spool: cannot write to %s: %s", S.segdir, strerror(e));
+		log_warnx("%s (%zu bytes: %zu new messages not accepted; messages delivered meanwhile may be "
+			  "delivered again after a restart)", S.out_err, S.out.size, S.nadds);
+		for (size_t i = 0; i < S.nadds; i++)
+			S.adds[i].failed = true;
+		S.out.size = 0;
+		return -1;
 	}
-	S.done.size = 0;
+	S.woff += (uint64_t)n;
+	S.segs[S.nsegs - 1].size = S.woff;
+	S.st.written_bytes += (uint64_t)n;
+	S.out.size = 0;
+	return 0;
 }
 
-static void on_prepare(uv_prepare_t *h) { flush_done(); }
+static void when_durable(struct smsg *m, void (*cb)(struct smsg *, void *), void *arg);
+static void start_sync(void);
 
-/* Seal the record framed in S.sb and append it (after any DONE records waiting). */
+/* Write S.out, then tell the owner of each new message in it how it went. A
+ * callback may append again (a DONE, a message read back): the list is taken
+ * first, and what they add goes out with the next turn. */
+static void finish_out(void)
+{
+	write_out();
+	struct unwritten *list = S.adds;
+	size_t n = S.nadds;
+	S.adds = NULL;
+	S.nadds = S.capadds = 0;
+	S.adds_bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct unwritten *u = &list[i];
+		if (u->failed) {
+			if (u->m->kind == JOB_FILE) {
+				char *p = xasprintf("%s/%s", S.filedir, u->m->id);
+				unlink(p);
+				free(p);
+			}
+			S.st.messages--;
+			S.st.bytes -= u->m->size;
+			u->written(u->m, S.out_err, u->arg);
+			continue;
+		}
+		seg_find(u->m->seg)->live++;
+		u->written(u->m, NULL, u->arg);
+		when_durable(u->m, u->durable, u->arg);
+	}
+	free(list);
+	if (n && S.fsync == FS_ALWAYS)
+		start_sync(); /* one fdatasync for the whole turn: group commit */
+}
+
+static void on_prepare(uv_prepare_t *h) { finish_out(); }
+
+/* Seal the record framed in S.sb and queue it in S.out, in the segment being
+ * written (a full one is finished first). Where it will be is known now. */
 static int append_record(enum rec_type type, uint64_t *seg, uint64_t *off, uint32_t *reclen, char *err,
 			 size_t errlen)
 {
 	seal_record(type);
-	if (S.woff >= S.seg_max) {
-		flush_done(); /* they belong to the segment that is full */
+	if (S.woff + S.out.size >= S.seg_max) {
+		finish_out(); /* what waits belongs to the segment that is full */
 		if (seg_open_new(err, errlen) < 0)
 			return -1;
 	}
-	struct iovec iov[2] = { { S.done.data, S.done.size }, { S.sb.data, S.sb.size } };
-	size_t want = S.done.size + S.sb.size;
-	ssize_t n = S.done.size ? writev(S.wfd, iov, 2) : write(S.wfd, S.sb.data, S.sb.size);
-	if (n != (ssize_t)want) {
-		int e = n < 0 ? errno : ENOSPC;
-		if (n > 0 && ftruncate(S.wfd, (off_t)S.woff) < 0)
-			log_warn("spool: cannot cut a short write");
-		snprintf(err, errlen, "spool: cannot write to %s: %s", S.segdir, strerror(e));
-		if (S.done.size) /* this write failed; they get one more chance on their own */
-			flush_done();
-		return -1;
-	}
-	struct seg *cur = &S.segs[S.nsegs - 1];
 	if (seg)
-		*seg = cur->num;
+		*seg = S.segs[S.nsegs - 1].num;
 	if (off)
-		*off = S.woff + S.done.size;
+		*off = S.woff + S.out.size;
 	if (reclen)
 		*reclen = (uint32_t)S.sb.size;
-	S.woff += want;
-	cur->size = S.woff;
-	S.st.written_bytes += want;
+	msgpack_sbuffer_write(&S.out, S.sb.data, S.sb.size);
 	S.st.written_records++;
-	S.done.size = 0;
+	return 0;
+}
+
+/* The same, written at once: for the rare records whose writer wants to know. */
+static int append_now(enum rec_type type, uint64_t *seg, uint64_t *off, uint32_t *reclen, char *err,
+		      size_t errlen)
+{
+	if (append_record(type, seg, off, reclen, err, errlen) < 0)
+		return -1;
+	if (write_out() < 0) {
+		snprintf(err, errlen, "%s", S.out_err);
+		return -1;
+	}
 	return 0;
 }
 
@@ -245,13 +300,9 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 	pk_kv_str(&pk, "id", m->id);
 	if (reason)
 		pk_kv_str(&pk, "reason", reason);
-	if (type == REC_DONE) {
-		seal_record(type);
-		msgpack_sbuffer_write(&S.done, S.sb.data, S.sb.size);
-		S.st.written_records++;
-		return 0;
-	}
-	if (append_record(type, NULL, NULL, NULL, err, sizeof err) < 0) {
+	int rc = type == REC_DONE ? append_record(type, NULL, NULL, NULL, err, sizeof err)
+				  : append_now(type, NULL, NULL, NULL, err, sizeof err);
+	if (rc < 0) {
 		log_warnx("%s", err);
 		return -1;
 	}
@@ -259,8 +310,6 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 }
 
 /* ---- group commit ---- */
-
-static void start_sync(void);
 
 static void sync_done(uv_fs_t *req)
 {
@@ -285,7 +334,7 @@ static void start_sync(void)
 	if (S.syncing || !S.nbatch)
 		return;
 	S.syncing = true;
-	flush_done();
+	write_out();
 	S.flight = S.batch;
 	S.nflight = S.nbatch;
 	S.batch = NULL;
@@ -314,9 +363,7 @@ static void when_durable(struct smsg *m, void (*cb)(struct smsg *, void *), void
 		S.batch = xrealloc(S.batch, S.capbatch * sizeof *S.batch);
 	}
 	S.batch[S.nbatch++] = (struct pending){ m, cb, arg };
-	if (S.fsync == FS_ALWAYS)
-		start_sync();
-	else if (!uv_is_active((uv_handle_t *)&S.timer))
+	if (S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
 		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
 
@@ -404,7 +451,8 @@ int spool_open_file(const struct smsg *m)
 /* ---- the interface ---- */
 
 int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
-	      void (*durable)(struct smsg *m, void *arg), void *arg, char *err, size_t errlen)
+	      void (*written)(struct smsg *m, const char *err, void *arg), void (*durable)(struct smsg *m, void *arg),
+	      void *arg, char *err, size_t errlen)
 {
 	if (file_fd >= 0 && keep_file(m->id, file_fd, err, errlen) < 0)
 		return -1;
@@ -419,11 +467,21 @@ int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 		}
 		return -1;
 	}
-	seg_find(m->seg)->live++;
+	if (S.nadds == S.capadds) {
+		S.capadds = S.capadds ? S.capadds * 2 : 64;
+		S.adds = xrealloc(S.adds, S.capadds * sizeof *S.adds);
+	}
+	S.adds[S.nadds++] = (struct unwritten){ m, written, durable, arg, false };
+	S.adds_bytes += m->size;
 	S.st.messages++;
 	S.st.bytes += m->size;
-	when_durable(m, durable, arg);
 	return 0;
+}
+
+void spool_unwritten(uint64_t *n, uint64_t *bytes)
+{
+	*n = S.nadds;
+	*bytes = S.adds_bytes;
 }
 
 static void seg_unref(uint64_t num);
@@ -542,7 +600,7 @@ static void compact_oldest(void)
 		free(rec);
 		uint64_t seg, off;
 		uint32_t len;
-		if (append_record(REC_ADD, &seg, &off, &len, err, sizeof err) < 0)
+		if (append_now(REC_ADD, &seg, &off, &len, err, sizeof err) < 0)
 			return;
 		if (m->state == SM_DEAD)
 			write_id_record(REC_DEAD, m, m->last_error);
@@ -876,7 +934,7 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 	S.seg_max = (uint64_t)config_int(sup.cfg, "spool", "segment_bytes");
 	S.wfd = -1;
 	msgpack_sbuffer_init(&S.sb);
-	msgpack_sbuffer_init(&S.done);
+	msgpack_sbuffer_init(&S.out);
 	msgpack_zone_init(&S.zone, 4096);
 	uv_timer_init(sup.loop, &S.timer);
 	uv_prepare_init(sup.loop, &S.prep);
@@ -893,7 +951,12 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 
 void spool_close(void)
 {
-	flush_done();
+	/* Written, not answered: a client that had no "accepted" yet gets none, and
+	 * the message goes out after the next start. */
+	write_out();
+	free(S.adds);
+	S.adds = NULL;
+	S.nadds = S.capadds = 0;
 	if (S.wfd >= 0) {
 		if (S.fsync != FS_NEVER)
 			fdatasync(S.wfd);

@@ -24,12 +24,19 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m));
 void spool_close(void);
 
 /* Persist a new message (payload bytes, or for a file the descriptor to link or
- * copy into the file area). durable() runs once it is as durable as
- * spool.fsync asks; it may run before spool_add returns (fsync: never).
- * Returns 0, or -1 with err (disk full, file not linkable nor copyable).
- * The bounds (max_bytes, max_messages) are the router's to enforce. */
+ * copy into the file area). Its record is written with the others of this loop
+ * turn, at the turn's end; then written() runs, with err NULL once it is in the
+ * segment (route it now) or with the reason it could not be written (disk
+ * full); after a success durable() follows once it is as durable as
+ * spool.fsync asks (at once with fsync: never). Returns -1 with err when the
+ * message cannot be taken at all (file neither linkable nor copyable, no
+ * segment); the callbacks then never run. The bounds (max_bytes,
+ * max_messages) are the router's to enforce, counting spool_unwritten(). */
 int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
-	      void (*durable)(struct smsg *m, void *arg), void *arg, char *err, size_t errlen);
+	      void (*written)(struct smsg *m, const char *err, void *arg), void (*durable)(struct smsg *m, void *arg),
+	      void *arg, char *err, size_t errlen);
+/* New messages whose records wait for the end of this turn: count and bytes. */
+void spool_unwritten(uint64_t *n, uint64_t *bytes);
 /* The worker said ok, or an operator purged it: write DONE and forget the file. */
 void spool_done(struct smsg *m);
 void spool_dead(struct smsg *m, const char *reason);
