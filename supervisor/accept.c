@@ -25,10 +25,22 @@ struct ticket {
 	bool wait;
 };
 
-static void accepted(struct smsg *unused, void *arg)
+/* Durable as spool.fsync asks: answer "accepted". If the sync failed, the
+ * message is not accepted after all: the client hears why, and the message is
+ * withdrawn unless a worker already holds it (then it is delivered, and a
+ * client that waits hears the outcome). */
+static void accepted(struct smsg *unused, const char *err, void *arg)
 {
 	struct ticket *t = arg;
-	if (!t->wait) {
+	if (err) {
+		if (!t->wait)
+			control_fail(t->cid, t->seq, "not accepted: %s", err);
+		struct smsg *m = router_find(t->id);
+		if (m && m->state != SM_INFLIGHT) {
+			snprintf(m->last_error, sizeof m->last_error, "not accepted: %s", err);
+			router_forget(m, "failed", "not durable");
+		}
+	} else if (!t->wait) {
 		struct body b;
 		body_init(&b);
 		msgpack_pack_map(&b.pk, 2);

@@ -57,7 +57,7 @@ static void pack_spool(msgpack_packer *pk)
 {
 	struct spool_stats st;
 	spool_stats(&st);
-	msgpack_pack_map(pk, 12);
+	msgpack_pack_map(pk, 13);
 	pk_kv_u64(pk, "depth", R.count);
 	pk_kv_u64(pk, "bytes", R.bytes);
 	pk_kv_u64(pk, "oldest_age_ms", R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0);
@@ -70,6 +70,7 @@ static void pack_spool(msgpack_packer *pk)
 	pk_kv_u64(pk, "segments", st.segments);
 	pk_kv_u64(pk, "disk_bytes", st.disk_bytes);
 	pk_kv_u64(pk, "corrupt_segments", st.corrupt_segments);
+	pk_kv_u64(pk, "corrupt_records", st.corrupt_records);
 }
 
 static void pack_network(msgpack_packer *pk)

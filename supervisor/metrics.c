@@ -110,6 +110,10 @@ static void spool(struct strbuf *b)
 	sb_printf(b, "ucgw_spool_rejected_total %llu\n", (unsigned long long)R.rejected_full);
 	head(b, "ucgw_spool_written_bytes_total", "counter", "Bytes written to spool segments.");
 	sb_printf(b, "ucgw_spool_written_bytes_total %llu\n", (unsigned long long)st.written_bytes);
+	head(b, "ucgw_spool_corrupt_segments_total", "counter", "Segments moved aside after a failed checksum.");
+	sb_printf(b, "ucgw_spool_corrupt_segments_total %llu\n", (unsigned long long)st.corrupt_segments);
+	head(b, "ucgw_spool_corrupt_records_total", "counter", "Damaged stretches skipped when the spool was replayed.");
+	sb_printf(b, "ucgw_spool_corrupt_records_total %llu\n", (unsigned long long)st.corrupt_records);
 }
 
 static void network(struct strbuf *b)

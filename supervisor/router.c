@@ -401,10 +401,22 @@ static bool drain_token(void)
 {
 	if (R.drain_rate == 0)
 		return true;
-	if (R.tokens == 0)
+	if (R.credit < 1000)
 		return false;
-	R.tokens--;
+	R.credit -= 1000;
 	return true;
+}
+
+/* spool.drain_rate messages per second: a bucket refilled by the time that
+ * passed, keeping fractions, so that any rate is kept (2/s too), and holding
+ * at most one tick's worth (or one message), so that no burst builds up. */
+static void drain_refill(void)
+{
+	uint64_t now = now_ms(), cap = R.drain_rate * TICK_MS > 1000 ? R.drain_rate * TICK_MS : 1000;
+	R.credit += R.drain_rate * (now - R.credit_ms);
+	if (R.credit > cap)
+		R.credit = cap;
+	R.credit_ms = now;
 }
 
 /* Give a ready worker as many queued jobs as its window allows. */
@@ -745,7 +757,7 @@ static void sweep_expired(void)
 
 static void on_tick(uv_timer_t *t)
 {
-	R.tokens = R.drain_rate ? (R.drain_rate * TICK_MS + 999) / 1000 : 0;
+	drain_refill();
 	sweep_timeouts();
 	sweep_stuck_queues();
 	router_sweep_waiting();
@@ -759,6 +771,8 @@ void router_init(void)
 {
 	router_init_protos();
 	R.drain_rate = (uint64_t)config_int(sup.cfg, "spool", "drain_rate");
+	R.credit = 1000;
+	R.credit_ms = now_ms();
 	uv_timer_init(sup.loop, &R.tick);
 	uv_timer_start(&R.tick, on_tick, TICK_MS, TICK_MS);
 }

@@ -44,7 +44,8 @@ struct router {
 	struct mlist waiting, dead;
 	uint64_t inflight, job_seq;
 	uint64_t dead_total, expired, dropped, rejected_full, accepted;
-	uint64_t drain_rate, tokens, ticks;
+	uint64_t drain_rate, ticks;
+	uint64_t credit, credit_ms; /* drain_rate's bucket, in thousandths of a message; refilled when */
 	unsigned rr_next;
 	uv_timer_t tick;
 };

@@ -19,12 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "common/log.h"
+#include "supervisor/router.h"
 #include "supervisor/router_int.h"
 #include "supervisor/sup.h"
 
@@ -42,7 +44,7 @@ struct seg {
 
 struct pending {
 	struct smsg *m;
-	void (*cb)(struct smsg *, void *);
+	void (*cb)(struct smsg *, const char *, void *);
 	void *arg;
 };
 
@@ -50,7 +52,7 @@ struct pending {
 struct unwritten {
 	struct smsg *m;
 	void (*written)(struct smsg *, const char *, void *);
-	void (*durable)(struct smsg *, void *);
+	void (*durable)(struct smsg *, const char *, void *);
 	void *arg;
 	bool failed;
 };
@@ -75,6 +77,10 @@ static struct {
 	size_t nadds, capadds;
 	uint64_t adds_bytes;
 	char out_err[200];      /* why the last write of S.out failed */
+	bool out_full;          /* ... and it was for want of space */
+	char sync_err[200];     /* a file or directory sync of the running group commit failed */
+	int *linked;            /* files linked in since the last sync: their contents to sync */
+	size_t nlinked, caplinked;
 	uv_prepare_t prep;
 	msgpack_zone zone;
 	struct spool_stats st;
@@ -195,7 +201,12 @@ static int write_out(void)
 		int e = n < 0 ? errno : ENOSPC;
 		if (n > 0 && ftruncate(S.wfd, (off_t)S.woff) < 0)
 			log_warn("spool: cannot cut a short write");
-		snprintf(S.out_err, sizeof S.out_err, "spool: cannot write to %s: %s", S.segdir, strerror(e));
+		S.out_full = e == ENOSPC || e == EDQUOT;
+		if (S.out_full)
+			snprintf(S.out_err, sizeof S.out_err, "spool full: the file system of %s has no room (%s); "
+				 "try again later", S.segdir, strerror(e));
+		else
+			snprintf(S.out_err, sizeof S.out_err, "spool: cannot write to %s: %s", S.segdir, strerror(e));
 		log_warnx("%s (%zu bytes: %zu new messages not accepted; messages delivered meanwhile may be "
 			  "delivered again after a restart)", S.out_err, S.out.size, S.nadds);
 		for (size_t i = 0; i < S.nadds; i++)
@@ -210,7 +221,7 @@ static int write_out(void)
 	return 0;
 }
 
-static void when_durable(struct smsg *m, void (*cb)(struct smsg *, void *), void *arg);
+static void when_durable(struct smsg *m, void (*cb)(struct smsg *, const char *, void *), void *arg);
 static void start_sync(void);
 
 /* Write S.out, then tell the owner of each new message in it how it went. A
@@ -234,6 +245,8 @@ static void finish_out(void)
 			}
 			S.st.messages--;
 			S.st.bytes -= u->m->size;
+			if (S.out_full)
+				R.rejected_full++;
 			u->written(u->m, S.out_err, u->arg);
 			continue;
 		}
@@ -313,8 +326,13 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 
 static void sync_done(uv_fs_t *req)
 {
-	if (req->result < 0)
-		log_warnx("spool: fdatasync failed: %s", uv_strerror((int)req->result));
+	char why[200] = "";
+	if (req->result < 0 || S.sync_err[0]) {
+		snprintf(why, sizeof why, "spool: fdatasync failed: %s",
+			 S.sync_err[0] ? S.sync_err : uv_strerror((int)req->result));
+		log_warnx("%s (%zu messages not answered accepted)", why, S.nflight);
+	}
+	S.sync_err[0] = '\0';
 	uv_fs_req_cleanup(req);
 	S.syncing = false;
 	S.st.fsyncs++;
@@ -323,7 +341,7 @@ static void sync_done(uv_fs_t *req)
 	S.flight = NULL;
 	S.nflight = 0;
 	for (size_t i = 0; i < n; i++)
-		done[i].cb(done[i].m, done[i].arg);
+		done[i].cb(done[i].m, why[0] ? why : NULL, done[i].arg);
 	free(done);
 	if (S.nbatch && S.fsync == FS_ALWAYS)
 		start_sync();
@@ -339,10 +357,19 @@ static void start_sync(void)
 	S.nflight = S.nbatch;
 	S.batch = NULL;
 	S.nbatch = S.capbatch = 0;
-	if (S.files_dirty) { /* the directory entries of new hard links */
+	/* The contents of files linked into the spool since the last sync (the
+	 * camera may have written them a moment ago), then their directory entries. */
+	for (size_t i = 0; i < S.nlinked; i++) {
+		if (fdatasync(S.linked[i]) < 0 && !S.sync_err[0])
+			snprintf(S.sync_err, sizeof S.sync_err, "a file: %s", strerror(errno));
+		close(S.linked[i]);
+	}
+	S.nlinked = 0;
+	if (S.files_dirty) {
 		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {
-			fsync(dfd);
+			if (fsync(dfd) < 0 && !S.sync_err[0])
+				snprintf(S.sync_err, sizeof S.sync_err, "%s: %s", S.filedir, strerror(errno));
 			close(dfd);
 		}
 		S.files_dirty = false;
@@ -352,10 +379,10 @@ static void start_sync(void)
 
 static void on_batch_timer(uv_timer_t *t) { start_sync(); }
 
-static void when_durable(struct smsg *m, void (*cb)(struct smsg *, void *), void *arg)
+static void when_durable(struct smsg *m, void (*cb)(struct smsg *, const char *, void *), void *arg)
 {
 	if (S.fsync == FS_NEVER) {
-		cb(m, arg);
+		cb(m, NULL, arg);
 		return;
 	}
 	if (S.nbatch == S.capbatch) {
@@ -402,6 +429,14 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 	if (linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0) {
 		free(dst);
 		S.files_dirty = true;
+		int keep = S.fsync == FS_NEVER ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (keep >= 0) {
+			if (S.nlinked == S.caplinked) {
+				S.caplinked = S.caplinked ? S.caplinked * 2 : 16;
+				S.linked = xrealloc(S.linked, S.caplinked * sizeof *S.linked);
+			}
+			S.linked[S.nlinked++] = keep;
+		}
 		return 0;
 	}
 	char *tmp = xasprintf("%s.tmp", dst);
@@ -426,7 +461,14 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 	if (rc == 0 && rename(tmp, dst) < 0)
 		rc = -1;
 	if (rc < 0) {
-		snprintf(err, errlen, "spool: cannot keep a copy of the file in %s: %s", S.filedir, strerror(errno));
+		int e = errno;
+		if (e == ENOSPC || e == EDQUOT) {
+			R.rejected_full++;
+			snprintf(err, errlen, "spool full: the file system of %s has no room for a copy of the file "
+				 "(%s); try again later", S.filedir, strerror(e));
+		} else {
+			snprintf(err, errlen, "spool: cannot keep a copy of the file in %s: %s", S.filedir, strerror(e));
+		}
 		unlink(tmp);
 	} else {
 		S.files_dirty = true;
@@ -451,7 +493,8 @@ int spool_open_file(const struct smsg *m)
 /* ---- the interface ---- */
 
 int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
-	      void (*written)(struct smsg *m, const char *err, void *arg), void (*durable)(struct smsg *m, void *arg),
+	      void (*written)(struct smsg *m, const char *err, void *arg),
+	      void (*durable)(struct smsg *m, const char *err, void *arg),
 	      void *arg, char *err, size_t errlen)
 {
 	if (file_fd >= 0 && keep_file(m->id, file_fd, err, errlen) < 0)
@@ -677,16 +720,45 @@ static struct smsg *smsg_from_add(const msgpack_object *o)
 
 struct recovery {
 	struct smsg **by_order; /* ADDs in order, NULL once cancelled */
+	size_t *next;           /* by_order index -> the next one in its hash chain, or NONE */
 	size_t n, cap;
+	size_t *heads, nb;      /* hash chains by id, newest first */
 };
+#define NONE ((size_t)-1)
 
-static struct smsg *recovery_find(struct recovery *rv, const char *id)
+static unsigned long str_hash(const char *s)
 {
-	/* Recovery is a one-time pass; the router's index is not filled yet. */
-	for (size_t i = rv->n; i-- > 0;)
+	unsigned long h = 5381;
+	while (*s)
+		h = h * 33 + (unsigned char)*s++;
+	return h;
+}
+
+/* Recovery is a one-time pass before the router's index exists; a hash of its
+ * own keeps it linear in the records however far a DONE is from its ADD. */
+static void recovery_rehash(struct recovery *rv)
+{
+	free(rv->heads);
+	rv->nb = rv->nb ? rv->nb * 2 : 4096;
+	rv->heads = xmalloc(rv->nb * sizeof *rv->heads);
+	for (size_t i = 0; i < rv->nb; i++)
+		rv->heads[i] = NONE;
+	for (size_t i = 0; i < rv->n; i++) {
+		size_t b = rv->by_order[i] ? str_hash(rv->by_order[i]->id) & (rv->nb - 1) : 0;
+		rv->next[i] = rv->by_order[i] ? rv->heads[b] : NONE;
+		if (rv->by_order[i])
+			rv->heads[b] = i;
+	}
+}
+
+static size_t recovery_find(struct recovery *rv, const char *id)
+{
+	if (!rv->nb)
+		return NONE;
+	for (size_t i = rv->heads[str_hash(id) & (rv->nb - 1)]; i != NONE; i = rv->next[i])
 		if (rv->by_order[i] && strcmp(rv->by_order[i]->id, id) == 0)
-			return rv->by_order[i];
-	return NULL;
+			return i;
+	return NONE;
 }
 
 static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type, const msgpack_object *o,
@@ -706,26 +778,28 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 		if (rv->n == rv->cap) {
 			rv->cap = rv->cap ? rv->cap * 2 : 1024;
 			rv->by_order = xrealloc(rv->by_order, rv->cap * sizeof *rv->by_order);
+			rv->next = xrealloc(rv->next, rv->cap * sizeof *rv->next);
 		}
 		rv->by_order[rv->n++] = m;
+		if (rv->n > rv->nb) {
+			recovery_rehash(rv);
+		} else {
+			size_t b = str_hash(m->id) & (rv->nb - 1);
+			rv->next[rv->n - 1] = rv->heads[b];
+			rv->heads[b] = rv->n - 1;
+		}
 		return;
 	}
-	struct smsg *m = recovery_find(rv, id);
-	if (!m)
+	size_t i = recovery_find(rv, id);
+	if (i == NONE)
 		return;
+	struct smsg *m = rv->by_order[i];
 	if (type == REC_DONE) {
 		struct seg *ms = seg_find(m->seg);
 		if (ms && ms->live)
 			ms->live--;
-		for (size_t i = rv->n; i-- > 0;)
-			if (rv->by_order[i] == m) {
-				rv->by_order[i] = NULL;
-				break;
-			}
-		free(m->topic);
-		free(m->endpoint);
-		free(m->remote_name);
-		free(m);
+		rv->by_order[i] = NULL;
+		smsg_free(m);
 	} else if (type == REC_DEAD) {
 		m->state = SM_DEAD;
 		char *why = obj_dup_str(o, "reason");
@@ -736,58 +810,73 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 	}
 }
 
+/* Is there a record at p (of n bytes left) whose checksum holds? */
+static bool good_record_at(const unsigned char *p, size_t n)
+{
+	if (n < REC_HDR + 1 || p[8] < REC_ADD || p[8] > REC_REQUEUE)
+		return false;
+	uint32_t len = get32(p);
+	if (len == 0 || len > MAX_RECORD || len > n - REC_HDR || (p[REC_HDR] & 0xf0) != 0x80)
+		return false; /* every body is a small msgpack map */
+	return crc32c(0, p + 8, len + 1) == get32(p + 4);
+}
+
 /* Replay one segment; returns the offset of the end of its last good record and
- * whether it ended cleanly. */
+ * whether it ended cleanly. A damaged stretch in the middle is skipped to the
+ * next record whose checksum holds (the records after it are not lost with
+ * it); what was skipped is counted and logged, and the segment is marked
+ * corrupt. A damaged stretch with no good record after it is a torn tail. */
 static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 {
-	char *p = seg_path(s->num);
-	FILE *f = fopen(p, "rb");
-	free(p);
+	char *path = seg_path(s->num);
 	*clean = true;
-	if (!f)
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
+		if (fd >= 0)
+			close(fd);
+		free(path);
+		s->size = 0;
 		return 0;
-	uint64_t off = 0;
-	unsigned char hdr[REC_HDR];
-	char *body = NULL;
-	size_t cap = 0;
-	while (fread(hdr, 1, REC_HDR, f) == REC_HDR) {
-		uint32_t len = get32(hdr);
-		if (len > MAX_RECORD) {
+	}
+	size_t size = (size_t)st.st_size;
+	const unsigned char *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (map == MAP_FAILED) {
+		log_warn("spool: cannot read segment %s", path);
+		free(path);
+		*clean = false;
+		s->corrupt = true;
+		return 0;
+	}
+	uint64_t off = 0, good_end = 0;
+	while (off < size) {
+		if (!good_record_at(map + off, size - off)) {
+			uint64_t bad = off;
+			while (++off < size && !good_record_at(map + off, size - off))
+				;
 			*clean = false;
-			break;
+			if (off >= size)
+				break; /* nothing good after it: a torn tail */
+			s->corrupt = true;
+			S.st.corrupt_records++;
+			log_warnx("spool: %s: %llu damaged bytes at offset %llu skipped; replay goes on at the next "
+				  "good record (a message recorded there is lost)",
+				  path, (unsigned long long)(off - bad), (unsigned long long)bad);
 		}
-		if (len > cap) {
-			cap = len;
-			body = xrealloc(body, cap);
-		}
-		if (fread(body, 1, len, f) != len) {
-			*clean = false;
-			break;
-		}
-		uint32_t crc = crc32c(crc32c(0, hdr + 8, 1), body, len);
-		if (crc != get32(hdr + 4)) {
-			*clean = false;
-			break;
-		}
+		uint32_t len = get32(map + off);
 		msgpack_object o;
 		size_t used = 0;
 		msgpack_zone_clear(&S.zone);
-		if (msgpack_unpack(body, len, &used, &S.zone, &o) == MSGPACK_UNPACK_SUCCESS)
-			apply_record(rv, s, (enum rec_type)hdr[8], &o, off, REC_HDR + len);
+		if (msgpack_unpack((const char *)map + off + REC_HDR, len, &used, &S.zone, &o) == MSGPACK_UNPACK_SUCCESS)
+			apply_record(rv, s, (enum rec_type)map[off + 8], &o, off, REC_HDR + len);
 		off += REC_HDR + len;
+		good_end = off;
 	}
-	if (*clean && !feof(f))
-		*clean = false;
-	if (*clean) { /* a partial header at the end is a torn tail too */
-		long pos = ftell(f);
-		fseek(f, 0, SEEK_END);
-		if (ftell(f) != pos || (uint64_t)pos != off)
-			*clean = false;
-	}
-	free(body);
-	fclose(f);
-	s->size = off;
-	return off;
+	munmap((void *)map, size);
+	free(path);
+	s->size = good_end;
+	return good_end;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -850,7 +939,7 @@ static void rescue(struct smsg *m)
 	free(rec);
 	uint64_t seg, off;
 	uint32_t len;
-	if (append_record(REC_ADD, &seg, &off, &len, err, sizeof err) == 0) {
+	if (append_now(REC_ADD, &seg, &off, &len, err, sizeof err) == 0) {
 		if (m->state == SM_DEAD)
 			write_id_record(REC_DEAD, m, m->last_error);
 		m->seg = seg;
@@ -867,7 +956,7 @@ static void recover(void (*recovered)(struct smsg *m))
 	for (size_t i = 0; i < S.nsegs; i++) {
 		bool clean;
 		uint64_t good = replay_segment(&rv, &S.segs[i], &clean);
-		if (clean)
+		if (clean || S.segs[i].corrupt)
 			continue;
 		if (i == S.nsegs - 1) { /* the newest: a write cut short by a crash */
 			char *p = seg_path(S.segs[i].num);
@@ -906,12 +995,15 @@ static void recover(void (*recovered)(struct smsg *m))
 		move_aside(&S.segs[i]);
 	}
 	S.nsegs = w;
+	write_out();
 	if (S.fsync != FS_NEVER)
 		fdatasync(S.wfd);
 	for (size_t i = 0; i < rv.n; i++)
 		if (rv.by_order[i])
 			recovered(rv.by_order[i]);
 	free(rv.by_order);
+	free(rv.next);
+	free(rv.heads);
 	if (live)
 		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
 	seg_gc();

@@ -15,7 +15,7 @@ struct spool_stats {
 	uint64_t messages, bytes, dead, oldest_wall_ms;
 	uint64_t segments, disk_bytes;
 	uint64_t written_bytes, written_records, fsyncs;
-	uint64_t dropped, expired, corrupt_segments, torn_tails;
+	uint64_t dropped, expired, corrupt_segments, corrupt_records, torn_tails;
 };
 
 /* Open dir, recover what it holds: each live message is handed to recovered()
@@ -28,12 +28,13 @@ void spool_close(void);
  * turn, at the turn's end; then written() runs, with err NULL once it is in the
  * segment (route it now) or with the reason it could not be written (disk
  * full); after a success durable() follows once it is as durable as
- * spool.fsync asks (at once with fsync: never). Returns -1 with err when the
+ * spool.fsync asks (at once with fsync: never), err set if the sync failed. Returns -1 with err when the
  * message cannot be taken at all (file neither linkable nor copyable, no
  * segment); the callbacks then never run. The bounds (max_bytes,
  * max_messages) are the router's to enforce, counting spool_unwritten(). */
 int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
-	      void (*written)(struct smsg *m, const char *err, void *arg), void (*durable)(struct smsg *m, void *arg),
+	      void (*written)(struct smsg *m, const char *err, void *arg),
+	      void (*durable)(struct smsg *m, const char *err, void *arg),
 	      void *arg, char *err, size_t errlen);
 /* New messages whose records wait for the end of this turn: count and bytes. */
 void spool_unwritten(uint64_t *n, uint64_t *bytes);

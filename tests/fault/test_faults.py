@@ -252,14 +252,16 @@ class FaultTest(GatewayTest):
         cfg["spool"]["dir"] = spool
         self.mq.stop()  # nothing drains: the spool fills
         gw = self.gateway(cfg)
-        load = Load(gw, self.files, rate=2000, files=False)
+        load = Load(gw, self.files, rate=2000)  # metadata and files: the file area is on it too
         load.start()
         wait_for(lambda: sum(load.refused.values()) > 20, timeout=60, what="refusals")
         load.stop_flag = True
         load.join(30)
         reasons = " | ".join(load.refused)
         print("\nrefusals: %s" % load.refused)
-        self.assertTrue("No space left on device" in reasons, reasons)
+        self.assertIn("spool full: the file system of", reasons)
+        self.assertIn("No space left on device", reasons)
+        self.assertGreater(gw.ctl_json("status")["spool"]["rejected_full"], 20)
         self.mq.start()
         self.check_everything_arrived(load, {"spool full refusals": sum(load.refused.values())})
 

@@ -291,18 +291,27 @@ class RouterTest(GatewayTest):
         self.assertIn("cut a torn tail", gw.log_text())
 
     def test_drain_rate_limits_a_backlog(self):
-        c = cfg(self.tmp)
-        c["spool"]["drain_rate"] = 20
-        gw = self.gateway(c)
-        gw.ctl("pause", "testworker")
-        for i in range(40):
-            gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)
-        t0 = time.monotonic()
-        gw.ctl("resume", "testworker")
-        wait_for(lambda: len(delivered(self.tmp)) == 40, timeout=30, what="backlog drained")
-        took = time.monotonic() - t0
-        print("\n40 messages at drain_rate 20/s took %.2f s" % took)
-        self.assertGreater(took, 1.5)
+        # a bucket that keeps fractions: low rates are kept too, not rounded up
+        # to one message per tick
+        for rate, n in ((20, 40), (2, 8)):
+            with self.subTest(rate=rate):
+                tmp = os.path.join(self.tmp, "rate%d" % rate)
+                os.makedirs(tmp)
+                c = cfg(tmp)
+                c["spool"]["drain_rate"] = rate
+                gw = self.gateway(c)
+                gw.ctl("pause", "testworker")
+                for i in range(n):
+                    gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)
+                t0 = time.monotonic()
+                gw.ctl("resume", "testworker")
+                wait_for(lambda: len(delivered(tmp)) == n, timeout=30, what="backlog drained")
+                took = time.monotonic() - t0
+                expect = (n - 1) / rate  # the first goes at once
+                print("\n%d messages at drain_rate %d/s took %.2f s (%.2f expected)" % (n, rate, took, expect))
+                self.assertGreater(took, expect * 0.85)
+                self.assertLess(took, expect * 1.6 + 1)
+                gw.stop()
 
     def test_corrupt_segment_moved_aside(self):
         c = cfg(self.tmp, delay_ms=30000)
@@ -324,10 +333,37 @@ class RouterTest(GatewayTest):
         gw.start()
         st = gw.ctl_json("status")["spool"]
         self.assertEqual(st["corrupt_segments"], 1)
+        self.assertEqual(st["corrupt_records"], 1)
         self.assertIn("is corrupt in the middle; moved aside", gw.log_text())
+        self.assertIn("damaged bytes at offset", gw.log_text())
         self.assertEqual(len(os.listdir(os.path.join(gw.dir, "state", "spool", "corrupt"))), 1)
         wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="the rest delivered")
-        self.assertGreater(len(delivered(self.tmp)), 40)
+        # only the damaged record is lost: replay went on at the next good one
+        self.assertEqual(len({r[0] for r in delivered(self.tmp)}), 59)
+
+    def test_damage_in_the_newest_segment_is_not_a_torn_tail(self):
+        # A damaged record followed by good ones is not a write cut short by a
+        # crash: the good records after it are kept, not truncated away.
+        c = cfg(self.tmp, delay_ms=30000)
+        gw = self.gateway(c)
+        for i in range(20):
+            gw.ctl("send", "--protocol", "testworker", '{"n":%d,"pad":"%s"}' % (i, "p" * 200))
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        segdir = os.path.join(gw.dir, "state", "spool", "seg")
+        seg = os.path.join(segdir, sorted(os.listdir(segdir))[-1])
+        with open(seg, "r+b") as f:
+            f.seek(os.path.getsize(seg) // 2)
+            f.write(b"\x00" * 8)
+        gw.cfg["testworker"]["delay_ms"] = 0
+        gw.write_config(gw.cfg)
+        gw.log.close()
+        gw.start()
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual((st["corrupt_segments"], st["corrupt_records"]), (1, 1))
+        self.assertNotIn("torn tail", gw.log_text())
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="the rest delivered")
+        self.assertEqual(len({r[0] for r in delivered(self.tmp)}), 19)
 
     def test_worker_killed_with_jobs_redelivers(self):
         c = cfg(self.tmp, delay_ms=5000)  # every job still in flight after 10 sends on a slow machine
