@@ -10,7 +10,7 @@
 #include "proto/proto.h"
 
 #define MAX_ROUTE 16
-#define MAX_WAITERS 4
+#define MAX_WAITERS 1         /* the client that sent it with --wait */
 
 enum smsg_state {
 	SM_QUEUED,   /* waiting for a worker */
@@ -58,8 +58,8 @@ struct smsg {
 	uint64_t progress_ms;     /* last progress report: a long transfer is not a stuck one */
 	char worker[16];          /* SM_INFLIGHT: the worker holding it */
 	bool permfail[8];         /* per protocol index: said permfail this round */
-	struct hop route[MAX_ROUTE];
-	unsigned nroute;
+	struct hop *route;        /* allocated as it grows (most messages take one hop) */
+	unsigned nroute, caproute;
 	char last_error[160];
 	uint64_t done_bytes;      /* file progress */
 	struct waiter waiters[MAX_WAITERS];

@@ -201,6 +201,7 @@ static void answer_waiters(struct smsg *m, const char *status)
 
 void smsg_free(struct smsg *m)
 {
+	free(m->route);
 	free(m->payload);
 	free(m->topic);
 	free(m->endpoint);
@@ -384,6 +385,9 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	if (m->nroute == MAX_ROUTE) { /* keep the first hop and the latest ones */
 		memmove(&m->route[1], &m->route[2], (MAX_ROUTE - 2) * sizeof m->route[0]);
 		m->nroute--;
+	} else if (m->nroute == m->caproute) {
+		m->caproute = m->caproute ? m->caproute * 2 : 1;
+		m->route = xrealloc(m->route, m->caproute * sizeof *m->route);
 	}
 	struct hop *h = &m->route[m->nroute++];
 	memset(h, 0, sizeof *h);

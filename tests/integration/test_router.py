@@ -171,6 +171,36 @@ class RouterTest(GatewayTest):
         if not asan:
             self.assertLess(rss, 80 * 1024)
 
+    def test_queued_messages_cost_little_memory(self):
+        # A long outage queues many messages: the supervisor keeps a small record
+        # of each (not its payload, not a fixed-size route), before and after a
+        # restart that replays them from the spool.
+        def rss_kb(pid):
+            with open("/proc/%d/status" % pid) as f:
+                return [int(l.split()[1]) for l in f if l.startswith("VmRSS")][0]
+        n = 20000
+        gw = self.gateway(cfg(self.tmp, delay_ms=600000))  # nothing is delivered, before or after the restart
+        with open("/proc/%d/maps" % gw.proc.pid) as f:
+            asan = "libasan" in f.read()
+        gw.ctl("pause", "testworker")
+        before = rss_kb(gw.proc.pid)
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(n), "-p", "testworker",
+                            "-z", "200"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], n)
+        grown = rss_kb(gw.proc.pid) - before
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        gw.log.close()
+        gw.start()
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], n)
+        recovered = rss_kb(gw.proc.pid)
+        print("\n%d queued messages of 200 bytes: supervisor grew by %d KB (%d bytes each); "
+              "%d KB after a restart that replayed them" % (n, grown, grown * 1024 // n, recovered))
+        if not asan:
+            self.assertLess(grown * 1024 // n, 1500)
+            self.assertLess(recovered * 1024 // n, 2000)
+
     def test_pause_and_resume(self):
         gw = self.gateway(cfg(self.tmp))
         self.assertEqual(gw.ctl("pause", "testworker")[0], 0)

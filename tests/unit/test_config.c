@@ -270,7 +270,7 @@ static const struct {
 	{ "spool", "fsync", "batch" },
 	{ "spool", "fsync_interval_ms", "10" },
 	{ "spool", "max_bytes", "1073741824" },
-	{ "spool", "max_messages", "1000000" },
+	{ "spool", "max_messages", "200000" },
 	{ "spool", "full_policy", "reject" },
 	{ "spool", "ttl_s", "604800" },
 	{ "spool", "drain_rate", "0" },
