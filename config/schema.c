@@ -171,11 +171,23 @@ static const struct cfg_key protocol_selection[] = {
 	INT("small_bytes", "1024", 0, BIG, "metadata below this is small"),
 	INT("medium_bytes", "10000", 0, BIG, "metadata below this is medium; above, large"),
 	INT("file_small_bytes", "1048576", 0, BIG, "files below this are small"),
+	ENUM("high_priority", "websocket", "websocket|rest|mqtt", "high-priority metadata on a good network"),
+	ENUM("high_priority_poor", "mqtt", "websocket|rest|mqtt", "high-priority metadata on a network worse than good"),
+	ENUM("small", "websocket", "websocket|rest|mqtt", "small metadata on a good network"),
+	ENUM("small_poor", "rest", "websocket|rest|mqtt", "small metadata on a network worse than good"),
+	ENUM("medium", "rest", "websocket|rest|mqtt", "medium metadata"),
+	ENUM("large", "mqtt", "websocket|rest|mqtt", "large metadata"),
+	ENUM("file_high_priority", "sftp", "sftp|rsync", "high-priority files"),
+	ENUM("file_small", "sftp", "sftp|rsync", "small files on a good network"),
+	ENUM("file_small_poor", "rsync", "sftp|rsync", "small files on a network worse than good"),
+	ENUM("file_large", "rsync", "sftp|rsync", "large files"),
 };
 
 static const struct cfg_key fallback[] = {
 	BOOL("enabled", "true", "reroute a message when its protocol fails"),
 	INT("max_attempts", "3", 1, 100, "attempts per round before the message waits"),
+	INT("cool_after_failures", "5", 1, 1000, "failures in a row after which a protocol cools down (is not chosen)"),
+	INT("cool_down_ms", "10000", 100, 3600000, "how long a protocol cools down; then one message probes it"),
 	LISTMAP("chains", "websocket=rest,mqtt;rest=mqtt,websocket;mqtt=rest,websocket;sftp=rsync;rsync=sftp",
 		CFG_PROTOCOLS, "for each protocol, the protocols to try next, in order"),
 };
@@ -183,7 +195,7 @@ static const struct cfg_key fallback[] = {
 static const struct cfg_key network_monitor[] = {
 	INT("interval_ms", "5000", 100, 3600000, "probe interval"),
 	INT("timeout_ms", "2000", 10, 600000, "a probe without answer this long counts as lost"),
-	INT("history", "100", 1, 10000, "measurements kept per server"),
+	INT("history", "10", 1, 10000, "recent measurements per server that round trip, loss and quality are judged by (the reference design's last ten)"),
 };
 
 static const struct cfg_key metrics[] = {
@@ -209,6 +221,7 @@ static const struct cfg_key testworker[] = {
 	INT("delay_ms", "0", 0, 3600000, "answer each job after this long"),
 	INT("ready_delay_ms", "0", 0, 3600000, "sleep this long before ready"),
 	PATH("record", NULL, "append one line per delivered job here"),
+	PATH("down_file", NULL, "while this file exists, every job is answered retry (a server that is down)"),
 };
 
 #define SECTION(name, worker, help) { #name, worker, name, COUNT(name), help }

@@ -3,14 +3,18 @@
 #include <stdio.h>
 #include <string.h>
 
-#define HISTORY 10 /* the seed averages the last ten measurements */
+#include "common/log.h"
+#include "supervisor/sup.h"
+
 #define MAX_SERVERS 8
 
+/* The last network_monitor.history measurements per server (the seed judges by
+ * its last ten, the default), in a ring sized when the server is first seen. */
 static struct server {
 	char name[16];
-	uint64_t rtt_us[HISTORY];
-	bool lost[HISTORY];
-	unsigned n, head;
+	uint64_t *rtt_us;
+	bool *lost;
+	unsigned n, head, cap;
 } servers[MAX_SERVERS];
 
 const char *quality_str(enum quality q)
@@ -30,8 +34,12 @@ static struct server *server(const char *name, bool create)
 		return NULL;
 	for (int i = 0; i < MAX_SERVERS; i++)
 		if (!servers[i].name[0]) {
-			snprintf(servers[i].name, sizeof servers[i].name, "%s", name);
-			return &servers[i];
+			struct server *sv = &servers[i];
+			snprintf(sv->name, sizeof sv->name, "%s", name);
+			sv->cap = (unsigned)config_int(sup.cfg, "network_monitor", "history");
+			sv->rtt_us = xcalloc(sv->cap, sizeof *sv->rtt_us);
+			sv->lost = xcalloc(sv->cap, sizeof *sv->lost);
+			return sv;
 		}
 	return NULL;
 }
@@ -43,8 +51,8 @@ void monitor_sample(const char *protocol, uint64_t rtt_us, bool lost)
 		return;
 	s->rtt_us[s->head] = rtt_us;
 	s->lost[s->head] = lost;
-	s->head = (s->head + 1) % HISTORY;
-	if (s->n < HISTORY)
+	s->head = (s->head + 1) % s->cap;
+	if (s->n < s->cap)
 		s->n++;
 }
 

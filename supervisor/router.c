@@ -600,6 +600,7 @@ void router_worker_lost(struct proc *p)
 	struct rproto *rp = rproto_by_name(p->name);
 	if (!rp)
 		return;
+	rp->link_up = false;
 	char why[200];
 	snprintf(why, sizeof why, "worker died with the job in hand (%s)", p->last_exit);
 	while (rp->inflight.head) {
@@ -629,8 +630,10 @@ void router_worker_ready(struct proc *p)
 {
 	router_wake(p->name);
 	struct rproto *rp = rproto_by_name(p->name);
-	if (rp)
+	if (rp) {
+		rp->link_up = p->connected;
 		router_pump(rp);
+	}
 }
 
 void router_worker_health(struct proc *p)
@@ -642,11 +645,18 @@ void router_worker_health(struct proc *p)
 		monitor_sample(p->name, p->rtt_us, false);
 	else if (!p->connected)
 		monitor_sample(p->name, 0, true);
-	if (p->connected) {
+	/* Only a link that comes back wakes the messages waiting for it (and ends a
+	 * cool-down that its loss caused); a server that answers errors on a live
+	 * link stays cooled down, however often the worker says it is connected. */
+	bool came_back = p->connected && !rp->link_up;
+	rp->link_up = p->connected;
+	if (came_back) {
 		rp->cool_until = 0;
+		rp->consecutive_failures = 0;
 		router_wake(p->name);
-		router_pump(rp);
 	}
+	if (p->connected)
+		router_pump(rp);
 }
 
 void router_worker_drain(struct proc *p)
@@ -759,9 +769,33 @@ static void sweep_expired(void)
 	}
 }
 
+/* A cool-down that is over: one waiting message probes the protocol (it would
+ * otherwise wait for its own backoff); its result decides (select.c). */
+static void end_cooling(void)
+{
+	uint64_t now = now_ms();
+	for (int i = 0; i < R.nprotos; i++) {
+		struct rproto *rp = &R.protos[i];
+		if (!rp->cool_until || now < rp->cool_until)
+			continue;
+		rp->cool_until = 0;
+		rp->probing = true;
+		struct smsg *m = R.waiting.head;
+		while (m && !(chain_has(m, rp->name) && (m->kind == JOB_FILE ? rp->files : rp->meta)))
+			m = m->qnext;
+		log_info("protocol %s: cool-down over; %s", rp->name,
+			 m ? "a waiting message probes it" : "the next message probes it");
+		if (m) {
+			m->tried |= 1u << rp->idx;
+			router_enqueue(m, rp);
+		}
+	}
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	drain_refill();
+	end_cooling();
 	sweep_timeouts();
 	sweep_stuck_queues();
 	router_sweep_waiting();

@@ -31,6 +31,8 @@ struct rproto {
 	bool paused;                /* an operator paused it: jobs wait */
 	unsigned consecutive_failures;
 	uint64_t cool_until;        /* monotonic ms; cooling down until then */
+	bool probing;               /* the cool-down ended: the next result decides */
+	bool link_up;               /* the worker's last health report said connected */
 	char cool_reason[160];
 	struct proto_stats st;
 };

@@ -9,9 +9,6 @@
 #include "supervisor/router_int.h"
 #include "supervisor/sup.h"
 
-#define COOL_AFTER_FAILURES 5
-#define COOL_MS 10000
-
 static bool can_carry(const struct rproto *rp, const struct smsg *m)
 {
 	return m->kind == JOB_FILE ? rp->files : rp->meta;
@@ -26,7 +23,10 @@ static bool usable(const struct rproto *rp)
 
 static int64_t sel_int(const char *key) { return config_int(sup.cfg, "protocol_selection", key); }
 
-/* The seed's rules, with its flaw fixed: "excellent" counts as at least "good". */
+static const char *sel_str(const char *key) { return config_str(sup.cfg, "protocol_selection", key); }
+
+/* The seed's rules, with its flaw fixed: "excellent" counts as at least "good".
+ * What each rule picks is configurable; the defaults are the seed's choices. */
 static const char *rules_choice(const struct smsg *m)
 {
 	bool prio = config_bool(sup.cfg, "protocol_selection", "priority_based");
@@ -34,19 +34,19 @@ static const char *rules_choice(const struct smsg *m)
 	if (m->kind == JOB_FILE) {
 		bool good = !aware || quality_at_least_good(monitor_quality("sftp"));
 		if (prio && m->priority == PRIO_HIGH)
-			return "sftp";
+			return sel_str("file_high_priority");
 		if ((int64_t)m->size < sel_int("file_small_bytes"))
-			return good ? "sftp" : "rsync";
-		return "rsync";
+			return sel_str(good ? "file_small" : "file_small_poor");
+		return sel_str("file_large");
 	}
 	bool good = !aware || quality_at_least_good(monitor_quality("websocket"));
 	if (prio && m->priority == PRIO_HIGH)
-		return good ? "websocket" : "mqtt";
+		return sel_str(good ? "high_priority" : "high_priority_poor");
 	if ((int64_t)m->size < sel_int("small_bytes"))
-		return good ? "websocket" : "rest";
+		return sel_str(good ? "small" : "small_poor");
 	if ((int64_t)m->size < sel_int("medium_bytes"))
-		return "rest";
-	return "mqtt";
+		return sel_str("medium");
+	return sel_str("large");
 }
 
 static struct rproto *round_robin(const struct smsg *m)
@@ -148,22 +148,34 @@ bool chain_has(const struct smsg *m, const char *name)
 	return false;
 }
 
+/* A delivery: the protocol works. After a cool-down (this was the probe) the
+ * messages that wait for it go out now, not when their backoff ends. */
 void rproto_success(struct rproto *rp)
 {
+	bool was_down = rp->probing || rp->cool_until;
 	rp->consecutive_failures = 0;
 	rp->cool_until = 0;
+	rp->probing = false;
+	if (was_down) {
+		log_info("protocol %s delivers again; waiting messages go out now", rp->name);
+		router_wake(rp->name);
+	}
 }
 
-/* K failures in a row: cool the protocol down; the first message after the
- * cool-down is the probe, and a success or a health report puts it back. */
+/* K failures in a row: cool the protocol down (not chosen) for a while. When
+ * that ends, one message probes it (router.c, end_cooling); a success puts it
+ * back, a failure cools it down again at once. */
 void rproto_failure(struct rproto *rp, enum job_status st, const char *err)
 {
 	if (st != JOB_RETRY)
 		return;
-	if (++rp->consecutive_failures < COOL_AFTER_FAILURES || now_ms() < rp->cool_until)
+	unsigned k = (unsigned)config_int(sup.cfg, "fallback", "cool_after_failures");
+	uint64_t ms = (uint64_t)config_int(sup.cfg, "fallback", "cool_down_ms");
+	if (++rp->consecutive_failures < k || now_ms() < rp->cool_until)
 		return;
-	rp->cool_until = now_ms() + COOL_MS;
+	rp->cool_until = now_ms() + ms;
+	rp->probing = false;
 	snprintf(rp->cool_reason, sizeof rp->cool_reason, "%s", err ? err : "failures");
-	log_warnx("protocol %s cooling down for %d s after %u failures in a row: %s", rp->name, COOL_MS / 1000,
+	log_warnx("protocol %s cooling down for %.1f s after %u failures in a row: %s", rp->name, (double)ms / 1000,
 		  rp->consecutive_failures, rp->cool_reason);
 }

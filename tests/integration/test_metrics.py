@@ -96,7 +96,34 @@ class MetricsTest(GatewayTest):
         st = wait_for(lambda: (lambda s: s if s["network"]["testworker"]["cooling"] else None)(gw.ctl_json("status")),
                       what="cooling down")
         self.assertIn("told to answer retry", st["network"]["testworker"]["cooling"])
-        self.assertIn("cooling down for 10 s", gw.log_text())
+        self.assertIn("cooling down for 10.0 s", gw.log_text())
+
+    def test_cooling_ends_with_a_probe_and_waiting_messages_go_at_once(self):
+        # The server is down for a while: the protocol cools down, messages wait
+        # with a long backoff. When the cool-down ends, one message probes; it
+        # succeeds, and the others go at once, not when their backoff ends.
+        down = os.path.join(self.tmp, "down")
+        open(down, "w").close()
+        gw = self.gateway({"testworker": {"down_file": down, "record": os.path.join(self.tmp, "rec")},
+                           "fallback": {"cool_after_failures": 3, "cool_down_ms": 3000},
+                           "spool": {"retry_backoff_min_ms": 120000, "retry_backoff_max_ms": 240000}})
+        for i in range(6):
+            gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)
+        wait_for(lambda: gw.ctl_json("status")["network"]["testworker"]["cooling"], what="cooling down")
+        wait_for(lambda: gw.ctl_json("status")["spool"]["waiting"] == 6, what="all six waiting")
+        # health reports ("connected") on a live link do not end the cool-down
+        time.sleep(1)
+        self.assertTrue(gw.ctl_json("status")["network"]["testworker"]["cooling"])
+        os.unlink(down)
+        t0 = time.monotonic()
+        wait_for(lambda: os.path.exists(os.path.join(self.tmp, "rec")) and
+                 len(open(os.path.join(self.tmp, "rec")).read().splitlines()) == 6,
+                 timeout=20, what="all six delivered")
+        took = time.monotonic() - t0
+        print("\nall six delivered %.1f s after the server came back (cool-down 3 s, backoff 120 s)" % took)
+        self.assertLess(took, 10)
+        self.assertIn("cool-down over; a waiting message probes it", gw.log_text())
+        self.assertIn("delivers again; waiting messages go out now", gw.log_text())
 
 
 if __name__ == "__main__":

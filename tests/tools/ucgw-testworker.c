@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "workers/worker.h"
@@ -11,6 +12,7 @@
 static uv_timer_t hang_timer;
 static int64_t delay_ms;
 static int record_fd = -1;
+static char *down_file; /* while it exists, the "server" is down: every job is answered retry */
 
 static void hang_forever(uv_timer_t *t)
 {
@@ -24,6 +26,8 @@ static int test_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	const char *mode = cfg_str(cfg, "mode");
 	delay_ms = cfg_int(cfg, "delay_ms");
 	/* The test worker's "server": one line per delivered job, "ID SIZE SHA-less-checksum". */
+	const char *down = cfg_str(cfg, "down_file");
+	down_file = down ? xstrdup(down) : NULL;
 	const char *rec = cfg_str(cfg, "record");
 	if (rec && (record_fd = open(rec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0) {
 		snprintf(err, errlen, "testworker: cannot open record file %s", rec);
@@ -83,7 +87,10 @@ static void record(struct job *job)
 static void answer(struct job *job)
 {
 	const char *p = job->payload;
-	if (strstr(p, "\"retry\""))
+	struct stat st;
+	if (down_file && stat(down_file, &st) == 0) { /* stat: in every worker's allow-list */
+		worker_result(job, JOB_RETRY, 0, "test server is down");
+	} else if (strstr(p, "\"retry\""))
 		worker_result(job, JOB_RETRY, 0, "test worker was told to answer retry");
 	else if (strstr(p, "\"permfail\""))
 		worker_result(job, JOB_PERMFAIL, 0, "test worker was told to answer permfail");

@@ -319,7 +319,7 @@ static const struct {
 	{ "fallback", "max_attempts", "3" },
 	{ "network_monitor", "interval_ms", "5000" },
 	{ "network_monitor", "timeout_ms", "2000" },
-	{ "network_monitor", "history", "100" },
+	{ "network_monitor", "history", "10" },
 	{ "metrics", "listen", "127.0.0.1:9630" },
 	{ "metrics", "dashboard_actions", "false" },
 	{ "security", "api_keys", "(unset)" },
