@@ -87,13 +87,50 @@ class SftpTest(GatewayTest):
         self.assertEqual(seen_partial, [])
         self.assertEqual(sha(final), sha(p))
 
+    def test_stale_part_of_another_message_is_not_resumed(self):
+        # parts left by other messages of the same remote name: one of the old
+        # naming (.NAME.ucgw-part) and one of another message id. Appending to
+        # either would give the right size and the wrong bytes.
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        stale = {".x.jpg.ucgw-part": os.urandom(3000), ".x.jpg.01ARZ3NDEKTSV4RRFFQ69G5FAV.ucgw-part": os.urandom(3000)}
+        for name, data in stale.items():
+            with open(os.path.join(sshd.remote, name), "wb") as f:
+                f.write(data)
+        p = self.make("x.jpg", 5000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)
+        self.assertEqual(rc, 0, err + out)
+        self.assertEqual(json.loads(out)["status"], "ok")
+        self.assertEqual(sha(os.path.join(sshd.remote, "x.jpg")), sha(p))
+        # another message's part is not this worker's to delete
+        self.assertEqual(sorted(os.listdir(sshd.remote)), sorted(["x.jpg", *stale]))
+        for name, data in stale.items():
+            with open(os.path.join(sshd.remote, name), "rb") as f:
+                self.assertEqual(f.read(), data)
+
+    def test_longest_name_keeps_its_part_within_a_file_name(self):
+        # the part's name adds the id and a suffix; for a 250-byte name (UTF-8)
+        # it is shortened so that the server can create it
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        name = "\u00e9" * 122 + "x.jpg"
+        self.assertEqual(len(name.encode()), 249)
+        p = self.make("long.jpg", 20000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--remote-name", name, "--wait", p)[1])
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+        self.assertEqual(sha(os.path.join(sshd.remote, name)), sha(p))
+        self.assertEqual(os.listdir(sshd.remote), [name])
+
     def test_cut_transfer_resumes(self):
         sshd = Sshd(self)
         gw = self.gw_for(sshd, buffer_bytes=32768)
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
         p = self.make("cut.bin", 100 * 1024 * 1024)
         rc, out, err = gw.ctl("send-file", "--protocol", "sftp", p)
-        part = os.path.join(sshd.remote, ".cut.bin.ucgw-part")
+        self.assertEqual(rc, 0, err)
+        part = os.path.join(sshd.remote, ".cut.bin.%s.ucgw-part" % out.strip())
         wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 5 * 1024 * 1024, timeout=30,
                  step=0.01, what="part file growing")
         for pid in sshd.session_processes():
