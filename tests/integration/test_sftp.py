@@ -3,7 +3,6 @@ half under their final name, resume after a cut, only to a trusted host key."""
 import hashlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -11,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from sshd import Sshd  # noqa: E402
-from ucgwtest import GatewayTest, wait_for  # noqa: E402
+from ucgwtest import FaultProxy, GatewayTest, wait_for  # noqa: E402
 
 
 def sha(path):
@@ -124,22 +123,76 @@ class SftpTest(GatewayTest):
         self.assertEqual(os.listdir(sshd.remote), [name])
 
     def test_cut_transfer_resumes(self):
+        # the connection goes through a proxy that counts the bytes it forwards
+        # to sshd; the cut closes every connection and refuses new ones until
+        # the part on the server has stopped growing
         sshd = Sshd(self)
-        gw = self.gw_for(sshd, buffer_bytes=32768)
+        proxy = FaultProxy(self, sshd.port)
+        self.addCleanup(proxy.ctl.close)
+        self.addCleanup(proxy.ctl_file.close)
+        kh = os.path.join(self.tmp, "proxy_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, buffer_bytes=32768)
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
-        p = self.make("cut.bin", 100 * 1024 * 1024)
+        size = 40 * 1024 * 1024
+        p = self.make("cut.bin", size)
+        proxy.command("bandwidth %d" % (16 * 1024 * 1024))
         rc, out, err = gw.ctl("send-file", "--protocol", "sftp", p)
         self.assertEqual(rc, 0, err)
         part = os.path.join(sshd.remote, ".cut.bin.%s.ucgw-part" % out.strip())
-        wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 5 * 1024 * 1024, timeout=30,
-                 step=0.01, what="part file growing")
-        for pid in sshd.session_processes():
-            os.kill(pid, signal.SIGKILL)
         final = os.path.join(sshd.remote, "cut.bin")
-        wait_for(lambda: os.path.exists(final), timeout=60, what="file completed after the cut")
+
+        def part_size():
+            try:
+                return os.path.getsize(part)
+            except FileNotFoundError:
+                return None
+        wait_for(lambda: (part_size() or 0) > 5 * 1024 * 1024, timeout=30, step=0.01, what="part file growing")
+        proxy.command("drop")
+        sizes = [part_size()]
+        while True:  # sshd writes what it had received, then nothing more comes
+            time.sleep(0.3)
+            sizes.append(part_size())
+            if sizes[-1] == sizes[-2]:
+                break
+        at_cut = sizes[-1]
+        self.assertLess(at_cut, size)
+        up_at_cut = int(proxy.command("stats").split()[3])
+        # from here on the part may only grow, until it becomes the final file
+        seen = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                n = part_size()
+                if n is not None:
+                    seen.append(n)
+                time.sleep(0.002)
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            proxy.command("pass")  # (which lifts the cap)
+            wait_for(lambda: os.path.exists(final), timeout=60, what="file completed after the cut")
+        finally:
+            stop.set()
+            t.join()
         self.assertEqual(sha(final), sha(p))
+        self.assertGreater(len(seen), 10)
+        self.assertGreaterEqual(min(seen), at_cut, "the part shrank after the cut: the upload started again")
+        self.assertEqual(seen, sorted(seen), "the part shrank after the cut")
+        # what went to sshd after the cut: the rest of the file, plus SSH and
+        # SFTP framing and a new login; not the whole file again
+        after = int(proxy.command("stats").split()[3]) - up_at_cut
+        rest = size - at_cut
+        print("\ncut at %d of %d bytes; %d bytes sent after the cut for the %d left" % (at_cut, size, after, rest))
+        self.assertGreaterEqual(after, rest)
+        self.assertLess(after, rest * 1.05 + 256 * 1024)
         tr = gw.ctl_json("stats")["sftp"]
         self.assertEqual(tr["success"], 1)
+        self.assertNotIn(".cut.bin.", " ".join(os.listdir(sshd.remote)))
 
     def test_unknown_host_key_refused(self):
         sshd = Sshd(self)
