@@ -3,6 +3,7 @@ half under their final name, resume after a cut, only to a trusted host key."""
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -10,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from sshd import Sshd  # noqa: E402
-from ucgwtest import FaultProxy, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, wait_for  # noqa: E402
 
 
 def sha(path):
@@ -25,8 +26,10 @@ class SftpTest(GatewayTest):
     def gw_for(self, sshd, **extra):
         s = {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
              "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 10}
+        gateway = extra.pop("gateway", {})
         s.update(extra)
-        return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+        return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
+                             "gateway": gateway})
 
     def make(self, name, size):
         path = os.path.join(self.tmp, name)
@@ -218,11 +221,34 @@ class SftpTest(GatewayTest):
 
     def test_missing_file_and_unreadable(self):
         sshd = Sshd(self)
-        gw = self.gw_for(sshd)
-        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", os.path.join(self.tmp, "nope.jpg"))
-        self.assertEqual(rc, 1)
-        self.assertIn("cannot open", err)
-        self.assertIn("No such file or directory", err)
+        gw = self.gw_for(sshd, gateway={"control_socket_mode": "0666"})
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        missing = os.path.join(self.tmp, "nope.jpg")
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", missing)
+        self.assertEqual((rc, err), (1, "ucgwctl: cannot open %s: No such file or directory\n" % missing))
+        # unreadable: ucgwctl opens the file with its caller's rights, so run it
+        # as a user that may use the control socket but not read the file
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run ucgwctl as another user")
+        os.chmod(self.tmp, 0o711)  # the socket and the files below, reachable by nobody
+        os.chmod(gw.dir, 0o711)
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                     os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "--json", "send-file", "--protocol", "sftp"]
+        readable, secret = self.make("readable.jpg", 1000), self.make("secret.jpg", 1000)
+        os.chmod(readable, 0o644)
+        os.chmod(secret, 0o600)
+        self.assertEqual(os.stat(secret).st_uid, 0)
+        # the socket is open to nobody: a file it can read goes out
+        r = subprocess.run([*as_nobody, "--wait", readable], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        self.assertEqual(json.loads(r.stdout)["status"], "ok")
+        self.assertEqual(sha(os.path.join(sshd.remote, "readable.jpg")), sha(readable))
+        r = subprocess.run([*as_nobody, "--wait", secret], capture_output=True, text=True, timeout=60)
+        self.assertEqual((r.returncode, r.stdout, r.stderr),
+                         (1, "", "ucgwctl: cannot open %s: Permission denied\n" % secret))
+        self.assertEqual(gw.ctl_json("queue"), [])
+        self.assertEqual(os.listdir(sshd.remote), ["readable.jpg"])
+        self.assertEqual(gw.ctl_json("stats")["sftp"]["success"], 1)
 
     def test_hundred_small_files_one_session(self):
         sshd = Sshd(self)
