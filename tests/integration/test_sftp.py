@@ -219,6 +219,33 @@ class SftpTest(GatewayTest):
         gw2 = self.gw_for(sshd, known_hosts="/nonexistent", host_key_fingerprint=sshd.fingerprint)
         wait_for(lambda: gw2.workers()["sftp"]["connected"], what="pinned key accepted")
 
+    def test_host_not_in_known_hosts_refused(self):
+        # known_hosts has the server's very key, but for another port, and a
+        # comment; then an empty known_hosts: the host is in neither
+        sshd = Sshd(self)
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        for name, text in (("other_port", "# a comment\n[127.0.0.1]:%d %s" % (sshd.port + 1, key)), ("empty", "")):
+            kh = os.path.join(self.tmp, name + "_known_hosts")
+            with open(kh, "w") as f:
+                f.write(text)
+            gw = self.gw_for(sshd, known_hosts=kh)
+            w = wait_for(lambda: (lambda w: w if "host key" in w["health"] else None)(gw.workers()["sftp"]),
+                         what="host key refusal")
+            self.assertEqual(w["health"], "unknown host key for 127.0.0.1:%d (%s) is not in known_hosts: "
+                             "refusing to upload" % (sshd.port, sshd.fingerprint))
+            self.assertFalse(w["connected"])
+            rc, out, err = gw.ctl("send-file", "--protocol", "sftp", self.make(name + ".jpg", 1000))
+            self.assertEqual(rc, 0, err)
+            wait_for(lambda: (gw.ctl_json("queue") or [{}])[0].get("last_error"), what="an attempt")
+            time.sleep(1)
+            self.assertEqual(os.listdir(sshd.remote), [])
+            q = gw.ctl_json("queue")
+            self.assertEqual(len(q), 1, q)
+            self.assertIn("is not in known_hosts: refusing to upload", q[0]["last_error"])
+            self.assertEqual(gw.ctl_json("stats")["sftp"]["success"], 0)
+            gw.kill()
+
     def test_missing_file_and_unreadable(self):
         sshd = Sshd(self)
         gw = self.gw_for(sshd, gateway={"control_socket_mode": "0666"})
