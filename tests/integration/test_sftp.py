@@ -11,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from sshd import Sshd  # noqa: E402
-from ucgwtest import BIN, FaultProxy, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, wait_for, wait_port  # noqa: E402
 
 
 def sha(path):
@@ -22,12 +22,62 @@ def sha(path):
     return h.hexdigest()
 
 
+class PasswordSshd(Sshd):
+    """The test's sshd with password logins, for its user (root when the tests
+    run as root, whose password is locked). So that no system file changes,
+    sshd runs in a mount namespace of its own where a copy of /etc/shadow with
+    a password for that user is bind-mounted over the real one; only this sshd
+    sees it, and it goes away with it."""
+    PASSWORD = "pl4te-camera pass"
+
+    @staticmethod
+    def usable():
+        if os.geteuid() != 0:
+            return "needs root (a mount namespace) for a password login without changing /etc/shadow"
+        if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+            return "unshare --mount is not allowed here"
+        return None
+
+    def start(self):
+        with open(self.config) as f:
+            conf = f.read()
+        conf = conf.replace("PasswordAuthentication no", "PasswordAuthentication yes")
+        conf = conf.replace("PermitRootLogin prohibit-password", "PermitRootLogin yes")
+        conf = conf.replace("LogLevel ERROR", "LogLevel INFO")
+        with open(self.config, "w") as f:
+            f.write(conf)
+        self.hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=self.PASSWORD,
+                                     capture_output=True, text=True, check=True).stdout.strip()
+        self.shadow = os.path.join(self.dir, "shadow")
+        with open("/etc/shadow") as f:
+            lines = f.read().splitlines()
+        for i, line in enumerate(lines):
+            fields = line.split(":")
+            if fields[0] == self.user:
+                fields[1] = self.hashed
+                lines[i] = ":".join(fields)
+        fd = os.open(self.shadow, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        log = open(os.path.join(self.dir, "sshd.log"), "ab")
+        self.proc = self.test.spawn(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                     'mount --bind "$0" /etc/shadow && exec /usr/sbin/sshd -D -e -f "$1"',
+                                     self.shadow, self.config], stdout=log, stderr=log)
+        log.close()
+        wait_port(self.port, "sshd on %d" % self.port)
+
+    def log_text(self):
+        with open(os.path.join(self.dir, "sshd.log"), errors="replace") as f:
+            return f.read()
+
+
 class SftpTest(GatewayTest):
     def gw_for(self, sshd, **extra):
         s = {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
              "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 10}
         gateway = extra.pop("gateway", {})
         s.update(extra)
+        s = {k: v for k, v in s.items() if v is not None}  # None: leave the key out
         return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
                              "gateway": gateway})
 
@@ -245,6 +295,32 @@ class SftpTest(GatewayTest):
             self.assertIn("is not in known_hosts: refusing to upload", q[0]["last_error"])
             self.assertEqual(gw.ctl_json("stats")["sftp"]["success"], 0)
             gw.kill()
+
+    def test_password_authentication(self):
+        why = PasswordSshd.usable()
+        if why:
+            self.skipTest(why)
+        sshd = PasswordSshd(self)
+        with open("/etc/shadow") as f:  # the system's own is untouched
+            self.assertNotIn(sshd.hashed, f.read())
+        gw = self.gw_for(sshd, key_file=None, password=PasswordSshd.PASSWORD)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up with a password")
+        p = self.make("pw.jpg", 30000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+        self.assertEqual(o["status"], "ok", o)
+        self.assertEqual(sha(os.path.join(sshd.remote, "pw.jpg")), sha(p))
+        self.assertIn("Accepted password for %s from 127.0.0.1" % sshd.user, sshd.log_text())
+        self.assertNotIn("Accepted publickey", sshd.log_text())
+        gw.kill()
+        # a wrong password: refused, said so, nothing uploaded
+        gw = self.gw_for(sshd, key_file=None, password="not " + PasswordSshd.PASSWORD)
+        w = wait_for(lambda: (lambda w: w if "authentication" in w["health"] else None)(gw.workers()["sftp"]),
+                     what="authentication refused")
+        self.assertTrue(w["health"].startswith("SSH authentication as %s failed: " % sshd.user), w["health"])
+        gw.ctl("send-file", "--protocol", "sftp", self.make("pw2.jpg", 1000))
+        wait_for(lambda: (gw.ctl_json("queue") or [{}])[0].get("last_error"), what="an attempt")
+        self.assertEqual(os.listdir(sshd.remote), ["pw.jpg"])
+        self.assertIn("Failed password for %s from 127.0.0.1" % sshd.user, sshd.log_text())
 
     def test_missing_file_and_unreadable(self):
         sshd = Sshd(self)
