@@ -322,6 +322,35 @@ class SftpTest(GatewayTest):
         self.assertEqual(os.listdir(sshd.remote), ["pw.jpg"])
         self.assertIn("Failed password for %s from 127.0.0.1" % sshd.user, sshd.log_text())
 
+    def test_key_with_passphrase(self):
+        sshd = Sshd(self)
+        phrase = "a long camera passphrase"
+        keys = {}
+        for fmt, args in (("pem", ["-m", "PEM"]), ("openssh", [])):
+            keys[fmt] = os.path.join(self.tmp, "user_key_" + fmt)
+            subprocess.run(["ssh-keygen", "-q", "-N", phrase, "-t", "ecdsa", "-b", "256", *args, "-f", keys[fmt]],
+                           check=True)
+            with open(keys[fmt] + ".pub") as src, open(sshd.authorized, "a") as dst:
+                dst.write(src.read())
+        for fmt, key in keys.items():
+            with open(key) as f:
+                self.assertIn("ENCRYPTED" if fmt == "pem" else "OPENSSH PRIVATE KEY", f.read())
+            gw = self.gw_for(sshd, key_file=key, key_passphrase=phrase)
+            wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up with the %s key" % fmt)
+            p = self.make("pp-%s.jpg" % fmt, 30000)
+            o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+            self.assertEqual(o["status"], "ok", o)
+            self.assertEqual(sha(os.path.join(sshd.remote, "pp-%s.jpg" % fmt)), sha(p))
+            gw.kill()
+        # the wrong passphrase: refused, said so, nothing uploaded
+        gw = self.gw_for(sshd, key_file=keys["pem"], key_passphrase="not " + phrase)
+        w = wait_for(lambda: (lambda w: w if "authentication" in w["health"] else None)(gw.workers()["sftp"]),
+                     what="authentication refused")
+        self.assertTrue(w["health"].startswith("SSH authentication as %s failed: " % sshd.user), w["health"])
+        gw.ctl("send-file", "--protocol", "sftp", self.make("pp-wrong.jpg", 1000))
+        wait_for(lambda: (gw.ctl_json("queue") or [{}])[0].get("last_error"), what="an attempt")
+        self.assertEqual(sorted(os.listdir(sshd.remote)), ["pp-openssh.jpg", "pp-pem.jpg"])
+
     def test_missing_file_and_unreadable(self):
         sshd = Sshd(self)
         gw = self.gw_for(sshd, gateway={"control_socket_mode": "0666"})
