@@ -351,6 +351,18 @@ class SftpTest(GatewayTest):
         wait_for(lambda: (gw.ctl_json("queue") or [{}])[0].get("last_error"), what="an attempt")
         self.assertEqual(sorted(os.listdir(sshd.remote)), ["pp-openssh.jpg", "pp-pem.jpg"])
 
+    def test_missing_remote_directories_created(self):
+        sshd = Sshd(self)
+        remote = os.path.join(sshd.remote, "a", "b", "c")
+        self.assertFalse(os.path.exists(os.path.join(sshd.remote, "a")))
+        gw = self.gw_for(sshd, remote_path=remote)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        p = self.make("deep.jpg", 30000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+        self.assertEqual(sha(os.path.join(remote, "deep.jpg")), sha(p))
+        self.assertEqual(os.listdir(remote), ["deep.jpg"])
+
     def test_missing_file_and_unreadable(self):
         sshd = Sshd(self)
         gw = self.gw_for(sshd, gateway={"control_socket_mode": "0666"})
