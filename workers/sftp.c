@@ -2,9 +2,10 @@
  * reused for every file. libssh2 runs blocking in a thread of its own (its
  * non-blocking mode would need a state machine around every call); the libuv
  * loop keeps answering the supervisor, and results come back through a
- * uv_async. Each file goes to ".NAME.ucgw-part" beside the target, resumes from
- * the part's size after a dropped connection, and is renamed atomically once its
- * size is right, so the server never shows a half file under the final name. */
+ * uv_async. Each file goes to ".NAME.ID.ucgw-part" beside the target (ID: the
+ * message id), resumes from the part's size after a dropped connection, and is
+ * renamed atomically once its size is right, so the server never shows a half
+ * file under the final name. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -308,13 +309,32 @@ static void mkdirs(const char *dir)
 	}
 }
 
+/* The part file of one message: ".NAME.ID.ucgw-part" beside the target. The id
+ * makes it this message's own, so a resume only ever continues this message's
+ * bytes: a part left by another message of the same name (a camera that reuses
+ * names, a cut transfer that was purged or went out over rsync) is never
+ * appended to. NAME is only there for people and is shortened (at a UTF-8
+ * character boundary) so the whole stays within the 255 bytes of a file name. */
+#define PART_SUFFIX ".ucgw-part"
+#define NAME_MAX_BYTES 255
+static void part_name(char *out, size_t len, const char *name, const char *id)
+{
+	size_t room = NAME_MAX_BYTES - (1 + 1 + strlen(id) + strlen(PART_SUFFIX)), n = strlen(name);
+	if (n > room) {
+		n = room;
+		while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
+			n--;
+	}
+	snprintf(out, len, "%s/.%.*s.%s" PART_SUFFIX, S.remote, (int)n, name, id);
+}
+
 /* 0 done, -1 retry (session trouble), -2 permanent. */
 static int upload(struct job *j, char *err, size_t errlen)
 {
 	const char *name = j->remote_name ? j->remote_name : j->id;
 	char final[1400], part[1400];
 	snprintf(final, sizeof final, "%s/%s", S.remote, name);
-	snprintf(part, sizeof part, "%s/.%s.ucgw-part", S.remote, name);
+	part_name(part, sizeof part, name, j->id);
 	mkdirs(S.remote);
 	LIBSSH2_SFTP_ATTRIBUTES a;
 	uint64_t off = 0;

@@ -3,7 +3,7 @@ half under their final name, resume after a cut, only to a trusted host key."""
 import hashlib
 import json
 import os
-import signal
+import subprocess
 import sys
 import threading
 import time
@@ -11,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from sshd import Sshd  # noqa: E402
-from ucgwtest import GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, wait_for, wait_port  # noqa: E402
 
 
 def sha(path):
@@ -22,12 +22,64 @@ def sha(path):
     return h.hexdigest()
 
 
+class PasswordSshd(Sshd):
+    """The test's sshd with password logins, for its user (root when the tests
+    run as root, whose password is locked). So that no system file changes,
+    sshd runs in a mount namespace of its own where a copy of /etc/shadow with
+    a password for that user is bind-mounted over the real one; only this sshd
+    sees it, and it goes away with it."""
+    PASSWORD = "pl4te-camera pass"
+
+    @staticmethod
+    def usable():
+        if os.geteuid() != 0:
+            return "needs root (a mount namespace) for a password login without changing /etc/shadow"
+        if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+            return "unshare --mount is not allowed here"
+        return None
+
+    def start(self):
+        with open(self.config) as f:
+            conf = f.read()
+        conf = conf.replace("PasswordAuthentication no", "PasswordAuthentication yes")
+        conf = conf.replace("PermitRootLogin prohibit-password", "PermitRootLogin yes")
+        conf = conf.replace("LogLevel ERROR", "LogLevel INFO")
+        with open(self.config, "w") as f:
+            f.write(conf)
+        self.hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=self.PASSWORD,
+                                     capture_output=True, text=True, check=True).stdout.strip()
+        self.shadow = os.path.join(self.dir, "shadow")
+        with open("/etc/shadow") as f:
+            lines = f.read().splitlines()
+        for i, line in enumerate(lines):
+            fields = line.split(":")
+            if fields[0] == self.user:
+                fields[1] = self.hashed
+                lines[i] = ":".join(fields)
+        fd = os.open(self.shadow, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        log = open(os.path.join(self.dir, "sshd.log"), "ab")
+        self.proc = self.test.spawn(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                     'mount --bind "$0" /etc/shadow && exec /usr/sbin/sshd -D -e -f "$1"',
+                                     self.shadow, self.config], stdout=log, stderr=log)
+        log.close()
+        wait_port(self.port, "sshd on %d" % self.port)
+
+    def log_text(self):
+        with open(os.path.join(self.dir, "sshd.log"), errors="replace") as f:
+            return f.read()
+
+
 class SftpTest(GatewayTest):
     def gw_for(self, sshd, **extra):
         s = {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
              "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 10}
+        gateway = extra.pop("gateway", {})
         s.update(extra)
-        return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+        s = {k: v for k, v in s.items() if v is not None}  # None: leave the key out
+        return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
+                             "gateway": gateway})
 
     def make(self, name, size):
         path = os.path.join(self.tmp, name)
@@ -87,22 +139,113 @@ class SftpTest(GatewayTest):
         self.assertEqual(seen_partial, [])
         self.assertEqual(sha(final), sha(p))
 
-    def test_cut_transfer_resumes(self):
+    def test_stale_part_of_another_message_is_not_resumed(self):
+        # parts left by other messages of the same remote name: one of the old
+        # naming (.NAME.ucgw-part) and one of another message id. Appending to
+        # either would give the right size and the wrong bytes.
         sshd = Sshd(self)
-        gw = self.gw_for(sshd, buffer_bytes=32768)
+        gw = self.gw_for(sshd)
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
-        p = self.make("cut.bin", 100 * 1024 * 1024)
+        stale = {".x.jpg.ucgw-part": os.urandom(3000), ".x.jpg.01ARZ3NDEKTSV4RRFFQ69G5FAV.ucgw-part": os.urandom(3000)}
+        for name, data in stale.items():
+            with open(os.path.join(sshd.remote, name), "wb") as f:
+                f.write(data)
+        p = self.make("x.jpg", 5000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)
+        self.assertEqual(rc, 0, err + out)
+        self.assertEqual(json.loads(out)["status"], "ok")
+        self.assertEqual(sha(os.path.join(sshd.remote, "x.jpg")), sha(p))
+        # another message's part is not this worker's to delete
+        self.assertEqual(sorted(os.listdir(sshd.remote)), sorted(["x.jpg", *stale]))
+        for name, data in stale.items():
+            with open(os.path.join(sshd.remote, name), "rb") as f:
+                self.assertEqual(f.read(), data)
+
+    def test_longest_name_keeps_its_part_within_a_file_name(self):
+        # the part's name adds the id and a suffix; for a 250-byte name (UTF-8)
+        # it is shortened so that the server can create it
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        name = "\u00e9" * 122 + "x.jpg"
+        self.assertEqual(len(name.encode()), 249)
+        p = self.make("long.jpg", 20000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--remote-name", name, "--wait", p)[1])
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+        self.assertEqual(sha(os.path.join(sshd.remote, name)), sha(p))
+        self.assertEqual(os.listdir(sshd.remote), [name])
+
+    def test_cut_transfer_resumes(self):
+        # the connection goes through a proxy that counts the bytes it forwards
+        # to sshd; the cut closes every connection and refuses new ones until
+        # the part on the server has stopped growing
+        sshd = Sshd(self)
+        proxy = FaultProxy(self, sshd.port)
+        self.addCleanup(proxy.ctl.close)
+        self.addCleanup(proxy.ctl_file.close)
+        kh = os.path.join(self.tmp, "proxy_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, buffer_bytes=32768)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        size = 40 * 1024 * 1024
+        p = self.make("cut.bin", size)
+        proxy.command("bandwidth %d" % (16 * 1024 * 1024))
         rc, out, err = gw.ctl("send-file", "--protocol", "sftp", p)
-        part = os.path.join(sshd.remote, ".cut.bin.ucgw-part")
-        wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 5 * 1024 * 1024, timeout=30,
-                 step=0.01, what="part file growing")
-        for pid in sshd.session_processes():
-            os.kill(pid, signal.SIGKILL)
+        self.assertEqual(rc, 0, err)
+        part = os.path.join(sshd.remote, ".cut.bin.%s.ucgw-part" % out.strip())
         final = os.path.join(sshd.remote, "cut.bin")
-        wait_for(lambda: os.path.exists(final), timeout=60, what="file completed after the cut")
+
+        def part_size():
+            try:
+                return os.path.getsize(part)
+            except FileNotFoundError:
+                return None
+        wait_for(lambda: (part_size() or 0) > 5 * 1024 * 1024, timeout=30, step=0.01, what="part file growing")
+        proxy.command("drop")
+        sizes = [part_size()]
+        while True:  # sshd writes what it had received, then nothing more comes
+            time.sleep(0.3)
+            sizes.append(part_size())
+            if sizes[-1] == sizes[-2]:
+                break
+        at_cut = sizes[-1]
+        self.assertLess(at_cut, size)
+        up_at_cut = int(proxy.command("stats").split()[3])
+        # from here on the part may only grow, until it becomes the final file
+        seen = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                n = part_size()
+                if n is not None:
+                    seen.append(n)
+                time.sleep(0.002)
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            proxy.command("pass")  # (which lifts the cap)
+            wait_for(lambda: os.path.exists(final), timeout=60, what="file completed after the cut")
+        finally:
+            stop.set()
+            t.join()
         self.assertEqual(sha(final), sha(p))
+        self.assertGreater(len(seen), 10)
+        self.assertGreaterEqual(min(seen), at_cut, "the part shrank after the cut: the upload started again")
+        self.assertEqual(seen, sorted(seen), "the part shrank after the cut")
+        # what went to sshd after the cut: the rest of the file, plus SSH and
+        # SFTP framing and a new login; not the whole file again
+        after = int(proxy.command("stats").split()[3]) - up_at_cut
+        rest = size - at_cut
+        print("\ncut at %d of %d bytes; %d bytes sent after the cut for the %d left" % (at_cut, size, after, rest))
+        self.assertGreaterEqual(after, rest)
+        self.assertLess(after, rest * 1.05 + 256 * 1024)
         tr = gw.ctl_json("stats")["sftp"]
         self.assertEqual(tr["success"], 1)
+        self.assertNotIn(".cut.bin.", " ".join(os.listdir(sshd.remote)))
 
     def test_unknown_host_key_refused(self):
         sshd = Sshd(self)
@@ -126,13 +269,130 @@ class SftpTest(GatewayTest):
         gw2 = self.gw_for(sshd, known_hosts="/nonexistent", host_key_fingerprint=sshd.fingerprint)
         wait_for(lambda: gw2.workers()["sftp"]["connected"], what="pinned key accepted")
 
+    def test_host_not_in_known_hosts_refused(self):
+        # known_hosts has the server's very key, but for another port, and a
+        # comment; then an empty known_hosts: the host is in neither
+        sshd = Sshd(self)
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        for name, text in (("other_port", "# a comment\n[127.0.0.1]:%d %s" % (sshd.port + 1, key)), ("empty", "")):
+            kh = os.path.join(self.tmp, name + "_known_hosts")
+            with open(kh, "w") as f:
+                f.write(text)
+            gw = self.gw_for(sshd, known_hosts=kh)
+            w = wait_for(lambda: (lambda w: w if "host key" in w["health"] else None)(gw.workers()["sftp"]),
+                         what="host key refusal")
+            self.assertEqual(w["health"], "unknown host key for 127.0.0.1:%d (%s) is not in known_hosts: "
+                             "refusing to upload" % (sshd.port, sshd.fingerprint))
+            self.assertFalse(w["connected"])
+            rc, out, err = gw.ctl("send-file", "--protocol", "sftp", self.make(name + ".jpg", 1000))
+            self.assertEqual(rc, 0, err)
+            wait_for(lambda: (gw.ctl_json("queue") or [{}])[0].get("last_error"), what="an attempt")
+            time.sleep(1)
+            self.assertEqual(os.listdir(sshd.remote), [])
+            q = gw.ctl_json("queue")
+            self.assertEqual(len(q), 1, q)
+            self.assertIn("is not in known_hosts: refusing to upload", q[0]["last_error"])
+            self.assertEqual(gw.ctl_json("stats")["sftp"]["success"], 0)
+            gw.kill()
+
+    def test_password_authentication(self):
+        why = PasswordSshd.usable()
+        if why:
+            self.skipTest(why)
+        sshd = PasswordSshd(self)
+        with open("/etc/shadow") as f:  # the system's own is untouched
+            self.assertNotIn(sshd.hashed, f.read())
+        gw = self.gw_for(sshd, key_file=None, password=PasswordSshd.PASSWORD)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up with a password")
+        p = self.make("pw.jpg", 30000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+        self.assertEqual(o["status"], "ok", o)
+        self.assertEqual(sha(os.path.join(sshd.remote, "pw.jpg")), sha(p))
+        self.assertIn("Accepted password for %s from 127.0.0.1" % sshd.user, sshd.log_text())
+        self.assertNotIn("Accepted publickey", sshd.log_text())
+        gw.kill()
+        # a wrong password: refused, said so, nothing uploaded
+        gw = self.gw_for(sshd, key_file=None, password="not " + PasswordSshd.PASSWORD)
+        w = wait_for(lambda: (lambda w: w if "authentication" in w["health"] else None)(gw.workers()["sftp"]),
+                     what="authentication refused")
+        self.assertTrue(w["health"].startswith("SSH authentication as %s failed: " % sshd.user), w["health"])
+        gw.ctl("send-file", "--protocol", "sftp", self.make("pw2.jpg", 1000))
+        wait_for(lambda: (gw.ctl_json("queue") or [{}])[0].get("last_error"), what="an attempt")
+        self.assertEqual(os.listdir(sshd.remote), ["pw.jpg"])
+        self.assertIn("Failed password for %s from 127.0.0.1" % sshd.user, sshd.log_text())
+
+    def test_key_with_passphrase(self):
+        sshd = Sshd(self)
+        phrase = "a long camera passphrase"
+        keys = {}
+        for fmt, args in (("pem", ["-m", "PEM"]), ("openssh", [])):
+            keys[fmt] = os.path.join(self.tmp, "user_key_" + fmt)
+            subprocess.run(["ssh-keygen", "-q", "-N", phrase, "-t", "ecdsa", "-b", "256", *args, "-f", keys[fmt]],
+                           check=True)
+            with open(keys[fmt] + ".pub") as src, open(sshd.authorized, "a") as dst:
+                dst.write(src.read())
+        for fmt, key in keys.items():
+            with open(key) as f:
+                self.assertIn("ENCRYPTED" if fmt == "pem" else "OPENSSH PRIVATE KEY", f.read())
+            gw = self.gw_for(sshd, key_file=key, key_passphrase=phrase)
+            wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up with the %s key" % fmt)
+            p = self.make("pp-%s.jpg" % fmt, 30000)
+            o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+            self.assertEqual(o["status"], "ok", o)
+            self.assertEqual(sha(os.path.join(sshd.remote, "pp-%s.jpg" % fmt)), sha(p))
+            gw.kill()
+        # the wrong passphrase: refused, said so, nothing uploaded
+        gw = self.gw_for(sshd, key_file=keys["pem"], key_passphrase="not " + phrase)
+        w = wait_for(lambda: (lambda w: w if "authentication" in w["health"] else None)(gw.workers()["sftp"]),
+                     what="authentication refused")
+        self.assertTrue(w["health"].startswith("SSH authentication as %s failed: " % sshd.user), w["health"])
+        gw.ctl("send-file", "--protocol", "sftp", self.make("pp-wrong.jpg", 1000))
+        wait_for(lambda: (gw.ctl_json("queue") or [{}])[0].get("last_error"), what="an attempt")
+        self.assertEqual(sorted(os.listdir(sshd.remote)), ["pp-openssh.jpg", "pp-pem.jpg"])
+
+    def test_missing_remote_directories_created(self):
+        sshd = Sshd(self)
+        remote = os.path.join(sshd.remote, "a", "b", "c")
+        self.assertFalse(os.path.exists(os.path.join(sshd.remote, "a")))
+        gw = self.gw_for(sshd, remote_path=remote)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        p = self.make("deep.jpg", 30000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+        self.assertEqual(sha(os.path.join(remote, "deep.jpg")), sha(p))
+        self.assertEqual(os.listdir(remote), ["deep.jpg"])
+
     def test_missing_file_and_unreadable(self):
         sshd = Sshd(self)
-        gw = self.gw_for(sshd)
-        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", os.path.join(self.tmp, "nope.jpg"))
-        self.assertEqual(rc, 1)
-        self.assertIn("cannot open", err)
-        self.assertIn("No such file or directory", err)
+        gw = self.gw_for(sshd, gateway={"control_socket_mode": "0666"})
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        missing = os.path.join(self.tmp, "nope.jpg")
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", missing)
+        self.assertEqual((rc, err), (1, "ucgwctl: cannot open %s: No such file or directory\n" % missing))
+        # unreadable: ucgwctl opens the file with its caller's rights, so run it
+        # as a user that may use the control socket but not read the file
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run ucgwctl as another user")
+        os.chmod(self.tmp, 0o711)  # the socket and the files below, reachable by nobody
+        os.chmod(gw.dir, 0o711)
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                     os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "--json", "send-file", "--protocol", "sftp"]
+        readable, secret = self.make("readable.jpg", 1000), self.make("secret.jpg", 1000)
+        os.chmod(readable, 0o644)
+        os.chmod(secret, 0o600)
+        self.assertEqual(os.stat(secret).st_uid, 0)
+        # the socket is open to nobody: a file it can read goes out
+        r = subprocess.run([*as_nobody, "--wait", readable], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        self.assertEqual(json.loads(r.stdout)["status"], "ok")
+        self.assertEqual(sha(os.path.join(sshd.remote, "readable.jpg")), sha(readable))
+        r = subprocess.run([*as_nobody, "--wait", secret], capture_output=True, text=True, timeout=60)
+        self.assertEqual((r.returncode, r.stdout, r.stderr),
+                         (1, "", "ucgwctl: cannot open %s: Permission denied\n" % secret))
+        self.assertEqual(gw.ctl_json("queue"), [])
+        self.assertEqual(os.listdir(sshd.remote), ["readable.jpg"])
+        self.assertEqual(gw.ctl_json("stats")["sftp"]["success"], 1)
 
     def test_hundred_small_files_one_session(self):
         sshd = Sshd(self)
