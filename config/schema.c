@@ -98,7 +98,7 @@ static const struct cfg_key rest[] = {
 	REQUIRED("base_url", "http:// or https:// URL of the server"),
 	STR("endpoint", "/api/lpr/data", "path appended to base_url"),
 	NUM("timeout", "30", 0.001, 3600, "seconds a request may take"),
-	INT("retry_attempts", "3", 0, 1000, "rounds of retries the supervisor makes before the message waits"),
+	INT("retry_attempts", "3", 0, 100, "attempts on REST before the message moves on along its chain (the reference design's retries; between them it waits spool.retry_backoff_min_ms, doubling, or the server's Retry-After; the caller is never blocked)"),
 	INT("connections", "8", 1, 256, "keep-alive connections in the pool"),
 	MAP("headers", "extra HTTP headers"),
 	SECRET("auth_header", "a whole header line, e.g. \"Authorization: Bearer ...\""),

@@ -53,6 +53,7 @@ struct smsg {
 	unsigned crashes;         /* workers that died holding it */
 	uint64_t next_try_ms;     /* SM_WAITING: monotonic ms */
 	uint64_t backoff_ms;
+	uint8_t again, again_n;   /* waits to try protocol again-1 once more; how often it did this round */
 	uint64_t job_seq, job_gen, job_start_ms; /* SM_INFLIGHT */
 	uint64_t job_start_us;
 	uint64_t progress_ms;     /* last progress report: a long transfer is not a stuck one */
@@ -60,6 +61,7 @@ struct smsg {
 	bool permfail[8];         /* per protocol index: said permfail this round */
 	struct hop *route;        /* allocated as it grows (most messages take one hop) */
 	unsigned nroute, caproute;
+	unsigned tries;           /* attempts in all (the route keeps the first and the latest MAX_ROUTE) */
 	char last_error[160];
 	uint64_t done_bytes;      /* file progress */
 	struct waiter waiters[MAX_WAITERS];

@@ -165,7 +165,7 @@ void pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status)
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "status", status);
 	pk_kv_str(pk, "protocol", last ? last->protocol : NULL);
-	pk_kv_u64(pk, "attempts", m->nroute);
+	pk_kv_u64(pk, "attempts", m->tries);
 	pk_kv_str(pk, "error", strcmp(status, "ok") == 0 ? NULL : m->last_error);
 	pk_kv_u64(pk, "latency_ms", wall_ms() - m->created_wall_ms);
 	pk_key(pk, "route");
@@ -229,7 +229,7 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 	pk_kv_str(pk, "state", state ? state : states[m->state]);
 	pk_kv_str(pk, "protocol", m->worker[0] ? m->worker : m->protocol);
 	pk_kv_str(pk, "priority", priority_str(m->priority));
-	pk_kv_u64(pk, "attempts", m->nroute);
+	pk_kv_u64(pk, "attempts", m->tries);
 	pk_kv_u64(pk, "size", m->size);
 	pk_kv_u64(pk, "age_ms", wall_ms() - m->created_wall_ms);
 	pk_kv_u64(pk, "next_try_ms",
@@ -354,7 +354,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	struct msg j = { .type = MSG_JOB, .seq = ++R.job_seq, .id = m->id, .kind = m->kind,
 			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
 			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,
-			 .attempt = m->nroute, .encrypt = m->encrypt };
+			 .attempt = m->tries, .encrypt = m->encrypt };
 	char *sealed = NULL;
 	if (m->kind == JOB_META) {
 		j.payload = m->payload;
@@ -382,6 +382,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	m->job_start_us = now_us();
 	m->job_start_ms = m->job_start_us / 1000;
 	m->attempts++;
+	m->tries++;
 	if (m->nroute == MAX_ROUTE) { /* keep the first hop and the latest ones */
 		memmove(&m->route[1], &m->route[2], (MAX_ROUTE - 2) * sizeof m->route[0]);
 		m->nroute--;
@@ -482,6 +483,7 @@ static void wait_round(struct smsg *m, uint64_t retry_after_ms)
 /* Start a fresh round at the message's first choice. */
 void router_route(struct smsg *m)
 {
+	m->again = m->again_n = 0;
 	m->attempts = 0;
 	m->tried = 0;
 	memset(m->permfail, 0, sizeof m->permfail);
@@ -498,9 +500,39 @@ void router_route(struct smsg *m)
 	router_enqueue(m, rp);
 }
 
+/* The reference design's REST client tries rest.retry_attempts times, sleeping
+ * 2^k seconds in between, before it gives up. The supervisor does the same
+ * without blocking anyone: the message waits on the side (retry_backoff_min_ms,
+ * doubling; or the server's Retry-After) and comes back to the same protocol.
+ * True when it waits for that. */
+static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_after_ms)
+{
+	if (strcmp(rp->name, "rest") != 0 || (int64_t)m->again_n + 1 >= config_int(sup.cfg, "rest", "retry_attempts"))
+		return false;
+	uint64_t lo = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
+	uint64_t hi = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_max_ms");
+	uint64_t delay = lo << m->again_n;
+	if (delay > hi)
+		delay = hi;
+	if (delay < retry_after_ms)
+		delay = retry_after_ms;
+	m->again_n++;
+	m->again = (uint8_t)(rp->idx + 1);
+	unlist(m);
+	m->state = SM_WAITING;
+	m->next_try_ms = now_ms() + delay;
+	list_push(&R.waiting, m);
+	log_debug("message %s: %s answered retry (%s); trying it again in %llu ms (%u of rest.retry_attempts)", m->id,
+		  rp->name, m->last_error, (unsigned long long)delay, m->again_n + 1);
+	return true;
+}
+
 /* After a failure on rp: the next protocol of the chain, else wait or die. */
 static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint64_t retry_after_ms)
 {
+	if (st == JOB_RETRY && try_again_later(m, rp, retry_after_ms))
+		return;
+	m->again_n = 0;
 	if (st == JOB_PERMFAIL)
 		m->permfail[rp->idx] = true;
 	else
@@ -686,7 +718,7 @@ void router_describe_jobs(const struct proc *p, FILE *out)
 	struct rproto *rp = rproto_by_name(p->name);
 	for (struct smsg *m = rp ? rp->inflight.head : NULL; m; m = m->qnext)
 		fprintf(out, "job: %s kind=%s size=%llu attempt=%u age_ms=%llu\n", m->id,
-			m->kind == JOB_FILE ? "file" : "meta", (unsigned long long)m->size, m->nroute,
+			m->kind == JOB_FILE ? "file" : "meta", (unsigned long long)m->size, m->tries,
 			(unsigned long long)(now_ms() - m->job_start_ms));
 }
 
@@ -698,8 +730,18 @@ void router_sweep_waiting(void)
 	struct smsg *m = R.waiting.head;
 	while (m) {
 		struct smsg *next = m->qnext;
-		if (m->next_try_ms <= now)
+		if (m->next_try_ms <= now && m->again) { /* the same protocol once more, if it is up */
+			struct rproto *rp = &R.protos[m->again - 1];
+			m->again = 0;
+			if (rproto_up(rp)) {
+				router_enqueue(m, rp);
+			} else {
+				m->again_n = 0;
+				reroute(m, rp, JOB_RETRY, 0);
+			}
+		} else if (m->next_try_ms <= now) {
 			router_route(m);
+		}
 		m = next;
 	}
 }

@@ -123,6 +123,24 @@ class RestTest(GatewayTest):
         self.assertEqual(len(oks), 4)
         self.assertEqual(len(set(oks)), 4)
 
+    def test_retry_attempts_with_growing_waits(self):
+        # rest.retry_attempts (the reference design's retries with growing sleeps):
+        # the supervisor tries REST again after retry_backoff_min_ms, then twice
+        # that, without a worker or the caller sleeping.
+        peer = LprPeer(self)
+        gw = self.gw_for(peer)
+        self.up(gw)
+        peer.mode("503x2")
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "rest", "--wait", '{"n":1}')
+        self.assertEqual(rc, 0, err + out)
+        o = json.loads(out)
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 3), o)
+        self.assertEqual([h["protocol"] for h in o["route"]], ["rest"] * 3, o)
+        gaps = [o["route"][k + 1]["start_ms"] - o["route"][k]["start_ms"] for k in range(2)]
+        print("\nREST tried again after %d ms, then %d ms (retry_backoff_min_ms 200)" % tuple(gaps))
+        self.assertGreaterEqual(gaps[0], 190, o)
+        self.assertGreaterEqual(gaps[1], 390, o)
+
     def test_unreachable_at_start_then_up(self):
         port = free_port()
         gw = self.gateway({"rest": {"base_url": "http://127.0.0.1:%d" % port, "timeout": 2}})
