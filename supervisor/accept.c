@@ -248,6 +248,16 @@ void cmd_send_file(struct client *c, const struct msg *req)
 	}
 	if (read_common(req->body, &ca, true, err, sizeof err) < 0)
 		goto fail_msg;
+	/* A path alone is opened with the daemon's rights, which may read what the
+	 * client may not (its SSH key, say): only root and the daemon's own user
+	 * may ask for that. Everyone else passes the open file, as ucgwctl and the
+	 * client libraries do, and so proves it may read it. */
+	if (fd < 0 && c->uid != 0 && c->uid != geteuid()) {
+		snprintf(err, sizeof err, "send-file: a path without the open file is accepted only from root and "
+					  "uid %d; pass the file descriptor (ucgwctl and the client libraries do)",
+			 (int)geteuid());
+		goto fail_msg;
+	}
 	if (fd < 0 && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
 		snprintf(err, sizeof err, "cannot open %s: %s", path, strerror(errno));
 		goto fail_msg;

@@ -390,6 +390,18 @@ class SftpTest(GatewayTest):
         r = subprocess.run([*as_nobody, "--wait", secret], capture_output=True, text=True, timeout=60)
         self.assertEqual((r.returncode, r.stdout, r.stderr),
                          (1, "", "ucgwctl: cannot open %s: Permission denied\n" % secret))
+        # nor may it have the daemon open the file for it by path alone
+        raw = ("import msgpack, socket, struct, sys\n"
+               "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+               "b = msgpack.packb({'t': 32, 'v': 1, 'seq': 7, 'name': 'send-file', "
+               "'body': {'path': sys.argv[2], 'protocol': 'sftp'}})\n"
+               "s.sendall(struct.pack('>I', len(b)) + b)\n"
+               "n = struct.unpack('>I', s.recv(4))[0]; d = b''\n"
+               "while len(d) < n: d += s.recv(n - len(d))\n"
+               "print(msgpack.unpackb(d).get('error'))\n")
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
+                            "-c", raw, gw.sock, secret], capture_output=True, text=True, timeout=60)
+        self.assertIn("send-file: a path without the open file is accepted only from root", r.stdout, r.stderr)
         self.assertEqual(gw.ctl_json("queue"), [])
         self.assertEqual(os.listdir(sshd.remote), ["readable.jpg"])
         self.assertEqual(gw.ctl_json("stats")["sftp"]["success"], 1)
