@@ -87,8 +87,10 @@ static struct {
 } S;
 
 /* CRC-32C (Castagnoli), table-driven: no library on the list offers it, and
- * the table needs no CPU extension (the device may be an ARM board). */
-static uint32_t crc_table[256];
+ * tables need no CPU extension (the device may be an ARM board). Eight tables
+ * ("slicing by 8") take eight bytes per step: a 400-byte record costs about a
+ * fifth of the one-byte-a-step loop. */
+static uint32_t crc_table[8][256];
 
 static void crc_init(void)
 {
@@ -96,16 +98,25 @@ static void crc_init(void)
 		uint32_t c = i;
 		for (int k = 0; k < 8; k++)
 			c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-		crc_table[i] = c;
+		crc_table[0][i] = c;
 	}
+	for (uint32_t i = 0; i < 256; i++)
+		for (int t = 1; t < 8; t++)
+			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
 }
 
 static uint32_t crc32c(uint32_t crc, const void *buf, size_t n)
 {
 	const unsigned char *p = buf;
 	crc = ~crc;
+	for (; n >= 8; n -= 8, p += 8) { /* bytes in order: the same on any endianness */
+		uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+		crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
+		      crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
+		      crc_table[0][p[7]];
+	}
 	while (n--)
-		crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+		crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
 	return ~crc;
 }
 
