@@ -161,6 +161,17 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 	handle(c, &m);
 }
 
+/* A frame the channel refuses unread (length 0, or over the limit):
+ * the same error reply as a malformed request, before the channel closes and
+ * on_client_error drops the client. */
+static void on_client_bad_frame(struct channel *ch, const char *why, void *arg)
+{
+	struct client *c = arg;
+	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
+	control_fail(c->cid, 0, "malformed request: %s", why);
+	channel_flush(ch, 100);
+}
+
 static void on_client_error(struct channel *ch, const char *why, void *arg)
 {
 	struct client *c = arg;
@@ -190,7 +201,8 @@ static void on_accept(uv_poll_t *h, int status, int events)
 		c->uid = cr.uid;
 		c->gid = cr.gid;
 		c->pid = cr.pid;
-		static const struct channel_ops ops = { .on_frame = supervisor_from_client, .on_error = on_client_error };
+		static const struct channel_ops ops = { .on_frame = supervisor_from_client, .on_error = on_client_error,
+							.on_bad_frame = on_client_bad_frame };
 		c->ch = channel_new(sup.loop, fd, CONTROL_MAX_FRAME, &ops, c);
 		c->next = clients;
 		clients = c;

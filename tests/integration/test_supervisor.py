@@ -16,6 +16,26 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ucgwtest import BIN, GatewayTest, unreachable_protocols, wait_for  # noqa: E402
 
 
+def error_reply(s, timeout=5):
+    """The one reply ucgwd sends before it hangs up on a malformed request, and
+    whether it then hung up."""
+    import msgpack
+    s.settimeout(timeout)
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        chunk = s.recv(65536)  # a reset comes only after what was sent before it
+        if not chunk:
+            raise AssertionError("ucgwd hung up without a reply (got %r)" % buf)
+        buf += chunk
+    n = struct.unpack(">I", buf[:4])[0]
+    m = msgpack.unpackb(buf[4:4 + n], raw=False)
+    try:
+        hung_up = buf[4 + n:] == b"" and s.recv(65536) == b""
+    except ConnectionResetError:  # it closed with bytes of ours unread
+        hung_up = True
+    return m, hung_up
+
+
 def base_config(**test):
     tw = {"mode": "normal"}
     tw.update(test)
@@ -160,6 +180,21 @@ class SupervisorTest(GatewayTest):
         rc, out, err = gw.ctl("status")
         self.assertEqual(rc, 0, err)
         self.assertEqual(gw.proc.poll(), None)
+        # a frame refused by its length alone gets the error reply too (seq 0), then the hang-up
+        for payload, words in ((struct.pack(">I", 0xFFFFFFF0) + b"x" * 10,
+                                "malformed request: frame of 4294967280 bytes is larger than the limit of "
+                                "67108864 bytes"),
+                               (struct.pack(">I", 0) + b"x" * 10, "malformed request: empty frame")):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(gw.sock)
+                s.sendall(payload)
+                m, hung_up = error_reply(s)
+            self.assertEqual((m["t"], m["seq"], m["ok"]), (33, 0, False), m)
+            self.assertIn(words, m["error"])
+            self.assertTrue(hung_up)
+        self.assertIn("frame of 4294967280 bytes is larger than the limit of 67108864 bytes; dropping it",
+                      gw.log_text())
+        self.assertEqual(gw.ctl("status")[0], 0)
 
     def test_malformed_frame_from_worker_restarts_it(self):
         gw = self.gateway(base_config())
