@@ -329,6 +329,7 @@ size_t channel_queued(const struct channel *ch) { return ch->wlen - ch->woff; }
 bool channel_congested(const struct channel *ch) { return ch->congested; }
 void *channel_arg(const struct channel *ch) { return ch->arg; }
 void channel_set_arg(struct channel *ch, void *arg) { ch->arg = arg; }
+void channel_set_max_frame(struct channel *ch, size_t max_frame) { ch->max_frame = max_frame; }
 
 void channel_flush(struct channel *ch, int timeout_ms)
 {

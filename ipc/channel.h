@@ -48,6 +48,8 @@ void channel_flush(struct channel *ch, int timeout_ms);
  * runs after this. Safe to call from inside a callback. */
 void channel_close(struct channel *ch);
 void *channel_arg(const struct channel *ch);
+/* The largest frame body accepted from now on (a larger one fails the channel). */
+void channel_set_max_frame(struct channel *ch, size_t max_frame);
 void channel_set_arg(struct channel *ch, void *arg);
 
 #define CHANNEL_HIGH_WATER (8u << 20)

@@ -490,11 +490,16 @@ void proctab_restart(struct proc *p)
 	proc_stop(p, true);
 }
 
-/* Did what a worker was started with change, beyond its section: the
- * sandbox settings, or the contents of the files read for it (a rotated key)? */
+/* Did what a worker was started with change, beyond its section: the frame
+ * limit, the sandbox settings, or the contents of the files read for it (a
+ * rotated key)? */
 static bool start_changed(const struct config *old, const struct config *cfg, const struct proc *p,
 			  const struct cfg_section *sec, const char **why)
 {
+	if (old && config_int(old, "gateway", "max_frame_bytes") != config_int(cfg, "gateway", "max_frame_bytes")) {
+		*why = "gateway.max_frame_bytes changed";
+		return true;
+	}
 	const char *ou = old ? config_str(old, "security", "worker_user") : NULL;
 	const char *nu = config_str(cfg, "security", "worker_user");
 	if (old && (config_bool(old, "security", "sandbox") != config_bool(cfg, "security", "sandbox") ||

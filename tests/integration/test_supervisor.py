@@ -183,7 +183,7 @@ class SupervisorTest(GatewayTest):
         # a frame refused by its length alone gets the error reply too (seq 0), then the hang-up
         for payload, words in ((struct.pack(">I", 0xFFFFFFF0) + b"x" * 10,
                                 "malformed request: frame of 4294967280 bytes is larger than the limit of "
-                                "67108864 bytes"),
+                                "16777216 bytes"),
                                (struct.pack(">I", 0) + b"x" * 10, "malformed request: empty frame")):
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(gw.sock)
@@ -192,9 +192,60 @@ class SupervisorTest(GatewayTest):
             self.assertEqual((m["t"], m["seq"], m["ok"]), (33, 0, False), m)
             self.assertIn(words, m["error"])
             self.assertTrue(hung_up)
-        self.assertIn("frame of 4294967280 bytes is larger than the limit of 67108864 bytes; dropping it",
+        self.assertIn("frame of 4294967280 bytes is larger than the limit of 16777216 bytes; dropping it",
                       gw.log_text())
         self.assertEqual(gw.ctl("status")[0], 0)
+
+    def test_max_frame_bytes_from_config(self):
+        """gateway.max_frame_bytes is the control socket's limit and the workers'
+        too; it must hold a message of max_message_bytes, encrypted, plus 16384."""
+        key = os.path.join(self.tmp, "payload.key")
+        with open(key, "wb") as f:
+            f.write(bytes(range(32)))
+        os.chmod(key, 0o600)
+        need = 4 * ((40000 + 28 + 2) // 3) + 2 + 16384  # base64 of nonce|tag|ciphertext, quoted
+        c = base_config()
+        c["gateway"].update({"max_message_bytes": 40000, "max_frame_bytes": need - 1, "log_level": "debug"})
+        c["security"] = {"encryption_key_file": key}
+        gw = self.gateway(c, start=False)
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("gateway.max_frame_bytes (%d) is too small for gateway.max_message_bytes (40000): "
+                      "a message of that size needs frames of up to %d bytes" % (need - 1, need), r.stderr)
+        self.assertRegex(r.stderr, r"ucgw\.yaml:\d+:\d+: ")
+        c["gateway"]["max_frame_bytes"] = need
+        gw.write_config(c)
+        gw.start()
+        self.assertIn("ucgw-testworker: frames from the supervisor: up to %d bytes" % need, gw.log_text())
+        # the largest message, encrypted, fits the worker's limit
+        body = '{"p":"%s"}' % ("x" * (40000 - 8))
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "testworker", "--encrypt", "--wait", body)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["status"], "ok", out)
+        old = gw.workers()["testworker"]["pid"]
+        self.assertEqual(gw.proc.poll(), None)
+        # a control frame over the limit: the error reply, and the daemon goes on
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(gw.sock)
+            s.sendall(struct.pack(">I", need + 1) + b"\x80" * 1000)
+            m, hung_up = error_reply(s)
+        self.assertEqual(m["error"], "malformed request: frame of %d bytes is larger than the limit of %d bytes"
+                         % (need + 1, need))
+        self.assertTrue(hung_up)
+        # a new limit restarts the workers with it, and holds for the control socket at once
+        c["gateway"]["max_frame_bytes"] = need + 1000
+        gw.write_config(c)
+        rc, out, err = gw.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        gw.wait_worker("testworker", lambda w: w["pid"] != old and w["state"] == "ready")
+        self.assertIn("worker testworker: gateway.max_frame_bytes changed; restarting it", gw.log_text())
+        self.assertIn("ucgw-testworker: frames from the supervisor: up to %d bytes" % (need + 1000), gw.log_text())
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(gw.sock)
+            s.sendall(struct.pack(">I", need + 1001))
+            m, _ = error_reply(s)
+        self.assertIn("larger than the limit of %d bytes" % (need + 1000), m["error"])
 
     def test_malformed_frame_from_worker_restarts_it(self):
         gw = self.gateway(base_config())
