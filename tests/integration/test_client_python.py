@@ -106,6 +106,15 @@ class PythonClientTest(GatewayTest):
         self.assertFalse(r.success)
         self.assertIn("not JSON serializable", r.error)
 
+    def test_larger_than_the_frame_limit(self):
+        """ucgwd answers a frame over gateway.max_frame_bytes and hangs up while
+        the client still writes: the result carries its words."""
+        r = self.client.send_metadata(b"x" * (20 << 20), protocol="testworker", format="raw")
+        self.assertFalse(r.success)
+        self.assertIn("frame of 20971", r.error)
+        self.assertIn("is larger than the limit of 16777216 bytes", r.error)
+        self.assertTrue(self.client.send_metadata({"after": "big"}, protocol="testworker").success)
+
     def test_without_wait(self):
         r = self.client.send_metadata({"plate": "NW1"}, protocol="testworker", wait=False)
         self.assertTrue(r.success, r.error)
