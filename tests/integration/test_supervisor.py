@@ -16,9 +16,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ucgwtest import BIN, GatewayTest, unreachable_protocols, wait_for  # noqa: E402
 
 
-def error_reply(s, timeout=5):
-    """The one reply ucgwd sends before it hangs up on a malformed request, and
-    whether it then hung up."""
+def read_reply(s, timeout=5):
+    """One frame from ucgwd, decoded, and the bytes that came after it."""
     import msgpack
     s.settimeout(timeout)
     buf = b""
@@ -28,9 +27,15 @@ def error_reply(s, timeout=5):
             raise AssertionError("ucgwd hung up without a reply (got %r)" % buf)
         buf += chunk
     n = struct.unpack(">I", buf[:4])[0]
-    m = msgpack.unpackb(buf[4:4 + n], raw=False)
+    return msgpack.unpackb(buf[4:4 + n], raw=False), buf[4 + n:]
+
+
+def error_reply(s, timeout=5):
+    """The one reply ucgwd sends before it hangs up on a malformed request, and
+    whether it then hung up."""
+    m, rest = read_reply(s, timeout)
     try:
-        hung_up = buf[4 + n:] == b"" and s.recv(65536) == b""
+        hung_up = rest == b"" and s.recv(65536) == b""
     except ConnectionResetError:  # it closed with bytes of ours unread
         hung_up = True
     return m, hung_up
@@ -279,6 +284,21 @@ class SupervisorTest(GatewayTest):
         gw.stop()
         self.assertIn("STOPPING=1", srv.recv(4096).decode())
         srv.close()
+
+    def test_pause_without_a_name(self):
+        import msgpack
+        gw = self.gateway(base_config())
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(gw.sock)
+            for seq, name in ((1, "pause"), (2, "resume")):
+                frame = msgpack.packb({"t": 32, "v": 1, "seq": seq, "name": name})
+                s.sendall(struct.pack(">I", len(frame)) + frame)
+                m, _ = read_reply(s)
+                self.assertEqual((m["seq"], m["ok"], m["error"]), (seq, False, "%s: which protocol? (give its name)"
+                                                                    % name))
+        rc, out, err = gw.ctl("pause", "nosuch")
+        self.assertEqual(rc, 1)
+        self.assertIn("pause: no protocol named 'nosuch'", err)
 
     def test_unknown_command_and_worker(self):
         gw = self.gateway(base_config())
