@@ -15,6 +15,7 @@
 
 #include "common/crypto.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "config/internal.h"
 #include "proto/proto.h"
 
@@ -266,6 +267,14 @@ static int read_secret(struct loader *L, const yaml_node_t *n, const char *key, 
 		int e = errno;
 		if (fd >= 0)
 			close(fd);
+		if (e == EACCES) { /* group and others may not read it (below): its owner must be us */
+			char who[96];
+			euid_str(who, sizeof who);
+			return fail_at(L, n,
+				       "cannot read %s_file %s: %s; it is read as %s: make the user ucgwd runs as "
+				       "its owner, mode 0600",
+				       key, shown(path, b), strerror(e), who);
+		}
 		return fail_at(L, n, "cannot read %s_file %s: %s", key, shown(path, b), strerror(e));
 	}
 	int rc = 0;
