@@ -88,6 +88,29 @@ class SupervisorTest(GatewayTest):
         self.assertIn("test worker starting in mode normal", text)  # its stderr
         self.assertIn("worker testworker pid %d killed by signal 9 (SIGKILL)" % old["pid"], gw.log_text())
 
+    def test_only_the_newest_crash_logs_are_kept(self):
+        cfg = base_config()
+        cfg["gateway"].update({"crash_logs_keep": 2, "restart_max_deaths": 10})
+        gw = self.gateway(cfg)
+        killed = []
+        for _ in range(4):  # crash_logs_keep + 2
+            old = gw.workers()["testworker"]
+            os.kill(old["pid"], signal.SIGKILL)
+            killed.append((old["pid"], old["generation"]))
+            gw.wait_worker("testworker", lambda w: w["state"] == "ready" and w["pid"] != old["pid"])
+        logs = sorted(glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log")))
+        self.assertEqual(len(logs), 2, logs)
+        kept = []
+        for path in logs:
+            with open(path) as f:
+                text = f.read()
+            pid = int(text.split("\npid: ")[1].split("\n")[0])
+            gen = int(text.split("\ngeneration: ")[1].split("\n")[0])
+            self.assertTrue(path.endswith("-pid%d.log" % pid), path)
+            kept.append((pid, gen))
+        self.assertEqual(kept, killed[-2:])  # the two newest, oldest first
+        self.assertEqual(gw.workers()["testworker"]["restarts"], 4)
+
     def test_crash_loop_ends_failed(self):
         gw = self.gateway(base_config(mode="crash"))
         w = gw.wait_worker("testworker", lambda w: w["state"] == "failed", timeout=30)
