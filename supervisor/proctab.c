@@ -128,10 +128,18 @@ static void on_stderr(uv_poll_t *h, int status, int events) { drain_stderr(h->da
 
 static void handle_hello(struct proc *p, const struct msg *m)
 {
-	if (m->version != UCGW_PROTO_VERSION || strcmp(m->name, p->name) != 0) {
-		char why[160];
-		snprintf(why, sizeof why, "handshake: worker says %s version %llu, expected %s version %d",
-			 m->name, (unsigned long long)m->version, p->name, UCGW_PROTO_VERSION);
+	char why[200];
+	if (strcmp(m->name, p->name) != 0) {
+		snprintf(why, sizeof why, "handshake: the worker says it is '%.40s', expected '%s' (a wrong executable?)",
+			 m->name, p->name);
+		proc_kill(p, why);
+		return;
+	}
+	if (m->version != UCGW_PROTO_VERSION) {
+		snprintf(why, sizeof why,
+			 "handshake: the worker speaks protocol version %llu, this ucgwd speaks %d "
+			 "(worker and ucgwd from different ucgw versions?)",
+			 (unsigned long long)m->version, UCGW_PROTO_VERSION);
 		proc_kill(p, why);
 		return;
 	}

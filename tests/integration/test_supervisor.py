@@ -111,6 +111,24 @@ class SupervisorTest(GatewayTest):
         self.assertEqual(kept, killed[-2:])  # the two newest, oldest first
         self.assertEqual(gw.workers()["testworker"]["restarts"], 4)
 
+    def test_worker_of_another_protocol_version_is_refused(self):
+        os.environ["UCGW_TESTWORKER_HELLO_VERSION"] = "99"
+        try:
+            gw = self.gateway(base_config())
+        finally:
+            del os.environ["UCGW_TESTWORKER_HELLO_VERSION"]
+        w = gw.wait_worker("testworker", lambda w: w["state"] == "failed", timeout=30)
+        self.assertEqual(w["restarts"], 4)  # restart_max_deaths: never once ready
+        self.assertIn("signal 9", w["last_exit"])
+        self.assertRegex(gw.log_text(), r"worker testworker \(pid \d+\): handshake: the worker speaks protocol "
+                                        r"version 99, this ucgwd speaks 1 \(worker and ucgwd from different ucgw "
+                                        r"versions\?\); killing it")
+        self.assertNotIn("worker testworker ready", gw.log_text())
+        with open(sorted(glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log")))[0]) as f:
+            text = f.read()
+        self.assertIn("reason: handshake: the worker speaks protocol version 99", text)
+        self.assertEqual(gw.workers()["rest"]["state"], "ready")  # the others are unaffected
+
     def test_crash_loop_ends_failed(self):
         gw = self.gateway(base_config(mode="crash"))
         w = gw.wait_worker("testworker", lambda w: w["state"] == "failed", timeout=30)
