@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "common/log.h"
+#include "common/util.h"
 
 #define KEY_FILE_MAX 1024 /* no key form is longer than 64 hex digits and a CRLF */
 #define EVP_CHUNK (1 << 30) /* EVP_*Update takes an int length */
@@ -182,7 +183,13 @@ int crypto_key_load(const char *path, unsigned char key[CRYPTO_KEY_LEN], char *e
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+		int e = errno;
+		char who[96] = "";
+		if (e == EACCES) /* group and others may not read it (below): its owner must be us */
+			euid_str(who, sizeof who);
+		snprintf(err, errlen, "cannot open key file %s: %s%s%s%s", path, strerror(e),
+			 who[0] ? "; it is read as " : "", who,
+			 who[0] ? ", who must own it (mode 0600)" : "");
 		return -1;
 	}
 	struct stat st;

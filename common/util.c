@@ -1,6 +1,7 @@
 #include "common/util.h"
 
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -141,4 +142,14 @@ int mkdir_p(const char *path, unsigned mode)
 		*s = '/';
 	}
 	return mkdir(tmp, mode) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+void euid_str(char *buf, size_t len)
+{
+	uid_t uid = geteuid();
+	const struct passwd *pw = getpwuid(uid);
+	if (pw)
+		snprintf(buf, len, "user %s (uid %u)", pw->pw_name, (unsigned)uid);
+	else
+		snprintf(buf, len, "uid %u", (unsigned)uid);
 }

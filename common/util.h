@@ -22,5 +22,7 @@ void wait_status_str(int status, char *buf, size_t len);
 
 /* mkdir -p; 0 or -1 with errno. */
 int mkdir_p(const char *path, unsigned mode);
+/* "user ucgw (uid 999)": whom this process reads files as (its effective uid). */
+void euid_str(char *buf, size_t len);
 
 #endif

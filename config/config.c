@@ -13,8 +13,11 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "common/crypto.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "config/internal.h"
+#include "proto/proto.h"
 
 #define CONFIG_MAX_BYTES (4u << 20) /* a configuration is a few kilobytes; more is a wrong file */
 #define SECRET_MAX_BYTES 65536u
@@ -264,6 +267,14 @@ static int read_secret(struct loader *L, const yaml_node_t *n, const char *key, 
 		int e = errno;
 		if (fd >= 0)
 			close(fd);
+		if (e == EACCES) { /* group and others may not read it (below): its owner must be us */
+			char who[96];
+			euid_str(who, sizeof who);
+			return fail_at(L, n,
+				       "cannot read %s_file %s: %s; it is read as %s: make the user ucgwd runs as "
+				       "its owner, mode 0600",
+				       key, shown(path, b), strerror(e), who);
+		}
 		return fail_at(L, n, "cannot read %s_file %s: %s", key, shown(path, b), strerror(e));
 	}
 	int rc = 0;
@@ -665,6 +676,31 @@ static int check_required(struct loader *L, const struct config *cfg)
 	return 0;
 }
 
+/* Every message of gateway.max_message_bytes must fit in a frame, on the control
+ * socket and to a worker: with an encryption key configured, as the base64 of
+ * nonce | tag | ciphertext in quotes (router.c), plus the frame's other fields. */
+static int check_frame_limit(struct loader *L, const struct config *cfg)
+{
+	const struct cfg_section *gw = config_section(cfg, "gateway");
+	const struct cfg_value *frame = cfg_get(gw, "max_frame_bytes"), *msg = cfg_get(gw, "max_message_bytes");
+	uint64_t n = (uint64_t)msg->i;
+	bool encrypted = config_str(cfg, "security", "encryption_key_file") != NULL;
+	uint64_t payload = encrypted ? 4 * ((n + CRYPTO_OVERHEAD + 2) / 3) + 2 : n;
+	uint64_t need = payload + FRAME_ENVELOPE_MAX;
+	if ((uint64_t)frame->i >= need)
+		return 0;
+	const struct cfg_value *at = frame->line ? frame : msg;
+	size_t line = (size_t)(at->line ? at->line : gw->line ? gw->line : 1);
+	size_t col = (size_t)(at->line ? at->col : gw->line ? gw->col : 1);
+	return fail_pos(L, line, col,
+			"gateway.max_frame_bytes (%lld) is too small for gateway.max_message_bytes (%lld): "
+			"a message of that size needs frames of up to %llu bytes (%s%d for the rest of the frame); "
+			"raise max_frame_bytes or lower max_message_bytes",
+			(long long)frame->i, (long long)msg->i, (unsigned long long)need,
+			encrypted ? "as base64 once encrypted with security.encryption_key_file, plus " : "plus ",
+			FRAME_ENVELOPE_MAX);
+}
+
 static int load_root(struct loader *L, struct config *cfg)
 {
 	const yaml_node_t *root = yaml_document_get_root_node(&L->doc);
@@ -678,7 +714,9 @@ static int load_root(struct loader *L, struct config *cfg)
 	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++)
 		if (load_top_entry(L, cfg, node(L, p->key), node(L, p->value)) < 0)
 			return -1;
-	return check_required(L, cfg);
+	if (check_required(L, cfg) < 0)
+		return -1;
+	return check_frame_limit(L, cfg);
 }
 
 /* ---- the configuration ---- */

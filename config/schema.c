@@ -45,7 +45,9 @@ static const struct cfg_key gateway[] = {
 	INT("crash_logs_keep", "20", 1, 1000, "crash logs kept per worker"),
 	ENUM("log_level", "info", "error|warning|info|debug", "least important messages logged"),
 	PATH("worker_dir", NULL, "where the worker executables are (default: the installed libexec dir)"),
-	INT("max_frame_bytes", "16777216", 4096, 1073741824, "largest frame between the processes"),
+	INT("max_frame_bytes", "16777216", 4096, 1073741824,
+	    "largest frame between the processes and on the control socket; must hold a message of max_message_bytes "
+	    "plus 16384 (as base64 when an encryption key is set)"),
 	INT("max_message_bytes", "1048576", 1, 268435456, "largest metadata message accepted"),
 	INT("window", "256", 1, 65536, "jobs in flight per worker"),
 	INT("job_timeout_ms", "60000", 100, 86400000, "a job without an answer (or progress) this long is retried elsewhere"),

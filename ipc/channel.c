@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -108,8 +109,16 @@ static void parse_frames(struct channel *ch)
 		const unsigned char *h = (const unsigned char *)ch->rbuf + off;
 		size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
 		if (len > ch->max_frame || len == 0) {
+			char why[128];
+			if (len)
+				snprintf(why, sizeof why, "frame of %zu bytes is larger than the limit of %zu bytes", len,
+					 ch->max_frame);
+			else
+				snprintf(why, sizeof why, "empty frame (its length prefix is 0)");
 			ch->in_callback = false;
-			channel_fail(ch, len ? "frame larger than max_frame_bytes" : "empty frame");
+			if (ch->ops->on_bad_frame)
+				ch->ops->on_bad_frame(ch, why, ch->arg);
+			channel_fail(ch, why);
 			return;
 		}
 		if (ch->rlen - off - FRAME_HDR < len) {
@@ -320,6 +329,7 @@ size_t channel_queued(const struct channel *ch) { return ch->wlen - ch->woff; }
 bool channel_congested(const struct channel *ch) { return ch->congested; }
 void *channel_arg(const struct channel *ch) { return ch->arg; }
 void channel_set_arg(struct channel *ch, void *arg) { ch->arg = arg; }
+void channel_set_max_frame(struct channel *ch, size_t max_frame) { ch->max_frame = max_frame; }
 
 void channel_flush(struct channel *ch, int timeout_ms)
 {

@@ -18,9 +18,14 @@ struct channel;
 struct channel_ops {
 	/* One complete frame body (header stripped). buf is valid during the call only. */
 	void (*on_frame)(struct channel *ch, const char *buf, size_t len, void *arg);
-	/* The peer closed, an I/O error, or a malformed frame (oversize): the channel
-	 * is already closed when this runs; it is called once. */
+	/* The peer closed, an I/O error, or a malformed frame (empty or over the
+	 * limit): the channel is already closed when this runs; it is called once. */
 	void (*on_error)(struct channel *ch, const char *why, void *arg);
+	/* Optional. A frame whose length prefix is 0 or over the limit arrived: runs
+	 * before the channel closes, while it can still carry an answer (queue it
+	 * and channel_flush it here), then the channel closes and on_error follows
+	 * with the same why. The callback must not close the channel itself. */
+	void (*on_bad_frame)(struct channel *ch, const char *why, void *arg);
 	/* The write queue fell back below the low watermark after being congested. */
 	void (*on_drain)(struct channel *ch, void *arg);
 };
@@ -43,6 +48,8 @@ void channel_flush(struct channel *ch, int timeout_ms);
  * runs after this. Safe to call from inside a callback. */
 void channel_close(struct channel *ch);
 void *channel_arg(const struct channel *ch);
+/* The largest frame body accepted from now on (a larger one fails the channel). */
+void channel_set_max_frame(struct channel *ch, size_t max_frame);
 void channel_set_arg(struct channel *ch, void *arg);
 
 #define CHANNEL_HIGH_WATER (8u << 20)

@@ -11,6 +11,10 @@
 
 #define UCGW_PROTO_VERSION 1
 #define FRAME_HDR 4 /* big-endian length of the msgpack object that follows */
+/* A frame's bytes besides the message it carries: the other fields of a send
+ * request (an auth token of up to 8 KiB, topic, endpoint...) or of a job. The
+ * loader wants gateway.max_frame_bytes to hold gateway.max_message_bytes plus this. */
+#define FRAME_ENVELOPE_MAX 16384
 
 enum msg_type {
 	/* supervisor <-> worker */

@@ -141,9 +141,14 @@ static void cmd_restart(struct client *c, const struct msg *req)
 
 static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause)
 {
+	const char *what = pause ? "pause" : "resume";
 	char name[64];
-	if (!arg_str(req, "name", name, sizeof name) || router_pause(name, pause) < 0) {
-		control_fail(c->cid, req->seq, "%s: no protocol named '%s'", pause ? "pause" : "resume", name);
+	if (!arg_str(req, "name", name, sizeof name)) {
+		control_fail(c->cid, req->seq, "%s: which protocol? (give its name)", what);
+		return;
+	}
+	if (router_pause(name, pause) < 0) {
+		control_fail(c->cid, req->seq, "%s: no protocol named '%s'", what, name);
 		return;
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);

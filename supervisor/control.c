@@ -17,7 +17,6 @@
 #include "supervisor/sup.h"
 
 #define MAX_CLIENTS 256
-#define CONTROL_MAX_FRAME (64u << 20)
 
 static int listen_fd = -1;
 static uv_poll_t listen_poll;
@@ -161,11 +160,33 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 	handle(c, &m);
 }
 
+/* A frame the channel refuses unread (length 0, or over gateway.max_frame_bytes):
+ * the same error reply as a malformed request, before the channel closes and
+ * on_client_error drops the client. */
+static void on_client_bad_frame(struct channel *ch, const char *why, void *arg)
+{
+	struct client *c = arg;
+	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
+	control_fail(c->cid, 0, "malformed request: %s", why);
+	channel_flush(ch, 100);
+}
+
 static void on_client_error(struct channel *ch, const char *why, void *arg)
 {
 	struct client *c = arg;
 	c->ch = NULL;
 	client_drop(c);
+}
+
+/* The control socket carries frames up to gateway.max_frame_bytes, like the
+ * workers' sockets; the loader makes sure that a message of max_message_bytes fits. */
+static size_t control_max_frame(void) { return (size_t)config_int(sup.cfg, "gateway", "max_frame_bytes"); }
+
+void control_config_changed(void)
+{
+	for (struct client *c = clients; c; c = c->next)
+		if (c->ch)
+			channel_set_max_frame(c->ch, control_max_frame());
 }
 
 static void on_accept(uv_poll_t *h, int status, int events)
@@ -190,8 +211,9 @@ static void on_accept(uv_poll_t *h, int status, int events)
 		c->uid = cr.uid;
 		c->gid = cr.gid;
 		c->pid = cr.pid;
-		static const struct channel_ops ops = { .on_frame = supervisor_from_client, .on_error = on_client_error };
-		c->ch = channel_new(sup.loop, fd, CONTROL_MAX_FRAME, &ops, c);
+		static const struct channel_ops ops = { .on_frame = supervisor_from_client, .on_error = on_client_error,
+							.on_bad_frame = on_client_bad_frame };
+		c->ch = channel_new(sup.loop, fd, control_max_frame(), &ops, c);
 		c->next = clients;
 		clients = c;
 		nclients++;

@@ -33,6 +33,8 @@ void body_free(struct body *b);
 int control_listen(char *err, size_t errlen);
 void control_stop_accepting(void);
 void control_close_all(void);
+/* After a reload: connected clients get the new gateway.max_frame_bytes. */
+void control_config_changed(void);
 struct client *control_client(uint64_t cid);
 /* b may be NULL. A client gone away is not an error. */
 void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b);

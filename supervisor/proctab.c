@@ -128,10 +128,18 @@ static void on_stderr(uv_poll_t *h, int status, int events) { drain_stderr(h->da
 
 static void handle_hello(struct proc *p, const struct msg *m)
 {
-	if (m->version != UCGW_PROTO_VERSION || strcmp(m->name, p->name) != 0) {
-		char why[160];
-		snprintf(why, sizeof why, "handshake: worker says %s version %llu, expected %s version %d",
-			 m->name, (unsigned long long)m->version, p->name, UCGW_PROTO_VERSION);
+	char why[200];
+	if (strcmp(m->name, p->name) != 0) {
+		snprintf(why, sizeof why, "handshake: the worker says it is '%.40s', expected '%s' (a wrong executable?)",
+			 m->name, p->name);
+		proc_kill(p, why);
+		return;
+	}
+	if (m->version != UCGW_PROTO_VERSION) {
+		snprintf(why, sizeof why,
+			 "handshake: the worker speaks protocol version %llu, this ucgwd speaks %d "
+			 "(worker and ucgwd from different ucgw versions?)",
+			 (unsigned long long)m->version, UCGW_PROTO_VERSION);
 		proc_kill(p, why);
 		return;
 	}
@@ -490,11 +498,16 @@ void proctab_restart(struct proc *p)
 	proc_stop(p, true);
 }
 
-/* Did what a worker was started with change, beyond its section: the
- * sandbox settings, or the contents of the files read for it (a rotated key)? */
+/* Did what a worker was started with change, beyond its section: the frame
+ * limit, the sandbox settings, or the contents of the files read for it (a
+ * rotated key)? */
 static bool start_changed(const struct config *old, const struct config *cfg, const struct proc *p,
 			  const struct cfg_section *sec, const char **why)
 {
+	if (old && config_int(old, "gateway", "max_frame_bytes") != config_int(cfg, "gateway", "max_frame_bytes")) {
+		*why = "gateway.max_frame_bytes changed";
+		return true;
+	}
 	const char *ou = old ? config_str(old, "security", "worker_user") : NULL;
 	const char *nu = config_str(cfg, "security", "worker_user");
 	if (old && (config_bool(old, "security", "sandbox") != config_bool(cfg, "security", "sandbox") ||

@@ -101,6 +101,7 @@ int sup_reload(char *err, size_t errlen)
 	sup.reloads++;
 	apply_log_level(0);
 	proctab_apply_config(old, next);
+	control_config_changed();
 	config_free(old);
 	log_info("configuration reloaded from %s", sup.config_path);
 	return 0;

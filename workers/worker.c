@@ -17,6 +17,9 @@
 #include "workers/sandbox.h"
 
 #define SUPERVISOR_FD 3
+/* Until the config message says gateway.max_frame_bytes: the largest value that
+ * key may have (the config message itself carries the files a worker reads). */
+#define MAX_FRAME_BEFORE_CONFIG (1u << 30)
 
 static struct {
 	const struct worker_ops *ops;
@@ -306,6 +309,9 @@ static void handle_config(const struct msg *m)
 		worker_stop(UCGW_EXIT_CONFIG);
 	}
 	log_set_level((int)m->log_level);
+	channel_set_max_frame(w.ch, (size_t)m->max_frame);
+	log_debug("frames from the supervisor: up to %llu bytes (gateway.max_frame_bytes)",
+		  (unsigned long long)m->max_frame);
 	w.device_id = xstrdup(m->device_id);
 	if (cfg_section_unpack(w.ops->name, m->section, m->section_len, &w.cfg, err, sizeof err) < 0) {
 		log_msg(LOG_LVL_ERR, "bad configuration section: %s", err);
@@ -408,7 +414,7 @@ int worker_main(int argc, char **argv, const struct worker_ops *ops)
 	w.loop = uv_default_loop();
 	msgpack_zone_init(&w.zone, 4096);
 	static const struct channel_ops chops = { .on_frame = worker_dispatch, .on_error = on_channel_error };
-	w.ch = channel_new(w.loop, SUPERVISOR_FD, 1u << 30, &chops, NULL);
+	w.ch = channel_new(w.loop, SUPERVISOR_FD, MAX_FRAME_BEFORE_CONFIG, &chops, NULL);
 	uv_signal_init(w.loop, &w.sigterm);
 	uv_signal_start(&w.sigterm, on_signal, SIGTERM);
 	uv_signal_init(w.loop, &w.sigint);

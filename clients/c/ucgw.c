@@ -40,7 +40,9 @@
 #include "ucgw_int.h"
 
 #define MAX_IN_FRAME (256u << 20)          /* a reply larger than this is nonsense */
-#define MAX_OUT_FRAME ((64u << 20) - 4096) /* ucgwd's control frame limit, less the envelope */
+/* The most this client puts in one request. ucgwd's own limit is gateway.max_frame_bytes
+ * (16 MiB by default); a larger frame gets its error reply, read even while writing. */
+#define MAX_OUT_FRAME ((64u << 20) - 4096)
 #define NBUCKETS 256
 
 enum rkind { RK_SYNC, RK_TICKET, RK_CALLBACK };
@@ -335,6 +337,8 @@ static ssize_t send_frag(int sock, const char *p, size_t n, int fd)
 	return sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+static void read_in(ucgw_t *gw);
+
 /* Write what the socket takes; a descriptor goes with the first byte of its frame. */
 static void flush(ucgw_t *gw)
 {
@@ -356,8 +360,14 @@ static void flush(ucgw_t *gw)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
+			int e = errno;
+			if (e == EPIPE || e == ECONNRESET) {
+				read_in(gw); /* why ucgwd hung up: its error reply to a frame it refused */
+				if (gw->sock < 0)
+					return;
+			}
 			char why[160];
-			snprintf(why, sizeof why, "connection to ucgwd lost: %s", strerror(errno));
+			snprintf(why, sizeof why, "connection to ucgwd lost: %s", strerror(e));
 			conn_lost(gw, UCGW_E_IO, why);
 			return;
 		}
@@ -786,7 +796,7 @@ static int check_data(const ucgw_t *gw, const void *data, size_t len)
 	if (!data || !len)
 		return fail(UCGW_E_ARG, "the message is empty");
 	if (len > MAX_OUT_FRAME)
-		return fail(UCGW_E_ARG, "a message of %zu bytes is larger than the control socket carries (64 MiB)", len);
+		return fail(UCGW_E_ARG, "a message of %zu bytes is larger than this client sends (64 MiB)", len);
 	return UCGW_OK;
 }
 

@@ -17,6 +17,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
 from ucgw import (CommunicationResult, GatewayNotRunning, UnifiedCommunicationGateway)  # noqa: E402
+from lprpeer import LprPeer  # noqa: E402
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
 
 KEY = "k1-python-client-test-key-0123456789"
@@ -67,6 +68,20 @@ class PythonClientTest(GatewayTest):
         sent = json.dumps(data, separators=(",", ":")).encode()
         self.assertEqual(self.delivered()[r.id], len(sent))
 
+    def test_protocol_auto_by_default(self):
+        """send_metadata without a protocol, as the reference's callers write it:
+        'auto', so ucgwd picks one of the real protocols (never the test worker)."""
+        peer = LprPeer(self)
+        gw = self.gateway({"websocket": {"server_url": peer.ws_url()}, "rest": {"base_url": peer.http_url()}},
+                          name="auto")
+        wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="websocket and rest up")
+        with UnifiedCommunicationGateway(socket_path=gw.sock, timeout=30) as c:
+            r = c.send_metadata({"plate": "AUTO1", "confidence": 0.9})
+        self.assertTrue(r.success, r.error)
+        self.assertIn(r.data["protocol"], ("websocket", "rest"))
+        self.assertEqual(r.data["attempts"], 1)
+        self.assertEqual([rec["id"] for rec in peer.records() if rec.get("id") == r.id], [r.id])
+
     def test_constructed_like_the_reference(self):
         """The reference passed a config object: a mapping, an object or a path work."""
         class Config:
@@ -105,6 +120,15 @@ class PythonClientTest(GatewayTest):
         r = self.client.send_metadata({"x": object()}, protocol="testworker")
         self.assertFalse(r.success)
         self.assertIn("not JSON serializable", r.error)
+
+    def test_larger_than_the_frame_limit(self):
+        """ucgwd answers a frame over gateway.max_frame_bytes and hangs up while
+        the client still writes: the result carries its words."""
+        r = self.client.send_metadata(b"x" * (20 << 20), protocol="testworker", format="raw")
+        self.assertFalse(r.success)
+        self.assertIn("frame of 20971", r.error)
+        self.assertIn("is larger than the limit of 16777216 bytes", r.error)
+        self.assertTrue(self.client.send_metadata({"after": "big"}, protocol="testworker").success)
 
     def test_without_wait(self):
         r = self.client.send_metadata({"plate": "NW1"}, protocol="testworker", wait=False)

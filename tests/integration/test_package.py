@@ -70,6 +70,40 @@ class PackageTest(unittest.TestCase):
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"), "needs root and unshare")
+    def test_postinst_restarts_a_running_service_on_upgrade(self):
+        """packaging/debian/postinst as dh_installsystemd --no-start writes it: the
+        units reloaded; on an upgrade (configure with the old version) try-restart,
+        which restarts ucgw only if it runs; nothing started on a first install.
+        Run with the commands it calls stubbed, under a private /run that holds
+        /run/systemd/system (the test of 'systemd is running')."""
+        stubs = os.path.join(self.tmp, "stubs")
+        log = os.path.join(self.tmp, "calls")
+        os.makedirs(stubs)
+        for cmd in ("systemctl", "deb-systemd-invoke", "systemd-tmpfiles", "adduser", "chgrp", "getent"):
+            with open(os.path.join(stubs, cmd), "w") as f:
+                f.write('#!/bin/sh\necho "%s $*" >> "%s"\n' % (cmd, log))
+            os.chmod(os.path.join(stubs, cmd), 0o755)
+        postinst = os.path.join(SRC, "packaging", "debian", "postinst")
+
+        def run(args, systemd=True):
+            if os.path.exists(log):
+                os.unlink(log)
+            inner = 'PATH="%s:$PATH" sh "%s" %s' % (stubs, postinst, args)
+            if systemd:
+                inner = "mount -t tmpfs none /run && mkdir -p /run/systemd/system && " + inner
+            subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner], check=True)
+            with open(log) as f:
+                return [l.strip() for l in f if not l.startswith(("getent", "chgrp"))]
+        self.assertEqual(run("configure"), ["systemd-tmpfiles --create /usr/lib/tmpfiles.d/ucgw.conf",
+                                            "systemctl --system daemon-reload"])
+        self.assertEqual(run("configure 0.1.0-1"), ["systemd-tmpfiles --create /usr/lib/tmpfiles.d/ucgw.conf",
+                                                    "systemctl --system daemon-reload",
+                                                    "deb-systemd-invoke try-restart ucgw.service"])
+        self.assertEqual(run("abort-upgrade 0.2.0-1"), ["systemctl --system daemon-reload",
+                                                        "deb-systemd-invoke try-restart ucgw.service"])
+        self.assertEqual(run("configure 0.1.0-1", systemd=False), [])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -87,6 +87,42 @@ class SecretsTest(GatewayTest):
             for s in SECRETS:
                 self.assertNotIn(s, text, "a credential in %s" % where)
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to read as another user")
+    def test_secret_file_owned_by_the_daemons_user(self):
+        """What docs/operations.md says works: a KEY_file owned by the user ucgwd
+        runs as, mode 0600. Owned by root it cannot be read (and the error says
+        by whom it is read); mode 0640 for a group is refused."""
+        import subprocess
+        from ucgwtest import BIN
+        os.chmod(self.tmp, 0o711)
+        pw = os.path.join(self.tmp, "mqtt.password")
+        with open(pw, "w") as f:
+            f.write(MQTT_PW + "\n")
+        os.chmod(pw, 0o600)
+        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:9", "client_id": "c", "username": "edge",
+                                    "password_file": pw}}, start=False)
+        os.chmod(gw.dir, 0o755)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+        def check():
+            r = subprocess.run(nobody + [os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path],
+                               capture_output=True, text=True)
+            return r.returncode, r.stderr
+        rc, err = check()
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot read password_file %s: Permission denied; it is read as user nobody (uid 65534): "
+                      "make the user ucgwd runs as its owner, mode 0600" % pw, err)
+        os.chown(pw, 0, 65534)
+        os.chmod(pw, 0o640)
+        rc, err = check()
+        self.assertEqual(rc, 1)
+        self.assertIn("is readable by its group (mode 0640); chmod 600 it", err)
+        os.chown(pw, 65534, 65534)
+        os.chmod(pw, 0o600)
+        rc, err = check()
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn(MQTT_PW, err)
+
 
 if __name__ == "__main__":
     unittest.main()

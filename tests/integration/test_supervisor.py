@@ -16,6 +16,31 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ucgwtest import BIN, GatewayTest, unreachable_protocols, wait_for  # noqa: E402
 
 
+def read_reply(s, timeout=5):
+    """One frame from ucgwd, decoded, and the bytes that came after it."""
+    import msgpack
+    s.settimeout(timeout)
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        chunk = s.recv(65536)  # a reset comes only after what was sent before it
+        if not chunk:
+            raise AssertionError("ucgwd hung up without a reply (got %r)" % buf)
+        buf += chunk
+    n = struct.unpack(">I", buf[:4])[0]
+    return msgpack.unpackb(buf[4:4 + n], raw=False), buf[4 + n:]
+
+
+def error_reply(s, timeout=5):
+    """The one reply ucgwd sends before it hangs up on a malformed request, and
+    whether it then hung up."""
+    m, rest = read_reply(s, timeout)
+    try:
+        hung_up = rest == b"" and s.recv(65536) == b""
+    except ConnectionResetError:  # it closed with bytes of ours unread
+        hung_up = True
+    return m, hung_up
+
+
 def base_config(**test):
     tw = {"mode": "normal"}
     tw.update(test)
@@ -62,6 +87,47 @@ class SupervisorTest(GatewayTest):
         self.assertIn("signal: 9 (SIGKILL)", text)
         self.assertIn("test worker starting in mode normal", text)  # its stderr
         self.assertIn("worker testworker pid %d killed by signal 9 (SIGKILL)" % old["pid"], gw.log_text())
+
+    def test_only_the_newest_crash_logs_are_kept(self):
+        cfg = base_config()
+        cfg["gateway"].update({"crash_logs_keep": 2, "restart_max_deaths": 10})
+        gw = self.gateway(cfg)
+        killed = []
+        for _ in range(4):  # crash_logs_keep + 2
+            old = gw.workers()["testworker"]
+            os.kill(old["pid"], signal.SIGKILL)
+            killed.append((old["pid"], old["generation"]))
+            gw.wait_worker("testworker", lambda w: w["state"] == "ready" and w["pid"] != old["pid"])
+        logs = sorted(glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log")))
+        self.assertEqual(len(logs), 2, logs)
+        kept = []
+        for path in logs:
+            with open(path) as f:
+                text = f.read()
+            pid = int(text.split("\npid: ")[1].split("\n")[0])
+            gen = int(text.split("\ngeneration: ")[1].split("\n")[0])
+            self.assertTrue(path.endswith("-pid%d.log" % pid), path)
+            kept.append((pid, gen))
+        self.assertEqual(kept, killed[-2:])  # the two newest, oldest first
+        self.assertEqual(gw.workers()["testworker"]["restarts"], 4)
+
+    def test_worker_of_another_protocol_version_is_refused(self):
+        os.environ["UCGW_TESTWORKER_HELLO_VERSION"] = "99"
+        try:
+            gw = self.gateway(base_config())
+        finally:
+            del os.environ["UCGW_TESTWORKER_HELLO_VERSION"]
+        w = gw.wait_worker("testworker", lambda w: w["state"] == "failed", timeout=30)
+        self.assertEqual(w["restarts"], 4)  # restart_max_deaths: never once ready
+        self.assertIn("signal 9", w["last_exit"])
+        self.assertRegex(gw.log_text(), r"worker testworker \(pid \d+\): handshake: the worker speaks protocol "
+                                        r"version 99, this ucgwd speaks 1 \(worker and ucgwd from different ucgw "
+                                        r"versions\?\); killing it")
+        self.assertNotIn("worker testworker ready", gw.log_text())
+        with open(sorted(glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log")))[0]) as f:
+            text = f.read()
+        self.assertIn("reason: handshake: the worker speaks protocol version 99", text)
+        self.assertEqual(gw.workers()["rest"]["state"], "ready")  # the others are unaffected
 
     def test_crash_loop_ends_failed(self):
         gw = self.gateway(base_config(mode="crash"))
@@ -160,6 +226,72 @@ class SupervisorTest(GatewayTest):
         rc, out, err = gw.ctl("status")
         self.assertEqual(rc, 0, err)
         self.assertEqual(gw.proc.poll(), None)
+        # a frame refused by its length alone gets the error reply too (seq 0), then the hang-up
+        for payload, words in ((struct.pack(">I", 0xFFFFFFF0) + b"x" * 10,
+                                "malformed request: frame of 4294967280 bytes is larger than the limit of "
+                                "16777216 bytes"),
+                               (struct.pack(">I", 0) + b"x" * 10, "malformed request: empty frame")):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(gw.sock)
+                s.sendall(payload)
+                m, hung_up = error_reply(s)
+            self.assertEqual((m["t"], m["seq"], m["ok"]), (33, 0, False), m)
+            self.assertIn(words, m["error"])
+            self.assertTrue(hung_up)
+        self.assertIn("frame of 4294967280 bytes is larger than the limit of 16777216 bytes; dropping it",
+                      gw.log_text())
+        self.assertEqual(gw.ctl("status")[0], 0)
+
+    def test_max_frame_bytes_from_config(self):
+        """gateway.max_frame_bytes is the control socket's limit and the workers'
+        too; it must hold a message of max_message_bytes, encrypted, plus 16384."""
+        key = os.path.join(self.tmp, "payload.key")
+        with open(key, "wb") as f:
+            f.write(bytes(range(32)))
+        os.chmod(key, 0o600)
+        need = 4 * ((40000 + 28 + 2) // 3) + 2 + 16384  # base64 of nonce|tag|ciphertext, quoted
+        c = base_config()
+        c["gateway"].update({"max_message_bytes": 40000, "max_frame_bytes": need - 1, "log_level": "debug"})
+        c["security"] = {"encryption_key_file": key}
+        gw = self.gateway(c, start=False)
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("gateway.max_frame_bytes (%d) is too small for gateway.max_message_bytes (40000): "
+                      "a message of that size needs frames of up to %d bytes" % (need - 1, need), r.stderr)
+        self.assertRegex(r.stderr, r"ucgw\.yaml:\d+:\d+: ")
+        c["gateway"]["max_frame_bytes"] = need
+        gw.write_config(c)
+        gw.start()
+        self.assertIn("ucgw-testworker: frames from the supervisor: up to %d bytes" % need, gw.log_text())
+        # the largest message, encrypted, fits the worker's limit
+        body = '{"p":"%s"}' % ("x" * (40000 - 8))
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "testworker", "--encrypt", "--wait", body)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["status"], "ok", out)
+        old = gw.workers()["testworker"]["pid"]
+        self.assertEqual(gw.proc.poll(), None)
+        # a control frame over the limit: the error reply, and the daemon goes on
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(gw.sock)
+            s.sendall(struct.pack(">I", need + 1) + b"\x80" * 1000)
+            m, hung_up = error_reply(s)
+        self.assertEqual(m["error"], "malformed request: frame of %d bytes is larger than the limit of %d bytes"
+                         % (need + 1, need))
+        self.assertTrue(hung_up)
+        # a new limit restarts the workers with it, and holds for the control socket at once
+        c["gateway"]["max_frame_bytes"] = need + 1000
+        gw.write_config(c)
+        rc, out, err = gw.ctl("reload")
+        self.assertEqual(rc, 0, err)
+        gw.wait_worker("testworker", lambda w: w["pid"] != old and w["state"] == "ready")
+        self.assertIn("worker testworker: gateway.max_frame_bytes changed; restarting it", gw.log_text())
+        self.assertIn("ucgw-testworker: frames from the supervisor: up to %d bytes" % (need + 1000), gw.log_text())
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(gw.sock)
+            s.sendall(struct.pack(">I", need + 1001))
+            m, _ = error_reply(s)
+        self.assertIn("larger than the limit of %d bytes" % (need + 1000), m["error"])
 
     def test_malformed_frame_from_worker_restarts_it(self):
         gw = self.gateway(base_config())
@@ -193,6 +325,21 @@ class SupervisorTest(GatewayTest):
         gw.stop()
         self.assertIn("STOPPING=1", srv.recv(4096).decode())
         srv.close()
+
+    def test_pause_without_a_name(self):
+        import msgpack
+        gw = self.gateway(base_config())
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(gw.sock)
+            for seq, name in ((1, "pause"), (2, "resume")):
+                frame = msgpack.packb({"t": 32, "v": 1, "seq": seq, "name": name})
+                s.sendall(struct.pack(">I", len(frame)) + frame)
+                m, _ = read_reply(s)
+                self.assertEqual((m["seq"], m["ok"], m["error"]), (seq, False, "%s: which protocol? (give its name)"
+                                                                    % name))
+        rc, out, err = gw.ctl("pause", "nosuch")
+        self.assertEqual(rc, 1)
+        self.assertIn("pause: no protocol named 'nosuch'", err)
 
     def test_unknown_command_and_worker(self):
         gw = self.gateway(base_config())

@@ -1,5 +1,7 @@
 /* ucgw-testworker: a worker for the tests that crashes, hangs or exits on
- * command (config `testworker.mode`, or a job whose payload names an action). */
+ * command (config `testworker.mode`, or a job whose payload names an action).
+ * With UCGW_TESTWORKER_HELLO_VERSION=N in its environment it first greets the
+ * supervisor as protocol version N, before the framework's own hello. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -143,4 +145,26 @@ static const struct worker_ops test_ops = {
 	.submit = test_submit,
 };
 
-WORKER_MAIN(test_ops)
+/* The first hello is the one the supervisor checks: this one, when asked for. */
+static void hello_as_version(const char *v)
+{
+	struct stat st;
+	if (fstat(3, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return; /* not started by ucgwd: worker_main says so */
+	struct msg m = { .type = MSG_HELLO, .version = strtoull(v, NULL, 10), .name = test_ops.name,
+			 .pid = (uint64_t)getpid() };
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	msg_encode(&m, &sb);
+	if (write(3, sb.data, sb.size) != (ssize_t)sb.size)
+		log_warn("testworker: writing the hello of version %s", v);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+int main(int argc, char **argv)
+{
+	const char *v = getenv("UCGW_TESTWORKER_HELLO_VERSION");
+	if (v && *v)
+		hello_as_version(v);
+	return worker_main(argc, argv, &test_ops);
+}

@@ -403,6 +403,34 @@ static void full_fixture_every_type(void)
 
 /* ---- errors ---- */
 
+/* gateway.max_frame_bytes must hold a message of max_message_bytes plus 16384
+ * (FRAME_ENVELOPE_MAX), as base64 of nonce|tag|ciphertext in quotes once an
+ * encryption key is configured. */
+static void errors_frame_limit(void)
+{
+	struct config *c = load_text("gateway:\n  max_message_bytes: 4096\n  max_frame_bytes: 20480\n");
+	EXPECT(c != NULL);
+	config_free(c);
+	FAILS("gateway:\n  max_message_bytes: 4097\n  max_frame_bytes: 20480\n", 3, 20,
+	      "gateway.max_frame_bytes (20480) is too small for gateway.max_message_bytes (4097): a message of that "
+	      "size needs frames of up to 20481 bytes (plus 16384 for the rest of the frame)",
+	      "raise max_frame_bytes or lower max_message_bytes");
+	/* max_frame_bytes left at its default: the message's key is where it went wrong */
+	FAILS("gateway:\n  max_message_bytes: 16777216\n", 2, 22, "gateway.max_frame_bytes (16777216) is too small");
+	const char *key = write_file("frame.key", "0123456789abcdef0123456789abcdef", 32, 0600);
+	char text[512];
+	/* 4096 bytes sealed: base64 of 4124 bytes (5500) and the quotes */
+	snprintf(text, sizeof text, "gateway:\n  max_message_bytes: 4096\n  max_frame_bytes: %d\n"
+				    "security:\n  encryption_key_file: %s\n", 5502 + 16384, key);
+	c = load_text(text);
+	EXPECT(c != NULL);
+	config_free(c);
+	snprintf(text, sizeof text, "gateway:\n  max_message_bytes: 4096\n  max_frame_bytes: %d\n"
+				    "security:\n  encryption_key_file: %s\n", 5501 + 16384, key);
+	FAILS(text, 3, 20, "needs frames of up to 21886 bytes (as base64 once encrypted with "
+			   "security.encryption_key_file, plus 16384 for the rest of the frame)");
+}
+
 static void errors_unknown_names(void)
 {
 	FAILS("mqtt:\n  brokr_url: x\n", 2, 3, "unknown key 'brokr_url' in section 'mqtt' (did you mean 'broker_url'?)");
@@ -918,6 +946,7 @@ int main(void)
 	RUN(defaults_fill_every_key);
 	RUN(empty_values_keep_defaults);
 	RUN(full_fixture_every_type);
+	RUN(errors_frame_limit);
 	RUN(errors_unknown_names);
 	RUN(errors_wrong_types);
 	RUN(errors_fallback_chains);

@@ -163,6 +163,14 @@ static void test_blocking(ucgw_t *gw, const char *file)
 	CHECK(rc == UCGW_E_REFUSED && strstr(out.error, "larger than gateway.max_message_bytes"),
 	      "2 MiB message: \"%s\"", out.error);
 	free(b);
+	/* larger than gateway.max_frame_bytes (16 MiB): ucgwd answers and hangs up while we write */
+	big = 20u << 20;
+	b = malloc(big);
+	memset(b, 'x', big);
+	rc = ucgw_send(gw, b, big, &rawnw, &out);
+	CHECK(rc == UCGW_E_PROTOCOL && strstr(out.error, "larger than the limit of 16777216 bytes"),
+	      "20 MiB message: \"%s\"", out.error);
+	free(b);
 
 	rc = ucgw_send_file(gw, file, &WAIT, &out);
 	struct stat st;

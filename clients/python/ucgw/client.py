@@ -33,7 +33,9 @@ log = logging.getLogger("ucgw")
 DEFAULT_SOCKET = "/run/ucgw/control.sock"
 PROTO_VERSION = 1
 T_REQUEST, T_REPLY, T_EVENT = 32, 33, 34
-MAX_OUT_FRAME = (64 << 20) - 4096  # ucgwd's control frame limit, less the envelope
+# The most this client puts in one request. ucgwd's own limit is gateway.max_frame_bytes
+# (16 MiB by default); a larger frame gets its error reply, read even while writing.
+MAX_OUT_FRAME = (64 << 20) - 4096
 MAX_IN_FRAME = 256 << 20
 
 
@@ -208,8 +210,8 @@ class UnifiedCommunicationGateway:
         if ttl_s is not None:
             body["ttl_s"] = int(ttl_s)
         if len(payload) > MAX_OUT_FRAME:
-            return CommunicationResult(False, error="a message of %d bytes is larger than the control socket "
-                                                    "carries (64 MiB)" % len(payload))
+            return CommunicationResult(False, error="a message of %d bytes is larger than this client sends "
+                                                    "(64 MiB)" % len(payload))
         return self._send("send", body, None, wait, timeout, None)
 
     def send_file(self, file_path, protocol="auto", priority="normal", wait=True, *, remote_name=None, ttl_s=None,
@@ -426,6 +428,8 @@ class UnifiedCommunicationGateway:
                                                         struct.pack("i", fd))])
                         if n < len(data):
                             conn.sock.sendall(data[n:])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # ucgwd hung up: _wait reads why (its error reply to a frame it refused), then the end
         except OSError as e:
             with self._cond:
                 self._lose(conn, "connection to ucgwd lost: %s" % (e.strerror or e))
