@@ -75,7 +75,7 @@ class RouterTest(GatewayTest):
             self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertEqual(delivered(self.tmp), [])
 
-    def test_permfail_goes_dead_and_requeue(self):
+    def test_permfail_goes_dead_requeue_and_purge(self):
         gw = self.gateway(cfg(self.tmp))
         rc, out, err = gw.ctl("--json", "send", "--protocol", "testworker", "--wait", '{"cmd":"permfail"}')
         self.assertEqual(rc, 1)
@@ -84,9 +84,45 @@ class RouterTest(GatewayTest):
         self.assertIn("told to answer permfail", o["error"])
         dead = gw.ctl_json("queue", "dead")
         self.assertEqual([d["id"] for d in dead], [o["id"]])
+        # requeue: it goes round again (and, still refused, comes back dead)
+        rc, out, err = gw.ctl("queue", "requeue", o["id"])
+        self.assertEqual(rc, 0, err)
+        wait_for(lambda: len(gw.ctl_json("trace", o["id"])["route"]) == 2, what="a second attempt")
+        wait_for(lambda: [d["id"] for d in gw.ctl_json("queue", "dead")] == [o["id"]], what="dead again")
+        rc, out, err = gw.ctl("queue", "requeue", "all")
+        self.assertEqual(rc, 0, err)
+        wait_for(lambda: len(gw.ctl_json("trace", o["id"])["route"]) == 3, what="a third attempt")
+        wait_for(lambda: gw.ctl_json("queue", "dead") != [], what="dead once more")
         rc, out, err = gw.ctl("queue", "purge", o["id"])
         self.assertEqual(rc, 0, err)
         self.assertEqual(gw.ctl_json("queue", "dead"), [])
+
+    def test_retry_all_sends_every_waiting_message_now(self):
+        c = cfg(self.tmp)
+        c["spool"].update({"retry_backoff_min_ms": 600000, "retry_backoff_max_ms": 600000})
+        gw = self.gateway(c)
+        mids = [gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry","n":%d}' % i)[1].strip() for i in range(3)]
+        wait_for(lambda: gw.ctl_json("status")["spool"]["waiting"] == 3, what="three waiting")
+        self.assertEqual(gw.ctl("queue", "retry", "all")[0], 0)
+        wait_for(lambda: all(len(gw.ctl_json("trace", m)["route"]) >= 2 for m in mids),
+                 what="each tried again at once, not in ten minutes")
+
+    def test_recovery_sends_high_priority_first(self):
+        c = cfg(self.tmp)
+        c["gateway"]["window"] = 1  # one at a time: the order shows
+        gw = self.gateway(c)
+        gw.ctl("pause", "testworker")
+        low = [gw.ctl("send", "--protocol", "testworker", "--priority", "low", '{"l":%d}' % i)[1].strip()
+               for i in range(3)]
+        high = [gw.ctl("send", "--protocol", "testworker", "--priority", "high", '{"h":%d}' % i)[1].strip()
+                for i in range(3)]
+        normal = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(3)]
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        gw.log.close()
+        gw.start()  # not paused any more: the recovered messages go out
+        wait_for(lambda: len(delivered(self.tmp)) == 9, what="all nine")
+        self.assertEqual([r[0] for r in delivered(self.tmp)], high + normal + low)
 
     def test_retry_waits_in_queue_with_reason(self):
         gw = self.gateway(cfg(self.tmp))

@@ -4,6 +4,7 @@ protocol as the reference design's rules say; round robin spreads the load; the
 metrics of `status` show the quality."""
 import json
 import os
+import subprocess
 import sys
 import time
 import unittest
@@ -11,7 +12,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
-from ucgwtest import FaultProxy, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, wait_for  # noqa: E402
 
 
 class SelectionTest(GatewayTest):
@@ -87,6 +88,18 @@ class SelectionTest(GatewayTest):
         wait_for(lambda: not gw.workers()["websocket"]["connected"], what="websocket down")
         for i in range(5):
             self.assertEqual(self.auto(gw, '{"n":%d}' % i), "rest")
+
+    def test_rule_outcomes_are_configurable(self):
+        # what each rule picks is configuration: here small metadata goes by REST
+        # and medium by WebSocket, the other way round from the reference design
+        gw = self.setup_gw(small="rest", medium="websocket")
+        self.assertEqual(self.auto(gw), "rest")
+        self.assertEqual(self.auto(gw, '{"plate":"%s"}' % ("x" * 5000)), "websocket")
+        bad = self.gateway({"protocol_selection": {"small": "pigeon"}, "testworker": {}}, start=False)
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", bad.cfg_path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("'pigeon'", r.stderr)
+        self.assertIn("expected one of: websocket, rest, mqtt", r.stderr)
 
 
 if __name__ == "__main__":
