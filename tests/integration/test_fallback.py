@@ -9,6 +9,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
@@ -108,6 +109,44 @@ class FallbackTest(GatewayTest):
         got = sub.wait(10, timeout=30)
         self.assertEqual(sorted(m["props"]["message-id"] for m in got), sorted(ids))
         print("\nwaiting messages went out %.1f s after the broker returned" % (time.monotonic() - sub_started))
+
+    def test_chain_walked_to_the_end(self):
+        # websocket answers retry (a 503 nack), rest answers 503, mqtt delivers:
+        # three hops in the trace, one copy at the broker, the fallbacks counted.
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/test-cam-1/data", "reader", "r")
+        peer = LprPeer(self)
+        gw = self.gateway({"websocket": {"server_url": peer.ws_url(), "ack_timeout_ms": 5000},
+                           "rest": {"base_url": peer.http_url()},
+                           "mqtt": {"broker_url": mq.url(), "username": "edge", "password": "pw"},
+                           "fallback": {"chains": {"websocket": ["rest", "mqtt"]}},
+                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+        wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="all three up")
+        self.assertEqual(peer.mode("503")["mode"], "503")  # every WebSocket message and HTTP POST: 503
+        body = '{"plate":"CHAIN3","camera":"gate-1"}'
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "websocket", "--wait", body)
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        self.assertEqual((o["status"], o["protocol"], o["attempts"]), ("ok", "mqtt", 3))
+        tr = gw.ctl_json("trace", o["id"])
+        self.assertEqual(tr["requested"], "websocket")
+        self.assertEqual([(h["protocol"], h["result"]) for h in tr["route"]],
+                         [("websocket", "retry"), ("rest", "retry"), ("mqtt", "ok")])
+        self.assertIn("server refused (503)", tr["route"][0]["error"])
+        self.assertIn("HTTP 503", tr["route"][1]["error"])
+        self.assertIsNone(tr["route"][2]["error"])
+        # the server saw each failed attempt once, with the message's id
+        self.assertEqual([(r["proto"], r["id"], r["status"]) for r in peer.records()],
+                         [("ws", o["id"], 503), ("http", o["id"], 503)])
+        got = sub.wait(1)
+        time.sleep(0.5)  # a second copy would have arrived by now
+        got = sub.received()
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual((got[0]["payload"], got[0]["props"]["message-id"]), (body.encode(), o["id"]))
+        st = gw.ctl_json("stats")
+        self.assertEqual((st["websocket"]["fallback_out"], st["websocket"]["fallback_in"]), (1, 0))
+        self.assertEqual((st["rest"]["fallback_in"], st["rest"]["fallback_out"]), (1, 1))
+        self.assertEqual((st["mqtt"]["fallback_in"], st["mqtt"]["fallback_out"]), (1, 0))
 
 
 if __name__ == "__main__":
