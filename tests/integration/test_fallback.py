@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
-from ucgwtest import GatewayTest, wait_for  # noqa: E402
+from ucgwtest import FaultProxy, GatewayTest, wait_for  # noqa: E402
 
 USERS = {"edge": "pw", "reader": "r"}
 
@@ -147,6 +147,55 @@ class FallbackTest(GatewayTest):
         self.assertEqual((st["websocket"]["fallback_out"], st["websocket"]["fallback_in"]), (1, 0))
         self.assertEqual((st["rest"]["fallback_in"], st["rest"]["fallback_out"]), (1, 1))
         self.assertEqual((st["mqtt"]["fallback_in"], st["mqtt"]["fallback_out"]), (1, 0))
+
+    def test_every_metadata_server_down_then_one_returns(self):
+        # The broker is stopped; the HTTP/WebSocket server sits behind the fault
+        # proxy, which closes every connection (drop). `auto` messages of every
+        # size and priority wait, none lost; when the proxy passes again, each
+        # arrives exactly once within seconds.
+        mq = Mosquitto(self, users=USERS)
+        peer = LprPeer(self)
+        proxy = FaultProxy(self, peer.port)
+        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % proxy.port,
+                                         "reconnect_delay": 0.2, "ack_timeout_ms": 2000},
+                           "rest": {"base_url": "http://127.0.0.1:%d" % proxy.port, "timeout": 2},
+                           "mqtt": {"broker_url": mq.url(), "username": "edge", "password": "pw"},
+                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 500}})
+        wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="all three up")
+        mq.stop()
+        self.assertEqual(proxy.command("drop"), "ok")
+        wait_for(lambda: not any(gw.workers()[n]["connected"] for n in ("websocket", "mqtt")),
+                 what="websocket and mqtt down")
+        bodies = ['{"n":%d}' % i for i in range(4)]                              # small
+        bodies += ['{"n":%d,"pad":"%s"}' % (i, "m" * 5000) for i in range(4, 6)]  # medium
+        bodies += ['{"n":%d,"pad":"%s"}' % (i, "L" * 12000) for i in range(6, 8)]  # large
+        ids = []
+        for i, b in enumerate(bodies):
+            rc, out, err = gw.ctl("send", *(("--priority", "high") if i % 3 == 0 else ()), b)
+            self.assertEqual(rc, 0, err)
+            ids.append(out.strip())
+        wait_for(lambda: gw.ctl_json("status")["spool"]["waiting"] > 0, what="messages waiting")
+        time.sleep(1)  # several rounds fail while every server is away
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual((st["depth"], st["dead"]), (len(ids), 0))
+        self.assertEqual({m["id"] for m in gw.ctl_json("queue")}, set(ids))
+        self.assertTrue(all(m["attempts"] >= 2 for m in gw.ctl_json("queue")))
+        self.assertEqual(peer.records(), [])
+        self.assertEqual(proxy.command("pass"), "ok")
+        t0 = time.monotonic()
+        wait_for(lambda: {r["id"] for r in peer.records()} >= set(ids), timeout=15, what="every message at the server")
+        took = time.monotonic() - t0
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+        time.sleep(0.5)  # a second copy would have arrived by now
+        got = sorted(r["id"] for r in peer.records())
+        self.assertEqual(got, sorted(ids))  # each exactly once
+        by_id = {r["id"]: r for r in peer.records()}
+        for mid, b in zip(ids, bodies):  # the bytes as sent (WebSocket wraps them in its envelope)
+            r = by_id[mid]
+            self.assertEqual(r["body"], b if r["proto"] == "http" else '{"id":"%s","data":%s}' % (mid, b))
+        print("\n%d waiting messages at the server %.1f s after the proxy passed again (%s)" % (
+            len(ids), took, ", ".join(sorted({r["proto"] for r in peer.records()}))))
+        self.assertLess(took, 5)
 
 
 if __name__ == "__main__":
