@@ -157,7 +157,8 @@ class FallbackTest(GatewayTest):
         peer = LprPeer(self)
         proxy = FaultProxy(self, peer.port)
         gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % proxy.port,
-                                         "reconnect_delay": 0.2, "ack_timeout_ms": 2000},
+                                         "reconnect_delay": 0.2, "reconnect_attempts": 1000,  # every 0.2 s
+                                         "ack_timeout_ms": 2000},
                            "rest": {"base_url": "http://127.0.0.1:%d" % proxy.port, "timeout": 2},
                            "mqtt": {"broker_url": mq.url(), "username": "edge", "password": "pw"},
                            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 500}})
