@@ -69,16 +69,29 @@ class MetricsTest(GatewayTest):
     def test_dashboard_data(self):
         gw = self.gw()
         gw.ctl("send", "--protocol", "testworker", "--wait", '{"ok":1}')
-        gw.ctl("send", "--protocol", "testworker", "--wait", '{"cmd":"permfail"}')
+        t0 = int(time.time() * 1000)
+        rc, out, _ = gw.ctl("--json", "send", "--protocol", "testworker", "--wait", '{"cmd":"permfail"}')
+        failed_id = json.loads(out)["id"]
+        t1 = int(time.time() * 1000)
         d = json.loads(self.get("/api/dashboard"))
         for k in ("protocol_stats", "network_quality", "active_connections", "recent_errors", "workers", "spool"):
             self.assertIn(k, d)
         self.assertEqual(d["protocol_stats"]["testworker"]["success_rate"], 0.5)
+        # each recent error says when (ms since the epoch), on which protocol, what, for which message
+        self.assertEqual(len(d["recent_errors"]), 1, d["recent_errors"])
         e = d["recent_errors"][0]
+        self.assertEqual(set(e), {"time", "protocol", "id", "message"})
+        self.assertIsInstance(e["time"], int)
+        self.assertTrue(t0 - 1000 <= e["time"] <= t1 + 1000, (t0, e["time"], t1))
         self.assertEqual(e["protocol"], "testworker")
         self.assertIn("permfail", e["message"])
-        self.assertEqual(len(e["id"]), 26)
+        self.assertEqual(e["id"], failed_id)
         self.assertEqual(d["spool"]["dead"], 1)
+        rc, out, _ = gw.ctl("--json", "send", "--protocol", "testworker", "--wait", '{"cmd":"permfail","n":2}')
+        errs = json.loads(self.get("/api/dashboard"))["recent_errors"]
+        self.assertEqual([x["id"] for x in errs], [json.loads(out)["id"], failed_id])  # the newest first
+        self.assertGreaterEqual(errs[0]["time"], errs[1]["time"])
+        self.assertEqual(errs[0]["message"], "test worker was told to answer permfail")
         with self.assertRaises(urllib.error.HTTPError) as cm:
             self.get("/nope")
         self.assertEqual(cm.exception.code, 404)

@@ -2,13 +2,14 @@
 authentication, TLS, a broker that goes away and comes back, volume."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, wait_for  # noqa: E402
 from mosquitto import Mosquitto, make_ca  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
 
@@ -138,6 +139,132 @@ class MqttTest(GatewayTest):
         dups = len(ids) - len(set(ids))
         print("\n1000 messages: %d arrived, %d duplicates" % (len(set(ids)), dups))
         self.assertEqual(len(set(ids)), 1000)
+
+    def send_ok(self, gw, *args):
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "mqtt", "--wait", *args)
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        self.assertEqual((o["status"], o["protocol"]), ("ok", "mqtt"))
+        return o
+
+    def once(self, sub, topic, mid):
+        """The one message on topic, after a moment in which a second copy would have come."""
+        got = sub.wait(1, topic)
+        time.sleep(0.3)
+        got = sub.received(topic)
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual(got[0]["props"]["message-id"], mid)
+        return got[0]
+
+    def test_broker_url_host_name_with_port(self):
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "#", "reader", "r")
+        self.addCleanup(sub.close)
+        gw = self.gw_for(mq, broker_url="localhost:%d" % mq.port)
+        self.connected(gw)
+        self.assertIn("connected to localhost:%d" % mq.port, gw.workers()["mqtt"]["health"])
+        o = self.send_ok(gw, '{"plate":"HOSTNAME"}')
+        self.assertEqual(self.once(sub, "lpr/test-cam-1/data", o["id"])["payload"], b'{"plate":"HOSTNAME"}')
+
+    def test_broker_url_mqtt_scheme(self):
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "#", "reader", "r")
+        self.addCleanup(sub.close)
+        gw = self.gw_for(mq, broker_url="mqtt://127.0.0.1:%d" % mq.port)
+        self.connected(gw)
+        o = self.send_ok(gw, '{"plate":"SCHEME"}')
+        self.assertEqual(self.once(sub, "lpr/test-cam-1/data", o["id"])["payload"], b'{"plate":"SCHEME"}')
+
+    def test_broker_url_bare_host_means_port_1883(self):
+        # a bare host name: MQTT's port 1883, named in the health text
+        with socket.socket() as s:
+            busy = s.connect_ex(("127.0.0.1", 1883)) == 0
+        mq = Mosquitto(self, users=USERS)
+        gw = self.gw_for(mq, broker_url="localhost")
+        w = wait_for(lambda: (lambda w: w if "localhost:1883" in w["health"] and "connecting" not in w["health"]
+                              else None)(gw.workers()["mqtt"]), what="health naming localhost:1883")
+        if busy:
+            self.skipTest("something listens on 127.0.0.1:1883 here: %s" % w["health"])
+        self.assertFalse(w["connected"])
+        self.assertIn("broker localhost:1883 unreachable: Connection refused", w["health"])
+        rc, out, err = gw.ctl("send", "--protocol", "mqtt", '{"plate":"KEPT"}')
+        self.assertEqual(rc, 0, err)
+        q = wait_for(lambda: [m for m in gw.ctl_json("queue") if m["last_error"]], what="queued with a reason")
+        self.assertIn("localhost:1883", q[0]["last_error"])
+
+    def test_password_file(self):
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "#", "reader", "r")
+        self.addCleanup(sub.close)
+        pw = os.path.join(self.tmp, "mqtt.password")
+        with open(pw, "w") as f:
+            f.write("s3cret\n")  # an editor's final newline is not part of it
+        os.chmod(pw, 0o600)
+        cfg = {"mqtt": {"broker_url": mq.url(), "username": "edge", "password_file": pw}}
+        gw = self.gateway(cfg)
+        self.connected(gw)
+        o = self.send_ok(gw, '{"plate":"PWFILE"}')
+        self.once(sub, "lpr/test-cam-1/data", o["id"])
+        self.assertNotIn("s3cret", gw.log_text())
+        # readable by others: refused at load, naming the file
+        os.chmod(pw, 0o644)
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True,
+                           timeout=20)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("password_file %s is readable by" % pw, r.stderr)
+        self.assertNotIn("s3cret", r.stderr)
+
+    def test_topic_with_device_id(self):
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "#", "reader", "r")
+        self.addCleanup(sub.close)
+        gw = self.gw_for(mq, topic="cams/{device_id}/meta")
+        self.connected(gw)
+        o = self.send_ok(gw, "--topic", "x/{device_id}/y", '{"plate":"TOPIC"}')
+        got = self.once(sub, "x/test-cam-1/y", o["id"])
+        self.assertEqual(got["payload"], b'{"plate":"TOPIC"}')
+        o = self.send_ok(gw, '{"plate":"CFG"}')
+        self.once(sub, "cams/test-cam-1/meta", o["id"])
+        self.assertEqual(sub.received("x/{device_id}/y") + sub.received("lpr/test-cam-1/data"), [])
+
+    def test_qos2_ok_only_after_pubcomp(self):
+        # 100 ms each way between the gateway and the broker: PUBACK (QoS 1) would
+        # come after one round trip, 200 ms; PUBREC too; PUBCOMP after two, 400 ms.
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/#", "reader", "r", qos=2)
+        self.addCleanup(sub.close)
+        proxy = FaultProxy(self, mq.port)
+        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:%d" % proxy.port, "username": "edge",
+                                    "password": "s3cret", "qos": 2}})
+        self.connected(gw)
+        self.assertEqual(proxy.command("latency 100"), "ok")
+        o = self.send_ok(gw, '{"plate":"Q2V5"}')
+        self.assertEqual(o["attempts"], 1)
+        hop = o["route"][0]
+        print("\nQoS 2 with 100 ms each way: ok after %d ms" % hop["ms"])
+        self.assertGreaterEqual(hop["ms"], 390)
+        got = self.once(sub, "lpr/test-cam-1/data", o["id"])
+        self.assertEqual(got["payload"], b'{"plate":"Q2V5"}')
+        self.assertEqual(gw.ctl_json("stats")["mqtt"]["success"], 1)
+
+    def test_client_certificate_required_by_the_broker(self):
+        mq = Mosquitto(self, users=USERS, tls=True, require_cert=True)
+        sub = Subscriber(mq.plain_port, "#", "reader", "r")
+        self.addCleanup(sub.close)
+        gw = self.gw_for(mq, ca_file=mq.ca, cert_file=mq.client_cert, key_file=mq.client_key)
+        self.connected(gw)
+        o = self.send_ok(gw, '{"plate":"CERT"}')
+        self.assertEqual(self.once(sub, "lpr/test-cam-1/data", o["id"])["payload"], b'{"plate":"CERT"}')
+        # without a client certificate the broker refuses the connection
+        gw2 = self.gateway({"mqtt": {"broker_url": mq.url(), "username": "edge", "password": "s3cret",
+                                     "ca_file": mq.ca}}, name="nocert")
+        w = wait_for(lambda: (lambda w: w if "unreachable" in w["health"] else None)(gw2.workers()["mqtt"]),
+                     what="refusal in health")
+        print("\nwithout a client certificate: %s" % w["health"])
+        self.assertFalse(w["connected"])
+        self.assertIn("broker 127.0.0.1:%d unreachable" % mq.port, w["health"])
+        time.sleep(0.5)
+        self.assertFalse(gw2.workers()["mqtt"]["connected"])
 
 
 if __name__ == "__main__":

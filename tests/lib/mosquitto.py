@@ -1,5 +1,7 @@
 """A real mosquitto broker on a free loopback port, in the test's directory,
-with a password file, and optionally a TLS listener on generated certificates."""
+with a password file, and optionally a TLS listener on generated certificates
+(which may require a client certificate; then a plain listener on plain_port
+serves the tests' own subscribers)."""
 import os
 import subprocess
 
@@ -25,7 +27,7 @@ def make_ca(dirpath, cn="127.0.0.1", name="server"):
 
 
 class Mosquitto:
-    def __init__(self, test, users=None, tls=False, port=None, persistence=False):
+    def __init__(self, test, users=None, tls=False, port=None, persistence=False, require_cert=False):
         self.test = test
         self.dir = os.path.join(test.tmp, "mosquitto")
         os.makedirs(self.dir, exist_ok=True)
@@ -51,9 +53,16 @@ class Mosquitto:
             conf += ["allow_anonymous false", "password_file " + pw]
         else:
             conf += ["allow_anonymous true"]
+        self.plain_port = None
         if tls:
             self.ca, cert, key = make_ca(self.dir)
             conf += ["certfile " + cert, "keyfile " + key]
+        if tls and require_cert:
+            # a client certificate signed by the same CA; the TLS listener wants one
+            _, self.client_cert, self.client_key = make_ca(self.dir, cn="edge-client", name="client")
+            conf += ["cafile " + self.ca, "require_certificate true"]
+            self.plain_port = free_port()
+            conf += ["listener %d 127.0.0.1" % self.plain_port]
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         with open(self.conf, "w") as f:
             f.write("\n".join(conf) + "\n")
@@ -64,6 +73,8 @@ class Mosquitto:
         self.proc = self.test.spawn(["/usr/sbin/mosquitto", "-c", self.conf], stdout=log, stderr=log)
         log.close()
         wait_port(self.port, "mosquitto on port %d" % self.port)
+        if self.plain_port:
+            wait_port(self.plain_port, "mosquitto's plain listener on port %d" % self.plain_port)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

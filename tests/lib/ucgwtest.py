@@ -242,6 +242,14 @@ class FaultProxy:
         self.port, self.control_port = int(words[2]), int(words[4])
         self.ctl = _s.create_connection(("127.0.0.1", self.control_port))
         self.ctl_file = self.ctl.makefile("rw")
+        test.addCleanup(self.close)  # after tearDown has killed the proxy
+
+    def close(self):
+        for f in (self.ctl_file, self.ctl, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
 
     def command(self, line):
         self.ctl_file.write(line + "\n")
