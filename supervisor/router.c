@@ -381,7 +381,8 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	m->job_gen = p->gen;
 	m->job_start_us = now_us();
 	m->job_start_ms = m->job_start_us / 1000;
-	m->attempts++;
+	if (!m->again_n) /* retries on the same protocol (rest.retry_attempts) are one attempt of the round */
+		m->attempts++;
 	m->tries++;
 	if (m->nroute == MAX_ROUTE) { /* keep the first hop and the latest ones */
 		memmove(&m->route[1], &m->route[2], (MAX_ROUTE - 2) * sizeof m->route[0]);
@@ -681,11 +682,23 @@ void router_worker_health(struct proc *p)
 	 * cool-down that its loss caused); a server that answers errors on a live
 	 * link stays cooled down, however often the worker says it is connected. */
 	bool came_back = p->connected && !rp->link_up;
+	uint64_t now = now_ms();
+	if (!p->connected && rp->link_up)
+		rp->down_since_ms = now;
 	rp->link_up = p->connected;
-	if (came_back) {
+	/* Only after a real outage, though: a server that accepts connections and
+	 * closes them makes a link that flaps with every request (down on the
+	 * failure, up at once on the next connect), and each flap must not send
+	 * every waiting message again. Down for less than the shortest backoff is
+	 * no outage. */
+	uint64_t least = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
+	if (came_back && (!rp->down_since_ms || now - rp->down_since_ms >= least)) {
 		rp->cool_until = 0;
 		rp->consecutive_failures = 0;
 		router_wake(p->name);
+	} else if (came_back) {
+		log_debug("%s: link back after %llu ms; waiting messages keep their backoff", p->name,
+			  (unsigned long long)(now - rp->down_since_ms));
 	}
 	if (p->connected)
 		router_pump(rp);

@@ -33,6 +33,7 @@ struct rproto {
 	uint64_t cool_until;        /* monotonic ms; cooling down until then */
 	bool probing;               /* the cool-down ended: the next result decides */
 	bool link_up;               /* the worker's last health report said connected */
+	uint64_t down_since_ms;     /* when its link last went down */
 	char cool_reason[160];
 	struct proto_stats st;
 };
