@@ -9,6 +9,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ctlclient import Ctl  # noqa: E402
 from ucgwtest import BIN, SRC, GatewayTest, wait_for  # noqa: E402
 
 UCGWCTL = os.path.join(BIN, "ucgwctl")
@@ -232,6 +233,34 @@ class CtlTest(GatewayTest):
             self.assertNotIn("more", out)
         rc, out, err = gw.ctl("queue", "dead", "--limit", "1")
         self.assertEqual(out, "(no dead letters)\n")
+
+    def test_daemon_checks_the_queue_action_first(self):
+        gw = self.gateway(cfg(self.tmp))
+        mid = gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry"}')[1].strip()
+        c = Ctl(gw.sock)
+        cases = [
+            ({"action": "bogus", "id": mid}, "queue: unknown action 'bogus' (valid: list, dead, retry ID|all, "
+                                             "purge ID, requeue ID|all)"),
+            ({"action": "bogus"}, "unknown action 'bogus'"),
+            ({"action": "x" * 100}, "queue: unknown action (valid: list, dead,"),
+            ({"action": 7}, "queue: unknown action (valid: list, dead,"),
+            ({"action": "retry", "id": ""}, "queue retry: which message? give its id, or all"),
+            ({"action": "requeue"}, "queue requeue: which message? give its id, or all"),
+            ({"action": "purge"}, "queue purge: which message? give its id"),
+            ({"action": "purge", "id": "all"}, "queue purge: one message at a time"),
+            ({"action": "purge", "id": 12}, "queue purge: no message with that id"),
+            ({"action": "retry", "id": "01NOSUCHMESSAGE0000000000X"}, "no message with id '01NOSUCH"),
+        ]
+        for body, words in cases:
+            c.request("queue", body)
+            r = c.reply()
+            self.assertFalse(r["ok"], body)
+            self.assertIn(words, r["error"], body)
+        c.request("queue", {"action": "list", "id": "", "limit": 1})
+        r = c.reply()
+        self.assertTrue(r["ok"], r)
+        self.assertEqual([m["id"] for m in r["body"]], [mid])
+        c.sock.close()
 
 
 if __name__ == "__main__":
