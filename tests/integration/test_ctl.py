@@ -1,6 +1,6 @@
 """ucgwctl's command line: --json and --help after any command, each command's
 usage, one-line errors for bad command lines, queue --limit; and that its
-help and the man page name what the daemon serves."""
+help, the man page and docs/control-protocol.md name what the daemon serves."""
 import json
 import os
 import re
@@ -131,6 +131,20 @@ class CtlWithoutDaemonTest(GatewayTest):
             section = man[heads[name]:man.index("\n.RE", heads[name])]
             for opt in opts - {"--help", "--json"}:
                 self.assertIn(opt, section, (name, opt))
+
+    def test_control_protocol_doc_names_every_command(self):
+        doc = read("docs", "control-protocol.md")
+        table = doc[doc.index("## Commands"):]
+        names = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
+        self.assertEqual(sorted(names), sorted(DAEMON_COMMANDS))
+        # every request field the daemon reads
+        fields = set()
+        for f in ("commands.c", "accept.c"):
+            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req), "(\w+)"',
+                                     read("supervisor", f)))
+        self.assertGreaterEqual(len(fields), 15, fields)
+        for field in fields:
+            self.assertIn("`%s`" % field, table, field)
 
     def test_bad_command_lines_fail_alone_in_one_line(self):
         path = os.path.join(self.tmp, "f.jpg")
