@@ -2,6 +2,7 @@
  * builds its request, and prints the reply for people or, with --json, as JSON. */
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,9 +28,19 @@ static struct {
 	struct conn conn;
 } ctl = { .timeout_ms = 30000 };
 
+/* A command: its synopsis and one-line summary for `ucgwctl --help`; the longer
+ * text, its own options (beside --json and --help, which every command that
+ * talks to ucgwd takes) and their help for `ucgwctl COMMAND --help`. */
 struct command {
-	const char *name, *args, *help;
-	int min_args, max_args;
+	const char *name, *args, *summary;
+	const char *about;            /* what it does, for COMMAND --help */
+	const struct option *opts;    /* its own options, or NULL */
+	const char *shorts;           /* their short forms for getopt */
+	const char *opts_help;        /* one line each, as printed */
+	int (*opt)(int ch, const char *arg); /* takes one of them; 0, or the exit status */
+	int min_args, max_args;       /* positional arguments; max -1: any */
+	bool local;                   /* runs here, without ucgwd: no --json */
+	bool hidden;                  /* not in --help (for tests) */
 	int (*run)(int argc, char **argv);
 };
 
@@ -37,25 +48,56 @@ static const struct command commands[];
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: ucgwctl [-s SOCKET] [--json] [-t MS] COMMAND [ARGS]\n\n"
+	fprintf(out, "usage: ucgwctl [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n\n"
 		     "Talks to ucgwd over its control socket (default $UCGW_SOCKET or /run/ucgw/control.sock).\n\n"
 		     "commands:\n");
 	for (const struct command *c = commands; c->name; c++) {
-		if (!c->help) /* hidden: for tests */
+		if (c->hidden)
 			continue;
-		char head[64];
-		snprintf(head, sizeof head, "%s %s", c->name, c->args);
-		fprintf(out, "  %-28s %s\n", head, c->help);
+		char head[128];
+		snprintf(head, sizeof head, "%s%s%s", c->name, c->args[0] ? " " : "", c->args);
+		if (strlen(head) <= 30)
+			fprintf(out, "  %-30s %s\n", head, c->summary);
+		else
+			fprintf(out, "  %s\n  %-30s %s\n", head, "", c->summary);
 	}
-	fprintf(out, "\noptions:\n"
-		     "  -s, --socket PATH   control socket of the daemon\n"
-		     "  -j, --json          print the daemon's answer as JSON\n"
-		     "  -t, --timeout MS    how long to wait for an answer (default 30000)\n"
-		     "  --api-key-file FILE send the API key in FILE (mode 0600) with every request\n"
-		     "  -h, --help          this text\n"
+	fprintf(out, "\nucgwctl COMMAND --help prints a command's arguments and options. Every command\n"
+		     "that talks to ucgwd also takes -j/--json after its name.\n"
+		     "\nglobal options (before the command):\n"
+		     "  -s, --socket PATH    control socket of the daemon\n"
+		     "  -j, --json           print the daemon's answer as JSON\n"
+		     "  -t, --timeout MS     how long to wait for an answer (default 30000; send and\n"
+		     "                       send-file with --wait wait for the outcome however long)\n"
+		     "  --api-key-file FILE  send the API key in FILE (mode 0600) with every request\n"
+		     "  -h, --help           this text\n"
 		     "\nenvironment: UCGW_SOCKET; UCGW_JWT or UCGW_API_KEY, the credential sent when\n"
 		     "security.require_auth is on; UCGW_KEY_FILE, the key decrypt uses by default\n"
 		     "\nexit status: 0 done, 1 the command failed, 2 bad usage, 3 ucgwd not running\n");
+}
+
+/* ucgwctl COMMAND --help */
+static void command_usage(const struct command *c)
+{
+	printf("usage: ucgwctl %s%s%s\n\n%s\n", c->name, c->args[0] ? " " : "", c->args, c->about);
+	printf("\noptions:\n%s", c->opts_help ? c->opts_help : "");
+	if (!c->local)
+		printf("  -j, --json              print the daemon's answer as JSON\n");
+	printf("  -h, --help              this text\n");
+	if (!c->local)
+		printf("\nThe global options (-s SOCKET, -t MS, --api-key-file FILE) go before the command:\n"
+		       "ucgwctl --help.\n");
+}
+
+/* A whole number in [0, max], or -1. */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	if (!s || !*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 19)
+		return -1;
+	uint64_t v = strtoull(s, NULL, 10);
+	if (v > max)
+		return -1;
+	*out = v;
+	return 0;
 }
 
 /* Send one request and wait for its reply. Returns the exit status; on success
@@ -239,43 +281,56 @@ struct send_opts {
 	long ttl;
 };
 
-static int parse_send_opts(int *argc, char ***argv, struct send_opts *o, bool files)
+static struct send_opts so = { .protocol = "auto", .priority = "normal", .format = "json", .ttl = -1 };
+
+#define TTL_MAX 3153600000u /* a hundred years, in seconds */
+
+/* The options of send and send-file; each command lists only its own. */
+static int send_opt(int ch, const char *arg)
 {
-	static const struct option lo[] = {
-		{ "protocol", required_argument, NULL, 'p' }, { "priority", required_argument, NULL, 'P' },
-		{ "topic", required_argument, NULL, 'T' },    { "endpoint", required_argument, NULL, 'e' },
-		{ "remote-name", required_argument, NULL, 'r' }, { "wait", no_argument, NULL, 'w' },
-		{ "raw", no_argument, NULL, 'R' },            { "ttl", required_argument, NULL, 'L' },
-		{ "encrypt", no_argument, NULL, 'E' },        { NULL, 0, NULL, 0 },
-	};
-	memset(o, 0, sizeof *o);
-	o->protocol = "auto";
-	o->priority = "normal";
-	o->format = "json";
-	o->ttl = -1;
-	int ch;
-	optind = 0;
-	while ((ch = getopt_long(*argc, *argv, "+p:P:T:e:r:wRL:E", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'p': o->protocol = optarg; break;
-		case 'P': o->priority = optarg; break;
-		case 'T': o->topic = optarg; break;
-		case 'e': o->endpoint = optarg; break;
-		case 'r': o->remote_name = optarg; break;
-		case 'w': o->wait = true; break;
-		case 'R': o->format = "raw"; break;
-		case 'L': o->ttl = atol(optarg); break;
-		case 'E': o->encrypt = true; break;
-		default: return -1;
+	uint64_t v;
+	switch (ch) {
+	case 'p': so.protocol = arg; break;
+	case 'P': so.priority = arg; break;
+	case 'T': so.topic = arg; break;
+	case 'e': so.endpoint = arg; break;
+	case 'r': so.remote_name = arg; break;
+	case 'w': so.wait = true; break;
+	case 'R': so.format = "raw"; break;
+	case 'E': so.encrypt = true; break;
+	case 'L':
+		if (parse_uint(arg, TTL_MAX, &v) < 0) {
+			fprintf(stderr, "ucgwctl: --ttl wants a number of seconds (0: never expires), not '%s'\n", arg);
+			return EXIT_USAGE;
 		}
+		so.ttl = (long)v;
+		break;
 	}
-	if ((files && (o->topic || o->endpoint)) || (!files && o->remote_name)) {
-		fprintf(stderr, "ucgwctl: %s does not take that option\n", files ? "send-file" : "send");
-		return -1;
-	}
-	*argc -= optind;
-	*argv += optind;
 	return 0;
+}
+
+static const struct option send_lo[] = {
+	{ "protocol", required_argument, NULL, 'p' }, { "priority", required_argument, NULL, 'P' },
+	{ "topic", required_argument, NULL, 'T' },    { "endpoint", required_argument, NULL, 'e' },
+	{ "raw", no_argument, NULL, 'R' },            { "ttl", required_argument, NULL, 'L' },
+	{ "encrypt", no_argument, NULL, 'E' },        { "wait", no_argument, NULL, 'w' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct option send_file_lo[] = {
+	{ "protocol", required_argument, NULL, 'p' }, { "priority", required_argument, NULL, 'P' },
+	{ "remote-name", required_argument, NULL, 'r' }, { "ttl", required_argument, NULL, 'L' },
+	{ "wait", no_argument, NULL, 'w' },           { "encrypt", no_argument, NULL, 'E' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int send_file_opt(int ch, const char *arg)
+{
+	if (ch == 'E') {
+		fprintf(stderr, "ucgwctl: send-file: --encrypt is for metadata (send); files are sent as they are\n");
+		return EXIT_USAGE;
+	}
+	return send_opt(ch, arg);
 }
 
 static void pack_send_opts(msgpack_packer *pk, const struct send_opts *o, int extra)
@@ -385,13 +440,7 @@ static int send_and_report(const char *name, msgpack_sbuffer *args, int fd, bool
 
 static int run_send(int argc, char **argv)
 {
-	struct send_opts o;
-	argc++, argv--; /* getopt wants argv[0] */
-	if (parse_send_opts(&argc, &argv, &o, false) < 0 || argc != 1) {
-		fprintf(stderr, "ucgwctl: usage: ucgwctl send [--protocol P] [--priority P] [--topic T] [--endpoint PATH] "
-				"[--raw] [--ttl S] [--wait] DATA|@FILE|-\n");
-		return EXIT_USAGE;
-	}
+	const struct send_opts o = so;
 	const char *arg = argv[0];
 	char *data;
 	size_t len;
@@ -425,13 +474,7 @@ static int run_send(int argc, char **argv)
 
 static int run_send_file(int argc, char **argv)
 {
-	struct send_opts o;
-	argc++, argv--;
-	if (parse_send_opts(&argc, &argv, &o, true) < 0 || argc != 1) {
-		fprintf(stderr, "ucgwctl: usage: ucgwctl send-file [--protocol auto|sftp|rsync] [--priority P] "
-				"[--remote-name NAME] [--wait] PATH\n");
-		return EXIT_USAGE;
-	}
+	const struct send_opts o = so;
 	/* Open it here, with the caller's own rights, and pass the descriptor. */
 	int fd = open(argv[0], O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	struct stat st;
@@ -475,11 +518,15 @@ static int args_call(const char *name, int nkv, const char *const *kv, const msg
 	return rc;
 }
 
-static void print_queue(const msgpack_object *arr)
+static void print_queue(const msgpack_object *arr, bool dead)
 {
+	if (!arr || arr->type != MSGPACK_OBJECT_ARRAY || arr->via.array.size == 0) {
+		printf("%s\n", dead ? "(no dead letters)" : "(the spool is empty)");
+		return;
+	}
 	printf("%-26s %-4s %-8s %-10s %-6s %4s %8s %8s  %s\n", "ID", "KIND", "STATE", "PROTOCOL", "PRIO", "TRY",
 	       "AGE", "NEXT", "LAST ERROR");
-	for (uint32_t i = 0; arr && arr->type == MSGPACK_OBJECT_ARRAY && i < arr->via.array.size; i++) {
+	for (uint32_t i = 0; i < arr->via.array.size; i++) {
 		const msgpack_object *m = &arr->via.array.ptr[i];
 		char id[40], kind[8], state[12], proto[16], prio[8], err[200], age[16], next[16];
 		fmt_ms(u_of(m, "age_ms"), age, sizeof age);
@@ -489,29 +536,91 @@ static void print_queue(const msgpack_object *arr)
 		       s_of(m, "protocol", proto, sizeof proto), s_of(m, "priority", prio, sizeof prio),
 		       u_of(m, "attempts"), age, u_of(m, "next_try_ms") ? next : "-", s_of(m, "last_error", err, sizeof err));
 	}
-	if (!arr || arr->via.array.size == 0)
-		printf("(the spool is empty)\n");
 }
+
+#define QUEUE_LIMIT 1000 /* the daemon's own default too */
+
+static uint64_t queue_limit = QUEUE_LIMIT;
+static bool queue_limit_given;
+
+static int queue_opt(int ch, const char *arg)
+{
+	if (strcmp(arg, "all") == 0) {
+		queue_limit = UINT64_MAX;
+	} else if (parse_uint(arg, UINT64_MAX, &queue_limit) < 0 || queue_limit == 0) {
+		fprintf(stderr, "ucgwctl: queue: --limit wants a number of messages (1 or more) or all, not '%s'\n", arg);
+		return EXIT_USAGE;
+	}
+	queue_limit_given = true;
+	return 0;
+}
+
+static const struct option queue_lo[] = { { "limit", required_argument, NULL, 'n' }, { NULL, 0, NULL, 0 } };
+
+#define QUEUE_ACTIONS "list, dead, retry ID|all, purge ID, requeue ID|all"
 
 static int run_queue(int argc, char **argv)
 {
 	const char *action = argc ? argv[0] : "list";
-	const msgpack_object *b;
-	bool needs_id = strcmp(action, "retry") == 0 || strcmp(action, "purge") == 0 || strcmp(action, "requeue") == 0;
-	if ((needs_id && argc != 2) || (!needs_id && argc > 1)) {
-		fprintf(stderr, "ucgwctl: usage: ucgwctl queue [list | dead | retry ID|all | purge ID | requeue ID|all]\n");
+	bool dead = strcmp(action, "dead") == 0, listing = dead || strcmp(action, "list") == 0;
+	bool takes_all = strcmp(action, "retry") == 0 || strcmp(action, "requeue") == 0;
+	if (!listing && !takes_all && strcmp(action, "purge") != 0) {
+		fprintf(stderr, "ucgwctl: queue: unknown action '%s' (valid: " QUEUE_ACTIONS ")\n", action);
 		return EXIT_USAGE;
 	}
-	const char *kv[] = { "action", action, "id", needs_id ? argv[1] : "" };
-	int rc = args_call("queue", 2, kv, &b);
+	if (listing && argc > 1) {
+		fprintf(stderr, "ucgwctl: queue %s takes no id (to see one message: ucgwctl trace ID)\n", action);
+		return EXIT_USAGE;
+	}
+	if (!listing && argc != 2) {
+		fprintf(stderr, "ucgwctl: queue %s: which message? give its id%s\n", action, takes_all ? ", or all" : "");
+		return EXIT_USAGE;
+	}
+	if (!listing && queue_limit_given) {
+		fprintf(stderr, "ucgwctl: queue %s: --limit is for list and dead\n", action);
+		return EXIT_USAGE;
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	pk_kv_str(&pk, "action", action);
+	if (listing)
+		pk_kv_u64(&pk, "limit", queue_limit);
+	else
+		pk_kv_str(&pk, "id", argv[1]);
+	const msgpack_object *b;
+	int rc = call("queue", &sb, &b);
+	msgpack_sbuffer_destroy(&sb);
 	if (rc)
 		return rc;
+	if (!listing) {
+		if (ctl.json)
+			print_json(b);
+		else
+			printf("queue %s %s: done\n", action, argv[1]);
+		return 0;
+	}
+	uint64_t shown = b && b->type == MSGPACK_OBJECT_ARRAY ? b->via.array.size : 0;
 	if (ctl.json)
 		print_json(b);
-	else if (!needs_id)
-		print_queue(b);
 	else
-		printf("queue %s %s: done\n", action, argv[1]);
+		print_queue(b, dead);
+	if (shown < queue_limit)
+		return 0;
+	/* Stopped at the limit: say how many more there are (the reply is only the list). */
+	if (call("status", NULL, &b) != 0)
+		return EXIT_FAIL;
+	uint64_t total = u_of(obj_get(b, "spool"), dead ? "dead" : "depth");
+	if (total <= shown)
+		return 0;
+	if (ctl.json)
+		fprintf(stderr, "ucgwctl: queue: %" PRIu64 " of %" PRIu64 " messages listed (ucgwctl queue%s --limit %" PRIu64
+				")\n", shown, total, dead ? " dead" : "", total);
+	else
+		printf("... and %" PRIu64 " more (ucgwctl queue%s --limit %" PRIu64 ")\n", total - shown,
+		       dead ? " dead" : "", total);
 	return 0;
 }
 
@@ -525,8 +634,9 @@ static int run_stats(int argc, char **argv)
 		print_json(b);
 		return 0;
 	}
-	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %5s %5s\n", "PROTOCOL", "SUCCESS", "FAILURE", "RETRIES",
-	       "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DEAD", "QUEUE");
+	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s\n", "PROTOCOL", "SUCCESS", "FAILURE",
+	       "RETRIES", "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DROPPED", "EXPIRED", "DEAD",
+	       "QUEUE");
 	for (uint32_t i = 0; b && b->type == MSGPACK_OBJECT_MAP && i < b->via.map.size; i++) {
 		const msgpack_object *k = &b->via.map.ptr[i].key, *v = &b->via.map.ptr[i].val;
 		bool en = false;
@@ -536,11 +646,11 @@ static int run_stats(int argc, char **argv)
 		const msgpack_object *p50 = obj_get(v, "p50_ms"), *p90 = obj_get(v, "p90_ms"), *p99 = obj_get(v, "p99_ms"),
 				     *mx = obj_get(v, "max_ms");
 		printf("%-10.*s %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-		       " %8.2f %8.2f %8.2f %8.2f %5" PRIu64 " %5" PRIu64 "\n",
+		       " %8.2f %8.2f %8.2f %8.2f %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 "\n",
 		       (int)k->via.str.size, k->via.str.ptr, u_of(v, "success"), u_of(v, "failure"), u_of(v, "retries"),
 		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), p50 ? p50->via.f64 : 0,
-		       p90 ? p90->via.f64 : 0, p99 ? p99->via.f64 : 0, mx ? mx->via.f64 : 0, u_of(v, "dead"),
-		       u_of(v, "queued"));
+		       p90 ? p90->via.f64 : 0, p99 ? p99->via.f64 : 0, mx ? mx->via.f64 : 0, u_of(v, "dropped"),
+		       u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"));
 	}
 	return 0;
 }
@@ -572,34 +682,30 @@ static int run_trace(int argc, char **argv)
 /* ---- decrypt / encrypt: local, no daemon needed ---- */
 
 /* --key-file F (default $UCGW_KEY_FILE) and one argument: the text, or "-" for stdin. */
+static const char *key_file;
+
+static int key_file_opt(int ch, const char *arg)
+{
+	key_file = arg;
+	return 0;
+}
+
+static const struct option crypt_lo[] = { { "key-file", required_argument, NULL, 'k' }, { NULL, 0, NULL, 0 } };
+
 static int crypt_args(int argc, char **argv, const char *cmd, unsigned char key[CRYPTO_KEY_LEN], char **data,
 		      size_t *len)
 {
-	static const struct option lo[] = { { "key-file", required_argument, NULL, 'k' }, { NULL, 0, NULL, 0 } };
-	const char *key_file = getenv("UCGW_KEY_FILE");
-	int ch;
-	optind = 0;
-	argc++, argv--; /* getopt wants argv[0] */
-	while ((ch = getopt_long(argc, argv, "+k:", lo, NULL)) != -1) {
-		if (ch != 'k')
-			return EXIT_USAGE;
-		key_file = optarg;
-	}
-	if (argc - optind != 1) {
-		fprintf(stderr, "ucgwctl: usage: ucgwctl %s [--key-file FILE] %s|-\n", cmd,
-			strcmp(cmd, "decrypt") == 0 ? "PAYLOAD" : "DATA");
-		return EXIT_USAGE;
-	}
-	if (!key_file) {
+	const char *file = key_file ? key_file : getenv("UCGW_KEY_FILE");
+	if (!file) {
 		fprintf(stderr, "ucgwctl: %s: which key? give --key-file FILE (or set UCGW_KEY_FILE)\n", cmd);
 		return EXIT_USAGE;
 	}
 	char err[512];
-	if (crypto_key_load(key_file, key, err, sizeof err) < 0) {
+	if (crypto_key_load(file, key, err, sizeof err) < 0) {
 		fprintf(stderr, "ucgwctl: %s: %s\n", cmd, err);
 		return EXIT_FAIL;
 	}
-	const char *arg = argv[optind];
+	const char *arg = argv[0];
 	if (strcmp(arg, "-") == 0) {
 		*data = read_all(0, len);
 	} else {
@@ -693,23 +799,166 @@ static int use_api_key_file(const char *path)
 }
 
 static const struct command commands[] = {
-	{ "status", "", "the daemon, its workers and queues", 0, 0, run_status },
-	{ "workers", "", "the process table", 0, 0, run_workers },
-	{ "restart", "NAME", "restart a worker (also one marked failed)", 1, 1, run_restart },
-	{ "pause", "PROTOCOL", "stop handing jobs to a protocol (they go elsewhere or wait)", 1, 1, run_pause },
-	{ "resume", "PROTOCOL", "hand jobs to a paused protocol again", 1, 1, run_resume },
-	{ "reload", "", "re-read the configuration (like SIGHUP)", 0, 0, run_reload },
-	{ "shutdown", "", "stop the daemon after the work in flight", 0, 0, run_shutdown },
-	{ "send", "[OPTIONS] DATA|@FILE|-", "send metadata (JSON); prints its id, or the outcome with --wait", 1, -1, run_send },
-	{ "send-file", "[OPTIONS] PATH", "send a file (sftp, rsync); --wait shows progress", 1, -1, run_send_file },
-	{ "queue", "[dead|retry ID|all|purge ID|requeue ID|all]", "the messages waiting in the spool", 0, 2, run_queue },
-	{ "stats", "", "per-protocol counters and latency", 0, 0, run_stats },
-	{ "trace", "ID", "the route a message has taken", 1, 1, run_trace },
-	{ "decrypt", "[--key-file F] PAYLOAD|-", "print the plaintext of an encrypted payload (AES-256-GCM)", 1, -1,
-	  run_decrypt },
-	{ "encrypt", "[--key-file F] DATA|-", NULL, 1, -1, run_encrypt },
-	{ NULL, NULL, NULL, 0, 0, NULL },
+	{ .name = "status", .args = "", .summary = "the daemon, the spool, the network and the workers",
+	  .about = "The daemon (version, pid, uptime, configuration file, reloads), the jobs in flight, the spool\n"
+		   "(messages, bytes, oldest, waiting, dead; dropped, expired and refused since the start), each\n"
+		   "server's network quality, round trip, loss and cool-down, and the workers as `workers` shows them.",
+	  .run = run_status },
+	{ .name = "workers", .args = "", .summary = "the process table",
+	  .about = "One line per worker: name, state (starting, ready, backoff, failed, stopped), pid, generation,\n"
+		   "restarts, uptime, whether its server is reachable, and how it last exited.",
+	  .run = run_workers },
+	{ .name = "restart", .args = "NAME", .summary = "restart a worker (also one marked failed)",
+	  .about = "Restart worker NAME (websocket, rest, mqtt, sftp, rsync), also one marked failed after too\n"
+		   "many deaths. The jobs it holds are tried again.",
+	  .min_args = 1, .max_args = 1, .run = run_restart },
+	{ .name = "pause", .args = "PROTOCOL", .summary = "stop handing jobs to a protocol (they go elsewhere or wait)",
+	  .about = "Stop handing jobs to PROTOCOL: the messages queued for it move on along their fallback chain,\n"
+		   "or wait. `ucgwctl resume PROTOCOL` undoes it.",
+	  .min_args = 1, .max_args = 1, .run = run_pause },
+	{ .name = "resume", .args = "PROTOCOL", .summary = "hand jobs to a paused protocol again",
+	  .about = "Hand jobs to a paused PROTOCOL again; the messages waiting for it go out now.",
+	  .min_args = 1, .max_args = 1, .run = run_resume },
+	{ .name = "reload", .args = "", .summary = "re-read the configuration (like SIGHUP)",
+	  .about = "Re-read the configuration file, like SIGHUP. Only the workers whose section changed restart.\n"
+		   "A file that does not load is refused, the old configuration stays, and this says why.",
+	  .run = run_reload },
+	{ .name = "shutdown", .args = "", .summary = "stop the daemon after the work in flight",
+	  .about = "Stop ucgwd as SIGTERM does: it lets the jobs in flight finish (up to\n"
+		   "gateway.shutdown_timeout_ms) and exits; what was not delivered stays in the spool.",
+	  .run = run_shutdown },
+	{ .name = "send", .args = "[OPTIONS] DATA|@FILE|-", .summary = "send metadata (JSON); prints its id, or the outcome with --wait",
+	  .about = "Send one metadata message: DATA as given, @FILE the contents of FILE, - standard input.\n"
+		   "Prints the message's id once ucgwd has it in the spool, or with --wait the outcome.\n"
+		   "A DATA that starts with '-' goes after --.",
+	  .opts = send_lo, .shorts = "p:P:T:e:RL:Ew",
+	  .opts_help = "  -p, --protocol NAME     auto (default: chosen by protocol_selection), websocket, rest or mqtt;\n"
+		       "                          if it fails, the next protocols of its fallback chain are tried\n"
+		       "  -P, --priority PRIO     high, normal (default) or low\n"
+		       "  -T, --topic TOPIC       MQTT topic for this message (default mqtt.topic; {device_id} is\n"
+		       "                          replaced; no wildcards)\n"
+		       "  -e, --endpoint PATH     REST path for this message, after rest.base_url (default rest.endpoint)\n"
+		       "  -R, --raw               do not check DATA as JSON (REST and MQTT carry it as it is; the\n"
+		       "                          WebSocket envelope puts it in its JSON as it is)\n"
+		       "  -L, --ttl SECONDS       give it up when not delivered within this long (0: never;\n"
+		       "                          default spool.ttl_s)\n"
+		       "  -E, --encrypt           encrypt the payload (AES-256-GCM with security.encryption_key_file)\n"
+		       "  -w, --wait              wait until it is delivered or given up (dead letter, expired, purged)\n"
+		       "                          and print the outcome; exit status 1 if it was not delivered\n",
+	  .opt = send_opt, .min_args = 1, .max_args = 1, .run = run_send },
+	{ .name = "send-file", .args = "[OPTIONS] PATH", .summary = "send a file (sftp, rsync); --wait shows progress",
+	  .about = "Send the file PATH. ucgwctl opens it with your rights and hands ucgwd the open file; once its\n"
+		   "id is printed the file is in the spool, and PATH may be deleted. Files are sent as they are\n"
+		   "(--encrypt is for send only).",
+	  .opts = send_file_lo, .shorts = "p:P:r:L:w",
+	  .opts_help = "  -p, --protocol NAME     auto (default: chosen by protocol_selection), sftp or rsync;\n"
+		       "                          if it fails, the next protocols of its fallback chain are tried\n"
+		       "  -P, --priority PRIO     high, normal (default) or low\n"
+		       "  -r, --remote-name NAME  its name on the server (default: PATH's file name)\n"
+		       "  -L, --ttl SECONDS       give it up when not delivered within this long (0: never;\n"
+		       "                          default spool.ttl_s)\n"
+		       "  -w, --wait              wait until it is delivered or given up and print the outcome (on a\n"
+		       "                          terminal, a progress bar); exit status 1 if it was not delivered\n",
+	  .opt = send_file_opt, .min_args = 1, .max_args = 1, .run = run_send_file },
+	{ .name = "queue", .args = "[OPTIONS] [list | dead | retry ID|all | purge ID | requeue ID|all]",
+	  .summary = "the messages waiting in the spool, and what to do with them",
+	  .about = "  list (the default)  every message in the spool: id, kind, state, protocol, priority,\n"
+		   "                      attempts, age, time to its next try, last error\n"
+		   "  dead                the dead letters only\n"
+		   "  retry ID|all        a waiting message (or every one) goes out now, not when its backoff ends\n"
+		   "  purge ID            drop a message that is not in flight (logged)\n"
+		   "  requeue ID|all      a dead letter (or every one) back on its way, from a fresh backoff",
+	  .opts = queue_lo, .shorts = "n:",
+	  .opts_help = "  -n, --limit N|all       list at most N messages (default 1000); a last line says how many\n"
+		       "                          more there are\n",
+	  .opt = queue_opt, .max_args = 2, .run = run_queue },
+	{ .name = "stats", .args = "", .summary = "per-protocol counters and latency",
+	  .about = "Per enabled protocol, since ucgwd started: deliveries (SUCCESS), permanent failures (FAILURE),\n"
+		   "failures to try again (RETRIES), messages passed on to the next protocol of their chain (FB-OUT)\n"
+		   "or taken over from another (FB-IN), bytes delivered, latency from hand-over to the server's\n"
+		   "acknowledgement (P50, P90, P99, MAX), messages dropped from a full spool (DROPPED), given up\n"
+		   "when their time to live passed (EXPIRED) and dead-lettered (DEAD), each counted against the\n"
+		   "protocol it last tried or waited for, and the messages queued for it now (QUEUE).",
+	  .run = run_stats },
+	{ .name = "trace", .args = "ID", .summary = "the route a message has taken",
+	  .about = "The message ID (in the spool, or among the last 256 finished) and its route: the protocol,\n"
+		   "result, duration and error of each attempt.",
+	  .min_args = 1, .max_args = 1, .run = run_trace },
+	{ .name = "decrypt", .args = "[--key-file FILE] PAYLOAD|-", .summary = "print the plaintext of an encrypted payload (AES-256-GCM)",
+	  .about = "Print the plaintext of a payload that ucgw encrypted (base64 of nonce, tag and ciphertext),\n"
+		   "given as PAYLOAD or on standard input (-). Runs here: needs no daemon.",
+	  .opts = crypt_lo, .shorts = "k:",
+	  .opts_help = "  -k, --key-file FILE     the key (32 bytes raw, hex or base64; mode 0600), as in\n"
+		       "                          security.encryption_key_file (default $UCGW_KEY_FILE)\n",
+	  .opt = key_file_opt, .min_args = 1, .max_args = 1, .local = true, .run = run_decrypt },
+	{ .name = "encrypt", .args = "[--key-file FILE] DATA|-", .summary = "encrypt as ucgw does (for tests)",
+	  .about = "Encrypt DATA (or standard input) as ucgw encrypts payloads; prints base64. For tests.",
+	  .opts = crypt_lo, .shorts = "k:",
+	  .opts_help = "  -k, --key-file FILE     the key (default $UCGW_KEY_FILE)\n",
+	  .opt = key_file_opt, .min_args = 1, .max_args = 1, .local = true, .hidden = true, .run = run_encrypt },
+	{ .name = NULL },
 };
+
+/* The command's own options, and --json and --help, anywhere among its
+ * arguments (until --); the arguments left are moved to the end of argv.
+ * Returns -1 to go on with argv[*first..argc-1], else the exit status. */
+static int parse_command(const struct command *c, int argc, char **argv, int *first)
+{
+	struct option lo[16];
+	int n = 0;
+	for (const struct option *o = c->opts; o && o->name && n < 13; o++)
+		lo[n++] = *o;
+	lo[n++] = (struct option){ "json", no_argument, NULL, 'j' };
+	lo[n++] = (struct option){ "help", no_argument, NULL, 'h' };
+	lo[n] = (struct option){ NULL, 0, NULL, 0 };
+	char shorts[64];
+	snprintf(shorts, sizeof shorts, ":%sjh", c->shorts ? c->shorts : "");
+	optind = 0; /* start afresh: argv[0] is the command's name */
+	opterr = 0;
+	int ch;
+	while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+		const char *bad = argv[optind - 1];
+		switch (ch) {
+		case 'h':
+			command_usage(c);
+			return 0;
+		case 'j':
+			if (c->local) {
+				fprintf(stderr, "ucgwctl: %s runs without ucgwd and has no --json output\n", c->name);
+				return EXIT_USAGE;
+			}
+			ctl.json = true;
+			break;
+		case ':':
+			for (const struct option *o = lo; o->name; o++)
+				if (o->val == optopt) {
+					fprintf(stderr, "ucgwctl: %s: --%s needs a value (ucgwctl %s --help)\n", c->name, o->name,
+						c->name);
+					return EXIT_USAGE;
+				}
+			fprintf(stderr, "ucgwctl: %s: '%s' needs a value (ucgwctl %s --help)\n", c->name, bad, c->name);
+			return EXIT_USAGE;
+		case '?':
+			if (optopt && strncmp(bad, "--", 2) == 0 && strchr(bad, '='))
+				fprintf(stderr, "ucgwctl: %s: %.*s takes no value (ucgwctl %s --help)\n", c->name,
+					(int)(strchr(bad, '=') - bad), bad, c->name);
+			else if (optopt)
+				fprintf(stderr, "ucgwctl: %s: unknown option '-%c' (ucgwctl %s --help)\n", c->name, optopt,
+					c->name);
+			else
+				fprintf(stderr, "ucgwctl: %s: unknown option '%s' (ucgwctl %s --help)\n", c->name, bad,
+					c->name);
+			return EXIT_USAGE;
+		default: {
+			int rc = c->opt ? c->opt(ch, optarg) : EXIT_USAGE;
+			if (rc)
+				return rc;
+		}
+		}
+	}
+	*first = optind;
+	return -1;
+}
 
 int main(int argc, char **argv)
 {
@@ -721,34 +970,65 @@ int main(int argc, char **argv)
 	log_init("ucgwctl", LOG_LVL_WARN);
 	ctl.socket = getenv("UCGW_SOCKET") ? getenv("UCGW_SOCKET") : "/run/ucgw/control.sock";
 	int ch;
+	uint64_t v;
+	opterr = 0;
 	/* "+": stop at the command, so its own options are left to it */
-	while ((ch = getopt_long(argc, argv, "+s:jt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+:s:jt:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's': ctl.socket = optarg; break;
 		case 'j': ctl.json = true; break;
-		case 't': ctl.timeout_ms = atoi(optarg); break;
+		case 't':
+			if (parse_uint(optarg, INT_MAX, &v) < 0 || v == 0) {
+				fprintf(stderr, "ucgwctl: --timeout wants a number of milliseconds (1 or more), not '%s'\n",
+					optarg);
+				return EXIT_USAGE;
+			}
+			ctl.timeout_ms = (int)v;
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'K':
 			if (use_api_key_file(optarg) < 0)
 				return EXIT_USAGE;
 			break;
-		default: usage(stderr); return EXIT_USAGE;
+		case ':':
+			fprintf(stderr, "ucgwctl: %s needs a value (try ucgwctl --help)\n", argv[optind - 1]);
+			return EXIT_USAGE;
+		default:
+			if (optopt)
+				fprintf(stderr, "ucgwctl: unknown option '-%c' (try ucgwctl --help)\n", optopt);
+			else
+				fprintf(stderr, "ucgwctl: unknown option '%s' (try ucgwctl --help)\n", argv[optind - 1]);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
-		usage(stderr);
+		fprintf(stderr, "ucgwctl: which command? (try ucgwctl --help)\n");
 		return EXIT_USAGE;
 	}
-	const char *name = argv[optind];
+	int at = optind; /* the command's name; getopt's optind is the command's own from here on */
+	const char *name = argv[at];
 	for (const struct command *c = commands; c->name; c++) {
 		if (strcmp(c->name, name) != 0)
 			continue;
-		int nargs = argc - optind - 1;
-		if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args)) {
-			fprintf(stderr, "ucgwctl: usage: ucgwctl %s %s\n", c->name, c->args);
+		int first, rc = parse_command(c, argc - at, argv + at, &first);
+		if (rc >= 0)
+			return rc;
+		if (c->local && ctl.json) {
+			fprintf(stderr, "ucgwctl: %s runs without ucgwd and has no --json output\n", c->name);
 			return EXIT_USAGE;
 		}
-		int rc = c->run(nargs, argv + optind + 1);
+		char **args = argv + at + first;
+		int nargs = argc - at - first;
+		if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args)) {
+			if (nargs < c->min_args)
+				fprintf(stderr, "ucgwctl: %s: missing argument (usage: ucgwctl %s %s)\n", c->name, c->name,
+					c->args);
+			else
+				fprintf(stderr, "ucgwctl: %s: unexpected argument '%s' (usage: ucgwctl %s%s%s)\n", c->name,
+					args[c->max_args], c->name, c->args[0] ? " " : "", c->args);
+			return EXIT_USAGE;
+		}
+		rc = c->run(nargs, args);
 		if (ctl.conn.fd > 0)
 			conn_close(&ctl.conn);
 		return rc;

@@ -110,6 +110,11 @@ static int read_common(const msgpack_object *a, struct common_args *ca, bool fil
 	}
 	if (check_protocol(ca->protocol, files, err, errlen) < 0)
 		return -1;
+	if (ca->encrypt && files) {
+		snprintf(err, errlen, "send-file: encrypt is for metadata only; files are sent as they are "
+				      "(over SFTP or rsync, inside SSH)");
+		return -1;
+	}
 	if (ca->encrypt && !config_str(sup.cfg, "security", "encryption_key_file")) {
 		snprintf(err, errlen, "cannot encrypt: security.encryption_key_file is not set");
 		return -1;

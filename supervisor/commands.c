@@ -202,16 +202,39 @@ static void reply_count(const struct client *c, const struct msg *req, const cha
 	body_free(&b);
 }
 
-/* queue [list|dead|retry ID|all|purge ID|requeue ID|all] */
+#define QUEUE_ACTIONS "list, dead, retry ID|all, purge ID, requeue ID|all"
+
+/* queue [list|dead|retry ID|all|purge ID|requeue ID|all]; list and dead stop
+ * at `limit` messages (1000 unless asked). The action is checked first. */
 static void cmd_queue(struct client *c, const struct msg *req)
 {
-	char action[16] = "list", id[64] = "";
-	obj_get_str(req->body, "action", action, sizeof action);
-	obj_get_str(req->body, "id", id, sizeof id);
+	char action[32] = "list", id[64] = "";
+	if (obj_get(req->body, "action") && !obj_get_str(req->body, "action", action, sizeof action)) {
+		control_fail(c->cid, req->seq, "queue: unknown action (valid: " QUEUE_ACTIONS ")");
+		return;
+	}
+	bool dead_only = strcmp(action, "dead") == 0, listing = dead_only || strcmp(action, "list") == 0;
+	bool takes_all = strcmp(action, "retry") == 0 || strcmp(action, "requeue") == 0;
+	if (!listing && !takes_all && strcmp(action, "purge") != 0) {
+		control_fail(c->cid, req->seq, "queue: unknown action '%s' (valid: " QUEUE_ACTIONS ")", action);
+		return;
+	}
+	if (!listing && !obj_get_str(req->body, "id", id, sizeof id) && obj_get(req->body, "id")) {
+		control_fail(c->cid, req->seq, "queue %s: no message with that id in the spool (an id is text of %d characters)",
+			     action, UCGW_ID_LEN);
+		return;
+	}
+	if (!listing && !id[0]) {
+		control_fail(c->cid, req->seq, "queue %s: which message? give its id%s", action, takes_all ? ", or all" : "");
+		return;
+	}
+	if (strcmp(action, "purge") == 0 && strcmp(id, "all") == 0) {
+		control_fail(c->cid, req->seq, "queue purge: one message at a time (purge takes no 'all')");
+		return;
+	}
 	uint64_t limit = 1000;
 	obj_get_u64(req->body, "limit", &limit);
-	bool dead_only = strcmp(action, "dead") == 0;
-	if (strcmp(action, "list") == 0 || dead_only) {
+	if (listing) {
 		struct body b;
 		body_init(&b);
 		uint64_t n = 0;
@@ -267,15 +290,12 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		log_info("message %s purged by an operator (uid %d)", id, (int)c->uid);
 		snprintf(m->last_error, sizeof m->last_error, "purged by an operator");
 		router_forget(m, "failed", "purged");
-	} else if (strcmp(action, "requeue") == 0) {
+	} else { /* requeue */
 		if (m->state != SM_DEAD) {
 			control_fail(c->cid, req->seq, "queue requeue: message %s is not dead", id);
 			return;
 		}
 		requeue_dead(m);
-	} else {
-		control_fail(c->cid, req->seq, "queue: unknown action '%s' (list, dead, retry, purge, requeue)", action);
-		return;
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 }

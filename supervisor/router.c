@@ -674,7 +674,7 @@ void router_worker_health(struct proc *p)
 	struct rproto *rp = rproto_by_name(p->name);
 	if (!rp)
 		return;
-	if (p->connected && p->rtt_us)
+	if (p->connected && p->rtt_fresh) /* a report without a measurement is no new sample */
 		monitor_sample(p->name, p->rtt_us, false);
 	else if (!p->connected)
 		monitor_sample(p->name, 0, true);

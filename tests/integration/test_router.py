@@ -29,6 +29,21 @@ def delivered(tmp):
         return []
 
 
+def stats(gw):
+    """Per protocol its dropped and expired counts, from `ucgwctl stats --json`,
+    checked against the same columns of the table."""
+    rc, out, err = gw.ctl("stats", "--json")
+    if rc != 0:
+        raise AssertionError("ucgwctl stats --json failed (%d): %s" % (rc, err))
+    js = {p: {"DROPPED": v["dropped"], "EXPIRED": v["expired"]} for p, v in json.loads(out).items() if v["enabled"]}
+    rc, out, err = gw.ctl("stats")
+    head, *rows = [l.split() for l in out.splitlines()]
+    table = {r[0]: {k: int(r[head.index(k)]) for k in ("DROPPED", "EXPIRED")} for r in rows}
+    if table != js:
+        raise AssertionError("the stats table %r differs from its JSON %r" % (table, js))
+    return js
+
+
 class RouterTest(GatewayTest):
     def test_send_wait_ok(self):
         gw = self.gateway(cfg(self.tmp))
@@ -300,6 +315,7 @@ class RouterTest(GatewayTest):
         self.assertIn(ids[0], q)  # in flight: never dropped
         self.assertEqual(gw.ctl_json("status")["spool"]["dropped"], 3)
         self.assertIn("dropping the oldest message", gw.log_text())
+        self.assertEqual(stats(gw)["testworker"], {"DROPPED": 3, "EXPIRED": 0})
 
     def test_ttl_expires(self):
         gw = self.gateway(cfg(self.tmp))
@@ -308,6 +324,7 @@ class RouterTest(GatewayTest):
         wait_for(lambda: gw.ctl_json("status")["spool"]["expired"] == 1, timeout=10, what="expiry")
         self.assertIn("message %s expired" % mid, gw.log_text())
         self.assertEqual(gw.ctl_json("queue"), [])
+        self.assertEqual(stats(gw)["testworker"], {"DROPPED": 0, "EXPIRED": 1})
 
     def test_kill9_supervisor_loses_nothing(self):
         c = cfg(self.tmp, delay_ms=30000)

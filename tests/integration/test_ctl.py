@@ -1,0 +1,281 @@
+"""ucgwctl's command line: --json and --help after any command, each command's
+usage, one-line errors for bad command lines, queue --limit; and that its
+help, the man page and docs/control-protocol.md name what the daemon serves."""
+import json
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ctlclient import Ctl  # noqa: E402
+from ucgwtest import BIN, SRC, GatewayTest, wait_for  # noqa: E402
+
+UCGWCTL = os.path.join(BIN, "ucgwctl")
+
+# The commands ucgwd serves (supervisor/commands.c's table), and ucgwctl's own.
+DAEMON_COMMANDS = ["status", "workers", "restart", "pause", "resume", "reload", "shutdown", "send",
+                   "send-file", "queue", "stats", "trace"]
+LOCAL_COMMANDS = ["decrypt"]
+
+
+def cfg(tmp, **tw):
+    t = {"record": os.path.join(tmp, "delivered.txt")}
+    t.update(tw)
+    return {"gateway": {"log_level": "info", "job_timeout_ms": 5000},
+            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
+            "testworker": t}
+
+
+def run(*args, input=None, env=None):
+    r = subprocess.run([UCGWCTL, *args], input=input, capture_output=True, text=True, timeout=60, env=env)
+    return r.returncode, r.stdout, r.stderr
+
+
+def read(*parts):
+    with open(os.path.join(SRC, *parts)) as f:
+        return f.read()
+
+
+class CtlWithoutDaemonTest(GatewayTest):
+    """Nothing here may reach a daemon: the socket does not exist, so any
+    attempt would end with exit status 3."""
+
+    def setUp(self):
+        super().setUp()
+        self.none = os.path.join(self.tmp, "none.sock")
+
+    def ctl(self, *args, **kw):
+        return run("-s", self.none, *args, **kw)
+
+    def test_commands_table_matches_the_daemon(self):
+        text = read("supervisor", "commands.c")
+        table = text[text.index("} commands[] = {"):]
+        served = re.findall(r'\{ "([a-z-]+)", cmd_', table)
+        self.assertEqual(served, DAEMON_COMMANDS)
+
+    def test_help_lists_every_command_and_the_global_options(self):
+        rc, out, err = self.ctl("--help")
+        self.assertEqual((rc, err), (0, ""))
+        lines = out.splitlines()
+        for name in DAEMON_COMMANDS + LOCAL_COMMANDS:
+            line = [i for i, l in enumerate(lines) if l.startswith("  %s " % name) or l == "  " + name]
+            self.assertEqual(len(line), 1, name)
+            # a one-line description, on its line or the next when the synopsis is long
+            desc = lines[line[0]][33:].strip() or lines[line[0] + 1].strip()
+            self.assertTrue(desc, name)
+        for opt in ("--socket", "--json", "--timeout", "--api-key-file", "--help"):
+            self.assertIn(opt, out)
+        self.assertNotIn("  encrypt ", out)  # hidden: for tests
+        rc, out2, err = self.ctl("-h")
+        self.assertEqual((rc, out2), (0, out))
+
+    def test_each_command_help_without_the_daemon(self):
+        for name in DAEMON_COMMANDS + LOCAL_COMMANDS:
+            for flag in ("--help", "-h"):
+                rc, out, err = self.ctl(name, flag)
+                self.assertEqual((rc, err), (0, ""), (name, flag))
+                self.assertTrue(out.startswith("usage: ucgwctl %s" % name), out)
+                self.assertIn("-h, --help", out)
+                if name in DAEMON_COMMANDS:
+                    self.assertIn("-j, --json", out, name)
+        # --help wins wherever it stands, and nothing is sent
+        rc, out, err = self.ctl("send", "--wait", "--protocol", "mqtt", '{"a":1}', "--help")
+        self.assertEqual((rc, err), (0, ""))
+        self.assertTrue(out.startswith("usage: ucgwctl send "))
+
+    def options_of(self, name):
+        rc, out, err = self.ctl(name, "--help")
+        self.assertEqual(rc, 0, err)
+        return set(re.findall(r"^  (?:-\w, )?(--[a-z-]+)", out, re.M)), out
+
+    def test_send_and_send_file_help_tell_every_option(self):
+        opts, out = self.options_of("send")
+        self.assertEqual(opts, {"--protocol", "--priority", "--topic", "--endpoint", "--raw", "--ttl",
+                                "--encrypt", "--wait", "--json", "--help"})
+        opts, out = self.options_of("send-file")
+        self.assertEqual(opts, {"--protocol", "--priority", "--remote-name", "--ttl", "--wait", "--json",
+                                "--help"})
+        self.assertIn("--encrypt is for send only", out)
+        opts, out = self.options_of("queue")
+        self.assertEqual(opts, {"--limit", "--json", "--help"})
+        for action in ("list", "dead", "retry ID|all", "purge ID", "requeue ID|all"):
+            self.assertIn("  " + action, out)
+        opts, out = self.options_of("decrypt")
+        self.assertEqual(opts, {"--key-file", "--help"})
+
+    def test_every_option_the_help_tells_is_accepted(self):
+        """Each option is taken (the command then fails only for want of the daemon)."""
+        path = os.path.join(self.tmp, "f.jpg")
+        with open(path, "w") as f:
+            f.write("x")
+        value = {"--protocol": "auto", "--priority": "high", "--topic": "a/b", "--endpoint": "/x",
+                 "--ttl": "60", "--remote-name": "r.jpg", "--limit": "5"}
+        for name, arg in (("send", ["{}"]), ("send-file", [path]), ("queue", [])):
+            opts, _ = self.options_of(name)
+            for opt in sorted(opts - {"--help"}):
+                rc, out, err = self.ctl(name, opt, *([value[opt]] if opt in value else []), *arg)
+                self.assertEqual(rc, 3, (name, opt, err))
+                self.assertIn("ucgwd is not running", err)
+
+    def test_man_page_tells_the_same_options(self):
+        man = read("docs", "man", "ucgwctl.8").replace("\\-", "-")
+        heads = {}
+        for name in DAEMON_COMMANDS + LOCAL_COMMANDS:
+            m = re.search(r'^\.BI? "?%s(?=[ "\\]|$)' % re.escape(name), man, re.M)
+            self.assertTrue(m, name)
+            heads[name] = m.start()
+        for name in ("send", "send-file", "queue", "decrypt"):
+            opts, _ = self.options_of(name)
+            section = man[heads[name]:man.index("\n.RE", heads[name])]
+            for opt in opts - {"--help", "--json"}:
+                self.assertIn(opt, section, (name, opt))
+
+    def test_control_protocol_doc_names_every_command(self):
+        doc = read("docs", "control-protocol.md")
+        table = doc[doc.index("## Commands"):]
+        names = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
+        self.assertEqual(sorted(names), sorted(DAEMON_COMMANDS))
+        # every request field the daemon reads
+        fields = set()
+        for f in ("commands.c", "accept.c"):
+            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req), "(\w+)"',
+                                     read("supervisor", f)))
+        self.assertGreaterEqual(len(fields), 15, fields)
+        for field in fields:
+            self.assertIn("`%s`" % field, table, field)
+
+    def test_bad_command_lines_fail_alone_in_one_line(self):
+        path = os.path.join(self.tmp, "f.jpg")
+        with open(path, "w") as f:
+            f.write("x")
+        cases = [
+            ([], "which command?"),
+            (["frobnicate"], "unknown command 'frobnicate'"),
+            (["--bogus", "status"], "unknown option '--bogus'"),
+            (["-t", "soon", "status"], "--timeout wants a number of milliseconds"),
+            (["-t"], "-t needs a value"),
+            (["stats", "extra"], "stats: unexpected argument 'extra'"),
+            (["trace"], "trace: missing argument"),
+            (["send"], "send: missing argument"),
+            (["send", "{}", "{}"], "send: unexpected argument '{}'"),
+            (["send", "--bogus", "{}"], "send: unknown option '--bogus'"),
+            (["send", "-z", "{}"], "send: unknown option '-z'"),
+            (["send", "--wait=yes", "{}"], "send: --wait takes no value"),
+            (["send", "{}", "--topic"], "send: --topic needs a value"),
+            (["send", "--ttl", "soon", "{}"], "--ttl wants a number of seconds"),
+            (["send", "--ttl", "-1", "{}"], "--ttl wants a number of seconds"),
+            (["send", "--remote-name", "x", "{}"], "send: unknown option '--remote-name'"),
+            (["send-file", "--topic", "a/b", path], "send-file: unknown option '--topic'"),
+            (["send-file", "--raw", path], "send-file: unknown option '--raw'"),
+            (["send-file", "--encrypt", path], "send-file: --encrypt is for metadata (send)"),
+            (["queue", "bogus"], "queue: unknown action 'bogus' (valid: list, dead, retry ID|all, purge ID, "
+                                 "requeue ID|all)"),
+            (["queue", "retry"], "queue retry: which message? give its id, or all"),
+            (["queue", "purge"], "queue purge: which message? give its id"),
+            (["queue", "dead", "x"], "queue dead takes no id"),
+            (["queue", "--limit", "0"], "--limit wants a number of messages"),
+            (["queue", "--limit", "many"], "--limit wants a number of messages"),
+            (["queue", "retry", "all", "--limit", "3"], "--limit is for list and dead"),
+            (["decrypt", "--json", "--key-file", path, "AAAA"], "decrypt runs without ucgwd and has no --json"),
+            (["--json", "decrypt", "--key-file", path, "AAAA"], "decrypt runs without ucgwd and has no --json"),
+        ]
+        for args, words in cases:
+            rc, out, err = self.ctl(*args)
+            self.assertEqual(rc, 2, (args, err))
+            self.assertEqual(out, "", args)
+            self.assertIn(words, err, args)
+            self.assertEqual(len(err.strip().splitlines()), 1, (args, err))
+
+
+class CtlTest(GatewayTest):
+    def test_json_after_the_command(self):
+        gw = self.gateway(cfg(self.tmp))
+        for args in (["stats"], ["status"], ["workers"], ["queue"], ["queue", "dead"]):
+            before = json.loads(gw.ctl("--json", *args)[1])
+            for flag in ("--json", "-j"):
+                rc, out, err = gw.ctl(*args, flag)
+                self.assertEqual(rc, 0, (args, err))
+                self.assertEqual(type(json.loads(out)), type(before), args)
+        self.assertEqual(set(json.loads(gw.ctl("stats", "--json")[1])["testworker"]),
+                         set(json.loads(gw.ctl("--json", "stats")[1])["testworker"]))
+        rc, out, err = gw.ctl("send", "--wait", "--json", "--protocol", "testworker", '{"plate":"J1"}')
+        self.assertEqual(rc, 0, err)
+        o = json.loads(out)
+        self.assertEqual((o["status"], o["protocol"]), ("ok", "testworker"))
+        rc, out, err = gw.ctl("trace", o["id"], "-j")
+        self.assertEqual(json.loads(out)["message"]["id"], o["id"])
+        path = os.path.join(self.tmp, "plate.jpg")
+        with open(path, "wb") as f:
+            f.write(os.urandom(5000))
+        rc, out, err = gw.ctl("send-file", "--protocol", "testworker", path, "--wait", "-j")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["status"], "ok")
+        rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"n":1}', "--json")
+        self.assertEqual(json.loads(out)["status"], "accepted")
+        rc, out, err = gw.ctl("pause", "testworker", "--json")
+        self.assertEqual((rc, json.loads(out)), (0, {"ok": True}))
+        self.assertEqual(gw.ctl("resume", "-j", "testworker")[0], 0)
+
+    def test_options_after_the_data(self):
+        gw = self.gateway(cfg(self.tmp))
+        rc, out, err = gw.ctl("send", '{"n":2}', "--protocol", "testworker", "--ttl", "0", "--wait")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("delivered by testworker", out)
+        # -- ends the options: a raw payload that looks like one
+        rc, out, err = gw.ctl("send", "--raw", "--protocol", "testworker", "--wait", "--", "-j")
+        self.assertEqual(rc, 0, err)
+
+    def test_queue_limit_says_how_many_more(self):
+        c = cfg(self.tmp, delay_ms=60000)
+        c["gateway"]["window"] = 1
+        gw = self.gateway(c)
+        ids = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(5)]
+        rc, out, err = gw.ctl("queue", "--limit", "2")
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 1 + 2 + 1, out)
+        self.assertEqual([l.split()[0] for l in lines[1:3]], ids[:2])
+        self.assertEqual(lines[-1], "... and 3 more (ucgwctl queue --limit 5)")
+        rc, out, err = gw.ctl("queue", "-n", "2", "--json")
+        self.assertEqual([m["id"] for m in json.loads(out)], ids[:2])
+        self.assertIn("2 of 5 messages listed (ucgwctl queue --limit 5)", err)
+        for args in (["queue"], ["queue", "--limit", "5"], ["queue", "--limit", "all"]):
+            rc, out, err = gw.ctl(*args)
+            self.assertEqual(len(out.splitlines()), 1 + 5, (args, out))
+            self.assertNotIn("more", out)
+        rc, out, err = gw.ctl("queue", "dead", "--limit", "1")
+        self.assertEqual(out, "(no dead letters)\n")
+
+    def test_daemon_checks_the_queue_action_first(self):
+        gw = self.gateway(cfg(self.tmp))
+        mid = gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry"}')[1].strip()
+        c = Ctl(gw.sock)
+        cases = [
+            ({"action": "bogus", "id": mid}, "queue: unknown action 'bogus' (valid: list, dead, retry ID|all, "
+                                             "purge ID, requeue ID|all)"),
+            ({"action": "bogus"}, "unknown action 'bogus'"),
+            ({"action": "x" * 100}, "queue: unknown action (valid: list, dead,"),
+            ({"action": 7}, "queue: unknown action (valid: list, dead,"),
+            ({"action": "retry", "id": ""}, "queue retry: which message? give its id, or all"),
+            ({"action": "requeue"}, "queue requeue: which message? give its id, or all"),
+            ({"action": "purge"}, "queue purge: which message? give its id"),
+            ({"action": "purge", "id": "all"}, "queue purge: one message at a time"),
+            ({"action": "purge", "id": 12}, "queue purge: no message with that id"),
+            ({"action": "retry", "id": "01NOSUCHMESSAGE0000000000X"}, "no message with id '01NOSUCH"),
+        ]
+        for body, words in cases:
+            c.request("queue", body)
+            r = c.reply()
+            self.assertFalse(r["ok"], body)
+            self.assertIn(words, r["error"], body)
+        c.request("queue", {"action": "list", "id": "", "limit": 1})
+        r = c.reply()
+        self.assertTrue(r["ok"], r)
+        self.assertEqual([m["id"] for m in r["body"]], [mid])
+        c.sock.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
