@@ -335,6 +335,8 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 
 /* ---- group commit ---- */
 
+static void on_batch_timer(uv_timer_t *t);
+
 static void sync_done(uv_fs_t *req)
 {
 	char why[200] = "";
@@ -354,8 +356,13 @@ static void sync_done(uv_fs_t *req)
 	for (size_t i = 0; i < n; i++)
 		done[i].cb(done[i].m, why[0] ? why : NULL, done[i].arg);
 	free(done);
+	/* What came in meanwhile: its timer may have fired while this sync ran
+	 * (start_sync then did nothing), and no later message may come to start
+	 * another; it must not wait for ever. */
 	if (S.nbatch && S.fsync == FS_ALWAYS)
 		start_sync();
+	else if (S.nbatch && !uv_is_active((uv_handle_t *)&S.timer))
+		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
 
 static void start_sync(void)
