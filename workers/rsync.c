@@ -11,7 +11,11 @@
  * date (".f" in the itemized change: same size and time under its final name,
  * where only finished files appear). After a run that failed once it had
  * started sending, a dry run asks the server which files arrived; every file
- * not proven goes back with the run's status. */
+ * not proven goes back with the run's status.
+ *
+ * That output and rsync's progress are read while it runs: the progress goes to
+ * the supervisor for every file in hand, so that a long run that moves keeps
+ * them from gateway.job_timeout_ms. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -29,12 +33,14 @@
 /* Each file's line: "ucgw-item:<itemized change>|<name>"; '|' is never part of
  * the itemized change. */
 #define ITEM_MARK "ucgw-item:"
+#define PROGRESS_EVERY_MS 500 /* progress to the supervisor at most this often */
 #define EOF_GRACE_MS 2000     /* after rsync exits, wait this long for the rest of its output */
 
 struct rjob {
 	struct job *job;
 	char name[256];
 	char shown[1024];    /* the name as rsync prints it (-8: see show_name) */
+	uint64_t done;       /* bytes rsync has read of it in this run */
 	bool started;        /* rsync began to send it in this run */
 	bool complete;       /* proven on the server under its final name */
 	struct rjob *next;
@@ -69,7 +75,9 @@ static struct {
 	size_t linelen;
 	bool line_too_long;
 	char errtail[2048];
-	uint64_t started_ms;
+	struct rjob *sending;              /* the file rsync sends now */
+	bool moved;                        /* progress since the last report */
+	uint64_t reported_ms, started_ms;
 	uint64_t literal, matched;         /* rsync's --stats of the send */
 	/* the send's outcome, kept for the dry run after it */
 	enum job_status status;
@@ -163,6 +171,24 @@ static struct rjob *running_job(const char *shown)
 	return NULL;
 }
 
+/* Every file in hand, each with what rsync has read of it, while the run moves:
+ * the files after the one it sends now, and those waiting for the next run,
+ * wait for this run only, and a job timeout would only have the supervisor
+ * hand them out a second time while this worker still sends them. A run that
+ * stops moving reports nothing, and its jobs time out. */
+static void report_progress(void)
+{
+	uint64_t now = now_ms();
+	if (!R.moved || now - R.reported_ms < PROGRESS_EVERY_MS)
+		return;
+	R.moved = false;
+	R.reported_ms = now;
+	for (struct rjob *r = R.running; r; r = r->next)
+		worker_progress(r->job, r->done);
+	for (struct rjob *r = R.queue; r; r = r->next)
+		worker_progress(r->job, 0);
+}
+
 /* A number as rsync prints it (commas between thousands unless --no-h); *s
  * moves past it. */
 static uint64_t number(const char **s)
@@ -174,27 +200,59 @@ static uint64_t number(const char **s)
 	return n;
 }
 
+/* "        1234567  12%  ..." (--info=progress1): the bytes of the file read so far */
+static bool progress_bytes(const char *s, uint64_t *bytes)
+{
+	while (*s == ' ')
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return false;
+	uint64_t n = number(&s);
+	if (*s != ' ')
+		return false;
+	while (*s == ' ')
+		s++;
+	while (isdigit((unsigned char)*s))
+		s++;
+	if (*s != '%')
+		return false;
+	*bytes = n;
+	return true;
+}
+
 static void item_line(const char *item, size_t itemlen, const char *shown)
 {
 	struct rjob *r = running_job(shown);
 	if (!r || itemlen < 2)
 		return; /* a directory, or a name the worker did not send */
+	if (!R.verifying)
+		R.moved = true;
 	if (item[0] == '.' && item[1] == 'f') {
 		/* the server's file has this one's size and time under its final name */
 		r->complete = true;
 	} else if (item[0] == '<' && !R.verifying) {
+		if (R.sending && R.sending != r)
+			R.sending->done = R.sending->job->size; /* rsync has read all of it */
+		R.sending = r;
 		r->started = true;
+		r->done = 0;
 	}
 }
 
 static void parse_line(char *line)
 {
+	uint64_t n;
 	if (strncmp(line, ITEM_MARK, strlen(ITEM_MARK)) == 0) {
 		char *item = line + strlen(ITEM_MARK), *bar = strchr(item, '|');
 		if (bar)
 			item_line(item, (size_t)(bar - item), bar + 1);
 	} else if (R.verifying) {
 		return;
+	} else if (progress_bytes(line, &n)) {
+		if (R.sending) {
+			R.sending->done = n < R.sending->job->size ? n : R.sending->job->size;
+			R.moved = true;
+		}
 	} else if (strncmp(line, "Literal data: ", 14) == 0) {
 		const char *p = line + 14;
 		R.literal = number(&p);
@@ -222,6 +280,7 @@ static void close_run_handle(uv_handle_t *h)
 static void finish_batch(void)
 {
 	size_t n = 0, ok = 0;
+	R.sending = NULL;
 	while (R.running) {
 		struct rjob *r = R.running;
 		R.running = r->next;
@@ -359,6 +418,7 @@ static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 			R.line_too_long = true;
 		}
 	}
+	report_progress();
 }
 
 static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -449,6 +509,7 @@ static int stage_batch(FILE *list)
 			free(r);
 		} else {
 			fwrite(r->name, 1, strlen(r->name) + 1, list);
+			r->done = 0;
 			r->started = r->complete = false;
 			r->next = NULL;
 			*tail = r;
@@ -470,8 +531,8 @@ static int spawn_rsync(bool verify)
 	const char *fixed[] = {
 		"--copy-links", "--mkpath", "--partial-dir=.ucgw-partial",
 		/* what the worker reads: a line per file as it starts or is found up to
-		 * date (name2), the data sent and matched */
-		"--out-format=" ITEM_MARK "%i|%n", "--info=name2,stats2",
+		 * date (name2), the progress of each, the data sent and matched */
+		"--out-format=" ITEM_MARK "%i|%n", "--info=name2,progress1,stats2",
 		"-8", "--no-human-readable", /* names with control bytes escaped only; plain numbers */
 		"--from0", files_from, timeout, verify ? "--dry-run" : NULL,
 	};
@@ -495,8 +556,11 @@ static int spawn_rsync(bool verify)
 	R.sig = 0;
 	R.linelen = 0;
 	R.line_too_long = false;
+	R.moved = false;
 	if (!verify) {
 		R.errtail[0] = '\0';
+		R.sending = NULL;
+		R.reported_ms = 0;
 		R.started_ms = now_ms();
 		R.literal = R.matched = 0;
 	}

@@ -1,6 +1,7 @@
 """ucgw-rsync against a real sshd and the real rsync: files arrive identical,
 queued files go together in one run, a cut transfer resumes and is answered ok
-only once the whole file is on the server, rsync's exit codes map to retry or failure with its message,
+only once the whole file is on the server, progress keeps a slow transfer from
+the job timeout, rsync's exit codes map to retry or failure with its message,
 --delete and a missing rsync are refused."""
 import hashlib
 import json
@@ -12,7 +13,9 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
 from sshd import Sshd  # noqa: E402
+from ucgw import UnifiedCommunicationGateway  # noqa: E402
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
 
 
@@ -121,6 +124,43 @@ class RsyncTest(GatewayTest):
         self.assertLess(literal, size - have + 1024 * 1024)
         self.assertGreater(matched, have - 1024 * 1024)
         self.assertFalse(os.path.exists(os.path.join(sshd.remote, ".ucgw-partial", "resume.bin")))
+
+    def test_slow_transfer_progress_keeps_the_job(self):
+        """A run longer than gateway.job_timeout_ms that keeps moving is not
+        timed out: rsync's progress goes to the supervisor while it runs, for
+        the file it sends, the files after it in the same run and those that
+        wait for the next run."""
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd, gateway={"job_timeout_ms": 3000}, options=["-a", "--bwlimit=2000"])
+        lead, big, small = self.make("a-lead.jpg", 1000), self.make("b-big.bin", 12 * 1024 * 1024), \
+            self.make("c-small.jpg", 1000)
+        # paused, then resumed: the three reach the worker together; the lead
+        # goes alone (a run starts at the first file), big and small share the next run
+        self.assertEqual(gw.ctl("pause", "rsync")[0], 0)
+        ids = []
+        for path in (lead, big, small):
+            rc, out, err = gw.ctl("send-file", "--protocol", "rsync", path)
+            self.assertEqual(rc, 0, err)
+            ids.append(out.strip())
+        client = UnifiedCommunicationGateway(socket_path=gw.sock, timeout=60)
+        seen = []
+        self.assertEqual(gw.ctl("resume", "rsync")[0], 0)
+        t0 = time.monotonic()
+        r = client.send_file(self.make("d-watched.bin", 6 * 1024 * 1024), protocol="rsync",
+                             progress=lambda done, size: seen.append((time.monotonic() - t0, done, size)))
+        self.assertTrue(r.success, r.error)
+        self.assertEqual(r.data["attempts"], 1, r.data)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 4, timeout=60, what="4 ok results")
+        st = gw.ctl_json("stats")["rsync"]
+        self.assertEqual(st["retries"], 0, st)
+        for path in (lead, big, small):
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(path))), sha(path))
+        # the watched file: progress while it went, growing (the client passes
+        # on the newest report it has when it looks, so not every one)
+        done = [d for _, d, _ in seen]
+        self.assertGreaterEqual(len([d for d in set(done) if 0 < d < 6 * 1024 * 1024]), 2, seen)
+        self.assertEqual(done, sorted(done), seen)
+        self.assertTrue(all(size == 6 * 1024 * 1024 for _, _, size in seen), seen)
 
     def test_one_failed_file_does_not_hold_back_its_run(self):
         """Two files in one run, one of which the server cannot take (a
