@@ -380,6 +380,22 @@ static int check_protocol(struct loader *L, const struct cfg_schema_section *sc,
 		       k->key, sc->name, list);
 }
 
+/* rsync.options: an option the rsync worker refuses is an error at the item
+ * that holds it, with why. */
+static int check_rsync_options(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+			       const yaml_node_t *n, const struct cfg_value *v)
+{
+	size_t at;
+	char opt[SHOWN_MAX + 4], in[SHOWN_MAX + 20] = "", b[SHOWN_MAX + 4];
+	const char *why = cfg_rsync_refused(v->items, v->nitems, &at, opt, sizeof opt);
+	if (!why)
+		return 0;
+	if (strcmp(opt, v->items[at]) != 0)
+		snprintf(in, sizeof in, " (in '%s')", shown(v->items[at], b));
+	return fail_at(L, node(L, n->data.sequence.items.start[at]), "refused option '%s'%s in '%s' of section '%s': %s",
+		       opt, in, k->key, sc->name, why);
+}
+
 static int load_scalar(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
 		       const yaml_node_t *n, struct cfg_value *v)
 {
@@ -416,6 +432,8 @@ static int load_list(struct loader *L, const struct cfg_schema_section *sc, cons
 			return -1;
 		cfg_value_push(v, s);
 	}
+	if ((k->flags & CFG_RSYNC_OPTIONS) && !entry)
+		return check_rsync_options(L, sc, k, n, v);
 	return 0;
 }
 

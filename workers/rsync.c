@@ -84,17 +84,7 @@ static struct {
 	char why[2300];
 } R;
 
-/* ---- options ---- */
-
-static const char *refused_option(const struct cfg_value *opts)
-{
-	for (size_t i = 0; i < opts->nitems; i++) {
-		const char *o = opts->items[i];
-		if (strncmp(o, "--delete", 8) == 0 || strcmp(o, "--del") == 0 || strcmp(o, "--remove-source-files") == 0)
-			return o;
-	}
-	return NULL;
-}
+/* ---- programs ---- */
 
 static char *find_program(const char *name)
 {
@@ -681,10 +671,14 @@ static int memfd_from(const char *key, const struct cfg_section *cfg, const char
 
 static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
+	/* the loader refused these already (config/rsync_options.c); a worker
+	 * started with a section from elsewhere checks again */
 	const struct cfg_value *opts = cfg_get(cfg, "options");
-	const char *bad = refused_option(opts);
-	if (bad) {
-		snprintf(err, errlen, "rsync.options: %s is refused: it can delete files on the server", bad);
+	size_t at;
+	char opt[64];
+	const char *refused = cfg_rsync_refused(opts->items, opts->nitems, &at, opt, sizeof opt);
+	if (refused) {
+		snprintf(err, errlen, "rsync.options: %s is refused: %s", opt, refused);
 		return UCGW_EXIT_CONFIG;
 	}
 	if (!(R.rsync = find_program(cfg_str(cfg, "rsync_path")))) {

@@ -1,13 +1,15 @@
 """ucgw-rsync against a real sshd and the real rsync: files arrive identical,
 queued files go together in one run, a cut transfer resumes and is answered ok
 only once the whole file is on the server, progress keeps a slow transfer from
-the job timeout, rsync's exit codes map to retry or failure with its message,
---delete and a missing rsync are refused."""
+the job timeout, rsync's exit codes map to retry or failure with its message;
+options that could lose files (--delete, --inplace, ...) are refused by the
+configuration check, a missing rsync by the worker."""
 import hashlib
 import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -16,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
 from sshd import Sshd  # noqa: E402
 from ucgw import UnifiedCommunicationGateway  # noqa: E402
-from ucgwtest import GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
 
 
 def sha(path):
@@ -32,11 +34,11 @@ def size_or_none(path):
 
 
 class RsyncTest(GatewayTest):
-    def gw_for(self, sshd, gateway=None, **extra):
+    def gw_for(self, sshd, gateway=None, start=True, **extra):
         r = {"remote_host": "127.0.0.1", "port": sshd.port, "remote_user": sshd.user, "key_file": sshd.user_key,
              "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "options": ["-a"], "timeout": 60}
         r.update(extra)
-        return self.gateway({"rsync": r, "gateway": dict(gateway or {})})
+        return self.gateway({"rsync": r, "gateway": dict(gateway or {})}, start=start)
 
     def make(self, name, size):
         path = os.path.join(self.tmp, name)
@@ -213,12 +215,39 @@ class RsyncTest(GatewayTest):
         self.assertEqual(gw2.ctl_json("stats")["rsync"]["success"], 0)
         self.assertEqual(gw2.ctl_json("queue", "dead"), [])
 
-    def test_delete_option_refused(self):
+    def test_refused_options_fail_the_config_check(self):
+        """Options that could delete, half-write or skip files on the server are
+        refused by `ucgwd -n` at their place in the file, with why, and a reload
+        that asks for one keeps the running configuration."""
         sshd = Sshd(self)
-        gw = self.gw_for(sshd, options=["-azP", "--delete"])
-        w = gw.wait_worker("rsync", lambda w: w["state"] == "failed")
-        self.assertEqual(w["last_exit"], "exit status 2")
-        self.assertIn("rsync.options: --delete is refused: it can delete files on the server", gw.log_text())
+        for opts, word, refused, why in (
+                (["-azP", "--delete"], "--delete", "'--delete'", "it can delete files on the server"),
+                (["-a", "--inplace"], "--inplace", "'--inplace'", "so the server could see a half file"),
+                (["-a", "--append-verify"], "--append-verify", "'--append-verify'",
+                 "so the server could see a half file"),
+                (["-a", "--append"], "--append", "'--append'", "so the server could see a half file"),
+                (["-azn"], "-azn", "'-n' (in '-azn')", "rsync would not send the files and still exit 0")):
+            gw = self.gw_for(sshd, start=False, options=opts)
+            r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            with open(gw.cfg_path) as f:
+                lines = f.read().splitlines()
+            line = next(i for i, l in enumerate(lines) if '"%s"' % word in l)
+            col = lines[line].index('"%s"' % word) + 1
+            self.assertIn("%s:%d:%d: refused option %s in 'options' of section 'rsync': "
+                          % (gw.cfg_path, line + 1, col, refused), r.stderr)
+            self.assertIn(why, r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        gw = self.gw_for(sshd)
+        pid = gw.workers()["rsync"]["pid"]
+        cfg = dict(gw.cfg)
+        cfg["rsync"] = dict(cfg["rsync"], options=["-a", "--delete"])
+        gw.write_config(cfg)
+        rc, out, err = gw.ctl("reload")
+        self.assertEqual(rc, 1)
+        self.assertIn("keeping the old configuration", err)
+        self.assertIn("refused option '--delete'", err)
+        self.assertEqual(gw.workers()["rsync"]["pid"], pid)
 
     def test_missing_rsync_binary(self):
         sshd = Sshd(self)
