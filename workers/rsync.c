@@ -138,6 +138,32 @@ static enum job_status status_of_exit(int64_t code)
 	}
 }
 
+/* What rsync's manual says of its exit codes, for a failure without a message. */
+static const char *exit_meaning(int64_t code)
+{
+	switch (code) {
+	case 1: return "syntax or usage error";
+	case 2: return "protocol incompatibility";
+	case 3: return "errors selecting input/output files, dirs";
+	case 4: return "requested action not supported";
+	case 5: return "error starting client-server protocol";
+	case 10: return "error in socket I/O";
+	case 11: return "error in file I/O";
+	case 12: return "error in rsync protocol data stream";
+	case 13: return "errors with program diagnostics";
+	case 14: return "error in IPC code";
+	case 20: return "received SIGUSR1 or SIGINT";
+	case 21: return "some error returned by waitpid()";
+	case 22: return "error allocating core memory buffers";
+	case 23: return "partial transfer due to error";
+	case 24: return "partial transfer due to vanished source files";
+	case 30: return "timeout in data send/receive";
+	case 35: return "timeout waiting for daemon connection";
+	case 255: return "ssh failed or the connection was lost";
+	default: return "unknown exit code";
+	}
+}
+
 /* A name as rsync prints it with -8 (--8-bit-output): control characters but
  * the tab, and a backslash that starts "\#" and three digits, become \#ooo. */
 static void show_name(const char *name, char *out, size_t outlen)
@@ -319,9 +345,11 @@ static void send_ended(void)
 	else if (R.sig)
 		snprintf(R.why, sizeof R.why, "rsync killed by signal %d: %s", R.sig,
 			 R.errtail[0] ? R.errtail : "no message");
-	else
-		snprintf(R.why, sizeof R.why, "rsync exit %lld: %s", (long long)R.code,
-			 R.errtail[0] ? R.errtail : "no message");
+	else if (R.errtail[0])
+		snprintf(R.why, sizeof R.why, "rsync exit %lld: %s", (long long)R.code, R.errtail);
+	else /* the server's message can be lost: sshd may pass on the end of rsync's output before its stderr */
+		snprintf(R.why, sizeof R.why, "rsync exit %lld (%s), no message from rsync or ssh", (long long)R.code,
+			 exit_meaning(R.code));
 	R.status = R.sig || R.timed_out ? JOB_RETRY : status_of_exit(R.code);
 	if (R.status == JOB_RETRY && (R.timed_out || R.code == 255 || R.code == 10 || R.code == 12 ||
 				      R.code == 30 || R.code == 35))
