@@ -31,6 +31,7 @@ struct loader {
 	size_t items; /* strings in the value being read, against CFG_MAX_ITEMS */
 	char *err;
 	size_t errlen;
+	struct config *cfg; /* being filled: it collects the warnings */
 };
 
 /* ---- messages ---- */
@@ -391,6 +392,31 @@ static int check_protocol(struct loader *L, const struct cfg_schema_section *sc,
 		       k->key, sc->name, list);
 }
 
+/* rsync.options: an option the rsync worker refuses (config/rsync_options.c)
+ * is a warning at the item that holds it, with why, not an error: the
+ * reference design's own file asks for --delete and loads as written. The
+ * rsync worker refuses to start with it (exit 2, marked failed, the reason in
+ * `ucgwctl workers`), and `ucgwd -n` and every start and reload say so. */
+static int check_rsync_options(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
+			       const yaml_node_t *n, const struct cfg_value *v)
+{
+	size_t at;
+	char opt[SHOWN_MAX + 4], in[SHOWN_MAX + 20] = "", b[SHOWN_MAX + 4];
+	const char *why = cfg_rsync_refused(v->items, v->nitems, &at, opt, sizeof opt);
+	if (!why || !L->cfg)
+		return 0;
+	if (strcmp(opt, v->items[at]) != 0)
+		snprintf(in, sizeof in, " (in '%s')", shown(v->items[at], b));
+	const yaml_node_t *it = node(L, n->data.sequence.items.start[at]);
+	struct config *c = L->cfg;
+	c->warnings = xrealloc(c->warnings, (c->nwarnings + 1) * sizeof *c->warnings);
+	c->warnings[c->nwarnings++] = xasprintf("%s:%zu:%zu: refused option '%s'%s in '%s' of section '%s': %s; "
+						"the %s worker will not start until it is removed",
+						L->path, (size_t)it->start_mark.line + 1, (size_t)it->start_mark.column + 1,
+						opt, in, k->key, sc->name, why, sc->name);
+	return 0;
+}
+
 static int load_scalar(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
 		       const yaml_node_t *n, struct cfg_value *v)
 {
@@ -427,6 +453,8 @@ static int load_list(struct loader *L, const struct cfg_schema_section *sc, cons
 			return -1;
 		cfg_value_push(v, s);
 	}
+	if ((k->flags & CFG_RSYNC_OPTIONS) && !entry)
+		return check_rsync_options(L, sc, k, n, v);
 	return 0;
 }
 
@@ -738,6 +766,9 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; cfg->sections && i < cfg_schema_len; i++)
 		cfg_section_free(&cfg->sections[i]);
 	free(cfg->sections);
+	for (size_t i = 0; i < cfg->nwarnings; i++)
+		free(cfg->warnings[i]);
+	free(cfg->warnings);
 	free(cfg->path);
 	free(cfg);
 }
@@ -763,6 +794,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	}
 	L.dir = dir_of(path);
 	struct config *cfg = config_new(path);
+	L.cfg = cfg;
 	int rc = parse_yaml(&L, buf, len);
 	if (rc == 0)
 		rc = load_root(&L, cfg);

@@ -29,6 +29,7 @@ enum cfg_type {
 #define CFG_PROTOCOLS 0x10u /* STRLIST/LISTMAP: every name (and map key) is a protocol section */
 #define CFG_READ     0x20u /* PATH of a protocol section: ucgwd reads the file at every start of the
 			      worker and sends its contents along with the section (worker_file()) */
+#define CFG_RSYNC_OPTIONS 0x40u /* STRLIST: rsync options; those cfg_rsync_refused() names are refused */
 
 /* Default text (struct cfg_key.def) is parsed like a value written in the file:
  *   scalars  the YAML text itself: "info", "5", "true", "0660"
@@ -84,6 +85,8 @@ struct cfg_section {
 struct config {
 	char *path;
 	struct cfg_section *sections; /* cfg_schema_len entries, schema order */
+	char **warnings;              /* "FILE:LINE:COL: ..." for what loads but will not work */
+	size_t nwarnings;
 };
 
 /* Load and validate. On error returns -1 and writes "FILE:LINE:COL: what was
@@ -116,6 +119,11 @@ bool cfg_has(const struct cfg_section *s, const char *key);
 const char *config_str(const struct config *c, const char *sec, const char *key);
 int64_t config_int(const struct config *c, const char *sec, const char *key);
 bool config_bool(const struct config *c, const char *sec, const char *key);
+
+/* The first of items (rsync options, one argument each) that the rsync worker
+ * refuses: why, with *at its index and opt the option as written ("--delete",
+ * or "-n" out of a bundle such as "-azn"); NULL when every item may be used. */
+const char *cfg_rsync_refused(char *const *items, size_t nitems, size_t *at, char *opt, size_t optlen);
 
 /* Markdown reference of every section and key, from the schema (docs generator). */
 void config_write_reference(FILE *out);

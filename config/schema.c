@@ -155,7 +155,9 @@ static const struct cfg_key rsync[] = {
 	REQUIRED("remote_host", "SSH server"),
 	REQUIRED("remote_user", "SSH user"),
 	STR("remote_path", "/data/lpr_images", "directory files are synced to"),
-	LIST("options", "-a,--partial", 0, "rsync options (the worker refuses --delete)"),
+	LIST("options", "-a,--partial", CFG_RSYNC_OPTIONS,
+	     "rsync options; refused: those that delete (--delete), write under the final name (--inplace, "
+	     "--append), skip files (--dry-run, filters, --max-size) or hide rsync's output (-q)"),
 	INT("port", "22", 1, 65535, "SSH port"),
 	INFILE("key_file", NULL, "private key for ssh"),
 	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted (StrictHostKeyChecking=yes)"),

@@ -97,6 +97,8 @@ int sup_reload(char *err, size_t errlen)
 	struct config *old = sup.cfg;
 	if (strcmp(config_str(old, "gateway", "control_socket"), config_str(next, "gateway", "control_socket")) != 0)
 		log_warnx("reload: gateway.control_socket changed; it takes effect at the next start");
+	for (size_t i = 0; i < next->nwarnings; i++)
+		log_warnx("reload: %s", next->warnings[i]);
 	sup.cfg = next;
 	sup.reloads++;
 	apply_log_level(0);
@@ -220,8 +222,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ucgwd: %s\n", err);
 		return 1;
 	}
+	for (size_t i = 0; i < sup.cfg->nwarnings; i++)
+		fprintf(stderr, "ucgwd: warning: %s\n", sup.cfg->warnings[i]);
 	if (check) {
-		printf("%s: configuration is valid\n", path);
+		printf("%s: configuration is valid%s\n", path, sup.cfg->nwarnings ? " (with the warnings above)" : "");
 		config_free(sup.cfg);
 		return 0;
 	}

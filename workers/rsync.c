@@ -3,7 +3,20 @@
  * files share one SSH connection. The worker has descriptors, not paths: each run
  * gets a private directory of symlinks to /proc/self/fd/N, which rsync follows
  * (--copy-links). Partial files wait in a partial directory, never under their
- * final name. */
+ * final name, and a later run resumes from them.
+ *
+ * rsync prints a line per file as it starts (--out-format, with the file's
+ * itemized change). A file is answered ok only when rsync proved it is on the
+ * server: the whole run exited 0, or rsync said the server's copy is up to
+ * date (".f" in the itemized change: same size and time under its final name,
+ * where only finished files appear). After a run that failed once it had
+ * started sending, a dry run asks the server which files arrived; every file
+ * not proven goes back with the run's status.
+ *
+ * That output and rsync's progress are read while it runs: the progress goes to
+ * the supervisor for every file in hand, so that a long run that moves keeps
+ * them from gateway.job_timeout_ms. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,10 +30,19 @@
 
 #include "workers/worker.h"
 
+/* Each file's line: "ucgw-item:<itemized change>|<name>"; '|' is never part of
+ * the itemized change. */
+#define ITEM_MARK "ucgw-item:"
+#define PROGRESS_EVERY_MS 500 /* progress to the supervisor at most this often */
+#define EOF_GRACE_MS 2000     /* after rsync exits, wait this long for the rest of its output */
+
 struct rjob {
 	struct job *job;
 	char name[256];
-	bool done;
+	char shown[1024];    /* the name as rsync prints it (-8: see show_name) */
+	uint64_t done;       /* bytes rsync has read of it in this run */
+	bool started;        /* rsync began to send it in this run */
+	bool complete;       /* proven on the server under its final name */
 	struct rjob *next;
 };
 
@@ -39,27 +61,30 @@ static struct {
 	size_t batch_max;
 	struct rjob *queue, *queue_tail;   /* waiting for the next run */
 	struct rjob *running;              /* in the current run */
-	struct run *cur;                   /* the handles of the run in progress */
+	struct run *cur;                   /* the handles of the rsync in progress */
 	bool busy;
-	char outbuf[8192], errtail[2048];
-	size_t outlen;
-	uv_timer_t timer;
+	uv_timer_t timer;                  /* the run's timeout, then the grace for its output */
 	unsigned run_no;
 	char rundir[512];
-	bool timed_out;
+	/* the rsync in progress: the send, or the dry run after a failed send */
+	bool verifying;
+	bool exited, out_eof, err_eof, timed_out;
+	int64_t code;
+	int sig;
+	char line[4096];                   /* stdout up to the next '\n' or '\r' */
+	size_t linelen;
+	bool line_too_long;
+	char errtail[2048];
+	struct rjob *sending;              /* the file rsync sends now */
+	bool moved;                        /* progress since the last report */
+	uint64_t reported_ms, started_ms;
+	uint64_t literal, matched;         /* rsync's --stats of the send */
+	/* the send's outcome, kept for the dry run after it */
+	enum job_status status;
+	char why[2300];
 } R;
 
-/* ---- options ---- */
-
-static const char *refused_option(const struct cfg_value *opts)
-{
-	for (size_t i = 0; i < opts->nitems; i++) {
-		const char *o = opts->items[i];
-		if (strncmp(o, "--delete", 8) == 0 || strcmp(o, "--del") == 0 || strcmp(o, "--remove-source-files") == 0)
-			return o;
-	}
-	return NULL;
-}
+/* ---- programs ---- */
 
 static char *find_program(const char *name)
 {
@@ -82,13 +107,14 @@ static char *find_program(const char *name)
 /* ---- a run ---- */
 
 static void start_run(void);
+static int spawn_rsync(bool verify);
 
 static void rm_rundir(void)
 {
 	DIR *d = opendir(R.rundir);
 	struct dirent *e;
 	while (d && (e = readdir(d)))
-		if (e->d_name[0] != '.') {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
 			char *p = xasprintf("%s/%s", R.rundir, e->d_name);
 			unlink(p);
 			free(p);
@@ -112,15 +138,144 @@ static enum job_status status_of_exit(int64_t code)
 	}
 }
 
-static void mark_transferred(void)
+/* What rsync's manual says of its exit codes, for a failure without a message. */
+static const char *exit_meaning(int64_t code)
 {
-	/* --out-format=%n prints one name per file sent */
-	char *save = NULL;
-	R.outbuf[R.outlen] = '\0';
-	for (char *line = strtok_r(R.outbuf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-		for (struct rjob *r = R.running; r; r = r->next)
-			if (strcmp(r->name, line) == 0)
-				r->done = true;
+	switch (code) {
+	case 1: return "syntax or usage error";
+	case 2: return "protocol incompatibility";
+	case 3: return "errors selecting input/output files, dirs";
+	case 4: return "requested action not supported";
+	case 5: return "error starting client-server protocol";
+	case 10: return "error in socket I/O";
+	case 11: return "error in file I/O";
+	case 12: return "error in rsync protocol data stream";
+	case 13: return "errors with program diagnostics";
+	case 14: return "error in IPC code";
+	case 20: return "received SIGUSR1 or SIGINT";
+	case 21: return "some error returned by waitpid()";
+	case 22: return "error allocating core memory buffers";
+	case 23: return "partial transfer due to error";
+	case 24: return "partial transfer due to vanished source files";
+	case 30: return "timeout in data send/receive";
+	case 35: return "timeout waiting for daemon connection";
+	case 255: return "ssh failed or the connection was lost";
+	default: return "unknown exit code";
+	}
+}
+
+/* A name as rsync prints it with -8 (--8-bit-output): control characters but
+ * the tab, and a backslash that starts "\#" and three digits, become \#ooo. */
+static void show_name(const char *name, char *out, size_t outlen)
+{
+	size_t o = 0;
+	for (const unsigned char *s = (const unsigned char *)name; *s && o + 5 < outlen; s++) {
+		if ((*s < ' ' && *s != '\t') ||
+		    (s[0] == '\\' && s[1] == '#' && isdigit(s[2]) && isdigit(s[3]) && isdigit(s[4])))
+			o += (size_t)snprintf(out + o, outlen - o, "\\#%03o", *s);
+		else
+			out[o++] = (char)*s;
+	}
+	out[o] = '\0';
+}
+
+static struct rjob *running_job(const char *shown)
+{
+	for (struct rjob *r = R.running; r; r = r->next)
+		if (strcmp(r->shown, shown) == 0)
+			return r;
+	return NULL;
+}
+
+/* Every file in hand, each with what rsync has read of it, while the run moves:
+ * the files after the one it sends now, and those waiting for the next run,
+ * wait for this run only, and a job timeout would only have the supervisor
+ * hand them out a second time while this worker still sends them. A run that
+ * stops moving reports nothing, and its jobs time out. */
+static void report_progress(void)
+{
+	uint64_t now = now_ms();
+	if (!R.moved || now - R.reported_ms < PROGRESS_EVERY_MS)
+		return;
+	R.moved = false;
+	R.reported_ms = now;
+	for (struct rjob *r = R.running; r; r = r->next)
+		worker_progress(r->job, r->done);
+	for (struct rjob *r = R.queue; r; r = r->next)
+		worker_progress(r->job, 0);
+}
+
+/* A number as rsync prints it (commas between thousands unless --no-h); *s
+ * moves past it. */
+static uint64_t number(const char **s)
+{
+	uint64_t n = 0;
+	for (; isdigit((unsigned char)**s) || **s == ','; ++*s)
+		if (**s != ',')
+			n = n * 10 + (uint64_t)(**s - '0');
+	return n;
+}
+
+/* "        1234567  12%  ..." (--info=progress1): the bytes of the file read so far */
+static bool progress_bytes(const char *s, uint64_t *bytes)
+{
+	while (*s == ' ')
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return false;
+	uint64_t n = number(&s);
+	if (*s != ' ')
+		return false;
+	while (*s == ' ')
+		s++;
+	while (isdigit((unsigned char)*s))
+		s++;
+	if (*s != '%')
+		return false;
+	*bytes = n;
+	return true;
+}
+
+static void item_line(const char *item, size_t itemlen, const char *shown)
+{
+	struct rjob *r = running_job(shown);
+	if (!r || itemlen < 2)
+		return; /* a directory, or a name the worker did not send */
+	if (!R.verifying)
+		R.moved = true;
+	if (item[0] == '.' && item[1] == 'f') {
+		/* the server's file has this one's size and time under its final name */
+		r->complete = true;
+	} else if (item[0] == '<' && !R.verifying) {
+		if (R.sending && R.sending != r)
+			R.sending->done = R.sending->job->size; /* rsync has read all of it */
+		R.sending = r;
+		r->started = true;
+		r->done = 0;
+	}
+}
+
+static void parse_line(char *line)
+{
+	uint64_t n;
+	if (strncmp(line, ITEM_MARK, strlen(ITEM_MARK)) == 0) {
+		char *item = line + strlen(ITEM_MARK), *bar = strchr(item, '|');
+		if (bar)
+			item_line(item, (size_t)(bar - item), bar + 1);
+	} else if (R.verifying) {
+		return;
+	} else if (progress_bytes(line, &n)) {
+		if (R.sending) {
+			R.sending->done = n < R.sending->job->size ? n : R.sending->job->size;
+			R.moved = true;
+		}
+	} else if (strncmp(line, "Literal data: ", 14) == 0) {
+		const char *p = line + 14;
+		R.literal = number(&p);
+	} else if (strncmp(line, "Matched data: ", 14) == 0) {
+		const char *p = line + 14;
+		R.matched = number(&p);
+	}
 }
 
 static void run_closed(uv_handle_t *h)
@@ -136,37 +291,120 @@ static void close_run_handle(uv_handle_t *h)
 		uv_close(h, run_closed);
 }
 
-static void on_exit_run(uv_process_t *p, int64_t code, int sig)
+/* ---- the end of a run ---- */
+
+static void finish_batch(void)
 {
-	uv_timer_stop(&R.timer);
-	close_run_handle((uv_handle_t *)p);
-	R.cur = NULL;
-	mark_transferred();
-	enum job_status st = sig ? JOB_RETRY : status_of_exit(code);
-	char why[2300];
-	if (R.timed_out)
-		snprintf(why, sizeof why, "rsync run timed out after %llu ms", (unsigned long long)R.timeout_ms);
-	else
-		snprintf(why, sizeof why, "rsync exit %lld: %s", (long long)code, R.errtail[0] ? R.errtail : "no message");
+	size_t n = 0, ok = 0;
+	R.sending = NULL;
 	while (R.running) {
 		struct rjob *r = R.running;
 		R.running = r->next;
-		if (st == JOB_OK || r->done) {
+		n++;
+		if (R.status == JOB_OK || r->complete) {
+			ok++;
 			worker_progress(r->job, r->job->size);
 			worker_result(r->job, JOB_OK, 0, NULL);
 		} else {
-			worker_result(r->job, st, 0, "%s", why);
+			worker_result(r->job, R.status, 0, "%s", R.why);
 		}
 		free(r);
 	}
-	if (st == JOB_OK)
-		worker_health(true, 0, "rsync to %s works", R.dest);
-	else if (st == JOB_RETRY && (code == 255 || code == 10 || code == 12 || code == 30 || code == 35))
-		worker_health(false, 0, "%s", why);
+	if (R.status != JOB_OK)
+		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", R.run_no,
+			 R.why, ok, n, R.status == JOB_RETRY ? "retry" : "permanent failure");
 	rm_rundir();
 	R.busy = false;
 	if (R.queue)
 		start_run();
+}
+
+static void send_ended(void)
+{
+	size_t n = 0, started = 0, proven = 0;
+	for (struct rjob *r = R.running; r; r = r->next) {
+		n++;
+		started += r->started;
+		proven += r->complete;
+	}
+	double secs = (double)(now_ms() - R.started_ms) / 1000.0;
+	if (!R.sig && !R.timed_out && R.code == 0) {
+		log_debug("run %u: %zu files in %.1f s, exit 0; %llu bytes of file data sent, %llu matched at the server "
+			  "(resumed or unchanged)", R.run_no, n, secs, (unsigned long long)R.literal,
+			  (unsigned long long)R.matched);
+		R.status = JOB_OK;
+		worker_health(true, 0, "rsync to %s works", R.dest);
+		finish_batch();
+		return;
+	}
+	size_t tl = strlen(R.errtail);
+	while (tl && R.errtail[tl - 1] == ' ')
+		R.errtail[--tl] = '\0';
+	if (R.timed_out)
+		snprintf(R.why, sizeof R.why, "rsync run timed out after %llu ms", (unsigned long long)R.timeout_ms);
+	else if (R.sig)
+		snprintf(R.why, sizeof R.why, "rsync killed by signal %d: %s", R.sig,
+			 R.errtail[0] ? R.errtail : "no message");
+	else if (R.errtail[0])
+		snprintf(R.why, sizeof R.why, "rsync exit %lld: %s", (long long)R.code, R.errtail);
+	else /* the server's message can be lost: sshd may pass on the end of rsync's output before its stderr */
+		snprintf(R.why, sizeof R.why, "rsync exit %lld (%s), no message from rsync or ssh", (long long)R.code,
+			 exit_meaning(R.code));
+	R.status = R.sig || R.timed_out ? JOB_RETRY : status_of_exit(R.code);
+	if (R.status == JOB_RETRY && (R.timed_out || R.code == 255 || R.code == 10 || R.code == 12 ||
+				      R.code == 30 || R.code == 35))
+		worker_health(false, 0, "%s", R.why);
+	/* Files rsync began to send may have arrived before the failure: ask the
+	 * server (a dry run: it lists each file's itemized change, ".f" when the
+	 * server has it). A file that never started cannot have arrived in this run. */
+	if (started > proven && spawn_rsync(true) == 0)
+		return;
+	finish_batch();
+}
+
+static void run_ended(void)
+{
+	uv_timer_stop(&R.timer);
+	if (R.cur) {
+		close_run_handle((uv_handle_t *)&R.cur->out);
+		close_run_handle((uv_handle_t *)&R.cur->err);
+		R.cur = NULL;
+	}
+	R.linelen = 0; /* an unfinished last line says nothing */
+	if (!R.verifying) {
+		send_ended();
+		return;
+	}
+	if (R.sig || R.timed_out || R.code != 0)
+		log_debug("run %u: the dry run after the failure ended with %s %lld", R.run_no,
+			  R.sig ? "signal" : "exit", R.sig ? (long long)R.sig : (long long)R.code);
+	finish_batch();
+}
+
+static void maybe_end(void)
+{
+	if (R.exited && R.out_eof && R.err_eof)
+		run_ended();
+}
+
+/* rsync has exited but its output is still open: ssh, its child, holds stderr
+ * while it winds down. Do not wait for it. */
+static void on_grace(uv_timer_t *t)
+{
+	R.out_eof = R.err_eof = true;
+	run_ended();
+}
+
+static void on_exit_run(uv_process_t *p, int64_t code, int sig)
+{
+	close_run_handle((uv_handle_t *)p);
+	R.exited = true;
+	R.code = code;
+	R.sig = sig;
+	uv_timer_stop(&R.timer);
+	if (!R.out_eof || !R.err_eof)
+		uv_timer_start(&R.timer, on_grace, EOF_GRACE_MS, 0);
+	maybe_end();
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -178,13 +416,27 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-	if (n > 0) {
-		size_t room = sizeof R.outbuf - 1 - R.outlen, take = (size_t)n < room ? (size_t)n : room;
-		memcpy(R.outbuf + R.outlen, buf->base, take);
-		R.outlen += take;
-	} else if (n < 0) {
+	if (n < 0) {
 		close_run_handle((uv_handle_t *)s);
+		R.out_eof = true;
+		maybe_end();
+		return;
 	}
+	for (ssize_t i = 0; i < n; i++) {
+		char c = buf->base[i];
+		if (c == '\n' || c == '\r') {
+			R.line[R.linelen] = '\0';
+			if (!R.line_too_long)
+				parse_line(R.line);
+			R.linelen = 0;
+			R.line_too_long = false;
+		} else if (R.linelen < sizeof R.line - 1) {
+			R.line[R.linelen++] = c;
+		} else {
+			R.line_too_long = true;
+		}
+	}
+	report_progress();
 }
 
 static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -202,11 +454,18 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		size_t take = add < sizeof R.errtail - 1 - len ? add : sizeof R.errtail - 1 - len;
 		memcpy(R.errtail + len, buf->base + (add - take), take);
 		R.errtail[len + take] = '\0';
-		for (char *c = R.errtail; *c; c++)
-			if (*c == '\n')
-				*c = ' ';
+		/* one line: line ends (ssh writes "\r\n") and runs of blanks become one space */
+		char *w = R.errtail;
+		for (const char *c = R.errtail; *c; c++) {
+			char ch = isspace((unsigned char)*c) ? ' ' : *c;
+			if (ch != ' ' || (w > R.errtail && w[-1] != ' '))
+				*w++ = ch;
+		}
+		*w = '\0';
 	} else if (n < 0) {
 		close_run_handle((uv_handle_t *)s);
+		R.err_eof = true;
+		maybe_end();
 	}
 }
 
@@ -244,7 +503,9 @@ static int stage_one(const char *target, const char *link, int fd)
 	}
 }
 
-/* Symlink each job's descriptor into this run's directory under its remote name. */
+/* Symlink each job's descriptor into this run's directory under its remote
+ * name; the list for --files-from separates names with NUL (--from0), so any
+ * name goes through whole. */
 static int stage_batch(FILE *list)
 {
 	size_t n = 0;
@@ -265,7 +526,9 @@ static int stage_batch(FILE *list)
 			worker_result(r->job, JOB_RETRY, 0, "cannot stage the file: %s", strerror(errno));
 			free(r);
 		} else {
-			fprintf(list, "%s\n", r->name);
+			fwrite(r->name, 1, strlen(r->name) + 1, list);
+			r->done = 0;
+			r->started = r->complete = false;
 			r->next = NULL;
 			*tail = r;
 			tail = &r->next;
@@ -276,39 +539,49 @@ static int stage_batch(FILE *list)
 	return (int)n;
 }
 
-static void start_run(void)
+/* rsync over the run's list: the send, or (verify) a dry run that only asks the
+ * server which files it has. 0, or -1 when rsync could not be started. */
+static int spawn_rsync(bool verify)
 {
-	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
-	char *listpath = xasprintf("%s.list", R.rundir);
-	FILE *list = mkdir(R.rundir, 0700) == 0 ? fopen(listpath, "w") : NULL;
-	if (!list) {
-		log_warn("cannot make the staging directory %s", R.rundir);
-		free(listpath);
-		return;
-	}
-	int n = stage_batch(list);
-	fclose(list);
-	if (n == 0) {
-		free(listpath);
-		rm_rundir();
-		return;
-	}
-	char *files_from = xasprintf("--files-from=%s", listpath);
+	char *files_from = xasprintf("--files-from=%s.list", R.rundir);
 	char *timeout = xasprintf("--timeout=%llu", (unsigned long long)(R.timeout_ms / 1000 + 1));
 	char *src = xasprintf("%s/", R.rundir);
-	const char *argv[64];
+	const char *fixed[] = {
+		"--copy-links", "--mkpath", "--partial-dir=.ucgw-partial",
+		/* what the worker reads: a line per file as it starts or is found up to
+		 * date (name2), the progress of each, the data sent and matched */
+		"--out-format=" ITEM_MARK "%i|%n", "--info=name2,progress1,stats2",
+		"-8", "--no-human-readable", /* names with control bytes escaped only; plain numbers */
+		"--from0", files_from, timeout, verify ? "--dry-run" : NULL,
+	};
+	size_t nfixed = sizeof fixed / sizeof fixed[0];
+	const char **argv = xcalloc(R.noptions + nfixed + 6, sizeof *argv);
 	size_t a = 0;
 	argv[a++] = R.rsync;
-	for (size_t i = 0; i < R.noptions && a < 40; i++)
+	for (size_t i = 0; i < R.noptions; i++)
 		argv[a++] = R.options[i];
-	const char *fixed[] = { "--copy-links", "--mkpath", "--partial-dir=.ucgw-partial", "--out-format=%n",
-				files_from, timeout, "-e", R.ssh_cmd, src, R.dest, NULL };
-	for (size_t i = 0; fixed[i]; i++)
-		argv[a++] = fixed[i];
+	for (size_t i = 0; i < nfixed; i++)
+		if (fixed[i])
+			argv[a++] = fixed[i];
+	argv[a++] = "-e";
+	argv[a++] = R.ssh_cmd;
+	argv[a++] = src;
+	argv[a++] = R.dest;
 	argv[a] = NULL;
-	R.outlen = 0;
-	R.errtail[0] = '\0';
-	R.timed_out = false;
+	R.verifying = verify;
+	R.exited = R.out_eof = R.err_eof = R.timed_out = false;
+	R.code = 0;
+	R.sig = 0;
+	R.linelen = 0;
+	R.line_too_long = false;
+	R.moved = false;
+	if (!verify) {
+		R.errtail[0] = '\0';
+		R.sending = NULL;
+		R.reported_ms = 0;
+		R.started_ms = now_ms();
+		R.literal = R.matched = 0;
+	}
 	struct run *run = xcalloc(1, sizeof *run);
 	uv_pipe_init(worker_loop(), &run->out, 0);
 	uv_pipe_init(worker_loop(), &run->err, 0);
@@ -322,22 +595,55 @@ static void start_run(void)
 	uv_process_options_t po = { .exit_cb = on_exit_run, .file = R.rsync, .args = (char **)argv,
 				    .stdio_count = 3, .stdio = io };
 	int rc = uv_spawn(worker_loop(), &run->proc, &po);
+	free(argv);
 	free(files_from);
 	free(timeout);
 	free(src);
-	free(listpath);
-	R.busy = true;
-	R.cur = run;
 	if (rc < 0) {
-		snprintf(R.errtail, sizeof R.errtail, "cannot run %s: %s", R.rsync, uv_strerror(rc));
+		if (!verify)
+			snprintf(R.errtail, sizeof R.errtail, "cannot run %s: %s", R.rsync, uv_strerror(rc));
+		log_warnx("cannot run %s: %s", R.rsync, uv_strerror(rc));
+		close_run_handle((uv_handle_t *)&run->proc);
 		close_run_handle((uv_handle_t *)&run->out);
 		close_run_handle((uv_handle_t *)&run->err);
-		on_exit_run(&run->proc, 1, 0);
-		return;
+		return -1;
 	}
+	R.cur = run;
 	uv_read_start((uv_stream_t *)&run->out, on_alloc, on_out);
 	uv_read_start((uv_stream_t *)&run->err, on_alloc, on_err);
 	uv_timer_start(&R.timer, on_timeout, R.timeout_ms, 0);
+	return 0;
+}
+
+static void start_run(void)
+{
+	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
+	char *listpath = xasprintf("%s.list", R.rundir);
+	FILE *list = mkdir(R.rundir, 0700) == 0 ? fopen(listpath, "w") : NULL;
+	free(listpath);
+	if (!list) {
+		log_warn("cannot make the staging directory %s", R.rundir);
+		return;
+	}
+	int n = stage_batch(list);
+	if (fclose(list) != 0 && n > 0) {
+		log_warn("cannot write the file list of %s", R.rundir);
+		snprintf(R.why, sizeof R.why, "cannot write the file list of the run: %s", strerror(errno));
+		R.status = JOB_RETRY;
+		R.busy = true;
+		finish_batch();
+		return;
+	}
+	if (n == 0) {
+		rm_rundir();
+		return;
+	}
+	R.busy = true;
+	if (spawn_rsync(false) < 0) {
+		snprintf(R.why, sizeof R.why, "%s", R.errtail);
+		R.status = JOB_RETRY;
+		finish_batch();
+	}
 }
 
 static void rsync_submit(struct job *j)
@@ -349,6 +655,7 @@ static void rsync_submit(struct job *j)
 	struct rjob *r = xcalloc(1, sizeof *r);
 	r->job = j;
 	snprintf(r->name, sizeof r->name, "%s", j->remote_name ? j->remote_name : j->id);
+	show_name(r->name, r->shown, sizeof r->shown);
 	if (R.queue_tail)
 		R.queue_tail->next = r;
 	else
@@ -392,10 +699,14 @@ static int memfd_from(const char *key, const struct cfg_section *cfg, const char
 
 static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
+	/* the loader warns of these (config/rsync_options.c); the worker refuses
+	 * them: bad configuration, not restarted, the reason in `ucgwctl workers` */
 	const struct cfg_value *opts = cfg_get(cfg, "options");
-	const char *bad = refused_option(opts);
-	if (bad) {
-		snprintf(err, errlen, "rsync.options: %s is refused: it can delete files on the server", bad);
+	size_t at;
+	char opt[64];
+	const char *refused = cfg_rsync_refused(opts->items, opts->nitems, &at, opt, sizeof opt);
+	if (refused) {
+		snprintf(err, errlen, "rsync.options: %s is refused: %s", opt, refused);
 		return UCGW_EXIT_CONFIG;
 	}
 	if (!(R.rsync = find_program(cfg_str(cfg, "rsync_path")))) {

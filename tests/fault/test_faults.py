@@ -1,7 +1,7 @@
 """Fault tests: nothing accepted is ever lost.
 
 A steady load of metadata (MQTT to a real mosquitto, REST and WebSocket to the
-LPR stand-in) and files (SFTP to a real sshd) while workers are killed with
+LPR stand-in) and files (SFTP and rsync to a real sshd) while workers are killed with
 kill -9 again and again, the supervisor is killed with kill -9 and started
 again, and the broker, the HTTP/WebSocket stand-in and sshd are stopped and
 brought back. At the end every accepted
@@ -40,11 +40,11 @@ def checksum(data):
 class Load(threading.Thread):
     """Sends metadata and files until stopped; remembers what was accepted."""
 
-    def __init__(self, gw, files_dir, rate=150, files=True, meta=("mqtt",), file_protocol="testworker"):
+    def __init__(self, gw, files_dir, rate=150, files=True, meta=("mqtt",), file_protocols=("testworker",)):
         super().__init__(daemon=True)
         self.files = files
         self.meta_protocols = meta
-        self.file_protocol = file_protocol
+        self.file_protocols = file_protocols
         self.gw, self.dir, self.rate = gw, files_dir, rate
         self.accepted = {}        # id -> ("meta", payload bytes) or ("file", size, checksum)
         self.refused = {}         # reason -> count
@@ -60,9 +60,10 @@ class Load(threading.Thread):
             path = os.path.join(self.dir, name)
             with open(path, "wb") as f:
                 f.write(data)
-            r = ctl.send_file(path, protocol=self.file_protocol)
+            proto = self.file_protocols[(self.n // 10) % len(self.file_protocols)]
+            r = ctl.send_file(path, protocol=proto)
             os.remove(path)  # the caller may delete its copy once accepted
-            what = ("file", len(data), checksum(data), name)
+            what = ("file", len(data), checksum(data), name, proto)
         else:
             payload = json.dumps({"seq": self.n, "plate": "F%06d" % self.n, "pad": "x" * random.randint(0, 400)})
             proto = self.meta_protocols[self.n % len(self.meta_protocols)]
@@ -167,10 +168,13 @@ class FaultTest(GatewayTest):
             corrupt += [i for i in files if i in fby and any(x != tuple(files[i][1:3]) for x in fby[i])]
             dups = sum(len(v) - 1 for k, v in by_id.items() if k in meta) + \
                 sum(len(v) - 1 for k, v in fby.items() if k in files)
-            print("\nfigures: accepted %d (%d messages, %d files), delivered %d, lost %d, corrupt %d, "
+            by_proto = {}
+            for w in files.values():
+                by_proto[w[4]] = by_proto.get(w[4], 0) + 1
+            print("\nfigures: accepted %d (%d messages, %d files %s), delivered %d, lost %d, corrupt %d, "
                   "duplicated %d, refused %s, cut off by a crash before acceptance %d, restarts survived %s"
-                  % (len(load.accepted), len(meta), len(files), len(load.accepted) - len(lost), len(lost),
-                     len(corrupt), dups, load.refused or 0, load.unanswered, restarts))
+                  % (len(load.accepted), len(meta), len(files), by_proto, len(load.accepted) - len(lost),
+                     len(lost), len(corrupt), dups, load.refused or 0, load.unanswered, restarts))
             if lost:
                 print("lost: %s" % [(meta.get(i) or files.get(i))[2:] for i in lost[:20]])
         self.assertEqual(lost, [])
@@ -185,15 +189,18 @@ class FaultTest(GatewayTest):
             "rest": {"base_url": peer.http_url(), "timeout": 3},
             "websocket": {"server_url": peer.ws_url(), "reconnect_delay": 0.3, "ack_timeout_ms": 3000},
             "sftp": {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
-                     "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 5}})
+                     "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 5},
+            "rsync": {"remote_host": "127.0.0.1", "port": sshd.port, "remote_user": sshd.user,
+                      "key_file": sshd.user_key, "known_hosts": sshd.known_hosts, "remote_path": sshd.remote,
+                      "options": ["-a"], "timeout": 20}})
         # each protocol stands alone: an outage must be survived by waiting, not by rerouting
         cfg["fallback"] = {"enabled": False}
         gw = self.gateway(cfg)
         wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="all servers up")
-        load = Load(gw, self.files, meta=("mqtt", "rest", "websocket"), file_protocol="sftp")
+        load = Load(gw, self.files, meta=("mqtt", "rest", "websocket"), file_protocols=("sftp", "rsync"))
         load.start()
         restarts = {"worker kill -9": 0, "supervisor kill -9": 0, "broker restarts": 0,
-                    "http/ws stand-in restarts": 0, "sshd restarts": 0}
+                    "http/ws stand-in restarts": 0, "sshd restarts": 0, "killed": {}}
         rnd = random.Random(11)
         try:
             for step in range(16):
@@ -223,11 +230,12 @@ class FaultTest(GatewayTest):
                     sshd.start()
                     restarts["sshd restarts"] += 1
                 else:
-                    name = rnd.choice(["mqtt", "rest", "websocket", "sftp"])
+                    name = rnd.choice(["mqtt", "rest", "websocket", "sftp", "rsync"])
                     pid = gw.workers()[name]["pid"]
                     if pid:
                         os.kill(pid, signal.SIGKILL)
                         restarts["worker kill -9"] += 1
+                        restarts["killed"][name] = restarts["killed"].get(name, 0) + 1
         finally:
             load.stop_flag = True
             load.join(30)

@@ -64,8 +64,14 @@ class CClientTest(GatewayTest):
         self.assertEqual([l for l in lines if l.startswith("FAIL")], [])
         expect = [int(l.split()[1]) for l in lines if l.startswith("expect ")]
         self.assertEqual(len(expect), 1, out)
-        wait_for(lambda: len(records(record)) >= expect[0], timeout=30,
-                 what="%d deliveries in the record" % expect[0])
+        try:
+            wait_for(lambda: len(records(record)) >= expect[0], timeout=30,
+                     what="%d deliveries in the record" % expect[0])
+        except AssertionError as e:
+            gw = getattr(self, "main_gw", None)
+            raise AssertionError("%s: %d there; queue: %s; log: %s" % (
+                e, len(records(record)), gw.ctl("queue", "--limit", "all")[1][:2000] if gw else "?",
+                gw.log_text()[-3000:] if gw else "?")) from None
         recs = records(record)
         self.assertEqual(len(recs), expect[0])
         self.assertEqual(len(set(r[0] for r in recs)), len(recs), "a message delivered twice")
@@ -76,7 +82,7 @@ class CClientTest(GatewayTest):
             self.assertEqual(sizes.get(mid), int(size), "file %s" % mid)
 
     def test_libucgw(self):
-        gw = self.gateway({"testworker": {"record": self.record}})
+        gw = self.main_gw = self.gateway({"testworker": {"record": self.record}})
         slow = self.gateway({"testworker": {"delay_ms": 600}}, name="slow")
         env = {k: v for k, v in os.environ.items() if k not in ("UCGW_API_KEY", "UCGW_JWT", "UCGW_SOCKET")}
         auth = self.gateway({"security": {"require_auth": True, "api_keys": [KEY], "jwt_secret": SECRET},

@@ -123,6 +123,33 @@ static void fails_at(int src, const char *text, size_t len, int line, int col, .
 }
 #define FAILS(text, line, col, ...) fails_at(__LINE__, text, strlen(text), line, col, __VA_ARGS__, (char *)NULL)
 
+/* Loading text loads, with exactly one warning "PATH:LINE:COL: " followed by
+ * every one of the words. */
+static void warns_at(int src, const char *text, int line, int col, ...)
+{
+	char err[1024] = "", prefix[700];
+	struct config *c = NULL;
+	const char *path = write_file("warn.yaml", text, strlen(text), 0644);
+	bool ok = config_load(path, &c, err, sizeof err) == 0 && c && c->nwarnings == 1;
+	const char *w0 = ok ? c->warnings[0] : err;
+	snprintf(prefix, sizeof prefix, "%s:%d:%d: ", path, line, col);
+	ok = ok && strncmp(w0, prefix, strlen(prefix)) == 0 && !strchr(w0, '\n');
+	va_list ap;
+	va_start(ap, col);
+	for (const char *w = va_arg(ap, const char *); w; w = va_arg(ap, const char *))
+		if (!strstr(w0, w)) {
+			printf("    missing words: '%s'\n", w);
+			ok = false;
+		}
+	va_end(ap);
+	if (!ok) {
+		printf("    %s:%d: got    '%s'\n    wanted prefix '%s'\n", __FILE__, src, w0, prefix);
+		case_failures++;
+	}
+	config_free(c);
+}
+#define WARNS(text, line, col, ...) warns_at(__LINE__, text, line, col, __VA_ARGS__, (char *)NULL)
+
 /* ---- values as text, to compare any type in one line ---- */
 
 static int key_index(const struct cfg_section *s, const char *key)
@@ -186,9 +213,50 @@ static bool sec_value_is(int src, const struct cfg_section *s, const char *key, 
 
 /* ---- the reference design's file ---- */
 
+#define SEED_DELETE "options: [\"-azP\", \"--delete\"]"
+
+/* The reference design's file, whose rsync options ask for --delete, which
+ * is refused; and the path of the same file without that one item (every line
+ * and column where it was). */
+static char *seed_text(void)
+{
+	static char text[4096];
+	FILE *f = fopen(fixture("communication_config.yaml"), "r");
+	size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+	if (f)
+		fclose(f);
+	text[n] = '\0';
+	return text;
+}
+
+static const char *seed_without_delete(void)
+{
+	char text[4096];
+	snprintf(text, sizeof text, "%s", seed_text());
+	char *at = strstr(text, SEED_DELETE);
+	if (!at) {
+		printf("    test bug: '%s' not in the seed file\n", SEED_DELETE);
+		case_failures++;
+		return fixture("communication_config.yaml");
+	}
+	memcpy(at, "options: [\"-azP\"]            ", strlen(SEED_DELETE));
+	return write_text("seed.yaml", text);
+}
+
+static struct config *load_seed(void)
+{
+	return load_path(seed_without_delete());
+}
+
 static void seed_file_loads_as_written(void)
 {
-	const char *path = fixture("communication_config.yaml");
+	/* as written it loads, with one warning: its "--delete" makes the rsync
+	 * worker refuse to start */
+	const char *text = seed_text();
+	EXPECT(strstr(text, SEED_DELETE) != NULL);
+	WARNS(text, 28, 21, "refused option '--delete' in 'options' of section 'rsync': it can delete files on the server",
+	      "the rsync worker will not start until it is removed");
+	const char *path = seed_without_delete();
 	struct config *c = load_path(path);
 	if (!c)
 		return;
@@ -210,7 +278,7 @@ static void seed_file_loads_as_written(void)
 	VALUE_IS(c, "rsync", "remote_host", "lprserver");
 	VALUE_IS(c, "rsync", "remote_user", "edge_user");
 	VALUE_IS(c, "rsync", "remote_path", "/data/lpr_images");
-	VALUE_IS(c, "rsync", "options", "-azP,--delete"); /* refusing --delete is the rsync worker's job */
+	VALUE_IS(c, "rsync", "options", "-azP");
 	VALUE_IS(c, "protocol_selection", "auto_select", "true");
 	VALUE_IS(c, "protocol_selection", "priority_based", "true");
 	VALUE_IS(c, "protocol_selection", "network_aware", "true");
@@ -223,7 +291,7 @@ static void seed_file_loads_as_written(void)
 	EXPECT(cfg_num(config_section(c, "websocket"), "reconnect_delay") == 5.0);
 	EXPECT(config_bool(c, "protocol_selection", "network_aware"));
 	const struct cfg_value *opts = cfg_get(config_section(c, "rsync"), "options");
-	EXPECT(opts->nitems == 2 && strcmp(opts->items[0], "-azP") == 0 && strcmp(opts->items[1], "--delete") == 0);
+	EXPECT(opts->nitems == 1 && strcmp(opts->items[0], "-azP") == 0 && opts->line == 28 && opts->col == 12);
 	/* where things were */
 	const struct cfg_section *m = config_section(c, "mqtt");
 	EXPECT(m->present && m->line == 12 && m->col == 1);
@@ -479,6 +547,46 @@ static void errors_wrong_types(void)
 	FAILS("gateway:\n  [a]: 1\n", 2, 3, "a list as a key in section 'gateway', expected a key name");
 }
 
+static void warnings_rsync_options(void)
+{
+#define RSYNC "rsync:\n  remote_host: h\n  remote_user: u\n  options: "
+	WARNS(RSYNC "[-a, --delete]\n", 4, 17,
+	      "refused option '--delete' in 'options' of section 'rsync': it can delete files on the server");
+	WARNS(RSYNC "[-a, --delete-after]\n", 4, 17, "refused option '--delete-after'", "can delete files");
+	WARNS(RSYNC "[--del]\n", 4, 13, "refused option '--del'");
+	WARNS(RSYNC "[-a, --remove-source-files]\n", 4, 17, "refused option '--remove-source-files'");
+	WARNS(RSYNC "[-a, --inplace]\n", 4, 17, "refused option '--inplace' in 'options' of section 'rsync': "
+	      "rsync would write under the final name, so the server could see a half file");
+	WARNS(RSYNC "[-a, --append]\n", 4, 17, "refused option '--append'", "a half file");
+	WARNS(RSYNC "[-a, --append-verify]\n", 4, 17, "refused option '--append-verify'", "a half file");
+	WARNS(RSYNC "[-a, \"--temp-dir=/big\"]\n", 4, 17, "refused option '--temp-dir' (in '--temp-dir=/big')",
+	      "copies the file into place under its final name");
+	/* one item per line: the position is the item's */
+	WARNS(RSYNC "\n    - -a\n    - --partial\n    - -azn\n", 7, 7, "refused option '-n' (in '-azn')",
+	      "rsync would not send the files and still exit 0, so each would be answered ok");
+	WARNS(RSYNC "[-a, --dry-run]\n", 4, 17, "refused option '--dry-run'");
+	WARNS(RSYNC "[-a, \"--exclude=*.jpg\"]\n", 4, 17, "refused option '--exclude' (in '--exclude=*.jpg')",
+	      "skip a file and still exit 0");
+	WARNS(RSYNC "[-a, --max-size=1m]\n", 4, 17, "refused option '--max-size'");
+	WARNS(RSYNC "[-aC]\n", 4, 13, "refused option '-C' (in '-aC')");
+	WARNS(RSYNC "[-avq]\n", 4, 13, "refused option '-q' (in '-avq')", "hides the output the worker reads");
+	WARNS(RSYNC "[-a, --stderr=all]\n", 4, 17, "refused option '--stderr=all'");
+	WARNS(RSYNC "[-a, -M, --inplace]\n", 4, 17, "refused option '-M'", "passes options to the server's rsync");
+	/* allowed: an option's argument is not an option; negations; rsync's own default */
+	struct config *c = load_text(RSYNC "[-azP, --bwlimit=500, -e, -n, \"-B1024nq\", --no-inplace, --stderr=errors, "
+				     "--max-delete=0, --include=x, -vhi]\n");
+	if (c)
+		EXPECT(cfg_get(config_section(c, "rsync"), "options")->nitems == 10);
+	config_free(c);
+	/* the worker's own check, on a section from elsewhere */
+	char *items[] = { "-a", "--partial", "-azn" }, opt[64];
+	size_t at = 99;
+	const char *why = cfg_rsync_refused(items, 3, &at, opt, sizeof opt);
+	EXPECT(why && strstr(why, "answered ok") && at == 2 && strcmp(opt, "-n") == 0);
+	EXPECT(cfg_rsync_refused(items, 2, &at, opt, sizeof opt) == NULL);
+#undef RSYNC
+}
+
 static void errors_fallback_chains(void)
 {
 	FAILS("fallback:\n  chains:\n    mqtt: [rest, sfpt]\n", 3, 18,
@@ -677,7 +785,7 @@ static void round_trip(const struct config *c)
 
 static void pack_unpack_round_trip(void)
 {
-	struct config *seed = load_path(fixture("communication_config.yaml"));
+	struct config *seed = load_seed();
 	struct config *full = load_path(fixture("full.yaml"));
 	if (seed)
 		round_trip(seed);
@@ -767,7 +875,7 @@ static void unpack_refuses(int src, const char *name, const void *buf, size_t le
 
 static void unpack_refuses_bad_bytes(void)
 {
-	struct config *c = load_path(fixture("communication_config.yaml"));
+	struct config *c = load_seed();
 	if (!c)
 		return;
 	const struct cfg_section *m = config_section(c, "mqtt");
@@ -800,7 +908,7 @@ static void unpack_refuses_bad_bytes(void)
 	PATCH_REFUSED(m, "\xa9" "client_id\xb1" "aicamera-edge-001", "\xa9" "client_id\xa3" "a\0b", "bad value for 'client_id'");
 	PATCH_REFUSED(m, "\xa7" "enabled\xc3", "\xa7" "enabled\x01", "bad value for 'enabled', expected true or false");
 	const struct cfg_section *r = config_section(c, "rsync");
-	PATCH_REFUSED(r, "\x92\xa4-azP", "\x92\x01-azP", "bad value for 'options', expected a list of strings");
+	PATCH_REFUSED(r, "\x91\xa4-azP", "\x91\x01", "bad value for 'options', expected a list of strings");
 	/* a missing key: one entry fewer, header and all */
 	size_t n = m->packed_len - 9; /* the last entry: "\xa7" "encrypt" "\xc2" */
 	unsigned char *less = malloc(m->packed_len);
@@ -853,7 +961,7 @@ static void panics(int src, void (*fn)(void), const char *words)
 
 static void accessors_panic_on_misuse(void)
 {
-	struct config *c = load_path(fixture("communication_config.yaml"));
+	struct config *c = load_seed();
 	if (!c)
 		return;
 	panic_cfg = c;
@@ -949,6 +1057,7 @@ int main(void)
 	RUN(errors_frame_limit);
 	RUN(errors_unknown_names);
 	RUN(errors_wrong_types);
+	RUN(warnings_rsync_options);
 	RUN(errors_fallback_chains);
 	RUN(errors_required_and_duplicates);
 	RUN(errors_file_level);
