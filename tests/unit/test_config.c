@@ -98,6 +98,22 @@ static struct config *load_text(const char *text)
 	return load_path(write_text("ok.yaml", text));
 }
 
+/* ok so far, and line is one line that starts with prefix and holds every one
+ * of the words in ap (a NULL-terminated list); else say why and count it. */
+static void check_line(int src, bool ok, const char *line, const char *prefix, va_list ap)
+{
+	ok = ok && strncmp(line, prefix, strlen(prefix)) == 0 && !strchr(line, '\n');
+	for (const char *w = va_arg(ap, const char *); w; w = va_arg(ap, const char *))
+		if (!strstr(line, w)) {
+			printf("    missing words: '%s'\n", w);
+			ok = false;
+		}
+	if (!ok) {
+		printf("    %s:%d: got    '%s'\n    wanted prefix '%s'\n", __FILE__, src, line, prefix);
+		case_failures++;
+	}
+}
+
 /* Loading text of len bytes fails with one line "PATH:LINE:COL: " followed by
  * every one of the words (a NULL-terminated list). */
 static void fails_at(int src, const char *text, size_t len, int line, int col, ...)
@@ -107,19 +123,10 @@ static void fails_at(int src, const char *text, size_t len, int line, int col, .
 	const char *path = write_file("bad.yaml", text, len, 0644);
 	bool ok = config_load(path, &c, err, sizeof err) == -1 && c == (struct config *)&err;
 	snprintf(prefix, sizeof prefix, "%s:%d:%d: ", path, line, col);
-	ok = ok && strncmp(err, prefix, strlen(prefix)) == 0 && !strchr(err, '\n');
 	va_list ap;
 	va_start(ap, col);
-	for (const char *w = va_arg(ap, const char *); w; w = va_arg(ap, const char *))
-		if (!strstr(err, w)) {
-			printf("    missing words: '%s'\n", w);
-			ok = false;
-		}
+	check_line(src, ok, err, prefix, ap);
 	va_end(ap);
-	if (!ok) {
-		printf("    %s:%d: got    '%s'\n    wanted prefix '%s'\n", __FILE__, src, err, prefix);
-		case_failures++;
-	}
 }
 #define FAILS(text, line, col, ...) fails_at(__LINE__, text, strlen(text), line, col, __VA_ARGS__, (char *)NULL)
 
@@ -133,19 +140,10 @@ static void warns_at(int src, const char *text, int line, int col, ...)
 	bool ok = config_load(path, &c, err, sizeof err) == 0 && c && c->nwarnings == 1;
 	const char *w0 = ok ? c->warnings[0] : err;
 	snprintf(prefix, sizeof prefix, "%s:%d:%d: ", path, line, col);
-	ok = ok && strncmp(w0, prefix, strlen(prefix)) == 0 && !strchr(w0, '\n');
 	va_list ap;
 	va_start(ap, col);
-	for (const char *w = va_arg(ap, const char *); w; w = va_arg(ap, const char *))
-		if (!strstr(w0, w)) {
-			printf("    missing words: '%s'\n", w);
-			ok = false;
-		}
+	check_line(src, ok, w0, prefix, ap);
 	va_end(ap);
-	if (!ok) {
-		printf("    %s:%d: got    '%s'\n    wanted prefix '%s'\n", __FILE__, src, w0, prefix);
-		case_failures++;
-	}
 	config_free(c);
 }
 #define WARNS(text, line, col, ...) warns_at(__LINE__, text, line, col, __VA_ARGS__, (char *)NULL)
