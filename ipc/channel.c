@@ -36,7 +36,24 @@ struct channel {
 	struct fdmark *marks;
 	size_t nmarks, capmarks;
 	msgpack_sbuffer scratch;
+	bool dirty;             /* on the list of channels to write at the end of this phase */
+	struct channel *dnext;
 };
+
+/* Frames are not written one by one: each channel with frames queued goes on a
+ * list, and the list is written at the end of the loop's phase, all of a turn's
+ * frames to a peer in one system call: after the callbacks of the I/O just
+ * read (a check handle) and after the timers, before the loop blocks (a
+ * prepare handle; also channel_flush_pending(), for a prepare callback that
+ * writes). Only what the socket does not take then waits for a writable
+ * report. Waiting for that report for every write, as before, cost two
+ * epoll_ctl and a pass of the loop per channel and turn. One loop per process. */
+static struct {
+	uv_loop_t *loop;
+	uv_check_t check;
+	uv_prepare_t prep;
+	struct channel *dirty;
+} F;
 
 static void channel_update_poll(struct channel *ch);
 
@@ -54,10 +71,57 @@ static void on_closed(uv_handle_t *h)
 	free(ch);
 }
 
+static void do_write(struct channel *ch);
+
+static void undirty(struct channel *ch)
+{
+	for (struct channel **pp = &F.dirty; *pp; pp = &(*pp)->dnext)
+		if (*pp == ch) {
+			*pp = ch->dnext;
+			break;
+		}
+	ch->dirty = false;
+}
+
+void channel_flush_pending(void)
+{
+	struct channel *ch;
+	while ((ch = F.dirty)) {
+		F.dirty = ch->dnext;
+		ch->dirty = false;
+		if (ch->closed)
+			continue;
+		do_write(ch);
+		if (!ch->closed)
+			channel_update_poll(ch); /* a rest the socket did not take: wait for writable */
+	}
+}
+
+static void on_check(uv_check_t *h) { channel_flush_pending(); }
+static void on_prepare(uv_prepare_t *h) { channel_flush_pending(); }
+
+static void flusher_init(uv_loop_t *loop)
+{
+	if (F.loop) {
+		if (F.loop != loop)
+			fatalx("channel: one event loop per process");
+		return;
+	}
+	F.loop = loop;
+	uv_check_init(loop, &F.check);
+	uv_check_start(&F.check, on_check);
+	uv_unref((uv_handle_t *)&F.check);
+	uv_prepare_init(loop, &F.prep);
+	uv_prepare_start(&F.prep, on_prepare);
+	uv_unref((uv_handle_t *)&F.prep);
+}
+
 void channel_close(struct channel *ch)
 {
 	if (!ch || ch->closed)
 		return;
+	if (ch->dirty)
+		undirty(ch);
 	ch->closed = true;
 	uv_poll_stop(&ch->poll);
 	close(ch->fd);
@@ -260,7 +324,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
  * of epoll and puts it back (two epoll_ctl) even when nothing changed. */
 static void channel_update_poll(struct channel *ch)
 {
-	int ev = UV_READABLE | (ch->wlen > ch->woff ? UV_WRITABLE : 0);
+	int ev = UV_READABLE | (ch->wlen > ch->woff && !ch->dirty ? UV_WRITABLE : 0); /* dirty: written soon */
 	if (ev == ch->events)
 		return;
 	ch->events = ev;
@@ -277,6 +341,7 @@ struct channel *channel_new(uv_loop_t *loop, int fd, size_t max_frame, const str
 	ch->rcap = 64 * 1024;
 	ch->rbuf = xmalloc(ch->rcap);
 	msgpack_sbuffer_init(&ch->scratch);
+	flusher_init(loop);
 	if (uv_poll_init(loop, &ch->poll, fd) != 0)
 		fatalx("uv_poll_init on fd %d failed", fd);
 	ch->poll.data = ch;
@@ -309,10 +374,13 @@ int channel_write(struct channel *ch, const void *frame, size_t len, int fd)
 	ch->wlen += len;
 	if (channel_queued(ch) > CHANNEL_HIGH_WATER)
 		ch->congested = true;
-	/* Writing waits for the loop to report the socket writable, so frames queued
-	 * in one turn of the loop go out in one system call. */
-	if (was_idle)
-		channel_update_poll(ch);
+	/* Written at the end of this phase of the loop (see F), unless a write
+	 * already waits for the socket to be writable. */
+	if (was_idle && !ch->dirty && !(ch->events & UV_WRITABLE)) {
+		ch->dirty = true;
+		ch->dnext = F.dirty;
+		F.dirty = ch;
+	}
 	return 0;
 }
 

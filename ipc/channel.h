@@ -44,6 +44,10 @@ bool channel_congested(const struct channel *ch);
 size_t channel_queued(const struct channel *ch);
 /* Try to write the queue out now (used before exiting). Blocks up to timeout_ms. */
 void channel_flush(struct channel *ch, int timeout_ms);
+/* Write what every channel has queued now, rather than at the end of this
+ * phase of the loop: for a prepare callback that queues frames (the loop may
+ * run the channels' own prepare handle before it). */
+void channel_flush_pending(void);
 /* Close the socket and free the channel once libuv lets go of it. No callback
  * runs after this. Safe to call from inside a callback. */
 void channel_close(struct channel *ch);

@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "ipc/channel.h"
 #include "supervisor/router.h"
 #include "supervisor/router_int.h"
 #include "supervisor/sup.h"
@@ -270,7 +271,11 @@ static void finish_out(void)
 		start_sync(); /* one fdatasync for the whole turn: group commit */
 }
 
-static void on_prepare(uv_prepare_t *h) { finish_out(); }
+static void on_prepare(uv_prepare_t *h)
+{
+	finish_out();
+	channel_flush_pending(); /* the jobs and answers finish_out() queued: before the loop blocks */
+}
 
 /* Seal the record framed in S.sb and queue it in S.out, in the segment being
  * written (a full one is finished first). Where it will be is known now. */
