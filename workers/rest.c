@@ -30,6 +30,7 @@ struct req {
 struct sock {
 	uv_poll_t poll;
 	curl_socket_t fd;
+	int events; /* what the poll handle watches (0: not started) */
 };
 
 static struct {
@@ -89,7 +90,10 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 		curl_multi_assign(H.multi, fd, s);
 	}
 	int ev = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
-	uv_poll_start(&s->poll, ev, on_poll);
+	if (ev != s->events) { /* uv_poll_start re-registers the descriptor even when nothing changed */
+		s->events = ev;
+		uv_poll_start(&s->poll, ev, on_poll);
+	}
 	return 0;
 }
 
