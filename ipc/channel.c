@@ -242,6 +242,38 @@ static void do_read(struct channel *ch)
 	}
 }
 
+/* The peer is gone (a write found it so, or the poll reported an error), but
+ * what it wrote before it went may still wait in the socket: a client that
+ * sends without waiting for answers and closes. Read and handle all of it,
+ * then fail the channel. */
+static void read_to_end(struct channel *ch, const char *why)
+{
+	ch->woff = ch->wlen = 0; /* nobody to write to */
+	while (!ch->closed) {
+		if (ch->rcap - ch->rlen < 4096) {
+			ch->rcap *= 2;
+			ch->rbuf = xrealloc(ch->rbuf, ch->rcap);
+		}
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * 16)];
+			struct cmsghdr align;
+		} cbuf;
+		struct iovec iov = { ch->rbuf + ch->rlen, ch->rcap - ch->rlen };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+				     .msg_controllen = sizeof cbuf.buf };
+		ssize_t n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (mh.msg_controllen)
+			stash_fds(ch, &mh);
+		ch->rlen += (size_t)n;
+		parse_frames(ch);
+	}
+	channel_fail(ch, why);
+}
+
 static ssize_t send_with_fd(struct channel *ch, const char *p, size_t n, int fd)
 {
 	struct iovec iov = { (void *)p, n };
@@ -280,7 +312,10 @@ static void do_write(struct channel *ch)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
-			channel_fail(ch, strerror(errno));
+			if (errno == EPIPE || errno == ECONNRESET)
+				read_to_end(ch, strerror(errno));
+			else
+				channel_fail(ch, strerror(errno));
 			return;
 		}
 		if (fd >= 0) {
@@ -309,7 +344,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
 	struct channel *ch = h->data;
 	if (status < 0) {
-		channel_fail(ch, uv_strerror(status));
+		read_to_end(ch, uv_strerror(status));
 		return;
 	}
 	if (events & UV_READABLE)

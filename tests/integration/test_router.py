@@ -139,6 +139,30 @@ class RouterTest(GatewayTest):
         wait_for(lambda: len(delivered(self.tmp)) == 9, what="all nine")
         self.assertEqual([r[0] for r in delivered(self.tmp)], high + normal + low)
 
+    def test_client_that_sends_and_closes_loses_nothing(self):
+        # A camera application that sends without waiting for the answers and
+        # closes its connection at once (the clients' flush, then close): what
+        # it wrote is read and delivered, though the answers find nobody (the
+        # daemon used to drop the connection at the first failed answer, and
+        # with it the requests still unread in the socket).
+        import msgpack
+        import socket
+        import struct
+        gw = self.gateway(cfg(self.tmp))
+        n, pad = 1500, "p" * 3000  # 4.5 MB: more than the socket holds, so the client waits to write
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(gw.sock)
+        for i in range(n):
+            b = msgpack.packb({"t": 32, "v": 1, "seq": i + 1, "name": "send",
+                               "body": {"data": '{"n":%d,"pad":"%s"}' % (i, pad), "protocol": "testworker"}})
+            s.sendall(struct.pack(">I", len(b)) + b)
+            if i == n // 2:
+                time.sleep(0.3)  # answers to the first half wait unread in the socket when it closes
+        s.close()
+        wait_for(lambda: len(delivered(self.tmp)) >= n, timeout=60,
+                 what="all %d delivered" % n)
+        self.assertEqual(len({r[0] for r in delivered(self.tmp)}), n)
+
     def test_retry_waits_in_queue_with_reason(self):
         gw = self.gateway(cfg(self.tmp))
         rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry"}')
