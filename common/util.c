@@ -68,6 +68,14 @@ static void id_random(unsigned char *r, size_t n)
 	id_left -= n;
 }
 
+uint32_t id_hash32(const char *id)
+{
+	uint32_t h = 2166136261u;
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h;
+}
+
 void id_new(char out[UCGW_ID_LEN + 1])
 {
 	/* ULIDs sort by creation time, which gives the spool its age order for free. */

@@ -12,6 +12,8 @@ uint64_t now_ms(void);      /* CLOCK_MONOTONIC */
 uint64_t now_us(void);      /* CLOCK_MONOTONIC, microseconds: latencies */
 uint64_t wall_ms(void);     /* CLOCK_REALTIME */
 void id_new(char out[UCGW_ID_LEN + 1]);
+/* FNV-1a of a message id (or any string), for hash tables keyed by id. */
+uint32_t id_hash32(const char *id);
 bool id_valid(const char *s);
 uint64_t id_time_ms(const char *id);
 uint64_t rand_u64(void);

@@ -208,36 +208,48 @@ static void parse_frames(struct channel *ch)
 	}
 }
 
+/* One recvmsg into the read buffer (grown when nearly full), descriptors
+ * stashed: the bytes read, 0 at the end, -1 with errno. *room: what it could
+ * have taken (fewer read: the socket is drained). */
+static ssize_t recv_some(struct channel *ch, size_t *room)
+{
+	if (ch->rcap - ch->rlen < 4096) {
+		ch->rcap *= 2;
+		ch->rbuf = xrealloc(ch->rbuf, ch->rcap);
+	}
+	struct iovec iov = { ch->rbuf + ch->rlen, ch->rcap - ch->rlen };
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 16)];
+		struct cmsghdr align;
+	} cbuf;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+			     .msg_controllen = sizeof cbuf.buf };
+	*room = iov.iov_len;
+	ssize_t n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (n >= 0 && mh.msg_controllen)
+		stash_fds(ch, &mh);
+	if (n > 0)
+		ch->rlen += (size_t)n;
+	return n;
+}
+
 static void do_read(struct channel *ch)
 {
 	for (int rounds = 0; rounds < 16 && !ch->closed; rounds++) {
-		if (ch->rcap - ch->rlen < 4096) {
-			ch->rcap *= 2;
-			ch->rbuf = xrealloc(ch->rbuf, ch->rcap);
-		}
-		struct iovec iov = { ch->rbuf + ch->rlen, ch->rcap - ch->rlen };
-		union {
-			char buf[CMSG_SPACE(sizeof(int) * 16)];
-			struct cmsghdr align;
-		} cbuf;
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
-				     .msg_controllen = sizeof cbuf.buf };
-		ssize_t n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		size_t room;
+		ssize_t n = recv_some(ch, &room);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
 			channel_fail(ch, strerror(errno));
 			return;
 		}
-		if (mh.msg_controllen)
-			stash_fds(ch, &mh);
 		if (n == 0) {
 			channel_fail(ch, "peer closed the connection");
 			return;
 		}
-		ch->rlen += (size_t)n;
 		parse_frames(ch);
-		if ((size_t)n < iov.iov_len)
+		if ((size_t)n < room)
 			return; /* drained the socket */
 	}
 }
@@ -250,25 +262,12 @@ static void read_to_end(struct channel *ch, const char *why)
 {
 	ch->woff = ch->wlen = 0; /* nobody to write to */
 	while (!ch->closed) {
-		if (ch->rcap - ch->rlen < 4096) {
-			ch->rcap *= 2;
-			ch->rbuf = xrealloc(ch->rbuf, ch->rcap);
-		}
-		union {
-			char buf[CMSG_SPACE(sizeof(int) * 16)];
-			struct cmsghdr align;
-		} cbuf;
-		struct iovec iov = { ch->rbuf + ch->rlen, ch->rcap - ch->rlen };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
-				     .msg_controllen = sizeof cbuf.buf };
-		ssize_t n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		size_t room;
+		ssize_t n = recv_some(ch, &room);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			break;
-		if (mh.msg_controllen)
-			stash_fds(ch, &mh);
-		ch->rlen += (size_t)n;
 		parse_frames(ch);
 	}
 	channel_fail(ch, why);

@@ -21,13 +21,7 @@ struct router R;
 
 /* ---- the id index and the age list ---- */
 
-static unsigned id_hash(const char *id)
-{
-	unsigned h = 2166136261u;
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return h & (ID_BUCKETS - 1);
-}
+static unsigned id_hash(const char *id) { return id_hash32(id) & (ID_BUCKETS - 1); }
 
 struct smsg *router_find(const char *id)
 {
@@ -457,6 +451,19 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 
 /* ---- the round: primary, then its fallback chain, then wait ---- */
 
+/* Wait on the side for delay ms (router_sweep_waiting takes it back). */
+static void to_waiting(struct smsg *m, uint64_t delay)
+{
+	unlist(m);
+	if (m->kind == JOB_META && R.bytes > PAYLOAD_MEMORY_BUDGET) { /* read back when its turn comes */
+		free(m->payload);
+		m->payload = NULL;
+	}
+	m->state = SM_WAITING;
+	m->next_try_ms = now_ms() + delay;
+	list_push(&R.waiting, m);
+}
+
 static void wait_round(struct smsg *m, uint64_t retry_after_ms)
 {
 	uint64_t lo = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
@@ -468,15 +475,8 @@ static void wait_round(struct smsg *m, uint64_t retry_after_ms)
 	uint64_t delay = m->backoff_ms / 2 + rand_u64() % (m->backoff_ms / 2 + 1);
 	if (delay < retry_after_ms)
 		delay = retry_after_ms;
-	unlist(m);
-	if (m->kind == JOB_META && R.bytes > PAYLOAD_MEMORY_BUDGET) { /* read back when its turn comes */
-		free(m->payload);
-		m->payload = NULL;
-	}
-	m->state = SM_WAITING;
-	m->next_try_ms = now_ms() + delay;
 	m->retries++;
-	list_push(&R.waiting, m);
+	to_waiting(m, delay);
 	log_debug("message %s waits %llu ms before its next round: %s", m->id, (unsigned long long)delay,
 		  m->last_error);
 }
@@ -519,10 +519,7 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 		delay = retry_after_ms;
 	m->again_n++;
 	m->again = (uint8_t)(rp->idx + 1);
-	unlist(m);
-	m->state = SM_WAITING;
-	m->next_try_ms = now_ms() + delay;
-	list_push(&R.waiting, m);
+	to_waiting(m, delay);
 	log_debug("message %s: %s answered retry (%s); trying it again in %llu ms (%u of rest.retry_attempts)", m->id,
 		  rp->name, m->last_error, (unsigned long long)delay, m->again_n + 1);
 	return true;

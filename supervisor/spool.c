@@ -233,6 +233,16 @@ static int write_out(void)
 	return 0;
 }
 
+static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id); }
+
+/* The spool's copy of a file is no longer wanted (delivered, or never accepted). */
+static void forget_file(const char *id)
+{
+	char *p = file_path(id);
+	unlink(p);
+	free(p);
+}
+
 static void when_durable(struct smsg *m, void (*cb)(struct smsg *, const char *, void *), void *arg);
 static void start_sync(void);
 
@@ -250,11 +260,8 @@ static void finish_out(void)
 	for (size_t i = 0; i < n; i++) {
 		struct unwritten *u = &list[i];
 		if (u->failed) {
-			if (u->m->kind == JOB_FILE) {
-				char *p = xasprintf("%s/%s", S.filedir, u->m->id);
-				unlink(p);
-				free(p);
-			}
+			if (u->m->kind == JOB_FILE)
+				forget_file(u->m->id);
 			S.st.messages--;
 			S.st.bytes -= u->m->size;
 			if (S.out_full)
@@ -419,7 +426,6 @@ static void when_durable(struct smsg *m, void (*cb)(struct smsg *, const char *,
 
 /* ---- files ---- */
 
-static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id); }
 
 /* A plain copy, where copy_file_range cannot cross file systems (tmpfs, memfd). */
 static int copy_by_read(int in, off_t off, int out)
@@ -526,11 +532,8 @@ int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 	begin_record(&pk);
 	pack_add(&pk, m, payload, len);
 	if (append_record(REC_ADD, &m->seg, &m->off, &m->reclen, err, errlen) < 0) {
-		if (file_fd >= 0) {
-			char *p = file_path(m->id);
-			unlink(p);
-			free(p);
-		}
+		if (file_fd >= 0)
+			forget_file(m->id);
 		return -1;
 	}
 	if (S.nadds == S.capadds) {
@@ -555,11 +558,8 @@ static void seg_unref(uint64_t num);
 void spool_done(struct smsg *m)
 {
 	write_id_record(REC_DONE, m, NULL);
-	if (m->kind == JOB_FILE) {
-		char *p = file_path(m->id);
-		unlink(p);
-		free(p);
-	}
+	if (m->kind == JOB_FILE)
+		forget_file(m->id);
 	if (S.st.messages)
 		S.st.messages--;
 	S.st.bytes -= m->size <= S.st.bytes ? m->size : S.st.bytes;
@@ -749,14 +749,6 @@ struct recovery {
 };
 #define NONE ((size_t)-1)
 
-static unsigned long str_hash(const char *s)
-{
-	unsigned long h = 5381;
-	while (*s)
-		h = h * 33 + (unsigned char)*s++;
-	return h;
-}
-
 /* Recovery is a one-time pass before the router's index exists; a hash of its
  * own keeps it linear in the records however far a DONE is from its ADD. */
 static void recovery_rehash(struct recovery *rv)
@@ -767,7 +759,7 @@ static void recovery_rehash(struct recovery *rv)
 	for (size_t i = 0; i < rv->nb; i++)
 		rv->heads[i] = NONE;
 	for (size_t i = 0; i < rv->n; i++) {
-		size_t b = rv->by_order[i] ? str_hash(rv->by_order[i]->id) & (rv->nb - 1) : 0;
+		size_t b = rv->by_order[i] ? id_hash32(rv->by_order[i]->id) & (rv->nb - 1) : 0;
 		rv->next[i] = rv->by_order[i] ? rv->heads[b] : NONE;
 		if (rv->by_order[i])
 			rv->heads[b] = i;
@@ -778,7 +770,7 @@ static size_t recovery_find(struct recovery *rv, const char *id)
 {
 	if (!rv->nb)
 		return NONE;
-	for (size_t i = rv->heads[str_hash(id) & (rv->nb - 1)]; i != NONE; i = rv->next[i])
+	for (size_t i = rv->heads[id_hash32(id) & (rv->nb - 1)]; i != NONE; i = rv->next[i])
 		if (rv->by_order[i] && strcmp(rv->by_order[i]->id, id) == 0)
 			return i;
 	return NONE;
@@ -807,7 +799,7 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 		if (rv->n > rv->nb) {
 			recovery_rehash(rv);
 		} else {
-			size_t b = str_hash(m->id) & (rv->nb - 1);
+			size_t b = id_hash32(m->id) & (rv->nb - 1);
 			rv->next[rv->n - 1] = rv->heads[b];
 			rv->heads[b] = rv->n - 1;
 		}
