@@ -173,6 +173,25 @@ class RestTest(GatewayTest):
         peer2 = LprPeer(self, port=port, name="peer2")
         wait_for(lambda: {r["id"] for r in peer2.records("http")} >= set(ids), timeout=30, what="all 20")
 
+    def test_keepalive_connections_closed_while_idle(self):
+        # The pool's connections stay watched between requests; a server that
+        # closes them all while they rest must cost nothing but new connections.
+        # A host name, so that libcurl's resolver takes part too.
+        peer = LprPeer(self)
+        gw = self.gw_for(peer, base_url="http://localhost:%d" % peer.port)
+        self.up(gw)
+        load = [os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "300", "-w", "100", "-p", "rest", "--wait"]
+        r = subprocess.run(load, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        port = peer.port
+        peer.stop()  # every keep-alive connection is closed by the server
+        peer2 = LprPeer(self, port=port, name="peer2")
+        time.sleep(0.3)
+        r = subprocess.run(load, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(len({x["id"] for x in peer2.records("http")}), 300)
+        self.assertEqual(len({x["id"] for x in peer.records("http")}), 300)
+
     def test_tls_trusted_and_untrusted(self):
         ca, cert, key = make_ca(self.tmp)
         peer = LprPeer(self, tls=(cert, key))
