@@ -1,9 +1,11 @@
 """ucgw-rest against lpr-peer: bytes, Idempotency-Key, headers, each failure
 class and its error text, a server that goes away and returns, TLS, volume."""
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -191,6 +193,38 @@ class RestTest(GatewayTest):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(len({x["id"] for x in peer2.records("http")}), 300)
         self.assertEqual(len({x["id"] for x in peer.records("http")}), 300)
+
+    def test_server_closing_every_connection(self):
+        # An HTTP/1.0 server: each answer ends its connection, so every request
+        # opens a socket and the descriptor numbers come round again and again.
+        seen, lock = [], threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    seen.append(self.headers["Idempotency-Key"])
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        gw = self.gateway({"rest": {"base_url": "http://127.0.0.1:%d" % srv.server_address[1], "timeout": 5}})
+        self.up(gw)
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "500", "-w", "50", "-p", "rest",
+                            "--wait"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with lock:
+            self.assertEqual(len(set(seen)), 500)
 
     def test_tls_trusted_and_untrusted(self):
         ca, cert, key = make_ca(self.tmp)
