@@ -464,13 +464,18 @@ static void to_waiting(struct smsg *m, uint64_t delay)
 	list_push(&R.waiting, m);
 }
 
+/* The wait after one of prev ms: spool.retry_backoff_min_ms first (prev 0),
+ * then twice the last, at most retry_backoff_max_ms. */
+static uint64_t next_backoff(uint64_t prev)
+{
+	uint64_t hi = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_max_ms");
+	uint64_t b = prev ? prev * 2 : (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
+	return b < hi ? b : hi;
+}
+
 static void wait_round(struct smsg *m, uint64_t retry_after_ms)
 {
-	uint64_t lo = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
-	uint64_t hi = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_max_ms");
-	m->backoff_ms = m->backoff_ms ? m->backoff_ms * 2 : lo;
-	if (m->backoff_ms > hi)
-		m->backoff_ms = hi;
+	m->backoff_ms = next_backoff(m->backoff_ms);
 	/* Jitter of up to a half keeps a backlog from returning in one wave. */
 	uint64_t delay = m->backoff_ms / 2 + rand_u64() % (m->backoff_ms / 2 + 1);
 	if (delay < retry_after_ms)
@@ -510,11 +515,9 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 {
 	if (strcmp(rp->name, "rest") != 0 || (int64_t)m->again_n + 1 >= config_int(sup.cfg, "rest", "retry_attempts"))
 		return false;
-	uint64_t lo = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
-	uint64_t hi = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_max_ms");
-	uint64_t delay = lo << m->again_n;
-	if (delay > hi)
-		delay = hi;
+	uint64_t delay = next_backoff(0); /* doubled again_n times: a shift would overflow (retry_attempts <= 100) */
+	for (unsigned k = 0; k < m->again_n; k++)
+		delay = next_backoff(delay);
 	if (delay < retry_after_ms)
 		delay = retry_after_ms;
 	m->again_n++;

@@ -751,6 +751,13 @@ struct recovery {
 
 /* Recovery is a one-time pass before the router's index exists; a hash of its
  * own keeps it linear in the records however far a DONE is from its ADD. */
+static void recovery_chain(struct recovery *rv, size_t i)
+{
+	size_t b = id_hash32(rv->by_order[i]->id) & (rv->nb - 1);
+	rv->next[i] = rv->heads[b];
+	rv->heads[b] = i;
+}
+
 static void recovery_rehash(struct recovery *rv)
 {
 	free(rv->heads);
@@ -758,12 +765,9 @@ static void recovery_rehash(struct recovery *rv)
 	rv->heads = xmalloc(rv->nb * sizeof *rv->heads);
 	for (size_t i = 0; i < rv->nb; i++)
 		rv->heads[i] = NONE;
-	for (size_t i = 0; i < rv->n; i++) {
-		size_t b = rv->by_order[i] ? id_hash32(rv->by_order[i]->id) & (rv->nb - 1) : 0;
-		rv->next[i] = rv->by_order[i] ? rv->heads[b] : NONE;
-		if (rv->by_order[i])
-			rv->heads[b] = i;
-	}
+	for (size_t i = 0; i < rv->n; i++)
+		if (rv->by_order[i]) /* a cancelled one is found by nobody */
+			recovery_chain(rv, i);
 }
 
 static size_t recovery_find(struct recovery *rv, const char *id)
@@ -796,13 +800,10 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 			rv->next = xrealloc(rv->next, rv->cap * sizeof *rv->next);
 		}
 		rv->by_order[rv->n++] = m;
-		if (rv->n > rv->nb) {
+		if (rv->n > rv->nb)
 			recovery_rehash(rv);
-		} else {
-			size_t b = id_hash32(m->id) & (rv->nb - 1);
-			rv->next[rv->n - 1] = rv->heads[b];
-			rv->heads[b] = rv->n - 1;
-		}
+		else
+			recovery_chain(rv, rv->n - 1);
 		return;
 	}
 	size_t i = recovery_find(rv, id);

@@ -4,12 +4,12 @@
  * retry (the supervisor retries, never this worker); other 4xx are permfail. */
 #include <curl/curl.h>
 #include <errno.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "workers/worker.h"
 
@@ -75,8 +75,8 @@ static void start_probe(void);
 
 struct csock {
 	uint32_t want; /* what libcurl waits for (EPOLLIN/EPOLLOUT); 0: nothing */
-	uint32_t have; /* what the set watches, if reg */
-	bool reg, own;
+	uint32_t have; /* what the set watches for it; 0: it is not in the set */
+	bool own;
 };
 
 static struct {
@@ -104,39 +104,35 @@ static struct csock *csock(curl_socket_t fd)
 static void set_watch(curl_socket_t fd, struct csock *c, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.fd = fd };
-	int op = c->reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	int op = c->have ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	c->have = 0;
 	if (epoll_ctl(S.ep, op, fd, &ev) < 0) {
 		int again = errno == ENOENT ? EPOLL_CTL_ADD : errno == EEXIST ? EPOLL_CTL_MOD : -1;
 		if (again < 0 || epoll_ctl(S.ep, again, fd, &ev) < 0) {
 			log_warnx("epoll_ctl on socket %d: %s", (int)fd, strerror(errno));
-			c->reg = false;
 			return;
 		}
 	}
-	c->reg = true;
 	c->have = events;
 }
 
 static void unwatch(curl_socket_t fd, struct csock *c)
 {
-	if (c->reg)
+	if (c->have)
 		epoll_ctl(S.ep, EPOLL_CTL_DEL, fd, NULL); /* ENOENT: it left already */
-	c->reg = false;
 	c->have = 0;
 }
 
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct csock *c = csock(fd);
-	if (what == CURL_POLL_REMOVE) {
-		c->want = 0;
+	c->want = what == CURL_POLL_REMOVE ? 0 : (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+	if (!c->want) { /* nothing wanted (CURL_POLL_REMOVE or _NONE) */
 		if (!c->own)
 			unwatch(fd, c);
-		return 0;
-	}
-	c->want = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-	if (!c->own || !c->reg || c->have != c->want)
+	} else if (!c->own || c->have != c->want) {
 		set_watch(fd, c, c->want);
+	}
 	return 0;
 }
 
@@ -626,7 +622,7 @@ static int multi_init(uv_loop_t *loop, long conns, char *err, size_t errlen)
 	S.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (S.ep < 0) {
 		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
-		return -1;
+		return -1; /* out of descriptors or memory: worth a restart, unlike a bad configuration */
 	}
 	uv_poll_init(loop, &S.poll, S.ep);
 	uv_poll_start(&S.poll, UV_READABLE, on_sockets);
@@ -669,7 +665,7 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	if (cfg_bool(cfg, "insecure"))
 		log_warnx("rest.insecure is true: the server's certificate is NOT verified");
 	if (multi_init(loop, (long)cfg_int(cfg, "connections"), err, errlen) < 0)
-		return UCGW_EXIT_CONFIG;
+		return EXIT_FAILURE;
 	uv_timer_init(loop, &H.timer);
 	uv_timer_init(loop, &H.probe_timer);
 	H.probe = curl_easy_init();
