@@ -143,6 +143,23 @@ class RestTest(GatewayTest):
         self.assertGreaterEqual(gaps[0], 190, o)
         self.assertGreaterEqual(gaps[1], 390, o)
 
+    def test_many_retry_attempts(self):
+        # rest.retry_attempts up to its maximum of 100: the waits double up to
+        # retry_backoff_max_ms and stay there (the ASan/UBSan build checks
+        # that no doubling overflows). The router looks at waiting messages
+        # every 100 ms: 70 tries take about 7 s.
+        peer = LprPeer(self)
+        gw = self.gateway({"rest": {"base_url": peer.http_url(), "timeout": 2, "retry_attempts": 100},
+                           "spool": {"retry_backoff_min_ms": 1, "retry_backoff_max_ms": 3},
+                           "fallback": {"cool_after_failures": 1000}})  # no cool-down between the tries
+        self.up(gw)
+        peer.mode("503x70")
+        rc, out, err = gw.ctl("--json", "send", "--protocol", "rest", "--wait", '{"n":1}')
+        self.assertEqual(rc, 0, err + out)
+        o = json.loads(out)
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 71), o)
+        self.assertEqual(len(peer.records("http")), 71)
+
     def test_unreachable_at_start_then_up(self):
         port = free_port()
         gw = self.gateway({"rest": {"base_url": "http://127.0.0.1:%d" % port, "timeout": 2}})
