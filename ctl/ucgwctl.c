@@ -538,9 +538,7 @@ static void print_queue(const msgpack_object *arr, bool dead)
 	}
 }
 
-#define QUEUE_LIMIT 1000 /* the daemon's own default too */
-
-static uint64_t queue_limit = QUEUE_LIMIT;
+static uint64_t queue_limit = QUEUE_LIMIT_DEFAULT;
 static bool queue_limit_given;
 
 static int queue_opt(int ch, const char *arg)
@@ -556,8 +554,6 @@ static int queue_opt(int ch, const char *arg)
 }
 
 static const struct option queue_lo[] = { { "limit", required_argument, NULL, 'n' }, { NULL, 0, NULL, 0 } };
-
-#define QUEUE_ACTIONS "list, dead, retry ID|all, purge ID, requeue ID|all"
 
 static int run_queue(int argc, char **argv)
 {
