@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/crypto.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "ctl/conn.h"
 #include "ctl/json.h"
 
@@ -385,12 +385,10 @@ static int print_outcome(const msgpack_object *b)
 	return strcmp(status, "ok") == 0 ? 0 : EXIT_FAIL;
 }
 
-static void show_progress(const msgpack_object *b, double t0)
+static void show_progress(const msgpack_object *b, uint64_t t0_us)
 {
 	uint64_t done = u_of(b, "done"), size = u_of(b, "size");
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	double dt = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 - t0;
+	double dt = (double)(now_us() - t0_us) / 1e6;
 	int width = 30, fill = size ? (int)((double)done * width / (double)size) : 0;
 	fprintf(stderr, "\r[%.*s%*s] %6.1f/%.1f MB %6.1f MB/s", fill, "##############################", width - fill, "",
 		(double)done / 1e6, (double)size / 1e6, dt > 0 ? (double)done / 1e6 / dt : 0.0);
@@ -406,9 +404,7 @@ static int send_and_report(const char *name, msgpack_sbuffer *args, int fd, bool
 	}
 	uint64_t seq = conn_request_fd(&ctl.conn, name, args, fd);
 	bool tty = isatty(2);
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	double t0 = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	uint64_t t0_us = now_us();
 	static struct msg m;
 	for (;;) {
 		if (conn_read(&ctl.conn, &m, wait ? -1 : ctl.timeout_ms, err, sizeof err) < 0) {
@@ -416,7 +412,7 @@ static int send_and_report(const char *name, msgpack_sbuffer *args, int fd, bool
 			return EXIT_FAIL;
 		}
 		if (m.type == MSG_EVENT && m.seq == seq && tty && !ctl.json) {
-			show_progress(m.body, t0);
+			show_progress(m.body, t0_us);
 			continue;
 		}
 		if (m.type == MSG_REPLY && (m.seq == seq || m.seq == 0))
@@ -538,9 +534,7 @@ static void print_queue(const msgpack_object *arr, bool dead)
 	}
 }
 
-#define QUEUE_LIMIT 1000 /* the daemon's own default too */
-
-static uint64_t queue_limit = QUEUE_LIMIT;
+static uint64_t queue_limit = QUEUE_LIMIT_DEFAULT;
 static bool queue_limit_given;
 
 static int queue_opt(int ch, const char *arg)
@@ -556,8 +550,6 @@ static int queue_opt(int ch, const char *arg)
 }
 
 static const struct option queue_lo[] = { { "limit", required_argument, NULL, 'n' }, { NULL, 0, NULL, 0 } };
-
-#define QUEUE_ACTIONS "list, dead, retry ID|all, purge ID, requeue ID|all"
 
 static int run_queue(int argc, char **argv)
 {

@@ -15,6 +15,10 @@
  * request (an auth token of up to 8 KiB, topic, endpoint...) or of a job. The
  * loader wants gateway.max_frame_bytes to hold gateway.max_message_bytes plus this. */
 #define FRAME_ENVELOPE_MAX 16384
+/* The control command queue: its actions, as an unknown one's error lists them,
+ * and how many messages list and dead return when the request gives no limit. */
+#define QUEUE_ACTIONS "list, dead, retry ID|all, purge ID, requeue ID|all"
+#define QUEUE_LIMIT_DEFAULT 1000
 
 enum msg_type {
 	/* supervisor <-> worker */

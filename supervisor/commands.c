@@ -202,8 +202,6 @@ static void reply_count(const struct client *c, const struct msg *req, const cha
 	body_free(&b);
 }
 
-#define QUEUE_ACTIONS "list, dead, retry ID|all, purge ID, requeue ID|all"
-
 /* queue [list|dead|retry ID|all|purge ID|requeue ID|all]; list and dead stop
  * at `limit` messages (1000 unless asked). The action is checked first. */
 static void cmd_queue(struct client *c, const struct msg *req)
@@ -232,7 +230,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		control_fail(c->cid, req->seq, "queue purge: one message at a time (purge takes no 'all')");
 		return;
 	}
-	uint64_t limit = 1000;
+	uint64_t limit = QUEUE_LIMIT_DEFAULT;
 	obj_get_u64(req->body, "limit", &limit);
 	if (listing) {
 		struct body b;
