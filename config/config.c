@@ -713,7 +713,7 @@ static int check_frame_limit(struct loader *L, const struct config *cfg)
 	const struct cfg_value *frame = cfg_get(gw, "max_frame_bytes"), *msg = cfg_get(gw, "max_message_bytes");
 	uint64_t n = (uint64_t)msg->i;
 	bool encrypted = config_str(cfg, "security", "encryption_key_file") != NULL;
-	uint64_t payload = encrypted ? 4 * ((n + CRYPTO_OVERHEAD + 2) / 3) + 2 : n;
+	uint64_t payload = encrypted ? b64_encoded_len((size_t)n + CRYPTO_OVERHEAD) + 2 : n;
 	uint64_t need = payload + FRAME_ENVELOPE_MAX;
 	if ((uint64_t)frame->i >= need)
 		return 0;
