@@ -403,7 +403,7 @@ static int check_rsync_options(struct loader *L, const struct cfg_schema_section
 	size_t at;
 	char opt[SHOWN_MAX + 4], in[SHOWN_MAX + 20] = "", b[SHOWN_MAX + 4];
 	const char *why = cfg_rsync_refused(v->items, v->nitems, &at, opt, sizeof opt);
-	if (!why || !L->cfg)
+	if (!why)
 		return 0;
 	if (strcmp(opt, v->items[at]) != 0)
 		snprintf(in, sizeof in, " (in '%s')", shown(v->items[at], b));
