@@ -60,9 +60,8 @@ static struct {
 	uint64_t timeout_ms;
 	size_t batch_max;
 	struct rjob *queue, *queue_tail;   /* waiting for the next run */
-	struct rjob *running;              /* in the current run */
+	struct rjob *running;              /* in the current run; NULL: no run */
 	struct run *cur;                   /* the handles of the rsync in progress */
-	bool busy;
 	uv_timer_t timer;                  /* the run's timeout, then the grace for its output */
 	unsigned run_no;
 	char rundir[512];
@@ -314,7 +313,6 @@ static void finish_batch(void)
 		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", R.run_no,
 			 R.why, ok, n, R.status == JOB_RETRY ? "retry" : "permanent failure");
 	rm_rundir();
-	R.busy = false;
 	if (R.queue)
 		start_run();
 }
@@ -629,7 +627,6 @@ static void start_run(void)
 		rm_rundir();
 		return;
 	}
-	R.busy = true;
 	int rc;
 	if (!written) {
 		log_warn("cannot write the file list of %s", R.rundir);
@@ -658,7 +655,7 @@ static void rsync_submit(struct job *j)
 	else
 		R.queue = r;
 	R.queue_tail = r;
-	if (!R.busy)
+	if (!R.running)
 		start_run();
 }
 
@@ -762,7 +759,7 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 
 static void rsync_shutdown(void)
 {
-	if (R.busy && R.cur)
+	if (R.cur)
 		uv_process_kill(&R.cur->proc, SIGTERM);
 	if (R.rundir[0])
 		rm_rundir();
