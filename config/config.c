@@ -403,7 +403,7 @@ static int check_rsync_options(struct loader *L, const struct cfg_schema_section
 	size_t at;
 	char opt[SHOWN_MAX + 4], in[SHOWN_MAX + 20] = "", b[SHOWN_MAX + 4];
 	const char *why = cfg_rsync_refused(v->items, v->nitems, &at, opt, sizeof opt);
-	if (!why || !L->cfg)
+	if (!why)
 		return 0;
 	if (strcmp(opt, v->items[at]) != 0)
 		snprintf(in, sizeof in, " (in '%s')", shown(v->items[at], b));
@@ -713,7 +713,7 @@ static int check_frame_limit(struct loader *L, const struct config *cfg)
 	const struct cfg_value *frame = cfg_get(gw, "max_frame_bytes"), *msg = cfg_get(gw, "max_message_bytes");
 	uint64_t n = (uint64_t)msg->i;
 	bool encrypted = config_str(cfg, "security", "encryption_key_file") != NULL;
-	uint64_t payload = encrypted ? 4 * ((n + CRYPTO_OVERHEAD + 2) / 3) + 2 : n;
+	uint64_t payload = encrypted ? b64_encoded_len((size_t)n + CRYPTO_OVERHEAD) + 2 : n;
 	uint64_t need = payload + FRAME_ENVELOPE_MAX;
 	if ((uint64_t)frame->i >= need)
 		return 0;

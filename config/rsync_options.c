@@ -2,8 +2,8 @@
  * file ok only when rsync proved it is on the server under its final name, and
  * follows rsync's output while it runs; these options would delete files on the
  * server, show it a half file under the final name, let rsync skip a file and
- * still exit 0, or hide the output the worker reads. The loader refuses them
- * (FILE:LINE:COL, see config.c); the worker checks again at its start. */
+ * still exit 0, or hide the output the worker reads. The loader warns of them
+ * (FILE:LINE:COL, see config.c); the worker refuses them at its start. */
 #include <stdio.h>
 #include <string.h>
 

@@ -60,9 +60,8 @@ static struct {
 	uint64_t timeout_ms;
 	size_t batch_max;
 	struct rjob *queue, *queue_tail;   /* waiting for the next run */
-	struct rjob *running;              /* in the current run */
+	struct rjob *running;              /* in the current run; NULL: no run */
 	struct run *cur;                   /* the handles of the rsync in progress */
-	bool busy;
 	uv_timer_t timer;                  /* the run's timeout, then the grace for its output */
 	unsigned run_no;
 	char rundir[512];
@@ -314,7 +313,6 @@ static void finish_batch(void)
 		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", R.run_no,
 			 R.why, ok, n, R.status == JOB_RETRY ? "retry" : "permanent failure");
 	rm_rundir();
-	R.busy = false;
 	if (R.queue)
 		start_run();
 }
@@ -540,7 +538,7 @@ static int stage_batch(FILE *list)
 }
 
 /* rsync over the run's list: the send, or (verify) a dry run that only asks the
- * server which files it has. 0, or -1 when rsync could not be started. */
+ * server which files it has. 0, or libuv's error when rsync could not be started. */
 static int spawn_rsync(bool verify)
 {
 	char *files_from = xasprintf("--files-from=%s.list", R.rundir);
@@ -600,13 +598,11 @@ static int spawn_rsync(bool verify)
 	free(timeout);
 	free(src);
 	if (rc < 0) {
-		if (!verify)
-			snprintf(R.errtail, sizeof R.errtail, "cannot run %s: %s", R.rsync, uv_strerror(rc));
 		log_warnx("cannot run %s: %s", R.rsync, uv_strerror(rc));
 		close_run_handle((uv_handle_t *)&run->proc);
 		close_run_handle((uv_handle_t *)&run->out);
 		close_run_handle((uv_handle_t *)&run->err);
-		return -1;
+		return rc;
 	}
 	R.cur = run;
 	uv_read_start((uv_stream_t *)&run->out, on_alloc, on_out);
@@ -626,24 +622,22 @@ static void start_run(void)
 		return;
 	}
 	int n = stage_batch(list);
-	if (fclose(list) != 0 && n > 0) {
-		log_warn("cannot write the file list of %s", R.rundir);
-		snprintf(R.why, sizeof R.why, "cannot write the file list of the run: %s", strerror(errno));
-		R.status = JOB_RETRY;
-		R.busy = true;
-		finish_batch();
-		return;
-	}
+	bool written = fclose(list) == 0;
 	if (n == 0) {
 		rm_rundir();
 		return;
 	}
-	R.busy = true;
-	if (spawn_rsync(false) < 0) {
-		snprintf(R.why, sizeof R.why, "%s", R.errtail);
-		R.status = JOB_RETRY;
-		finish_batch();
+	int rc;
+	if (!written) {
+		log_warn("cannot write the file list of %s", R.rundir);
+		snprintf(R.why, sizeof R.why, "cannot write the file list of the run: %s", strerror(errno));
+	} else if ((rc = spawn_rsync(false)) < 0) {
+		snprintf(R.why, sizeof R.why, "cannot run %s: %s", R.rsync, uv_strerror(rc));
+	} else {
+		return;
 	}
+	R.status = JOB_RETRY;
+	finish_batch();
 }
 
 static void rsync_submit(struct job *j)
@@ -661,7 +655,7 @@ static void rsync_submit(struct job *j)
 	else
 		R.queue = r;
 	R.queue_tail = r;
-	if (!R.busy)
+	if (!R.running)
 		start_run();
 }
 
@@ -765,7 +759,7 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 
 static void rsync_shutdown(void)
 {
-	if (R.busy && R.cur)
+	if (R.cur)
 		uv_process_kill(&R.cur->proc, SIGTERM);
 	if (R.rundir[0])
 		rm_rundir();
