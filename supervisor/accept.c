@@ -196,11 +196,8 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 		memcpy(m->payload, payload, len);
 		m->payload[len] = '\0';
 	}
-	if (spool_add(m, payload, len, fd, written, accepted, t, err, sizeof err) < 0) {
-		smsg_free(m);
-		free(t);
-		control_fail(c->cid, req->seq, "not accepted: %s", err);
-	}
+	if (spool_add(m, payload, len, fd, written, accepted, t, err, sizeof err) < 0)
+		written(m, err, t); /* not taken at all: the spool calls neither back */
 }
 
 void cmd_send(struct client *c, const struct msg *req)

@@ -267,7 +267,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		reply_count(c, req, "requeued", n);
 		return;
 	}
-	struct smsg *m = id[0] ? router_find(id) : NULL;
+	struct smsg *m = router_find(id);
 	if (!m) {
 		control_fail(c->cid, req->seq, "queue %s: no message with id '%s' in the spool", action, id);
 		return;

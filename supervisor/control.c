@@ -136,6 +136,15 @@ void control_local(uid_t uid, gid_t gid, pid_t pid, const struct msg *req, struc
 	}
 }
 
+/* A frame that is no request: the error reply (seq 0), sent before the client
+ * is dropped. */
+static void refuse_frame(struct client *c, const char *why)
+{
+	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
+	control_fail(c->cid, 0, "malformed request: %s", why);
+	channel_flush(c->ch, 100);
+}
+
 /* client -> supervisor: a malformed frame gets an error reply and the client dropped. */
 static void supervisor_from_client(struct channel *ch, const char *buf, size_t len, void *arg)
 {
@@ -146,9 +155,7 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 	if (msg_decode(buf, len, &m, &zone, err, sizeof err) < 0 || m.type != MSG_REQUEST) {
 		if (m.type != MSG_REQUEST && !err[0])
 			snprintf(err, sizeof err, "expected a request, got %s", msg_type_str(m.type));
-		log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, err);
-		control_fail(c->cid, 0, "malformed request: %s", err);
-		channel_flush(c->ch, 100);
+		refuse_frame(c, err);
 		client_drop(c);
 		return;
 	}
@@ -163,13 +170,7 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 /* A frame the channel refuses unread (length 0, or over gateway.max_frame_bytes):
  * the same error reply as a malformed request, before the channel closes and
  * on_client_error drops the client. */
-static void on_client_bad_frame(struct channel *ch, const char *why, void *arg)
-{
-	struct client *c = arg;
-	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
-	control_fail(c->cid, 0, "malformed request: %s", why);
-	channel_flush(ch, 100);
-}
+static void on_client_bad_frame(struct channel *ch, const char *why, void *arg) { refuse_frame(arg, why); }
 
 static void on_client_error(struct channel *ch, const char *why, void *arg)
 {

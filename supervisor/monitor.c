@@ -9,12 +9,16 @@
 #define MAX_SERVERS 8
 
 /* The last network_monitor.history measurements per server (the seed judges by
- * its last ten, the default), in a ring sized when the server is first seen. */
+ * its last ten, the default), in a ring sized when the server is first seen.
+ * Their sums are kept as samples come and go: quality is asked for every
+ * message `auto` routes, and the ring may hold thousands. */
 static struct server {
 	char name[16];
 	uint64_t *rtt_us;
 	bool *lost;
 	unsigned n, head, cap;
+	uint64_t rtt_sum;  /* of the samples not lost */
+	unsigned nlost;
 } servers[MAX_SERVERS];
 
 const char *quality_str(enum quality q)
@@ -49,33 +53,34 @@ void monitor_sample(const char *protocol, uint64_t rtt_us, bool lost)
 	struct server *s = server(protocol, true);
 	if (!s)
 		return;
+	if (s->n == s->cap) { /* the oldest sample leaves */
+		if (s->lost[s->head])
+			s->nlost--;
+		else
+			s->rtt_sum -= s->rtt_us[s->head];
+	} else {
+		s->n++;
+	}
 	s->rtt_us[s->head] = rtt_us;
 	s->lost[s->head] = lost;
+	if (lost)
+		s->nlost++;
+	else
+		s->rtt_sum += rtt_us;
 	s->head = (s->head + 1) % s->cap;
-	if (s->n < s->cap)
-		s->n++;
 }
 
-uint64_t monitor_rtt_us(const char *protocol)
+static uint64_t rtt_of(const struct server *s)
 {
-	struct server *s = server(protocol, false);
-	uint64_t sum = 0, n = 0;
-	for (unsigned i = 0; s && i < s->n; i++)
-		if (!s->lost[i]) {
-			sum += s->rtt_us[i];
-			n++;
-		}
-	return n ? sum / n : 0;
+	unsigned ok = s ? s->n - s->nlost : 0;
+	return ok ? s->rtt_sum / ok : 0;
 }
 
-double monitor_loss(const char *protocol)
-{
-	struct server *s = server(protocol, false);
-	unsigned lost = 0;
-	for (unsigned i = 0; s && i < s->n; i++)
-		lost += s->lost[i];
-	return s && s->n ? (double)lost / s->n : 0.0;
-}
+static double loss_of(const struct server *s) { return s && s->n ? (double)s->nlost / s->n : 0.0; }
+
+uint64_t monitor_rtt_us(const char *protocol) { return rtt_of(server(protocol, false)); }
+
+double monitor_loss(const char *protocol) { return loss_of(server(protocol, false)); }
 
 /* The seed's thresholds: latency in ms and loss as a fraction. */
 enum quality monitor_quality(const char *protocol)
@@ -83,7 +88,7 @@ enum quality monitor_quality(const char *protocol)
 	struct server *s = server(protocol, false);
 	if (!s || !s->n)
 		return Q_UNKNOWN;
-	double ms = (double)monitor_rtt_us(protocol) / 1000.0, loss = monitor_loss(protocol);
+	double ms = (double)rtt_of(s) / 1000.0, loss = loss_of(s);
 	if (loss >= 1.0)
 		return Q_POOR;
 	if (ms < 50 && loss < 0.01)

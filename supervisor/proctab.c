@@ -501,18 +501,18 @@ void proctab_restart(struct proc *p)
 
 /* Did what a worker was started with change, beyond its section: the frame
  * limit, the sandbox settings, or the contents of the files read for it (a
- * rotated key)? */
+ * rotated key)? Only on a reload: old is never NULL. */
 static bool start_changed(const struct config *old, const struct config *cfg, const struct proc *p,
 			  const struct cfg_section *sec, const char **why)
 {
-	if (old && config_int(old, "gateway", "max_frame_bytes") != config_int(cfg, "gateway", "max_frame_bytes")) {
+	if (config_int(old, "gateway", "max_frame_bytes") != config_int(cfg, "gateway", "max_frame_bytes")) {
 		*why = "gateway.max_frame_bytes changed";
 		return true;
 	}
-	const char *ou = old ? config_str(old, "security", "worker_user") : NULL;
+	const char *ou = config_str(old, "security", "worker_user");
 	const char *nu = config_str(cfg, "security", "worker_user");
-	if (old && (config_bool(old, "security", "sandbox") != config_bool(cfg, "security", "sandbox") ||
-		    (ou == NULL) != (nu == NULL) || (ou && strcmp(ou, nu) != 0))) {
+	if (config_bool(old, "security", "sandbox") != config_bool(cfg, "security", "sandbox") ||
+	    (ou == NULL) != (nu == NULL) || (ou && strcmp(ou, nu) != 0)) {
 		*why = "the sandbox settings changed";
 		return true;
 	}
