@@ -319,11 +319,10 @@ static void finish_batch(void)
 
 static void send_ended(void)
 {
-	size_t n = 0, started = 0, proven = 0;
+	size_t n = 0, in_doubt = 0; /* files rsync began to send that are not proven on the server */
 	for (struct rjob *r = R.running; r; r = r->next) {
 		n++;
-		started += r->started;
-		proven += r->complete;
+		in_doubt += r->started && !r->complete;
 	}
 	double secs = (double)(now_ms() - R.started_ms) / 1000.0;
 	if (!R.sig && !R.timed_out && R.code == 0) {
@@ -355,7 +354,7 @@ static void send_ended(void)
 	/* Files rsync began to send may have arrived before the failure: ask the
 	 * server (a dry run: it lists each file's itemized change, ".f" when the
 	 * server has it). A file that never started cannot have arrived in this run. */
-	if (started > proven && spawn_rsync(true) == 0)
+	if (in_doubt && spawn_rsync(true) == 0)
 		return;
 	finish_batch();
 }
