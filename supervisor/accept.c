@@ -188,7 +188,7 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 	t->wait = ca->wait;
 	memcpy(t->id, m->id, sizeof t->id);
 	if (ca->wait)
-		m->waiters[m->nwaiters++] = (struct waiter){ c->cid, req->seq, true };
+		m->waiter = (struct waiter){ c->cid, req->seq };
 	/* Keep the bytes at hand only while the backlog is small: a long outage
 	 * must not fill memory; the router reads them back from the spool. */
 	if (payload && R.bytes + len <= PAYLOAD_MEMORY_BUDGET) {

@@ -10,7 +10,6 @@
 #include "proto/proto.h"
 
 #define MAX_ROUTE 16
-#define MAX_WAITERS 1         /* the client that sent it with --wait */
 
 enum smsg_state {
 	SM_QUEUED,   /* waiting for a worker */
@@ -29,9 +28,8 @@ struct hop {                  /* one attempt */
 	char error[120];
 };
 
-struct waiter {               /* a client waiting for the outcome (send --wait) */
-	uint64_t cid, seq;
-	bool progress;
+struct waiter {               /* the client waiting for the outcome (send --wait) */
+	uint64_t cid, seq;   /* cid 0: nobody waits (client ids start at 1) */
 };
 
 struct smsg {
@@ -64,8 +62,7 @@ struct smsg {
 	unsigned tries;           /* attempts in all (the route keeps the first and the latest MAX_ROUTE) */
 	char last_error[160];
 	uint64_t done_bytes;      /* file progress */
-	struct waiter waiters[MAX_WAITERS];
-	unsigned nwaiters;
+	struct waiter waiter;
 	uint32_t tried;           /* bit per protocol index: tried in this round */
 	int round_primary;        /* protocol index that began this round */
 	bool round_retry;         /* some protocol answered retry in this round */

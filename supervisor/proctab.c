@@ -227,11 +227,10 @@ static void supervisor_from_worker(struct channel *ch, const char *buf, size_t l
 	case MSG_HEALTH:
 		p->connected = m.connected;
 		snprintf(p->health, sizeof p->health, "%s", m.detail ? m.detail : "");
-		p->rtt_fresh = m.rtt_us != 0;
 		if (m.rtt_us)
 			p->rtt_us = m.rtt_us;
 		if (!handshaking)
-			router_worker_health(p);
+			router_worker_health(p, m.rtt_us != 0);
 		return;
 	default:
 		break;

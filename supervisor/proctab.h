@@ -46,7 +46,6 @@ struct proc {
 	bool connected;                /* the worker's view of its server */
 	char health[256];
 	uint64_t rtt_us;          /* the last round trip the worker measured */
-	bool rtt_fresh;           /* ... and it came with the latest health report */
 	unsigned inflight;             /* jobs in hand (the router keeps the list) */
 	void *body;                    /* MSG_CONFIG body of the last start: the files read for it */
 	size_t body_len;

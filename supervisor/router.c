@@ -180,17 +180,16 @@ void router_pack_route(msgpack_packer *pk, const struct smsg *m)
 	}
 }
 
-static void answer_waiters(struct smsg *m, const char *status)
+static void answer_waiter(struct smsg *m, const char *status)
 {
-	if (!m->nwaiters)
+	if (!m->waiter.cid)
 		return;
 	struct body b;
 	body_init(&b);
 	pack_outcome(&b.pk, m, status);
-	for (unsigned i = 0; i < m->nwaiters; i++)
-		control_reply(m->waiters[i].cid, m->waiters[i].seq, true, NULL, &b);
+	control_reply(m->waiter.cid, m->waiter.seq, true, NULL, &b);
 	body_free(&b);
-	m->nwaiters = 0;
+	m->waiter.cid = 0;
 }
 
 void smsg_free(struct smsg *m)
@@ -275,7 +274,7 @@ void router_forget(struct smsg *m, const char *status, const char *state)
 	unlist(m);
 	age_del(m);
 	index_del(m);
-	answer_waiters(m, status);
+	answer_waiter(m, status);
 	spool_done(m);
 	smsg_free(m);
 }
@@ -289,7 +288,7 @@ static void to_dead(struct smsg *m)
 	stats_dead(m);
 	log_warnx("message %s is dead-lettered: no protocol may deliver it (%s)", m->id, m->last_error);
 	spool_dead(m, m->last_error);
-	answer_waiters(m, "failed");
+	answer_waiter(m, "failed");
 }
 
 /* ---- sending jobs ---- */
@@ -616,14 +615,14 @@ void router_worker_progress(struct proc *p, const struct msg *pm)
 	m->done_bytes = pm->done;
 	m->progress_ms = now_ms(); /* progress keeps a long transfer from timing out */
 	stats_progress(rp, pm->done);
-	for (unsigned i = 0; i < m->nwaiters; i++) {
+	if (m->waiter.cid) {
 		struct body b;
 		body_init(&b);
 		msgpack_pack_map(&b.pk, 3);
 		pk_kv_str(&b.pk, "id", m->id);
 		pk_kv_u64(&b.pk, "done", pm->done);
 		pk_kv_u64(&b.pk, "size", m->size);
-		control_event(m->waiters[i].cid, m->waiters[i].seq, "progress", &b);
+		control_event(m->waiter.cid, m->waiter.seq, "progress", &b);
 		body_free(&b);
 	}
 }
@@ -669,12 +668,12 @@ void router_worker_ready(struct proc *p)
 	}
 }
 
-void router_worker_health(struct proc *p)
+void router_worker_health(struct proc *p, bool measured)
 {
 	struct rproto *rp = rproto_by_name(p->name);
 	if (!rp)
 		return;
-	if (p->connected && p->rtt_fresh) /* a report without a measurement is no new sample */
+	if (p->connected && measured) /* a report without a measurement is no new sample */
 		monitor_sample(p->name, p->rtt_us, false);
 	else if (!p->connected)
 		monitor_sample(p->name, 0, true);

@@ -18,7 +18,9 @@ void router_worker_result(struct proc *p, const struct msg *m);
 void router_worker_progress(struct proc *p, const struct msg *m);
 /* The worker died or was killed: every job it held goes elsewhere. */
 void router_worker_lost(struct proc *p);
-void router_worker_health(struct proc *p);
+/* A health report arrived (p->connected and p->health updated); measured: it
+ * came with a round trip (p->rtt_us), a new sample for the network monitor. */
+void router_worker_health(struct proc *p, bool measured);
 void router_worker_drain(struct proc *p);
 unsigned router_inflight(void);
 /* One line per job a worker holds, for its crash log. */
@@ -33,7 +35,7 @@ int router_make_room(uint64_t size, char *err, size_t errlen);
 /* Take in a message (new or recovered), then route it. */
 void router_adopt(struct smsg *m);
 void router_route(struct smsg *m);
-/* Leave for good: delivered ("ok") or given up ("failed"); answers waiters. */
+/* Leave for good: delivered ("ok") or given up ("failed"); answers the client waiting for it. */
 void router_forget(struct smsg *m, const char *status, const char *state);
 /* A message as `queue` and `trace` show it; state NULL: its current one. */
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state);

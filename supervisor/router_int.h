@@ -14,8 +14,8 @@
 #define ID_BUCKETS 65536
 #define TICK_MS 100
 #define POISON_CRASHES 3   /* a message held by this many dying workers is quarantined */
-#define QUEUE_STUCK_MS 500
-#define PAYLOAD_MEMORY_BUDGET (16u << 20) /* payload bytes kept in memory while queued */ /* queued on a protocol that is down this long: move on */
+#define QUEUE_STUCK_MS 500 /* queued on a protocol that is down this long: move on */
+#define PAYLOAD_MEMORY_BUDGET (16u << 20) /* payload bytes kept in memory while queued */
 
 struct mlist {
 	struct smsg *head, *tail;
