@@ -29,7 +29,7 @@ struct ticket {
  * message is not accepted after all: the client hears why, and the message is
  * withdrawn unless a worker already holds it (then it is delivered, and a
  * client that waits hears the outcome). */
-static void accepted(struct smsg *unused, const char *err, void *arg)
+static void accepted(const char *err, void *arg)
 {
 	struct ticket *t = arg;
 	if (err) {

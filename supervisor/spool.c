@@ -44,8 +44,7 @@ struct seg {
 };
 
 struct pending {
-	struct smsg *m;
-	void (*cb)(struct smsg *, const char *, void *);
+	void (*cb)(const char *, void *);
 	void *arg;
 };
 
@@ -53,7 +52,7 @@ struct pending {
 struct unwritten {
 	struct smsg *m;
 	void (*written)(struct smsg *, const char *, void *);
-	void (*durable)(struct smsg *, const char *, void *);
+	void (*durable)(const char *, void *);
 	void *arg;
 	bool failed;
 };
@@ -243,7 +242,7 @@ static void forget_file(const char *id)
 	free(p);
 }
 
-static void when_durable(struct smsg *m, void (*cb)(struct smsg *, const char *, void *), void *arg);
+static void when_durable(void (*cb)(const char *, void *), void *arg);
 static void start_sync(void);
 
 /* Write S.out, then tell the owner of each new message in it how it went. A
@@ -271,7 +270,7 @@ static void finish_out(void)
 		}
 		seg_find(u->m->seg)->live++;
 		u->written(u->m, NULL, u->arg);
-		when_durable(u->m, u->durable, u->arg);
+		when_durable(u->durable, u->arg);
 	}
 	free(list);
 	if (n && S.fsync == FS_ALWAYS)
@@ -366,7 +365,7 @@ static void sync_done(uv_fs_t *req)
 	S.flight = NULL;
 	S.nflight = 0;
 	for (size_t i = 0; i < n; i++)
-		done[i].cb(done[i].m, why[0] ? why : NULL, done[i].arg);
+		done[i].cb(why[0] ? why : NULL, done[i].arg);
 	free(done);
 	/* What came in meanwhile: its timer may have fired while this sync ran
 	 * (start_sync then did nothing), and no later message may come to start
@@ -409,17 +408,17 @@ static void start_sync(void)
 
 static void on_batch_timer(uv_timer_t *t) { start_sync(); }
 
-static void when_durable(struct smsg *m, void (*cb)(struct smsg *, const char *, void *), void *arg)
+static void when_durable(void (*cb)(const char *, void *), void *arg)
 {
 	if (S.fsync == FS_NEVER) {
-		cb(m, NULL, arg);
+		cb(NULL, arg);
 		return;
 	}
 	if (S.nbatch == S.capbatch) {
 		S.capbatch = S.capbatch ? S.capbatch * 2 : 64;
 		S.batch = xrealloc(S.batch, S.capbatch * sizeof *S.batch);
 	}
-	S.batch[S.nbatch++] = (struct pending){ m, cb, arg };
+	S.batch[S.nbatch++] = (struct pending){ cb, arg };
 	if (S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
 		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
@@ -523,7 +522,7 @@ int spool_open_file(const struct smsg *m)
 
 int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 	      void (*written)(struct smsg *m, const char *err, void *arg),
-	      void (*durable)(struct smsg *m, const char *err, void *arg),
+	      void (*durable)(const char *err, void *arg),
 	      void *arg, char *err, size_t errlen)
 {
 	if (file_fd >= 0 && keep_file(m->id, file_fd, err, errlen) < 0)

@@ -28,13 +28,15 @@ void spool_close(void);
  * turn, at the turn's end; then written() runs, with err NULL once it is in the
  * segment (route it now) or with the reason it could not be written (disk
  * full); after a success durable() follows once it is as durable as
- * spool.fsync asks (at once with fsync: never), err set if the sync failed. Returns -1 with err when the
+ * spool.fsync asks (at once with fsync: never), err set if the sync failed.
+ * durable() gets no message: by then it may be delivered and gone (find it by
+ * its id if it matters). Returns -1 with err when the
  * message cannot be taken at all (file neither linkable nor copyable, no
  * segment); the callbacks then never run. The bounds (max_bytes,
  * max_messages) are the router's to enforce, counting spool_unwritten(). */
 int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 	      void (*written)(struct smsg *m, const char *err, void *arg),
-	      void (*durable)(struct smsg *m, const char *err, void *arg),
+	      void (*durable)(const char *err, void *arg),
 	      void *arg, char *err, size_t errlen);
 /* New messages whose records wait for the end of this turn: count and bytes. */
 void spool_unwritten(uint64_t *n, uint64_t *bytes);
