@@ -10,11 +10,16 @@ against the same lpr-peer in the same run.
 2. Latency at a fixed 1,000 messages/s, the same way; the gateway's figure
    runs from the request on the control socket to its delivery outcome, so it
    includes the spool, the router, the worker and the server's answer.
+3. REST throughput again with lpr-peer answering each POST NET_DELAY_MS
+   after it arrived, as a server across a network does: there the connections'
+   round trips bound both paths, not this machine's two cores.
 
 Each figure is the median of UCGW_BENCH_REPEAT runs (default 3): this machine
 is noisy. Nothing is asserted. The CPU time each process spent per message is
-printed too: with the server on the same small machine, the throughput of
-either path is bounded by the CPU all its processes need together.
+printed too, and how often each blocked (voluntary context switches, i.e.
+wake-ups): with the server on the same small machine, the throughput of either
+path is bounded by the CPU all its processes need together, and on this
+paravirtualised VM a wake-up costs tens of microseconds.
 
     UCGW_BUILD_DIR=build /usr/bin/python3 bench/bench_http_ws.py
     UCGW_BENCH_N=20000 UCGW_BENCH_REPEAT=3 ...
@@ -25,7 +30,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
 from lprpeer import LprPeer  # noqa: E402
@@ -35,6 +39,7 @@ N = int(os.environ.get("UCGW_BENCH_N", "20000"))
 REPEAT = int(os.environ.get("UCGW_BENCH_REPEAT", "3"))
 RATE, RATE_N = 1000, 3000
 CONNECTIONS, WINDOW, SIZE = 8, 256, 200
+NET_DELAY_MS, NET_N = 2, 4000
 
 
 def cpu_s(pid):
@@ -44,22 +49,37 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children_cpu_s():
+def wakeups(pid):
+    """Voluntary context switches of a running process: how often it blocked."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children():
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw
+
+
+def sample(pids):
+    s = {name: (cpu_s(pid), wakeups(pid)) for name, pid in pids.items()}
+    s["client"] = children()
+    return s
 
 
 def run(argv, pids):
-    """Run a client; its JSON result gains "cpu_us": CPU per message of it and of pids {name: pid}."""
-    before = {name: cpu_s(pid) for name, pid in pids.items()}
-    before["client"] = children_cpu_s()
+    """Run a client; its JSON result gains "cpu_us" and "wakeups": CPU and blocking per message
+    of it and of pids {name: pid}."""
+    before = sample(pids)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError("%s failed (%d): %s %s" % (" ".join(argv), r.returncode, r.stdout, r.stderr))
     out = json.loads(r.stdout)
-    after = {name: cpu_s(pid) for name, pid in pids.items()}
-    after["client"] = children_cpu_s()
-    out["cpu_us"] = {k: (after[k] - before[k]) * 1e6 / out["messages"] for k in after}
+    after = sample(pids)
+    out["cpu_us"] = {k: (after[k][0] - before[k][0]) * 1e6 / out["messages"] for k in after}
+    out["wakeups"] = {k: (after[k][1] - before[k][1]) / out["messages"] for k in after}
     return out
 
 
@@ -79,8 +99,7 @@ class Bench:
 
     def reset_peer(self):
         """Its record file would otherwise grow by every run."""
-        req = urllib.request.Request("http://127.0.0.1:%d/_control/reset" % self.peer.port, data=b"", method="POST")
-        urllib.request.urlopen(req, timeout=5).read()
+        self.peer.reset()
 
     def direct(self, proto, n, rate=None):
         if proto == "rest":
@@ -104,6 +123,13 @@ class Bench:
             f = getattr(self, path)
             out[path] = [f(proto, N) for _ in range(REPEAT)]
             out[path + "_lat"] = [f(proto, RATE_N, RATE) for _ in range(REPEAT)]
+        if proto == "rest":
+            self.peer.delay(NET_DELAY_MS)
+            try:
+                for path in ("direct", "gateway"):
+                    out[path + "_net"] = [getattr(self, path)(proto, NET_N) for _ in range(REPEAT)]
+            finally:
+                self.peer.delay(0)
         return out
 
 
@@ -121,6 +147,12 @@ def print_results(res):
             cpu = {k: statistics.median(x["cpu_us"][k] for x in r[path]) for k in names}
             print("%-10s %-8s total %5.1f: %s" % (proto, path, sum(cpu.values()),
                                                   ", ".join("%s %.1f" % (k, v) for k, v in cpu.items())))
+    print("\nwake-ups per message in the throughput runs (voluntary context switches)")
+    for proto, r in res.items():
+        for path in ("direct", "gateway"):
+            names = sorted(r[path][0]["wakeups"])
+            w = {k: statistics.median(x["wakeups"][k] for x in r[path]) for k in names}
+            print("%-10s %-8s %s" % (proto, path, ", ".join("%s %.2f" % (k, v) for k, v in w.items())))
     print("\nlatency at %d messages/s (%d messages; gateway: control socket request to delivery outcome)" %
           (RATE, RATE_N))
     print("%-10s %18s %18s %18s" % ("protocol", "direct p50/p99 ms", "gateway p50/p99", "added p50/p99"))
@@ -128,6 +160,14 @@ def print_results(res):
         d50, d99 = median(r["direct_lat"], "p50_ms"), median(r["direct_lat"], "p99_ms")
         g50, g99 = median(r["gateway_lat"], "p50_ms"), median(r["gateway_lat"], "p99_ms")
         print("%-10s %8.3f / %7.3f %8.3f / %7.3f %8.3f / %7.3f" % (proto, d50, d99, g50, g99, g50 - d50, g99 - d99))
+    for proto, r in res.items():
+        if "direct_net" not in r:
+            continue
+        d, g = median(r["direct_net"], "rate"), median(r["gateway_net"], "rate")
+        print("\n%s throughput with the server answering %d ms after each request (a network's round trip),"
+              " %d messages, %d connections:" % (proto, NET_DELAY_MS, NET_N, CONNECTIONS))
+        print("%-10s %12s %12s %7s" % ("protocol", "direct/s", "gateway/s", "ratio"))
+        print("%-10s %12.0f %12.0f %7.2f" % (proto, d, g, g / d))
 
 
 def main():

@@ -286,6 +286,21 @@ class RestTest(GatewayTest):
         self.assertEqual(rc, 1)
         self.assertIn("security.encryption_key_file is not set", err)
 
+    def test_slow_server_gets_the_pools_connections_at_once(self):
+        # A server that takes 300 ms over each record: rest.connections requests
+        # are in flight together, never more, and none waits for another's answer.
+        peer = LprPeer(self)
+        peer.delay(300)
+        gw = self.gw_for(peer, connections=4)
+        self.up(gw)
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "12", "-w", "12", "-p", "rest",
+                            "--wait"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        t = sorted(x["t"] for x in peer.records("http"))
+        self.assertEqual(len(t), 12)
+        self.assertLess(t[3] - t[0], 250, "the first 4 arrived one after another: %s" % t)
+        self.assertGreaterEqual(t[4] - t[0], 299, "a fifth request in flight with 4 connections: %s" % t)
+
     def test_thousand_messages(self):
         peer = LprPeer(self)
         gw = self.gw_for(peer)

@@ -42,9 +42,22 @@ class LprPeer:
     def ws_url(self, path="/lpr"):
         return "%s://127.0.0.1:%d%s" % ("wss" if self.tls else "ws", self.port, path)
 
-    def mode(self, m):
-        req = urllib.request.Request("http://127.0.0.1:%d/_control/mode" % self.port, data=m.encode(), method="POST")
+    def control(self, what, body=""):
+        """POST to one of lpr-peer's /_control/ endpoints; its JSON answer."""
+        req = urllib.request.Request("http://127.0.0.1:%d/_control/%s" % (self.port, what), data=body.encode(),
+                                     method="POST")
         return json.loads(urllib.request.urlopen(req, timeout=5).read())
+
+    def mode(self, m):
+        return self.control("mode", m)
+
+    def delay(self, ms):
+        """Answer each HTTP record ms milliseconds after it arrived."""
+        return self.control("delay", str(ms))
+
+    def reset(self):
+        """Forget the records and the counts."""
+        return self.control("reset")
 
     def records(self, proto=None):
         try:

@@ -21,6 +21,7 @@ static struct {
 	enum mode mode, after;   /* after: the mode once `left` requests have passed */
 	long left;               /* -1: no limit */
 	bool ws_ack;
+	long delay_us;            /* HTTP records are answered this long after they arrive */
 	unsigned long http, ws, ws_conns;
 	struct lws_context *ctx;
 	volatile int stop;
@@ -213,7 +214,22 @@ static int respond(struct lws *wsi, struct pss *s, int status, const char *body,
 		return 1;
 	s->resp = strdup(body);
 	s->resp_len = blen;
-	lws_callback_on_writable(wsi);
+	if (P.delay_us > 0 && !s->control)
+		lws_set_timer_usecs(wsi, P.delay_us); /* LWS_CALLBACK_TIMER asks to write then */
+	else
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static int set_delay(const char *s)
+{
+	char *end;
+	double ms = strtod(s, &end);
+	while (*end == ' ' || *end == '\r' || *end == '\n')
+		end++;
+	if (end == s || *end || !(ms >= 0 && ms <= 60000))
+		return -1;
+	P.delay_us = (long)(ms * 1000);
 	return 0;
 }
 
@@ -227,6 +243,13 @@ static int control_request(struct lws *wsi, struct pss *s)
 				return respond(wsi, s, 400, "{\"error\":\"unknown mode\"}", false);
 		}
 		snprintf(out, sizeof out, "{\"mode\":\"%s\",\"left\":%ld}", mode_names[P.mode], P.left);
+	} else if (strcmp(s->path, "/_control/delay") == 0) {
+		if (s->len) {
+			s->body[s->len] = '\0';
+			if (set_delay(s->body) < 0)
+				return respond(wsi, s, 400, "{\"error\":\"delay: milliseconds from 0 to 60000\"}", false);
+		}
+		snprintf(out, sizeof out, "{\"delay_ms\":%.3f}", (double)P.delay_us / 1000);
 	} else if (strcmp(s->path, "/_control/stats") == 0) {
 		snprintf(out, sizeof out, "{\"http\":%lu,\"ws\":%lu,\"ws_connections\":%lu,\"mode\":\"%s\"}", P.http, P.ws,
 			 P.ws_conns, mode_names[P.mode]);
@@ -313,6 +336,10 @@ static int http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user
 			return -1;
 		return lws_http_transaction_completed(wsi) ? -1 : 0;
 	}
+	case LWS_CALLBACK_TIMER: /* --delay-ms is over */
+		if (s->resp)
+			lws_callback_on_writable(wsi);
+		return 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		reset_pss(s);
@@ -476,10 +503,12 @@ static struct lws_protocols protocols[] = {
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: lpr-peer --port N [--host 127.0.0.1] [--record FILE] [--tls-cert C --tls-key K]\n"
-		     "                [--mode 200|400|401|429|503|stall|drop] [--ws-ack message|none]\n\n"
+		     "                [--mode 200|400|401|429|503|stall|drop] [--ws-ack message|none] [--delay-ms MS]\n\n"
 		     "A stand-in LPR server for ucgw's tests: HTTP POSTs and WebSocket messages on one port,\n"
 		     "each recorded as a JSON line in FILE. Port 0 picks a free port; prints 'listening on PORT'.\n"
 		     "POST /_control/mode with a mode (or e.g. 503x3: the next 3 requests) changes the answers;\n"
+		     "--delay-ms (or POST /_control/delay with MS) answers each HTTP record MS milliseconds after it\n"
+		     "arrived, as a server across a network would (a round trip plus its own time; default 0).\n"
 		     "GET /_control/stats counts; POST /_control/reset empties the record.\n");
 }
 
@@ -492,6 +521,7 @@ int main(int argc, char **argv)
 		{ "record", required_argument, NULL, 'r' },   { "tls-cert", required_argument, NULL, 'c' },
 		{ "tls-key", required_argument, NULL, 'k' },  { "mode", required_argument, NULL, 'm' },
 		{ "ws-ack", required_argument, NULL, 'a' },   { "quiet", no_argument, NULL, 'q' },
+		{ "delay-ms", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
 	};
 	struct lws_context_creation_info info;
@@ -499,7 +529,7 @@ int main(int argc, char **argv)
 	info.port = -1;
 	const char *host = "127.0.0.1";
 	int ch;
-	while ((ch = getopt_long(argc, argv, "p:H:r:c:k:m:a:qh", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:H:r:c:k:m:a:d:qh", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'p': info.port = atoi(optarg); break;
 		case 'H': host = optarg; break;
@@ -513,6 +543,12 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'a': P.ws_ack = strcmp(optarg, "none") != 0; break;
+		case 'd':
+			if (set_delay(optarg) < 0) {
+				fprintf(stderr, "lpr-peer: --delay-ms: milliseconds from 0 to 60000, not %s\n", optarg);
+				return 2;
+			}
+			break;
 		case 'q': break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
