@@ -33,7 +33,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
 from lprpeer import LprPeer  # noqa: E402
-from ucgwtest import BIN, Gateway, Scene, wait_for  # noqa: E402
+from ucgwtest import BIN, Gateway, Scene, proc_number, wait_for  # noqa: E402
 
 N = int(os.environ.get("UCGW_BENCH_N", "20000"))
 REPEAT = int(os.environ.get("UCGW_BENCH_REPEAT", "3"))
@@ -49,22 +49,14 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wakeups(pid):
-    """Voluntary context switches of a running process: how often it blocked."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    return 0
-
-
 def children():
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw
 
 
 def sample(pids):
-    s = {name: (cpu_s(pid), wakeups(pid)) for name, pid in pids.items()}
+    # voluntary context switches: how often a process blocked
+    s = {name: (cpu_s(pid), proc_number(pid, "status", "voluntary_ctxt_switches")) for name, pid in pids.items()}
     s["client"] = children()
     return s
 

@@ -4,21 +4,16 @@ every worker (from /proc/PID/smaps_rollup), and the time from exec to every
 worker ready. Targets: under 30 MB, under 200 ms."""
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
-from ucgwtest import BIN, Gateway, wait_for  # noqa: E402
+from ucgwtest import Gateway, proc_number, wait_for  # noqa: E402
 
 
 def pss_kb(pid):
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
+    return proc_number(pid, "smaps_rollup", "Pss")
 
 
 def config():

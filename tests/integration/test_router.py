@@ -10,7 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, proc_number, under_asan, wait_for  # noqa: E402
 
 
 def cfg(tmp, **tw):
@@ -234,10 +234,8 @@ class RouterTest(GatewayTest):
             for b in body.encode():
                 s = (s * 31 + b) & 0xFFFFFFFFFFFFFFFF
             sums[out.strip()] = (len(body), s)
-        with open("/proc/%d/status" % gw.proc.pid) as f:
-            rss = [int(l.split()[1]) for l in f if l.startswith("VmRSS")][0]
-        with open("/proc/%d/maps" % gw.proc.pid) as f:
-            asan = "libasan" in f.read()  # its shadow memory and quarantine are not ours
+        rss = proc_number(gw.proc.pid, "status", "VmRSS")
+        asan = under_asan(gw.proc.pid)
         gw.ctl("resume", "testworker")
         wait_for(lambda: len(delivered(self.tmp)) >= 250, timeout=60, what="backlog delivered")
         for rec in delivered(self.tmp):
@@ -251,12 +249,10 @@ class RouterTest(GatewayTest):
         # of each (not its payload, not a fixed-size route), before and after a
         # restart that replays them from the spool.
         def rss_kb(pid):
-            with open("/proc/%d/status" % pid) as f:
-                return [int(l.split()[1]) for l in f if l.startswith("VmRSS")][0]
+            return proc_number(pid, "status", "VmRSS")
         n = 20000
         gw = self.gateway(cfg(self.tmp, delay_ms=600000))  # nothing is delivered, before or after the restart
-        with open("/proc/%d/maps" % gw.proc.pid) as f:
-            asan = "libasan" in f.read()
+        asan = under_asan(gw.proc.pid)
         gw.ctl("pause", "testworker")
         before = rss_kb(gw.proc.pid)
         r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(n), "-p", "testworker",

@@ -51,6 +51,22 @@ def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
 
 
+def proc_number(pid, name, key):
+    """The first number of the line "key:" in /proc/PID/name (sizes are in kB), or 0."""
+    with open("/proc/%d/%s" % (pid, name)) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def under_asan(pid):
+    """Whether the process runs with AddressSanitizer (whose shadow memory and
+    quarantine are not ours to count)."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 def writable_by_workers(path):
     """The test worker's record file is its "server": when the tests run as root,
     the workers run as security.worker_user (nobody), so the file must be
