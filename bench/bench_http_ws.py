@@ -19,7 +19,8 @@ is noisy. Nothing is asserted. The CPU time each process spent per message is
 printed too, and how often each blocked (voluntary context switches, i.e.
 wake-ups): with the server on the same small machine, the throughput of either
 path is bounded by the CPU all its processes need together, and on this
-paravirtualised VM a wake-up costs tens of microseconds.
+paravirtualised VM wake-ups are dear (a pipe round trip between two processes,
+`perf bench sched pipe`, takes about 20 microseconds).
 
     UCGW_BUILD_DIR=build /usr/bin/python3 bench/bench_http_ws.py
     UCGW_BENCH_N=20000 UCGW_BENCH_REPEAT=3 ...

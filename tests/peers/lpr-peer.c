@@ -21,7 +21,7 @@ static struct {
 	enum mode mode, after;   /* after: the mode once `left` requests have passed */
 	long left;               /* -1: no limit */
 	bool ws_ack;
-	long delay_us;            /* HTTP records are answered this long after they arrive */
+	long delay_us;            /* HTTP answers (not /_control/ ones) leave this long after the request */
 	unsigned long http, ws, ws_conns;
 	struct lws_context *ctx;
 	volatile int stop;
