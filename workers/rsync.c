@@ -126,41 +126,41 @@ static void rm_rundir(void)
 	rmdir(R.rundir);
 }
 
-/* rsync's exit codes: which may work later, which never will. */
-static enum job_status status_of_exit(int64_t code)
-{
-	switch (code) {
-	case 0: return JOB_OK;
-	case 1: case 2: case 4: return JOB_PERMFAIL; /* syntax, protocol, unsupported option */
-	case 3: case 11: return JOB_PERMFAIL;         /* bad remote path, file I/O at the server */
-	default: return JOB_RETRY;                     /* 5,10,12,23,24,30,35,255 (ssh) ... */
-	}
-}
+/* rsync's exit codes, as its manual gives them: whether a later run may work,
+ * and whether the code means the link to the server is down (health says so). */
+static const struct exit_code {
+	int code;
+	enum job_status status;
+	bool link_down;
+	const char *meaning; /* for a failure without a message */
+} exit_codes[] = {
+	{ 0, JOB_OK, false, "success" },
+	{ 1, JOB_PERMFAIL, false, "syntax or usage error" },
+	{ 2, JOB_PERMFAIL, false, "protocol incompatibility" },
+	{ 3, JOB_PERMFAIL, false, "errors selecting input/output files, dirs" }, /* bad remote path */
+	{ 4, JOB_PERMFAIL, false, "requested action not supported" },
+	{ 5, JOB_RETRY, false, "error starting client-server protocol" },
+	{ 10, JOB_RETRY, true, "error in socket I/O" },
+	{ 11, JOB_PERMFAIL, false, "error in file I/O" }, /* at the server */
+	{ 12, JOB_RETRY, true, "error in rsync protocol data stream" },
+	{ 13, JOB_RETRY, false, "errors with program diagnostics" },
+	{ 14, JOB_RETRY, false, "error in IPC code" },
+	{ 20, JOB_RETRY, false, "received SIGUSR1 or SIGINT" },
+	{ 21, JOB_RETRY, false, "some error returned by waitpid()" },
+	{ 22, JOB_RETRY, false, "error allocating core memory buffers" },
+	{ 23, JOB_RETRY, false, "partial transfer due to error" },
+	{ 24, JOB_RETRY, false, "partial transfer due to vanished source files" },
+	{ 30, JOB_RETRY, true, "timeout in data send/receive" },
+	{ 35, JOB_RETRY, true, "timeout waiting for daemon connection" },
+	{ 255, JOB_RETRY, true, "ssh failed or the connection was lost" },
+};
 
-/* What rsync's manual says of its exit codes, for a failure without a message. */
-static const char *exit_meaning(int64_t code)
+static struct exit_code exit_code_of(int64_t code)
 {
-	switch (code) {
-	case 1: return "syntax or usage error";
-	case 2: return "protocol incompatibility";
-	case 3: return "errors selecting input/output files, dirs";
-	case 4: return "requested action not supported";
-	case 5: return "error starting client-server protocol";
-	case 10: return "error in socket I/O";
-	case 11: return "error in file I/O";
-	case 12: return "error in rsync protocol data stream";
-	case 13: return "errors with program diagnostics";
-	case 14: return "error in IPC code";
-	case 20: return "received SIGUSR1 or SIGINT";
-	case 21: return "some error returned by waitpid()";
-	case 22: return "error allocating core memory buffers";
-	case 23: return "partial transfer due to error";
-	case 24: return "partial transfer due to vanished source files";
-	case 30: return "timeout in data send/receive";
-	case 35: return "timeout waiting for daemon connection";
-	case 255: return "ssh failed or the connection was lost";
-	default: return "unknown exit code";
-	}
+	for (size_t i = 0; i < sizeof exit_codes / sizeof exit_codes[0]; i++)
+		if (exit_codes[i].code == code)
+			return exit_codes[i];
+	return (struct exit_code){ (int)code, JOB_RETRY, false, "unknown exit code" };
 }
 
 /* A name as rsync prints it with -8 (--8-bit-output): control characters but
@@ -337,6 +337,7 @@ static void send_ended(void)
 	size_t tl = strlen(R.errtail);
 	while (tl && R.errtail[tl - 1] == ' ')
 		R.errtail[--tl] = '\0';
+	const struct exit_code ec = exit_code_of(R.code);
 	if (R.timed_out)
 		snprintf(R.why, sizeof R.why, "rsync run timed out after %llu ms", (unsigned long long)R.timeout_ms);
 	else if (R.sig)
@@ -346,10 +347,9 @@ static void send_ended(void)
 		snprintf(R.why, sizeof R.why, "rsync exit %lld: %s", (long long)R.code, R.errtail);
 	else /* the server's message can be lost: sshd may pass on the end of rsync's output before its stderr */
 		snprintf(R.why, sizeof R.why, "rsync exit %lld (%s), no message from rsync or ssh", (long long)R.code,
-			 exit_meaning(R.code));
-	R.status = R.sig || R.timed_out ? JOB_RETRY : status_of_exit(R.code);
-	if (R.status == JOB_RETRY && (R.timed_out || R.code == 255 || R.code == 10 || R.code == 12 ||
-				      R.code == 30 || R.code == 35))
+			 ec.meaning);
+	R.status = R.sig || R.timed_out ? JOB_RETRY : ec.status;
+	if (R.timed_out || (!R.sig && ec.link_down))
 		worker_health(false, 0, "%s", R.why);
 	/* Files rsync began to send may have arrived before the failure: ask the
 	 * server (a dry run: it lists each file's itemized change, ".f" when the
