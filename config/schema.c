@@ -121,7 +121,7 @@ static const struct cfg_key mqtt[] = {
 	STR("username", NULL, "MQTT user name"),
 	SECRET("password", "MQTT password"),
 	ENUM("protocol_version", "5", "3.1.1|5", "MQTT protocol version"),
-	INT("qos", "1", 0, 2, "quality of service; ok comes with PUBACK (1) or PUBCOMP (2)"),
+	INT("qos", "1", 0, 2, "quality of service; ok comes with PUBACK (1), PUBCOMP (2), or once written to the socket (0: no acknowledgment, may be lost with the connection)"),
 	STR("topic", "lpr/{device_id}/data", "topic of metadata messages"),
 	STR("status_topic", "lpr/{device_id}/status", "retained online/offline status (last will)"),
 	INT("keepalive", "60", 5, 65535, "seconds"),

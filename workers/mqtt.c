@@ -1,7 +1,13 @@
 /* ucgw-mqtt: metadata over MQTT with libmosquitto, driven by the framework's
  * libuv loop (no libmosquitto thread): a uv_poll on the client's socket calls
  * mosquitto_loop_read/write, a timer calls mosquitto_loop_misc (keepalive).
- * A job is answered ok only on PUBACK (QoS 1) or PUBCOMP (QoS 2). */
+ * A job is answered ok only on PUBACK (QoS 1) or PUBCOMP (QoS 2); with QoS 0,
+ * which has no acknowledgment, once the message is written to the socket.
+ *
+ * Each connection is made by a new client: when one ends, its jobs are answered
+ * retry at once and the supervisor sends them again, so the old client must not
+ * keep them (libmosquitto would publish them again after reconnecting, a second
+ * copy of each). */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -18,6 +24,10 @@
 
 static struct {
 	struct mosquitto *mosq;
+	bool used;                     /* mosq has been asked to connect: the next connection needs a new one */
+	const struct cfg_section *cfg;
+	SSL_CTX *ssl_ctx;              /* NULL: no TLS */
+	struct job *publishing;        /* QoS 0: the job mosquitto_publish is writing now */
 	char host[256];
 	int port, qos, keepalive;
 	bool tls, v5, envelope, connected, stopping;
@@ -27,7 +37,7 @@ static struct {
 	uv_timer_t misc, retry;
 	uint64_t backoff_ms;
 	char why[256];                 /* why we are not connected */
-	struct job *by_mid[MIDS];      /* jobs waiting for their PUBACK */
+	struct job *by_mid[MIDS];      /* jobs waiting for their PUBACK (QoS 0: to be written) */
 	uint64_t sent_us[MIDS];
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
 } M;
@@ -82,7 +92,7 @@ static void answer_all_held(enum job_status st, const char *why)
 static void report_rtt(void)
 {
 	uint64_t now = now_ms();
-	if (!M.rtt_n || now - M.rtt_reported_ms < 1000)
+	if (!M.connected || !M.rtt_n || now - M.rtt_reported_ms < 1000)
 		return;
 	worker_health(true, M.rtt_sum / M.rtt_n, "connected to %s:%d", M.host, M.port);
 	M.rtt_sum = M.rtt_n = 0;
@@ -97,9 +107,15 @@ static bool reason_is_retry(int rc)
 
 static void on_publish(struct mosquitto *m, void *obj, int mid, int reason, const mosquitto_property *props)
 {
-	if (mid < 0 || mid >= MIDS || !M.by_mid[mid])
+	struct job *j = mid >= 0 && mid < MIDS ? M.by_mid[mid] : NULL;
+	if (!j && M.publishing) {
+		/* QoS 0, written at once inside mosquitto_publish, before its mid was known */
+		worker_result(M.publishing, JOB_OK, 0, NULL);
+		M.publishing = NULL;
+		return;
+	}
+	if (!j)
 		return; /* our status message, or a job already answered when the connection dropped */
-	struct job *j = M.by_mid[mid];
 	M.by_mid[mid] = NULL;
 	if (reason >= 0x80) {
 		enum job_status st = reason_is_retry(reason) ? JOB_RETRY : JOB_PERMFAIL;
@@ -144,6 +160,7 @@ static void went_down(const char *why)
 {
 	bool was = M.connected;
 	M.connected = false;
+	M.rtt_sum = M.rtt_n = 0; /* acks of this connection must not report the next one up */
 	snprintf(M.why, sizeof M.why, "%s", why);
 	stop_poll();
 	answer_all_held(JOB_RETRY, M.why);
@@ -214,11 +231,22 @@ static void update_poll(void)
 	uv_poll_start(M.poll, ev, service);
 }
 
+static int new_client(char *err, size_t errlen);
+
 static void start_connect(uv_timer_t *t)
 {
 	M.why[0] = '\0';
-	int rc = M.backoff_ms ? mosquitto_reconnect_async(M.mosq)
-			      : mosquitto_connect_bind_async(M.mosq, M.host, M.port, M.keepalive, NULL);
+	if (M.used) {
+		char err[256];
+		mosquitto_destroy(M.mosq); /* and with it what it still held of the last connection */
+		M.mosq = NULL;
+		if (new_client(err, sizeof err) < 0) {
+			went_down(err);
+			return;
+		}
+	}
+	M.used = true;
+	int rc = mosquitto_connect_bind_async(M.mosq, M.host, M.port, M.keepalive, NULL);
 	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_EAI) {
 		went_down(rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
 		return;
@@ -274,19 +302,35 @@ static void mqtt_submit(struct job *j)
 	if (M.v5)
 		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", j->id);
 	int mid = 0;
+	M.publishing = M.qos == 0 ? j : NULL;
 	int rc = mosquitto_publish_v5(M.mosq, &mid, topic ? topic : M.topic, (int)len, wrapped ? wrapped : j->payload,
 				      M.qos, false, props);
+	bool written = M.qos == 0 && !M.publishing; /* answered ok inside, by on_publish */
+	M.publishing = NULL;
 	mosquitto_property_free_all(&props);
 	free(wrapped);
 	free(topic);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		bool perm = rc == MOSQ_ERR_PAYLOAD_SIZE || rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_MALFORMED_UTF8 ||
 			    rc == MOSQ_ERR_OVERSIZE_PACKET;
-		worker_result(j, perm ? JOB_PERMFAIL : JOB_RETRY, 0, "publish failed: %s", mosquitto_strerror(rc));
+		if (!written)
+			worker_result(j, perm ? JOB_PERMFAIL : JOB_RETRY, 0, "publish failed: %s", mosquitto_strerror(rc));
 		return;
 	}
-	if (M.by_mid[mid]) /* cannot happen with 65535 ids and a window below it; never lose a job */
-		worker_result(M.by_mid[mid], JOB_RETRY, 0, "message id reused");
+	if (written) {
+		update_poll();
+		return;
+	}
+	if (M.by_mid[mid]) {
+		/* 65535 publishes since this id's message, still unacknowledged: whose
+		 * the broker's answer would be cannot be told, so neither waits for it. */
+		struct job *old = M.by_mid[mid];
+		M.by_mid[mid] = NULL;
+		worker_result(old, JOB_RETRY, 0, "message id %d reused before the broker acknowledged it", mid);
+		worker_result(j, JOB_RETRY, 0, "message id %d reused before the broker acknowledged it", mid);
+		update_poll();
+		return;
+	}
 	M.by_mid[mid] = j;
 	M.sent_us[mid] = uv_hrtime() / 1000;
 	update_poll();
@@ -333,7 +377,6 @@ static int setup_tls(const struct cfg_section *cfg, char *err, size_t errlen)
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	if (!ctx)
 		return tls_fail(err, errlen, "SSL_CTX_new");
-	int rc = -1;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	if (data[0]) {
 		BIO *bio = BIO_new_mem_buf(data[0], (int)len[0]);
@@ -393,17 +436,43 @@ static int setup_tls(const struct cfg_section *cfg, char *err, size_t errlen)
 			goto out;
 		}
 	}
-	/* The defaults are on unless switched off, and would want a CA path. */
-	mosquitto_int_option(M.mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-	int mrc = mosquitto_void_option(M.mosq, MOSQ_OPT_SSL_CTX, ctx); /* takes its own reference */
-	if (mrc != MOSQ_ERR_SUCCESS) {
-		snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(mrc));
-		goto out;
-	}
-	rc = 0;
+	M.ssl_ctx = ctx; /* every new client gets it (new_client()) */
+	return 0;
 out:
 	SSL_CTX_free(ctx);
-	return rc;
+	return -1;
+}
+
+/* A client with every setting; the connection's own are made by start_connect. */
+static int new_client(char *err, size_t errlen)
+{
+	const struct cfg_section *cfg = M.cfg;
+	const char *cid = cfg_str(cfg, "client_id");
+	M.mosq = mosquitto_new(cid ? cid : worker_device_id(), cfg_bool(cfg, "clean_session"), NULL);
+	if (!M.mosq) {
+		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
+		return -1;
+	}
+	mosquitto_int_option(M.mosq, MOSQ_OPT_PROTOCOL_VERSION, M.v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+	mosquitto_max_inflight_messages_set(M.mosq, (unsigned)cfg_int(cfg, "max_inflight"));
+	mosquitto_int_option(M.mosq, MOSQ_OPT_TCP_NODELAY, 1); /* a message is small: do not hold it back */
+	if (cfg_str(cfg, "username"))
+		mosquitto_username_pw_set(M.mosq, cfg_str(cfg, "username"), cfg_str(cfg, "password"));
+	/* The last will: a retained "offline" if we vanish without a word. */
+	mosquitto_will_set(M.mosq, M.status_topic, 7, "offline", 1, true);
+	if (M.ssl_ctx) {
+		/* The defaults are on unless switched off, and would want a CA path. */
+		mosquitto_int_option(M.mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+		int rc = mosquitto_void_option(M.mosq, MOSQ_OPT_SSL_CTX, M.ssl_ctx); /* takes its own reference */
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(rc));
+			return -1;
+		}
+	}
+	mosquitto_connect_v5_callback_set(M.mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(M.mosq, on_disconnect);
+	mosquitto_publish_v5_callback_set(M.mosq, on_publish);
+	return 0;
 }
 
 static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
@@ -418,25 +487,9 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	M.envelope = cfg_bool(cfg, "envelope");
 	M.topic = worker_expand(cfg_str(cfg, "topic"));
 	M.status_topic = worker_expand(cfg_str(cfg, "status_topic"));
-	const char *cid = cfg_str(cfg, "client_id");
-	bool clean = cfg_bool(cfg, "clean_session");
-	M.mosq = mosquitto_new(cid ? cid : worker_device_id(), clean, NULL);
-	if (!M.mosq) {
-		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
+	M.cfg = cfg;
+	if (setup_tls(cfg, err, errlen) < 0 || new_client(err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
-	}
-	mosquitto_int_option(M.mosq, MOSQ_OPT_PROTOCOL_VERSION, M.v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
-	mosquitto_max_inflight_messages_set(M.mosq, (unsigned)cfg_int(cfg, "max_inflight"));
-	mosquitto_int_option(M.mosq, MOSQ_OPT_TCP_NODELAY, 1); /* a message is small: do not hold it back */
-	if (cfg_str(cfg, "username"))
-		mosquitto_username_pw_set(M.mosq, cfg_str(cfg, "username"), cfg_str(cfg, "password"));
-	/* The last will: a retained "offline" if we vanish without a word. */
-	mosquitto_will_set(M.mosq, M.status_topic, 7, "offline", 1, true);
-	if (setup_tls(cfg, err, errlen) < 0)
-		return UCGW_EXIT_CONFIG;
-	mosquitto_connect_v5_callback_set(M.mosq, on_connect);
-	mosquitto_disconnect_v5_callback_set(M.mosq, on_disconnect);
-	mosquitto_publish_v5_callback_set(M.mosq, on_publish);
 	uv_timer_init(loop, &M.misc);
 	uv_timer_init(loop, &M.retry);
 	uv_timer_start(&M.misc, misc_tick, 1000, 1000);

@@ -247,6 +247,64 @@ class MqttTest(GatewayTest):
         self.assertEqual(got["payload"], b'{"plate":"Q2V5"}')
         self.assertEqual(gw.ctl_json("stats")["mqtt"]["success"], 1)
 
+    def test_qos0_ok_once_written(self):
+        # QoS 0 has no acknowledgment: ok comes when the message is on the socket.
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
+        self.addCleanup(sub.close)
+        gw = self.gw_for(mq, qos=0)
+        self.connected(gw)
+        o = self.send_ok(gw, '{"plate":"Q0"}')
+        self.assertEqual(o["attempts"], 1)
+        self.assertEqual(self.once(sub, "lpr/test-cam-1/data", o["id"])["payload"], b'{"plate":"Q0"}')
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "300", "-w", "50", "-p", "mqtt",
+                            "--wait"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(len(sub.wait(301, "lpr/test-cam-1/data")), 301)
+
+    def test_messages_cut_off_unacknowledged_arrive_once(self):
+        # The connection ends with 10 messages published and none at the broker:
+        # they are answered retry and sent again after reconnecting, once each
+        # (libmosquitto would also replay its own copies under the old ids).
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
+        self.addCleanup(sub.close)
+        proxy = FaultProxy(self, mq.port)
+        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:%d" % proxy.port, "username": "edge",
+                                    "password": "s3cret"},
+                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+        self.connected(gw)
+        self.assertEqual(proxy.command("blackhole"), "ok")
+        ids = [gw.ctl("send", "--protocol", "mqtt", '{"n":%d}' % i)[1].strip() for i in range(10)]
+        wait_for(lambda: gw.ctl_json("stats")["mqtt"]["inflight"] == 10, what="10 at the worker")
+        time.sleep(0.3)  # published, into the black hole
+        self.assertEqual(proxy.command("drop"), "ok")
+        self.connected(gw, False)
+        self.assertEqual(proxy.command("pass"), "ok")
+        self.connected(gw)
+        data = "lpr/test-cam-1/data"
+        wait_for(lambda: {m["props"]["message-id"] for m in sub.received(data)} >= set(ids), timeout=30,
+                 what="all 10 after reconnecting")
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+        time.sleep(1.0)  # a replayed copy would come now
+        got = [m["props"]["message-id"] for m in sub.received(data)]
+        self.assertEqual(sorted(got), sorted(ids))
+
+    def test_health_stays_down_after_acks(self):
+        # Round trips measured before the broker went away must not report it up again.
+        mq = Mosquitto(self, users=USERS)
+        gw = self.gw_for(mq)
+        self.connected(gw)
+        for i in range(3):
+            self.send_ok(gw, '{"n":%d}' % i)
+        mq.stop()
+        self.connected(gw, False)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            w = gw.workers()["mqtt"]
+            self.assertFalse(w["connected"], w)
+            time.sleep(0.05)
+
     def test_client_certificate_required_by_the_broker(self):
         mq = Mosquitto(self, users=USERS, tls=True, require_cert=True)
         sub = Subscriber(mq.plain_port, "#", "reader", "r")
