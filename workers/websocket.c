@@ -123,7 +123,7 @@ static void went_down(const char *why)
 		log_warnx("disconnected from %s: %s", W.url, W.why);
 	else
 		W.failures++;
-	if (W.failures == W.fail_limit)
+	if (W.failures > 0 && W.failures == W.fail_limit)
 		log_warnx("%s: %u failed connects in a row (last: %s); retrying ever more slowly", W.url, W.failures, W.why);
 	if (!W.stopping)
 		schedule_reconnect();
@@ -672,7 +672,7 @@ static uint64_t next_delay(void)
 static void schedule_reconnect(void)
 {
 	uint64_t d = next_delay();
-	if (W.failures >= W.fail_limit)
+	if (W.failures > 0 && W.failures >= W.fail_limit)
 		worker_health(false, 0, "%s down: %u failed connects in a row (last: %s); next try in %.1f s", W.url,
 			      W.failures, W.why, (double)d / 1000);
 	else

@@ -173,6 +173,17 @@ class WebSocketTest(GatewayTest):
         self.up(gw, timeout=30)
         wait_for(lambda: [r for r in peer.records("ws") if r["id"] == mid], timeout=30, what="the early message")
 
+    def test_no_reconnect_attempts_before_slowing_down(self):
+        # reconnect_attempts 0: every failed connect slows the next; losing a
+        # working connection is not "0 failed connects in a row".
+        peer = LprPeer(self)
+        gw = self.gw_for(peer, reconnect_attempts=0, reconnect_delay=0.2)
+        self.up(gw)
+        peer.stop()
+        wait_for(lambda: re.search(r"down: [1-9]\d* failed connects in a row", gw.workers()["websocket"]["health"]),
+                 what="websocket health: failed connects")
+        self.assertNotIn(" 0 failed connects", gw.log_text())
+
     def test_bad_server_url_is_a_configuration_error(self):
         gw = self.gateway({"websocket": {"server_url": "http://127.0.0.1/x"}})
         gw.wait_worker("websocket", lambda w: w["state"] not in ("starting", "ready"), what="websocket given up")
