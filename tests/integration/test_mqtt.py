@@ -110,6 +110,7 @@ class MqttTest(GatewayTest):
         wait_for(lambda: {m["props"]["message-id"] for m in sub.received()} >= set(ids), timeout=30,
                  what="all 20 after the broker came back")
         wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)  # reconnected, not restarted
 
     def test_tls_verified_and_untrusted_refused(self):
         mq = Mosquitto(self, users=USERS, tls=True)
@@ -289,6 +290,7 @@ class MqttTest(GatewayTest):
         time.sleep(1.0)  # a replayed copy would come now
         got = [m["props"]["message-id"] for m in sub.received(data)]
         self.assertEqual(sorted(got), sorted(ids))
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
 
     def test_health_stays_down_after_acks(self):
         # Round trips measured before the broker went away must not report it up again.

@@ -120,6 +120,26 @@ class SandboxTest(GatewayTest):
                          {"mqtt": 0, "rest": 0, "websocket": 0})
         self.assertNotIn("SIGSYS", gw.log_text())
 
+    def test_names_only_dns_knows(self):
+        # A name not in /etc/hosts goes to the DNS server: glibc sends its A and
+        # AAAA queries with one sendmmsg. The workers must live through it (and
+        # through the answer: no such name) and say why they are not connected.
+        name = "ucgw-no-such-host.invalid"
+        gw = self.gateway({
+            "mqtt": {"broker_url": "%s:1883" % name},
+            "rest": {"base_url": "http://%s:8080" % name},
+            "websocket": {"server_url": "ws://%s:8080/lpr" % name},
+            "sftp": {"host": name, "username": "u", "password": "p",
+                     "host_key_fingerprint": "SHA256:" + "A" * 43},
+        })
+        for p in ("mqtt", "rest", "websocket", "sftp"):
+            gw.wait_worker(p, lambda w: not w["connected"] and w["health"] and "connecting" not in w["health"],
+                           what="%s: why it is not connected" % p, timeout=30)
+        time.sleep(2)
+        self.assertEqual({n: w["restarts"] for n, w in gw.workers().items()},
+                         {"mqtt": 0, "rest": 0, "websocket": 0, "sftp": 0}, gw.workers())
+        self.assertNotIn("SIGSYS", gw.log_text())
+
     def test_sandbox_off_is_loud(self):
         os.environ["UCGW_TEST_FORBIDDEN_SYSCALL"] = "1"
         gw = self.gateway({"testworker": {}, "security": {"sandbox": False}})
