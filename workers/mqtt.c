@@ -232,6 +232,7 @@ static void update_poll(void)
 }
 
 static int new_client(char *err, size_t errlen);
+static void connect_resolved(void *arg, const char *why);
 
 static void start_connect(uv_timer_t *t)
 {
@@ -246,6 +247,20 @@ static void start_connect(uv_timer_t *t)
 		}
 	}
 	M.used = true;
+	worker_resolve(M.host, connect_resolved, NULL);
+}
+
+/* libmosquitto looks the name up inside its connect call, blocking. */
+static void connect_resolved(void *arg, const char *why)
+{
+	if (M.stopping)
+		return;
+	if (why) {
+		char msg[200];
+		snprintf(msg, sizeof msg, "cannot resolve the broker's name: %s", why);
+		went_down(msg);
+		return;
+	}
 	int rc = mosquitto_connect_bind_async(M.mosq, M.host, M.port, M.keepalive, NULL);
 	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_EAI) {
 		went_down(rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));

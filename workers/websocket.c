@@ -627,8 +627,18 @@ static const struct lws_protocols protocols[] = {
 
 /* ---- connecting ---- */
 
-static void do_connect(uv_timer_t *t)
+/* Debian's libwebsockets looks the name up inside lws_client_connect_via_info,
+ * blocking the loop: ask first, from the thread pool. Until the answer the
+ * state stays WS_WAITING, so that no late callback of the last connection is
+ * taken for the next one's. */
+static void resolved(void *arg, const char *why);
+
+static void do_connect(uv_timer_t *t) { worker_resolve(W.host, resolved, NULL); }
+
+static void resolved(void *arg, const char *why)
 {
+	if (W.stopping)
+		return;
 	struct lws_client_connect_info ci;
 	memset(&ci, 0, sizeof ci);
 	ci.context = W.ctx;
@@ -648,6 +658,12 @@ static void do_connect(uv_timer_t *t)
 	W.wsi = NULL;
 	W.tls_why[0] = W.close_why[0] = '\0';
 	W.connect_ms = now_ms();
+	if (why) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "cannot resolve %s: %s", W.host, why);
+		went_down(msg);
+		return;
+	}
 	struct lws *wsi = lws_client_connect_via_info(&ci);
 	if (W.state != WS_CONNECTING)
 		return; /* it failed (and was handled) inside the call */

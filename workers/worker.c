@@ -281,6 +281,35 @@ static void take_job(const struct msg *m)
 	w.ops->submit(j);
 }
 
+struct lookup {
+	uv_getaddrinfo_t req;
+	void (*done)(void *arg, const char *why);
+	void *arg;
+};
+
+static void looked_up(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct lookup *l = req->data;
+	uv_freeaddrinfo(res);
+	if (!w.stopping)
+		l->done(l->arg, status == 0 ? NULL : uv_strerror(status));
+	free(l);
+}
+
+void worker_resolve(const char *host, void (*done)(void *arg, const char *why), void *arg)
+{
+	struct lookup *l = xcalloc(1, sizeof *l);
+	l->done = done;
+	l->arg = arg;
+	l->req.data = l;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	int rc = uv_getaddrinfo(w.loop, &l->req, looked_up, host, NULL, &hints);
+	if (rc < 0) {
+		free(l);
+		done(arg, uv_strerror(rc));
+	}
+}
+
 static void worker_stop(int code)
 {
 	if (!w.stopping) {

@@ -71,5 +71,13 @@ const char *worker_file(const char *key, size_t *len, const char **why);
 bool worker_sandboxed(void);
 /* Expand "{device_id}" in a template; caller frees. */
 char *worker_expand(const char *tmpl);
+/* Look host up in libuv's thread pool, then call done(arg, why) from the loop:
+ * why is NULL when the name resolves, else the resolver's reason. For the
+ * libraries that look names up inside their connect call and so would block
+ * the loop for as long as DNS takes (libmosquitto; libwebsockets as Debian
+ * builds it, without its own asynchronous DNS): asked after this has answered,
+ * they get their answer from a resolver that has just answered. done runs
+ * inside this call only when the lookup cannot start (out of memory). */
+void worker_resolve(const char *host, void (*done)(void *arg, const char *why), void *arg);
 
 #endif

@@ -13,7 +13,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
-from ucgwtest import GatewayTest, unreachable_protocols, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, unreachable_protocols, wait_for  # noqa: E402
 
 ROOT = os.geteuid() == 0
 
@@ -139,6 +139,30 @@ class SandboxTest(GatewayTest):
         self.assertEqual({n: w["restarts"] for n, w in gw.workers().items()},
                          {"mqtt": 0, "rest": 0, "websocket": 0, "sftp": 0}, gw.workers())
         self.assertNotIn("SIGSYS", gw.log_text())
+
+    def test_dns_that_does_not_answer_stalls_no_worker(self):
+        # A resolver that takes 6 s (tests/tools/slowdns.c): libmosquitto and
+        # libwebsockets would wait for it inside their connect call, past the 5 s
+        # the supervisor gives a worker to say it is ready. The workers ask in
+        # libuv's thread pool first and stay ready, saying why they are not connected.
+        env = {"LD_PRELOAD": os.path.join(BIN, "slowdns.so"), "UCGW_SLOWDNS_MS": "6000",
+               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+        for k, v in env.items():
+            self.addCleanup(lambda k=k, old=os.environ.get(k): os.environ.pop(k) if old is None
+                            else os.environ.__setitem__(k, old))
+            os.environ[k] = v
+        gw = self.gateway({
+            "mqtt": {"broker_url": "slowdns.test:1883"},
+            "websocket": {"server_url": "ws://slowdns.test:8080/lpr"},
+        })
+        for p in ("mqtt", "websocket"):
+            gw.wait_worker(p, lambda w: "temporary failure" in w["health"], timeout=30,
+                           what="%s: the resolver's answer in health" % p)
+        ws = gw.workers()
+        self.assertEqual({n: (w["state"], w["restarts"]) for n, w in ws.items()},
+                         {"mqtt": ("ready", 0), "websocket": ("ready", 0)}, ws)
+        self.assertIn("cannot resolve the broker's name: temporary failure", ws["mqtt"]["health"])
+        self.assertIn("cannot resolve slowdns.test: temporary failure", ws["websocket"]["health"])
 
     def test_sandbox_off_is_loud(self):
         os.environ["UCGW_TEST_FORBIDDEN_SYSCALL"] = "1"
