@@ -284,11 +284,34 @@ static int open_session(char *err, size_t errlen)
 
 /* ---- one file ---- */
 
-static bool sftp_failed_permanently(void)
+static const char *fx_name(unsigned long fx)
 {
-	unsigned long e = libssh2_sftp_last_error(S.sftp);
-	return e == LIBSSH2_FX_PERMISSION_DENIED || e == LIBSSH2_FX_WRITE_PROTECT || e == LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM ||
-	       e == LIBSSH2_FX_QUOTA_EXCEEDED;
+	static const char *const names[] = {
+		"ok", "end of file", "no such file", "permission denied", "failure", "bad message", "no connection",
+		"connection lost", "operation unsupported", "invalid handle", "no such path", "file already exists",
+		"write protected", "no media", "no space on filesystem", "quota exceeded", "unknown principal",
+		"lock conflict", "directory not empty", "not a directory", "invalid filename", "link loop",
+	};
+	return fx < sizeof names / sizeof names[0] ? names[fx] : "unknown SFTP status";
+}
+
+/* Why the libssh2 call that just returned rc failed, into why; true when that is
+ * for good. Only a call that returned LIBSSH2_ERROR_SFTP_PROTOCOL got an SFTP
+ * status from the server: libssh2_sftp_last_error() changes only when a status
+ * arrives, so after a timeout or a socket error it still holds the status of
+ * some earlier call (a permission refused minutes ago), and must not decide
+ * that a dropped connection loses the file. Call it right after the failing
+ * call, before any other SFTP request. */
+static bool sftp_why(int rc, char *why, size_t len)
+{
+	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
+		snprintf(why, len, "%s", ssh_error());
+		return false;
+	}
+	unsigned long fx = libssh2_sftp_last_error(S.sftp);
+	snprintf(why, len, "%s (SFTP status %lu)", fx_name(fx), fx);
+	return fx == LIBSSH2_FX_PERMISSION_DENIED || fx == LIBSSH2_FX_WRITE_PROTECT ||
+	       fx == LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM || fx == LIBSSH2_FX_QUOTA_EXCEEDED;
 }
 
 static void mkdirs(const char *dir)
@@ -341,10 +364,12 @@ static int upload(struct job *j, char *err, size_t errlen)
 	if (libssh2_sftp_stat(S.sftp, part, &a) == 0 && (a.flags & LIBSSH2_SFTP_ATTR_SIZE) && a.filesize <= j->size)
 		off = a.filesize; /* a transfer cut short: go on from there */
 	unsigned long flags = LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | (off ? 0 : LIBSSH2_FXF_TRUNC);
+	char why[200];
 	LIBSSH2_SFTP_HANDLE *h = libssh2_sftp_open(S.sftp, part, flags, 0644);
 	if (!h) {
-		snprintf(err, errlen, "cannot open %s on the server: %s", part, ssh_error());
-		return sftp_failed_permanently() ? -2 : -1;
+		bool permanent = sftp_why(libssh2_session_last_errno(S.session), why, sizeof why);
+		snprintf(err, errlen, "cannot open %s on the server: %s", part, why);
+		return permanent ? -2 : -1;
 	}
 	libssh2_sftp_seek64(h, off);
 	uint64_t last_progress = 0;
@@ -358,9 +383,10 @@ static int upload(struct job *j, char *err, size_t errlen)
 		for (ssize_t done = 0; done < n;) {
 			ssize_t w = libssh2_sftp_write(h, S.buf + done, (size_t)(n - done));
 			if (w < 0) {
-				snprintf(err, errlen, "writing %s: %s", part, ssh_error());
+				bool permanent = sftp_why((int)w, why, sizeof why);
+				snprintf(err, errlen, "writing %s: %s", part, why);
 				libssh2_sftp_close(h);
-				return sftp_failed_permanently() ? -2 : -1;
+				return permanent ? -2 : -1;
 			}
 			done += w;
 		}
@@ -374,31 +400,53 @@ static int upload(struct job *j, char *err, size_t errlen)
 			post(e);
 		}
 	}
-	if (libssh2_sftp_close(h)) {
-		snprintf(err, errlen, "closing %s: %s", part, ssh_error());
+	int rc = libssh2_sftp_close(h);
+	if (rc) {
+		sftp_why(rc, why, sizeof why);
+		snprintf(err, errlen, "closing %s: %s", part, why);
 		return -1;
 	}
-	if (libssh2_sftp_stat(S.sftp, part, &a) != 0 || a.filesize != j->size) {
+	if ((rc = libssh2_sftp_stat(S.sftp, part, &a)) != 0) {
+		sftp_why(rc, why, sizeof why);
+		snprintf(err, errlen, "cannot check the size of %s: %s", part, why);
+		return -1;
+	}
+	if (a.filesize != j->size) {
 		snprintf(err, errlen, "%s has %llu bytes on the server, not %llu", part, (unsigned long long)a.filesize,
 			 (unsigned long long)j->size);
 		libssh2_sftp_unlink(S.sftp, part);
 		return -1;
 	}
 	const long rflags = LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE;
-	if (libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final, (unsigned)strlen(final), rflags)) {
+	rc = libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final, (unsigned)strlen(final), rflags);
+	if (rc) {
 		/* SFTP version 3 (OpenSSH) refuses to rename onto an existing file, the
 		 * overwrite flag is for later versions, and libssh2 1.10 cannot send
 		 * posix-rename@openssh.com. A target that exists is a file of that name
 		 * delivered before: often this very message, when a worker died after
 		 * the rename and before it could say ok. The newer file replaces it:
-		 * the server may find no file for a moment, but never half of one. */
-		bool replaced = libssh2_sftp_stat(S.sftp, final, &a) == 0 && libssh2_sftp_unlink(S.sftp, final) == 0 &&
-				libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final,
-						       (unsigned)strlen(final), rflags) == 0;
-		if (!replaced) {
-			snprintf(err, errlen, "renaming to %s: %s", final, ssh_error());
-			return sftp_failed_permanently() ? -2 : -1;
+		 * the server may find no file for a moment, but never half of one.
+		 * When the target is not there, the rename's own refusal is the answer
+		 * (not the "no such file" of the stat that looked for it). */
+		bool permanent = sftp_why(rc, why, sizeof why);
+		const char *step = "renaming";
+		int st = libssh2_sftp_stat(S.sftp, final, &a);
+		if (st == 0) {
+			step = "removing the old file to rename";
+			if ((rc = libssh2_sftp_unlink(S.sftp, final)) == 0) {
+				step = "renaming after removing the old file";
+				rc = libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final,
+							    (unsigned)strlen(final), rflags);
+			}
+			if (rc == 0)
+				return 0;
+			permanent = sftp_why(rc, why, sizeof why);
+		} else if (st != LIBSSH2_ERROR_SFTP_PROTOCOL) { /* no answer: the session is in trouble */
+			step = "looking for the old file to rename";
+			permanent = sftp_why(st, why, sizeof why);
 		}
+		snprintf(err, errlen, "%s %s to %s: %s", step, part, final, why);
+		return permanent ? -2 : -1;
 	}
 	return 0;
 }

@@ -247,6 +247,74 @@ class SftpTest(GatewayTest):
         self.assertEqual(tr["success"], 1)
         self.assertNotIn(".cut.bin.", " ".join(os.listdir(sshd.remote)))
 
+    def unwritable(self, d):
+        """Make directory d refuse new files to the ssh user (root too: the
+        immutable attribute); undone at the end of the test."""
+        os.chmod(d, 0o555)
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", d], capture_output=True).returncode != 0:
+                self.skipTest("chattr +i is not supported here: root could write %s" % d)
+            self.addCleanup(lambda: subprocess.run(["chattr", "-i", d], capture_output=True))
+        # before tearDown's rmtree, which runs before the cleanups
+        self.writable_again = lambda: (subprocess.run(["chattr", "-i", d], capture_output=True)
+                                       if os.geteuid() == 0 else None, os.chmod(d, 0o755))
+
+    def tearDown(self):
+        if getattr(self, "writable_again", None):
+            self.writable_again()
+        super().tearDown()
+
+    def test_unwritable_directory_is_permanent(self):
+        # the server refuses the file for good: permfail with the server's
+        # reason, not a retry forever
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        self.unwritable(sshd.remote)
+        p = self.make("denied.jpg", 5000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)
+        o = json.loads(out)
+        self.assertEqual(o["attempts"], 1, o)
+        self.assertNotEqual(o["status"], "ok", o)
+        dead = gw.ctl_json("queue", "dead")
+        self.assertEqual(len(dead), 1, dead)
+        self.assertIn("permission denied", dead[0]["last_error"])
+        self.assertEqual(os.listdir(sshd.remote), [])
+        self.assertEqual(gw.ctl_json("stats")["sftp"]["failure"], 1)
+
+    def test_drop_after_permission_denied_is_retried(self):
+        # a permission refused earlier in the session must not make a later
+        # network drop (no SFTP status at all) a permanent failure: the second
+        # file is answered retry and arrives once the link is back
+        sshd = Sshd(self)
+        proxy = FaultProxy(self, sshd.port)
+        kh = os.path.join(self.tmp, "proxy_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, timeout=3)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        self.unwritable(sshd.remote)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", self.make("denied.jpg", 5000))
+        self.assertEqual(len(gw.ctl_json("queue", "dead")), 1)
+        self.writable_again()
+        proxy.command("drop")  # the session's socket closes; no new connection
+        p = self.make("after-drop.jpg", 50000)
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", p)
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        m = wait_for(lambda: [m for m in gw.ctl_json("queue") if m["id"] == mid and m.get("last_error")],
+                     what="a failed attempt")[0]
+        self.assertNotIn("permission", m["last_error"])
+        self.assertNotEqual(m["state"], "dead", m)
+        self.assertEqual(len(gw.ctl_json("queue", "dead")), 1, "a dropped connection dead-lettered the file")
+        proxy.command("pass")
+        final = os.path.join(sshd.remote, "after-drop.jpg")
+        wait_for(lambda: os.path.exists(final), timeout=30, what="the file after the link is back")
+        self.assertEqual(sha(final), sha(p))
+        self.assertEqual(gw.ctl_json("stats")["sftp"]["failure"], 1)
+
     def test_unknown_host_key_refused(self):
         sshd = Sshd(self)
         other = os.path.join(self.tmp, "other_known_hosts")
