@@ -51,7 +51,7 @@ static struct {
 	size_t bufsize;
 	long timeout_ms;
 	/* the thread's own */
-	int sock;
+	int sock;                      /* set and closed under the lock: sftp_shutdown shuts it down */
 	LIBSSH2_SESSION *session;
 	LIBSSH2_SFTP *sftp;
 	char *buf;
@@ -133,11 +133,25 @@ static void drop_session(void)
 		libssh2_session_disconnect(S.session, "bye");
 		libssh2_session_free(S.session);
 	}
+	pthread_mutex_lock(&S.lock);
 	if (S.sock >= 0)
 		close(S.sock);
+	S.sock = -1;
+	pthread_mutex_unlock(&S.lock);
 	S.sftp = NULL;
 	S.session = NULL;
-	S.sock = -1;
+}
+
+/* The socket being connected becomes S.sock at once, so that sftp_shutdown can
+ * break a connect, a handshake or a transfer; none is started after a stop. */
+static bool publish_sock(int fd)
+{
+	pthread_mutex_lock(&S.lock);
+	bool stop = S.stop;
+	if (!stop)
+		S.sock = fd;
+	pthread_mutex_unlock(&S.lock);
+	return !stop;
 }
 
 static int tcp_connect(char *err, size_t errlen)
@@ -151,6 +165,12 @@ static int tcp_connect(char *err, size_t errlen)
 		return -1;
 	}
 	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (!publish_sock(fd)) {
+		close(fd);
+		freeaddrinfo(res);
+		snprintf(err, errlen, "the worker is stopping");
+		return -1;
+	}
 	int r = connect(fd, res->ai_addr, res->ai_addrlen);
 	freeaddrinfo(res);
 	if (r < 0 && errno == EINPROGRESS) {
@@ -166,8 +186,7 @@ static int tcp_connect(char *err, size_t errlen)
 	}
 	if (r < 0) {
 		snprintf(err, errlen, "connect to %s:%d failed: %s", S.host, S.port, strerror(errno));
-		close(fd);
-		return -1;
+		return -1; /* drop_session closes it */
 	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
@@ -253,7 +272,7 @@ static const char *ssh_error(void)
 static int open_session(char *err, size_t errlen)
 {
 	uint64_t t0 = now_ms();
-	if ((S.sock = tcp_connect(err, errlen)) < 0)
+	if (tcp_connect(err, errlen) < 0)
 		return -1;
 	S.session = libssh2_session_init();
 	libssh2_session_set_blocking(S.session, 1);
@@ -593,14 +612,27 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	return 0;
 }
 
+/* The thread may be in the middle of a file, using its job (and the job's fd):
+ * it must be gone before the framework answers and frees the jobs in hand.
+ * Shutting its socket down breaks whatever it waits for (a connect, a reply, a
+ * full send buffer); the file it was sending fails `retry` and its part resumes
+ * next time. What it posted is answered here, so a file it finished is `ok`. */
 static void sftp_shutdown(void)
 {
 	pthread_mutex_lock(&S.lock);
 	S.stop = true;
+	if (S.sock >= 0)
+		shutdown(S.sock, SHUT_RDWR);
 	pthread_cond_signal(&S.cond);
 	pthread_mutex_unlock(&S.lock);
-	/* The thread may be in the middle of a file; the framework answers the jobs
-	 * in hand `retry`, and the part file resumes next time. */
+	pthread_join(S.thread, NULL);
+	on_events(&S.async);
+	/* jobs it never took: the framework answers them retry */
+	for (struct qjob *q = S.jobs, *next; q; q = next) {
+		next = q->next;
+		free(q);
+	}
+	S.jobs = S.jobs_tail = NULL;
 }
 
 static const struct worker_ops sftp_ops = {

@@ -315,6 +315,49 @@ class SftpTest(GatewayTest):
         self.assertEqual(sha(final), sha(p))
         self.assertEqual(gw.ctl_json("stats")["sftp"]["failure"], 1)
 
+    def test_stop_during_uploads(self):
+        # SIGTERM while three files crawl up a slow link: the worker stops its
+        # upload thread before the jobs are answered and freed (a use after
+        # free and a crash in OpenSSL at exit before), exits cleanly, and after
+        # a restart every file arrives complete, under its final name only
+        sshd = Sshd(self)
+        proxy = FaultProxy(self, sshd.port)
+        kh = os.path.join(self.tmp, "proxy_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, gateway={"shutdown_timeout_ms": 1000})
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        proxy.command("bandwidth 4000000")
+        size = 20 * 1024 * 1024
+        paths = [self.make("slow%d.bin" % i, size) for i in range(3)]
+        for p in paths:
+            self.assertEqual(gw.ctl("send-file", "--protocol", "sftp", p)[0], 0)
+
+        def parts():
+            return [f for f in os.listdir(sshd.remote) if f.endswith(".ucgw-part")]
+        wait_for(lambda: parts() and os.path.getsize(os.path.join(sshd.remote, parts()[0])) > 2 * 1024 * 1024,
+                 timeout=30, step=0.05, what="an upload under way")
+        t0 = time.monotonic()
+        rc = gw.stop()
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, gw.log_text()[-3000:])
+        # shutdown_timeout_ms, then the worker stops its thread at once
+        self.assertLess(took, 6, "ucgwd took %.1f s to stop" % took)
+        log = gw.log_text()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "SIGSEGV", "SIGABRT", "fatal signal", "runtime error:"):
+            self.assertNotIn(bad, log)
+        self.assertRegex(log, r"worker sftp pid \d+ exit status 0 ")
+        self.assertEqual([f for f in os.listdir(sshd.remote) if not f.endswith(".ucgw-part")], [])
+        proxy.command("pass")
+        gw.start()
+        names = sorted(os.path.basename(p) for p in paths)
+        wait_for(lambda: sorted(os.listdir(sshd.remote)) == names, timeout=60, what="the three files after restart")
+        for p in paths:
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p))
+        wait_for(lambda: gw.ctl_json("queue") == [], what="an empty queue")
+
     def test_unknown_host_key_refused(self):
         sshd = Sshd(self)
         other = os.path.join(self.tmp, "other_known_hosts")
