@@ -154,6 +154,18 @@ static bool publish_sock(int fd)
 	return !stop;
 }
 
+static void unpublish_close(int fd)
+{
+	pthread_mutex_lock(&S.lock);
+	if (S.sock == fd)
+		S.sock = -1;
+	close(fd);
+	pthread_mutex_unlock(&S.lock);
+}
+
+/* Every address the name resolves to, in getaddrinfo's order, until one
+ * connects (a host with an IPv6 address that does not route and an IPv4 one
+ * that does); err has the last address's failure. */
 static int tcp_connect(char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
@@ -164,30 +176,44 @@ static int tcp_connect(char *err, size_t errlen)
 		snprintf(err, errlen, "cannot resolve %s: %s", S.host, gai_strerror(rc));
 		return -1;
 	}
-	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (!publish_sock(fd)) {
-		close(fd);
-		freeaddrinfo(res);
-		snprintf(err, errlen, "the worker is stopping");
-		return -1;
+	snprintf(err, errlen, "%s has no address", S.host);
+	int fd = -1;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		char addr[NI_MAXHOST];
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST))
+			snprintf(addr, sizeof addr, "?");
+		int s = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (s < 0) {
+			snprintf(err, errlen, "cannot make a socket for %s (%s): %s", S.host, addr, strerror(errno));
+			continue;
+		}
+		if (!publish_sock(s)) {
+			close(s);
+			snprintf(err, errlen, "the worker is stopping");
+			break;
+		}
+		int r = connect(s, ai->ai_addr, ai->ai_addrlen);
+		if (r < 0 && errno == EINPROGRESS) {
+			struct pollfd p = { s, POLLOUT, 0 };
+			int soerr = 0;
+			socklen_t sl = sizeof soerr;
+			if (poll(&p, 1, (int)S.timeout_ms) <= 0)
+				soerr = ETIMEDOUT;
+			else if (getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+				soerr = errno;
+			r = soerr ? -1 : 0;
+			errno = soerr;
+		}
+		if (r == 0) {
+			fd = s;
+			break;
+		}
+		snprintf(err, errlen, "connect to %s:%d (%s) failed: %s", S.host, S.port, addr, strerror(errno));
+		unpublish_close(s);
 	}
-	int r = connect(fd, res->ai_addr, res->ai_addrlen);
 	freeaddrinfo(res);
-	if (r < 0 && errno == EINPROGRESS) {
-		struct pollfd p = { fd, POLLOUT, 0 };
-		int soerr = 0;
-		socklen_t sl = sizeof soerr;
-		if (poll(&p, 1, (int)S.timeout_ms) <= 0)
-			soerr = ETIMEDOUT;
-		else
-			getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-		r = soerr ? -1 : 0;
-		errno = soerr;
-	}
-	if (r < 0) {
-		snprintf(err, errlen, "connect to %s:%d failed: %s", S.host, S.port, strerror(errno));
-		return -1; /* drop_session closes it */
-	}
+	if (fd < 0)
+		return -1;
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
 }

@@ -358,6 +358,52 @@ class SftpTest(GatewayTest):
             self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p))
         wait_for(lambda: gw.ctl_json("queue") == [], what="an empty queue")
 
+    def test_every_address_is_tried(self):
+        # a name whose first address refuses (::1, where sshd does not listen)
+        # and whose next one is the server: the worker goes on to the next.
+        # ucgwd runs in a mount namespace with its own /etc/hosts.
+        why = PasswordSshd.usable()
+        if why:
+            self.skipTest(why.replace("a password login without changing /etc/shadow",
+                                      "a name with two addresses without changing /etc/hosts"))
+        sshd = Sshd(self)
+        name = "sftp-multi.test"
+        hosts = os.path.join(self.tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("::1 %s\n127.0.0.1 %s\n" % (name, name))
+        kh = os.path.join(self.tmp, "multi_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[%s]:%d %s" % (name, sshd.port, key))
+        gw = self.gateway({"sftp": {"host": name, "port": sshd.port, "username": sshd.user,
+                                    "key_file": sshd.user_key, "known_hosts": kh, "remote_path": sshd.remote,
+                                    "timeout": 10}}, start=False)
+        gw.log = open(gw.log_path, "ab")
+        gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                    'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
+                                    os.path.join(BIN, "ucgwd"), gw.cfg_path],
+                                   stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up through the second address")
+        p = self.make("multi.jpg", 20000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+        self.assertEqual(sha(os.path.join(sshd.remote, "multi.jpg")), sha(p))
+        gw.kill()
+        # no address answers: the last one's failure is the reason
+        with open(hosts, "w") as f:
+            f.write("::1 %s\n127.0.0.2 %s\n" % (name, name))
+        gw.log = open(gw.log_path, "ab")
+        gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                    'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
+                                    os.path.join(BIN, "ucgwd"), gw.cfg_path],
+                                   stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+        w = wait_for(lambda: (lambda w: w if "connect to" in w["health"] else None)(gw.workers()["sftp"]),
+                     what="connect failure")
+        self.assertEqual(w["health"], "connect to %s:%d (127.0.0.2) failed: Connection refused" % (name, sshd.port))
+
     def test_unknown_host_key_refused(self):
         sshd = Sshd(self)
         other = os.path.join(self.tmp, "other_known_hosts")
