@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "workers/worker.h"
@@ -63,7 +64,7 @@ static struct {
 	bool stop;
 	pthread_t thread;
 	uv_async_t async;
-} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .sock = -1 };
+} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1 }; /* cond: sftp_init, on CLOCK_MONOTONIC */
 
 /* ---- talking to the loop ---- */
 
@@ -535,8 +536,8 @@ static void *run(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&S.lock);
 		while (!S.jobs && !S.stop) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
+			struct timespec ts; /* S.cond waits on CLOCK_MONOTONIC: a clock set back does not stall it */
+			clock_gettime(CLOCK_MONOTONIC, &ts);
 			ts.tv_sec += 5;
 			if (pthread_cond_timedwait(&S.cond, &S.lock, &ts) == ETIMEDOUT)
 				break;
@@ -628,6 +629,13 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		snprintf(err, errlen, "libssh2_init failed");
 		return UCGW_EXIT_CONFIG;
 	}
+	pthread_condattr_t ca;
+	if (pthread_condattr_init(&ca) || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) ||
+	    pthread_cond_init(&S.cond, &ca)) {
+		snprintf(err, errlen, "cannot make a condition variable on CLOCK_MONOTONIC");
+		return UCGW_EXIT_CONFIG;
+	}
+	pthread_condattr_destroy(&ca);
 	S.buf = xmalloc(S.bufsize);
 	uv_async_init(loop, &S.async, on_events);
 	worker_health(false, 0, "connecting to %s:%d", S.host, S.port);
