@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "workers/worker.h"
@@ -51,7 +52,7 @@ static struct {
 	size_t bufsize;
 	long timeout_ms;
 	/* the thread's own */
-	int sock;
+	int sock;                      /* set and closed under the lock: sftp_shutdown shuts it down */
 	LIBSSH2_SESSION *session;
 	LIBSSH2_SFTP *sftp;
 	char *buf;
@@ -63,7 +64,7 @@ static struct {
 	bool stop;
 	pthread_t thread;
 	uv_async_t async;
-} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .sock = -1 };
+} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1 }; /* cond: sftp_init, on CLOCK_MONOTONIC */
 
 /* ---- talking to the loop ---- */
 
@@ -133,13 +134,39 @@ static void drop_session(void)
 		libssh2_session_disconnect(S.session, "bye");
 		libssh2_session_free(S.session);
 	}
+	pthread_mutex_lock(&S.lock);
 	if (S.sock >= 0)
 		close(S.sock);
+	S.sock = -1;
+	pthread_mutex_unlock(&S.lock);
 	S.sftp = NULL;
 	S.session = NULL;
-	S.sock = -1;
 }
 
+/* The socket being connected becomes S.sock at once, so that sftp_shutdown can
+ * break a connect, a handshake or a transfer; none is started after a stop. */
+static bool publish_sock(int fd)
+{
+	pthread_mutex_lock(&S.lock);
+	bool stop = S.stop;
+	if (!stop)
+		S.sock = fd;
+	pthread_mutex_unlock(&S.lock);
+	return !stop;
+}
+
+static void unpublish_close(int fd)
+{
+	pthread_mutex_lock(&S.lock);
+	if (S.sock == fd)
+		S.sock = -1;
+	close(fd);
+	pthread_mutex_unlock(&S.lock);
+}
+
+/* Every address the name resolves to, in getaddrinfo's order, until one
+ * connects (a host with an IPv6 address that does not route and an IPv4 one
+ * that does); err has the last address's failure. */
 static int tcp_connect(char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
@@ -150,25 +177,44 @@ static int tcp_connect(char *err, size_t errlen)
 		snprintf(err, errlen, "cannot resolve %s: %s", S.host, gai_strerror(rc));
 		return -1;
 	}
-	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	int r = connect(fd, res->ai_addr, res->ai_addrlen);
+	snprintf(err, errlen, "%s has no address", S.host);
+	int fd = -1;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		char addr[NI_MAXHOST];
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST))
+			snprintf(addr, sizeof addr, "?");
+		int s = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (s < 0) {
+			snprintf(err, errlen, "cannot make a socket for %s (%s): %s", S.host, addr, strerror(errno));
+			continue;
+		}
+		if (!publish_sock(s)) {
+			close(s);
+			snprintf(err, errlen, "the worker is stopping");
+			break;
+		}
+		int r = connect(s, ai->ai_addr, ai->ai_addrlen);
+		if (r < 0 && errno == EINPROGRESS) {
+			struct pollfd p = { s, POLLOUT, 0 };
+			int soerr = 0;
+			socklen_t sl = sizeof soerr;
+			if (poll(&p, 1, (int)S.timeout_ms) <= 0)
+				soerr = ETIMEDOUT;
+			else if (getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+				soerr = errno;
+			r = soerr ? -1 : 0;
+			errno = soerr;
+		}
+		if (r == 0) {
+			fd = s;
+			break;
+		}
+		snprintf(err, errlen, "connect to %s:%d (%s) failed: %s", S.host, S.port, addr, strerror(errno));
+		unpublish_close(s);
+	}
 	freeaddrinfo(res);
-	if (r < 0 && errno == EINPROGRESS) {
-		struct pollfd p = { fd, POLLOUT, 0 };
-		int soerr = 0;
-		socklen_t sl = sizeof soerr;
-		if (poll(&p, 1, (int)S.timeout_ms) <= 0)
-			soerr = ETIMEDOUT;
-		else
-			getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-		r = soerr ? -1 : 0;
-		errno = soerr;
-	}
-	if (r < 0) {
-		snprintf(err, errlen, "connect to %s:%d failed: %s", S.host, S.port, strerror(errno));
-		close(fd);
+	if (fd < 0)
 		return -1;
-	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
 }
@@ -253,7 +299,7 @@ static const char *ssh_error(void)
 static int open_session(char *err, size_t errlen)
 {
 	uint64_t t0 = now_ms();
-	if ((S.sock = tcp_connect(err, errlen)) < 0)
+	if (tcp_connect(err, errlen) < 0)
 		return -1;
 	S.session = libssh2_session_init();
 	libssh2_session_set_blocking(S.session, 1);
@@ -284,11 +330,34 @@ static int open_session(char *err, size_t errlen)
 
 /* ---- one file ---- */
 
-static bool sftp_failed_permanently(void)
+static const char *fx_name(unsigned long fx)
 {
-	unsigned long e = libssh2_sftp_last_error(S.sftp);
-	return e == LIBSSH2_FX_PERMISSION_DENIED || e == LIBSSH2_FX_WRITE_PROTECT || e == LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM ||
-	       e == LIBSSH2_FX_QUOTA_EXCEEDED;
+	static const char *const names[] = {
+		"ok", "end of file", "no such file", "permission denied", "failure", "bad message", "no connection",
+		"connection lost", "operation unsupported", "invalid handle", "no such path", "file already exists",
+		"write protected", "no media", "no space on filesystem", "quota exceeded", "unknown principal",
+		"lock conflict", "directory not empty", "not a directory", "invalid filename", "link loop",
+	};
+	return fx < sizeof names / sizeof names[0] ? names[fx] : "unknown SFTP status";
+}
+
+/* Why the libssh2 call that just returned rc failed, into why; true when that is
+ * for good. Only a call that returned LIBSSH2_ERROR_SFTP_PROTOCOL got an SFTP
+ * status from the server: libssh2_sftp_last_error() changes only when a status
+ * arrives, so after a timeout or a socket error it still holds the status of
+ * some earlier call (a permission refused minutes ago), and must not decide
+ * that a dropped connection loses the file. Call it right after the failing
+ * call, before any other SFTP request. */
+static bool sftp_why(int rc, char *why, size_t len)
+{
+	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
+		snprintf(why, len, "%s", ssh_error());
+		return false;
+	}
+	unsigned long fx = libssh2_sftp_last_error(S.sftp);
+	snprintf(why, len, "%s (SFTP status %lu)", fx_name(fx), fx);
+	return fx == LIBSSH2_FX_PERMISSION_DENIED || fx == LIBSSH2_FX_WRITE_PROTECT ||
+	       fx == LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM || fx == LIBSSH2_FX_QUOTA_EXCEEDED;
 }
 
 static void mkdirs(const char *dir)
@@ -341,10 +410,12 @@ static int upload(struct job *j, char *err, size_t errlen)
 	if (libssh2_sftp_stat(S.sftp, part, &a) == 0 && (a.flags & LIBSSH2_SFTP_ATTR_SIZE) && a.filesize <= j->size)
 		off = a.filesize; /* a transfer cut short: go on from there */
 	unsigned long flags = LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | (off ? 0 : LIBSSH2_FXF_TRUNC);
+	char why[200];
 	LIBSSH2_SFTP_HANDLE *h = libssh2_sftp_open(S.sftp, part, flags, 0644);
 	if (!h) {
-		snprintf(err, errlen, "cannot open %s on the server: %s", part, ssh_error());
-		return sftp_failed_permanently() ? -2 : -1;
+		bool permanent = sftp_why(libssh2_session_last_errno(S.session), why, sizeof why);
+		snprintf(err, errlen, "cannot open %s on the server: %s", part, why);
+		return permanent ? -2 : -1;
 	}
 	libssh2_sftp_seek64(h, off);
 	uint64_t last_progress = 0;
@@ -358,9 +429,10 @@ static int upload(struct job *j, char *err, size_t errlen)
 		for (ssize_t done = 0; done < n;) {
 			ssize_t w = libssh2_sftp_write(h, S.buf + done, (size_t)(n - done));
 			if (w < 0) {
-				snprintf(err, errlen, "writing %s: %s", part, ssh_error());
+				bool permanent = sftp_why((int)w, why, sizeof why);
+				snprintf(err, errlen, "writing %s: %s", part, why);
 				libssh2_sftp_close(h);
-				return sftp_failed_permanently() ? -2 : -1;
+				return permanent ? -2 : -1;
 			}
 			done += w;
 		}
@@ -374,31 +446,53 @@ static int upload(struct job *j, char *err, size_t errlen)
 			post(e);
 		}
 	}
-	if (libssh2_sftp_close(h)) {
-		snprintf(err, errlen, "closing %s: %s", part, ssh_error());
+	int rc = libssh2_sftp_close(h);
+	if (rc) {
+		sftp_why(rc, why, sizeof why);
+		snprintf(err, errlen, "closing %s: %s", part, why);
 		return -1;
 	}
-	if (libssh2_sftp_stat(S.sftp, part, &a) != 0 || a.filesize != j->size) {
+	if ((rc = libssh2_sftp_stat(S.sftp, part, &a)) != 0) {
+		sftp_why(rc, why, sizeof why);
+		snprintf(err, errlen, "cannot check the size of %s: %s", part, why);
+		return -1;
+	}
+	if (a.filesize != j->size) {
 		snprintf(err, errlen, "%s has %llu bytes on the server, not %llu", part, (unsigned long long)a.filesize,
 			 (unsigned long long)j->size);
 		libssh2_sftp_unlink(S.sftp, part);
 		return -1;
 	}
 	const long rflags = LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE;
-	if (libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final, (unsigned)strlen(final), rflags)) {
+	rc = libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final, (unsigned)strlen(final), rflags);
+	if (rc) {
 		/* SFTP version 3 (OpenSSH) refuses to rename onto an existing file, the
 		 * overwrite flag is for later versions, and libssh2 1.10 cannot send
 		 * posix-rename@openssh.com. A target that exists is a file of that name
 		 * delivered before: often this very message, when a worker died after
 		 * the rename and before it could say ok. The newer file replaces it:
-		 * the server may find no file for a moment, but never half of one. */
-		bool replaced = libssh2_sftp_stat(S.sftp, final, &a) == 0 && libssh2_sftp_unlink(S.sftp, final) == 0 &&
-				libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final,
-						       (unsigned)strlen(final), rflags) == 0;
-		if (!replaced) {
-			snprintf(err, errlen, "renaming to %s: %s", final, ssh_error());
-			return sftp_failed_permanently() ? -2 : -1;
+		 * the server may find no file for a moment, but never half of one.
+		 * When the target is not there, the rename's own refusal is the answer
+		 * (not the "no such file" of the stat that looked for it). */
+		bool permanent = sftp_why(rc, why, sizeof why);
+		const char *step = "renaming";
+		int st = libssh2_sftp_stat(S.sftp, final, &a);
+		if (st == 0) {
+			step = "removing the old file to rename";
+			if ((rc = libssh2_sftp_unlink(S.sftp, final)) == 0) {
+				step = "renaming after removing the old file";
+				rc = libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final,
+							    (unsigned)strlen(final), rflags);
+			}
+			if (rc == 0)
+				return 0;
+			permanent = sftp_why(rc, why, sizeof why);
+		} else if (st != LIBSSH2_ERROR_SFTP_PROTOCOL) { /* no answer: the session is in trouble */
+			step = "looking for the old file to rename";
+			permanent = sftp_why(st, why, sizeof why);
 		}
+		snprintf(err, errlen, "%s %s to %s: %s", step, part, final, why);
+		return permanent ? -2 : -1;
 	}
 	return 0;
 }
@@ -442,8 +536,8 @@ static void *run(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&S.lock);
 		while (!S.jobs && !S.stop) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
+			struct timespec ts; /* S.cond waits on CLOCK_MONOTONIC: a clock set back does not stall it */
+			clock_gettime(CLOCK_MONOTONIC, &ts);
 			ts.tv_sec += 5;
 			if (pthread_cond_timedwait(&S.cond, &S.lock, &ts) == ETIMEDOUT)
 				break;
@@ -535,6 +629,13 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		snprintf(err, errlen, "libssh2_init failed");
 		return UCGW_EXIT_CONFIG;
 	}
+	pthread_condattr_t ca;
+	if (pthread_condattr_init(&ca) || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) ||
+	    pthread_cond_init(&S.cond, &ca)) {
+		snprintf(err, errlen, "cannot make a condition variable on CLOCK_MONOTONIC");
+		return UCGW_EXIT_CONFIG;
+	}
+	pthread_condattr_destroy(&ca);
 	S.buf = xmalloc(S.bufsize);
 	uv_async_init(loop, &S.async, on_events);
 	worker_health(false, 0, "connecting to %s:%d", S.host, S.port);
@@ -545,14 +646,27 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	return 0;
 }
 
+/* The thread may be in the middle of a file, using its job (and the job's fd):
+ * it must be gone before the framework answers and frees the jobs in hand.
+ * Shutting its socket down breaks whatever it waits for (a connect, a reply, a
+ * full send buffer); the file it was sending fails `retry` and its part resumes
+ * next time. What it posted is answered here, so a file it finished is `ok`. */
 static void sftp_shutdown(void)
 {
 	pthread_mutex_lock(&S.lock);
 	S.stop = true;
+	if (S.sock >= 0)
+		shutdown(S.sock, SHUT_RDWR);
 	pthread_cond_signal(&S.cond);
 	pthread_mutex_unlock(&S.lock);
-	/* The thread may be in the middle of a file; the framework answers the jobs
-	 * in hand `retry`, and the part file resumes next time. */
+	pthread_join(S.thread, NULL);
+	on_events(&S.async);
+	/* jobs it never took: the framework answers them retry */
+	for (struct qjob *q = S.jobs, *next; q; q = next) {
+		next = q->next;
+		free(q);
+	}
+	S.jobs = S.jobs_tail = NULL;
 }
 
 static const struct worker_ops sftp_ops = {

@@ -247,6 +247,163 @@ class SftpTest(GatewayTest):
         self.assertEqual(tr["success"], 1)
         self.assertNotIn(".cut.bin.", " ".join(os.listdir(sshd.remote)))
 
+    def unwritable(self, d):
+        """Make directory d refuse new files to the ssh user (root too: the
+        immutable attribute); undone at the end of the test."""
+        os.chmod(d, 0o555)
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", d], capture_output=True).returncode != 0:
+                self.skipTest("chattr +i is not supported here: root could write %s" % d)
+            self.addCleanup(lambda: subprocess.run(["chattr", "-i", d], capture_output=True))
+        # before tearDown's rmtree, which runs before the cleanups
+        self.writable_again = lambda: (subprocess.run(["chattr", "-i", d], capture_output=True)
+                                       if os.geteuid() == 0 else None, os.chmod(d, 0o755))
+
+    def tearDown(self):
+        if getattr(self, "writable_again", None):
+            self.writable_again()
+        super().tearDown()
+
+    def test_unwritable_directory_is_permanent(self):
+        # the server refuses the file for good: permfail with the server's
+        # reason, not a retry forever
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        self.unwritable(sshd.remote)
+        p = self.make("denied.jpg", 5000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)
+        o = json.loads(out)
+        self.assertEqual(o["attempts"], 1, o)
+        self.assertNotEqual(o["status"], "ok", o)
+        dead = gw.ctl_json("queue", "dead")
+        self.assertEqual(len(dead), 1, dead)
+        self.assertIn("permission denied", dead[0]["last_error"])
+        self.assertEqual(os.listdir(sshd.remote), [])
+        self.assertEqual(gw.ctl_json("stats")["sftp"]["failure"], 1)
+
+    def test_drop_after_permission_denied_is_retried(self):
+        # a permission refused earlier in the session must not make a later
+        # network drop (no SFTP status at all) a permanent failure: the second
+        # file is answered retry and arrives once the link is back
+        sshd = Sshd(self)
+        proxy = FaultProxy(self, sshd.port)
+        kh = os.path.join(self.tmp, "proxy_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, timeout=3)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        self.unwritable(sshd.remote)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", self.make("denied.jpg", 5000))
+        self.assertEqual(len(gw.ctl_json("queue", "dead")), 1)
+        self.writable_again()
+        proxy.command("drop")  # the session's socket closes; no new connection
+        p = self.make("after-drop.jpg", 50000)
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", p)
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        m = wait_for(lambda: [m for m in gw.ctl_json("queue") if m["id"] == mid and m.get("last_error")],
+                     what="a failed attempt")[0]
+        self.assertNotIn("permission", m["last_error"])
+        self.assertNotEqual(m["state"], "dead", m)
+        self.assertEqual(len(gw.ctl_json("queue", "dead")), 1, "a dropped connection dead-lettered the file")
+        proxy.command("pass")
+        final = os.path.join(sshd.remote, "after-drop.jpg")
+        wait_for(lambda: os.path.exists(final), timeout=30, what="the file after the link is back")
+        self.assertEqual(sha(final), sha(p))
+        self.assertEqual(gw.ctl_json("stats")["sftp"]["failure"], 1)
+
+    def test_stop_during_uploads(self):
+        # SIGTERM while three files crawl up a slow link: the worker stops its
+        # upload thread before the jobs are answered and freed (a use after
+        # free and a crash in OpenSSL at exit before), exits cleanly, and after
+        # a restart every file arrives complete, under its final name only
+        sshd = Sshd(self)
+        proxy = FaultProxy(self, sshd.port)
+        kh = os.path.join(self.tmp, "proxy_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, gateway={"shutdown_timeout_ms": 1000})
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        proxy.command("bandwidth 4000000")
+        size = 20 * 1024 * 1024
+        paths = [self.make("slow%d.bin" % i, size) for i in range(3)]
+        for p in paths:
+            self.assertEqual(gw.ctl("send-file", "--protocol", "sftp", p)[0], 0)
+
+        def parts():
+            return [f for f in os.listdir(sshd.remote) if f.endswith(".ucgw-part")]
+        wait_for(lambda: parts() and os.path.getsize(os.path.join(sshd.remote, parts()[0])) > 2 * 1024 * 1024,
+                 timeout=30, step=0.05, what="an upload under way")
+        t0 = time.monotonic()
+        rc = gw.stop()
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, gw.log_text()[-3000:])
+        # shutdown_timeout_ms, then the worker stops its thread at once
+        self.assertLess(took, 6, "ucgwd took %.1f s to stop" % took)
+        log = gw.log_text()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "SIGSEGV", "SIGABRT", "fatal signal", "runtime error:"):
+            self.assertNotIn(bad, log)
+        self.assertRegex(log, r"worker sftp pid \d+ exit status 0 ")
+        self.assertEqual([f for f in os.listdir(sshd.remote) if not f.endswith(".ucgw-part")], [])
+        proxy.command("pass")
+        gw.start()
+        names = sorted(os.path.basename(p) for p in paths)
+        wait_for(lambda: sorted(os.listdir(sshd.remote)) == names, timeout=60, what="the three files after restart")
+        for p in paths:
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p))
+        wait_for(lambda: gw.ctl_json("queue") == [], what="an empty queue")
+
+    def test_every_address_is_tried(self):
+        # a name whose first address refuses (::1, where sshd does not listen)
+        # and whose next one is the server: the worker goes on to the next.
+        # ucgwd runs in a mount namespace with its own /etc/hosts.
+        why = PasswordSshd.usable()
+        if why:
+            self.skipTest(why.replace("a password login without changing /etc/shadow",
+                                      "a name with two addresses without changing /etc/hosts"))
+        sshd = Sshd(self)
+        name = "sftp-multi.test"
+        hosts = os.path.join(self.tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("::1 %s\n127.0.0.1 %s\n" % (name, name))
+        kh = os.path.join(self.tmp, "multi_known_hosts")
+        with open(sshd.known_hosts) as f:
+            key = f.read().split(None, 1)[1]
+        with open(kh, "w") as f:
+            f.write("[%s]:%d %s" % (name, sshd.port, key))
+        gw = self.gateway({"sftp": {"host": name, "port": sshd.port, "username": sshd.user,
+                                    "key_file": sshd.user_key, "known_hosts": kh, "remote_path": sshd.remote,
+                                    "timeout": 10}}, start=False)
+        gw.log = open(gw.log_path, "ab")
+        gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                    'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
+                                    os.path.join(BIN, "ucgwd"), gw.cfg_path],
+                                   stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up through the second address")
+        p = self.make("multi.jpg", 20000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+        self.assertEqual(sha(os.path.join(sshd.remote, "multi.jpg")), sha(p))
+        gw.kill()
+        # no address answers: the last one's failure is the reason
+        with open(hosts, "w") as f:
+            f.write("::1 %s\n127.0.0.2 %s\n" % (name, name))
+        gw.log = open(gw.log_path, "ab")
+        gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                    'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
+                                    os.path.join(BIN, "ucgwd"), gw.cfg_path],
+                                   stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+        w = wait_for(lambda: (lambda w: w if "connect to" in w["health"] else None)(gw.workers()["sftp"]),
+                     what="connect failure")
+        self.assertEqual(w["health"], "connect to %s:%d (127.0.0.2) failed: Connection refused" % (name, sshd.port))
+
     def test_unknown_host_key_refused(self):
         sshd = Sshd(self)
         other = os.path.join(self.tmp, "other_known_hosts")
