@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -64,6 +65,8 @@ static struct {
 	bool stop;
 	pthread_t thread;
 	uv_async_t async;
+	uv_timer_t start;               /* the thread starts at the loop's first turn */
+	bool started;                   /* the loop's: the thread runs (join it) */
 } S = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1 }; /* cond: sftp_init, on CLOCK_MONOTONIC */
 
 /* ---- talking to the loop ---- */
@@ -595,6 +598,22 @@ static void sftp_submit(struct job *j)
 
 static char *opt(const char *s) { return s ? xstrdup(s) : NULL; }
 
+/* From the loop, so after the framework has installed the sandbox: the first
+ * connection's handshake, data from the server, is parsed under the filter like
+ * every later one. */
+static void start_thread(uv_timer_t *t)
+{
+	if (S.stop)
+		return;
+	int rc = pthread_create(&S.thread, NULL, run, NULL);
+	if (rc) {
+		log_msg(LOG_LVL_ERR, "cannot start the SFTP thread: %s", strerror(rc));
+		raise(SIGTERM); /* stop, answering the jobs in hand retry; the supervisor starts the worker again */
+		return;
+	}
+	S.started = true;
+}
+
 static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
 	snprintf(S.host, sizeof S.host, "%s", cfg_str(cfg, "host"));
@@ -639,10 +658,8 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	S.buf = xmalloc(S.bufsize);
 	uv_async_init(loop, &S.async, on_events);
 	worker_health(false, 0, "connecting to %s:%d", S.host, S.port);
-	if (pthread_create(&S.thread, NULL, run, NULL)) {
-		snprintf(err, errlen, "cannot start the SFTP thread");
-		return UCGW_EXIT_CONFIG;
-	}
+	uv_timer_init(loop, &S.start);
+	uv_timer_start(&S.start, start_thread, 0, 0);
 	return 0;
 }
 
@@ -659,7 +676,8 @@ static void sftp_shutdown(void)
 		shutdown(S.sock, SHUT_RDWR);
 	pthread_cond_signal(&S.cond);
 	pthread_mutex_unlock(&S.lock);
-	pthread_join(S.thread, NULL);
+	if (S.started)
+		pthread_join(S.thread, NULL);
 	on_events(&S.async);
 	/* jobs it never took: the framework answers them retry */
 	for (struct qjob *q = S.jobs, *next; q; q = next) {
