@@ -60,10 +60,11 @@ def main():
                 lat = {p: load(gw, p, 3000, window=100, rate=1000) for p in ("mqtt", "rest", "websocket")}
             gw.stop()
         direct = {
-            "mqtt": run([os.path.join(BIN, "bench-direct"), "mqtt", "127.0.0.1", str(mq.port), "edge", "pw", str(N),
-                         "1000"]),
-            "rest": run([os.path.join(BIN, "bench-direct"), "rest", peer.http_url() + "/api/lpr/data", str(N), "8"]),
-            "websocket": run([os.path.join(BIN, "bench-direct"), "ws", "127.0.0.1", str(peer.port), str(N), "1000"]),
+            "mqtt": run([os.path.join(BIN, "bench_mqtt"), "127.0.0.1", str(mq.port), "edge", "pw", str(N), "1000"]),
+            "rest": run([os.path.join(BIN, "bench_rest"), peer.http_url() + "/api/lpr/data", str(N), "8",
+                         "--size", "200"]),
+            "websocket": run([os.path.join(BIN, "bench_ws"), peer.ws_url(), str(N), "--window", "1000",
+                              "--size", "200"]),
         }
         print("\nthroughput, %d messages of 200 bytes, each acknowledged by the server (gateway: --wait outcome)" % N)
         print("%-10s %-7s %12s %12s %7s" % ("protocol", "fsync", "gateway/s", "direct/s", "ratio"))
