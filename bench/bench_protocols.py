@@ -60,7 +60,9 @@ def main():
                 lat = {p: load(gw, p, 3000, window=100, rate=1000) for p in ("mqtt", "rest", "websocket")}
             gw.stop()
         direct = {
-            "mqtt": run([os.path.join(BIN, "bench_mqtt"), "127.0.0.1", str(mq.port), "edge", "pw", str(N), "1000"]),
+            # MQTT 5 with the message-id user property, as the gateway publishes by default
+            "mqtt": run([os.path.join(BIN, "bench_mqtt"), "127.0.0.1", str(mq.port), "edge", "pw", str(N), "1000",
+                         "--v5"]),
             "rest": run([os.path.join(BIN, "bench_rest"), peer.http_url() + "/api/lpr/data", str(N), "8",
                          "--size", "200"]),
             "websocket": run([os.path.join(BIN, "bench_ws"), peer.ws_url(), str(N), "--window", "1000",
