@@ -262,12 +262,10 @@ static void connect_resolved(void *arg, const char *why)
 		return;
 	}
 	int rc = mosquitto_connect_bind_async(M.mosq, M.host, M.port, M.keepalive, NULL);
-	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_EAI) {
-		went_down(rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-		return;
-	}
-	if (rc == MOSQ_ERR_EAI) {
-		went_down("cannot resolve the broker's name");
+	if (rc != MOSQ_ERR_SUCCESS) {
+		went_down(rc == MOSQ_ERR_EAI     ? "cannot resolve the broker's name" /* DNS changed its mind */
+			  : rc == MOSQ_ERR_ERRNO ? strerror(errno)
+						 : mosquitto_strerror(rc));
 		return;
 	}
 	update_poll();

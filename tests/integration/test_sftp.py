@@ -183,11 +183,7 @@ class SftpTest(GatewayTest):
         proxy = FaultProxy(self, sshd.port)
         self.addCleanup(proxy.ctl.close)
         self.addCleanup(proxy.ctl_file.close)
-        kh = os.path.join(self.tmp, "proxy_known_hosts")
-        with open(sshd.known_hosts) as f:
-            key = f.read().split(None, 1)[1]
-        with open(kh, "w") as f:
-            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        kh = sshd.known_hosts_as("127.0.0.1", proxy.port, "proxy_known_hosts")
         gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, buffer_bytes=32768)
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
         size = 40 * 1024 * 1024
@@ -288,11 +284,7 @@ class SftpTest(GatewayTest):
         # file is answered retry and arrives once the link is back
         sshd = Sshd(self)
         proxy = FaultProxy(self, sshd.port)
-        kh = os.path.join(self.tmp, "proxy_known_hosts")
-        with open(sshd.known_hosts) as f:
-            key = f.read().split(None, 1)[1]
-        with open(kh, "w") as f:
-            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        kh = sshd.known_hosts_as("127.0.0.1", proxy.port, "proxy_known_hosts")
         gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, timeout=3)
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
         self.unwritable(sshd.remote)
@@ -322,11 +314,7 @@ class SftpTest(GatewayTest):
         # a restart every file arrives complete, under its final name only
         sshd = Sshd(self)
         proxy = FaultProxy(self, sshd.port)
-        kh = os.path.join(self.tmp, "proxy_known_hosts")
-        with open(sshd.known_hosts) as f:
-            key = f.read().split(None, 1)[1]
-        with open(kh, "w") as f:
-            f.write("[127.0.0.1]:%d %s" % (proxy.port, key))
+        kh = sshd.known_hosts_as("127.0.0.1", proxy.port, "proxy_known_hosts")
         gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, gateway={"shutdown_timeout_ms": 1000})
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
         proxy.command("bandwidth 4000000")
@@ -371,20 +359,19 @@ class SftpTest(GatewayTest):
         hosts = os.path.join(self.tmp, "hosts")
         with open(hosts, "w") as f:
             f.write("::1 %s\n127.0.0.1 %s\n" % (name, name))
-        kh = os.path.join(self.tmp, "multi_known_hosts")
-        with open(sshd.known_hosts) as f:
-            key = f.read().split(None, 1)[1]
-        with open(kh, "w") as f:
-            f.write("[%s]:%d %s" % (name, sshd.port, key))
+        kh = sshd.known_hosts_as(name, sshd.port, "multi_known_hosts")
         gw = self.gateway({"sftp": {"host": name, "port": sshd.port, "username": sshd.user,
                                     "key_file": sshd.user_key, "known_hosts": kh, "remote_path": sshd.remote,
                                     "timeout": 10}}, start=False)
-        gw.log = open(gw.log_path, "ab")
-        gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                                    'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
-                                    os.path.join(BIN, "ucgwd"), gw.cfg_path],
-                                   stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+
+        def start_with_hosts():
+            gw.log = open(gw.log_path, "ab")
+            gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                        'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
+                                        os.path.join(BIN, "ucgwd"), gw.cfg_path],
+                                       stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
+            wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+        start_with_hosts()
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up through the second address")
         p = self.make("multi.jpg", 20000)
         o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
@@ -394,12 +381,7 @@ class SftpTest(GatewayTest):
         # no address answers: the last one's failure is the reason
         with open(hosts, "w") as f:
             f.write("::1 %s\n127.0.0.2 %s\n" % (name, name))
-        gw.log = open(gw.log_path, "ab")
-        gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                                    'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
-                                    os.path.join(BIN, "ucgwd"), gw.cfg_path],
-                                   stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+        start_with_hosts()
         w = wait_for(lambda: (lambda w: w if "connect to" in w["health"] else None)(gw.workers()["sftp"]),
                      what="connect failure")
         self.assertEqual(w["health"], "connect to %s:%d (127.0.0.2) failed: Connection refused" % (name, sshd.port))

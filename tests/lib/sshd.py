@@ -24,11 +24,7 @@ class Sshd:
         with open(self.user_key + ".pub") as src, open(self.authorized, "w") as dst:
             dst.write(src.read())
         os.chmod(self.authorized, 0o600)
-        self.known_hosts = os.path.join(self.dir, "known_hosts")
-        with open(self.host_key + ".pub") as f:
-            pub = " ".join(f.read().split()[:2])
-        with open(self.known_hosts, "w") as f:
-            f.write("[127.0.0.1]:%d %s\n" % (self.port, pub))
+        self.known_hosts = self.known_hosts_as("127.0.0.1", self.port, "known_hosts")
         self.fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", self.host_key + ".pub"],
                                           capture_output=True, text=True, check=True).stdout.split()[1]
         self.config = os.path.join(self.dir, "sshd_config")
@@ -42,6 +38,16 @@ class Sshd:
         os.makedirs("/run/sshd", exist_ok=True)
         os.makedirs(self.remote, exist_ok=True)
         self.start()
+
+    def known_hosts_as(self, host, port, name):
+        """A known_hosts file (in the sshd directory) that gives this server's
+        host key for [host]:port: the server reached through a proxy or a name."""
+        with open(self.host_key + ".pub") as f:
+            pub = " ".join(f.read().split()[:2])
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write("[%s]:%d %s\n" % (host, port, pub))
+        return path
 
     def start(self):
         log = open(os.path.join(self.dir, "sshd.log"), "ab")
