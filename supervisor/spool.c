@@ -81,6 +81,8 @@ static struct {
 	char sync_err[200];     /* a file or directory sync of the running group commit failed */
 	int *linked;            /* files linked in since the last sync: their contents to sync */
 	size_t nlinked, caplinked;
+	char **gone;            /* copies of delivered files whose DONE waits in S.out: removed once it is written */
+	size_t ngone, capgone;
 	uv_prepare_t prep;
 	msgpack_zone zone;
 	struct spool_stats st;
@@ -202,7 +204,13 @@ static void seal_record(enum rec_type type)
  * ADD record is written (and, per spool.fsync, durable), and replies leave
  * only when the loop next polls. At full rate this is one write() for many
  * messages instead of one each. DONE records ride along: one lost in a crash
- * means a message delivered once more, which the idempotency key covers. */
+ * means a message delivered once more, which the idempotency key covers. For
+ * that a file message needs its file: the spool's copy of a delivered file is
+ * removed only here, once the DONE that cancels its ADD is written (removed at
+ * once, a crash before this write left an ADD with no DONE and no file, and the
+ * next start made a dead letter of a file that had arrived). */
+static void remove_gone(bool written);
+
 static int write_out(void)
 {
 	if (!S.out.size || S.wfd < 0)
@@ -223,16 +231,45 @@ static int write_out(void)
 		for (size_t i = 0; i < S.nadds; i++)
 			S.adds[i].failed = true;
 		S.out.size = 0;
+		remove_gone(false);
 		return -1;
 	}
 	S.woff += (uint64_t)n;
 	S.segs[S.nsegs - 1].size = S.woff;
 	S.st.written_bytes += (uint64_t)n;
 	S.out.size = 0;
+	remove_gone(true);
 	return 0;
 }
 
 static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id); }
+
+/* The DONE records of S.out are written (or lost with it): remove the copies
+ * of the files they cancel, or, when they are lost, keep them for the delivery
+ * once more that the next start makes. */
+static void remove_gone(bool written)
+{
+	if (!written && S.ngone)
+		log_warnx("spool: kept the copies of %zu delivered files whose DONE records could not be written; "
+			  "they are delivered again after a restart", S.ngone);
+	for (size_t i = 0; i < S.ngone; i++) {
+		if (written)
+			unlink(S.gone[i]);
+		free(S.gone[i]);
+	}
+	S.ngone = 0;
+}
+
+/* Remove the spool's copy of a delivered file with the next write of S.out,
+ * which carries its DONE. */
+static void forget_file_when_written(const char *id)
+{
+	if (S.ngone == S.capgone) {
+		S.capgone = S.capgone ? S.capgone * 2 : 16;
+		S.gone = xrealloc(S.gone, S.capgone * sizeof *S.gone);
+	}
+	S.gone[S.ngone++] = file_path(id);
+}
 
 /* The spool's copy of a file is no longer wanted (delivered, or never accepted). */
 static void forget_file(const char *id)
@@ -556,9 +593,9 @@ static void seg_unref(uint64_t num);
 
 void spool_done(struct smsg *m)
 {
-	write_id_record(REC_DONE, m, NULL);
-	if (m->kind == JOB_FILE)
-		forget_file(m->id);
+	/* With no DONE recorded the message comes back after a restart, and needs its file. */
+	if (write_id_record(REC_DONE, m, NULL) == 0 && m->kind == JOB_FILE)
+		forget_file_when_written(m->id);
 	if (S.st.messages)
 		S.st.messages--;
 	S.st.bytes -= m->size <= S.st.bytes ? m->size : S.st.bytes;
@@ -1061,6 +1098,10 @@ void spool_close(void)
 	/* Written, not answered: a client that had no "accepted" yet gets none, and
 	 * the message goes out after the next start. */
 	write_out();
+	remove_gone(false); /* write_out() had nothing to write (no segment): nothing removed */
+	free(S.gone);
+	S.gone = NULL;
+	S.capgone = 0;
 	free(S.adds);
 	S.adds = NULL;
 	S.nadds = S.capadds = 0;

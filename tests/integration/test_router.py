@@ -375,6 +375,44 @@ class RouterTest(GatewayTest):
         self.assertEqual(len(got), len(ids))
         self.assertIn("recovered 51 undelivered messages", gw.log_text())
 
+    def test_file_delivered_just_before_a_crash_is_not_dead_lettered(self):
+        # The spool may remove its copy of a delivered file only once the DONE
+        # record that says so is written: a crash in between left the ADD with
+        # no DONE and no file, and the next start made a dead letter of a file
+        # that had arrived ("cannot read the message back from the spool"; seen
+        # once in tests/fault, a supervisor kill -9 under load). Here the crash
+        # lands exactly there: crashafter.so kills ucgwd right after it unlinks
+        # the spool's copy.
+        env = {"LD_PRELOAD": os.path.join(BIN, "crashafter.so"), "UCGW_CRASH_AFTER_UNLINK": "/spool/files/",
+               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+        old = {k: os.environ.get(k) for k in env}
+
+        def restore():
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.addCleanup(restore)
+        os.environ.update(env)
+        gw = self.gateway(cfg(self.tmp, delay_ms=300))  # answered "accepted" before it is delivered
+        path = os.path.join(self.tmp, "plate.jpg")
+        with open(path, "wb") as f:
+            f.write(os.urandom(50000))
+        rc, out, err = gw.ctl("send-file", "--protocol", "testworker", path)
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        self.assertEqual(gw.proc.wait(30), -signal.SIGKILL, "ucgwd was to die at the unlink")
+        self.assertEqual([r[0] for r in delivered(self.tmp)], [mid])
+        restore()
+        gw.log.close()
+        gw.start()
+        time.sleep(0.5)  # a recovered message with no file is dead-lettered as soon as its worker is ready
+        self.assertEqual(gw.ctl_json("queue"), [])
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
+        self.assertEqual(os.listdir(os.path.join(gw.dir, "state", "spool", "files")), [])
+        self.assertEqual([r[0] for r in delivered(self.tmp)], [mid])
+
     def test_torn_tail_is_cut(self):
         c = cfg(self.tmp, delay_ms=30000)
         gw = self.gateway(c)
