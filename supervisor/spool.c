@@ -327,8 +327,18 @@ static int append_record(enum rec_type type, uint64_t *seg, uint64_t *off, uint3
 {
 	seal_record(type);
 	if (S.woff + S.out.size >= S.seg_max) {
-		finish_out(); /* what waits belongs to the segment that is full */
-		if (seg_open_new(err, errlen) < 0)
+		/* What waits belongs to the segment that is full. finish_out() also
+		 * routes the new messages among it, and one that fails at once (its
+		 * file or its key unreadable) is dead-lettered then: a DEAD framed in
+		 * S.sb and written to a new segment. This record waits aside meanwhile
+		 * (left in S.sb it became a copy of that DEAD, and its message was lost
+		 * at the next start), and a new segment is opened only if none was. */
+		msgpack_sbuffer rec = S.sb;
+		msgpack_sbuffer_init(&S.sb);
+		finish_out();
+		msgpack_sbuffer_destroy(&S.sb);
+		S.sb = rec;
+		if (S.woff + S.out.size >= S.seg_max && seg_open_new(err, errlen) < 0)
 			return -1;
 	}
 	if (seg)

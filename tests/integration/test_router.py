@@ -10,6 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ctlclient import Ctl  # noqa: E402
 from ucgwtest import BIN, GatewayTest, proc_number, under_asan, wait_for  # noqa: E402
 
 
@@ -412,6 +413,34 @@ class RouterTest(GatewayTest):
         self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
         self.assertEqual(os.listdir(os.path.join(gw.dir, "state", "spool", "files")), [])
         self.assertEqual([r[0] for r in delivered(self.tmp)], [mid])
+
+    def test_dead_letters_at_a_segment_change_lose_no_other_message(self):
+        # A message that fails at once (here: its key file is missing) is
+        # dead-lettered while the spool routes the messages of a full segment,
+        # in the middle of appending the next record: that record became a copy
+        # of the DEAD, and its message was gone after a restart (19 of 300).
+        c = cfg(self.tmp)
+        c["spool"]["segment_bytes"] = 4096
+        c["security"] = {"encryption_key_file": os.path.join(self.tmp, "no-such-key")}
+        gw = self.gateway(c)
+        ctl = Ctl(gw.sock)
+        n = 300
+        for i in range(n):  # pipelined: many in one turn of the loop, segment changes among them
+            ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (i, "x" * 100)).encode(), "format": "json",
+                                 "protocol": "testworker", "encrypt": True})
+        replies = [ctl.reply() for _ in range(n)]
+        ctl.close()
+        self.assertTrue(all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:3])
+        ids = {r["body"]["id"] for r in replies}
+        wait_for(lambda: len(gw.ctl_json("queue", "dead", "--limit", "1000")) == n, what="all dead-lettered")
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        gw.log.close()
+        gw.start()
+        left = gw.ctl_json("queue", "--limit", "1000")
+        self.assertEqual({m["id"] for m in left}, ids)
+        self.assertEqual({m["state"] for m in left}, {"dead"})
+        self.assertIn("recovered %d undelivered messages" % n, gw.log_text())
 
     def test_torn_tail_is_cut(self):
         c = cfg(self.tmp, delay_ms=30000)
