@@ -7,7 +7,11 @@
  * Each connection is made by a new client: when one ends, its jobs are answered
  * retry at once and the supervisor sends them again, so the old client must not
  * keep them (libmosquitto would publish them again after reconnecting, a second
- * copy of each). */
+ * copy of each).
+ *
+ * A message without its acknowledgment ack_timeout_ms after it was published
+ * ends the connection as a loss does: a broker that has stopped answering while
+ * the TCP connection stays up is otherwise noticed only by keepalive. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -17,6 +21,7 @@
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "workers/worker.h"
 
@@ -30,11 +35,12 @@ static struct {
 	struct job *publishing;        /* QoS 0: the job mosquitto_publish is writing now */
 	char host[256];
 	int port, qos, keepalive;
+	uint64_t ack_timeout_ms;
 	bool tls, v5, envelope, connected, stopping;
 	char *topic, *status_topic;
 	uv_poll_t *poll;
 	int poll_fd;
-	uv_timer_t misc, retry;
+	uv_timer_t misc, retry, sweep;
 	uint64_t backoff_ms;
 	char why[256];                 /* why we are not connected */
 	struct job *by_mid[MIDS];      /* jobs waiting for their PUBACK (QoS 0: to be written) */
@@ -292,6 +298,39 @@ static void misc_tick(uv_timer_t *t)
 	report_rtt();
 }
 
+/* The oldest job in hand has waited ack_timeout_ms for its acknowledgment (the
+ * framework's list is in arrival order, and a job is published as it arrives,
+ * so one look at its head suffices while nothing is late). Each late job is
+ * answered retry saying so; then the connection is shut down, which answers
+ * the rest retry and reconnects with a new client: a broker that sits on one
+ * message may sit on all of them, and its acknowledgments of this connection's
+ * messages must not answer anything after this. */
+static void sweep_tick(uv_timer_t *t)
+{
+	struct job *oldest = worker_jobs();
+	uint64_t now = now_ms();
+	if (!M.connected || !oldest || now - oldest->start_ms < M.ack_timeout_ms)
+		return;
+	const char *late = M.qos == 0 ? "not written" : M.qos == 1 ? "no PUBACK" : "no PUBCOMP";
+	unsigned long long ms = (unsigned long long)M.ack_timeout_ms;
+	for (int mid = 0; mid < MIDS; mid++) {
+		struct job *j = M.by_mid[mid];
+		if (j && now - j->start_ms >= M.ack_timeout_ms) {
+			M.by_mid[mid] = NULL;
+			worker_result(j, JOB_RETRY, 0, "%s %s %s:%d within %llu ms", late, M.qos == 0 ? "to" : "from", M.host,
+				      M.port, ms);
+		}
+	}
+	char why[200];
+	snprintf(why, sizeof why, "%s within %llu ms; connection dropped", late, ms);
+	/* The socket stays libmosquitto's (closed by mosquitto_destroy at the next
+	 * connect); shut down now, the connection ends at once for the broker too. */
+	int fd = mosquitto_socket(M.mosq);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	went_down(why);
+}
+
 /* ---- jobs ---- */
 
 static char *envelope(const struct job *j, size_t *len)
@@ -496,6 +535,7 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	M.poll_fd = -1;
 	M.qos = (int)cfg_int(cfg, "qos");
 	M.keepalive = (int)cfg_int(cfg, "keepalive");
+	M.ack_timeout_ms = (uint64_t)cfg_int(cfg, "ack_timeout_ms");
 	M.v5 = strcmp(cfg_str(cfg, "protocol_version"), "5") == 0;
 	M.envelope = cfg_bool(cfg, "envelope");
 	M.topic = worker_expand(cfg_str(cfg, "topic"));
@@ -506,6 +546,9 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	uv_timer_init(loop, &M.misc);
 	uv_timer_init(loop, &M.retry);
 	uv_timer_start(&M.misc, misc_tick, 1000, 1000);
+	uint64_t period = M.ack_timeout_ms / 4 < 250 ? M.ack_timeout_ms / 4 + 1 : 250;
+	uv_timer_init(loop, &M.sweep);
+	uv_timer_start(&M.sweep, sweep_tick, period, period);
 	worker_health(false, 0, "connecting to %s:%d", M.host, M.port);
 	start_connect(NULL);
 	return 0;

@@ -169,7 +169,11 @@ static void unpublish_close(int fd)
 
 /* Every address the name resolves to, in getaddrinfo's order, until one
  * connects (a host with an IPv6 address that does not route and an IPv4 one
- * that does); err has the last address's failure. */
+ * that does); err has the last address's failure. All of them together take
+ * at most the timeout: each waits for its share of the time left, split evenly
+ * among the addresses not yet tried, so one that never answers costs the next
+ * ones only its share, and what a quick failure leaves goes to those after it
+ * (the last address gets all that remains). */
 static int tcp_connect(char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
@@ -181,8 +185,11 @@ static int tcp_connect(char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(err, errlen, "%s has no address", S.host);
-	int fd = -1;
-	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+	int fd = -1, left = 0;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+		left++;
+	uint64_t deadline = now_ms() + (uint64_t)S.timeout_ms;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next, left--) {
 		char addr[NI_MAXHOST];
 		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST))
 			snprintf(addr, sizeof addr, "?");
@@ -201,7 +208,9 @@ static int tcp_connect(char *err, size_t errlen)
 			struct pollfd p = { s, POLLOUT, 0 };
 			int soerr = 0;
 			socklen_t sl = sizeof soerr;
-			if (poll(&p, 1, (int)S.timeout_ms) <= 0)
+			uint64_t now = now_ms();
+			int share = now < deadline ? (int)((deadline - now) / (uint64_t)left) : 0;
+			if (poll(&p, 1, share) <= 0)
 				soerr = ETIMEDOUT;
 			else if (getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
 				soerr = errno;

@@ -292,6 +292,48 @@ class MqttTest(GatewayTest):
         self.assertEqual(sorted(got), sorted(ids))
         self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
 
+    def test_broker_that_stops_answering_is_dropped_after_ack_timeout(self):
+        # A black hole keeps the TCP connection up: keepalive (60 s) would notice
+        # only after one to two minutes. With ack_timeout_ms 1000 the messages held
+        # are answered retry about a second after they were published, the
+        # connection is dropped, health says why, and after the broker answers
+        # again every message arrives; none is answered twice.
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
+        self.addCleanup(sub.close)
+        proxy = FaultProxy(self, mq.port)
+        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:%d" % proxy.port, "username": "edge",
+                                    "password": "s3cret", "ack_timeout_ms": 1000},
+                           "gateway": {"log_level": "debug"},
+                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+        self.connected(gw)
+        self.send_ok(gw, '{"plate":"BEFORE"}')
+        self.assertEqual(proxy.command("blackhole"), "ok")
+        t0 = time.monotonic()
+        ids = [gw.ctl("send", "--protocol", "mqtt", '{"n":%d}' % i)[1].strip() for i in range(10)]
+        w = wait_for(lambda: (lambda w: w if not w["connected"] else None)(gw.workers()["mqtt"]), timeout=8,
+                     what="mqtt down within a few seconds, not keepalive's minute")
+        took = time.monotonic() - t0
+        print("\nblack hole: connection dropped after %.1f s: %s" % (took, w["health"]))
+        self.assertGreaterEqual(took, 0.9)
+        self.assertIn("broker 127.0.0.1:%d unreachable: no PUBACK within 1000 ms; connection dropped" % proxy.port,
+                      w["health"])
+        first = gw.ctl_json("trace", ids[0])["route"][0]
+        self.assertEqual((first["protocol"], first["result"]), ("mqtt", "retry"))
+        self.assertEqual(first["error"], "no PUBACK from 127.0.0.1:%d within 1000 ms" % proxy.port)
+        for mid in ids:
+            hop = gw.ctl_json("trace", mid)["route"][0]
+            self.assertEqual(hop["result"], "retry", hop)
+        self.assertEqual(gw.ctl_json("stats")["mqtt"]["inflight"], 0)  # nothing left unanswered
+        self.assertEqual(proxy.command("pass"), "ok")
+        self.connected(gw)
+        data = "lpr/test-cam-1/data"
+        wait_for(lambda: {m["props"]["message-id"] for m in sub.received(data)} >= set(ids), timeout=30,
+                 what="all 10 after the broker answers again")
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+        self.assertNotIn("stale result", gw.log_text())  # no job answered twice
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
+
     def test_health_stays_down_after_acks(self):
         # Round trips measured before the broker went away must not report it up again.
         mq = Mosquitto(self, users=USERS)

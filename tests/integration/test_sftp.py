@@ -3,6 +3,7 @@ half under their final name, resume after a cut, only to a trusted host key."""
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -346,6 +347,35 @@ class SftpTest(GatewayTest):
             self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p))
         wait_for(lambda: gw.ctl_json("queue") == [], what="an empty queue")
 
+    def start_with_hosts(self, gw, hosts):
+        """Start gw's ucgwd in a mount namespace where the file hosts is /etc/hosts."""
+        gw.log = open(gw.log_path, "ab")
+        gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                                    'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
+                                    os.path.join(BIN, "ucgwd"), gw.cfg_path],
+                                   stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+
+    def silent_address(self, host, port):
+        """A listener on host:port that never answers a connect, like an address
+        that does not route: its queue (backlog 0) is full with one connection
+        made here, so the kernel drops every further SYN."""
+        ls = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.addCleanup(ls.close)
+        ls.bind((host, port))
+        ls.listen(0)
+        filler = socket.create_connection((host, port), timeout=5)
+        self.addCleanup(filler.close)
+        probe = socket.socket(ls.family)
+        probe.settimeout(0.5)
+        try:
+            probe.connect((host, port))
+            self.skipTest("a full listen queue does not drop connects on this kernel")
+        except socket.timeout:
+            pass
+        finally:
+            probe.close()
+
     def test_every_address_is_tried(self):
         # a name whose first address refuses (::1, where sshd does not listen)
         # and whose next one is the server: the worker goes on to the next.
@@ -363,15 +393,7 @@ class SftpTest(GatewayTest):
         gw = self.gateway({"sftp": {"host": name, "port": sshd.port, "username": sshd.user,
                                     "key_file": sshd.user_key, "known_hosts": kh, "remote_path": sshd.remote,
                                     "timeout": 10}}, start=False)
-
-        def start_with_hosts():
-            gw.log = open(gw.log_path, "ab")
-            gw.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                                        'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"', hosts,
-                                        os.path.join(BIN, "ucgwd"), gw.cfg_path],
-                                       stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
-            wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
-        start_with_hosts()
+        self.start_with_hosts(gw, hosts)
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up through the second address")
         p = self.make("multi.jpg", 20000)
         o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
@@ -381,10 +403,57 @@ class SftpTest(GatewayTest):
         # no address answers: the last one's failure is the reason
         with open(hosts, "w") as f:
             f.write("::1 %s\n127.0.0.2 %s\n" % (name, name))
-        start_with_hosts()
+        self.start_with_hosts(gw, hosts)
         w = wait_for(lambda: (lambda w: w if "connect to" in w["health"] else None)(gw.workers()["sftp"]),
                      what="connect failure")
         self.assertEqual(w["health"], "connect to %s:%d (127.0.0.2) failed: Connection refused" % (name, sshd.port))
+
+    def test_an_address_that_never_answers_costs_its_share_of_the_timeout(self):
+        # The name's first address (::1) takes the connect and never answers;
+        # its next one is the server. The addresses share the timeout, so the
+        # worker goes on after half of it (it waited all of it before); and
+        # when no address answers, all of them together take the timeout once.
+        why = PasswordSshd.usable()
+        if why:
+            self.skipTest(why.replace("a password login without changing /etc/shadow",
+                                      "a name with two addresses without changing /etc/hosts"))
+        sshd = Sshd(self)
+        self.silent_address("::1", sshd.port)
+        name = "sftp-silent.test"
+        hosts = os.path.join(self.tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("::1 %s\n127.0.0.1 %s\n" % (name, name))
+        kh = sshd.known_hosts_as(name, sshd.port, "silent_known_hosts")
+        cfg = {"sftp": {"host": name, "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
+                        "known_hosts": kh, "remote_path": sshd.remote, "timeout": 8}}
+        gw = self.gateway(cfg, start=False)
+        t0 = time.monotonic()
+        self.start_with_hosts(gw, hosts)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], timeout=20, what="sftp up through the second address")
+        took = time.monotonic() - t0
+        print("\nfirst address silent, timeout 8 s: connected through the second after %.1f s" % took)
+        self.assertGreaterEqual(took, 3.9)  # the first address had its half
+        self.assertLess(took, 7.0)  # and no more: the whole timeout is 8 s
+        p = self.make("silent.jpg", 20000)
+        o = json.loads(gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", p)[1])
+        self.assertEqual((o["status"], o["attempts"]), ("ok", 1), o)
+        self.assertEqual(sha(os.path.join(sshd.remote, "silent.jpg")), sha(p))
+        gw.kill()
+        # neither address answers: the timeout once for both, the last one's failure the reason
+        self.silent_address("127.0.0.2", sshd.port)
+        with open(hosts, "w") as f:
+            f.write("::1 %s\n127.0.0.2 %s\n" % (name, name))
+        cfg["sftp"]["timeout"] = 4
+        gw.write_config(cfg)
+        t0 = time.monotonic()
+        self.start_with_hosts(gw, hosts)
+        w = wait_for(lambda: (lambda w: w if "connect to" in w["health"] else None)(gw.workers()["sftp"]),
+                     timeout=20, what="connect failure")
+        took = time.monotonic() - t0
+        print("neither address answers, timeout 4 s: failure reported after %.1f s" % took)
+        self.assertEqual(w["health"], "connect to %s:%d (127.0.0.2) failed: Connection timed out" % (name, sshd.port))
+        self.assertGreaterEqual(took, 3.9)
+        self.assertLess(took, 7.0)
 
     def test_unknown_host_key_refused(self):
         sshd = Sshd(self)

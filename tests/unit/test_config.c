@@ -364,6 +364,7 @@ static const struct {
 	{ "mqtt", "status_topic", "lpr/{device_id}/status" },
 	{ "mqtt", "keepalive", "60" },
 	{ "mqtt", "max_inflight", "100" },
+	{ "mqtt", "ack_timeout_ms", "10000" },
 	{ "mqtt", "clean_session", "false" },
 	{ "mqtt", "envelope", "false" },
 	{ "sftp", "port", "22" },
