@@ -33,6 +33,7 @@ static struct {
 	struct xfer **idle;
 	long nidle;
 	CURLM *multi;
+	CURLU *curlu;
 } B;
 
 static double now_s(void)
@@ -70,7 +71,8 @@ static void start(struct xfer *x)
 	x->headers = curl_slist_append(NULL, "Content-Type: application/json");
 	x->headers = curl_slist_append(x->headers, "Expect:");
 	x->headers = curl_slist_append(x->headers, idem);
-	curl_easy_setopt(x->easy, CURLOPT_URL, B.url);
+	curl_easy_setopt(x->easy, CURLOPT_CURLU, B.curlu); /* parsed once, as ucgw-rest does */
+	curl_easy_setopt(x->easy, CURLOPT_PROXY, "");      /* as ucgw-rest when no proxy variable is set */
 	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, B.payload);
 	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)B.size);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
@@ -133,6 +135,11 @@ static void setup(void)
 	long inflight = B.conns; /* as ucgw-rest: one request per connection in libcurl's hands */
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	B.multi = curl_multi_init();
+	B.curlu = curl_url();
+	if (curl_url_set(B.curlu, CURLUPART_URL, B.url, 0) != CURLUE_OK) {
+		fprintf(stderr, "bench_rest: bad URL %s\n", B.url);
+		exit(2);
+	}
 	curl_multi_setopt(B.multi, CURLMOPT_MAX_HOST_CONNECTIONS, B.conns);
 	curl_multi_setopt(B.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, B.conns);
 	curl_multi_setopt(B.multi, CURLMOPT_MAXCONNECTS, B.conns);

@@ -13,20 +13,71 @@
 
 /* ---- schema look-ups ---- */
 
+/* The supervisor asks by name several times per message (is the protocol
+ * enabled, its size limit, its ttl), and a name is found by a scan with
+ * strcmp over the schema. A small cache per thread, keyed by where the name
+ * is (callers pass string literals) and checked by its text, makes a repeated
+ * question one comparison; a name at a reused address with other text misses
+ * and is looked up again, so a stale answer is never given. */
+#define LOOKUP_SLOTS 128
+#define LOOKUP_NAME_MAX 40
+
+struct lookup_slot {
+	const void *scope; /* the schema section (NULL: the section list) */
+	const char *name;
+	char text[LOOKUP_NAME_MAX];
+	int index;         /* -1: not there */
+};
+
+static _Thread_local struct lookup_slot lookup_cache[LOOKUP_SLOTS];
+
+static struct lookup_slot *lookup_slot(const void *scope, const char *name)
+{
+	uintptr_t h = ((uintptr_t)name >> 3) ^ ((uintptr_t)scope >> 4);
+	h ^= h >> 7;
+	return &lookup_cache[h % LOOKUP_SLOTS];
+}
+
+static bool lookup_cached(const struct lookup_slot *s, const void *scope, const char *name)
+{
+	return s->name == name && s->scope == scope && strcmp(s->text, name) == 0;
+}
+
+static void lookup_store(struct lookup_slot *s, const void *scope, const char *name, int index)
+{
+	size_t n = strlen(name);
+	if (n >= LOOKUP_NAME_MAX)
+		return;
+	memcpy(s->text, name, n + 1);
+	s->scope = scope;
+	s->name = name;
+	s->index = index;
+}
+
 const struct cfg_schema_section *cfg_schema_find(const char *name)
 {
-	for (size_t i = 0; i < cfg_schema_len; i++)
+	struct lookup_slot *s = lookup_slot(NULL, name);
+	if (lookup_cached(s, NULL, name))
+		return s->index < 0 ? NULL : &cfg_schema[s->index];
+	int found = -1;
+	for (size_t i = 0; i < cfg_schema_len && found < 0; i++)
 		if (strcmp(cfg_schema[i].name, name) == 0)
-			return &cfg_schema[i];
-	return NULL;
+			found = (int)i;
+	lookup_store(s, NULL, name, found);
+	return found < 0 ? NULL : &cfg_schema[found];
 }
 
 int cfg_key_index(const struct cfg_schema_section *sc, const char *key)
 {
-	for (size_t i = 0; i < sc->nkeys; i++)
+	struct lookup_slot *s = lookup_slot(sc, key);
+	if (lookup_cached(s, sc, key))
+		return s->index;
+	int found = -1;
+	for (size_t i = 0; i < sc->nkeys && found < 0; i++)
 		if (strcmp(sc->keys[i].key, key) == 0)
-			return (int)i;
-	return -1;
+			found = (int)i;
+	lookup_store(s, sc, key, found);
+	return found;
 }
 
 bool cfg_is_scalar_type(enum cfg_type t)

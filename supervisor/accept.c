@@ -71,17 +71,16 @@ static int check_protocol(const char *name, bool files, char *err, size_t errlen
 	if (strcmp(name, "auto") == 0)
 		return 0;
 	struct rproto *rp = rproto_by_name(name);
+	if (rp && (files ? rp->files : rp->meta) && rproto_enabled(rp))
+		return 0;
 	list_protocols(files, list, sizeof list);
 	if (!rp || !(files ? rp->files : rp->meta)) {
 		snprintf(err, errlen, "unknown %s protocol '%s' (valid: auto, %s)", files ? "file" : "metadata", name,
 			 list);
 		return -1;
 	}
-	if (!rproto_enabled(rp)) {
-		snprintf(err, errlen, "protocol '%s' is disabled in the configuration (valid: auto, %s)", name, list);
-		return -1;
-	}
-	return 0;
+	snprintf(err, errlen, "protocol '%s' is disabled in the configuration (valid: auto, %s)", name, list);
+	return -1;
 }
 
 struct common_args {

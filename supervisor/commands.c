@@ -308,15 +308,12 @@ static void cmd_trace(struct client *c, const struct msg *req)
 	if (m) {
 		router_pack_trace(&b.pk, m, NULL);
 	} else {
-		size_t len;
-		const void *packed = router_recent_trace(id, &len);
-		if (!packed) {
+		if (!router_recent_trace(id, &b.pk)) {
 			body_free(&b);
 			control_fail(c->cid, req->seq,
 				     "trace: no message with id '%s' in the spool or among the last finished ones", id);
 			return;
 		}
-		msgpack_sbuffer_write(&b.sb, packed, len);
 	}
 	control_reply(c->cid, req->seq, true, NULL, &b);
 	body_free(&b);

@@ -41,6 +41,7 @@ struct smsg {
 	char *topic, *endpoint, *remote_name;
 	bool encrypt;
 	uint64_t created_wall_ms, expires_wall_ms; /* expires 0: never */
+	uint64_t finished_wall_ms;  /* delivered or given up (0: not yet), for a later trace */
 	uint64_t size;            /* payload bytes, or the file's size */
 	char *payload;            /* loaded payload (NULL while only on disk) */
 	/* where the spool keeps it */

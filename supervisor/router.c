@@ -204,18 +204,20 @@ void smsg_free(struct smsg *m)
 
 /* ---- the routes of messages that are gone ----
  * `trace ID` right after a delivery is the usual question ("which protocol took
- * it, and why not the first?"), so the last RECENT finished messages keep their
- * trace reply, packed once (a few hundred bytes each), in a ring. */
+ * it, and why not the first?"), so the last RECENT finished messages are kept,
+ * without their payloads, in a ring, and their trace is packed only when asked
+ * for: packed at once it cost every delivery more than its routing did. */
 #define RECENT 256
 static struct recent {
-	char id[UCGW_ID_LEN + 1];
-	msgpack_sbuffer sb;
+	struct smsg *m;     /* finished: on no list, in no index, payload freed */
+	const char *state;  /* a string literal: "delivered", "expired", ... */
 } recent[RECENT];
 static unsigned recent_next;
 
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
 	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "moving" };
+	uint64_t at = state && m->finished_wall_ms ? m->finished_wall_ms : wall_ms();
 	msgpack_pack_map(pk, 11);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
@@ -224,7 +226,7 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 	pk_kv_str(pk, "priority", priority_str(m->priority));
 	pk_kv_u64(pk, "attempts", m->tries);
 	pk_kv_u64(pk, "size", m->size);
-	pk_kv_u64(pk, "age_ms", wall_ms() - m->created_wall_ms);
+	pk_kv_u64(pk, "age_ms", at - m->created_wall_ms);
 	pk_kv_u64(pk, "next_try_ms",
 		  !state && m->state == SM_WAITING && m->next_try_ms > now_ms() ? m->next_try_ms - now_ms() : 0);
 	pk_kv_str(pk, "last_error", m->last_error[0] ? m->last_error : NULL);
@@ -241,42 +243,40 @@ void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *sta
 	pk_kv_str(pk, "requested", m->protocol);
 }
 
-static void remember(const struct smsg *m, const char *state)
+/* Keep m (now finished) for a later trace; the oldest kept one goes. */
+static void remember(struct smsg *m, const char *state)
 {
 	struct recent *r = &recent[recent_next++ % RECENT];
-	if (r->sb.data)
-		msgpack_sbuffer_clear(&r->sb);
-	else
-		msgpack_sbuffer_init(&r->sb);
-	memcpy(r->id, m->id, sizeof r->id);
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, &r->sb, msgpack_sbuffer_write);
-	router_pack_trace(&pk, m, state);
+	if (r->m)
+		smsg_free(r->m);
+	free(m->payload);
+	m->payload = NULL;
+	m->finished_wall_ms = wall_ms();
+	*r = (struct recent){ m, state };
 }
 
-const void *router_recent_trace(const char *id, size_t *len)
+bool router_recent_trace(const char *id, msgpack_packer *pk)
 {
 	for (unsigned i = 0; i < RECENT; i++) {
-		struct recent *r = &recent[(recent_next - 1 - i) % RECENT];
-		if (r->sb.data && strcmp(r->id, id) == 0) {
-			*len = r->sb.size;
-			return r->sb.data;
+		const struct recent *r = &recent[(recent_next - 1 - i) % RECENT];
+		if (r->m && strcmp(r->m->id, id) == 0) {
+			router_pack_trace(pk, r->m, r->state);
+			return true;
 		}
 	}
-	return NULL;
+	return false;
 }
 
 /* Delivered (or purged, expired, dropped): out of the spool and out of memory.
  * state says which, in words, for a later `trace`. */
 void router_forget(struct smsg *m, const char *status, const char *state)
 {
-	remember(m, state);
 	unlist(m);
 	age_del(m);
 	index_del(m);
 	answer_waiter(m, status);
 	spool_done(m);
-	smsg_free(m);
+	remember(m, state); /* freed when it leaves the ring */
 }
 
 static void to_dead(struct smsg *m)

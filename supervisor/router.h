@@ -41,7 +41,7 @@ void router_forget(struct smsg *m, const char *status, const char *state);
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state);
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state);
 /* The packed trace reply of one of the last finished messages, or NULL. */
-const void *router_recent_trace(const char *id, size_t *len);
+bool router_recent_trace(const char *id, msgpack_packer *pk); /* packs its trace if it finished lately */
 /* Free a message the router never adopted (refused, or its record not written). */
 void smsg_free(struct smsg *m);
 

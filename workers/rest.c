@@ -34,6 +34,8 @@ static struct {
 	CURLM *multi;
 	uv_timer_t timer, probe_timer;
 	char *url_base, *endpoint;
+	CURLU *default_url;          /* url_base + endpoint, parsed once */
+	bool no_proxy_env;           /* none of libcurl's proxy variables is set */
 	char hostport[300];          /* for "connect to HOST:PORT failed" */
 	struct curl_slist *base_headers;
 	long timeout_ms, connect_ms;
@@ -547,10 +549,18 @@ static void start_request(struct job *j)
 	r->job = j;
 	r->easy = take_easy();
 	r->headers = request_headers(j);
-	char *url = xasprintf("%s%s", H.url_base, j->endpoint ? j->endpoint : H.endpoint);
 	CURL *e = r->easy;
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	free(url);
+	if (j->endpoint) {
+		char *url = xasprintf("%s%s", H.url_base, j->endpoint);
+		curl_easy_setopt(e, CURLOPT_CURLU, NULL); /* it would win over CURLOPT_URL */
+		curl_easy_setopt(e, CURLOPT_URL, url);
+		free(url);
+	} else {
+		/* Parsed once: libcurl would parse the same URL text again for every request. */
+		curl_easy_setopt(e, CURLOPT_CURLU, H.default_url);
+	}
+	if (H.no_proxy_env)
+		curl_easy_setopt(e, CURLOPT_PROXY, ""); /* what libcurl would find, without its getenv() calls per request */
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDS, j->payload);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload_len);
@@ -660,6 +670,23 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	if (H.timeout_ms < 1)
 		H.timeout_ms = 1; /* 0 would mean "no timeout" to libcurl */
 	H.connect_ms = H.timeout_ms < 10000 ? H.timeout_ms : 10000;
+	H.default_url = curl_url();
+	char *url = xasprintf("%s%s", H.url_base, H.endpoint);
+	CURLUcode uc = curl_url_set(H.default_url, CURLUPART_URL, url, 0);
+	if (uc != CURLUE_OK) {
+		snprintf(err, errlen, "rest.base_url + rest.endpoint '%s': %s", url, curl_url_strerror(uc));
+		free(url);
+		return UCGW_EXIT_CONFIG;
+	}
+	free(url);
+	/* libcurl reads these for every request unless told a proxy; with none
+	 * of them set (a daemon's usual environment) it would find none. */
+	static const char *const proxy_vars[] = { "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+						  "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY" };
+	H.no_proxy_env = true;
+	for (size_t i = 0; i < sizeof proxy_vars / sizeof proxy_vars[0]; i++)
+		if (getenv(proxy_vars[i]))
+			H.no_proxy_env = false;
 	base_headers(cfg);
 	H.verbose = getenv("UCGW_CURL_VERBOSE") ? 1L : 0L;
 	if (cfg_bool(cfg, "insecure"))
