@@ -49,6 +49,11 @@ static bool string(struct jp *j)
 {
 	j->p++; /* the opening quote */
 	while (j->p < j->end) {
+		/* most of a payload is plain ASCII: step over it in a tight loop */
+		while (j->p < j->end && *j->p >= 0x20 && *j->p < 0x80 && *j->p != '"' && *j->p != '\\')
+			j->p++;
+		if (j->p >= j->end)
+			break;
 		unsigned char c = *j->p;
 		if (c == '"') {
 			j->p++;
