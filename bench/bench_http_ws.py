@@ -23,7 +23,7 @@ paravirtualised VM wake-ups are dear (a pipe round trip between two processes,
 `perf bench sched pipe`, takes about 20 microseconds).
 
     UCGW_BUILD_DIR=build /usr/bin/python3 bench/bench_http_ws.py
-    UCGW_BENCH_N=20000 UCGW_BENCH_REPEAT=3 ...
+    UCGW_BENCH_N=100000 UCGW_BENCH_REPEAT=3 ...
 """
 import json
 import os
@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from lprpeer import LprPeer  # noqa: E402
 from ucgwtest import BIN, Gateway, Scene, proc_number, wait_for  # noqa: E402
 
-N = int(os.environ.get("UCGW_BENCH_N", "20000"))
+N = int(os.environ.get("UCGW_BENCH_N", "100000"))  # 20,000 took 0.3 s on a fast machine: too short to be steady
 REPEAT = int(os.environ.get("UCGW_BENCH_REPEAT", "3"))
 RATE, RATE_N = 1000, 3000
 CONNECTIONS, WINDOW, SIZE = 8, 256, 200

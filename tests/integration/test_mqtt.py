@@ -26,6 +26,25 @@ class MqttTest(GatewayTest):
     def connected(self, gw, up=True):
         return wait_for(lambda: gw.workers()["mqtt"]["connected"] == up, what="mqtt connected=%s" % up)
 
+    def behind_proxy(self, mqtt=None, **cfg):
+        """A broker reached through a FaultProxy, a subscriber to lpr/#, and a gateway connected to it."""
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
+        self.addCleanup(sub.close)
+        proxy = FaultProxy(self, mq.port)
+        m = {"broker_url": "127.0.0.1:%d" % proxy.port, "username": "edge", "password": "s3cret"}
+        m.update(mqtt or {})
+        cfg.update({"mqtt": m, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+        gw = self.gateway(cfg)
+        self.connected(gw)
+        return sub, proxy, gw
+
+    def all_arrive(self, gw, sub, ids, what):
+        """Every id on the data topic, then the spool drained."""
+        data = "lpr/test-cam-1/data"
+        wait_for(lambda: {m["props"]["message-id"] for m in sub.received(data)} >= set(ids), timeout=30, what=what)
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+
     def test_bytes_id_and_topic(self):
         mq = Mosquitto(self, users=USERS)
         sub = Subscriber(mq.port, "#", "reader", "r")
@@ -267,14 +286,7 @@ class MqttTest(GatewayTest):
         # The connection ends with 10 messages published and none at the broker:
         # they are answered retry and sent again after reconnecting, once each
         # (libmosquitto would also replay its own copies under the old ids).
-        mq = Mosquitto(self, users=USERS)
-        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
-        self.addCleanup(sub.close)
-        proxy = FaultProxy(self, mq.port)
-        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:%d" % proxy.port, "username": "edge",
-                                    "password": "s3cret"},
-                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
-        self.connected(gw)
+        sub, proxy, gw = self.behind_proxy()
         self.assertEqual(proxy.command("blackhole"), "ok")
         ids = [gw.ctl("send", "--protocol", "mqtt", '{"n":%d}' % i)[1].strip() for i in range(10)]
         wait_for(lambda: gw.ctl_json("stats")["mqtt"]["inflight"] == 10, what="10 at the worker")
@@ -283,12 +295,9 @@ class MqttTest(GatewayTest):
         self.connected(gw, False)
         self.assertEqual(proxy.command("pass"), "ok")
         self.connected(gw)
-        data = "lpr/test-cam-1/data"
-        wait_for(lambda: {m["props"]["message-id"] for m in sub.received(data)} >= set(ids), timeout=30,
-                 what="all 10 after reconnecting")
-        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+        self.all_arrive(gw, sub, ids, "all 10 after reconnecting")
         time.sleep(1.0)  # a replayed copy would come now
-        got = [m["props"]["message-id"] for m in sub.received(data)]
+        got = [m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")]
         self.assertEqual(sorted(got), sorted(ids))
         self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
 
@@ -298,15 +307,7 @@ class MqttTest(GatewayTest):
         # are answered retry about a second after they were published, the
         # connection is dropped, health says why, and after the broker answers
         # again every message arrives; none is answered twice.
-        mq = Mosquitto(self, users=USERS)
-        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
-        self.addCleanup(sub.close)
-        proxy = FaultProxy(self, mq.port)
-        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:%d" % proxy.port, "username": "edge",
-                                    "password": "s3cret", "ack_timeout_ms": 1000},
-                           "gateway": {"log_level": "debug"},
-                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
-        self.connected(gw)
+        sub, proxy, gw = self.behind_proxy({"ack_timeout_ms": 1000}, gateway={"log_level": "debug"})
         self.send_ok(gw, '{"plate":"BEFORE"}')
         self.assertEqual(proxy.command("blackhole"), "ok")
         t0 = time.monotonic()
@@ -327,10 +328,7 @@ class MqttTest(GatewayTest):
         self.assertEqual(gw.ctl_json("stats")["mqtt"]["inflight"], 0)  # nothing left unanswered
         self.assertEqual(proxy.command("pass"), "ok")
         self.connected(gw)
-        data = "lpr/test-cam-1/data"
-        wait_for(lambda: {m["props"]["message-id"] for m in sub.received(data)} >= set(ids), timeout=30,
-                 what="all 10 after the broker answers again")
-        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+        self.all_arrive(gw, sub, ids, "all 10 after the broker answers again")
         self.assertNotIn("stale result", gw.log_text())  # no job answered twice
         self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
 
