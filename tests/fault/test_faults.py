@@ -255,7 +255,11 @@ class FaultTest(GatewayTest):
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", spool], capture_output=True)
         if r.returncode != 0:
             self.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
-        self.addCleanup(subprocess.run, ["umount", "-l", spool])
+        def unmount():  # cleanups run after tearDown, whose rmtree could not remove a mount point
+            subprocess.run(["umount", "-l", spool])
+            if not self.keep_tmp:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        self.addCleanup(unmount)
         cfg = self.config()
         cfg["spool"]["dir"] = spool
         self.mq.stop()  # nothing drains: the spool fills
