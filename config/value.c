@@ -38,46 +38,47 @@ static struct lookup_slot *lookup_slot(const void *scope, const char *name)
 	return &lookup_cache[h % LOOKUP_SLOTS];
 }
 
-static bool lookup_cached(const struct lookup_slot *s, const void *scope, const char *name)
+static int scan_sections(const void *unused, const char *name)
 {
-	return s->name == name && s->scope == scope && strcmp(s->text, name) == 0;
+	for (size_t i = 0; i < cfg_schema_len; i++)
+		if (strcmp(cfg_schema[i].name, name) == 0)
+			return (int)i;
+	return -1;
 }
 
-static void lookup_store(struct lookup_slot *s, const void *scope, const char *name, int index)
+static int scan_keys(const void *section, const char *key)
 {
+	const struct cfg_schema_section *sc = section;
+	for (size_t i = 0; i < sc->nkeys; i++)
+		if (strcmp(sc->keys[i].key, key) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* scan(scope, name), answered from the cache when the same name was asked before */
+static int cached_index(const void *scope, const char *name, int (*scan)(const void *, const char *))
+{
+	struct lookup_slot *s = lookup_slot(scope, name);
+	if (s->name == name && s->scope == scope && strcmp(s->text, name) == 0)
+		return s->index;
+	int index = scan(scope, name);
 	size_t n = strlen(name);
-	if (n >= LOOKUP_NAME_MAX)
-		return;
-	memcpy(s->text, name, n + 1);
-	s->scope = scope;
-	s->name = name;
-	s->index = index;
+	if (n < LOOKUP_NAME_MAX) {
+		*s = (struct lookup_slot){ .scope = scope, .name = name, .index = index };
+		memcpy(s->text, name, n + 1);
+	}
+	return index;
 }
 
 const struct cfg_schema_section *cfg_schema_find(const char *name)
 {
-	struct lookup_slot *s = lookup_slot(NULL, name);
-	if (lookup_cached(s, NULL, name))
-		return s->index < 0 ? NULL : &cfg_schema[s->index];
-	int found = -1;
-	for (size_t i = 0; i < cfg_schema_len && found < 0; i++)
-		if (strcmp(cfg_schema[i].name, name) == 0)
-			found = (int)i;
-	lookup_store(s, NULL, name, found);
-	return found < 0 ? NULL : &cfg_schema[found];
+	int i = cached_index(NULL, name, scan_sections);
+	return i < 0 ? NULL : &cfg_schema[i];
 }
 
 int cfg_key_index(const struct cfg_schema_section *sc, const char *key)
 {
-	struct lookup_slot *s = lookup_slot(sc, key);
-	if (lookup_cached(s, sc, key))
-		return s->index;
-	int found = -1;
-	for (size_t i = 0; i < sc->nkeys && found < 0; i++)
-		if (strcmp(sc->keys[i].key, key) == 0)
-			found = (int)i;
-	lookup_store(s, sc, key, found);
-	return found;
+	return cached_index(sc, key, scan_keys);
 }
 
 bool cfg_is_scalar_type(enum cfg_type t)

@@ -71,10 +71,11 @@ static int check_protocol(const char *name, bool files, char *err, size_t errlen
 	if (strcmp(name, "auto") == 0)
 		return 0;
 	struct rproto *rp = rproto_by_name(name);
-	if (rp && (files ? rp->files : rp->meta) && rproto_enabled(rp))
+	bool carries = rp && (files ? rp->files : rp->meta);
+	if (carries && rproto_enabled(rp))
 		return 0;
-	list_protocols(files, list, sizeof list);
-	if (!rp || !(files ? rp->files : rp->meta)) {
+	list_protocols(files, list, sizeof list); /* for the error text only */
+	if (!carries) {
 		snprintf(err, errlen, "unknown %s protocol '%s' (valid: auto, %s)", files ? "file" : "metadata", name,
 			 list);
 		return -1;

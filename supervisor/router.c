@@ -217,7 +217,7 @@ static unsigned recent_next;
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
 	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "moving" };
-	uint64_t at = state && m->finished_wall_ms ? m->finished_wall_ms : wall_ms();
+	uint64_t at = m->finished_wall_ms ? m->finished_wall_ms : wall_ms(); /* a finished one's age at its end */
 	msgpack_pack_map(pk, 11);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");

@@ -81,7 +81,7 @@ static struct {
 	char sync_err[200];     /* a file or directory sync of the running group commit failed */
 	int *linked;            /* files linked in since the last sync: their contents to sync */
 	size_t nlinked, caplinked;
-	char **gone;            /* copies of delivered files whose DONE waits in S.out: removed once it is written */
+	char (*gone)[UCGW_ID_LEN + 1]; /* ids of delivered files whose DONE waits in S.out: copies removed once it is written */
 	size_t ngone, capgone;
 	uv_prepare_t prep;
 	msgpack_zone zone;
@@ -244,6 +244,8 @@ static int write_out(void)
 
 static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id); }
 
+static void forget_file(const char *id);
+
 /* The DONE records of S.out are written (or lost with it): remove the copies
  * of the files they cancel, or, when they are lost, keep them for the delivery
  * once more that the next start makes. */
@@ -252,11 +254,8 @@ static void remove_gone(bool written)
 	if (!written && S.ngone)
 		log_warnx("spool: kept the copies of %zu delivered files whose DONE records could not be written; "
 			  "they are delivered again after a restart", S.ngone);
-	for (size_t i = 0; i < S.ngone; i++) {
-		if (written)
-			unlink(S.gone[i]);
-		free(S.gone[i]);
-	}
+	for (size_t i = 0; written && i < S.ngone; i++)
+		forget_file(S.gone[i]);
 	S.ngone = 0;
 }
 
@@ -268,7 +267,7 @@ static void forget_file_when_written(const char *id)
 		S.capgone = S.capgone ? S.capgone * 2 : 16;
 		S.gone = xrealloc(S.gone, S.capgone * sizeof *S.gone);
 	}
-	S.gone[S.ngone++] = file_path(id);
+	memcpy(S.gone[S.ngone++], id, sizeof S.gone[0]);
 }
 
 /* The spool's copy of a file is no longer wanted (delivered, or never accepted). */

@@ -33,8 +33,8 @@ struct req {
 static struct {
 	CURLM *multi;
 	uv_timer_t timer, probe_timer;
-	char *url_base, *endpoint;
-	CURLU *default_url;          /* url_base + endpoint, parsed once */
+	char *url_base;
+	CURLU *default_url;          /* url_base + rest.endpoint, parsed once */
 	bool no_proxy_env;           /* none of libcurl's proxy variables is set */
 	char hostport[300];          /* for "connect to HOST:PORT failed" */
 	struct curl_slist *base_headers;
@@ -665,13 +665,12 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	size_t n = strlen(H.url_base);
 	if (n && H.url_base[n - 1] == '/')
 		H.url_base[n - 1] = '\0'; /* the endpoint brings its own slash */
-	H.endpoint = xstrdup(cfg_str(cfg, "endpoint"));
 	H.timeout_ms = (long)(cfg_num(cfg, "timeout") * 1000);
 	if (H.timeout_ms < 1)
 		H.timeout_ms = 1; /* 0 would mean "no timeout" to libcurl */
 	H.connect_ms = H.timeout_ms < 10000 ? H.timeout_ms : 10000;
 	H.default_url = curl_url();
-	char *url = xasprintf("%s%s", H.url_base, H.endpoint);
+	char *url = xasprintf("%s%s", H.url_base, cfg_str(cfg, "endpoint"));
 	CURLUcode uc = curl_url_set(H.default_url, CURLUPART_URL, url, 0);
 	if (uc != CURLUE_OK) {
 		snprintf(err, errlen, "rest.base_url + rest.endpoint '%s': %s", url, curl_url_strerror(uc));

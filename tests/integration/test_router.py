@@ -11,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ctlclient import Ctl  # noqa: E402
-from ucgwtest import BIN, GatewayTest, proc_number, under_asan, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, preload, proc_number, under_asan, wait_for  # noqa: E402
 
 
 def cfg(tmp, **tw):
@@ -384,19 +384,8 @@ class RouterTest(GatewayTest):
         # once in tests/fault, a supervisor kill -9 under load). Here the crash
         # lands exactly there: crashafter.so kills ucgwd right after it unlinks
         # the spool's copy.
-        env = {"LD_PRELOAD": os.path.join(BIN, "crashafter.so"), "UCGW_CRASH_AFTER_UNLINK": "/spool/files/",
-               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
-        old = {k: os.environ.get(k) for k in env}
-
-        def restore():
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        self.addCleanup(restore)
-        os.environ.update(env)
-        gw = self.gateway(cfg(self.tmp, delay_ms=300))  # answered "accepted" before it is delivered
+        env = preload("crashafter.so", UCGW_CRASH_AFTER_UNLINK="/spool/files/")
+        gw = self.gateway(cfg(self.tmp, delay_ms=300), env=env)  # answered "accepted" before it is delivered
         path = os.path.join(self.tmp, "plate.jpg")
         with open(path, "wb") as f:
             f.write(os.urandom(50000))
@@ -405,7 +394,6 @@ class RouterTest(GatewayTest):
         mid = out.strip()
         self.assertEqual(gw.proc.wait(30), -signal.SIGKILL, "ucgwd was to die at the unlink")
         self.assertEqual([r[0] for r in delivered(self.tmp)], [mid])
-        restore()
         gw.log.close()
         gw.start()
         time.sleep(0.5)  # a recovered message with no file is dead-lettered as soon as its worker is ready

@@ -13,7 +13,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
-from ucgwtest import BIN, GatewayTest, unreachable_protocols, wait_for  # noqa: E402
+from ucgwtest import GatewayTest, preload, unreachable_protocols, wait_for  # noqa: E402
 
 ROOT = os.geteuid() == 0
 
@@ -145,16 +145,10 @@ class SandboxTest(GatewayTest):
         # libwebsockets would wait for it inside their connect call, past the 5 s
         # the supervisor gives a worker to say it is ready. The workers ask in
         # libuv's thread pool first and stay ready, saying why they are not connected.
-        env = {"LD_PRELOAD": os.path.join(BIN, "slowdns.so"), "UCGW_SLOWDNS_MS": "6000",
-               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
-        for k, v in env.items():
-            self.addCleanup(lambda k=k, old=os.environ.get(k): os.environ.pop(k) if old is None
-                            else os.environ.__setitem__(k, old))
-            os.environ[k] = v
         gw = self.gateway({
             "mqtt": {"broker_url": "slowdns.test:1883"},
             "websocket": {"server_url": "ws://slowdns.test:8080/lpr"},
-        })
+        }, env=preload("slowdns.so", UCGW_SLOWDNS_MS="6000"))
         for p in ("mqtt", "websocket"):
             gw.wait_worker(p, lambda w: "temporary failure" in w["health"], timeout=30,
                            what="%s: the resolver's answer in health" % p)

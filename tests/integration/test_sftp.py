@@ -356,6 +356,28 @@ class SftpTest(GatewayTest):
                                    stdout=gw.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
 
+    def named_twice(self, label, timeout):
+        """An sshd and a name resolving to ::1, then 127.0.0.1 (hosts: the file for
+        start_with_hosts), with the sftp configuration for it; skipped where
+        ucgwd cannot be given its own /etc/hosts."""
+        why = PasswordSshd.usable()
+        if why:
+            self.skipTest(why.replace("a password login without changing /etc/shadow",
+                                      "a name with two addresses without changing /etc/hosts"))
+        sshd = Sshd(self)
+        name = "sftp-%s.test" % label
+        hosts = os.path.join(self.tmp, "hosts")
+        self.write_hosts(hosts, name, "127.0.0.1")
+        kh = sshd.known_hosts_as(name, sshd.port, "%s_known_hosts" % label)
+        cfg = {"sftp": {"host": name, "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
+                        "known_hosts": kh, "remote_path": sshd.remote, "timeout": timeout}}
+        return sshd, name, hosts, cfg
+
+    @staticmethod
+    def write_hosts(hosts, name, second):
+        with open(hosts, "w") as f:
+            f.write("::1 %s\n%s %s\n" % (name, second, name))
+
     def silent_address(self, host, port):
         """A listener on host:port that never answers a connect, like an address
         that does not route: its queue (backlog 0) is full with one connection
@@ -380,19 +402,8 @@ class SftpTest(GatewayTest):
         # a name whose first address refuses (::1, where sshd does not listen)
         # and whose next one is the server: the worker goes on to the next.
         # ucgwd runs in a mount namespace with its own /etc/hosts.
-        why = PasswordSshd.usable()
-        if why:
-            self.skipTest(why.replace("a password login without changing /etc/shadow",
-                                      "a name with two addresses without changing /etc/hosts"))
-        sshd = Sshd(self)
-        name = "sftp-multi.test"
-        hosts = os.path.join(self.tmp, "hosts")
-        with open(hosts, "w") as f:
-            f.write("::1 %s\n127.0.0.1 %s\n" % (name, name))
-        kh = sshd.known_hosts_as(name, sshd.port, "multi_known_hosts")
-        gw = self.gateway({"sftp": {"host": name, "port": sshd.port, "username": sshd.user,
-                                    "key_file": sshd.user_key, "known_hosts": kh, "remote_path": sshd.remote,
-                                    "timeout": 10}}, start=False)
+        sshd, name, hosts, cfg = self.named_twice("multi", 10)
+        gw = self.gateway(cfg, start=False)
         self.start_with_hosts(gw, hosts)
         wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up through the second address")
         p = self.make("multi.jpg", 20000)
@@ -401,8 +412,7 @@ class SftpTest(GatewayTest):
         self.assertEqual(sha(os.path.join(sshd.remote, "multi.jpg")), sha(p))
         gw.kill()
         # no address answers: the last one's failure is the reason
-        with open(hosts, "w") as f:
-            f.write("::1 %s\n127.0.0.2 %s\n" % (name, name))
+        self.write_hosts(hosts, name, "127.0.0.2")
         self.start_with_hosts(gw, hosts)
         w = wait_for(lambda: (lambda w: w if "connect to" in w["health"] else None)(gw.workers()["sftp"]),
                      what="connect failure")
@@ -413,19 +423,8 @@ class SftpTest(GatewayTest):
         # its next one is the server. The addresses share the timeout, so the
         # worker goes on after half of it (it waited all of it before); and
         # when no address answers, all of them together take the timeout once.
-        why = PasswordSshd.usable()
-        if why:
-            self.skipTest(why.replace("a password login without changing /etc/shadow",
-                                      "a name with two addresses without changing /etc/hosts"))
-        sshd = Sshd(self)
+        sshd, name, hosts, cfg = self.named_twice("silent", 8)
         self.silent_address("::1", sshd.port)
-        name = "sftp-silent.test"
-        hosts = os.path.join(self.tmp, "hosts")
-        with open(hosts, "w") as f:
-            f.write("::1 %s\n127.0.0.1 %s\n" % (name, name))
-        kh = sshd.known_hosts_as(name, sshd.port, "silent_known_hosts")
-        cfg = {"sftp": {"host": name, "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
-                        "known_hosts": kh, "remote_path": sshd.remote, "timeout": 8}}
         gw = self.gateway(cfg, start=False)
         t0 = time.monotonic()
         self.start_with_hosts(gw, hosts)
@@ -441,8 +440,7 @@ class SftpTest(GatewayTest):
         gw.kill()
         # neither address answers: the timeout once for both, the last one's failure the reason
         self.silent_address("127.0.0.2", sshd.port)
-        with open(hosts, "w") as f:
-            f.write("::1 %s\n127.0.0.2 %s\n" % (name, name))
+        self.write_hosts(hosts, name, "127.0.0.2")
         cfg["sftp"]["timeout"] = 4
         gw.write_config(cfg)
         t0 = time.monotonic()

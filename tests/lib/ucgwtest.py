@@ -34,6 +34,14 @@ def unreachable_protocols():
     }
 
 
+def preload(lib, **settings):
+    """ucgwd's environment with a tool of tests/tools (e.g. "slowdns.so") preloaded, and its settings."""
+    env = {"LD_PRELOAD": os.path.join(BIN, lib),
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    env.update(settings)
+    return env
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,10 +121,12 @@ class Gateway:
         with open(self.cfg_path, "w") as f:
             f.write(text if text is not None else json.dumps(cfg, indent=2) + "\n")
 
-    def start(self, wait_ready=True, extra_args=()):
+    def start(self, wait_ready=True, extra_args=(), env=None):
+        """env: variables added to ucgwd's environment (its workers inherit them), e.g. preload()."""
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([os.path.join(BIN, "ucgwd"), "-c", self.cfg_path, *extra_args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=dict(os.environ, **env) if env else None)
         if wait_ready:
             wait_for(lambda: self.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
             self.wait_workers(lambda ws: all(w["state"] in ("ready", "failed") for w in ws),
