@@ -39,7 +39,7 @@ static struct {
 	bool tls, v5, envelope, connected, stopping;
 	char *topic, *status_topic;
 	uv_poll_t *poll;
-	int poll_fd;
+	int poll_fd, poll_ev;            /* the socket polled and the events asked for */
 	uv_timer_t misc, retry, sweep;
 	uint64_t backoff_ms;
 	char why[256];                 /* why we are not connected */
@@ -205,6 +205,8 @@ static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitt
 static void service(uv_poll_t *h, int status, int events)
 {
 	int rc = MOSQ_ERR_SUCCESS;
+	if (status < 0)
+		M.poll_ev = 0; /* libuv has stopped the handle */
 	/* While connecting (TCP or TLS handshake), libmosquitto advances in
 	 * loop_read, whatever the event; after that, each event to its side. */
 	if (status < 0 || (events & UV_READABLE) || !M.connected)
@@ -232,9 +234,15 @@ static void update_poll(void)
 		M.poll = xcalloc(1, sizeof *M.poll);
 		uv_poll_init(worker_loop(), M.poll, fd);
 		M.poll_fd = fd;
+		M.poll_ev = 0;
 	}
+	/* uv_poll_start takes the socket out of epoll and puts it back (two
+	 * system calls) even when the events are the same: only when they change. */
 	int ev = UV_READABLE | (mosquitto_want_write(M.mosq) || !M.connected ? UV_WRITABLE : 0);
-	uv_poll_start(M.poll, ev, service);
+	if (ev != M.poll_ev) {
+		uv_poll_start(M.poll, ev, service);
+		M.poll_ev = ev;
+	}
 }
 
 static int new_client(char *err, size_t errlen);
