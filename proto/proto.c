@@ -9,13 +9,14 @@ enum ftype { FT_U64, FT_STR, FT_BIN, FT_BOOL, FT_OBJ };
 
 static const struct field {
 	const char *key;
+	size_t klen;
 	enum ftype type;
 	size_t off;  /* of the value in struct msg */
 	size_t loff; /* of the length, for FT_BIN */
 } fields[FLD_COUNT] = {
-#define U(f, k, m) [f] = { k, FT_U64, offsetof(struct msg, m), 0 }
-#define S(f, k, m) [f] = { k, FT_STR, offsetof(struct msg, m), 0 }
-#define B(f, k, m) [f] = { k, FT_BOOL, offsetof(struct msg, m), 0 }
+#define U(f, k, m) [f] = { k, sizeof k - 1, FT_U64, offsetof(struct msg, m), 0 }
+#define S(f, k, m) [f] = { k, sizeof k - 1, FT_STR, offsetof(struct msg, m), 0 }
+#define B(f, k, m) [f] = { k, sizeof k - 1, FT_BOOL, offsetof(struct msg, m), 0 }
 	U(FLD_VERSION, "v", version), U(FLD_PID, "pid", pid), U(FLD_SEQ, "seq", seq),
 	U(FLD_KIND, "kind", kind), U(FLD_SIZE, "size", size), U(FLD_STATUS, "status", status),
 	U(FLD_RETRY_AFTER, "retry_after_ms", retry_after_ms), U(FLD_DONE, "done", done),
@@ -26,11 +27,11 @@ static const struct field {
 	S(FLD_ENDPOINT, "endpoint", endpoint), S(FLD_REMOTE_NAME, "remote_name", remote_name),
 	S(FLD_ERROR, "error", error), S(FLD_DETAIL, "detail", detail),
 	S(FLD_DEVICE_ID, "device_id", device_id), S(FLD_AUTH, "auth", auth),
-	[FLD_PAYLOAD] = { "payload", FT_BIN, offsetof(struct msg, payload), offsetof(struct msg, payload_len) },
-	[FLD_SECTION] = { "section", FT_BIN, offsetof(struct msg, section), offsetof(struct msg, section_len) },
+	[FLD_PAYLOAD] = { "payload", 7, FT_BIN, offsetof(struct msg, payload), offsetof(struct msg, payload_len) },
+	[FLD_SECTION] = { "section", 7, FT_BIN, offsetof(struct msg, section), offsetof(struct msg, section_len) },
 	B(FLD_HAS_FD, "has_fd", has_fd), B(FLD_CONNECTED, "connected", connected), B(FLD_OK, "ok", ok),
 	B(FLD_ENCRYPT, "encrypt", encrypt),
-	[FLD_BODY] = { "body", FT_OBJ, offsetof(struct msg, body), offsetof(struct msg, body_raw_len) },
+	[FLD_BODY] = { "body", 4, FT_OBJ, offsetof(struct msg, body), offsetof(struct msg, body_raw_len) },
 #undef U
 #undef S
 #undef B
@@ -90,32 +91,47 @@ int job_status_parse(const char *s) { return name_index(status_names, 3, s); }
 const char *priority_str(enum priority p) { return (unsigned)p < 3 ? prio_names[p] : "unknown"; }
 int priority_parse(const char *s) { return name_index(prio_names, 3, s); }
 
-void pk_key(msgpack_packer *pk, const char *k)
+static void pk_grow(msgpack_sbuffer *sb, size_t len)
 {
-	size_t n = strlen(k);
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, k, n);
+	size_t cap = sb->alloc ? sb->alloc : 512;
+	while (cap - sb->size < len) {
+		if (cap > SIZE_MAX / 2)
+			fatalx("pk_write: a buffer of %zu bytes", sb->size + len);
+		cap *= 2;
+	}
+	sb->data = xrealloc(sb->data, cap);
+	sb->alloc = cap;
 }
 
-void pk_str(msgpack_packer *pk, const char *s)
+int pk_write(void *data, const char *buf, size_t len)
 {
-	if (s)
-		pk_key(pk, s);
-	else
-		msgpack_pack_nil(pk);
-}
-
-void pk_kv_str(msgpack_packer *pk, const char *k, const char *v) { pk_key(pk, k); pk_str(pk, v); }
-void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v) { pk_key(pk, k); msgpack_pack_uint64(pk, v); }
-void pk_kv_i64(msgpack_packer *pk, const char *k, int64_t v) { pk_key(pk, k); msgpack_pack_int64(pk, v); }
-void pk_kv_f64(msgpack_packer *pk, const char *k, double v) { pk_key(pk, k); msgpack_pack_double(pk, v); }
-void pk_kv_bool(msgpack_packer *pk, const char *k, bool v)
-{
-	pk_key(pk, k);
-	if (v)
-		msgpack_pack_true(pk);
-	else
-		msgpack_pack_false(pk);
+	msgpack_sbuffer *sb = data;
+	if (sb->alloc - sb->size < len)
+		pk_grow(sb, len);
+	char *d = sb->data + sb->size;
+	/* Two overlapping fixed-size copies cover any length in their range,
+	 * and a fixed-size memcpy compiles to plain moves. */
+	if (len >= 8 && len <= 16) {
+		uint64_t a, b;
+		memcpy(&a, buf, 8);
+		memcpy(&b, buf + len - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + len - 8, &b, 8);
+	} else if (len >= 4 && len < 8) {
+		uint32_t a, b;
+		memcpy(&a, buf, 4);
+		memcpy(&b, buf + len - 4, 4);
+		memcpy(d, &a, 4);
+		memcpy(d + len - 4, &b, 4);
+	} else if (len > 0 && len < 4) {
+		d[0] = buf[0];
+		d[len / 2] = buf[len / 2];
+		d[len - 1] = buf[len - 1];
+	} else if (len) {
+		memcpy(d, buf, len);
+	}
+	sb->size += len;
+	return 0;
 }
 
 static bool field_set(const struct msg *m, int f)
@@ -134,7 +150,7 @@ static bool field_set(const struct msg *m, int f)
 static void pack_field(msgpack_packer *pk, const struct msg *m, int f)
 {
 	const char *base = (const char *)m;
-	pk_key(pk, fields[f].key);
+	pk_key_n(pk, fields[f].key, fields[f].klen);
 	switch (fields[f].type) {
 	case FT_U64: msgpack_pack_uint64(pk, *(const uint64_t *)(base + fields[f].off)); break;
 	case FT_STR: pk_str(pk, *(const char *const *)(base + fields[f].off)); break;
@@ -152,7 +168,7 @@ static void pack_field(msgpack_packer *pk, const struct msg *m, int f)
 		break;
 	}
 	case FT_OBJ: /* already-packed msgpack: splice its bytes in */
-		msgpack_sbuffer_write(pk->data, m->body_raw, m->body_raw_len);
+		pk->callback(pk->data, m->body_raw, m->body_raw_len);
 		break;
 	}
 }
@@ -172,9 +188,9 @@ void msg_encode(const struct msg *m, msgpack_sbuffer *out)
 	}
 	size_t start = out->size;
 	static const char zero[FRAME_HDR];
-	msgpack_sbuffer_write(out, zero, FRAME_HDR);
+	pk_write(out, zero, FRAME_HDR);
 	msgpack_packer pk;
-	msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+	msgpack_packer_init(&pk, out, pk_write);
 	msgpack_pack_map(&pk, 1 + (size_t)__builtin_popcount(emit));
 	pk_kv_u64(&pk, "t", m->type);
 	for (int f = 0; f < FLD_COUNT; f++)
@@ -202,10 +218,39 @@ static bool key_is(const msgpack_object *k, const char *s)
 	return s[n] == '\0';
 }
 
+/* Every decoded key is looked up: no two field names share their length and
+ * first letter, so those two pick the one candidate (built before main; a
+ * name added that breaks this is caught there, and the scan is used). */
+#define BY_LEN 16
+static signed char by_first[BY_LEN][32]; /* field + 1, or 0 */
+static int by_first_state;               /* 1 built, -1 names collide: scan */
+
+__attribute__((constructor)) static void build_by_first(void)
+{
+	for (int f = 0; f < FLD_COUNT; f++) {
+		size_t n = fields[f].klen;
+		unsigned c = (unsigned char)fields[f].key[0] & 31;
+		if (n >= BY_LEN || by_first[n][c]) {
+			by_first_state = -1;
+			return;
+		}
+		by_first[n][c] = (signed char)(f + 1);
+	}
+	by_first_state = 1;
+}
+
 static int find_field(const msgpack_object *k)
 {
+	if (k->type != MSGPACK_OBJECT_STR || k->via.str.size == 0)
+		return -1;
+	size_t n = k->via.str.size;
+	const char *p = k->via.str.ptr;
+	if (by_first_state > 0) {
+		int f = n < BY_LEN ? by_first[n][(unsigned char)p[0] & 31] - 1 : -1;
+		return f >= 0 && memcmp(fields[f].key, p, n) == 0 ? f : -1;
+	}
 	for (int f = 0; f < FLD_COUNT; f++)
-		if (key_is(k, fields[f].key))
+		if (fields[f].klen == n && memcmp(fields[f].key, p, n) == 0)
 			return f;
 	return -1;
 }
@@ -265,11 +310,13 @@ static int decode_field(struct msg *m, int f, const msgpack_object *v, msgpack_z
  * for a container's declared count up front, so a 5-byte frame claiming four
  * billion elements would otherwise ask for tens of gigabytes. Hand-written
  * because msgpack-c has no such check. Returns false on anything inconsistent. */
-static bool mp_skip(const unsigned char **pp, const unsigned char *end, int depth)
+static bool mp_skip(const unsigned char **pp, const unsigned char *end, int depth, int *deepest)
 {
 	const unsigned char *p = *pp;
 	if (p >= end || depth > 64)
 		return false;
+	if (depth > *deepest)
+		*deepest = depth;
 	unsigned c = *p++;
 	uint64_t n = 0, items = 0; /* n: bytes of payload; items: nested objects */
 	size_t lenbytes = 0;
@@ -322,17 +369,149 @@ static bool mp_skip(const unsigned char **pp, const unsigned char *end, int dept
 		return false;
 	p += n;
 	for (uint64_t i = 0; i < items; i++)
-		if (!mp_skip(&p, end, depth + 1))
+		if (!mp_skip(&p, end, depth + 1, deepest))
 			return false;
 	*pp = p;
 	return true;
 }
 
+/* The fast way to a frame's top-level map, in one pass over the bytes: its
+ * keys and scalar values are read here as msgpack-c would give them (a signed
+ * encoding of a value >= 0 is a positive integer; strings and blobs point into
+ * buf), and only a nested value (a map, an array, a float, an ext: the body of
+ * a request or reply) is checked by mp_skip and built by msgpack_unpack, into
+ * the zone. msgpack-c's unpacker, which builds every object through callbacks,
+ * and a checking pass over the whole frame before it, were most of what
+ * decoding a job or a result cost. False at anything unusual (not a map, more
+ * than FAST_KEYS keys, deep nesting, a length past the end, bytes left over):
+ * msg_decode then takes the careful way, which finds the error and says it. */
+#define FAST_KEYS 32
+
+static uint64_t be(const unsigned char *p, int n)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static bool fast_obj(const unsigned char **pp, const unsigned char *end, msgpack_zone *zone, msgpack_object *o)
+{
+	const unsigned char *p = *pp;
+	if (p >= end)
+		return false;
+	unsigned c = *p++;
+	if (c <= 0x7f) {
+		o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+		o->via.u64 = c;
+	} else if (c >= 0xe0) {
+		o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+		o->via.i64 = (int8_t)c;
+	} else if (c >= 0xa0 && c <= 0xbf) {
+		uint32_t n = c & 0x1f;
+		if ((size_t)(end - p) < n)
+			return false;
+		o->type = MSGPACK_OBJECT_STR;
+		o->via.str.size = n;
+		o->via.str.ptr = (const char *)p;
+		p += n;
+	} else if (c == 0xc0) {
+		o->type = MSGPACK_OBJECT_NIL;
+	} else if (c == 0xc2 || c == 0xc3) {
+		o->type = MSGPACK_OBJECT_BOOLEAN;
+		o->via.boolean = c == 0xc3;
+	} else if (c >= 0xcc && c <= 0xcf) {
+		int n = 1 << (c - 0xcc);
+		if (end - p < n)
+			return false;
+		o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+		o->via.u64 = be(p, n);
+		p += n;
+	} else if (c >= 0xd0 && c <= 0xd3) {
+		int n = 1 << (c - 0xd0);
+		if (end - p < n)
+			return false;
+		uint64_t u = be(p, n);
+		p += n;
+		int64_t v = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : n == 4 ? (int32_t)u : (int64_t)u;
+		if (v >= 0) {
+			o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+			o->via.u64 = (uint64_t)v;
+		} else {
+			o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+			o->via.i64 = v;
+		}
+	} else if ((c >= 0xc4 && c <= 0xc6) || (c >= 0xd9 && c <= 0xdb)) {
+		int lb = 1 << (c >= 0xd9 ? c - 0xd9 : c - 0xc4);
+		if (end - p < lb)
+			return false;
+		uint64_t n = be(p, lb);
+		p += lb;
+		if ((uint64_t)(end - p) < n)
+			return false;
+		if (c >= 0xd9) {
+			o->type = MSGPACK_OBJECT_STR;
+			o->via.str.size = (uint32_t)n;
+			o->via.str.ptr = (const char *)p;
+		} else {
+			o->type = MSGPACK_OBJECT_BIN;
+			o->via.bin.size = (uint32_t)n;
+			o->via.bin.ptr = (const char *)p;
+		}
+		p += n;
+	} else {
+		/* Nested (or a float, an ext): checked, then built by msgpack-c.
+		 * msgpack-c's unpacker fails past 32 levels where mp_skip allows 64:
+		 * anything deep takes the careful way, to fail as it always did. */
+		const unsigned char *start = --p;
+		int deepest = 0;
+		if (!mp_skip(&p, end, 1, &deepest) || deepest >= 16)
+			return false;
+		size_t off = 0;
+		if (msgpack_unpack((const char *)start, (size_t)(p - start), &off, zone, o) != MSGPACK_UNPACK_SUCCESS ||
+		    off != (size_t)(p - start))
+			return false;
+	}
+	*pp = p;
+	return true;
+}
+
+static bool fast_root(const void *buf, size_t len, msgpack_zone *zone, msgpack_object *root,
+		      msgpack_object_kv kvs[FAST_KEYS])
+{
+	const unsigned char *p = buf, *end = p + len;
+	uint32_t n;
+	if (len >= 1 && *p >= 0x80 && *p <= 0x8f) {
+		n = *p++ & 0x0f;
+	} else if (len >= 3 && *p == 0xde) {
+		n = (uint32_t)be(p + 1, 2);
+		p += 3;
+	} else {
+		return false;
+	}
+	if (n > FAST_KEYS)
+		return false;
+	for (uint32_t i = 0; i < n; i++)
+		if (!fast_obj(&p, end, zone, &kvs[i].key) || !fast_obj(&p, end, zone, &kvs[i].val))
+			return false;
+	root->type = MSGPACK_OBJECT_MAP;
+	root->via.map.size = n;
+	root->via.map.ptr = kvs;
+	return p == end;
+}
+
+static int decode_root(const msgpack_object *root, struct msg *m, msgpack_zone *zone, char *err, size_t errlen);
+
 int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone, char *err, size_t errlen)
 {
 	memset(m, 0, sizeof *m);
+	msgpack_object root;
+	msgpack_object_kv kvs[FAST_KEYS];
+	if (fast_root(buf, len, zone, &root, kvs))
+		return decode_root(&root, m, zone, err, errlen);
 	const unsigned char *p = buf;
-	if (!mp_skip(&p, p + len, 0)) {
+	int deepest = 0;
+	if (!mp_skip(&p, p + len, 0, &deepest)) {
 		snprintf(err, errlen, "not a msgpack object (truncated or inconsistent lengths)");
 		return -1;
 	}
@@ -340,7 +519,6 @@ int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone, c
 		snprintf(err, errlen, "%zu bytes left over after the message", len - (size_t)(p - (const unsigned char *)buf));
 		return -1;
 	}
-	msgpack_object root;
 	size_t off = 0;
 	msgpack_unpack_return r = msgpack_unpack(buf, len, &off, zone, &root);
 	if (r == MSGPACK_UNPACK_EXTRA_BYTES || (r == MSGPACK_UNPACK_SUCCESS && off != len)) {
@@ -351,12 +529,18 @@ int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone, c
 		snprintf(err, errlen, "not a msgpack object (%s)", r == MSGPACK_UNPACK_CONTINUE ? "truncated" : "parse error");
 		return -1;
 	}
-	if (root.type != MSGPACK_OBJECT_MAP) {
+	return decode_root(&root, m, zone, err, errlen);
+}
+
+/* The checks of the fields, on the top-level object however it was built. */
+static int decode_root(const msgpack_object *root, struct msg *m, msgpack_zone *zone, char *err, size_t errlen)
+{
+	if (root->type != MSGPACK_OBJECT_MAP) {
 		snprintf(err, errlen, "message is not a map");
 		return -1;
 	}
-	const msgpack_object_kv *kv = root.via.map.ptr;
-	uint32_t n = root.via.map.size;
+	const msgpack_object_kv *kv = root->via.map.ptr;
+	uint32_t n = root->via.map.size;
 	const msgpack_object *t = NULL;
 	for (uint32_t i = 0; i < n; i++)
 		if (key_is(&kv[i].key, "t")) {

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define UCGW_PROTO_VERSION 1
 #define FRAME_HDR 4 /* big-endian length of the msgpack object that follows */
@@ -89,14 +90,54 @@ void msg_encode(const struct msg *m, msgpack_sbuffer *out);
 int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone,
 	       char *err, size_t errlen);
 
-/* Helpers for building bodies and reading decoded ones. */
-void pk_str(msgpack_packer *pk, const char *s);            /* nil for NULL */
-void pk_kv_str(msgpack_packer *pk, const char *k, const char *v);
-void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
-void pk_kv_i64(msgpack_packer *pk, const char *k, int64_t v);
-void pk_kv_f64(msgpack_packer *pk, const char *k, double v);
-void pk_kv_bool(msgpack_packer *pk, const char *k, bool v);
-void pk_key(msgpack_packer *pk, const char *k);
+/* The write callback for a packer into a msgpack_sbuffer, in place of
+ * msgpack_sbuffer_write. msgpack-c's packer hands it every item separately
+ * (a map header, a key, a small integer: mostly 1 to 9 bytes), and
+ * msgpack_sbuffer_write copies each with a call to memcpy and starts a buffer
+ * at 8 KiB: this one copies small items inline and starts at 512 bytes, which
+ * malloc serves from its per-thread cache. The buffer is msgpack-c's own
+ * (msgpack_sbuffer_destroy frees it). Written by hand: it is the hot half of
+ * every frame and spool record the supervisor packs. */
+int pk_write(void *data, const char *buf, size_t len);
+
+/* Helpers for building bodies and reading decoded ones. Inline, so that the
+ * length of a literal key is known when compiling, and a key or short string
+ * (header and bytes together) is one call of the write callback, not two. */
+static inline __attribute__((always_inline)) void pk_key_n(msgpack_packer *pk, const char *k, size_t n)
+{
+	if (n < 32) {
+		char b[32];
+		b[0] = (char)(0xa0 | n); /* fixstr */
+		memcpy(b + 1, k, n);
+		pk->callback(pk->data, b, n + 1);
+	} else {
+		msgpack_pack_str(pk, n);
+		msgpack_pack_str_body(pk, k, n);
+	}
+}
+static inline __attribute__((always_inline)) void pk_key(msgpack_packer *pk, const char *k)
+{
+	pk_key_n(pk, k, strlen(k));
+}
+static inline void pk_str(msgpack_packer *pk, const char *s) /* nil for NULL */
+{
+	if (s)
+		pk_key(pk, s);
+	else
+		msgpack_pack_nil(pk);
+}
+static inline void pk_kv_str(msgpack_packer *pk, const char *k, const char *v) { pk_key(pk, k); pk_str(pk, v); }
+static inline void pk_kv_u64(msgpack_packer *pk, const char *k, uint64_t v) { pk_key(pk, k); msgpack_pack_uint64(pk, v); }
+static inline void pk_kv_i64(msgpack_packer *pk, const char *k, int64_t v) { pk_key(pk, k); msgpack_pack_int64(pk, v); }
+static inline void pk_kv_f64(msgpack_packer *pk, const char *k, double v) { pk_key(pk, k); msgpack_pack_double(pk, v); }
+static inline void pk_kv_bool(msgpack_packer *pk, const char *k, bool v)
+{
+	pk_key(pk, k);
+	if (v)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
 const msgpack_object *obj_get(const msgpack_object *map, const char *key); /* NULL if absent or not a map */
 /* A string field of a map copied into buf; false when absent or not a string. */
 bool obj_get_str(const msgpack_object *map, const char *key, char *buf, size_t len);

@@ -29,7 +29,7 @@ static msgpack_zone zone;
 void body_init(struct body *b)
 {
 	msgpack_sbuffer_init(&b->sb);
-	msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write);
+	msgpack_packer_init(&b->pk, &b->sb, pk_write);
 }
 
 void body_free(struct body *b) { msgpack_sbuffer_destroy(&b->sb); }
