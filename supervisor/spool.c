@@ -107,9 +107,36 @@ static void crc_init(void)
 			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* On x86-64 with SSE4.2 the CPU's crc32 instruction computes the same CRC-32C
+ * eight bytes per instruction (about six times the tables' speed on a record). */
+#include <nmmintrin.h>
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const unsigned char *p, size_t n)
+{
+	uint64_t c = ~crc;
+	for (; n >= 8; n -= 8, p += 8) {
+		uint64_t w;
+		memcpy(&w, p, 8); /* x86 is little-endian: the bytes in order */
+		c = _mm_crc32_u64(c, w);
+	}
+	uint32_t c32 = (uint32_t)c;
+	while (n--)
+		c32 = _mm_crc32_u8(c32, *p++);
+	return ~c32;
+}
+#define HAVE_CRC32C_HW 1
+#endif
+
 static uint32_t crc32c(uint32_t crc, const void *buf, size_t n)
 {
 	const unsigned char *p = buf;
+#ifdef HAVE_CRC32C_HW
+	static int hw = -1;
+	if (hw < 0)
+		hw = __builtin_cpu_supports("sse4.2");
+	if (hw)
+		return crc32c_sse42(crc, p, n);
+#endif
 	crc = ~crc;
 	for (; n >= 8; n -= 8, p += 8) { /* bytes in order: the same on any endianness */
 		uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
@@ -369,7 +396,7 @@ static void begin_record(msgpack_packer *pk)
 	S.sb.size = 0;
 	static const char zero[REC_HDR];
 	msgpack_sbuffer_write(&S.sb, zero, REC_HDR);
-	msgpack_packer_init(pk, &S.sb, msgpack_sbuffer_write);
+	msgpack_packer_init(pk, &S.sb, pk_write);
 }
 
 static int write_id_record(enum rec_type type, const struct smsg *m, const char *reason)
