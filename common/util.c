@@ -161,3 +161,10 @@ void euid_str(char *buf, size_t len)
 	else
 		snprintf(buf, len, "uid %u", (unsigned)uid);
 }
+
+void str_copy(char *dst, size_t size, const char *src)
+{
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}

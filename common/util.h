@@ -19,6 +19,10 @@ uint64_t id_time_ms(const char *id);
 uint64_t rand_u64(void);
 /* One function turns a wait status into words, so every exit is logged the same way. */
 void wait_status_str(int status, char *buf, size_t len);
+/* Copy src into dst of size bytes (size > 0), cut to fit and always ended:
+ * snprintf(dst, size, "%s", src) without the format parser (glibc has no
+ * strlcpy before 2.38), for names copied on every message. */
+void str_copy(char *dst, size_t size, const char *src);
 /* Exit code of a worker that found its configuration unusable: never restarted. */
 #define UCGW_EXIT_CONFIG 2
 

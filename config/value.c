@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -19,7 +20,8 @@
  * is (callers pass string literals) and checked by its text, makes a repeated
  * question one comparison; a name at a reused address with other text misses
  * and is looked up again, so a stale answer is never given. */
-#define LOOKUP_SLOTS 128
+#define LOOKUP_BITS 7
+#define LOOKUP_SLOTS (1u << LOOKUP_BITS)
 #define LOOKUP_NAME_MAX 40
 
 struct lookup_slot {
@@ -33,9 +35,10 @@ static _Thread_local struct lookup_slot lookup_cache[LOOKUP_SLOTS];
 
 static struct lookup_slot *lookup_slot(const void *scope, const char *name)
 {
-	uintptr_t h = ((uintptr_t)name >> 3) ^ ((uintptr_t)scope >> 4);
-	h ^= h >> 7;
-	return &lookup_cache[h % LOOKUP_SLOTS];
+	/* Fibonacci hashing: the top bits of the product depend on every bit of
+	 * both addresses (the hot names of a message must not share slots). */
+	uint64_t h = ((uint64_t)(uintptr_t)name ^ ((uint64_t)(uintptr_t)scope << 1)) * 0x9E3779B97F4A7C15u;
+	return &lookup_cache[h >> (64 - LOOKUP_BITS)];
 }
 
 static int scan_sections(const void *unused, const char *name)

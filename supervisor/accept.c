@@ -144,7 +144,7 @@ static struct smsg *new_smsg(const struct common_args *ca, enum job_kind kind, u
 	m->state = SM_LIMBO; /* on no list until the router takes it */
 	m->kind = kind;
 	m->priority = (enum priority)priority_parse(ca->priority);
-	snprintf(m->protocol, sizeof m->protocol, "%s", ca->protocol);
+	str_copy(m->protocol, sizeof m->protocol, ca->protocol);
 	m->topic = ca->has_topic ? xstrdup(ca->topic) : NULL;
 	m->endpoint = ca->has_endpoint ? xstrdup(ca->endpoint) : NULL;
 	m->remote_name = ca->has_remote ? xstrdup(ca->remote_name) : NULL;

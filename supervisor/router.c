@@ -105,8 +105,8 @@ static void unlist(struct smsg *m)
 
 struct rproto *rproto_by_name(const char *name)
 {
-	for (int i = 0; i < R.nprotos; i++)
-		if (strcmp(R.protos[i].name, name) == 0)
+	for (int i = 0; i < R.nprotos; i++) /* asked several times per message: the first letter first */
+		if (R.protos[i].name[0] == name[0] && strcmp(R.protos[i].name, name) == 0)
 			return &R.protos[i];
 	return NULL;
 }
@@ -386,7 +386,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	}
 	struct hop *h = &m->route[m->nroute++];
 	memset(h, 0, sizeof *h);
-	snprintf(h->protocol, sizeof h->protocol, "%s", rp->name);
+	str_copy(h->protocol, sizeof h->protocol, rp->name);
 	h->status = 255;
 	h->start_wall_ms = wall_ms();
 	m->state = SM_INFLIGHT;
@@ -443,7 +443,7 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 	unlist(m);
 	m->state = SM_QUEUED;
 	m->queued_ms = now_ms();
-	snprintf(m->worker, sizeof m->worker, "%s", rp->name);
+	str_copy(m->worker, sizeof m->worker, rp->name);
 	list_push(&rp->queue[m->priority], m);
 	router_pump(rp);
 }
@@ -567,7 +567,7 @@ static void hop_end(struct smsg *m, enum job_status st, const char *err)
 	uint64_t us = now_us() - m->job_start_us;
 	h->ms = (uint32_t)(us / 1000);
 	h->us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-	snprintf(h->error, sizeof h->error, "%s", err ? err : "");
+	str_copy(h->error, sizeof h->error, err ? err : "");
 	if (err)
 		snprintf(m->last_error, sizeof m->last_error, "%s: %s", h->protocol, err);
 }
