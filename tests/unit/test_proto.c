@@ -241,6 +241,63 @@ static void test_rejects(void)
 	}
 }
 
+/* The decoder reads flat frames itself and leaves the unusual to msgpack-c:
+ * both ways must agree on what a frame means. */
+static void test_decoder_edges(void)
+{
+	char err[256];
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	struct msg m;
+
+	/* A number in a signed encoding is still a number when it is not negative
+	 * (msgpack-c's rule), and a negative one is the wrong type. */
+	msgpack_pack_map(&pk, 2);
+	pk_kv_u64(&pk, "t", MSG_PING);
+	pk_key(&pk, "seq");
+	msgpack_sbuffer_write(&sb, "\xd2\x00\x01\x00\x00", 5); /* int32 65536 */
+	msgpack_zone_clear(&zone);
+	CHECK(msg_decode(sb.data, sb.size, &m, &zone, err, sizeof err) == 0 && m.seq == 65536);
+	sb.size = 0;
+	msgpack_pack_map(&pk, 2);
+	pk_kv_u64(&pk, "t", MSG_PING);
+	pk_kv_i64(&pk, "seq", -3);
+	CHECK(decode_raw(&sb, err) == -1 && strstr(err, "wrong type"));
+
+	/* A body nested deeper than msgpack-c's unpacker goes (32 levels) is
+	 * refused as a parse error; one 12 levels deep is a body like any other. */
+	for (int depth = 12; depth <= 40; depth += 28) {
+		sb.size = 0;
+		msgpack_pack_map(&pk, 5);
+		pk_kv_u64(&pk, "t", MSG_REPLY);
+		pk_kv_u64(&pk, "v", UCGW_PROTO_VERSION);
+		pk_kv_u64(&pk, "seq", 7);
+		pk_kv_bool(&pk, "ok", true);
+		pk_key(&pk, "body");
+		for (int d = 0; d < depth; d++)
+			msgpack_pack_array(&pk, 1);
+		msgpack_pack_uint64(&pk, 5);
+		msgpack_zone_clear(&zone);
+		int rc = msg_decode(sb.data, sb.size, &m, &zone, err, sizeof err);
+		if (depth == 12) {
+			CHECK(rc == 0 && m.body && m.body->type == MSGPACK_OBJECT_ARRAY && m.seq == 7 && m.ok);
+		} else {
+			CHECK(rc == -1 && strstr(err, "parse error"));
+		}
+	}
+
+	/* More keys than the fast way holds: the same answer the other way. */
+	sb.size = 0;
+	msgpack_pack_map(&pk, 40);
+	pk_kv_u64(&pk, "t", MSG_PING);
+	for (int i = 0; i < 39; i++)
+		pk_kv_u64(&pk, "seq", (uint64_t)i);
+	CHECK(decode_raw(&sb, err) == -1 && strstr(err, "duplicate field 'seq'"));
+	msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_names(void)
 {
 	CHECK(strcmp(msg_type_str(MSG_JOB), "job") == 0);
@@ -254,6 +311,7 @@ int main(void)
 	msgpack_zone_init(&zone, 4096);
 	test_round_trips();
 	test_rejects();
+	test_decoder_edges();
 	test_names();
 	msgpack_zone_destroy(&zone);
 	return CHECK_DONE();
