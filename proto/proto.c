@@ -91,7 +91,7 @@ int job_status_parse(const char *s) { return name_index(status_names, 3, s); }
 const char *priority_str(enum priority p) { return (unsigned)p < 3 ? prio_names[p] : "unknown"; }
 int priority_parse(const char *s) { return name_index(prio_names, 3, s); }
 
-static void pk_grow(msgpack_sbuffer *sb, size_t len)
+void pk_grow(msgpack_sbuffer *sb, size_t len)
 {
 	size_t cap = sb->alloc ? sb->alloc : 512;
 	while (cap - sb->size < len) {
@@ -101,6 +101,13 @@ static void pk_grow(msgpack_sbuffer *sb, size_t len)
 	}
 	sb->data = xrealloc(sb->data, cap);
 	sb->alloc = cap;
+}
+
+msgpack_sbuffer *pk_sbuffer(msgpack_packer *pk)
+{
+	if (pk->callback != pk_write)
+		panic("pk_sbuffer: a packer not set up with pk_write");
+	return pk->data;
 }
 
 int pk_write(void *data, const char *buf, size_t len)
@@ -147,28 +154,20 @@ static bool field_set(const struct msg *m, int f)
 	return false;
 }
 
-static void pack_field(msgpack_packer *pk, const struct msg *m, int f)
+static void pack_field(msgpack_sbuffer *sb, const struct msg *m, int f)
 {
 	const char *base = (const char *)m;
-	pk_key_n(pk, fields[f].key, fields[f].klen);
+	mpw_strn(sb, fields[f].key, fields[f].klen);
 	switch (fields[f].type) {
-	case FT_U64: msgpack_pack_uint64(pk, *(const uint64_t *)(base + fields[f].off)); break;
-	case FT_STR: pk_str(pk, *(const char *const *)(base + fields[f].off)); break;
-	case FT_BOOL:
-		if (*(const bool *)(base + fields[f].off))
-			msgpack_pack_true(pk);
-		else
-			msgpack_pack_false(pk);
+	case FT_U64: mpw_u64(sb, *(const uint64_t *)(base + fields[f].off)); break;
+	case FT_STR: mpw_str(sb, *(const char *const *)(base + fields[f].off)); break;
+	case FT_BOOL: mpw_bool(sb, *(const bool *)(base + fields[f].off)); break;
+	case FT_BIN:
+		mpw_bin(sb, *(const void *const *)(base + fields[f].off), *(const size_t *)(base + fields[f].loff));
 		break;
-	case FT_BIN: {
-		const void *p = *(const void *const *)(base + fields[f].off);
-		size_t n = *(const size_t *)(base + fields[f].loff);
-		msgpack_pack_bin(pk, n);
-		msgpack_pack_bin_body(pk, p, n);
-		break;
-	}
 	case FT_OBJ: /* already-packed msgpack: splice its bytes in */
-		pk->callback(pk->data, m->body_raw, m->body_raw_len);
+		if (m->body_raw_len)
+			memcpy(mpw(sb, m->body_raw_len), m->body_raw, m->body_raw_len);
 		break;
 	}
 }
@@ -179,29 +178,20 @@ void msg_encode(const struct msg *m, msgpack_sbuffer *out)
 		panic("msg_encode: unknown type %d", m->type);
 	uint32_t allow = types[m->type].allow, req = types[m->type].require;
 	uint32_t emit = 0;
-	for (int f = 0; f < FLD_COUNT; f++) {
-		if (!(allow & BIT(f)))
-			continue;
+	for (uint32_t left = allow; left; left &= left - 1) {
+		int f = __builtin_ctz(left);
 		/* Booleans and numbers that are required go out even when false/zero. */
 		if ((req & BIT(f)) || field_set(m, f))
 			emit |= BIT(f);
 	}
 	size_t start = out->size;
-	static const char zero[FRAME_HDR];
-	pk_write(out, zero, FRAME_HDR);
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, out, pk_write);
-	msgpack_pack_map(&pk, 1 + (size_t)__builtin_popcount(emit));
-	pk_kv_u64(&pk, "t", m->type);
-	for (int f = 0; f < FLD_COUNT; f++)
-		if (emit & BIT(f))
-			pack_field(&pk, m, f);
+	mpw(out, FRAME_HDR);
+	mpw_map(out, 1 + (uint32_t)__builtin_popcount(emit));
+	mpw_kv_u64(out, "t", m->type);
+	for (uint32_t left = emit; left; left &= left - 1)
+		pack_field(out, m, __builtin_ctz(left));
 	uint32_t len = (uint32_t)(out->size - start - FRAME_HDR);
-	unsigned char *h = (unsigned char *)out->data + start;
-	h[0] = (unsigned char)(len >> 24);
-	h[1] = (unsigned char)(len >> 16);
-	h[2] = (unsigned char)(len >> 8);
-	h[3] = (unsigned char)len;
+	mpw_be((unsigned char *)out->data + start, len, 4);
 }
 
 /* Called for every key against every field name (find_field): a mismatch is

@@ -100,6 +100,94 @@ int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone,
  * every frame and spool record the supervisor packs. */
 int pk_write(void *data, const char *buf, size_t len);
 
+/* Packing straight into a msgpack_sbuffer, for what is packed for every
+ * message (frames, outcome replies): msgpack-c's packer makes a call of its
+ * write callback for each item. The same bytes as msgpack-c's packer for the
+ * same items (it too takes the shortest encoding). Inline, so that a literal
+ * key's length is known when compiling. */
+void pk_grow(msgpack_sbuffer *sb, size_t len);
+/* The buffer a packer set up with pk_write packs into (a programming error otherwise). */
+msgpack_sbuffer *pk_sbuffer(msgpack_packer *pk);
+static inline unsigned char *mpw(msgpack_sbuffer *sb, size_t n)
+{
+	if (sb->alloc - sb->size < n)
+		pk_grow(sb, n);
+	unsigned char *p = (unsigned char *)sb->data + sb->size;
+	sb->size += n;
+	return p;
+}
+static inline void mpw_be(unsigned char *p, uint64_t v, int n)
+{
+	for (int i = n - 1; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+/* A header: fix is the one-byte form's base (it holds n below fixmax), then
+ * the 8/16/32-bit forms' type bytes (0 where a form does not exist). */
+static inline void mpw_head(msgpack_sbuffer *sb, uint64_t n, unsigned fix, uint64_t fixmax, unsigned t8, unsigned t16,
+			    unsigned t32)
+{
+	unsigned char *p;
+	if (n < fixmax) {
+		*mpw(sb, 1) = (unsigned char)(fix | n);
+	} else if (t8 && n < 256) {
+		p = mpw(sb, 2);
+		p[0] = (unsigned char)t8;
+		p[1] = (unsigned char)n;
+	} else if (n < 65536) {
+		p = mpw(sb, 3);
+		p[0] = (unsigned char)t16;
+		mpw_be(p + 1, n, 2);
+	} else {
+		p = mpw(sb, 5);
+		p[0] = (unsigned char)t32;
+		mpw_be(p + 1, n, 4);
+	}
+}
+static inline void mpw_map(msgpack_sbuffer *sb, uint32_t n) { mpw_head(sb, n, 0x80, 16, 0, 0xde, 0xdf); }
+static inline void mpw_array(msgpack_sbuffer *sb, uint32_t n) { mpw_head(sb, n, 0x90, 16, 0, 0xdc, 0xdd); }
+static inline void mpw_nil(msgpack_sbuffer *sb) { *mpw(sb, 1) = 0xc0; }
+static inline void mpw_bool(msgpack_sbuffer *sb, bool v) { *mpw(sb, 1) = v ? 0xc3 : 0xc2; }
+static inline void mpw_u64(msgpack_sbuffer *sb, uint64_t v)
+{
+	if (v < 128) {
+		*mpw(sb, 1) = (unsigned char)v;
+		return;
+	}
+	int n = v < 256 ? 1 : v < 65536 ? 2 : v < (1ull << 32) ? 4 : 8;
+	unsigned char *p = mpw(sb, 1 + (size_t)n);
+	p[0] = (unsigned char)(n == 1 ? 0xcc : n == 2 ? 0xcd : n == 4 ? 0xce : 0xcf);
+	mpw_be(p + 1, v, n);
+}
+static inline void mpw_strn(msgpack_sbuffer *sb, const char *s, size_t n)
+{
+	mpw_head(sb, n, 0xa0, 32, 0xd9, 0xda, 0xdb);
+	if (n)
+		memcpy(mpw(sb, n), s, n);
+}
+static inline __attribute__((always_inline)) void mpw_str(msgpack_sbuffer *sb, const char *s) /* nil for NULL */
+{
+	if (s)
+		mpw_strn(sb, s, strlen(s));
+	else
+		mpw_nil(sb);
+}
+static inline void mpw_bin(msgpack_sbuffer *sb, const void *b, size_t n)
+{
+	mpw_head(sb, n, 0, 0, 0xc4, 0xc5, 0xc6);
+	if (n)
+		memcpy(mpw(sb, n), b, n);
+}
+static inline __attribute__((always_inline)) void mpw_kv_str(msgpack_sbuffer *sb, const char *k, const char *v)
+{
+	mpw_str(sb, k);
+	mpw_str(sb, v);
+}
+static inline __attribute__((always_inline)) void mpw_kv_u64(msgpack_sbuffer *sb, const char *k, uint64_t v)
+{
+	mpw_str(sb, k);
+	mpw_u64(sb, v);
+}
+
 /* Helpers for building bodies and reading decoded ones. Inline, so that the
  * length of a literal key is known when compiling, and a key or short string
  * (header and bytes together) is one call of the write callback, not two. */

@@ -339,8 +339,8 @@ static const struct command {
 
 void commands_dispatch(struct client *c, const struct msg *req)
 {
-	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		if (strcmp(commands[i].name, req->name) == 0) {
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) /* one per message: the first letter first */
+		if (commands[i].name[0] == req->name[0] && strcmp(commands[i].name, req->name) == 0) {
 			commands[i].fn(c, req);
 			return;
 		}

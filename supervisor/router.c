@@ -152,31 +152,34 @@ static void router_init_protos(void)
 
 /* ---- outcomes ---- */
 
+/* Packed for every message a client waits for: straight into the body's buffer. */
 void pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status)
 {
+	msgpack_sbuffer *sb = pk_sbuffer(pk);
 	const struct hop *last = m->nroute ? &m->route[m->nroute - 1] : NULL;
-	msgpack_pack_map(pk, 7);
-	pk_kv_str(pk, "id", m->id);
-	pk_kv_str(pk, "status", status);
-	pk_kv_str(pk, "protocol", last ? last->protocol : NULL);
-	pk_kv_u64(pk, "attempts", m->tries);
-	pk_kv_str(pk, "error", strcmp(status, "ok") == 0 ? NULL : m->last_error);
-	pk_kv_u64(pk, "latency_ms", wall_ms() - m->created_wall_ms);
-	pk_key(pk, "route");
+	mpw_map(sb, 7);
+	mpw_kv_str(sb, "id", m->id);
+	mpw_kv_str(sb, "status", status);
+	mpw_kv_str(sb, "protocol", last ? last->protocol : NULL);
+	mpw_kv_u64(sb, "attempts", m->tries);
+	mpw_kv_str(sb, "error", strcmp(status, "ok") == 0 ? NULL : m->last_error);
+	mpw_kv_u64(sb, "latency_ms", wall_ms() - m->created_wall_ms);
+	mpw_str(sb, "route");
 	router_pack_route(pk, m);
 }
 
 void router_pack_route(msgpack_packer *pk, const struct smsg *m)
 {
-	msgpack_pack_array(pk, m->nroute);
+	msgpack_sbuffer *sb = pk_sbuffer(pk);
+	mpw_array(sb, m->nroute);
 	for (unsigned i = 0; i < m->nroute; i++) {
 		const struct hop *h = &m->route[i];
-		msgpack_pack_map(pk, 5);
-		pk_kv_str(pk, "protocol", h->protocol);
-		pk_kv_str(pk, "result", h->status == 255 ? "in flight" : job_status_str(h->status));
-		pk_kv_u64(pk, "start_ms", h->start_wall_ms);
-		pk_kv_u64(pk, "ms", h->ms);
-		pk_kv_str(pk, "error", h->error[0] ? h->error : NULL);
+		mpw_map(sb, 5);
+		mpw_kv_str(sb, "protocol", h->protocol);
+		mpw_kv_str(sb, "result", h->status == 255 ? "in flight" : job_status_str(h->status));
+		mpw_kv_u64(sb, "start_ms", h->start_wall_ms);
+		mpw_kv_u64(sb, "ms", h->ms);
+		mpw_kv_str(sb, "error", h->error[0] ? h->error : NULL);
 	}
 }
 

@@ -197,21 +197,22 @@ static int seg_open_new(char *err, size_t errlen)
 
 static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *payload, size_t len)
 {
-	msgpack_pack_map(pk, 12);
-	pk_kv_str(pk, "id", m->id);
-	pk_kv_u64(pk, "kind", m->kind);
-	pk_kv_u64(pk, "prio", m->priority);
-	pk_kv_str(pk, "proto", m->protocol);
-	pk_kv_str(pk, "topic", m->topic);
-	pk_kv_str(pk, "endpoint", m->endpoint);
-	pk_kv_str(pk, "remote_name", m->remote_name);
-	pk_kv_bool(pk, "encrypt", m->encrypt);
-	pk_kv_u64(pk, "created", m->created_wall_ms);
-	pk_kv_u64(pk, "expires", m->expires_wall_ms);
-	pk_kv_u64(pk, "size", m->size);
-	pk_key(pk, "payload");
-	msgpack_pack_bin(pk, payload ? len : 0);
-	msgpack_pack_bin_body(pk, payload, payload ? len : 0);
+	msgpack_sbuffer *sb = pk_sbuffer(pk); /* packed straight in: one for every message */
+	mpw_map(sb, 12);
+	mpw_kv_str(sb, "id", m->id);
+	mpw_kv_u64(sb, "kind", m->kind);
+	mpw_kv_u64(sb, "prio", m->priority);
+	mpw_kv_str(sb, "proto", m->protocol);
+	mpw_kv_str(sb, "topic", m->topic);
+	mpw_kv_str(sb, "endpoint", m->endpoint);
+	mpw_kv_str(sb, "remote_name", m->remote_name);
+	mpw_str(sb, "encrypt");
+	mpw_bool(sb, m->encrypt);
+	mpw_kv_u64(sb, "created", m->created_wall_ms);
+	mpw_kv_u64(sb, "expires", m->expires_wall_ms);
+	mpw_kv_u64(sb, "size", m->size);
+	mpw_str(sb, "payload");
+	mpw_bin(sb, payload, payload ? len : 0);
 }
 
 /* Fill in the header of the record framed in S.sb (after REC_HDR reserved bytes). */
@@ -404,10 +405,11 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 	char err[256];
 	msgpack_packer pk;
 	begin_record(&pk);
-	msgpack_pack_map(&pk, reason ? 2 : 1);
-	pk_kv_str(&pk, "id", m->id);
+	msgpack_sbuffer *sb = pk_sbuffer(&pk);
+	mpw_map(sb, reason ? 2 : 1);
+	mpw_kv_str(sb, "id", m->id);
 	if (reason)
-		pk_kv_str(&pk, "reason", reason);
+		mpw_kv_str(sb, "reason", reason);
 	int rc = type == REC_DONE ? append_record(type, NULL, NULL, NULL, err, sizeof err)
 				  : append_now(type, NULL, NULL, NULL, err, sizeof err);
 	if (rc < 0) {

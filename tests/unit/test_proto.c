@@ -1,5 +1,6 @@
 /* The codec: every message type round-trips; every malformed frame is refused. */
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -298,6 +299,47 @@ static void test_decoder_edges(void)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* The direct packer writes what msgpack-c's packer writes, at every size
+ * boundary of every form. */
+static void test_direct_packer(void)
+{
+	static const uint64_t nums[] = { 0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295u, 4294967296u, UINT64_MAX };
+	static const size_t lens[] = { 0, 1, 15, 16, 31, 32, 255, 256, 65535, 65536, 70000 };
+	char *text = calloc(1, 70001);
+	memset(text, 'x', 70000);
+	msgpack_sbuffer a, b;
+	msgpack_sbuffer_init(&a);
+	msgpack_sbuffer_init(&b);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &a, msgpack_sbuffer_write);
+	for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+		msgpack_pack_uint64(&pk, nums[i]);
+		mpw_u64(&b, nums[i]);
+	}
+	for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+		msgpack_pack_str(&pk, lens[i]);
+		msgpack_pack_str_body(&pk, text, lens[i]);
+		mpw_strn(&b, text, lens[i]);
+		msgpack_pack_bin(&pk, lens[i]);
+		msgpack_pack_bin_body(&pk, text, lens[i]);
+		mpw_bin(&b, text, lens[i]);
+		msgpack_pack_map(&pk, lens[i]);
+		mpw_map(&b, (uint32_t)lens[i]);
+		msgpack_pack_array(&pk, lens[i]);
+		mpw_array(&b, (uint32_t)lens[i]);
+	}
+	msgpack_pack_nil(&pk);
+	mpw_str(&b, NULL);
+	msgpack_pack_true(&pk);
+	mpw_bool(&b, true);
+	msgpack_pack_false(&pk);
+	mpw_bool(&b, false);
+	CHECK(a.size == b.size && memcmp(a.data, b.data, a.size) == 0);
+	msgpack_sbuffer_destroy(&a);
+	msgpack_sbuffer_destroy(&b);
+	free(text);
+}
+
 static void test_names(void)
 {
 	CHECK(strcmp(msg_type_str(MSG_JOB), "job") == 0);
@@ -312,6 +354,7 @@ int main(void)
 	test_round_trips();
 	test_rejects();
 	test_decoder_edges();
+	test_direct_packer();
 	test_names();
 	msgpack_zone_destroy(&zone);
 	return CHECK_DONE();
