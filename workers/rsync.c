@@ -653,14 +653,37 @@ static int spawn_rsync(bool verify)
 	return 0;
 }
 
+/* The run's directory. The staging directory above it can go while the worker
+ * runs (a cleaner of old files in /tmp removes an idle worker's): made again. */
+static int make_rundir(void)
+{
+	if (mkdir(R.rundir, 0700) == 0)
+		return 0;
+	if (errno != ENOENT || mkdir(R.stage, 0700) < 0 || mkdir(R.rundir, 0700) < 0)
+		return -1;
+	log_warnx("the staging directory %s had gone; made again", R.stage);
+	return 0;
+}
+
 static void start_run(void)
 {
 	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
 	char *listpath = xasprintf("%s.list", R.rundir);
-	FILE *list = mkdir(R.rundir, 0700) == 0 ? fopen(listpath, "w") : NULL;
+	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL;
 	free(listpath);
 	if (!list) {
-		log_warn("cannot make the staging directory %s", R.rundir);
+		/* Every file waiting goes back: none would be answered otherwise, and
+		 * the supervisor hands each out again after its backoff. */
+		snprintf(R.why, sizeof R.why, "cannot make the staging directory %s: %s", R.rundir, strerror(errno));
+		log_warnx("%s", R.why);
+		rm_rundir();
+		while (R.queue) {
+			struct rjob *r = R.queue;
+			R.queue = r->next;
+			worker_result(r->job, JOB_RETRY, 0, "%s", R.why);
+			free(r);
+		}
+		R.queue_tail = NULL;
 		return;
 	}
 	int n = stage_batch(list);

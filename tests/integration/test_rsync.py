@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
 from sshd import Sshd  # noqa: E402
 from ucgw import UnifiedCommunicationGateway  # noqa: E402
-from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, wait_for, writable_by_workers  # noqa: E402
 
 
 def sha(path):
@@ -338,6 +338,48 @@ class RsyncTest(GatewayTest):
         route = gw.ctl_json("trace", mid)["route"]
         self.assertEqual(route[-1]["result"], "ok", route)
         self.assertTrue(all(h["result"] == "retry" for h in route[:-1]), route)
+
+    def test_staging_directory_removed_under_the_worker(self):
+        """A cleaner of old files in the temporary directory removes the
+        worker's staging directory while it idles: the next file goes out all
+        the same (the worker makes the directory again), where before no run
+        could start and the file sat unanswered until the job timeout, and
+        again after it. With the temporary directory gone too, the file goes
+        back at once with the reason, and out once the directory is back."""
+        sshd = Sshd(self)
+        tmpdir = os.path.join(self.tmp, "workertmp")
+        os.makedirs(tmpdir)
+        writable_by_workers(os.path.join(tmpdir, ".keep"))  # the workers run as nobody under root
+        os.chmod(tmpdir, 0o1777)
+        gw = self.gw_for(sshd, start=False)
+        gw.start(env={"TMPDIR": tmpdir})
+        first = self.make("first.jpg", 1000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "rsync", "--wait", first)
+        self.assertEqual(rc, 0, err + out)
+        stages = [d for d in os.listdir(tmpdir) if d.startswith("ucgw-rsync-")]
+        self.assertEqual(len(stages), 1, stages)
+        shutil.rmtree(os.path.join(tmpdir, stages[0]))
+        second = self.make("second.jpg", 1000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "rsync", "--wait", second, timeout=20)
+        self.assertEqual(rc, 0, err + out)
+        self.assertEqual(json.loads(out)["attempts"], 1, out)
+        self.assertEqual(sha(os.path.join(sshd.remote, "second.jpg")), sha(second))
+        self.assertIn("the staging directory %s had gone; made again" % os.path.join(tmpdir, stages[0]),
+                      gw.log_text())
+        # the temporary directory itself gone: each file goes back at once
+        # with the reason, and out once the directory is there again
+        shutil.rmtree(tmpdir)
+        third = self.make("third.jpg", 1000)
+        self.assertEqual(gw.ctl("send-file", "--protocol", "rsync", third)[0], 0)
+        q = wait_for(lambda: [m for m in gw.ctl_json("queue") if m["last_error"]], what="the file answered retry")
+        self.assertIn("cannot make the staging directory %s/run" % os.path.join(tmpdir, stages[0]),
+                      q[0]["last_error"])
+        self.assertIn("No such file or directory", q[0]["last_error"])
+        os.makedirs(tmpdir)
+        os.chmod(tmpdir, 0o1777)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 3, timeout=20, what="third.jpg delivered")
+        self.assertEqual(sha(os.path.join(sshd.remote, "third.jpg")), sha(third))
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
 
     def test_refused_options(self):
         """Options that could delete, half-write or skip files on the server:
