@@ -127,6 +127,7 @@ static const struct cfg_key mqtt[] = {
 	INT("keepalive", "60", 5, 65535, "seconds"),
 	INT("max_inflight", "100", 1, 65535, "messages in flight without PUBACK"),
 	INT("ack_timeout_ms", "10000", 1, 3600000, "a message without its PUBACK (QoS 1) or PUBCOMP (QoS 2), or not yet written (QoS 0), this long after it was published is retried, and the connection is dropped and made again (a broker that stopped answering; keepalive alone notices after one to two keepalive periods)"),
+	INT("connect_timeout_ms", "10000", 100, 3600000, "a connection without the broker's CONNACK this long after the connect began (TCP, TLS, CONNECT) is dropped, health says so, and a new one is tried after the usual backoff (a broker that accepts TCP and never answers; keepalive alone notices after one to two keepalive periods)"),
 	BOOL("clean_session", "false", "false keeps a persistent session at the broker"),
 	BOOL("envelope", "false", "publish {\"id\":..., \"data\":...} instead of the payload alone"),
 	CA_FILE,

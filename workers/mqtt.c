@@ -11,7 +11,9 @@
  *
  * A message without its acknowledgment ack_timeout_ms after it was published
  * ends the connection as a loss does: a broker that has stopped answering while
- * the TCP connection stays up is otherwise noticed only by keepalive. */
+ * the TCP connection stays up is otherwise noticed only by keepalive. So is a
+ * connect without the broker's CONNACK connect_timeout_ms after it began: the
+ * attempt is dropped and a new one made after the backoff. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -35,12 +37,12 @@ static struct {
 	struct job *publishing;        /* QoS 0: the job mosquitto_publish is writing now */
 	char host[256];
 	int port, qos, keepalive;
-	uint64_t ack_timeout_ms;
+	uint64_t ack_timeout_ms, connect_timeout_ms;
 	bool tls, v5, envelope, connected, stopping;
 	char *topic, *status_topic;
 	uv_poll_t *poll;
 	int poll_fd, poll_ev;            /* the socket polled and the events asked for */
-	uv_timer_t misc, retry, sweep;
+	uv_timer_t misc, retry, sweep, connack; /* connack: the deadline of a connect in progress */
 	uint64_t backoff_ms;
 	char why[256];                 /* why we are not connected */
 	struct job *by_mid[MIDS];      /* jobs waiting for their PUBACK (QoS 0: to be written) */
@@ -165,6 +167,7 @@ static const char *tls_reason(int rc)
 static void went_down(const char *why)
 {
 	bool was = M.connected;
+	uv_timer_stop(&M.connack);
 	M.connected = false;
 	M.rtt_sum = M.rtt_n = 0; /* acks of this connection must not report the next one up */
 	snprintf(M.why, sizeof M.why, "%s", why);
@@ -179,6 +182,7 @@ static void went_down(const char *why)
 
 static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const mosquitto_property *props)
 {
+	uv_timer_stop(&M.connack);
 	if (rc != 0) {
 		char why[200];
 		snprintf(why, sizeof why, "broker refused the connection: %s",
@@ -248,6 +252,22 @@ static void update_poll(void)
 static int new_client(char *err, size_t errlen);
 static void connect_resolved(void *arg, const char *why);
 
+/* connect_timeout_ms since the connect call and no CONNACK (the TCP connect,
+ * the TLS handshake or the broker itself stalled): this attempt ends as a lost
+ * connection does, and the next comes after the backoff, with a new client. */
+static void connack_late(uv_timer_t *t)
+{
+	char why[200];
+	snprintf(why, sizeof why, "no CONNACK within %llu ms", (unsigned long long)M.connect_timeout_ms);
+	log_info("no CONNACK from %s:%d within %llu ms; connecting again", M.host, M.port,
+		 (unsigned long long)M.connect_timeout_ms);
+	/* as in sweep_tick: the socket stays libmosquitto's until the next connect */
+	int fd = mosquitto_socket(M.mosq);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	went_down(why);
+}
+
 static void start_connect(uv_timer_t *t)
 {
 	M.why[0] = '\0';
@@ -282,6 +302,7 @@ static void connect_resolved(void *arg, const char *why)
 						 : mosquitto_strerror(rc));
 		return;
 	}
+	uv_timer_start(&M.connack, connack_late, M.connect_timeout_ms, 0);
 	update_poll();
 }
 
@@ -544,6 +565,7 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	M.qos = (int)cfg_int(cfg, "qos");
 	M.keepalive = (int)cfg_int(cfg, "keepalive");
 	M.ack_timeout_ms = (uint64_t)cfg_int(cfg, "ack_timeout_ms");
+	M.connect_timeout_ms = (uint64_t)cfg_int(cfg, "connect_timeout_ms");
 	M.v5 = strcmp(cfg_str(cfg, "protocol_version"), "5") == 0;
 	M.envelope = cfg_bool(cfg, "envelope");
 	M.topic = worker_expand(cfg_str(cfg, "topic"));
@@ -553,6 +575,7 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		return UCGW_EXIT_CONFIG;
 	uv_timer_init(loop, &M.misc);
 	uv_timer_init(loop, &M.retry);
+	uv_timer_init(loop, &M.connack);
 	uv_timer_start(&M.misc, misc_tick, 1000, 1000);
 	uint64_t period = M.ack_timeout_ms / 4 < 250 ? M.ack_timeout_ms / 4 + 1 : 250;
 	uv_timer_init(loop, &M.sweep);
@@ -567,6 +590,7 @@ static void mqtt_shutdown(void)
 {
 	M.stopping = true;
 	uv_timer_stop(&M.retry);
+	uv_timer_stop(&M.connack);
 	if (M.connected) {
 		mosquitto_publish(M.mosq, NULL, M.status_topic, 7, "offline", 1, true);
 		mosquitto_disconnect(M.mosq);

@@ -126,8 +126,18 @@ static void rm_rundir(void)
 	rmdir(R.rundir);
 }
 
-/* rsync's exit codes, as its manual gives them: whether a later run may work,
- * and whether the code means the link to the server is down (health says so). */
+/* rsync's exit codes (its manual's EXIT VALUES, and errcode.h for 124-127):
+ * whether a later run may work, and whether the code means the link to the
+ * server is down (health says so). A failure is permanent only when no later
+ * run can succeed without someone changing this side: options this rsync or
+ * the server's cannot take (1, 4), two rsyncs that cannot talk (2). What the
+ * server's file system says is retried, since it can change on its own or by
+ * an operator's hand there, and the files wait in the spool meanwhile: 11 is a
+ * full disk (ENOSPC), a read-only file system under remote_path, or a path
+ * blocked by a file; 3 a destination directory the server cannot enter; 23 a
+ * file it could not create. A connection cut mid-run (sshd restarted or killed, the remote
+ * rsync killed) ends with 255, 12 or 10, as tried against OpenSSH 9.2 and
+ * rsync 3.5. */
 static const struct exit_code {
 	int code;
 	enum job_status status;
@@ -137,21 +147,29 @@ static const struct exit_code {
 	{ 0, JOB_OK, false, "success" },
 	{ 1, JOB_PERMFAIL, false, "syntax or usage error" },
 	{ 2, JOB_PERMFAIL, false, "protocol incompatibility" },
-	{ 3, JOB_PERMFAIL, false, "errors selecting input/output files, dirs" }, /* bad remote path */
+	{ 3, JOB_RETRY, false, "errors selecting input/output files, dirs" },
 	{ 4, JOB_PERMFAIL, false, "requested action not supported" },
 	{ 5, JOB_RETRY, false, "error starting client-server protocol" },
 	{ 10, JOB_RETRY, true, "error in socket I/O" },
-	{ 11, JOB_PERMFAIL, false, "error in file I/O" }, /* at the server */
+	{ 11, JOB_RETRY, false, "error in file I/O" },
 	{ 12, JOB_RETRY, true, "error in rsync protocol data stream" },
 	{ 13, JOB_RETRY, false, "errors with program diagnostics" },
 	{ 14, JOB_RETRY, false, "error in IPC code" },
-	{ 20, JOB_RETRY, false, "received SIGUSR1 or SIGINT" },
+	{ 15, JOB_RETRY, false, "sibling process crashed" },
+	{ 16, JOB_RETRY, false, "sibling process terminated abnormally" },
+	{ 19, JOB_RETRY, false, "received SIGUSR1" },
+	{ 20, JOB_RETRY, false, "received SIGINT, SIGTERM, or SIGHUP" },
 	{ 21, JOB_RETRY, false, "some error returned by waitpid()" },
 	{ 22, JOB_RETRY, false, "error allocating core memory buffers" },
 	{ 23, JOB_RETRY, false, "partial transfer due to error" },
 	{ 24, JOB_RETRY, false, "partial transfer due to vanished source files" },
+	{ 25, JOB_RETRY, false, "the --max-delete limit stopped deletions" },
 	{ 30, JOB_RETRY, true, "timeout in data send/receive" },
 	{ 35, JOB_RETRY, true, "timeout waiting for daemon connection" },
+	{ 124, JOB_RETRY, true, "remote shell failed" },
+	{ 125, JOB_RETRY, true, "remote shell killed" },
+	{ 126, JOB_RETRY, false, "remote shell could not be run" },
+	{ 127, JOB_RETRY, false, "remote shell not found" },
 	{ 255, JOB_RETRY, true, "ssh failed or the connection was lost" },
 };
 
@@ -161,6 +179,24 @@ static struct exit_code exit_code_of(int64_t code)
 		if (exit_codes[i].code == code)
 			return exit_codes[i];
 	return (struct exit_code){ (int)code, JOB_RETRY, false, "unknown exit code" };
+}
+
+/* The server's rsync refuses our options before the two have started talking
+ * ("rsync: on remote machine: --x: unknown option", then "rsync error: syntax
+ * or usage error (code 1) at main.c(...) [server=3.x]" on its stderr): this
+ * side only sees the connection close and exits 12, which alone would be
+ * retried for ever. Its own code, when its message came through (-1 if not). */
+static int server_code(const char *tail)
+{
+	for (const char *s = tail; (s = strstr(s, "rsync error: ")); s++) {
+		const char *c = strstr(s, " (code "), *end = c ? strchr(c, ']') : NULL, *next = strstr(s + 1, "rsync error: ");
+		if (!c || !end || (next && next < end))
+			continue;
+		const char *srv = strstr(c, "[server=");
+		if (srv && srv < end)
+			return atoi(c + 7);
+	}
+	return -1;
 }
 
 /* A name as rsync prints it with -8 (--8-bit-output): control characters but
@@ -337,7 +373,14 @@ static void send_ended(void)
 	size_t tl = strlen(R.errtail);
 	while (tl && R.errtail[tl - 1] == ' ')
 		R.errtail[--tl] = '\0';
-	const struct exit_code ec = exit_code_of(R.code);
+	struct exit_code ec = exit_code_of(R.code);
+	if (R.code == 12) {
+		const struct exit_code srv = exit_code_of(server_code(R.errtail));
+		if (srv.status == JOB_PERMFAIL) { /* the link works; the server said no */
+			ec.status = JOB_PERMFAIL;
+			ec.link_down = false;
+		}
+	}
 	if (R.timed_out)
 		snprintf(R.why, sizeof R.why, "rsync run timed out after %llu ms", (unsigned long long)R.timeout_ms);
 	else if (R.sig)
@@ -610,14 +653,37 @@ static int spawn_rsync(bool verify)
 	return 0;
 }
 
+/* The run's directory. The staging directory above it can go while the worker
+ * runs (a cleaner of old files in /tmp removes an idle worker's): made again. */
+static int make_rundir(void)
+{
+	if (mkdir(R.rundir, 0700) == 0)
+		return 0;
+	if (errno != ENOENT || mkdir(R.stage, 0700) < 0 || mkdir(R.rundir, 0700) < 0)
+		return -1;
+	log_warnx("the staging directory %s had gone; made again", R.stage);
+	return 0;
+}
+
 static void start_run(void)
 {
 	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
 	char *listpath = xasprintf("%s.list", R.rundir);
-	FILE *list = mkdir(R.rundir, 0700) == 0 ? fopen(listpath, "w") : NULL;
+	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL;
 	free(listpath);
 	if (!list) {
-		log_warn("cannot make the staging directory %s", R.rundir);
+		/* Every file waiting goes back: none would be answered otherwise, and
+		 * the supervisor hands each out again after its backoff. */
+		snprintf(R.why, sizeof R.why, "cannot make the staging directory %s: %s", R.rundir, strerror(errno));
+		log_warnx("%s", R.why);
+		rm_rundir();
+		while (R.queue) {
+			struct rjob *r = R.queue;
+			R.queue = r->next;
+			worker_result(r->job, JOB_RETRY, 0, "%s", R.why);
+			free(r);
+		}
+		R.queue_tail = NULL;
 		return;
 	}
 	int n = stage_batch(list);

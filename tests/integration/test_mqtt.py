@@ -332,6 +332,66 @@ class MqttTest(GatewayTest):
         self.assertNotIn("stale result", gw.log_text())  # no job answered twice
         self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
 
+    def test_broker_that_never_sends_connack_is_dropped_after_connect_timeout(self):
+        # A broker that accepts TCP and never answers the CONNECT (a black hole
+        # behind the proxy): without a deadline the connect waits for keepalive
+        # (60 s here, one to two periods). With connect_timeout_ms 1000 each
+        # connect ends a second after it began, health says why, the next comes
+        # after the backoff (250 ms, doubling), messages sent meanwhile are
+        # answered retry at once and wait in the spool, and once the broker
+        # answers again they all arrive, once each.
+        sub, proxy, gw = self.behind_proxy({"connect_timeout_ms": 1000})
+        before = self.send_ok(gw, '{"plate":"BEFORE"}')["id"]
+        # the connection ends, and every new one goes into the black hole
+        self.assertEqual(proxy.command("drop"), "ok")
+        self.assertEqual(proxy.command("blackhole"), "ok")
+        t0 = time.monotonic()
+        want = "broker 127.0.0.1:%d unreachable: no CONNACK within 1000 ms" % proxy.port
+        w = wait_for(lambda: (lambda w: w if want in w["health"] else None)(gw.workers()["mqtt"]), timeout=8,
+                     what="no CONNACK in health within seconds, not keepalive's minute")
+        took = time.monotonic() - t0
+        print("\nno CONNACK: health after %.1f s: %s" % (took, w["health"]))
+        self.assertGreaterEqual(took, 1.0)  # the reconnect after 250 ms, plus its second
+        self.assertFalse(w["connected"])
+        ids = []
+        for i in range(10):
+            rc, out, err = gw.ctl("send", "--protocol", "mqtt", '{"n":%d}' % i)
+            self.assertEqual(rc, 0, err)
+            ids.append(out.strip())
+        wait_for(lambda: all(gw.ctl_json("trace", mid)["route"] for mid in ids), what="every message tried")
+        wait_for(lambda: gw.ctl_json("stats")["mqtt"]["inflight"] == 0, what="nothing held by the worker")
+        for mid in ids:
+            hop = gw.ctl_json("trace", mid)["route"][0]
+            self.assertEqual((hop["protocol"], hop["result"]), ("mqtt", "retry"), hop)
+            self.assertIn("broker 127.0.0.1:%d unreachable" % proxy.port, hop["error"])
+            self.assertLess(hop["ms"], 500, hop)  # answered at once, not at the deadline
+        # connects go on, each ended by the deadline (the third at about 3.75 s)
+        late = "no CONNACK from 127.0.0.1:%d within 1000 ms; connecting again" % proxy.port
+        wait_for(lambda: gw.log_text().count(late) >= 3, timeout=15, what="three connects without CONNACK")
+        self.assertFalse(gw.workers()["mqtt"]["connected"])
+        # The proxy still holds what each dropped connect wrote: passed on now,
+        # it reaches the broker and ends at once (our side has closed), in the
+        # two seconds before the next connect, which then takes over cleanly.
+        self.assertEqual(proxy.command("pass"), "ok")
+        self.connected(gw)
+        self.all_arrive(gw, sub, ids, "all 10 after the broker answers again")
+        time.sleep(1.0)  # a second copy would come now
+        got = [m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")]
+        self.assertEqual(sorted(got), sorted([before] + ids), got)  # each once
+        self.assertNotIn("stale result", gw.log_text())
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
+
+    def test_connect_timeout_ms_checked(self):
+        mq = Mosquitto(self, users=USERS)
+        for bad in (50, 0, "soon", 3600001):
+            gw = self.gateway({"mqtt": {"broker_url": mq.url(), "connect_timeout_ms": bad}}, start=False,
+                              name="bad%s" % bad)
+            r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True,
+                               timeout=20)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertRegex(r.stderr, r"%s:\d+:\d+: bad value '%s' for 'connect_timeout_ms' in section 'mqtt', "
+                             r"expected an integer from 100 to 3600000" % (gw.cfg_path, bad))
+
     def test_health_stays_down_after_acks(self):
         # Round trips measured before the broker went away must not report it up again.
         mq = Mosquitto(self, users=USERS)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
 from sshd import Sshd  # noqa: E402
 from ucgw import UnifiedCommunicationGateway  # noqa: E402
-from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, wait_for, writable_by_workers  # noqa: E402
 
 
 def sha(path):
@@ -34,11 +35,23 @@ def size_or_none(path):
 
 
 class RsyncTest(GatewayTest):
-    def gw_for(self, sshd, gateway=None, start=True, **extra):
+    def gw_for(self, sshd, gateway=None, start=True, cfg=None, **extra):
         r = {"remote_host": "127.0.0.1", "port": sshd.port, "remote_user": sshd.user, "key_file": sshd.user_key,
              "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "options": ["-a"], "timeout": 60}
         r.update(extra)
-        return self.gateway({"rsync": r, "gateway": dict(gateway or {})}, start=start)
+        c = dict(cfg or {})
+        c.update({"rsync": r, "gateway": dict(gateway or {})})
+        return self.gateway(c, start=start)
+
+    def gw_alone(self, sshd, **extra):
+        """rsync with fallback disabled and short waits between rounds: what
+        rsync answers decides whether a file waits or is dead-lettered."""
+        return self.gw_for(sshd, cfg={"fallback": {"enabled": False},
+                                      "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}}, **extra)
+
+    def failing(self, gw):
+        """The messages in the queue that have failed at least once."""
+        return [m for m in gw.ctl_json("queue") if m["last_error"]]
 
     def make(self, name, size):
         path = os.path.join(self.tmp, name)
@@ -187,26 +200,34 @@ class RsyncTest(GatewayTest):
         self.assertEqual(gw.ctl_json("stats")["rsync"]["success"], 2)
 
     def test_exit_codes_map_to_failure_or_retry(self):
+        """What the server's file system says waits and is tried again (exit
+        11: a path through a regular file; 23: a directory it cannot write
+        to); what cannot work without changing this side's options is
+        dead-lettered at once with rsync's message (exit 1: an option rsync
+        refuses; exit 12 after the server's rsync refused an option, its
+        "code 1" on the server's stderr)."""
         sshd = Sshd(self)
-        # a path through a regular file: rsync exit 11 (file I/O at the server), never retried
+        # a path through a regular file: rsync exit 11 (file I/O at the server)
         afile = os.path.join(self.tmp, "remote", "afile")
         open(afile, "w").close()
-        gw = self.gw_for(sshd, remote_path=os.path.join(afile, "sub"))
-        errors = []
+        gw = self.gw_alone(sshd, remote_path=os.path.join(afile, "sub"))
+        p = self.make("x.jpg", 1000)
+        self.assertEqual(gw.ctl("send-file", "--protocol", "rsync", p)[0], 0)
         # The server's message comes through ssh's stderr, which sshd may pass
         # on after the end of rsync's output: now and then (1 in 30 here, with
-        # rsync alone on the command line too) the client never gets it.
-        while not any("Not a directory" in e for e in errors) and len(errors) < 5:
-            p = self.make("x%d.jpg" % len(errors), 1000)
-            rc, out, err = gw.ctl("--json", "send-file", "--protocol", "rsync", "--wait", p)
-            self.assertEqual(rc, 1, err + out)
-            o = json.loads(out)
-            self.assertEqual((o["status"], o["attempts"]), ("failed", 1), o)
-            self.assertRegex(o["error"], r"rsync exit 11(: .*mkdir .*sub/?\" failed: Not a directory| \(error in file "
-                             r"I/O\), no message from rsync or ssh)", o)
-            errors.append(o["error"])
-        self.assertTrue(any("Not a directory" in e for e in errors), errors)
-        self.assertEqual(len(gw.ctl_json("queue", "dead")), len(errors))
+        # rsync alone on the command line too) the client never gets it; the
+        # next round's does.
+        q = wait_for(lambda: [m for m in self.failing(gw) if "Not a directory" in m["last_error"]], timeout=30,
+                     what="rsync's reason in the queue")
+        self.assertRegex(q[0]["last_error"], r"rsync exit 11: .*mkdir .*sub/?\" failed: Not a directory")
+        time.sleep(1.5)  # rounds go by
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertEqual(gw.ctl_json("stats")["rsync"]["success"], 0)
+        self.assertGreaterEqual(gw.ctl_json("stats")["rsync"]["retries"], 2)
+        os.unlink(afile)  # the operator clears the way: the file goes out by itself
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=30, what="x.jpg delivered")
+        self.assertEqual(sha(os.path.join(afile, "sub", "x.jpg")), sha(p))
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
         # a directory the user cannot write to (root cannot write into /proc
         # either): rsync exit 23, which may work later
         if os.geteuid() == 0:
@@ -215,13 +236,150 @@ class RsyncTest(GatewayTest):
             ro = os.path.join(self.tmp, "remote", "readonly")
             os.makedirs(ro)
             os.chmod(ro, 0o555)
-        gw2 = self.gw_for(sshd, remote_path=ro)
+        gw2 = self.gw_alone(sshd, remote_path=ro)
         gw2.ctl("send-file", "--protocol", "rsync", self.make("y.jpg", 1000))
-        q = wait_for(lambda: [m for m in gw2.ctl_json("queue") if m["last_error"]], what="the refusal")
+        q = wait_for(lambda: self.failing(gw2), what="the refusal")
         self.assertIn("rsync exit 23", q[0]["last_error"])
         self.assertRegex(q[0]["last_error"], r"mkstemp .*y\.jpg.* failed: (Permission denied|No such file)")
         self.assertEqual(gw2.ctl_json("stats")["rsync"]["success"], 0)
         self.assertEqual(gw2.ctl_json("queue", "dead"), [])
+        # an option this rsync refuses: exit 1, dead at the first attempt
+        gw3 = self.gw_alone(sshd, options=["-a", "--bwlimit=fast"])
+        rc, out, err = gw3.ctl("--json", "send-file", "--protocol", "rsync", "--wait", self.make("z.jpg", 1000))
+        self.assertEqual(rc, 1, err + out)
+        o = json.loads(out)
+        self.assertEqual((o["status"], o["attempts"]), ("failed", 1), o)
+        self.assertIn("rsync exit 1: rsync: --bwlimit=fast is invalid", o["error"])
+        self.assertEqual([m["id"] for m in gw3.ctl_json("queue", "dead")], [o["id"]])
+        # an option the server's rsync refuses (as rsync before 3.2.3 refuses
+        # the worker's --mkpath): it exits 1 before the two talk, this side
+        # sees the connection close (exit 12), and the server's message says
+        # why. The option goes after --server, where the server's own come.
+        gw4 = self.gw_alone(sshd, options=["-a", "--rsync-path=rsync --server --no-such-option"])
+        rc, out, err = gw4.ctl("--json", "send-file", "--protocol", "rsync", "--wait", self.make("w.jpg", 1000))
+        self.assertEqual(rc, 1, err + out)
+        o = json.loads(out)
+        self.assertEqual(o["status"], "failed", o)
+        self.assertRegex(o["error"], r"rsync exit 12: rsync: on remote machine: --no-such-option: unknown option.*"
+                         r"syntax or usage error \(code 1\).*\[server=")
+        self.assertEqual([m["id"] for m in gw4.ctl_json("queue", "dead")], [o["id"]])
+        self.assertFalse(os.path.exists(os.path.join(sshd.remote, "w.jpg")))
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
+    def test_full_remote_disk_waits_for_room(self):
+        """The server's disk fills up under a file (rsync exit 11, 'No space
+        left on device'), with fallback disabled: the file waits in the spool
+        with rsync's reason, is not dead-lettered, and arrives whole once the
+        server has room again."""
+        small = os.path.join(self.tmp, "remote", "small")
+        os.makedirs(small)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small], capture_output=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", small])
+        sshd = Sshd(self)
+        gw = self.gw_alone(sshd, remote_path=os.path.join(small, "lpr"))
+        p = self.make("plate.bin", 8 * 1024 * 1024)
+        rc, out, err = gw.ctl("send-file", "--protocol", "rsync", p)
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        q = wait_for(lambda: [m for m in self.failing(gw) if "No space left on device" in m["last_error"]],
+                     timeout=30, what="rsync's reason in the queue")
+        print("\nfull remote disk: %s" % q[0]["last_error"])
+        self.assertIn("rsync exit 11: rsync: [receiver] write failed on", q[0]["last_error"])
+        self.assertEqual(q[0]["id"], mid)
+        time.sleep(1.5)  # rounds go by
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertEqual(gw.ctl_json("stats")["rsync"]["success"], 0)
+        # room again
+        self.assertEqual(subprocess.run(["mount", "-o", "remount,size=64m", small]).returncode, 0)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=30, what="the file delivered")
+        self.assertEqual(sha(os.path.join(small, "lpr", "plate.bin")), sha(p))
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
+        route = gw.ctl_json("trace", mid)["route"]
+        self.assertGreaterEqual(len(route), 2, route)
+        self.assertEqual(route[-1]["result"], "ok", route)
+
+    def test_sshd_restarted_mid_delivery(self):
+        """sshd restarted in the middle of a file, its sessions ended with it
+        (a server rebooting), with fallback disabled: the cut run (rsync exit
+        255 or 12) and the runs while sshd is away are retried; the file
+        arrives whole once sshd is back, and nothing is dead-lettered."""
+        sshd = Sshd(self)
+        gw = self.gw_alone(sshd, options=["-a", "--bwlimit=20000"])
+        size = 40 * 1024 * 1024
+        p = self.make("restart.bin", size)
+
+        def temp_growing():
+            return any(f.startswith(".restart.bin.") and (size_or_none(os.path.join(sshd.remote, f)) or 0) > 5 << 20
+                       for f in os.listdir(sshd.remote))
+        rc, out, err = gw.ctl("send-file", "--protocol", "rsync", p)
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        wait_for(temp_growing, timeout=30, step=0.01, what="rsync's temporary file growing")
+        sessions = sshd.session_processes()
+        sshd.stop()
+        for pid in sessions:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        q = wait_for(lambda: self.failing(gw), timeout=30, what="the cut run answered")
+        print("\nsshd restarted: %s" % q[0]["last_error"])
+        self.assertRegex(q[0]["last_error"], r"rsync exit (255|12|10)")
+        time.sleep(2)  # rounds while sshd is away: ssh cannot connect (exit 255)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        sshd.start()
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=60, what="the file delivered")
+        self.assertEqual(sha(os.path.join(sshd.remote, "restart.bin")), sha(p))
+        self.assertEqual([f for f in os.listdir(sshd.remote) if f.startswith(".restart.bin")], [])
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        route = gw.ctl_json("trace", mid)["route"]
+        self.assertEqual(route[-1]["result"], "ok", route)
+        self.assertTrue(all(h["result"] == "retry" for h in route[:-1]), route)
+
+    def test_staging_directory_removed_under_the_worker(self):
+        """A cleaner of old files in the temporary directory removes the
+        worker's staging directory while it idles: the next file goes out all
+        the same (the worker makes the directory again), where before no run
+        could start and the file sat unanswered until the job timeout, and
+        again after it. With the temporary directory gone too, the file goes
+        back at once with the reason, and out once the directory is back."""
+        sshd = Sshd(self)
+        tmpdir = os.path.join(self.tmp, "workertmp")
+        os.makedirs(tmpdir)
+        writable_by_workers(os.path.join(tmpdir, ".keep"))  # the workers run as nobody under root
+        os.chmod(tmpdir, 0o1777)
+        gw = self.gw_for(sshd, start=False)
+        gw.start(env={"TMPDIR": tmpdir})
+        first = self.make("first.jpg", 1000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "rsync", "--wait", first)
+        self.assertEqual(rc, 0, err + out)
+        stages = [d for d in os.listdir(tmpdir) if d.startswith("ucgw-rsync-")]
+        self.assertEqual(len(stages), 1, stages)
+        shutil.rmtree(os.path.join(tmpdir, stages[0]))
+        second = self.make("second.jpg", 1000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "rsync", "--wait", second, timeout=20)
+        self.assertEqual(rc, 0, err + out)
+        self.assertEqual(json.loads(out)["attempts"], 1, out)
+        self.assertEqual(sha(os.path.join(sshd.remote, "second.jpg")), sha(second))
+        self.assertIn("the staging directory %s had gone; made again" % os.path.join(tmpdir, stages[0]),
+                      gw.log_text())
+        # the temporary directory itself gone: each file goes back at once
+        # with the reason, and out once the directory is there again
+        shutil.rmtree(tmpdir)
+        third = self.make("third.jpg", 1000)
+        self.assertEqual(gw.ctl("send-file", "--protocol", "rsync", third)[0], 0)
+        q = wait_for(lambda: [m for m in gw.ctl_json("queue") if m["last_error"]], what="the file answered retry")
+        self.assertIn("cannot make the staging directory %s/run" % os.path.join(tmpdir, stages[0]),
+                      q[0]["last_error"])
+        self.assertIn("No such file or directory", q[0]["last_error"])
+        os.makedirs(tmpdir)
+        os.chmod(tmpdir, 0o1777)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 3, timeout=20, what="third.jpg delivered")
+        self.assertEqual(sha(os.path.join(sshd.remote, "third.jpg")), sha(third))
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
 
     def test_refused_options(self):
         """Options that could delete, half-write or skip files on the server:
