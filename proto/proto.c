@@ -366,15 +366,15 @@ static bool mp_skip(const unsigned char **pp, const unsigned char *end, int dept
 }
 
 /* The fast way to a frame's top-level map, in one pass over the bytes: its
- * keys and scalar values are read here as msgpack-c would give them (a signed
+ * keys and values are read here as msgpack-c would give them (a signed
  * encoding of a value >= 0 is a positive integer; strings and blobs point into
- * buf), and only a nested value (a map, an array, a float, an ext: the body of
- * a request or reply) is checked by mp_skip and built by msgpack_unpack, into
- * the zone. msgpack-c's unpacker, which builds every object through callbacks,
- * and a checking pass over the whole frame before it, were most of what
- * decoding a job or a result cost. False at anything unusual (not a map, more
- * than FAST_KEYS keys, deep nesting, a length past the end, bytes left over):
- * msg_decode then takes the careful way, which finds the error and says it. */
+ * buf; maps and arrays are built in the zone), and only a float or an ext goes
+ * through mp_skip and msgpack_unpack. msgpack-c's unpacker, which builds every
+ * object through callbacks, and a checking pass over the whole frame before
+ * it, were most of what decoding a frame cost. False at anything unusual (not
+ * a map, more than FAST_KEYS keys, deep nesting, a length past the end, bytes
+ * left over): msg_decode then takes the careful way, which finds the error
+ * and says it. */
 #define FAST_KEYS 32
 
 static uint64_t be(const unsigned char *p, int n)
@@ -385,7 +385,16 @@ static uint64_t be(const unsigned char *p, int n)
 	return v;
 }
 
-static bool fast_obj(const unsigned char **pp, const unsigned char *end, msgpack_zone *zone, msgpack_object *o)
+static void *zone_alloc(msgpack_zone *z, size_t n)
+{
+	void *p = msgpack_zone_malloc(z, n);
+	if (!p)
+		fatal("msgpack_zone_malloc");
+	return p;
+}
+
+static bool fast_obj(const unsigned char **pp, const unsigned char *end, msgpack_zone *zone, msgpack_object *o,
+		     int depth)
 {
 	const unsigned char *p = *pp;
 	if (p >= end)
@@ -449,10 +458,41 @@ static bool fast_obj(const unsigned char **pp, const unsigned char *end, msgpack
 			o->via.bin.ptr = (const char *)p;
 		}
 		p += n;
+	} else if ((c >= 0x80 && c <= 0x9f) || (c >= 0xdc && c <= 0xdf)) {
+		/* A map or an array, built here as msgpack-c would (its elements in
+		 * the zone). msgpack-c's unpacker fails past 32 levels where mp_skip
+		 * allows 64: anything deep takes the careful way, to fail as always. */
+		bool map = c <= 0x8f || c >= 0xde;
+		uint64_t n = c & 0x0f;
+		if (c >= 0xdc) {
+			int lb = c == 0xdc || c == 0xde ? 2 : 4;
+			if (end - p < lb)
+				return false;
+			n = be(p, lb);
+			p += lb;
+		}
+		if (depth >= 15 || n > (uint64_t)(end - p) / (map ? 2 : 1)) /* every element takes a byte */
+			return false;
+		if (map) {
+			msgpack_object_kv *kv = zone_alloc(zone, n * sizeof *kv + 1);
+			for (uint64_t i = 0; i < n; i++)
+				if (!fast_obj(&p, end, zone, &kv[i].key, depth + 1) ||
+				    !fast_obj(&p, end, zone, &kv[i].val, depth + 1))
+					return false;
+			o->type = MSGPACK_OBJECT_MAP;
+			o->via.map.size = (uint32_t)n;
+			o->via.map.ptr = kv;
+		} else {
+			msgpack_object *el = zone_alloc(zone, n * sizeof *el + 1);
+			for (uint64_t i = 0; i < n; i++)
+				if (!fast_obj(&p, end, zone, &el[i], depth + 1))
+					return false;
+			o->type = MSGPACK_OBJECT_ARRAY;
+			o->via.array.size = (uint32_t)n;
+			o->via.array.ptr = el;
+		}
 	} else {
-		/* Nested (or a float, an ext): checked, then built by msgpack-c.
-		 * msgpack-c's unpacker fails past 32 levels where mp_skip allows 64:
-		 * anything deep takes the careful way, to fail as it always did. */
+		/* A float or an ext (or a byte never used): checked, then built by msgpack-c. */
 		const unsigned char *start = --p;
 		int deepest = 0;
 		if (!mp_skip(&p, end, 1, &deepest) || deepest >= 16)
@@ -482,7 +522,7 @@ static bool fast_root(const void *buf, size_t len, msgpack_zone *zone, msgpack_o
 	if (n > FAST_KEYS)
 		return false;
 	for (uint32_t i = 0; i < n; i++)
-		if (!fast_obj(&p, end, zone, &kvs[i].key) || !fast_obj(&p, end, zone, &kvs[i].val))
+		if (!fast_obj(&p, end, zone, &kvs[i].key, 1) || !fast_obj(&p, end, zone, &kvs[i].val, 1))
 			return false;
 	root->type = MSGPACK_OBJECT_MAP;
 	root->via.map.size = n;
