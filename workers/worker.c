@@ -248,7 +248,7 @@ static void take_job(const struct msg *m)
 {
 	struct job *j = xcalloc(1, sizeof *j);
 	j->seq = m->seq;
-	snprintf(j->id, sizeof j->id, "%s", m->id);
+	str_copy(j->id, sizeof j->id, m->id);
 	j->kind = m->kind == JOB_FILE ? JOB_FILE : JOB_META;
 	j->fd = m->has_fd ? channel_take_fd(w.ch) : -1;
 	j->payload_len = m->payload ? m->payload_len : 0;
