@@ -301,9 +301,9 @@ class RouterTest(GatewayTest):
         self.assertEqual(o["status"], "ok")
         rec = delivered(self.tmp)[0]
         self.assertEqual(int(rec[1]), len(data))
-        # the spool's copy is gone after delivery
-        files = os.listdir(os.path.join(gw.dir, "state", "spool", "files"))
-        self.assertEqual(files, [])
+        # the spool's copy is gone after delivery, once the DONE that says so is synced
+        files = os.path.join(gw.dir, "state", "spool", "files")
+        wait_for(lambda: os.listdir(files) == [], timeout=5, what="the spool's copy removed")
 
     def test_send_file_from_tmpfs(self):
         gw = self.gateway(cfg(self.tmp))
