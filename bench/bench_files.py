@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Files through the gateway by SFTP and rsync beside OpenSSH's sftp and plain
 rsync -e ssh doing the same, against one local sshd, in one run: one large file
-and many small ones. Prints MB/s, files/s and ratios; asserts nothing."""
+and many small ones. Prints MB/s, files/s and ratios; asserts nothing.
+UCGW_BENCH_FSYNC sets the gateway's spool.fsync (default batch)."""
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from ucgwtest import Gateway, Scene, wait_for  # noqa: E402
 
 LARGE_MB = int(os.environ.get("UCGW_BENCH_LARGE_MB", "200"))
 SMALL_N = int(os.environ.get("UCGW_BENCH_SMALL_N", "500"))
+FSYNC = os.environ.get("UCGW_BENCH_FSYNC", "batch")  # spool.fsync: always, batch or never
 
 
 def clear(d):
@@ -75,7 +77,7 @@ def main():
         res[("rsync", "direct", "small")] = timed(lambda: subprocess.run(
             ["rsync", "-a", "-e", "ssh -p %d %s" % (sshd.port, " ".join(ssh)), *small, dest], check=True))
         # through the gateway
-        cfg = {"gateway": {"log_level": "warning", "job_timeout_ms": 600000},
+        cfg = {"gateway": {"log_level": "warning", "job_timeout_ms": 600000}, "spool": {"fsync": FSYNC},
                "sftp": {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
                         "known_hosts": sshd.known_hosts, "remote_path": sshd.remote},
                "rsync": {"remote_host": "127.0.0.1", "port": sshd.port, "remote_user": sshd.user,
@@ -101,7 +103,8 @@ def main():
             ctl.close()
         gw.stop()
         mb = LARGE_MB * 1.048576
-        print("\none %d MiB file (MB/s) and %d files of 100 KiB (files/s), same sshd, same run:" % (LARGE_MB, SMALL_N))
+        print("\none %d MiB file (MB/s) and %d files of 100 KiB (files/s), same sshd, same run, spool.fsync %s:"
+              % (LARGE_MB, SMALL_N, FSYNC))
         for proto in ("sftp", "rsync"):
             g, d = res[(proto, "gateway", "large")], res[(proto, "direct", "large")]
             print("  %-5s large: gateway %7.1f MB/s   direct %7.1f MB/s   ratio %.2f" % (proto, mb / g, mb / d, d / g))

@@ -58,7 +58,7 @@ static const struct cfg_key gateway[] = {
 	INT("restart_window_s", "60", 1, 86400, "the window for restart_max_deaths"),
 	INT("handshake_timeout_ms", "5000", 10, 600000, "a worker not ready this long after its start is killed"),
 	INT("ping_interval_ms", "1000", 10, 600000, "how often the supervisor pings each worker"),
-	INT("ping_timeout_ms", "5000", 10, 600000, "a worker silent this long is killed"),
+	INT("ping_timeout_ms", "5000", 10, 600000, "a worker silent this long, or still running this long after its socket closed, is killed"),
 	INT("shutdown_timeout_ms", "10000", 0, 600000, "on SIGTERM, how long jobs in flight may finish"),
 };
 

@@ -239,18 +239,45 @@ static void supervisor_from_worker(struct channel *ch, const char *buf, size_t l
 	proc_kill(p, why);
 }
 
+/* A worker alive this long after its socket closed closed it itself and hung. */
+static void socket_grace_over(uv_timer_t *t)
+{
+	struct proc *p = t->data;
+	char why[160];
+	snprintf(why, sizeof why, "its socket closed (%s) and it did not exit within %lld ms", p->channel_error,
+		 (long long)gw_int("ping_timeout_ms"));
+	proc_kill(p, why);
+}
+
+/* The worker's end of the socket closed, or the socket failed. A worker that
+ * dies closes it (the kernel does, at its exit), and its exit follows: its
+ * status then says whose fault that was (a SIGKILL from someone else is not
+ * its jobs' fault; a crash is). So it is not killed at once, which made every
+ * death look like a SIGKILL from outside, but given ping_timeout_ms to exit;
+ * one still there closed its socket and hung, and is killed for cause: that
+ * counts against the jobs it held, as a crash with them does (unless its exit
+ * was asked for: then it only must not hang for ever). */
 static void on_channel_error(struct channel *ch, const char *why, void *arg)
 {
 	struct proc *p = arg;
 	p->ch = NULL;
-	if (p->pid > 0 && !p->stop_requested) {
-		char reason[160];
-		snprintf(reason, sizeof reason, "socket to the worker failed: %s", why);
-		bool before = p->kill_reason[0] != '\0';
-		proc_kill(p, reason);
-		if (!before) /* its end closed first: the worker was on its way out already */
-			p->killed_for_cause = false;
+	if (p->pid <= 0)
+		return;
+	if (p->kill_reason[0]) { /* killed already (a bad frame, a hang): its exit is on the way */
+		proc_kill(p, why);
+		return;
 	}
+	snprintf(p->channel_error, sizeof p->channel_error, "%s", why);
+	log_debug("worker %s (pid %d): socket closed (%s); waiting for its exit", p->name, (int)p->pid, why);
+	uv_timer_start(&p->timer, socket_grace_over, (uint64_t)gw_int("ping_timeout_ms"), 0);
+}
+
+/* A frame no decoder may read (longer than the limit, empty): the worker's fault. */
+static void on_bad_frame(struct channel *ch, const char *why, void *arg)
+{
+	char reason[200];
+	snprintf(reason, sizeof reason, "malformed frame: %s", why);
+	proc_kill(arg, reason);
 }
 
 static void on_channel_drain(struct channel *ch, void *arg) { router_worker_drain(arg); }
@@ -316,7 +343,7 @@ static void proc_start(struct proc *p)
 	fcntl(sv[0], F_SETFL, O_NONBLOCK);
 	fcntl(ep[0], F_SETFL, O_NONBLOCK);
 	static const struct channel_ops ops = { .on_frame = supervisor_from_worker, .on_error = on_channel_error,
-						.on_drain = on_channel_drain };
+						.on_bad_frame = on_bad_frame, .on_drain = on_channel_drain };
 	p->ch = channel_new(sup.loop, sv[0], (size_t)gw_int("max_frame_bytes"), &ops, p);
 	p->errfd = ep[0];
 	p->errpoll = xcalloc(1, sizeof *p->errpoll);

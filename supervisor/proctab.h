@@ -36,6 +36,7 @@ struct proc {
 	uint64_t ping_seq, last_pong_ms;
 	struct restart_state rs;
 	char kill_reason[160];         /* why the supervisor killed it, for the crash log */
+	char channel_error[96];        /* why its socket closed, while it is given time to exit */
 	bool hello_seen;
 	bool stop_requested;           /* an exit we asked for: no crash log, no restart */
 	bool restart_requested;        /* start again right after the exit */

@@ -48,6 +48,12 @@ struct pending {
 	void *arg;
 };
 
+/* Ids of delivered files: their copies wait for their DONE records. */
+struct idlist {
+	char (*v)[UCGW_ID_LEN + 1];
+	size_t n, cap;
+};
+
 /* A new message whose ADD record waits in S.out for the write of this loop turn. */
 struct unwritten {
 	struct smsg *m;
@@ -81,8 +87,12 @@ static struct {
 	char sync_err[200];     /* a file or directory sync of the running group commit failed */
 	int *linked;            /* files linked in since the last sync: their contents to sync */
 	size_t nlinked, caplinked;
-	char (*gone)[UCGW_ID_LEN + 1]; /* ids of delivered files whose DONE waits in S.out: copies removed once it is written */
-	size_t ngone, capgone;
+	/* Delivered files whose copies wait for their DONE records: in S.out (not
+	 * written yet), written but not yet synced, in the sync running. */
+	struct idlist gone, unsynced, gone_flight;
+	int *close_after_sync;  /* full segments left while a sync of one of them ran */
+	size_t nclose_after_sync;
+	char seg_sync_err[200]; /* a full segment's sync failed: the next group commit fails with it */
 	uv_prepare_t prep;
 	msgpack_zone zone;
 	struct spool_stats st;
@@ -172,6 +182,36 @@ static struct seg *seg_find(uint64_t num)
 	return NULL;
 }
 
+static void keep_files(struct idlist *l, const char *why);
+static void forget_files(struct idlist *l);
+
+/* The segment being written is full. The group commit syncs only the segment
+ * being written, so what waits for durability in this one (new messages not
+ * yet answered accepted, DONE records whose files' copies wait) is synced now,
+ * before it is left; and a sync of it that runs is left to finish on it. */
+static void leave_segment(void)
+{
+	if (S.fsync != FS_NEVER) {
+		S.st.fsyncs++;
+		if (fdatasync(S.wfd) == 0) {
+			forget_files(&S.unsynced);
+		} else {
+			snprintf(S.seg_sync_err, sizeof S.seg_sync_err, "a full segment: %s", strerror(errno));
+			if (S.syncing && !S.sync_err[0])
+				snprintf(S.sync_err, sizeof S.sync_err, "%s", S.seg_sync_err);
+			log_warnx("spool: fdatasync of a full segment failed: %s", strerror(errno));
+			keep_files(&S.unsynced, "may not have reached the disk (the sync failed)");
+			keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
+		}
+	}
+	if (!S.syncing) {
+		close(S.wfd);
+		return;
+	}
+	S.close_after_sync = xrealloc(S.close_after_sync, (S.nclose_after_sync + 1) * sizeof *S.close_after_sync);
+	S.close_after_sync[S.nclose_after_sync++] = S.wfd;
+}
+
 static int seg_open_new(char *err, size_t errlen)
 {
 	uint64_t num = S.nsegs ? S.segs[S.nsegs - 1].num + 1 : 1;
@@ -184,7 +224,7 @@ static int seg_open_new(char *err, size_t errlen)
 	}
 	free(path);
 	if (S.wfd >= 0)
-		close(S.wfd);
+		leave_segment();
 	S.wfd = fd;
 	S.woff = 0;
 	S.segs = xrealloc(S.segs, (S.nsegs + 1) * sizeof *S.segs);
@@ -234,9 +274,10 @@ static void seal_record(enum rec_type type)
  * messages instead of one each. DONE records ride along: one lost in a crash
  * means a message delivered once more, which the idempotency key covers. For
  * that a file message needs its file: the spool's copy of a delivered file is
- * removed only here, once the DONE that cancels its ADD is written (removed at
- * once, a crash before this write left an ADD with no DONE and no file, and the
- * next start made a dead letter of a file that had arrived). */
+ * removed only once the DONE that cancels its ADD is written (removed at once,
+ * a crash before this write left an ADD with no DONE and no file, and the next
+ * start made a dead letter of a file that had arrived) and, unless
+ * spool.fsync is never, synced (for a power cut: see remove_gone). */
 static void remove_gone(bool written);
 
 static int write_out(void)
@@ -274,29 +315,64 @@ static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id
 
 static void forget_file(const char *id);
 
-/* The DONE records of S.out are written (or lost with it): remove the copies
- * of the files they cancel, or, when they are lost, keep them for the delivery
- * once more that the next start makes. */
-static void remove_gone(bool written)
+static void idlist_push(struct idlist *l, const char *id)
 {
-	if (!written && S.ngone)
-		log_warnx("spool: kept the copies of %zu delivered files whose DONE records could not be written; "
-			  "they are delivered again after a restart", S.ngone);
-	for (size_t i = 0; written && i < S.ngone; i++)
-		forget_file(S.gone[i]);
-	S.ngone = 0;
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 16;
+		l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+	}
+	memcpy(l->v[l->n++], id, sizeof l->v[0]);
 }
 
-/* Remove the spool's copy of a delivered file with the next write of S.out,
- * which carries its DONE. */
-static void forget_file_when_written(const char *id)
+static void idlist_free(struct idlist *l)
 {
-	if (S.ngone == S.capgone) {
-		S.capgone = S.capgone ? S.capgone * 2 : 16;
-		S.gone = xrealloc(S.gone, S.capgone * sizeof *S.gone);
-	}
-	memcpy(S.gone[S.ngone++], id, sizeof S.gone[0]);
+	free(l->v);
+	*l = (struct idlist){ 0 };
 }
+
+/* The copies of these files go: their DONE records are written and, unless
+ * spool.fsync is never, synced. */
+static void forget_files(struct idlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		forget_file(l->v[i]);
+	l->n = 0;
+}
+
+/* The copies of these files stay: their DONE records may be lost. */
+static void keep_files(struct idlist *l, const char *why)
+{
+	if (l->n)
+		log_warnx("spool: kept the copies of %zu delivered files whose DONE records %s; "
+			  "they are delivered again after a restart", l->n, why);
+	l->n = 0;
+}
+
+/* The DONE records of S.out are written (or lost with it). Lost, the copies of
+ * the files they cancel stay for the delivery once more that the next start
+ * makes. Written, they go once the DONE is durable: with spool.fsync never at
+ * once, else with the next sync of the segment (one per loop turn with
+ * always, the group commit with batch; see finish_out). Removed before that, a
+ * power cut could keep the ADD on disk and lose the DONE and the copy, and the
+ * next start dead-lettered a file that had arrived. */
+static void remove_gone(bool written)
+{
+	if (!written) {
+		keep_files(&S.gone, "could not be written");
+		return;
+	}
+	if (S.fsync == FS_NEVER) {
+		forget_files(&S.gone);
+		return;
+	}
+	for (size_t i = 0; i < S.gone.n; i++)
+		idlist_push(&S.unsynced, S.gone.v[i]);
+	S.gone.n = 0;
+}
+
+/* Remove the spool's copy of a delivered file once the DONE record queued in
+ * S.out, which cancels its ADD, is written and durable. */
+static void forget_file_when_written(const char *id) { idlist_push(&S.gone, id); }
 
 /* The spool's copy of a file is no longer wanted (delivered, or never accepted). */
 static void forget_file(const char *id)
@@ -308,6 +384,7 @@ static void forget_file(const char *id)
 
 static void when_durable(void (*cb)(const char *, void *), void *arg);
 static void start_sync(void);
+static void on_batch_timer(uv_timer_t *t);
 
 /* Write S.out, then tell the owner of each new message in it how it went. A
  * callback may append again (a DONE, a message read back): the list is taken
@@ -337,8 +414,12 @@ static void finish_out(void)
 		when_durable(u->durable, u->arg);
 	}
 	free(list);
-	if (n && S.fsync == FS_ALWAYS)
-		start_sync(); /* one fdatasync for the whole turn: group commit */
+	/* One fdatasync for the whole turn (group commit), for its new messages
+	 * and for the DONE records whose files' copies wait for it. */
+	if ((n || S.unsynced.n) && S.fsync == FS_ALWAYS)
+		start_sync();
+	else if (S.unsynced.n && S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
+		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
 
 static void on_prepare(uv_prepare_t *h)
@@ -421,8 +502,6 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 
 /* ---- group commit ---- */
 
-static void on_batch_timer(uv_timer_t *t);
-
 static void sync_done(uv_fs_t *req)
 {
 	char why[200] = "";
@@ -442,18 +521,27 @@ static void sync_done(uv_fs_t *req)
 	for (size_t i = 0; i < n; i++)
 		done[i].cb(why[0] ? why : NULL, done[i].arg);
 	free(done);
+	/* The DONE records written before this sync are durable: their files' copies may go. */
+	if (why[0])
+		keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
+	else
+		forget_files(&S.gone_flight);
+	for (size_t i = 0; i < S.nclose_after_sync; i++)
+		close(S.close_after_sync[i]);
+	S.nclose_after_sync = 0;
 	/* What came in meanwhile: its timer may have fired while this sync ran
 	 * (start_sync then did nothing), and no later message may come to start
 	 * another; it must not wait for ever. */
-	if (S.nbatch && S.fsync == FS_ALWAYS)
+	bool more = S.nbatch || S.unsynced.n;
+	if (more && S.fsync == FS_ALWAYS)
 		start_sync();
-	else if (S.nbatch && !uv_is_active((uv_handle_t *)&S.timer))
+	else if (more && !uv_is_active((uv_handle_t *)&S.timer))
 		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
 
 static void start_sync(void)
 {
-	if (S.syncing || !S.nbatch)
+	if (S.syncing || (!S.nbatch && !S.unsynced.n))
 		return;
 	S.syncing = true;
 	write_out();
@@ -461,6 +549,14 @@ static void start_sync(void)
 	S.nflight = S.nbatch;
 	S.batch = NULL;
 	S.nbatch = S.capbatch = 0;
+	struct idlist t = S.gone_flight; /* empty: no sync runs */
+	S.gone_flight = S.unsynced;
+	S.unsynced = t;
+	if (S.seg_sync_err[0]) { /* messages of this batch may be in the segment whose sync failed */
+		if (!S.sync_err[0])
+			snprintf(S.sync_err, sizeof S.sync_err, "%s", S.seg_sync_err);
+		S.seg_sync_err[0] = '\0';
+	}
 	/* The contents of files linked into the spool since the last sync (the
 	 * camera may have written them a moment ago), then their directory entries. */
 	for (size_t i = 0; i < S.nlinked; i++) {
@@ -1137,18 +1233,26 @@ void spool_close(void)
 	 * the message goes out after the next start. */
 	write_out();
 	remove_gone(false); /* write_out() had nothing to write (no segment): nothing removed */
-	free(S.gone);
-	S.gone = NULL;
-	S.capgone = 0;
 	free(S.adds);
 	S.adds = NULL;
 	S.nadds = S.capadds = 0;
 	if (S.wfd >= 0) {
-		if (S.fsync != FS_NEVER)
-			fdatasync(S.wfd);
+		/* Every DONE is in this segment or in one synced when it was left. */
+		if (S.fsync != FS_NEVER && fdatasync(S.wfd) < 0) {
+			keep_files(&S.unsynced, "may not have reached the disk (the sync failed)");
+			keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
+		}
+		forget_files(&S.unsynced);
+		forget_files(&S.gone_flight);
 		close(S.wfd);
 		S.wfd = -1;
 	}
+	idlist_free(&S.gone);
+	idlist_free(&S.unsynced);
+	idlist_free(&S.gone_flight);
+	free(S.close_after_sync);
+	S.close_after_sync = NULL;
+	S.nclose_after_sync = 0;
 	for (size_t i = 0; i < S.nsegs; i++)
 		if (S.segs[i].rfd >= 0)
 			close(S.segs[i].rfd);

@@ -301,9 +301,9 @@ class RouterTest(GatewayTest):
         self.assertEqual(o["status"], "ok")
         rec = delivered(self.tmp)[0]
         self.assertEqual(int(rec[1]), len(data))
-        # the spool's copy is gone after delivery
-        files = os.listdir(os.path.join(gw.dir, "state", "spool", "files"))
-        self.assertEqual(files, [])
+        # the spool's copy is gone after delivery, once the DONE that says so is synced
+        files = os.path.join(gw.dir, "state", "spool", "files")
+        wait_for(lambda: os.listdir(files) == [], timeout=5, what="the spool's copy removed")
 
     def test_send_file_from_tmpfs(self):
         gw = self.gateway(cfg(self.tmp))
@@ -553,6 +553,47 @@ class RouterTest(GatewayTest):
         wait_for(lambda: o in {r[0] for r in delivered(self.tmp)}, timeout=30, what="delivered after 4 kills")
         self.assertEqual(gw.ctl_json("queue", "dead"), [])
         self.assertEqual(gw.workers()["testworker"]["restarts"], 4)
+
+    def test_worker_that_closes_its_socket_and_hangs_counts_like_a_crash(self):
+        # A worker that closes its socket to the supervisor and then does not
+        # exit is killed by the supervisor once ping_timeout_ms has passed.
+        # That is its jobs' doing as much as a crash is: a message that does
+        # it to every worker ends quarantined like one that crashes them, not
+        # sent round for ever as if an operator's kill -9 had hit each worker.
+        c = cfg(self.tmp)
+        c["gateway"].update({"ping_interval_ms": 200, "ping_timeout_ms": 1000, "restart_backoff_min_ms": 50,
+                             "restart_max_deaths": 10})
+        gw = self.gateway(c, env=preload("closehang.so", UCGW_CLOSEHANG_MARKER="close-and-hang"))
+        normal = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(10)]
+        wait_for(lambda: {r[0] for r in delivered(self.tmp)} >= set(normal), what="the first 10 delivered")
+        dead = {}
+        for cmd in ("segv", "close-and-hang"):
+            mid = gw.ctl("send", "--protocol", "testworker", '{"cmd":"%s"}' % cmd)[1].strip()
+            dead[cmd] = wait_for(lambda: [d for d in gw.ctl_json("queue", "dead") if d["id"] == mid], timeout=30,
+                                 what="%s quarantined" % cmd)[0]
+            self.assertEqual(gw.ctl_json("status")["inflight"], 0)
+        more = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(10, 20)]
+        wait_for(lambda: {r[0] for r in delivered(self.tmp)} >= set(more), what="the next 10 delivered")
+        for cmd, d in dead.items():
+            self.assertTrue(d["last_error"].startswith("quarantined: 3 workers died with this message in hand"),
+                            "%s: %s" % (cmd, d))
+        same = ("state", "kind", "protocol", "priority", "attempts", "next_try_ms")
+        self.assertEqual({k: dead["segv"][k] for k in same}, {k: dead["close-and-hang"][k] for k in same})
+        self.assertEqual(dead["segv"]["state"], "dead")
+        got = [r[0] for r in delivered(self.tmp)]
+        self.assertEqual(sorted(got), sorted(normal + more))  # each once, the two quarantined never
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 2)
+        self.assertEqual(gw.workers()["testworker"]["restarts"], 6)
+        self.assertEqual(gw.log_text().count("its socket closed (peer closed the connection) and it did not exit "
+                                             "within 1000 ms; killing it"), 3)
+        crashdir = os.path.join(gw.dir, "crash", "testworker")
+        reasons = []
+        for f in os.listdir(crashdir):
+            with open(os.path.join(crashdir, f)) as log:
+                reasons += [l for l in log if l.startswith("reason:")]
+        self.assertEqual(len(reasons), 6)
+        self.assertEqual(sum("did not exit within 1000 ms" in r for r in reasons), 3)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -3,7 +3,11 @@ half under their final name, resume after a cut, only to a trusted host key."""
 import hashlib
 import json
 import os
+import re
+import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -21,6 +25,44 @@ def sha(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def spool_records(path):
+    """(offset, type, body) of each record of a spool segment: u32 body length,
+    u32 CRC-32C, u8 type, a msgpack map (supervisor/spool.c)."""
+    import msgpack
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 0
+    while off + 9 <= len(data):
+        n = struct.unpack(">I", data[off:off + 4])[0]
+        yield off, data[off + 8], msgpack.unpackb(data[off + 9:off + 9 + n], raw=False)
+        off += 9 + n
+
+
+def strace_events(path):
+    """(call, path, return value) of each system call in the log of strace -f -y:
+    the path is the file of the descriptor (-y) or the first string argument;
+    a call split by another thread's is put back together where it returned."""
+    events, pending = [], {}
+    with open(path, errors="replace") as f:
+        lines = f.readlines()
+    for line in lines:
+        pid, _, rest = line.rstrip("\n").partition(" ")
+        rest = rest.lstrip()  # strace pads the pid
+        m = re.match(r"<\.\.\. \w+ resumed>(.*)", rest)
+        if m:
+            rest = pending.pop(pid, "") + m.group(1)
+        elif rest.endswith("<unfinished ...>"):
+            pending[pid] = rest[:-len("<unfinished ...>")]
+            continue
+        m = re.match(r"(\w+)\((.*)\)\s+=\s+(-?\d+)", rest)
+        if not m:
+            continue
+        call, args, ret = m.group(1), m.group(2), int(m.group(3))
+        f = re.search(r'"([^"]*)"', args) if call.startswith("unlink") else re.match(r"\d+<([^>]*)>", args)
+        events.append((call, f.group(1) if f else "", ret))
+    return events
 
 
 class PasswordSshd(Sshd):
@@ -73,14 +115,17 @@ class PasswordSshd(Sshd):
 
 
 class SftpTest(GatewayTest):
-    def gw_for(self, sshd, **extra):
+    def gw_for(self, sshd, spool=None, start=None, **extra):
+        """A gateway with this sshd's SFTP section (extra: its keys), spool keys
+        added to the test's own, start: Gateway.start's arguments."""
         s = {"host": "127.0.0.1", "port": sshd.port, "username": sshd.user, "key_file": sshd.user_key,
              "known_hosts": sshd.known_hosts, "remote_path": sshd.remote, "timeout": 10}
         gateway = extra.pop("gateway", {})
         s.update(extra)
         s = {k: v for k, v in s.items() if v is not None}  # None: leave the key out
-        return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
-                             "gateway": gateway})
+        return self.gateway({"sftp": s, "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000,
+                                                  **(spool or {})},
+                             "gateway": gateway}, **(start or {}))
 
     def make(self, name, size):
         path = os.path.join(self.tmp, name)
@@ -611,6 +656,71 @@ class SftpTest(GatewayTest):
         self.assertEqual(gw.ctl_json("queue"), [])
         self.assertEqual(os.listdir(sshd.remote), ["readable.jpg"])
         self.assertEqual(gw.ctl_json("stats")["sftp"]["success"], 1)
+
+    def test_copy_of_a_delivered_file_goes_only_after_its_done_is_synced(self):
+        # The spool removes its copy of a delivered file once the DONE record
+        # that cancels the file's ADD is written. Written is not durable: after
+        # a power cut the ADD could be on disk without its DONE, the copy gone,
+        # and the next start made a dead letter of a file that had arrived. So
+        # unless spool.fsync is never, a sync of the segment holding the DONE
+        # comes between its write and the unlink of the copy. Seen from
+        # outside with strace: every write to a segment, every sync, every
+        # unlink; the DONE records' offsets come from the segment afterwards.
+        if not shutil.which("strace"):
+            self.skipTest("needs strace")
+        if subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "true"], capture_output=True).returncode:
+            self.skipTest("strace cannot trace here (ptrace not allowed)")
+        sshd = Sshd(self)
+        paths = [self.make("p%02d.jpg" % i, 20000 + i) for i in range(20)]
+        for mode in ("always", "batch", "never"):
+            trace = os.path.join(self.tmp, "strace-%s.txt" % mode)
+            wrapper = ["strace", "-f", "-qq", "-y", "-s", "0", "-o", trace,
+                       "-e", "trace=write,fdatasync,fsync,unlink,unlinkat", "--"]
+            # LeakSanitizer cannot run under ptrace (the ASan build): no leak check in these runs
+            env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"}
+            gw = self.gw_for(sshd, spool={"fsync": mode}, start={"wrapper": wrapper, "env": env})
+            wait_for(lambda: gw.workers()["sftp"]["connected"], timeout=30, what="sftp up")
+            for f in os.listdir(sshd.remote):
+                os.remove(os.path.join(sshd.remote, f))
+            for p in paths:
+                self.assertEqual(gw.ctl("send-file", "--protocol", "sftp", p)[0], 0)
+            wait_for(lambda: all(os.path.exists(os.path.join(sshd.remote, os.path.basename(p))) for p in paths),
+                     timeout=60, what="20 files over SFTP (fsync %s)" % mode)
+            files = os.path.join(gw.dir, "state", "spool", "files")
+            wait_for(lambda: os.listdir(files) == [], what="the spool's copies removed (fsync %s)" % mode)
+            os.kill(gw.daemon_pid(), signal.SIGTERM)
+            self.assertEqual(gw.proc.wait(30), 0)
+            seg = os.path.join(gw.dir, "state", "spool", "seg")
+            done_at = {}  # id -> (segment, offset of its DONE record)
+            for name in os.listdir(seg):
+                for off, rtype, body in spool_records(os.path.join(seg, name)):
+                    if rtype == 2:
+                        done_at[body["id"]] = (os.path.join(seg, name), off)
+            events = strace_events(trace)
+            written = {}  # segment -> bytes written so far
+            synced = []   # (event index, segment)
+            writes = []   # (event index, segment, start, end)
+            unlinked = {}  # id -> event index
+            for i, (call, path, ret) in enumerate(events):
+                if "/spool/seg/" in path and call == "write" and ret > 0:
+                    start = written.get(path, 0)
+                    writes.append((i, path, start, start + ret))
+                    written[path] = start + ret
+                elif "/spool/seg/" in path and call in ("fdatasync", "fsync") and ret == 0:
+                    synced.append((i, path))
+                elif call in ("unlink", "unlinkat") and "/spool/files/" in path and ret == 0:
+                    unlinked[os.path.basename(path)] = i
+            self.assertEqual(len(unlinked), len(paths), "unlinks of the spool's copies (fsync %s)" % mode)
+            if mode == "never":
+                self.assertEqual(synced, [], "fsync never syncs no segment")
+                continue
+            for mid, at in unlinked.items():
+                segpath, off = done_at[mid]
+                w = [i for i, p, a, b in writes if p == segpath and a <= off < b]
+                self.assertEqual(len(w), 1, "the write that carried the DONE of %s" % mid)
+                self.assertTrue(any(w[0] < i < at for i, p in synced if p == segpath),
+                                "fsync %s: the copy of %s was removed (event %d) after its DONE was written "
+                                "(event %d) with no sync of %s in between" % (mode, mid, at, w[0], segpath))
 
     def test_hundred_small_files_one_session(self):
         sshd = Sshd(self)

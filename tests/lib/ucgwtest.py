@@ -121,10 +121,12 @@ class Gateway:
         with open(self.cfg_path, "w") as f:
             f.write(text if text is not None else json.dumps(cfg, indent=2) + "\n")
 
-    def start(self, wait_ready=True, extra_args=(), env=None):
-        """env: variables added to ucgwd's environment (its workers inherit them), e.g. preload()."""
+    def start(self, wait_ready=True, extra_args=(), env=None, wrapper=()):
+        """env: variables added to ucgwd's environment (its workers inherit them), e.g. preload().
+        wrapper: a command that runs ucgwd (e.g. strace and its options); self.proc is then that
+        command, and daemon_pid() ucgwd."""
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([os.path.join(BIN, "ucgwd"), "-c", self.cfg_path, *extra_args],
+        self.proc = subprocess.Popen([*wrapper, os.path.join(BIN, "ucgwd"), "-c", self.cfg_path, *extra_args],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
                                      env=dict(os.environ, **env) if env else None)
         if wait_ready:
@@ -168,6 +170,10 @@ class Gateway:
                 return f.read()
         except FileNotFoundError:
             return ""
+
+    def daemon_pid(self):
+        """ucgwd's pid: the one it gives in `ucgwctl status --json`."""
+        return self.ctl_json("status")["pid"]
 
     def children(self):
         """pids of every process whose parent is ucgwd."""
