@@ -54,9 +54,7 @@ def main():
                 rows.append((proto, fs, g))
             if fs == "batch":
                 st = gw.ctl_json("status")["spool"]
-                written = sum(os.path.getsize(os.path.join(gw.dir, "state", "spool", "seg", f))
-                              for f in os.listdir(os.path.join(gw.dir, "state", "spool", "seg")))
-                per_msg = written / max(1, st["accepted"])
+                per_msg = st["written_bytes"] / max(1, st["accepted"])
                 lat = {p: load(gw, p, 3000, window=100, rate=1000) for p in ("mqtt", "rest", "websocket")}
             gw.stop()
         direct = {

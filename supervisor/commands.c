@@ -57,7 +57,7 @@ static void pack_spool(msgpack_packer *pk)
 {
 	struct spool_stats st;
 	spool_stats(&st);
-	msgpack_pack_map(pk, 13);
+	msgpack_pack_map(pk, 14);
 	pk_kv_u64(pk, "depth", R.count);
 	pk_kv_u64(pk, "bytes", R.bytes);
 	pk_kv_u64(pk, "oldest_age_ms", R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0);
@@ -71,6 +71,7 @@ static void pack_spool(msgpack_packer *pk)
 	pk_kv_u64(pk, "disk_bytes", st.disk_bytes);
 	pk_kv_u64(pk, "corrupt_segments", st.corrupt_segments);
 	pk_kv_u64(pk, "corrupt_records", st.corrupt_records);
+	pk_kv_u64(pk, "written_bytes", st.written_bytes); /* since start: the flash's wear */
 }
 
 static void pack_network(msgpack_packer *pk)
