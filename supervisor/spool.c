@@ -10,7 +10,8 @@
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
  * it cancels), and a nearly empty oldest segment is compacted by copying its live
- * records forward. */
+ * records forward. After replay, copies in DIR/files that no live message names
+ * are removed. */
 #include "supervisor/spool.h"
 
 #include <dirent.h>
@@ -916,6 +917,7 @@ struct recovery {
 	size_t *next;           /* by_order index -> the next one in its hash chain, or NONE */
 	size_t n, cap;
 	size_t *heads, nb;      /* hash chains by id, newest first */
+	bool damaged;           /* a segment was not read to its end: records may be missing */
 };
 #define NONE ((size_t)-1)
 
@@ -1018,7 +1020,12 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 	*clean = true;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
+	bool opened = fd >= 0 && fstat(fd, &st) == 0;
+	if (!opened || st.st_size == 0) {
+		if (!opened) {
+			log_warn("spool: cannot read segment %s", path);
+			rv->damaged = true;
+		}
 		if (fd >= 0)
 			close(fd);
 		free(path);
@@ -1031,6 +1038,7 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 	if (map == MAP_FAILED) {
 		log_warn("spool: cannot read segment %s", path);
 		free(path);
+		rv->damaged = true;
 		*clean = false;
 		s->corrupt = true;
 		return 0;
@@ -1062,6 +1070,8 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 	munmap((void *)map, size);
 	free(path);
 	s->size = good_end;
+	if (!*clean)
+		rv->damaged = true;
 	return good_end;
 }
 
@@ -1135,6 +1145,115 @@ static void rescue(struct smsg *m)
 	}
 }
 
+/* Does DIR/corrupt hold a segment moved aside? */
+static bool corrupt_segments_kept(void)
+{
+	char *dir = xasprintf("%s/corrupt", S.dir);
+	DIR *d = opendir(dir);
+	free(dir);
+	bool any = false;
+	struct dirent *e;
+	while (d && !any && (e = readdir(d)))
+		any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+	if (d)
+		closedir(d);
+	return any;
+}
+
+/* Make the records replayed durable before a copy goes because of them: the
+ * DONE that cancels a copy's ADD may be in the page cache only (ucgwd killed
+ * before its group commit), and a power cut after the copy is removed would
+ * then keep the ADD and lose both (the rule of remove_gone). */
+static int sync_replayed(void)
+{
+	int rc = 0;
+	for (size_t i = 0; i < S.nsegs && rc == 0; i++) {
+		char *p = seg_path(S.segs[i].num);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fdatasync(fd) < 0) {
+			log_warn("spool: cannot sync segment %s", p);
+			rc = -1;
+		}
+		if (fd >= 0)
+			close(fd);
+		free(p);
+	}
+	int dfd = rc == 0 ? open(S.segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (rc == 0 && (dfd < 0 || fsync(dfd) < 0)) {
+		log_warn("spool: cannot sync %s", S.segdir);
+		rc = -1;
+	}
+	if (dfd >= 0)
+		close(dfd);
+	return rc;
+}
+
+/* After replay: remove every entry of the file area that no live message
+ * (queued, waiting or dead) names. Such a stray is the copy of a delivered
+ * file whose DONE reached the disk while its removal did not (a crash, a
+ * failed sync between the two), or of a file never accepted (a crash before
+ * its ADD was written; a .tmp of a copy cut short). Nothing is removed when
+ * a record may be missing, since it might be the ADD of a message whose copy
+ * is all that is left of it: a segment not read to its end at this start (a
+ * damaged stretch, a torn tail, a segment that cannot be read), or one moved
+ * aside to DIR/corrupt earlier (until an operator clears that directory). */
+static void sweep_files(struct recovery *rv)
+{
+	DIR *d = opendir(S.filedir);
+	if (!d) {
+		log_warn("spool: cannot read %s", S.filedir);
+		return;
+	}
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t bytes = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 || recovery_find(rv, e->d_name) != NONE)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
+			continue; /* not ours: the spool makes no directories there */
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			names = xrealloc(names, cap * sizeof *names);
+		}
+		names[n++] = xstrdup(e->d_name);
+		bytes += (uint64_t)st.st_size;
+	}
+	const char *why = NULL;
+	if (n && rv->damaged)
+		why = "a segment could not be read to its end at this start";
+	else if (n && corrupt_segments_kept())
+		why = "segments moved aside to spool/corrupt may name them (remove those once inspected)";
+	else if (n && S.fsync != FS_NEVER && sync_replayed() < 0)
+		why = "the records that cancel them could not be made durable";
+	if (why)
+		log_warnx("spool: kept %zu files (%llu bytes) in %s that no message in the spool refers to: %s", n,
+			  (unsigned long long)bytes, S.filedir, why);
+	size_t removed = 0;
+	uint64_t freed = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (!why && fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    unlinkat(dirfd(d), names[i], 0) == 0) {
+			removed++;
+			freed += (uint64_t)st.st_size;
+		} else if (!why) {
+			log_warn("spool: cannot remove %s/%s", S.filedir, names[i]);
+		}
+		free(names[i]);
+	}
+	free(names);
+	closedir(d);
+	if (removed)
+		log_info("spool: removed %zu stray files (%llu bytes) from %s: copies no message in the spool refers "
+			 "to (delivered, their removal cut short; or never accepted)",
+			 removed, (unsigned long long)freed, S.filedir);
+	S.st.stray_files_removed += removed;
+	S.st.stray_bytes_removed += freed;
+}
+
 static void recover(void (*recovered)(struct smsg *m))
 {
 	struct recovery rv = { 0 };
@@ -1184,6 +1303,7 @@ static void recover(void (*recovered)(struct smsg *m))
 	write_out();
 	if (S.fsync != FS_NEVER)
 		fdatasync(S.wfd);
+	sweep_files(&rv);
 	for (size_t i = 0; i < rv.n; i++)
 		if (rv.by_order[i])
 			recovered(rv.by_order[i]);
