@@ -1,14 +1,18 @@
 """The spool on disk: stray copies in spool/files removed at start (and only
-those)."""
+those), and the compaction of an old segment, which must not stall the loop
+while its copies are synced nor lose or duplicate a message when ucgwd is
+killed around it."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import GatewayTest, preload, wait_for  # noqa: E402
+from ctlclient import Ctl  # noqa: E402
+from ucgwtest import BIN, GatewayTest, preload, wait_for  # noqa: E402
 
 
 def cfg(tmp, **tw):
@@ -189,6 +193,124 @@ class StrayFilesTest(GatewayTest):
         self.assertEqual(set(os.listdir(files)), {kept})
         self.assertEqual(gw.ctl_json("status")["spool"]["stray_files_removed"], 2)
         self.assertIn(kept, self.states(gw))
+
+
+class CompactionTest(GatewayTest):
+    """The oldest segment holds a few live messages among many delivered ones;
+    once the spool has grown past four segments it is compacted: its live
+    records are copied forward and it goes once the copies are durable."""
+
+    def setup_compaction(self, tmp, fsync, env):
+        c = cfg(tmp)
+        c["spool"].update(segment_bytes=65536, fsync=fsync)
+        gw = self.gateway(c, env=env, name="gw-" + fsync)
+        segdir = spool_dir(gw, "seg")
+        ctl = Ctl(gw.sock)
+        pad = "p" * 900
+        sent = [0]
+
+        def burst(k):
+            for _ in range(k):
+                sent[0] += 1
+                ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (sent[0], pad)).encode(), "format": "json",
+                                     "protocol": "testworker"})
+            for _ in range(k):
+                r = ctl.reply()
+                self.assertTrue(r["ok"], r)
+
+        def send(payload):
+            r = ctl.send(payload, protocol="testworker")
+            self.assertTrue(r["ok"], r)
+            return r["body"]["id"]
+
+        h = send('{"cmd":"permfail","n":"H"}')  # in segment 1: purged later, which starts the compaction
+        while len(os.listdir(segdir)) < 2:
+            burst(10)
+        first = sorted(os.listdir(segdir))[1]  # the segment compacted
+        p = send('{"cmd":"permfail","n":"P","pad":"%s"}' % pad)  # a dead letter in it
+        w = send('{"cmd":"retry","n":"W","pad":"%s"}' % pad)  # and one waiting for its retry
+        while len(os.listdir(segdir)) < 7:
+            burst(20)
+        ctl.close()
+        wait_for(lambda: len(delivered(tmp)) == sent[0], timeout=30, what="the filler delivered")
+        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {h: "dead", p: "dead", w: "waiting"}
+                 or None, timeout=10, what="H and P dead, W waiting")
+        return gw, segdir, first, h, p, w
+
+    def check_after_restart(self, gw, segdir, first, p, w):
+        q = gw.ctl_json("queue")
+        self.assertEqual(sorted(m["id"] for m in q), sorted([p, w]), "each once, nothing else")
+        self.assertEqual({m["id"]: m["state"] for m in q}[p], "dead")
+        self.assertNotIn(first, os.listdir(segdir))
+        # their payloads are read back from the copies: the worker answers what they ask
+        self.assertEqual(gw.ctl("queue", "requeue", p)[0], 0)
+
+        def tried(mid, answer, state):
+            m = {m["id"]: m for m in gw.ctl_json("queue")}[mid]
+            return m["attempts"] >= 1 and m["state"] == state and answer in (m["last_error"] or "")
+        wait_for(lambda: tried(p, "told to answer permfail", "dead"), what="P dead again, its payload read back")
+        wait_for(lambda: tried(w, "told to answer retry", "waiting"), what="W tried, its payload read back")
+        self.assertNotIn("cannot read", gw.log_text())
+
+    def test_compaction_sync_does_not_stall_the_loop(self):
+        for fsync in ("batch", "always", "never"):
+            with self.subTest(fsync=fsync):
+                tmp = os.path.join(self.tmp, fsync)
+                os.makedirs(tmp)
+                trigger = os.path.join(tmp, "slow")
+                synclog = os.path.join(tmp, "syncs")
+                env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="1500",
+                              UCGW_SLOW_SYNC_LOG=synclog)
+                gw, segdir, first, h, p, w = self.setup_compaction(tmp, fsync, env)
+                self.assertIn(first, os.listdir(segdir))
+                open(trigger, "w").close()  # every fdatasync takes 1.5 s from now on
+                t0 = time.monotonic()
+                rc, out, err = gw.ctl("queue", "purge", h)  # segment 1 goes, the next is compacted
+                self.assertEqual(rc, 0, err)
+                rc, out, err = gw.ctl("status")
+                took = time.monotonic() - t0
+                self.assertEqual(rc, 0, err)
+                print("\nfsync %s: purge and status answered in %.3f s while the compaction synced"
+                      % (fsync, took))
+                self.assertLess(took, 0.75, "the loop waited for a sync")
+                if fsync == "never":
+                    self.assertNotIn(first, os.listdir(segdir))  # nothing to wait for
+                else:
+                    # the old segment stays until the copies are durable...
+                    self.assertIn(first, os.listdir(segdir))
+                    # ... which happens off the loop
+                    wait_for(lambda: first not in os.listdir(segdir), timeout=15, what="compacted segment gone")
+                    with open(synclog) as f:
+                        threads = f.read().split()
+                    self.assertIn("pool", threads)
+                    self.assertNotIn("main", threads)
+                os.remove(trigger)
+                self.assertEqual(sorted(m["id"] for m in gw.ctl_json("queue")), sorted([p, w]))
+                kill9(gw)  # right after the compaction: nothing lost
+                restart(gw)
+                self.check_after_restart(gw, segdir, first, p, w)
+                gw.stop()
+
+    def test_kill9_while_the_copies_sync_loses_and_duplicates_nothing(self):
+        # Killed after the copies were written and before the old segment went,
+        # the spool holds two ADD records of each copied message: the next
+        # start takes the later one as the message, once.
+        trigger = os.path.join(self.tmp, "slow")
+        env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="3000")
+        gw, segdir, first, h, p, w = self.setup_compaction(self.tmp, "batch", env)
+        open(trigger, "w").close()
+        purge = subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "queue", "purge", h],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cleanups_procs.append(purge)
+        time.sleep(0.7)  # the copies are written, their sync sleeps
+        self.assertIn(first, os.listdir(segdir))
+        kill9(gw)
+        purge.wait(10)
+        os.remove(trigger)
+        restart(gw)
+        self.assertNotIn(h, {m["id"] for m in gw.ctl_json("queue")})
+        self.check_after_restart(gw, segdir, first, p, w)
+        self.assertIn("recovered 2 undelivered messages", gw.log_text())
 
 
 if __name__ == "__main__":
