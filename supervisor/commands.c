@@ -57,7 +57,7 @@ static void pack_spool(msgpack_packer *pk)
 {
 	struct spool_stats st;
 	spool_stats(&st);
-	msgpack_pack_map(pk, 14);
+	msgpack_pack_map(pk, 16);
 	pk_kv_u64(pk, "depth", R.count);
 	pk_kv_u64(pk, "bytes", R.bytes);
 	pk_kv_u64(pk, "oldest_age_ms", R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0);
@@ -72,6 +72,8 @@ static void pack_spool(msgpack_packer *pk)
 	pk_kv_u64(pk, "corrupt_segments", st.corrupt_segments);
 	pk_kv_u64(pk, "corrupt_records", st.corrupt_records);
 	pk_kv_u64(pk, "written_bytes", st.written_bytes); /* since start: the flash's wear */
+	pk_kv_u64(pk, "stray_files_removed", st.stray_files_removed); /* at start */
+	pk_kv_u64(pk, "stray_bytes_removed", st.stray_bytes_removed);
 }
 
 static void pack_network(msgpack_packer *pk)

@@ -114,6 +114,9 @@ static void spool(struct strbuf *b)
 	sb_printf(b, "ucgw_spool_corrupt_segments_total %llu\n", (unsigned long long)st.corrupt_segments);
 	head(b, "ucgw_spool_corrupt_records_total", "counter", "Damaged stretches skipped when the spool was replayed.");
 	sb_printf(b, "ucgw_spool_corrupt_records_total %llu\n", (unsigned long long)st.corrupt_records);
+	head(b, "ucgw_spool_stray_files_removed_total", "counter",
+	     "Copies in the spool's file area that no message referred to, removed at start.");
+	sb_printf(b, "ucgw_spool_stray_files_removed_total %llu\n", (unsigned long long)st.stray_files_removed);
 }
 
 static void network(struct strbuf *b)

@@ -10,7 +10,9 @@
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
  * it cancels), and a nearly empty oldest segment is compacted by copying its live
- * records forward. */
+ * records forward; it goes once the copies are durable (synced off the loop), and
+ * a replay that finds both takes the later ADD of an id as the message. After
+ * replay, copies in DIR/files that no live message names are removed. */
 #include "supervisor/spool.h"
 
 #include <dirent.h>
@@ -46,6 +48,14 @@ struct seg {
 struct pending {
 	void (*cb)(const char *, void *);
 	void *arg;
+};
+
+/* A live record of the oldest segment, copied forward by a compaction: the
+ * message moves there once the copy is durable. */
+struct moved {
+	char id[UCGW_ID_LEN + 1];
+	uint64_t seg, off;
+	uint32_t reclen;
 };
 
 /* Ids of delivered files: their copies wait for their DONE records. */
@@ -93,6 +103,12 @@ static struct {
 	int *close_after_sync;  /* full segments left while a sync of one of them ran */
 	size_t nclose_after_sync;
 	char seg_sync_err[200]; /* a full segment's sync failed: the next group commit fails with it */
+	unsigned write_failures; /* writes of S.out that failed: did one since then? */
+	/* A compaction whose copies wait for their sync (see compact_oldest). */
+	bool compacting;
+	uint64_t compact_from;
+	struct moved *moved;
+	size_t nmoved;
 	uv_prepare_t prep;
 	msgpack_zone zone;
 	struct spool_stats st;
@@ -300,6 +316,7 @@ static int write_out(void)
 		for (size_t i = 0; i < S.nadds; i++)
 			S.adds[i].failed = true;
 		S.out.size = 0;
+		S.write_failures++;
 		remove_gone(false);
 		return -1;
 	}
@@ -414,9 +431,10 @@ static void finish_out(void)
 		when_durable(u->durable, u->arg);
 	}
 	free(list);
-	/* One fdatasync for the whole turn (group commit), for its new messages
-	 * and for the DONE records whose files' copies wait for it. */
-	if ((n || S.unsynced.n) && S.fsync == FS_ALWAYS)
+	/* One fdatasync for the whole turn (group commit), for its new messages,
+	 * for the DONE records whose files' copies wait for it and for the copies
+	 * a compaction wrote (S.batch). */
+	if ((n || S.unsynced.n || S.nbatch) && S.fsync == FS_ALWAYS)
 		start_sync();
 	else if (S.unsynced.n && S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
 		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
@@ -481,16 +499,22 @@ static void begin_record(msgpack_packer *pk)
 	msgpack_packer_init(pk, &S.sb, pk_write);
 }
 
-static int write_id_record(enum rec_type type, const struct smsg *m, const char *reason)
+/* Frame in S.sb a record that names a message (DONE, DEAD, REQUEUE). */
+static void frame_id_record(const char *id, const char *reason)
 {
-	char err[256];
 	msgpack_packer pk;
 	begin_record(&pk);
 	msgpack_sbuffer *sb = pk_sbuffer(&pk);
 	mpw_map(sb, reason ? 2 : 1);
-	mpw_kv_str(sb, "id", m->id);
+	mpw_kv_str(sb, "id", id);
 	if (reason)
 		mpw_kv_str(sb, "reason", reason);
+}
+
+static int write_id_record(enum rec_type type, const struct smsg *m, const char *reason)
+{
+	char err[256];
+	frame_id_record(m->id, reason);
 	int rc = type == REC_DONE ? append_record(type, NULL, NULL, NULL, err, sizeof err)
 				  : append_now(type, NULL, NULL, NULL, err, sizeof err);
 	if (rc < 0) {
@@ -514,14 +538,9 @@ static void sync_done(uv_fs_t *req)
 	uv_fs_req_cleanup(req);
 	S.syncing = false;
 	S.st.fsyncs++;
-	struct pending *done = S.flight;
-	size_t n = S.nflight;
-	S.flight = NULL;
-	S.nflight = 0;
-	for (size_t i = 0; i < n; i++)
-		done[i].cb(why[0] ? why : NULL, done[i].arg);
-	free(done);
-	/* The DONE records written before this sync are durable: their files' copies may go. */
+	/* The DONE records written before this sync are durable: their files' copies
+	 * may go. Before the callbacks: one may append records and, with a full
+	 * segment, finish it and start the next sync, which takes over gone_flight. */
 	if (why[0])
 		keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
 	else
@@ -529,6 +548,13 @@ static void sync_done(uv_fs_t *req)
 	for (size_t i = 0; i < S.nclose_after_sync; i++)
 		close(S.close_after_sync[i]);
 	S.nclose_after_sync = 0;
+	struct pending *done = S.flight;
+	size_t n = S.nflight;
+	S.flight = NULL;
+	S.nflight = 0;
+	for (size_t i = 0; i < n; i++)
+		done[i].cb(why[0] ? why : NULL, done[i].arg);
+	free(done);
 	/* What came in meanwhile: its timer may have fired while this sync ran
 	 * (start_sync then did nothing), and no later message may come to start
 	 * another; it must not wait for ever. */
@@ -821,50 +847,133 @@ static void seg_delete_oldest(void)
 	S.st.segments = S.nsegs;
 }
 
-/* Copy the live records of the oldest segment to the newest, so it can go. */
-static void compact_oldest(void)
+/* The copies a compaction wrote are durable (or, with spool.fsync never, written):
+ * each message still in the old segment moves to its copy. One delivered (or
+ * dropped, purged) meanwhile is left alone: its DONE, written after the copy,
+ * cancels the copy too at the next start. */
+static void compact_apply(const struct moved *v, size_t n, uint64_t from)
 {
-	uint64_t num = S.segs[0].num;
-	for (struct smsg *m = R.all.head; m; m = m->anext) {
-		if (m->seg != num)
+	for (size_t i = 0; i < n; i++) {
+		struct smsg *m = router_find(v[i].id);
+		struct seg *old = seg_find(from), *to = seg_find(v[i].seg);
+		if (!m || m->seg != from || !to)
 			continue;
+		if (old && old->live)
+			old->live--;
+		to->live++;
+		m->seg = v[i].seg;
+		m->off = v[i].off;
+		m->reclen = v[i].reclen;
+	}
+}
+
+static void seg_gc(void);
+
+static void compact_durable(const char *err, void *arg)
+{
+	struct moved *v = S.moved;
+	size_t n = S.nmoved;
+	uint64_t from = S.compact_from;
+	S.moved = NULL;
+	S.nmoved = 0;
+	S.compacting = false;
+	if (err) {
+		/* The messages stay where they are. The copies are duplicates on disk:
+		 * the next start takes a later ADD of a live id as its copy. */
+		log_warnx("spool: segment %llu is kept: the copies of its %zu live records may not have reached the "
+			  "disk (%s)", (unsigned long long)from, n, err);
+		free(v);
+		return;
+	}
+	compact_apply(v, n, from);
+	free(v);
+	seg_gc();
+}
+
+/* Copy the live records of the oldest segment to the newest, so it can go. The
+ * old segment may go only once the copies are durable: until then the messages
+ * stay where they are (their live counts with them), and the sync is the group
+ * commit's, in libuv's thread pool: the loop does not wait for the disk. Returns
+ * true when done at once (spool.fsync never: nothing to wait for). */
+static bool compact_oldest(void)
+{
+	uint64_t from = S.segs[0].num;
+	size_t n = 0;
+	for (struct smsg *m = R.all.head; m; m = m->anext)
+		n += m->seg == from;
+	if (!n)
+		return false;
+	/* Their ids first: appending may finish a full segment, which routes the
+	 * new messages of this turn and may change the lists. */
+	struct moved *v = xcalloc(n, sizeof *v);
+	size_t k = 0;
+	for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
+		if (m->seg == from)
+			memcpy(v[k++].id, m->id, sizeof v[0].id);
+	S.compacting = true;
+	unsigned failures = S.write_failures;
+	size_t copied = 0;
+	for (size_t i = 0; i < k; i++) {
+		struct smsg *m = router_find(v[i].id);
 		char *rec, err[256];
-		if (read_record(m->seg, m->off, m->reclen, &rec) < 0)
-			continue;
+		if (!m || m->seg != from || read_record(m->seg, m->off, m->reclen, &rec) < 0)
+			continue; /* gone meanwhile, or unreadable: it stays, and so does the segment */
 		S.sb.size = 0;
 		msgpack_sbuffer_write(&S.sb, rec, m->reclen);
 		free(rec);
-		uint64_t seg, off;
-		uint32_t len;
-		if (append_now(REC_ADD, &seg, &off, &len, err, sizeof err) < 0)
-			return;
-		if (m->state == SM_DEAD)
-			write_id_record(REC_DEAD, m, m->last_error);
-		S.segs[0].live--;
-		m->seg = seg;
-		m->off = off;
-		m->reclen = len;
-		seg_find(seg)->live++;
+		/* m is not looked at again: a full segment's end runs the router */
+		bool dead = m->state == SM_DEAD;
+		char why[sizeof m->last_error];
+		memcpy(why, m->last_error, sizeof why);
+		struct moved to = v[i];
+		if (append_record(REC_ADD, &to.seg, &to.off, &to.reclen, err, sizeof err) < 0) {
+			log_warnx("spool: compaction of segment %llu stopped: %s", (unsigned long long)from, err);
+			break;
+		}
+		if (dead) {
+			frame_id_record(to.id, why);
+			if (append_record(REC_DEAD, NULL, NULL, NULL, err, sizeof err) < 0) {
+				log_warnx("spool: compaction of segment %llu stopped: %s", (unsigned long long)from, err);
+				break;
+			}
+		}
+		v[copied++] = to;
 	}
-	if (S.fsync != FS_NEVER)
-		fdatasync(S.wfd); /* the copies are durable before the original goes */
+	/* One write for all of them. */
+	if (write_out() < 0 || S.write_failures != failures || !copied) {
+		if (copied)
+			log_warnx("spool: compaction of segment %llu failed: its records could not be written",
+				  (unsigned long long)from);
+		free(v);
+		S.compacting = false;
+		return false;
+	}
+	if (S.fsync == FS_NEVER) {
+		compact_apply(v, copied, from);
+		free(v);
+		S.compacting = false;
+		return true;
+	}
+	S.moved = v;
+	S.nmoved = copied;
+	S.compact_from = from;
+	when_durable(compact_durable, NULL); /* batch: with the next group commit; always: at this turn's end */
+	return false;
 }
 
 static void seg_gc(void)
 {
 	while (S.nsegs > 1) {
-		struct seg *s = &S.segs[0];
-		if (s->live == 0) {
+		if (S.segs[0].live == 0) {
 			seg_delete_oldest();
 			continue;
 		}
 		/* An old segment pinned by a few long-waiting messages (dead letters, a
-		 * long outage) is compacted once the spool has grown past a few segments. */
-		if (S.nsegs > 4 && s->live * 64 < s->size / 64) {
-			compact_oldest();
-			if (s->live == 0)
-				continue;
-		}
+		 * long outage) is compacted once the spool has grown past a few
+		 * segments; one compaction at a time. */
+		if (!S.compacting && S.nsegs > 4 && S.segs[0].live * 64 < S.segs[0].size / 64 && compact_oldest() &&
+		    S.segs[0].live == 0)
+			continue;
 		break;
 	}
 }
@@ -916,6 +1025,7 @@ struct recovery {
 	size_t *next;           /* by_order index -> the next one in its hash chain, or NONE */
 	size_t n, cap;
 	size_t *heads, nb;      /* hash chains by id, newest first */
+	bool damaged;           /* a segment was not read to its end: records may be missing */
 };
 #define NONE ((size_t)-1)
 
@@ -964,6 +1074,23 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 		m->reclen = reclen;
 		m->state = SM_LIMBO;
 		s->live++;
+		size_t prev = recovery_find(rv, m->id);
+		if (prev != NONE) {
+			/* A second ADD of a live message is a copy (a compaction, a rescue)
+			 * whose original was not deleted yet: a crash came between. The
+			 * copy is the message now, in the original's place in the order;
+			 * its state (a dead letter) goes with it, should a record after the
+			 * copy be lost. */
+			struct smsg *old = rv->by_order[prev];
+			struct seg *os = seg_find(old->seg);
+			if (os && os->live)
+				os->live--;
+			m->state = old->state;
+			memcpy(m->last_error, old->last_error, sizeof m->last_error);
+			rv->by_order[prev] = m;
+			smsg_free(old);
+			return;
+		}
 		if (rv->n == rv->cap) {
 			rv->cap = rv->cap ? rv->cap * 2 : 1024;
 			rv->by_order = xrealloc(rv->by_order, rv->cap * sizeof *rv->by_order);
@@ -1018,7 +1145,12 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 	*clean = true;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
+	bool opened = fd >= 0 && fstat(fd, &st) == 0;
+	if (!opened || st.st_size == 0) {
+		if (!opened) {
+			log_warn("spool: cannot read segment %s", path);
+			rv->damaged = true;
+		}
 		if (fd >= 0)
 			close(fd);
 		free(path);
@@ -1031,6 +1163,7 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 	if (map == MAP_FAILED) {
 		log_warn("spool: cannot read segment %s", path);
 		free(path);
+		rv->damaged = true;
 		*clean = false;
 		s->corrupt = true;
 		return 0;
@@ -1062,6 +1195,8 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 	munmap((void *)map, size);
 	free(path);
 	s->size = good_end;
+	if (!*clean)
+		rv->damaged = true;
 	return good_end;
 }
 
@@ -1135,6 +1270,115 @@ static void rescue(struct smsg *m)
 	}
 }
 
+/* Does DIR/corrupt hold a segment moved aside? */
+static bool corrupt_segments_kept(void)
+{
+	char *dir = xasprintf("%s/corrupt", S.dir);
+	DIR *d = opendir(dir);
+	free(dir);
+	bool any = false;
+	struct dirent *e;
+	while (d && !any && (e = readdir(d)))
+		any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+	if (d)
+		closedir(d);
+	return any;
+}
+
+/* Make the records replayed durable before a copy goes because of them: the
+ * DONE that cancels a copy's ADD may be in the page cache only (ucgwd killed
+ * before its group commit), and a power cut after the copy is removed would
+ * then keep the ADD and lose both (the rule of remove_gone). */
+static int sync_replayed(void)
+{
+	int rc = 0;
+	for (size_t i = 0; i < S.nsegs && rc == 0; i++) {
+		char *p = seg_path(S.segs[i].num);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fdatasync(fd) < 0) {
+			log_warn("spool: cannot sync segment %s", p);
+			rc = -1;
+		}
+		if (fd >= 0)
+			close(fd);
+		free(p);
+	}
+	int dfd = rc == 0 ? open(S.segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (rc == 0 && (dfd < 0 || fsync(dfd) < 0)) {
+		log_warn("spool: cannot sync %s", S.segdir);
+		rc = -1;
+	}
+	if (dfd >= 0)
+		close(dfd);
+	return rc;
+}
+
+/* After replay: remove every entry of the file area that no live message
+ * (queued, waiting or dead) names. Such a stray is the copy of a delivered
+ * file whose DONE reached the disk while its removal did not (a crash, a
+ * failed sync between the two), or of a file never accepted (a crash before
+ * its ADD was written; a .tmp of a copy cut short). Nothing is removed when
+ * a record may be missing, since it might be the ADD of a message whose copy
+ * is all that is left of it: a segment not read to its end at this start (a
+ * damaged stretch, a torn tail, a segment that cannot be read), or one moved
+ * aside to DIR/corrupt earlier (until an operator clears that directory). */
+static void sweep_files(struct recovery *rv)
+{
+	DIR *d = opendir(S.filedir);
+	if (!d) {
+		log_warn("spool: cannot read %s", S.filedir);
+		return;
+	}
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t bytes = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 || recovery_find(rv, e->d_name) != NONE)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
+			continue; /* not ours: the spool makes no directories there */
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			names = xrealloc(names, cap * sizeof *names);
+		}
+		names[n++] = xstrdup(e->d_name);
+		bytes += (uint64_t)st.st_size;
+	}
+	const char *why = NULL;
+	if (n && rv->damaged)
+		why = "a segment could not be read to its end at this start";
+	else if (n && corrupt_segments_kept())
+		why = "segments moved aside to spool/corrupt may name them (remove those once inspected)";
+	else if (n && S.fsync != FS_NEVER && sync_replayed() < 0)
+		why = "the records that cancel them could not be made durable";
+	if (why)
+		log_warnx("spool: kept %zu files (%llu bytes) in %s that no message in the spool refers to: %s", n,
+			  (unsigned long long)bytes, S.filedir, why);
+	size_t removed = 0;
+	uint64_t freed = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (!why && fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    unlinkat(dirfd(d), names[i], 0) == 0) {
+			removed++;
+			freed += (uint64_t)st.st_size;
+		} else if (!why) {
+			log_warn("spool: cannot remove %s/%s", S.filedir, names[i]);
+		}
+		free(names[i]);
+	}
+	free(names);
+	closedir(d);
+	if (removed)
+		log_info("spool: removed %zu stray files (%llu bytes) from %s: copies no message in the spool refers "
+			 "to (delivered, their removal cut short; or never accepted)",
+			 removed, (unsigned long long)freed, S.filedir);
+	S.st.stray_files_removed += removed;
+	S.st.stray_bytes_removed += freed;
+}
+
 static void recover(void (*recovered)(struct smsg *m))
 {
 	struct recovery rv = { 0 };
@@ -1184,6 +1428,7 @@ static void recover(void (*recovered)(struct smsg *m))
 	write_out();
 	if (S.fsync != FS_NEVER)
 		fdatasync(S.wfd);
+	sweep_files(&rv);
 	for (size_t i = 0; i < rv.n; i++)
 		if (rv.by_order[i])
 			recovered(rv.by_order[i]);
@@ -1247,6 +1492,9 @@ void spool_close(void)
 		close(S.wfd);
 		S.wfd = -1;
 	}
+	free(S.moved); /* a compaction whose sync did not end: the next start takes the copies */
+	S.moved = NULL;
+	S.nmoved = 0;
 	idlist_free(&S.gone);
 	idlist_free(&S.unsynced);
 	idlist_free(&S.gone_flight);

@@ -16,6 +16,7 @@ struct spool_stats {
 	uint64_t segments, disk_bytes;
 	uint64_t written_bytes, written_records, fsyncs;
 	uint64_t dropped, expired, corrupt_segments, corrupt_records, torn_tails;
+	uint64_t stray_files_removed, stray_bytes_removed; /* at start: copies no message referred to */
 };
 
 /* Open dir, recover what it holds: each live message is handed to recovered()

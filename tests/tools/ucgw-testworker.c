@@ -1,5 +1,6 @@
 /* ucgw-testworker: a worker for the tests that crashes, hangs or exits on
- * command (config `testworker.mode`, or a job whose payload names an action).
+ * command (config `testworker.mode`, or a job whose payload names an action;
+ * a file job is answered retry or permfail when its remote name says so).
  * With UCGW_TESTWORKER_HELLO_VERSION=N in its environment it first greets the
  * supervisor as protocol version N, before the framework's own hello. */
 #include <fcntl.h>
@@ -86,15 +87,24 @@ static void record(struct job *job)
 		log_warn("testworker: record write");
 }
 
+/* Is the job told to get this answer: "what" in quotes in its payload, or for
+ * a file in its remote name (e.g. "permfail-1.jpg")? */
+static bool told(const struct job *job, const char *what)
+{
+	char quoted[32];
+	snprintf(quoted, sizeof quoted, "\"%s\"", what);
+	return strstr(job->payload, quoted) ||
+	       (job->kind == JOB_FILE && job->remote_name && strstr(job->remote_name, what));
+}
+
 static void answer(struct job *job)
 {
-	const char *p = job->payload;
 	struct stat st;
 	if (down_file && stat(down_file, &st) == 0) { /* stat: in every worker's allow-list */
 		worker_result(job, JOB_RETRY, 0, "test server is down");
-	} else if (strstr(p, "\"retry\""))
+	} else if (told(job, "retry"))
 		worker_result(job, JOB_RETRY, 0, "test worker was told to answer retry");
-	else if (strstr(p, "\"permfail\""))
+	else if (told(job, "permfail"))
 		worker_result(job, JOB_PERMFAIL, 0, "test worker was told to answer permfail");
 	else {
 		record(job);

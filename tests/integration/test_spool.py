@@ -1,0 +1,317 @@
+"""The spool on disk: stray copies in spool/files removed at start (and only
+those), and the compaction of an old segment, which must not stall the loop
+while its copies are synced nor lose or duplicate a message when ucgwd is
+killed around it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ctlclient import Ctl  # noqa: E402
+from ucgwtest import BIN, GatewayTest, preload, wait_for  # noqa: E402
+
+
+def cfg(tmp, **tw):
+    t = {"record": os.path.join(tmp, "delivered.txt")}
+    t.update(tw)
+    return {"gateway": {"log_level": "info", "max_message_bytes": 4096, "job_timeout_ms": 5000},
+            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
+            "testworker": t}
+
+
+def delivered(tmp):
+    try:
+        with open(os.path.join(tmp, "delivered.txt")) as f:
+            return [l.split() for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def checksum(data):
+    """The test worker's record of a delivery: sum = sum * 31 + byte (mod 2^64)."""
+    s = 0
+    for b in data:
+        s = (s * 31 + b) & 0xFFFFFFFFFFFFFFFF
+    return s
+
+
+def spool_dir(gw, *sub):
+    return os.path.join(gw.dir, "state", "spool", *sub)
+
+
+def restart(gw, env=None, **tw):
+    """Start gw again (after a kill or a stop), with test worker settings changed."""
+    gw.cfg["testworker"].update(tw)
+    gw.write_config(gw.cfg)
+    if gw.log:
+        gw.log.close()
+        gw.log = None
+    return gw.start(env=env)
+
+
+def kill9(gw):
+    gw.proc.send_signal(signal.SIGKILL)
+    gw.proc.wait()
+
+
+class StrayFilesTest(GatewayTest):
+    def file(self, name, n):
+        path = os.path.join(self.tmp, name)
+        data = os.urandom(n)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path, data
+
+    def send_file(self, gw, path):
+        rc, out, err = gw.ctl("send-file", "--protocol", "testworker", path)
+        self.assertEqual(rc, 0, err)
+        os.remove(path)  # the caller may delete its copy once accepted
+        return out.strip()
+
+    def states(self, gw):
+        return {m["id"]: m["state"] for m in gw.ctl_json("queue")}
+
+    def test_strays_removed_at_start_live_copies_kept(self):
+        gw = self.gateway(cfg(self.tmp))
+        files = spool_dir(gw, "files")
+        # X is delivered: its DONE is in the spool and its copy was removed
+        px, dx = self.file("x.jpg", 40000)
+        rc, out, err = gw.ctl("--json", "send-file", "--protocol", "testworker", "--wait", px)
+        self.assertEqual(rc, 0, err)
+        x = json.loads(out)["id"]
+        wait_for(lambda: os.listdir(files) == [], what="the delivered copy removed")
+        # the live ones: a dead letter, one waiting for its retry, one queued behind a paused worker
+        d = self.send_file(gw, self.file("permfail-d.jpg", 30000)[0])
+        w = self.send_file(gw, self.file("retry-w.jpg", 20000)[0])
+        wait_for(lambda: self.states(gw) == {d: "dead", w: "waiting"}, what="dead letter and waiting one")
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        pl, dl = self.file("l.jpg", 123457)
+        l = self.send_file(gw, pl)
+        self.assertEqual(self.states(gw)[l], "queued")
+        kill9(gw)
+        self.assertEqual(set(os.listdir(files)), {d, w, l})
+        # The strays, as crashes leave them: X's copy (its DONE reached the disk,
+        # its unlink did not), a copy whose ADD was never written (not accepted),
+        # a copy cut short before its rename.
+        never = x[:-4] + ("ZZZZ" if not x.endswith("ZZZZ") else "YYYY")
+        strays = {x: 40000, never: 1000, x + ".tmp": 777}
+        for name, n in strays.items():
+            with open(os.path.join(files, name), "wb") as f:
+                f.write(os.urandom(n))
+        # at the restart the worker is not ready at once: l is still queued when we look
+        gw.cfg["testworker"]["ready_delay_ms"] = 1500
+        gw.write_config(gw.cfg)
+        gw.log.close()
+        gw.log = None
+        gw.start(wait_ready=False)
+        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd answering")
+        self.assertEqual(set(os.listdir(files)), {d, w, l})
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual((st["stray_files_removed"], st["stray_bytes_removed"]), (3, sum(strays.values())))
+        self.assertIn("removed 3 stray files (%d bytes)" % sum(strays.values()), gw.log_text())
+        # l is delivered intact from the copy that was kept
+        wait_for(lambda: any(r[0] == l for r in delivered(self.tmp)), timeout=20, what="l delivered")
+        rec = [r for r in delivered(self.tmp) if r[0] == l]
+        self.assertEqual(rec, [[l, str(len(dl)), str(checksum(dl))]])
+        self.assertEqual([r[0] for r in delivered(self.tmp)].count(x), 1)  # X is not sent again
+        self.assertEqual(self.states(gw)[d], "dead")
+        self.assertIn(w, self.states(gw))
+        wait_for(lambda: set(os.listdir(files)) == {d, w}, what="l's copy removed after its delivery")
+
+    def test_crash_between_done_and_unlink_leaves_a_stray_that_goes(self):
+        # The real way a stray is made: two delivered files' DONE records are
+        # synced by one group commit, and ucgwd dies (crashafter.so) right
+        # after it removed the first copy: the second's DONE is durable, its
+        # copy stays. The next start removes it, and keeps the dead letter's.
+        env = preload("crashafter.so", UCGW_CRASH_AFTER_UNLINK="/spool/files/")
+        c = cfg(self.tmp)
+        c["spool"]["fsync_interval_ms"] = 300  # both DONE records in one group commit
+        gw = self.gateway(c, env=env)
+        files = spool_dir(gw, "files")
+        d = self.send_file(gw, self.file("permfail-d.jpg", 30000)[0])
+        wait_for(lambda: self.states(gw) == {d: "dead"}, what="dead letter")
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        a = self.send_file(gw, self.file("a.jpg", 50000)[0])
+        b = self.send_file(gw, self.file("b.jpg", 60000)[0])
+        self.assertEqual(gw.ctl("resume", "testworker")[0], 0)
+        self.assertEqual(gw.proc.wait(30), -signal.SIGKILL, "ucgwd was to die at the first unlink")
+        self.assertEqual(sorted(r[0] for r in delivered(self.tmp)), sorted([a, b]))
+        left = set(os.listdir(files)) - {d}
+        self.assertEqual(len(left), 1, left)
+        size = os.path.getsize(os.path.join(files, next(iter(left))))
+        restart(gw)
+        self.assertEqual(os.listdir(files), [d])
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual((st["stray_files_removed"], st["stray_bytes_removed"]), (1, size))
+        self.assertIn("removed 1 stray files (%d bytes)" % size, gw.log_text())
+        self.assertEqual(self.states(gw), {d: "dead"})
+        time.sleep(0.5)
+        self.assertEqual(sorted(r[0] for r in delivered(self.tmp)), sorted([a, b]))  # neither sent again
+
+    def test_nothing_removed_while_a_record_may_be_missing(self):
+        # A damaged stretch in a segment may have been the ADD of a message
+        # whose copy is all that is left of it: no copy goes while a segment
+        # was not read to its end, nor while one waits in spool/corrupt.
+        gw = self.gateway(cfg(self.tmp))
+        files = spool_dir(gw, "files")
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        lost = self.send_file(gw, self.file("lost.jpg", 20000)[0])
+        kept = self.send_file(gw, self.file("retry-kept.jpg", 30000)[0])
+        for i in range(5):  # good records after the damage: it is not a torn tail
+            gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)
+        kill9(gw)
+        segdir = spool_dir(gw, "seg")
+        seg = os.path.join(segdir, sorted(os.listdir(segdir))[-1])
+        with open(seg, "r+b") as f:
+            data = f.read()
+            at = data.index(lost.encode())  # in lost's ADD, the first record that names it
+            f.seek(at)
+            f.write(b"\xff" * 8)
+        stray = kept[:-4] + ("ZZZZ" if not kept.endswith("ZZZZ") else "YYYY")
+        with open(os.path.join(files, stray), "wb") as f:
+            f.write(b"s" * 1000)
+        restart(gw)
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual((st["corrupt_segments"], st["corrupt_records"], st["stray_files_removed"]), (1, 1, 0))
+        self.assertEqual(set(os.listdir(files)), {lost, kept, stray})
+        self.assertIn("kept 2 files (21000 bytes)", gw.log_text())
+        self.assertIn("a segment could not be read to its end", gw.log_text())
+        self.assertIn(kept, self.states(gw))  # rescued from the damaged segment
+        gw.stop()
+        restart(gw)  # the damaged segment waits in spool/corrupt: still kept
+        self.assertEqual(set(os.listdir(files)), {lost, kept, stray})
+        self.assertIn("spool/corrupt may name them", gw.log_text())
+        gw.stop()
+        corrupt = spool_dir(gw, "corrupt")
+        for n in os.listdir(corrupt):  # the operator has looked at it
+            os.remove(os.path.join(corrupt, n))
+        restart(gw)
+        self.assertEqual(set(os.listdir(files)), {kept})
+        self.assertEqual(gw.ctl_json("status")["spool"]["stray_files_removed"], 2)
+        self.assertIn(kept, self.states(gw))
+
+
+class CompactionTest(GatewayTest):
+    """The oldest segment holds a few live messages among many delivered ones;
+    once the spool has grown past four segments it is compacted: its live
+    records are copied forward and it goes once the copies are durable."""
+
+    def setup_compaction(self, tmp, fsync, env):
+        c = cfg(tmp)
+        c["spool"].update(segment_bytes=65536, fsync=fsync)
+        gw = self.gateway(c, env=env, name="gw-" + fsync)
+        segdir = spool_dir(gw, "seg")
+        ctl = Ctl(gw.sock)
+        pad = "p" * 900
+        sent = [0]
+
+        def burst(k):
+            for _ in range(k):
+                sent[0] += 1
+                ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (sent[0], pad)).encode(), "format": "json",
+                                     "protocol": "testworker"})
+            for _ in range(k):
+                r = ctl.reply()
+                self.assertTrue(r["ok"], r)
+
+        def send(payload):
+            r = ctl.send(payload, protocol="testworker")
+            self.assertTrue(r["ok"], r)
+            return r["body"]["id"]
+
+        h = send('{"cmd":"permfail","n":"H"}')  # in segment 1: purged later, which starts the compaction
+        while len(os.listdir(segdir)) < 2:
+            burst(10)
+        first = sorted(os.listdir(segdir))[1]  # the segment compacted
+        p = send('{"cmd":"permfail","n":"P","pad":"%s"}' % pad)  # a dead letter in it
+        w = send('{"cmd":"retry","n":"W","pad":"%s"}' % pad)  # and one waiting for its retry
+        while len(os.listdir(segdir)) < 7:
+            burst(20)
+        ctl.close()
+        wait_for(lambda: len(delivered(tmp)) == sent[0], timeout=30, what="the filler delivered")
+        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {h: "dead", p: "dead", w: "waiting"}
+                 or None, timeout=10, what="H and P dead, W waiting")
+        return gw, segdir, first, h, p, w
+
+    def check_after_restart(self, gw, segdir, first, p, w):
+        q = gw.ctl_json("queue")
+        self.assertEqual(sorted(m["id"] for m in q), sorted([p, w]), "each once, nothing else")
+        self.assertEqual({m["id"]: m["state"] for m in q}[p], "dead")
+        self.assertNotIn(first, os.listdir(segdir))
+        # their payloads are read back from the copies: the worker answers what they ask
+        self.assertEqual(gw.ctl("queue", "requeue", p)[0], 0)
+
+        def tried(mid, answer, state):
+            m = {m["id"]: m for m in gw.ctl_json("queue")}[mid]
+            return m["attempts"] >= 1 and m["state"] == state and answer in (m["last_error"] or "")
+        wait_for(lambda: tried(p, "told to answer permfail", "dead"), what="P dead again, its payload read back")
+        wait_for(lambda: tried(w, "told to answer retry", "waiting"), what="W tried, its payload read back")
+        self.assertNotIn("cannot read", gw.log_text())
+
+    def test_compaction_sync_does_not_stall_the_loop(self):
+        for fsync in ("batch", "always", "never"):
+            with self.subTest(fsync=fsync):
+                tmp = os.path.join(self.tmp, fsync)
+                os.makedirs(tmp)
+                trigger = os.path.join(tmp, "slow")
+                synclog = os.path.join(tmp, "syncs")
+                env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="1500",
+                              UCGW_SLOW_SYNC_LOG=synclog)
+                gw, segdir, first, h, p, w = self.setup_compaction(tmp, fsync, env)
+                self.assertIn(first, os.listdir(segdir))
+                open(trigger, "w").close()  # every fdatasync takes 1.5 s from now on
+                t0 = time.monotonic()
+                rc, out, err = gw.ctl("queue", "purge", h)  # segment 1 goes, the next is compacted
+                self.assertEqual(rc, 0, err)
+                rc, out, err = gw.ctl("status")
+                took = time.monotonic() - t0
+                self.assertEqual(rc, 0, err)
+                print("\nfsync %s: purge and status answered in %.3f s while the compaction synced"
+                      % (fsync, took))
+                self.assertLess(took, 0.75, "the loop waited for a sync")
+                if fsync == "never":
+                    self.assertNotIn(first, os.listdir(segdir))  # nothing to wait for
+                else:
+                    # the old segment stays until the copies are durable...
+                    self.assertIn(first, os.listdir(segdir))
+                    # ... which happens off the loop
+                    wait_for(lambda: first not in os.listdir(segdir), timeout=15, what="compacted segment gone")
+                    with open(synclog) as f:
+                        threads = f.read().split()
+                    self.assertIn("pool", threads)
+                    self.assertNotIn("main", threads)
+                os.remove(trigger)
+                self.assertEqual(sorted(m["id"] for m in gw.ctl_json("queue")), sorted([p, w]))
+                kill9(gw)  # right after the compaction: nothing lost
+                restart(gw)
+                self.check_after_restart(gw, segdir, first, p, w)
+                gw.stop()
+
+    def test_kill9_while_the_copies_sync_loses_and_duplicates_nothing(self):
+        # Killed after the copies were written and before the old segment went,
+        # the spool holds two ADD records of each copied message: the next
+        # start takes the later one as the message, once.
+        trigger = os.path.join(self.tmp, "slow")
+        env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="3000")
+        gw, segdir, first, h, p, w = self.setup_compaction(self.tmp, "batch", env)
+        open(trigger, "w").close()
+        purge = subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "queue", "purge", h],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.cleanups_procs.append(purge)
+        time.sleep(0.7)  # the copies are written, their sync sleeps
+        self.assertIn(first, os.listdir(segdir))
+        kill9(gw)
+        purge.wait(10)
+        os.remove(trigger)
+        restart(gw)
+        self.assertNotIn(h, {m["id"] for m in gw.ctl_json("queue")})
+        self.check_after_restart(gw, segdir, first, p, w)
+        self.assertIn("recovered 2 undelivered messages", gw.log_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
