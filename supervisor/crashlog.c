@@ -92,7 +92,7 @@ char *crashlog_write(const struct proc *p, int wstatus, const char *reason)
 	fprintf(f, "reason: %s\n", reason && reason[0] ? reason : "unexpected exit");
 	fprintf(f, "started: %s\ntime: %s\nuptime_ms: %llu\nrestarts_before: %u\n", started, when,
 		(unsigned long long)(now_ms() - p->start_ms), p->restarts);
-	fprintf(f, "jobs_in_flight: %u\n", p->inflight);
+	fprintf(f, "jobs_in_flight: %u\n", router_jobs_held(p));
 	router_describe_jobs(p, f);
 	fprintf(f, "--- last %u lines of stderr ---\n", p->nlines);
 	for (unsigned i = 0; i < p->nlines; i++)

@@ -256,18 +256,22 @@ static void socket_grace_over(uv_timer_t *t)
  * death look like a SIGKILL from outside, but given ping_timeout_ms to exit;
  * one still there closed its socket and hung, and is killed for cause: that
  * counts against the jobs it held, as a crash with them does (unless its exit
- * was asked for: then it only must not hang for ever). */
+ * was asked for: then it only must not hang for ever).
+ * No result can come back over a closed socket, though: the jobs it held go
+ * on now (to its fallbacks, or back to its queue), not when it exits; its
+ * exit still decides whether that loss counts against them. */
 static void on_channel_error(struct channel *ch, const char *why, void *arg)
 {
 	struct proc *p = arg;
 	p->ch = NULL;
 	if (p->pid <= 0)
 		return;
+	snprintf(p->channel_error, sizeof p->channel_error, "%s", why);
+	router_worker_orphaned(p);
 	if (p->kill_reason[0]) { /* killed already (a bad frame, a hang): its exit is on the way */
 		proc_kill(p, why);
 		return;
 	}
-	snprintf(p->channel_error, sizeof p->channel_error, "%s", why);
 	log_debug("worker %s (pid %d): socket closed (%s); waiting for its exit", p->name, (int)p->pid, why);
 	uv_timer_start(&p->timer, socket_grace_over, (uint64_t)gw_int("ping_timeout_ms"), 0);
 }

@@ -113,11 +113,12 @@ struct rproto *rproto_by_name(const char *name)
 
 bool rproto_enabled(const struct rproto *rp) { return config_protocol_enabled(sup.cfg, rp->name); }
 
-/* Usable now: its worker is ready and its server is not known to be down. */
+/* Usable now: its worker is ready (and its socket open) and its server is not
+ * known to be down. */
 bool rproto_up(const struct rproto *rp)
 {
 	struct proc *p = proctab_find(rp->name);
-	return p && !rp->paused && p->state == PROC_READY && p->connected && now_ms() >= rp->cool_until;
+	return p && !rp->paused && p->state == PROC_READY && p->ch && p->connected && now_ms() >= rp->cool_until;
 }
 
 int router_pause(const char *name, bool pause)
@@ -575,6 +576,16 @@ static void hop_end(struct smsg *m, enum job_status st, const char *err)
 		snprintf(m->last_error, sizeof m->last_error, "%s: %s", h->protocol, err);
 }
 
+/* A message in hand at every death of its workers is the likely cause:
+ * quarantine it rather than let it crash-loop the workers. m is on no list. */
+static void quarantine(struct smsg *m, const char *last)
+{
+	snprintf(m->last_error, sizeof m->last_error,
+		 "quarantined: %u workers died with this message in hand (last: %s)", m->crashes, last);
+	m->state = SM_LIMBO;
+	to_dead(m);
+}
+
 static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st,
 			 const char *err, uint64_t retry_after_ms)
 {
@@ -591,7 +602,14 @@ static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum
 	} else {
 		errors_record(rp->name, m->id, err);
 		rproto_failure(rp, st, err);
-		reroute(m, rp, st, retry_after_ms);
+		if (m->crashes >= POISON_CRASHES) { /* reached while this attempt was on its way (router_worker_lost) */
+			char last[200];
+			snprintf(last, sizeof last, "then %s answered %s: %s", rp->name, job_status_str(st),
+				 err ? err : "no reason given");
+			quarantine(m, last);
+		} else {
+			reroute(m, rp, st, retry_after_ms);
+		}
 	}
 }
 
@@ -630,6 +648,41 @@ void router_worker_progress(struct proc *p, const struct msg *pm)
 	}
 }
 
+/* The worker's socket closed (or failed) while the process still runs: no
+ * result can come back over it, so every job it held goes on now, as at its
+ * death, rather than when it exits or is killed (up to ping_timeout_ms later).
+ * Whether its loss counts against those jobs towards the quarantine is not
+ * known yet (an operator's kill -9 closes the socket too): its exit says, and
+ * router_worker_lost counts it then, once, for those still here. */
+void router_worker_orphaned(struct proc *p)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	if (!rp)
+		return;
+	rp->link_up = false;
+	char why[200];
+	snprintf(why, sizeof why, "worker closed its socket with the job in hand (%s)", p->channel_error);
+	if (rp->inflight.n)
+		log_info("worker %s (pid %d) closed its socket with %llu job%s in hand; %s on now", p->name,
+			 (int)p->pid, (unsigned long long)rp->inflight.n, rp->inflight.n == 1 ? "" : "s",
+			 rp->inflight.n == 1 ? "it goes" : "they go");
+	while (rp->inflight.head) {
+		struct smsg *m = rp->inflight.head;
+		if (rp->norphans == rp->caporphans) {
+			rp->caporphans = rp->caporphans ? rp->caporphans * 2 : 16;
+			rp->orphans = xrealloc(rp->orphans, rp->caporphans * sizeof *rp->orphans);
+		}
+		struct orphan *o = &rp->orphans[rp->norphans++];
+		str_copy(o->id, sizeof o->id, m->id);
+		o->kind = m->kind;
+		o->tries = m->tries;
+		o->size = m->size;
+		o->job_start_ms = m->job_start_ms;
+		job_finished(rp, p, m, JOB_RETRY, why, 0);
+	}
+	p->inflight = 0;
+}
+
 void router_worker_lost(struct proc *p)
 {
 	struct rproto *rp = rproto_by_name(p->name);
@@ -646,17 +699,24 @@ void router_worker_lost(struct proc *p)
 			job_finished(rp, p, m, JOB_RETRY, why, 0);
 			continue;
 		}
-		/* A message in hand at every death of its workers is the likely cause:
-		 * quarantine it rather than let it crash-loop the workers. */
 		list_del(&rp->inflight, m);
 		R.inflight--;
 		hop_end(m, JOB_PERMFAIL, why);
-		snprintf(m->last_error, sizeof m->last_error,
-			 "quarantined: %u workers died with this message in hand (last: %s)", m->crashes, p->last_exit);
-		m->state = SM_LIMBO;
-		to_dead(m);
+		quarantine(m, p->last_exit);
 	}
 	p->inflight = 0;
+	/* The jobs it held when its socket closed went on then (router_worker_orphaned);
+	 * its death counts against those still here just as against the ones above.
+	 * One that another worker holds now is judged when that attempt ends
+	 * (job_finished): its result may yet be a delivery. */
+	for (unsigned i = 0; i < rp->norphans && !p->blameless_exit; i++) {
+		struct smsg *m = router_find(rp->orphans[i].id);
+		if (!m || m->state == SM_DEAD || ++m->crashes < POISON_CRASHES || m->state == SM_INFLIGHT)
+			continue;
+		unlist(m);
+		quarantine(m, p->last_exit);
+	}
+	rp->norphans = 0;
 	/* Its queue goes elsewhere too, unless it comes back soon: the sweep reroutes
 	 * queued messages of a protocol that is not up. */
 }
@@ -728,6 +788,12 @@ void router_wake(const char *name)
 
 unsigned router_inflight(void) { return R.inflight; }
 
+unsigned router_jobs_held(const struct proc *p)
+{
+	struct rproto *rp = rproto_by_name(p->name);
+	return p->inflight + (rp ? rp->norphans : 0);
+}
+
 void router_describe_jobs(const struct proc *p, FILE *out)
 {
 	struct rproto *rp = rproto_by_name(p->name);
@@ -735,6 +801,12 @@ void router_describe_jobs(const struct proc *p, FILE *out)
 		fprintf(out, "job: %s kind=%s size=%llu attempt=%u age_ms=%llu\n", m->id,
 			m->kind == JOB_FILE ? "file" : "meta", (unsigned long long)m->size, m->tries,
 			(unsigned long long)(now_ms() - m->job_start_ms));
+	for (unsigned i = 0; rp && i < rp->norphans; i++) {
+		const struct orphan *o = &rp->orphans[i];
+		fprintf(out, "job: %s kind=%s size=%llu attempt=%u age_ms=%llu sent_on=socket_closed\n", o->id,
+			o->kind == JOB_FILE ? "file" : "meta", (unsigned long long)o->size, o->tries,
+			(unsigned long long)(now_ms() - o->job_start_ms));
+	}
 }
 
 /* ---- timers: job timeouts, waiting rounds, time-to-live, drain rate ---- */
@@ -784,8 +856,9 @@ static void sweep_stuck_queues(void)
 	for (int i = 0; i < R.nprotos; i++) {
 		struct rproto *rp = &R.protos[i];
 		struct proc *p = proctab_find(rp->name);
+		bool lost = p && p->state == PROC_READY && !p->ch; /* its socket closed: it is on its way out */
 		bool stuck = !p || rp->paused || p->state == PROC_FAILED || p->state == PROC_STOPPED ||
-			     (p->state == PROC_READY && !p->connected) || now_ms() < rp->cool_until;
+			     (p->state == PROC_READY && !p->connected) || lost || now_ms() < rp->cool_until;
 		if (!stuck)
 			continue;
 		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++) {
@@ -795,6 +868,7 @@ static void sweep_stuck_queues(void)
 				if (now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
 					snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
 						 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
+						 lost ? "its worker closed its socket and is on its way out" :
 						 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
 						 proc_state_str(p->state));
 					list_del(&rp->queue[pr], m);

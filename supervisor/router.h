@@ -16,14 +16,21 @@ struct proc;
 void router_worker_ready(struct proc *p);
 void router_worker_result(struct proc *p, const struct msg *m);
 void router_worker_progress(struct proc *p, const struct msg *m);
-/* The worker died or was killed: every job it held goes elsewhere. */
+/* The worker died or was killed: every job it held goes elsewhere, and its
+ * death counts against them (and against those it held when its socket closed)
+ * unless it was blameless. */
 void router_worker_lost(struct proc *p);
+/* Its socket closed while the process runs: every job it held goes elsewhere
+ * now; whether that counts against them its exit decides (router_worker_lost). */
+void router_worker_orphaned(struct proc *p);
 /* A health report arrived (p->connected and p->health updated); measured: it
  * came with a round trip (p->rtt_us), a new sample for the network monitor. */
 void router_worker_health(struct proc *p, bool measured);
 void router_worker_drain(struct proc *p);
 unsigned router_inflight(void);
-/* One line per job a worker holds, for its crash log. */
+/* The jobs a worker holds, with those it held when its socket closed (sent on
+ * since), and one line for each: for its crash log. */
+unsigned router_jobs_held(const struct proc *p);
 void router_describe_jobs(const struct proc *p, FILE *out);
 
 struct smsg;

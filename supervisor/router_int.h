@@ -22,6 +22,13 @@ struct mlist {
 	uint64_t n;
 };
 
+struct orphan {              /* a job its worker held when its socket closed */
+	char id[UCGW_ID_LEN + 1];
+	enum job_kind kind;
+	unsigned tries;
+	uint64_t size, job_start_ms;
+};
+
 struct rproto {
 	const char *name;
 	int idx;
@@ -35,6 +42,11 @@ struct rproto {
 	bool link_up;               /* the worker's last health report said connected */
 	uint64_t down_since_ms;     /* when its link last went down */
 	char cool_reason[160];
+	/* The ids of the jobs its worker held when its socket closed, while that
+	 * worker still ran: they went on at once, and its death, when it comes,
+	 * says whether it counts against them (router_worker_lost). */
+	struct orphan *orphans;
+	unsigned norphans, caporphans;
 	struct proto_stats st;
 };
 

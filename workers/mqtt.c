@@ -44,7 +44,8 @@ static struct {
 	int poll_fd, poll_ev;            /* the socket polled and the events asked for */
 	uv_timer_t misc, retry, sweep, connack; /* connack: the deadline of a connect in progress */
 	uint64_t backoff_ms;
-	char why[256];                 /* why we are not connected */
+	char why[256];                 /* why we are not connected: the last failure ("" before the first) */
+	bool attempting;               /* a connect is under way and has not ended yet */
 	struct job *by_mid[MIDS];      /* jobs waiting for their PUBACK (QoS 0: to be written) */
 	uint64_t sent_us[MIDS];
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
@@ -169,6 +170,7 @@ static void went_down(const char *why)
 	bool was = M.connected;
 	uv_timer_stop(&M.connack);
 	M.connected = false;
+	M.attempting = false;
 	M.rtt_sum = M.rtt_n = 0; /* acks of this connection must not report the next one up */
 	snprintf(M.why, sizeof M.why, "%s", why);
 	stop_poll();
@@ -193,6 +195,7 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const 
 		return;
 	}
 	M.connected = true;
+	M.attempting = false;
 	M.backoff_ms = 0;
 	M.why[0] = '\0';
 	log_info("connected to %s:%d (MQTT %s, QoS %d)", M.host, M.port, M.v5 ? "5" : "3.1.1", M.qos);
@@ -200,9 +203,11 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const 
 	worker_health(true, 0, "connected to %s:%d", M.host, M.port);
 }
 
+/* The end of a connection, or of a connect under way; once per attempt (went_
+ * down may have been told already, by service() or on_connect). */
 static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitto_property *props)
 {
-	if (M.connected || !M.why[0])
+	if (M.connected || M.attempting)
 		went_down(rc == 0 ? "disconnected" : mosquitto_strerror(rc));
 }
 
@@ -268,9 +273,12 @@ static void connack_late(uv_timer_t *t)
 	went_down(why);
 }
 
+/* A new attempt keeps the reason of the last failure (M.why): jobs answered
+ * while it is under way say why the broker is not reachable, not just that a
+ * connect is in progress. */
 static void start_connect(uv_timer_t *t)
 {
-	M.why[0] = '\0';
+	M.attempting = true;
 	if (M.used) {
 		char err[256];
 		mosquitto_destroy(M.mosq); /* and with it what it still held of the last connection */
@@ -372,8 +380,9 @@ static char *envelope(const struct job *j, size_t *len)
 static void mqtt_submit(struct job *j)
 {
 	if (!M.connected) {
-		worker_result(j, JOB_RETRY, 0, "broker %s:%d unreachable: %s", M.host, M.port,
-			      M.why[0] ? M.why : "connecting");
+		/* "connecting" only before the first attempt has ended */
+		worker_result(j, JOB_RETRY, 0, "broker %s:%d unreachable: %s%s", M.host, M.port,
+			      M.why[0] ? M.why : "connecting", M.why[0] && M.attempting ? " (reconnecting)" : "");
 		return;
 	}
 	char *topic = j->topic ? worker_expand(j->topic) : NULL;

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
-from ucgwtest import FaultProxy, GatewayTest, wait_for  # noqa: E402
+from ucgwtest import FaultProxy, GatewayTest, preload, wait_for  # noqa: E402
 
 USERS = {"edge": "pw", "reader": "r"}
 
@@ -85,6 +85,60 @@ class FallbackTest(GatewayTest):
         time.sleep(4)  # the restarted test worker must not deliver them again
         self.assertEqual([i for i in self.delivered() if i in ids], [])
         self.assertEqual(gw.ctl_json("stats")["testworker"]["fallback_out"], 20)
+
+    def test_jobs_of_a_worker_whose_socket_closed_go_on_at_once(self):
+        # A worker that closes its socket to the supervisor can answer none of
+        # the jobs it holds; the process may still run for ping_timeout_ms
+        # before it is killed for cause (20 s here). Its jobs go along their
+        # chain (to mqtt) when the socket closes, not at the kill: the ten it
+        # held and the marked one arrive at the broker within seconds, once
+        # each, and neither the hung worker nor its successor delivers them.
+        mq = Mosquitto(self, users=USERS)
+        sub = Subscriber(mq.port, "lpr/test-cam-1/data", "reader", "r")
+        self.addCleanup(sub.close)
+        c = self.cfg(mq, delay_ms=60000)  # the worker holds each job until it hangs
+        c["gateway"] = {"ping_timeout_ms": 20000, "job_timeout_ms": 120000, "restart_backoff_min_ms": 50}
+        gw = self.gateway(c, env=preload("closehang.so", UCGW_CLOSEHANG_MARKER="close-and-hang",
+                                         UCGW_CLOSEHANG_WORKER="ucgw-testworker"))
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
+        old = gw.workers()["testworker"]["pid"]
+        ids = [gw.ctl("send", "--protocol", "testworker", '{"n":%d}' % i)[1].strip() for i in range(10)]
+        gw.wait_worker("testworker", lambda w: w["inflight"] == 10, what="10 jobs in flight")
+        t0 = time.monotonic()
+        marked = gw.ctl("send", "--protocol", "testworker", '{"cmd":"close-and-hang"}')[1].strip()
+        want = set(ids + [marked])
+        wait_for(lambda: {m["props"]["message-id"] for m in sub.received()} >= want, timeout=40,
+                 what="all 11 at the broker")
+        took = time.monotonic() - t0
+        print("\nsocket closed, worker hung: its 11 jobs at the broker after %.2f s (ping_timeout_ms 20000)" % took)
+        self.assertLess(took, 3.0)
+        self.assertEqual(gw.workers()["testworker"]["pid"], old)  # still there, hung: not what sent them on
+        for mid in ids + [marked]:
+            route = gw.ctl_json("trace", mid)["route"]
+            self.assertEqual([(h["protocol"], h["result"]) for h in route], [("testworker", "retry"), ("mqtt", "ok")],
+                             route)
+            self.assertEqual(route[0]["error"], "worker closed its socket with the job in hand "
+                                                "(peer closed the connection)")
+        self.assertEqual(gw.ctl_json("stats")["testworker"]["fallback_out"], 11)
+        # the kill for cause at 20 s, the restart; messages sent to it now are its own
+        w = gw.wait_worker("testworker", lambda w: w["pid"] != old and w["state"] == "ready", timeout=40,
+                           what="the hung worker killed and restarted")
+        self.assertEqual(w["restarts"], 1)
+        self.assertEqual(gw.log_text().count("its socket closed (peer closed the connection) and it did not exit "
+                                             "within 20000 ms; killing it"), 1)
+        crashdir = os.path.join(gw.dir, "crash", "testworker")
+        [log] = os.listdir(crashdir)
+        with open(os.path.join(crashdir, log)) as f:
+            text = f.read()
+        self.assertIn("did not exit within 20000 ms", text)
+        self.assertIn("jobs_in_flight: 11\n", text)  # the jobs it held, though they went on before
+        self.assertEqual(sorted(l.split()[1] for l in text.splitlines() if l.endswith(" sent_on=socket_closed")),
+                         sorted(want))
+        got = [m["props"]["message-id"] for m in sub.received()]
+        self.assertEqual(sorted(got), sorted(want))  # each once
+        self.assertEqual([i for i in self.delivered() if i in want], [])
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
 
     def test_every_path_down_then_one_returns(self):
         mq = Mosquitto(self, users=USERS)

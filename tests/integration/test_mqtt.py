@@ -381,6 +381,69 @@ class MqttTest(GatewayTest):
         self.assertNotIn("stale result", gw.log_text())
         self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
 
+    def test_a_reconnect_under_way_keeps_the_reason(self):
+        # The broker's address accepts TCP and never answers (a broker that is
+        # down behind a load balancer, a host that has gone away): each connect
+        # ends after connect_timeout_ms. A message sent while the first connect
+        # is under way is answered "connecting": there is no reason yet. One
+        # sent during a later connect names the reason the last one failed, in
+        # its trace, as health does, not "connecting" again; one sent while the
+        # broker refuses connections names that.
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(16)
+        lst.settimeout(20)
+        port = lst.getsockname()[1]
+        held = []
+        self.addCleanup(lambda: [s.close() for s in held + [lst]])
+
+        def a_connect():
+            """Until the worker's next connect has sent its CONNECT (the network
+            monitor's probes connect too, and close at once)."""
+            while True:
+                c = lst.accept()[0]
+                c.settimeout(5)
+                try:
+                    first = c.recv(1)
+                except socket.timeout:
+                    first = b""
+                if first == b"\x10":
+                    held.append(c)
+                    return
+                c.close()
+
+        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:%d" % port, "connect_timeout_ms": 3000},
+                           "spool": {"retry_backoff_min_ms": 60000, "retry_backoff_max_ms": 60000}})
+        here = "broker 127.0.0.1:%d unreachable: " % port
+
+        def first_hop(body):
+            mid = gw.ctl("send", "--protocol", "mqtt", body)[1].strip()
+            route = wait_for(lambda: gw.ctl_json("trace", mid)["route"], what="%s tried" % body)
+            self.assertEqual((route[0]["protocol"], route[0]["result"]), ("mqtt", "retry"), route)
+            return mid, route[0]["error"]
+
+        a_connect()  # the first, under way
+        self.assertEqual(first_hop('{"n":1}')[1], here + "connecting")
+        late = here + "no CONNACK within 3000 ms"
+        wait_for(lambda: gw.workers()["mqtt"]["health"] == late, what="the first connect given up")
+        a_connect()  # the second, under way (250 ms later)
+        mid, error = first_hop('{"n":2}')
+        self.assertEqual(error, late + " (reconnecting)")
+        self.assertEqual(gw.workers()["mqtt"]["health"], late)
+        self.assertEqual(gw.ctl_json("trace", mid)["message"]["last_error"], "mqtt: " + error)
+        rc, out, err = gw.ctl("trace", mid)
+        self.assertIn(late + " (reconnecting)", out)
+        # now nothing listens there: the connect under way is cut off, the next are refused
+        for s in held + [lst]:
+            s.close()
+        refused = wait_for(lambda: (lambda h: h if "refused" in h.lower() else None)(
+            gw.workers()["mqtt"]["health"]), timeout=15, what="the refusal in health")
+        print("\nhealth with the broker refusing: %s" % refused)
+        self.assertTrue(refused.startswith(here), refused)
+        error = first_hop('{"n":3}')[1]
+        self.assertIn(error, (refused, refused + " (reconnecting)"))
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
+
     def test_connect_timeout_ms_checked(self):
         mq = Mosquitto(self, users=USERS)
         for bad in (50, 0, "soon", 3600001):

@@ -5,9 +5,12 @@
  * UCGW_CLOSEHANG_MARKER (say in a job's payload), the frames before it are
  * handed over as usual; at the next read, or at once when that frame is the
  * first of the read, fd 3 is closed and the process sleeps for ever (until a
- * SIGKILL). Without the variable, in another process or on another descriptor,
- * recvmsg is the real one. The tests use it to show that such a worker counts
- * against the jobs it held like one that crashed with them. */
+ * SIGKILL). With UCGW_CLOSEHANG_WORKER set (say to ucgw-testworker), only the
+ * worker of that name does this, so that a marked job rerouted to another
+ * protocol is delivered there. Without the marker variable, in another process
+ * or on another descriptor, recvmsg is the real one. The tests use it to show
+ * that such a worker counts against the jobs it held like one that crashed with
+ * them, and that those jobs go on as soon as its socket closes. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* RTLD_NEXT, memmem, program_invocation_short_name */
 #endif
@@ -47,6 +50,9 @@ static void close_and_hang(void)
 
 static int in_worker(void)
 {
+	const char *only = getenv("UCGW_CLOSEHANG_WORKER");
+	if (only && *only)
+		return strcmp(program_invocation_short_name, only) == 0;
 	return strncmp(program_invocation_short_name, "ucgw-", 5) == 0;
 }
 
