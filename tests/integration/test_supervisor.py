@@ -195,8 +195,11 @@ class SupervisorTest(GatewayTest):
         gw.write_config(cfg)
         rc, out, err = gw.ctl("reload")
         self.assertEqual(rc, 0, err)
+        # A worker asked to stop stays "ready" until it exits: wait for testworker's new pid too.
         after = gw.wait_workers(lambda ws: "rsync" not in [w["name"] for w in ws] and
-                                all(w["state"] == "ready" for w in ws), what="reload applied")
+                                all(w["state"] == "ready" for w in ws) and
+                                all(w["pid"] != before["testworker"]["pid"] for w in ws if w["name"] == "testworker"),
+                                what="reload applied")
         after = {w["name"]: w for w in after}
         self.assertNotEqual(after["testworker"]["pid"], before["testworker"]["pid"])
         for n in ("websocket", "rest", "mqtt", "sftp"):
