@@ -11,23 +11,8 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ctlclient import Ctl  # noqa: E402
-from ucgwtest import BIN, GatewayTest, preload, proc_number, under_asan, wait_for  # noqa: E402
-
-
-def cfg(tmp, **tw):
-    t = {"record": os.path.join(tmp, "delivered.txt")}
-    t.update(tw)
-    return {"gateway": {"log_level": "info", "max_message_bytes": 4096, "job_timeout_ms": 5000},
-            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
-            "testworker": t}
-
-
-def delivered(tmp):
-    try:
-        with open(os.path.join(tmp, "delivered.txt")) as f:
-            return [l.split() for l in f if l.strip()]
-    except FileNotFoundError:
-        return []
+from ucgwtest import BIN, GatewayTest, delivered, preload, proc_number, under_asan, wait_for  # noqa: E402
+from ucgwtest import testworker_config as cfg  # noqa: E402
 
 
 def stats(gw):

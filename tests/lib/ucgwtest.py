@@ -289,6 +289,25 @@ class FaultProxy:
         return self.ctl_file.readline().strip()
 
 
+
+def testworker_config(tmp, **tw):
+    """A gateway with only the test worker, recording its deliveries in tmp/delivered.txt;
+    tw: more [testworker] settings."""
+    t = {"record": os.path.join(tmp, "delivered.txt")}
+    t.update(tw)
+    return {"gateway": {"log_level": "info", "max_message_bytes": 4096, "job_timeout_ms": 5000},
+            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000},
+            "testworker": t}
+
+
+def delivered(tmp):
+    """The test worker's record of deliveries, one list of fields per line."""
+    try:
+        with open(os.path.join(tmp, "delivered.txt")) as f:
+            return [l.split() for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
 def wait_port(port, what, timeout=10):
     """Until something accepts TCP connections on 127.0.0.1:port."""
     def up():
