@@ -84,9 +84,21 @@ static struct {
 	struct pending *batch, *flight; /* waiting for the next fsync; in the one running */
 	size_t nbatch, capbatch, nflight;
 	bool syncing, files_dirty;
-	uv_fs_t fsreq;
 	uv_timer_t timer;
-	uv_work_t work;
+	uv_work_t work;     /* the group commit's sync, in libuv's thread pool */
+	/* What the running group commit syncs, taken from the loop's lists when it
+	 * started (the pool thread reads it, the loop does not touch it meanwhile):
+	 * files linked in, their directory, full segments left, the segment written. */
+	struct {
+		int *files;
+		size_t nfiles;
+		bool dir;
+		int *segs;
+		size_t nsegs;
+		int wfd;
+		uint64_t woff;  /* how far the segment written was when it started */
+		int files_err, dir_err, segs_err, wfd_err; /* errno of the first failure, or 0 */
+	} job;
 	msgpack_sbuffer sb;
 	msgpack_sbuffer out;    /* records not yet written: see write_out() */
 	struct unwritten *adds; /* the new messages among them, in order */
@@ -94,15 +106,15 @@ static struct {
 	uint64_t adds_bytes;
 	char out_err[200];      /* why the last write of S.out failed */
 	bool out_full;          /* ... and it was for want of space */
-	char sync_err[200];     /* a file or directory sync of the running group commit failed */
 	int *linked;            /* files linked in since the last sync: their contents to sync */
 	size_t nlinked, caplinked;
 	/* Delivered files whose copies wait for their DONE records: in S.out (not
 	 * written yet), written but not yet synced, in the sync running. */
 	struct idlist gone, unsynced, gone_flight;
-	int *close_after_sync;  /* full segments left while a sync of one of them ran */
+	int *close_after_sync;  /* a full segment left while the running sync covers all of it */
 	size_t nclose_after_sync;
-	char seg_sync_err[200]; /* a full segment's sync failed: the next group commit fails with it */
+	int *left;              /* full segments left since the last sync started: the next one syncs them */
+	size_t nleft;
 	unsigned write_failures; /* writes of S.out that failed: did one since then? */
 	/* A compaction whose copies wait for their sync (see compact_oldest). */
 	bool compacting;
@@ -201,31 +213,27 @@ static struct seg *seg_find(uint64_t num)
 static void keep_files(struct idlist *l, const char *why);
 static void forget_files(struct idlist *l);
 
-/* The segment being written is full. The group commit syncs only the segment
- * being written, so what waits for durability in this one (new messages not
- * yet answered accepted, DONE records whose files' copies wait) is synced now,
- * before it is left; and a sync of it that runs is left to finish on it. */
+/* The segment being written is full. The group commit syncs the segment being
+ * written, so what waits for durability in this one (new messages not yet
+ * answered accepted, DONE records whose files' copies wait, a compaction's
+ * copies) must be synced too: it goes on S.left, which the next group commit
+ * syncs (in the pool, with the segment written then) and closes after. One that
+ * the running sync covers to its end (nothing written to it since that sync
+ * started) is closed once that sync ends. A descriptor is never closed while a
+ * sync of it runs. With spool.fsync never nothing is synced: closed at once. */
 static void leave_segment(void)
 {
-	if (S.fsync != FS_NEVER) {
-		S.st.fsyncs++;
-		if (fdatasync(S.wfd) == 0) {
-			forget_files(&S.unsynced);
-		} else {
-			snprintf(S.seg_sync_err, sizeof S.seg_sync_err, "a full segment: %s", strerror(errno));
-			if (S.syncing && !S.sync_err[0])
-				snprintf(S.sync_err, sizeof S.sync_err, "%s", S.seg_sync_err);
-			log_warnx("spool: fdatasync of a full segment failed: %s", strerror(errno));
-			keep_files(&S.unsynced, "may not have reached the disk (the sync failed)");
-			keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
-		}
-	}
-	if (!S.syncing) {
+	if (S.fsync == FS_NEVER) {
 		close(S.wfd);
 		return;
 	}
-	S.close_after_sync = xrealloc(S.close_after_sync, (S.nclose_after_sync + 1) * sizeof *S.close_after_sync);
-	S.close_after_sync[S.nclose_after_sync++] = S.wfd;
+	if (S.syncing && S.job.wfd == S.wfd && S.job.woff == S.woff) {
+		S.close_after_sync = xrealloc(S.close_after_sync, (S.nclose_after_sync + 1) * sizeof *S.close_after_sync);
+		S.close_after_sync[S.nclose_after_sync++] = S.wfd;
+		return;
+	}
+	S.left = xrealloc(S.left, (S.nleft + 1) * sizeof *S.left);
+	S.left[S.nleft++] = S.wfd;
 }
 
 static int seg_open_new(char *err, size_t errlen)
@@ -434,9 +442,9 @@ static void finish_out(void)
 	/* One fdatasync for the whole turn (group commit), for its new messages,
 	 * for the DONE records whose files' copies wait for it and for the copies
 	 * a compaction wrote (S.batch). */
-	if ((n || S.unsynced.n || S.nbatch) && S.fsync == FS_ALWAYS)
+	if ((n || S.unsynced.n || S.nbatch || S.nleft) && S.fsync == FS_ALWAYS)
 		start_sync();
-	else if (S.unsynced.n && S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
+	else if ((S.unsynced.n || S.nleft) && S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
 		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
 
@@ -526,16 +534,56 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 
 /* ---- group commit ---- */
 
-static void sync_done(uv_fs_t *req)
+/* In a thread of libuv's pool: the contents of files linked into the spool
+ * since the last sync (the camera may have written them a moment ago), their
+ * directory entries, the full segments left since, the segment written. Only
+ * S.job is touched (and S.filedir, which does not change). */
+static void sync_work(uv_work_t *w)
 {
-	char why[200] = "";
-	if (req->result < 0 || S.sync_err[0]) {
-		snprintf(why, sizeof why, "spool: fdatasync failed: %s",
-			 S.sync_err[0] ? S.sync_err : uv_strerror((int)req->result));
-		log_warnx("%s (%zu messages not answered accepted)", why, S.nflight);
+	(void)w;
+	for (size_t i = 0; i < S.job.nfiles; i++)
+		if (fdatasync(S.job.files[i]) < 0 && !S.job.files_err)
+			S.job.files_err = errno;
+	if (S.job.dir) {
+		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) < 0)
+			S.job.dir_err = errno;
+		if (dfd >= 0)
+			close(dfd);
 	}
-	S.sync_err[0] = '\0';
-	uv_fs_req_cleanup(req);
+	for (size_t i = 0; i < S.job.nsegs; i++)
+		if (fdatasync(S.job.segs[i]) < 0 && !S.job.segs_err)
+			S.job.segs_err = errno;
+	if (fdatasync(S.job.wfd) < 0)
+		S.job.wfd_err = errno;
+}
+
+/* Back on the loop. */
+static void sync_done(uv_work_t *w, int status)
+{
+	(void)w;
+	char why[200] = "";
+	if (status < 0)
+		snprintf(why, sizeof why, "spool: fdatasync failed: %s", uv_strerror(status));
+	else if (S.job.files_err)
+		snprintf(why, sizeof why, "spool: fdatasync failed: a file: %s", strerror(S.job.files_err));
+	else if (S.job.dir_err)
+		snprintf(why, sizeof why, "spool: fdatasync failed: %s: %s", S.filedir, strerror(S.job.dir_err));
+	else if (S.job.segs_err)
+		snprintf(why, sizeof why, "spool: fdatasync failed: a full segment: %s", strerror(S.job.segs_err));
+	else if (S.job.wfd_err)
+		snprintf(why, sizeof why, "spool: fdatasync failed: %s", strerror(S.job.wfd_err));
+	if (why[0])
+		log_warnx("%s (%zu messages not answered accepted)", why, S.nflight);
+	for (size_t i = 0; i < S.job.nfiles; i++)
+		close(S.job.files[i]);
+	for (size_t i = 0; i < S.job.nsegs; i++)
+		close(S.job.segs[i]);
+	free(S.job.files);
+	free(S.job.segs);
+	S.job.files = S.job.segs = NULL;
+	S.job.nfiles = S.job.nsegs = 0;
+	S.job.wfd = -1;
 	S.syncing = false;
 	S.st.fsyncs++;
 	/* The DONE records written before this sync are durable: their files' copies
@@ -558,7 +606,7 @@ static void sync_done(uv_fs_t *req)
 	/* What came in meanwhile: its timer may have fired while this sync ran
 	 * (start_sync then did nothing), and no later message may come to start
 	 * another; it must not wait for ever. */
-	bool more = S.nbatch || S.unsynced.n;
+	bool more = S.nbatch || S.unsynced.n || S.nleft;
 	if (more && S.fsync == FS_ALWAYS)
 		start_sync();
 	else if (more && !uv_is_active((uv_handle_t *)&S.timer))
@@ -567,7 +615,7 @@ static void sync_done(uv_fs_t *req)
 
 static void start_sync(void)
 {
-	if (S.syncing || (!S.nbatch && !S.unsynced.n))
+	if (S.syncing || (!S.nbatch && !S.unsynced.n && !S.nleft))
 		return;
 	S.syncing = true;
 	write_out();
@@ -578,29 +626,22 @@ static void start_sync(void)
 	struct idlist t = S.gone_flight; /* empty: no sync runs */
 	S.gone_flight = S.unsynced;
 	S.unsynced = t;
-	if (S.seg_sync_err[0]) { /* messages of this batch may be in the segment whose sync failed */
-		if (!S.sync_err[0])
-			snprintf(S.sync_err, sizeof S.sync_err, "%s", S.seg_sync_err);
-		S.seg_sync_err[0] = '\0';
-	}
-	/* The contents of files linked into the spool since the last sync (the
-	 * camera may have written them a moment ago), then their directory entries. */
-	for (size_t i = 0; i < S.nlinked; i++) {
-		if (fdatasync(S.linked[i]) < 0 && !S.sync_err[0])
-			snprintf(S.sync_err, sizeof S.sync_err, "a file: %s", strerror(errno));
-		close(S.linked[i]);
-	}
-	S.nlinked = 0;
-	if (S.files_dirty) {
-		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			if (fsync(dfd) < 0 && !S.sync_err[0])
-				snprintf(S.sync_err, sizeof S.sync_err, "%s: %s", S.filedir, strerror(errno));
-			close(dfd);
-		}
-		S.files_dirty = false;
-	}
-	uv_fs_fdatasync(sup.loop, &S.fsreq, S.wfd, sync_done);
+	S.job.files = S.linked;
+	S.job.nfiles = S.nlinked;
+	S.linked = NULL;
+	S.nlinked = S.caplinked = 0;
+	S.job.dir = S.files_dirty;
+	S.files_dirty = false;
+	S.job.segs = S.left;
+	S.job.nsegs = S.nleft;
+	S.left = NULL;
+	S.nleft = 0;
+	S.job.wfd = S.wfd;
+	S.job.woff = S.woff;
+	S.job.files_err = S.job.dir_err = S.job.segs_err = S.job.wfd_err = 0;
+	int rc = uv_queue_work(sup.loop, &S.work, sync_work, sync_done);
+	if (rc < 0) /* cannot happen with a valid loop and callback; never leave the batch waiting */
+		sync_done(&S.work, rc);
 }
 
 static void on_batch_timer(uv_timer_t *t) { start_sync(); }
@@ -1426,6 +1467,13 @@ static void recover(void (*recovered)(struct smsg *m))
 	}
 	S.nsegs = w;
 	write_out();
+	/* The rescued copies, before the loop runs: the segments they filled and
+	 * left (S.left), then the one written now. */
+	for (size_t i = 0; i < S.nleft; i++) {
+		fdatasync(S.left[i]);
+		close(S.left[i]);
+	}
+	S.nleft = 0;
 	if (S.fsync != FS_NEVER)
 		fdatasync(S.wfd);
 	sweep_files(&rv);
@@ -1482,16 +1530,35 @@ void spool_close(void)
 	S.adds = NULL;
 	S.nadds = S.capadds = 0;
 	if (S.wfd >= 0) {
-		/* Every DONE is in this segment or in one synced when it was left. */
-		if (S.fsync != FS_NEVER && fdatasync(S.wfd) < 0) {
+		/* Every DONE is in this segment, in one left since the last sync
+		 * started (S.left), or in one left before that the running sync
+		 * covers (S.job.segs: that sync may not have ended, the loop is not
+		 * run again; a second fdatasync of it beside it is harmless). Nothing
+		 * is synced with spool.fsync never. */
+		bool ok = true;
+		for (size_t i = 0; i < S.nleft; i++) {
+			if (S.fsync != FS_NEVER && fdatasync(S.left[i]) < 0)
+				ok = false;
+			close(S.left[i]);
+		}
+		S.nleft = 0;
+		for (size_t i = 0; S.syncing && i < S.job.nsegs; i++)
+			if (fdatasync(S.job.segs[i]) < 0)
+				ok = false;
+		if (S.fsync != FS_NEVER && fdatasync(S.wfd) < 0)
+			ok = false;
+		if (!ok) {
 			keep_files(&S.unsynced, "may not have reached the disk (the sync failed)");
 			keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
 		}
 		forget_files(&S.unsynced);
 		forget_files(&S.gone_flight);
-		close(S.wfd);
+		if (!S.syncing) /* else the running sync may still use it */
+			close(S.wfd);
 		S.wfd = -1;
 	}
+	free(S.left);
+	S.left = NULL;
 	free(S.moved); /* a compaction whose sync did not end: the next start takes the copies */
 	S.moved = NULL;
 	S.nmoved = 0;
