@@ -298,5 +298,122 @@ class CompactionTest(GatewayTest):
         self.assertIn("recovered 2 undelivered messages", gw.log_text())
 
 
+class SyncOffTheLoopTest(GatewayTest):
+    """Every fdatasync of the spool runs in libuv's thread pool: a file job's
+    copy and its directory entry, a full segment left for the next one. While
+    such a sync is slow, ucgwd goes on answering; the client waits for its
+    "accepted" until the sync ends. slowsync.so makes each fdatasync take 1.5 s
+    while the trigger file exists and logs the thread that made it."""
+
+    SLOW_MS = 1500
+
+    def start_slow(self, fsync, **spool):
+        tmp = os.path.join(self.tmp, fsync)
+        os.makedirs(tmp)
+        trigger = os.path.join(tmp, "slow")
+        synclog = os.path.join(tmp, "syncs")
+        c = cfg(tmp)
+        c["spool"].update(fsync=fsync, **spool)
+        env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS=str(self.SLOW_MS),
+                      UCGW_SLOW_SYNC_LOG=synclog)
+        gw = self.gateway(c, env=env, name="gw-" + fsync)
+        open(trigger, "w").close()  # from now on every fdatasync takes 1.5 s
+        return gw, tmp, trigger, synclog
+
+    def status_time(self, gw):
+        t0 = time.monotonic()
+        rc, out, err = gw.ctl("status")
+        self.assertEqual(rc, 0, err)
+        return time.monotonic() - t0
+
+    def threads(self, synclog):
+        try:
+            with open(synclog) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
+    def check_threads(self, fsync, synclog):
+        threads = self.threads(synclog)
+        if fsync == "never":
+            self.assertEqual(threads, [], "spool.fsync never syncs nothing")
+        else:
+            self.assertIn("pool", threads)
+            self.assertNotIn("main", threads, "a sync ran on the loop")
+
+    def test_file_job_sync_does_not_stall_the_loop(self):
+        for fsync in ("batch", "always", "never"):
+            with self.subTest(fsync=fsync):
+                gw, tmp, trigger, synclog = self.start_slow(fsync)
+                path = os.path.join(tmp, "cam.jpg")
+                data = os.urandom(50000)
+                with open(path, "wb") as f:
+                    f.write(data)  # in the same file system as the spool: linked, its contents synced later
+                t0 = time.monotonic()
+                send = subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "--json", "send-file",
+                                         "--protocol", "testworker", path],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                self.cleanups_procs.append(send)
+                time.sleep(0.3)  # the file is linked and its sync started
+                took = self.status_time(gw)
+                out, err = send.communicate(timeout=30)
+                accepted = time.monotonic() - t0
+                self.assertEqual(send.returncode, 0, err)
+                mid = json.loads(out)["id"]
+                print("\nfsync %s: file job accepted after %.3f s, status answered in %.3f s meanwhile"
+                      % (fsync, accepted, took))
+                self.assertLess(took, 0.75, "the loop waited for a sync")
+                if fsync != "never":
+                    # "accepted" only once the copy, its directory entry and the ADD are synced
+                    self.assertGreaterEqual(accepted, self.SLOW_MS / 1000.0 * 0.9)
+                self.check_threads(fsync, synclog)
+                wait_for(lambda: any(r[0] == mid for r in delivered(tmp)), timeout=30, what="the file delivered")
+                rec = [r for r in delivered(tmp) if r[0] == mid]
+                self.assertEqual(rec, [[mid, str(len(data)), str(checksum(data))]])
+                wait_for(lambda: os.listdir(spool_dir(gw, "files")) == [], timeout=15,
+                         what="the delivered copy removed")
+                os.remove(trigger)
+                gw.stop()
+
+    def test_segment_change_sync_does_not_stall_the_loop(self):
+        for fsync in ("batch", "always", "never"):
+            with self.subTest(fsync=fsync):
+                gw, tmp, trigger, synclog = self.start_slow(fsync, segment_bytes=4096)
+                segdir = spool_dir(gw, "seg")
+
+                def newest():  # delivered segments go: count by their numbers
+                    return max((int(f[:20]) for f in os.listdir(segdir) if f.endswith(".log")), default=0)
+                before = newest()
+                ctl = Ctl(gw.sock)
+                pad = "p" * 900
+                n = 12  # about 1 KiB each: several segment changes
+                for i in range(n):
+                    ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (i, pad)).encode(), "format": "json",
+                                         "protocol": "testworker"})
+                wait_for(lambda: newest() >= before + 2 or None, timeout=10,
+                         what="segments changed")
+                took = self.status_time(gw)
+                t0 = time.monotonic()
+                ids = []
+                for _ in range(n):
+                    r = ctl.reply(timeout=60)
+                    self.assertTrue(r["ok"], r)
+                    ids.append(r["body"]["id"])
+                ctl.close()
+                print("\nfsync %s: %d segment changes, status answered in %.3f s meanwhile, the last "
+                      "\"accepted\" %.3f s later" % (fsync, newest() - before, took,
+                                                     time.monotonic() - t0))
+                self.assertLess(took, 0.75, "the loop waited for a sync")
+                self.check_threads(fsync, synclog)
+                wait_for(lambda: {r[0] for r in delivered(tmp)} >= set(ids), timeout=60, what="all delivered")
+                os.remove(trigger)
+                # nothing accepted is lost after a crash (one whose DONE was not written yet is sent again)
+                kill9(gw)
+                restart(gw)
+                wait_for(lambda: gw.ctl_json("queue") == [], timeout=30, what="the queue empty")
+                self.assertEqual({r[0] for r in delivered(tmp)}, set(ids))
+                gw.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
