@@ -209,24 +209,20 @@ static bool key_is(const msgpack_object *k, const char *s)
 }
 
 /* Every decoded key is looked up: no two field names share their length and
- * first letter, so those two pick the one candidate (built before main; a
- * name added that breaks this is caught there, and the scan is used). */
+ * first letter, so those two pick the one candidate (the table is built before
+ * main; a field name added that breaks this stops every program at once). */
 #define BY_LEN 16
 static signed char by_first[BY_LEN][32]; /* field + 1, or 0 */
-static int by_first_state;               /* 1 built, -1 names collide: scan */
 
 __attribute__((constructor)) static void build_by_first(void)
 {
 	for (int f = 0; f < FLD_COUNT; f++) {
 		size_t n = fields[f].klen;
 		unsigned c = (unsigned char)fields[f].key[0] & 31;
-		if (n >= BY_LEN || by_first[n][c]) {
-			by_first_state = -1;
-			return;
-		}
+		if (n >= BY_LEN || by_first[n][c])
+			panic("proto: field '%s' shares its length and first letter with another", fields[f].key);
 		by_first[n][c] = (signed char)(f + 1);
 	}
-	by_first_state = 1;
 }
 
 static int find_field(const msgpack_object *k)
@@ -235,14 +231,8 @@ static int find_field(const msgpack_object *k)
 		return -1;
 	size_t n = k->via.str.size;
 	const char *p = k->via.str.ptr;
-	if (by_first_state > 0) {
-		int f = n < BY_LEN ? by_first[n][(unsigned char)p[0] & 31] - 1 : -1;
-		return f >= 0 && memcmp(fields[f].key, p, n) == 0 ? f : -1;
-	}
-	for (int f = 0; f < FLD_COUNT; f++)
-		if (fields[f].klen == n && memcmp(fields[f].key, p, n) == 0)
-			return f;
-	return -1;
+	int f = n < BY_LEN ? by_first[n][(unsigned char)p[0] & 31] - 1 : -1;
+	return f >= 0 && memcmp(fields[f].key, p, n) == 0 ? f : -1;
 }
 
 static char *zone_strdup(msgpack_zone *z, const char *p, size_t n)
@@ -300,13 +290,11 @@ static int decode_field(struct msg *m, int f, const msgpack_object *v, msgpack_z
  * for a container's declared count up front, so a 5-byte frame claiming four
  * billion elements would otherwise ask for tens of gigabytes. Hand-written
  * because msgpack-c has no such check. Returns false on anything inconsistent. */
-static bool mp_skip(const unsigned char **pp, const unsigned char *end, int depth, int *deepest)
+static bool mp_skip(const unsigned char **pp, const unsigned char *end, int depth)
 {
 	const unsigned char *p = *pp;
 	if (p >= end || depth > 64)
 		return false;
-	if (depth > *deepest)
-		*deepest = depth;
 	unsigned c = *p++;
 	uint64_t n = 0, items = 0; /* n: bytes of payload; items: nested objects */
 	size_t lenbytes = 0;
@@ -359,7 +347,7 @@ static bool mp_skip(const unsigned char **pp, const unsigned char *end, int dept
 		return false;
 	p += n;
 	for (uint64_t i = 0; i < items; i++)
-		if (!mp_skip(&p, end, depth + 1, deepest))
+		if (!mp_skip(&p, end, depth + 1))
 			return false;
 	*pp = p;
 	return true;
@@ -371,11 +359,9 @@ static bool mp_skip(const unsigned char **pp, const unsigned char *end, int dept
  * buf; maps and arrays are built in the zone), and only a float or an ext goes
  * through mp_skip and msgpack_unpack. msgpack-c's unpacker, which builds every
  * object through callbacks, and a checking pass over the whole frame before
- * it, were most of what decoding a frame cost. False at anything unusual (not
- * a map, more than FAST_KEYS keys, deep nesting, a length past the end, bytes
- * left over): msg_decode then takes the careful way, which finds the error
- * and says it. */
-#define FAST_KEYS 32
+ * it, were most of what decoding a frame cost. False at anything unusual (deep
+ * nesting, a length past the end; bytes left over are the caller's to see):
+ * msg_decode then takes the careful way, which finds the error and says it. */
 
 static uint64_t be(const unsigned char *p, int n)
 {
@@ -494,8 +480,7 @@ static bool fast_obj(const unsigned char **pp, const unsigned char *end, msgpack
 	} else {
 		/* A float or an ext (or a byte never used): checked, then built by msgpack-c. */
 		const unsigned char *start = --p;
-		int deepest = 0;
-		if (!mp_skip(&p, end, 1, &deepest) || deepest >= 16)
+		if (!mp_skip(&p, end, depth))
 			return false;
 		size_t off = 0;
 		if (msgpack_unpack((const char *)start, (size_t)(p - start), &off, zone, o) != MSGPACK_UNPACK_SUCCESS ||
@@ -506,42 +491,17 @@ static bool fast_obj(const unsigned char **pp, const unsigned char *end, msgpack
 	return true;
 }
 
-static bool fast_root(const void *buf, size_t len, msgpack_zone *zone, msgpack_object *root,
-		      msgpack_object_kv kvs[FAST_KEYS])
-{
-	const unsigned char *p = buf, *end = p + len;
-	uint32_t n;
-	if (len >= 1 && *p >= 0x80 && *p <= 0x8f) {
-		n = *p++ & 0x0f;
-	} else if (len >= 3 && *p == 0xde) {
-		n = (uint32_t)be(p + 1, 2);
-		p += 3;
-	} else {
-		return false;
-	}
-	if (n > FAST_KEYS)
-		return false;
-	for (uint32_t i = 0; i < n; i++)
-		if (!fast_obj(&p, end, zone, &kvs[i].key, 1) || !fast_obj(&p, end, zone, &kvs[i].val, 1))
-			return false;
-	root->type = MSGPACK_OBJECT_MAP;
-	root->via.map.size = n;
-	root->via.map.ptr = kvs;
-	return p == end;
-}
-
 static int decode_root(const msgpack_object *root, struct msg *m, msgpack_zone *zone, char *err, size_t errlen);
 
 int msg_decode(const void *buf, size_t len, struct msg *m, msgpack_zone *zone, char *err, size_t errlen)
 {
 	memset(m, 0, sizeof *m);
 	msgpack_object root;
-	msgpack_object_kv kvs[FAST_KEYS];
-	if (fast_root(buf, len, zone, &root, kvs))
-		return decode_root(&root, m, zone, err, errlen);
 	const unsigned char *p = buf;
-	int deepest = 0;
-	if (!mp_skip(&p, p + len, 0, &deepest)) {
+	if (fast_obj(&p, p + len, zone, &root, 0) && p == (const unsigned char *)buf + len)
+		return decode_root(&root, m, zone, err, errlen);
+	p = buf;
+	if (!mp_skip(&p, p + len, 0)) {
 		snprintf(err, errlen, "not a msgpack object (truncated or inconsistent lengths)");
 		return -1;
 	}

@@ -97,7 +97,8 @@ static struct {
 		size_t nsegs;
 		int wfd;
 		uint64_t woff;  /* how far the segment written was when it started */
-		int files_err, dir_err, segs_err, wfd_err; /* errno of the first failure, or 0 */
+		int err;          /* errno of the first failure (in the order synced), or 0 */
+		const char *what; /* ... and what failed: "a file", the files' directory, "a full segment", "" */
 	} job;
 	msgpack_sbuffer sb;
 	msgpack_sbuffer out;    /* records not yet written: see write_out() */
@@ -538,24 +539,32 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
  * since the last sync (the camera may have written them a moment ago), their
  * directory entries, the full segments left since, the segment written. Only
  * S.job is touched (and S.filedir, which does not change). */
+static void sync_failed(const char *what)
+{
+	if (!S.job.err) {
+		S.job.err = errno;
+		S.job.what = what;
+	}
+}
+
 static void sync_work(uv_work_t *w)
 {
 	(void)w;
 	for (size_t i = 0; i < S.job.nfiles; i++)
-		if (fdatasync(S.job.files[i]) < 0 && !S.job.files_err)
-			S.job.files_err = errno;
+		if (fdatasync(S.job.files[i]) < 0)
+			sync_failed("a file");
 	if (S.job.dir) {
 		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd < 0 || fsync(dfd) < 0)
-			S.job.dir_err = errno;
+			sync_failed(S.filedir);
 		if (dfd >= 0)
 			close(dfd);
 	}
 	for (size_t i = 0; i < S.job.nsegs; i++)
-		if (fdatasync(S.job.segs[i]) < 0 && !S.job.segs_err)
-			S.job.segs_err = errno;
+		if (fdatasync(S.job.segs[i]) < 0)
+			sync_failed("a full segment");
 	if (fdatasync(S.job.wfd) < 0)
-		S.job.wfd_err = errno;
+		sync_failed("");
 }
 
 /* Back on the loop. */
@@ -565,14 +574,9 @@ static void sync_done(uv_work_t *w, int status)
 	char why[200] = "";
 	if (status < 0)
 		snprintf(why, sizeof why, "spool: fdatasync failed: %s", uv_strerror(status));
-	else if (S.job.files_err)
-		snprintf(why, sizeof why, "spool: fdatasync failed: a file: %s", strerror(S.job.files_err));
-	else if (S.job.dir_err)
-		snprintf(why, sizeof why, "spool: fdatasync failed: %s: %s", S.filedir, strerror(S.job.dir_err));
-	else if (S.job.segs_err)
-		snprintf(why, sizeof why, "spool: fdatasync failed: a full segment: %s", strerror(S.job.segs_err));
-	else if (S.job.wfd_err)
-		snprintf(why, sizeof why, "spool: fdatasync failed: %s", strerror(S.job.wfd_err));
+	else if (S.job.err)
+		snprintf(why, sizeof why, "spool: fdatasync failed: %s%s%s", S.job.what, *S.job.what ? ": " : "",
+			 strerror(S.job.err));
 	if (why[0])
 		log_warnx("%s (%zu messages not answered accepted)", why, S.nflight);
 	for (size_t i = 0; i < S.job.nfiles; i++)
@@ -638,7 +642,7 @@ static void start_sync(void)
 	S.nleft = 0;
 	S.job.wfd = S.wfd;
 	S.job.woff = S.woff;
-	S.job.files_err = S.job.dir_err = S.job.segs_err = S.job.wfd_err = 0;
+	S.job.err = 0;
 	int rc = uv_queue_work(sup.loop, &S.work, sync_work, sync_done);
 	if (rc < 0) /* cannot happen with a valid loop and callback; never leave the batch waiting */
 		sync_done(&S.work, rc);

@@ -260,6 +260,17 @@ static void connect_resolved(void *arg, const char *why);
 /* connect_timeout_ms since the connect call and no CONNACK (the TCP connect,
  * the TLS handshake or the broker itself stalled): this attempt ends as a lost
  * connection does, and the next comes after the backoff, with a new client. */
+/* End the connection now, for the broker too, as a loss does: the socket stays
+ * libmosquitto's (closed by mosquitto_destroy at the next connect), and the
+ * next connection is made by a new client. */
+static void drop_connection(const char *why)
+{
+	int fd = mosquitto_socket(M.mosq);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+	went_down(why);
+}
+
 static void connack_late(uv_timer_t *t)
 {
 	char why[200];
@@ -267,10 +278,7 @@ static void connack_late(uv_timer_t *t)
 	log_info("no CONNACK from %s:%d within %llu ms; connecting again", M.host, M.port,
 		 (unsigned long long)M.connect_timeout_ms);
 	/* as in sweep_tick: the socket stays libmosquitto's until the next connect */
-	int fd = mosquitto_socket(M.mosq);
-	if (fd >= 0)
-		shutdown(fd, SHUT_RDWR);
-	went_down(why);
+	drop_connection(why);
 }
 
 /* A new attempt keeps the reason of the last failure (M.why): jobs answered
@@ -360,12 +368,7 @@ static void sweep_tick(uv_timer_t *t)
 	}
 	char why[200];
 	snprintf(why, sizeof why, "%s within %llu ms; connection dropped", late, ms);
-	/* The socket stays libmosquitto's (closed by mosquitto_destroy at the next
-	 * connect); shut down now, the connection ends at once for the broker too. */
-	int fd = mosquitto_socket(M.mosq);
-	if (fd >= 0)
-		shutdown(fd, SHUT_RDWR);
-	went_down(why);
+	drop_connection(why);
 }
 
 /* ---- jobs ---- */
