@@ -293,6 +293,13 @@ static void to_dead(struct smsg *m)
 	log_warnx("message %s is dead-lettered: no protocol may deliver it (%s)", m->id, m->last_error);
 	spool_dead(m, m->last_error);
 	answer_waiter(m, "failed");
+	/* The deaths it was held at are in its reason now. A dead letter goes
+	 * round again only when requeued, and then with its count started afresh,
+	 * as after a restart of ucgwd (the count is not in the spool). Kept, a
+	 * quarantined message was quarantined again by the first failed attempt
+	 * after its requeue, with no new death: job_finished took the old count
+	 * for one reached while that attempt was on its way. */
+	m->crashes = 0;
 }
 
 /* ---- sending jobs ---- */

@@ -3,6 +3,7 @@ outcomes, dead letters, waiting, the queue commands, the spool across a
 supervisor killed with kill -9."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ctlclient import Ctl  # noqa: E402
+from mosquitto import Mosquitto  # noqa: E402
 from ucgwtest import BIN, GatewayTest, delivered, preload, proc_number, under_asan, wait_for  # noqa: E402
 from ucgwtest import testworker_config as cfg  # noqa: E402
 
@@ -580,6 +582,250 @@ class RouterTest(GatewayTest):
                 reasons += [l for l in log if l.startswith("reason:")]
         self.assertEqual(len(reasons), 6)
         self.assertEqual(sum("did not exit within 1000 ms" in r for r in reasons), 3)
+
+
+CLOSED = "worker closed its socket with the job in hand (peer closed the connection)"
+
+
+class PoisonRaceTest(GatewayTest):
+    """A message is quarantined (dead-lettered) once POISON_CRASHES (3) workers
+    have died with it in hand. A worker whose socket closes hands its jobs on at
+    once (router_worker_orphaned), and only its exit says whether the loss
+    counts; so the death that brings a message to 3 can come while another
+    worker already holds it. These tests put it there on purpose: mqtt is the
+    message's protocol, with testworker as its fallback; closehang.so makes
+    ucgw-mqtt close its socket and hang on the marked message, and the
+    supervisor kills it for that ping_timeout_ms (1 s) later, a death that
+    counts; testworker holds each job hold_ms (3 s) and answers retry while
+    down_file exists. Each round: mqtt takes the message and hangs, testworker
+    takes it at once, mqtt's death is counted 1 s later while testworker holds
+    it, testworker answers 2 s after that. The third round's death is the third.
+    Each test checks the message is dead-lettered at most once (one dead
+    letter, one log line, spool.dead and the protocols' dead counts 1), never
+    delivered twice, never lost, that a requeue brings it back once, and that
+    the other messages are all delivered, each once."""
+
+    MARK = '{"cmd":"close-and-hang"}'
+
+    def pair(self, hold_ms=3000, sandbox=True, backoff_ms=200, job_timeout_ms=60000):
+        self.down = os.path.join(self.tmp, "down")
+        self.mq = Mosquitto(self)
+        c = cfg(self.tmp, delay_ms=hold_ms, down_file=self.down)
+        c["mqtt"] = {"broker_url": self.mq.url(), "client_id": "poison-race"}
+        c["fallback"] = {"chains": {"mqtt": ["testworker"]}, "cool_after_failures": 1000}
+        c["gateway"].update({"ping_interval_ms": 200, "ping_timeout_ms": 1000, "restart_backoff_min_ms": 50,
+                             "restart_max_deaths": 100, "job_timeout_ms": job_timeout_ms})
+        c["spool"].update({"retry_backoff_min_ms": backoff_ms, "retry_backoff_max_ms": 2 * backoff_ms})
+        if not sandbox:
+            c["security"] = {"sandbox": False}
+        self.env = preload("closehang.so", UCGW_CLOSEHANG_MARKER="close-and-hang",
+                           UCGW_CLOSEHANG_WORKER="ucgw-mqtt")
+        gw = self.gateway(c, env=self.env)
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt up")
+        return gw
+
+    def send(self, gw, protocol, body):
+        rc, out, err = gw.ctl("send", "--protocol", protocol, body)
+        self.assertEqual(rc, 0, err)
+        return out.strip()
+
+    def deaths(self, gw, name="mqtt"):
+        return gw.workers()[name]["restarts"]
+
+    def message(self, gw, mid):
+        return next((m for m in gw.ctl_json("queue") if m["id"] == mid), None)
+
+    def route(self, gw, mid):
+        return [(h["protocol"], h["result"]) for h in gw.ctl_json("trace", mid)["route"]]
+
+    def wait_dead(self, gw, mid, timeout=60):
+        return wait_for(lambda: [d for d in gw.ctl_json("queue", "dead") if d["id"] == mid], timeout=timeout,
+                        what="message %s dead-lettered" % mid)[0]
+
+    def assert_dead_once(self, gw, mid):
+        self.assertEqual([d["id"] for d in gw.ctl_json("queue", "dead")], [mid])
+        self.assertEqual(gw.log_text().count("message %s is dead-lettered" % mid), 1)
+        self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 1)
+        self.assertEqual(sum(p["dead"] for p in gw.ctl_json("stats").values()), 1)
+        self.assertNotIn(mid, [r[0] for r in delivered(self.tmp)])
+
+    def held_by_testworker_at_third_death(self, gw, mid):
+        """Waits for mqtt's third death; the message must be in testworker's hands then."""
+        wait_for(lambda: self.deaths(gw) >= 3, timeout=60, what="mqtt's third death")
+        m = self.message(gw, mid)
+        self.assertEqual((m["state"], m["protocol"]), ("inflight", "testworker"), m)
+        self.assertEqual(self.deaths(gw), 3)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+
+    def requeue_delivers_once(self, gw, mid, before):
+        """The marked message requeued (down_file gone): mqtt hangs on it once more,
+        testworker delivers it; mqtt's death, while testworker holds it, is its first."""
+        rc, out, err = gw.ctl("queue", "requeue", mid)
+        self.assertEqual(rc, 0, err)
+        wait_for(lambda: mid in [r[0] for r in delivered(self.tmp)], timeout=30, what="the requeued message delivered")
+        wait_for(lambda: self.deaths(gw) == before + 1, timeout=30, what="mqtt's death after the requeue")
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool empty")
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 0)
+        tr = gw.ctl_json("trace", mid)
+        self.assertEqual(tr["message"]["state"], "delivered")
+        self.assertEqual([(h["protocol"], h["result"], h["error"]) for h in tr["route"][-2:]],
+                         [("mqtt", "retry", CLOSED), ("testworker", "ok", None)])
+
+    def assert_each_once(self, ids):
+        got = [r[0] for r in delivered(self.tmp)]
+        self.assertEqual(sorted(got), sorted(ids))
+
+    def test_third_death_while_the_fallback_holds_it_then_a_retry_dead_letters_it_once(self):
+        gw = self.pair()
+        open(self.down, "w").close()
+        others = [self.send(gw, "testworker", '{"n":%d}' % i) for i in range(5)]
+        mid = self.send(gw, "mqtt", self.MARK)
+        self.held_by_testworker_at_third_death(gw, mid)
+        d = self.wait_dead(gw, mid)
+        self.assertEqual(d["last_error"], "quarantined: 3 workers died with this message in hand "
+                                          "(last: then testworker answered retry: test server is down)")
+        self.assertEqual(self.route(gw, mid), [("mqtt", "retry"), ("testworker", "retry")] * 3)
+        self.assertTrue(all(h["error"] == CLOSED for h in gw.ctl_json("trace", mid)["route"][0::2]))
+        self.assertEqual(self.deaths(gw), 3)
+        self.assert_dead_once(gw, mid)
+        os.remove(self.down)
+        wait_for(lambda: len(delivered(self.tmp)) >= len(others), timeout=30, what="the others delivered")
+        time.sleep(0.5)
+        self.assert_dead_once(gw, mid)
+        self.assert_each_once(others)
+        # A requeue brings it back with its count started afresh (as a restart of
+        # ucgwd does): one more death does not dead-letter it, a delivery ends it.
+        self.requeue_delivers_once(gw, mid, before=3)
+        self.assert_each_once(others + [mid])
+
+    def test_third_death_while_the_fallback_holds_it_then_a_delivery_ends_it(self):
+        # The third death comes while testworker holds the message; testworker
+        # delivers it: it is delivered (once), not thrown away as a dead letter.
+        gw = self.pair()
+        open(self.down, "w").close()
+        mid = self.send(gw, "mqtt", self.MARK)
+        two = [("mqtt", "retry"), ("testworker", "retry")] * 2
+        wait_for(lambda: self.route(gw, mid) == two, timeout=60, what="two rounds over")
+        self.assertEqual(self.deaths(gw), 2)
+        os.remove(self.down)
+        self.held_by_testworker_at_third_death(gw, mid)
+        wait_for(lambda: mid in [r[0] for r in delivered(self.tmp)], timeout=30, what="delivered")
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool empty")
+        tr = gw.ctl_json("trace", mid)
+        self.assertEqual(tr["message"]["state"], "delivered")
+        self.assertEqual(self.route(gw, mid), two + [("mqtt", "retry"), ("testworker", "ok")])
+        time.sleep(0.5)
+        self.assert_each_once([mid])
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 0)
+        self.assertNotIn("is dead-lettered", gw.log_text())
+
+    def test_third_death_while_the_fallback_holds_it_then_the_fallback_crashes(self):
+        # After the third death testworker, which holds the message (and five
+        # others), dies of SIGSEGV: its socket's end sends the message to the
+        # dead letters at once (a failed attempt after the count reached 3) or,
+        # should its exit be seen first, its death is a fourth. Either way once:
+        # its later exit finds the message dead and counts nothing more.
+        gw = self.pair()
+        open(self.down, "w").close()
+        others = [self.send(gw, "testworker", '{"n":%d}' % i) for i in range(5)]
+        mid = self.send(gw, "mqtt", self.MARK)
+        self.held_by_testworker_at_third_death(gw, mid)
+        tw = gw.workers()["testworker"]
+        os.kill(tw["pid"], signal.SIGSEGV)
+        d = self.wait_dead(gw, mid, timeout=20)
+        # (the first is cut at last_error's 160 bytes)
+        self.assertRegex(d["last_error"], r"^quarantined: (3 workers died with this message in hand \(last: then "
+                                          r"testworker answered retry: worker closed its socket|4 workers died with "
+                                          r"this message in hand \(last: killed by signal 11 \(SIGSEGV\)\)$)")
+        gw.wait_worker("testworker", lambda w: w["pid"] != tw["pid"] and w["state"] == "ready", what="testworker back")
+        self.assertEqual(self.deaths(gw, "testworker"), 1)
+        self.assert_dead_once(gw, mid)
+        os.remove(self.down)
+        wait_for(lambda: len(delivered(self.tmp)) >= len(others), timeout=30, what="the others delivered")
+        time.sleep(0.5)
+        self.assert_dead_once(gw, mid)
+        self.assert_each_once(others)
+        self.requeue_delivers_once(gw, mid, before=3)
+        self.assert_each_once(others + [mid])
+
+    def test_third_death_while_the_fallback_holds_it_then_its_attempt_times_out(self):
+        # testworker holds each job 3 s, longer than gateway.job_timeout_ms (2 s):
+        # each attempt there times out and the message goes on while testworker
+        # still has that copy, which it answers a second later (retry, down_file):
+        # a stale result. The attempt in hand at the third death times out and
+        # quarantines the message; the stale answer after that changes nothing.
+        gw = self.pair(job_timeout_ms=2000)
+        open(self.down, "w").close()
+        mid = self.send(gw, "mqtt", self.MARK)
+        self.held_by_testworker_at_third_death(gw, mid)
+        d = self.wait_dead(gw, mid)
+        self.assertEqual(d["last_error"], "quarantined: 3 workers died with this message in hand "
+                                          "(last: then testworker answered retry: no answer within "
+                                          "gateway.job_timeout_ms)")
+        self.assertEqual(self.route(gw, mid), [("mqtt", "retry"), ("testworker", "retry")] * 3)
+        time.sleep(2)  # the held copy's answer comes 1 s after the timeout
+        self.assertEqual(self.route(gw, mid), [("mqtt", "retry"), ("testworker", "retry")] * 3)
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 1)
+        self.assert_dead_once(gw, mid)
+        self.assertEqual(self.deaths(gw), 3)
+        # a job timeout testworker can meet again, then the requeue
+        os.remove(self.down)
+        gw.cfg["gateway"]["job_timeout_ms"] = 60000
+        gw.write_config(gw.cfg)
+        self.assertEqual(gw.ctl("reload")[0], 0)
+        self.requeue_delivers_once(gw, mid, before=3)
+        time.sleep(0.5)
+        self.assert_each_once([mid])
+
+    def test_fallback_dies_with_it_in_hand_after_the_third_death(self):
+        # testworker dies of it too (fork-segv, when it would answer), and its
+        # exit is seen before its socket's end (a child keeps it open), with the
+        # message still in hand: the in-hand count of router_worker_lost. Round 1:
+        # mqtt's death (1), then testworker's (2); round 2: mqtt's (3) while
+        # testworker holds it, then testworker's (4) quarantines it.
+        gw = self.pair(sandbox=False)
+        mid = self.send(gw, "mqtt", '{"cmd":"close-and-hang","then":"fork-segv"}')
+        d = self.wait_dead(gw, mid)
+        self.assertEqual(d["last_error"], "quarantined: 4 workers died with this message in hand "
+                                          "(last: killed by signal 11 (SIGSEGV))")
+        self.assertEqual(self.route(gw, mid), [("mqtt", "retry"), ("testworker", "retry"), ("mqtt", "retry"),
+                                               ("testworker", "permfail")])
+        self.assertEqual((self.deaths(gw), self.deaths(gw, "testworker")), (2, 2))
+        # testworker's deaths were seen with the job in hand, not as a closed socket
+        self.assertIsNone(re.search(r"worker testworker \(pid \d+\) closed its socket", gw.log_text()))
+        self.assert_dead_once(gw, mid)
+        gw.wait_worker("testworker", lambda w: w["state"] == "ready", what="testworker back")
+        others = [self.send(gw, "testworker", '{"n":%d}' % i) for i in range(5)]
+        wait_for(lambda: len(delivered(self.tmp)) >= len(others), timeout=30, what="the others delivered")
+        time.sleep(0.5)
+        self.assert_dead_once(gw, mid)
+        self.assert_each_once(others)
+
+    def test_supervisor_restart_starts_the_count_afresh(self):
+        # The count lives in ucgwd's memory, not in the spool: a message with two
+        # deaths recorded starts from none after ucgwd restarts, and needs three
+        # more to be quarantined (docs/operations.md says so).
+        c = cfg(self.tmp)
+        c["gateway"].update({"ping_interval_ms": 200, "ping_timeout_ms": 1000, "restart_backoff_min_ms": 50,
+                             "restart_max_deaths": 100})
+        c["fallback"] = {"cool_after_failures": 1000}
+        env = preload("closehang.so", UCGW_CLOSEHANG_MARKER="close-and-hang")
+        gw = self.gateway(c, env=env)
+        mid = self.send(gw, "testworker", self.MARK)
+        wait_for(lambda: self.deaths(gw, "testworker") >= 2, timeout=30, what="two deaths")
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        kids = gw.children()
+        gw.kill()
+        wait_for(lambda: not any(os.path.exists("/proc/%d" % k) for k in kids), what="workers gone")
+        gw.start(env=env)
+        self.assertIn(self.message(gw, mid)["state"], ("queued", "inflight", "waiting"))  # recovered, not dead
+        d = self.wait_dead(gw, mid)
+        self.assertEqual(self.deaths(gw, "testworker"), 3)
+        self.assertTrue(d["last_error"].startswith("quarantined: 3 workers died with this message in hand"), d)
+        self.assertEqual(gw.log_text().count("message %s is dead-lettered" % mid), 1)
+        self.assertEqual(delivered(self.tmp), [])
 
 
 if __name__ == "__main__":

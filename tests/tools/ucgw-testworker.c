@@ -1,6 +1,12 @@
 /* ucgw-testworker: a worker for the tests that crashes, hangs or exits on
  * command (config `testworker.mode`, or a job whose payload names an action;
  * a file job is answered retry or permfail when its remote name says so).
+ * "fork-segv" is acted on when the job would be answered (after delay_ms):
+ * the worker dies of SIGSEGV while a child it forked keeps the supervisor's
+ * socket open for 3 s, so that the supervisor sees the exit before the
+ * socket's end, with the jobs still in hand (as when a worker's own children
+ * inherit fd 3). The test worker's seccomp filter allows no fork: it needs
+ * security.sandbox false.
  * With UCGW_TESTWORKER_HELLO_VERSION=N in its environment it first greets the
  * supervisor as protocol version N, before the framework's own hello. */
 #include <fcntl.h>
@@ -8,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "workers/worker.h"
@@ -97,9 +104,28 @@ static bool told(const struct job *job, const char *what)
 	       (job->kind == JOB_FILE && job->remote_name && strstr(job->remote_name, what));
 }
 
+static void fork_and_segv(const struct job *job)
+{
+	log_warnx("job %s says fork-segv", job->id);
+	pid_t pid = fork();
+	if (pid == 0) { /* fd 3 stays open in here; stdin, stdout and stderr go */
+		for (int fd = 0; fd < 3; fd++)
+			close(fd);
+		struct timespec ts = { 3, 0 };
+		while (nanosleep(&ts, &ts) < 0)
+			;
+		_exit(0);
+	}
+	if (pid < 0)
+		log_warn("fork");
+	raise(SIGSEGV);
+}
+
 static void answer(struct job *job)
 {
 	struct stat st;
+	if (strstr(job->payload, "\"fork-segv\""))
+		fork_and_segv(job);
 	if (down_file && stat(down_file, &st) == 0) { /* stat: in every worker's allow-list */
 		worker_result(job, JOB_RETRY, 0, "test server is down");
 	} else if (told(job, "retry"))
