@@ -709,6 +709,8 @@ void router_worker_lost(struct proc *p)
 		list_del(&rp->inflight, m);
 		R.inflight--;
 		hop_end(m, JOB_PERMFAIL, why);
+		stats_result(rp, m, JOB_PERMFAIL); /* the attempt the route shows, counted as job_finished does */
+		errors_record(rp->name, m->id, why);
 		quarantine(m, p->last_exit);
 	}
 	p->inflight = 0;

@@ -793,6 +793,10 @@ class PoisonRaceTest(GatewayTest):
         self.assertEqual(self.route(gw, mid), [("mqtt", "retry"), ("testworker", "retry"), ("mqtt", "retry"),
                                                ("testworker", "permfail")])
         self.assertEqual((self.deaths(gw), self.deaths(gw, "testworker")), (2, 2))
+        # each attempt counted once in the protocols' figures, as the route shows it
+        st = gw.ctl_json("stats")
+        self.assertEqual({p: (st[p]["success"], st[p]["retries"], st[p]["failure"], st[p]["dead"])
+                          for p in ("mqtt", "testworker")}, {"mqtt": (0, 2, 0, 0), "testworker": (0, 1, 1, 1)})
         # testworker's deaths were seen with the job in hand, not as a closed socket
         self.assertIsNone(re.search(r"worker testworker \(pid \d+\) closed its socket", gw.log_text()))
         self.assert_dead_once(gw, mid)
