@@ -1,6 +1,8 @@
 #include "workers/worker.h"
 
+#include <errno.h>
 #include <execinfo.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -432,6 +434,13 @@ int worker_main(int argc, char **argv, const struct worker_ops *ops)
 	if (argc > 1 || fstat(SUPERVISOR_FD, &st) < 0 || !S_ISSOCK(st.st_mode)) {
 		fprintf(stderr, "%s: the %s worker of ucgw; ucgwd starts it with its socket on fd 3.\n"
 				"It is not meant to be run by hand.\n", procname, ops->name);
+		return UCGW_EXIT_CONFIG;
+	}
+	/* ucgwd hands the socket over across its exec; nothing we start (rsync, and
+	 * rsync's ssh) may hold it: a child that outlives a crash would keep the
+	 * supervisor from seeing the socket close, and could write into it. */
+	if (fcntl(SUPERVISOR_FD, F_SETFD, FD_CLOEXEC) < 0) {
+		fprintf(stderr, "%s: cannot mark fd 3 close-on-exec: %s\n", procname, strerror(errno));
 		return UCGW_EXIT_CONFIG;
 	}
 	/* If the supervisor dies, so do we: a new supervisor redoes our jobs from the spool. */

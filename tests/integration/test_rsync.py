@@ -431,6 +431,57 @@ class RsyncTest(GatewayTest):
         self.assertIn("Host key verification failed", q[0]["last_error"])
         self.assertFalse(os.path.exists(os.path.join(sshd.remote, "secret.jpg")))
 
+    def test_rsync_does_not_hold_the_workers_socket(self):
+        """rsync and its ssh, started by ucgw-rsync, hold none of the worker's
+        descriptors of its socket to ucgwd: one that outlived a crash of the
+        worker would keep ucgwd from seeing the socket close, and could write
+        frames into it."""
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd, options=["-a", "--bwlimit=2000"])
+        wpid = gw.wait_worker("rsync", lambda w: w["state"] == "ready" and w["pid"] > 0)["pid"]
+
+        def socket_inodes(pid):
+            out = set()
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                try:
+                    target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                except OSError:
+                    continue
+                if target.startswith("socket:"):
+                    out.add(target)
+            return out
+
+        def descendants(pid):
+            kids = {}
+            for d in os.listdir("/proc"):
+                if d.isdigit():
+                    try:
+                        with open("/proc/%s/stat" % d) as f:
+                            kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+                    except (OSError, IndexError):
+                        pass
+            out, todo = [], [pid]
+            while todo:
+                for k in kids.get(todo.pop(), []):
+                    out.append(k)
+                    todo.append(k)
+            return out
+
+        ours = socket_inodes(wpid)
+        rc, out, err = gw.ctl("send-file", "--protocol", "rsync", self.make("slow.bin", 6 * 1024 * 1024))
+        self.assertEqual(rc, 0, err)
+        kids = wait_for(lambda: descendants(wpid), what="rsync running")
+        held = {}
+        for k in kids:
+            try:
+                shared = socket_inodes(k) & ours
+            except FileNotFoundError:
+                continue
+            if shared:
+                held[k] = shared
+        self.assertEqual(held, {}, "children of ucgw-rsync hold its sockets")
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=60, what="delivered")
+
 
 if __name__ == "__main__":
     unittest.main()
