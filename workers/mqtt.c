@@ -13,7 +13,18 @@
  * ends the connection as a loss does: a broker that has stopped answering while
  * the TCP connection stays up is otherwise noticed only by keepalive. So is a
  * connect without the broker's CONNACK connect_timeout_ms after it began: the
- * attempt is dropped and a new one made after the backoff. */
+ * attempt is dropped and a new one made after the backoff.
+ *
+ * A connection given up (no CONNACK or PUBACK in time, keepalive) is reset,
+ * not closed: the kernel discards what it has not yet delivered (a CONNECT or
+ * PUBLISH packets stuck in a black hole) and stops retransmitting it. A closed
+ * one would go on retransmitting, and a CONNECT that got through once the hole
+ * cleared would take the client id's session over from the live connection
+ * made meanwhile (the broker keeps the newest). Each socket is set to SO_LINGER
+ * {1, 0} when its connect begins, so every close of it resets, libmosquitto's
+ * own (keepalive, a lost connection, mosquitto_destroy) and the kernel's when
+ * the process dies; only the goodbye at shutdown switches it off, to close in
+ * order after DISCONNECT. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -23,6 +34,7 @@
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/socket.h>
 
 #include "workers/worker.h"
@@ -140,6 +152,20 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason, cons
 
 /* ---- the connection ---- */
 
+/* on: a close of the client's socket resets the connection (SO_LINGER {1, 0}),
+ * dropping what the kernel has not delivered; off: the usual orderly close.
+ * The descriptor is libmosquitto's, which it closes (net__socket_close, a plain
+ * close() after SSL_shutdown under TLS, in 2.0.11) on keepalive, on a lost
+ * connection, after writing DISCONNECT, and in mosquitto_destroy; it stays the
+ * same from the connect call to that close. */
+static void abort_on_close(bool on)
+{
+	int fd = mosquitto_socket(M.mosq);
+	struct linger l = { .l_onoff = on, .l_linger = 0 };
+	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0)
+		log_warnx("SO_LINGER on the socket to %s:%d: %s", M.host, M.port, strerror(errno));
+}
+
 static void update_poll(void);
 static void schedule_reconnect(void);
 
@@ -208,7 +234,10 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const 
 static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitto_property *props)
 {
 	if (M.connected || M.attempting)
-		went_down(rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+		went_down(rc == 0 ? "disconnected"
+			  /* libmosquitto's own keepalive check; 2.0.11's strerror has no text for it */
+			  : rc == MOSQ_ERR_KEEPALIVE ? "keepalive: the broker stopped answering"
+						     : mosquitto_strerror(rc));
 }
 
 static void service(uv_poll_t *h, int status, int events)
@@ -257,27 +286,37 @@ static void update_poll(void)
 static int new_client(char *err, size_t errlen);
 static void connect_resolved(void *arg, const char *why);
 
+/* The client and what it holds of its connection go; the next connect makes
+ * a new one. Its socket, if open, is closed: reset (abort_on_close). Never
+ * from inside a libmosquitto call or callback. */
+static void discard_client(void)
+{
+	if (M.mosq)
+		mosquitto_destroy(M.mosq);
+	M.mosq = NULL;
+	M.used = false;
+}
+
+/* Give the connection up now, as a loss does, and reset it: went_down answers
+ * its jobs retry and stops polling the socket, then the client goes with it
+ * (an orderly close, or a shutdown(), would leave the kernel retransmitting
+ * what the broker has not acknowledged: a CONNECT that arrives late takes the
+ * session over from the next connection). */
+static void drop_connection(const char *why)
+{
+	went_down(why);
+	discard_client();
+}
+
 /* connect_timeout_ms since the connect call and no CONNACK (the TCP connect,
  * the TLS handshake or the broker itself stalled): this attempt ends as a lost
  * connection does, and the next comes after the backoff, with a new client. */
-/* End the connection now, for the broker too, as a loss does: the socket stays
- * libmosquitto's (closed by mosquitto_destroy at the next connect), and the
- * next connection is made by a new client. */
-static void drop_connection(const char *why)
-{
-	int fd = mosquitto_socket(M.mosq);
-	if (fd >= 0)
-		shutdown(fd, SHUT_RDWR);
-	went_down(why);
-}
-
 static void connack_late(uv_timer_t *t)
 {
 	char why[200];
 	snprintf(why, sizeof why, "no CONNACK within %llu ms", (unsigned long long)M.connect_timeout_ms);
 	log_info("no CONNACK from %s:%d within %llu ms; connecting again", M.host, M.port,
 		 (unsigned long long)M.connect_timeout_ms);
-	/* as in sweep_tick: the socket stays libmosquitto's until the next connect */
 	drop_connection(why);
 }
 
@@ -287,10 +326,10 @@ static void connack_late(uv_timer_t *t)
 static void start_connect(uv_timer_t *t)
 {
 	M.attempting = true;
-	if (M.used) {
+	if (M.used)
+		discard_client(); /* and with it what it still held of the last connection */
+	if (!M.mosq) {
 		char err[256];
-		mosquitto_destroy(M.mosq); /* and with it what it still held of the last connection */
-		M.mosq = NULL;
 		if (new_client(err, sizeof err) < 0) {
 			went_down(err);
 			return;
@@ -318,6 +357,7 @@ static void connect_resolved(void *arg, const char *why)
 						 : mosquitto_strerror(rc));
 		return;
 	}
+	abort_on_close(true); /* the socket exists from here until libmosquitto closes it */
 	uv_timer_start(&M.connack, connack_late, M.connect_timeout_ms, 0);
 	update_poll();
 }
@@ -346,10 +386,10 @@ static void misc_tick(uv_timer_t *t)
 /* The oldest job in hand has waited ack_timeout_ms for its acknowledgment (the
  * framework's list is in arrival order, and a job is published as it arrives,
  * so one look at its head suffices while nothing is late). Each late job is
- * answered retry saying so; then the connection is shut down, which answers
- * the rest retry and reconnects with a new client: a broker that sits on one
- * message may sit on all of them, and its acknowledgments of this connection's
- * messages must not answer anything after this. */
+ * answered retry saying so; then the connection is reset (drop_connection),
+ * which answers the rest retry and reconnects with a new client: a broker that
+ * sits on one message may sit on all of them, and its acknowledgments of this
+ * connection's messages must not answer anything after this. */
 static void sweep_tick(uv_timer_t *t)
 {
 	struct job *oldest = worker_jobs();
@@ -559,6 +599,8 @@ static int new_client(char *err, size_t errlen)
 		int rc = mosquitto_void_option(M.mosq, MOSQ_OPT_SSL_CTX, M.ssl_ctx); /* takes its own reference */
 		if (rc != MOSQ_ERR_SUCCESS) {
 			snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(rc));
+			mosquitto_destroy(M.mosq); /* not one to connect with */
+			M.mosq = NULL;
 			return -1;
 		}
 	}
@@ -597,13 +639,16 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	return 0;
 }
 
-/* Say "offline" ourselves (a clean disconnect sends no will), then leave. */
+/* Say "offline" ourselves (a clean disconnect sends no will), then leave: in
+ * order, so the broker reads both before the end. A connect under way is
+ * reset when the process exits. */
 static void mqtt_shutdown(void)
 {
 	M.stopping = true;
 	uv_timer_stop(&M.retry);
 	uv_timer_stop(&M.connack);
 	if (M.connected) {
+		abort_on_close(false);
 		mosquitto_publish(M.mosq, NULL, M.status_topic, 7, "offline", 1, true);
 		mosquitto_disconnect(M.mosq);
 		for (int i = 0; i < 20 && mosquitto_want_write(M.mosq); i++)

@@ -369,9 +369,10 @@ class MqttTest(GatewayTest):
         late = "no CONNACK from 127.0.0.1:%d within 1000 ms; connecting again" % proxy.port
         wait_for(lambda: gw.log_text().count(late) >= 3, timeout=15, what="three connects without CONNACK")
         self.assertFalse(gw.workers()["mqtt"]["connected"])
-        # The proxy still holds what each dropped connect wrote: passed on now,
-        # it reaches the broker and ends at once (our side has closed), in the
-        # two seconds before the next connect, which then takes over cleanly.
+        # The proxy kept back what each dropped connect wrote; the worker reset
+        # those connections, so it is dropped, not passed on now (a CONNECT
+        # arriving after the next connect's would take its session over: see
+        # test_a_connect_given_up_in_a_black_hole_never_reaches_the_broker).
         self.assertEqual(proxy.command("pass"), "ok")
         self.connected(gw)
         self.all_arrive(gw, sub, ids, "all 10 after the broker answers again")
@@ -379,6 +380,119 @@ class MqttTest(GatewayTest):
         got = [m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")]
         self.assertEqual(sorted(got), sorted([before] + ids), got)  # each once
         self.assertNotIn("stale result", gw.log_text())
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
+
+    def proxy_stat(self, proxy, key):
+        """One number of the proxy's stats (faultproxy.py: "connections N bytes_up N ... resets N")."""
+        words = proxy.command("stats").split()
+        return int(words[words.index(key) + 1])
+
+    def test_a_connect_given_up_in_a_black_hole_never_reaches_the_broker(self):
+        """A connect whose CONNECT went into a black hole is given up at
+        connect_timeout_ms, and the next one, on a path that works, connects.
+        Then the hole clears. Had the given-up connection only been closed
+        (FIN, or shut down), its kernel would still be retransmitting the
+        CONNECT, which would now reach the broker with the worker's client id:
+        the broker hands the session to the newest CONNECT and closes the live
+        connection ("already connected, closing old connection"), the stale
+        one then ends without a DISCONNECT and the broker publishes the last
+        will, "offline", retained, while the worker reconnects: a spurious
+        disconnect, a false status, a delay. The worker resets the connection
+        it gives up (SO_LINGER 0), so its kernel discards the CONNECT and never
+        sends it again.
+
+        What is modelled (tests/tools/faultproxy.py): the proxy has read the
+        CONNECT from the worker and keeps it back; that stands for bytes still
+        in the worker's kernel. A held connection ("hold") stays in the hole
+        while new connections pass: the old flow's packets are stuck on a path
+        that has failed while a new connection gets through on another (a route
+        change, another interface, a load balancer), the case where a late
+        CONNECT can arrive after the new one. When the worker resets the
+        connection, the proxy drops what it kept back (a reset discards it in
+        the sender's kernel) and, once the hole clears, resets its side to the
+        broker; when the worker only closes it, the proxy passes the CONNECT
+        on when the hole clears, as a kernel's retransmission would deliver it."""
+        sub, proxy, gw = self.behind_proxy({"connect_timeout_ms": 1000})
+        status, data = "lpr/test-cam-1/status", "lpr/test-cam-1/data"
+        before = self.send_ok(gw, '{"plate":"BEFORE"}')["id"]
+        # the live connection ends; the next connect's CONNECT goes into the black hole
+        self.assertEqual(proxy.command("drop"), "ok")
+        self.assertEqual(proxy.command("blackhole"), "ok")
+        wait_for(lambda: self.proxy_stat(proxy, "held") > 0, what="the next CONNECT in the black hole")
+        # that connection stays in the hole; the connects after it pass
+        self.assertEqual(proxy.command("hold"), "ok")
+        self.assertEqual(proxy.command("pass"), "ok")
+        late = "no CONNACK from 127.0.0.1:%d within 1000 ms; connecting again" % proxy.port
+        wait_for(lambda: late in gw.log_text(), timeout=10, what="the connect in the hole given up")
+        self.connected(gw)
+        wait_for(lambda: [m["payload"] for m in sub.received(status)][-1:] == [b"online"], what="online again")
+        ups = gw.log_text().count("connected to 127.0.0.1:%d (MQTT" % proxy.port)
+        downs = gw.log_text().count("disconnected from 127.0.0.1:%d" % proxy.port)
+        statuses = len(sub.received(status))
+        # the hole clears: what the proxy kept back of the given-up connect may go on now
+        self.assertEqual(proxy.command("release"), "ok")
+        time.sleep(1.5)  # a stale CONNECT takes the session over within milliseconds
+        self.assertEqual(gw.log_text().count("disconnected from 127.0.0.1:%d" % proxy.port), downs,
+                         "the live connection was closed after the black hole cleared")
+        self.assertEqual(gw.log_text().count("connected to 127.0.0.1:%d (MQTT" % proxy.port), ups)
+        self.assertTrue(gw.workers()["mqtt"]["connected"])
+        self.assertEqual([m["payload"] for m in sub.received(status)][statuses:], [])  # no "offline" by a will
+        dropped = self.proxy_stat(proxy, "dropped")
+        print("\nthe given-up connect: %d bytes dropped in the hole, %d resets" % (
+            dropped, self.proxy_stat(proxy, "resets")))
+        self.assertGreater(dropped, 0)  # the CONNECT, discarded with the reset
+        # the live connection carries on: each message at once, and once
+        after = [self.send_ok(gw, '{"n":%d}' % i) for i in range(5)]
+        self.assertEqual([o["attempts"] for o in after], [1] * 5)
+        time.sleep(0.3)
+        got = [m["props"]["message-id"] for m in sub.received(data)]
+        self.assertEqual(sorted(got), sorted([before] + [o["id"] for o in after]))
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
+
+    def test_a_connection_given_up_is_reset(self):
+        """A connection the worker gives up, for a message without its PUBACK
+        (ack_timeout_ms) or by libmosquitto's keepalive (no PINGRESP), is reset,
+        not closed: its kernel drops the PUBLISH or PINGREQ packets it still
+        holds and stops retransmitting them. The connection is held in the
+        proxy's black hole (nothing passes, not even the broker's close at its
+        own keepalive, 1.5 periods) while new connections pass; the proxy
+        counts a worker's RST (see test_a_connect_given_up_in_a_black_hole_
+        never_reaches_the_broker for what is modelled). A graceful close would
+        leave the packets to arrive when the hole clears. The messages held by
+        the given-up connection are answered retry and arrive once each, over
+        the next connection."""
+        sub, proxy, gw = self.behind_proxy({"ack_timeout_ms": 1000, "keepalive": 5})
+        data = "lpr/test-cam-1/data"
+        before = self.send_ok(gw, '{"plate":"BEFORE"}')["id"]
+        self.assertEqual(self.proxy_stat(proxy, "resets"), 0)
+        # no PUBACK: the live connection into the hole, five messages after it
+        self.assertEqual(proxy.command("hold"), "ok")
+        ids = [gw.ctl("send", "--protocol", "mqtt", '{"n":%d}' % i)[1].strip() for i in range(5)]
+        dropped = "disconnected from 127.0.0.1:%d: no PUBACK within 1000 ms; connection dropped" % proxy.port
+        wait_for(lambda: dropped in gw.log_text(), timeout=10, what="the connection given up for a PUBACK")
+        wait_for(lambda: self.proxy_stat(proxy, "resets") == 1, timeout=2, what="the worker's RST at the proxy")
+        for mid in ids:
+            hop = gw.ctl_json("trace", mid)["route"][0]
+            self.assertEqual((hop["protocol"], hop["result"]), ("mqtt", "retry"), hop)
+        self.connected(gw)
+        self.all_arrive(gw, sub, ids, "all 5 over the next connection")
+        self.assertEqual(proxy.command("release"), "ok")
+        time.sleep(1.0)  # a copy from the given-up connection would come now
+        got = [m["props"]["message-id"] for m in sub.received(data)]
+        self.assertEqual(sorted(got), sorted([before] + ids))
+        # keepalive: the live connection into the hole with nothing to send; the
+        # PINGREQ after 5 s has no answer, and libmosquitto ends it 5 s later
+        self.assertEqual(proxy.command("hold"), "ok")
+        t0 = time.monotonic()
+        wait_for(lambda: not gw.workers()["mqtt"]["connected"], timeout=20, what="given up by keepalive (2 periods)")
+        print("\nkeepalive 5 s: the connection given up after %.1f s" % (time.monotonic() - t0))
+        self.assertIn("disconnected from 127.0.0.1:%d: keepalive: the broker stopped answering" % proxy.port,
+                      gw.log_text())  # libmosquitto's keepalive, not the broker's close (held in the hole)
+        wait_for(lambda: self.proxy_stat(proxy, "resets") == 2, timeout=2, what="the worker's RST at the proxy")
+        self.assertGreater(self.proxy_stat(proxy, "dropped"), 0)  # the PINGREQ at least
+        self.connected(gw)
+        self.assertEqual(proxy.command("release"), "ok")
+        self.assertEqual(self.send_ok(gw, '{"plate":"AFTER"}')["attempts"], 1)
         self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
 
     def test_a_reconnect_under_way_keeps_the_reason(self):

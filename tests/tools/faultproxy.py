@@ -11,11 +11,52 @@ pick free ports). The control port takes one command per line and answers "ok":
     drop                 close every connection, and refuse new ones
     blackhole            accept, but forward nothing and never answer
     bandwidth BYTES      cap each direction at BYTES per second
-    stats                answer "connections N bytes_up N bytes_down N"
+    hold                 the connections open now are black-holed until release, whatever
+                         the mode, and stricter: not even a close passes (see below);
+                         connections made later follow the mode
+    release              the held connections follow the mode again
+    stats                answer "connections N bytes_up N bytes_down N held N dropped N
+                         resets N": held, bytes read and kept back by a black hole now;
+                         dropped, such bytes dropped because their sender reset the
+                         connection; resets, connections a client reset (RST)
+
+What a black hole models. A chunk the proxy has read and keeps back stands for
+bytes a real black hole never let arrive: they are still in the sender's kernel,
+unacknowledged and retransmitted, and arrive once the hole clears (then the
+proxy passes them on). Unless the sender resets the connection meanwhile
+(close with SO_LINGER 0, or its process dies with the socket so set): its
+kernel then discards them and stops retransmitting, and the RST itself is lost
+in the hole. So a chunk kept back from a side that then resets is dropped, and
+the other side learns of the end only when the hole clears (it is reset then:
+its next segment would be answered with an RST). A side that closes normally
+(FIN) still has its bytes retransmitted: they are passed on, then the close.
+A held connection (hold) passes no close at all until release, as a real hole;
+the blackhole mode, as it always has, passes a close with nothing kept back.
 """
 import asyncio
+import socket
+import struct
 import sys
 import time
+
+
+class Conn:
+    """One proxied connection: the client's and the server's writers, the two pipes, and whether it is held."""
+
+    def __init__(self, cwriter, swriter):
+        self.cw, self.sw = cwriter, swriter
+        self.tasks = ()
+        self.held = False
+
+
+def reset(writer):
+    """Close with an RST (SO_LINGER 0), discarding what was not sent."""
+    sock = writer.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (OSError, AttributeError):
+        pass
+    writer.transport.abort()
 
 
 class Proxy:
@@ -27,15 +68,50 @@ class Proxy:
         self.conns = set()
         self.count = 0
         self.up = self.down = 0
+        self.held = self.dropped = self.resets = 0
 
-    async def pipe(self, reader, writer, up):
+    def blocked(self, conn):
+        return self.mode == "blackhole" or conn.held
+
+    async def hole(self, conn):
+        while self.blocked(conn):
+            await asyncio.sleep(0.05)
+
+    async def keep_back(self, conn, reader, n, up):
+        """Keeps n bytes read from reader back until the hole clears; False
+        when their sender reset the connection meanwhile: they are dropped."""
+        self.held += n
+        try:
+            while self.blocked(conn) and reader.exception() is None:
+                await asyncio.sleep(0.05)
+        finally:
+            self.held -= n
+        if reader.exception() is None:
+            return True
+        self.dropped += n
+        self.resets += up
+        await self.hole(conn)  # the RST is lost in the hole
+        return False
+
+    async def pipe(self, conn, reader, writer, up):
         try:
             while True:
-                data = await reader.read(65536)
-                if not data:
+                try:
+                    data = await reader.read(65536)
+                except ConnectionResetError:
+                    self.resets += up
+                    if not self.blocked(conn):
+                        raise
+                    await self.hole(conn)  # the RST is lost in the hole
+                    reset(writer)
                     break
-                while self.mode == "blackhole":
-                    await asyncio.sleep(0.05)
+                if not data:
+                    if conn.held:
+                        await self.hole(conn)  # so is a FIN, on a held connection
+                    break
+                if self.blocked(conn) and not await self.keep_back(conn, reader, len(data), up):
+                    reset(writer)
+                    break
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 if self.rate:
@@ -64,23 +140,23 @@ class Proxy:
         except OSError:
             cwriter.close()
             return
-        tasks = [asyncio.ensure_future(self.pipe(creader, swriter, True)),
-                 asyncio.ensure_future(self.pipe(sreader, cwriter, False))]
-        entry = (cwriter, swriter, tuple(tasks))
-        self.conns.add(entry)
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in tasks:
+        conn = Conn(cwriter, swriter)
+        conn.tasks = (asyncio.ensure_future(self.pipe(conn, creader, swriter, True)),
+                      asyncio.ensure_future(self.pipe(conn, sreader, cwriter, False)))
+        self.conns.add(conn)
+        await asyncio.wait(conn.tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in conn.tasks:
             t.cancel()
         for w in (cwriter, swriter):
             w.close()
-        self.conns.discard(entry)
+        self.conns.discard(conn)
 
     def drop_all(self):
-        for cw, sw, tasks in list(self.conns):
-            for t in tasks:
+        for c in list(self.conns):
+            for t in c.tasks:
                 t.cancel()
-            cw.close()
-            sw.close()
+            c.cw.close()
+            c.sw.close()
 
     async def control(self, reader, writer):
         while True:
@@ -103,8 +179,12 @@ class Proxy:
                 self.mode = "blackhole"
             elif cmd == "bandwidth":
                 self.rate = int(arg)
+            elif cmd in ("hold", "release"):
+                for c in self.conns:
+                    c.held = cmd == "hold"
             elif cmd == "stats":
-                answer = "connections %d bytes_up %d bytes_down %d" % (self.count, self.up, self.down)
+                answer = "connections %d bytes_up %d bytes_down %d held %d dropped %d resets %d" % (
+                    self.count, self.up, self.down, self.held, self.dropped, self.resets)
             else:
                 answer = "error: unknown command %s" % cmd
             writer.write((answer + "\n").encode())
