@@ -13,6 +13,27 @@
  * started sending, a dry run asks the server which files arrived; every file
  * not proven goes back with the run's status.
  *
+ * What a failure leaves on the server: rsync writes a file under a temporary
+ * name beside its final one (".NAME.XXXXXX"); when the transfer fails, the
+ * server's rsync renames what it has into the partial directory (no temporary
+ * file stays; as seen with rsync 3.5 on a full disk and on a cut connection),
+ * and the next run updates that partial file in place (rsync 3.2.0 and newer
+ * at both ends, which --mkpath makes sure of): one copy of the data, never
+ * two. Only a receiver killed outright leaves its temporary file. On a full
+ * disk ("No space left on device", or a quota) that partial file holds the
+ * last of the room, for the files after it as much as for itself, and would
+ * stay there should the file go out another way: the worker deletes the
+ * partial data of the run's files that are not proven on the server (a run of
+ * its own: --delete-missing-args), and the next attempt sends them whole.
+ *
+ * A run that fails for good (rsync.options that this rsync or the server's
+ * refuses, two rsyncs that cannot talk) fails so for every file: the worker
+ * says so in its health (connected false, the reason), holds the files (retry,
+ * never a dead letter: they wait in the spool or go to the next protocol of
+ * their chain) and runs rsync no more, but for a check now and then (a dry run
+ * of no files) that puts it back when the server's side was fixed; a reload
+ * with fixed options starts a new worker.
+ *
  * That output and rsync's progress are read while it runs: the progress goes to
  * the supervisor for every file in hand, so that a long run that moves keeps
  * them from gateway.job_timeout_ms. */
@@ -35,6 +56,17 @@
 #define ITEM_MARK "ucgw-item:"
 #define PROGRESS_EVERY_MS 500 /* progress to the supervisor at most this often */
 #define EOF_GRACE_MS 2000     /* after rsync exits, wait this long for the rest of its output */
+#define PARTIAL_DIR ".ucgw-partial"
+#define CHECK_FIRST_MS 5000   /* refused: the first check this long after, then twice as long each time */
+#define CHECK_MAX_MS 300000   /* at most */
+
+/* What the rsync in progress does. */
+enum phase {
+	PH_SEND,   /* sends the run's files */
+	PH_VERIFY, /* after a failed send: a dry run asks the server which files it has */
+	PH_CLEAN,  /* after a full disk: deletes the partial data of the files not proven */
+	PH_CHECK,  /* while refused: a dry run of no files, to learn whether the options work now */
+};
 
 struct rjob {
 	struct job *job;
@@ -65,8 +97,8 @@ static struct {
 	uv_timer_t timer;                  /* the run's timeout, then the grace for its output */
 	unsigned run_no;
 	char rundir[512];
-	/* the rsync in progress: the send, or the dry run after a failed send */
-	bool verifying;
+	/* the rsync in progress */
+	enum phase phase;
 	bool exited, out_eof, err_eof, timed_out;
 	int64_t code;
 	int sig;
@@ -78,9 +110,16 @@ static struct {
 	bool moved;                        /* progress since the last report */
 	uint64_t reported_ms, started_ms;
 	uint64_t literal, matched;         /* rsync's --stats of the send */
+	unsigned deleted;                  /* PH_CLEAN: partial files it deleted */
 	/* the send's outcome, kept for the dry run after it */
 	enum job_status status;
 	char why[2300];
+	/* A run failed for good: the reason (the worker's health), and the check
+	 * that may end it. Files are held meanwhile. */
+	bool refused;
+	char refusal[256];
+	uint64_t check_every_ms, check_at_ms;
+	uv_timer_t check_timer;
 } R;
 
 /* ---- programs ---- */
@@ -106,7 +145,7 @@ static char *find_program(const char *name)
 /* ---- a run ---- */
 
 static void start_run(void);
-static int spawn_rsync(bool verify);
+static int spawn_rsync(enum phase phase);
 
 static void rm_rundir(void)
 {
@@ -120,24 +159,30 @@ static void rm_rundir(void)
 		}
 	if (d)
 		closedir(d);
-	char *list = xasprintf("%s.list", R.rundir);
-	unlink(list);
-	free(list);
 	rmdir(R.rundir);
+	/* beside it: its file list, and what a run that deletes partial data uses */
+	const char *beside[] = { ".list", ".clean.list", ".clean/" PARTIAL_DIR, ".clean" };
+	for (size_t i = 0; i < sizeof beside / sizeof beside[0]; i++) {
+		char *p = xasprintf("%s%s", R.rundir, beside[i]);
+		if (unlink(p) < 0 && errno == EISDIR)
+			rmdir(p);
+		free(p);
+	}
 }
 
 /* rsync's exit codes (its manual's EXIT VALUES, and errcode.h for 124-127):
  * whether a later run may work, and whether the code means the link to the
  * server is down (health says so). A failure is permanent only when no later
- * run can succeed without someone changing this side: options this rsync or
- * the server's cannot take (1, 4), two rsyncs that cannot talk (2). What the
- * server's file system says is retried, since it can change on its own or by
- * an operator's hand there, and the files wait in the spool meanwhile: 11 is a
- * full disk (ENOSPC), a read-only file system under remote_path, or a path
- * blocked by a file; 3 a destination directory the server cannot enter; 23 a
- * file it could not create. A connection cut mid-run (sshd restarted or killed, the remote
- * rsync killed) ends with 255, 12 or 10, as tried against OpenSSH 9.2 and
- * rsync 3.5. */
+ * run can succeed without someone changing the options or an rsync: options
+ * this rsync or the server's cannot take (1, 4), two rsyncs that cannot talk
+ * (2). That is no file's fault: the worker is refused (see the top), and the
+ * files are held, not failed. What the server's file system says is retried,
+ * since it can change on its own or by an operator's hand there, and the files
+ * wait in the spool meanwhile: 11 is a full disk (ENOSPC), a read-only file
+ * system under remote_path, or a path blocked by a file; 3 a destination
+ * directory the server cannot enter; 23 a file it could not create. A
+ * connection cut mid-run (sshd restarted or killed, the remote rsync killed)
+ * ends with 255, 12 or 10, as tried against OpenSSH 9.2 and rsync 3.5. */
 static const struct exit_code {
 	int code;
 	enum job_status status;
@@ -273,15 +318,21 @@ static bool progress_bytes(const char *s, uint64_t *bytes)
 
 static void item_line(const char *item, size_t itemlen, const char *shown)
 {
+	if (R.phase == PH_CLEAN) {
+		if (itemlen >= 9 && strncmp(item, "*deleting", 9) == 0)
+			R.deleted++;
+		return;
+	}
 	struct rjob *r = running_job(shown);
-	if (!r || itemlen < 2)
+	if (!r || itemlen < 2 || R.phase == PH_CHECK)
 		return; /* a directory, or a name the worker did not send */
-	if (!R.verifying)
+	bool verifying = R.phase == PH_VERIFY;
+	if (!verifying)
 		R.moved = true;
 	if (item[0] == '.' && item[1] == 'f') {
 		/* the server's file has this one's size and time under its final name */
 		r->complete = true;
-	} else if (item[0] == '<' && !R.verifying) {
+	} else if (item[0] == '<' && !verifying) {
 		if (R.sending && R.sending != r)
 			R.sending->done = R.sending->job->size; /* rsync has read all of it */
 		R.sending = r;
@@ -297,7 +348,7 @@ static void parse_line(char *line)
 		char *item = line + strlen(ITEM_MARK), *bar = strchr(item, '|');
 		if (bar)
 			item_line(item, (size_t)(bar - item), bar + 1);
-	} else if (R.verifying) {
+	} else if (R.phase != PH_SEND) {
 		return;
 	} else if (progress_bytes(line, &n)) {
 		if (R.sending) {
@@ -328,9 +379,96 @@ static void close_run_handle(uv_handle_t *h)
 
 /* ---- the end of a run ---- */
 
+/* The end of a run that did not exit 0: rsync's last words on one line, and
+ * what its exit means for the files (a kill or a timeout: retry). */
+static struct exit_code failed_run(void)
+{
+	size_t tl = strlen(R.errtail);
+	while (tl && R.errtail[tl - 1] == ' ')
+		R.errtail[--tl] = '\0';
+	struct exit_code ec = exit_code_of(R.code);
+	if (R.code == 12) {
+		const struct exit_code srv = exit_code_of(server_code(R.errtail));
+		if (srv.status == JOB_PERMFAIL) { /* the link works; the server said no */
+			ec.status = JOB_PERMFAIL;
+			ec.link_down = false;
+		}
+	}
+	if (R.sig || R.timed_out) {
+		ec.status = JOB_RETRY;
+		ec.link_down = R.timed_out;
+	}
+	return ec;
+}
+
+/* The worker's health once a run failed for good: rsync's first message (the
+ * server's, when it came from there) and what to do, such as "the server's
+ * rsync refused an option: --no-such-option: unknown option (rsync exit 12);
+ * ...". */
+static void set_refusal(void)
+{
+	static const char remote_mark[] = "on remote machine: ";
+	const char *from = strstr(R.errtail, remote_mark);
+	bool remote = from || (R.code == 12 && server_code(R.errtail) >= 0);
+	if (from)
+		from += strlen(remote_mark);
+	else
+		from = strncmp(R.errtail, "rsync: ", 7) == 0 ? R.errtail + 7 : R.errtail;
+	size_t len = strlen(from);
+	const char *end = strstr(from, " rsync error: "), *next = strstr(from, " rsync: ");
+	if (next && (!end || next < end))
+		end = next;
+	if (end)
+		len = (size_t)(end - from);
+	int code = R.code == 12 && server_code(R.errtail) >= 0 ? server_code(R.errtail) : (int)R.code;
+	const char *what = code == 1 ? "refused an option" : code == 2 ? "cannot talk to the other rsync" :
+			   code == 4 ? "does not support what the options ask" : "cannot work with these options";
+	if (!len) {
+		from = exit_code_of(code).meaning;
+		len = strlen(from);
+	}
+	char before[sizeof R.refusal];
+	snprintf(before, sizeof before, "%s", R.refusal);
+	snprintf(R.refusal, sizeof R.refusal, "%s %s: %.*s (rsync exit %lld); files wait until rsync.options is "
+		 "fixed and reloaded, or a check passes", remote ? "the server's rsync" : "this rsync", what,
+		 (int)(len > 120 ? 120 : len), from, (long long)R.code);
+	worker_health(false, 0, "%s", R.refusal);
+	if (strcmp(before, R.refusal) != 0)
+		log_warnx("%s", R.refusal);
+}
+
+static void on_check_timer(uv_timer_t *t);
+
+static void arm_check(void)
+{
+	R.check_at_ms = now_ms() + R.check_every_ms;
+	uv_timer_start(&R.check_timer, on_check_timer, R.check_every_ms, 0);
+}
+
+/* A run failed for good: not one file can go until something changes. */
+static void refuse(void)
+{
+	if (!R.refused)
+		R.check_every_ms = CHECK_FIRST_MS;
+	R.refused = true;
+	set_refusal();
+	arm_check();
+}
+
+/* While refused, each file goes back at once (its message waits until the
+ * next check, unless the supervisor has another way for it). */
+static void hold(struct job *j)
+{
+	uint64_t now = now_ms();
+	worker_result(j, JOB_RETRY, R.check_at_ms > now ? R.check_at_ms - now : 0, "not sent: %s", R.refusal);
+}
+
 static void finish_batch(void)
 {
 	size_t n = 0, ok = 0;
+	bool refused = R.status == JOB_PERMFAIL;
+	if (refused) /* before the results: the supervisor knows that rsync is down when they come */
+		refuse();
 	R.sending = NULL;
 	while (R.running) {
 		struct rjob *r = R.running;
@@ -341,16 +479,59 @@ static void finish_batch(void)
 			worker_progress(r->job, r->job->size);
 			worker_result(r->job, JOB_OK, 0, NULL);
 		} else {
-			worker_result(r->job, R.status, 0, "%s", R.why);
+			/* a refusal: held, not a permanent failure of this file (it is the options') */
+			worker_result(r->job, refused ? JOB_RETRY : R.status, refused ? R.check_every_ms : 0, "%s", R.why);
 		}
 		free(r);
 	}
 	if (R.status != JOB_OK)
 		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", R.run_no,
-			 R.why, ok, n, R.status == JOB_RETRY ? "retry" : "permanent failure");
+			 R.why, ok, n, refused ? "held: the options are refused" : "retry");
 	rm_rundir();
 	if (R.queue)
 		start_run();
+}
+
+static bool disk_full(const char *why)
+{
+	return strstr(why, "No space left on device") || strcasestr(why, "quota exceeded");
+}
+
+/* The files of a run that ended in a full disk: delete whatever partial data
+ * of theirs the server keeps (the file that filled the disk has some), a
+ * missing source file being a deletion at the server (--delete-missing-args).
+ * The source is an empty directory but for an empty PARTIAL_DIR, so that
+ * rsync needs to send no directory of its own (--no-implied-dirs). 0 when
+ * the rsync that deletes them runs. */
+static int spawn_clean(void)
+{
+	char *dir = xasprintf("%s.clean", R.rundir), *sub = xasprintf("%s/" PARTIAL_DIR, dir);
+	char *listpath = xasprintf("%s.clean.list", R.rundir);
+	FILE *list = NULL;
+	size_t n = 0;
+	if ((mkdir(dir, 0700) == 0 || errno == EEXIST) && (mkdir(sub, 0700) == 0 || errno == EEXIST))
+		list = fopen(listpath, "w");
+	for (struct rjob *r = R.running; list && r; r = r->next)
+		if (!r->complete) {
+			fprintf(list, PARTIAL_DIR "/%s%c", r->name, '\0');
+			n++;
+		}
+	bool written = list && fclose(list) == 0;
+	free(dir);
+	free(sub);
+	free(listpath);
+	R.deleted = 0;
+	if (!written || !n)
+		return -1;
+	return spawn_rsync(PH_CLEAN);
+}
+
+/* After a failed send (and the dry run that asked the server about it). */
+static void send_failed_end(void)
+{
+	if (disk_full(R.why) && spawn_clean() == 0)
+		return;
+	finish_batch();
 }
 
 static void send_ended(void)
@@ -370,17 +551,7 @@ static void send_ended(void)
 		finish_batch();
 		return;
 	}
-	size_t tl = strlen(R.errtail);
-	while (tl && R.errtail[tl - 1] == ' ')
-		R.errtail[--tl] = '\0';
-	struct exit_code ec = exit_code_of(R.code);
-	if (R.code == 12) {
-		const struct exit_code srv = exit_code_of(server_code(R.errtail));
-		if (srv.status == JOB_PERMFAIL) { /* the link works; the server said no */
-			ec.status = JOB_PERMFAIL;
-			ec.link_down = false;
-		}
-	}
+	struct exit_code ec = failed_run();
 	if (R.timed_out)
 		snprintf(R.why, sizeof R.why, "rsync run timed out after %llu ms", (unsigned long long)R.timeout_ms);
 	else if (R.sig)
@@ -391,15 +562,56 @@ static void send_ended(void)
 	else /* the server's message can be lost: sshd may pass on the end of rsync's output before its stderr */
 		snprintf(R.why, sizeof R.why, "rsync exit %lld (%s), no message from rsync or ssh", (long long)R.code,
 			 ec.meaning);
-	R.status = R.sig || R.timed_out ? JOB_RETRY : ec.status;
-	if (R.timed_out || (!R.sig && ec.link_down))
+	R.status = ec.status;
+	if (ec.link_down)
 		worker_health(false, 0, "%s", R.why);
 	/* Files rsync began to send may have arrived before the failure: ask the
 	 * server (a dry run: it lists each file's itemized change, ".f" when the
 	 * server has it). A file that never started cannot have arrived in this run. */
-	if (in_doubt && spawn_rsync(true) == 0)
+	if (in_doubt && spawn_rsync(PH_VERIFY) == 0)
 		return;
+	send_failed_end();
+}
+
+static void clean_ended(void)
+{
+	char names[600] = "";
+	size_t o = 0, n = 0;
+	for (struct rjob *r = R.running; r; r = r->next)
+		if (!r->complete) {
+			n++;
+			if (o < sizeof names)
+				o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", o ? ", " : "", r->shown);
+		}
+	if (!R.sig && !R.timed_out && R.code == 0)
+		log_info("run %u: the server's disk is full: deleted the partial data of %u of these %zu files, so "
+			 "that it holds no room (they go whole next time): %s", R.run_no, R.deleted, n, names);
+	else
+		log_warnx("run %u: the server's disk is full, and the partial data of %s could not be deleted: "
+			  "%s %lld: %s", R.run_no, names, R.sig ? "signal" : "rsync exit",
+			  R.sig ? (long long)R.sig : (long long)R.code, R.errtail[0] ? R.errtail : "no message");
 	finish_batch();
+}
+
+static void check_ended(void)
+{
+	if (!R.sig && !R.timed_out && R.code == 0) {
+		R.refused = false;
+		R.refusal[0] = '\0';
+		uv_timer_stop(&R.check_timer);
+		log_info("run %u: check: rsync to %s takes rsync.options now; files go out again", R.run_no, R.dest);
+		worker_health(true, 0, "rsync to %s works (a check passed)", R.dest);
+	} else {
+		struct exit_code ec = failed_run();
+		if (ec.status == JOB_PERMFAIL)
+			set_refusal(); /* the reason may have changed */
+		R.check_every_ms = R.check_every_ms * 2 < CHECK_MAX_MS ? R.check_every_ms * 2 : CHECK_MAX_MS;
+		log_info("run %u: check: %s %lld: %s; the next in %llu s", R.run_no, R.sig ? "signal" : "rsync exit",
+			 R.sig ? (long long)R.sig : (long long)R.code, R.errtail[0] ? R.errtail : ec.meaning,
+			 (unsigned long long)(R.check_every_ms / 1000));
+		arm_check();
+	}
+	rm_rundir();
 }
 
 static void run_ended(void)
@@ -411,14 +623,23 @@ static void run_ended(void)
 		R.cur = NULL;
 	}
 	R.linelen = 0; /* an unfinished last line says nothing */
-	if (!R.verifying) {
+	switch (R.phase) {
+	case PH_SEND:
 		send_ended();
-		return;
+		break;
+	case PH_VERIFY:
+		if (R.sig || R.timed_out || R.code != 0)
+			log_debug("run %u: the dry run after the failure ended with %s %lld", R.run_no,
+				  R.sig ? "signal" : "exit", R.sig ? (long long)R.sig : (long long)R.code);
+		send_failed_end();
+		break;
+	case PH_CLEAN:
+		clean_ended();
+		break;
+	case PH_CHECK:
+		check_ended();
+		break;
 	}
-	if (R.sig || R.timed_out || R.code != 0)
-		log_debug("run %u: the dry run after the failure ended with %s %lld", R.run_no,
-			  R.sig ? "signal" : "exit", R.sig ? (long long)R.sig : (long long)R.code);
-	finish_batch();
 }
 
 static void maybe_end(void)
@@ -579,22 +800,34 @@ static int stage_batch(FILE *list)
 	return (int)n;
 }
 
-/* rsync over the run's list: the send, or (verify) a dry run that only asks the
- * server which files it has. 0, or libuv's error when rsync could not be started. */
-static int spawn_rsync(bool verify)
+/* rsync over the run's list: the send, the dry run after it that only asks
+ * the server which files it has, the deletion of partial data after a full
+ * disk, or the check while refused (a dry run of an empty list: the server's
+ * rsync still starts with every option). 0, or libuv's error when rsync could
+ * not be started. */
+static int spawn_rsync(enum phase phase)
 {
-	char *files_from = xasprintf("--files-from=%s.list", R.rundir);
+	bool clean = phase == PH_CLEAN;
+	char *files_from = xasprintf("--files-from=%s%s", R.rundir, clean ? ".clean.list" : ".list");
 	char *timeout = xasprintf("--timeout=%llu", (unsigned long long)(R.timeout_ms / 1000 + 1));
-	char *src = xasprintf("%s/", R.rundir);
-	const char *fixed[] = {
-		"--copy-links", "--mkpath", "--partial-dir=.ucgw-partial",
+	char *src = xasprintf("%s%s", R.rundir, clean ? ".clean/" : "/");
+	const char *sending[] = {
+		"--copy-links", "--mkpath", "--partial-dir=" PARTIAL_DIR,
 		/* what the worker reads: a line per file as it starts or is found up to
 		 * date (name2), the progress of each, the data sent and matched */
 		"--out-format=" ITEM_MARK "%i|%n", "--info=name2,progress1,stats2",
 		"-8", "--no-human-readable", /* names with control bytes escaped only; plain numbers */
-		"--from0", files_from, timeout, verify ? "--dry-run" : NULL,
+		"--from0", files_from, timeout, phase == PH_SEND ? NULL : "--dry-run",
 	};
-	size_t nfixed = sizeof fixed / sizeof fixed[0];
+	const char *deleting[] = {
+		/* each name listed is missing here, so deleted there; no directory is
+		 * sent, none deleted (a directory that is not empty never is), none
+		 * backed up */
+		"--delete-missing-args", "--no-implied-dirs", "--no-backup",
+		"--out-format=" ITEM_MARK "%i|%n", "-8", "--from0", files_from, timeout,
+	};
+	const char **fixed = clean ? deleting : sending;
+	size_t nfixed = clean ? sizeof deleting / sizeof deleting[0] : sizeof sending / sizeof sending[0];
 	const char **argv = xcalloc(R.noptions + nfixed + 6, sizeof *argv);
 	size_t a = 0;
 	argv[a++] = R.rsync;
@@ -608,15 +841,15 @@ static int spawn_rsync(bool verify)
 	argv[a++] = src;
 	argv[a++] = R.dest;
 	argv[a] = NULL;
-	R.verifying = verify;
+	R.phase = phase;
 	R.exited = R.out_eof = R.err_eof = R.timed_out = false;
 	R.code = 0;
 	R.sig = 0;
 	R.linelen = 0;
 	R.line_too_long = false;
 	R.moved = false;
-	if (!verify) {
-		R.errtail[0] = '\0';
+	R.errtail[0] = '\0'; /* a send's reason is in R.why by the time another rsync runs */
+	if (phase == PH_SEND) {
 		R.sending = NULL;
 		R.reported_ms = 0;
 		R.started_ms = now_ms();
@@ -665,8 +898,39 @@ static int make_rundir(void)
 	return 0;
 }
 
+/* While refused: the check, when no rsync runs. */
+static void on_check_timer(uv_timer_t *t)
+{
+	if (R.cur || R.running || !R.refused) {
+		if (R.refused)
+			uv_timer_start(&R.check_timer, on_check_timer, 1000, 0);
+		return;
+	}
+	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
+	char *listpath = xasprintf("%s.list", R.rundir);
+	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL; /* empty */
+	free(listpath);
+	bool made = list && fclose(list) == 0;
+	int rc = made ? spawn_rsync(PH_CHECK) : 0;
+	if (!made || rc < 0) {
+		log_warnx("run %u: cannot start the check: %s", R.run_no, made ? uv_strerror(rc) : strerror(errno));
+		rm_rundir();
+		arm_check();
+	}
+}
+
 static void start_run(void)
 {
+	if (R.refused) {
+		while (R.queue) {
+			struct rjob *r = R.queue;
+			R.queue = r->next;
+			hold(r->job);
+			free(r);
+		}
+		R.queue_tail = NULL;
+		return;
+	}
 	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
 	char *listpath = xasprintf("%s.list", R.rundir);
 	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL;
@@ -696,7 +960,7 @@ static void start_run(void)
 	if (!written) {
 		log_warn("cannot write the file list of %s", R.rundir);
 		snprintf(R.why, sizeof R.why, "cannot write the file list of the run: %s", strerror(errno));
-	} else if ((rc = spawn_rsync(false)) < 0) {
+	} else if ((rc = spawn_rsync(PH_SEND)) < 0) {
 		snprintf(R.why, sizeof R.why, "cannot run %s: %s", R.rsync, uv_strerror(rc));
 	} else {
 		return;
@@ -709,6 +973,10 @@ static void rsync_submit(struct job *j)
 {
 	if (j->fd < 0) {
 		worker_result(j, JOB_PERMFAIL, 0, "the rsync worker carries files only");
+		return;
+	}
+	if (R.refused) {
+		hold(j);
 		return;
 	}
 	struct rjob *r = xcalloc(1, sizeof *r);
@@ -817,6 +1085,7 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 	}
 	R.stage = t;
 	uv_timer_init(loop, &R.timer);
+	uv_timer_init(loop, &R.check_timer);
 	/* Reachability is learned from runs; until the first, say what we know. */
 	worker_health(true, 0, "rsync to %s (not tried yet)", R.dest);
 	return 0;

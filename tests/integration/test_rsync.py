@@ -1,9 +1,12 @@
 """ucgw-rsync against a real sshd and the real rsync: files arrive identical,
 queued files go together in one run, a cut transfer resumes and is answered ok
 only once the whole file is on the server, progress keeps a slow transfer from
-the job timeout, rsync's exit codes map to retry or failure with its message;
-options that could lose files (--delete, --inplace, ...) are warned of by the
-configuration check and refused by the worker, as is a missing rsync."""
+the job timeout, rsync's exit codes map to retry with its message, a full
+disk leaves no partial data that holds its room, options refused by either
+rsync hold every file (the reason in the worker's health) until a reload or a
+check finds them taken; options that could lose files (--delete, --inplace,
+...) are warned of by the configuration check and refused by the worker, as is
+a missing rsync."""
 import hashlib
 import json
 import os
@@ -52,6 +55,11 @@ class RsyncTest(GatewayTest):
     def failing(self, gw):
         """The messages in the queue that have failed at least once."""
         return [m for m in gw.ctl_json("queue") if m["last_error"]]
+
+    def files_under(self, root):
+        """Every regular file under root (relative paths, sorted): what a
+        transfer left on the server. Directories are not listed."""
+        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
     def make(self, name, size):
         path = os.path.join(self.tmp, name)
@@ -199,13 +207,11 @@ class RsyncTest(GatewayTest):
         time.sleep(2)  # its retries fail the same way
         self.assertEqual(gw.ctl_json("stats")["rsync"]["success"], 2)
 
-    def test_exit_codes_map_to_failure_or_retry(self):
+    def test_exit_codes_map_to_retry(self):
         """What the server's file system says waits and is tried again (exit
         11: a path through a regular file; 23: a directory it cannot write
-        to); what cannot work without changing this side's options is
-        dead-lettered at once with rsync's message (exit 1: an option rsync
-        refuses; exit 12 after the server's rsync refused an option, its
-        "code 1" on the server's stderr)."""
+        to), with rsync's message. (What cannot work without changing the
+        options holds the files too: test_refused_options_hold_files.)"""
         sshd = Sshd(self)
         # a path through a regular file: rsync exit 11 (file I/O at the server)
         afile = os.path.join(self.tmp, "remote", "afile")
@@ -243,42 +249,37 @@ class RsyncTest(GatewayTest):
         self.assertRegex(q[0]["last_error"], r"mkstemp .*y\.jpg.* failed: (Permission denied|No such file)")
         self.assertEqual(gw2.ctl_json("stats")["rsync"]["success"], 0)
         self.assertEqual(gw2.ctl_json("queue", "dead"), [])
-        # an option this rsync refuses: exit 1, dead at the first attempt
-        gw3 = self.gw_alone(sshd, options=["-a", "--bwlimit=fast"])
-        rc, out, err = gw3.ctl("--json", "send-file", "--protocol", "rsync", "--wait", self.make("z.jpg", 1000))
-        self.assertEqual(rc, 1, err + out)
-        o = json.loads(out)
-        self.assertEqual((o["status"], o["attempts"]), ("failed", 1), o)
-        self.assertIn("rsync exit 1: rsync: --bwlimit=fast is invalid", o["error"])
-        self.assertEqual([m["id"] for m in gw3.ctl_json("queue", "dead")], [o["id"]])
-        # an option the server's rsync refuses (as rsync before 3.2.3 refuses
-        # the worker's --mkpath): it exits 1 before the two talk, this side
-        # sees the connection close (exit 12), and the server's message says
-        # why. The option goes after --server, where the server's own come.
-        gw4 = self.gw_alone(sshd, options=["-a", "--rsync-path=rsync --server --no-such-option"])
-        rc, out, err = gw4.ctl("--json", "send-file", "--protocol", "rsync", "--wait", self.make("w.jpg", 1000))
-        self.assertEqual(rc, 1, err + out)
-        o = json.loads(out)
-        self.assertEqual(o["status"], "failed", o)
-        self.assertRegex(o["error"], r"rsync exit 12: rsync: on remote machine: --no-such-option: unknown option.*"
-                         r"syntax or usage error \(code 1\).*\[server=")
-        self.assertEqual([m["id"] for m in gw4.ctl_json("queue", "dead")], [o["id"]])
-        self.assertFalse(os.path.exists(os.path.join(sshd.remote, "w.jpg")))
 
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
     def test_full_remote_disk_waits_for_room(self):
-        """The server's disk fills up under a file (rsync exit 11, 'No space
-        left on device'), with fallback disabled: the file waits in the spool
-        with rsync's reason, is not dead-lettered, and arrives whole once the
-        server has room again."""
+        """The server's disk (4 MiB) fills up under a file of 8 MiB (rsync
+        exit 11, 'No space left on device'), with fallback disabled: the file
+        waits in the spool with rsync's reason, is not dead-lettered, and
+        arrives whole once the server has room again. Between its rounds
+        nothing of it is on the server: rsync moves what it wrote into the
+        partial directory (no temporary file stays), which would fill the
+        disk to its last byte for as long as it is full, and the worker
+        deletes it. So a small file sent meanwhile arrives (on the full
+        disk's room, in the same runs as the big one, before it)."""
         small = os.path.join(self.tmp, "remote", "small")
         os.makedirs(small)
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small], capture_output=True)
         if r.returncode != 0:
             self.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
         self.addCleanup(subprocess.run, ["umount", "-l", small])
+        lpr = os.path.join(small, "lpr")
         sshd = Sshd(self)
-        gw = self.gw_alone(sshd, remote_path=os.path.join(small, "lpr"))
+        gw = self.gw_alone(sshd, remote_path=lpr, gateway={"log_level": "debug"})
+
+        def used():
+            st = os.statvfs(small)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+        def between_rounds(expect):
+            """No round in progress, and on the server only what expect says
+            (and room): a round starts again and again, so at some moment."""
+            return gw.workers()["rsync"]["inflight"] == 0 and self.files_under(small) == expect and \
+                used() < 512 * 1024
         p = self.make("plate.bin", 8 * 1024 * 1024)
         rc, out, err = gw.ctl("send-file", "--protocol", "rsync", p)
         self.assertEqual(rc, 0, err)
@@ -288,18 +289,128 @@ class RsyncTest(GatewayTest):
         print("\nfull remote disk: %s" % q[0]["last_error"])
         self.assertIn("rsync exit 11: rsync: [receiver] write failed on", q[0]["last_error"])
         self.assertEqual(q[0]["id"], mid)
+        wait_for(lambda: between_rounds([]), timeout=20, step=0.005, what="nothing of plate.bin on the server")
+        self.assertRegex(gw.log_text(), r"run \d+: the server's disk is full: deleted the partial data of 1 of "
+                         r"these 1 files, so that it holds no room \(they go whole next time\): plate\.bin")
         time.sleep(1.5)  # rounds go by
         self.assertEqual(gw.ctl_json("queue", "dead"), [])
         self.assertEqual(gw.ctl_json("stats")["rsync"]["success"], 0)
+        # the room the big file does not hold is there for a small one
+        a = self.make("a-small.jpg", 100 * 1024)
+        self.assertEqual(gw.ctl("send-file", "--protocol", "rsync", a)[0], 0)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=30, what="a-small.jpg delivered")
+        self.assertEqual(sha(os.path.join(lpr, "a-small.jpg")), sha(a))
+        wait_for(lambda: between_rounds(["lpr/a-small.jpg"]), timeout=20, step=0.005,
+                 what="only a-small.jpg on the server")
         # room again
         self.assertEqual(subprocess.run(["mount", "-o", "remount,size=64m", small]).returncode, 0)
-        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=30, what="the file delivered")
-        self.assertEqual(sha(os.path.join(small, "lpr", "plate.bin")), sha(p))
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 2, timeout=30, what="the file delivered")
+        self.assertEqual(sha(os.path.join(lpr, "plate.bin")), sha(p))
+        self.assertEqual(self.files_under(small), ["lpr/a-small.jpg", "lpr/plate.bin"])
         self.assertEqual(gw.ctl_json("queue", "dead"), [])
         self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
         route = gw.ctl_json("trace", mid)["route"]
         self.assertGreaterEqual(len(route), 2, route)
         self.assertEqual(route[-1]["result"], "ok", route)
+
+    def test_refused_options_hold_files(self):
+        """An option the server's rsync refuses (as rsync before 3.2.3
+        refuses the worker's --mkpath): it exits 1 before the two talk, this
+        side sees the connection close (exit 12), and the server's message
+        says why. No file can go until the options change, so none is
+        dead-lettered: the run's files go back (retry) with the server's
+        message, the worker's health says what is refused (connected false),
+        and the files sent after (here those that came while the first went
+        alone, and two more) are not tried at all. The operator fixes
+        rsync.options and reloads: every file goes out. An option this rsync
+        refuses itself (exit 1) is held the same way."""
+        sshd = Sshd(self)
+        gw = self.gw_alone(sshd, options=["-a", "--rsync-path=rsync --server --no-such-option"])
+        paths = [self.make("held%d.jpg" % i, 1000 + i) for i in range(5)]
+        ids = []
+
+        def send(path):
+            rc, out, err = gw.ctl("send-file", "--protocol", "rsync", path)
+            self.assertEqual(rc, 0, err)
+            ids.append(out.strip())
+        self.assertEqual(gw.ctl("pause", "rsync")[0], 0)
+        for path in paths[:3]:
+            send(path)
+        self.assertEqual(gw.ctl("resume", "rsync")[0], 0)
+        w = gw.wait_worker("rsync", lambda w: not w["connected"] and "refused" in w["health"],
+                           what="the refusal in the worker's health")
+        print("\nhealth: %s" % w["health"])
+        self.assertIn("the server's rsync refused an option: --no-such-option: unknown option (rsync exit 12)",
+                      w["health"])
+        self.assertIn("files wait until rsync.options is fixed and reloaded", w["health"])
+        for path in paths[3:]:
+            send(path)
+        wait_for(lambda: len(self.failing(gw)) == 5, what="five files back")
+        errors = [h["error"] for i in ids for h in gw.ctl_json("trace", i)["route"]]
+        tried = [e for e in errors if re.search(r"rsync exit 12: rsync: on remote machine: --no-such-option: "
+                                                r"unknown option rsync error: syntax or usage error \(code 1\)", e)]
+        self.assertEqual(len(tried), 1, errors)  # the first file: the one run that tried
+        held = [e for e in errors if e.startswith("not sent: the server's rsync refused an option: "
+                                                  "--no-such-option: unknown option (rsync exit 12)")]
+        self.assertEqual(len(held) + len(tried), len(errors), errors)
+        self.assertGreaterEqual(len(held), 4, errors)
+        time.sleep(1.5)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertEqual(gw.ctl_json("stats")["rsync"]["success"], 0)
+        self.assertEqual(len(re.findall(r"files proven on the server", gw.log_text())), 1)  # one run tried
+        self.assertEqual(self.files_under(sshd.remote), [])
+        # the options fixed
+        gw.cfg["rsync"]["options"] = ["-a"]
+        gw.write_config(gw.cfg)
+        self.assertEqual(gw.ctl("reload")[0], 0)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 5, timeout=30, what="the five delivered")
+        for path in paths:
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(path))), sha(path))
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        self.assertTrue(gw.workers()["rsync"]["connected"])
+        # an option this rsync refuses: exit 1, held the same way
+        gw2 = self.gw_alone(sshd, options=["-a", "--bwlimit=fast"])
+        self.assertEqual(gw2.ctl("send-file", "--protocol", "rsync", self.make("z.jpg", 1000))[0], 0)
+        w = gw2.wait_worker("rsync", lambda w: not w["connected"] and "refused" in w["health"],
+                            what="the refusal in the worker's health")
+        self.assertIn("this rsync refused an option: --bwlimit=fast is invalid (rsync exit 1)", w["health"])
+        q = wait_for(lambda: self.failing(gw2), what="z.jpg back")
+        self.assertIn("rsync exit 1: rsync: --bwlimit=fast is invalid", q[0]["last_error"])
+        time.sleep(1)
+        self.assertEqual(gw2.ctl_json("queue", "dead"), [])
+
+    def test_refusal_ends_when_a_check_passes(self):
+        """The server's rsync refuses the options until its operator fixes it
+        (here a wrapper that adds an unknown option while a flag file is
+        there): the files wait, and the worker checks now and then (a dry run
+        of no files; first after 5 s) whether the server takes the options;
+        once it does, the files go out without a reload or restart."""
+        sshd = Sshd(self)
+        flag = os.path.join(self.tmp, "server-refuses")
+        open(flag, "w").close()
+        wrapper = os.path.join(self.tmp, "server-rsync")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nif [ -e "%s" ]; then exec rsync --server --no-such-option "$@"; fi\n'
+                    'exec rsync "$@"\n' % flag)
+        os.chmod(wrapper, 0o755)
+        gw = self.gw_alone(sshd, options=["-a", "--rsync-path=" + wrapper], gateway={"log_level": "debug"})
+        p = self.make("later.jpg", 5000)
+        self.assertEqual(gw.ctl("send-file", "--protocol", "rsync", p)[0], 0)
+        gw.wait_worker("rsync", lambda w: not w["connected"] and "--no-such-option" in w["health"],
+                       what="the refusal in the worker's health")
+        time.sleep(1)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        os.unlink(flag)  # the server's side fixed
+        t0 = time.monotonic()
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=30, what="later.jpg delivered")
+        print("\ndelivered %.1f s after the fix" % (time.monotonic() - t0))
+        self.assertEqual(sha(os.path.join(sshd.remote, "later.jpg")), sha(p))
+        self.assertIn("check: rsync to %s@127.0.0.1:%s/ takes rsync.options now" % (sshd.user, sshd.remote),
+                      gw.log_text())
+        w = gw.workers()["rsync"]
+        self.assertTrue(w["connected"], w)
+        self.assertEqual((w["restarts"], gw.ctl_json("status")["reloads"]), (0, 0))
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
 
     def test_sshd_restarted_mid_delivery(self):
         """sshd restarted in the middle of a file, its sessions ended with it
