@@ -179,6 +179,10 @@ static void print_workers_table(const msgpack_object *arr)
 		printf("%-10s %-9s %8s %4" PRIu64 " %8" PRIu64 " %9s %-9s %s\n", s_of(w, "name", name, sizeof name),
 		       s_of(w, "state", state, sizeof state), pids, u_of(w, "generation"), u_of(w, "restarts"),
 		       pid ? up : "-", conn ? "up" : "down", last[0] ? last : "-");
+		/* Why a server is down is what an operator looks for next: the worker's own words. */
+		char health[512];
+		if (!conn && pid && obj_get_str(w, "health", health, sizeof health) && health[0])
+			printf("%-10s   %s\n", "", health);
 	}
 }
 
@@ -798,7 +802,8 @@ static const struct command commands[] = {
 	  .run = run_status },
 	{ .name = "workers", .args = "", .summary = "the process table",
 	  .about = "One line per worker: name, state (starting, ready, backoff, failed, stopped), pid, generation,\n"
-		   "restarts, uptime, whether its server is reachable, and how it last exited.",
+		   "restarts, uptime, whether its server is reachable, and how it last exited; under a worker\n"
+		   "whose server is down, the worker's health: why.",
 	  .run = run_workers },
 	{ .name = "restart", .args = "NAME", .summary = "restart a worker (also one marked failed)",
 	  .about = "Restart worker NAME (websocket, rest, mqtt, sftp, rsync), also one marked failed after too\n"

@@ -67,6 +67,21 @@ class SupervisorTest(GatewayTest):
         self.assertEqual(rc, 0)
         self.assertIn("WORKER", out)
         self.assertIn("testworker", out)
+        # a worker whose server is down has its health, its own words why, on
+        # the line under its row; one that is up has none
+        ws = wait_for(lambda: (lambda w: w if not w["mqtt"]["connected"] and w["mqtt"]["health"] else None)(
+            gw.workers()), what="mqtt's health")
+        rc, out, _ = gw.ctl("workers")
+        lines = out.splitlines()
+        for name, w in ws.items():
+            row = [i for i, l in enumerate(lines) if l.startswith(name + " ")]
+            self.assertEqual(len(row), 1, out)
+            under = lines[row[0] + 1] if row[0] + 1 < len(lines) else ""
+            if w["connected"] or not w["health"]:
+                self.assertFalse(under.startswith(" "), out)
+            else:
+                self.assertTrue(under.startswith(" " * 13) and under.strip(), out)
+        self.assertIn(ws["mqtt"]["health"][:40], out)
         rc, out, _ = gw.ctl("status")
         self.assertEqual(rc, 0)
         self.assertIn("test-cam-1", out)
