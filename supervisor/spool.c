@@ -119,6 +119,7 @@ static struct {
 	unsigned write_failures; /* writes of S.out that failed: did one since then? */
 	/* A compaction whose copies wait for their sync (see compact_oldest). */
 	bool compacting;
+	bool gc_due;            /* a segment was opened: look at the oldest at the end of this turn */
 	uint64_t compact_from;
 	struct moved *moved;
 	size_t nmoved;
@@ -255,6 +256,11 @@ static int seg_open_new(char *err, size_t errlen)
 	S.segs = xrealloc(S.segs, (S.nsegs + 1) * sizeof *S.segs);
 	S.segs[S.nsegs++] = (struct seg){ .num = num, .rfd = -1 };
 	S.st.segments = S.nsegs;
+	/* The spool grew by a segment: one more may make a pinned oldest one worth
+	 * compacting (see seg_gc). Not from here: this runs inside append_record,
+	 * whose record waits in S.sb, and a compaction appends records (and may
+	 * finish a segment itself) and deleting the oldest moves S.segs. */
+	S.gc_due = true;
 	return 0;
 }
 
@@ -449,8 +455,16 @@ static void finish_out(void)
 		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
 
+static void seg_gc(void);
+
 static void on_prepare(uv_prepare_t *h)
 {
+	/* First, so that what a compaction appends (and with spool.fsync always,
+	 * its sync) goes with this turn's write. */
+	if (S.gc_due) {
+		S.gc_due = false;
+		seg_gc();
+	}
 	finish_out();
 	channel_flush_pending(); /* the jobs and answers finish_out() queued: before the loop blocks */
 }
@@ -912,8 +926,6 @@ static void compact_apply(const struct moved *v, size_t n, uint64_t from)
 	}
 }
 
-static void seg_gc(void);
-
 static void compact_durable(const char *err, void *arg)
 {
 	struct moved *v = S.moved;
@@ -1006,6 +1018,12 @@ static bool compact_oldest(void)
 	return false;
 }
 
+/* Delete the oldest segments while nothing in them is live, and compact one
+ * pinned by a few. Looked at when the oldest one's last message leaves
+ * (seg_unref), when a compaction's copies are durable, at start, and each time
+ * a segment is opened (deferred to on_prepare): a dead letter in the oldest
+ * segment leaves it live for ever, and without the last the spool grew by a
+ * segment at each change until a restart. */
 static void seg_gc(void)
 {
 	while (S.nsegs > 1) {

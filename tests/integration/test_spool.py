@@ -180,10 +180,28 @@ class StrayFilesTest(GatewayTest):
         self.assertIn(kept, self.states(gw))
 
 
+def segments(segdir):
+    return sorted(f for f in os.listdir(segdir) if f.endswith(".log"))
+
+
 class CompactionTest(GatewayTest):
-    """The oldest segment holds a few live messages among many delivered ones;
-    once the spool has grown past four segments it is compacted: its live
-    records are copied forward and it goes once the copies are durable."""
+    """The oldest segment holds a few live messages (a dead letter, one waiting
+    for its retry) among many delivered ones; when the spool grows past four
+    segments it is compacted: its live records are copied forward and it goes
+    once the copies are durable."""
+
+    PAD = "p" * 900
+
+    def burst(self, ctl, k, first):
+        """k messages of about 1 KiB, numbered from first, all requested before any answer is read."""
+        for i in range(first, first + k):
+            ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (i, self.PAD)).encode(), "format": "json",
+                                 "protocol": "testworker"})
+
+    def answers(self, ctl, k):
+        for _ in range(k):
+            r = ctl.reply(timeout=60)
+            self.assertTrue(r["ok"], r)
 
     def setup_compaction(self, tmp, fsync, env):
         c = cfg(tmp)
@@ -191,36 +209,45 @@ class CompactionTest(GatewayTest):
         gw = self.gateway(c, env=env, name="gw-" + fsync)
         segdir = spool_dir(gw, "seg")
         ctl = Ctl(gw.sock)
-        pad = "p" * 900
-        sent = [0]
-
-        def burst(k):
-            for _ in range(k):
-                sent[0] += 1
-                ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (sent[0], pad)).encode(), "format": "json",
-                                     "protocol": "testworker"})
-            for _ in range(k):
-                r = ctl.reply()
-                self.assertTrue(r["ok"], r)
 
         def send(payload):
             r = ctl.send(payload, protocol="testworker")
             self.assertTrue(r["ok"], r)
             return r["body"]["id"]
 
-        h = send('{"cmd":"permfail","n":"H"}')  # in segment 1: purged later, which starts the compaction
-        while len(os.listdir(segdir)) < 2:
-            burst(10)
-        first = sorted(os.listdir(segdir))[1]  # the segment compacted
-        p = send('{"cmd":"permfail","n":"P","pad":"%s"}' % pad)  # a dead letter in it
-        w = send('{"cmd":"retry","n":"W","pad":"%s"}' % pad)  # and one waiting for its retry
-        while len(os.listdir(segdir)) < 7:
-            burst(20)
+        p = send('{"cmd":"permfail","n":"P","pad":"%s"}' % self.PAD)  # a dead letter in segment 1
+        w = send('{"cmd":"retry","n":"W","pad":"%s"}' % self.PAD)  # and one waiting for its retry
+        sent = 0
+        while len(segments(segdir)) < 4:  # the fifth starts the compaction
+            self.burst(ctl, 20, sent)
+            self.answers(ctl, 20)
+            sent += 20
         ctl.close()
-        wait_for(lambda: len(delivered(tmp)) == sent[0], timeout=30, what="the filler delivered")
-        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {h: "dead", p: "dead", w: "waiting"}
-                 or None, timeout=10, what="H and P dead, W waiting")
-        return gw, segdir, first, h, p, w
+        wait_for(lambda: len(delivered(tmp)) == sent, timeout=30, what="the filler delivered")
+        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {p: "dead", w: "waiting"}
+                 or None, timeout=10, what="P dead, W waiting")
+        first = segments(segdir)[0]
+        self.assertEqual(len(segments(segdir)), 4)
+        return gw, segdir, first, p, w, sent
+
+    ROLL = 80  # more than a segment: the fourth fills, a fifth is opened
+
+    def roll(self, gw, sent):
+        """Open a fifth segment, which compacts the first; the answers are left to read."""
+        ctl = Ctl(gw.sock)
+        self.burst(ctl, self.ROLL, sent)
+        return ctl
+
+    def copied(self, segdir, first, mid):
+        """Is a copy of mid's ADD written to a segment after the first?"""
+        def found():
+            for f in segments(segdir):
+                if f != first:
+                    with open(os.path.join(segdir, f), "rb") as fh:
+                        if mid.encode() in fh.read():
+                            return True
+            return False
+        return found
 
     def check_after_restart(self, gw, segdir, first, p, w):
         q = gw.ctl_json("queue")
@@ -246,20 +273,19 @@ class CompactionTest(GatewayTest):
                 synclog = os.path.join(tmp, "syncs")
                 env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="1500",
                               UCGW_SLOW_SYNC_LOG=synclog)
-                gw, segdir, first, h, p, w = self.setup_compaction(tmp, fsync, env)
-                self.assertIn(first, os.listdir(segdir))
+                gw, segdir, first, p, w, sent = self.setup_compaction(tmp, fsync, env)
                 open(trigger, "w").close()  # every fdatasync takes 1.5 s from now on
+                ctl = self.roll(gw, sent)
+                wait_for(self.copied(segdir, first, p), what="the compaction's copies written")
                 t0 = time.monotonic()
-                rc, out, err = gw.ctl("queue", "purge", h)  # segment 1 goes, the next is compacted
-                self.assertEqual(rc, 0, err)
                 rc, out, err = gw.ctl("status")
                 took = time.monotonic() - t0
                 self.assertEqual(rc, 0, err)
-                print("\nfsync %s: purge and status answered in %.3f s while the compaction synced"
-                      % (fsync, took))
+                print("\nfsync %s: status answered in %.3f s while the compaction synced" % (fsync, took))
                 self.assertLess(took, 0.75, "the loop waited for a sync")
                 if fsync == "never":
-                    self.assertNotIn(first, os.listdir(segdir))  # nothing to wait for
+                    # nothing to wait for
+                    wait_for(lambda: first not in os.listdir(segdir), timeout=1, what="compacted segment gone")
                 else:
                     # the old segment stays until the copies are durable...
                     self.assertIn(first, os.listdir(segdir))
@@ -269,8 +295,12 @@ class CompactionTest(GatewayTest):
                         threads = f.read().split()
                     self.assertIn("pool", threads)
                     self.assertNotIn("main", threads)
+                self.answers(ctl, self.ROLL)
+                ctl.close()
                 os.remove(trigger)
-                self.assertEqual(sorted(m["id"] for m in gw.ctl_json("queue")), sorted([p, w]))
+                wait_for(lambda: len(delivered(tmp)) == sent + self.ROLL, timeout=30, what="all delivered")
+                wait_for(lambda: sorted(m["id"] for m in gw.ctl_json("queue")) == sorted([p, w]),
+                         what="P and W left")
                 kill9(gw)  # right after the compaction: nothing lost
                 restart(gw)
                 self.check_after_restart(gw, segdir, first, p, w)
@@ -282,20 +312,74 @@ class CompactionTest(GatewayTest):
         # start takes the later one as the message, once.
         trigger = os.path.join(self.tmp, "slow")
         env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="3000")
-        gw, segdir, first, h, p, w = self.setup_compaction(self.tmp, "batch", env)
+        gw, segdir, first, p, w, sent = self.setup_compaction(self.tmp, "batch", env)
         open(trigger, "w").close()
-        purge = subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "queue", "purge", h],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.cleanups_procs.append(purge)
-        time.sleep(0.7)  # the copies are written, their sync sleeps
+        ctl = self.roll(gw, sent)
+        wait_for(self.copied(segdir, first, p), what="the compaction's copies written")
+        # the new messages delivered (their DONE records written), the copies' sync still sleeping
+        wait_for(lambda: len(delivered(self.tmp)) == sent + self.ROLL, timeout=30, what="all delivered")
+        wait_for(lambda: sorted(m["id"] for m in gw.ctl_json("queue")) == sorted([p, w]), what="P and W left")
         self.assertIn(first, os.listdir(segdir))
         kill9(gw)
-        purge.wait(10)
+        ctl.close()
         os.remove(trigger)
         restart(gw)
-        self.assertNotIn(h, {m["id"] for m in gw.ctl_json("queue")})
         self.check_after_restart(gw, segdir, first, p, w)
         self.assertIn("recovered 2 undelivered messages", gw.log_text())
+
+
+class PinnedSegmentTest(GatewayTest):
+    """A dead letter in the oldest segment must not pin every later one: while
+    traffic rolls segments, the spool compacts the pinned one forward (checked
+    at each segment change), and stays a few segments long."""
+
+    def test_dead_letter_does_not_pin_the_spool(self):
+        c = cfg(self.tmp)
+        c["spool"].update(segment_bytes=16384)
+        gw = self.gateway(c)
+        segdir = spool_dir(gw, "seg")
+        ctl = Ctl(gw.sock)
+        r = ctl.send('{"cmd":"permfail","n":"D"}', protocol="testworker")
+        self.assertTrue(r["ok"], r)
+        d = r["body"]["id"]
+        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {d: "dead"} or None,
+                 what="D dead")
+        first = segments(segdir)[0]
+        pad = "p" * 900
+        sent, most = 0, 0
+        for _ in range(40):  # about 1 KiB each, 16 to a segment: some 50 segment changes
+            for _ in range(20):
+                sent += 1
+                ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (sent, pad)).encode(), "format": "json",
+                                     "protocol": "testworker"})
+            for _ in range(20):
+                r = ctl.reply()
+                self.assertTrue(r["ok"], r)
+            most = max(most, len(segments(segdir)))
+        ctl.close()
+        newest = int(segments(segdir)[-1][:20])
+        wait_for(lambda: len(delivered(self.tmp)) == sent, timeout=30, what="the traffic delivered")
+        print("\n%d messages, %d segments written, at most %d on disk at once" % (sent, newest, most))
+        self.assertGreater(newest, 40)
+        self.assertLessEqual(most, 6, "segments pinned by the dead letter")
+        self.assertNotIn(first, segments(segdir), "the dead letter's first segment was compacted away")
+        self.assertLessEqual(len(segments(segdir)), 6)
+        self.assertEqual({m["id"]: m["state"] for m in gw.ctl_json("queue")}, {d: "dead"})
+        self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 1)
+        # after a crash it is still there, once, still dead, its payload read back from its copy
+        kill9(gw)
+        restart(gw)
+        q = gw.ctl_json("queue")
+        self.assertEqual([(m["id"], m["state"]) for m in q], [(d, "dead")])
+        self.assertIn("recovered 1 undelivered messages", gw.log_text())
+        self.assertEqual(gw.ctl("queue", "requeue", d)[0], 0)
+
+        def dead_again():
+            m = {m["id"]: m for m in gw.ctl_json("queue")}[d]
+            return m["attempts"] >= 1 and m["state"] == "dead" and "told to answer permfail" in (m["last_error"] or "")
+        wait_for(dead_again, what="D tried again and dead again")
+        self.assertNotIn("cannot read", gw.log_text())
+        self.assertEqual(len(delivered(self.tmp)), sent)
 
 
 class SyncOffTheLoopTest(GatewayTest):
