@@ -2,7 +2,7 @@
  *
  *   DIR/seg/NNNNNNNNNNNNNNNNNNNN.log   append-only segments of records
  *   DIR/files/ID                       the spool's copy of each file (a hard link when possible)
- *   DIR/corrupt/                       segments that failed their checksums, moved aside
+ *   DIR/corrupt/                       segments that failed their checksums or could not be read, moved aside
  *
  * A record is: u32 body length, u32 CRC-32C of type+body, u8 type, body (a msgpack
  * map). ADD carries the whole message (metadata payload included); DONE, DEAD and
@@ -10,9 +10,12 @@
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
  * it cancels), and a nearly empty oldest segment is compacted by copying its live
- * records forward; it goes once the copies are durable (synced off the loop), and
- * a replay that finds both takes the later ADD of an id as the message. After
- * replay, copies in DIR/files that no live message names are removed. */
+ * records forward (looked at whenever a segment is opened: a dead letter pins no
+ * segment for long); it goes once the copies are durable (synced off the loop),
+ * and a replay that finds both takes the later ADD of an id as the message. A
+ * segment that cannot be read at start is never taken for an empty one: it is
+ * moved aside, none of it deleted. After replay, copies in DIR/files that no
+ * live message names are removed, unless a record may be missing. */
 #include "supervisor/spool.h"
 
 #include <dirent.h>
@@ -42,7 +45,8 @@ struct seg {
 	int rfd;            /* opened for reading on demand */
 	uint64_t live;      /* ADD records not yet cancelled */
 	uint64_t size;
-	bool corrupt;       /* failed a checksum before its end: to be moved aside */
+	bool corrupt;       /* failed a checksum before its end, or unreadable: to be moved aside */
+	bool unreadable;    /* ... could not be opened or mapped at start: none of it replayed */
 };
 
 struct pending {
@@ -242,7 +246,8 @@ static int seg_open_new(char *err, size_t errlen)
 {
 	uint64_t num = S.nsegs ? S.segs[S.nsegs - 1].num + 1 : 1;
 	char *path = seg_path(num);
-	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	/* O_EXCL: a segment by that name is one the listing missed; never append to it. */
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot create spool segment %s: %s", path, strerror(errno));
 		free(path);
@@ -1206,31 +1211,36 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 {
 	char *path = seg_path(s->num);
 	*clean = true;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	s->size = 0;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* O_NONBLOCK: a FIFO in its place must not hang us */
 	struct stat st;
 	bool opened = fd >= 0 && fstat(fd, &st) == 0;
-	if (!opened || st.st_size == 0) {
-		if (!opened) {
-			log_warn("spool: cannot read segment %s", path);
-			rv->damaged = true;
-		}
+	if (opened && !S_ISREG(st.st_mode)) { /* not a file the spool wrote */
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		opened = false;
+	}
+	if (opened && st.st_size == 0) { /* created, nothing written to it yet: it goes */
+		close(fd);
+		free(path);
+		return 0;
+	}
+	const unsigned char *map = opened ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+	if (map == MAP_FAILED) {
+		/* Never taken for empty: whatever it holds (ADD records of messages
+		 * accepted, the DONEs of some delivered) is unknown. It is moved aside
+		 * with the corrupt ones (see recover), and counts as a segment not read
+		 * to its end: no copy in spool/files is removed as a stray. */
+		log_warn("spool: cannot read segment %s (none of its records replayed)", path);
 		if (fd >= 0)
 			close(fd);
 		free(path);
-		s->size = 0;
+		rv->damaged = true;
+		*clean = false;
+		s->corrupt = s->unreadable = true;
 		return 0;
 	}
 	size_t size = (size_t)st.st_size;
-	const unsigned char *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
 	close(fd);
-	if (map == MAP_FAILED) {
-		log_warn("spool: cannot read segment %s", path);
-		free(path);
-		rv->damaged = true;
-		*clean = false;
-		s->corrupt = true;
-		return 0;
-	}
 	uint64_t off = 0, good_end = 0;
 	while (off < size) {
 		if (!good_record_at(map + off, size - off)) {
@@ -1269,13 +1279,17 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static void list_segments(void)
+/* A listing that fails is no empty spool: its segments would be taken for
+ * none, and every copy in spool/files for a stray. -1 with errno. */
+static int list_segments(void)
 {
 	DIR *d = opendir(S.segdir);
+	if (!d)
+		return -1;
 	uint64_t *nums = NULL;
 	size_t n = 0;
 	struct dirent *e;
-	while (d && (e = readdir(d))) {
+	for (errno = 0; (e = readdir(d)); errno = 0) {
 		char *end;
 		unsigned long long v = strtoull(e->d_name, &end, 10);
 		if (end != e->d_name && strcmp(end, ".log") == 0) {
@@ -1283,8 +1297,13 @@ static void list_segments(void)
 			nums[n++] = v;
 		}
 	}
-	if (d)
-		closedir(d);
+	int e_read = errno;
+	closedir(d);
+	if (e_read) {
+		free(nums);
+		errno = e_read;
+		return -1;
+	}
 	if (n)
 		qsort(nums, n, sizeof *nums, cmp_u64);
 	S.segs = xcalloc(n ? n : 1, sizeof *S.segs);
@@ -1292,18 +1311,25 @@ static void list_segments(void)
 		S.segs[i] = (struct seg){ .num = nums[i], .rfd = -1 };
 	S.nsegs = n;
 	free(nums);
+	return 0;
 }
 
+/* Out of the way of replay and of the deletion of empty segments, kept for an
+ * operator to look at. If even that fails it stays where it is, out of S.segs
+ * (nothing deletes it, nothing is appended to it) and is replayed again at
+ * the next start. */
 static void move_aside(struct seg *s)
 {
 	char *from = seg_path(s->num);
 	char *dir = xasprintf("%s/corrupt", S.dir);
 	char *to = xasprintf("%s/%020llu-%llu.log", dir, (unsigned long long)s->num, (unsigned long long)wall_ms());
+	const char *what = s->unreadable ? "cannot be read" : "is corrupt in the middle";
 	mkdir_p(dir, 0750);
 	if (rename(from, to) == 0)
-		log_warnx("spool: segment %s is corrupt in the middle; moved aside to %s", from, to);
+		log_warnx("spool: segment %s %s; moved aside to %s", from, what, to);
 	else
-		log_warn("spool: cannot move corrupt segment %s aside", from);
+		log_warn("spool: segment %s %s, and cannot be moved aside to %s: kept where it is, out of use "
+			 "until the next start reads it again", from, what, dir);
 	S.st.corrupt_segments++;
 	free(from);
 	free(to);
@@ -1442,10 +1468,13 @@ static void sweep_files(struct recovery *rv)
 	S.st.stray_bytes_removed += freed;
 }
 
-static void recover(void (*recovered)(struct smsg *m))
+static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 {
 	struct recovery rv = { 0 };
-	list_segments();
+	if (list_segments() < 0) {
+		snprintf(err, errlen, "cannot list the spool's segments in %s: %s", S.segdir, strerror(errno));
+		return -1;
+	}
 	for (size_t i = 0; i < S.nsegs; i++) {
 		bool clean;
 		uint64_t good = replay_segment(&rv, &S.segs[i], &clean);
@@ -1461,8 +1490,15 @@ static void recover(void (*recovered)(struct smsg *m))
 			S.segs[i].corrupt = true;
 		}
 	}
-	char err[256];
-	seg_open_new(err, sizeof err); /* never append to a recovered segment */
+	if (seg_open_new(err, errlen) < 0) { /* never append to a recovered segment */
+		for (size_t i = 0; i < rv.n; i++)
+			if (rv.by_order[i])
+				smsg_free(rv.by_order[i]);
+		free(rv.by_order);
+		free(rv.next);
+		free(rv.heads);
+		return -1;
+	}
 	size_t live = 0;
 	for (size_t i = 0; i < rv.n; i++) {
 		struct smsg *m = rv.by_order[i];
@@ -1508,6 +1544,7 @@ static void recover(void (*recovered)(struct smsg *m))
 	if (live)
 		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
 	seg_gc();
+	return 0;
 }
 
 int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
@@ -1533,11 +1570,8 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 	uv_prepare_init(sup.loop, &S.prep);
 	uv_prepare_start(&S.prep, on_prepare);
 	uv_unref((uv_handle_t *)&S.prep); /* never what keeps the loop running */
-	recover(recovered);
-	if (S.wfd < 0) {
-		snprintf(err, errlen, "cannot open a spool segment in %s", S.segdir);
+	if (recover(recovered, err, errlen) < 0)
 		return -1;
-	}
 	log_info("spool in %s (fsync %s)", S.dir, fs);
 	return 0;
 }

@@ -180,6 +180,97 @@ class StrayFilesTest(GatewayTest):
         self.assertIn(kept, self.states(gw))
 
 
+class UnreadableSegmentTest(GatewayTest):
+    """A segment that cannot be read at start is not an empty one: it is never
+    deleted. It goes to spool/corrupt (or, when even that fails, stays where it
+    is, out of use), the log says why, and no copy in spool/files is removed as
+    a stray meanwhile. failopen.so makes open() (and rename()) of it fail."""
+
+    def fill(self):
+        """Queued messages over a few 4 KiB segments, a stray copy; ucgwd killed.
+        Returns the gateway, the oldest segment's path and bytes, the ids in it
+        and the others."""
+        c = cfg(self.tmp)
+        c["spool"].update(segment_bytes=4096)
+        gw = self.gateway(c)
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        ctl = Ctl(gw.sock)
+        ids = []
+        for i in range(12):  # about 1 KiB each: three or four segments
+            r = ctl.send('{"n":%d,"pad":"%s"}' % (i, "p" * 900), protocol="testworker")
+            self.assertTrue(r["ok"], r)
+            ids.append(r["body"]["id"])
+        ctl.close()
+        kill9(gw)
+        segdir = spool_dir(gw, "seg")
+        segs = sorted(f for f in os.listdir(segdir) if f.endswith(".log"))
+        self.assertGreaterEqual(len(segs), 3, segs)
+        path = os.path.join(segdir, segs[0])
+        with open(path, "rb") as f:
+            data = f.read()
+        inside = [i for i in ids if i.encode() in data]
+        self.assertTrue(inside and len(inside) < len(ids), (inside, ids))
+        with open(os.path.join(spool_dir(gw, "files"), "Z" * len(ids[0])), "wb") as f:
+            f.write(b"s" * 1000)  # a stray: kept while a segment could not be read
+        return gw, path, data, inside, [i for i in ids if i not in inside]
+
+    def delivered_ids(self):
+        return sorted(r[0] for r in delivered(self.tmp))
+
+    def wait_delivered(self, gw, ids):
+        wait_for(lambda: self.delivered_ids() == sorted(ids) or None, timeout=30, what="delivered")
+        wait_for(lambda: gw.ctl_json("queue") == [], what="the queue empty")
+
+    def test_unreadable_segment_is_moved_aside_not_deleted(self):
+        gw, path, data, inside, rest = self.fill()
+        restart(gw, env=preload("failopen.so", UCGW_FAIL_OPEN=path))
+        corrupt = spool_dir(gw, "corrupt")
+        moved = os.listdir(corrupt) if os.path.isdir(corrupt) else []
+        self.assertEqual(len(moved), 1, "the unreadable segment was deleted, not moved aside")
+        self.assertTrue(moved[0].startswith(os.path.basename(path)[:20] + "-"), moved)
+        with open(os.path.join(corrupt, moved[0]), "rb") as f:
+            self.assertEqual(f.read(), data, "moved aside as it was")
+        self.assertFalse(os.path.exists(path))
+        log = gw.log_text()
+        self.assertIn("cannot read segment %s (none of its records replayed): Input/output error" % path, log)
+        self.assertIn("segment %s cannot be read; moved aside to" % path, log)
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual(st["corrupt_segments"], 1)
+        self.assertEqual(st["stray_files_removed"], 0)
+        self.assertIn("kept 1 files (1000 bytes)", log)
+        self.assertIn("a segment could not be read to its end", log)
+        self.wait_delivered(gw, rest)  # the others go on as before
+
+    def test_segment_that_cannot_be_moved_either_stays_and_is_read_later(self):
+        gw, path, data, inside, rest = self.fill()
+        restart(gw, env=preload("failopen.so", UCGW_FAIL_OPEN=path, UCGW_FAIL_RENAME=path))
+        self.assertTrue(os.path.exists(path), "the unreadable segment was deleted")
+        log = gw.log_text()
+        self.assertIn("segment %s cannot be read, and cannot be moved aside" % path, log)
+        self.assertIn("kept where it is", log)
+        self.assertIn("kept 1 files (1000 bytes)", log)
+        self.wait_delivered(gw, rest)
+        # traffic through many segments: the old ones go, it stays
+        ctl = Ctl(gw.sock)
+        more = []
+        for i in range(40):
+            r = ctl.send('{"m":%d,"pad":"%s"}' % (i, "p" * 900), protocol="testworker")
+            self.assertTrue(r["ok"], r)
+            more.append(r["body"]["id"])
+        ctl.close()
+        self.wait_delivered(gw, rest + more)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data, "kept as it was")
+        gw.stop()
+        # readable again: its messages are replayed and delivered; nothing was lost
+        restart(gw)
+        self.assertIn("recovered %d undelivered messages" % len(inside),
+                      gw.log_text().split("cannot be moved aside")[-1])
+        self.wait_delivered(gw, rest + more + inside)
+        self.assertFalse(os.path.exists(path), "delivered: its segment goes")
+        self.assertEqual(gw.ctl_json("status")["spool"]["stray_files_removed"], 1)
+
+
 def segments(segdir):
     return sorted(f for f in os.listdir(segdir) if f.endswith(".log"))
 
