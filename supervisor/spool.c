@@ -101,6 +101,7 @@ static struct {
 		size_t nsegs;
 		int wfd;
 		uint64_t woff;  /* how far the segment written was when it started */
+		uint64_t syncs;   /* fsync and fdatasync calls it made: added to S.st.fsyncs when it ends */
 		int err;          /* errno of the first failure (in the order synced), or 0 */
 		const char *what; /* ... and what failed: "a file", the files' directory, "a full segment", "" */
 	} job;
@@ -554,6 +555,14 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 
 /* ---- group commit ---- */
 
+/* fdatasync (fsync for a directory), counted where it runs: in the pool into
+ * S.job.syncs, on the loop straight into S.st.fsyncs. */
+static int counted_sync(int fd, bool dir, uint64_t *count)
+{
+	(*count)++;
+	return dir ? fsync(fd) : fdatasync(fd);
+}
+
 /* In a thread of libuv's pool: the contents of files linked into the spool
  * since the last sync (the camera may have written them a moment ago), their
  * directory entries, the full segments left since, the segment written. Only
@@ -570,19 +579,19 @@ static void sync_work(uv_work_t *w)
 {
 	(void)w;
 	for (size_t i = 0; i < S.job.nfiles; i++)
-		if (fdatasync(S.job.files[i]) < 0)
+		if (counted_sync(S.job.files[i], false, &S.job.syncs) < 0)
 			sync_failed("a file");
 	if (S.job.dir) {
 		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 || fsync(dfd) < 0)
+		if (dfd < 0 || counted_sync(dfd, true, &S.job.syncs) < 0)
 			sync_failed(S.filedir);
 		if (dfd >= 0)
 			close(dfd);
 	}
 	for (size_t i = 0; i < S.job.nsegs; i++)
-		if (fdatasync(S.job.segs[i]) < 0)
+		if (counted_sync(S.job.segs[i], false, &S.job.syncs) < 0)
 			sync_failed("a full segment");
-	if (fdatasync(S.job.wfd) < 0)
+	if (counted_sync(S.job.wfd, false, &S.job.syncs) < 0)
 		sync_failed("");
 }
 
@@ -608,7 +617,7 @@ static void sync_done(uv_work_t *w, int status)
 	S.job.nfiles = S.job.nsegs = 0;
 	S.job.wfd = -1;
 	S.syncing = false;
-	S.st.fsyncs++;
+	S.st.fsyncs += S.job.syncs;
 	/* The DONE records written before this sync are durable: their files' copies
 	 * may go. Before the callbacks: one may append records and, with a full
 	 * segment, finish it and start the next sync, which takes over gone_flight. */
@@ -661,6 +670,7 @@ static void start_sync(void)
 	S.nleft = 0;
 	S.job.wfd = S.wfd;
 	S.job.woff = S.woff;
+	S.job.syncs = 0;
 	S.job.err = 0;
 	int rc = uv_queue_work(sup.loop, &S.work, sync_work, sync_done);
 	if (rc < 0) /* cannot happen with a valid loop and callback; never leave the batch waiting */
@@ -1384,7 +1394,7 @@ static int sync_replayed(void)
 	for (size_t i = 0; i < S.nsegs && rc == 0; i++) {
 		char *p = seg_path(S.segs[i].num);
 		int fd = open(p, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || fdatasync(fd) < 0) {
+		if (fd < 0 || counted_sync(fd, false, &S.st.fsyncs) < 0) {
 			log_warn("spool: cannot sync segment %s", p);
 			rc = -1;
 		}
@@ -1393,7 +1403,7 @@ static int sync_replayed(void)
 		free(p);
 	}
 	int dfd = rc == 0 ? open(S.segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	if (rc == 0 && (dfd < 0 || fsync(dfd) < 0)) {
+	if (rc == 0 && (dfd < 0 || counted_sync(dfd, true, &S.st.fsyncs) < 0)) {
 		log_warn("spool: cannot sync %s", S.segdir);
 		rc = -1;
 	}
@@ -1418,7 +1428,10 @@ static void sweep_files(struct recovery *rv)
 		log_warn("spool: cannot read %s", S.filedir);
 		return;
 	}
-	char **names = NULL;
+	struct stray {
+		char *name;
+		uint64_t size;
+	} *strays = NULL;
 	size_t n = 0, cap = 0;
 	uint64_t bytes = 0;
 	struct dirent *e;
@@ -1430,9 +1443,9 @@ static void sweep_files(struct recovery *rv)
 			continue; /* not ours: the spool makes no directories there */
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
-			names = xrealloc(names, cap * sizeof *names);
+			strays = xrealloc(strays, cap * sizeof *strays);
 		}
-		names[n++] = xstrdup(e->d_name);
+		strays[n++] = (struct stray){ xstrdup(e->d_name), (uint64_t)st.st_size };
 		bytes += (uint64_t)st.st_size;
 	}
 	const char *why = NULL;
@@ -1448,17 +1461,15 @@ static void sweep_files(struct recovery *rv)
 	size_t removed = 0;
 	uint64_t freed = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct stat st;
-		if (!why && fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    unlinkat(dirfd(d), names[i], 0) == 0) {
+		if (!why && unlinkat(dirfd(d), strays[i].name, 0) == 0) {
 			removed++;
-			freed += (uint64_t)st.st_size;
+			freed += strays[i].size; /* nothing writes to a stray: its size from the listing */
 		} else if (!why) {
-			log_warn("spool: cannot remove %s/%s", S.filedir, names[i]);
+			log_warn("spool: cannot remove %s/%s", S.filedir, strays[i].name);
 		}
-		free(names[i]);
+		free(strays[i].name);
 	}
-	free(names);
+	free(strays);
 	closedir(d);
 	if (removed)
 		log_info("spool: removed %zu stray files (%llu bytes) from %s: copies no message in the spool refers "
@@ -1528,12 +1539,12 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 	/* The rescued copies, before the loop runs: the segments they filled and
 	 * left (S.left), then the one written now. */
 	for (size_t i = 0; i < S.nleft; i++) {
-		fdatasync(S.left[i]);
+		counted_sync(S.left[i], false, &S.st.fsyncs);
 		close(S.left[i]);
 	}
 	S.nleft = 0;
 	if (S.fsync != FS_NEVER)
-		fdatasync(S.wfd);
+		counted_sync(S.wfd, false, &S.st.fsyncs);
 	sweep_files(&rv);
 	for (size_t i = 0; i < rv.n; i++)
 		if (rv.by_order[i])
@@ -1593,15 +1604,15 @@ void spool_close(void)
 		 * is synced with spool.fsync never. */
 		bool ok = true;
 		for (size_t i = 0; i < S.nleft; i++) {
-			if (S.fsync != FS_NEVER && fdatasync(S.left[i]) < 0)
+			if (S.fsync != FS_NEVER && counted_sync(S.left[i], false, &S.st.fsyncs) < 0)
 				ok = false;
 			close(S.left[i]);
 		}
 		S.nleft = 0;
 		for (size_t i = 0; S.syncing && i < S.job.nsegs; i++)
-			if (fdatasync(S.job.segs[i]) < 0)
+			if (counted_sync(S.job.segs[i], false, &S.st.fsyncs) < 0)
 				ok = false;
-		if (S.fsync != FS_NEVER && fdatasync(S.wfd) < 0)
+		if (S.fsync != FS_NEVER && counted_sync(S.wfd, false, &S.st.fsyncs) < 0)
 			ok = false;
 		if (!ok) {
 			keep_files(&S.unsynced, "may not have reached the disk (the sync failed)");
