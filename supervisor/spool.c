@@ -563,10 +563,11 @@ static int counted_sync(int fd, bool dir, uint64_t *count)
 	return dir ? fsync(fd) : fdatasync(fd);
 }
 
-/* In a thread of libuv's pool: the contents of files linked into the spool
- * since the last sync (the camera may have written them a moment ago), their
- * directory entries, the full segments left since, the segment written. Only
- * S.job is touched (and S.filedir, which does not change). */
+/* In a thread of libuv's pool: the contents of files linked or copied into
+ * the spool since the last sync (the camera may have written them a moment
+ * ago; a copy was only just written), their directory entries, the full
+ * segments left since, the segment written. Only S.job is touched (and
+ * S.filedir, which does not change). */
 static void sync_failed(const char *what)
 {
 	if (!S.job.err) {
@@ -719,8 +720,27 @@ static int copy_by_read(int in, off_t off, int out)
 	}
 }
 
+/* A file now in spool/files whose contents the next group commit syncs
+ * (before its directory and the segment with its ADD), and then closes. */
+static void sync_with_next_commit(int fd)
+{
+	if (S.nlinked == S.caplinked) {
+		S.caplinked = S.caplinked ? S.caplinked * 2 : 16;
+		S.linked = xrealloc(S.linked, S.caplinked * sizeof *S.linked);
+	}
+	S.linked[S.nlinked++] = fd;
+}
+
 /* Hard-link the caller's open file into the spool, or copy it where a link is
- * impossible (another file system, a file we may not link). */
+ * impossible (another file system, e.g. the camera writes to tmpfs; a file we
+ * may not link). Neither is synced here, on the loop (a copy of a large image
+ * to flash takes long): the group commit syncs the file with the ADD that
+ * names it, and nothing is answered accepted before. A copy is renamed to its
+ * name before that: killed before its ADD is written or made durable, the
+ * copy is a stray that the next start removes; with a power cut between the
+ * ADD's write and that sync the ADD may reach the disk and the copy not all
+ * of it, as with a linked file the camera had not synced, but never for a
+ * message answered accepted. The .tmp name is for a copy cut short. */
 static int keep_file(const char *id, int fd, char *err, size_t errlen)
 {
 	char *dst = file_path(id), src[64];
@@ -729,13 +749,8 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		free(dst);
 		S.files_dirty = true;
 		int keep = S.fsync == FS_NEVER ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		if (keep >= 0) {
-			if (S.nlinked == S.caplinked) {
-				S.caplinked = S.caplinked ? S.caplinked * 2 : 16;
-				S.linked = xrealloc(S.linked, S.caplinked * sizeof *S.linked);
-			}
-			S.linked[S.nlinked++] = keep;
-		}
+		if (keep >= 0)
+			sync_with_next_commit(keep);
 		return 0;
 	}
 	char *tmp = xasprintf("%s.tmp", dst);
@@ -755,8 +770,6 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		if (n < 0)
 			rc = -1;
 	}
-	if (rc == 0 && S.fsync != FS_NEVER && fsync(out) < 0)
-		rc = -1;
 	if (rc == 0 && rename(tmp, dst) < 0)
 		rc = -1;
 	if (rc < 0) {
@@ -771,6 +784,10 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		unlink(tmp);
 	} else {
 		S.files_dirty = true;
+		if (S.fsync != FS_NEVER) {
+			sync_with_next_commit(out);
+			out = -1;
+		}
 	}
 	if (out >= 0)
 		close(out);
@@ -1587,6 +1604,39 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 	return 0;
 }
 
+/* The files linked or copied in whose group commit never ran (S.linked) or
+ * may not have ended (S.job.files): the segments synced next make their ADDs
+ * durable, which must not name a file the disk holds only part of. A second
+ * sync beside the running one is harmless. */
+static void sync_files_at_close(void)
+{
+	if (S.fsync == FS_NEVER) /* nothing kept for it, nothing synced */
+		return;
+	int e = 0;
+	for (size_t i = 0; i < S.nlinked; i++) {
+		if (counted_sync(S.linked[i], false, &S.st.fsyncs) < 0 && !e)
+			e = errno;
+		close(S.linked[i]);
+	}
+	for (size_t i = 0; S.syncing && i < S.job.nfiles; i++)
+		if (counted_sync(S.job.files[i], false, &S.st.fsyncs) < 0 && !e)
+			e = errno;
+	if (S.files_dirty || (S.syncing && S.job.dir)) {
+		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if ((dfd < 0 || counted_sync(dfd, true, &S.st.fsyncs) < 0) && !e)
+			e = errno;
+		if (dfd >= 0)
+			close(dfd);
+	}
+	S.nlinked = 0;
+	S.files_dirty = false;
+	if (e) {
+		errno = e;
+		log_warn("spool: cannot sync the files in %s (their messages go out after the next start, maybe "
+			 "incomplete)", S.filedir);
+	}
+}
+
 void spool_close(void)
 {
 	/* Written, not answered: a client that had no "accepted" yet gets none, and
@@ -1602,6 +1652,7 @@ void spool_close(void)
 		 * covers (S.job.segs: that sync may not have ended, the loop is not
 		 * run again; a second fdatasync of it beside it is harmless). Nothing
 		 * is synced with spool.fsync never. */
+		sync_files_at_close();
 		bool ok = true;
 		for (size_t i = 0; i < S.nleft; i++) {
 			if (S.fsync != FS_NEVER && counted_sync(S.left[i], false, &S.st.fsyncs) < 0)
@@ -1626,6 +1677,9 @@ void spool_close(void)
 	}
 	free(S.left);
 	S.left = NULL;
+	free(S.linked);
+	S.linked = NULL;
+	S.nlinked = S.caplinked = 0;
 	free(S.moved); /* a compaction whose sync did not end: the next start takes the copies */
 	S.moved = NULL;
 	S.nmoved = 0;

@@ -2,11 +2,14 @@
 those), and the compaction of an old segment, which must not stall the loop
 while its copies are synced nor lose or duplicate a message when ucgwd is
 killed around it."""
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -474,11 +477,12 @@ class PinnedSegmentTest(GatewayTest):
 
 
 class SyncOffTheLoopTest(GatewayTest):
-    """Every fdatasync of the spool runs in libuv's thread pool: a file job's
-    copy and its directory entry, a full segment left for the next one. While
-    such a sync is slow, ucgwd goes on answering; the client waits for its
-    "accepted" until the sync ends. slowsync.so makes each fdatasync take 1.5 s
-    while the trigger file exists and logs the thread that made it."""
+    """Every sync of the spool runs in libuv's thread pool: a file job's file
+    (linked in, or copied from another file system) and its directory entry, a
+    full segment left for the next one. While such a sync is slow, ucgwd goes on
+    answering; the client waits for its "accepted" until the sync ends.
+    slowsync.so makes each fdatasync and fsync take 1.5 s while the trigger file
+    exists and logs the thread that made it."""
 
     SLOW_MS = 1500
 
@@ -517,30 +521,55 @@ class SyncOffTheLoopTest(GatewayTest):
             self.assertNotIn("main", threads, "a sync ran on the loop")
 
     def test_file_job_sync_does_not_stall_the_loop(self):
+        # in the same file system as the spool: linked, its contents synced later
+        self.file_jobs(lambda tmp: tmp)
+
+    def test_copied_file_job_sync_does_not_stall_the_loop(self):
+        # The camera writes to tmpfs, the spool is on disk: the file cannot be
+        # linked in, it is copied, and the copy is synced with the group commit.
+        shm = "/dev/shm"
+        if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(self.tmp).st_dev:
+            self.skipTest("needs %s on a file system other than %s's" % (shm, self.tmp))
+        src = tempfile.mkdtemp(prefix="ucgw-test-src-", dir=shm)
+        self.addCleanup(shutil.rmtree, src, True)
+
+        def srcdir(tmp):
+            d = os.path.join(src, os.path.basename(tmp))
+            os.makedirs(d)
+            return d
+        self.file_jobs(srcdir, copied=True)
+
+    def file_jobs(self, srcdir, copied=False):
         for fsync in ("batch", "always", "never"):
             with self.subTest(fsync=fsync):
                 gw, tmp, trigger, synclog = self.start_slow(fsync)
-                path = os.path.join(tmp, "cam.jpg")
+                path = os.path.join(srcdir(tmp), "cam.jpg")
                 data = os.urandom(50000)
                 with open(path, "wb") as f:
-                    f.write(data)  # in the same file system as the spool: linked, its contents synced later
+                    f.write(data)
+                if copied:
+                    with self.assertRaises(OSError, msg="linkable: not a test of the copy") as e:
+                        os.link(path, os.path.join(spool_dir(gw, "files"), "probe"))
+                    self.assertEqual(e.exception.errno, errno.EXDEV)
                 t0 = time.monotonic()
                 send = subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "--json", "send-file",
                                          "--protocol", "testworker", path],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 self.cleanups_procs.append(send)
-                time.sleep(0.3)  # the file is linked and its sync started
+                time.sleep(0.3)  # the file is linked (or copied) and its sync started
                 took = self.status_time(gw)
                 out, err = send.communicate(timeout=30)
                 accepted = time.monotonic() - t0
                 self.assertEqual(send.returncode, 0, err)
                 mid = json.loads(out)["id"]
-                print("\nfsync %s: file job accepted after %.3f s, status answered in %.3f s meanwhile"
-                      % (fsync, accepted, took))
+                print("\nfsync %s: %s file job accepted after %.3f s, status answered in %.3f s meanwhile"
+                      % (fsync, "copied" if copied else "linked", accepted, took))
                 self.assertLess(took, 0.75, "the loop waited for a sync")
                 if fsync != "never":
-                    # "accepted" only once the copy, its directory entry and the ADD are synced
-                    self.assertGreaterEqual(accepted, self.SLOW_MS / 1000.0 * 0.9)
+                    # "accepted" only once the file, its directory entry and the ADD are synced: one
+                    # after the other, in one group commit
+                    self.assertGreaterEqual(accepted, 3 * self.SLOW_MS / 1000.0 * 0.9)
+                    self.assertGreaterEqual(len(self.threads(synclog)), 3)
                 self.check_threads(fsync, synclog)
                 wait_for(lambda: any(r[0] == mid for r in delivered(tmp)), timeout=30, what="the file delivered")
                 rec = [r for r in delivered(tmp) if r[0] == mid]
