@@ -2,7 +2,7 @@
  *
  *   DIR/seg/NNNNNNNNNNNNNNNNNNNN.log   append-only segments of records
  *   DIR/files/ID                       the spool's copy of each file (a hard link when possible)
- *   DIR/corrupt/                       segments that failed their checksums, moved aside
+ *   DIR/corrupt/                       segments that failed their checksums or could not be read, moved aside
  *
  * A record is: u32 body length, u32 CRC-32C of type+body, u8 type, body (a msgpack
  * map). ADD carries the whole message (metadata payload included); DONE, DEAD and
@@ -10,9 +10,12 @@
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
  * it cancels), and a nearly empty oldest segment is compacted by copying its live
- * records forward; it goes once the copies are durable (synced off the loop), and
- * a replay that finds both takes the later ADD of an id as the message. After
- * replay, copies in DIR/files that no live message names are removed. */
+ * records forward (looked at whenever a segment is opened: a dead letter pins no
+ * segment for long); it goes once the copies are durable (synced off the loop),
+ * and a replay that finds both takes the later ADD of an id as the message. A
+ * segment that cannot be read at start is never taken for an empty one: it is
+ * moved aside, none of it deleted. After replay, copies in DIR/files that no
+ * live message names are removed, unless a record may be missing. */
 #include "supervisor/spool.h"
 
 #include <dirent.h>
@@ -42,7 +45,8 @@ struct seg {
 	int rfd;            /* opened for reading on demand */
 	uint64_t live;      /* ADD records not yet cancelled */
 	uint64_t size;
-	bool corrupt;       /* failed a checksum before its end: to be moved aside */
+	bool corrupt;       /* failed a checksum before its end, or unreadable: to be moved aside */
+	bool unreadable;    /* ... could not be opened or mapped at start: none of it replayed */
 };
 
 struct pending {
@@ -97,6 +101,7 @@ static struct {
 		size_t nsegs;
 		int wfd;
 		uint64_t woff;  /* how far the segment written was when it started */
+		uint64_t syncs;   /* fsync and fdatasync calls it made: added to S.st.fsyncs when it ends */
 		int err;          /* errno of the first failure (in the order synced), or 0 */
 		const char *what; /* ... and what failed: "a file", the files' directory, "a full segment", "" */
 	} job;
@@ -119,6 +124,7 @@ static struct {
 	unsigned write_failures; /* writes of S.out that failed: did one since then? */
 	/* A compaction whose copies wait for their sync (see compact_oldest). */
 	bool compacting;
+	bool gc_due;            /* a segment was opened: look at the oldest at the end of this turn */
 	uint64_t compact_from;
 	struct moved *moved;
 	size_t nmoved;
@@ -241,7 +247,8 @@ static int seg_open_new(char *err, size_t errlen)
 {
 	uint64_t num = S.nsegs ? S.segs[S.nsegs - 1].num + 1 : 1;
 	char *path = seg_path(num);
-	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	/* O_EXCL: a segment by that name is one the listing missed; never append to it. */
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot create spool segment %s: %s", path, strerror(errno));
 		free(path);
@@ -255,6 +262,11 @@ static int seg_open_new(char *err, size_t errlen)
 	S.segs = xrealloc(S.segs, (S.nsegs + 1) * sizeof *S.segs);
 	S.segs[S.nsegs++] = (struct seg){ .num = num, .rfd = -1 };
 	S.st.segments = S.nsegs;
+	/* The spool grew by a segment: one more may make a pinned oldest one worth
+	 * compacting (see seg_gc). Not from here: this runs inside append_record,
+	 * whose record waits in S.sb, and a compaction appends records (and may
+	 * finish a segment itself) and deleting the oldest moves S.segs. */
+	S.gc_due = true;
 	return 0;
 }
 
@@ -449,8 +461,16 @@ static void finish_out(void)
 		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
 }
 
+static void seg_gc(void);
+
 static void on_prepare(uv_prepare_t *h)
 {
+	/* First, so that what a compaction appends (and with spool.fsync always,
+	 * its sync) goes with this turn's write. */
+	if (S.gc_due) {
+		S.gc_due = false;
+		seg_gc();
+	}
 	finish_out();
 	channel_flush_pending(); /* the jobs and answers finish_out() queued: before the loop blocks */
 }
@@ -535,10 +555,19 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 
 /* ---- group commit ---- */
 
-/* In a thread of libuv's pool: the contents of files linked into the spool
- * since the last sync (the camera may have written them a moment ago), their
- * directory entries, the full segments left since, the segment written. Only
- * S.job is touched (and S.filedir, which does not change). */
+/* fdatasync (fsync for a directory), counted where it runs: in the pool into
+ * S.job.syncs, on the loop straight into S.st.fsyncs. */
+static int counted_sync(int fd, bool dir, uint64_t *count)
+{
+	(*count)++;
+	return dir ? fsync(fd) : fdatasync(fd);
+}
+
+/* In a thread of libuv's pool: the contents of files linked or copied into
+ * the spool since the last sync (the camera may have written them a moment
+ * ago; a copy was only just written), their directory entries, the full
+ * segments left since, the segment written. Only S.job is touched (and
+ * S.filedir, which does not change). */
 static void sync_failed(const char *what)
 {
 	if (!S.job.err) {
@@ -551,19 +580,19 @@ static void sync_work(uv_work_t *w)
 {
 	(void)w;
 	for (size_t i = 0; i < S.job.nfiles; i++)
-		if (fdatasync(S.job.files[i]) < 0)
+		if (counted_sync(S.job.files[i], false, &S.job.syncs) < 0)
 			sync_failed("a file");
 	if (S.job.dir) {
 		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 || fsync(dfd) < 0)
+		if (dfd < 0 || counted_sync(dfd, true, &S.job.syncs) < 0)
 			sync_failed(S.filedir);
 		if (dfd >= 0)
 			close(dfd);
 	}
 	for (size_t i = 0; i < S.job.nsegs; i++)
-		if (fdatasync(S.job.segs[i]) < 0)
+		if (counted_sync(S.job.segs[i], false, &S.job.syncs) < 0)
 			sync_failed("a full segment");
-	if (fdatasync(S.job.wfd) < 0)
+	if (counted_sync(S.job.wfd, false, &S.job.syncs) < 0)
 		sync_failed("");
 }
 
@@ -589,7 +618,7 @@ static void sync_done(uv_work_t *w, int status)
 	S.job.nfiles = S.job.nsegs = 0;
 	S.job.wfd = -1;
 	S.syncing = false;
-	S.st.fsyncs++;
+	S.st.fsyncs += S.job.syncs;
 	/* The DONE records written before this sync are durable: their files' copies
 	 * may go. Before the callbacks: one may append records and, with a full
 	 * segment, finish it and start the next sync, which takes over gone_flight. */
@@ -642,6 +671,7 @@ static void start_sync(void)
 	S.nleft = 0;
 	S.job.wfd = S.wfd;
 	S.job.woff = S.woff;
+	S.job.syncs = 0;
 	S.job.err = 0;
 	int rc = uv_queue_work(sup.loop, &S.work, sync_work, sync_done);
 	if (rc < 0) /* cannot happen with a valid loop and callback; never leave the batch waiting */
@@ -690,8 +720,27 @@ static int copy_by_read(int in, off_t off, int out)
 	}
 }
 
+/* A file now in spool/files whose contents the next group commit syncs
+ * (before its directory and the segment with its ADD), and then closes. */
+static void sync_with_next_commit(int fd)
+{
+	if (S.nlinked == S.caplinked) {
+		S.caplinked = S.caplinked ? S.caplinked * 2 : 16;
+		S.linked = xrealloc(S.linked, S.caplinked * sizeof *S.linked);
+	}
+	S.linked[S.nlinked++] = fd;
+}
+
 /* Hard-link the caller's open file into the spool, or copy it where a link is
- * impossible (another file system, a file we may not link). */
+ * impossible (another file system, e.g. the camera writes to tmpfs; a file we
+ * may not link). Neither is synced here, on the loop (a copy of a large image
+ * to flash takes long): the group commit syncs the file with the ADD that
+ * names it, and nothing is answered accepted before. A copy is renamed to its
+ * name before that: killed before its ADD is written or made durable, the
+ * copy is a stray that the next start removes; with a power cut between the
+ * ADD's write and that sync the ADD may reach the disk and the copy not all
+ * of it, as with a linked file the camera had not synced, but never for a
+ * message answered accepted. The .tmp name is for a copy cut short. */
 static int keep_file(const char *id, int fd, char *err, size_t errlen)
 {
 	char *dst = file_path(id), src[64];
@@ -700,13 +749,8 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		free(dst);
 		S.files_dirty = true;
 		int keep = S.fsync == FS_NEVER ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		if (keep >= 0) {
-			if (S.nlinked == S.caplinked) {
-				S.caplinked = S.caplinked ? S.caplinked * 2 : 16;
-				S.linked = xrealloc(S.linked, S.caplinked * sizeof *S.linked);
-			}
-			S.linked[S.nlinked++] = keep;
-		}
+		if (keep >= 0)
+			sync_with_next_commit(keep);
 		return 0;
 	}
 	char *tmp = xasprintf("%s.tmp", dst);
@@ -726,8 +770,6 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		if (n < 0)
 			rc = -1;
 	}
-	if (rc == 0 && S.fsync != FS_NEVER && fsync(out) < 0)
-		rc = -1;
 	if (rc == 0 && rename(tmp, dst) < 0)
 		rc = -1;
 	if (rc < 0) {
@@ -742,6 +784,10 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		unlink(tmp);
 	} else {
 		S.files_dirty = true;
+		if (S.fsync != FS_NEVER) {
+			sync_with_next_commit(out);
+			out = -1;
+		}
 	}
 	if (out >= 0)
 		close(out);
@@ -912,8 +958,6 @@ static void compact_apply(const struct moved *v, size_t n, uint64_t from)
 	}
 }
 
-static void seg_gc(void);
-
 static void compact_durable(const char *err, void *arg)
 {
 	struct moved *v = S.moved;
@@ -1006,6 +1050,12 @@ static bool compact_oldest(void)
 	return false;
 }
 
+/* Delete the oldest segments while nothing in them is live, and compact one
+ * pinned by a few. Looked at when the oldest one's last message leaves
+ * (seg_unref), when a compaction's copies are durable, at start, and each time
+ * a segment is opened (deferred to on_prepare): a dead letter in the oldest
+ * segment leaves it live for ever, and without the last the spool grew by a
+ * segment at each change until a restart. */
 static void seg_gc(void)
 {
 	while (S.nsegs > 1) {
@@ -1188,31 +1238,36 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 {
 	char *path = seg_path(s->num);
 	*clean = true;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	s->size = 0;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* O_NONBLOCK: a FIFO in its place must not hang us */
 	struct stat st;
 	bool opened = fd >= 0 && fstat(fd, &st) == 0;
-	if (!opened || st.st_size == 0) {
-		if (!opened) {
-			log_warn("spool: cannot read segment %s", path);
-			rv->damaged = true;
-		}
+	if (opened && !S_ISREG(st.st_mode)) { /* not a file the spool wrote */
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		opened = false;
+	}
+	if (opened && st.st_size == 0) { /* created, nothing written to it yet: it goes */
+		close(fd);
+		free(path);
+		return 0;
+	}
+	const unsigned char *map = opened ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+	if (map == MAP_FAILED) {
+		/* Never taken for empty: whatever it holds (ADD records of messages
+		 * accepted, the DONEs of some delivered) is unknown. It is moved aside
+		 * with the corrupt ones (see recover), and counts as a segment not read
+		 * to its end: no copy in spool/files is removed as a stray. */
+		log_warn("spool: cannot read segment %s (none of its records replayed)", path);
 		if (fd >= 0)
 			close(fd);
 		free(path);
-		s->size = 0;
+		rv->damaged = true;
+		*clean = false;
+		s->corrupt = s->unreadable = true;
 		return 0;
 	}
 	size_t size = (size_t)st.st_size;
-	const unsigned char *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
 	close(fd);
-	if (map == MAP_FAILED) {
-		log_warn("spool: cannot read segment %s", path);
-		free(path);
-		rv->damaged = true;
-		*clean = false;
-		s->corrupt = true;
-		return 0;
-	}
 	uint64_t off = 0, good_end = 0;
 	while (off < size) {
 		if (!good_record_at(map + off, size - off)) {
@@ -1251,13 +1306,17 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static void list_segments(void)
+/* A listing that fails is no empty spool: its segments would be taken for
+ * none, and every copy in spool/files for a stray. -1 with errno. */
+static int list_segments(void)
 {
 	DIR *d = opendir(S.segdir);
+	if (!d)
+		return -1;
 	uint64_t *nums = NULL;
 	size_t n = 0;
 	struct dirent *e;
-	while (d && (e = readdir(d))) {
+	for (errno = 0; (e = readdir(d)); errno = 0) {
 		char *end;
 		unsigned long long v = strtoull(e->d_name, &end, 10);
 		if (end != e->d_name && strcmp(end, ".log") == 0) {
@@ -1265,8 +1324,13 @@ static void list_segments(void)
 			nums[n++] = v;
 		}
 	}
-	if (d)
-		closedir(d);
+	int e_read = errno;
+	closedir(d);
+	if (e_read) {
+		free(nums);
+		errno = e_read;
+		return -1;
+	}
 	if (n)
 		qsort(nums, n, sizeof *nums, cmp_u64);
 	S.segs = xcalloc(n ? n : 1, sizeof *S.segs);
@@ -1274,18 +1338,25 @@ static void list_segments(void)
 		S.segs[i] = (struct seg){ .num = nums[i], .rfd = -1 };
 	S.nsegs = n;
 	free(nums);
+	return 0;
 }
 
+/* Out of the way of replay and of the deletion of empty segments, kept for an
+ * operator to look at. If even that fails it stays where it is, out of S.segs
+ * (nothing deletes it, nothing is appended to it) and is replayed again at
+ * the next start. */
 static void move_aside(struct seg *s)
 {
 	char *from = seg_path(s->num);
 	char *dir = xasprintf("%s/corrupt", S.dir);
 	char *to = xasprintf("%s/%020llu-%llu.log", dir, (unsigned long long)s->num, (unsigned long long)wall_ms());
+	const char *what = s->unreadable ? "cannot be read" : "is corrupt in the middle";
 	mkdir_p(dir, 0750);
 	if (rename(from, to) == 0)
-		log_warnx("spool: segment %s is corrupt in the middle; moved aside to %s", from, to);
+		log_warnx("spool: segment %s %s; moved aside to %s", from, what, to);
 	else
-		log_warn("spool: cannot move corrupt segment %s aside", from);
+		log_warn("spool: segment %s %s, and cannot be moved aside to %s: kept where it is, out of use "
+			 "until the next start reads it again", from, what, dir);
 	S.st.corrupt_segments++;
 	free(from);
 	free(to);
@@ -1340,7 +1411,7 @@ static int sync_replayed(void)
 	for (size_t i = 0; i < S.nsegs && rc == 0; i++) {
 		char *p = seg_path(S.segs[i].num);
 		int fd = open(p, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || fdatasync(fd) < 0) {
+		if (fd < 0 || counted_sync(fd, false, &S.st.fsyncs) < 0) {
 			log_warn("spool: cannot sync segment %s", p);
 			rc = -1;
 		}
@@ -1349,7 +1420,7 @@ static int sync_replayed(void)
 		free(p);
 	}
 	int dfd = rc == 0 ? open(S.segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	if (rc == 0 && (dfd < 0 || fsync(dfd) < 0)) {
+	if (rc == 0 && (dfd < 0 || counted_sync(dfd, true, &S.st.fsyncs) < 0)) {
 		log_warn("spool: cannot sync %s", S.segdir);
 		rc = -1;
 	}
@@ -1374,7 +1445,10 @@ static void sweep_files(struct recovery *rv)
 		log_warn("spool: cannot read %s", S.filedir);
 		return;
 	}
-	char **names = NULL;
+	struct stray {
+		char *name;
+		uint64_t size;
+	} *strays = NULL;
 	size_t n = 0, cap = 0;
 	uint64_t bytes = 0;
 	struct dirent *e;
@@ -1386,9 +1460,9 @@ static void sweep_files(struct recovery *rv)
 			continue; /* not ours: the spool makes no directories there */
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
-			names = xrealloc(names, cap * sizeof *names);
+			strays = xrealloc(strays, cap * sizeof *strays);
 		}
-		names[n++] = xstrdup(e->d_name);
+		strays[n++] = (struct stray){ xstrdup(e->d_name), (uint64_t)st.st_size };
 		bytes += (uint64_t)st.st_size;
 	}
 	const char *why = NULL;
@@ -1404,17 +1478,15 @@ static void sweep_files(struct recovery *rv)
 	size_t removed = 0;
 	uint64_t freed = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct stat st;
-		if (!why && fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    unlinkat(dirfd(d), names[i], 0) == 0) {
+		if (!why && unlinkat(dirfd(d), strays[i].name, 0) == 0) {
 			removed++;
-			freed += (uint64_t)st.st_size;
+			freed += strays[i].size; /* nothing writes to a stray: its size from the listing */
 		} else if (!why) {
-			log_warn("spool: cannot remove %s/%s", S.filedir, names[i]);
+			log_warn("spool: cannot remove %s/%s", S.filedir, strays[i].name);
 		}
-		free(names[i]);
+		free(strays[i].name);
 	}
-	free(names);
+	free(strays);
 	closedir(d);
 	if (removed)
 		log_info("spool: removed %zu stray files (%llu bytes) from %s: copies no message in the spool refers "
@@ -1424,10 +1496,13 @@ static void sweep_files(struct recovery *rv)
 	S.st.stray_bytes_removed += freed;
 }
 
-static void recover(void (*recovered)(struct smsg *m))
+static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 {
 	struct recovery rv = { 0 };
-	list_segments();
+	if (list_segments() < 0) {
+		snprintf(err, errlen, "cannot list the spool's segments in %s: %s", S.segdir, strerror(errno));
+		return -1;
+	}
 	for (size_t i = 0; i < S.nsegs; i++) {
 		bool clean;
 		uint64_t good = replay_segment(&rv, &S.segs[i], &clean);
@@ -1443,8 +1518,15 @@ static void recover(void (*recovered)(struct smsg *m))
 			S.segs[i].corrupt = true;
 		}
 	}
-	char err[256];
-	seg_open_new(err, sizeof err); /* never append to a recovered segment */
+	if (seg_open_new(err, errlen) < 0) { /* never append to a recovered segment */
+		for (size_t i = 0; i < rv.n; i++)
+			if (rv.by_order[i])
+				smsg_free(rv.by_order[i]);
+		free(rv.by_order);
+		free(rv.next);
+		free(rv.heads);
+		return -1;
+	}
 	size_t live = 0;
 	for (size_t i = 0; i < rv.n; i++) {
 		struct smsg *m = rv.by_order[i];
@@ -1474,12 +1556,12 @@ static void recover(void (*recovered)(struct smsg *m))
 	/* The rescued copies, before the loop runs: the segments they filled and
 	 * left (S.left), then the one written now. */
 	for (size_t i = 0; i < S.nleft; i++) {
-		fdatasync(S.left[i]);
+		counted_sync(S.left[i], false, &S.st.fsyncs);
 		close(S.left[i]);
 	}
 	S.nleft = 0;
 	if (S.fsync != FS_NEVER)
-		fdatasync(S.wfd);
+		counted_sync(S.wfd, false, &S.st.fsyncs);
 	sweep_files(&rv);
 	for (size_t i = 0; i < rv.n; i++)
 		if (rv.by_order[i])
@@ -1490,6 +1572,7 @@ static void recover(void (*recovered)(struct smsg *m))
 	if (live)
 		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
 	seg_gc();
+	return 0;
 }
 
 int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
@@ -1515,13 +1598,43 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 	uv_prepare_init(sup.loop, &S.prep);
 	uv_prepare_start(&S.prep, on_prepare);
 	uv_unref((uv_handle_t *)&S.prep); /* never what keeps the loop running */
-	recover(recovered);
-	if (S.wfd < 0) {
-		snprintf(err, errlen, "cannot open a spool segment in %s", S.segdir);
+	if (recover(recovered, err, errlen) < 0)
 		return -1;
-	}
 	log_info("spool in %s (fsync %s)", S.dir, fs);
 	return 0;
+}
+
+/* The files linked or copied in whose group commit never ran (S.linked) or
+ * may not have ended (S.job.files): the segments synced next make their ADDs
+ * durable, which must not name a file the disk holds only part of. A second
+ * sync beside the running one is harmless. */
+static void sync_files_at_close(void)
+{
+	if (S.fsync == FS_NEVER) /* nothing kept for it, nothing synced */
+		return;
+	int e = 0;
+	for (size_t i = 0; i < S.nlinked; i++) {
+		if (counted_sync(S.linked[i], false, &S.st.fsyncs) < 0 && !e)
+			e = errno;
+		close(S.linked[i]);
+	}
+	for (size_t i = 0; S.syncing && i < S.job.nfiles; i++)
+		if (counted_sync(S.job.files[i], false, &S.st.fsyncs) < 0 && !e)
+			e = errno;
+	if (S.files_dirty || (S.syncing && S.job.dir)) {
+		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if ((dfd < 0 || counted_sync(dfd, true, &S.st.fsyncs) < 0) && !e)
+			e = errno;
+		if (dfd >= 0)
+			close(dfd);
+	}
+	S.nlinked = 0;
+	S.files_dirty = false;
+	if (e) {
+		errno = e;
+		log_warn("spool: cannot sync the files in %s (their messages go out after the next start, maybe "
+			 "incomplete)", S.filedir);
+	}
 }
 
 void spool_close(void)
@@ -1539,17 +1652,18 @@ void spool_close(void)
 		 * covers (S.job.segs: that sync may not have ended, the loop is not
 		 * run again; a second fdatasync of it beside it is harmless). Nothing
 		 * is synced with spool.fsync never. */
+		sync_files_at_close();
 		bool ok = true;
 		for (size_t i = 0; i < S.nleft; i++) {
-			if (S.fsync != FS_NEVER && fdatasync(S.left[i]) < 0)
+			if (S.fsync != FS_NEVER && counted_sync(S.left[i], false, &S.st.fsyncs) < 0)
 				ok = false;
 			close(S.left[i]);
 		}
 		S.nleft = 0;
 		for (size_t i = 0; S.syncing && i < S.job.nsegs; i++)
-			if (fdatasync(S.job.segs[i]) < 0)
+			if (counted_sync(S.job.segs[i], false, &S.st.fsyncs) < 0)
 				ok = false;
-		if (S.fsync != FS_NEVER && fdatasync(S.wfd) < 0)
+		if (S.fsync != FS_NEVER && counted_sync(S.wfd, false, &S.st.fsyncs) < 0)
 			ok = false;
 		if (!ok) {
 			keep_files(&S.unsynced, "may not have reached the disk (the sync failed)");
@@ -1563,6 +1677,9 @@ void spool_close(void)
 	}
 	free(S.left);
 	S.left = NULL;
+	free(S.linked);
+	S.linked = NULL;
+	S.nlinked = S.caplinked = 0;
 	free(S.moved); /* a compaction whose sync did not end: the next start takes the copies */
 	S.moved = NULL;
 	S.nmoved = 0;

@@ -14,7 +14,8 @@
 struct spool_stats {
 	uint64_t messages, bytes, dead, oldest_wall_ms;
 	uint64_t segments, disk_bytes;
-	uint64_t written_bytes, written_records, fsyncs;
+	uint64_t written_bytes, written_records;
+	uint64_t fsyncs; /* fsync and fdatasync calls made: a group commit makes one per file, directory and segment it syncs */
 	uint64_t dropped, expired, corrupt_segments, corrupt_records, torn_tails;
 	uint64_t stray_files_removed, stray_bytes_removed; /* at start: copies no message referred to */
 };

@@ -2,11 +2,14 @@
 those), and the compaction of an old segment, which must not stall the loop
 while its copies are synced nor lose or duplicate a message when ucgwd is
 killed around it."""
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -180,10 +183,119 @@ class StrayFilesTest(GatewayTest):
         self.assertIn(kept, self.states(gw))
 
 
+class UnreadableSegmentTest(GatewayTest):
+    """A segment that cannot be read at start is not an empty one: it is never
+    deleted. It goes to spool/corrupt (or, when even that fails, stays where it
+    is, out of use), the log says why, and no copy in spool/files is removed as
+    a stray meanwhile. failopen.so makes open() (and rename()) of it fail."""
+
+    def fill(self):
+        """Queued messages over a few 4 KiB segments, a stray copy; ucgwd killed.
+        Returns the gateway, the oldest segment's path and bytes, the ids in it
+        and the others."""
+        c = cfg(self.tmp)
+        c["spool"].update(segment_bytes=4096)
+        gw = self.gateway(c)
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        ctl = Ctl(gw.sock)
+        ids = []
+        for i in range(12):  # about 1 KiB each: three or four segments
+            r = ctl.send('{"n":%d,"pad":"%s"}' % (i, "p" * 900), protocol="testworker")
+            self.assertTrue(r["ok"], r)
+            ids.append(r["body"]["id"])
+        ctl.close()
+        kill9(gw)
+        segdir = spool_dir(gw, "seg")
+        segs = sorted(f for f in os.listdir(segdir) if f.endswith(".log"))
+        self.assertGreaterEqual(len(segs), 3, segs)
+        path = os.path.join(segdir, segs[0])
+        with open(path, "rb") as f:
+            data = f.read()
+        inside = [i for i in ids if i.encode() in data]
+        self.assertTrue(inside and len(inside) < len(ids), (inside, ids))
+        with open(os.path.join(spool_dir(gw, "files"), "Z" * len(ids[0])), "wb") as f:
+            f.write(b"s" * 1000)  # a stray: kept while a segment could not be read
+        return gw, path, data, inside, [i for i in ids if i not in inside]
+
+    def delivered_ids(self):
+        return sorted(r[0] for r in delivered(self.tmp))
+
+    def wait_delivered(self, gw, ids):
+        wait_for(lambda: self.delivered_ids() == sorted(ids) or None, timeout=30, what="delivered")
+        wait_for(lambda: gw.ctl_json("queue") == [], what="the queue empty")
+
+    def test_unreadable_segment_is_moved_aside_not_deleted(self):
+        gw, path, data, inside, rest = self.fill()
+        restart(gw, env=preload("failopen.so", UCGW_FAIL_OPEN=path))
+        corrupt = spool_dir(gw, "corrupt")
+        moved = os.listdir(corrupt) if os.path.isdir(corrupt) else []
+        self.assertEqual(len(moved), 1, "the unreadable segment was deleted, not moved aside")
+        self.assertTrue(moved[0].startswith(os.path.basename(path)[:20] + "-"), moved)
+        with open(os.path.join(corrupt, moved[0]), "rb") as f:
+            self.assertEqual(f.read(), data, "moved aside as it was")
+        self.assertFalse(os.path.exists(path))
+        log = gw.log_text()
+        self.assertIn("cannot read segment %s (none of its records replayed): Input/output error" % path, log)
+        self.assertIn("segment %s cannot be read; moved aside to" % path, log)
+        st = gw.ctl_json("status")["spool"]
+        self.assertEqual(st["corrupt_segments"], 1)
+        self.assertEqual(st["stray_files_removed"], 0)
+        self.assertIn("kept 1 files (1000 bytes)", log)
+        self.assertIn("a segment could not be read to its end", log)
+        self.wait_delivered(gw, rest)  # the others go on as before
+
+    def test_segment_that_cannot_be_moved_either_stays_and_is_read_later(self):
+        gw, path, data, inside, rest = self.fill()
+        restart(gw, env=preload("failopen.so", UCGW_FAIL_OPEN=path, UCGW_FAIL_RENAME=path))
+        self.assertTrue(os.path.exists(path), "the unreadable segment was deleted")
+        log = gw.log_text()
+        self.assertIn("segment %s cannot be read, and cannot be moved aside" % path, log)
+        self.assertIn("kept where it is", log)
+        self.assertIn("kept 1 files (1000 bytes)", log)
+        self.wait_delivered(gw, rest)
+        # traffic through many segments: the old ones go, it stays
+        ctl = Ctl(gw.sock)
+        more = []
+        for i in range(40):
+            r = ctl.send('{"m":%d,"pad":"%s"}' % (i, "p" * 900), protocol="testworker")
+            self.assertTrue(r["ok"], r)
+            more.append(r["body"]["id"])
+        ctl.close()
+        self.wait_delivered(gw, rest + more)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data, "kept as it was")
+        gw.stop()
+        # readable again: its messages are replayed and delivered; nothing was lost
+        restart(gw)
+        self.assertIn("recovered %d undelivered messages" % len(inside),
+                      gw.log_text().split("cannot be moved aside")[-1])
+        self.wait_delivered(gw, rest + more + inside)
+        self.assertFalse(os.path.exists(path), "delivered: its segment goes")
+        self.assertEqual(gw.ctl_json("status")["spool"]["stray_files_removed"], 1)
+
+
+def segments(segdir):
+    return sorted(f for f in os.listdir(segdir) if f.endswith(".log"))
+
+
 class CompactionTest(GatewayTest):
-    """The oldest segment holds a few live messages among many delivered ones;
-    once the spool has grown past four segments it is compacted: its live
-    records are copied forward and it goes once the copies are durable."""
+    """The oldest segment holds a few live messages (a dead letter, one waiting
+    for its retry) among many delivered ones; when the spool grows past four
+    segments it is compacted: its live records are copied forward and it goes
+    once the copies are durable."""
+
+    PAD = "p" * 900
+
+    def burst(self, ctl, k, first):
+        """k messages of about 1 KiB, numbered from first, all requested before any answer is read."""
+        for i in range(first, first + k):
+            ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (i, self.PAD)).encode(), "format": "json",
+                                 "protocol": "testworker"})
+
+    def answers(self, ctl, k):
+        for _ in range(k):
+            r = ctl.reply(timeout=60)
+            self.assertTrue(r["ok"], r)
 
     def setup_compaction(self, tmp, fsync, env):
         c = cfg(tmp)
@@ -191,36 +303,45 @@ class CompactionTest(GatewayTest):
         gw = self.gateway(c, env=env, name="gw-" + fsync)
         segdir = spool_dir(gw, "seg")
         ctl = Ctl(gw.sock)
-        pad = "p" * 900
-        sent = [0]
-
-        def burst(k):
-            for _ in range(k):
-                sent[0] += 1
-                ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (sent[0], pad)).encode(), "format": "json",
-                                     "protocol": "testworker"})
-            for _ in range(k):
-                r = ctl.reply()
-                self.assertTrue(r["ok"], r)
 
         def send(payload):
             r = ctl.send(payload, protocol="testworker")
             self.assertTrue(r["ok"], r)
             return r["body"]["id"]
 
-        h = send('{"cmd":"permfail","n":"H"}')  # in segment 1: purged later, which starts the compaction
-        while len(os.listdir(segdir)) < 2:
-            burst(10)
-        first = sorted(os.listdir(segdir))[1]  # the segment compacted
-        p = send('{"cmd":"permfail","n":"P","pad":"%s"}' % pad)  # a dead letter in it
-        w = send('{"cmd":"retry","n":"W","pad":"%s"}' % pad)  # and one waiting for its retry
-        while len(os.listdir(segdir)) < 7:
-            burst(20)
+        p = send('{"cmd":"permfail","n":"P","pad":"%s"}' % self.PAD)  # a dead letter in segment 1
+        w = send('{"cmd":"retry","n":"W","pad":"%s"}' % self.PAD)  # and one waiting for its retry
+        sent = 0
+        while len(segments(segdir)) < 4:  # the fifth starts the compaction
+            self.burst(ctl, 20, sent)
+            self.answers(ctl, 20)
+            sent += 20
         ctl.close()
-        wait_for(lambda: len(delivered(tmp)) == sent[0], timeout=30, what="the filler delivered")
-        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {h: "dead", p: "dead", w: "waiting"}
-                 or None, timeout=10, what="H and P dead, W waiting")
-        return gw, segdir, first, h, p, w
+        wait_for(lambda: len(delivered(tmp)) == sent, timeout=30, what="the filler delivered")
+        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {p: "dead", w: "waiting"}
+                 or None, timeout=10, what="P dead, W waiting")
+        first = segments(segdir)[0]
+        self.assertEqual(len(segments(segdir)), 4)
+        return gw, segdir, first, p, w, sent
+
+    ROLL = 80  # more than a segment: the fourth fills, a fifth is opened
+
+    def roll(self, gw, sent):
+        """Open a fifth segment, which compacts the first; the answers are left to read."""
+        ctl = Ctl(gw.sock)
+        self.burst(ctl, self.ROLL, sent)
+        return ctl
+
+    def copied(self, segdir, first, mid):
+        """Is a copy of mid's ADD written to a segment after the first?"""
+        def found():
+            for f in segments(segdir):
+                if f != first:
+                    with open(os.path.join(segdir, f), "rb") as fh:
+                        if mid.encode() in fh.read():
+                            return True
+            return False
+        return found
 
     def check_after_restart(self, gw, segdir, first, p, w):
         q = gw.ctl_json("queue")
@@ -246,20 +367,19 @@ class CompactionTest(GatewayTest):
                 synclog = os.path.join(tmp, "syncs")
                 env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="1500",
                               UCGW_SLOW_SYNC_LOG=synclog)
-                gw, segdir, first, h, p, w = self.setup_compaction(tmp, fsync, env)
-                self.assertIn(first, os.listdir(segdir))
+                gw, segdir, first, p, w, sent = self.setup_compaction(tmp, fsync, env)
                 open(trigger, "w").close()  # every fdatasync takes 1.5 s from now on
+                ctl = self.roll(gw, sent)
+                wait_for(self.copied(segdir, first, p), what="the compaction's copies written")
                 t0 = time.monotonic()
-                rc, out, err = gw.ctl("queue", "purge", h)  # segment 1 goes, the next is compacted
-                self.assertEqual(rc, 0, err)
                 rc, out, err = gw.ctl("status")
                 took = time.monotonic() - t0
                 self.assertEqual(rc, 0, err)
-                print("\nfsync %s: purge and status answered in %.3f s while the compaction synced"
-                      % (fsync, took))
+                print("\nfsync %s: status answered in %.3f s while the compaction synced" % (fsync, took))
                 self.assertLess(took, 0.75, "the loop waited for a sync")
                 if fsync == "never":
-                    self.assertNotIn(first, os.listdir(segdir))  # nothing to wait for
+                    # nothing to wait for
+                    wait_for(lambda: first not in os.listdir(segdir), timeout=1, what="compacted segment gone")
                 else:
                     # the old segment stays until the copies are durable...
                     self.assertIn(first, os.listdir(segdir))
@@ -269,8 +389,12 @@ class CompactionTest(GatewayTest):
                         threads = f.read().split()
                     self.assertIn("pool", threads)
                     self.assertNotIn("main", threads)
+                self.answers(ctl, self.ROLL)
+                ctl.close()
                 os.remove(trigger)
-                self.assertEqual(sorted(m["id"] for m in gw.ctl_json("queue")), sorted([p, w]))
+                wait_for(lambda: len(delivered(tmp)) == sent + self.ROLL, timeout=30, what="all delivered")
+                wait_for(lambda: sorted(m["id"] for m in gw.ctl_json("queue")) == sorted([p, w]),
+                         what="P and W left")
                 kill9(gw)  # right after the compaction: nothing lost
                 restart(gw)
                 self.check_after_restart(gw, segdir, first, p, w)
@@ -282,28 +406,83 @@ class CompactionTest(GatewayTest):
         # start takes the later one as the message, once.
         trigger = os.path.join(self.tmp, "slow")
         env = preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="3000")
-        gw, segdir, first, h, p, w = self.setup_compaction(self.tmp, "batch", env)
+        gw, segdir, first, p, w, sent = self.setup_compaction(self.tmp, "batch", env)
         open(trigger, "w").close()
-        purge = subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "queue", "purge", h],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.cleanups_procs.append(purge)
-        time.sleep(0.7)  # the copies are written, their sync sleeps
+        ctl = self.roll(gw, sent)
+        wait_for(self.copied(segdir, first, p), what="the compaction's copies written")
+        # the new messages delivered (their DONE records written), the copies' sync still sleeping
+        wait_for(lambda: len(delivered(self.tmp)) == sent + self.ROLL, timeout=30, what="all delivered")
+        wait_for(lambda: sorted(m["id"] for m in gw.ctl_json("queue")) == sorted([p, w]), what="P and W left")
         self.assertIn(first, os.listdir(segdir))
         kill9(gw)
-        purge.wait(10)
+        ctl.close()
         os.remove(trigger)
         restart(gw)
-        self.assertNotIn(h, {m["id"] for m in gw.ctl_json("queue")})
         self.check_after_restart(gw, segdir, first, p, w)
         self.assertIn("recovered 2 undelivered messages", gw.log_text())
 
 
+class PinnedSegmentTest(GatewayTest):
+    """A dead letter in the oldest segment must not pin every later one: while
+    traffic rolls segments, the spool compacts the pinned one forward (checked
+    at each segment change), and stays a few segments long."""
+
+    def test_dead_letter_does_not_pin_the_spool(self):
+        c = cfg(self.tmp)
+        c["spool"].update(segment_bytes=16384)
+        gw = self.gateway(c)
+        segdir = spool_dir(gw, "seg")
+        ctl = Ctl(gw.sock)
+        r = ctl.send('{"cmd":"permfail","n":"D"}', protocol="testworker")
+        self.assertTrue(r["ok"], r)
+        d = r["body"]["id"]
+        wait_for(lambda: {m["id"]: m["state"] for m in gw.ctl_json("queue")} == {d: "dead"} or None,
+                 what="D dead")
+        first = segments(segdir)[0]
+        pad = "p" * 900
+        sent, most = 0, 0
+        for _ in range(40):  # about 1 KiB each, 16 to a segment: some 50 segment changes
+            for _ in range(20):
+                sent += 1
+                ctl.request("send", {"data": ('{"n":%d,"pad":"%s"}' % (sent, pad)).encode(), "format": "json",
+                                     "protocol": "testworker"})
+            for _ in range(20):
+                r = ctl.reply()
+                self.assertTrue(r["ok"], r)
+            most = max(most, len(segments(segdir)))
+        ctl.close()
+        newest = int(segments(segdir)[-1][:20])
+        wait_for(lambda: len(delivered(self.tmp)) == sent, timeout=30, what="the traffic delivered")
+        print("\n%d messages, %d segments written, at most %d on disk at once" % (sent, newest, most))
+        self.assertGreater(newest, 40)
+        self.assertLessEqual(most, 6, "segments pinned by the dead letter")
+        self.assertNotIn(first, segments(segdir), "the dead letter's first segment was compacted away")
+        self.assertLessEqual(len(segments(segdir)), 6)
+        self.assertEqual({m["id"]: m["state"] for m in gw.ctl_json("queue")}, {d: "dead"})
+        self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 1)
+        # after a crash it is still there, once, still dead, its payload read back from its copy
+        kill9(gw)
+        restart(gw)
+        q = gw.ctl_json("queue")
+        self.assertEqual([(m["id"], m["state"]) for m in q], [(d, "dead")])
+        self.assertIn("recovered 1 undelivered messages", gw.log_text())
+        self.assertEqual(gw.ctl("queue", "requeue", d)[0], 0)
+
+        def dead_again():
+            m = {m["id"]: m for m in gw.ctl_json("queue")}[d]
+            return m["attempts"] >= 1 and m["state"] == "dead" and "told to answer permfail" in (m["last_error"] or "")
+        wait_for(dead_again, what="D tried again and dead again")
+        self.assertNotIn("cannot read", gw.log_text())
+        self.assertEqual(len(delivered(self.tmp)), sent)
+
+
 class SyncOffTheLoopTest(GatewayTest):
-    """Every fdatasync of the spool runs in libuv's thread pool: a file job's
-    copy and its directory entry, a full segment left for the next one. While
-    such a sync is slow, ucgwd goes on answering; the client waits for its
-    "accepted" until the sync ends. slowsync.so makes each fdatasync take 1.5 s
-    while the trigger file exists and logs the thread that made it."""
+    """Every sync of the spool runs in libuv's thread pool: a file job's file
+    (linked in, or copied from another file system) and its directory entry, a
+    full segment left for the next one. While such a sync is slow, ucgwd goes on
+    answering; the client waits for its "accepted" until the sync ends.
+    slowsync.so makes each fdatasync and fsync take 1.5 s while the trigger file
+    exists and logs the thread that made it."""
 
     SLOW_MS = 1500
 
@@ -342,30 +521,55 @@ class SyncOffTheLoopTest(GatewayTest):
             self.assertNotIn("main", threads, "a sync ran on the loop")
 
     def test_file_job_sync_does_not_stall_the_loop(self):
+        # in the same file system as the spool: linked, its contents synced later
+        self.file_jobs(lambda tmp: tmp)
+
+    def test_copied_file_job_sync_does_not_stall_the_loop(self):
+        # The camera writes to tmpfs, the spool is on disk: the file cannot be
+        # linked in, it is copied, and the copy is synced with the group commit.
+        shm = "/dev/shm"
+        if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(self.tmp).st_dev:
+            self.skipTest("needs %s on a file system other than %s's" % (shm, self.tmp))
+        src = tempfile.mkdtemp(prefix="ucgw-test-src-", dir=shm)
+        self.addCleanup(shutil.rmtree, src, True)
+
+        def srcdir(tmp):
+            d = os.path.join(src, os.path.basename(tmp))
+            os.makedirs(d)
+            return d
+        self.file_jobs(srcdir, copied=True)
+
+    def file_jobs(self, srcdir, copied=False):
         for fsync in ("batch", "always", "never"):
             with self.subTest(fsync=fsync):
                 gw, tmp, trigger, synclog = self.start_slow(fsync)
-                path = os.path.join(tmp, "cam.jpg")
+                path = os.path.join(srcdir(tmp), "cam.jpg")
                 data = os.urandom(50000)
                 with open(path, "wb") as f:
-                    f.write(data)  # in the same file system as the spool: linked, its contents synced later
+                    f.write(data)
+                if copied:
+                    with self.assertRaises(OSError, msg="linkable: not a test of the copy") as e:
+                        os.link(path, os.path.join(spool_dir(gw, "files"), "probe"))
+                    self.assertEqual(e.exception.errno, errno.EXDEV)
                 t0 = time.monotonic()
                 send = subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "--json", "send-file",
                                          "--protocol", "testworker", path],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 self.cleanups_procs.append(send)
-                time.sleep(0.3)  # the file is linked and its sync started
+                time.sleep(0.3)  # the file is linked (or copied) and its sync started
                 took = self.status_time(gw)
                 out, err = send.communicate(timeout=30)
                 accepted = time.monotonic() - t0
                 self.assertEqual(send.returncode, 0, err)
                 mid = json.loads(out)["id"]
-                print("\nfsync %s: file job accepted after %.3f s, status answered in %.3f s meanwhile"
-                      % (fsync, accepted, took))
+                print("\nfsync %s: %s file job accepted after %.3f s, status answered in %.3f s meanwhile"
+                      % (fsync, "copied" if copied else "linked", accepted, took))
                 self.assertLess(took, 0.75, "the loop waited for a sync")
                 if fsync != "never":
-                    # "accepted" only once the copy, its directory entry and the ADD are synced
-                    self.assertGreaterEqual(accepted, self.SLOW_MS / 1000.0 * 0.9)
+                    # "accepted" only once the file, its directory entry and the ADD are synced: one
+                    # after the other, in one group commit
+                    self.assertGreaterEqual(accepted, 3 * self.SLOW_MS / 1000.0 * 0.9)
+                    self.assertGreaterEqual(len(self.threads(synclog)), 3)
                 self.check_threads(fsync, synclog)
                 wait_for(lambda: any(r[0] == mid for r in delivered(tmp)), timeout=30, what="the file delivered")
                 rec = [r for r in delivered(tmp) if r[0] == mid]

@@ -1,10 +1,10 @@
 /* slowsync.so: an LD_PRELOAD stand-in for a slow disk. While the file named by
- * UCGW_SLOW_SYNC_FILE exists, every fdatasync() first sleeps UCGW_SLOW_SYNC_MS
- * milliseconds (default 500); with UCGW_SLOW_SYNC_LOG set, each such call
- * appends a line to that file: "main" when the process's main thread made it
- * (for ucgwd: its event loop, which then answers nobody meanwhile), "pool"
- * for any other thread (libuv's thread pool). Without the trigger file
- * fdatasync is the real one, at its speed. */
+ * UCGW_SLOW_SYNC_FILE exists, every fdatasync() and fsync() first sleeps
+ * UCGW_SLOW_SYNC_MS milliseconds (default 500); with UCGW_SLOW_SYNC_LOG set,
+ * each such call appends a line to that file: "main" when the process's main
+ * thread made it (for ucgwd: its event loop, which then answers nobody
+ * meanwhile), "pool" for any other thread (libuv's thread pool). Without the
+ * trigger file they are the real ones, at their speed. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* RTLD_NEXT */
 #endif
@@ -18,11 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef int (*fdatasync_fn)(int);
+typedef int (*sync_fn)(int);
 
-int fdatasync(int fd)
+static int slow(const char *name, int fd)
 {
-	fdatasync_fn real = (fdatasync_fn)dlsym(RTLD_NEXT, "fdatasync");
+	sync_fn real = (sync_fn)dlsym(RTLD_NEXT, name);
 	if (!real) {
 		errno = ENOSYS;
 		return -1;
@@ -48,3 +48,6 @@ int fdatasync(int fd)
 	}
 	return real(fd);
 }
+
+int fdatasync(int fd) { return slow("fdatasync", fd); }
+int fsync(int fd) { return slow("fsync", fd); }
