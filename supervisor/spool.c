@@ -1386,6 +1386,37 @@ static void rescue(struct smsg *m)
 	}
 }
 
+/* A file message's copy, at start: whole, or the message is a dead letter.
+ * Its ADD may have reached the disk without the copy's contents only when the
+ * power went between the ADD's write and the group commit's sync (the copy is
+ * synced first, and nothing is answered accepted before both are durable), or
+ * when someone removed or cut the file in spool/files: sent as it is, a short
+ * image would be delivered, and answered ok, as if whole. A dead letter keeps
+ * the record for the operator, and says why, and nothing wrong goes out. */
+static void check_copy(struct smsg *m)
+{
+	if (m->kind != JOB_FILE || m->state == SM_DEAD)
+		return;
+	char *p = file_path(m->id);
+	struct stat st;
+	char why[sizeof m->last_error];
+	if (stat(p, &st) < 0)
+		snprintf(why, sizeof why, "the spool's copy of the file is %s", errno == ENOENT ? "missing" :
+			 strerror(errno));
+	else if ((uint64_t)st.st_size < m->size)
+		snprintf(why, sizeof why, "the spool's copy of the file is %llu of its %llu bytes (cut short)",
+			 (unsigned long long)st.st_size, (unsigned long long)m->size);
+	else
+		why[0] = '\0';
+	if (why[0]) {
+		log_warnx("spool: message %s (%s) is dead-lettered: %s", m->id, p, why);
+		str_copy(m->last_error, sizeof m->last_error, why);
+		m->state = SM_DEAD;
+		write_id_record(REC_DEAD, m, why);
+	}
+	free(p);
+}
+
 /* Does DIR/corrupt hold a segment moved aside? */
 static bool corrupt_segments_kept(void)
 {
@@ -1535,6 +1566,7 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 		struct seg *s = seg_find(m->seg);
 		if (s && s->corrupt)
 			rescue(m);
+		check_copy(m);
 		live++;
 		S.st.messages++;
 		S.st.bytes += m->size;

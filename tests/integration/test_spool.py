@@ -183,6 +183,43 @@ class StrayFilesTest(GatewayTest):
         self.assertIn(kept, self.states(gw))
 
 
+    def test_a_copy_cut_short_or_missing_is_a_dead_letter_not_sent(self):
+        # A power cut between an ADD's write and the sync of the copy it names
+        # (or someone's hand in spool/files) leaves a copy shorter than the
+        # file accepted, or none: at start the message is dead-lettered with
+        # the reason, and nothing short is delivered as if whole; a whole one
+        # beside them goes out as ever, and the verdict holds after a restart.
+        gw = self.gateway(cfg(self.tmp))
+        files = spool_dir(gw, "files")
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        short = self.send_file(gw, self.file("short.jpg", 50000)[0])
+        gone = self.send_file(gw, self.file("gone.jpg", 20000)[0])
+        pw, dw = self.file("whole.jpg", 30000)
+        whole = self.send_file(gw, pw)
+        kill9(gw)
+        os.truncate(os.path.join(files, short), 12345)
+        os.remove(os.path.join(files, gone))
+        restart(gw)
+        dead = {m["id"]: m["last_error"] for m in gw.ctl_json("queue", "dead")}
+        self.assertEqual(dead, {short: "the spool's copy of the file is 12345 of its 50000 bytes (cut short)",
+                                gone: "the spool's copy of the file is missing"})
+        log = gw.log_text()
+        self.assertIn("message %s (%s) is dead-lettered: the spool's copy of the file is 12345 of its 50000 "
+                      "bytes (cut short)" % (short, os.path.join(files, short)), log)
+        self.assertIn("message %s (%s) is dead-lettered: the spool's copy of the file is missing"
+                      % (gone, os.path.join(files, gone)), log)
+        self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 2)
+        wait_for(lambda: any(r[0] == whole for r in delivered(self.tmp)), timeout=20, what="whole delivered")
+        time.sleep(0.5)
+        self.assertEqual(delivered(self.tmp), [[whole, str(len(dw)), str(checksum(dw))]])
+        gw.stop()
+        restart(gw)
+        dead = {m["id"]: m["last_error"] for m in gw.ctl_json("queue", "dead")}
+        self.assertEqual(set(dead), {short, gone})
+        self.assertIn("cut short", dead[short])
+        self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 2)
+
+
 class UnreadableSegmentTest(GatewayTest):
     """A segment that cannot be read at start is not an empty one: it is never
     deleted. It goes to spool/corrupt (or, when even that fails, stays where it
