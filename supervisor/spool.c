@@ -1527,6 +1527,18 @@ static void sweep_files(struct recovery *rv)
 	S.st.stray_bytes_removed += freed;
 }
 
+/* The end of a recovery: each message recovered goes to each (the router, or
+ * smsg_free when the spool cannot open), then the tables go. */
+static void recovery_free(struct recovery *rv, void (*each)(struct smsg *m))
+{
+	for (size_t i = 0; i < rv->n; i++)
+		if (rv->by_order[i])
+			each(rv->by_order[i]);
+	free(rv->by_order);
+	free(rv->next);
+	free(rv->heads);
+}
+
 static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 {
 	struct recovery rv = { 0 };
@@ -1550,12 +1562,7 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 		}
 	}
 	if (seg_open_new(err, errlen) < 0) { /* never append to a recovered segment */
-		for (size_t i = 0; i < rv.n; i++)
-			if (rv.by_order[i])
-				smsg_free(rv.by_order[i]);
-		free(rv.by_order);
-		free(rv.next);
-		free(rv.heads);
+		recovery_free(&rv, smsg_free);
 		return -1;
 	}
 	size_t live = 0;
@@ -1595,12 +1602,7 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 	if (S.fsync != FS_NEVER)
 		counted_sync(S.wfd, false, &S.st.fsyncs);
 	sweep_files(&rv);
-	for (size_t i = 0; i < rv.n; i++)
-		if (rv.by_order[i])
-			recovered(rv.by_order[i]);
-	free(rv.by_order);
-	free(rv.next);
-	free(rv.heads);
+	recovery_free(&rv, recovered); /* the router takes the messages */
 	if (live)
 		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
 	seg_gc();
