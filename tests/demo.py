@@ -51,32 +51,59 @@ def main():
                       ("rest", {"plate": "XYZ9876", "confidence": 0.91, "camera": "gate-1"}),
                       ("mqtt", {"plate": "KLM5555", "confidence": 0.88, "camera": "gate-1"}),
                       ("auto", {"plate": "AUTO001", "confidence": 0.99, "camera": "gate-1"})]
+        failed = []
+
+        def outcome(what, rc, out, err):
+            show(what, out + err)
+            if rc != 0 or " delivered by " not in out:
+                failed.append("%s: exit %d: %s" % (what, rc, (out + err).strip()))
         for proto, d in detections:
-            show("send --protocol %s --wait '%s'" % (proto, json.dumps(d)),
-                 gw.ctl("send", "--protocol", proto, "--wait", json.dumps(d))[1])
+            outcome("send --protocol %s --wait '%s'" % (proto, json.dumps(d)),
+                    *gw.ctl("send", "--protocol", proto, "--wait", json.dumps(d)))
         image = os.path.join(s.tmp, "plate-0001.jpg")
         with open(image, "wb") as f:
             f.write(os.urandom(2 * 1024 * 1024))
         for proto in ("sftp", "rsync"):
-            show("send-file --protocol %s --remote-name %s-plate-0001.jpg --wait %s" % (proto, proto, image),
-                 gw.ctl("send-file", "--protocol", proto, "--remote-name", proto + "-plate-0001.jpg", "--wait",
-                        image)[1])
+            outcome("send-file --protocol %s --remote-name %s-plate-0001.jpg --wait %s" % (proto, proto, image),
+                    *gw.ctl("send-file", "--protocol", proto, "--remote-name", proto + "-plate-0001.jpg", "--wait",
+                            image))
         time.sleep(0.5)
         show("stats", gw.ctl("stats")[1])
         print("\nwhat the servers received:")
-        for r in peer.records():
+        records, published = peer.records(), sub.received("lpr/aicamera-edge-001/data")
+        for r in records:
             print("  lpr-peer %-4s id=%s body=%s" % (r["proto"], r["id"], r["body"][:80]))
-        for m in sub.received("lpr/aicamera-edge-001/data"):
+        for m in published:
             print("  mosquitto lpr/aicamera-edge-001/data message-id=%s payload=%s"
                   % (m["props"].get("message-id"), m["payload"].decode()[:80]))
+        with open(image, "rb") as f:
+            sent = f.read()
+        same = 0
         for name in sorted(os.listdir(sshd.remote)):
-            print("  sshd %s/%s (%d bytes)" % (sshd.remote, name, os.path.getsize(os.path.join(sshd.remote, name))))
-        print("\nstopping ucgwd (SIGTERM): exit status %s" % gw.stop())
+            path = os.path.join(sshd.remote, name)
+            print("  sshd %s (%d bytes)" % (path, os.path.getsize(path)))
+            with open(path, "rb") as f:
+                same += f.read() == sent
+        # one detection each by websocket, rest and mqtt, and the one sent with
+        # auto by whichever the gateway chose: four in all; the image twice, whole
+        protos = sorted(r["proto"] for r in records) + ["mqtt"] * len(published)
+        if len(protos) != 4 or not {"ws", "http", "mqtt"} <= set(protos) or same != 2:
+            failed.append("the servers received %s and %d identical images, not the 4 detections (ws, http, "
+                          "mqtt, and one more) and 2 images sent" % (protos, same))
+        rc = gw.stop()
+        print("\nstopping ucgwd (SIGTERM): exit status %s" % rc)
+        if rc != 0:
+            failed.append("ucgwd exited with status %s" % rc)
     finally:
         if gw:
             gw.kill()
         s.close()
+    if failed:
+        print("\nDEMO FAILED:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    print("\ndemo done: 4 detections and 2 images delivered, each acknowledged by its server")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
