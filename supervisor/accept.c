@@ -52,35 +52,51 @@ static void accepted(const char *err, void *arg)
 	free(t);
 }
 
-/* The enabled protocols that can carry this kind, for error messages. */
+/* The enabled protocols that can carry this kind, for error messages: "valid:
+ * auto, sftp, rsync", or that none is. */
 static void list_protocols(bool files, char *buf, size_t len)
 {
-	buf[0] = '\0';
+	snprintf(buf, len, "valid: auto");
+	size_t n = 0;
 	for (int i = 0; i < R.nprotos; i++) {
 		const struct rproto *rp = &R.protos[i];
-		if ((files ? rp->files : rp->meta) && rproto_enabled(rp) && strcmp(rp->name, "testworker") != 0)
-			snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", buf[0] ? ", " : "", rp->name);
+		if ((files ? rp->files : rp->meta) && rproto_enabled(rp)) {
+			snprintf(buf + strlen(buf), len - strlen(buf), ", %s", rp->name);
+			n++;
+		}
 	}
-	if (!buf[0])
-		snprintf(buf, len, "none enabled");
+	if (!n)
+		snprintf(buf, len, "no %s protocol is enabled in the configuration: %s", files ? "file" : "metadata",
+			 files ? "sftp, rsync" : "websocket, rest, mqtt");
+}
+
+/* Can a protocol of this kind take it now? */
+static bool any_enabled(bool files)
+{
+	for (int i = 0; i < R.nprotos; i++)
+		if ((files ? R.protos[i].files : R.protos[i].meta) && rproto_enabled(&R.protos[i]))
+			return true;
+	return false;
 }
 
 static int check_protocol(const char *name, bool files, char *err, size_t errlen)
 {
-	char list[160];
-	if (strcmp(name, "auto") == 0)
-		return 0;
-	struct rproto *rp = rproto_by_name(name);
+	char list[200];
+	const char *kind = files ? "file" : "metadata";
+	struct rproto *rp = strcmp(name, "auto") == 0 ? NULL : rproto_by_name(name);
 	bool carries = rp && (files ? rp->files : rp->meta);
-	if (carries && rproto_enabled(rp))
+	if (strcmp(name, "auto") == 0 ? any_enabled(files) : carries && rproto_enabled(rp))
 		return 0;
 	list_protocols(files, list, sizeof list); /* for the error text only */
-	if (!carries) {
-		snprintf(err, errlen, "unknown %s protocol '%s' (valid: auto, %s)", files ? "file" : "metadata", name,
-			 list);
-		return -1;
-	}
-	snprintf(err, errlen, "protocol '%s' is disabled in the configuration (valid: auto, %s)", name, list);
+	if (strcmp(name, "auto") == 0)
+		snprintf(err, errlen, "nothing can carry it: %s", list);
+	else if (rp && !carries)
+		snprintf(err, errlen, "protocol '%s' carries %s, not %s (%s)", name, files ? "metadata" : "files",
+			 files ? "files" : "metadata", list);
+	else if (!rp)
+		snprintf(err, errlen, "unknown %s protocol '%s' (%s)", kind, name, list);
+	else
+		snprintf(err, errlen, "protocol '%s' is disabled in the configuration (%s)", name, list);
 	return -1;
 }
 

@@ -185,7 +185,7 @@ class PythonClientTest(GatewayTest):
         self.assertIn("is not a regular file", r.error)
         r = self.client.send_file(p, protocol="mqtt")
         self.assertFalse(r.success)
-        self.assertIn("unknown file protocol 'mqtt'", r.error)
+        self.assertIn("protocol 'mqtt' carries metadata, not files", r.error)
 
     def test_not_running(self):
         c = UnifiedCommunicationGateway(socket_path=os.path.join(self.tmp, "none.sock"))

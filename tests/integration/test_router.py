@@ -58,6 +58,27 @@ class RouterTest(GatewayTest):
         wait_for(lambda: len(delivered(self.tmp)) == 20, what="20 deliveries")
         self.assertEqual(sorted(r[0] for r in delivered(self.tmp)), sorted(ids))
 
+    def test_nothing_enabled_to_carry_it_is_refused_at_once(self):
+        # With no protocol enabled for its kind a send is refused with why,
+        # not accepted and dead-lettered: "auto" included.
+        c = {"gateway": {"log_level": "info"}, "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "t"}}
+        gw = self.gateway(c)
+        path = os.path.join(self.tmp, "plate.jpg")
+        with open(path, "wb") as f:
+            f.write(b"x" * 100)
+        for args in (["send-file", path], ["send-file", "--protocol", "auto", path]):
+            rc, out, err = gw.ctl(*args)
+            self.assertEqual((rc, out), (1, ""), args)
+            self.assertEqual(err, "ucgwctl: nothing can carry it: no file protocol is enabled in the "
+                                  "configuration: sftp, rsync\n", args)
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", path)
+        self.assertEqual(err, "ucgwctl: protocol 'sftp' is disabled in the configuration (no file protocol is "
+                              "enabled in the configuration: sftp, rsync)\n")
+        rc, out, err = gw.ctl("send", "--protocol", "websocket", "{}")
+        self.assertEqual(err, "ucgwctl: protocol 'websocket' is disabled in the configuration (valid: auto, mqtt)\n")
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+
     def test_bad_input_is_refused(self):
         gw = self.gateway(cfg(self.tmp))
         cases = [
@@ -70,6 +91,10 @@ class RouterTest(GatewayTest):
             (["send", "--priority", "urgent", "{}"], "unknown priority 'urgent'"),
             (["send-file", "--protocol", "testworker", "/nonexistent/x.jpg"], "cannot open /nonexistent/x.jpg"),
             (["send-file", "--protocol", "testworker", self.tmp], "is not a regular file"),
+            (["send", "--protocol", "sftp", "{}"],
+             "protocol 'sftp' carries files, not metadata (valid: auto, testworker)"),
+            (["send-file", "--protocol", "mqtt", "/etc/hostname"],
+             "protocol 'mqtt' carries metadata, not files (valid: auto, testworker)"),
         ]
         for args, words in cases:
             rc, out, err = gw.ctl(*args)
