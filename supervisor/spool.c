@@ -75,6 +75,7 @@ struct unwritten {
 	void (*durable)(const char *, void *);
 	void *arg;
 	bool failed;
+	int synced_fd;      /* its file's descriptor waiting in S.linked for the sync, or -1 */
 };
 
 static struct {
@@ -423,6 +424,7 @@ static void forget_file(const char *id)
 static void when_durable(void (*cb)(const char *, void *), void *arg);
 static void start_sync(void);
 static void on_batch_timer(uv_timer_t *t);
+static void unsync_file(int fd);
 
 /* Write S.out, then tell the owner of each new message in it how it went. A
  * callback may append again (a DONE, a message read back): the list is taken
@@ -438,8 +440,10 @@ static void finish_out(void)
 	for (size_t i = 0; i < n; i++) {
 		struct unwritten *u = &list[i];
 		if (u->failed) {
-			if (u->m->kind == JOB_FILE)
+			if (u->m->kind == JOB_FILE) {
 				forget_file(u->m->id);
+				unsync_file(u->synced_fd);
+			}
 			S.st.messages--;
 			S.st.bytes -= u->m->size;
 			if (S.out_full)
@@ -731,6 +735,20 @@ static void sync_with_next_commit(int fd)
 	S.linked[S.nlinked++] = fd;
 }
 
+/* The copy of a file not accepted after all (its ADD could not be written),
+ * removed: its descriptor leaves S.linked and is closed now, or its blocks
+ * would stay taken until a sync that may never come (a full spool stays
+ * full). One a running sync already took is closed when that sync ends. */
+static void unsync_file(int fd)
+{
+	for (size_t i = 0; fd >= 0 && i < S.nlinked; i++)
+		if (S.linked[i] == fd) {
+			S.linked[i] = S.linked[--S.nlinked];
+			close(fd);
+			return;
+		}
+}
+
 /* Hard-link the caller's open file into the spool, or copy it where a link is
  * impossible (another file system, e.g. the camera writes to tmpfs; a file we
  * may not link). Neither is synced here, on the loop (a copy of a large image
@@ -741,9 +759,10 @@ static void sync_with_next_commit(int fd)
  * ADD's write and that sync the ADD may reach the disk and the copy not all
  * of it, as with a linked file the camera had not synced, but never for a
  * message answered accepted. The .tmp name is for a copy cut short. */
-static int keep_file(const char *id, int fd, char *err, size_t errlen)
+static int keep_file(const char *id, int fd, int *synced_fd, char *err, size_t errlen)
 {
 	char *dst = file_path(id), src[64];
+	*synced_fd = -1;
 	snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0) {
 		free(dst);
@@ -751,6 +770,7 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		int keep = S.fsync == FS_NEVER ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
 		if (keep >= 0)
 			sync_with_next_commit(keep);
+		*synced_fd = keep;
 		return 0;
 	}
 	char *tmp = xasprintf("%s.tmp", dst);
@@ -786,6 +806,7 @@ static int keep_file(const char *id, int fd, char *err, size_t errlen)
 		S.files_dirty = true;
 		if (S.fsync != FS_NEVER) {
 			sync_with_next_commit(out);
+			*synced_fd = out;
 			out = -1;
 		}
 	}
@@ -813,21 +834,24 @@ int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 	      void (*durable)(const char *err, void *arg),
 	      void *arg, char *err, size_t errlen)
 {
-	if (file_fd >= 0 && keep_file(m->id, file_fd, err, errlen) < 0)
+	int synced_fd = -1;
+	if (file_fd >= 0 && keep_file(m->id, file_fd, &synced_fd, err, errlen) < 0)
 		return -1;
 	msgpack_packer pk;
 	begin_record(&pk);
 	pack_add(&pk, m, payload, len);
 	if (append_record(REC_ADD, &m->seg, &m->off, &m->reclen, err, errlen) < 0) {
-		if (file_fd >= 0)
+		if (file_fd >= 0) {
 			forget_file(m->id);
+			unsync_file(synced_fd);
+		}
 		return -1;
 	}
 	if (S.nadds == S.capadds) {
 		S.capadds = S.capadds ? S.capadds * 2 : 64;
 		S.adds = xrealloc(S.adds, S.capadds * sizeof *S.adds);
 	}
-	S.adds[S.nadds++] = (struct unwritten){ m, written, durable, arg, false };
+	S.adds[S.nadds++] = (struct unwritten){ m, written, durable, arg, false, synced_fd };
 	S.adds_bytes += m->size;
 	S.st.messages++;
 	S.st.bytes += m->size;
@@ -1400,14 +1424,20 @@ static void check_copy(struct smsg *m)
 	char *p = file_path(m->id);
 	struct stat st;
 	char why[sizeof m->last_error];
-	if (stat(p, &st) < 0)
-		snprintf(why, sizeof why, "the spool's copy of the file is %s", errno == ENOENT ? "missing" :
-			 strerror(errno));
-	else if ((uint64_t)st.st_size < m->size)
+	int rc = stat(p, &st);
+	if (rc < 0 && errno != ENOENT) {
+		/* It may be there, whole: a passing fault is no verdict. The message
+		 * stays; a worker that cannot open the copy says so in its turn. */
+		log_warn("spool: cannot check the copy of message %s (%s)", m->id, p);
+		why[0] = '\0';
+	} else if (rc < 0) {
+		snprintf(why, sizeof why, "the spool's copy of the file is missing");
+	} else if ((uint64_t)st.st_size < m->size) {
 		snprintf(why, sizeof why, "the spool's copy of the file is %llu of its %llu bytes (cut short)",
 			 (unsigned long long)st.st_size, (unsigned long long)m->size);
-	else
+	} else {
 		why[0] = '\0';
+	}
 	if (why[0]) {
 		log_warnx("spool: message %s (%s) is dead-lettered: %s", m->id, p, why);
 		str_copy(m->last_error, sizeof m->last_error, why);

@@ -220,6 +220,52 @@ class StrayFilesTest(GatewayTest):
         self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 2)
 
 
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
+    def test_a_copy_refused_for_want_of_room_gives_its_room_back(self):
+        # The copy of a file from another file system fits, its ADD does not:
+        # the send is refused ("spool full"), the copy removed, and its
+        # descriptor (waiting for a sync that no accepted message starts)
+        # closed with it, so that its blocks come back at once and the next
+        # small message is accepted (before: ucgwd held the deleted copy open
+        # and refused everything until a restart).
+        mnt = os.path.join(self.tmp, "mnt")
+        os.makedirs(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], capture_output=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        c = cfg(self.tmp)
+        c["spool"]["dir"] = os.path.join(mnt, "spool")
+        gw = self.gateway(c)
+        self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+        time.sleep(0.3)
+        st = os.statvfs(mnt)
+        with open(os.path.join(mnt, "filler"), "wb") as f:
+            f.write(b"x" * (st.f_bavail * st.f_frsize - 40 * 4096))
+        st = os.statvfs(mnt)
+        room = st.f_bavail * st.f_frsize
+        src = os.path.join(self.tmp, "img.jpg")  # on another file system: copied in
+        with open(src, "wb") as f:
+            f.write(os.urandom(room))
+        rc, out, err = gw.ctl("send-file", "--protocol", "testworker", src)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("spool full", err)
+        held = []
+        for fd in os.listdir("/proc/%d/fd" % gw.proc.pid):
+            try:
+                t = os.readlink("/proc/%d/fd/%s" % (gw.proc.pid, fd))
+            except OSError:
+                continue
+            if t.startswith(mnt) and t.endswith("(deleted)"):
+                held.append(t)
+        self.assertEqual(held, [])
+        st = os.statvfs(mnt)
+        self.assertGreaterEqual(st.f_bavail * st.f_frsize, room - 2 * 4096)
+        rc, out, err = gw.ctl("send", "--protocol", "testworker", '{"a":1}')
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 1)
+
+
 class UnreadableSegmentTest(GatewayTest):
     """A segment that cannot be read at start is not an empty one: it is never
     deleted. It goes to spool/corrupt (or, when even that fails, stays where it
