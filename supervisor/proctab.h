@@ -45,7 +45,7 @@ struct proc {
 	                                * else (an operator, a test): not the jobs' fault */
 	bool removed;                  /* protocol disabled by a reload: forget after exit */
 	bool connected;                /* the worker's view of its server */
-	char health[256];
+	char health[512];
 	uint64_t rtt_us;          /* the last round trip the worker measured */
 	unsigned inflight;             /* jobs in hand (the router keeps the list) */
 	void *body;                    /* MSG_CONFIG body of the last start: the files read for it */

@@ -117,7 +117,7 @@ static struct {
 	/* A run failed for good: the reason (the worker's health), and the check
 	 * that may end it. Files are held meanwhile. */
 	bool refused;
-	char refusal[256];
+	char refusal[512];
 	uint64_t check_every_ms, check_at_ms;
 	uv_timer_t check_timer;
 } R;
@@ -445,13 +445,14 @@ static void arm_check(void)
 	uv_timer_start(&R.check_timer, on_check_timer, R.check_every_ms, 0);
 }
 
-/* A run failed for good: not one file can go until something changes. */
+/* A run failed for good: not one file can go until something changes. The
+ * reason (R.refusal) was taken from that run's own output when it ended, since
+ * the dry run that may follow it overwrites R.code and R.errtail. */
 static void refuse(void)
 {
 	if (!R.refused)
 		R.check_every_ms = CHECK_FIRST_MS;
 	R.refused = true;
-	set_refusal();
 	arm_check();
 }
 
@@ -565,6 +566,8 @@ static void send_ended(void)
 	R.status = ec.status;
 	if (ec.link_down)
 		worker_health(false, 0, "%s", R.why);
+	if (ec.status == JOB_PERMFAIL)
+		set_refusal(); /* from this run's words, before a dry run replaces them */
 	/* Files rsync began to send may have arrived before the failure: ask the
 	 * server (a dry run: it lists each file's itemized change, ".f" when the
 	 * server has it). A file that never started cannot have arrived in this run. */

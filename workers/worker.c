@@ -32,7 +32,7 @@ static struct {
 	char *device_id;
 	bool configured, stopping, connected, health_sent;
 	uint64_t rtt_us;
-	char health_detail[256];
+	char health_detail[512];
 	struct job *head, *tail;
 	uv_signal_t sigterm, sigint, sigusr2;
 	bool sandbox;
@@ -129,7 +129,7 @@ void worker_result(struct job *job, enum job_status st, uint64_t retry_after_ms,
 
 void worker_health(bool connected, uint64_t rtt_us, const char *fmt, ...)
 {
-	char detail[256] = "";
+	char detail[512] = "";
 	if (fmt) {
 		va_list ap;
 		va_start(ap, fmt);
