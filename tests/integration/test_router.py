@@ -697,6 +697,16 @@ class PoisonRaceTest(GatewayTest):
         self.assertEqual([(h["protocol"], h["result"], h["error"]) for h in tr["route"][-2:]],
                          [("mqtt", "retry", CLOSED), ("testworker", "ok", None)])
 
+    def dead_once_while_the_others_go(self, gw, mid, others):
+        """mid is dead, once; with the test server back the others are
+        delivered, each once, and mid stays dead."""
+        self.assert_dead_once(gw, mid)
+        os.remove(self.down)
+        wait_for(lambda: len(delivered(self.tmp)) >= len(others), timeout=30, what="the others delivered")
+        time.sleep(0.5)
+        self.assert_dead_once(gw, mid)
+        self.assert_each_once(others)
+
     def assert_each_once(self, ids):
         got = [r[0] for r in delivered(self.tmp)]
         self.assertEqual(sorted(got), sorted(ids))
@@ -713,12 +723,7 @@ class PoisonRaceTest(GatewayTest):
         self.assertEqual(self.route(gw, mid), [("mqtt", "retry"), ("testworker", "retry")] * 3)
         self.assertTrue(all(h["error"] == CLOSED for h in gw.ctl_json("trace", mid)["route"][0::2]))
         self.assertEqual(self.deaths(gw), 3)
-        self.assert_dead_once(gw, mid)
-        os.remove(self.down)
-        wait_for(lambda: len(delivered(self.tmp)) >= len(others), timeout=30, what="the others delivered")
-        time.sleep(0.5)
-        self.assert_dead_once(gw, mid)
-        self.assert_each_once(others)
+        self.dead_once_while_the_others_go(gw, mid, others)
         # A requeue brings it back with its count started afresh (as a restart of
         # ucgwd does): one more death does not dead-letter it, a delivery ends it.
         self.requeue_delivers_once(gw, mid, before=3)
@@ -766,12 +771,7 @@ class PoisonRaceTest(GatewayTest):
                                           r"this message in hand \(last: killed by signal 11 \(SIGSEGV\)\)$)")
         gw.wait_worker("testworker", lambda w: w["pid"] != tw["pid"] and w["state"] == "ready", what="testworker back")
         self.assertEqual(self.deaths(gw, "testworker"), 1)
-        self.assert_dead_once(gw, mid)
-        os.remove(self.down)
-        wait_for(lambda: len(delivered(self.tmp)) >= len(others), timeout=30, what="the others delivered")
-        time.sleep(0.5)
-        self.assert_dead_once(gw, mid)
-        self.assert_each_once(others)
+        self.dead_once_while_the_others_go(gw, mid, others)
         self.requeue_delivers_once(gw, mid, before=3)
         self.assert_each_once(others + [mid])
 

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
 from sshd import Sshd  # noqa: E402
 from ucgw import UnifiedCommunicationGateway  # noqa: E402
-from ucgwtest import BIN, GatewayTest, wait_for, writable_by_workers  # noqa: E402
+from ucgwtest import BIN, GatewayTest, small_tmpfs, wait_for, writable_by_workers  # noqa: E402
 
 
 def sha(path):
@@ -250,7 +250,6 @@ class RsyncTest(GatewayTest):
         self.assertEqual(gw2.ctl_json("stats")["rsync"]["success"], 0)
         self.assertEqual(gw2.ctl_json("queue", "dead"), [])
 
-    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
     def test_full_remote_disk_waits_for_room(self):
         """The server's disk (4 MiB) fills up under a file of 8 MiB (rsync
         exit 11, 'No space left on device'), with fallback disabled: the file
@@ -261,12 +260,7 @@ class RsyncTest(GatewayTest):
         disk to its last byte for as long as it is full, and the worker
         deletes it. So a small file sent meanwhile arrives (on the full
         disk's room, in the same runs as the big one, before it)."""
-        small = os.path.join(self.tmp, "remote", "small")
-        os.makedirs(small)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small], capture_output=True)
-        if r.returncode != 0:
-            self.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
-        self.addCleanup(subprocess.run, ["umount", "-l", small])
+        small = small_tmpfs(self, os.path.join(self.tmp, "remote", "small"))
         lpr = os.path.join(small, "lpr")
         sshd = Sshd(self)
         gw = self.gw_alone(sshd, remote_path=lpr, gateway={"log_level": "debug"})

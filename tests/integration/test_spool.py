@@ -15,7 +15,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ctlclient import Ctl  # noqa: E402
-from ucgwtest import BIN, GatewayTest, delivered, preload, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, delivered, preload, small_tmpfs, wait_for  # noqa: E402
 from ucgwtest import testworker_config as cfg  # noqa: E402
 
 
@@ -219,8 +219,6 @@ class StrayFilesTest(GatewayTest):
         self.assertIn("cut short", dead[short])
         self.assertEqual(gw.ctl_json("status")["spool"]["dead"], 2)
 
-
-    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("mount"), "needs root to mount a small tmpfs")
     def test_a_copy_refused_for_want_of_room_gives_its_room_back(self):
         # The copy of a file from another file system fits, its ADD does not:
         # the send is refused ("spool full"), the copy removed, and its
@@ -228,12 +226,7 @@ class StrayFilesTest(GatewayTest):
         # closed with it, so that its blocks come back at once and the next
         # small message is accepted (before: ucgwd held the deleted copy open
         # and refused everything until a restart).
-        mnt = os.path.join(self.tmp, "mnt")
-        os.makedirs(mnt)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], capture_output=True)
-        if r.returncode != 0:
-            self.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
-        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        mnt = small_tmpfs(self, os.path.join(self.tmp, "mnt"))
         c = cfg(self.tmp)
         c["spool"]["dir"] = os.path.join(mnt, "spool")
         gw = self.gateway(c)

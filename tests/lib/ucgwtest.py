@@ -48,6 +48,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def small_tmpfs(test, path, size="4m"):
+    """Mount a tmpfs of size at path (made here) for test, unmounted at its
+    end; the test is skipped where it cannot be (not root, no mount)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        test.skipTest("needs root to mount a small tmpfs")
+    os.makedirs(path)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", path], capture_output=True)
+    if r.returncode != 0:
+        test.skipTest("cannot mount tmpfs here: %s" % r.stderr.decode().strip())
+    test.addCleanup(subprocess.run, ["umount", "-l", path])
+    return path
+
+
 def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     last = None
