@@ -52,45 +52,42 @@ static void accepted(const char *err, void *arg)
 	free(t);
 }
 
-/* The enabled protocols that can carry this kind, for error messages: "valid:
- * auto, sftp, rsync", or that none is. */
-static void list_protocols(bool files, char *buf, size_t len)
+static bool carries(const struct rproto *rp, bool files) { return files ? rp->files : rp->meta; }
+
+/* The enabled protocols that can carry this kind: written to buf ("valid:
+ * auto, sftp, rsync", or that none is, for error messages) when buf is given,
+ * and how many. */
+static int enabled_protocols(bool files, char *buf, size_t len)
 {
-	snprintf(buf, len, "valid: auto");
-	size_t n = 0;
+	int n = 0;
+	if (buf)
+		snprintf(buf, len, "valid: auto");
 	for (int i = 0; i < R.nprotos; i++) {
 		const struct rproto *rp = &R.protos[i];
-		if ((files ? rp->files : rp->meta) && rproto_enabled(rp)) {
-			snprintf(buf + strlen(buf), len - strlen(buf), ", %s", rp->name);
+		if (carries(rp, files) && rproto_enabled(rp)) {
+			if (buf)
+				snprintf(buf + strlen(buf), len - strlen(buf), ", %s", rp->name);
 			n++;
 		}
 	}
-	if (!n)
+	if (buf && !n)
 		snprintf(buf, len, "no %s protocol is enabled in the configuration: %s", files ? "file" : "metadata",
 			 files ? "sftp, rsync" : "websocket, rest, mqtt");
-}
-
-/* Can a protocol of this kind take it now? */
-static bool any_enabled(bool files)
-{
-	for (int i = 0; i < R.nprotos; i++)
-		if ((files ? R.protos[i].files : R.protos[i].meta) && rproto_enabled(&R.protos[i]))
-			return true;
-	return false;
+	return n;
 }
 
 static int check_protocol(const char *name, bool files, char *err, size_t errlen)
 {
 	char list[200];
 	const char *kind = files ? "file" : "metadata";
-	struct rproto *rp = strcmp(name, "auto") == 0 ? NULL : rproto_by_name(name);
-	bool carries = rp && (files ? rp->files : rp->meta);
-	if (strcmp(name, "auto") == 0 ? any_enabled(files) : carries && rproto_enabled(rp))
+	bool is_auto = strcmp(name, "auto") == 0;
+	struct rproto *rp = is_auto ? NULL : rproto_by_name(name);
+	if (is_auto ? enabled_protocols(files, NULL, 0) > 0 : rp && carries(rp, files) && rproto_enabled(rp))
 		return 0;
-	list_protocols(files, list, sizeof list); /* for the error text only */
-	if (strcmp(name, "auto") == 0)
+	enabled_protocols(files, list, sizeof list); /* for the error text only */
+	if (is_auto)
 		snprintf(err, errlen, "nothing can carry it: %s", list);
-	else if (rp && !carries)
+	else if (rp && !carries(rp, files))
 		snprintf(err, errlen, "protocol '%s' carries %s, not %s (%s)", name, files ? "metadata" : "files",
 			 files ? "files" : "metadata", list);
 	else if (!rp)

@@ -593,8 +593,9 @@ static void quarantine(struct smsg *m, const char *last)
 	to_dead(m);
 }
 
-static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st,
-			 const char *err, uint64_t retry_after_ms)
+/* An attempt is over, whatever comes of the message: out of flight, its hop
+ * ended, counted in the protocol's stats (and recent errors). */
+static void attempt_ended(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st, const char *err)
 {
 	list_del(&rp->inflight, m);
 	if (p && p->inflight)
@@ -603,11 +604,18 @@ static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum
 	m->state = SM_LIMBO;
 	hop_end(m, st, err);
 	stats_result(rp, m, st);
+	if (st != JOB_OK)
+		errors_record(rp->name, m->id, err);
+}
+
+static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st,
+			 const char *err, uint64_t retry_after_ms)
+{
+	attempt_ended(rp, p, m, st, err);
 	if (st == JOB_OK) {
 		rproto_success(rp);
 		router_forget(m, "ok", "delivered");
 	} else {
-		errors_record(rp->name, m->id, err);
 		rproto_failure(rp, st, err);
 		if (m->crashes >= POISON_CRASHES) { /* reached while this attempt was on its way (router_worker_lost) */
 			char last[200];
@@ -706,11 +714,7 @@ void router_worker_lost(struct proc *p)
 			job_finished(rp, p, m, JOB_RETRY, why, 0);
 			continue;
 		}
-		list_del(&rp->inflight, m);
-		R.inflight--;
-		hop_end(m, JOB_PERMFAIL, why);
-		stats_result(rp, m, JOB_PERMFAIL); /* the attempt the route shows, counted as job_finished does */
-		errors_record(rp->name, m->id, why);
+		attempt_ended(rp, p, m, JOB_PERMFAIL, why);
 		quarantine(m, p->last_exit);
 	}
 	p->inflight = 0;

@@ -14,7 +14,7 @@
  * not proven goes back with the run's status.
  *
  * What a failure leaves on the server: rsync writes a file under a temporary
- * name beside its final one (".NAME.XXXXXX"); when the transfer fails, the
+ * name beside its final one (".NAME." and six random characters); when the transfer fails, the
  * server's rsync renames what it has into the partial directory (no temporary
  * file stays; as seen with rsync 3.5 on a full disk and on a cut connection),
  * and the next run updates that partial file in place (rsync 3.2.0 and newer
@@ -901,6 +901,17 @@ static int make_rundir(void)
 	return 0;
 }
 
+/* The next run: its number, its staging directory, and its file list opened
+ * for writing; NULL with errno. */
+static FILE *open_run(void)
+{
+	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
+	char *listpath = xasprintf("%s.list", R.rundir);
+	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL;
+	free(listpath);
+	return list;
+}
+
 /* While refused: the check, when no rsync runs. */
 static void on_check_timer(uv_timer_t *t)
 {
@@ -909,10 +920,7 @@ static void on_check_timer(uv_timer_t *t)
 			uv_timer_start(&R.check_timer, on_check_timer, 1000, 0);
 		return;
 	}
-	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
-	char *listpath = xasprintf("%s.list", R.rundir);
-	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL; /* empty */
-	free(listpath);
+	FILE *list = open_run(); /* left empty */
 	bool made = list && fclose(list) == 0;
 	int rc = made ? spawn_rsync(PH_CHECK) : 0;
 	if (!made || rc < 0) {
@@ -922,35 +930,35 @@ static void on_check_timer(uv_timer_t *t)
 	}
 }
 
+/* Every file waiting goes back, since none would be answered otherwise:
+ * held while refused, else retried with R.why (the supervisor hands each out
+ * again after its backoff). */
+static void return_queue(void)
+{
+	while (R.queue) {
+		struct rjob *r = R.queue;
+		R.queue = r->next;
+		if (R.refused)
+			hold(r->job);
+		else
+			worker_result(r->job, JOB_RETRY, 0, "%s", R.why);
+		free(r);
+	}
+	R.queue_tail = NULL;
+}
+
 static void start_run(void)
 {
 	if (R.refused) {
-		while (R.queue) {
-			struct rjob *r = R.queue;
-			R.queue = r->next;
-			hold(r->job);
-			free(r);
-		}
-		R.queue_tail = NULL;
+		return_queue();
 		return;
 	}
-	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
-	char *listpath = xasprintf("%s.list", R.rundir);
-	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL;
-	free(listpath);
+	FILE *list = open_run();
 	if (!list) {
-		/* Every file waiting goes back: none would be answered otherwise, and
-		 * the supervisor hands each out again after its backoff. */
 		snprintf(R.why, sizeof R.why, "cannot make the staging directory %s: %s", R.rundir, strerror(errno));
 		log_warnx("%s", R.why);
 		rm_rundir();
-		while (R.queue) {
-			struct rjob *r = R.queue;
-			R.queue = r->next;
-			worker_result(r->job, JOB_RETRY, 0, "%s", R.why);
-			free(r);
-		}
-		R.queue_tail = NULL;
+		return_queue();
 		return;
 	}
 	int n = stage_batch(list);
