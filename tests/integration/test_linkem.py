@@ -94,10 +94,12 @@ class LinkemTest(unittest.TestCase):
         self.addCleanup(srv.close)
         return srv
 
-    def send_through(self, link, srv, nbytes, conns=1):
-        """Send nbytes over each of conns connections at once; seconds until the server has them all."""
+    def send_through(self, link, srv, nbytes, conns=1, more=()):
+        """Send nbytes over each of conns connections at once (and one to each server of more, behind
+        the same link); seconds until the servers have them all."""
         block = b"\0" * 65536
         socks = [connect(link) for _ in range(conns)]
+        socks += [socket.create_connection(("127.0.0.1", link.port_for(m.port))) for m in more]
         t0 = time.monotonic()
 
         def send(s):
@@ -107,7 +109,8 @@ class LinkemTest(unittest.TestCase):
         threads = [threading.Thread(target=send, args=(s,)) for s in socks]
         for t in threads:
             t.start()
-        wait_until(lambda: srv.received >= nbytes * conns, 60, "%d bytes at the server" % (nbytes * conns))
+        wait_until(lambda: srv.received + sum(m.received for m in more) >= nbytes * len(socks), 60,
+                   "%d bytes at the servers" % (nbytes * len(socks)))
         elapsed = time.monotonic() - t0
         for t in threads:
             t.join()
@@ -127,12 +130,14 @@ class LinkemTest(unittest.TestCase):
         self.assertLessEqual(rate, 1.02 * cap)
 
     def test_connections_share_the_link(self):
-        """Two connections at once get the one link's rate between them, not twice it."""
-        srv = self.server(echo=False)
-        link = Link.for_test(self, srv.port, profile="lte")
-        elapsed = self.send_through(link, srv, 4 * MB, conns=2)
-        rate = 8 * MB / elapsed
-        print("2 x 4 MB over lte: %.2f s, %.1f%% of the rate" % (elapsed, 100 * rate / payload_capacity("lte")))
+        """Three connections at once, two to one server and one to another (--route), get
+        the one link's rate between them, not thrice it."""
+        srv, other = self.server(echo=False), self.server(echo=False)
+        link = Link.for_test(self, srv.port, profile="lte", more_targets=(other.port,))
+        elapsed = self.send_through(link, srv, 3 * MB, conns=2, more=(other,))
+        self.assertEqual(other.received, 3 * MB)
+        rate = 9 * MB / elapsed
+        print("3 x 3 MB over lte: %.2f s, %.1f%% of the rate" % (elapsed, 100 * rate / payload_capacity("lte")))
         self.assertGreaterEqual(rate, 0.88 * payload_capacity("lte"))
         self.assertLessEqual(rate, 1.02 * payload_capacity("lte"))
 

@@ -38,10 +38,12 @@ def _free_port():
 
 
 class Link:
-    """One ucgw-linkem: port is where clients connect, control_port its control line protocol."""
+    """One ucgw-linkem: port is where clients connect, control_port its control line protocol.
+    more_targets: ports of more servers on target_host behind the same link (its rate and
+    buffers shared); port_for(target) says where to connect for each."""
 
     def __init__(self, target_port, profile="lte", target_host="127.0.0.1", delay_ms=None, rate_kbit=None,
-                 buffer_bytes=None, jitter_ms=None, binary=BINARY):
+                 buffer_bytes=None, jitter_ms=None, more_targets=(), binary=BINARY):
         self.profile = profile
         self.proc = None
         self.log = None
@@ -55,9 +57,14 @@ class Link:
         self.log = tempfile.NamedTemporaryFile(prefix="ucgw-linkem-", suffix=".log", mode="w+")
         for attempt in range(5):  # a free port may be taken by someone else before we bind it
             self.port, self.control_port = _free_port(), _free_port()
+            self.ports = {target_port: self.port}
+            routes = []
+            for t in more_targets:
+                self.ports[t] = _free_port()
+                routes += ["--route", "%d:%s:%d" % (self.ports[t], target_host, t)]
             self.log.truncate(0)
             self.proc = subprocess.Popen([binary, str(self.port), target_host, str(target_port), *args,
-                                          "--control", str(self.control_port)],
+                                          "--control", str(self.control_port), *routes],
                                          stdout=subprocess.PIPE, stderr=self.log, text=True)
             if self.proc.stdout.readline().strip() == "ready":
                 break
@@ -73,6 +80,9 @@ class Link:
         link = cls(target_port, **kw)
         test.addCleanup(link.stop)
         return link
+
+    def port_for(self, target_port):
+        return self.ports[target_port]
 
     def command(self, line):
         """Send one control line, return its one-line answer; raise on an error answer."""

@@ -3,7 +3,7 @@
  *
  *   ucgw-linkem LISTEN_PORT TARGET_HOST TARGET_PORT [--profile lan|lte|poor]
  *               [--delay-ms D] [--rate-kbit R] [--buffer-bytes B] [--jitter-ms J]
- *               [--control PORT]
+ *               [--control PORT] [--route LISTEN_PORT:TARGET_HOST:TARGET_PORT]...
  *
  * Each direction of the link is a delay line, not a stop-and-wait relay: a chunk
  * read from a sender joins the bottleneck's queue at once (reading goes on while
@@ -19,6 +19,9 @@
  * A relay answers a client's connect at once; the handshake a real link would
  * cost is charged instead: a client's first bytes arrive no sooner than 1.5 RTT
  * after its connect, a server's no sooner than 2 RTT, as over a real link.
+ *
+ * --route adds a server behind the same link (a camera's one uplink to a broker,
+ * an HTTP server and an SSH server): all routes share its clocks and buffers.
  *
  * This is hand-written because no library emulates a link in user space; it is
  * one libuv loop so that it is never the bottleneck on a loaded machine.
@@ -84,8 +87,18 @@ struct pipe {
 	bool reading, eof, shut, shut_done;
 };
 
+struct route {
+	uv_tcp_t listener;
+	unsigned listen_port;
+	struct sockaddr_storage target;
+	char name[300];
+};
+
+#define MAX_ROUTES 16
+
 struct conn {
 	struct conn *prev, *next;
+	struct route *route;
 	uv_tcp_t client, server;
 	uv_connect_t creq;
 	struct pipe pipe[2];
@@ -107,8 +120,8 @@ struct link {
 	unsigned conns;
 	uint64_t accepted, refused;
 	struct conn *list;
-	struct sockaddr_storage target;
-	char target_name[300];
+	struct route routes[MAX_ROUTES];
+	int nroutes;
 	uint64_t rng;
 };
 
@@ -456,7 +469,7 @@ static void on_connected(uv_connect_t *r, int status)
 	if (status == UV_ECANCELED || c->closing)
 		return;
 	if (status < 0) {
-		fprintf(stderr, "ucgw-linkem: connect to %s: %s (the client is reset)\n", L.target_name,
+		fprintf(stderr, "ucgw-linkem: connect to %s: %s (the client is reset)\n", c->route->name,
 		        uv_strerror(status));
 		L.refused++;
 		conn_close(c, true);
@@ -474,9 +487,9 @@ static void start_connect(struct conn *c)
 {
 	c->connect_pending = false;
 	c->creq.data = c;
-	int rc = uv_tcp_connect(&c->creq, &c->server, (struct sockaddr *)&L.target, on_connected);
+	int rc = uv_tcp_connect(&c->creq, &c->server, (struct sockaddr *)&c->route->target, on_connected);
 	if (rc < 0) {
-		fprintf(stderr, "ucgw-linkem: connect to %s: %s\n", L.target_name, uv_strerror(rc));
+		fprintf(stderr, "ucgw-linkem: connect to %s: %s\n", c->route->name, uv_strerror(rc));
 		conn_close(c, true);
 	}
 }
@@ -501,8 +514,9 @@ static void on_connection(uv_stream_t *server, int status)
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c)
 		return;
+	c->route = server->data;
 	uv_tcp_init(loop, &c->client);
-	if (uv_tcp_init_ex(loop, &c->server, L.target.ss_family) < 0)
+	if (uv_tcp_init_ex(loop, &c->server, c->route->target.ss_family) < 0)
 		uv_tcp_init(loop, &c->server);
 	c->open_handles = 4;
 	/* A client's bytes leave once its connect would have returned (1 RTT) and arrive
@@ -737,7 +751,7 @@ static void on_control_connection(uv_stream_t *server, int status)
 static const char USAGE[] =
 	"usage: ucgw-linkem LISTEN_PORT TARGET_HOST TARGET_PORT [--profile lan|lte|poor]\n"
 	"                   [--delay-ms D] [--rate-kbit R] [--buffer-bytes B] [--jitter-ms J]\n"
-	"                   [--control PORT]\n";
+	"                   [--control PORT] [--route LISTEN_PORT:TARGET_HOST:TARGET_PORT]...\n";
 
 static const char HELP[] =
 	"\n"
@@ -759,6 +773,8 @@ static const char HELP[] =
 	"  --control PORT     a line protocol on 127.0.0.1:PORT: down (an outage: nothing moves,\n"
 	"                     connections stay open, new ones are accepted and wait), up, stats,\n"
 	"                     profile NAME, delay MS, rate KBIT, jitter MS, buffer BYTES\n"
+	"  --route L:HOST:P   also relay 127.0.0.1:L to HOST:P over the same link (its rate and\n"
+	"                     buffers shared), as one uplink reaches several servers\n"
 	"\n"
 	"Prints \"ready\" on stdout once it listens; SIGTERM or SIGINT stop it.\n";
 
@@ -786,7 +802,7 @@ static uint64_t parse_number(const char *s, uint64_t max, const char *what)
 	return v;
 }
 
-static void resolve_target(const char *host, unsigned port)
+static void resolve_target(struct route *r, const char *host, unsigned port)
 {
 	char service[8];
 	snprintf(service, sizeof service, "%u", port);
@@ -797,9 +813,32 @@ static void resolve_target(const char *host, unsigned port)
 		fprintf(stderr, "ucgw-linkem: target %s: %s\n", host, gai_strerror(rc));
 		exit(1);
 	}
-	memcpy(&L.target, res->ai_addr, res->ai_addrlen);
+	memcpy(&r->target, res->ai_addr, res->ai_addrlen);
 	freeaddrinfo(res);
-	snprintf(L.target_name, sizeof L.target_name, "%s:%u", host, port);
+	snprintf(r->name, sizeof r->name, "%s:%u", host, port);
+}
+
+static void add_route(const char *listen_port, const char *host, const char *target_port)
+{
+	struct route *r = &L.routes[L.nroutes++];
+	r->listen_port = parse_port(listen_port, "LISTEN_PORT");
+	resolve_target(r, host, parse_port(target_port, "TARGET_PORT"));
+}
+
+/* LISTEN_PORT:TARGET_HOST:TARGET_PORT; the host may be [::1] or ::1. */
+static void add_route_spec(char *spec)
+{
+	char *first = strchr(spec, ':'), *last = strrchr(spec, ':');
+	if (!first || first == last)
+		usage_error("--route '%s' must be LISTEN_PORT:TARGET_HOST:TARGET_PORT", spec);
+	*first = *last = '\0';
+	char *host = first + 1;
+	size_t n = strlen(host);
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+		host[n - 1] = '\0';
+		host++;
+	}
+	add_route(spec, host, last + 1);
 }
 
 static void listen_on(uv_tcp_t *t, unsigned port, uv_connection_cb cb, const char *what)
@@ -839,9 +878,12 @@ int main(int argc, char **argv)
 		{"profile", required_argument, NULL, 'p'},   {"delay-ms", required_argument, NULL, 'd'},
 		{"rate-kbit", required_argument, NULL, 'r'}, {"buffer-bytes", required_argument, NULL, 'b'},
 		{"jitter-ms", required_argument, NULL, 'j'}, {"control", required_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+		{"route", required_argument, NULL, 'R'},     {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	int64_t delay_ms = -1, rate = -1, control = -1;
+	char *extra[MAX_ROUTES];
+	int nextra = 0;
 	set_profile(find_profile("lte"));
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -861,14 +903,20 @@ int main(int argc, char **argv)
 				usage_error("%s must be at least 1", "--buffer-bytes");
 			L.buffer_set = true;
 			break;
+		case 'R':
+			if (nextra == MAX_ROUTES - 1)
+				usage_error("%s", "too many --route (15 at most)");
+			extra[nextra++] = optarg;
+			break;
 		case 'h': printf("%s%s", USAGE, HELP); return 0;
 		default: fprintf(stderr, "%s", USAGE); return 2;
 		}
 	}
 	if (argc - optind != 3)
 		usage_error("%s", "needs LISTEN_PORT TARGET_HOST TARGET_PORT");
-	unsigned listen_port = parse_port(argv[optind], "LISTEN_PORT");
-	unsigned target_port = parse_port(argv[optind + 2], "TARGET_PORT");
+	add_route(argv[optind], argv[optind + 1], argv[optind + 2]);
+	for (int i = 0; i < nextra; i++)
+		add_route_spec(extra[i]);
 	if (delay_ms >= 0)
 		L.delay = (uint64_t)delay_ms * MS;
 	if (rate >= 0)
@@ -876,24 +924,29 @@ int main(int argc, char **argv)
 	if (!L.buffer_set)
 		L.buffer = default_buffer();
 	L.rng = uv_hrtime() | 1;
-	resolve_target(argv[optind + 1], target_port);
 
 	signal(SIGPIPE, SIG_IGN);
 	loop = uv_default_loop();
-	static uv_tcp_t listener, control_listener;
+	static uv_tcp_t control_listener;
 	static uv_signal_t sigterm, sigint;
-	listen_on(&listener, listen_port, on_connection, "the link");
+	for (int i = 0; i < L.nroutes; i++) {
+		struct route *r = &L.routes[i];
+		listen_on(&r->listener, r->listen_port, on_connection, r->name);
+		r->listener.data = r;
+	}
 	if (control >= 0)
 		listen_on(&control_listener, (unsigned)control, on_control_connection, "control");
 	uv_signal_init(loop, &sigterm);
 	uv_signal_start(&sigterm, on_signal, SIGTERM);
 	uv_signal_init(loop, &sigint);
 	uv_signal_start(&sigint, on_signal, SIGINT);
-	fprintf(stderr, "ucgw-linkem: 127.0.0.1:%u -> %s, %" PRIu64 " ms each way, %" PRIu64
-	        " kbit/s, buffer %" PRIu64 " bytes%s", bound_port(&listener), L.target_name, L.delay / MS,
-	        L.rate_kbit, L.buffer, control >= 0 ? "" : "\n");
+	fprintf(stderr, "ucgw-linkem: %" PRIu64 " ms each way, %" PRIu64 " kbit/s, buffer %" PRIu64 " bytes",
+	        L.delay / MS, L.rate_kbit, L.buffer);
+	for (int i = 0; i < L.nroutes; i++)
+		fprintf(stderr, ", 127.0.0.1:%u -> %s", bound_port(&L.routes[i].listener), L.routes[i].name);
 	if (control >= 0)
-		fprintf(stderr, ", control 127.0.0.1:%u\n", bound_port(&control_listener));
+		fprintf(stderr, ", control 127.0.0.1:%u", bound_port(&control_listener));
+	fprintf(stderr, "\n");
 	printf("ready\n");
 	fflush(stdout);
 	uv_run(loop, UV_RUN_DEFAULT);
