@@ -5,11 +5,11 @@
  * (polling for acks from a second thread, as this baseline once did, cost the
  * direct path a wake-up every 50 us and understated it).
  *
- *   bench_mqtt HOST PORT USER PASS N WINDOW [--v5]
+ *   bench_mqtt HOST PORT USER PASS N WINDOW [--v5] [--size BYTES]
  *
  * --v5: MQTT 5, each message with a "message-id" user property of 26
  * characters, as ucgw-mqtt publishes by default (the broker's work per message
- * is not the same without it).
+ * is not the same without it). --size: payload bytes (default 200).
  *
  * Prints one line of JSON: {"messages": N, "seconds": S, "rate": R}. */
 #include <mosquitto.h>
@@ -33,9 +33,19 @@ static void on_publish(struct mosquitto *m, void *o, int mid) { acked++; }
 
 int main(int argc, char **argv)
 {
-	bool v5 = argc == 8 && strcmp(argv[7], "--v5") == 0;
-	if (argc != 7 && !v5) {
-		fprintf(stderr, "usage: bench_mqtt HOST PORT USER PASS N WINDOW [--v5]\n");
+	bool v5 = false;
+	long size = 200;
+	int i = 7;
+	for (; i < argc; i++) {
+		if (strcmp(argv[i], "--v5") == 0)
+			v5 = true;
+		else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc && atol(argv[i + 1]) > 0)
+			size = atol(argv[++i]);
+		else
+			break;
+	}
+	if (argc < 7 || i < argc) {
+		fprintf(stderr, "usage: bench_mqtt HOST PORT USER PASS N WINDOW [--v5] [--size BYTES]\n");
 		return 2;
 	}
 	long n = atol(argv[5]), window = atol(argv[6]);
@@ -50,8 +60,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_mqtt: cannot connect to %s:%s\n", argv[1], argv[2]);
 		return 1;
 	}
-	char payload[200];
-	memset(payload, 'x', sizeof payload);
+	char *payload = malloc((size_t)size);
+	memset(payload, 'x', (size_t)size);
 	double t0 = now_s();
 	long sent = 0;
 	while (acked < n) {
@@ -62,7 +72,7 @@ int main(int argc, char **argv)
 				snprintf(id, sizeof id, "01BENCHMQTT%015ld", sent); /* 26 characters, like a ULID */
 				mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", id);
 			}
-			int rc = mosquitto_publish_v5(m, NULL, "bench/direct", sizeof payload, payload, 1, false, props);
+			int rc = mosquitto_publish_v5(m, NULL, "bench/direct", (int)size, payload, 1, false, props);
 			mosquitto_property_free_all(&props);
 			if (rc != MOSQ_ERR_SUCCESS)
 				break; /* the window of libmosquitto is full: read first */
@@ -79,5 +89,6 @@ int main(int argc, char **argv)
 	mosquitto_disconnect(m);
 	mosquitto_destroy(m);
 	mosquitto_lib_cleanup();
+	free(payload);
 	return 0;
 }

@@ -4,6 +4,10 @@ against the same local servers in the same run, and the latency the gateway
 adds at a moderate fixed rate. Also MQTT with the spool's fsync at `batch` and
 at `never`, and the spool's bytes written per message.
 
+Also the CPU each process spends per message on both paths (the client, ucgwd, the
+worker, the server), which must not grow: on a link (bench_link.py) the round trips
+bound throughput, on loopback the CPU does.
+
 Figures and ratios are printed; nothing is asserted (these machines are noisy)."""
 import json
 import os
@@ -11,6 +15,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_http_ws import run as run_measured  # noqa: E402
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from ucgwtest import BIN, Gateway, Scene, wait_for  # noqa: E402
@@ -25,12 +31,15 @@ def run(argv):
     return json.loads(r.stdout)
 
 
-def load(gw, proto, n, window=1000, rate=None):
+def load(gw, proto, n, window=1000, rate=None, server=None):
     argv = [os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(n), "-w", str(window), "-p", proto, "--wait",
             "-z", "200"]
     if rate:
         argv += ["--rate", str(rate)]
-    return run(argv)
+    if server is None:
+        return run(argv)
+    # with "cpu_us": CPU microseconds per message of each process (client: ucgw-load)
+    return run_measured(argv, {"ucgwd": gw.proc.pid, "worker": gw.workers()[proto]["pid"], "server": server})
 
 
 def main():
@@ -50,7 +59,7 @@ def main():
             wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="servers")
             protos = ("mqtt", "rest", "websocket") if fs == "batch" else ("mqtt",)
             for proto in protos:
-                g = load(gw, proto, N)
+                g = load(gw, proto, N, server=(mq.proc if proto == "mqtt" else peer.proc).pid)
                 rows.append((proto, fs, g))
             if fs == "batch":
                 st = gw.ctl_json("status")["spool"]
@@ -59,12 +68,12 @@ def main():
             gw.stop()
         direct = {
             # MQTT 5 with the message-id user property, as the gateway publishes by default
-            "mqtt": run([os.path.join(BIN, "bench_mqtt"), "127.0.0.1", str(mq.port), "edge", "pw", str(N), "1000",
-                         "--v5"]),
-            "rest": run([os.path.join(BIN, "bench_rest"), peer.http_url() + "/api/lpr/data", str(N), "8",
-                         "--size", "200"]),
-            "websocket": run([os.path.join(BIN, "bench_ws"), peer.ws_url(), str(N), "--window", "1000",
-                              "--size", "200"]),
+            "mqtt": run_measured([os.path.join(BIN, "bench_mqtt"), "127.0.0.1", str(mq.port), "edge", "pw", str(N),
+                                  "1000", "--v5"], {"server": mq.proc.pid}),
+            "rest": run_measured([os.path.join(BIN, "bench_rest"), peer.http_url() + "/api/lpr/data", str(N), "8",
+                                  "--size", "200"], {"server": peer.proc.pid}),
+            "websocket": run_measured([os.path.join(BIN, "bench_ws"), peer.ws_url(), str(N), "--window", "1000",
+                                       "--size", "200"], {"server": peer.proc.pid}),
         }
         print("\nthroughput, %d messages of 200 bytes, each acknowledged by the server (gateway: --wait outcome)" % N)
         print("%-10s %-7s %12s %12s %7s" % ("protocol", "fsync", "gateway/s", "direct/s", "ratio"))
@@ -72,6 +81,13 @@ def main():
             d = direct.get(proto)
             print("%-10s %-7s %12.0f %12s %7s" % (proto, fs, g["rate"], "%.0f" % d["rate"] if d else "-",
                                                   "%.2f" % (g["rate"] / d["rate"]) if d else "-"))
+        print("\nCPU per message, microseconds (client: ucgw-load or the direct client; server: mosquitto or lpr-peer)")
+        for proto, fs, g in rows:
+            for path, r in (("gateway", g), ("direct", direct[proto] if fs == "batch" else None)):
+                if r and "cpu_us" in r:
+                    cpu = r["cpu_us"]
+                    print("%-10s %-7s %-8s total %5.1f: %s" % (proto, fs, path, sum(cpu.values()),
+                                                                ", ".join("%s %.1f" % kv for kv in sorted(cpu.items()))))
         print("\nlatency through the gateway at 1,000 messages/s, accept to server ack:")
         for p, r in lat.items():
             print("  %-10s p50 %6.2f ms   p99 %6.2f ms   max %6.2f ms" % (p, r["p50_ms"], r["p99_ms"], r["max_ms"]))
