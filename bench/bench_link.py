@@ -259,7 +259,14 @@ def drain(world, meta, files, profile, cap_factor):
                                  str(DRAIN_DETECTIONS), "-p", meta, "--wait", "-z", str(DETECTION)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         result = {}
-        sender = threading.Thread(target=lambda: result.update(files=send_files(gw, files, world.images)))
+
+        def send_all():
+            try:
+                send_files(gw, files, world.images)
+                result["ok"] = True
+            except (ConnectionError, OSError, RuntimeError) as e:
+                result["error"] = str(e)  # or the drain gave up and stopped ucgwd
+        sender = threading.Thread(target=send_all, daemon=True)
         sender.start()
         wait_for(lambda: gw.ctl_json("status")["spool"]["accepted"] >= DRAIN_DETECTIONS + DRAIN_IMAGES,
                  timeout=120, step=0.2, what="the backlog accepted")
@@ -269,14 +276,20 @@ def drain(world, meta, files, profile, cap_factor):
         payload = DRAIN_DETECTIONS * DETECTION + DRAIN_IMAGES * IMAGE
         need = payload / payload_capacity(profile)
         deadline = t_up + cap_factor * need + 20
-        done = {}
-        while time.monotonic() < deadline and len(done) < 2:
+        done, errors = {}, []
+        while time.monotonic() < deadline and len(done) < 2 and not errors:
             if "meta" not in done and load.poll() is not None:
+                if load.returncode != 0 or json.loads(load.stdout.read()).get("failed"):
+                    errors.append("ucgw-load failed")
                 done["meta"] = time.monotonic() - t_up
             if "files" not in done and not sender.is_alive():
+                if not result.get("ok"):
+                    errors.append(result.get("error", "?"))
                 done["files"] = time.monotonic() - t_up
             time.sleep(0.05)
-        st = gw.ctl_json("stats") if len(done) < 2 else None
+        if errors:
+            raise RuntimeError("drain %s+%s: %s" % (meta, files, "; ".join(errors)))
+        st = gw.ctl_json("stats")
         return {"meta": meta, "files": files, "need": need, "done": done, "stats": st,
                 "elapsed": time.monotonic() - t_up}
     finally:
@@ -365,14 +378,14 @@ def print_profile(profile, rows, drains):
         print("| detections + images | all acknowledged after | the link's bandwidth needs | ratio |")
         print("| --- | --- | --- | --- |")
         for d in drains:
+            carried = ", ".join("%s %d" % (p, v["success"]) for p, v in sorted(d["stats"].items()) if v.get("success"))
             if len(d["done"]) == 2:
                 t = max(d["done"].values())
-                print("| %s + %s | %.1f s (detections %.1f s, images %.1f s) | %.1f s | %.2f |"
-                      % (d["meta"], d["files"], t, d["done"]["meta"], d["done"]["files"], d["need"], t / d["need"]))
+                print("| %s + %s | %.1f s (detections %.1f s, images %.1f s; carried by %s) | %.1f s | %.2f |"
+                      % (d["meta"], d["files"], t, d["done"]["meta"], d["done"]["files"], carried, d["need"],
+                         t / d["need"]))
             else:
-                st = d["stats"] or {}
-                left = ", ".join("%s: %d acknowledged" % (p, st.get(p, {}).get("success", 0))
-                                 for p in (d["meta"], d["files"]))
+                left = "acknowledged: " + carried
                 print("| %s + %s | not after %.0f s (%s; %s) | %.1f s | > %.1f |"
                       % (d["meta"], d["files"], d["elapsed"],
                          ", ".join("%s done in %.1f s" % kv for kv in d["done"].items()) or "neither done",
@@ -383,7 +396,7 @@ def print_profile(profile, rows, drains):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profiles", default="lte,poor", help="comma-separated: lan, lte, poor (default lte,poor)")
-    ap.add_argument("--protocols", default=",".join(META + FILES), help="comma-separated subset of %(default)s")
+    ap.add_argument("--protocols", default=",".join(META + FILES), help="comma-separated subset of %(default)s, or none (only the drain)")
     ap.add_argument("--large-mib", type=int, default=0, help="also one file of this many MiB (0: not)")
     ap.add_argument("--drain", default="mqtt+sftp,websocket+rsync",
                     help="comma-separated META+FILE pairs for the drain test, or 'none' (default %(default)s)")
@@ -392,7 +405,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0, help="about how long each throughput run lasts")
     args = ap.parse_args()
     args.profiles = [p for p in args.profiles.split(",") if p]
-    args.protocols = [p for p in args.protocols.split(",") if p]
+    args.protocols = [p for p in args.protocols.split(",") if p and p != "none"]
     for p in args.profiles:
         if p not in PROFILES:
             ap.error("unknown profile %r (lan, lte, poor)" % p)
