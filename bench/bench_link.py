@@ -347,12 +347,12 @@ def run_profile(world, profile, args):
             for proto in [p for p in FILES if p in args.protocols]:
                 try:
                     _, s = ucgw_files(world, gw, proto, [large])
-                    rows.append(row("ucgw %s, one %d MiB file" % (proto, args.large_mib), 1, s, "files", size, cap))
+                    rows.append(row("ucgw %s, one %d MiB file" % (proto, args.large_mib), size / 1e6, s, "MB", 1e6, cap))
                 except RuntimeError as e:
                     print("ucgw %s, one %d MiB file: %s" % (proto, args.large_mib, e), flush=True)
                 _, s = direct_files(world, proto, [large])
                 rows.append(row("%s, one %d MiB file" % ({"sftp": "OpenSSH `sftp`", "rsync": "`rsync -e ssh`"}[proto],
-                                                         args.large_mib), 1, s, "files", size, cap))
+                                                         args.large_mib), size / 1e6, s, "MB", 1e6, cap))
         gw.stop()
         drains = [drain(world, m, f, profile, args.drain_cap) for m, f in args.drain]
     finally:
@@ -371,7 +371,8 @@ def print_profile(profile, rows, drains):
     print("| --- | --- | --- | --- |")
     for r in rows:
         rate = "%.2f" % r["rate"] if r["rate"] < 10 else "{:,.0f}".format(r["rate"])
-        print("| %s | %s %s | %.1f %% | %d in %.1f s |" % (r["what"], rate, r["unit"], 100 * r["share"], r["n"], r["s"]))
+        print("| %s | %s %s | %.1f %% | %s in %.1f s |" % (r["what"], rate, r["unit"], 100 * r["share"],
+                                                      "{:g}".format(r["n"]), r["s"]))
     if drains:
         print("\ndrain: %d detections and %d images accumulated while the link was down, then up:\n"
               % (DRAIN_DETECTIONS, DRAIN_IMAGES))

@@ -412,10 +412,15 @@ static void arm(struct pipe *p)
 		uv_timer_stop(&p->timer);
 		return;
 	}
-	uv_update_time(loop); /* a timer counts from the loop's idea of now */
-	uint64_t now = link_now();
-	uint64_t ms = due > now ? (due - now + MS - 1) / MS : 0;
-	uv_timer_start(&p->timer, on_timer, ms, 0);
+	/* A timer fires once the loop's clock (whole milliseconds of the same monotonic
+	 * clock) reaches its due time: aim at the millisecond that begins within SLACK_NS
+	 * before the real due time, so that deliveries are neither early nor late on
+	 * average. */
+	uv_update_time(loop);
+	uint64_t real = due + L.down_total;
+	uint64_t target = (real > SLACK_NS ? real - SLACK_NS + MS - 1 : 0) / MS;
+	uint64_t now = uv_now(loop);
+	uv_timer_start(&p->timer, on_timer, target > now ? target - now : 0, 0);
 }
 
 /* ---- connections ---- */
