@@ -18,7 +18,7 @@
 #include "supervisor/sup.h"
 
 /* Bounds on what local clients can hold (docs/operations.md, "Limits"). */
-#define MAX_CLIENTS 256          /* connections at once */
+#define MAX_CLIENTS CONTROL_MAX_CLIENTS
 #define MAX_CLIENTS_PER_UID 32   /* one user's; a new one closes that user's longest idle */
 #define RESERVED_CLIENTS 32      /* of MAX_CLIENTS, only for root and ucgwd's own user */
 #define CLIENT_REPLY_LIMIT (1u << 20) /* replies waiting beyond this: the client's requests wait */

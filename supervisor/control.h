@@ -10,6 +10,8 @@
 
 #include "proto/proto.h"
 
+#define CONTROL_MAX_CLIENTS 256 /* connections at once (docs/operations.md, "Limits") */
+
 struct client {
 	uint64_t cid;
 	struct channel *ch;

@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/fdbudget.h"
 #include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/spool.h"
@@ -249,6 +250,7 @@ int main(int argc, char **argv)
 	sup.loop = uv_default_loop();
 	sup.worker_dir = find_worker_dir();
 	start_signals();
+	fdbudget_apply(sup.cfg);
 	if (control_listen(err, sizeof err) < 0 || http_start(err, sizeof err) < 0)
 		return start_failed(err);
 	log_info("ucgwd %s starting (pid %d, config %s, workers from %s)", UCGW_VERSION, (int)getpid(),
