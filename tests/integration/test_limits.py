@@ -23,8 +23,8 @@ import unittest
 import msgpack
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import (BIN, SANITIZER_MARKS, GatewayTest, free_port, proc_number, testworker_config,  # noqa: E402
-                      wait_for)
+from ucgwtest import (BIN, SANITIZER_MARKS, GatewayTest, free_port, preload, proc_number,  # noqa: E402
+                      testworker_config, wait_for)
 
 NOBODY = 65534
 
@@ -131,6 +131,30 @@ class ControlLimits(GatewayTest):
             self.assertLess(took, 3.0)
         self.assertIn("closing the longest idle connection", gw.log_text())
         self.assertIsNone(gw.proc.poll())
+
+
+class WorkerStart(GatewayTest):
+    def test_worker_that_cannot_start_for_want_of_descriptors_waits(self):
+        trigger = os.path.join(self.tmp, "nofds")
+        gw = self.gateway(testworker_config(self.tmp), env=preload("nofds.so", UCGW_NOFDS_FILE=trigger))
+        old = gw.workers()["testworker"]["pid"]
+        open(trigger, "w").close()
+        os.kill(old, 9)
+        w = gw.wait_worker("testworker", lambda w: "cannot start: socketpair: Too many open files" in w["health"],
+                           what="the worker's health saying why it cannot start")
+        print("\nworker out of descriptors: state %s, health: %s" % (w["state"], w["health"]))
+        self.assertEqual(w["state"], "backoff")
+        self.assertIn("LimitNOFILE", w["health"])
+        rc, took, err = timed_status(gw)
+        self.assertEqual(rc, 0, err)
+        time.sleep(2)  # a few more tries, each waiting longer
+        self.assertIsNone(gw.proc.poll(), "ucgwd exited")
+        tries = gw.log_text().count("worker testworker cannot start")
+        self.assertLessEqual(tries, 4)
+        os.unlink(trigger)
+        w = gw.wait_worker("testworker", lambda w: w["state"] == "ready" and w["pid"] != old, timeout=40,
+                           what="the worker started once descriptors are back")
+        self.assertEqual(w["health"].find("cannot start"), -1)
 
 
 class DashboardLimits(GatewayTest):
