@@ -23,8 +23,8 @@ import unittest
 import msgpack
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import (BIN, SANITIZER_MARKS, GatewayTest, free_port, preload, proc_number,  # noqa: E402
-                      testworker_config, wait_for)
+from ucgwtest import (BIN, SANITIZER_MARKS, GatewayTest, delivered, free_port, preload,  # noqa: E402
+                      proc_number, testworker_config, wait_for)
 
 NOBODY = 65534
 
@@ -155,6 +155,28 @@ class WorkerStart(GatewayTest):
         w = gw.wait_worker("testworker", lambda w: w["state"] == "ready" and w["pid"] != old, timeout=40,
                            what="the worker started once descriptors are back")
         self.assertEqual(w["health"].find("cannot start"), -1)
+
+
+    def test_file_job_out_of_descriptors_waits_not_dead(self):
+        trigger = os.path.join(self.tmp, "nofds")
+        cfg = testworker_config(self.tmp)
+        files = os.path.join(self.tmp, "gw0", "state", "spool", "files") + "/"
+        gw = self.gateway(cfg, env=preload("nofds.so", UCGW_NOFDS_FILE=trigger, UCGW_NOFDS_OPEN_PREFIX=files))
+        path = os.path.join(self.tmp, "plate.jpg")
+        with open(path, "wb") as f:
+            f.write(b"\xff\xd8jpeg" * 100)
+        gw.ctl("pause", "testworker")
+        rc, out, err = gw.ctl("send-file", "--protocol", "testworker", path)
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        open(trigger, "w").close()
+        gw.ctl("resume", "testworker")
+        wait_for(lambda: "cannot open" in gw.log_text(), what="the spooled file failing to open")
+        time.sleep(1.5)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [], "a file job dead-lettered for want of descriptors")
+        os.unlink(trigger)
+        wait_for(lambda: any(r and r[0] == mid for r in delivered(self.tmp)), timeout=30,
+                 what="the file delivered once descriptors are back")
 
 
 class DashboardLimits(GatewayTest):
