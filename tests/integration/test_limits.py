@@ -57,6 +57,23 @@ def open_for(path, uid):
         d = os.path.dirname(d)
 
 
+def start_limited(gw, nofile):
+    """Start gw's ucgwd with RLIMIT_NOFILE nofile (soft and hard), as `ulimit -n` would."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    gw.log = open(gw.log_path, "ab")
+    gw.proc = subprocess.Popen([os.path.join(BIN, "ucgwd"), "-c", gw.cfg_path], stdout=gw.log,
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit)
+    wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
+    gw.wait_worker("testworker", lambda w: w["state"] == "ready")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class ControlLimits(GatewayTest):
     def test_pipelining_client_that_never_reads_is_held_then_dropped(self):
         gw = self.gateway(testworker_config(self.tmp), env=small_quarantine())
@@ -133,6 +150,28 @@ class ControlLimits(GatewayTest):
         self.assertIsNone(gw.proc.poll())
 
 
+    def test_out_of_descriptors_accept_pauses_not_spins(self):
+        cfg = testworker_config(self.tmp)
+        cfg["gateway"]["control_socket_mode"] = "0666"
+        gw = self.gateway(cfg, start=False)
+        start_limited(gw, 36)
+        holder = self.hold_connections(gw, 40)  # more than ucgwd has descriptors left for
+        pid = gw.proc.pid
+        wait_for(lambda: "Too many open files" in gw.log_text(), what="accept failing for want of descriptors")
+        cpu0 = cpu_seconds(pid)
+        time.sleep(3)
+        cpu = cpu_seconds(pid) - cpu0
+        failures = gw.log_text().count("Too many open files")
+        print("\nout of descriptors with 40 clients waiting: ucgwd used %.2f s of CPU in 3 s, "
+              "logged the accept failure %d time(s)" % (cpu, failures))
+        self.assertLess(cpu, 0.5)
+        self.assertLessEqual(failures, 2)
+        holder.kill()
+        holder.wait()
+        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=10, what="status once the clients left")
+        self.assertIsNone(gw.proc.poll())
+
+
 class WorkerStart(GatewayTest):
     def test_worker_that_cannot_start_for_want_of_descriptors_waits(self):
         trigger = os.path.join(self.tmp, "nofds")
@@ -192,15 +231,8 @@ class DashboardLimits(GatewayTest):
         cfg = testworker_config(self.tmp)
         cfg["metrics"] = {"listen": "127.0.0.1:%d" % port}
 
-        def limit_1024():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-
         gw = self.gateway(cfg, start=False)
-        gw.log = open(gw.log_path, "ab")
-        gw.proc = subprocess.Popen([os.path.join(BIN, "ucgwd"), "-c", gw.cfg_path], stdout=gw.log,
-                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_1024)
-        wait_for(lambda: gw.ctl("status")[0] == 0, timeout=15, what="ucgwd control socket")
-        gw.wait_worker("testworker", lambda w: w["state"] == "ready")
+        start_limited(gw, 1024)
         lines_before = len(gw.log_text().splitlines())
 
         socks, worst, probes = [], 0.0, 0
