@@ -472,7 +472,6 @@ void *channel_arg(const struct channel *ch) { return ch->arg; }
 void channel_set_arg(struct channel *ch, void *arg) { ch->arg = arg; }
 void channel_set_max_frame(struct channel *ch, size_t max_frame) { ch->max_frame = max_frame; }
 void channel_set_read_limit(struct channel *ch, size_t bytes) { ch->read_limit = bytes; }
-bool channel_read_held(const struct channel *ch) { return ch->read_held; }
 uint64_t channel_bytes_written(const struct channel *ch) { return ch->written; }
 
 void channel_flush(struct channel *ch, int timeout_ms)

@@ -60,7 +60,6 @@ void channel_set_arg(struct channel *ch, void *arg);
  * delivers its frames (they wait in the socket, then in the peer's own writes);
  * once it has taken the queue down to half, reading resumes. 0: no limit. */
 void channel_set_read_limit(struct channel *ch, size_t bytes);
-bool channel_read_held(const struct channel *ch);
 /* Bytes the socket has taken so far: whether the peer reads at all. */
 uint64_t channel_bytes_written(const struct channel *ch);
 
