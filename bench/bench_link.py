@@ -254,6 +254,7 @@ def drain(world, meta, files, profile, cap_factor):
     world.clear_remote()
     load = sender = None
     try:
+        t_down = time.monotonic()
         world.link.down()
         load = subprocess.Popen([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(DRAIN_DETECTIONS), "-w",
                                  str(DRAIN_DETECTIONS), "-p", meta, "--wait", "-z", str(DETECTION)],
@@ -291,7 +292,7 @@ def drain(world, meta, files, profile, cap_factor):
             raise RuntimeError("drain %s+%s: %s" % (meta, files, "; ".join(errors)))
         st = gw.ctl_json("stats")
         return {"meta": meta, "files": files, "need": need, "done": done, "stats": st,
-                "elapsed": time.monotonic() - t_up}
+                "elapsed": time.monotonic() - t_up, "outage": t_up - t_down}
     finally:
         world.link.up()
         if load and load.poll() is None:
@@ -379,14 +380,14 @@ def print_profile(profile, rows, drains):
         print("| detections + images | all acknowledged after | the link's bandwidth needs | ratio |")
         print("| --- | --- | --- | --- |")
         for d in drains:
-            carried = ", ".join("%s %d" % (p, v["success"]) for p, v in sorted(d["stats"].items()) if v.get("success"))
+            carried = "down %.0f s; carried by " % d["outage"] + ", ".join("%s %d" % (p, v["success"]) for p, v in sorted(d["stats"].items()) if v.get("success"))
             if len(d["done"]) == 2:
                 t = max(d["done"].values())
-                print("| %s + %s | %.1f s (detections %.1f s, images %.1f s; carried by %s) | %.1f s | %.2f |"
+                print("| %s + %s | %.1f s (detections %.1f s, images %.1f s; %s) | %.1f s | %.2f |"
                       % (d["meta"], d["files"], t, d["done"]["meta"], d["done"]["files"], carried, d["need"],
                          t / d["need"]))
             else:
-                left = "acknowledged: " + carried
+                left = carried
                 print("| %s + %s | not after %.0f s (%s; %s) | %.1f s | > %.1f |"
                       % (d["meta"], d["files"], d["elapsed"],
                          ", ".join("%s done in %.1f s" % kv for kv in d["done"].items()) or "neither done",
