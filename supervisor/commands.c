@@ -184,15 +184,6 @@ static void cmd_stats(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
-/* A dead letter back on its way, from a fresh backoff. */
-static void requeue_dead(struct smsg *m)
-{
-	list_del(&R.dead, m);
-	m->state = SM_LIMBO;
-	m->backoff_ms = 0;
-	spool_requeue(m);
-	router_route(m);
-}
 
 /* The answer of the `all` actions: {KEY: how many}. */
 static void reply_count(const struct client *c, const struct msg *req, const char *key, uint64_t n)
@@ -264,7 +255,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 	if (strcmp(action, "requeue") == 0 && strcmp(id, "all") == 0) {
 		uint64_t n = 0, had = R.dead.n; /* one pass: a message may die again at once */
 		for (; R.dead.head && n < had; n++)
-			requeue_dead(R.dead.head);
+			router_requeue(R.dead.head);
 		if (n)
 			log_info("%llu dead letters requeued by an operator (uid %d)", (unsigned long long)n, (int)c->uid);
 		reply_count(c, req, "requeued", n);
@@ -296,7 +287,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 			control_fail(c->cid, req->seq, "queue requeue: message %s is not dead", id);
 			return;
 		}
-		requeue_dead(m);
+		router_requeue(m);
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 #include "proto/proto.h"
 
 #define MAX_ROUTE 16
+#define MAX_MOVES 12 /* the latest state changes kept for `trace` */
 
 enum smsg_state {
 	SM_QUEUED,   /* waiting for a worker */
@@ -17,6 +18,8 @@ enum smsg_state {
 	SM_WAITING,  /* every protocol of its chain failed; waits for its next try */
 	SM_DEAD,     /* no protocol may deliver it: dead-letter area */
 	SM_LIMBO,    /* between two lists while the router moves it: on none */
+	SM_GONE,     /* delivered or removed: out of the spool, kept only for `trace` */
+	SM_NSTATES
 };
 
 struct hop {                  /* one attempt */
@@ -68,6 +71,11 @@ struct smsg {
 	int round_primary;        /* protocol index that began this round */
 	bool round_retry;         /* some protocol answered retry in this round */
 	uint64_t queued_ms;       /* when it joined its current queue */
+	struct move {             /* a state change (msgstate.h), for `trace` */
+		uint8_t ev, to;
+		uint32_t at_ms;       /* since created_wall_ms */
+	} moves[MAX_MOVES];       /* a ring: the latest MAX_MOVES */
+	uint32_t nmoves;
 	struct smsg *qnext, *qprev; /* in a queue */
 	struct smsg *anext, *aprev; /* in age order, all live messages */
 	struct smsg *hnext;         /* in the id hash */

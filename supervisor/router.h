@@ -42,6 +42,13 @@ int router_make_room(uint64_t size, char *err, size_t errlen);
 /* Take in a message (new or recovered), then route it. */
 void router_adopt(struct smsg *m);
 void router_route(struct smsg *m);
+/* A message read back from the spool at start (held until the workers connect). */
+void router_recover(struct smsg *m);
+/* The process table is up: selection starts once each worker had its chance to connect. */
+void router_workers_started(void);
+void router_check_start(void);
+/* A dead letter back on its way (`queue requeue`); nothing for any other state. */
+void router_requeue(struct smsg *m);
 /* Leave for good: delivered ("ok") or given up ("failed"); answers the client waiting for it. */
 void router_forget(struct smsg *m, const char *status, const char *state);
 /* A message as `queue` and `trace` show it; state NULL: its current one. */

@@ -179,3 +179,40 @@ void rproto_failure(struct rproto *rp, enum job_status st, const char *err)
 	log_warnx("protocol %s cooling down for %.1f s after %u failures in a row: %s", rp->name, (double)ms / 1000,
 		  rp->consecutive_failures, rp->cool_reason);
 }
+
+bool chain_may_take(const struct smsg *m, const struct rproto *rp)
+{
+	return can_carry(rp, m) && !m->permfail[rp->idx] && chain_has(m, rp->name);
+}
+
+bool chain_other_up(const struct smsg *m, const struct rproto *rp)
+{
+	struct rproto *chain[MAX_PROTOS + 1];
+	int n = chain_of(&R.protos[m->round_primary], chain, MAX_PROTOS + 1);
+	for (int i = 0; i < n; i++)
+		if (chain[i] != rp && can_carry(chain[i], m) && !m->permfail[chain[i]->idx] && rproto_up(chain[i]))
+			return true;
+	return false;
+}
+
+/* The protocols enabled in the configuration that could carry m (the one it
+ * asks for, or any for auto), each with why it cannot take it now. */
+bool carriers_configured(const struct smsg *m, char *why, size_t whylen)
+{
+	bool any = false;
+	size_t used = 0;
+	why[0] = '\0';
+	for (int i = 0; i < R.nprotos; i++) {
+		struct rproto *rp = &R.protos[i];
+		if (!can_carry(rp, m) || !rproto_enabled(rp) ||
+		    (strcmp(m->protocol, "auto") != 0 && strcmp(m->protocol, rp->name) != 0))
+			continue;
+		struct proc *p = proctab_find(rp->name);
+		int k = snprintf(why + used, whylen - used, "%s%s %s", any ? ", " : "", rp->name,
+				 p ? proc_state_str(p->state) : "not started");
+		if (k > 0 && (size_t)k < whylen - used)
+			used += (size_t)k;
+		any = true;
+	}
+	return any;
+}
