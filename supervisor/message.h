@@ -68,6 +68,7 @@ struct smsg {
 	uint64_t done_bytes;      /* file progress */
 	struct waiter waiter;
 	uint32_t tried;           /* bit per protocol index: tried in this round */
+	uint32_t tried_down;      /* bit per protocol index: failed this round while not up */
 	int round_primary;        /* protocol index that began this round */
 	bool round_retry;         /* some protocol answered retry in this round */
 	uint64_t queued_ms;       /* when it joined its current queue */

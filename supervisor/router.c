@@ -619,7 +619,7 @@ void router_route(struct smsg *m)
 {
 	m->again = m->again_n = 0;
 	m->attempts = 0;
-	m->tried = 0;
+	m->tried = m->tried_down = 0;
 	memset(m->permfail, 0, sizeof m->permfail);
 	struct rproto *rp = select_protocol(m);
 	if (!R.started && (!rp || !rproto_up(rp))) {
@@ -645,7 +645,7 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 {
 	if (strcmp(rp->name, "rest") != 0 || (int64_t)m->again_n + 1 >= config_int(sup.cfg, "rest", "retry_attempts"))
 		return false;
-	if (chain_other_up(m, rp)) /* never wait on rest while another of its chain is up */
+	if (chain_back(m, rp, true)) /* never wait on rest while one before it in the chain is back */
 		return false;
 	uint64_t delay = next_backoff(0); /* doubled again_n times: a shift would overflow (retry_attempts <= 100) */
 	for (unsigned k = 0; k < m->again_n; k++)
@@ -663,6 +663,8 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 /* After a failure on rp: the next protocol of the chain, else wait or die. */
 static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint64_t retry_after_ms)
 {
+	if (!rproto_up(rp))
+		m->tried_down |= 1u << rp->idx;
 	if (st == JOB_RETRY && try_again_later(m, rp, retry_after_ms))
 		return;
 	m->again_n = 0;
@@ -683,11 +685,11 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 		return;
 	}
 	/* The round is over, but a protocol of its chain (not the one that just
-	 * failed, not one that refused it for good) is up: it came back while the
-	 * round went on. A new round starts at the head of the chain now, rather
-	 * than after a backoff spent waiting on protocols that are down. A protocol
-	 * that is up and keeps failing cools down (select.c), which ends this. */
-	if (chain_other_up(m, rp)) {
+	 * failed, not one that refused it for good) that failed this round while it
+	 * was down is up again: it came back while the round went on. A new round
+	 * starts at the head of the chain now, rather than after a backoff spent
+	 * waiting on protocols that are down. */
+	if (chain_back(m, rp, false)) {
 		log_debug("message %s: round over (%s), but its chain has a protocol up: a new round now", m->id,
 			  m->last_error);
 		router_route(m);

@@ -93,8 +93,9 @@ bool chain_all_permfail(const struct smsg *m);
 bool chain_has(const struct smsg *m, const char *name);
 /* May rp take m from another protocol's queue (it carries it, its chain has it, not refused this round)? */
 bool chain_may_take(const struct smsg *m, const struct rproto *rp);
-/* Is a protocol of m's chain, other than rp and not one that refused it this round, up now? */
-bool chain_other_up(const struct smsg *m, const struct rproto *rp);
+/* Is a protocol of m's chain (other than rp; before it if ahead_only) up that
+ * this round did not find up: one to try now rather than wait? */
+bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only);
 /* Could any enabled protocol carry m? Else (or also) why not now, in words. */
 bool carriers_configured(const struct smsg *m, char *why, size_t whylen);
 void rproto_success(struct rproto *rp);

@@ -185,13 +185,20 @@ bool chain_may_take(const struct smsg *m, const struct rproto *rp)
 	return can_carry(rp, m) && !m->permfail[rp->idx] && chain_has(m, rp->name);
 }
 
-bool chain_other_up(const struct smsg *m, const struct rproto *rp)
+/* A protocol of m's chain (before rp only, if ahead_only), not rp, that may
+ * carry it, is up and was not tried this round while up: untried, or tried
+ * while it was down and back since. */
+bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only)
 {
 	struct rproto *chain[MAX_PROTOS + 1];
 	int n = chain_of(&R.protos[m->round_primary], chain, MAX_PROTOS + 1);
-	for (int i = 0; i < n; i++)
-		if (chain[i] != rp && can_carry(chain[i], m) && !m->permfail[chain[i]->idx] && rproto_up(chain[i]))
+	for (int i = 0; i < n && !(ahead_only && chain[i] == rp); i++) {
+		const struct rproto *q = chain[i];
+		uint32_t bit = 1u << q->idx;
+		bool fresh = !(m->tried & bit) || (m->tried_down & bit);
+		if (q != rp && fresh && can_carry(q, m) && !m->permfail[q->idx] && rproto_up(q))
 			return true;
+	}
 	return false;
 }
 
