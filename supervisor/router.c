@@ -672,6 +672,10 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 		m->permfail[rp->idx] = true;
 	else
 		m->round_retry = true;
+	if (chain_back(m, rp, true)) { /* one ahead of rp came back: a round starts at the head */
+		router_route(m);
+		return;
+	}
 	struct rproto *next = next_in_chain(m, rp);
 	if (next) {
 		m->tried |= 1u << next->idx;
@@ -1101,7 +1105,9 @@ static void end_cooling(void)
 	}
 }
 
-static void on_tick(uv_timer_t *t)
+static void on_tick(uv_timer_t *t) { router_tick(); }
+
+void router_tick(void)
 {
 	router_check_start();
 	drain_refill();

@@ -35,6 +35,8 @@ void router_describe_jobs(const struct proc *p, FILE *out);
 
 struct smsg;
 void router_init(void);
+/* Every TICK_MS: timeouts, stuck queues, backoffs ended, expiry (a unit test calls it by hand). */
+void router_tick(void);
 /* Pause or resume handing jobs to a protocol (its queue waits, or moves on). */
 int router_pause(const char *name, bool pause);
 /* Refuse or drop the oldest when `size` more would go over the spool's bounds. */
