@@ -10,7 +10,7 @@
 #include "proto/proto.h"
 
 #define MAX_ROUTE 16
-#define MAX_MOVES 12 /* the latest state changes kept for `trace` */
+#define MAX_MOVES 8 /* the latest state changes kept for `trace` */
 
 enum smsg_state {
 	SM_QUEUED,   /* waiting for a worker */
@@ -79,6 +79,8 @@ struct smsg {
 	uint32_t nmoves;
 	struct smsg *qnext, *qprev; /* in a queue */
 	struct smsg *anext, *aprev; /* in age order, all live messages */
+	struct smsg *snext, *sprev; /* in the spool's own index of its live records */
+	bool spooled;               /* ... and on it */
 	struct smsg *hnext;         /* in the id hash */
 };
 

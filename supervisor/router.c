@@ -318,11 +318,11 @@ bool router_recent_trace(const char *id, msgpack_packer *pk)
 void router_forget(struct smsg *m, const char *status, const char *state)
 {
 	unlist(m);
-	transition(m, strcmp(status, "ok") == 0 ? EV_DELIVER : EV_REMOVE);
 	age_del(m);
 	index_del(m);
 	answer_waiter(m, status);
-	spool_done(m);
+	spool_done(m); /* before the move: the spool counts its dead letters by their state */
+	transition(m, strcmp(status, "ok") == 0 ? EV_DELIVER : EV_REMOVE);
 	remember(m, state); /* freed when it leaves the ring */
 }
 
@@ -1195,6 +1195,66 @@ void router_requeue(struct smsg *m)
 	m->backoff_ms = 0;
 	spool_requeue(m);
 	router_route(m);
+}
+
+void router_count_rejected(void) { R.rejected_full++; }
+
+void router_counts(struct router_counts *c)
+{
+	*c = (struct router_counts){ .depth = R.count, .bytes = R.bytes,
+				     .oldest_wall_ms = R.all.head ? R.all.head->created_wall_ms : 0,
+				     .waiting = R.waiting.n, .dead = R.dead.n, .accepted = R.accepted,
+				     .dropped = R.dropped, .expired = R.expired, .rejected_full = R.rejected_full };
+}
+
+bool router_paused(const char *protocol)
+{
+	struct rproto *rp = rproto_by_name(protocol);
+	return rp && rp->paused;
+}
+
+const char *router_cooling(const char *protocol)
+{
+	struct rproto *rp = rproto_by_name(protocol);
+	return rp && now_ms() < rp->cool_until ? rp->cool_reason : NULL;
+}
+
+void router_pack_queue(msgpack_packer *pk, uint64_t limit, bool dead_only)
+{
+	uint64_t n = 0, k = 0;
+	for (struct smsg *m = R.all.head; m && n < limit; m = m->anext)
+		n += !dead_only || m->state == SM_DEAD;
+	msgpack_pack_array(pk, n);
+	for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
+		if (!dead_only || m->state == SM_DEAD) {
+			router_pack_message(pk, m, NULL);
+			k++;
+		}
+}
+
+void router_retry(struct smsg *m)
+{
+	if (m->state != SM_WAITING)
+		return;
+	m->next_try_ms = 0;
+	router_sweep_waiting();
+}
+
+uint64_t router_retry_all(void)
+{
+	uint64_t n = R.waiting.n;
+	for (struct smsg *m = R.waiting.head; m; m = m->qnext)
+		m->next_try_ms = 0;
+	router_sweep_waiting();
+	return n;
+}
+
+uint64_t router_requeue_all(void)
+{
+	uint64_t n = 0, had = R.dead.n; /* one pass: a message may die again at once */
+	for (; R.dead.head && n < had; n++)
+		router_requeue(R.dead.head);
+	return n;
 }
 
 /* Take a message in (new, or recovered from the spool) in age order. */

@@ -58,6 +58,26 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state);
 /* The packed trace reply of one of the last finished messages, or NULL. */
 bool router_recent_trace(const char *id, msgpack_packer *pk); /* packs its trace if it finished lately */
+/* What `status` shows of the messages. */
+struct router_counts {
+	uint64_t depth, bytes, oldest_wall_ms, waiting, dead;
+	uint64_t accepted, dropped, expired, rejected_full;
+};
+void router_counts(struct router_counts *c);
+bool router_paused(const char *protocol);
+/* Why the protocol cools down, or NULL when it does not. */
+const char *router_cooling(const char *protocol);
+/* `queue`: up to limit messages (dead letters only, if asked), oldest first. */
+void router_pack_queue(msgpack_packer *pk, uint64_t limit, bool dead_only);
+/* `queue retry`: a waiting message (every one) goes round now. */
+void router_retry(struct smsg *m);
+uint64_t router_retry_all(void);
+/* `queue requeue all`: every dead letter back on its way; how many. */
+uint64_t router_requeue_all(void);
+/* A live message by its id, or NULL (delivered, purged or never accepted). */
+struct smsg *router_find(const char *id);
+/* A message refused for want of room (the spool's file system is full): counted with the others. */
+void router_count_rejected(void);
 /* Free a message the router never adopted (refused, or its record not written). */
 void smsg_free(struct smsg *m);
 

@@ -76,7 +76,6 @@ struct mlist *list_of(struct smsg *m);
 struct rproto *rproto_by_name(const char *name);
 bool rproto_enabled(const struct rproto *rp);
 bool rproto_up(const struct rproto *rp);
-struct smsg *router_find(const char *id);
 void router_enqueue(struct smsg *m, struct rproto *rp);
 void router_pump(struct rproto *rp);
 void router_wake(const char *name);
