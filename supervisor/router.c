@@ -528,6 +528,7 @@ void router_pump(struct rproto *rp)
 			from->st.given++;
 			rp->st.stolen++;
 			m->tried |= 1u << rp->idx;
+			str_copy(m->worker, sizeof m->worker, rp->name); /* its lists are rp's now */
 			log_debug("message %s: %s takes it over from %s's queue", m->id, rp->name, from->name);
 		}
 		if (send_job(rp, p, m) < 0)

@@ -396,6 +396,10 @@ static void test_spread(void)
 	router_pause("mqtt", false);
 	advance(TICK_MS);
 	CHECK(sent_to("websocket", from) == 4 && sent_to("mqtt", from) == 4);
+	/* a message taken over is the taker's: on its list, under its name */
+	for (int i = 0; i < 3; i++)
+		for (struct smsg *m = R.protos[i].inflight.head; m; m = m->qnext)
+			CHECK(strcmp(m->worker, R.protos[i].name) == 0);
 	/* rest is slow: it answers one job for every three the others answer. */
 	for (int round = 0; round < 400 && R.count; round++) {
 		for (unsigned i = from; i < nsent; i++)
