@@ -935,7 +935,8 @@ void router_wake(const char *name)
 		return;
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
 		for (struct smsg *m = R.all.head; m; m = m->anext)
-			if (m->state == SM_WAITING && m->priority == (enum priority)pr && (!name || chain_has(m, name)))
+			if (m->state == SM_WAITING && m->priority == (enum priority)pr &&
+			    (!name || !m->tried || chain_has(m, name))) /* !tried: no round yet, no chain */
 				router_route(m);
 }
 
