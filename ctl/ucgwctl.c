@@ -876,11 +876,13 @@ static const struct command commands[] = {
 		   "or taken over from another (FB-IN), bytes delivered, latency from hand-over to the server's\n"
 		   "acknowledgement (P50, P90, P99, MAX), messages dropped from a full spool (DROPPED), given up\n"
 		   "when their time to live passed (EXPIRED) and dead-lettered (DEAD), each counted against the\n"
-		   "protocol it last tried or waited for, and the messages queued for it now (QUEUE).",
+		   "protocol it last tried or waited for, the messages queued for it now (QUEUE), the queued\n"
+		   "messages it took over from busier protocols of their chain (TOOK: how much of a backlog it\n"
+		   "drained) and its deliveries per second (RATE/s, a moving average).",
 	  .run = run_stats },
 	{ .name = "trace", .args = "ID", .summary = "the route a message has taken",
 	  .about = "The message ID (in the spool, or among the last 256 finished) and its route: the protocol,\n"
-		   "result, duration and error of each attempt.",
+		   "result, duration and error of each attempt (--json: also its latest changes of state).",
 	  .min_args = 1, .max_args = 1, .run = run_trace },
 	{ .name = "decrypt", .args = "[--key-file FILE] PAYLOAD|-", .summary = "print the plaintext of an encrypted payload (AES-256-GCM)",
 	  .about = "Print the plaintext of a payload that ucgw encrypted (base64 of nonce, tag and ciphertext),\n"
