@@ -69,6 +69,7 @@ struct smsg {
 	struct waiter waiter;
 	uint32_t tried;           /* bit per protocol index: tried in this round */
 	uint32_t tried_down;      /* bit per protocol index: failed this round while not up */
+	bool replayed;            /* read back from the spool at start: held until the workers connect */
 	int round_primary;        /* protocol index that began this round */
 	bool round_retry;         /* some protocol answered retry in this round */
 	uint64_t queued_ms;       /* when it joined its current queue */

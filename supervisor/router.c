@@ -605,9 +605,11 @@ static void no_carrier(struct smsg *m)
 	to_dead(m);
 }
 
-/* Before the workers had their chance to connect after a start, a message none
- * of whose chain is up waits for them (router_check_start) instead of going
- * down its chain to protocols merely not connected yet, or dying. */
+/* Before the workers had their chance to connect after a start, a message read
+ * back from the spool none of whose chain is up waits for them
+ * (router_check_start) instead of going down its chain to protocols merely not
+ * connected yet, or dying. A new message sent meanwhile goes its way at once,
+ * as later: its chain and the waiting set say why it waits. */
 static void hold_for_start(struct smsg *m)
 {
 	snprintf(m->last_error, sizeof m->last_error,
@@ -623,7 +625,7 @@ void router_route(struct smsg *m)
 	m->tried = m->tried_down = 0;
 	memset(m->permfail, 0, sizeof m->permfail);
 	struct rproto *rp = select_protocol(m);
-	if (!R.started && (!rp || !rproto_up(rp))) {
+	if (!R.started && (m->replayed || !R.workers_ms) && (!rp || !rproto_up(rp))) {
 		hold_for_start(m);
 		return;
 	}
@@ -1178,6 +1180,7 @@ void router_recover(struct smsg *m)
 {
 	bool dead = m->state == SM_DEAD; /* the spool's record of it; from here on the router's */
 	m->state = SM_LIMBO;
+	m->replayed = true;
 	router_adopt(m);
 	if (dead) {
 		transition(m, EV_KILL);
