@@ -3,6 +3,7 @@
  * dead letters) until a worker says ok. */
 #include "supervisor/router.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -472,6 +473,9 @@ static void drain_refill(void)
 	R.credit_ms = now;
 }
 
+static void to_waiting(struct smsg *m, uint64_t delay);
+#define RESOURCE_RETRY_MS 1000
+
 /* A backlog is spread, not pinned to whichever protocol answered first: a
  * protocol that is up, with room in its window and nothing of its own queued,
  * takes the oldest queued message of the highest priority from another
@@ -531,8 +535,16 @@ void router_pump(struct rproto *rp)
 			str_copy(m->worker, sizeof m->worker, rp->name); /* its lists are rp's now */
 			log_debug("message %s: %s takes it over from %s's queue", m->id, rp->name, from->name);
 		}
-		if (send_job(rp, p, m) < 0)
+		errno = 0;
+		if (send_job(rp, p, m) < 0) {
+			if (errno == EMFILE || errno == ENFILE) { /* out of descriptors: not the message's fault */
+				snprintf(m->last_error, sizeof m->last_error, "cannot open its file: %s; trying again",
+					 strerror(errno));
+				to_waiting(m, RESOURCE_RETRY_MS);
+				return;
+			}
 			to_dead(m); /* send_job said why in last_error */
+		}
 	}
 }
 
