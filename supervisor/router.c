@@ -484,19 +484,26 @@ static void to_waiting(struct smsg *m, uint64_t delay);
  * look at the first STEAL_SCAN of each queue bounds the cost of a queue full of
  * messages it cannot carry. */
 #define STEAL_SCAN 32
+/* Only a backlog is spread: a message queued for less than this is merely
+ * waiting for room in a busy window, and goes the way it was sent. */
+#define STEAL_AFTER_MS 250
 static struct smsg *steal_candidate(struct rproto *rp)
 {
 	if (!rproto_up(rp))
 		return NULL;
+	uint64_t now = now_ms();
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
 		for (int i = 0; i < R.nprotos; i++) {
 			struct rproto *from = &R.protos[i];
 			unsigned k = 0;
 			if (from == rp)
 				continue;
-			for (struct smsg *m = from->queue[pr].head; m && k < STEAL_SCAN; m = m->qnext, k++)
+			for (struct smsg *m = from->queue[pr].head; m && k < STEAL_SCAN; m = m->qnext, k++) {
+				if (now - m->queued_ms < STEAL_AFTER_MS)
+					break; /* the queue is in the order they joined it: the rest are younger */
 				if (chain_may_take(m, rp))
 					return m;
+			}
 		}
 	return NULL;
 }
