@@ -213,3 +213,15 @@ bool json_check(const char *buf, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "%s at byte %zu", j.why, (size_t)(j.p - j.start));
 	return ok;
 }
+
+bool utf8_valid(const char *s, size_t len)
+{
+	struct jp j = { (const unsigned char *)s, (const unsigned char *)s + len, (const unsigned char *)s, NULL, 0 };
+	while (j.p < j.end) {
+		if (*j.p < 0x80)
+			j.p++;
+		else if (!utf8_seq(&j))
+			return false;
+	}
+	return true;
+}
