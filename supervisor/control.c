@@ -182,9 +182,9 @@ static void on_client_bad_frame(struct channel *ch, const char *why, void *arg)
 	 * max_message_bytes hears (the loader keeps max_frame_bytes above it). */
 	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
 	control_fail(c->cid, 0,
-		     "request of %zu bytes is larger than gateway.max_frame_bytes (%zu): a message may have at most "
-		     "gateway.max_message_bytes (%lld) bytes; send less, send a file with send-file, or raise both "
-		     "in the configuration",
+		     "frame of %zu bytes is larger than the limit of %zu bytes (gateway.max_frame_bytes): a message may "
+		     "have at most gateway.max_message_bytes (%lld) bytes; send less, send a file with send-file, or "
+		     "raise both in the configuration",
 		     len, (size_t)config_int(sup.cfg, "gateway", "max_frame_bytes"),
 		     (long long)config_int(sup.cfg, "gateway", "max_message_bytes"));
 	channel_flush(c->ch, 100);

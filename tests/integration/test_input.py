@@ -116,9 +116,10 @@ class SendValidationTest(GatewayTest):
         s.close()
         import msgpack
         m = msgpack.unpackb(buf[4:], raw=False)
-        self.assertEqual(m["error"], "request of 40000 bytes is larger than gateway.max_frame_bytes (32768): a "
-                                     "message may have at most gateway.max_message_bytes (8192) bytes; send less, "
-                                     "send a file with send-file, or raise both in the configuration")
+        self.assertEqual(m["error"], "frame of 40000 bytes is larger than the limit of 32768 bytes "
+                                     "(gateway.max_frame_bytes): a message may have at most "
+                                     "gateway.max_message_bytes (8192) bytes; send less, send a file with "
+                                     "send-file, or raise both in the configuration")
 
 
 if __name__ == "__main__":
