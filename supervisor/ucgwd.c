@@ -81,32 +81,12 @@ static char *find_worker_dir(void)
 	return xstrdup(UCGW_LIBEXECDIR);
 }
 
-static void apply_log_level(int force_debug)
+static int force_debug;
+
+void sup_apply_log_level(void)
 {
 	int lvl = log_level_parse(config_str(sup.cfg, "gateway", "log_level"));
 	log_set_level(force_debug ? LOG_LVL_DEBUG : lvl);
-}
-
-int sup_reload(char *err, size_t errlen)
-{
-	struct config *next;
-	if (config_load(sup.config_path, &next, err, errlen) < 0) {
-		log_warnx("reload: keeping the old configuration: %s", err);
-		return -1;
-	}
-	struct config *old = sup.cfg;
-	if (strcmp(config_str(old, "gateway", "control_socket"), config_str(next, "gateway", "control_socket")) != 0)
-		log_warnx("reload: gateway.control_socket changed; it takes effect at the next start");
-	for (size_t i = 0; i < next->nwarnings; i++)
-		log_warnx("reload: %s", next->warnings[i]);
-	sup.cfg = next;
-	sup.reloads++;
-	apply_log_level(0);
-	proctab_apply_config(old, next);
-	control_config_changed();
-	config_free(old);
-	log_info("configuration reloaded from %s", sup.config_path);
-	return 0;
 }
 
 static void all_workers_stopped(void)
@@ -144,9 +124,8 @@ void sup_shutdown(const char *why)
 static void on_signal(uv_signal_t *h, int sig)
 {
 	if (sig == SIGHUP) {
-		char err[1024];
 		log_info("SIGHUP: reloading %s", sup.config_path);
-		sup_reload(err, sizeof err);
+		sup_reload(NULL, NULL);
 		return;
 	}
 	sup_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -231,7 +210,8 @@ int main(int argc, char **argv)
 	}
 	char *abs = realpath(path, NULL);
 	sup.config_path = abs ? abs : xstrdup(path);
-	apply_log_level(debug);
+	force_debug = debug;
+	sup_apply_log_level();
 	sup.loop = uv_default_loop();
 	sup.worker_dir = find_worker_dir();
 	start_signals();

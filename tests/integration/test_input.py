@@ -122,5 +122,151 @@ class SendValidationTest(GatewayTest):
                                      "send-file, or raise both in the configuration")
 
 
+def bad_paths(tmp):
+    """A FIFO, a loop of symbolic links, /dev/zero and a directory, with the words
+    that name each."""
+    fifo = os.path.join(tmp, "fifo")
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    loop = os.path.join(tmp, "loop")
+    if not os.path.lexists(loop):
+        os.symlink(loop, loop)
+    return [(fifo, "is not a regular file (it is a FIFO)"),
+            (loop, "Too many levels of symbolic links (a loop of symbolic links)"),
+            ("/dev/zero", "is not a regular file (it is a character device)"),
+            (tmp, "is not a regular file (it is a directory)")]
+
+
+def sections(tmp, **extra):
+    """Sections that load, for the keys below: no server needs to be up."""
+    known = os.path.join(tmp, "known_hosts")
+    open(known, "a").close()
+    c = cfg(tmp)
+    c.update({"sftp": {"host": "127.0.0.1", "port": 9, "username": "u", "password": "p", "known_hosts": known},
+              "rsync": {"remote_host": "127.0.0.1", "port": 9, "remote_user": "u", "known_hosts": known},
+              "mqtt": {"broker_url": "127.0.0.1:9", "client_id": "c"}})
+    for sec, kv in extra.items():
+        c.setdefault(sec, {}).update(kv)
+    return c
+
+
+FILE_KEYS = [("sftp", "key_file"), ("sftp", "known_hosts"), ("rsync", "key_file"), ("rsync", "known_hosts"),
+             ("mqtt", "ca_file"), ("mqtt", "cert_file"), ("security", "encryption_key_file"),
+             ("mqtt", "password_file")]
+
+
+def key_words(sec, key, path):
+    """How an error names the key and the path (a secret's KEY_file as written)."""
+    return "%s %s" % (key if key == "password_file" else "%s.%s" % (sec, key), path)
+
+
+class FileKeysTest(GatewayTest):
+    def check(self, path):
+        return subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", path], capture_output=True, text=True,
+                              timeout=20)
+
+    def test_check_mode_refuses_each_bad_file_for_each_key(self):
+        for sec, key in FILE_KEYS:
+            for path, words in bad_paths(self.tmp):
+                gw = self.gateway(sections(self.tmp, **{sec: {key: path}}), start=False, name="n")
+                r = self.check(gw.cfg_path)
+                self.assertEqual(r.returncode, 1, (sec, key, path, r.stdout))
+                self.assertIn(key_words(sec, key, path), r.stderr, (sec, key))
+                self.assertIn(words, r.stderr, (sec, key))
+                self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        # metrics.listen off loopback: -n says what start says
+        gw = self.gateway(sections(self.tmp, metrics={"listen": "0.0.0.0:9630"}), start=False, name="m")
+        r = self.check(gw.cfg_path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("metrics.listen '0.0.0.0:9630' is not a loopback address", r.stderr)
+
+    def test_start_refuses_instead_of_hanging(self):
+        for sec, key in (("sftp", "key_file"), ("rsync", "known_hosts"), ("mqtt", "ca_file")):
+            for path, words in bad_paths(self.tmp):
+                gw = self.gateway(sections(self.tmp, **{sec: {key: path}}), start=False, name="s")
+                gw.start(wait_ready=False)
+                try:
+                    rc = gw.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.fail("ucgwd hangs at start with %s.%s = %s" % (sec, key, path))
+                gw.kill()
+                self.assertEqual(rc, 1, (sec, key, path))
+                self.assertIn(key_words(sec, key, path), gw.log_text())
+                self.assertIn(words, gw.log_text())
+                os.unlink(gw.log_path)
+
+    def test_reload_refuses_and_status_still_answers(self):
+        gw = self.gateway(sections(self.tmp))
+        ctl = Ctl(gw.sock)
+        for sec, key in FILE_KEYS:
+            for path, words in bad_paths(self.tmp):
+                gw.write_config(sections(self.tmp, **{sec: {key: path}}, gateway=dict(gw.cfg["gateway"]),
+                                         metrics={"listen": ""}))
+                ctl.request("reload", {})
+                try:
+                    r = ctl.reply(timeout=10)
+                except socket.timeout:
+                    self.fail("reload with %s.%s = %s gets no answer" % (sec, key, path))
+                self.assertFalse(r["ok"], (sec, key, path))
+                self.assertIn("reload failed, keeping the old configuration: ", r["error"])
+                self.assertIn(key_words(sec, key, path), r["error"])
+                self.assertIn(words, r["error"])
+                t = time.monotonic()
+                ctl.request("status", {})
+                self.assertTrue(ctl.reply(timeout=5)["ok"])
+                self.assertLess(time.monotonic() - t, 2.0)
+        self.assertEqual(gw.ctl_json("status")["reloads"], 0)
+        ctl.close()
+
+
+class YamlTest(GatewayTest):
+    def test_deep_nesting_refused_fast(self):
+        gw = self.gateway(cfg(self.tmp), start=False)
+        gw.write_config(None, "gateway: " + "[" * 100000 + "]" * 100000 + "\n")
+        t = time.monotonic()
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True,
+                           timeout=60)
+        took = time.monotonic() - t
+        print("\n100,000-deep flow collection: ucgwd -n refused it in %.0f ms (process start included)"
+              % (took * 1000))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("ucgw.yaml:1:41: nested deeper than 32 levels, expected sections of keys (a configuration "
+                      "needs 4)", r.stderr)
+        self.assertLess(took, 2.0)  # the target is 100 ms; generous on a shared machine
+
+    def test_status_answers_during_a_long_reload(self):
+        gw = self.gateway(cfg(self.tmp))
+        # 3.5 MB that libyaml takes a while to read (refused in the end: an unknown section)
+        big = "gateway: {device_id: x}\nx: {" + ", ".join("k%d: v" % i for i in range(300000)) + "}\n"
+        gw.write_config(None, big)
+        ctl, poll = Ctl(gw.sock), Ctl(gw.sock)
+        lat = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            ctl.request("reload", {})
+            done = threading.Event()
+            result = {}
+
+            def wait_reload():
+                result["r"] = ctl.reply(timeout=60)
+                result["t"] = time.monotonic() - t0
+                done.set()
+            th = threading.Thread(target=wait_reload)
+            th.start()
+            while not done.is_set():
+                t = time.monotonic()
+                poll.request("status", {})
+                self.assertTrue(poll.reply(timeout=60)["ok"])
+                lat.append(time.monotonic() - t)
+            th.join()
+            self.assertIn("unknown section 'x'", result["r"]["error"])
+        print("\nreload of a 3.5 MB file: %.0f ms; status meanwhile: %d answers, slowest %.1f ms"
+              % (result["t"] * 1000, len(lat), max(lat) * 1000))
+        self.assertGreater(len(lat), 1)
+        self.assertLess(max(lat), result["t"] / 2)
+        ctl.close()
+        poll.close()
+
+
 if __name__ == "__main__":
     unittest.main()
