@@ -16,6 +16,7 @@
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
 #include "supervisor/http.h"
+#include "supervisor/memtrim.h"
 #include "supervisor/monitor.h"
 #include "supervisor/spool.h"
 #include "supervisor/proctab.h"
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
 	}
 	proctab_init();
 	start_timers();
+	memtrim_start();
 	probe_start();
 	proctab_apply_config(NULL, sup.cfg);
 	uv_run(sup.loop, UV_RUN_DEFAULT);

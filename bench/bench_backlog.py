@@ -1,0 +1,105 @@
+#!/usr/bin/python3
+"""Supervisor memory per queued message: 200,000 messages queued while every
+server is down (the test worker answers every job `retry`, as a worker whose
+server is unreachable does), the supervisor's RSS per queued message, then
+the server comes back, the backlog drains, and the RSS after it (target:
+back within 20 % of where it started). Two cycles: the second shows whether
+the memory of the first is reused rather than added to.
+
+    bench/bench_backlog.py [N] [PAYLOAD_BYTES]      (default 200000 250)
+
+Needs the release build (UCGW_BUILD_DIR, default ./build). Figures depend
+on the machine's load only through time, not through the byte counts."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
+from ucgwtest import BIN, Gateway, proc_number, wait_for  # noqa: E402
+
+
+def rss_kb(pid):
+    return proc_number(pid, "status", "VmRSS")
+
+
+def config(tmp, n):
+    return {"gateway": {"log_level": "info", "job_timeout_ms": 60000},
+            "spool": {"max_messages": n + 1000, "retry_backoff_min_ms": 500, "retry_backoff_max_ms": 1000},
+            "testworker": {"down_file": os.path.join(tmp, "down")}}
+
+
+def settle(pid, seconds=3.0):
+    """RSS once it stops moving (the trim after a drain runs on a timer)."""
+    last, t_end = rss_kb(pid), time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        time.sleep(0.5)
+        now = rss_kb(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def cycle(gw, tmp, pid, n, size, base):
+    down = os.path.join(tmp, "down")
+    open(down, "w").close()
+    t0 = time.monotonic()
+    r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(n), "-w", "256", "-p",
+                        "testworker", "-z", str(size)], capture_output=True, text=True, timeout=900)
+    load = json.loads(r.stdout)
+    wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] >= n, timeout=120, what="all queued")
+    queued = settle(pid)
+    st = gw.ctl_json("status")["spool"]
+    print("  queued %d (%d waiting for a retry) in %.1f s; RSS %.1f MB: %.0f bytes per queued message above "
+          "the start" % (st["depth"], st["waiting"], time.monotonic() - t0, queued / 1024,
+                         (queued - base) * 1024 / st["depth"]))
+    os.unlink(down)
+    t1 = time.monotonic()
+    wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=900, step=0.5, what="drained")
+    drained_s = time.monotonic() - t1
+    time.sleep(6)  # the supervisor looks at its backlog every 5 s to give the memory back
+    after = settle(pid, 15.0)
+    if os.environ.get("BENCH_SMAPS"):
+        os.system("awk '/^[0-9a-f]/{name=$6} /^Rss:/{if ($2 > 200) print $2, name}' /proc/%d/smaps | sort -n | tail -8"
+                  % pid)
+    print("  drained in %.1f s; RSS after %.1f MB (%+.0f %% of the start)" % (drained_s, after / 1024,
+                                                                          (after - base) * 100 / base))
+    return queued, after, load
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200000
+    size = int(sys.argv[2]) if len(sys.argv) > 2 else 250
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o711)  # the worker (maybe another user) must see the down file
+        gw = Gateway(tmp, config(tmp, n), "backlog")
+        gw.start()
+        pid = gw.daemon_pid()
+        time.sleep(1)
+        base = settle(pid)
+        print("supervisor memory per queued message: %d messages of %d bytes, every server down "
+              "(machine loaded: figures of time are rough; bytes are not)" % (n, size))
+        print("  start: RSS %.1f MB" % (base / 1024))
+        results = []
+        for i in range(2):
+            print("cycle %d" % (i + 1))
+            results.append(cycle(gw, tmp, pid, n, size, base))
+        q1, a1, _ = results[0]
+        q2, a2, _ = results[1]
+        print("summary: %.0f bytes per queued message; after the drain %.1f MB vs %.1f MB at the start "
+              "(%.0f %%, target within 20 %%); second cycle peak %.1f MB vs first %.1f MB"
+              % ((q1 - base) * 1024 / n, a1 / 1024, base / 1024, (a1 - base) * 100 / base, q2 / 1024, q1 / 1024))
+        for line in gw.log_text().splitlines():
+            if "returned to the system" in line:
+                print("  ucgwd: " + line.split(": ", 1)[-1])
+        gw.stop()
+        ok = a1 <= base * 1.2 and a2 <= base * 1.2
+        print("within 20 %% of the start after each drain: %s" % ("yes" if ok else "NO"))
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
