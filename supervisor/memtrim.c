@@ -14,7 +14,7 @@
 #include "supervisor/sup.h"
 
 #define TRIM_CHECK_MS 5000
-#define TRIM_BACKLOG 10000 /* messages: below, what a trim gives back is not worth a log line */
+#define TRIM_BACKLOG 1000 /* messages (about 1.5 MB): below, a trim is not worth its page faults */
 
 static uv_timer_t tick;
 static uint64_t peak; /* the largest backlog since the last trim */
@@ -30,10 +30,10 @@ static void on_tick(uv_timer_t *t)
 	struct mallinfo2 before = mallinfo2();
 	malloc_trim(0);
 	struct mallinfo2 after = mallinfo2();
-	log_info("backlog down from %llu to %llu messages: %.1f MB of free heap returned to the system "
-		 "(%.1f MB in use, %.1f MB free kept in partly used pages)",
+	log_info("backlog down from %llu to %llu messages: up to %.1f MB of free heap returned to the system "
+		 "(%.1f MB still in use)",
 		 (unsigned long long)peak, (unsigned long long)now, (double)before.fordblks / 1048576.0,
-		 (double)after.uordblks / 1048576.0, (double)after.fordblks / 1048576.0);
+		 (double)after.uordblks / 1048576.0);
 	peak = now;
 }
 
