@@ -79,7 +79,7 @@ def cycle(gw, tmp, pid, n, size, base, paused=False):
     t1 = time.monotonic()
     wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=900, step=0.5, what="drained")
     drained_s = time.monotonic() - t1
-    time.sleep(6)  # the supervisor looks at its backlog every 5 s to give the memory back
+    time.sleep(2)  # the supervisor looks at its backlog every second to give the memory back
     after = settle(pid, 15.0)
     if os.environ.get("BENCH_SMAPS"):
         smaps(pid)

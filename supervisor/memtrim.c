@@ -13,7 +13,7 @@
 #include "supervisor/router_int.h"
 #include "supervisor/sup.h"
 
-#define TRIM_CHECK_MS 5000
+#define TRIM_CHECK_MS 1000 /* the backlog is sampled: one shorter than this may go unseen */
 #define TRIM_BACKLOG 1000 /* messages (about 1.5 MB): below, a trim is not worth its page faults */
 
 static uv_timer_t tick;

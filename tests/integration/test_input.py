@@ -15,7 +15,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ctlclient import Ctl  # noqa: E402
-from ucgwtest import BIN, GatewayTest, delivered, wait_for  # noqa: E402
+from ucgwtest import BIN, GatewayTest, delivered, proc_number, under_asan, wait_for  # noqa: E402
 from ucgwtest import testworker_config as cfg  # noqa: E402
 
 
@@ -266,6 +266,45 @@ class YamlTest(GatewayTest):
         self.assertLess(max(lat), result["t"] / 2)
         ctl.close()
         poll.close()
+
+
+class MemoryTest(GatewayTest):
+    def test_memory_returned_after_a_backlog_drains(self):
+        """A small version of bench/bench_backlog.py (200,000 messages there):
+        the supervisor's RSS after a backlog of 20,000 drains is back within
+        20 % of where it was before it (after a warm-up: a daemon in service)."""
+        c = cfg(self.tmp)
+        c["gateway"]["log_level"] = "info"
+        c["spool"]["max_messages"] = 50000
+        del c["testworker"]["record"]
+        gw = self.gateway(c)
+        pid = gw.daemon_pid()
+
+        def rss():
+            return proc_number(pid, "status", "VmRSS")
+
+        def backlog(n):
+            self.assertEqual(gw.ctl("pause", "testworker")[0], 0)
+            r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(n), "-w", "256", "-p",
+                                "testworker", "-z", "250"], capture_output=True, text=True, timeout=600)
+            self.assertEqual(json.loads(r.stdout)["failed"], 0, r.stdout)
+            time.sleep(1.5)  # ucgwd samples its backlog every second
+            peak = rss()
+            self.assertEqual(gw.ctl("resume", "testworker")[0], 0)
+            wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=300, what="drained")
+            marks = gw.log_text().count("returned to the system")
+            wait_for(lambda: gw.log_text().count("returned to the system") > marks, timeout=20,
+                     what="the memory given back")
+            time.sleep(0.5)
+            return peak, rss()
+        backlog(2000)  # warm-up
+        start = rss()
+        peak, after = backlog(20000)
+        print("\n20,000 queued: RSS %.1f MB before, %.1f MB at the peak, %.1f MB after the drain (%+.0f %%)"
+              % (start / 1024, peak / 1024, after / 1024, (after - start) * 100 / start))
+        self.assertGreater(peak, start + 5 * 1024)
+        if not under_asan(pid):  # ASan keeps freed memory in its quarantine
+            self.assertLess(after, start * 1.2)
 
 
 if __name__ == "__main__":
