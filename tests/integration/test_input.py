@@ -290,9 +290,9 @@ class MemoryTest(GatewayTest):
             self.assertEqual(json.loads(r.stdout)["failed"], 0, r.stdout)
             time.sleep(1.5)  # ucgwd samples its backlog every second
             peak = rss()
+            marks = gw.log_text().count("returned to the system")
             self.assertEqual(gw.ctl("resume", "testworker")[0], 0)
             wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, timeout=300, what="drained")
-            marks = gw.log_text().count("returned to the system")
             wait_for(lambda: gw.log_text().count("returned to the system") > marks, timeout=20,
                      what="the memory given back")
             time.sleep(0.5)
