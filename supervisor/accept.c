@@ -99,11 +99,13 @@ static int check_protocol(const char *name, bool files, char *err, size_t errlen
 	return -1;
 }
 
-/* Text from a client repeated in an error: one line whatever it holds. */
+/* Text from a client repeated in an error: one line of UTF-8 whatever it
+ * holds (the reply is a msgpack str, which clients decode as UTF-8). */
 static void shown_safe(char *s)
 {
+	bool utf8 = utf8_valid(s, strlen(s));
 	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f || (!utf8 && (unsigned char)*s >= 0x80))
 			*s = '?';
 }
 

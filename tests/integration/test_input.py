@@ -54,6 +54,14 @@ class SendValidationTest(GatewayTest):
             r = ctl.reply()
             self.assertFalse(r["ok"], extra)
             self.assertEqual(r["error"], text, extra)
+        # bytes that are not UTF-8 in a topic (a msgpack str): refused, and the reply is still UTF-8
+        import msgpack
+        frame = msgpack.packb({"t": 32, "v": 1, "seq": 999, "name": "send",
+                               "body": {"data": b"{}", "protocol": "testworker", "topic": b"lpr/\xff\xfe"}},
+                              use_bin_type=False)
+        ctl.sock.sendall(struct.pack(">I", len(frame)) + frame)
+        r = ctl.reply()
+        self.assertEqual((r["seq"], r["error"]), (999, "MQTT topic 'lpr/??' is not valid UTF-8"))
         # valid ones still pass: empty levels, UTF-8, a query string, ttl 0
         for extra in ({"topic": "a//b/"}, {"topic": "lpr/caméra/🚗"}, {"endpoint": "/api/v1/x?y=1&z=%20"},
                       {"ttl_s": 0}, {"ttl_s": 3153600000}):
