@@ -42,7 +42,8 @@ static void usage(FILE *out)
 		"it is ready (Type=notify). SIGHUP reloads the configuration; SIGTERM stops.\n"
 		"\n"
 		"  -c, --config FILE      configuration file (default /etc/ucgw/ucgw.yaml)\n"
-		"  -n, --check            check the configuration and exit: 0 valid, 1 not\n"
+		"  -n, --check            check the configuration and the files it names (as the user\n"
+		"                         running it) and exit: 0 valid, 1 not\n"
 		"  -d, --debug            log at debug level whatever the file says\n"
 		"      --config-reference print every configuration key as Markdown and exit\n"
 		"  -V, --version          print the version and exit\n"
@@ -205,7 +206,10 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sup.cfg->nwarnings; i++)
 		fprintf(stderr, "ucgwd: warning: %s\n", sup.cfg->warnings[i]);
 	if (check) {
-		printf("%s: configuration is valid%s\n", path, sup.cfg->nwarnings ? " (with the warnings above)" : "");
+		char who[96];
+		euid_str(who, sizeof who);
+		printf("%s: configuration is valid%s; the files it names were opened as %s\n", path,
+		       sup.cfg->nwarnings ? " (with the warnings above)" : "", who);
 		config_free(sup.cfg);
 		return 0;
 	}
