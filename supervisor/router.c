@@ -269,7 +269,8 @@ static void remember(struct smsg *m, const char *state)
 	r->m = *m;
 	r->m.finished_wall_ms = wall_ms();
 	r->m.payload = NULL;
-	memcpy(r->route, m->route, m->nroute * sizeof *m->route);
+	if (m->nroute) /* a message that was never tried has no route at all */
+		memcpy(r->route, m->route, m->nroute * sizeof *m->route);
 	r->m.route = r->route;
 	r->m.topic = keep_text(r->topic, m->topic);
 	r->m.endpoint = keep_text(r->endpoint, m->endpoint);
