@@ -151,13 +151,13 @@ static int check_control_socket(const struct checker *C)
 	char why[900];
 	struct stat st;
 	if (strlen(v->s) >= sizeof sa.sun_path) {
-		snprintf(why, sizeof why, "gateway.control_socket %s has %zu bytes, expected at most %zu (a unix socket "
-					  "address)", v->s, strlen(v->s), sizeof sa.sun_path - 1);
+		snprintf(why, sizeof why, "gateway.control_socket is too long: %s has %zu bytes, at most %zu fit a unix "
+					  "socket address", v->s, strlen(v->s), sizeof sa.sun_path - 1);
 		return fail(C, sec, v, why);
 	}
 	if (lstat(v->s, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-		snprintf(why, sizeof why, "gateway.control_socket %s is %s, expected a socket or nothing (ucgwd would "
-					  "remove it to listen there)", v->s, cf_kind(st.st_mode));
+		snprintf(why, sizeof why, "gateway.control_socket %s exists and is not a socket (it is %s): ucgwd "
+					  "would have to remove it to listen there", v->s, cf_kind(st.st_mode));
 		return fail(C, sec, v, why);
 	}
 	return 0;

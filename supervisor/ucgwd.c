@@ -215,7 +215,7 @@ int main(int argc, char **argv)
 	sup.start_ms = now_ms();
 	sup.start_wall_ms = wall_ms();
 	if (config_load(path, &sup.cfg, err, sizeof err) < 0) {
-		fprintf(stderr, "ucgwd: %s\n", err);
+		fprintf(stderr, "ucgwd: %s%s\n", err, check ? "" : "; ucgwd is not starting");
 		return 1;
 	}
 	for (size_t i = 0; i < sup.cfg->nwarnings; i++)

@@ -1095,7 +1095,8 @@ static void errors_named_files(void)
 	snprintf(words, sizeof words, "security.audit_log %s is not a regular file (it is a FIFO)", fifo_path);
 	FAILS(text, 2, 14, words);
 	snprintf(text, sizeof text, "gateway:\n  control_socket: %s\n", write_text("not-a-socket", "x"));
-	FAILS(text, 2, 19, "is a regular file, expected a socket or nothing (ucgwd would remove it to listen there)");
+	FAILS(text, 2, 19, "exists and is not a socket (it is a regular file): ucgwd would have to remove it to "
+			   "listen there");
 	char err[1024];
 	struct config *c = NULL;
 	for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
