@@ -15,7 +15,10 @@ for REST and WebSocket, sshd): one rate and one buffer each way, shared. Per pro
 - files of 100 KiB (images), each until acknowledged: ucgw sftp and rsync beside
   OpenSSH `sftp -b` in one session and `rsync -a -e ssh` of the directory; with
   --large-mib, one file of that size too (200 MiB take 84 s on lte, each);
-- the drain: a camera's 10 minutes at 10 detections/s and 1 image/s (6,000 and 600)
+- each protocol is measured by itself (fallback.enabled false: the router would spread its
+  backlog over the other protocols of its chain), then all of a kind together with
+  protocol auto in the default configuration;
+- the drain (the default configuration, each kind's first choice named): a camera's 10 minutes at 10 detections/s and 1 image/s (6,000 and 600)
   accumulated while the link is down, then up: seconds until ucgw has all of them
   acknowledged, against the seconds the link's bandwidth needs for their bytes.
 
@@ -120,8 +123,13 @@ class World:
                 "rsync": {"remote_host": "127.0.0.1", "port": self.ssh_port(), "remote_user": s.user,
                           "key_file": s.user_key, "known_hosts": self.known_hosts, "remote_path": s.remote}}
 
-    def gateway(self, name):
-        gw = Gateway(self.scene.tmp, self.gateway_config(), name)
+    def gateway(self, name, alone=False):
+        """alone: each protocol by itself (fallback.enabled false): the router would otherwise
+        spread a protocol's backlog over the other protocols of its fallback chain."""
+        cfg = self.gateway_config()
+        if alone:
+            cfg["fallback"] = {"enabled": False}
+        gw = Gateway(self.scene.tmp, cfg, name)
         gw.start()
         wait_for(lambda: all(w["connected"] for w in gw.workers().values()), timeout=60, what="workers connected")
         return gw
@@ -315,7 +323,7 @@ def run_profile(world, profile, args):
     rows = []
     T = args.seconds
     try:
-        gw = world.gateway("gw-" + profile)
+        gw = world.gateway("gw-" + profile, alone=True)
         for proto in [p for p in META if p in args.protocols]:
             most = int(cap / DETECTION * T * 1.5)
             n, s = sized(lambda k: ucgw_meta(world, gw, proto, k), 200, most, T)
@@ -355,6 +363,14 @@ def run_profile(world, profile, args):
                 rows.append(row("%s, one %d MiB file" % ({"sftp": "OpenSSH `sftp`", "rsync": "`rsync -e ssh`"}[proto],
                                                          args.large_mib), size / 1e6, s, "MB", 1e6, cap))
         gw.stop()
+        if args.auto:
+            gw = world.gateway("gw-auto-" + profile)
+            most = int(cap / DETECTION * T * 1.5)
+            n, s = sized(lambda k: ucgw_meta(world, gw, "auto", k), 200, most, T)
+            rows.append(row("ucgw auto (default chains: mqtt, rest, websocket together)", n, s, "msgs", DETECTION, cap))
+            n, s = sized(lambda k: ucgw_files(world, gw, "auto", world.images[:k]), 10, len(world.images), T)
+            rows.append(row("ucgw auto (default chains: sftp, rsync together)", n, s, "files", IMAGE, cap))
+            gw.stop()
         drains = [drain(world, m, f, profile, args.drain_cap) for m, f in args.drain]
     finally:
         world.stop_link()
@@ -404,6 +420,8 @@ def main():
                     help="comma-separated META+FILE pairs for the drain test, or 'none' (default %(default)s)")
     ap.add_argument("--drain-cap", type=float, default=3.0,
                     help="give up a drain after this many times what the bandwidth needs, plus 20 s (default 3)")
+    ap.add_argument("--no-auto", dest="auto", action="store_false",
+                    help="skip the runs with protocol auto (all protocols of a kind together)")
     ap.add_argument("--seconds", type=float, default=10.0, help="about how long each throughput run lasts")
     args = ap.parse_args()
     args.profiles = [p for p in args.profiles.split(",") if p]
