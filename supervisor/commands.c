@@ -1,5 +1,6 @@
 /* The control commands: one table, one handler each. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -7,6 +8,7 @@
 #include "common/util.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/router_int.h"
 #include "supervisor/spool.h"
@@ -322,6 +324,48 @@ static void cmd_trace(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
+/* What `auto` would pick now, and the fallback chain after it: nothing is sent. */
+static void cmd_select(struct client *c, const struct msg *req)
+{
+	char kind[16] = "metadata", prio[16] = "normal", asked[16] = "auto";
+	uint64_t size = 0;
+	obj_get_str(req->body, "kind", kind, sizeof kind);
+	obj_get_str(req->body, "priority", prio, sizeof prio);
+	obj_get_str(req->body, "protocol", asked, sizeof asked);
+	obj_get_u64(req->body, "size", &size);
+	bool file = strcmp(kind, "file") == 0;
+	if (!file && strcmp(kind, "metadata") != 0) {
+		control_fail(c->cid, req->seq, "select: unknown kind '%s' (valid: metadata, file)", kind);
+		return;
+	}
+	if (priority_parse(prio) < 0) {
+		control_fail(c->cid, req->seq, "select: unknown priority '%s' (valid: high, normal, low)", prio);
+		return;
+	}
+	if (strcmp(asked, "auto") != 0 && !rproto_by_name(asked)) {
+		control_fail(c->cid, req->seq, "select: unknown protocol '%s'", asked);
+		return;
+	}
+	struct body b;
+	body_init(&b);
+	select_pack_dry_run(&b.pk, file ? JOB_FILE : JOB_META, (enum priority)priority_parse(prio), size, asked);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
+/* The dashboard's document (GET /api/dashboard) as JSON text, without the history. */
+static void cmd_dashboard(struct client *c, const struct msg *req)
+{
+	struct strbuf s = { 0 };
+	metrics_dashboard_json(&s, 0);
+	struct body b;
+	body_init(&b);
+	msgpack_pack_str_with_body(&b.pk, s.p, s.len);
+	free(s.p);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
 static const struct command {
 	const char *name;
 	cmd_fn fn;
@@ -338,6 +382,8 @@ static const struct command {
 	{ "queue", cmd_queue },
 	{ "stats", cmd_stats },
 	{ "trace", cmd_trace },
+	{ "select", cmd_select },
+	{ "dashboard", cmd_dashboard },
 };
 
 void commands_dispatch(struct client *c, const struct msg *req)

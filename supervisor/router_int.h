@@ -88,6 +88,7 @@ struct rproto *select_protocol(struct smsg *m);
 struct rproto *next_in_chain(struct smsg *m, struct rproto *failed);
 bool chain_all_permfail(const struct smsg *m);
 bool chain_has(const struct smsg *m, const char *name);
+void select_pack_dry_run(msgpack_packer *pk, enum job_kind kind, enum priority prio, uint64_t size, const char *asked);
 void rproto_success(struct rproto *rp);
 void rproto_failure(struct rproto *rp, enum job_status st, const char *err);
 
