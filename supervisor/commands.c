@@ -153,7 +153,13 @@ static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause
 		return;
 	}
 	if (router_pause(name, pause) < 0) {
-		control_fail(c->cid, req->seq, "%s: no protocol named '%s'", what, name);
+		char list[256] = "";
+		for (int i = 0; i < R.nprotos; i++) /* the test fixture only where it runs */
+			if (rproto_enabled(&R.protos[i]) || strcmp(R.protos[i].name, "testworker") != 0)
+				snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "",
+					 R.protos[i].name);
+		control_fail(c->cid, req->seq, "%s: no protocol named '%s' (protocols: %s)", what, name,
+			     list[0] ? list : "none");
 		return;
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);
