@@ -31,8 +31,12 @@
  * describes the last failed call that thread made.
  *
  * The connection: a handle reconnects by itself on the next request after
- * ucgwd stopped or restarted (requests in flight at that moment fail with
- * UCGW_E_IO; what ucgwd had accepted is in its spool and is still delivered).
+ * ucgwd stopped or restarted. Every message gets its id (a ULID) before it is
+ * sent. A blocking send whose connection breaks before the answer is sent
+ * again, with the same id, once ucgwd is back, within its timeout; ucgwd
+ * answers a repeated id with the first message's state, so the server gets one
+ * message. Non-blocking requests in flight at that moment end with UCGW_E_IO,
+ * their outcome's id set: send again with opts.id = that id.
  * ucgw_fd() stays the same descriptor across reconnects. */
 #ifndef UCGW_CLIENT_H
 #define UCGW_CLIENT_H
@@ -86,6 +90,9 @@ struct ucgw_send_opts {
 	int timeout_ms;          /* blocking calls: 0: the handle's (ucgw_set_timeout); < 0: none */
 	ucgw_progress_fn progress; /* files with wait: bytes delivered so far */
 	void *progress_arg;
+	const char *id;          /* the message's id, a ULID (NULL: a new one); give an outcome's id to
+				  * send a message again that ucgwd may already have: it answers with that
+				  * message's state instead of taking a second one */
 };
 
 struct ucgw_outcome {
