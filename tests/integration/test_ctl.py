@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -324,6 +325,39 @@ class CtlForPeopleTest(GatewayTest):
         self.assertEqual(rc, 1)
         self.assertIn("pause: no protocol named 'nosuch' (protocols: websocket, rest, mqtt, sftp, rsync, testworker)",
                       err)
+
+    def test_daemon_log_on_a_terminal_has_times(self):
+        """On a terminal each line starts with an ISO 8601 time and the level's
+        name, the workers' lines too; elsewhere (journald, a file) '<N>' as before."""
+        import pty
+        gw = self.gateway(cfg(self.tmp), start=False)
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(os.path.join(BIN, "ucgwd"), [os.path.join(BIN, "ucgwd"), "-c", gw.cfg_path])
+        out = b""
+        try:
+            wait_for(lambda: os.path.exists(gw.sock), what="ucgwd on a terminal")
+            time.sleep(0.5)
+            os.kill(pid, 15)
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            os.waitpid(pid, 0)
+            os.close(fd)
+        lines = [l for l in out.decode().replace("\r\n", "\n").splitlines() if l]
+        when = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+        self.assertTrue(lines)
+        for l in lines:
+            self.assertRegex(l, when + r"(ucgwd|ucgw-testworker): (error|warning|notice|info|debug): ")
+        self.assertTrue([l for l in lines if " ucgw-testworker: info: " in l], lines)
+        gw.start()
+        self.assertRegex(gw.log_text(), r"(?m)^<6>ucgwd: ")
 
     def test_send_wait_on_a_terminal_has_no_blank_line(self):
         import pty

@@ -270,7 +270,13 @@ def connect_error(path: str, e: OSError) -> GatewayError:
     if e.errno == errno.ECONNREFUSED:
         return GatewayNotRunning("ucgwd is not running (nobody listening on %s)" % path)
     if e.errno in (errno.EACCES, errno.EPERM):
+        import pwd
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = "USER"
         return GatewayPermissionDenied(
             "permission denied connecting to ucgwd at %s: add this user to the socket's group (the package's "
-            "'ucgw': adduser USER ucgw, then log in again) or widen gateway.control_socket_mode" % path)
+            "'ucgw': adduser %s ucgw, then start the application again) or widen gateway.control_socket_mode"
+            % (path, user))
     return GatewayError("cannot connect to ucgwd at %s: %s" % (path, e.strerror or e))
