@@ -325,6 +325,34 @@ class SlowWorkerTest(GatewayTest):
         self.assertIn("not running", r.error)
 
 
+class AsyncResendTest(GatewayTest):
+    """The asyncio client: a waited send whose connection breaks (ucgwd killed)
+    is sent again once ucgwd is back and answered; others go on meanwhile."""
+
+    def test_killed_and_back(self):
+        import asyncio
+        from ucgw.aio import AsyncUnifiedCommunicationGateway
+        gw = self.gateway({"testworker": {"delay_ms": 600}})
+
+        async def main():
+            async with AsyncUnifiedCommunicationGateway(socket_path=gw.sock, timeout=20) as c:
+                waited = asyncio.ensure_future(c.send_metadata({"x": 1}, protocol="testworker", wait=True))
+                await asyncio.sleep(0.2)
+                gw.kill()
+                await asyncio.sleep(0.3)
+                gw.start()
+                r = await waited
+                self.assertTrue(r.success, r.error)
+                self.assertEqual(r.data["status"], "ok")
+                gw.kill()
+                t0 = time.monotonic()
+                r = await c.send_metadata({"y": 1}, protocol="testworker", timeout=1)
+                self.assertLess(time.monotonic() - t0, 3)
+                self.assertFalse(r.success)
+                self.assertIn("not running", r.error)
+        asyncio.run(main())
+
+
 class NeverBlocksTest(GatewayTest):
     """Every protocol down (the test worker's server is 'down'): a send
     returns once accepted; a waited one at its timeout, with the last error."""
