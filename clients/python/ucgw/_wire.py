@@ -202,6 +202,19 @@ def query_result(reply: Dict[str, Any]) -> CommunicationResult:
     return CommunicationResult(True, data=reply.get("body"))
 
 
+def trace_budget(timeout: float) -> float:
+    """Of a waited send's timeout, what is kept to ask ucgwd for the message's
+    last error when the outcome does not come: the call never blocks longer
+    than the caller allows."""
+    return min(1.0, timeout / 10)
+
+
+def outcome_wait(wait: bool, timeout: Optional[float]) -> Optional[float]:
+    """How long a send waits for ucgwd's answer: all of its timeout, less the
+    trace's share when it waits for the delivery."""
+    return timeout - trace_budget(timeout) if wait and timeout is not None else timeout
+
+
 def pending_result(msg_id: str, timeout: float, trace: CommunicationResult) -> CommunicationResult:
     """A waited send whose outcome did not come in time: not delivered yet,
     with the last error ucgwd recorded for it (from `trace`)."""

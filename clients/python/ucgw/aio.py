@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from ._wire import (DEFAULT_TIMEOUT, MAX_OUT_FRAME, RESENDABLE, T_EVENT, T_REPLY, CommunicationResult, ConfigArg,
                     GatewayError, check_common, connect_error, describe_file, encode_payload, file_body,
-                    metadata_body, open_file, pending_result, query_result, request_frame, resolve_target,
-                    send_result, split_frames)
+                    metadata_body, open_file, outcome_wait, pending_result, query_result, request_frame,
+                    resolve_target, send_result, split_frames, trace_budget)
 from .ids import new_id
 
 __all__ = ["AsyncUnifiedCommunicationGateway"]
@@ -194,13 +194,13 @@ class AsyncUnifiedCommunicationGateway:
     async def _send(self, name: str, body: Dict[str, Any], fd: Optional[int], wait: bool,
                     timeout: Optional[float], progress: Optional[Progress], msg_id: str) -> CommunicationResult:
         try:
-            reply = await self._call(name, body, fd, timeout, progress)
+            reply = await self._call(name, body, fd, outcome_wait(wait, timeout), progress)
         except asyncio.TimeoutError:
             if not wait or timeout is None:
                 return CommunicationResult(False, data={"id": msg_id}, error="no answer from ucgwd within %g s to "
                                            "'%s' (if ucgwd accepted the message, it still delivers it)"
                                            % (timeout or 0, name))
-            return pending_result(msg_id, timeout, await self.trace(msg_id, timeout=min(timeout, 5.0)))
+            return pending_result(msg_id, timeout, await self.trace(msg_id, timeout=trace_budget(timeout)))
         except _Lost as e:
             return CommunicationResult(False, error=str(e))
         return send_result(reply, wait)
