@@ -800,10 +800,7 @@ static int message_id(const struct ucgw_send_opts *o, char id[UCGW_ID_LEN + 1])
 		snprintf(id, UCGW_ID_LEN + 1, "%s", o->id);
 		return UCGW_OK;
 	}
-	pthread_mutex_lock(&id_lock);
-	id_new(id);
-	pthread_mutex_unlock(&id_lock);
-	return UCGW_OK;
+	return ucgw_id_new(id);
 }
 
 static int pack_send(msgpack_sbuffer *sb, const struct ucgw_send_opts *o, bool file, const char *path, bool fd,
@@ -1012,6 +1009,14 @@ void ucgw_set_timeout(ucgw_t *gw, int timeout_ms)
 	pthread_mutex_lock(&gw->lock);
 	gw->timeout_ms = timeout_ms > 0 ? timeout_ms : -1;
 	pthread_mutex_unlock(&gw->lock);
+}
+
+int ucgw_id_new(char id[UCGW_ID_SIZE])
+{
+	pthread_mutex_lock(&id_lock);
+	id_new(id); /* ucgwd's own (common/util.c): getrandom, else a seeded generator */
+	pthread_mutex_unlock(&id_lock);
+	return UCGW_OK;
 }
 
 int ucgw_send(ucgw_t *gw, const void *data, size_t len, const struct ucgw_send_opts *o, struct ucgw_outcome *out)

@@ -620,6 +620,18 @@ static void test_auth(const char *sock, const char *key, const char *jwt)
 	}
 }
 
+/* ---- ids ---- */
+
+static void test_ids(void)
+{
+	char a[UCGW_ID_SIZE], b[UCGW_ID_SIZE];
+	int rc = ucgw_id_new(a);
+	ucgw_id_new(b);
+	CHECK(rc == UCGW_OK && strlen(a) == 26 && strspn(a, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == 26 &&
+		      strcmp(a, b) != 0,
+	      "ucgw_id_new: ULIDs, distinct (%s %s)", a, b);
+}
+
 /* ---- the daemon restarts under a handle ---- */
 
 struct resend {
@@ -715,6 +727,7 @@ int main(int argc, char **argv)
 		test_auth(auth, key, jwt);
 	if (restart)
 		test_restart(gw, slow);
+	test_ids();
 	ucgw_close(gw);
 	printf("expect %d\n%d failures\n", expect_main, failures);
 	return failures ? 1 : 0;
