@@ -110,7 +110,8 @@ class UnifiedCommunicationGateway:
     Methods return CommunicationResult and do not raise for a daemon that is
     not running, refusals, timeouts or delivery failures; they raise
     TypeError or ValueError for programming errors (an unknown option, a bad
-    argument type). Thread-safe: one instance may be shared by threads."""
+    argument type). The constructor raises ConfigError for a configuration
+    file it cannot read. Thread-safe: one instance may be shared by threads."""
 
     def __init__(self, config: ConfigArg = None, socket_path: Optional[Union[str, "os.PathLike[str]"]] = None,
                  api_key: Optional[str] = None, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
