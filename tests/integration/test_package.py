@@ -158,6 +158,33 @@ class PackageTest(unittest.TestCase):
         self.assertIn("worker_result", run(["nm", "-D", "--defined-only",
                                             os.path.join(root, "usr/libexec/ucgw/ucgw-mqtt")]))
 
+    def test_crash_backtrace_names_functions(self):
+        """A protocol worker that crashes prints a backtrace whose frames in
+        the worker are named (its functions are exported), not bare offsets."""
+        import glob
+        from ucgwtest import Gateway, wait_for
+        peer = subprocess.Popen([os.path.join(BIN, "lpr-peer"), "--port", "0"], stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(peer.stdout.readline().split()[2])
+            gw = Gateway(self.tmp, {"rest": {"base_url": "http://127.0.0.1:%d" % port}}).start()
+            try:
+                gw.wait_worker("rest", lambda w: w["connected"], what="rest connected")
+                os.kill(gw.workers()["rest"]["pid"], 11)
+                wait_for(lambda: glob.glob(os.path.join(gw.dir, "crash", "rest", "*.log")), what="a crash log")
+                path = glob.glob(os.path.join(gw.dir, "crash", "rest", "*.log"))[0]
+                wait_for(lambda: "--- end ---" in read(path), what="the whole crash log")
+                text = read(path)
+            finally:
+                gw.stop()
+                if gw.log:
+                    gw.log.close()
+        finally:
+            peer.terminate()
+            peer.wait(10)
+            peer.stdout.close()
+        self.assertIn("fatal signal 11 (SIGSEGV), backtrace:", text)
+        self.assertRegex(text, r"ucgw-rest\(worker_main\+0x[0-9a-f]+\)", text)  # was ucgw-rest(+0x...)
+
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"), "needs root and unshare")
     def test_postinst_restarts_a_running_service_on_upgrade(self):
         """packaging/debian/postinst as dh_installsystemd --no-start writes it: the
