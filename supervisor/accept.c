@@ -298,12 +298,4 @@ fail_msg:
 }
 
 /* A message read back from the spool at start. */
-void accept_recovered(struct smsg *m)
-{
-	router_adopt(m);
-	if (m->state == SM_DEAD) {
-		list_push(&R.dead, m);
-		return;
-	}
-	router_route(m);
-}
+void accept_recovered(struct smsg *m) { router_recover(m); }

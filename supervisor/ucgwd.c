@@ -256,12 +256,13 @@ int main(int argc, char **argv)
 	log_info("ucgwd %s starting (pid %d, config %s, workers from %s)", UCGW_VERSION, (int)getpid(),
 		 sup.config_path, sup.worker_dir);
 	router_init();
-	if (spool_open(err, sizeof err, accept_recovered) < 0)
+	if (spool_open(err, sizeof err, router_recover) < 0)
 		return start_failed(err);
 	proctab_init();
 	start_timers();
 	probe_start();
 	proctab_apply_config(NULL, sup.cfg);
+	router_workers_started(); /* replay and selection wait for the workers (router.c) */
 	uv_run(sup.loop, UV_RUN_DEFAULT);
 	spool_close();
 	config_free(sup.cfg);
