@@ -165,13 +165,27 @@ static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause
 static void cmd_pause(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, true); }
 static void cmd_resume(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, false); }
 
+struct reload_ticket {
+	uint64_t cid, seq;
+};
+
+static void reloaded(const char *err, void *arg)
+{
+	struct reload_ticket *t = arg;
+	if (err)
+		control_fail(t->cid, t->seq, "reload failed, keeping the old configuration: %s", err);
+	else
+		control_reply(t->cid, t->seq, true, NULL, NULL);
+	free(t);
+}
+
+/* Answered once the file is read (off the loop) and swapped in. */
 static void cmd_reload(struct client *c, const struct msg *req)
 {
-	char err[1024];
-	if (sup_reload(err, sizeof err) < 0)
-		control_fail(c->cid, req->seq, "reload failed, keeping the old configuration: %s", err);
-	else
-		control_reply(c->cid, req->seq, true, NULL, NULL);
+	struct reload_ticket *t = xcalloc(1, sizeof *t);
+	t->cid = c->cid;
+	t->seq = req->seq;
+	sup_reload(reloaded, t);
 }
 
 static void cmd_shutdown(struct client *c, const struct msg *req)

@@ -246,9 +246,15 @@ void smsg_free(struct smsg *m)
  * without their payloads, in a ring, and their trace is packed only when asked
  * for: packed at once it cost every delivery more than its routing did. */
 #define RECENT 256
+/* The ring holds copies, in storage of its own: kept as they were, the last
+ * messages of a long backlog lay all over the heap and each held its page
+ * there, so 2.3 MB of it could not be given back after the drain (memtrim.c). */
+#define RECENT_TEXT 256
 static struct recent {
-	struct smsg *m;     /* finished: on no list, in no index, payload freed */
-	const char *state;  /* a string literal: "delivered", "expired", ... */
+	struct smsg m;      /* finished: on no list, in no index, no payload */
+	struct hop route[MAX_ROUTE];
+	char topic[RECENT_TEXT], endpoint[RECENT_TEXT], remote_name[RECENT_TEXT];
+	const char *state;  /* a string literal: "delivered", "expired", ...; NULL: free slot */
 } recent[RECENT];
 static unsigned recent_next;
 
@@ -290,24 +296,38 @@ void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *sta
 	pk_kv_str(pk, "requested", m->protocol);
 }
 
-/* Keep m (now finished) for a later trace; the oldest kept one goes. */
+static char *keep_text(char *slot, const char *s)
+{
+	if (!s)
+		return NULL;
+	str_copy(slot, RECENT_TEXT, s);
+	return slot;
+}
+
+/* Keep a copy of m (now finished) for a later trace, and free m; the copy
+ * replaces the oldest one kept. */
 static void remember(struct smsg *m, const char *state)
 {
 	struct recent *r = &recent[recent_next++ % RECENT];
-	if (r->m)
-		smsg_free(r->m);
-	free(m->payload);
-	m->payload = NULL;
-	m->finished_wall_ms = wall_ms();
-	*r = (struct recent){ m, state };
+	r->m = *m;
+	r->m.finished_wall_ms = wall_ms();
+	r->m.payload = NULL;
+	if (m->nroute) /* a message that was never tried has no route at all */
+		memcpy(r->route, m->route, m->nroute * sizeof *m->route);
+	r->m.route = r->route;
+	r->m.topic = keep_text(r->topic, m->topic);
+	r->m.endpoint = keep_text(r->endpoint, m->endpoint);
+	r->m.remote_name = keep_text(r->remote_name, m->remote_name);
+	r->state = state;
+	smsg_free(m);
 }
 
 bool router_recent_trace(const char *id, msgpack_packer *pk)
 {
 	for (unsigned i = 0; i < RECENT; i++) {
 		const struct recent *r = &recent[(recent_next - 1 - i) % RECENT];
-		if (r->m && strcmp(r->m->id, id) == 0) {
-			router_pack_trace(pk, r->m, r->state);
+		if (r->state && strcmp(r->m.id, id) == 0) {
+			router_pack_trace(pk, &r->m, r->state);
 			return true;
 		}
 	}
@@ -324,7 +344,7 @@ void router_forget(struct smsg *m, const char *status, const char *state)
 	answer_waiter(m, status);
 	spool_done(m); /* before the move: the spool counts its dead letters by their state */
 	transition(m, strcmp(status, "ok") == 0 ? EV_DELIVER : EV_REMOVE);
-	remember(m, state); /* freed when it leaves the ring */
+	remember(m, state); /* a copy: m is freed */
 }
 
 static void to_dead(struct smsg *m)

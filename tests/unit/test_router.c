@@ -365,15 +365,18 @@ static void test_wake_order(void)
 	for (int i = 0; i < 6; i++)
 		ms[i] = accept_msg("mqtt", prio[i]);
 	CHECK(all_wait(ms, 6)); /* each walked its chain of paused protocols, and waits */
+	char ids[6][UCGW_ID_LEN + 1]; /* a delivered message is freed: keep its id */
+	for (int i = 0; i < 6; i++)
+		str_copy(ids[i], sizeof ids[i], ms[i]->id);
 	unsigned from = nsent;
 	router_pause("mqtt", false);
 	CHECK(nsent - from == 4); /* the window */
 	static const int order[6] = { 2, 4, 1, 5, 0, 3 };
 	for (unsigned k = 0; k < 4; k++)
-		CHECK(strcmp(sent[from + k].id, ms[order[k]]->id) == 0);
+		CHECK(strcmp(sent[from + k].id, ids[order[k]]) == 0);
 	deliver_all();
 	for (unsigned k = 4; k < 6; k++)
-		CHECK(strcmp(sent[from + k].id, ms[order[k]]->id) == 0);
+		CHECK(strcmp(sent[from + k].id, ids[order[k]]) == 0);
 	deliver_all();
 	pause_all(false);
 	CHECK(R.count == 0);
