@@ -384,7 +384,7 @@ static const char *fx_name(unsigned long fx)
 static bool sftp_why(LIBSSH2_SFTP *sftp, int rc, char *why, size_t len)
 {
 	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
-		snprintf(why, len, "%s", ssh_error());
+		snprintf(why, len, "%s (libssh2 error %d)", ssh_error(), rc);
 		return false;
 	}
 	unsigned long fx = libssh2_sftp_last_error(sftp);
@@ -446,10 +446,12 @@ static int make_remote_dir(char *err, size_t errlen)
  * the state of an open, an fstat or a rename per SFTP channel, so one channel
  * has one of each in progress at a time, and one open per round trip would cap
  * a 100 ms link at 10 files/s. A lane holds two files: its writer (open, then
- * writes pipelined up to S.inflight bytes) and its finisher (the size check and
- * the close sent together, then the rename), so that the rename of one file
- * overlaps the open and the writes of the next. All lanes run in this one
- * thread, non-blocking.
+ * writes pipelined up to S.inflight bytes) and its finisher (the close and the
+ * size check sent together, then the rename), so that the finishing of one
+ * file overlaps the open and the writes of the next; the writer uses open,
+ * fstat (to resume) and write, the finisher close, stat, rename and unlink, so
+ * the two never need the same state of the channel. All lanes run in this
+ * one thread, non-blocking.
  *
  * libssh2 has one outgoing packet buffer per session: a call that returned
  * EAGAIN with part of a packet still unsent must be called again, with the same
@@ -462,7 +464,7 @@ enum stage {
 	ST_OPEN,     /* writer: open the part */
 	ST_RESUME,   /* writer: fstat of the part to go on from its size (a retry) */
 	ST_WRITE,    /* writer: writes until every byte is acknowledged */
-	ST_CHECK,    /* finisher: fstat (the size check) and close, sent together */
+	ST_CHECK,    /* finisher: close and a stat (the size check), sent together */
 	ST_RENAME,   /* finisher: the part becomes the final name */
 	ST_OLD_STAT, /* finisher: the rename was refused: is there an old file? */
 	ST_OLD_UNLINK,
@@ -482,7 +484,7 @@ struct file {
 	uint64_t acked;           /* bytes the server acknowledged (from the resume point) */
 	char *buf;                /* bytes [acked, acked + have) of the file at buf + start */
 	size_t cap, start, have;
-	bool size_done, close_done;
+	bool size_done, close_sent, close_done;
 	int size_rc, close_rc;
 	LIBSSH2_SFTP_ATTRIBUTES attrs;
 	enum op sending;          /* the call that left part of a packet unsent */
@@ -506,7 +508,6 @@ static struct {
 	bool opener_sending;       /* a lane's sftp_init left part of a packet unsent */
 	struct file *queue, *queue_tail;
 	struct file *owner;
-	int nfiles;                /* files in lanes */
 	char broken[300];          /* why the session broke */
 } T;
 
@@ -555,9 +556,10 @@ static void free_file(struct file *f)
 
 static void finish(struct file *f, enum job_status st, const char *err)
 {
+	if (T.owner == f)
+		T.owner = NULL;
 	post_result(f->job, st, err && *err ? "%s" : NULL, err);
 	free_file(f);
-	T.nfiles--;
 }
 
 /* A failure of one call: an SFTP status ends the file (for good or retry); any
@@ -599,16 +601,8 @@ static enum step step_open(struct lane *l, struct file *f)
 	return STEP_MOVED;
 }
 
-/* The fstat of a finisher's size check is in progress on the same channel. */
-static bool fstat_busy(const struct lane *l)
-{
-	return l->finisher && l->finisher->stage == ST_CHECK && !l->finisher->size_done;
-}
-
 static enum step step_resume(struct lane *l, struct file *f)
 {
-	if (fstat_busy(l))
-		return STEP_WAIT;
 	LIBSSH2_SFTP_ATTRIBUTES a;
 	int rc = libssh2_sftp_fstat(f->h, &a);
 	if (would_block(f, OP_FSTAT, rc))
@@ -681,33 +675,38 @@ static enum step step_write(struct lane *l, struct file *f)
 	return n > 0 ? STEP_MOVED : STEP_WAIT;
 }
 
-/* The size check and the close go out together, after the last write was
- * acknowledged: the server answers in order, so the size is the one the writes
- * left, and the rename waits for both answers. */
+/* The close and the size check (a stat of the part) go out together, after
+ * the last write was acknowledged: the server answers in order, so the size
+ * is the one the closed file has, and the rename waits for both answers. A
+ * stat by name, not an fstat: the close may see its answer (and free the
+ * handle) before the size check has been asked for its own. */
 static enum step step_check(struct lane *l, struct file *f)
 {
-	if (!f->size_done && may_call(f, OP_FSTAT)) {
-		int rc = libssh2_sftp_fstat(f->h, &f->attrs);
-		if (would_block(f, OP_FSTAT, rc)) {
+	if (!f->close_done && may_call(f, OP_CLOSE)) {
+		int rc = libssh2_sftp_close(f->h);
+		f->close_sent = true;
+		if (would_block(f, OP_CLOSE, rc)) {
 			if (T.owner == f)
-				return STEP_WAIT; /* the close goes once the fstat is out */
+				return STEP_WAIT; /* the stat follows the close out */
 		} else {
+			f->h = NULL; /* freed by libssh2 whatever the answer */
+			f->close_done = true;
+			f->close_rc = rc;
+			if (rc && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+				return file_failed(l, f, rc, "closing");
+		}
+	}
+	if (!f->size_done && f->close_sent && may_call(f, OP_STAT)) {
+		int rc = libssh2_sftp_stat(l->sftp, f->part, &f->attrs);
+		if (!would_block(f, OP_STAT, rc)) {
 			f->size_done = true;
 			f->size_rc = rc;
 			if (rc && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
 				return file_failed(l, f, rc, "cannot check the size of");
 		}
 	}
-	if (!f->close_done && may_call(f, OP_CLOSE)) {
-		int rc = libssh2_sftp_close(f->h);
-		if (would_block(f, OP_CLOSE, rc))
-			return STEP_WAIT;
-		f->h = NULL; /* freed by libssh2 whatever the answer */
-		f->close_done = true;
-		f->close_rc = rc;
-	}
 	if (!f->size_done || !f->close_done)
-		return STEP_WAIT;
+		return STEP_WAIT; /* both answered: no request of this file is left for the next one's */
 	if (f->close_rc)
 		return file_failed(l, f, f->close_rc, "closing");
 	if (f->size_rc)
@@ -883,7 +882,6 @@ static bool assign(void)
 		f->stage = ST_OPEN;
 		f->sessions++;
 		l->writer = f;
-		T.nfiles++;
 		moved = true;
 	}
 	return moved;
@@ -953,21 +951,19 @@ static void take_back(struct file *f, const char *why, bool stopping)
 	if (f->h)
 		libssh2_sftp_close_handle(f->h); /* the socket is shut: fails at once, frees the handle */
 	f->h = NULL;
-	T.nfiles--;
 	if (stopping) {
 		free_file(f);
 		return;
 	}
 	if (f->sessions >= 2) {
 		finish(f, JOB_RETRY, why);
-		T.nfiles++; /* finish counted it */
 		return;
 	}
 	free(f->buf);
 	f->buf = NULL;
 	f->acked = 0;
 	f->start = f->have = 0;
-	f->size_done = f->close_done = false;
+	f->size_done = f->close_sent = f->close_done = false;
 	f->sending = OP_NONE;
 	f->resume = true;
 	queue_front(f);
@@ -1051,6 +1047,36 @@ static void fail_queue(const char *why)
 	T.queue_tail = NULL;
 }
 
+static bool busy(void)
+{
+	for (int i = 0; i < T.nlanes; i++)
+		if (T.lanes[i].writer || T.lanes[i].finisher)
+			return true;
+	return false;
+}
+
+static bool stopping(void)
+{
+	pthread_mutex_lock(&S.lock);
+	bool stop = S.stop;
+	pthread_mutex_unlock(&S.lock);
+	return stop;
+}
+
+/* The files waiting for a lane wait for the ones in flight, which move: say so
+ * each second, so that a long queue does not reach gateway.job_timeout_ms and
+ * go out a second time by another way while this worker still has it. */
+static void queue_progress(void)
+{
+	static uint64_t last;
+	uint64_t now = now_ms();
+	if (now - last < 1000 || S.io_ms < last)
+		return;
+	last = now;
+	for (struct file *f = T.queue; f; f = f->next)
+		post_progress(f, true);
+}
+
 /* Sleep until the loop wakes the thread, the socket can move, or ms passed. */
 static void wait_for(int ms, short sock_events)
 {
@@ -1116,13 +1142,15 @@ static void *run(void *arg)
 			T.nlanes = 1;
 			S.io_ms = now_ms();
 		}
-		if (!pump() || (T.nfiles && !wait_busy())) {
-			log_msg(LOG_LVL_WARN, "sftp: %s; connecting again", T.broken);
+		if (!pump() || (busy() && !wait_busy())) {
+			if (!stopping())
+				log_msg(LOG_LVL_WARN, "sftp: %s; connecting again", T.broken);
 			drop_session(T.broken, false);
 			post_health(false, 0, T.broken);
 			continue;
 		}
-		if (!T.nfiles && !T.queue)
+		queue_progress();
+		if (!busy() && !T.queue)
 			keep_alive();
 	}
 	drop_session("the worker is stopping", true);
