@@ -1,6 +1,8 @@
 /* ucgw-rsync: files with the rsync program over ssh. Files that queue up while
- * a run is in progress go together in the next run (--files-from), so many small
- * files share one SSH connection. The worker has descriptors, not paths: each run
+ * a run is in progress go together in the next run (--files-from), and every
+ * run's ssh goes over one master connection that the worker keeps open (see
+ * mux_options), so many small files share one SSH connection and a run costs
+ * no login. The worker has descriptors, not paths: each run
  * gets a private directory of symlinks to /proc/self/fd/N, which rsync follows
  * (--copy-links). Partial files wait in a partial directory, never under their
  * final name, and a later run resumes from them.
@@ -45,8 +47,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "workers/worker.h"
@@ -87,6 +91,10 @@ struct run {
 
 static struct {
 	char *rsync, *ssh_cmd, *dest, *stage;
+	char *ssh_base, *host, *control;   /* ssh without sharing; user@host; the master's socket (NULL: none) */
+	pid_t master;                      /* the ssh master (0: none) */
+	uv_timer_t master_timer;
+	uint64_t master_ended_ms;
 	char **options;
 	size_t noptions;
 	uint64_t timeout_ms;
@@ -143,6 +151,114 @@ static char *find_program(const char *name)
 }
 
 /* ---- a run ---- */
+
+/* Every run's ssh goes through one master connection (ssh -M), a child of the
+ * worker that lives as long as its connection: a run then costs a channel on
+ * an open connection (a round trip), not a TCP connect, key exchange and login
+ * (five round trips or more: half a second on a 100 ms link, for every run).
+ * Runs use it with ControlMaster=no: while it is not up (starting, or gone
+ * with its connection) a run's ssh connects on its own, as before. Not ssh's
+ * ControlPersist, whose master leaves its parent and would outlive a worker
+ * that is killed; this one dies with it (PDEATHSIG). Its socket is in the
+ * staging directory, private to the worker; a path that is too long for a
+ * socket or that ssh would expand (%) goes without. */
+#define MASTER_RETRY_MS 5000 /* a master that ended is started again at most this often */
+
+static char *mux_options(void)
+{
+	char *path = xasprintf("%s/ssh", R.stage);
+	if (strlen(path) >= 100 || strpbrk(path, "% \t'\"")) {
+		log_warnx("no ssh connection sharing: the staging path %s is too long or has %%, a space or a quote",
+			  path);
+		free(path);
+		return xstrdup("");
+	}
+	R.control = path;
+	return xasprintf(" -o ControlMaster=no -o ControlPath=%s", path);
+}
+
+/* argv of the master: the runs' ssh command up to its sharing options, then
+ * -M -N; ServerAlive: a master whose link went silent ends within 15 s, and
+ * the runs on it with it, instead of at rsync's --timeout. */
+static char **master_argv(void)
+{
+	char *cmd = xstrdup(R.ssh_base), *save = NULL;
+	size_t n = 0, cap = 32;
+	char **argv = xcalloc(cap, sizeof *argv);
+	for (char *t = strtok_r(cmd, " ", &save); t && n + 16 < cap; t = strtok_r(NULL, " ", &save))
+		argv[n++] = xstrdup(t);
+	free(cmd);
+	const char *more[] = { "-M", "-N", "-o", "ControlPersist=no", "-o", "ServerAliveInterval=5", "-o",
+			       "ServerAliveCountMax=3", "-S", R.control, R.host };
+	for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+		argv[n++] = xstrdup(more[i]);
+	argv[n] = NULL;
+	return argv;
+}
+
+static void free_argv(char **argv)
+{
+	for (char **a = argv; *a; a++)
+		free(*a);
+	free(argv);
+}
+
+static bool master_alive(void)
+{
+	if (R.master > 0 && waitpid(R.master, NULL, WNOHANG) == R.master) {
+		R.master = 0;
+		R.master_ended_ms = now_ms();
+	}
+	return R.master > 0;
+}
+
+/* Started before a run when none is up (and the last did not end just now). */
+static void ensure_master(void)
+{
+	if (!R.control || master_alive() || (R.master_ended_ms && now_ms() - R.master_ended_ms < MASTER_RETRY_MS))
+		return;
+	unlink(R.control); /* a dead master's socket: a new one could not take its name */
+	char **argv = master_argv();
+	pid_t parent = getpid(), pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(0);
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	free_argv(argv);
+	if (pid < 0)
+		log_warn("cannot start the ssh master");
+	else
+		R.master = pid;
+	R.master_ended_ms = pid < 0 ? now_ms() : 0;
+}
+
+static void start_master(uv_timer_t *t)
+{
+	(void)t;
+	ensure_master();
+}
+
+static void stop_master(void)
+{
+	if (R.master <= 0)
+		return;
+	kill(R.master, SIGTERM);
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(R.master, NULL, WNOHANG) == R.master)
+			return;
+		usleep(10000);
+	}
+	kill(R.master, SIGKILL);
+	waitpid(R.master, NULL, 0);
+}
 
 static void start_run(void);
 static int spawn_rsync(enum phase phase);
@@ -810,6 +926,7 @@ static int stage_batch(FILE *list)
  * not be started. */
 static int spawn_rsync(enum phase phase)
 {
+	ensure_master();
 	bool clean = phase == PH_CLEAN;
 	char *files_from = xasprintf("--files-from=%s%s", R.rundir, clean ? ".clean.list" : ".list");
 	char *timeout = xasprintf("--timeout=%llu", (unsigned long long)(R.timeout_ms / 1000 + 1));
@@ -1075,17 +1192,6 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 		snprintf(err, errlen, "rsync.key_file: %s", why);
 		return UCGW_EXIT_CONFIG;
 	}
-	int pid = (int)getpid();
-	char *keyopt = keyfd >= 0 ? xasprintf(" -i /proc/%d/fd/%d -o IdentitiesOnly=yes", pid, keyfd) : xstrdup("");
-	R.ssh_cmd = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
-			      "-o BatchMode=yes -o ConnectTimeout=10",
-			      ssh, (long long)cfg_int(cfg, "port"), keyopt, pid, khfd);
-	free(keyopt);
-	free(ssh);
-	R.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),
-			   cfg_str(cfg, "remote_path"));
-	R.timeout_ms = (uint64_t)(cfg_num(cfg, "timeout") * 1000);
-	R.batch_max = (size_t)cfg_int(cfg, "batch_max");
 	char tmpl[] = "/tmp/ucgw-rsync-XXXXXX";
 	const char *td = getenv("TMPDIR");
 	char *t = td ? xasprintf("%s/ucgw-rsync-XXXXXX", td) : xstrdup(tmpl);
@@ -1095,8 +1201,27 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 		return UCGW_EXIT_CONFIG;
 	}
 	R.stage = t;
+	int pid = (int)getpid();
+	char *mux = mux_options();
+	char *keyopt = keyfd >= 0 ? xasprintf(" -i /proc/%d/fd/%d -o IdentitiesOnly=yes", pid, keyfd) : xstrdup("");
+	R.ssh_base = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
+			       "-o BatchMode=yes -o ConnectTimeout=10",
+			       ssh, (long long)cfg_int(cfg, "port"), keyopt, pid, khfd);
+	R.ssh_cmd = xasprintf("%s%s", R.ssh_base, mux);
+	R.host = xasprintf("%s@%s", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"));
+	free(keyopt);
+	free(mux);
+	free(ssh);
+	R.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),
+			   cfg_str(cfg, "remote_path"));
+	R.timeout_ms = (uint64_t)(cfg_num(cfg, "timeout") * 1000);
+	R.batch_max = (size_t)cfg_int(cfg, "batch_max");
 	uv_timer_init(loop, &R.timer);
 	uv_timer_init(loop, &R.check_timer);
+	/* the master from the loop's first turn: after the sandbox is in, which
+	 * it inherits; up before the first file, which then finds it */
+	uv_timer_init(loop, &R.master_timer);
+	uv_timer_start(&R.master_timer, start_master, 0, 0);
 	/* Reachability is learned from runs; until the first, say what we know. */
 	worker_health(true, 0, "rsync to %s (not tried yet)", R.dest);
 	return 0;
@@ -1106,6 +1231,7 @@ static void rsync_shutdown(void)
 {
 	if (R.cur)
 		uv_process_kill(&R.cur->proc, SIGTERM);
+	stop_master();
 	if (R.rundir[0])
 		rm_rundir();
 	rmdir(R.stage);
