@@ -5,6 +5,8 @@
  * Adding a key is one line in its section's array; adding a section is one array
  * and one line in cfg_schema[]. Defaults use the text syntax described in
  * config.h (lists "a,b", maps "k=v;k2=v2", list maps "k=a,b;k2=c"). */
+#include <string.h>
+
 #include "config/internal.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -148,7 +150,11 @@ static const struct cfg_key sftp[] = {
 	STR("remote_path", "/data/lpr_images", "directory files are uploaded to"),
 	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted"),
 	STR("host_key_fingerprint", NULL, "pinned host key, SHA256:... as ssh-keygen -l prints it"),
-	INT("buffer_bytes", "1048576", 4096, 67108864, "size of each write"),
+	INT("buffer_bytes", "1048576", 4096, 67108864,
+	    "bytes of one file written ahead of the server's acknowledgements (at most 512 KiB are used)"),
+	INT("files_in_flight", "8", 1, 64,
+	    "files uploaded at once over the one SSH connection, each on an SFTP channel of its own "
+	    "(OpenSSH's MaxSessions, 10 by default, caps the channels of a connection)"),
 	NUM("timeout", "30", 0.001, 3600, "seconds a network operation may take"),
 };
 
@@ -248,3 +254,7 @@ const struct cfg_schema_section cfg_schema[] = {
 	SECTION(testworker, "ucgw-testworker", "A worker for the tests only."),
 };
 const size_t cfg_schema_len = COUNT(cfg_schema);
+
+/* The test worker's section is valid (the tests need it) but a fixture: it is
+ * left out of the reference and of the lists of valid names a user reads. */
+bool cfg_section_hidden(const struct cfg_schema_section *s) { return strcmp(s->name, "testworker") == 0; }
