@@ -630,9 +630,9 @@ static int run_stats(int argc, char **argv)
 		print_json(b);
 		return 0;
 	}
-	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s\n", "PROTOCOL", "SUCCESS", "FAILURE",
+	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s %6s\n", "PROTOCOL", "SUCCESS", "FAILURE",
 	       "RETRIES", "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DROPPED", "EXPIRED", "DEAD",
-	       "QUEUE");
+	       "QUEUE", "WINDOW");
 	for (uint32_t i = 0; b && b->type == MSGPACK_OBJECT_MAP && i < b->via.map.size; i++) {
 		const msgpack_object *k = &b->via.map.ptr[i].key, *v = &b->via.map.ptr[i].val;
 		bool en = false;
@@ -642,11 +642,11 @@ static int run_stats(int argc, char **argv)
 		const msgpack_object *p50 = obj_get(v, "p50_ms"), *p90 = obj_get(v, "p90_ms"), *p99 = obj_get(v, "p99_ms"),
 				     *mx = obj_get(v, "max_ms");
 		printf("%-10.*s %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-		       " %8.2f %8.2f %8.2f %8.2f %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 "\n",
+		       " %8.2f %8.2f %8.2f %8.2f %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %6" PRIu64 "\n",
 		       (int)k->via.str.size, k->via.str.ptr, u_of(v, "success"), u_of(v, "failure"), u_of(v, "retries"),
 		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), p50 ? p50->via.f64 : 0,
 		       p90 ? p90->via.f64 : 0, p99 ? p99->via.f64 : 0, mx ? mx->via.f64 : 0, u_of(v, "dropped"),
-		       u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"));
+		       u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "window"));
 	}
 	return 0;
 }

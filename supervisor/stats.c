@@ -5,6 +5,7 @@
 
 #include "supervisor/proctab.h"
 #include "supervisor/router_int.h"
+#include "supervisor/window.h"
 
 static unsigned bucket_of(uint64_t us)
 {
@@ -95,7 +96,7 @@ void stats_pack(msgpack_packer *pk)
 		const struct rproto *rp = &R.protos[i];
 		const struct proto_stats *s = &rp->st;
 		pk_key(pk, rp->name);
-		msgpack_pack_map(pk, 17);
+		msgpack_pack_map(pk, 20);
 		pk_kv_bool(pk, "enabled", rproto_enabled(rp));
 		pk_kv_u64(pk, "success", s->success);
 		pk_kv_u64(pk, "failure", s->failure);
@@ -108,6 +109,7 @@ void stats_pack(msgpack_packer *pk)
 		pk_kv_u64(pk, "dead", s->dead);
 		pk_kv_u64(pk, "queued", rp->queue[0].n + rp->queue[1].n + rp->queue[2].n);
 		pk_kv_u64(pk, "inflight", rp->inflight.n);
+		window_pack(pk, rp);
 		double total = (double)(s->success + s->failure);
 		pk_kv_f64(pk, "success_rate", total > 0 ? (double)s->success / total : 0.0);
 		pk_kv_f64(pk, "p50_ms", (double)latency_quantile(&s->lat, 0.50) / 1000.0);
