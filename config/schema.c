@@ -103,6 +103,8 @@ static const struct cfg_key rest[] = {
 	NUM("timeout", "30", 0.001, 3600, "seconds a request may take"),
 	INT("retry_attempts", "3", 0, 100, "attempts on REST before the message moves on along its chain (the reference design's retries; between them it waits spool.retry_backoff_min_ms, doubling, or the server's Retry-After; the caller is never blocked)"),
 	INT("connections", "8", 1, 256, "keep-alive connections in the pool"),
+	ENUM("http2", "auto", "auto|prior-knowledge|off", "HTTP/2: auto offers it over TLS (ALPN) and uses it when the server agrees, HTTP/1.1 otherwise; prior-knowledge speaks it from the start, also over plain http:// (h2c); off: HTTP/1.1 only"),
+	INT("streams", "100", 1, 1000, "requests at once per connection under HTTP/2 (multiplexed; the server's own limit, SETTINGS_MAX_CONCURRENT_STREAMS, applies too); HTTP/1.1 carries one per connection, so on a link with round trip R it delivers at most connections / R"),
 	MAP("headers", "extra HTTP headers"),
 	SECRET("auth_header", "a whole header line, e.g. \"Authorization: Bearer ...\""),
 	SECRET("api_key", "sent in api_key_header"),

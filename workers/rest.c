@@ -51,6 +51,10 @@ static struct {
 	struct job **waiting;
 	size_t nwaiting, capwaiting, head;
 	long active, max_active;
+	long conns, streams;         /* rest.connections; rest.streams per connection under HTTP/2 */
+	long http_version;           /* CURLOPT_HTTP_VERSION, from rest.http2 */
+	bool h2;                     /* the server answers over HTTP/2: many requests per connection */
+	long may_h2;                 /* prior knowledge, or offered over TLS */
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
 	long verbose;                /* UCGW_CURL_VERBOSE set: libcurl's trace on stderr */
 } H;
@@ -340,10 +344,27 @@ static void finish_transport(struct req *r, CURLcode rc, long status)
 	}
 }
 
+/* Under HTTP/2 a connection carries rest.streams requests at once, under
+ * HTTP/1.1 one: libcurl is given that many (the rest wait in H.waiting). The
+ * version is the server's choice (ALPN), learnt from its answers. */
+static void note_version(CURL *easy)
+{
+	long v = 0;
+	curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &v);
+	bool h2 = v == CURL_HTTP_VERSION_2_0;
+	if (!v || h2 == H.h2)
+		return;
+	H.h2 = h2;
+	H.max_active = h2 ? H.conns * H.streams : H.conns;
+	log_info("%s answers over HTTP/%s: %ld requests at once", H.url_base, h2 ? "2" : "1.1", H.max_active);
+}
+
 static void finish(struct req *r, CURLcode rc)
 {
 	long status = 0;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status)
+		note_version(r->easy);
 	if (rc != CURLE_OK) {
 		finish_transport(r, rc, status);
 		return;
@@ -576,6 +597,9 @@ static void start_request(struct job *j)
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
 	curl_easy_setopt(e, CURLOPT_VERBOSE, H.verbose);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, H.http_version);
+	/* Where HTTP/2 may come, wait for a connection that may multiplex rather than open one more. */
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, H.may_h2);
 	set_sockets(e);
 	set_tls(e);
 	curl_multi_add_handle(H.multi, e);
@@ -627,8 +651,32 @@ static int parse_base(const char *base, char *err, size_t errlen)
 	return rc;
 }
 
-static int multi_init(uv_loop_t *loop, long conns, char *err, size_t errlen)
+/* rest.http2 and rest.streams; an error when they cannot work here. */
+static int http_version(const struct cfg_section *cfg, char *err, size_t errlen)
 {
+	H.streams = (long)cfg_int(cfg, "streams");
+	const char *h2 = cfg_str(cfg, "http2");
+	H.http_version = strcmp(h2, "off") == 0		       ? CURL_HTTP_VERSION_1_1
+			 : strcmp(h2, "prior-knowledge") == 0 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+							      : CURL_HTTP_VERSION_2TLS;
+	H.h2 = H.http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+	const curl_version_info_data *ci = curl_version_info(CURLVERSION_NOW);
+	if (H.h2 && ci->version_num < 0x080000) {
+		/* curl issue #10634, fixed in 8.0.0: every request on a reused
+		 * prior-knowledge connection fails "Error in the HTTP2 framing layer". */
+		snprintf(err, errlen,
+			 "rest.http2 prior-knowledge needs libcurl 8.0.0 or later (this is %s, whose reused HTTP/2 "
+			 "connections without TLS fail: curl issue #10634); use an https:// base_url (HTTP/2 by ALPN) "
+			 "or http2: auto",
+			 ci->version);
+		return -1;
+	}
+	return 0;
+}
+
+static int multi_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
+{
+	long conns = (long)cfg_int(cfg, "connections");
 	S.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (S.ep < 0) {
 		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
@@ -642,7 +690,12 @@ static int multi_init(uv_loop_t *loop, long conns, char *err, size_t errlen)
 	 * looked at again and again: with twice as many, this worker used 60% more
 	 * CPU per request and delivered fewer. The next request starts as soon as
 	 * the previous one's answer is in, in the same callback. */
-	H.max_active = conns;
+	H.conns = conns;
+	H.max_active = H.h2 ? conns * H.streams : conns;
+	H.may_h2 = H.h2 || (H.http_version == CURL_HTTP_VERSION_2TLS && strncasecmp(H.url_base, "https:", 6) == 0);
+	curl_multi_setopt(H.multi, CURLMOPT_PIPELINING, H.http_version == CURL_HTTP_VERSION_1_1 ? CURLPIPE_NOTHING
+											    : CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(H.multi, CURLMOPT_MAX_CONCURRENT_STREAMS, H.streams);
 	curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
@@ -690,7 +743,9 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	H.verbose = getenv("UCGW_CURL_VERBOSE") ? 1L : 0L;
 	if (cfg_bool(cfg, "insecure"))
 		log_warnx("rest.insecure is true: the server's certificate is NOT verified");
-	if (multi_init(loop, (long)cfg_int(cfg, "connections"), err, errlen) < 0)
+	if (http_version(cfg, err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	if (multi_init(loop, cfg, err, errlen) < 0)
 		return EXIT_FAILURE;
 	uv_timer_init(loop, &H.timer);
 	uv_timer_init(loop, &H.probe_timer);
