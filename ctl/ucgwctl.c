@@ -179,9 +179,11 @@ static void print_workers_table(const msgpack_object *arr)
 		printf("%-10s %-9s %8s %4" PRIu64 " %8" PRIu64 " %9s %-9s %s\n", s_of(w, "name", name, sizeof name),
 		       s_of(w, "state", state, sizeof state), pids, u_of(w, "generation"), u_of(w, "restarts"),
 		       pid ? up : "-", conn ? "up" : "down", last[0] ? last : "-");
-		/* Why a server is down is what an operator looks for next: the worker's own words. */
+		/* Why a server is down is what an operator looks for next: the worker's own words;
+		 * and under one that is up, what the server limits it to (mqtt: "limited by the broker"). */
 		char health[512];
-		if (!conn && pid && obj_get_str(w, "health", health, sizeof health) && health[0])
+		if (pid && obj_get_str(w, "health", health, sizeof health) && health[0] &&
+		    (!conn || strstr(health, "limited by")))
 			printf("%-10s   %s\n", "", health);
 	}
 }
@@ -803,7 +805,8 @@ static const struct command commands[] = {
 	{ .name = "workers", .args = "", .summary = "the process table",
 	  .about = "One line per worker: name, state (starting, ready, backoff, failed, stopped), pid, generation,\n"
 		   "restarts, uptime, whether its server is reachable, and how it last exited; under a worker\n"
-		   "whose server is down, the worker's health: why.",
+		   "whose server is down, the worker's health: why; under one that is up, what the server limits\n"
+		   "it to, when that is what binds (mqtt: the broker's Receive Maximum).",
 	  .run = run_workers },
 	{ .name = "restart", .args = "NAME", .summary = "restart a worker (also one marked failed)",
 	  .about = "Restart worker NAME (websocket, rest, mqtt, sftp, rsync), also one marked failed after too\n"

@@ -13,8 +13,8 @@
  *   bandwidth-delay product queued somewhere on the path): shrink to
  *   DECREASE of the window;
  * - else, when the window was full in the period and throughput did not fall:
- *   double it until the first shrink (slow start), then grow it by a
- *   sixteenth (at least one job);
+ *   double it until the first shrink (slow start), then grow it by an
+ *   eighth (at least one job);
  * - else hold.
  * gateway.window is where it starts and the least it shrinks to (the fixed
  * window of before, so no path does worse than it did), gateway.window_max
@@ -79,7 +79,7 @@ static void shrink(struct awin *w, const char *fmt, double v)
 
 static void grow(struct awin *w)
 {
-	double step = w->slow_start ? w->limit : fmax(1.0, w->limit / 16);
+	double step = w->slow_start ? w->limit : fmax(1.0, w->limit / 8);
 	w->limit = w->limit + step > w->hi ? w->hi : w->limit + step;
 	snprintf(w->why, sizeof w->why, "%s", w->limit >= w->hi ? "at window_max" : "growing");
 }

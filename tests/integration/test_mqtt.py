@@ -186,6 +186,7 @@ class MqttTest(GatewayTest):
         self.assertEqual((len(got), len(set(got))), (3000, 3000))
         self.assertIn("over 4 of 4 connections; limited by the broker: it allows 20 in flight per connection",
                       gw.workers()["mqtt"]["health"])
+        self.assertIn("limited by the broker", gw.ctl("workers")[1])  # under the worker that is up
 
     def test_broker_killed_under_load_over_connections_loses_nothing(self):
         """The broker is killed (SIGKILL) while 4 connections carry a load and
