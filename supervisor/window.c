@@ -70,9 +70,12 @@ static struct awin *refresh(const struct rproto *rp)
 
 unsigned window_limit(struct rproto *rp) { return (unsigned)refresh(rp)->limit; }
 
+/* At the floor nothing shrinks, and slow start goes on: a worker still
+ * opening its connections (mqtt) queues what it holds, and its latency falls
+ * as they come up. */
 static void shrink(struct awin *w, const char *fmt, double v)
 {
-	w->slow_start = false;
+	w->slow_start &= w->limit <= w->lo;
 	w->limit = w->limit * DECREASE < w->lo ? w->lo : w->limit * DECREASE;
 	snprintf(w->why, sizeof w->why, fmt, v);
 }

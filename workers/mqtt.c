@@ -40,7 +40,7 @@
 #include "workers/worker.h"
 
 #define MAX_CONNS 64
-#define EXTRA_CONNECTS 4        /* connections being opened at once beyond the first */
+#define EXTRA_CONNECTS 8        /* connections being opened at once beyond the first */
 #define LONG_RTT_US 5000        /* acks slower than this: a long path, worth more connections */
 
 /* A message published and not yet acknowledged, by its message id. The
