@@ -105,6 +105,8 @@ static const struct cfg_key rest[] = {
 	INT("connections", "8", 1, 256, "keep-alive connections in the pool"),
 	ENUM("http2", "auto", "auto|prior-knowledge|off", "HTTP/2: auto offers it over TLS (ALPN) and uses it when the server agrees, HTTP/1.1 otherwise; prior-knowledge speaks it from the start, also over plain http:// (h2c); off: HTTP/1.1 only"),
 	INT("streams", "100", 1, 1000, "requests at once per connection under HTTP/2 (multiplexed; the server's own limit, SETTINGS_MAX_CONCURRENT_STREAMS, applies too); HTTP/1.1 carries one per connection, so on a link with round trip R it delivers at most connections / R"),
+	INT("batch_max", "1", 1, 10000, "records per POST at most; 1: one record per POST (the reference design's contract); more: records that are JSON objects or arrays, for the usual endpoint, share a POST as a JSON array of {\"id\": message id, \"data\": record}, without an Idempotency-Key header (each record carries its id); the server's answer holds for all of them (2xx: all delivered; 408, 429, 5xx, no answer: all retried); a batch refused otherwise (4xx) is sent again one record per POST, each for its own verdict"),
+	INT("batch_linger_ms", "0", 0, 60000, "how long the first record of a batch waits for more (0: a batch takes what is waiting when a connection or stream is free)"),
 	MAP("headers", "extra HTTP headers"),
 	SECRET("auth_header", "a whole header line, e.g. \"Authorization: Bearer ...\""),
 	SECRET("api_key", "sent in api_key_header"),
