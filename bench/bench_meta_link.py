@@ -7,7 +7,9 @@ and after issue #19's mechanisms, in the same run:
   over HTTP/1.1 (rest.http2 off, to lpr-peer: 8 connections, one request each);
 - after: the defaults: the adaptive window (up to 4096), up to 32 MQTT
   connections, REST over HTTPS to nginx, which speaks HTTP/2 (ALPN) and
-  passes each request on to lpr-peer.
+  passes each request on to lpr-peer;
+- batch (REST only): the defaults, REST over HTTP/1.1 to lpr-peer with
+  rest.batch_max 100.
 
 Each server is behind its own ucgw-linkem of the profile; mosquitto keeps its
 default Receive Maximum of 20. 250-byte detections, each until the server
@@ -16,7 +18,7 @@ acknowledged it (ucgw-load --wait, 5,000 outstanding). A first run warms up
 about --seconds' worth. Prints a table; asserts nothing.
 
     /usr/bin/python3 bench/bench_meta_link.py [--profiles lte,poor] [--protocols mqtt,websocket,rest]
-        [--seconds 10] [--variants before,after]
+        [--seconds 10] [--variants before,after,batch]
 """
 import argparse
 import json
@@ -44,6 +46,9 @@ def load(gw, proto, n):
 
 def config(variant, links, mq, peer, ngx):
     after = variant == "after"
+    if variant == "batch":
+        return {"gateway": {"log_level": "warning"},
+                "rest": {"base_url": "http://127.0.0.1:%d" % links["rest"].port, "batch_max": 100}}
     cfg = {"gateway": {"log_level": "warning"},
            "mqtt": {"broker_url": "127.0.0.1:%d" % links["mqtt"].port, "username": "edge", "password": "pw"},
            "websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % links["websocket"].port},
@@ -61,7 +66,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profiles", default="lte,poor")
     ap.add_argument("--protocols", default="mqtt,websocket,rest")
-    ap.add_argument("--variants", default="before,after")
+    ap.add_argument("--variants", default="before,after,batch")
     ap.add_argument("--seconds", type=float, default=10)
     a = ap.parse_args()
     s = Scene()
@@ -80,7 +85,7 @@ def main():
                 try:
                     wait_for(lambda: all(w["connected"] for w in gw.workers().values()), timeout=30,
                              what="servers")
-                    for proto in a.protocols.split(","):
+                    for proto in a.protocols.split(",") if variant != "batch" else ["rest"]:
                         warm = load(gw, proto, 300 if variant == "before" else 3000)
                         n = max(300, int(warm["rate"] * a.seconds))
                         g = load(gw, proto, n)
