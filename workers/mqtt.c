@@ -24,7 +24,13 @@
  * {1, 0} when its connect begins, so every close of it resets, libmosquitto's
  * own (keepalive, a lost connection, mosquitto_destroy) and the kernel's when
  * the process dies; only the goodbye at shutdown switches it off, to close in
- * order after DISCONNECT. */
+ * order after DISCONNECT.
+ *
+ * All of the above holds per connection: there are up to mqtt.connections of
+ * them (struct conn), because an MQTT 5 broker's Receive Maximum caps what
+ * one may have unacknowledged (mosquitto's default: 20, which on a 100 ms
+ * link is 200 messages/s). More are opened while every open one is full and
+ * acknowledgments take long; each job goes to the one with the most room. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -510,8 +516,21 @@ static void open_conn(struct conn *c)
 	start_connect(&c->retry);
 }
 
+/* The broker's limit binds no longer once no connection is full. */
+static void check_bound(void)
+{
+	for (int i = 0; i < M.nopened; i++)
+		if (M.conns[i].connected && M.conns[i].nheld >= M.conns[i].limit)
+			return;
+	if (M.bound) {
+		M.bound = false;
+		report_health(true);
+	}
+}
+
 static void misc_tick(uv_timer_t *t)
 {
+	check_bound();
 	for (int i = 0; i < M.nopened; i++) {
 		struct conn *c = &M.conns[i];
 		if (!c->poll)

@@ -173,6 +173,9 @@ class MqttTest(GatewayTest):
         sub, proxy, gw = self.behind_proxy({"connections": 4})
         self.assertEqual(proxy.command("latency 20"), "ok")
         r = self.load(gw, 3000)
+        limited = "over 4 of 4 connections; limited by the broker: it allows 20 in flight per connection"
+        wait_for(lambda: limited in gw.workers()["mqtt"]["health"], timeout=60, what="health naming the limit")
+        self.assertIn("limited by the broker", gw.ctl("workers")[1])  # under the worker that is up
         out = r.communicate(timeout=180)[0]
         self.assertEqual(r.returncode, 0, out)
         log = gw.log_text()
@@ -184,9 +187,9 @@ class MqttTest(GatewayTest):
         time.sleep(0.5)  # a second copy would come now
         got = [m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")]
         self.assertEqual((len(got), len(set(got))), (3000, 3000))
-        self.assertIn("over 4 of 4 connections; limited by the broker: it allows 20 in flight per connection",
-                      gw.workers()["mqtt"]["health"])
-        self.assertIn("limited by the broker", gw.ctl("workers")[1])  # under the worker that is up
+        # idle, the limit binds no more
+        wait_for(lambda: "limited" not in gw.workers()["mqtt"]["health"], timeout=5, what="health without 'limited'")
+        self.assertIn("over 4 of 4 connections", gw.workers()["mqtt"]["health"])
 
     def test_broker_killed_under_load_over_connections_loses_nothing(self):
         """The broker is killed (SIGKILL) while 4 connections carry a load and
