@@ -50,7 +50,7 @@ static const struct cfg_key gateway[] = {
 	    "plus 16384 (as base64 when an encryption key is set)"),
 	INT("max_message_bytes", "1048576", 1, 268435456, "largest metadata message accepted"),
 	INT("window", "256", 1, 65536, "jobs in flight per worker: a file protocol's fixed window, and where a metadata protocol's adaptive window starts and the least it shrinks to"),
-	INT("window_max", "4096", 1, 65536, "the most a metadata protocol's adaptive window grows to (it grows while the worker keeps it full and latency stays flat, towards the link's bandwidth-delay product, and shrinks when latency rises or the server refuses; equal to window or below: fixed at window)"),
+	INT("window_max", "4096", 1, 65536, "the most a metadata protocol's adaptive window grows to, and to no more than 64 MiB of payloads by their recent mean size (it grows while the worker keeps it full and latency stays flat, towards the link's bandwidth-delay product, and shrinks when latency rises or the server refuses; equal to window or below: fixed at window)"),
 	INT("job_timeout_ms", "60000", 100, 86400000, "a job without an answer (or progress) this long is retried elsewhere"),
 	INT("restart_backoff_min_ms", "100", 1, 3600000, "first delay before restarting a dead worker"),
 	INT("restart_backoff_max_ms", "30000", 1, 3600000, "the delay doubles up to this"),

@@ -610,7 +610,7 @@ static void quarantine(struct smsg *m, const char *last)
  * ended, counted in the protocol's stats (and recent errors). */
 static void attempt_ended(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st, const char *err)
 {
-	window_result(rp, st, now_us() - m->job_start_us, rp->inflight.n);
+	window_result(rp, st, now_us() - m->job_start_us, rp->inflight.n, m->size);
 	list_del(&rp->inflight, m);
 	if (p && p->inflight)
 		p->inflight--;

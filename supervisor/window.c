@@ -18,7 +18,7 @@
  * - else hold.
  * gateway.window is where it starts and the least it shrinks to (the fixed
  * window of before, so no path does worse than it did), gateway.window_max
- * the most. File protocols keep gateway.window: each job holds a descriptor,
+ * the most (and BYTES_BUDGET). File protocols keep gateway.window: each job holds a descriptor,
  * and a job's latency there is a file's transfer, not a round trip. */
 #include "supervisor/window.h"
 
@@ -34,6 +34,11 @@
 #define DEVIATION_SCALE 2.5
 #define DECREASE 0.9
 #define BASE_DRIFT 1.01 /* the lowest mean forgets, 1 % a period, so a path that got longer is learnt */
+/* Above gateway.window, the window holds at most this many payload bytes
+ * (by the recent mean size): 4096 messages of 1 MiB would be 4 GiB in the
+ * worker's memory. The bandwidth-delay product of a camera's link is far
+ * below (20 Mbit/s x 100 ms: 250 KB). */
+#define BYTES_BUDGET (64.0 * 1024 * 1024)
 
 struct awin {
 	const struct config *cfg; /* the configuration lo and hi were read from */
@@ -42,7 +47,7 @@ struct awin {
 	bool adaptive, slow_start;
 	uint64_t start_us, n, sum_us, retries;
 	bool at_limit;
-	double past_us, dev_us, base_us, past_rate;
+	double past_us, dev_us, base_us, past_rate, mean_size;
 	char why[64];
 };
 
@@ -83,8 +88,14 @@ static void shrink(struct awin *w, const char *fmt, double v)
 static void grow(struct awin *w)
 {
 	double step = w->slow_start ? w->limit : fmax(1.0, w->limit / 8);
-	w->limit = w->limit + step > w->hi ? w->hi : w->limit + step;
-	snprintf(w->why, sizeof w->why, "%s", w->limit >= w->hi ? "at window_max" : "growing");
+	double by_bytes = fmax(w->lo, BYTES_BUDGET / fmax(1.0, w->mean_size));
+	double top = fmin(w->hi, by_bytes);
+	if (w->limit >= top) {
+		snprintf(w->why, sizeof w->why, "%s", top < w->hi ? "at 64 MiB of payloads" : "at window_max");
+		return;
+	}
+	w->limit = fmin(w->limit + step, top);
+	snprintf(w->why, sizeof w->why, "%s", "growing");
 }
 
 static void decide(struct awin *w, uint64_t period_us)
@@ -109,11 +120,12 @@ static void decide(struct awin *w, uint64_t period_us)
 	w->past_rate = rate;
 }
 
-void window_result(struct rproto *rp, enum job_status st, uint64_t us, uint64_t inflight)
+void window_result(struct rproto *rp, enum job_status st, uint64_t us, uint64_t inflight, uint64_t size)
 {
 	struct awin *w = refresh(rp);
 	if (!w->adaptive)
 		return;
+	w->mean_size = w->mean_size ? 0.99 * w->mean_size + 0.01 * (double)size : (double)size;
 	uint64_t now = now_us();
 	if (!w->start_us)
 		w->start_us = now;

@@ -15,8 +15,8 @@ struct rproto;
 
 unsigned window_limit(struct rproto *rp);
 /* An attempt ended after us microseconds in the worker's hands; inflight is
- * the protocol's count with this job still in it. */
-void window_result(struct rproto *rp, enum job_status st, uint64_t us, uint64_t inflight);
+ * the protocol's count with this job still in it; size its payload's bytes. */
+void window_result(struct rproto *rp, enum job_status st, uint64_t us, uint64_t inflight, uint64_t size);
 /* "window", "window_max", "window_phase" of a protocol, for stats. */
 void window_pack(msgpack_packer *pk, const struct rproto *rp);
 unsigned window_now(const struct rproto *rp);
