@@ -632,9 +632,9 @@ static int run_stats(int argc, char **argv)
 		print_json(b);
 		return 0;
 	}
-	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s %6s\n", "PROTOCOL", "SUCCESS", "FAILURE",
-	       "RETRIES", "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DROPPED", "EXPIRED", "DEAD",
-	       "QUEUE", "WINDOW");
+	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s %7s %7s %6s\n", "PROTOCOL", "SUCCESS",
+	       "FAILURE", "RETRIES", "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DROPPED", "EXPIRED",
+	       "DEAD", "QUEUE", "TOOK", "RATE/s", "WINDOW");
 	for (uint32_t i = 0; b && b->type == MSGPACK_OBJECT_MAP && i < b->via.map.size; i++) {
 		const msgpack_object *k = &b->via.map.ptr[i].key, *v = &b->via.map.ptr[i].val;
 		bool en = false;
@@ -644,11 +644,12 @@ static int run_stats(int argc, char **argv)
 		const msgpack_object *p50 = obj_get(v, "p50_ms"), *p90 = obj_get(v, "p90_ms"), *p99 = obj_get(v, "p99_ms"),
 				     *mx = obj_get(v, "max_ms");
 		printf("%-10.*s %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-		       " %8.2f %8.2f %8.2f %8.2f %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %6" PRIu64 "\n",
+		       " %8.2f %8.2f %8.2f %8.2f %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %7" PRIu64 " %7.1f %6" PRIu64 "\n",
 		       (int)k->via.str.size, k->via.str.ptr, u_of(v, "success"), u_of(v, "failure"), u_of(v, "retries"),
 		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), p50 ? p50->via.f64 : 0,
 		       p90 ? p90->via.f64 : 0, p99 ? p99->via.f64 : 0, mx ? mx->via.f64 : 0, u_of(v, "dropped"),
-		       u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "window"));
+		       u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "stolen"),
+		       obj_get(v, "rate") ? obj_get(v, "rate")->via.f64 : 0, u_of(v, "window"));
 	}
 	return 0;
 }
@@ -878,11 +879,13 @@ static const struct command commands[] = {
 		   "or taken over from another (FB-IN), bytes delivered, latency from hand-over to the server's\n"
 		   "acknowledgement (P50, P90, P99, MAX), messages dropped from a full spool (DROPPED), given up\n"
 		   "when their time to live passed (EXPIRED) and dead-lettered (DEAD), each counted against the\n"
-		   "protocol it last tried or waited for, and the messages queued for it now (QUEUE).",
+		   "protocol it last tried or waited for, the messages queued for it now (QUEUE), the queued\n"
+		   "messages it took over from busier protocols of their chain (TOOK: how much of a backlog it\n"
+		   "drained) and its deliveries per second (RATE/s, a moving average).",
 	  .run = run_stats },
 	{ .name = "trace", .args = "ID", .summary = "the route a message has taken",
 	  .about = "The message ID (in the spool, or among the last 256 finished) and its route: the protocol,\n"
-		   "result, duration and error of each attempt.",
+		   "result, duration and error of each attempt (--json: also its latest changes of state).",
 	  .min_args = 1, .max_args = 1, .run = run_trace },
 	{ .name = "decrypt", .args = "[--key-file FILE] PAYLOAD|-", .summary = "print the plaintext of an encrypted payload (AES-256-GCM)",
 	  .about = "Print the plaintext of a payload that ucgw encrypted (base64 of nonce, tag and ciphertext),\n"

@@ -233,7 +233,11 @@ static void dash_protocols(struct strbuf *b)
 			sb_printf(b, "\"success_rate_60s\":null,");
 		sb_printf(b, "\"window\":%u,\"window_state\":", window_now(rp));
 		sb_json_str(b, window_phase(rp));
-		sb_printf(b, ",\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, proctab_find(rp->name)),
+		sb_printf(b, ",");
+		/* a backlog spread: what it took over from other protocols' queues, and they from its own */
+		sb_printf(b, "\"taken_over\":%llu,\"given\":%llu,", (unsigned long long)s->stolen,
+			  (unsigned long long)s->given);
+		sb_printf(b, "\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, proctab_find(rp->name)),
 			  rp->paused ? "true" : "false");
 		if (now_ms() < rp->cool_until)
 			sb_json_str(b, rp->cool_reason);

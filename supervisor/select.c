@@ -179,3 +179,47 @@ void rproto_failure(struct rproto *rp, enum job_status st, const char *err)
 	log_warnx("protocol %s cooling down for %.1f s after %u failures in a row: %s", rp->name, (double)ms / 1000,
 		  rp->consecutive_failures, rp->cool_reason);
 }
+
+bool chain_may_take(const struct smsg *m, const struct rproto *rp)
+{
+	return can_carry(rp, m) && !m->permfail[rp->idx] && chain_has(m, rp->name);
+}
+
+/* A protocol of m's chain (before rp only, if ahead_only), not rp, that may
+ * carry it, is up and was not tried this round while up: untried, or tried
+ * while it was down and back since. */
+bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only)
+{
+	struct rproto *chain[MAX_PROTOS + 1];
+	int n = chain_of(&R.protos[m->round_primary], chain, MAX_PROTOS + 1);
+	for (int i = 0; i < n && !(ahead_only && chain[i] == rp); i++) {
+		const struct rproto *q = chain[i];
+		uint32_t bit = 1u << q->idx;
+		bool fresh = !(m->tried & bit) || (m->tried_down & bit);
+		if (q != rp && fresh && can_carry(q, m) && !m->permfail[q->idx] && rproto_up(q))
+			return true;
+	}
+	return false;
+}
+
+/* The protocols enabled in the configuration that could carry m (the one it
+ * asks for, or any for auto), each with why it cannot take it now. */
+bool carriers_configured(const struct smsg *m, char *why, size_t whylen)
+{
+	bool any = false;
+	size_t used = 0;
+	why[0] = '\0';
+	for (int i = 0; i < R.nprotos; i++) {
+		struct rproto *rp = &R.protos[i];
+		if (!can_carry(rp, m) || !rproto_enabled(rp) ||
+		    (strcmp(m->protocol, "auto") != 0 && strcmp(m->protocol, rp->name) != 0))
+			continue;
+		struct proc *p = proctab_find(rp->name);
+		int k = snprintf(why + used, whylen - used, "%s%s %s", any ? ", " : "", rp->name,
+				 p ? proc_state_str(p->state) : "not started");
+		if (k > 0 && (size_t)k < whylen - used)
+			used += (size_t)k;
+		any = true;
+	}
+	return any;
+}

@@ -33,7 +33,7 @@
 #include "common/log.h"
 #include "ipc/channel.h"
 #include "supervisor/router.h"
-#include "supervisor/router_int.h"
+#include "supervisor/router.h"
 #include "supervisor/sup.h"
 
 enum rec_type { REC_ADD = 1, REC_DONE = 2, REC_DEAD = 3, REC_REQUEUE = 4 };
@@ -132,7 +132,47 @@ static struct {
 	uv_prepare_t prep;
 	msgpack_zone zone;
 	struct spool_stats st;
+	/* The spool's own index of its live records (accepted, no DONE yet),
+	 * oldest first: what a compaction copies and how old the oldest is, with
+	 * no look into the router's lists. Linked through the messages. */
+	struct smsg *live_head, *live_tail;
+	void (*recovered)(struct smsg *m); /* who takes the messages read back at start */
 } S;
+
+static void live_add(struct smsg *m)
+{
+	m->snext = NULL;
+	m->sprev = S.live_tail;
+	if (S.live_tail)
+		S.live_tail->snext = m;
+	else
+		S.live_head = m;
+	S.live_tail = m;
+	m->spooled = true;
+}
+
+static void live_del(struct smsg *m)
+{
+	if (!m->spooled)
+		return;
+	if (m->sprev)
+		m->sprev->snext = m->snext;
+	else
+		S.live_head = m->snext;
+	if (m->snext)
+		m->snext->sprev = m->sprev;
+	else
+		S.live_tail = m->sprev;
+	m->snext = m->sprev = NULL;
+	m->spooled = false;
+}
+
+/* A message read back at start: live, then the router's. */
+static void hand_recovered(struct smsg *m)
+{
+	live_add(m);
+	S.recovered(m);
+}
 
 /* CRC-32C (Castagnoli), table-driven: no library on the list offers it, and
  * tables need no CPU extension (the device may be an ARM board). Eight tables
@@ -447,11 +487,12 @@ static void finish_out(void)
 			S.st.messages--;
 			S.st.bytes -= u->m->size;
 			if (S.out_full)
-				R.rejected_full++;
+				router_count_rejected();
 			u->written(u->m, S.out_err, u->arg);
 			continue;
 		}
 		seg_find(u->m->seg)->live++;
+		live_add(u->m);
 		u->written(u->m, NULL, u->arg);
 		when_durable(u->durable, u->arg);
 	}
@@ -795,7 +836,7 @@ static int keep_file(const char *id, int fd, int *synced_fd, char *err, size_t e
 	if (rc < 0) {
 		int e = errno;
 		if (e == ENOSPC || e == EDQUOT) {
-			R.rejected_full++;
+			router_count_rejected();
 			snprintf(err, errlen, "spool full: the file system of %s has no room for a copy of the file "
 				 "(%s); try again later", S.filedir, strerror(e));
 		} else {
@@ -877,6 +918,7 @@ void spool_done(struct smsg *m)
 	if (m->state == SM_DEAD && S.st.dead)
 		S.st.dead--;
 	seg_unref(m->seg);
+	live_del(m);
 }
 
 void spool_dead(struct smsg *m, const char *reason)
@@ -945,7 +987,7 @@ void spool_stats(struct spool_stats *st)
 	st->disk_bytes = 0;
 	for (size_t i = 0; i < S.nsegs; i++)
 		st->disk_bytes += S.segs[i].size;
-	st->oldest_wall_ms = R.all.head ? R.all.head->created_wall_ms : 0;
+	st->oldest_wall_ms = S.live_head ? S.live_head->created_wall_ms : 0;
 }
 
 /* ---- segment life: delete oldest-first, compact a nearly empty oldest one ---- */
@@ -1012,7 +1054,7 @@ static bool compact_oldest(void)
 {
 	uint64_t from = S.segs[0].num;
 	size_t n = 0;
-	for (struct smsg *m = R.all.head; m; m = m->anext)
+	for (struct smsg *m = S.live_head; m; m = m->snext)
 		n += m->seg == from;
 	if (!n)
 		return false;
@@ -1020,7 +1062,7 @@ static bool compact_oldest(void)
 	 * new messages of this turn and may change the lists. */
 	struct moved *v = xcalloc(n, sizeof *v);
 	size_t k = 0;
-	for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
+	for (struct smsg *m = S.live_head; m && k < n; m = m->snext)
 		if (m->seg == from)
 			memcpy(v[k++].id, m->id, sizeof v[0].id);
 	S.compacting = true;
@@ -1632,7 +1674,8 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 	if (S.fsync != FS_NEVER)
 		counted_sync(S.wfd, false, &S.st.fsyncs);
 	sweep_files(&rv);
-	recovery_free(&rv, recovered); /* the router takes the messages */
+	S.recovered = recovered;
+	recovery_free(&rv, hand_recovered); /* the router takes the messages */
 	if (live)
 		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
 	seg_gc();

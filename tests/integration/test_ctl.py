@@ -140,7 +140,7 @@ class CtlWithoutDaemonTest(GatewayTest):
         # every request field the daemon reads
         fields = set()
         for f in ("commands.c", "accept.c"):
-            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req), "(\w+)"',
+            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req|text_field\(a), "(\w+)"',
                                      read("supervisor", f)))
         self.assertGreaterEqual(len(fields), 15, fields)
         for field in fields:
