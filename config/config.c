@@ -382,6 +382,8 @@ static int check_protocol(struct loader *L, const struct cfg_schema_section *sc,
 			continue;
 		if (strcmp(cfg_schema[i].name, name) == 0)
 			return 0;
+		if (cfg_section_hidden(&cfg_schema[i]))
+			continue;
 		names[nn++] = cfg_schema[i].name;
 		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", nn > 1 ? ", " : "", cfg_schema[i].name);
 	}
@@ -645,8 +647,10 @@ static int unknown_section(struct loader *L, const yaml_node_t *kn, const char *
 	char list[1024] = "", b[SHOWN_MAX + 4];
 	size_t nn = 0;
 	for (size_t i = 0; i < cfg_schema_len && nn < 128; i++) {
+		if (cfg_section_hidden(&cfg_schema[i]))
+			continue;
 		names[nn++] = cfg_schema[i].name;
-		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", cfg_schema[i].name);
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", nn > 1 ? ", " : "", cfg_schema[i].name);
 	}
 	const char *near = cfg_nearest(name, names, nn);
 	if (near)

@@ -59,6 +59,7 @@ struct cfg_schema_section {
 
 extern const struct cfg_schema_section cfg_schema[];
 extern const size_t cfg_schema_len;
+bool cfg_section_hidden(const struct cfg_schema_section *s); /* a test fixture: in no user-facing list */
 
 struct cfg_value {
 	bool set;            /* given in the file or by a default */

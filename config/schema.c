@@ -5,6 +5,8 @@
  * Adding a key is one line in its section's array; adding a section is one array
  * and one line in cfg_schema[]. Defaults use the text syntax described in
  * config.h (lists "a,b", maps "k=v;k2=v2", list maps "k=a,b;k2=c"). */
+#include <string.h>
+
 #include "config/internal.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -254,3 +256,7 @@ const struct cfg_schema_section cfg_schema[] = {
 	SECTION(testworker, "ucgw-testworker", "A worker for the tests only."),
 };
 const size_t cfg_schema_len = COUNT(cfg_schema);
+
+/* The test worker's section is valid (the tests need it) but a fixture: it is
+ * left out of the reference and of the lists of valid names a user reads. */
+bool cfg_section_hidden(const struct cfg_schema_section *s) { return strcmp(s->name, "testworker") == 0; }

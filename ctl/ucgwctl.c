@@ -20,6 +20,7 @@
 #define EXIT_FAIL 1   /* the command failed */
 #define EXIT_USAGE 2  /* bad command line */
 #define EXIT_DOWN 3   /* ucgwd is not running */
+#define EXIT_DENIED 4 /* this user may not use the control socket */
 
 static struct {
 	const char *socket;
@@ -72,7 +73,9 @@ static void usage(FILE *out)
 		     "  -h, --help           this text\n"
 		     "\nenvironment: UCGW_SOCKET; UCGW_JWT or UCGW_API_KEY, the credential sent when\n"
 		     "security.require_auth is on; UCGW_KEY_FILE, the key decrypt uses by default\n"
-		     "\nexit status: 0 done, 1 the command failed, 2 bad usage, 3 ucgwd not running\n");
+		     "  --version            ucgwctl's version\n"
+		     "\nexit status: 0 done, 1 the command failed, 2 bad usage, 3 ucgwd not running,\n"
+		     "4 permission denied on the control socket (the user is not in its group)\n");
 }
 
 /* ucgwctl COMMAND --help */
@@ -105,9 +108,10 @@ static int parse_uint(const char *s, uint64_t max, uint64_t *out)
 static int call(const char *name, const msgpack_sbuffer *args, const msgpack_object **out)
 {
 	char err[512];
-	if (ctl.conn.fd <= 0 && conn_open(&ctl.conn, ctl.socket, err, sizeof err) < 0) {
+	int oc;
+	if (ctl.conn.fd <= 0 && (oc = conn_open(&ctl.conn, ctl.socket, err, sizeof err)) < 0) {
 		fprintf(stderr, "ucgwctl: %s\n", err);
-		return EXIT_DOWN;
+		return oc == CONN_DENIED ? EXIT_DENIED : EXIT_DOWN;
 	}
 	uint64_t seq = conn_request(&ctl.conn, name, args);
 	static struct msg m;
@@ -404,12 +408,13 @@ static void show_progress(const msgpack_object *b, uint64_t t0_us)
 static int send_and_report(const char *name, msgpack_sbuffer *args, int fd, bool wait)
 {
 	char err[512];
-	if (conn_open(&ctl.conn, ctl.socket, err, sizeof err) < 0) {
+	int oc = conn_open(&ctl.conn, ctl.socket, err, sizeof err);
+	if (oc < 0) {
 		fprintf(stderr, "ucgwctl: %s\n", err);
-		return EXIT_DOWN;
+		return oc == CONN_DENIED ? EXIT_DENIED : EXIT_DOWN;
 	}
 	uint64_t seq = conn_request_fd(&ctl.conn, name, args, fd);
-	bool tty = isatty(2);
+	bool tty = isatty(2), drew = false;
 	uint64_t t0_us = now_us();
 	static struct msg m;
 	for (;;) {
@@ -419,12 +424,13 @@ static int send_and_report(const char *name, msgpack_sbuffer *args, int fd, bool
 		}
 		if (m.type == MSG_EVENT && m.seq == seq && tty && !ctl.json) {
 			show_progress(m.body, t0_us);
+			drew = true;
 			continue;
 		}
 		if (m.type == MSG_REPLY && (m.seq == seq || m.seq == 0))
 			break;
 	}
-	if (tty && wait && !ctl.json)
+	if (drew) /* end the progress bar's line; nothing when none was drawn */
 		fputc('\n', stderr);
 	if (!m.ok) {
 		fprintf(stderr, "ucgwctl: %s\n", m.error ? m.error : "the command failed");
@@ -594,8 +600,12 @@ static int run_queue(int argc, char **argv)
 	if (rc)
 		return rc;
 	if (!listing) {
+		const msgpack_object *n = obj_get(b, strcmp(action, "retry") == 0 ? "retried" : "requeued");
 		if (ctl.json)
 			print_json(b);
+		else if (n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+			printf("queue %s %s: %" PRIu64 " message%s %s\n", action, argv[1], n->via.u64,
+			       n->via.u64 == 1 ? "" : "s", strcmp(action, "retry") == 0 ? "retried" : "requeued");
 		else
 			printf("queue %s %s: done\n", action, argv[1]);
 		return 0;
@@ -641,14 +651,23 @@ static int run_stats(int argc, char **argv)
 		obj_get_bool(v, "enabled", &en);
 		if (!en)
 			continue;
-		const msgpack_object *p50 = obj_get(v, "p50_ms"), *p90 = obj_get(v, "p90_ms"), *p99 = obj_get(v, "p99_ms"),
-				     *mx = obj_get(v, "max_ms");
+		/* No latency measured yet: '-', not a 0.00 that reads as instant. Older daemons
+		 * have no samples count: then one success means there is a sample. */
+		bool sampled = obj_get(v, "samples") ? u_of(v, "samples") > 0 : u_of(v, "success") > 0;
+		char lat[4][16];
+		const char *keys[4] = { "p50_ms", "p90_ms", "p99_ms", "max_ms" };
+		for (int j = 0; j < 4; j++) {
+			const msgpack_object *q = obj_get(v, keys[j]);
+			if (sampled && q && q->type == MSGPACK_OBJECT_FLOAT64)
+				snprintf(lat[j], sizeof lat[j], "%.2f", q->via.f64);
+			else
+				strcpy(lat[j], "-");
+		}
 		printf("%-10.*s %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-		       " %8.2f %8.2f %8.2f %8.2f %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %7" PRIu64 " %7.1f %6" PRIu64 "\n",
+		       " %8s %8s %8s %8s %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %7" PRIu64 " %7.1f %6" PRIu64 "\n",
 		       (int)k->via.str.size, k->via.str.ptr, u_of(v, "success"), u_of(v, "failure"), u_of(v, "retries"),
-		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), p50 ? p50->via.f64 : 0,
-		       p90 ? p90->via.f64 : 0, p99 ? p99->via.f64 : 0, mx ? mx->via.f64 : 0, u_of(v, "dropped"),
-		       u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "stolen"),
+		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), lat[0], lat[1], lat[2], lat[3],
+		       u_of(v, "dropped"), u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "stolen"),
 		       obj_get(v, "rate") ? obj_get(v, "rate")->via.f64 : 0, u_of(v, "window"));
 	}
 	return 0;
@@ -968,7 +987,8 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' }, { "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' },
-		{ "api-key-file", required_argument, NULL, 'K' }, { NULL, 0, NULL, 0 },
+		{ "api-key-file", required_argument, NULL, 'K' }, { "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
 	log_init("ucgwctl", LOG_LVL_WARN);
 	ctl.socket = getenv("UCGW_SOCKET") ? getenv("UCGW_SOCKET") : "/run/ucgw/control.sock";
@@ -989,6 +1009,7 @@ int main(int argc, char **argv)
 			ctl.timeout_ms = (int)v;
 			break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("ucgwctl %s (control protocol %d)\n", UCGW_VERSION, UCGW_PROTO_VERSION); return 0;
 		case 'K':
 			if (use_api_key_file(optarg) < 0)
 				return EXIT_USAGE;

@@ -8,6 +8,7 @@
 #include "common/util.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/stats.h"
 #include "supervisor/spool.h"
@@ -152,7 +153,10 @@ static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause
 		return;
 	}
 	if (router_pause(name, pause) < 0) {
-		control_fail(c->cid, req->seq, "%s: no protocol named '%s'", what, name);
+		char list[256];
+		router_protocol_names(list, sizeof list);
+		control_fail(c->cid, req->seq, "%s: no protocol named '%s' (protocols: %s)", what, name,
+			     list[0] ? list : "none");
 		return;
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);
@@ -311,6 +315,47 @@ static void cmd_trace(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
+/* What `auto` would pick now, and the fallback chain after it: nothing is sent. */
+static void cmd_select(struct client *c, const struct msg *req)
+{
+	char kind[16] = "metadata", prio[16] = "normal", asked[16] = "auto";
+	uint64_t size = 0;
+	obj_get_str(req->body, "kind", kind, sizeof kind);
+	obj_get_str(req->body, "priority", prio, sizeof prio);
+	obj_get_str(req->body, "protocol", asked, sizeof asked);
+	obj_get_u64(req->body, "size", &size);
+	bool file = strcmp(kind, "file") == 0;
+	if (!file && strcmp(kind, "metadata") != 0) {
+		control_fail(c->cid, req->seq, "select: unknown kind '%s' (valid: metadata, file)", kind);
+		return;
+	}
+	if (priority_parse(prio) < 0) {
+		control_fail(c->cid, req->seq, "select: unknown priority '%s' (valid: high, normal, low)", prio);
+		return;
+	}
+	struct body b;
+	char err[128];
+	body_init(&b);
+	if (router_select_dry_run(&b.pk, file, priority_parse(prio), size, asked, err, sizeof err) < 0)
+		control_fail(c->cid, req->seq, "select: %s", err);
+	else
+		control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
+/* The dashboard's document (GET /api/dashboard) as JSON text, without the history. */
+static void cmd_dashboard(struct client *c, const struct msg *req)
+{
+	struct strbuf s = { 0 };
+	metrics_dashboard_json(&s, 0);
+	struct body b;
+	body_init(&b);
+	msgpack_pack_str_with_body(&b.pk, s.p, s.len);
+	free(s.p);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
 static const struct command {
 	const char *name;
 	cmd_fn fn;
@@ -327,6 +372,8 @@ static const struct command {
 	{ "queue", cmd_queue },
 	{ "stats", cmd_stats },
 	{ "trace", cmd_trace },
+	{ "select", cmd_select },
+	{ "dashboard", cmd_dashboard },
 };
 
 void commands_dispatch(struct client *c, const struct msg *req)

@@ -510,7 +510,10 @@ static void to_waiting(struct smsg *m, uint64_t delay);
 #define STEAL_AFTER_MS 250
 static struct smsg *steal_candidate(struct rproto *rp)
 {
-	if (!rproto_up(rp))
+	/* A protocol whose last job failed takes no one else's work: connected but
+	 * refusing (a 503), it would take a window of messages away from a
+	 * protocol that delivers each time its cool-down ends. */
+	if (!rproto_up(rp) || rp->consecutive_failures)
 		return NULL;
 	uint64_t now = now_ms();
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
@@ -558,6 +561,7 @@ void router_pump(struct rproto *rp)
 		if (stolen) {
 			struct rproto *from = rproto_by_name(m->worker);
 			from->st.given++;
+			m->tried &= ~(1u << from->idx); /* from never made its attempt: it stays in the round */
 			rp->st.stolen++;
 			m->tried |= 1u << rp->idx;
 			str_copy(m->worker, sizeof m->worker, rp->name); /* its lists are rp's now */
@@ -1089,20 +1093,19 @@ static void sweep_stuck_queues(void)
 		if (!stuck)
 			continue;
 		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++) {
-			struct smsg *m = rp->queue[pr].head;
-			while (m) {
-				struct smsg *next = m->qnext;
-				if (now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
-					snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
-						 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
-						 lost ? "its worker closed its socket and is on its way out" :
-						 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
-						 proc_state_str(p->state));
-					list_del(&rp->queue[pr], m);
-					transition(m, EV_TAKE);
-					reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
-				}
-				m = next;
+			/* No pointer is kept across reroute(): the pump it runs may take
+			 * over any message of this queue. The queue is in join order, so
+			 * the head is the oldest and a young head ends the walk. */
+			struct smsg *m;
+			while ((m = rp->queue[pr].head) && now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
+				snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
+					 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
+					 lost ? "its worker closed its socket and is on its way out" :
+					 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
+					 proc_state_str(p->state));
+				list_del(&rp->queue[pr], m);
+				transition(m, EV_TAKE);
+				reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
 			}
 		}
 	}

@@ -76,6 +76,13 @@ uint64_t router_retry_all(void);
 uint64_t router_requeue_all(void);
 /* A live message by its id, or NULL (delivered, purged or never accepted). */
 struct smsg *router_find(const char *id);
+/* `select`: what auto would pick now for such a message, and the fallback
+ * chain after it (or after `asked`, a protocol's name); -1 with why for a
+ * protocol that does not exist. Nothing is routed. */
+int router_select_dry_run(msgpack_packer *pk, bool file, int priority, uint64_t size, const char *asked, char *err,
+			  size_t errlen);
+/* The protocols' names, ", " between them (the test worker's only where it runs). */
+void router_protocol_names(char *out, size_t len);
 /* A message refused for want of room (the spool's file system is full): counted with the others. */
 void router_count_rejected(void);
 /* Free a message the router never adopted (refused, or its record not written). */

@@ -1,6 +1,7 @@
 /* Which protocol carries a message: the reference design's ProtocolSelector
  * rules (or its LoadBalancer's round robin), then the fallback chain, walked to
  * its end. A protocol that is not up is passed over when another is. */
+#include <stdio.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -222,4 +223,49 @@ bool carriers_configured(const struct smsg *m, char *why, size_t whylen)
 		any = true;
 	}
 	return any;
+}
+
+/* What select_protocol would pick now for a message of this kind, size and
+ * priority, and the chain that follows it (the `select` control command; the
+ * Python client's protocol_selector and fallback_manager). `asked` names a
+ * protocol instead of "auto" for its chain alone. Nothing is routed or
+ * counted; only the round robin's next pick is left as a real choice leaves it. */
+static void select_pack_dry_run(msgpack_packer *pk, enum job_kind kind, enum priority prio, uint64_t size,
+				const char *asked)
+{
+	struct smsg m = { .kind = kind, .priority = prio, .size = size };
+	snprintf(m.protocol, sizeof m.protocol, "%s", asked);
+	unsigned rr = R.rr_next;
+	struct rproto *pick = strcmp(asked, "auto") == 0 ? select_protocol(&m) : rproto_by_name(asked);
+	R.rr_next = rr;
+	struct rproto *chain[MAX_PROTOS + 1];
+	int n = pick ? chain_of(pick, chain, MAX_PROTOS + 1) : 0, carry = 0;
+	for (int i = 0; i < n; i++)
+		carry += can_carry(chain[i], &m) && rproto_enabled(chain[i]);
+	msgpack_pack_map(pk, 2);
+	pk_kv_str(pk, "protocol", pick ? pick->name : NULL);
+	pk_key(pk, "chain");
+	msgpack_pack_array(pk, (size_t)carry);
+	for (int i = 0; i < n; i++)
+		if (can_carry(chain[i], &m) && rproto_enabled(chain[i]))
+			pk_str(pk, chain[i]->name);
+}
+
+int router_select_dry_run(msgpack_packer *pk, bool file, int priority, uint64_t size, const char *asked, char *err,
+			  size_t errlen)
+{
+	if (strcmp(asked, "auto") != 0 && !rproto_by_name(asked)) {
+		snprintf(err, errlen, "unknown protocol '%s'", asked);
+		return -1;
+	}
+	select_pack_dry_run(pk, file ? JOB_FILE : JOB_META, (enum priority)priority, size, asked);
+	return 0;
+}
+
+void router_protocol_names(char *out, size_t len)
+{
+	out[0] = '\0';
+	for (int i = 0; i < R.nprotos; i++) /* the test fixture only where it runs */
+		if (rproto_enabled(&R.protos[i]) || strcmp(R.protos[i].name, "testworker") != 0)
+			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? ", " : "", R.protos[i].name);
 }

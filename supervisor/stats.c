@@ -96,7 +96,7 @@ void stats_pack(msgpack_packer *pk)
 		const struct rproto *rp = &R.protos[i];
 		const struct proto_stats *s = &rp->st;
 		pk_key(pk, rp->name);
-		msgpack_pack_map(pk, 23);
+		msgpack_pack_map(pk, 25);
 		pk_kv_bool(pk, "enabled", rproto_enabled(rp));
 		pk_kv_u64(pk, "success", s->success);
 		pk_kv_u64(pk, "failure", s->failure);
@@ -119,6 +119,8 @@ void stats_pack(msgpack_packer *pk)
 		pk_kv_f64(pk, "p90_ms", (double)latency_quantile(&s->lat, 0.90) / 1000.0);
 		pk_kv_f64(pk, "p99_ms", (double)latency_quantile(&s->lat, 0.99) / 1000.0);
 		pk_kv_f64(pk, "max_ms", (double)s->lat.max_us / 1000.0);
+		pk_kv_u64(pk, "samples", s->lat.count); /* 0: the quantiles above mean nothing yet */
+		pk_kv_f64(pk, "mean_ms", s->lat.count ? (double)s->lat.sum_us / (double)s->lat.count / 1000.0 : 0.0);
 	}
 }
 

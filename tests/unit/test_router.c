@@ -446,6 +446,67 @@ static void test_dead_only_for_good(void)
 	CHECK(R.count == 0 && R.dead.n == 0);
 }
 
+/* Answer proto's open jobs: mqtt delivers, the others refuse (a 503). */
+static void answer_proto(const char *proto, unsigned from)
+{
+	for (unsigned i = from; i < nsent; i++)
+		if (!sent[i].answered && strcmp(sent[i].proto, proto) == 0)
+			answer(i, strcmp(proto, "mqtt") == 0 ? JOB_OK : JOB_RETRY);
+}
+
+/* A message taken over by a protocol that then refuses it goes back to its own
+ * protocol in the same round, not to a backoff while its own is up and idle;
+ * and a refusing protocol takes no more over. */
+static void test_taken_over_then_refused(void)
+{
+	workers(false, true, true); /* rest connected, but its server refuses */
+	unsigned from = nsent;
+	for (int i = 0; i < 12; i++)
+		accept_msg("mqtt", PRIO_NORMAL); /* mqtt's window full: a backlog */
+	clock_ms += 300;
+	router_tick(); /* rest, idle, takes some over */
+	CHECK(sent_to("rest", from) > 0);
+	answer_proto("rest", from);
+	unsigned rest_jobs = sent_to("rest", from);
+	for (int k = 0; k < 20 && R.count; k++) {
+		answer_proto("mqtt", from);
+		advance(TICK_MS);
+	}
+	CHECK(R.count == 0 && R.waiting.n == 0); /* all delivered by mqtt, none waits a backoff */
+	CHECK(sent_to("rest", from) == rest_jobs); /* refusing, rest took no more */
+	deliver_all();
+}
+
+/* The sweep of a stuck queue while the protocol it reroutes to takes over
+ * messages of that same queue: no list is corrupted, nothing held twice. */
+static void test_stuck_sweep_while_taken_over(void)
+{
+	workers(false, true, true);
+	unsigned from = nsent;
+	for (int i = 0; i < 4; i++)
+		accept_msg("rest", PRIO_NORMAL); /* rest's window full, never answered */
+	CHECK(sent_to("rest", from) == 4);
+	router_pause("mqtt", true); /* mqtt's queue is stuck */
+	advance(60000 - 500);
+	for (int i = 0; i < 3; i++)
+		accept_msg("mqtt", PRIO_NORMAL);
+	advance(700); /* rest's jobs time out, then the stuck sweep moves mqtt's queue */
+	uint64_t n = 0;
+	for (int i = 0; i < R.nprotos; i++) {
+		n += R.protos[i].inflight.n;
+		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
+			n += R.protos[i].queue[pr].n;
+	}
+	CHECK(n + R.waiting.n + R.dead.n == R.count); /* each live message on exactly one list */
+	CHECK(R.protos[2].queue[PRIO_NORMAL].n == 0);
+	router_pause("mqtt", false);
+	for (int k = 0; k < 50 && R.count; k++) {
+		deliver_all();
+		advance(TICK_MS);
+	}
+	CHECK(R.count == 0);
+}
+
 int main(void)
 {
 	load_config();
@@ -464,5 +525,7 @@ int main(void)
 	test_wake_order();
 	test_spread();
 	test_dead_only_for_good();
+	test_stuck_sweep_while_taken_over();
+	test_taken_over_then_refused();
 	return CHECK_DONE();
 }
