@@ -617,6 +617,9 @@ static struct conn *pick_conn(void)
 	bool bound = full && M.nopened == M.nconns && best->limit < M.max_inflight;
 	if (bound != M.bound) {
 		M.bound = bound;
+		if (bound)
+			log_info("limited by the broker: every one of %d connections holds its %u in flight (Receive Maximum)",
+				 M.nopened, best->limit);
 		report_health(true);
 	}
 	return best;

@@ -172,7 +172,7 @@ class MqttTest(GatewayTest):
         message arrives exactly once."""
         sub, proxy, gw = self.behind_proxy({"connections": 4})
         self.assertEqual(proxy.command("latency 20"), "ok")
-        r = self.load(gw, 3000)
+        r = self.load(gw, 8000)
         limited = "over 4 of 4 connections; limited by the broker: it allows 20 in flight per connection"
         wait_for(lambda: limited in gw.workers()["mqtt"]["health"], timeout=60, what="health naming the limit")
         self.assertIn("limited by the broker", gw.ctl("workers")[1])  # under the worker that is up
@@ -183,10 +183,11 @@ class MqttTest(GatewayTest):
         for i in (2, 3, 4):
             self.assertIn("as test-cam-1-%d (MQTT 5" % i, log)
         self.assertNotIn("opening connection 5", log)
-        sub.wait(3000, "lpr/test-cam-1/data")
+        self.assertIn("limited by the broker: every one of 4 connections holds its 20 in flight", log)
+        sub.wait(8000, "lpr/test-cam-1/data")
         time.sleep(0.5)  # a second copy would come now
         got = [m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")]
-        self.assertEqual((len(got), len(set(got))), (3000, 3000))
+        self.assertEqual((len(got), len(set(got))), (8000, 8000))
         # idle, the limit binds no more
         wait_for(lambda: "limited" not in gw.workers()["mqtt"]["health"], timeout=5, what="health without 'limited'")
         self.assertIn("over 4 of 4 connections", gw.workers()["mqtt"]["health"])
