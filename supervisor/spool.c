@@ -33,7 +33,6 @@
 #include "common/log.h"
 #include "ipc/channel.h"
 #include "supervisor/router.h"
-#include "supervisor/router.h"
 #include "supervisor/sup.h"
 
 enum rec_type { REC_ADD = 1, REC_DONE = 2, REC_DEAD = 3, REC_REQUEUE = 4 };
