@@ -183,9 +183,11 @@ static void print_workers_table(const msgpack_object *arr)
 		printf("%-10s %-9s %8s %4" PRIu64 " %8" PRIu64 " %9s %-9s %s\n", s_of(w, "name", name, sizeof name),
 		       s_of(w, "state", state, sizeof state), pids, u_of(w, "generation"), u_of(w, "restarts"),
 		       pid ? up : "-", conn ? "up" : "down", last[0] ? last : "-");
-		/* Why a server is down is what an operator looks for next: the worker's own words. */
+		/* Why a server is down is what an operator looks for next: the worker's own words;
+		 * and under one that is up, what the server limits it to (mqtt: "limited by the broker"). */
 		char health[512];
-		if (!conn && pid && obj_get_str(w, "health", health, sizeof health) && health[0])
+		if (pid && obj_get_str(w, "health", health, sizeof health) && health[0] &&
+		    (!conn || strstr(health, "limited by")))
 			printf("%-10s   %s\n", "", health);
 	}
 }
@@ -640,9 +642,9 @@ static int run_stats(int argc, char **argv)
 		print_json(b);
 		return 0;
 	}
-	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s %7s %7s\n", "PROTOCOL", "SUCCESS",
+	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s %7s %7s %6s\n", "PROTOCOL", "SUCCESS",
 	       "FAILURE", "RETRIES", "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DROPPED", "EXPIRED",
-	       "DEAD", "QUEUE", "TOOK", "RATE/s");
+	       "DEAD", "QUEUE", "TOOK", "RATE/s", "WINDOW");
 	for (uint32_t i = 0; b && b->type == MSGPACK_OBJECT_MAP && i < b->via.map.size; i++) {
 		const msgpack_object *k = &b->via.map.ptr[i].key, *v = &b->via.map.ptr[i].val;
 		bool en = false;
@@ -662,11 +664,11 @@ static int run_stats(int argc, char **argv)
 				strcpy(lat[j], "-");
 		}
 		printf("%-10.*s %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-		       " %8s %8s %8s %8s %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %7" PRIu64 " %7.1f\n",
+		       " %8s %8s %8s %8s %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %7" PRIu64 " %7.1f %6" PRIu64 "\n",
 		       (int)k->via.str.size, k->via.str.ptr, u_of(v, "success"), u_of(v, "failure"), u_of(v, "retries"),
 		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), lat[0], lat[1], lat[2], lat[3],
 		       u_of(v, "dropped"), u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "stolen"),
-		       obj_get(v, "rate") ? obj_get(v, "rate")->via.f64 : 0);
+		       obj_get(v, "rate") ? obj_get(v, "rate")->via.f64 : 0, u_of(v, "window"));
 	}
 	return 0;
 }
@@ -823,7 +825,8 @@ static const struct command commands[] = {
 	{ .name = "workers", .args = "", .summary = "the process table",
 	  .about = "One line per worker: name, state (starting, ready, backoff, failed, stopped), pid, generation,\n"
 		   "restarts, uptime, whether its server is reachable, and how it last exited; under a worker\n"
-		   "whose server is down, the worker's health: why.",
+		   "whose server is down, the worker's health: why; under one that is up, what the server limits\n"
+		   "it to, when that is what binds (mqtt: the broker's Receive Maximum).",
 	  .run = run_workers },
 	{ .name = "restart", .args = "NAME", .summary = "restart a worker (also one marked failed)",
 	  .about = "Restart worker NAME (websocket, rest, mqtt, sftp, rsync), also one marked failed after too\n"

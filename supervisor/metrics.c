@@ -11,6 +11,7 @@
 #include "supervisor/monitor.h"
 #include "supervisor/proctab.h"
 #include "supervisor/router.h"
+#include "supervisor/window.h"
 #include "supervisor/router_int.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
@@ -91,6 +92,10 @@ static void queues(struct strbuf *b)
 		if (rproto_enabled(&R.protos[i]))
 			sb_printf(b, "ucgw_inflight{protocol=\"%s\"} %llu\n", R.protos[i].name,
 				  (unsigned long long)R.protos[i].inflight.n);
+	head(b, "ucgw_window", "gauge", "Jobs a worker may hold now (the adaptive window).");
+	for (int i = 0; i < R.nprotos; i++)
+		if (rproto_enabled(&R.protos[i]))
+			sb_printf(b, "ucgw_window{protocol=\"%s\"} %u\n", R.protos[i].name, window_now(&R.protos[i]));
 }
 
 static void spool(struct strbuf *b)
@@ -226,6 +231,9 @@ static void dash_protocols(struct strbuf *b)
 			sb_printf(b, "\"success_rate_60s\":%.4f,", (double)ok60 / (double)(ok60 + r60 + f60));
 		else
 			sb_printf(b, "\"success_rate_60s\":null,");
+		sb_printf(b, "\"window\":%u,\"window_state\":", window_now(rp));
+		sb_json_str(b, window_phase(rp));
+		sb_printf(b, ",");
 		/* a backlog spread: what it took over from other protocols' queues, and they from its own */
 		sb_printf(b, "\"taken_over\":%llu,\"given\":%llu,", (unsigned long long)s->stolen,
 			  (unsigned long long)s->given);

@@ -18,6 +18,7 @@
 #include "supervisor/router_int.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
+#include "supervisor/window.h"
 
 struct router R;
 
@@ -549,7 +550,7 @@ void router_pump(struct rproto *rp)
 	struct proc *p = proctab_find(rp->name);
 	if (!p || p->state != PROC_READY || !p->ch || sup.stopping || rp->paused)
 		return;
-	unsigned window = (unsigned)config_int(sup.cfg, "gateway", "window");
+	unsigned window = window_limit(rp);
 	while (p->inflight < window && p->ch && !channel_congested(p->ch)) {
 		bool stolen;
 		struct smsg *m = next_job(rp, &stolen);
@@ -781,6 +782,7 @@ static void quarantine(struct smsg *m, const char *last)
  * ended, counted in the protocol's stats (and recent errors). */
 static void attempt_ended(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st, const char *err)
 {
+	window_result(rp, st, now_us() - m->job_start_us, rp->inflight.n, m->size);
 	list_del(&rp->inflight, m);
 	if (p && p->inflight)
 		p->inflight--;

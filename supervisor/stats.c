@@ -5,6 +5,7 @@
 
 #include "supervisor/proctab.h"
 #include "supervisor/router_int.h"
+#include "supervisor/window.h"
 
 static unsigned bucket_of(uint64_t us)
 {
@@ -95,7 +96,7 @@ void stats_pack(msgpack_packer *pk)
 		const struct rproto *rp = &R.protos[i];
 		const struct proto_stats *s = &rp->st;
 		pk_key(pk, rp->name);
-		msgpack_pack_map(pk, 22);
+		msgpack_pack_map(pk, 25);
 		pk_kv_bool(pk, "enabled", rproto_enabled(rp));
 		pk_kv_u64(pk, "success", s->success);
 		pk_kv_u64(pk, "failure", s->failure);
@@ -111,6 +112,7 @@ void stats_pack(msgpack_packer *pk)
 		pk_kv_u64(pk, "stolen", s->stolen); /* backlog it took over from busier protocols */
 		pk_kv_u64(pk, "given", s->given);   /* of its own queue, taken over by others */
 		pk_kv_f64(pk, "rate", s->rate);
+		window_pack(pk, rp);
 		double total = (double)(s->success + s->failure);
 		pk_kv_f64(pk, "success_rate", total > 0 ? (double)s->success / total : 0.0);
 		pk_kv_f64(pk, "p50_ms", (double)latency_quantile(&s->lat, 0.50) / 1000.0);

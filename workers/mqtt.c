@@ -24,7 +24,13 @@
  * {1, 0} when its connect begins, so every close of it resets, libmosquitto's
  * own (keepalive, a lost connection, mosquitto_destroy) and the kernel's when
  * the process dies; only the goodbye at shutdown switches it off, to close in
- * order after DISCONNECT. */
+ * order after DISCONNECT.
+ *
+ * All of the above holds per connection: there are up to mqtt.connections of
+ * them (struct conn), because an MQTT 5 broker's Receive Maximum caps what
+ * one may have unacknowledged (mosquitto's default: 20, which on a 100 ms
+ * link is 200 messages/s). More are opened while every open one is full and
+ * acknowledgments take long; each job goes to the one with the most room. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -39,28 +45,57 @@
 
 #include "workers/worker.h"
 
-#define MIDS 65536
+#define MAX_CONNS 64
+#define EXTRA_CONNECTS 8        /* connections being opened at once beyond the first */
+#define LONG_RTT_US 5000        /* acks slower than this: a long path, worth more connections */
 
-static struct {
+/* A message published and not yet acknowledged, by its message id. The
+ * table's size is a power of two: the slot is mid & (cap - 1); ids come in
+ * order, so it grows only when as many are held as it has slots. */
+struct held {
+	struct job *job;
+	uint64_t sent_us;          /* 0: queued inside libmosquitto behind a full window, no RTT sample */
+	int mid;
+};
+
+/* One connection: its own libmosquitto client, client id, session and
+ * message ids. The first is client_id itself and carries the status topic
+ * (birth and will); the others are client_id-2, -3 ..., opened when every
+ * open one is full and acknowledgments take long (a long link), up to
+ * mqtt.connections. Each keeps the order of what it publishes. */
+struct conn {
+	int idx;
 	struct mosquitto *mosq;
 	bool used;                     /* mosq has been asked to connect: the next connection needs a new one */
+	bool connected, attempting, opened;
+	struct job *publishing;        /* QoS 0: the job mosquitto_publish is writing now */
+	uv_poll_t *poll;
+	int poll_fd, poll_ev;          /* the socket polled and the events asked for */
+	uv_timer_t retry, connack;     /* connack: the deadline of a connect in progress */
+	uint64_t backoff_ms;
+	char why[256];                 /* why not connected: the last failure ("" before the first) */
+	char client_id[300];
+	struct held *held;
+	unsigned cap, nheld;
+	unsigned limit;                /* in flight at once: max_inflight, or the broker's Receive Maximum if lower */
+	unsigned recv_max;             /* the broker's Receive Maximum (MQTT 5; 65535 when it gives none) */
+};
+
+static struct {
 	const struct cfg_section *cfg;
 	SSL_CTX *ssl_ctx;              /* NULL: no TLS */
-	struct job *publishing;        /* QoS 0: the job mosquitto_publish is writing now */
 	char host[256];
 	int port, qos, keepalive;
+	unsigned max_inflight;
 	uint64_t ack_timeout_ms, connect_timeout_ms;
-	bool tls, v5, envelope, connected, stopping;
+	bool tls, v5, envelope, stopping;
 	char *topic, *status_topic;
-	uv_poll_t *poll;
-	int poll_fd, poll_ev;            /* the socket polled and the events asked for */
-	uv_timer_t misc, retry, sweep, connack; /* connack: the deadline of a connect in progress */
-	uint64_t backoff_ms;
-	char why[256];                 /* why we are not connected: the last failure ("" before the first) */
-	bool attempting;               /* a connect is under way and has not ended yet */
-	struct job *by_mid[MIDS];      /* jobs waiting for their PUBACK (QoS 0: to be written) */
-	uint64_t sent_us[MIDS];
-	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
+	uv_timer_t misc, sweep;
+	struct conn conns[MAX_CONNS];
+	int nconns, nopened;           /* mqtt.connections; how many have been opened */
+	uint64_t rtt_sum, rtt_n, rtt_reported_ms, rtt_recent_us;
+	bool bound;                    /* every connection was full, none more may open: the limit binds */
+	char health[400];
 } M;
 
 /* ---- the broker URL: "host", "host:port", "mqtt://host[:port]", "mqtts://host[:port]" ---- */
@@ -98,24 +133,94 @@ static int parse_broker(const char *url, char *err, size_t errlen)
 	return 0;
 }
 
-/* ---- answering jobs ---- */
+/* ---- the messages a connection holds ---- */
 
-static void answer_all_held(enum job_status st, const char *why)
+static struct held *slot_of(struct conn *c, int mid) { return &c->held[(unsigned)mid & (c->cap - 1)]; }
+
+/* Room for mid: when its slot holds another id, the table doubles (two ids
+ * that share a slot at 2n shared it at n, so the move finds no collision). */
+static struct held *slot_for(struct conn *c, int mid)
 {
-	for (int mid = 0; mid < MIDS; mid++)
-		if (M.by_mid[mid]) {
-			struct job *j = M.by_mid[mid];
-			M.by_mid[mid] = NULL;
-			worker_result(j, st, 0, "%s", why);
-		}
+	while (c->cap < 65536 && slot_of(c, mid)->job && slot_of(c, mid)->mid != mid) {
+		struct held *old = c->held;
+		unsigned n = c->cap;
+		c->cap *= 2;
+		c->held = xcalloc(c->cap, sizeof *c->held);
+		for (unsigned i = 0; i < n; i++)
+			if (old[i].job)
+				*slot_of(c, old[i].mid) = old[i];
+		free(old);
+	}
+	return slot_of(c, mid);
 }
 
-static void report_rtt(void)
+static struct job *take_held(struct conn *c, int mid, uint64_t *sent_us)
+{
+	struct held *h = slot_of(c, mid);
+	if (!h->job || h->mid != mid)
+		return NULL;
+	struct job *j = h->job;
+	*sent_us = h->sent_us;
+	h->job = NULL;
+	c->nheld--;
+	return j;
+}
+
+/* ---- answering jobs ---- */
+
+static void answer_all_held(struct conn *c, enum job_status st, const char *why)
+{
+	for (unsigned i = 0; i < c->cap; i++)
+		if (c->held[i].job) {
+			struct job *j = c->held[i].job;
+			c->held[i].job = NULL;
+			worker_result(j, st, 0, "%s", why);
+		}
+	c->nheld = 0;
+}
+
+static int connected_count(void)
+{
+	int n = 0;
+	for (int i = 0; i < M.nopened; i++)
+		n += M.conns[i].connected;
+	return n;
+}
+
+/* What health says while connected: over how many connections, and the
+ * broker's Receive Maximum when it is below max_inflight, with a word when
+ * it is what limits the rate. */
+static void health_text(char *out, size_t len)
+{
+	int n = connected_count();
+	unsigned recv = 65535;
+	for (int i = 0; i < M.nopened; i++)
+		if (M.conns[i].connected && M.conns[i].recv_max < recv)
+			recv = M.conns[i].recv_max;
+	int w = snprintf(out, len, "connected to %s:%d", M.host, M.port);
+	if (M.nconns > 1 && w >= 0 && (size_t)w < len)
+		w += snprintf(out + w, len - (size_t)w, " over %d of %d connection%s", n, M.nconns, M.nconns == 1 ? "" : "s");
+	if (recv < M.max_inflight && w >= 0 && (size_t)w < len)
+		snprintf(out + w, len - (size_t)w,
+			 M.bound ? "; limited by the broker: it allows %u in flight per connection (Receive Maximum), %d "
+				   "connections (mqtt.connections) allow %u; raise either for more"
+				 : "; the broker allows %u in flight per connection (Receive Maximum)",
+			 recv, n, recv * (unsigned)n);
+}
+
+static void report_health(bool force)
 {
 	uint64_t now = now_ms();
-	if (!M.connected || !M.rtt_n || now - M.rtt_reported_ms < 1000)
+	if (!connected_count() || (!force && now - M.rtt_reported_ms < 1000))
 		return;
-	worker_health(true, M.rtt_sum / M.rtt_n, "connected to %s:%d", M.host, M.port);
+	char text[sizeof M.health];
+	health_text(text, sizeof text);
+	if (!force && !M.rtt_n && strcmp(text, M.health) == 0)
+		return;
+	snprintf(M.health, sizeof M.health, "%s", text);
+	if (M.rtt_n)
+		M.rtt_recent_us = M.rtt_sum / M.rtt_n;
+	worker_health(true, M.rtt_n ? M.rtt_sum / M.rtt_n : 0, "%s", M.health);
 	M.rtt_sum = M.rtt_n = 0;
 	M.rtt_reported_ms = now;
 }
@@ -128,26 +233,29 @@ static bool reason_is_retry(int rc)
 
 static void on_publish(struct mosquitto *m, void *obj, int mid, int reason, const mosquitto_property *props)
 {
-	struct job *j = mid >= 0 && mid < MIDS ? M.by_mid[mid] : NULL;
-	if (!j && M.publishing) {
+	struct conn *c = obj;
+	uint64_t sent_us = 0;
+	struct job *j = take_held(c, mid, &sent_us);
+	if (!j && c->publishing) {
 		/* QoS 0, written at once inside mosquitto_publish, before its mid was known */
-		worker_result(M.publishing, JOB_OK, 0, NULL);
-		M.publishing = NULL;
+		worker_result(c->publishing, JOB_OK, 0, NULL);
+		c->publishing = NULL;
 		return;
 	}
 	if (!j)
 		return; /* our status message, or a job already answered when the connection dropped */
-	M.by_mid[mid] = NULL;
 	if (reason >= 0x80) {
 		enum job_status st = reason_is_retry(reason) ? JOB_RETRY : JOB_PERMFAIL;
 		worker_result(j, st, 0, "broker refused the message: %s (reason 0x%02x)", mosquitto_reason_string(reason),
 			      reason);
 		return;
 	}
-	M.rtt_sum += uv_hrtime() / 1000 - M.sent_us[mid];
-	M.rtt_n++;
+	if (sent_us) {
+		M.rtt_sum += uv_hrtime() / 1000 - sent_us;
+		M.rtt_n++;
+	}
 	worker_result(j, JOB_OK, 0, NULL);
-	report_rtt();
+	report_health(false);
 }
 
 /* ---- the connection ---- */
@@ -158,25 +266,25 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason, cons
  * close() after SSL_shutdown under TLS, in 2.0.11) on keepalive, on a lost
  * connection, after writing DISCONNECT, and in mosquitto_destroy; it stays the
  * same from the connect call to that close. */
-static void abort_on_close(bool on)
+static void abort_on_close(struct conn *c, bool on)
 {
-	int fd = mosquitto_socket(M.mosq);
+	int fd = mosquitto_socket(c->mosq);
 	struct linger l = { .l_onoff = on, .l_linger = 0 };
 	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0)
 		log_warnx("SO_LINGER on the socket to %s:%d: %s", M.host, M.port, strerror(errno));
 }
 
-static void update_poll(void);
-static void schedule_reconnect(void);
+static void update_poll(struct conn *c);
+static void schedule_reconnect(struct conn *c);
 
-static void stop_poll(void)
+static void stop_poll(struct conn *c)
 {
-	if (!M.poll)
+	if (!c->poll)
 		return;
-	uv_poll_stop(M.poll);
-	uv_close((uv_handle_t *)M.poll, (uv_close_cb)free);
-	M.poll = NULL;
-	M.poll_fd = -1;
+	uv_poll_stop(c->poll);
+	uv_close((uv_handle_t *)c->poll, (uv_close_cb)free);
+	c->poll = NULL;
+	c->poll_fd = -1;
 }
 
 static const char *tls_reason(int rc)
@@ -191,110 +299,131 @@ static const char *tls_reason(int rc)
 	return mosquitto_strerror(rc);
 }
 
-static void went_down(const char *why)
+/* A connection ended: its jobs go back (retry). Health says down only when
+ * it was the last one up. */
+static void went_down(struct conn *c, const char *why)
 {
-	bool was = M.connected;
-	uv_timer_stop(&M.connack);
-	M.connected = false;
-	M.attempting = false;
-	M.rtt_sum = M.rtt_n = 0; /* acks of this connection must not report the next one up */
-	snprintf(M.why, sizeof M.why, "%s", why);
-	stop_poll();
-	answer_all_held(JOB_RETRY, M.why);
-	worker_health(false, 0, "broker %s:%d unreachable: %s", M.host, M.port, M.why);
-	if (was)
-		log_warnx("disconnected from %s:%d: %s", M.host, M.port, M.why);
+	bool was = c->connected;
+	uv_timer_stop(&c->connack);
+	c->connected = false;
+	c->attempting = false;
+	snprintf(c->why, sizeof c->why, "%s", why);
+	stop_poll(c);
+	answer_all_held(c, JOB_RETRY, c->why);
+	if (!connected_count()) {
+		M.rtt_sum = M.rtt_n = 0; /* acks of this connection must not report the next one up */
+		M.health[0] = '\0';
+		worker_health(false, 0, "broker %s:%d unreachable: %s", M.host, M.port, c->why);
+	} else {
+		report_health(true);
+	}
+	if (was && c->idx == 0)
+		log_warnx("disconnected from %s:%d: %s", M.host, M.port, c->why);
+	else if (was)
+		log_warnx("disconnected from %s:%d: %s (connection %d, %s)", M.host, M.port, c->why, c->idx + 1,
+			  c->client_id);
 	if (!M.stopping)
-		schedule_reconnect();
+		schedule_reconnect(c);
 }
 
 static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const mosquitto_property *props)
 {
-	uv_timer_stop(&M.connack);
+	struct conn *c = obj;
+	uv_timer_stop(&c->connack);
 	if (rc != 0) {
 		char why[200];
 		snprintf(why, sizeof why, "broker refused the connection: %s",
 			 M.v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
 		/* The socket stays open until the broker closes it; close it ourselves. */
-		mosquitto_disconnect(M.mosq);
-		went_down(why);
+		mosquitto_disconnect(c->mosq);
+		went_down(c, why);
 		return;
 	}
-	M.connected = true;
-	M.attempting = false;
-	M.backoff_ms = 0;
-	M.why[0] = '\0';
-	log_info("connected to %s:%d (MQTT %s, QoS %d)", M.host, M.port, M.v5 ? "5" : "3.1.1", M.qos);
-	mosquitto_publish(M.mosq, NULL, M.status_topic, 6, "online", 1, true);
-	worker_health(true, 0, "connected to %s:%d", M.host, M.port);
+	uint16_t recv = 65535;
+	if (M.v5)
+		mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &recv, false);
+	c->recv_max = recv ? recv : 65535;
+	c->limit = c->recv_max < M.max_inflight ? c->recv_max : M.max_inflight;
+	c->connected = true;
+	c->attempting = false;
+	c->backoff_ms = 0;
+	c->why[0] = '\0';
+	log_info("connected to %s:%d as %s (MQTT %s, QoS %d, %u in flight at most%s)", M.host, M.port, c->client_id,
+		 M.v5 ? "5" : "3.1.1", M.qos, c->limit, c->limit < M.max_inflight ? ": the broker's Receive Maximum" : "");
+	if (c->idx == 0)
+		mosquitto_publish(c->mosq, NULL, M.status_topic, 6, "online", 1, true);
+	report_health(true);
 }
 
 /* The end of a connection, or of a connect under way; once per attempt (went_
  * down may have been told already, by service() or on_connect). */
 static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitto_property *props)
 {
-	if (M.connected || M.attempting)
-		went_down(rc == 0 ? "disconnected"
-			  /* libmosquitto's own keepalive check; 2.0.11's strerror has no text for it */
-			  : rc == MOSQ_ERR_KEEPALIVE ? "keepalive: the broker stopped answering"
-						     : mosquitto_strerror(rc));
+	struct conn *c = obj;
+	if (c->connected || c->attempting)
+		went_down(c, rc == 0 ? "disconnected"
+			     /* libmosquitto's own keepalive check; 2.0.11's strerror has no text for it */
+			     : rc == MOSQ_ERR_KEEPALIVE ? "keepalive: the broker stopped answering"
+							: mosquitto_strerror(rc));
 }
 
 static void service(uv_poll_t *h, int status, int events)
 {
+	struct conn *c = h->data;
 	int rc = MOSQ_ERR_SUCCESS;
 	if (status < 0)
-		M.poll_ev = 0; /* libuv has stopped the handle */
+		c->poll_ev = 0; /* libuv has stopped the handle */
 	/* While connecting (TCP or TLS handshake), libmosquitto advances in
 	 * loop_read, whatever the event; after that, each event to its side. */
-	if (status < 0 || (events & UV_READABLE) || !M.connected)
-		rc = mosquitto_loop_read(M.mosq, 16);
-	if (rc == MOSQ_ERR_SUCCESS && (events & UV_WRITABLE) && mosquitto_want_write(M.mosq))
-		rc = mosquitto_loop_write(M.mosq, 16);
+	if (status < 0 || (events & UV_READABLE) || !c->connected)
+		rc = mosquitto_loop_read(c->mosq, 16);
+	if (rc == MOSQ_ERR_SUCCESS && (events & UV_WRITABLE) && mosquitto_want_write(c->mosq))
+		rc = mosquitto_loop_write(c->mosq, 16);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		if (M.poll)
-			went_down(tls_reason(rc));
+		if (c->poll)
+			went_down(c, tls_reason(rc));
 		return;
 	}
-	update_poll();
+	update_poll(c);
 }
 
-static void update_poll(void)
+static void update_poll(struct conn *c)
 {
-	int fd = mosquitto_socket(M.mosq);
+	int fd = mosquitto_socket(c->mosq);
 	if (fd < 0) {
-		stop_poll();
+		stop_poll(c);
 		return;
 	}
-	if (M.poll && M.poll_fd != fd)
-		stop_poll();
-	if (!M.poll) {
-		M.poll = xcalloc(1, sizeof *M.poll);
-		uv_poll_init(worker_loop(), M.poll, fd);
-		M.poll_fd = fd;
-		M.poll_ev = 0;
+	if (c->poll && c->poll_fd != fd)
+		stop_poll(c);
+	if (!c->poll) {
+		c->poll = xcalloc(1, sizeof *c->poll);
+		uv_poll_init(worker_loop(), c->poll, fd);
+		c->poll->data = c;
+		c->poll_fd = fd;
+		c->poll_ev = 0;
 	}
 	/* uv_poll_start takes the socket out of epoll and puts it back (two
 	 * system calls) even when the events are the same: only when they change. */
-	int ev = UV_READABLE | (mosquitto_want_write(M.mosq) || !M.connected ? UV_WRITABLE : 0);
-	if (ev != M.poll_ev) {
-		uv_poll_start(M.poll, ev, service);
-		M.poll_ev = ev;
+	int ev = UV_READABLE | (mosquitto_want_write(c->mosq) || !c->connected ? UV_WRITABLE : 0);
+	if (ev != c->poll_ev) {
+		uv_poll_start(c->poll, ev, service);
+		c->poll_ev = ev;
 	}
 }
 
-static int new_client(char *err, size_t errlen);
+static int new_client(struct conn *c, char *err, size_t errlen);
 static void connect_resolved(void *arg, const char *why);
 
 /* The client and what it holds of its connection go; the next connect makes
  * a new one. Its socket, if open, is closed: reset (abort_on_close). Never
  * from inside a libmosquitto call or callback. */
-static void discard_client(void)
+static void discard_client(struct conn *c)
 {
-	if (M.mosq)
-		mosquitto_destroy(M.mosq);
-	M.mosq = NULL;
-	M.used = false;
+	if (c->mosq)
+		mosquitto_destroy(c->mosq);
+	c->mosq = NULL;
+	c->used = false;
 }
 
 /* Give the connection up now, as a loss does, and reset it: went_down answers
@@ -302,10 +431,10 @@ static void discard_client(void)
  * (an orderly close, or a shutdown(), would leave the kernel retransmitting
  * what the broker has not acknowledged: a CONNECT that arrives late takes the
  * session over from the next connection). */
-static void drop_connection(const char *why)
+static void drop_connection(struct conn *c, const char *why)
 {
-	went_down(why);
-	discard_client();
+	went_down(c, why);
+	discard_client(c);
 }
 
 /* connect_timeout_ms since the connect call and no CONNACK (the TCP connect,
@@ -313,102 +442,148 @@ static void drop_connection(const char *why)
  * connection does, and the next comes after the backoff, with a new client. */
 static void connack_late(uv_timer_t *t)
 {
+	struct conn *c = t->data;
 	char why[200];
 	snprintf(why, sizeof why, "no CONNACK within %llu ms", (unsigned long long)M.connect_timeout_ms);
 	log_info("no CONNACK from %s:%d within %llu ms; connecting again", M.host, M.port,
 		 (unsigned long long)M.connect_timeout_ms);
-	drop_connection(why);
+	drop_connection(c, why);
 }
 
-/* A new attempt keeps the reason of the last failure (M.why): jobs answered
+/* A new attempt keeps the reason of the last failure (why): jobs answered
  * while it is under way say why the broker is not reachable, not just that a
  * connect is in progress. */
 static void start_connect(uv_timer_t *t)
 {
-	M.attempting = true;
-	if (M.used)
-		discard_client(); /* and with it what it still held of the last connection */
-	if (!M.mosq) {
+	struct conn *c = t->data;
+	c->attempting = true;
+	if (c->used)
+		discard_client(c); /* and with it what it still held of the last connection */
+	if (!c->mosq) {
 		char err[256];
-		if (new_client(err, sizeof err) < 0) {
-			went_down(err);
+		if (new_client(c, err, sizeof err) < 0) {
+			went_down(c, err);
 			return;
 		}
 	}
-	M.used = true;
-	worker_resolve(M.host, connect_resolved, NULL);
+	c->used = true;
+	worker_resolve(M.host, connect_resolved, c);
 }
 
 /* libmosquitto looks the name up inside its connect call, blocking. */
 static void connect_resolved(void *arg, const char *why)
 {
+	struct conn *c = arg;
 	if (M.stopping)
 		return;
 	if (why) {
 		char msg[200];
 		snprintf(msg, sizeof msg, "cannot resolve the broker's name: %s", why);
-		went_down(msg);
+		went_down(c, msg);
 		return;
 	}
-	int rc = mosquitto_connect_bind_async(M.mosq, M.host, M.port, M.keepalive, NULL);
+	int rc = mosquitto_connect_bind_async(c->mosq, M.host, M.port, M.keepalive, NULL);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		went_down(rc == MOSQ_ERR_EAI     ? "cannot resolve the broker's name" /* DNS changed its mind */
-			  : rc == MOSQ_ERR_ERRNO ? strerror(errno)
-						 : mosquitto_strerror(rc));
+		went_down(c, rc == MOSQ_ERR_EAI     ? "cannot resolve the broker's name" /* DNS changed its mind */
+			     : rc == MOSQ_ERR_ERRNO ? strerror(errno)
+						    : mosquitto_strerror(rc));
 		return;
 	}
-	abort_on_close(true); /* the socket exists from here until libmosquitto closes it */
-	uv_timer_start(&M.connack, connack_late, M.connect_timeout_ms, 0);
-	update_poll();
+	abort_on_close(c, true); /* the socket exists from here until libmosquitto closes it */
+	uv_timer_start(&c->connack, connack_late, M.connect_timeout_ms, 0);
+	update_poll(c);
 }
 
-static void schedule_reconnect(void)
+static void schedule_reconnect(struct conn *c)
 {
-	M.backoff_ms = M.backoff_ms ? M.backoff_ms * 2 : 250;
-	if (M.backoff_ms > 15000)
-		M.backoff_ms = 15000;
-	uv_timer_start(&M.retry, start_connect, M.backoff_ms, 0);
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 250;
+	if (c->backoff_ms > 15000)
+		c->backoff_ms = 15000;
+	uv_timer_start(&c->retry, start_connect, c->backoff_ms, 0);
+}
+
+static void open_conn(struct conn *c)
+{
+	c->opened = true;
+	c->poll_fd = -1;
+	c->cap = 256;
+	c->held = xcalloc(c->cap, sizeof *c->held);
+	c->limit = M.max_inflight;
+	c->recv_max = 65535;
+	uv_timer_init(worker_loop(), &c->retry);
+	uv_timer_init(worker_loop(), &c->connack);
+	c->retry.data = c->connack.data = c;
+	start_connect(&c->retry);
+}
+
+/* The broker's limit binds no longer once no connection is full. */
+static void check_bound(void)
+{
+	for (int i = 0; i < M.nopened; i++)
+		if (M.conns[i].connected && M.conns[i].nheld >= M.conns[i].limit)
+			return;
+	if (M.bound) {
+		M.bound = false;
+		report_health(true);
+	}
 }
 
 static void misc_tick(uv_timer_t *t)
 {
-	if (M.poll) {
-		int rc = mosquitto_loop_misc(M.mosq);
+	check_bound();
+	for (int i = 0; i < M.nopened; i++) {
+		struct conn *c = &M.conns[i];
+		if (!c->poll)
+			continue;
+		int rc = mosquitto_loop_misc(c->mosq);
 		if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST) {
-			went_down("keepalive: the broker stopped answering");
-			return;
+			went_down(c, "keepalive: the broker stopped answering");
+			continue;
 		}
-		update_poll();
+		update_poll(c);
 	}
-	report_rtt();
+	report_health(false);
 }
 
-/* The oldest job in hand has waited ack_timeout_ms for its acknowledgment (the
- * framework's list is in arrival order, and a job is published as it arrives,
- * so one look at its head suffices while nothing is late). Each late job is
- * answered retry saying so; then the connection is reset (drop_connection),
- * which answers the rest retry and reconnects with a new client: a broker that
- * sits on one message may sit on all of them, and its acknowledgments of this
- * connection's messages must not answer anything after this. */
-static void sweep_tick(uv_timer_t *t)
+/* A job held by c has waited ack_timeout_ms for its acknowledgment: each late
+ * job is answered retry saying so; then the connection is reset (drop_
+ * connection), which answers the rest retry and reconnects with a new client:
+ * a broker that sits on one message may sit on all of them, and its
+ * acknowledgments of this connection's messages must not answer anything
+ * after this. */
+static void sweep_conn(struct conn *c, uint64_t now)
 {
-	struct job *oldest = worker_jobs();
-	uint64_t now = now_ms();
-	if (!M.connected || !oldest || now - oldest->start_ms < M.ack_timeout_ms)
-		return;
 	const char *late = M.qos == 0 ? "not written" : M.qos == 1 ? "no PUBACK" : "no PUBCOMP";
 	unsigned long long ms = (unsigned long long)M.ack_timeout_ms;
-	for (int mid = 0; mid < MIDS; mid++) {
-		struct job *j = M.by_mid[mid];
+	bool any = false;
+	for (unsigned i = 0; i < c->cap && c->nheld; i++) {
+		struct job *j = c->held[i].job;
 		if (j && now - j->start_ms >= M.ack_timeout_ms) {
-			M.by_mid[mid] = NULL;
+			c->held[i].job = NULL;
+			c->nheld--;
+			any = true;
 			worker_result(j, JOB_RETRY, 0, "%s %s %s:%d within %llu ms", late, M.qos == 0 ? "to" : "from", M.host,
 				      M.port, ms);
 		}
 	}
+	if (!any)
+		return;
 	char why[200];
 	snprintf(why, sizeof why, "%s within %llu ms; connection dropped", late, ms);
-	drop_connection(why);
+	drop_connection(c, why);
+}
+
+/* The framework's list is in arrival order, and a job is published as it
+ * arrives, so one look at its head suffices while nothing is late. */
+static void sweep_tick(uv_timer_t *t)
+{
+	struct job *oldest = worker_jobs();
+	uint64_t now = now_ms();
+	if (!oldest || now - oldest->start_ms < M.ack_timeout_ms)
+		return;
+	for (int i = 0; i < M.nopened; i++)
+		if (M.conns[i].connected)
+			sweep_conn(&M.conns[i], now);
 }
 
 /* ---- jobs ---- */
@@ -420,12 +595,45 @@ static char *envelope(const struct job *j, size_t *len)
 	return out;
 }
 
+/* The connected connection with the most room; when every one is full and
+ * acknowledgments take long (the bandwidth-delay product is larger than the
+ * broker lets one connection hold), the next connection is opened. */
+static struct conn *pick_conn(void)
+{
+	struct conn *best = NULL;
+	int connecting = 0;
+	for (int i = 0; i < M.nopened; i++) {
+		struct conn *c = &M.conns[i];
+		connecting += c->attempting;
+		if (c->connected && (!best || c->nheld * best->limit < best->nheld * c->limit))
+			best = c;
+	}
+	bool full = best && best->nheld >= best->limit;
+	if (full && M.rtt_recent_us >= LONG_RTT_US && M.nopened < M.nconns && connecting < EXTRA_CONNECTS) {
+		log_info("every connection to %s:%d holds its %u in flight and acks take %.1f ms: opening connection %d of %d",
+			 M.host, M.port, best->limit, (double)M.rtt_recent_us / 1000, M.nopened + 1, M.nconns);
+		open_conn(&M.conns[M.nopened++]);
+	}
+	bool bound = full && M.nopened == M.nconns && best->limit < M.max_inflight;
+	if (bound != M.bound) {
+		M.bound = bound;
+		if (bound)
+			log_info("limited by the broker: every one of %d connections holds its %u in flight (Receive Maximum)",
+				 M.nopened, best->limit);
+		report_health(true);
+	}
+	return best;
+}
+
 static void mqtt_submit(struct job *j)
 {
-	if (!M.connected) {
+	struct conn *c = pick_conn();
+	if (!c) {
+		struct conn *first = &M.conns[0];
 		/* "connecting" only before the first attempt has ended */
 		worker_result(j, JOB_RETRY, 0, "broker %s:%d unreachable: %s%s", M.host, M.port,
-			      M.why[0] ? M.why : "connecting", M.why[0] && M.attempting ? " (reconnecting)" : "");
+			      first->why[0] ? first->why : "connecting",
+			      first->why[0] && first->attempting ? " (reconnecting)" : "");
 		return;
 	}
 	char *topic = j->topic ? worker_expand(j->topic) : NULL;
@@ -435,11 +643,11 @@ static void mqtt_submit(struct job *j)
 	if (M.v5)
 		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", j->id);
 	int mid = 0;
-	M.publishing = M.qos == 0 ? j : NULL;
-	int rc = mosquitto_publish_v5(M.mosq, &mid, topic ? topic : M.topic, (int)len, wrapped ? wrapped : j->payload,
+	c->publishing = M.qos == 0 ? j : NULL;
+	int rc = mosquitto_publish_v5(c->mosq, &mid, topic ? topic : M.topic, (int)len, wrapped ? wrapped : j->payload,
 				      M.qos, false, props);
-	bool written = M.qos == 0 && !M.publishing; /* answered ok inside, by on_publish */
-	M.publishing = NULL;
+	bool written = M.qos == 0 && !c->publishing; /* answered ok inside, by on_publish */
+	c->publishing = NULL;
 	mosquitto_property_free_all(&props);
 	free(wrapped);
 	free(topic);
@@ -451,22 +659,26 @@ static void mqtt_submit(struct job *j)
 		return;
 	}
 	if (written) {
-		update_poll();
+		update_poll(c);
 		return;
 	}
-	if (M.by_mid[mid]) {
+	struct held *h = slot_for(c, mid);
+	if (h->job) {
 		/* 65535 publishes since this id's message, still unacknowledged: whose
 		 * the broker's answer would be cannot be told, so neither waits for it. */
-		struct job *old = M.by_mid[mid];
-		M.by_mid[mid] = NULL;
+		struct job *old = h->job;
+		h->job = NULL;
+		c->nheld--;
 		worker_result(old, JOB_RETRY, 0, "message id %d reused before the broker acknowledged it", mid);
 		worker_result(j, JOB_RETRY, 0, "message id %d reused before the broker acknowledged it", mid);
-		update_poll();
+		update_poll(c);
 		return;
 	}
-	M.by_mid[mid] = j;
-	M.sent_us[mid] = uv_hrtime() / 1000;
-	update_poll();
+	/* Sent at once only while the connection has room; behind a full window
+	 * it waits in libmosquitto, and its ack would time the queue, not the path. */
+	*h = (struct held){ .job = j, .mid = mid, .sent_us = c->nheld < c->limit ? uv_hrtime() / 1000 : 0 };
+	c->nheld++;
+	update_poll(c);
 }
 
 /* ---- set-up ---- */
@@ -577,36 +789,38 @@ out:
 }
 
 /* A client with every setting; the connection's own are made by start_connect. */
-static int new_client(char *err, size_t errlen)
+static int new_client(struct conn *c, char *err, size_t errlen)
 {
 	const struct cfg_section *cfg = M.cfg;
-	const char *cid = cfg_str(cfg, "client_id");
-	M.mosq = mosquitto_new(cid ? cid : worker_device_id(), cfg_bool(cfg, "clean_session"), NULL);
-	if (!M.mosq) {
+	c->mosq = mosquitto_new(c->client_id, cfg_bool(cfg, "clean_session"), c);
+	if (!c->mosq) {
 		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
 		return -1;
 	}
-	mosquitto_int_option(M.mosq, MOSQ_OPT_PROTOCOL_VERSION, M.v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
-	mosquitto_max_inflight_messages_set(M.mosq, (unsigned)cfg_int(cfg, "max_inflight"));
-	mosquitto_int_option(M.mosq, MOSQ_OPT_TCP_NODELAY, 1); /* a message is small: do not hold it back */
+	mosquitto_int_option(c->mosq, MOSQ_OPT_PROTOCOL_VERSION, M.v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+	mosquitto_max_inflight_messages_set(c->mosq, M.max_inflight);
+	mosquitto_int_option(c->mosq, MOSQ_OPT_TCP_NODELAY, 1); /* a message is small: do not hold it back */
 	if (cfg_str(cfg, "username"))
-		mosquitto_username_pw_set(M.mosq, cfg_str(cfg, "username"), cfg_str(cfg, "password"));
-	/* The last will: a retained "offline" if we vanish without a word. */
-	mosquitto_will_set(M.mosq, M.status_topic, 7, "offline", 1, true);
+		mosquitto_username_pw_set(c->mosq, cfg_str(cfg, "username"), cfg_str(cfg, "password"));
+	/* The last will: a retained "offline" if we vanish without a word. Only
+	 * the first connection speaks for the device: another's loss is not the
+	 * device going away. */
+	if (c->idx == 0)
+		mosquitto_will_set(c->mosq, M.status_topic, 7, "offline", 1, true);
 	if (M.ssl_ctx) {
 		/* The defaults are on unless switched off, and would want a CA path. */
-		mosquitto_int_option(M.mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-		int rc = mosquitto_void_option(M.mosq, MOSQ_OPT_SSL_CTX, M.ssl_ctx); /* takes its own reference */
+		mosquitto_int_option(c->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+		int rc = mosquitto_void_option(c->mosq, MOSQ_OPT_SSL_CTX, M.ssl_ctx); /* takes its own reference */
 		if (rc != MOSQ_ERR_SUCCESS) {
 			snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(rc));
-			mosquitto_destroy(M.mosq); /* not one to connect with */
-			M.mosq = NULL;
+			mosquitto_destroy(c->mosq); /* not one to connect with */
+			c->mosq = NULL;
 			return -1;
 		}
 	}
-	mosquitto_connect_v5_callback_set(M.mosq, on_connect);
-	mosquitto_disconnect_v5_callback_set(M.mosq, on_disconnect);
-	mosquitto_publish_v5_callback_set(M.mosq, on_publish);
+	mosquitto_connect_v5_callback_set(c->mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(c->mosq, on_disconnect);
+	mosquitto_publish_v5_callback_set(c->mosq, on_publish);
 	return 0;
 }
 
@@ -615,9 +829,9 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	if (parse_broker(cfg_str(cfg, "broker_url"), err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
 	mosquitto_lib_init();
-	M.poll_fd = -1;
 	M.qos = (int)cfg_int(cfg, "qos");
 	M.keepalive = (int)cfg_int(cfg, "keepalive");
+	M.max_inflight = (unsigned)cfg_int(cfg, "max_inflight");
 	M.ack_timeout_ms = (uint64_t)cfg_int(cfg, "ack_timeout_ms");
 	M.connect_timeout_ms = (uint64_t)cfg_int(cfg, "connect_timeout_ms");
 	M.v5 = strcmp(cfg_str(cfg, "protocol_version"), "5") == 0;
@@ -625,38 +839,53 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	M.topic = worker_expand(cfg_str(cfg, "topic"));
 	M.status_topic = worker_expand(cfg_str(cfg, "status_topic"));
 	M.cfg = cfg;
-	if (setup_tls(cfg, err, errlen) < 0 || new_client(err, errlen) < 0)
+	M.nconns = (int)cfg_int(cfg, "connections");
+	const char *cid = cfg_str(cfg, "client_id") ? cfg_str(cfg, "client_id") : worker_device_id();
+	for (int i = 0; i < M.nconns; i++) {
+		M.conns[i].idx = i;
+		if (i == 0)
+			snprintf(M.conns[i].client_id, sizeof M.conns[i].client_id, "%s", cid);
+		else
+			snprintf(M.conns[i].client_id, sizeof M.conns[i].client_id, "%s-%d", cid, i + 1);
+	}
+	if (setup_tls(cfg, err, errlen) < 0 || new_client(&M.conns[0], err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
 	uv_timer_init(loop, &M.misc);
-	uv_timer_init(loop, &M.retry);
-	uv_timer_init(loop, &M.connack);
 	uv_timer_start(&M.misc, misc_tick, 1000, 1000);
 	uint64_t period = M.ack_timeout_ms / 4 < 250 ? M.ack_timeout_ms / 4 + 1 : 250;
 	uv_timer_init(loop, &M.sweep);
 	uv_timer_start(&M.sweep, sweep_tick, period, period);
 	worker_health(false, 0, "connecting to %s:%d", M.host, M.port);
-	start_connect(NULL);
+	M.nopened = 1;
+	open_conn(&M.conns[0]);
 	return 0;
 }
 
 /* Say "offline" ourselves (a clean disconnect sends no will), then leave: in
  * order, so the broker reads both before the end. A connect under way is
  * reset when the process exits. */
+static void conn_goodbye(struct conn *c)
+{
+	uv_timer_stop(&c->retry);
+	uv_timer_stop(&c->connack);
+	if (c->connected) {
+		abort_on_close(c, false);
+		if (c->idx == 0)
+			mosquitto_publish(c->mosq, NULL, M.status_topic, 7, "offline", 1, true);
+		mosquitto_disconnect(c->mosq);
+		for (int i = 0; i < 20 && mosquitto_want_write(c->mosq); i++)
+			if (mosquitto_loop_write(c->mosq, 16) != MOSQ_ERR_SUCCESS)
+				break;
+	}
+	answer_all_held(c, JOB_RETRY, "worker is shutting down");
+	stop_poll(c);
+}
+
 static void mqtt_shutdown(void)
 {
 	M.stopping = true;
-	uv_timer_stop(&M.retry);
-	uv_timer_stop(&M.connack);
-	if (M.connected) {
-		abort_on_close(false);
-		mosquitto_publish(M.mosq, NULL, M.status_topic, 7, "offline", 1, true);
-		mosquitto_disconnect(M.mosq);
-		for (int i = 0; i < 20 && mosquitto_want_write(M.mosq); i++)
-			if (mosquitto_loop_write(M.mosq, 16) != MOSQ_ERR_SUCCESS)
-				break;
-	}
-	answer_all_held(JOB_RETRY, "worker is shutting down");
-	stop_poll();
+	for (int i = M.nopened - 1; i >= 0; i--) /* the first, with the status topic, last */
+		conn_goodbye(&M.conns[i]);
 }
 
 static const struct worker_ops mqtt_ops = {

@@ -4,6 +4,8 @@
  * retry (the supervisor retries, never this worker); other 4xx are permfail. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -20,7 +22,10 @@
 #define RETRY_AFTER_MAX_S 86400
 
 struct req {
-	struct job *job;
+	struct job *job;             /* one record per POST; NULL for a batch */
+	struct job **batch;          /* rest.batch_max > 1: the records of this POST, in the array's order */
+	size_t nbatch;
+	char *batch_body;
 	CURL *easy;
 	struct curl_slist *headers;
 	char body[BODY_KEEP + 1];
@@ -51,12 +56,31 @@ static struct {
 	struct job **waiting;
 	size_t nwaiting, capwaiting, head;
 	long active, max_active;
+	long conns, streams;         /* rest.connections; rest.streams per connection under HTTP/2 */
+	long http_version;           /* CURLOPT_HTTP_VERSION, from rest.http2 */
+	bool h2;                     /* the server answers over HTTP/2: many requests per connection */
+	long may_h2;                 /* prior knowledge, or offered over TLS */
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
 	long verbose;                /* UCGW_CURL_VERBOSE set: libcurl's trace on stderr */
 } H;
 
+struct jobq {
+	struct job **v;
+	size_t n, cap, head;
+};
+
+/* rest.batch_max > 1: records waiting to share a POST. */
+static struct {
+	long max;
+	uint64_t linger_ms;
+	struct jobq pend;
+	uv_timer_t linger;
+	bool due;                    /* the oldest has waited batch_linger_ms: send what there is */
+} B;
+
 static void check_done(void);
 static void start_probe(void);
+static void start_waiting(void);
 
 /* ---- libcurl <-> libuv ----
  * libcurl's sockets live in an epoll set of their own, and the loop watches
@@ -324,38 +348,85 @@ static void transport_reason(CURL *easy, CURLcode rc, const char *errbuf, char *
 		snprintf(out, len, "%s", curl_easy_strerror(rc));
 }
 
+/* The same answer for every record of the request: a batch is all or nothing. */
+static void answer(struct req *r, enum job_status st, uint64_t retry_after_ms, const char *fmt, ...) PRINTF(4, 5);
+static void answer(struct req *r, enum job_status st, uint64_t retry_after_ms, const char *fmt, ...)
+{
+	char text[1024] = "";
+	if (fmt) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(text, sizeof text, fmt, ap);
+		va_end(ap);
+	}
+	if (r->job) {
+		worker_result(r->job, st, retry_after_ms, fmt ? "%s" : NULL, text);
+		return;
+	}
+	for (size_t i = 0; i < r->nbatch; i++)
+		worker_result(r->batch[i], st, retry_after_ms, fmt ? "%s%s" : NULL, text,
+			      r->nbatch > 1 ? " (the whole batch)" : "");
+}
+
+static void send_alone(struct job *j);
+
 static void finish_transport(struct req *r, CURLcode rc, long status)
 {
 	char why[CURL_ERROR_SIZE + 320];
 	transport_reason(r->easy, rc, r->errbuf, why, sizeof why);
 	if (rc == CURLE_URL_MALFORMAT) {
 		/* Only a message's own endpoint can make the URL bad: no retry mends it. */
-		worker_result(r->job, JOB_PERMFAIL, 0, "bad URL: %s", why);
+		answer(r, JOB_PERMFAIL, 0, "bad URL: %s", why);
 		return;
 	}
-	worker_result(r->job, JOB_RETRY, 0, "%s", why);
+	answer(r, JOB_RETRY, 0, "%s", why);
 	if (status == 0) { /* nothing came back: the path itself is in doubt */
 		worker_health(false, 0, "%s unreachable: %s", H.url_base, why);
 		start_probe();
 	}
 }
 
+/* Under HTTP/2 a connection carries rest.streams requests at once, under
+ * HTTP/1.1 one: libcurl is given that many (the rest wait in H.waiting). The
+ * version is the server's choice (ALPN), learnt from its answers. */
+static void note_version(CURL *easy)
+{
+	long v = 0;
+	curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &v);
+	bool h2 = v == CURL_HTTP_VERSION_2_0;
+	if (!v || h2 == H.h2)
+		return;
+	H.h2 = h2;
+	H.max_active = h2 ? H.conns * H.streams : H.conns;
+	log_info("%s answers over HTTP/%s: %ld requests at once", H.url_base, h2 ? "2" : "1.1", H.max_active);
+}
+
 static void finish(struct req *r, CURLcode rc)
 {
 	long status = 0;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status)
+		note_version(r->easy);
 	if (rc != CURLE_OK) {
 		finish_transport(r, rc, status);
 		return;
 	}
 	note_success(r->easy);
 	if (status >= 200 && status < 300) {
-		worker_result(r->job, JOB_OK, 0, NULL);
+		answer(r, JOB_OK, 0, NULL);
 		return;
 	}
 	bool retry = status == 408 || status == 429 || status >= 500;
+	if (!retry && r->nbatch > 1) {
+		/* Refused as a whole: each record goes again alone, for its own verdict. */
+		log_info("%s refused a batch of %zu records (HTTP %ld): sending them one per POST", H.url_base, r->nbatch,
+			 status);
+		for (size_t i = 0; i < r->nbatch; i++)
+			send_alone(r->batch[i]);
+		return;
+	}
 	const char *reason = r->reason[0] ? r->reason : standard_reason(status);
-	worker_result(r->job, retry ? JOB_RETRY : JOB_PERMFAIL, retry ? r->retry_after_ms : 0, "HTTP %ld%s%s: %.200s",
+	answer(r, retry ? JOB_RETRY : JOB_PERMFAIL, retry ? r->retry_after_ms : 0, "HTTP %ld%s%s: %.200s",
 		      status, reason[0] ? " " : "", reason, body_line(r));
 }
 
@@ -363,6 +434,8 @@ static void release(struct req *r)
 {
 	curl_multi_remove_handle(H.multi, r->easy);
 	curl_slist_free_all(r->headers);
+	free(r->batch);
+	free(r->batch_body);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, NULL);
 	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, NULL);
 	if (H.nidle == H.capidle) {
@@ -495,9 +568,53 @@ static CURL *take_easy(void)
 }
 
 static void start_request(struct job *j);
+static void start_batch(void);
+
+static void jobq_push(struct jobq *q, struct job *j)
+{
+	if (q->n == q->cap) {
+		/* compact, then grow */
+		if (q->head)
+			memmove(q->v, q->v + q->head, (q->n - q->head) * sizeof *q->v);
+		q->n -= q->head;
+		q->head = 0;
+		if (q->n == q->cap) {
+			q->cap = q->cap ? q->cap * 2 : 256;
+			q->v = xrealloc(q->v, q->cap * sizeof *q->v);
+		}
+	}
+	q->v[q->n++] = j;
+}
+
+/* A record that may share a POST: batching is on, it goes to the usual
+ * endpoint, has not been refused in a batch already (priv), and is a JSON
+ * object or array (what else would break the array is found by the server's
+ * refusal, after which each record goes alone). */
+static bool batchable(const struct job *j)
+{
+	if (B.max <= 1 || j->endpoint || j->priv)
+		return false;
+	const char *p = j->payload;
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	return *p == '{' || *p == '[';
+}
+
+static void linger_over(uv_timer_t *t)
+{
+	B.due = true;
+	start_waiting();
+}
 
 static void rest_submit(struct job *j)
 {
+	if (batchable(j)) {
+		jobq_push(&B.pend, j);
+		if (B.pend.n - B.pend.head == 1)
+			uv_timer_start(&B.linger, linger_over, B.linger_ms, 0);
+		start_waiting();
+		return;
+	}
 	if (H.active < H.max_active) {
 		start_request(j);
 		return;
@@ -516,8 +633,24 @@ static void rest_submit(struct job *j)
 	H.waiting[H.nwaiting++] = j;
 }
 
+static void send_alone(struct job *j)
+{
+	j->priv = j; /* not batchable again */
+	rest_submit(j);
+}
+
+/* A batch goes when it is full, or when the first of its records has waited
+ * rest.batch_linger_ms; then the records alone. */
 static void start_waiting(void)
 {
+	while (H.active < H.max_active && B.pend.n > B.pend.head &&
+	       (B.pend.n - B.pend.head >= (size_t)B.max || B.due))
+		start_batch();
+	if (B.pend.n == B.pend.head) {
+		B.pend.n = B.pend.head = 0;
+		B.due = false;
+		uv_timer_stop(&B.linger);
+	}
 	while (H.active < H.max_active && H.head < H.nwaiting)
 		start_request(H.waiting[H.head++]);
 	if (H.head == H.nwaiting)
@@ -525,14 +658,15 @@ static void start_waiting(void)
 }
 
 /* The configured headers, then this message's own. */
-static struct curl_slist *request_headers(const struct job *j)
+static struct curl_slist *request_headers(const struct job *j, bool idempotency_key)
 {
 	struct curl_slist *l = NULL;
 	for (struct curl_slist *h = H.base_headers; h; h = h->next)
 		l = curl_slist_append(l, h->data);
 	char idem[UCGW_ID_LEN + 32];
 	snprintf(idem, sizeof idem, "Idempotency-Key: %s", j->id);
-	l = curl_slist_append(l, idem);
+	if (idempotency_key)
+		l = curl_slist_append(l, idem);
 	const char *bearer = worker_bearer(cfg_str(H.cfg, "jwt_secret"));
 	if (bearer) {
 		char *h = xasprintf("Authorization: %s", bearer);
@@ -542,16 +676,51 @@ static struct curl_slist *request_headers(const struct job *j)
 	return l;
 }
 
+static void launch(struct req *r, const char *endpoint, const char *body, size_t len);
+
 static void start_request(struct job *j)
 {
-	H.active++;
 	struct req *r = xcalloc(1, sizeof *r);
 	r->job = j;
+	r->headers = request_headers(j, true);
+	launch(r, j->endpoint, j->payload, j->payload_len);
+}
+
+/* rest.batch_max records in one POST: a JSON array of {"id":..., "data":
+ * <payload>}, each record with its id (there is no Idempotency-Key: the ids
+ * are the records'). */
+static void start_batch(void)
+{
+	struct req *r = xcalloc(1, sizeof *r);
+	size_t n = B.pend.n - B.pend.head, len = 2;
+	if (n > (size_t)B.max)
+		n = (size_t)B.max;
+	r->batch = xcalloc(n, sizeof *r->batch);
+	r->nbatch = n;
+	for (size_t i = 0; i < n; i++) {
+		r->batch[i] = B.pend.v[B.pend.head++];
+		len += r->batch[i]->payload_len + UCGW_ID_LEN + 20;
+	}
+	char *p = r->batch_body = xcalloc(1, len + 1);
+	*p++ = '[';
+	for (size_t i = 0; i < n; i++) {
+		p += sprintf(p, "%s{\"id\":\"%s\",\"data\":", i ? "," : "", r->batch[i]->id);
+		memcpy(p, r->batch[i]->payload, r->batch[i]->payload_len);
+		p += r->batch[i]->payload_len;
+		*p++ = '}';
+	}
+	*p++ = ']';
+	r->headers = request_headers(r->batch[0], false);
+	launch(r, NULL, r->batch_body, (size_t)(p - r->batch_body));
+}
+
+static void launch(struct req *r, const char *endpoint, const char *body, size_t len)
+{
+	H.active++;
 	r->easy = take_easy();
-	r->headers = request_headers(j);
 	CURL *e = r->easy;
-	if (j->endpoint) {
-		char *url = xasprintf("%s%s", H.url_base, j->endpoint);
+	if (endpoint) {
+		char *url = xasprintf("%s%s", H.url_base, endpoint);
 		curl_easy_setopt(e, CURLOPT_CURLU, NULL); /* it would win over CURLOPT_URL */
 		curl_easy_setopt(e, CURLOPT_URL, url);
 		free(url);
@@ -562,8 +731,8 @@ static void start_request(struct job *j)
 	if (H.no_proxy_env)
 		curl_easy_setopt(e, CURLOPT_PROXY, ""); /* what libcurl would find, without its getenv() calls per request */
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, j->payload);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->payload_len);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "ucgw/" UCGW_VERSION);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, H.timeout_ms);
@@ -576,6 +745,9 @@ static void start_request(struct job *j)
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
 	curl_easy_setopt(e, CURLOPT_VERBOSE, H.verbose);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, H.http_version);
+	/* Where HTTP/2 may come, wait for a connection that may multiplex rather than open one more. */
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, H.may_h2);
 	set_sockets(e);
 	set_tls(e);
 	curl_multi_add_handle(H.multi, e);
@@ -627,8 +799,32 @@ static int parse_base(const char *base, char *err, size_t errlen)
 	return rc;
 }
 
-static int multi_init(uv_loop_t *loop, long conns, char *err, size_t errlen)
+/* rest.http2 and rest.streams; an error when they cannot work here. */
+static int http_version(const struct cfg_section *cfg, char *err, size_t errlen)
 {
+	H.streams = (long)cfg_int(cfg, "streams");
+	const char *h2 = cfg_str(cfg, "http2");
+	H.http_version = strcmp(h2, "off") == 0		       ? CURL_HTTP_VERSION_1_1
+			 : strcmp(h2, "prior-knowledge") == 0 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+							      : CURL_HTTP_VERSION_2TLS;
+	H.h2 = H.http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+	const curl_version_info_data *ci = curl_version_info(CURLVERSION_NOW);
+	if (H.h2 && ci->version_num < 0x080000) {
+		/* curl issue #10634, fixed in 8.0.0: every request on a reused
+		 * prior-knowledge connection fails "Error in the HTTP2 framing layer". */
+		snprintf(err, errlen,
+			 "rest.http2 prior-knowledge needs libcurl 8.0.0 or later (this is %s, whose reused HTTP/2 "
+			 "connections without TLS fail: curl issue #10634); use an https:// base_url (HTTP/2 by ALPN) "
+			 "or http2: auto",
+			 ci->version);
+		return -1;
+	}
+	return 0;
+}
+
+static int multi_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
+{
+	long conns = (long)cfg_int(cfg, "connections");
 	S.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (S.ep < 0) {
 		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
@@ -642,7 +838,12 @@ static int multi_init(uv_loop_t *loop, long conns, char *err, size_t errlen)
 	 * looked at again and again: with twice as many, this worker used 60% more
 	 * CPU per request and delivered fewer. The next request starts as soon as
 	 * the previous one's answer is in, in the same callback. */
-	H.max_active = conns;
+	H.conns = conns;
+	H.max_active = H.h2 ? conns * H.streams : conns;
+	H.may_h2 = H.h2 || (H.http_version == CURL_HTTP_VERSION_2TLS && strncasecmp(H.url_base, "https:", 6) == 0);
+	curl_multi_setopt(H.multi, CURLMOPT_PIPELINING, H.http_version == CURL_HTTP_VERSION_1_1 ? CURLPIPE_NOTHING
+											    : CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(H.multi, CURLMOPT_MAX_CONCURRENT_STREAMS, H.streams);
 	curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
@@ -690,10 +891,15 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	H.verbose = getenv("UCGW_CURL_VERBOSE") ? 1L : 0L;
 	if (cfg_bool(cfg, "insecure"))
 		log_warnx("rest.insecure is true: the server's certificate is NOT verified");
-	if (multi_init(loop, (long)cfg_int(cfg, "connections"), err, errlen) < 0)
+	if (http_version(cfg, err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	if (multi_init(loop, cfg, err, errlen) < 0)
 		return EXIT_FAILURE;
 	uv_timer_init(loop, &H.timer);
 	uv_timer_init(loop, &H.probe_timer);
+	uv_timer_init(loop, &B.linger);
+	B.max = (long)cfg_int(cfg, "batch_max");
+	B.linger_ms = (uint64_t)cfg_int(cfg, "batch_linger_ms");
 	H.probe = curl_easy_init();
 	worker_health(false, 0, "connecting to %s", H.url_base);
 	start_probe();
@@ -702,6 +908,7 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 
 static void rest_shutdown(void)
 {
+	uv_timer_stop(&B.linger);
 	uv_timer_stop(&H.probe_timer);
 	uv_timer_stop(&H.timer);
 }

@@ -192,7 +192,7 @@
     head.append(el('h3', {}, name), el('span', { class: 'badge muted status' }, '…'));
     const figs = el('dl', { class: 'figures' });
     for (const [k, label] of [['rate', 'Delivered/s'], ['success', 'Success 1 min'], ['p50', 'p50'], ['p99', 'p99'],
-      ['total', 'Delivered'], ['queued', 'Queued · in flight']]) {
+      ['total', 'Delivered'], ['queued', 'Queued · in flight / window']]) {
       const d = el('div');
       d.append(el('dt', {}, label), el('dd', { class: 'f-' + k }, '–'));
       figs.append(d);
@@ -240,7 +240,8 @@
       // taken over: backlog it drained from other protocols' queues (docs/routing.md)
       setText(card.querySelector('.f-total'), fmtInt(s.success) +
         (s.taken_over ? ' · ' + fmtInt(s.taken_over) + ' taken over' : ''));
-      setText(card.querySelector('.f-queued'), fmtInt(s.queued) + ' · ' + fmtInt(s.inflight));
+      setText(card.querySelector('.f-queued'), fmtInt(s.queued) + ' · ' + fmtInt(s.inflight) + ' / ' + fmtInt(s.window));
+      card.querySelector('.f-queued').title = 'window: ' + s.window_state;
       card.querySelector('.f-total').dataset.value = String(s.success);
       const net = d.network_quality[name];
       const w = d.workers.find((x) => x.name === name);

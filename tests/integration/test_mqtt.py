@@ -160,6 +160,69 @@ class MqttTest(GatewayTest):
         print("\n1000 messages: %d arrived, %d duplicates" % (len(set(ids)), dups))
         self.assertEqual(len(set(ids)), 1000)
 
+    def load(self, gw, n, window=1000):
+        return subprocess.Popen([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(n), "-w", str(window),
+                                 "-p", "mqtt", "--wait"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def test_long_path_spreads_over_connections_each_message_once(self):
+        """Acks that take 40 ms (the proxy's latency) and a broker allowing 20
+        in flight per connection (mosquitto's default Receive Maximum): the
+        worker opens more connections, up to mqtt.connections, each its own
+        client id, and says in health that the broker's limit binds; every
+        message arrives exactly once."""
+        sub, proxy, gw = self.behind_proxy({"connections": 4})
+        self.assertEqual(proxy.command("latency 20"), "ok")
+        r = self.load(gw, 8000)
+        limited = "over 4 of 4 connections; limited by the broker: it allows 20 in flight per connection"
+        wait_for(lambda: limited in gw.workers()["mqtt"]["health"], timeout=60, what="health naming the limit")
+        self.assertIn("limited by the broker", gw.ctl("workers")[1])  # under the worker that is up
+        out = r.communicate(timeout=180)[0]
+        self.assertEqual(r.returncode, 0, out)
+        log = gw.log_text()
+        self.assertIn("opening connection 4 of 4", log)
+        for i in (2, 3, 4):
+            self.assertIn("as test-cam-1-%d (MQTT 5" % i, log)
+        self.assertNotIn("opening connection 5", log)
+        self.assertIn("limited by the broker: every one of 4 connections holds its 20 in flight", log)
+        sub.wait(8000, "lpr/test-cam-1/data")
+        time.sleep(0.5)  # a second copy would come now
+        got = [m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")]
+        self.assertEqual((len(got), len(set(got))), (8000, 8000))
+        # idle, the limit binds no more
+        wait_for(lambda: "limited" not in gw.workers()["mqtt"]["health"], timeout=5, what="health without 'limited'")
+        self.assertIn("over 4 of 4 connections", gw.workers()["mqtt"]["health"])
+
+    def test_broker_stopped_under_load_over_connections_loses_nothing(self):
+        """The broker is stopped while 4 connections carry a load and comes
+        back on the same port: every message accepted reaches the durable
+        subscriber, at least once. (SIGTERM, not SIGKILL: mosquitto keeps
+        what it acknowledged in memory and writes it to disk every second,
+        so a SIGKILL loses messages at the broker after their PUBACK.)"""
+        mq = Mosquitto(self, users=USERS, persistence=True)
+        sub = Subscriber(mq.port, "lpr/test-cam-1/data", "reader", "r", durable=True)
+        self.addCleanup(sub.close)
+        proxy = FaultProxy(self, mq.port)
+        gw = self.gateway({"mqtt": {"broker_url": "127.0.0.1:%d" % proxy.port, "username": "edge",
+                                    "password": "s3cret", "connections": 4},
+                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+        self.connected(gw)
+        self.assertEqual(proxy.command("latency 10"), "ok")
+        r = self.load(gw, 3000)
+        wait_for(lambda: "opening connection 4 of 4" in gw.log_text(), timeout=30, what="4 connections")
+        wait_for(lambda: gw.ctl_json("stats")["mqtt"]["success"] >= 500, timeout=60, what="500 delivered")
+        mq.stop()
+        self.connected(gw, False)
+        time.sleep(0.5)
+        mq.start()
+        out = r.communicate(timeout=180)[0]
+        self.assertEqual(r.returncode, 0, out)
+        wait_for(lambda: len({m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")}) >= 3000,
+                 timeout=60, what="all 3000 at the subscriber")
+        got = [m["props"]["message-id"] for m in sub.received("lpr/test-cam-1/data")]
+        print("\nbroker stopped under load: %d arrived, %d duplicates" % (len(set(got)), len(got) - len(set(got))))
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
+        self.assertEqual(gw.workers()["mqtt"]["restarts"], 0)
+
     def send_ok(self, gw, *args):
         rc, out, err = gw.ctl("--json", "send", "--protocol", "mqtt", "--wait", *args)
         self.assertEqual(rc, 0, err)

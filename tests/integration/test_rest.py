@@ -12,6 +12,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import make_ca  # noqa: E402
+from nginx import Nginx  # noqa: E402
 from ucgwtest import BIN, GatewayTest, free_port, wait_for  # noqa: E402
 
 
@@ -311,6 +312,89 @@ class RestTest(GatewayTest):
         ids = [x["id"] for x in peer.records("http")]
         self.assertEqual(len(set(ids)), 1000)
         print("\n1000 messages over REST: %d duplicates; %s" % (len(ids) - len(set(ids)), r.stdout.strip()))
+
+    def load(self, gw, n, *extra):
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", str(n), "-w", str(n), "-p", "rest",
+                            "--wait", *extra], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_batches_carry_each_record_with_its_id_once(self):
+        """rest.batch_max 50 over one connection, the peer answering after
+        100 ms: the records share POSTs, each a JSON array of {"id", "data"}
+        without an Idempotency-Key; every record arrives once, as sent."""
+        peer = LprPeer(self)
+        peer.delay(100)
+        gw = self.gw_for(peer, connections=1, batch_max=50, batch_linger_ms=20)
+        self.up(gw)
+        self.load(gw, 400)
+        recs = peer.records("http")
+        got = []
+        for r in recs:
+            self.assertEqual(r["status"], 200)
+            got += json.loads(r["body"])
+        ids = [x["id"] for x in got]
+        self.assertEqual((len(ids), len(set(ids))), (400, 400))
+        self.assertLess(len(recs), 40, "POSTs for 400 records")
+        self.assertTrue(all(len(json.loads(r["body"])) <= 50 for r in recs))
+        self.assertTrue(all(isinstance(x["data"], dict) for x in got))
+        self.assertFalse([r["id"] for r in recs if r.get("id")], "no Idempotency-Key on a batch")
+        print("\n400 records in %d POSTs" % len(recs))
+
+    def test_a_batch_refused_goes_again_one_record_per_post(self):
+        peer = LprPeer(self)
+        peer.mode("400x1")  # the first POST only
+        gw = self.gw_for(peer, batch_max=10, batch_linger_ms=2000)
+        self.up(gw)
+        self.load(gw, 10)
+        recs = peer.records("http")
+        self.assertEqual(recs[0]["status"], 400)
+        first = [x["id"] for x in json.loads(recs[0]["body"])]
+        self.assertEqual(len(first), 10)
+        alone = recs[1:]
+        self.assertEqual(sorted(r["id"] for r in alone), sorted(first))  # each with its Idempotency-Key
+        self.assertTrue(all(r["status"] == 200 for r in alone))
+        self.assertTrue(all(isinstance(json.loads(r["body"]), dict) for r in alone))
+        self.assertIn("refused a batch of 10 records (HTTP 400): sending them one per POST", gw.log_text())
+
+    def h2_through_nginx(self, settings_for):
+        """300 messages through nginx (HTTP/2) to the peer, which answers each
+        after 300 ms: all arrive once, every request nginx logged is HTTP/2,
+        over at most rest.connections connections (streams multiplexed; one
+        request per connection would take 300 x 0.3 / 2 = 45 s)."""
+        peer = LprPeer(self)
+        peer.delay(300)
+        ngx = Nginx(self, backend_port=peer.port)
+        rest = {"connections": 2, "timeout": 30}
+        rest.update(settings_for(ngx))
+        gw = self.gw_for(peer, **rest)
+        self.up(gw)
+        t0 = time.monotonic()
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "300", "-w", "300", "-p", "rest",
+                            "--wait"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        print("\n300 messages over HTTP/2, each answered after 300 ms, 2 connections: %.1f s"
+              % (time.monotonic() - t0))
+        ids = [x["id"] for x in peer.records("http")]
+        self.assertEqual((len(ids), len(set(ids))), (300, 300))
+        protos = ngx.protocols()
+        self.assertEqual(set(p for p, c in protos), {"HTTP/2.0"})
+        self.assertLessEqual(len(set(c for p, c in protos)), 2, "connections nginx saw")
+        self.assertIn("answers over HTTP/2: 200 requests at once", gw.log_text())
+
+    def test_http2_negotiated_over_tls_multiplexes(self):
+        self.h2_through_nginx(lambda n: {"base_url": n.tls_url(), "ca_file": n.ca})
+
+    def test_http2_prior_knowledge_over_cleartext(self):
+        curl = subprocess.run(["curl-config", "--vernum"], capture_output=True, text=True).stdout.strip()
+        if curl and int(curl, 16) >= 0x080000:
+            self.h2_through_nginx(lambda n: {"base_url": n.h2c_url(), "http2": "prior-knowledge"})
+            return
+        # libcurl 7.88 (Debian 12) fails every request on a reused h2c connection: refused, saying why
+        ngx = Nginx(self, tls=False)
+        gw = self.gateway({"rest": {"base_url": ngx.h2c_url(), "http2": "prior-knowledge"}})
+        gw.wait_worker("rest", lambda w: w["state"] not in ("starting", "ready"), what="rest given up")
+        self.assertIn("rest.http2 prior-knowledge needs libcurl 8.0.0 or later", gw.log_text())
+        self.assertIn("curl issue #10634", gw.log_text())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import make_ca  # noqa: E402
 from ucgwtest import BIN, FaultProxy, GatewayTest, free_port, wait_for  # noqa: E402
+from linkem import Link  # noqa: E402
 
 
 class WebSocketTest(GatewayTest):
@@ -217,6 +218,30 @@ class WebSocketTest(GatewayTest):
         ids = [x["id"] for x in peer.records("ws")]
         self.assertEqual(len(set(ids)), 1000)
         print("\n1000 messages over WebSocket: %d duplicates; %s" % (len(ids) - len(set(ids)), r.stdout.strip()))
+
+    def test_window_grows_on_a_long_link(self):
+        """Behind an emulated LTE link (RTT 100 ms, 20 Mbit/s) the window of 256
+        would cap WebSocket at 2,560 messages/s: under a load it grows past it,
+        every message arrives once, and stats, ucgwctl stats and the dashboard's
+        JSON show it."""
+        peer = LprPeer(self)
+        link = Link.for_test(self, peer.port, profile="lte")
+        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % link.port}})
+        self.up(gw)
+        r = subprocess.run([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "20000", "-w", "5000", "-p",
+                            "websocket", "--wait", "-z", "250"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        st = gw.ctl_json("stats")["websocket"]
+        print("\n20000 messages over WebSocket on lte: %s; window %d (%s)" % (r.stdout.strip(), st["window"],
+                                                                          st["window_state"]))
+        self.assertGreater(st["window"], 256)
+        self.assertEqual(st["window_max"], 4096)
+        ids = [x["id"] for x in peer.records("ws")]
+        self.assertEqual((len(ids), len(set(ids))), (20000, 20000))
+        out = gw.ctl("stats")[1]
+        self.assertIn("WINDOW", out.splitlines()[0])
+        self.assertEqual(out.splitlines()[1].split()[-1], str(gw.ctl_json("stats")["websocket"]["window"]))
+        self.assertEqual(gw.ctl_json("stats")["rest"]["window"], 256)  # not used: where it starts
 
 
 if __name__ == "__main__":
