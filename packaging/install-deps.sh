@@ -11,6 +11,11 @@ apt-get install -y -qq --no-install-recommends \
 	python3 python3-msgpack python3-websockets python3-pycryptodome python3-yaml \
 	python3-setuptools python3-pip mypy \
 	clang libclang-rt-14-dev chromium >/dev/null
+# The tests start their own servers on loopback: the packages' own services
+# (nginx on port 80 of every interface, mosquitto on 1883) are not wanted.
+for unit in nginx mosquitto; do
+	systemctl disable --now "$unit" >/dev/null 2>&1 || true
+done
 # The browser tests drive Debian's chromium with playwright-core from npm: keep
 # a Node.js that is already there (it may come from elsewhere, with its own npm).
 command -v npm >/dev/null || apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
