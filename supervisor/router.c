@@ -350,11 +350,12 @@ static char *sealed_payload(const struct smsg *m, size_t *len, char *err, size_t
 static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 {
 	int fd = -1;
-	if ((m->kind == JOB_META && !m->payload && spool_load_payload(m) < 0) ||
-	    (m->kind == JOB_FILE && (fd = spool_open_file(m)) < 0)) {
+	if (m->kind == JOB_META && !m->payload && spool_load_payload(m) < 0) {
 		snprintf(m->last_error, sizeof m->last_error, "cannot read the message back from the spool");
 		return -1;
 	}
+	if (m->kind == JOB_FILE && (fd = spool_open_file(m, m->last_error, sizeof m->last_error)) < 0)
+		return -1;
 	struct msg j = { .type = MSG_JOB, .seq = ++R.job_seq, .id = m->id, .kind = m->kind,
 			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
 			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,
