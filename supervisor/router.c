@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "ipc/channel.h"
 #include "common/crypto.h"
+#include "supervisor/admission.h"
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/monitor.h"
@@ -184,17 +185,8 @@ void router_pack_route(msgpack_packer *pk, const struct smsg *m)
 	}
 }
 
-static void answer_waiter(struct smsg *m, const char *status)
-{
-	if (!m->waiter.cid)
-		return;
-	struct body b;
-	body_init(&b);
-	pack_outcome(&b.pk, m, status);
-	control_reply(m->waiter.cid, m->waiter.seq, true, NULL, &b);
-	body_free(&b);
-	m->waiter.cid = 0;
-}
+/* Every reply to a send goes out from admission.c. */
+static void answer_waiter(struct smsg *m, const char *status) { admission_outcome(m, status); }
 
 void smsg_free(struct smsg *m)
 {
@@ -279,7 +271,8 @@ void router_forget(struct smsg *m, const char *status, const char *state)
 	age_del(m);
 	index_del(m);
 	answer_waiter(m, status);
-	spool_done(m);
+	admission_finished(m, status, state);
+	spool_done(m, state);
 	remember(m, state); /* freed when it leaves the ring */
 }
 

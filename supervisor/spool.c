@@ -6,7 +6,7 @@
  *
  * A record is: u32 body length, u32 CRC-32C of type+body, u8 type, body (a msgpack
  * map). ADD carries the whole message (metadata payload included); DONE, DEAD and
- * REQUEUE carry its id. Recovery replays the segments in order; a torn tail of the
+ * REQUEUE carry its id (DONE also how it left, DEAD why). Recovery replays the segments in order; a torn tail of the
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
  * it cancels), and a nearly empty oldest segment is compacted by copying its live
@@ -34,6 +34,7 @@
 
 #include "common/log.h"
 #include "ipc/channel.h"
+#include "supervisor/admission.h"
 #include "supervisor/router.h"
 #include "supervisor/router_int.h"
 #include "supervisor/sup.h"
@@ -1001,10 +1002,10 @@ void spool_unwritten(uint64_t *n, uint64_t *bytes)
 
 static void seg_unref(uint64_t num);
 
-void spool_done(struct smsg *m)
+void spool_done(struct smsg *m, const char *state)
 {
 	/* With no DONE recorded the message comes back after a restart, and needs its file. */
-	if (write_id_record(REC_DONE, m, NULL) == 0 && m->kind == JOB_FILE)
+	if (write_id_record(REC_DONE, m, state) == 0 && m->kind == JOB_FILE)
 		forget_file_when_written(m->id);
 	if (S.st.messages)
 		S.st.messages--;
@@ -1362,6 +1363,9 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 		return;
 	struct smsg *m = rv->by_order[i];
 	if (type == REC_DONE) {
+		char *state = obj_dup_str(o, "reason");
+		admission_replayed_done(id, state); /* a send again of its id is answered with this */
+		free(state);
 		struct seg *ms = seg_find(m->seg);
 		if (ms && ms->live)
 			ms->live--;

@@ -46,8 +46,9 @@ int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 /* New messages whose records wait for the end of this turn or for their
  * file's snapshot: count and bytes. */
 void spool_unwritten(uint64_t *n, uint64_t *bytes);
-/* The worker said ok, or an operator purged it: write DONE and forget the file. */
-void spool_done(struct smsg *m);
+/* The worker said ok, or an operator purged it: write DONE (with the router's
+ * word for it: "delivered", "expired", ...) and forget the file. */
+void spool_done(struct smsg *m, const char *state);
 void spool_dead(struct smsg *m, const char *reason);
 void spool_requeue(struct smsg *m);
 /* Read a metadata payload back (after recovery, or when memory was trimmed). */
