@@ -96,7 +96,7 @@ static struct {
 	uv_work_t work;     /* the group commit's sync, in libuv's thread pool */
 	/* What the running group commit syncs, taken from the loop's lists when it
 	 * started (the pool thread reads it, the loop does not touch it meanwhile):
-	 * files linked in, their directory, full segments left, the segment written. */
+	 * files snapshotted in, their directory, full segments left, the segment written. */
 	struct {
 		int *files;
 		size_t nfiles;
@@ -575,9 +575,9 @@ static int counted_sync(int fd, bool dir, uint64_t *count)
 	return dir ? fsync(fd) : fdatasync(fd);
 }
 
-/* In a thread of libuv's pool: the contents of files linked or copied into
- * the spool since the last sync (the camera may have written them a moment
- * ago; a copy was only just written), their directory entries, the full
+/* In a thread of libuv's pool: the contents of files snapshotted into
+ * the spool since the last sync (a copy was only just written), their
+ * directory entries, the full
  * segments left since, the segment written. Only S.job is touched (and
  * S.filedir, which does not change). */
 static void sync_failed(const char *what)
@@ -1807,7 +1807,7 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 	return 0;
 }
 
-/* The files linked or copied in whose group commit never ran (S.linked) or
+/* The files snapshotted in whose group commit never ran (S.linked) or
  * may not have ended (S.job.files): the segments synced next make their ADDs
  * durable, which must not name a file the disk holds only part of. A second
  * sync beside the running one is harmless. */
