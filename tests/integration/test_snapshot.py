@@ -5,10 +5,10 @@ appending to its file afterwards changes nothing that goes out, over SFTP or
 rsync. A spool copy that changed all the same (a hand in spool/files) is a
 dead letter with the reason, never delivered changed and never answered ok."""
 import hashlib
-import json
 import os
+import shutil
+import subprocess
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -48,16 +48,19 @@ CHANGES = {"truncated": truncate, "rewritten": rewrite, "appended": append}
 
 
 class SnapshotTest(GatewayTest):
-    def gw_for(self, sshd):
+    def gw_for(self, sshd, spool_dir=None):
         """sftp and rsync to the same sshd, no fallback (each file goes by the
         protocol it names), short waits between rounds."""
         ssh = {"port": sshd.port, "key_file": sshd.user_key, "known_hosts": sshd.known_hosts, "timeout": 10}
+        spool = {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}
+        if spool_dir:
+            spool["dir"] = spool_dir
         return self.gateway({
             "sftp": dict(ssh, host="127.0.0.1", username=sshd.user, remote_path=sshd.remote),
             "rsync": dict(ssh, remote_host="127.0.0.1", remote_user=sshd.user,
                           remote_path=sshd.remote, options=["-a"]),
             "fallback": {"enabled": False},
-            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}})
+            "spool": spool})
 
     def test_changed_after_accept_arrives_as_accepted(self):
         """Each of the three changes, with sftp and with rsync paused at accept
@@ -90,6 +93,47 @@ class SnapshotTest(GatewayTest):
                              "%s: the server got what the file held after it was accepted" % name)
         st = gw.ctl_json("stats")
         self.assertEqual(st["sftp"]["success"] + st["rsync"]["success"], 6, st)
+
+    def small_btrfs(self):
+        """A 256 MiB btrfs on a loop device in the test's directory (a file
+        system with reflinks), unmounted at the end; skipped where it cannot be."""
+        if os.geteuid() != 0 or not shutil.which("mkfs.btrfs"):
+            self.skipTest("needs root and mkfs.btrfs (btrfs-progs) for a file system with reflinks")
+        img, mnt = os.path.join(self.tmp, "btrfs.img"), os.path.join(self.tmp, "btrfs")
+        with open(img, "wb") as f:
+            f.truncate(256 << 20)
+        os.makedirs(mnt)
+        for argv in (["mkfs.btrfs", "-q", img], ["mount", "-o", "loop", img, mnt]):
+            r = subprocess.run(argv, capture_output=True, text=True)
+            if r.returncode != 0:
+                self.skipTest("cannot make a btrfs here: %s" % r.stderr.strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        os.chmod(mnt, 0o1777)
+        return mnt
+
+    def test_reflink_where_the_file_system_shares_blocks(self):
+        """On btrfs the snapshot is a reflink: the spool's copy shares the
+        camera file's blocks (no bytes copied), and a rewrite of the camera's
+        file in place after accept still leaves the accepted bytes to deliver."""
+        mnt = self.small_btrfs()
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd, spool_dir=os.path.join(mnt, "spool"))
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        self.assertEqual(gw.ctl("pause", "sftp")[0], 0)
+        path, data = os.path.join(mnt, "cam.jpg"), os.urandom(SIZE)
+        with open(path, "wb") as f:
+            f.write(data)
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", path)
+        self.assertEqual(rc, 0, err)
+        copy = os.path.join(mnt, "spool", "files", out.strip())
+        du = subprocess.run(["btrfs", "filesystem", "du", "--raw", copy], capture_output=True, text=True)
+        total, exclusive = (int(x) for x in du.stdout.splitlines()[-1].split()[:2])
+        self.assertGreaterEqual(total, SIZE, du.stdout)
+        self.assertEqual(exclusive, 0, "not a reflink: %s" % du.stdout)
+        rewrite(path)
+        self.assertEqual(gw.ctl("resume", "sftp")[0], 0)
+        wait_for(lambda: gw.ctl_json("queue") == [], timeout=30, what="the file delivered")
+        self.assertEqual(sha(read(os.path.join(sshd.remote, "cam.jpg"))), sha(data))
 
     def test_spool_copy_changed_is_dead_letter_with_reason(self):
         """The spool's own copy cut or grown by a hand (not the camera's file:
