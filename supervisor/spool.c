@@ -1358,14 +1358,18 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 			recovery_chain(rv, rv->n - 1);
 		return;
 	}
+	/* A send again of a finished message's id is answered with how it left
+	 * (its ADD may be in a segment gone since). */
+	if (type == REC_DONE && id_valid(id)) {
+		char *state = obj_dup_str(o, "reason");
+		admission_replayed_done(id, state);
+		free(state);
+	}
 	size_t i = recovery_find(rv, id);
 	if (i == NONE)
 		return;
 	struct smsg *m = rv->by_order[i];
 	if (type == REC_DONE) {
-		char *state = obj_dup_str(o, "reason");
-		admission_replayed_done(id, state); /* a send again of its id is answered with this */
-		free(state);
 		struct seg *ms = seg_find(m->seg);
 		if (ms && ms->live)
 			ms->live--;
