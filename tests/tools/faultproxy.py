@@ -7,7 +7,10 @@ Prints "listening on PORT control PORT" once ready (LISTEN_PORT/CONTROL_PORT 0
 pick free ports). The control port takes one command per line and answers "ok":
 
     pass                 forward untouched
-    latency MS           delay every chunk, each way, by MS milliseconds
+    latency MS           delay every chunk, each way, by MS milliseconds: stop-and-wait
+                         (it reads, sleeps, writes: one chunk per delay), which understates
+                         every pipelined protocol; for a link's throughput use
+                         tests/tools/linkem.c (build/bin/ucgw-linkem) instead
     drop                 close every connection, and refuse new ones
     blackhole            accept, but forward nothing and never answer
     bandwidth BYTES      cap each direction at BYTES per second
@@ -203,6 +206,9 @@ async def main():
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 5:
+        print(__doc__, file=sys.stdout if sys.argv[1:2] in (["-h"], ["--help"]) else sys.stderr)
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
