@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -760,9 +761,11 @@ static int pack_send(msgpack_sbuffer *sb, const struct ucgw_send_opts *o, bool f
 	msgpack_packer pk;
 	msgpack_sbuffer_init(sb);
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	size_t n = 4 + !!o->topic + !!o->endpoint + !!o->remote_name + (o->ttl_s != 0) +
+	size_t n = 4 + !!o->topic + !!o->endpoint + !!o->remote_name + (o->ttl_s != 0) + !!o->id +
 		   (file ? (size_t)(!!path + fd) : 2);
 	msgpack_pack_map(&pk, n);
+	if (o->id) /* checked by ucgwd, which says what is wrong with it */
+		pk_kv_str(&pk, "id", o->id);
 	pk_kv_str(&pk, "protocol", o->protocol ? o->protocol : "auto");
 	pk_kv_str(&pk, "priority", o->priority ? o->priority : "normal");
 	pk_kv_bool(&pk, "wait", o->wait);
@@ -948,6 +951,32 @@ void ucgw_set_timeout(ucgw_t *gw, int timeout_ms)
 	pthread_mutex_lock(&gw->lock);
 	gw->timeout_ms = timeout_ms > 0 ? timeout_ms : -1;
 	pthread_mutex_unlock(&gw->lock);
+}
+
+int ucgw_id_new(char id[UCGW_ID_SIZE])
+{
+	static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"; /* Crockford's base32 */
+	unsigned char r[10];
+	size_t got = 0;
+	while (got < sizeof r) {
+		ssize_t n = getrandom(r + got, sizeof r - got, 0);
+		if (n < 0 && errno != EINTR)
+			return fail(UCGW_E_NOMEM, "no random bytes for a message id: %s", strerror(errno));
+		got += n > 0 ? (size_t)n : 0;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t t = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	for (int i = 9; i >= 0; i--, t >>= 5) /* 48 bits of milliseconds: 10 digits */
+		id[i] = b32[t & 31];
+	unsigned acc = 0, bits = 0, j = 10;
+	for (int i = 0; i < 10; i++) { /* 80 random bits: 16 digits */
+		acc = (acc << 8) | r[i];
+		for (bits += 8; bits >= 5; bits -= 5)
+			id[j++] = b32[(acc >> (bits - 5)) & 31];
+	}
+	id[26] = '\0';
+	return UCGW_OK;
 }
 
 int ucgw_send(ucgw_t *gw, const void *data, size_t len, const struct ucgw_send_opts *o, struct ucgw_outcome *out)

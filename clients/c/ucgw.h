@@ -86,7 +86,15 @@ struct ucgw_send_opts {
 	int timeout_ms;          /* blocking calls: 0: the handle's (ucgw_set_timeout); < 0: none */
 	ucgw_progress_fn progress; /* files with wait: bytes delivered so far */
 	void *progress_arg;
+	/* The message's id, from ucgw_id_new(); NULL: ucgwd makes one. A send
+	 * whose answer was lost (UCGW_E_IO, UCGW_E_TIMEOUT) may be made again with
+	 * the same id: ucgwd answers it with the first one's state or outcome and
+	 * makes no second message (docs/control-protocol.md). */
+	const char *id;
 };
+
+/* A message id as ucgwd makes them (a ULID: 26 characters and the NUL). */
+#define UCGW_ID_SIZE 27
 
 struct ucgw_outcome {
 	ucgw_req_t request;
@@ -177,6 +185,11 @@ size_t ucgw_pending(ucgw_t *gw);
  * waiting and then exits. Queued bytes otherwise go out from ucgw_process, a
  * blocking call or ucgw_wait on the handle. */
 int ucgw_flush(ucgw_t *gw, int timeout_ms);
+
+/* A new message id (a ULID: the time in ms, then 80 random bits) for
+ * opts->id, so that a send can be made again, after a lost answer, as the
+ * same message. UCGW_OK, or UCGW_E_NOMEM when no random bytes can be had. */
+int ucgw_id_new(char id[UCGW_ID_SIZE]);
 
 /* ---- errors ---- */
 

@@ -622,6 +622,34 @@ static void test_auth(const char *sock, const char *key, const char *jwt)
 
 /* ---- the daemon restarts under a handle ---- */
 
+/* ---- the same message sent again with its id ---- */
+
+static void test_ids(ucgw_t *gw)
+{
+	char id[UCGW_ID_SIZE], other[UCGW_ID_SIZE];
+	CHECK(ucgw_id_new(id) == UCGW_OK && ucgw_id_new(other) == UCGW_OK && strlen(id) == 26 &&
+		      strcmp(id, other) != 0 && id[0] <= '7',
+	      "ucgw_id_new: %s, %s", id, other);
+	struct ucgw_send_opts o = NOWAIT;
+	o.id = id;
+	struct ucgw_outcome out;
+	int rc = send_str(gw, "{\"plate\":\"ONCE\"}", &o, &out);
+	CHECK(rc == UCGW_OK && strcmp(out.id, id) == 0 && strcmp(out.status, "accepted") == 0,
+	      "send with an id: accepted under it (%s)", out.id);
+	expect_main += rc == UCGW_OK;
+	rc = send_str(gw, "{\"plate\":\"ONCE\"}", &o, &out);
+	CHECK(rc == UCGW_OK && strcmp(out.id, id) == 0 && strcmp(out.status, "accepted") == 0,
+	      "the same id again: accepted, no second message (%s)", out.id);
+	o.wait = true;
+	rc = send_str(gw, "{\"plate\":\"ONCE\"}", &o, &out);
+	CHECK(rc == UCGW_OK && strcmp(out.id, id) == 0 && strcmp(out.status, "ok") == 0,
+	      "and with wait: the first one's delivery (%s)", rc ? out.error : out.status);
+	o.id = "01abc";
+	rc = send_str(gw, "{\"plate\":\"BADID\"}", &o, &out);
+	CHECK(rc == UCGW_E_REFUSED && strstr(out.error, "id '01abc' is not a ULID"), "a bad id refused: \"%s\"",
+	      out.error);
+}
+
 static void test_restart(ucgw_t *gw, const char *slow_sock)
 {
 	int fd = ucgw_fd(gw), err;
@@ -683,6 +711,7 @@ int main(int argc, char **argv)
 	test_threads(gw);
 	test_mixed(sock);
 	test_stats(gw);
+	test_ids(gw);
 	if (slow)
 		test_slow(slow);
 	if (auth)
