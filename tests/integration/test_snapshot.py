@@ -130,6 +130,7 @@ class SnapshotTest(GatewayTest):
         total, exclusive = (int(x) for x in du.stdout.splitlines()[-1].split()[:2])
         self.assertGreaterEqual(total, SIZE, du.stdout)
         self.assertEqual(exclusive, 0, "not a reflink: %s" % du.stdout)
+        self.assertEqual(gw.ctl_json("status")["spool"]["reflinks"], 1)
         rewrite(path)
         self.assertEqual(gw.ctl("resume", "sftp")[0], 0)
         wait_for(lambda: gw.ctl_json("queue") == [], timeout=30, what="the file delivered")
