@@ -8,9 +8,12 @@ import json
 import os
 import random
 import signal
+import struct
 import sys
 import time
 import unittest
+
+import msgpack
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ctlclient import Ctl  # noqa: E402
@@ -132,19 +135,34 @@ class SendIdTest(GatewayTest):
                 self.assertEqual(len(self.at_server(mid)), 1)
 
     def test_resend_after_kill9_makes_no_duplicates(self):
-        """200 sends with ids, pipelined; ucgwd killed (-9) after the first
-        100 replies, the others unanswered; started again, the client sends
-        all 200 again with their ids: each arrives once (none in flight at
-        the kill: mqtt paused, so a redelivery cannot blur the count)."""
+        """1,000 sends with ids, pipelined: the first 900 answered, the other
+        100 written to the socket of a ucgwd that is then killed (-9) before
+        it reads them. Started again, the client sends all 1,000 again with
+        their ids: the first 900 are known and answered as such, the others
+        are new; each arrives once (none in flight at the kill: mqtt paused,
+        so a redelivery of ucgwd's own cannot blur the count)."""
         gw = self.gw()
         self.assertEqual(gw.ctl("pause", "mqtt")[0], 0)
-        ids = [ulid() for _ in range(200)]
+        n = 1000
+        ids = [ulid() for _ in range(n)]
         ctl = Ctl(gw.sock)
-        for i, mid in enumerate(ids):
+
+        def request(i):
             ctl.request("send", {"data": ('{"n":%d}' % i).encode(), "format": "json", "protocol": "mqtt",
-                                 "id": mid})
-        for _ in range(100):
+                                 "id": ids[i]})
+        answered = 900
+        for i in range(answered):
+            request(i)
+        for _ in range(answered):
             self.assertTrue(ctl.reply()["ok"])
+        os.kill(gw.proc.pid, signal.SIGSTOP)  # the rest waits in the socket, unread
+        frames = b""
+        for i in range(answered, n):  # in one write: small ones would fill the socket's buffer with overhead
+            f = msgpack.packb({"t": 32, "v": 1, "seq": 10000 + i, "name": "send", "body": {
+                "data": ('{"n":%d}' % i).encode(), "format": "json", "protocol": "mqtt", "id": ids[i]}},
+                use_bin_type=True)
+            frames += struct.pack(">I", len(f)) + f
+        ctl.sock.sendall(frames)
         self.restart(gw, kill=True)
         ctl.close()
         ctl = Ctl(gw.sock)
@@ -155,12 +173,11 @@ class SendIdTest(GatewayTest):
             self.assertEqual(r["body"]["id"], mid)
             dups += bool(r["body"].get("duplicate"))
         ctl.close()
-        print("\n%d of the 200 sent again were known (accepted before the kill)" % dups)
-        self.assertGreaterEqual(dups, 100)
-        self.sub.wait(200, DATA, timeout=30)
+        self.assertEqual(dups, answered, "the answered ones known, the unread ones new")
+        self.sub.wait(n, DATA, timeout=60)
         self.settle(gw)
         got = sorted(p["n"] for p in self.payloads())
-        self.assertEqual(got, list(range(200)), "each of the 200 once at the broker")
+        self.assertEqual(got, list(range(n)), "each of the %d once at the broker" % n)
         self.assertEqual(sorted(m["props"]["message-id"] for m in self.sub.received(DATA)), sorted(ids))
 
     def test_bad_ids_refused(self):
