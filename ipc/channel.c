@@ -25,6 +25,10 @@ struct channel {
 	void *arg;
 	bool closed, congested, in_callback;
 	int events; /* what the poll handle watches now (0: not started) */
+	size_t read_limit; /* 0: none; see channel_set_read_limit */
+	bool read_held;    /* over read_limit: neither reading nor delivering frames */
+	bool resume;       /* released: deliver the frames read before the hold */
+	uint64_t written;  /* bytes the socket has taken, ever */
 
 	char *rbuf;
 	size_t rlen, rcap;
@@ -72,6 +76,7 @@ static void on_closed(uv_handle_t *h)
 }
 
 static void do_write(struct channel *ch);
+static void parse_frames(struct channel *ch);
 
 static void undirty(struct channel *ch)
 {
@@ -83,6 +88,17 @@ static void undirty(struct channel *ch)
 	ch->dirty = false;
 }
 
+/* After a write: a hold released delivers the frames it kept back. */
+static void after_write(struct channel *ch)
+{
+	if (!ch->closed && ch->resume) {
+		ch->resume = false;
+		parse_frames(ch);
+	}
+	if (!ch->closed)
+		channel_update_poll(ch);
+}
+
 void channel_flush_pending(void)
 {
 	struct channel *ch;
@@ -92,8 +108,7 @@ void channel_flush_pending(void)
 		if (ch->closed)
 			continue;
 		do_write(ch);
-		if (!ch->closed)
-			channel_update_poll(ch); /* a rest the socket did not take: wait for writable */
+		after_write(ch); /* a rest the socket did not take: wait for writable */
 	}
 }
 
@@ -164,12 +179,22 @@ int channel_take_fd(struct channel *ch)
 	return fd;
 }
 
-/* Deliver every complete frame in the read buffer; keep the partial tail. */
+/* Over the read limit: the peer's requests wait (in its socket, then in its own
+ * writes) until it has read what it was sent. */
+static bool read_held(struct channel *ch)
+{
+	if (ch->read_limit && channel_queued(ch) > ch->read_limit)
+		ch->read_held = true;
+	return ch->read_held;
+}
+
+/* Deliver every complete frame in the read buffer (none while the reading is
+ * held); keep the rest. */
 static void parse_frames(struct channel *ch)
 {
 	size_t off = 0;
 	ch->in_callback = true;
-	while (!ch->closed && ch->rlen - off >= FRAME_HDR) {
+	while (!ch->closed && !read_held(ch) && ch->rlen - off >= FRAME_HDR) {
 		const unsigned char *h = (const unsigned char *)ch->rbuf + off;
 		size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
 		if (len > ch->max_frame || len == 0) {
@@ -235,7 +260,7 @@ static ssize_t recv_some(struct channel *ch, size_t *room)
 
 static void do_read(struct channel *ch)
 {
-	for (int rounds = 0; rounds < 16 && !ch->closed; rounds++) {
+	for (int rounds = 0; rounds < 16 && !ch->closed && !read_held(ch); rounds++) {
 		size_t room;
 		ssize_t n = recv_some(ch, &room);
 		if (n < 0) {
@@ -260,8 +285,9 @@ static void do_read(struct channel *ch)
  * then fail the channel. */
 static void read_to_end(struct channel *ch, const char *why)
 {
-	ch->woff = ch->wlen = 0; /* nobody to write to */
+	ch->read_held = false;
 	while (!ch->closed) {
+		ch->woff = ch->wlen = 0; /* nobody to write to: replies go nowhere */
 		size_t room;
 		ssize_t n = recv_some(ch, &room);
 		if (n < 0 && errno == EINTR)
@@ -322,15 +348,25 @@ static void do_write(struct channel *ch)
 			memmove(ch->marks, ch->marks + 1, --ch->nmarks * sizeof *ch->marks);
 		}
 		ch->woff += (size_t)n;
+		ch->written += (uint64_t)n;
 	}
 	if (ch->woff == ch->wlen) {
 		ch->woff = ch->wlen = 0;
+		if (ch->wcap > CHANNEL_LOW_WATER) { /* a burst's buffer is given back, not kept */
+			free(ch->wbuf);
+			ch->wbuf = NULL;
+			ch->wcap = 0;
+		}
 	} else if (ch->woff > ch->wcap / 2) {
 		memmove(ch->wbuf, ch->wbuf + ch->woff, ch->wlen - ch->woff);
 		for (size_t i = 0; i < ch->nmarks; i++)
 			ch->marks[i].at -= ch->woff;
 		ch->wlen -= ch->woff;
 		ch->woff = 0;
+	}
+	if (ch->read_held && channel_queued(ch) <= ch->read_limit / 2) {
+		ch->read_held = false;
+		ch->resume = true;
 	}
 	if (ch->congested && channel_queued(ch) < CHANNEL_LOW_WATER) {
 		ch->congested = false;
@@ -350,19 +386,22 @@ static void on_poll(uv_poll_t *h, int status, int events)
 		do_read(ch);
 	if (!ch->closed && (events & UV_WRITABLE))
 		do_write(ch);
-	if (!ch->closed)
-		channel_update_poll(ch);
+	after_write(ch);
 }
 
 /* Only when the events change: libuv's uv_poll_start takes the descriptor out
  * of epoll and puts it back (two epoll_ctl) even when nothing changed. */
 static void channel_update_poll(struct channel *ch)
 {
-	int ev = UV_READABLE | (ch->wlen > ch->woff && !ch->dirty ? UV_WRITABLE : 0); /* dirty: written soon */
+	int ev = (ch->read_held ? 0 : UV_READABLE) |
+		 (ch->wlen > ch->woff && !ch->dirty ? UV_WRITABLE : 0); /* dirty: written soon */
 	if (ev == ch->events)
 		return;
 	ch->events = ev;
-	uv_poll_start(&ch->poll, ev, on_poll);
+	if (ev)
+		uv_poll_start(&ch->poll, ev, on_poll);
+	else
+		uv_poll_stop(&ch->poll);
 }
 
 struct channel *channel_new(uv_loop_t *loop, int fd, size_t max_frame, const struct channel_ops *ops, void *arg)
@@ -432,6 +471,8 @@ bool channel_congested(const struct channel *ch) { return ch->congested; }
 void *channel_arg(const struct channel *ch) { return ch->arg; }
 void channel_set_arg(struct channel *ch, void *arg) { ch->arg = arg; }
 void channel_set_max_frame(struct channel *ch, size_t max_frame) { ch->max_frame = max_frame; }
+void channel_set_read_limit(struct channel *ch, size_t bytes) { ch->read_limit = bytes; }
+uint64_t channel_bytes_written(const struct channel *ch) { return ch->written; }
 
 void channel_flush(struct channel *ch, int timeout_ms)
 {

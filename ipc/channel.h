@@ -55,6 +55,13 @@ void *channel_arg(const struct channel *ch);
 /* The largest frame body accepted from now on (a larger one fails the channel). */
 void channel_set_max_frame(struct channel *ch, size_t max_frame);
 void channel_set_arg(struct channel *ch, void *arg);
+/* Backpressure for a peer that writes requests faster than it reads replies:
+ * while more than bytes wait to be written to it, the channel neither reads nor
+ * delivers its frames (they wait in the socket, then in the peer's own writes);
+ * once it has taken the queue down to half, reading resumes. 0: no limit. */
+void channel_set_read_limit(struct channel *ch, size_t bytes);
+/* Bytes the socket has taken so far: whether the peer reads at all. */
+uint64_t channel_bytes_written(const struct channel *ch);
 
 #define CHANNEL_HIGH_WATER (8u << 20)
 #define CHANNEL_LOW_WATER  (1u << 20)

@@ -14,12 +14,30 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "ipc/channel.h"
+#include "supervisor/ratelog.h"
 #include "supervisor/sup.h"
 
-#define MAX_CLIENTS 256
+/* Bounds on what local clients can hold (docs/operations.md, "Limits"). */
+#define MAX_CLIENTS CONTROL_MAX_CLIENTS
+#define MAX_CLIENTS_PER_UID 32   /* one user's; a new one closes that user's longest idle */
+#define RESERVED_CLIENTS 32      /* of MAX_CLIENTS, only for root and ucgwd's own user */
+#define CLIENT_REPLY_LIMIT (1u << 20) /* replies waiting beyond this: the client's requests wait */
+#define CLIENT_STALL_S 30        /* replies waiting and none taken for this long: disconnected */
+#define CLIENT_IDLE_S 300        /* no request in flight and none sent for this long: disconnected */
+#define CLIENT_STALL_MS (CLIENT_STALL_S * 1000)
+#define CLIENT_IDLE_MS (CLIENT_IDLE_S * 1000)
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define SWEEP_MS 1000
+#define ACCEPT_RETRY_MS 250      /* accept paused for want of descriptors: tried again after this */
+#define LIMIT_LOG_MS 10000       /* a refusal or an accept failure logged at most this often */
 
 static int listen_fd = -1;
 static uv_poll_t listen_poll;
+static bool accepting;           /* listen_poll started */
+static uv_timer_t sweep_timer, accept_timer;
+static bool timers_on;
+static struct ratelog refusal_log, accept_log;
 static char *sock_path;
 static struct client *clients;
 static unsigned nclients;
@@ -59,6 +77,9 @@ void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const
 	}
 	if (!c || !c->ch)
 		return;
+	if (c->waiting)
+		c->waiting--;
+	c->active_ms = now_ms();
 	struct msg m = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .seq = seq, .ok = ok, .error = error };
 	if (b && b->sb.size) {
 		m.body_raw = b->sb.data;
@@ -90,6 +111,9 @@ void control_fail(uint64_t cid, uint64_t seq, const char *fmt, ...)
 	control_reply(cid, seq, false, err, NULL);
 }
 
+static void accept_resume(void);
+static void on_accept_timer(uv_timer_t *t);
+
 static void client_drop(struct client *c)
 {
 	struct client **pp = &clients;
@@ -101,6 +125,7 @@ static void client_drop(struct client *c)
 		channel_close(c->ch);
 	nclients--;
 	free(c);
+	accept_resume(); /* a descriptor came back */
 }
 
 /* The checks every request passes, then its command. */
@@ -115,6 +140,8 @@ static void handle(struct client *c, const struct msg *m)
 		control_fail(c->cid, m->seq, "ucgwd is shutting down");
 		return;
 	}
+	if (!c->capture)
+		c->waiting++; /* until its reply */
 	commands_dispatch(c, m);
 }
 
@@ -164,6 +191,7 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 			     (unsigned long long)m.version, UCGW_PROTO_VERSION);
 		return;
 	}
+	c->active_ms = now_ms();
 	handle(c, &m);
 }
 
@@ -190,34 +218,166 @@ void control_config_changed(void)
 			channel_set_max_frame(c->ch, control_max_frame());
 }
 
+static bool privileged(uid_t uid) { return uid == 0 || uid == geteuid(); }
+
+static unsigned clients_of(uid_t uid)
+{
+	unsigned n = 0;
+	for (struct client *c = clients; c; c = c->next)
+		n += c->uid == uid;
+	return n;
+}
+
+/* The connection idle longest (no request in flight, no reply waiting), of
+ * this uid only or of anyone; NULL when all are busy. */
+static struct client *longest_idle(uid_t uid, bool anyone)
+{
+	struct client *best = NULL;
+	for (struct client *c = clients; c; c = c->next)
+		if ((anyone || c->uid == uid) && c->ch && !c->waiting && !channel_queued(c->ch) &&
+		    (!best || c->active_ms < best->active_ms))
+			best = c;
+	return best;
+}
+
+static void log_refusal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_refusal(const char *fmt, ...)
+{
+	unsigned held;
+	if (!ratelog_ok(&refusal_log, LIMIT_LOG_MS, &held))
+		return;
+	char line[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (held)
+		log_warnx("control socket: %s (and %u more like it in the last %d s)", line, held, LIMIT_LOG_MS / 1000);
+	else
+		log_warnx("control socket: %s", line);
+}
+
+/* Room for one more client of uid: at its per-user cap, its own longest idle
+ * connection makes way; root and ucgwd's user also have the reserved slots
+ * and, when every slot is taken, anyone's longest idle connection. A user
+ * cannot lock out another, nor anyone root. */
+static bool make_room(const struct ucred *cr)
+{
+	bool priv = privileged(cr->uid);
+	struct client *victim = NULL;
+	if (clients_of(cr->uid) >= MAX_CLIENTS_PER_UID)
+		victim = longest_idle(cr->uid, false);
+	else if (nclients < (priv ? MAX_CLIENTS : MAX_CLIENTS - RESERVED_CLIENTS))
+		return true;
+	else if (priv)
+		victim = longest_idle(0, true);
+	if (!victim) {
+		log_refusal("refusing a client of uid %d pid %d: %s", (int)cr->uid, (int)cr->pid,
+			    clients_of(cr->uid) >= MAX_CLIENTS_PER_UID ? "its user has every connection of its own busy"
+								       : "every connection is taken");
+		return false;
+	}
+	log_refusal("closing the longest idle connection (uid %d pid %d) for a new client of uid %d pid %d "
+		    "(%d connections per user, %d in all)", (int)victim->uid, (int)victim->pid, (int)cr->uid,
+		    (int)cr->pid, MAX_CLIENTS_PER_UID, MAX_CLIENTS);
+	client_drop(victim);
+	return true;
+}
+
+static void client_add(int fd, const struct ucred *cr)
+{
+	struct client *c = xcalloc(1, sizeof *c);
+	c->cid = next_cid++;
+	c->uid = cr->uid;
+	c->gid = cr->gid;
+	c->pid = cr->pid;
+	c->active_ms = c->progress_ms = now_ms();
+	static const struct channel_ops ops = { .on_frame = supervisor_from_client, .on_error = on_client_error,
+						.on_bad_frame = on_client_bad_frame };
+	c->ch = channel_new(sup.loop, fd, control_max_frame(), &ops, c);
+	channel_set_read_limit(c->ch, CLIENT_REPLY_LIMIT);
+	c->next = clients;
+	clients = c;
+	nclients++;
+}
+
+/* Out of descriptors: the listening socket stays readable, so polling it would
+ * spin. Accepting waits until a client leaves or ACCEPT_RETRY_MS have passed. */
+static void accept_pause(int err)
+{
+	unsigned held;
+	if (ratelog_ok(&accept_log, LIMIT_LOG_MS, &held))
+		log_warnx("control socket: cannot accept a client: %s; accepting again when a descriptor is free "
+			  "(%u such failures held back; raise LimitNOFILE, see docs/operations.md)", strerror(err), held);
+	uv_poll_stop(&listen_poll);
+	accepting = false;
+	uv_timer_start(&accept_timer, on_accept_timer, ACCEPT_RETRY_MS, 0);
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
 	for (;;) {
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				accept_pause(errno);
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				log_warn("accept on control socket");
 			return;
 		}
 		struct ucred cr;
 		socklen_t crlen = sizeof cr;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0 || nclients >= MAX_CLIENTS) {
-			log_warnx("control socket: refusing a client (%s)",
-				  nclients >= MAX_CLIENTS ? "too many clients" : "no peer credentials");
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0) {
+			log_refusal("refusing a client: no peer credentials");
 			close(fd);
 			continue;
 		}
-		struct client *c = xcalloc(1, sizeof *c);
-		c->cid = next_cid++;
-		c->uid = cr.uid;
-		c->gid = cr.gid;
-		c->pid = cr.pid;
-		static const struct channel_ops ops = { .on_frame = supervisor_from_client, .on_error = on_client_error,
-							.on_bad_frame = on_client_bad_frame };
-		c->ch = channel_new(sup.loop, fd, control_max_frame(), &ops, c);
-		c->next = clients;
-		clients = c;
-		nclients++;
+		if (!make_room(&cr)) {
+			close(fd);
+			continue;
+		}
+		client_add(fd, &cr);
+	}
+}
+
+static void accept_resume(void)
+{
+	if (listen_fd < 0 || accepting)
+		return;
+	uv_timer_stop(&accept_timer);
+	accepting = true;
+	uv_poll_start(&listen_poll, UV_READABLE, on_accept);
+}
+
+static void on_accept_timer(uv_timer_t *t) { accept_resume(); }
+
+/* A client that reads none of its replies for CLIENT_STALL_MS, or has nothing
+ * in flight for CLIENT_IDLE_MS, gives its slot back: why, or NULL. */
+static const char *client_overstayed(struct client *c, uint64_t now)
+{
+	uint64_t written = channel_bytes_written(c->ch);
+	if (!channel_queued(c->ch) || written != c->written_mark) {
+		c->written_mark = written;
+		c->progress_ms = now;
+	}
+	if (now - c->progress_ms >= CLIENT_STALL_MS)
+		return "has read none of its replies for " STR(CLIENT_STALL_S) " s";
+	if (!c->waiting && !channel_queued(c->ch) && now - c->active_ms >= CLIENT_IDLE_MS)
+		return "has sent no request for " STR(CLIENT_IDLE_S) " s";
+	return NULL;
+}
+
+static void sweep(uv_timer_t *t)
+{
+	uint64_t now = now_ms();
+	for (struct client *c = clients, *next; c; c = next) {
+		next = c->next;
+		const char *why = c->ch ? client_overstayed(c, now) : NULL;
+		if (!why)
+			continue;
+		log_warnx("control client pid %d uid %d %s (%zu bytes of replies waiting); disconnecting it",
+			  (int)c->pid, (int)c->uid, why, channel_queued(c->ch));
+		client_drop(c);
 	}
 }
 
@@ -238,7 +398,8 @@ int control_listen(char *err, size_t errlen)
 	unsigned mode = (unsigned)strtoul(config_str(sup.cfg, "gateway", "control_socket_mode"), NULL, 8);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	if (strlen(path) >= sizeof sa.sun_path) {
-		snprintf(err, errlen, "control_socket path too long: %s", path);
+		snprintf(err, errlen, "gateway.control_socket is too long (%zu bytes; a unix socket's path has at "
+				      "most %zu): %s", strlen(path), sizeof sa.sun_path - 1, path);
 		return -1;
 	}
 	strcpy(sa.sun_path, path);
@@ -257,17 +418,35 @@ int control_listen(char *err, size_t errlen)
 		snprintf(err, errlen, "another ucgwd is already running on %s", path);
 		return -1;
 	}
-	unlink(path); /* stale */
-	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-	    chmod(path, mode) < 0 || listen(listen_fd, 128) < 0) {
-		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+	struct stat st;
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "cannot listen on %s: it exists and is not a socket (gateway.control_socket "
+				      "names the socket ucgwd makes; nothing else may be there)", path);
 		return -1;
 	}
+	unlink(path); /* stale */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	bool bound = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+	if (!bound || chmod(path, mode) < 0 || listen(fd, 128) < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s%s", path, strerror(errno),
+			 errno == EACCES || errno == EPERM ? " (is its directory writable by this user? see "
+							     "gateway.control_socket)" : "");
+		if (bound)
+			unlink(path);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	listen_fd = fd;
 	sock_path = xstrdup(path);
 	msgpack_zone_init(&zone, 4096);
 	uv_poll_init(sup.loop, &listen_poll, listen_fd);
-	uv_poll_start(&listen_poll, UV_READABLE, on_accept);
+	uv_timer_init(sup.loop, &sweep_timer);
+	uv_timer_init(sup.loop, &accept_timer);
+	uv_timer_start(&sweep_timer, sweep, SWEEP_MS, SWEEP_MS);
+	uv_unref((uv_handle_t *)&sweep_timer);
+	timers_on = true;
+	accept_resume();
 	log_info("control socket listening on %s (mode %04o)", path, mode);
 	return 0;
 }
@@ -277,7 +456,9 @@ void control_stop_accepting(void)
 	if (listen_fd < 0)
 		return;
 	uv_poll_stop(&listen_poll);
+	accepting = false;
 	uv_close((uv_handle_t *)&listen_poll, NULL);
+	uv_close((uv_handle_t *)&accept_timer, NULL);
 	close(listen_fd);
 	listen_fd = -1;
 	unlink(sock_path);
@@ -289,6 +470,10 @@ void control_close_all(void)
 	while (clients) {
 		channel_flush(clients->ch, 200);
 		client_drop(clients);
+	}
+	if (timers_on) {
+		uv_close((uv_handle_t *)&sweep_timer, NULL);
+		timers_on = false;
 	}
 	free(sock_path);
 	sock_path = NULL;

@@ -10,13 +10,18 @@
 
 #include "proto/proto.h"
 
+#define CONTROL_MAX_CLIENTS 256 /* connections at once (docs/operations.md, "Limits") */
+
 struct client {
 	uint64_t cid;
 	struct channel *ch;
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
-	unsigned waiting; /* requests answered later (send --wait) */
+	unsigned waiting; /* requests not answered yet (send --wait, or a command running) */
+	uint64_t active_ms;    /* the last request or reply: the idle timeout counts from here */
+	uint64_t written_mark; /* channel_bytes_written at progress_ms */
+	uint64_t progress_ms;  /* when the client last took some of its replies (or had none waiting) */
 	struct local_reply *capture; /* control_local: replies land here, not on a socket */
 	struct client *next;
 };

@@ -34,6 +34,7 @@
 #include "supervisor/proctab.h"
 #include "supervisor/router_int.h"
 #include "supervisor/errors.h"
+#include "supervisor/ratelog.h"
 #include "supervisor/sup.h"
 
 #define MAX_REQUEST 16384
@@ -41,6 +42,11 @@
 #define SSE_BACKLOG (1u << 20) /* bytes waiting for a slow event-stream reader: drop it */
 #define HTTP_TICK_MS 250            /* look for changes this often; push at least every second */
 #define HTTP_PUSH_MS 1000
+/* Bounds against a client that opens connections and sends little or nothing
+ * (slowloris): docs/operations.md, "Limits". */
+#define HTTP_REQUEST_MS 10000    /* from accept to a complete request */
+#define HTTP_ANSWER_MS 30000     /* from accept to the answer taken (event streams: no limit) */
+#define HTTP_LIMIT_LOG_MS 10000
 
 static const char SECURITY_HEADERS[] =
 	"Content-Security-Policy: default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
@@ -53,6 +59,8 @@ struct conn {
 	size_t len;
 	bool sse;            /* an event stream: stays open */
 	bool closing;
+	bool answered;       /* the response is queued */
+	uint64_t start_ms;
 	uint64_t hist_end;   /* newest history second this stream has seen (0: none yet) */
 	struct conn *prev, *next;
 };
@@ -79,6 +87,9 @@ static uv_tcp_t server;
 static uv_timer_t tick;
 static bool listening;
 static struct conn *conns;
+static unsigned nconns;
+static bool accept_held;     /* at HTTP_MAX_CONNS: a connection waits in libuv, unaccepted */
+static struct ratelog cap_log, emfile_log, timeout_log;
 static unsigned nsse;
 static uint64_t last_push_ms, last_sig;
 static char listen_addr[96];
@@ -119,6 +130,7 @@ void sb_json_str(struct strbuf *b, const char *s)
 /* ---- connections ---- */
 
 static void closed(uv_handle_t *h) { free(h->data); }
+static void accept_one(void);
 
 static void conn_close(struct conn *c)
 {
@@ -134,6 +146,11 @@ static void conn_close(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	uv_close((uv_handle_t *)&c->tcp, closed);
+	nconns--;
+	if (accept_held && listening) { /* the one waiting takes this one's place */
+		accept_held = false;
+		accept_one();
+	}
 }
 
 /* Pending writes of a closed stream are called back (UV_ECANCELED) before its
@@ -188,6 +205,7 @@ static void respond_raw(struct conn *c, int code, const char *ctype, const char 
 		  extra ? extra : "");
 	sb_printf(&out, "%.*s", (int)len, len ? (const char *)body : "");
 	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->answered = true;
 	conn_write(c, out.p, out.len, true);
 	free(out.p);
 }
@@ -447,8 +465,29 @@ static uint64_t signature(void)
 	return h;
 }
 
+/* A connection that has not sent its request within HTTP_REQUEST_MS, or not
+ * taken its answer within HTTP_ANSWER_MS, is closed: a slow or silent client
+ * holds a slot and a descriptor for that long at most. */
+static void close_overdue(void)
+{
+	uint64_t now = now_ms();
+	unsigned closed_now = 0, held;
+	for (struct conn *c = conns, *next; c; c = next) {
+		next = c->next;
+		if (c->sse || now - c->start_ms < (c->answered ? HTTP_ANSWER_MS : HTTP_REQUEST_MS))
+			continue;
+		conn_close(c);
+		closed_now++;
+	}
+	if (closed_now && ratelog_ok(&timeout_log, HTTP_LIMIT_LOG_MS, &held))
+		log_warnx("dashboard: closed %u connection(s) that sent no complete request within %d s or did not "
+			  "read the answer within %d s (%u more such closings not logged)", closed_now,
+			  HTTP_REQUEST_MS / 1000, HTTP_ANSWER_MS / 1000, held);
+}
+
 static void on_tick(uv_timer_t *t)
 {
+	close_overdue();
 	history_tick();
 	if (!nsse)
 		return;
@@ -807,22 +846,45 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	}
 }
 
-static void on_connection(uv_stream_t *srv, int status)
+static void accept_one(void)
 {
-	if (status < 0)
-		return;
 	struct conn *c = xcalloc(1, sizeof *c);
 	uv_tcp_init(sup.loop, &c->tcp);
 	c->tcp.data = c;
+	c->start_ms = now_ms();
 	c->next = conns;
 	if (conns)
 		conns->prev = c;
 	conns = c;
-	if (uv_accept(srv, (uv_stream_t *)&c->tcp) != 0) {
+	nconns++;
+	if (uv_accept((uv_stream_t *)&server, (uv_stream_t *)&c->tcp) != 0) {
 		conn_close(c);
 		return;
 	}
 	uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* At HTTP_MAX_CONNS the new connection is left unaccepted: libuv then stops
+ * watching the listener until conn_close accepts it, and the others wait in
+ * the kernel's backlog. Out of descriptors, libuv closes what it cannot accept
+ * (its reserve descriptor) and says so here. */
+static void on_connection(uv_stream_t *srv, int status)
+{
+	unsigned held;
+	if (status < 0) {
+		if (ratelog_ok(&emfile_log, HTTP_LIMIT_LOG_MS, &held))
+			log_warnx("dashboard: cannot accept a connection: %s (%u more not logged; see LimitNOFILE in "
+				  "docs/operations.md)", uv_strerror(status), held);
+		return;
+	}
+	if (nconns >= HTTP_MAX_CONNS) {
+		accept_held = true;
+		if (ratelog_ok(&cap_log, HTTP_LIMIT_LOG_MS, &held))
+			log_warnx("dashboard: %d connections open, the most served at once; new ones wait until one "
+				  "closes (%u such waits not logged)", HTTP_MAX_CONNS, held);
+		return;
+	}
+	accept_one();
 }
 
 int http_start(char *err, size_t errlen)

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #define HTTP_MAX_SSE 16         /* event streams open at once; more get 503 */
+#define HTTP_MAX_CONNS 128      /* connections at once; more wait unaccepted (docs/operations.md) */
 #define SPOOL_NEAR_LIMIT 0.8    /* the dashboard marks the spool from this fill on */
 
 /* 0, or -1 with err (a non-loopback address is refused). Empty listen: off. */

@@ -311,24 +311,68 @@ static void child_exec(struct proc *p, int sock, int errw, const char *path, con
 	_exit(UCGW_EXIT_CONFIG);
 }
 
+static void backoff_done(uv_timer_t *t);
+
+#define START_RETRY_MIN_MS 500
+#define START_RETRY_MAX_MS 30000
+
+/* A start that failed for want of a resource (descriptors, processes, memory)
+ * is no reason to stop the daemon: the worker waits, doubling the wait up to
+ * START_RETRY_MAX_MS, and its health says why (`ucgwctl status`). */
+static void start_failed(struct proc *p, const char *what, int err)
+{
+	unsigned n = p->start_failures < 6 ? p->start_failures : 6;
+	uint64_t delay = (uint64_t)START_RETRY_MIN_MS << n;
+	if (delay > START_RETRY_MAX_MS)
+		delay = START_RETRY_MAX_MS;
+	p->start_failures++;
+	p->state = PROC_BACKOFF;
+	snprintf(p->health, sizeof p->health, "cannot start: %s: %s%s; trying again in %llu ms", what, strerror(err),
+		 err == EMFILE || err == ENFILE ? " (out of descriptors: see LimitNOFILE in docs/operations.md)" : "",
+		 (unsigned long long)delay);
+	log_warnx("worker %s %s", p->name, p->health);
+	uv_timer_start(&p->timer, backoff_done, delay, 0);
+}
+
+static void close_pair(int fds[2])
+{
+	close(fds[0]);
+	close(fds[1]);
+}
+
 static void proc_start(struct proc *p)
 {
 	const char *exe = p->section->schema->worker;
-	char *path = xasprintf("%s/%s", sup.worker_dir, exe);
 	int sv[2], ep[2];
 	/* Read at every start, so that a rotated key or certificate takes effect. */
 	free(p->body);
 	p->body = worker_config_body(p->section, config_bool(sup.cfg, "security", "sandbox"), &p->body_len);
 	struct worker_creds creds;
 	worker_creds_resolve(sup.cfg, &creds);
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0)
-		fatal("socketpair/pipe for worker %s", p->name);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		start_failed(p, "socketpair", errno);
+		return;
+	}
+	if (pipe2(ep, O_CLOEXEC) < 0) {
+		int err = errno;
+		close_pair(sv);
+		start_failed(p, "pipe", err);
+		return;
+	}
+	char *path = xasprintf("%s/%s", sup.worker_dir, exe);
 	pid_t pid = fork();
-	if (pid < 0)
-		fatal("fork");
+	if (pid < 0) {
+		int err = errno;
+		free(path);
+		close_pair(sv);
+		close_pair(ep);
+		start_failed(p, "fork", err);
+		return;
+	}
 	if (pid == 0)
 		child_exec(p, sv[1], ep[1], path, &creds);
 	free(path);
+	p->start_failures = 0;
 	close(sv[1]);
 	close(ep[1]);
 	p->pid = pid;

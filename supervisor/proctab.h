@@ -35,6 +35,7 @@ struct proc {
 	uv_timer_t timer;              /* handshake deadline, then pings; or the backoff wait */
 	uint64_t ping_seq, last_pong_ms;
 	struct restart_state rs;
+	unsigned start_failures;       /* starts in a row that failed for want of a resource */
 	char kill_reason[160];         /* why the supervisor killed it, for the crash log */
 	char channel_error[96];        /* why its socket closed, while it is given time to exit */
 	bool hello_seen;

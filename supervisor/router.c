@@ -3,6 +3,7 @@
  * dead letters) until a worker says ok. */
 #include "supervisor/router.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -423,6 +424,9 @@ static void drain_refill(void)
 	R.credit_ms = now;
 }
 
+static void to_waiting(struct smsg *m, uint64_t delay);
+#define RESOURCE_RETRY_MS 1000
+
 /* Give a ready worker as many queued jobs as its window allows. */
 void router_pump(struct rproto *rp)
 {
@@ -438,8 +442,16 @@ void router_pump(struct rproto *rp)
 			return;
 		list_del(&rp->queue[m->priority], m);
 		m->state = SM_LIMBO;
-		if (send_job(rp, p, m) < 0)
+		errno = 0;
+		if (send_job(rp, p, m) < 0) {
+			if (errno == EMFILE || errno == ENFILE) { /* out of descriptors: not the message's fault */
+				snprintf(m->last_error, sizeof m->last_error, "cannot open its file: %s; trying again",
+					 strerror(errno));
+				to_waiting(m, RESOURCE_RETRY_MS);
+				return;
+			}
 			to_dead(m); /* send_job said why in last_error */
+		}
 	}
 }
 

@@ -947,9 +947,17 @@ int spool_open_file(const struct smsg *m, char *err, size_t errlen)
 	char *p = file_path(m->id);
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(err, errlen, "cannot read the file back from the spool (%s): %s", p, strerror(errno));
+	if (fd >= 0 && fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		fd = -1;
+		errno = e;
+	}
+	if (fd < 0) {
+		int e = errno; /* the router tells a want of descriptors (EMFILE) from a lost file by it */
+		snprintf(err, errlen, "cannot read the file back from the spool (%s): %s", p, strerror(e));
 		log_warnx("spool: %s", err);
+		errno = e;
 	} else if ((uint64_t)st.st_size != m->size) {
 		snprintf(err, errlen, "changed after it was accepted: %llu bytes then %llu bytes (the spool's copy %s)",
 			 (unsigned long long)m->size, (unsigned long long)st.st_size, p);

@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/fdbudget.h"
 #include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/spool.h"
@@ -187,6 +188,20 @@ static void start_timers(void)
 		uv_timer_start(&watchdog_timer, watchdog_tick, usec / 2000, usec / 2000);
 }
 
+/* A start-up step failed: say why, undo the steps before it (the control
+ * socket's file, the listener), and exit 1. */
+static int start_failed(const char *err)
+{
+	log_msg(LOG_LVL_ERR, "%s; ucgwd is not starting", err);
+	http_stop();
+	control_close_all();
+	uv_run(sup.loop, UV_RUN_NOWAIT); /* the closed handles' callbacks */
+	config_free(sup.cfg);
+	free(sup.config_path);
+	free(sup.worker_dir);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -235,18 +250,14 @@ int main(int argc, char **argv)
 	sup.loop = uv_default_loop();
 	sup.worker_dir = find_worker_dir();
 	start_signals();
-	if (control_listen(err, sizeof err) < 0 || http_start(err, sizeof err) < 0) {
-		log_msg(LOG_LVL_ERR, "%s", err);
-		control_close_all();
-		return 1;
-	}
+	fdbudget_apply(sup.cfg);
+	if (control_listen(err, sizeof err) < 0 || http_start(err, sizeof err) < 0)
+		return start_failed(err);
 	log_info("ucgwd %s starting (pid %d, config %s, workers from %s)", UCGW_VERSION, (int)getpid(),
 		 sup.config_path, sup.worker_dir);
 	router_init();
-	if (spool_open(err, sizeof err, accept_recovered) < 0) {
-		log_msg(LOG_LVL_ERR, "%s", err);
-		return 1;
-	}
+	if (spool_open(err, sizeof err, accept_recovered) < 0)
+		return start_failed(err);
 	proctab_init();
 	start_timers();
 	probe_start();
