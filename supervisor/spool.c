@@ -955,7 +955,7 @@ int spool_open_file(const struct smsg *m, char *err, size_t errlen)
 	}
 	if (fd < 0) {
 		int e = errno; /* the router tells a want of descriptors (EMFILE) from a lost file by it */
-		snprintf(err, errlen, "cannot read the file back from the spool (%s): %s", p, strerror(e));
+		snprintf(err, errlen, "cannot open the spool's copy of the file (%s): %s", p, strerror(e));
 		log_warnx("spool: %s", err);
 		errno = e;
 	} else if ((uint64_t)st.st_size != m->size) {
