@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "common/cfgfile.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -181,21 +182,11 @@ int crypto_key_parse(const void *buf, size_t len, unsigned char key[CRYPTO_KEY_L
 
 int crypto_key_load(const char *path, unsigned char key[CRYPTO_KEY_LEN], char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0) {
-		int e = errno;
-		char who[96] = "";
-		if (e == EACCES) /* group and others may not read it (below): its owner must be us */
-			euid_str(who, sizeof who);
-		snprintf(err, errlen, "cannot open key file %s: %s%s%s%s", path, strerror(e),
-			 who[0] ? "; it is read as " : "", who,
-			 who[0] ? ", who must own it (mode 0600)" : "");
-		return -1;
-	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "key file %s is not a regular file", path);
-		close(fd);
+	int fd = cf_open("key file", path, O_RDONLY, CF_REG, 0, &st, err, errlen);
+	if (fd < 0) {
+		if (errno == EACCES) /* group and others may not read it (below): its owner must be us */
+			snprintf(err + strlen(err), errlen - strlen(err), ", who must own it (mode 0600)");
 		return -1;
 	}
 	if (st.st_mode & 077) {

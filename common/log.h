@@ -18,6 +18,8 @@ void log_warn(const char *fmt, ...) PRINTF(1, 2);  /* appends ": strerror(errno)
 void log_warnx(const char *fmt, ...) PRINTF(1, 2);
 void log_info(const char *fmt, ...) PRINTF(1, 2);
 void log_debug(const char *fmt, ...) PRINTF(1, 2);
+/* Pass on a line another process formatted ("<N>name: text"); on a terminal as ours are. */
+void log_relay(const char *line, size_t n);
 void fatal(const char *fmt, ...) PRINTF(1, 2) __attribute__((noreturn));
 void fatalx(const char *fmt, ...) PRINTF(1, 2) __attribute__((noreturn));
 #define panic(...) fatalx("panic: " __VA_ARGS__)

@@ -155,8 +155,9 @@ int mkdir_p(const char *path, unsigned mode)
 void euid_str(char *buf, size_t len)
 {
 	uid_t uid = geteuid();
-	const struct passwd *pw = getpwuid(uid);
-	if (pw)
+	struct passwd pwd, *pw = NULL;
+	char pwbuf[1024]; /* getpwuid_r: a reload checks files in the thread pool */
+	if (getpwuid_r(uid, &pwd, pwbuf, sizeof pwbuf, &pw) == 0 && pw)
 		snprintf(buf, len, "user %s (uid %u)", pw->pw_name, (unsigned)uid);
 	else
 		snprintf(buf, len, "uid %u", (unsigned)uid);

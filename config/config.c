@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "common/cfgfile.h"
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -21,6 +22,7 @@
 
 #define CONFIG_MAX_BYTES (4u << 20) /* a configuration is a few kilobytes; more is a wrong file */
 #define SECRET_MAX_BYTES 65536u
+#define CONFIG_MAX_DEPTH 32
 #define SHOWN_MAX 60 /* characters of a bad value or name repeated in a message */
 
 struct loader {
@@ -129,33 +131,11 @@ static int check_no_nul(struct loader *L)
 
 static int read_config_file(struct loader *L, unsigned char **out, size_t *outlen)
 {
-	FILE *f = fopen(L->path, "rb");
-	if (!f) {
-		snprintf(L->err, L->errlen, "cannot open %s: %s", L->path, strerror(errno));
+	struct stat st;
+	char *buf = cf_read(NULL, L->path, CONFIG_MAX_BYTES, outlen, &st, L->err, L->errlen);
+	if (!buf)
 		return -1;
-	}
-	size_t cap = 4096, len = 0;
-	unsigned char *buf = xmalloc(cap);
-	for (;;) {
-		len += fread(buf + len, 1, cap - len, f);
-		if (len < cap || cap > CONFIG_MAX_BYTES)
-			break;
-		cap *= 2;
-		buf = xrealloc(buf, cap);
-	}
-	int e = ferror(f) ? errno : 0;
-	fclose(f);
-	if (e || len > CONFIG_MAX_BYTES) {
-		if (e)
-			snprintf(L->err, L->errlen, "cannot read %s: %s", L->path, strerror(e));
-		else
-			snprintf(L->err, L->errlen, "%s: larger than %u bytes, expected a configuration file", L->path,
-				 CONFIG_MAX_BYTES);
-		free(buf);
-		return -1;
-	}
-	*out = buf;
-	*outlen = len;
+	*out = (unsigned char *)buf;
 	return 0;
 }
 
@@ -206,8 +186,42 @@ static int no_second_document(struct loader *L, yaml_parser_t *p, const unsigned
 	return rc;
 }
 
+/* libyaml has no nesting limit, and its scanner looks at every open flow
+ * level for each token: 100,000 nested '[' took 19 s (quadratic). A first
+ * pass over the events stops at CONFIG_MAX_DEPTH, long before that costs
+ * anything; a configuration needs 4 levels (section, key, map, list). */
+static int check_depth(struct loader *L, const unsigned char *buf, size_t len)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	if (!yaml_parser_initialize(&p))
+		panic("libyaml: out of memory");
+	yaml_parser_set_input_string(&p, buf, len);
+	int depth = 0, rc = 0;
+	for (bool done = false; !done && rc == 0;) {
+		if (!yaml_parser_parse(&p, &ev)) {
+			rc = yaml_failure(L, &p, buf, len);
+			break;
+		}
+		if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT) {
+			if (++depth > CONFIG_MAX_DEPTH)
+				rc = fail_pos(L, ev.start_mark.line + 1, ev.start_mark.column + 1,
+					      "nested deeper than %d levels, expected sections of keys (a configuration "
+					      "needs 4)", CONFIG_MAX_DEPTH);
+		} else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT) {
+			depth--;
+		}
+		done = ev.type == YAML_STREAM_END_EVENT;
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&p);
+	return rc;
+}
+
 static int parse_yaml(struct loader *L, const unsigned char *buf, size_t len)
 {
+	if (check_depth(L, buf, len) < 0)
+		return -1;
 	yaml_parser_t p;
 	if (!yaml_parser_initialize(&p))
 		panic("libyaml: out of memory");
@@ -260,33 +274,20 @@ static int read_secret(struct loader *L, const yaml_node_t *n, const char *key, 
 {
 	char b[SHOWN_MAX + 4];
 	char *full = path[0] == '/' ? xstrdup(path) : xasprintf("%s/%s", L->dir, path);
-	/* O_NONBLOCK: a FIFO put there must not hang the daemon; it is refused below */
-	int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	free(full);
+	char what[SHOWN_MAX + 8], why[900];
+	snprintf(what, sizeof what, "%s_file", key);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		if (e == EACCES) { /* group and others may not read it (below): its owner must be us */
-			char who[96];
-			euid_str(who, sizeof who);
-			return fail_at(L, n,
-				       "cannot read %s_file %s: %s; it is read as %s: make the user ucgwd runs as "
-				       "its owner, mode 0600",
-				       key, shown(path, b), strerror(e), who);
-		}
-		return fail_at(L, n, "cannot read %s_file %s: %s", key, shown(path, b), strerror(e));
+	int fd = cf_open(what, full, O_RDONLY, CF_REG, SECRET_MAX_BYTES, &st, why, sizeof why);
+	free(full);
+	if (fd < 0) {
+		if (errno == EACCES) /* group and others may not read it (below): its owner must be us */
+			return fail_at(L, n, "%s: make the user ucgwd runs as its owner, mode 0600", why);
+		bool kind = errno == EINVAL || errno == EISDIR;
+		return fail_at(L, n, "%s%s", why, kind ? ", expected a file holding the secret" : "");
 	}
 	int rc = 0;
-	if (!S_ISREG(st.st_mode))
-		rc = fail_at(L, n, "%s_file %s is not a regular file, expected a file holding the secret", key,
-			     shown(path, b));
-	else if (st.st_mode & 066)
+	if (st.st_mode & 066)
 		rc = secret_mode_refused(L, n, key, path, st.st_mode);
-	else if ((size_t)st.st_size > SECRET_MAX_BYTES)
-		rc = fail_at(L, n, "%s_file %s has %lld bytes, expected at most %u", key, shown(path, b),
-			     (long long)st.st_size, SECRET_MAX_BYTES);
 	char *text = NULL;
 	size_t got = 0;
 	if (rc == 0) {
@@ -381,6 +382,8 @@ static int check_protocol(struct loader *L, const struct cfg_schema_section *sc,
 			continue;
 		if (strcmp(cfg_schema[i].name, name) == 0)
 			return 0;
+		if (cfg_section_hidden(&cfg_schema[i]))
+			continue;
 		names[nn++] = cfg_schema[i].name;
 		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", nn > 1 ? ", " : "", cfg_schema[i].name);
 	}
@@ -644,8 +647,10 @@ static int unknown_section(struct loader *L, const yaml_node_t *kn, const char *
 	char list[1024] = "", b[SHOWN_MAX + 4];
 	size_t nn = 0;
 	for (size_t i = 0; i < cfg_schema_len && nn < 128; i++) {
+		if (cfg_section_hidden(&cfg_schema[i]))
+			continue;
 		names[nn++] = cfg_schema[i].name;
-		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", cfg_schema[i].name);
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", nn > 1 ? ", " : "", cfg_schema[i].name);
 	}
 	const char *near = cfg_nearest(name, names, nn);
 	if (near)
@@ -798,6 +803,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	int rc = parse_yaml(&L, buf, len);
 	if (rc == 0)
 		rc = load_root(&L, cfg);
+	if (rc == 0)
+		rc = cfg_check_files(cfg, path, err, errlen);
 	if (L.have_doc)
 		yaml_document_delete(&L.doc);
 	free(buf);

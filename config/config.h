@@ -59,6 +59,7 @@ struct cfg_schema_section {
 
 extern const struct cfg_schema_section cfg_schema[];
 extern const size_t cfg_schema_len;
+bool cfg_section_hidden(const struct cfg_schema_section *s); /* a test fixture: in no user-facing list */
 
 struct cfg_value {
 	bool set;            /* given in the file or by a default */
@@ -124,6 +125,16 @@ bool config_bool(const struct config *c, const char *sec, const char *key);
  * refuses: why, with *at its index and opt the option as written ("--delete",
  * or "-n" out of a bundle such as "-azn"); NULL when every item may be used. */
 const char *cfg_rsync_refused(char *const *items, size_t nitems, size_t *at, char *opt, size_t optlen);
+
+/* Largest file of a CFG_READ key (a key, a certificate chain, known_hosts):
+ * far beyond any of them, and keeps a wrong path (a disk image...) out of the
+ * worker's config frame. */
+#define CFG_READ_MAX (4u << 20)
+
+struct sockaddr_storage;
+/* metrics.listen: HOST:PORT on loopback (127.0.0.0/8, ::1, [::1]) into sa; -1
+ * with err for anything else. The loader checks it; http.c listens on it. */
+int cfg_parse_listen(const char *listen, struct sockaddr_storage *sa, char *err, size_t errlen);
 
 /* Markdown reference of every section and key, from the schema (docs generator). */
 void config_write_reference(FILE *out);

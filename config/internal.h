@@ -35,6 +35,10 @@ void cfg_choices_text(const char *choices, char *buf, size_t len);
 void cfg_section_defaults(struct cfg_section *sec, const struct cfg_schema_section *sc);
 void cfg_section_pack(struct cfg_section *sec);
 
+/* The files, directories and addresses the configuration names (files.c):
+ * -1 with "FILE:LINE:COL: ..." in err; a file not there yet adds a warning. */
+int cfg_check_files(struct config *cfg, const char *path, char *err, size_t errlen);
+
 /* The known name nearest to word, when it is close enough to be a typo; else NULL. */
 const char *cfg_nearest(const char *word, const char *const *names, size_t n);
 

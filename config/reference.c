@@ -115,5 +115,6 @@ void config_write_reference(FILE *out)
 	      "  worker) runs its worker only when present, and its required keys are needed then.\n",
 	      out);
 	for (size_t i = 0; i < cfg_schema_len; i++)
-		write_section(out, &cfg_schema[i]);
+		if (!cfg_section_hidden(&cfg_schema[i]))
+			write_section(out, &cfg_schema[i]);
 }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,12 @@
 
 #include "common/log.h"
 #include "ipc/sendall.h"
+
+static const char *user_name(void)
+{
+	const struct passwd *pw = getpwuid(getuid());
+	return pw ? pw->pw_name : "USER";
+}
 
 int conn_open(struct conn *c, const char *path, char *err, size_t errlen)
 {
@@ -24,11 +31,17 @@ int conn_open(struct conn *c, const char *path, char *err, size_t errlen)
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
 		int e = errno;
-		snprintf(err, errlen, "ucgwd is not running (cannot connect to %s: %s)", path, strerror(e));
 		if (c->fd >= 0)
 			close(c->fd);
 		c->fd = -1;
-		return -1;
+		if (e == EACCES || e == EPERM) {
+			snprintf(err, errlen, "permission denied on ucgwd's control socket %s: add this user to the socket's "
+				 "group (the package's 'ucgw': adduser %s ucgw, then log in again), or widen "
+				 "gateway.control_socket_mode", path, user_name());
+			return CONN_DENIED;
+		}
+		snprintf(err, errlen, "ucgwd is not running (cannot connect to %s: %s)", path, strerror(e));
+		return CONN_DOWN;
 	}
 	msgpack_zone_init(&c->zone, 4096);
 	return 0;

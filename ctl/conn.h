@@ -15,6 +15,8 @@ struct conn {
 	msgpack_zone zone;
 };
 
+/* 0, or CONN_DOWN (nobody listening, no socket) or CONN_DENIED (EACCES, EPERM), with err said. */
+enum { CONN_DOWN = -1, CONN_DENIED = -2 };
 int conn_open(struct conn *c, const char *path, char *err, size_t errlen);
 void conn_close(struct conn *c);
 /* Send a request whose args are the packed map in args (may be NULL); returns its seq. */

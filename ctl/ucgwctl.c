@@ -20,6 +20,7 @@
 #define EXIT_FAIL 1   /* the command failed */
 #define EXIT_USAGE 2  /* bad command line */
 #define EXIT_DOWN 3   /* ucgwd is not running */
+#define EXIT_DENIED 4 /* this user may not use the control socket */
 
 static struct {
 	const char *socket;
@@ -72,7 +73,9 @@ static void usage(FILE *out)
 		     "  -h, --help           this text\n"
 		     "\nenvironment: UCGW_SOCKET; UCGW_JWT or UCGW_API_KEY, the credential sent when\n"
 		     "security.require_auth is on; UCGW_KEY_FILE, the key decrypt uses by default\n"
-		     "\nexit status: 0 done, 1 the command failed, 2 bad usage, 3 ucgwd not running\n");
+		     "  --version            ucgwctl's version\n"
+		     "\nexit status: 0 done, 1 the command failed, 2 bad usage, 3 ucgwd not running,\n"
+		     "4 permission denied on the control socket (the user is not in its group)\n");
 }
 
 /* ucgwctl COMMAND --help */
@@ -105,9 +108,10 @@ static int parse_uint(const char *s, uint64_t max, uint64_t *out)
 static int call(const char *name, const msgpack_sbuffer *args, const msgpack_object **out)
 {
 	char err[512];
-	if (ctl.conn.fd <= 0 && conn_open(&ctl.conn, ctl.socket, err, sizeof err) < 0) {
+	int oc;
+	if (ctl.conn.fd <= 0 && (oc = conn_open(&ctl.conn, ctl.socket, err, sizeof err)) < 0) {
 		fprintf(stderr, "ucgwctl: %s\n", err);
-		return EXIT_DOWN;
+		return oc == CONN_DENIED ? EXIT_DENIED : EXIT_DOWN;
 	}
 	uint64_t seq = conn_request(&ctl.conn, name, args);
 	static struct msg m;
@@ -402,12 +406,13 @@ static void show_progress(const msgpack_object *b, uint64_t t0_us)
 static int send_and_report(const char *name, msgpack_sbuffer *args, int fd, bool wait)
 {
 	char err[512];
-	if (conn_open(&ctl.conn, ctl.socket, err, sizeof err) < 0) {
+	int oc = conn_open(&ctl.conn, ctl.socket, err, sizeof err);
+	if (oc < 0) {
 		fprintf(stderr, "ucgwctl: %s\n", err);
-		return EXIT_DOWN;
+		return oc == CONN_DENIED ? EXIT_DENIED : EXIT_DOWN;
 	}
 	uint64_t seq = conn_request_fd(&ctl.conn, name, args, fd);
-	bool tty = isatty(2);
+	bool tty = isatty(2), drew = false;
 	uint64_t t0_us = now_us();
 	static struct msg m;
 	for (;;) {
@@ -417,12 +422,13 @@ static int send_and_report(const char *name, msgpack_sbuffer *args, int fd, bool
 		}
 		if (m.type == MSG_EVENT && m.seq == seq && tty && !ctl.json) {
 			show_progress(m.body, t0_us);
+			drew = true;
 			continue;
 		}
 		if (m.type == MSG_REPLY && (m.seq == seq || m.seq == 0))
 			break;
 	}
-	if (tty && wait && !ctl.json)
+	if (drew) /* end the progress bar's line; nothing when none was drawn */
 		fputc('\n', stderr);
 	if (!m.ok) {
 		fprintf(stderr, "ucgwctl: %s\n", m.error ? m.error : "the command failed");
@@ -592,8 +598,12 @@ static int run_queue(int argc, char **argv)
 	if (rc)
 		return rc;
 	if (!listing) {
+		const msgpack_object *n = obj_get(b, strcmp(action, "retry") == 0 ? "retried" : "requeued");
 		if (ctl.json)
 			print_json(b);
+		else if (n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+			printf("queue %s %s: %" PRIu64 " message%s %s\n", action, argv[1], n->via.u64,
+			       n->via.u64 == 1 ? "" : "s", strcmp(action, "retry") == 0 ? "retried" : "requeued");
 		else
 			printf("queue %s %s: done\n", action, argv[1]);
 		return 0;
@@ -630,23 +640,33 @@ static int run_stats(int argc, char **argv)
 		print_json(b);
 		return 0;
 	}
-	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s\n", "PROTOCOL", "SUCCESS", "FAILURE",
-	       "RETRIES", "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DROPPED", "EXPIRED", "DEAD",
-	       "QUEUE");
+	printf("%-10s %9s %8s %8s %6s %6s %10s %8s %8s %8s %8s %7s %7s %5s %5s %7s %7s\n", "PROTOCOL", "SUCCESS",
+	       "FAILURE", "RETRIES", "FB-OUT", "FB-IN", "BYTES", "P50ms", "P90ms", "P99ms", "MAXms", "DROPPED", "EXPIRED",
+	       "DEAD", "QUEUE", "TOOK", "RATE/s");
 	for (uint32_t i = 0; b && b->type == MSGPACK_OBJECT_MAP && i < b->via.map.size; i++) {
 		const msgpack_object *k = &b->via.map.ptr[i].key, *v = &b->via.map.ptr[i].val;
 		bool en = false;
 		obj_get_bool(v, "enabled", &en);
 		if (!en)
 			continue;
-		const msgpack_object *p50 = obj_get(v, "p50_ms"), *p90 = obj_get(v, "p90_ms"), *p99 = obj_get(v, "p99_ms"),
-				     *mx = obj_get(v, "max_ms");
+		/* No latency measured yet: '-', not a 0.00 that reads as instant. Older daemons
+		 * have no samples count: then one success means there is a sample. */
+		bool sampled = obj_get(v, "samples") ? u_of(v, "samples") > 0 : u_of(v, "success") > 0;
+		char lat[4][16];
+		const char *keys[4] = { "p50_ms", "p90_ms", "p99_ms", "max_ms" };
+		for (int j = 0; j < 4; j++) {
+			const msgpack_object *q = obj_get(v, keys[j]);
+			if (sampled && q && q->type == MSGPACK_OBJECT_FLOAT64)
+				snprintf(lat[j], sizeof lat[j], "%.2f", q->via.f64);
+			else
+				strcpy(lat[j], "-");
+		}
 		printf("%-10.*s %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-		       " %8.2f %8.2f %8.2f %8.2f %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 "\n",
+		       " %8s %8s %8s %8s %7" PRIu64 " %7" PRIu64 " %5" PRIu64 " %5" PRIu64 " %7" PRIu64 " %7.1f\n",
 		       (int)k->via.str.size, k->via.str.ptr, u_of(v, "success"), u_of(v, "failure"), u_of(v, "retries"),
-		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), p50 ? p50->via.f64 : 0,
-		       p90 ? p90->via.f64 : 0, p99 ? p99->via.f64 : 0, mx ? mx->via.f64 : 0, u_of(v, "dropped"),
-		       u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"));
+		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), lat[0], lat[1], lat[2], lat[3],
+		       u_of(v, "dropped"), u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "stolen"),
+		       obj_get(v, "rate") ? obj_get(v, "rate")->via.f64 : 0);
 	}
 	return 0;
 }
@@ -875,11 +895,13 @@ static const struct command commands[] = {
 		   "or taken over from another (FB-IN), bytes delivered, latency from hand-over to the server's\n"
 		   "acknowledgement (P50, P90, P99, MAX), messages dropped from a full spool (DROPPED), given up\n"
 		   "when their time to live passed (EXPIRED) and dead-lettered (DEAD), each counted against the\n"
-		   "protocol it last tried or waited for, and the messages queued for it now (QUEUE).",
+		   "protocol it last tried or waited for, the messages queued for it now (QUEUE), the queued\n"
+		   "messages it took over from busier protocols of their chain (TOOK: how much of a backlog it\n"
+		   "drained) and its deliveries per second (RATE/s, a moving average).",
 	  .run = run_stats },
 	{ .name = "trace", .args = "ID", .summary = "the route a message has taken",
 	  .about = "The message ID (in the spool, or among the last 256 finished) and its route: the protocol,\n"
-		   "result, duration and error of each attempt.",
+		   "result, duration and error of each attempt (--json: also its latest changes of state).",
 	  .min_args = 1, .max_args = 1, .run = run_trace },
 	{ .name = "decrypt", .args = "[--key-file FILE] PAYLOAD|-", .summary = "print the plaintext of an encrypted payload (AES-256-GCM)",
 	  .about = "Print the plaintext of a payload that ucgw encrypted (base64 of nonce, tag and ciphertext),\n"
@@ -962,7 +984,8 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' }, { "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' },
-		{ "api-key-file", required_argument, NULL, 'K' }, { NULL, 0, NULL, 0 },
+		{ "api-key-file", required_argument, NULL, 'K' }, { "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
 	log_init("ucgwctl", LOG_LVL_WARN);
 	ctl.socket = getenv("UCGW_SOCKET") ? getenv("UCGW_SOCKET") : "/run/ucgw/control.sock";
@@ -983,6 +1006,7 @@ int main(int argc, char **argv)
 			ctl.timeout_ms = (int)v;
 			break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("ucgwctl %s (control protocol %d)\n", UCGW_VERSION, UCGW_PROTO_VERSION); return 0;
 		case 'K':
 			if (use_api_key_file(optarg) < 0)
 				return EXIT_USAGE;

@@ -21,6 +21,7 @@ struct channel {
 	uv_poll_t poll;
 	int fd;
 	size_t max_frame;
+	size_t refused_len; /* the length prefix of a frame refused unread */
 	const struct channel_ops *ops;
 	void *arg;
 	bool closed, congested, in_callback;
@@ -199,6 +200,7 @@ static void parse_frames(struct channel *ch)
 		size_t len = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
 		if (len > ch->max_frame || len == 0) {
 			char why[128];
+			ch->refused_len = len;
 			if (len)
 				snprintf(why, sizeof why, "frame of %zu bytes is larger than the limit of %zu bytes", len,
 					 ch->max_frame);
@@ -473,6 +475,8 @@ void channel_set_arg(struct channel *ch, void *arg) { ch->arg = arg; }
 void channel_set_max_frame(struct channel *ch, size_t max_frame) { ch->max_frame = max_frame; }
 void channel_set_read_limit(struct channel *ch, size_t bytes) { ch->read_limit = bytes; }
 uint64_t channel_bytes_written(const struct channel *ch) { return ch->written; }
+
+size_t channel_refused_len(const struct channel *ch) { return ch->refused_len; }
 
 void channel_flush(struct channel *ch, int timeout_ms)
 {

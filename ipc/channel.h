@@ -54,6 +54,8 @@ void channel_close(struct channel *ch);
 void *channel_arg(const struct channel *ch);
 /* The largest frame body accepted from now on (a larger one fails the channel). */
 void channel_set_max_frame(struct channel *ch, size_t max_frame);
+/* In on_bad_frame: the length its prefix gave (over max_frame, or 0). */
+size_t channel_refused_len(const struct channel *ch);
 void channel_set_arg(struct channel *ch, void *arg);
 /* Backpressure for a peer that writes requests faster than it reads replies:
  * while more than bytes wait to be written to it, the channel neither reads nor

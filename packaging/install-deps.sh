@@ -8,7 +8,8 @@ apt-get install -y -qq --no-install-recommends \
 	libuv1-dev libwebsockets-dev libcurl4-openssl-dev libmosquitto-dev libssh2-1-dev \
 	libyaml-dev libmsgpack-dev libssl-dev libsystemd-dev libseccomp-dev \
 	mosquitto openssh-server openssh-client rsync openssl procps lintian systemd btrfs-progs \
-	python3 python3-msgpack python3-websockets python3-pycryptodome \
+	python3 python3-msgpack python3-websockets python3-pycryptodome python3-yaml \
+	python3-setuptools python3-pip mypy \
 	clang libclang-rt-14-dev chromium >/dev/null
 # The browser tests drive Debian's chromium with playwright-core from npm: keep
 # a Node.js that is already there (it may come from elsewhere, with its own npm).

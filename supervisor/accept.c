@@ -6,7 +6,9 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -65,6 +67,16 @@ static int check_protocol(const char *name, bool files, char *err, size_t errlen
 	return -1;
 }
 
+/* Text from a client repeated in an error: one line of UTF-8 whatever it
+ * holds (the reply is a msgpack str, which clients decode as UTF-8). */
+static void shown_safe(char *s)
+{
+	bool utf8 = utf8_valid(s, strlen(s));
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f || (!utf8 && (unsigned char)*s >= 0x80))
+			*s = '?';
+}
+
 struct common_args {
 	char protocol[16], priority[16], topic[256], endpoint[256], remote_name[256];
 	bool wait, encrypt, has_topic, has_endpoint, has_remote;
@@ -72,19 +84,127 @@ struct common_args {
 	bool has_ttl;
 };
 
+/* A text field of a request: 0 absent, 1 copied into buf, -1 refused with
+ * why (a C string cut at a NUL or at the buffer's end would be a different
+ * topic or endpoint than the one the client meant). */
+static int text_field(const msgpack_object *a, const char *key, char *buf, size_t len, char *err, size_t errlen)
+{
+	const msgpack_object *v = obj_get(a, key);
+	if (!v)
+		return 0;
+	if (v->type != MSGPACK_OBJECT_STR) {
+		snprintf(err, errlen, "%s must be a string", key);
+		return -1;
+	}
+	if (v->via.str.size >= len) {
+		snprintf(err, errlen, "%s of %u bytes is longer than the %zu allowed", key, (unsigned)v->via.str.size,
+			 len - 1);
+		return -1;
+	}
+	if (memchr(v->via.str.ptr, '\0', v->via.str.size)) {
+		snprintf(err, errlen, "%s contains a NUL character", key);
+		return -1;
+	}
+	memcpy(buf, v->via.str.ptr, v->via.str.size);
+	buf[v->via.str.size] = '\0';
+	return 1;
+}
+
+/* What MQTT (3.1.1 and 5, section 4.7) refuses in a topic name: empty,
+ * wildcards, NUL (refused above), malformed UTF-8; control characters it
+ * advises against and brokers may close the connection for. Empty levels
+ * ("a//b", "/a") are valid topics. */
+static int check_topic(const char *t, char *err, size_t errlen)
+{
+	size_t n = strlen(t);
+	const char *bad = !n ? "is empty"
+		: strpbrk(t, "+#") ? "contains a wildcard (+ or #); a message is published to one topic"
+		: !utf8_valid(t, n) ? "is not valid UTF-8"
+		: NULL;
+	for (size_t i = 0; !bad && i < n; i++)
+		if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f)
+			bad = "contains a control character";
+	if (!bad)
+		return 0;
+	snprintf(err, errlen, "MQTT topic '%s' %s", t, bad);
+	shown_safe(err);
+	return -1;
+}
+
+/* An endpoint is appended to rest.base_url: a path (and query), with only the
+ * characters RFC 3986 allows there; CR, LF, a space or a control character
+ * would make another request line or a URL the server refuses. */
+static int check_endpoint(const char *e, char *err, size_t errlen)
+{
+	static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+				 "-._~!$&'()*+,;=:@/?%";
+	size_t bad = strspn(e, ok);
+	if (e[0] == '/' && !e[bad])
+		return 0;
+	if (e[0] != '/')
+		snprintf(err, errlen, "endpoint '%s' must be a path starting with '/'", e);
+	else
+		snprintf(err, errlen, "endpoint '%s' has a character not allowed in a URL path (byte 0x%02x at %zu): "
+				      "no space, CR, LF or control character; percent-encode others",
+			 e, (unsigned char)e[bad], bad);
+	shown_safe(err);
+	return -1;
+}
+
+/* ttl_s: 0 (never expires) up to a hundred years, as ucgwctl --ttl. */
+#define TTL_MAX_S 3153600000u
+
+static int read_ttl(const msgpack_object *a, struct common_args *ca, char *err, size_t errlen)
+{
+	const msgpack_object *v = obj_get(a, "ttl_s");
+	if (!v)
+		return 0;
+	if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= TTL_MAX_S) {
+		ca->ttl_s = v->via.u64;
+		ca->has_ttl = true;
+		return 0;
+	}
+	if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		snprintf(err, errlen, "ttl_s %lld is negative, expected seconds from 0 (never expires) to %u",
+			 (long long)v->via.i64, TTL_MAX_S);
+	else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		snprintf(err, errlen, "ttl_s %llu is too large, expected seconds from 0 (never expires) to %u",
+			 (unsigned long long)v->via.u64, TTL_MAX_S);
+	else
+		snprintf(err, errlen, "ttl_s must be a whole number of seconds from 0 (never expires) to %u", TTL_MAX_S);
+	return -1;
+}
+
+static int read_texts(const msgpack_object *a, struct common_args *ca, char *err, size_t errlen)
+{
+	int rc;
+	if ((rc = text_field(a, "protocol", ca->protocol, sizeof ca->protocol, err, errlen)) < 0)
+		return -1;
+	if (!rc)
+		strcpy(ca->protocol, "auto");
+	if ((rc = text_field(a, "priority", ca->priority, sizeof ca->priority, err, errlen)) < 0)
+		return -1;
+	if (!rc)
+		strcpy(ca->priority, "normal");
+	if ((rc = text_field(a, "topic", ca->topic, sizeof ca->topic, err, errlen)) < 0)
+		return -1;
+	ca->has_topic = rc;
+	if ((rc = text_field(a, "endpoint", ca->endpoint, sizeof ca->endpoint, err, errlen)) < 0)
+		return -1;
+	ca->has_endpoint = rc;
+	if ((rc = text_field(a, "remote_name", ca->remote_name, sizeof ca->remote_name, err, errlen)) < 0)
+		return -1;
+	ca->has_remote = rc;
+	return 0;
+}
+
 static int read_common(const msgpack_object *a, struct common_args *ca, bool files, char *err, size_t errlen)
 {
 	memset(ca, 0, sizeof *ca);
-	if (!obj_get_str(a, "protocol", ca->protocol, sizeof ca->protocol))
-		strcpy(ca->protocol, "auto");
-	if (!obj_get_str(a, "priority", ca->priority, sizeof ca->priority))
-		strcpy(ca->priority, "normal");
-	ca->has_topic = obj_get_str(a, "topic", ca->topic, sizeof ca->topic);
-	ca->has_endpoint = obj_get_str(a, "endpoint", ca->endpoint, sizeof ca->endpoint);
-	ca->has_remote = obj_get_str(a, "remote_name", ca->remote_name, sizeof ca->remote_name);
+	if (read_texts(a, ca, err, errlen) < 0 || read_ttl(a, ca, err, errlen) < 0)
+		return -1;
 	obj_get_bool(a, "wait", &ca->wait);
 	obj_get_bool(a, "encrypt", &ca->encrypt);
-	ca->has_ttl = obj_get_u64(a, "ttl_s", &ca->ttl_s);
 	if (priority_parse(ca->priority) < 0) {
 		snprintf(err, errlen, "unknown priority '%s' (valid: high, normal, low)", ca->priority);
 		return -1;
@@ -100,19 +220,14 @@ static int read_common(const msgpack_object *a, struct common_args *ca, bool fil
 		snprintf(err, errlen, "cannot encrypt: security.encryption_key_file is not set");
 		return -1;
 	}
-	if (ca->has_topic && (strpbrk(ca->topic, "+#") || !ca->topic[0])) {
-		snprintf(err, errlen, "MQTT topic '%s' %s", ca->topic,
-			 ca->topic[0] ? "contains a wildcard (+ or #); a message is published to one topic"
-				      : "is empty");
+	if (ca->has_topic && check_topic(ca->topic, err, errlen) < 0)
 		return -1;
-	}
-	if (ca->has_endpoint && ca->endpoint[0] != '/') {
-		snprintf(err, errlen, "endpoint '%s' must start with '/'", ca->endpoint);
+	if (ca->has_endpoint && check_endpoint(ca->endpoint, err, errlen) < 0)
 		return -1;
-	}
 	if (ca->has_remote && (strchr(ca->remote_name, '/') || !ca->remote_name[0] ||
 			       strcmp(ca->remote_name, ".") == 0 || strcmp(ca->remote_name, "..") == 0)) {
 		snprintf(err, errlen, "remote name '%s' must be a plain file name", ca->remote_name);
+		shown_safe(err);
 		return -1;
 	}
 	return 0;
@@ -205,6 +320,40 @@ void cmd_send(struct client *c, const struct msg *req)
 	admit(c, req, new_smsg(&ca, JOB_META, len), &ca, p, len, -1);
 }
 
+static const char *kind_of(mode_t m)
+{
+	return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+		: S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a file";
+}
+
+/* The file of a send-file: a regular file whose size is what it holds. Files
+ * of /proc, /sys and their kind say 0 (or 4096) whatever they hold: one was
+ * delivered as 0 bytes and answered ok. */
+static int check_file(int fd, const char *name, struct stat *st, char *err, size_t errlen)
+{
+	struct statfs fs;
+	char probe;
+	if (fstat(fd, st) < 0 || fstatfs(fd, &fs) < 0) {
+		snprintf(err, errlen, "cannot read the size of %s: %s", name, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(err, errlen, "%s is not a regular file (it is %s)", name, kind_of(st->st_mode));
+		return -1;
+	}
+	static const unsigned long pseudo[] = { PROC_SUPER_MAGIC, SYSFS_MAGIC, DEBUGFS_MAGIC, TRACEFS_MAGIC,
+						SECURITYFS_MAGIC, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, BPF_FS_MAGIC };
+	bool is_pseudo = false;
+	for (size_t i = 0; i < sizeof pseudo / sizeof pseudo[0]; i++)
+		is_pseudo |= (unsigned long)fs.f_type == pseudo[i];
+	if (is_pseudo || (st->st_size == 0 && pread(fd, &probe, 1, 0) > 0)) {
+		snprintf(err, errlen, "the size of %s cannot be read: it is on a file system whose sizes say nothing of "
+				      "what a file holds (/proc, /sys...); copy it to a regular file first", name);
+		return -1;
+	}
+	return 0;
+}
+
 void cmd_send_file(struct client *c, const struct msg *req)
 {
 	char err[512], path[4096] = "";
@@ -233,10 +382,8 @@ void cmd_send_file(struct client *c, const struct msg *req)
 		goto fail_msg;
 	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, sizeof err, "%s is not a regular file", path[0] ? path : "the descriptor");
+	if (check_file(fd, path[0] ? path : "the descriptor", &st, err, sizeof err) < 0)
 		goto fail_msg;
-	}
 	if (!ca.has_remote && path[0]) {
 		char *copy = xstrdup(path);
 		snprintf(ca.remote_name, sizeof ca.remote_name, "%s", basename(copy));
@@ -253,12 +400,4 @@ fail_msg:
 }
 
 /* A message read back from the spool at start. */
-void accept_recovered(struct smsg *m)
-{
-	router_adopt(m);
-	if (m->state == SM_DEAD) {
-		list_push(&R.dead, m);
-		return;
-	}
-	router_route(m);
-}
+void accept_recovered(struct smsg *m) { router_recover(m); }

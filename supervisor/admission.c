@@ -284,8 +284,9 @@ static void ticket_end(struct ticket *t)
 
 static const char *state_name(const struct smsg *m)
 {
-	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "accepted" };
-	return states[m->state];
+	/* SM_LIMBO: between two lists, or (admitted, not yet durable) not yet routed */
+	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "accepted", "gone" };
+	return (unsigned)m->state < sizeof states / sizeof states[0] ? states[m->state] : "accepted";
 }
 
 /* A send of a message in the spool: "accepted" as the first was, or with wait

@@ -28,6 +28,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "common/cfgfile.h"
 #include "common/crypto.h"
 #include "common/jwt.h"
 #include "common/log.h"
@@ -155,9 +156,12 @@ static void open_audit(const char *path)
 		mkdir_p(dir, 0750);
 	}
 	free(dir);
-	A.audit_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+	char why[600];
+	struct stat st;
+	A.audit_fd = cf_open("security.audit_log", path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, CF_REG | CF_CHR, 0,
+			     &st, why, sizeof why);
 	if (A.audit_fd < 0)
-		log_warn("security.audit_log: cannot open %s; refusals go to this log instead", path);
+		log_warnx("%s; refusals go to this log instead", why);
 }
 
 /* Read the security section once per configuration. A reload also reopens the

@@ -1,5 +1,6 @@
 /* The control commands: one table, one handler each. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -7,8 +8,9 @@
 #include "common/util.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/http.h"
 #include "supervisor/monitor.h"
-#include "supervisor/router_int.h"
+#include "supervisor/stats.h"
 #include "supervisor/spool.h"
 #include "supervisor/proctab.h"
 #include "supervisor/router.h"
@@ -18,10 +20,9 @@ typedef void (*cmd_fn)(struct client *c, const struct msg *req);
 
 static void pack_proc(msgpack_packer *pk, const struct proc *p)
 {
-	struct rproto *rp = rproto_by_name(p->name);
 	msgpack_pack_map(pk, 12);
 	pk_kv_str(pk, "name", p->name);
-	pk_kv_bool(pk, "paused", rp && rp->paused);
+	pk_kv_bool(pk, "paused", router_paused(p->name));
 	pk_kv_u64(pk, "pid", (uint64_t)(p->pid > 0 ? p->pid : 0));
 	pk_kv_str(pk, "state", proc_state_str(p->state));
 	pk_kv_u64(pk, "generation", p->gen);
@@ -58,15 +59,17 @@ static void pack_spool(msgpack_packer *pk)
 	struct spool_stats st;
 	spool_stats(&st);
 	msgpack_pack_map(pk, 17);
-	pk_kv_u64(pk, "depth", R.count);
-	pk_kv_u64(pk, "bytes", R.bytes);
-	pk_kv_u64(pk, "oldest_age_ms", R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0);
-	pk_kv_u64(pk, "waiting", R.waiting.n);
-	pk_kv_u64(pk, "dead", R.dead.n);
-	pk_kv_u64(pk, "accepted", R.accepted);
-	pk_kv_u64(pk, "dropped", R.dropped);
-	pk_kv_u64(pk, "expired", R.expired);
-	pk_kv_u64(pk, "rejected_full", R.rejected_full);
+	struct router_counts rc;
+	router_counts(&rc);
+	pk_kv_u64(pk, "depth", rc.depth);
+	pk_kv_u64(pk, "bytes", rc.bytes);
+	pk_kv_u64(pk, "oldest_age_ms", rc.oldest_wall_ms ? wall_ms() - rc.oldest_wall_ms : 0);
+	pk_kv_u64(pk, "waiting", rc.waiting);
+	pk_kv_u64(pk, "dead", rc.dead);
+	pk_kv_u64(pk, "accepted", rc.accepted);
+	pk_kv_u64(pk, "dropped", rc.dropped);
+	pk_kv_u64(pk, "expired", rc.expired);
+	pk_kv_u64(pk, "rejected_full", rc.rejected_full);
 	pk_kv_u64(pk, "segments", st.segments);
 	pk_kv_u64(pk, "disk_bytes", st.disk_bytes);
 	pk_kv_u64(pk, "corrupt_segments", st.corrupt_segments);
@@ -89,8 +92,7 @@ static void pack_network(msgpack_packer *pk)
 		pk_kv_str(pk, "quality", quality_str(monitor_quality(p->name)));
 		pk_kv_f64(pk, "rtt_ms", (double)monitor_rtt_us(p->name) / 1000.0);
 		pk_kv_f64(pk, "loss", monitor_loss(p->name));
-		struct rproto *rp = rproto_by_name(p->name);
-		pk_kv_str(pk, "cooling", rp && now_ms() < rp->cool_until ? rp->cool_reason : NULL);
+		pk_kv_str(pk, "cooling", router_cooling(p->name));
 	}
 }
 
@@ -152,7 +154,10 @@ static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause
 		return;
 	}
 	if (router_pause(name, pause) < 0) {
-		control_fail(c->cid, req->seq, "%s: no protocol named '%s'", what, name);
+		char list[256];
+		router_protocol_names(list, sizeof list);
+		control_fail(c->cid, req->seq, "%s: no protocol named '%s' (protocols: %s)", what, name,
+			     list[0] ? list : "none");
 		return;
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);
@@ -161,13 +166,27 @@ static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause
 static void cmd_pause(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, true); }
 static void cmd_resume(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, false); }
 
+struct reload_ticket {
+	uint64_t cid, seq;
+};
+
+static void reloaded(const char *err, void *arg)
+{
+	struct reload_ticket *t = arg;
+	if (err)
+		control_fail(t->cid, t->seq, "reload failed, keeping the old configuration: %s", err);
+	else
+		control_reply(t->cid, t->seq, true, NULL, NULL);
+	free(t);
+}
+
+/* Answered once the file is read (off the loop) and swapped in. */
 static void cmd_reload(struct client *c, const struct msg *req)
 {
-	char err[1024];
-	if (sup_reload(err, sizeof err) < 0)
-		control_fail(c->cid, req->seq, "reload failed, keeping the old configuration: %s", err);
-	else
-		control_reply(c->cid, req->seq, true, NULL, NULL);
+	struct reload_ticket *t = xcalloc(1, sizeof *t);
+	t->cid = c->cid;
+	t->seq = req->seq;
+	sup_reload(reloaded, t);
 }
 
 static void cmd_shutdown(struct client *c, const struct msg *req)
@@ -185,15 +204,6 @@ static void cmd_stats(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
-/* A dead letter back on its way, from a fresh backoff. */
-static void requeue_dead(struct smsg *m)
-{
-	list_del(&R.dead, m);
-	m->state = SM_LIMBO;
-	m->backoff_ms = 0;
-	spool_requeue(m);
-	router_route(m);
-}
 
 /* The answer of the `all` actions: {KEY: how many}. */
 static void reply_count(const struct client *c, const struct msg *req, const char *key, uint64_t n)
@@ -239,33 +249,17 @@ static void cmd_queue(struct client *c, const struct msg *req)
 	if (listing) {
 		struct body b;
 		body_init(&b);
-		uint64_t n = 0;
-		for (struct smsg *m = R.all.head; m && n < limit; m = m->anext)
-			if (!dead_only || m->state == SM_DEAD)
-				n++;
-		msgpack_pack_array(&b.pk, n);
-		uint64_t k = 0;
-		for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
-			if (!dead_only || m->state == SM_DEAD) {
-				router_pack_message(&b.pk, m, NULL);
-				k++;
-			}
+		router_pack_queue(&b.pk, limit, dead_only);
 		control_reply(c->cid, req->seq, true, NULL, &b);
 		body_free(&b);
 		return;
 	}
 	if (strcmp(action, "retry") == 0 && strcmp(id, "all") == 0) {
-		uint64_t n = R.waiting.n;
-		for (struct smsg *m = R.waiting.head; m; m = m->qnext)
-			m->next_try_ms = 0;
-		router_sweep_waiting();
-		reply_count(c, req, "retried", n);
+		reply_count(c, req, "retried", router_retry_all());
 		return;
 	}
 	if (strcmp(action, "requeue") == 0 && strcmp(id, "all") == 0) {
-		uint64_t n = 0, had = R.dead.n; /* one pass: a message may die again at once */
-		for (; R.dead.head && n < had; n++)
-			requeue_dead(R.dead.head);
+		uint64_t n = router_requeue_all();
 		if (n)
 			log_info("%llu dead letters requeued by an operator (uid %d)", (unsigned long long)n, (int)c->uid);
 		reply_count(c, req, "requeued", n);
@@ -282,8 +276,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 				     m->state == SM_DEAD ? "dead (use queue requeue)" : "already on its way");
 			return;
 		}
-		m->next_try_ms = 0;
-		router_sweep_waiting();
+		router_retry(m);
 	} else if (strcmp(action, "purge") == 0) {
 		if (m->state == SM_INFLIGHT) {
 			control_fail(c->cid, req->seq, "queue purge: message %s is in flight; try again", id);
@@ -297,7 +290,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 			control_fail(c->cid, req->seq, "queue requeue: message %s is not dead", id);
 			return;
 		}
-		requeue_dead(m);
+		router_requeue(m);
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 }
@@ -323,6 +316,47 @@ static void cmd_trace(struct client *c, const struct msg *req)
 	body_free(&b);
 }
 
+/* What `auto` would pick now, and the fallback chain after it: nothing is sent. */
+static void cmd_select(struct client *c, const struct msg *req)
+{
+	char kind[16] = "metadata", prio[16] = "normal", asked[16] = "auto";
+	uint64_t size = 0;
+	obj_get_str(req->body, "kind", kind, sizeof kind);
+	obj_get_str(req->body, "priority", prio, sizeof prio);
+	obj_get_str(req->body, "protocol", asked, sizeof asked);
+	obj_get_u64(req->body, "size", &size);
+	bool file = strcmp(kind, "file") == 0;
+	if (!file && strcmp(kind, "metadata") != 0) {
+		control_fail(c->cid, req->seq, "select: unknown kind '%s' (valid: metadata, file)", kind);
+		return;
+	}
+	if (priority_parse(prio) < 0) {
+		control_fail(c->cid, req->seq, "select: unknown priority '%s' (valid: high, normal, low)", prio);
+		return;
+	}
+	struct body b;
+	char err[128];
+	body_init(&b);
+	if (router_select_dry_run(&b.pk, file, priority_parse(prio), size, asked, err, sizeof err) < 0)
+		control_fail(c->cid, req->seq, "select: %s", err);
+	else
+		control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
+/* The dashboard's document (GET /api/dashboard) as JSON text, without the history. */
+static void cmd_dashboard(struct client *c, const struct msg *req)
+{
+	struct strbuf s = { 0 };
+	metrics_dashboard_json(&s, 0);
+	struct body b;
+	body_init(&b);
+	msgpack_pack_str_with_body(&b.pk, s.p, s.len);
+	free(s.p);
+	control_reply(c->cid, req->seq, true, NULL, &b);
+	body_free(&b);
+}
+
 static const struct command {
 	const char *name;
 	cmd_fn fn;
@@ -339,6 +373,8 @@ static const struct command {
 	{ "queue", cmd_queue },
 	{ "stats", cmd_stats },
 	{ "trace", cmd_trace },
+	{ "select", cmd_select },
+	{ "dashboard", cmd_dashboard },
 };
 
 void commands_dispatch(struct client *c, const struct msg *req)

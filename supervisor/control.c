@@ -198,7 +198,25 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 /* A frame the channel refuses unread (length 0, or over gateway.max_frame_bytes):
  * the same error reply as a malformed request, before the channel closes and
  * on_client_error drops the client. */
-static void on_client_bad_frame(struct channel *ch, const char *why, void *arg) { refuse_frame(arg, why); }
+static void on_client_bad_frame(struct channel *ch, const char *why, void *arg)
+{
+	struct client *c = arg;
+	size_t len = channel_refused_len(ch);
+	if (!len) {
+		refuse_frame(c, why);
+		return;
+	}
+	/* Too large: say which limit, and what to change, as a send over
+	 * max_message_bytes hears (the loader keeps max_frame_bytes above it). */
+	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
+	control_fail(c->cid, 0,
+		     "frame of %zu bytes is larger than the limit of %zu bytes (gateway.max_frame_bytes): a message may "
+		     "have at most gateway.max_message_bytes (%lld) bytes; send less, send a file with send-file, or "
+		     "raise both in the configuration",
+		     len, (size_t)config_int(sup.cfg, "gateway", "max_frame_bytes"),
+		     (long long)config_int(sup.cfg, "gateway", "max_message_bytes"));
+	channel_flush(c->ch, 100);
+}
 
 static void on_client_error(struct channel *ch, const char *why, void *arg)
 {

@@ -892,35 +892,9 @@ int http_start(char *err, size_t errlen)
 	const char *listen = config_str(sup.cfg, "metrics", "listen");
 	if (!listen || !*listen)
 		return 0;
-	char host[64];
-	int port;
-	const char *colon = strrchr(listen, ':');
-	if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host || (port = atoi(colon + 1)) <= 0 ||
-	    port > 65535) {
-		snprintf(err, errlen, "metrics.listen '%s': expected HOST:PORT on loopback, e.g. 127.0.0.1:9630", listen);
-		return -1;
-	}
-	snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
-	if (host[0] == '[') { /* [::1] */
-		memmove(host, host + 1, strlen(host));
-		host[strcspn(host, "]")] = '\0';
-	}
 	struct sockaddr_storage sa;
-	struct in_addr a4;
-	if (inet_pton(AF_INET, host, &a4) == 1) {
-		if ((ntohl(a4.s_addr) >> 24) != 127) {
-			snprintf(err, errlen, "metrics.listen '%s' is not a loopback address: the metrics and the dashboard "
-					      "are served on 127.0.0.0/8 or ::1 only", listen);
-			return -1;
-		}
-		uv_ip4_addr(host, port, (struct sockaddr_in *)&sa);
-	} else if (strcmp(host, "::1") == 0) {
-		uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa);
-	} else {
-		snprintf(err, errlen, "metrics.listen '%s' is not a loopback address: the metrics and the dashboard are "
-				      "served on 127.0.0.0/8 or ::1 only", listen);
+	if (cfg_parse_listen(listen, &sa, err, errlen) < 0)
 		return -1;
-	}
 	uv_tcp_init(sup.loop, &server);
 	int rc = uv_tcp_bind(&server, (struct sockaddr *)&sa, 0);
 	if (rc == 0)

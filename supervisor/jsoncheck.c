@@ -34,13 +34,25 @@ static bool literal(struct jp *j, const char *word)
 	return true;
 }
 
+/* RFC 3629's table: the second byte's range depends on the first, which is
+ * what excludes overlong forms (E0 80..9F, F0 80..8F), the surrogates
+ * (ED A0..BF: U+D800..DFFF) and code points above U+10FFFF (F4 90..BF, F5..FF);
+ * C0, C1 (overlong two-byte forms) never lead. */
 static bool utf8_seq(struct jp *j)
 {
-	unsigned c = *j->p, need = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
-	if (!need || c > 0xf4)
+	unsigned c = *j->p, need, lo = 0x80, hi = 0xbf;
+	if (c >= 0xc2 && c <= 0xdf)
+		need = 1;
+	else if (c >= 0xe0 && c <= 0xef)
+		need = 2, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+	else if (c >= 0xf0 && c <= 0xf4)
+		need = 3, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+	else
 		return fail(j, "invalid UTF-8");
-	for (unsigned i = 1; i <= need; i++)
-		if (j->p + i >= j->end || (j->p[i] & 0xc0) != 0x80)
+	if ((size_t)(j->end - j->p) <= need || j->p[1] < lo || j->p[1] > hi)
+		return fail(j, "invalid UTF-8");
+	for (unsigned i = 2; i <= need; i++)
+		if ((j->p[i] & 0xc0) != 0x80)
 			return fail(j, "invalid UTF-8");
 	j->p += need + 1;
 	return true;
@@ -200,4 +212,16 @@ bool json_check(const char *buf, size_t len, char *err, size_t errlen)
 	if (!ok)
 		snprintf(err, errlen, "%s at byte %zu", j.why, (size_t)(j.p - j.start));
 	return ok;
+}
+
+bool utf8_valid(const char *s, size_t len)
+{
+	struct jp j = { (const unsigned char *)s, (const unsigned char *)s + len, (const unsigned char *)s, NULL, 0 };
+	while (j.p < j.end) {
+		if (*j.p < 0x80)
+			j.p++;
+		else if (!utf8_seq(&j))
+			return false;
+	}
+	return true;
 }

@@ -10,6 +10,7 @@
 #include "proto/proto.h"
 
 #define MAX_ROUTE 16
+#define MAX_MOVES 8 /* the latest state changes kept for `trace` */
 
 enum smsg_state {
 	SM_QUEUED,   /* waiting for a worker */
@@ -17,6 +18,8 @@ enum smsg_state {
 	SM_WAITING,  /* every protocol of its chain failed; waits for its next try */
 	SM_DEAD,     /* no protocol may deliver it: dead-letter area */
 	SM_LIMBO,    /* between two lists while the router moves it: on none */
+	SM_GONE,     /* delivered or removed: out of the spool, kept only for `trace` */
+	SM_NSTATES
 };
 
 struct hop {                  /* one attempt */
@@ -65,11 +68,20 @@ struct smsg {
 	uint64_t done_bytes;      /* file progress */
 	struct waiter waiter;
 	uint32_t tried;           /* bit per protocol index: tried in this round */
+	uint32_t tried_down;      /* bit per protocol index: failed this round while not up */
+	bool replayed;            /* read back from the spool at start: held until the workers connect */
 	int round_primary;        /* protocol index that began this round */
 	bool round_retry;         /* some protocol answered retry in this round */
 	uint64_t queued_ms;       /* when it joined its current queue */
+	struct move {             /* a state change (msgstate.h), for `trace` */
+		uint8_t ev, to;
+		uint32_t at_ms;       /* since created_wall_ms */
+	} moves[MAX_MOVES];       /* a ring: the latest MAX_MOVES */
+	uint32_t nmoves;
 	struct smsg *qnext, *qprev; /* in a queue */
 	struct smsg *anext, *aprev; /* in age order, all live messages */
+	struct smsg *snext, *sprev; /* in the spool's own index of its live records */
+	bool spooled;               /* ... and on it */
 	struct smsg *hnext;         /* in the id hash */
 };
 

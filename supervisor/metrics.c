@@ -226,6 +226,9 @@ static void dash_protocols(struct strbuf *b)
 			sb_printf(b, "\"success_rate_60s\":%.4f,", (double)ok60 / (double)(ok60 + r60 + f60));
 		else
 			sb_printf(b, "\"success_rate_60s\":null,");
+		/* a backlog spread: what it took over from other protocols' queues, and they from its own */
+		sb_printf(b, "\"taken_over\":%llu,\"given\":%llu,", (unsigned long long)s->stolen,
+			  (unsigned long long)s->given);
 		sb_printf(b, "\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, proctab_find(rp->name)),
 			  rp->paused ? "true" : "false");
 		if (now_ms() < rp->cool_until)

@@ -68,8 +68,8 @@ static void keep_line(struct proc *p, const char *s, size_t n)
 		p->nlines++;
 	}
 	p->lines[slot] = xstrndup(s, n);
-	/* Worker lines carry their own "<N>ucgw-x:" prefix; pass them on unchanged. */
-	fprintf(stderr, "%.*s\n", (int)n, s);
+	/* Worker lines carry their own "<N>ucgw-x:" prefix: unchanged, or with the time on a terminal. */
+	log_relay(s, n);
 }
 
 static void split_lines(struct proc *p, bool flush_partial)

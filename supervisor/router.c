@@ -14,6 +14,7 @@
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/monitor.h"
+#include "supervisor/msgstate.h"
 #include "supervisor/proctab.h"
 #include "supervisor/router_int.h"
 #include "supervisor/spool.h"
@@ -91,7 +92,9 @@ struct mlist *list_of(struct smsg *m)
 	case SM_INFLIGHT: return rp ? &rp->inflight : NULL;
 	case SM_WAITING: return &R.waiting;
 	case SM_DEAD: return &R.dead;
-	case SM_LIMBO: return NULL;
+	case SM_LIMBO:
+	case SM_GONE:
+	case SM_NSTATES: return NULL;
 	}
 	return NULL;
 }
@@ -101,6 +104,36 @@ static void unlist(struct smsg *m)
 	struct mlist *l = list_of(m);
 	if (l)
 		list_del(l, m);
+}
+
+/* The one place a message's state changes: the move must be in msgstate.c's
+ * table, and it is kept in the message's trace. A move the table does not have
+ * is a bug in the router: fatal in a debug build; in a release build it is
+ * logged and made anyway (the event says where to), as before the table, so a
+ * message is never stranded by its own bookkeeping. The caller has taken the
+ * message off its list and puts it on the new one. */
+static void transition(struct smsg *m, enum msg_event ev)
+{
+	static const enum smsg_state target[EV_COUNT] = {
+		[EV_ENQUEUE] = SM_QUEUED, [EV_TAKE] = SM_LIMBO,    [EV_SEND] = SM_INFLIGHT,
+		[EV_END] = SM_LIMBO,      [EV_WAIT] = SM_WAITING,  [EV_KILL] = SM_DEAD,
+		[EV_REQUEUE] = SM_LIMBO,  [EV_DELIVER] = SM_GONE,  [EV_REMOVE] = SM_GONE,
+	};
+	int to = msgstate_next(m->state, ev);
+	if (to < 0) {
+#ifndef NDEBUG
+		panic("message %s: '%s' is not a move from state %s", m->id, msgevent_str(ev), msgstate_str(m->state));
+#endif
+		log_warnx("BUG: message %s: '%s' is not a move from state %s; made anyway", m->id, msgevent_str(ev),
+			  msgstate_str(m->state));
+		to = (int)target[ev];
+	}
+	struct move *mv = &m->moves[m->nmoves++ % MAX_MOVES];
+	uint64_t since = wall_ms() - m->created_wall_ms;
+	mv->ev = (uint8_t)ev;
+	mv->to = (uint8_t)to;
+	mv->at_ms = since > UINT32_MAX ? UINT32_MAX : (uint32_t)since;
+	m->state = (enum smsg_state)to;
 }
 
 /* ---- protocols ---- */
@@ -205,20 +238,25 @@ void smsg_free(struct smsg *m)
  * without their payloads, in a ring, and their trace is packed only when asked
  * for: packed at once it cost every delivery more than its routing did. */
 #define RECENT 256
+/* The ring holds copies, in storage of its own: kept as they were, the last
+ * messages of a long backlog lay all over the heap and each held its page
+ * there, so 2.3 MB of it could not be given back after the drain (memtrim.c). */
+#define RECENT_TEXT 256
 static struct recent {
-	struct smsg *m;     /* finished: on no list, in no index, payload freed */
-	const char *state;  /* a string literal: "delivered", "expired", ... */
+	struct smsg m;      /* finished: on no list, in no index, no payload */
+	struct hop route[MAX_ROUTE];
+	char topic[RECENT_TEXT], endpoint[RECENT_TEXT], remote_name[RECENT_TEXT];
+	const char *state;  /* a string literal: "delivered", "expired", ...; NULL: free slot */
 } recent[RECENT];
 static unsigned recent_next;
 
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
-	static const char *const states[] = { "queued", "inflight", "waiting", "dead", "moving" };
 	uint64_t at = m->finished_wall_ms ? m->finished_wall_ms : wall_ms(); /* a finished one's age at its end */
 	msgpack_pack_map(pk, 11);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
-	pk_kv_str(pk, "state", state ? state : states[m->state]);
+	pk_kv_str(pk, "state", state ? state : msgstate_str(m->state));
 	pk_kv_str(pk, "protocol", m->worker[0] ? m->worker : m->protocol);
 	pk_kv_str(pk, "priority", priority_str(m->priority));
 	pk_kv_u64(pk, "attempts", m->tries);
@@ -232,32 +270,56 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
-	msgpack_pack_map(pk, 3);
+	msgpack_pack_map(pk, 4);
 	pk_key(pk, "message");
 	router_pack_message(pk, m, state);
 	pk_key(pk, "route");
 	router_pack_route(pk, m);
+	pk_key(pk, "states"); /* the latest state changes, oldest first */
+	uint32_t n = m->nmoves < MAX_MOVES ? m->nmoves : MAX_MOVES;
+	msgpack_pack_array(pk, n);
+	for (uint32_t i = m->nmoves - n; i < m->nmoves; i++) {
+		const struct move *mv = &m->moves[i % MAX_MOVES];
+		msgpack_pack_map(pk, 3);
+		pk_kv_str(pk, "event", msgevent_str((enum msg_event)mv->ev));
+		pk_kv_str(pk, "state", msgstate_str((enum smsg_state)mv->to));
+		pk_kv_u64(pk, "at_ms", mv->at_ms);
+	}
 	pk_kv_str(pk, "requested", m->protocol);
 }
 
-/* Keep m (now finished) for a later trace; the oldest kept one goes. */
+static char *keep_text(char *slot, const char *s)
+{
+	if (!s)
+		return NULL;
+	str_copy(slot, RECENT_TEXT, s);
+	return slot;
+}
+
+/* Keep a copy of m (now finished) for a later trace, and free m; the copy
+ * replaces the oldest one kept. */
 static void remember(struct smsg *m, const char *state)
 {
 	struct recent *r = &recent[recent_next++ % RECENT];
-	if (r->m)
-		smsg_free(r->m);
-	free(m->payload);
-	m->payload = NULL;
-	m->finished_wall_ms = wall_ms();
-	*r = (struct recent){ m, state };
+	r->m = *m;
+	r->m.finished_wall_ms = wall_ms();
+	r->m.payload = NULL;
+	if (m->nroute) /* a message that was never tried has no route at all */
+		memcpy(r->route, m->route, m->nroute * sizeof *m->route);
+	r->m.route = r->route;
+	r->m.topic = keep_text(r->topic, m->topic);
+	r->m.endpoint = keep_text(r->endpoint, m->endpoint);
+	r->m.remote_name = keep_text(r->remote_name, m->remote_name);
+	r->state = state;
+	smsg_free(m);
 }
 
 bool router_recent_trace(const char *id, msgpack_packer *pk)
 {
 	for (unsigned i = 0; i < RECENT; i++) {
 		const struct recent *r = &recent[(recent_next - 1 - i) % RECENT];
-		if (r->m && strcmp(r->m->id, id) == 0) {
-			router_pack_trace(pk, r->m, r->state);
+		if (r->state && strcmp(r->m.id, id) == 0) {
+			router_pack_trace(pk, &r->m, r->state);
 			return true;
 		}
 	}
@@ -273,14 +335,15 @@ void router_forget(struct smsg *m, const char *status, const char *state)
 	index_del(m);
 	answer_waiter(m, status);
 	admission_finished(m, status, state);
-	spool_done(m, state);
-	remember(m, state); /* freed when it leaves the ring */
+	spool_done(m, state); /* before the move: the spool counts its dead letters by their state */
+	transition(m, strcmp(status, "ok") == 0 ? EV_DELIVER : EV_REMOVE);
+	remember(m, state); /* a copy: m is freed */
 }
 
 static void to_dead(struct smsg *m)
 {
 	unlist(m);
-	m->state = SM_DEAD;
+	transition(m, EV_KILL);
 	list_push(&R.dead, m);
 	R.dead_total++;
 	stats_dead(m);
@@ -395,7 +458,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	str_copy(h->protocol, sizeof h->protocol, rp->name);
 	h->status = 255;
 	h->start_wall_ms = wall_ms();
-	m->state = SM_INFLIGHT;
+	transition(m, EV_SEND);
 	list_push(&rp->inflight, m);
 	p->inflight++;
 	R.inflight++;
@@ -427,6 +490,53 @@ static void drain_refill(void)
 static void to_waiting(struct smsg *m, uint64_t delay);
 #define RESOURCE_RETRY_MS 1000
 
+/* A backlog is spread, not pinned to whichever protocol answered first: a
+ * protocol that is up, with room in its window and nothing of its own queued,
+ * takes the oldest queued message of the highest priority from another
+ * protocol's queue, if that message's chain has it. Each protocol so pulls
+ * work at the pace it delivers: a slow one takes less, an idle one helps. A
+ * look at the first STEAL_SCAN of each queue bounds the cost of a queue full of
+ * messages it cannot carry. */
+#define STEAL_SCAN 32
+/* Only a backlog is spread: a message queued for less than this is merely
+ * waiting for room in a busy window, and goes the way it was sent. */
+#define STEAL_AFTER_MS 250
+static struct smsg *steal_candidate(struct rproto *rp)
+{
+	/* A protocol whose last job failed takes no one else's work: connected but
+	 * refusing (a 503), it would take a window of messages away from a
+	 * protocol that delivers each time its cool-down ends. */
+	if (!rproto_up(rp) || rp->consecutive_failures)
+		return NULL;
+	uint64_t now = now_ms();
+	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
+		for (int i = 0; i < R.nprotos; i++) {
+			struct rproto *from = &R.protos[i];
+			unsigned k = 0;
+			if (from == rp)
+				continue;
+			for (struct smsg *m = from->queue[pr].head; m && k < STEAL_SCAN; m = m->qnext, k++) {
+				if (now - m->queued_ms < STEAL_AFTER_MS)
+					break; /* the queue is in the order they joined it: the rest are younger */
+				if (chain_may_take(m, rp))
+					return m;
+			}
+		}
+	return NULL;
+}
+
+/* The next job for rp: its own queue's first, else one it may take over. */
+static struct smsg *next_job(struct rproto *rp, bool *stolen)
+{
+	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
+		if (rp->queue[pr].head) {
+			*stolen = false;
+			return rp->queue[pr].head;
+		}
+	*stolen = true;
+	return steal_candidate(rp);
+}
+
 /* Give a ready worker as many queued jobs as its window allows. */
 void router_pump(struct rproto *rp)
 {
@@ -435,13 +545,21 @@ void router_pump(struct rproto *rp)
 		return;
 	unsigned window = (unsigned)config_int(sup.cfg, "gateway", "window");
 	while (p->inflight < window && p->ch && !channel_congested(p->ch)) {
-		struct smsg *m = NULL;
-		for (int pr = PRIO_HIGH; pr <= PRIO_LOW && !m; pr++)
-			m = rp->queue[pr].head;
+		bool stolen;
+		struct smsg *m = next_job(rp, &stolen);
 		if (!m || !drain_token())
 			return;
-		list_del(&rp->queue[m->priority], m);
-		m->state = SM_LIMBO;
+		unlist(m);
+		transition(m, EV_TAKE);
+		if (stolen) {
+			struct rproto *from = rproto_by_name(m->worker);
+			from->st.given++;
+			m->tried &= ~(1u << from->idx); /* from never made its attempt: it stays in the round */
+			rp->st.stolen++;
+			m->tried |= 1u << rp->idx;
+			str_copy(m->worker, sizeof m->worker, rp->name); /* its lists are rp's now */
+			log_debug("message %s: %s takes it over from %s's queue", m->id, rp->name, from->name);
+		}
 		errno = 0;
 		if (send_job(rp, p, m) < 0) {
 			if (errno == EMFILE || errno == ENFILE) { /* out of descriptors: not the message's fault */
@@ -458,7 +576,7 @@ void router_pump(struct rproto *rp)
 void router_enqueue(struct smsg *m, struct rproto *rp)
 {
 	unlist(m);
-	m->state = SM_QUEUED;
+	transition(m, EV_ENQUEUE);
 	m->queued_ms = now_ms();
 	str_copy(m->worker, sizeof m->worker, rp->name);
 	list_push(&rp->queue[m->priority], m);
@@ -475,7 +593,7 @@ static void to_waiting(struct smsg *m, uint64_t delay)
 		free(m->payload);
 		m->payload = NULL;
 	}
-	m->state = SM_WAITING;
+	transition(m, EV_WAIT);
 	m->next_try_ms = now_ms() + delay;
 	list_push(&R.waiting, m);
 }
@@ -502,18 +620,54 @@ static void wait_round(struct smsg *m, uint64_t retry_after_ms)
 		  m->last_error);
 }
 
-/* Start a fresh round at the message's first choice. */
+/* Nothing can take it now. A dead letter only when the configuration has no
+ * protocol that could carry it, which no restart changes; a worker that failed
+ * or stopped may come back (a reload, `workers restart`): it waits, saying why. */
+static void no_carrier(struct smsg *m)
+{
+	const char *what = m->kind == JOB_FILE ? "file" : "message";
+	char why[sizeof m->last_error];
+	bool configured = carriers_configured(m, why, sizeof why);
+	if (configured) {
+		snprintf(m->last_error, sizeof m->last_error, "no worker can take this %s now: %s", what, why);
+		wait_round(m, 0);
+		return;
+	}
+	if (strcmp(m->protocol, "auto") != 0)
+		snprintf(m->last_error, sizeof m->last_error,
+			 "protocol %s is not enabled in the configuration, or cannot carry a %s", m->protocol, what);
+	else
+		snprintf(m->last_error, sizeof m->last_error,
+			 "no protocol enabled in the configuration can carry this %s", what);
+	to_dead(m);
+}
+
+/* Before the workers had their chance to connect after a start, a message read
+ * back from the spool none of whose chain is up waits for them
+ * (router_check_start) instead of going down its chain to protocols merely not
+ * connected yet, or dying. A new message sent meanwhile goes its way at once,
+ * as later: its chain and the waiting set say why it waits. */
+static void hold_for_start(struct smsg *m)
+{
+	snprintf(m->last_error, sizeof m->last_error,
+		 "held at start until the workers have connected (at most %d ms)", START_GRACE_MS);
+	to_waiting(m, START_GRACE_MS);
+}
+
+/* Start a fresh round at the head of the message's chain. */
 void router_route(struct smsg *m)
 {
 	m->again = m->again_n = 0;
 	m->attempts = 0;
-	m->tried = 0;
+	m->tried = m->tried_down = 0;
 	memset(m->permfail, 0, sizeof m->permfail);
 	struct rproto *rp = select_protocol(m);
+	if (!R.started && (m->replayed || !R.workers_ms) && (!rp || !rproto_up(rp))) {
+		hold_for_start(m);
+		return;
+	}
 	if (!rp) {
-		snprintf(m->last_error, sizeof m->last_error, "no enabled protocol can carry this %s",
-			 m->kind == JOB_FILE ? "file" : "message");
-		to_dead(m);
+		no_carrier(m);
 		return;
 	}
 	m->tried = 1u << rp->idx;
@@ -531,6 +685,8 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 {
 	if (strcmp(rp->name, "rest") != 0 || (int64_t)m->again_n + 1 >= config_int(sup.cfg, "rest", "retry_attempts"))
 		return false;
+	if (chain_back(m, rp, true)) /* never wait on rest while one before it in the chain is back */
+		return false;
 	uint64_t delay = next_backoff(0); /* doubled again_n times: a shift would overflow (retry_attempts <= 100) */
 	for (unsigned k = 0; k < m->again_n; k++)
 		delay = next_backoff(delay);
@@ -547,6 +703,8 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 /* After a failure on rp: the next protocol of the chain, else wait or die. */
 static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint64_t retry_after_ms)
 {
+	if (!rproto_up(rp))
+		m->tried_down |= 1u << rp->idx;
 	if (st == JOB_RETRY && try_again_later(m, rp, retry_after_ms))
 		return;
 	m->again_n = 0;
@@ -554,6 +712,10 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 		m->permfail[rp->idx] = true;
 	else
 		m->round_retry = true;
+	if (chain_back(m, rp, true)) { /* one ahead of rp came back: a round starts at the head */
+		router_route(m);
+		return;
+	}
 	struct rproto *next = next_in_chain(m, rp);
 	if (next) {
 		m->tried |= 1u << next->idx;
@@ -564,6 +726,17 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 	}
 	if (chain_all_permfail(m)) {
 		to_dead(m);
+		return;
+	}
+	/* The round is over, but a protocol of its chain (not the one that just
+	 * failed, not one that refused it for good) that failed this round while it
+	 * was down is up again: it came back while the round went on. A new round
+	 * starts at the head of the chain now, rather than after a backoff spent
+	 * waiting on protocols that are down. */
+	if (chain_back(m, rp, false)) {
+		log_debug("message %s: round over (%s), but its chain has a protocol up: a new round now", m->id,
+			  m->last_error);
+		router_route(m);
 		return;
 	}
 	wait_round(m, retry_after_ms);
@@ -595,7 +768,6 @@ static void quarantine(struct smsg *m, const char *last)
 {
 	snprintf(m->last_error, sizeof m->last_error,
 		 "quarantined: %u workers died with this message in hand (last: %s)", m->crashes, last);
-	m->state = SM_LIMBO;
 	to_dead(m);
 }
 
@@ -607,7 +779,7 @@ static void attempt_ended(struct rproto *rp, struct proc *p, struct smsg *m, enu
 	if (p && p->inflight)
 		p->inflight--;
 	R.inflight--;
-	m->state = SM_LIMBO;
+	transition(m, EV_END);
 	hop_end(m, st, err);
 	stats_result(rp, m, st);
 	if (st != JOB_OK)
@@ -732,8 +904,7 @@ void router_worker_lost(struct proc *p)
 		struct smsg *m = router_find(rp->orphans[i].id);
 		if (!m || m->state == SM_DEAD || ++m->crashes < POISON_CRASHES || m->state == SM_INFLIGHT)
 			continue;
-		unlist(m);
-		quarantine(m, p->last_exit);
+		quarantine(m, p->last_exit); /* off its queue or the waiting set */
 	}
 	rp->norphans = 0;
 	/* Its queue goes elsewhere too, unless it comes back soon: the sweep reroutes
@@ -742,6 +913,7 @@ void router_worker_lost(struct proc *p)
 
 void router_worker_ready(struct proc *p)
 {
+	router_check_start();
 	router_wake(p->name);
 	struct rproto *rp = rproto_by_name(p->name);
 	if (rp) {
@@ -783,6 +955,7 @@ void router_worker_health(struct proc *p, bool measured)
 	}
 	if (p->connected)
 		router_pump(rp);
+	router_check_start();
 }
 
 void router_worker_drain(struct proc *p)
@@ -792,17 +965,46 @@ void router_worker_drain(struct proc *p)
 		router_pump(rp);
 }
 
-/* A path came back: every waiting message whose chain has it goes out now. */
+/* A path came back: every waiting message whose chain has it starts a new
+ * round now, at the head of its chain (not on the protocol it last waited for),
+ * in priority then age order, so that the queues it joins are in that order. */
 void router_wake(const char *name)
 {
-	struct smsg *m = R.waiting.head;
-	while (m) {
-		struct smsg *next = m->qnext;
-		if (chain_has(m, name))
-			m->next_try_ms = 0;
-		m = next;
+	if (!R.started || !R.waiting.n)
+		return;
+	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
+		for (struct smsg *m = R.all.head; m; m = m->anext)
+			if (m->state == SM_WAITING && m->priority == (enum priority)pr &&
+			    (!name || !m->tried || chain_has(m, name))) /* !tried: no round yet, no chain */
+				router_route(m);
+}
+
+/* The gate of a start: open once every enabled worker is connected (or failed,
+ * or stopped), or START_GRACE_MS after the process table came up; then the
+ * messages read back from the spool (and those held meanwhile) are routed,
+ * with every worker there to take them. */
+void router_check_start(void)
+{
+	if (R.started || !R.workers_ms)
+		return;
+	bool all = true;
+	for (int i = 0; i < R.nprotos; i++) {
+		struct proc *p = proctab_find(R.protos[i].name);
+		if (p && p->state != PROC_FAILED && p->state != PROC_STOPPED && !(p->state == PROC_READY && p->connected))
+			all = false;
 	}
-	router_sweep_waiting();
+	if (!all && now_ms() - R.workers_ms < START_GRACE_MS)
+		return;
+	R.started = true;
+	log_info("%s: %llu held message%s go%s out", all ? "every worker connected" : "start grace over",
+		 (unsigned long long)R.waiting.n, R.waiting.n == 1 ? "" : "s", R.waiting.n == 1 ? "es" : "");
+	router_wake(NULL);
+}
+
+void router_workers_started(void)
+{
+	R.workers_ms = now_ms();
+	router_check_start();
 }
 
 unsigned router_inflight(void) { return R.inflight; }
@@ -832,6 +1034,8 @@ void router_describe_jobs(const struct proc *p, FILE *out)
 
 void router_sweep_waiting(void)
 {
+	if (!R.started)
+		return;
 	uint64_t now = now_ms();
 	struct smsg *m = R.waiting.head;
 	while (m) {
@@ -881,20 +1085,19 @@ static void sweep_stuck_queues(void)
 		if (!stuck)
 			continue;
 		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++) {
-			struct smsg *m = rp->queue[pr].head;
-			while (m) {
-				struct smsg *next = m->qnext;
-				if (now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
-					snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
-						 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
-						 lost ? "its worker closed its socket and is on its way out" :
-						 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
-						 proc_state_str(p->state));
-					list_del(&rp->queue[pr], m);
-					m->state = SM_LIMBO;
-					reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
-				}
-				m = next;
+			/* No pointer is kept across reroute(): the pump it runs may take
+			 * over any message of this queue. The queue is in join order, so
+			 * the head is the oldest and a young head ends the walk. */
+			struct smsg *m;
+			while ((m = rp->queue[pr].head) && now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
+				snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
+					 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
+					 lost ? "its worker closed its socket and is on its way out" :
+					 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
+					 proc_state_str(p->state));
+				list_del(&rp->queue[pr], m);
+				transition(m, EV_TAKE);
+				reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
 			}
 		}
 	}
@@ -942,15 +1145,20 @@ static void end_cooling(void)
 	}
 }
 
-static void on_tick(uv_timer_t *t)
+static void on_tick(uv_timer_t *t) { router_tick(); }
+
+void router_tick(void)
 {
+	router_check_start();
 	drain_refill();
 	end_cooling();
 	sweep_timeouts();
 	sweep_stuck_queues();
 	router_sweep_waiting();
-	if (++R.ticks % (1000 / TICK_MS) == 0)
+	if (++R.ticks % (1000 / TICK_MS) == 0) {
 		sweep_expired();
+		stats_second();
+	}
 	for (int i = 0; i < R.nprotos; i++)
 		router_pump(&R.protos[i]);
 }
@@ -1000,6 +1208,94 @@ int router_make_room(uint64_t size, char *err, size_t errlen)
 		router_forget(old, "failed", "dropped");
 	}
 	return 0;
+}
+
+/* A message read back from the spool at start: a dead letter stays one; the
+ * others are held until the workers have had their chance (router_check_start). */
+void router_recover(struct smsg *m)
+{
+	bool dead = m->state == SM_DEAD; /* the spool's record of it; from here on the router's */
+	m->state = SM_LIMBO;
+	m->replayed = true;
+	router_adopt(m);
+	if (dead) {
+		transition(m, EV_KILL);
+		list_push(&R.dead, m);
+		return;
+	}
+	router_route(m);
+}
+
+/* A dead letter back on its way, from a fresh backoff (`queue requeue`). */
+void router_requeue(struct smsg *m)
+{
+	if (m->state != SM_DEAD)
+		return;
+	unlist(m);
+	transition(m, EV_REQUEUE);
+	m->backoff_ms = 0;
+	spool_requeue(m);
+	router_route(m);
+}
+
+void router_count_rejected(void) { R.rejected_full++; }
+
+void router_counts(struct router_counts *c)
+{
+	*c = (struct router_counts){ .depth = R.count, .bytes = R.bytes,
+				     .oldest_wall_ms = R.all.head ? R.all.head->created_wall_ms : 0,
+				     .waiting = R.waiting.n, .dead = R.dead.n, .accepted = R.accepted,
+				     .dropped = R.dropped, .expired = R.expired, .rejected_full = R.rejected_full };
+}
+
+bool router_paused(const char *protocol)
+{
+	struct rproto *rp = rproto_by_name(protocol);
+	return rp && rp->paused;
+}
+
+const char *router_cooling(const char *protocol)
+{
+	struct rproto *rp = rproto_by_name(protocol);
+	return rp && now_ms() < rp->cool_until ? rp->cool_reason : NULL;
+}
+
+void router_pack_queue(msgpack_packer *pk, uint64_t limit, bool dead_only)
+{
+	uint64_t n = 0, k = 0;
+	for (struct smsg *m = R.all.head; m && n < limit; m = m->anext)
+		n += !dead_only || m->state == SM_DEAD;
+	msgpack_pack_array(pk, n);
+	for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
+		if (!dead_only || m->state == SM_DEAD) {
+			router_pack_message(pk, m, NULL);
+			k++;
+		}
+}
+
+void router_retry(struct smsg *m)
+{
+	if (m->state != SM_WAITING)
+		return;
+	m->next_try_ms = 0;
+	router_sweep_waiting();
+}
+
+uint64_t router_retry_all(void)
+{
+	uint64_t n = R.waiting.n;
+	for (struct smsg *m = R.waiting.head; m; m = m->qnext)
+		m->next_try_ms = 0;
+	router_sweep_waiting();
+	return n;
+}
+
+uint64_t router_requeue_all(void)
+{
+	uint64_t n = 0, had = R.dead.n; /* one pass: a message may die again at once */
+	for (; R.dead.head && n < had; n++)
+		router_requeue(R.dead.head);
+	return n;
 }
 
 /* Take a message in (new, or recovered from the spool) in age order. */

@@ -35,6 +35,8 @@ void router_describe_jobs(const struct proc *p, FILE *out);
 
 struct smsg;
 void router_init(void);
+/* Every TICK_MS: timeouts, stuck queues, backoffs ended, expiry (a unit test calls it by hand). */
+void router_tick(void);
 /* Pause or resume handing jobs to a protocol (its queue waits, or moves on). */
 int router_pause(const char *name, bool pause);
 /* Refuse or drop the oldest when `size` more would go over the spool's bounds. */
@@ -42,6 +44,13 @@ int router_make_room(uint64_t size, char *err, size_t errlen);
 /* Take in a message (new or recovered), then route it. */
 void router_adopt(struct smsg *m);
 void router_route(struct smsg *m);
+/* A message read back from the spool at start (held until the workers connect). */
+void router_recover(struct smsg *m);
+/* The process table is up: selection starts once each worker had its chance to connect. */
+void router_workers_started(void);
+void router_check_start(void);
+/* A dead letter back on its way (`queue requeue`); nothing for any other state. */
+void router_requeue(struct smsg *m);
 /* Leave for good: delivered ("ok") or given up ("failed"); answers the client waiting for it. */
 void router_forget(struct smsg *m, const char *status, const char *state);
 /* A message as `queue` and `trace` show it; state NULL: its current one. */
@@ -49,6 +58,33 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state);
 /* The packed trace reply of one of the last finished messages, or NULL. */
 bool router_recent_trace(const char *id, msgpack_packer *pk); /* packs its trace if it finished lately */
+/* What `status` shows of the messages. */
+struct router_counts {
+	uint64_t depth, bytes, oldest_wall_ms, waiting, dead;
+	uint64_t accepted, dropped, expired, rejected_full;
+};
+void router_counts(struct router_counts *c);
+bool router_paused(const char *protocol);
+/* Why the protocol cools down, or NULL when it does not. */
+const char *router_cooling(const char *protocol);
+/* `queue`: up to limit messages (dead letters only, if asked), oldest first. */
+void router_pack_queue(msgpack_packer *pk, uint64_t limit, bool dead_only);
+/* `queue retry`: a waiting message (every one) goes round now. */
+void router_retry(struct smsg *m);
+uint64_t router_retry_all(void);
+/* `queue requeue all`: every dead letter back on its way; how many. */
+uint64_t router_requeue_all(void);
+/* A live message by its id, or NULL (delivered, purged or never accepted). */
+struct smsg *router_find(const char *id);
+/* `select`: what auto would pick now for such a message, and the fallback
+ * chain after it (or after `asked`, a protocol's name); -1 with why for a
+ * protocol that does not exist. Nothing is routed. */
+int router_select_dry_run(msgpack_packer *pk, bool file, int priority, uint64_t size, const char *asked, char *err,
+			  size_t errlen);
+/* The protocols' names, ", " between them (the test worker's only where it runs). */
+void router_protocol_names(char *out, size_t len);
+/* A message refused for want of room (the spool's file system is full): counted with the others. */
+void router_count_rejected(void);
 /* Free a message the router never adopted (refused, or its record not written). */
 void smsg_free(struct smsg *m);
 

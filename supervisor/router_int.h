@@ -15,6 +15,7 @@
 #define TICK_MS 100
 #define POISON_CRASHES 3   /* a message held by this many dying workers is quarantined */
 #define QUEUE_STUCK_MS 500 /* queued on a protocol that is down this long: move on */
+#define START_GRACE_MS 5000 /* after a start, how long selection waits for the workers to connect */
 #define PAYLOAD_MEMORY_BUDGET (16u << 20) /* payload bytes kept in memory while queued */
 
 struct mlist {
@@ -62,6 +63,8 @@ struct router {
 	uint64_t drain_rate, ticks;
 	uint64_t credit, credit_ms; /* drain_rate's bucket, in thousandths of a message; refilled when */
 	unsigned rr_next;
+	bool started;        /* the start's gate is open (router_check_start) */
+	uint64_t workers_ms; /* when the process table came up (0: not yet) */
 	uv_timer_t tick;
 };
 
@@ -73,7 +76,6 @@ struct mlist *list_of(struct smsg *m);
 struct rproto *rproto_by_name(const char *name);
 bool rproto_enabled(const struct rproto *rp);
 bool rproto_up(const struct rproto *rp);
-struct smsg *router_find(const char *id);
 void router_enqueue(struct smsg *m, struct rproto *rp);
 void router_pump(struct rproto *rp);
 void router_wake(const char *name);
@@ -88,6 +90,13 @@ struct rproto *select_protocol(struct smsg *m);
 struct rproto *next_in_chain(struct smsg *m, struct rproto *failed);
 bool chain_all_permfail(const struct smsg *m);
 bool chain_has(const struct smsg *m, const char *name);
+/* May rp take m from another protocol's queue (it carries it, its chain has it, not refused this round)? */
+bool chain_may_take(const struct smsg *m, const struct rproto *rp);
+/* Is a protocol of m's chain (other than rp; before it if ahead_only) up that
+ * this round did not find up: one to try now rather than wait? */
+bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only);
+/* Could any enabled protocol carry m? Else (or also) why not now, in words. */
+bool carriers_configured(const struct smsg *m, char *why, size_t whylen);
 void rproto_success(struct rproto *rp);
 void rproto_failure(struct rproto *rp, enum job_status st, const char *err);
 

@@ -1,6 +1,7 @@
 /* Which protocol carries a message: the reference design's ProtocolSelector
  * rules (or its LoadBalancer's round robin), then the fallback chain, walked to
  * its end. A protocol that is not up is passed over when another is. */
+#include <stdio.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -178,4 +179,93 @@ void rproto_failure(struct rproto *rp, enum job_status st, const char *err)
 	snprintf(rp->cool_reason, sizeof rp->cool_reason, "%s", err ? err : "failures");
 	log_warnx("protocol %s cooling down for %.1f s after %u failures in a row: %s", rp->name, (double)ms / 1000,
 		  rp->consecutive_failures, rp->cool_reason);
+}
+
+bool chain_may_take(const struct smsg *m, const struct rproto *rp)
+{
+	return can_carry(rp, m) && !m->permfail[rp->idx] && chain_has(m, rp->name);
+}
+
+/* A protocol of m's chain (before rp only, if ahead_only), not rp, that may
+ * carry it, is up and was not tried this round while up: untried, or tried
+ * while it was down and back since. */
+bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only)
+{
+	struct rproto *chain[MAX_PROTOS + 1];
+	int n = chain_of(&R.protos[m->round_primary], chain, MAX_PROTOS + 1);
+	for (int i = 0; i < n && !(ahead_only && chain[i] == rp); i++) {
+		const struct rproto *q = chain[i];
+		uint32_t bit = 1u << q->idx;
+		bool fresh = !(m->tried & bit) || (m->tried_down & bit);
+		if (q != rp && fresh && can_carry(q, m) && !m->permfail[q->idx] && rproto_up(q))
+			return true;
+	}
+	return false;
+}
+
+/* The protocols enabled in the configuration that could carry m (the one it
+ * asks for, or any for auto), each with why it cannot take it now. */
+bool carriers_configured(const struct smsg *m, char *why, size_t whylen)
+{
+	bool any = false;
+	size_t used = 0;
+	why[0] = '\0';
+	for (int i = 0; i < R.nprotos; i++) {
+		struct rproto *rp = &R.protos[i];
+		if (!can_carry(rp, m) || !rproto_enabled(rp) ||
+		    (strcmp(m->protocol, "auto") != 0 && strcmp(m->protocol, rp->name) != 0))
+			continue;
+		struct proc *p = proctab_find(rp->name);
+		int k = snprintf(why + used, whylen - used, "%s%s %s", any ? ", " : "", rp->name,
+				 p ? proc_state_str(p->state) : "not started");
+		if (k > 0 && (size_t)k < whylen - used)
+			used += (size_t)k;
+		any = true;
+	}
+	return any;
+}
+
+/* What select_protocol would pick now for a message of this kind, size and
+ * priority, and the chain that follows it (the `select` control command; the
+ * Python client's protocol_selector and fallback_manager). `asked` names a
+ * protocol instead of "auto" for its chain alone. Nothing is routed or
+ * counted; only the round robin's next pick is left as a real choice leaves it. */
+static void select_pack_dry_run(msgpack_packer *pk, enum job_kind kind, enum priority prio, uint64_t size,
+				const char *asked)
+{
+	struct smsg m = { .kind = kind, .priority = prio, .size = size };
+	snprintf(m.protocol, sizeof m.protocol, "%s", asked);
+	unsigned rr = R.rr_next;
+	struct rproto *pick = strcmp(asked, "auto") == 0 ? select_protocol(&m) : rproto_by_name(asked);
+	R.rr_next = rr;
+	struct rproto *chain[MAX_PROTOS + 1];
+	int n = pick ? chain_of(pick, chain, MAX_PROTOS + 1) : 0, carry = 0;
+	for (int i = 0; i < n; i++)
+		carry += can_carry(chain[i], &m) && rproto_enabled(chain[i]);
+	msgpack_pack_map(pk, 2);
+	pk_kv_str(pk, "protocol", pick ? pick->name : NULL);
+	pk_key(pk, "chain");
+	msgpack_pack_array(pk, (size_t)carry);
+	for (int i = 0; i < n; i++)
+		if (can_carry(chain[i], &m) && rproto_enabled(chain[i]))
+			pk_str(pk, chain[i]->name);
+}
+
+int router_select_dry_run(msgpack_packer *pk, bool file, int priority, uint64_t size, const char *asked, char *err,
+			  size_t errlen)
+{
+	if (strcmp(asked, "auto") != 0 && !rproto_by_name(asked)) {
+		snprintf(err, errlen, "unknown protocol '%s'", asked);
+		return -1;
+	}
+	select_pack_dry_run(pk, file ? JOB_FILE : JOB_META, (enum priority)priority, size, asked);
+	return 0;
+}
+
+void router_protocol_names(char *out, size_t len)
+{
+	out[0] = '\0';
+	for (int i = 0; i < R.nprotos; i++) /* the test fixture only where it runs */
+		if (rproto_enabled(&R.protos[i]) || strcmp(R.protos[i].name, "testworker") != 0)
+			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? ", " : "", R.protos[i].name);
 }

@@ -36,7 +36,6 @@
 #include "ipc/channel.h"
 #include "supervisor/admission.h"
 #include "supervisor/router.h"
-#include "supervisor/router_int.h"
 #include "supervisor/sup.h"
 
 enum rec_type { REC_ADD = 1, REC_DONE = 2, REC_DEAD = 3, REC_REQUEUE = 4 };
@@ -140,7 +139,47 @@ static struct {
 	uint64_t snaps_bytes;
 	msgpack_zone zone;
 	struct spool_stats st;
+	/* The spool's own index of its live records (accepted, no DONE yet),
+	 * oldest first: what a compaction copies and how old the oldest is, with
+	 * no look into the router's lists. Linked through the messages. */
+	struct smsg *live_head, *live_tail;
+	void (*recovered)(struct smsg *m); /* who takes the messages read back at start */
 } S;
+
+static void live_add(struct smsg *m)
+{
+	m->snext = NULL;
+	m->sprev = S.live_tail;
+	if (S.live_tail)
+		S.live_tail->snext = m;
+	else
+		S.live_head = m;
+	S.live_tail = m;
+	m->spooled = true;
+}
+
+static void live_del(struct smsg *m)
+{
+	if (!m->spooled)
+		return;
+	if (m->sprev)
+		m->sprev->snext = m->snext;
+	else
+		S.live_head = m->snext;
+	if (m->snext)
+		m->snext->sprev = m->sprev;
+	else
+		S.live_tail = m->sprev;
+	m->snext = m->sprev = NULL;
+	m->spooled = false;
+}
+
+/* A message read back at start: live, then the router's. */
+static void hand_recovered(struct smsg *m)
+{
+	live_add(m);
+	S.recovered(m);
+}
 
 /* CRC-32C (Castagnoli), table-driven: no library on the list offers it, and
  * tables need no CPU extension (the device may be an ARM board). Eight tables
@@ -455,11 +494,12 @@ static void finish_out(void)
 			S.st.messages--;
 			S.st.bytes -= u->m->size;
 			if (S.out_full)
-				R.rejected_full++;
+				router_count_rejected();
 			u->written(u->m, S.out_err, u->arg);
 			continue;
 		}
 		seg_find(u->m->seg)->live++;
+		live_add(u->m);
 		u->written(u->m, NULL, u->arg);
 		when_durable(u->durable, u->arg);
 	}
@@ -884,7 +924,7 @@ static void snap_done(uv_work_t *w, int status)
 	} else {
 		snap_why(s, err, sizeof err);
 		if (s->err == ENOSPC || s->err == EDQUOT)
-			R.rejected_full++;
+			router_count_rejected();
 		if (!s->err) /* copied, but not what was sent */
 			forget_file(s->m->id);
 		if (s->out >= 0)
@@ -1021,6 +1061,7 @@ void spool_done(struct smsg *m, const char *state)
 	if (m->state == SM_DEAD && S.st.dead)
 		S.st.dead--;
 	seg_unref(m->seg);
+	live_del(m);
 }
 
 void spool_dead(struct smsg *m, const char *reason)
@@ -1089,7 +1130,7 @@ void spool_stats(struct spool_stats *st)
 	st->disk_bytes = 0;
 	for (size_t i = 0; i < S.nsegs; i++)
 		st->disk_bytes += S.segs[i].size;
-	st->oldest_wall_ms = R.all.head ? R.all.head->created_wall_ms : 0;
+	st->oldest_wall_ms = S.live_head ? S.live_head->created_wall_ms : 0;
 }
 
 /* ---- segment life: delete oldest-first, compact a nearly empty oldest one ---- */
@@ -1156,7 +1197,7 @@ static bool compact_oldest(void)
 {
 	uint64_t from = S.segs[0].num;
 	size_t n = 0;
-	for (struct smsg *m = R.all.head; m; m = m->anext)
+	for (struct smsg *m = S.live_head; m; m = m->snext)
 		n += m->seg == from;
 	if (!n)
 		return false;
@@ -1164,7 +1205,7 @@ static bool compact_oldest(void)
 	 * new messages of this turn and may change the lists. */
 	struct moved *v = xcalloc(n, sizeof *v);
 	size_t k = 0;
-	for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
+	for (struct smsg *m = S.live_head; m && k < n; m = m->snext)
 		if (m->seg == from)
 			memcpy(v[k++].id, m->id, sizeof v[0].id);
 	S.compacting = true;
@@ -1783,7 +1824,8 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 	if (S.fsync != FS_NEVER)
 		counted_sync(S.wfd, false, &S.st.fsyncs);
 	sweep_files(&rv);
-	recovery_free(&rv, recovered); /* the router takes the messages */
+	S.recovered = recovered;
+	recovery_free(&rv, hand_recovered); /* the router takes the messages */
 	if (live)
 		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
 	seg_gc();

@@ -95,7 +95,7 @@ void stats_pack(msgpack_packer *pk)
 		const struct rproto *rp = &R.protos[i];
 		const struct proto_stats *s = &rp->st;
 		pk_key(pk, rp->name);
-		msgpack_pack_map(pk, 17);
+		msgpack_pack_map(pk, 22);
 		pk_kv_bool(pk, "enabled", rproto_enabled(rp));
 		pk_kv_u64(pk, "success", s->success);
 		pk_kv_u64(pk, "failure", s->failure);
@@ -108,11 +108,28 @@ void stats_pack(msgpack_packer *pk)
 		pk_kv_u64(pk, "dead", s->dead);
 		pk_kv_u64(pk, "queued", rp->queue[0].n + rp->queue[1].n + rp->queue[2].n);
 		pk_kv_u64(pk, "inflight", rp->inflight.n);
+		pk_kv_u64(pk, "stolen", s->stolen); /* backlog it took over from busier protocols */
+		pk_kv_u64(pk, "given", s->given);   /* of its own queue, taken over by others */
+		pk_kv_f64(pk, "rate", s->rate);
 		double total = (double)(s->success + s->failure);
 		pk_kv_f64(pk, "success_rate", total > 0 ? (double)s->success / total : 0.0);
 		pk_kv_f64(pk, "p50_ms", (double)latency_quantile(&s->lat, 0.50) / 1000.0);
 		pk_kv_f64(pk, "p90_ms", (double)latency_quantile(&s->lat, 0.90) / 1000.0);
 		pk_kv_f64(pk, "p99_ms", (double)latency_quantile(&s->lat, 0.99) / 1000.0);
 		pk_kv_f64(pk, "max_ms", (double)s->lat.max_us / 1000.0);
+		pk_kv_u64(pk, "samples", s->lat.count); /* 0: the quantiles above mean nothing yet */
+		pk_kv_f64(pk, "mean_ms", s->lat.count ? (double)s->lat.sum_us / (double)s->lat.count / 1000.0 : 0.0);
+	}
+}
+
+/* A weight of 0.3 follows a change within a few seconds, and smooths the
+ * second-to-second jitter of a worker's batches. */
+void stats_second(void)
+{
+	for (int i = 0; i < R.nprotos; i++) {
+		struct proto_stats *s = &R.protos[i].st;
+		double now = (double)(s->success - s->success_at_last_second);
+		s->success_at_last_second = s->success;
+		s->rate = 0.7 * s->rate + 0.3 * now;
 	}
 }

@@ -17,6 +17,9 @@ struct latency {
 struct proto_stats {
 	uint64_t success, failure, retries, fallback_out, fallback_in, bytes;
 	uint64_t dropped, expired, dead;
+	uint64_t stolen, given;  /* jobs taken from another protocol's queue; taken from this one's */
+	uint64_t success_at_last_second;
+	double rate;             /* deliveries per second, an exponentially weighted moving average */
 	struct latency lat;
 };
 
@@ -32,5 +35,7 @@ void stats_dead(const struct smsg *m);
 void stats_expired(const struct smsg *m);
 void stats_dropped(const struct smsg *m);
 void stats_pack(msgpack_packer *pk);
+/* Once a second: each protocol's delivery rate. */
+void stats_second(void);
 
 #endif

@@ -21,8 +21,13 @@ struct sup {
 
 extern struct sup sup;
 
-/* Re-read the configuration; on failure keep the old one and write why to err. */
-int sup_reload(char *err, size_t errlen);
+/* Re-read the configuration (in the thread pool, supervisor/reload.c) and
+ * swap it in; on failure keep the old one. done (may be NULL) hears NULL or
+ * why, on the loop. */
+typedef void (*reload_done_fn)(const char *err, void *arg);
+void sup_reload(reload_done_fn done, void *arg);
+/* gateway.log_level of the configuration in force (or debug with -d). */
+void sup_apply_log_level(void);
 /* Begin the orderly shutdown (SIGTERM, `ucgwctl shutdown`). */
 void sup_shutdown(const char *why);
 

@@ -17,6 +17,7 @@
 #include "supervisor/control.h"
 #include "supervisor/fdbudget.h"
 #include "supervisor/http.h"
+#include "supervisor/memtrim.h"
 #include "supervisor/monitor.h"
 #include "supervisor/spool.h"
 #include "supervisor/proctab.h"
@@ -42,7 +43,8 @@ static void usage(FILE *out)
 		"it is ready (Type=notify). SIGHUP reloads the configuration; SIGTERM stops.\n"
 		"\n"
 		"  -c, --config FILE      configuration file (default /etc/ucgw/ucgw.yaml)\n"
-		"  -n, --check            check the configuration and exit: 0 valid, 1 not\n"
+		"  -n, --check            check the configuration and the files it names (as the user\n"
+		"                         running it) and exit: 0 valid, 1 not\n"
 		"  -d, --debug            log at debug level whatever the file says\n"
 		"      --config-reference print every configuration key as Markdown and exit\n"
 		"  -V, --version          print the version and exit\n"
@@ -82,32 +84,12 @@ static char *find_worker_dir(void)
 	return xstrdup(UCGW_LIBEXECDIR);
 }
 
-static void apply_log_level(int force_debug)
+static int force_debug;
+
+void sup_apply_log_level(void)
 {
 	int lvl = log_level_parse(config_str(sup.cfg, "gateway", "log_level"));
 	log_set_level(force_debug ? LOG_LVL_DEBUG : lvl);
-}
-
-int sup_reload(char *err, size_t errlen)
-{
-	struct config *next;
-	if (config_load(sup.config_path, &next, err, errlen) < 0) {
-		log_warnx("reload: keeping the old configuration: %s", err);
-		return -1;
-	}
-	struct config *old = sup.cfg;
-	if (strcmp(config_str(old, "gateway", "control_socket"), config_str(next, "gateway", "control_socket")) != 0)
-		log_warnx("reload: gateway.control_socket changed; it takes effect at the next start");
-	for (size_t i = 0; i < next->nwarnings; i++)
-		log_warnx("reload: %s", next->warnings[i]);
-	sup.cfg = next;
-	sup.reloads++;
-	apply_log_level(0);
-	proctab_apply_config(old, next);
-	control_config_changed();
-	config_free(old);
-	log_info("configuration reloaded from %s", sup.config_path);
-	return 0;
 }
 
 static void all_workers_stopped(void)
@@ -145,9 +127,8 @@ void sup_shutdown(const char *why)
 static void on_signal(uv_signal_t *h, int sig)
 {
 	if (sig == SIGHUP) {
-		char err[1024];
 		log_info("SIGHUP: reloading %s", sup.config_path);
-		sup_reload(err, sizeof err);
+		sup_reload(NULL, NULL);
 		return;
 	}
 	sup_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -234,19 +215,23 @@ int main(int argc, char **argv)
 	sup.start_ms = now_ms();
 	sup.start_wall_ms = wall_ms();
 	if (config_load(path, &sup.cfg, err, sizeof err) < 0) {
-		fprintf(stderr, "ucgwd: %s\n", err);
+		fprintf(stderr, "ucgwd: %s%s\n", err, check ? "" : "; ucgwd is not starting");
 		return 1;
 	}
 	for (size_t i = 0; i < sup.cfg->nwarnings; i++)
 		fprintf(stderr, "ucgwd: warning: %s\n", sup.cfg->warnings[i]);
 	if (check) {
-		printf("%s: configuration is valid%s\n", path, sup.cfg->nwarnings ? " (with the warnings above)" : "");
+		char who[96];
+		euid_str(who, sizeof who);
+		printf("%s: configuration is valid%s; the files it names were opened as %s\n", path,
+		       sup.cfg->nwarnings ? " (with the warnings above)" : "", who);
 		config_free(sup.cfg);
 		return 0;
 	}
 	char *abs = realpath(path, NULL);
 	sup.config_path = abs ? abs : xstrdup(path);
-	apply_log_level(debug);
+	force_debug = debug;
+	sup_apply_log_level();
 	sup.loop = uv_default_loop();
 	sup.worker_dir = find_worker_dir();
 	start_signals();
@@ -256,12 +241,14 @@ int main(int argc, char **argv)
 	log_info("ucgwd %s starting (pid %d, config %s, workers from %s)", UCGW_VERSION, (int)getpid(),
 		 sup.config_path, sup.worker_dir);
 	router_init();
-	if (spool_open(err, sizeof err, accept_recovered) < 0)
+	if (spool_open(err, sizeof err, router_recover) < 0)
 		return start_failed(err);
 	proctab_init();
 	start_timers();
+	memtrim_start();
 	probe_start();
 	proctab_apply_config(NULL, sup.cfg);
+	router_workers_started(); /* replay and selection wait for the workers (router.c) */
 	uv_run(sup.loop, UV_RUN_DEFAULT);
 	spool_close();
 	config_free(sup.cfg);

@@ -13,13 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cfgfile.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "proto/proto.h"
-
-/* A key, a certificate chain or a known_hosts file: 4 MiB is far beyond any of
- * them and keeps a wrong path (a disk image...) out of the config frame. */
-#define MAX_WORKER_FILE (4u << 20)
 
 void worker_creds_resolve(const struct config *cfg, struct worker_creds *c)
 {
@@ -126,49 +123,6 @@ void worker_creds_apply(const struct worker_creds *c, const char *worker)
 	}
 }
 
-/* The whole file, or NULL with why. */
-static char *read_whole(const char *path, size_t *len, char *why, size_t whylen)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_WORKER_FILE) {
-		snprintf(why, whylen, "%s is %s", path, S_ISREG(st.st_mode) ? "larger than 4 MiB" : "not a regular file");
-		close(fd);
-		return NULL;
-	}
-	char *buf = xmalloc((size_t)st.st_size + 1);
-	size_t n = 0;
-	for (;;) {
-		ssize_t r = read(fd, buf + n, (size_t)st.st_size + 1 - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
-			free(buf);
-			close(fd);
-			return NULL;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-		if (n > (size_t)st.st_size) { /* it grew while we read it */
-			snprintf(why, whylen, "%s changed while it was read", path);
-			free(buf);
-			close(fd);
-			return NULL;
-		}
-	}
-	close(fd);
-	*len = n;
-	return buf;
-}
-
 void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *len)
 {
 	msgpack_sbuffer sb;
@@ -188,9 +142,11 @@ void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *le
 		if (!(sc->keys[i].flags & CFG_READ) || !sec->values[i].set)
 			continue;
 		pk_key(&pk, sc->keys[i].key);
-		char why[512];
+		char why[512], what[96];
 		size_t flen = 0;
-		char *data = read_whole(sec->values[i].s, &flen, why, sizeof why);
+		struct stat st;
+		snprintf(what, sizeof what, "%s.%s", sc->name, sc->keys[i].key);
+		char *data = cf_read(what, sec->values[i].s, CFG_READ_MAX, &flen, &st, why, sizeof why);
 		if (data) {
 			msgpack_pack_bin(&pk, flen);
 			msgpack_pack_bin_body(&pk, data, flen);

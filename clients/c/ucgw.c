@@ -30,7 +30,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -39,6 +38,12 @@
 
 #include "proto/proto.h"
 #include "ucgw_int.h"
+
+/* common/util.c, linked in: the ids ucgwd makes, and their check (util.h
+ * itself is not included: its now_ms() is another than this file's). */
+#define UCGW_ID_LEN 26
+void id_new(char out[UCGW_ID_LEN + 1]);
+bool id_valid(const char *s);
 
 #define MAX_IN_FRAME (256u << 20)          /* a reply larger than this is nonsense */
 /* The most this client puts in one request. ucgwd's own limit is gateway.max_frame_bytes
@@ -50,6 +55,7 @@ enum rkind { RK_SYNC, RK_TICKET, RK_CALLBACK };
 
 struct req {
 	ucgw_req_t seq;
+	char id[UCGW_ID_LEN + 1]; /* the message's id, for a send; in its outcome even without an answer */
 	enum rkind kind;
 	bool done, waited;
 	int err;        /* ended without a reply: why */
@@ -628,6 +634,7 @@ static int read_reply(const struct req *r, struct ucgw_outcome *out, msgpack_zon
 {
 	memset(out, 0, sizeof *out);
 	out->request = r->seq;
+	snprintf(out->id, sizeof out->id, "%s", r->id);
 	if (body)
 		*body = NULL;
 	if (!r->frame) {
@@ -683,12 +690,13 @@ static int timeout_of(const struct ucgw_send_opts *o) { return o ? o->timeout_ms
 
 /* Send and wait for the reply; *done gets the finished request (the caller frees it). */
 static int sync_call(ucgw_t *gw, const char *name, const msgpack_sbuffer *args, int fd, int timeout_ms,
-		     const struct ucgw_send_opts *o, struct req **done)
+		     const struct ucgw_send_opts *o, const char *id, struct req **done)
 {
 	struct req *r = calloc(1, sizeof *r);
 	if (!r)
 		return fail(UCGW_E_NOMEM, "out of memory");
 	r->kind = RK_SYNC;
+	snprintf(r->id, sizeof r->id, "%s", id ? id : "");
 	if (o) {
 		r->progress = o->progress;
 		r->progress_arg = o->progress_arg;
@@ -720,12 +728,13 @@ static int sync_call(ucgw_t *gw, const char *name, const msgpack_sbuffer *args, 
 }
 
 static int async_call(ucgw_t *gw, const char *name, const msgpack_sbuffer *args, int fd,
-		      const struct ucgw_send_opts *o, ucgw_callback cb, void *arg, ucgw_req_t *req)
+		      const struct ucgw_send_opts *o, const char *id, ucgw_callback cb, void *arg, ucgw_req_t *req)
 {
 	struct req *r = calloc(1, sizeof *r);
 	if (!r)
 		return fail(UCGW_E_NOMEM, "out of memory");
 	r->kind = cb ? RK_CALLBACK : RK_TICKET;
+	snprintf(r->id, sizeof r->id, "%s", id);
 	r->cb = cb;
 	r->arg = arg;
 	if (o) {
@@ -745,13 +754,63 @@ static int async_call(ucgw_t *gw, const char *name, const msgpack_sbuffer *args,
 	return UCGW_OK;
 }
 
+static void out_error(struct ucgw_outcome *out, int rc);
+
+/* A blocking send, sent again unchanged (its id too) over a new connection
+ * when the old one broke before the answer, until the call's timeout: ucgwd
+ * answers a repeated id with the first message's state, so it takes it once. */
+static int send_sync(ucgw_t *gw, const char *name, const msgpack_sbuffer *sb, int fd,
+		     const struct ucgw_send_opts *o, const char *id, struct ucgw_outcome *out)
+{
+	pthread_mutex_lock(&gw->lock);
+	int timeout_ms = timeout_of(o) ? timeout_of(o) : gw->timeout_ms;
+	pthread_mutex_unlock(&gw->lock);
+	int64_t end = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+	bool lost = false;
+	for (int pause_ms = 20;; pause_ms = pause_ms < 500 ? pause_ms * 2 : 500) {
+		int64_t left = end < 0 ? -1 : end - now_ms();
+		struct req *r = NULL;
+		int rc = sync_call(gw, name, sb, fd, end < 0 ? -1 : clamp_ms(left > 0 ? left : 1), o, id, &r);
+		if (rc == UCGW_OK) {
+			rc = outcome_of(r, out);
+			req_free(r);
+		} else if (out) {
+			out_error(out, rc);
+			snprintf(out->id, sizeof out->id, "%s", id);
+		}
+		bool again = rc == UCGW_E_IO || (lost && rc == UCGW_E_NOT_RUNNING);
+		if (!again || (end >= 0 && now_ms() + pause_ms >= end))
+			return rc;
+		lost = true;
+		struct timespec ts = { 0, pause_ms * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* ---- the request bodies ---- */
 
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER; /* id_new's random pool is shared */
+
+/* The message's id: the caller's (checked) or a new ULID. */
+static int message_id(const struct ucgw_send_opts *o, char id[UCGW_ID_LEN + 1])
+{
+	if (o->id) {
+		if (!id_valid(o->id))
+			return fail(UCGW_E_ARG, "id must be a ULID: 26 characters of Crockford base32");
+		snprintf(id, UCGW_ID_LEN + 1, "%s", o->id);
+		return UCGW_OK;
+	}
+	return ucgw_id_new(id);
+}
+
 static int pack_send(msgpack_sbuffer *sb, const struct ucgw_send_opts *o, bool file, const char *path, bool fd,
-		     const void *data, size_t len)
+		     const void *data, size_t len, char id[UCGW_ID_LEN + 1])
 {
 	static const struct ucgw_send_opts none;
 	o = o ? o : &none;
+	int rc = message_id(o, id);
+	if (rc != UCGW_OK)
+		return rc;
 	if (file && (o->topic || o->endpoint))
 		return fail(UCGW_E_ARG, "topic and endpoint are for metadata messages, not files");
 	if (!file && o->remote_name)
@@ -761,11 +820,10 @@ static int pack_send(msgpack_sbuffer *sb, const struct ucgw_send_opts *o, bool f
 	msgpack_packer pk;
 	msgpack_sbuffer_init(sb);
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	size_t n = 4 + !!o->topic + !!o->endpoint + !!o->remote_name + (o->ttl_s != 0) + !!o->id +
+	size_t n = 5 + !!o->topic + !!o->endpoint + !!o->remote_name + (o->ttl_s != 0) +
 		   (file ? (size_t)(!!path + fd) : 2);
 	msgpack_pack_map(&pk, n);
-	if (o->id) /* checked by ucgwd, which says what is wrong with it */
-		pk_kv_str(&pk, "id", o->id);
+	pk_kv_str(&pk, "id", id);
 	pk_kv_str(&pk, "protocol", o->protocol ? o->protocol : "auto");
 	pk_kv_str(&pk, "priority", o->priority ? o->priority : "normal");
 	pk_kv_bool(&pk, "wait", o->wait);
@@ -955,27 +1013,9 @@ void ucgw_set_timeout(ucgw_t *gw, int timeout_ms)
 
 int ucgw_id_new(char id[UCGW_ID_SIZE])
 {
-	static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"; /* Crockford's base32 */
-	unsigned char r[10];
-	size_t got = 0;
-	while (got < sizeof r) {
-		ssize_t n = getrandom(r + got, sizeof r - got, 0);
-		if (n < 0 && errno != EINTR)
-			return fail(UCGW_E_NOMEM, "no random bytes for a message id: %s", strerror(errno));
-		got += n > 0 ? (size_t)n : 0;
-	}
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t t = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-	for (int i = 9; i >= 0; i--, t >>= 5) /* 48 bits of milliseconds: 10 digits */
-		id[i] = b32[t & 31];
-	unsigned acc = 0, bits = 0, j = 10;
-	for (int i = 0; i < 10; i++) { /* 80 random bits: 16 digits */
-		acc = (acc << 8) | r[i];
-		for (bits += 8; bits >= 5; bits -= 5)
-			id[j++] = b32[(acc >> (bits - 5)) & 31];
-	}
-	id[26] = '\0';
+	pthread_mutex_lock(&id_lock);
+	id_new(id); /* ucgwd's own (common/util.c): getrandom, else a seeded generator */
+	pthread_mutex_unlock(&id_lock);
 	return UCGW_OK;
 }
 
@@ -983,16 +1023,12 @@ int ucgw_send(ucgw_t *gw, const void *data, size_t len, const struct ucgw_send_o
 {
 	last_err[0] = '\0';
 	msgpack_sbuffer sb;
+	char id[UCGW_ID_LEN + 1];
 	int rc = check_data(gw, data, len);
-	if (rc == UCGW_OK && (rc = pack_send(&sb, o, false, NULL, false, data, len)) == UCGW_OK) {
-		struct req *r = NULL;
-		rc = sync_call(gw, "send", &sb, -1, timeout_of(o), o, &r);
+	if (rc == UCGW_OK && (rc = pack_send(&sb, o, false, NULL, false, data, len, id)) == UCGW_OK) {
+		rc = send_sync(gw, "send", &sb, -1, o, id, out);
 		msgpack_sbuffer_destroy(&sb);
-		if (rc == UCGW_OK) {
-			rc = outcome_of(r, out);
-			req_free(r);
-			return rc;
-		}
+		return rc;
 	}
 	out_error(out, rc);
 	return rc;
@@ -1002,16 +1038,12 @@ static int send_file_common(ucgw_t *gw, int fd, const char *abs, const struct uc
 			    struct ucgw_outcome *out)
 {
 	msgpack_sbuffer sb;
-	int rc = pack_send(&sb, o, true, abs, true, NULL, 0);
+	char id[UCGW_ID_LEN + 1];
+	int rc = pack_send(&sb, o, true, abs, true, NULL, 0, id);
 	if (rc == UCGW_OK) {
-		struct req *r = NULL;
-		rc = sync_call(gw, "send-file", &sb, fd, timeout_of(o), o, &r);
+		rc = send_sync(gw, "send-file", &sb, fd, o, id, out);
 		msgpack_sbuffer_destroy(&sb);
-		if (rc == UCGW_OK) {
-			rc = outcome_of(r, out);
-			req_free(r);
-			return rc;
-		}
+		return rc;
 	}
 	out_error(out, rc);
 	return rc;
@@ -1054,9 +1086,10 @@ int ucgw_send_async(ucgw_t *gw, const void *data, size_t len, const struct ucgw_
 {
 	last_err[0] = '\0';
 	msgpack_sbuffer sb;
+	char id[UCGW_ID_LEN + 1];
 	int rc = check_data(gw, data, len);
-	if (rc == UCGW_OK && (rc = pack_send(&sb, o, false, NULL, false, data, len)) == UCGW_OK) {
-		rc = async_call(gw, "send", &sb, -1, o, cb, arg, req);
+	if (rc == UCGW_OK && (rc = pack_send(&sb, o, false, NULL, false, data, len, id)) == UCGW_OK) {
+		rc = async_call(gw, "send", &sb, -1, o, id, cb, arg, req);
 		msgpack_sbuffer_destroy(&sb);
 	}
 	return rc;
@@ -1074,8 +1107,9 @@ int ucgw_send_file_async(ucgw_t *gw, const char *path, const struct ucgw_send_op
 	int rc = open_file(path, &fd, &abs);
 	if (rc != UCGW_OK)
 		return rc;
-	if ((rc = pack_send(&sb, o, true, abs ? abs : path, true, NULL, 0)) == UCGW_OK) {
-		rc = async_call(gw, "send-file", &sb, fd, o, cb, arg, req); /* the queue holds a dup */
+	char id[UCGW_ID_LEN + 1];
+	if ((rc = pack_send(&sb, o, true, abs ? abs : path, true, NULL, 0, id)) == UCGW_OK) {
+		rc = async_call(gw, "send-file", &sb, fd, o, id, cb, arg, req); /* the queue holds a dup */
 		msgpack_sbuffer_destroy(&sb);
 	}
 	free(abs);
@@ -1229,7 +1263,7 @@ int ucgw_flush(ucgw_t *gw, int timeout_ms)
 static int body_call(ucgw_t *gw, const char *name, char **json, struct ucgw_stats **list, size_t *count)
 {
 	struct req *r = NULL;
-	int rc = sync_call(gw, name, NULL, -1, 0, NULL, &r);
+	int rc = sync_call(gw, name, NULL, -1, 0, NULL, NULL, &r);
 	if (rc != UCGW_OK)
 		return rc;
 	struct ucgw_outcome out;

@@ -31,8 +31,12 @@
  * describes the last failed call that thread made.
  *
  * The connection: a handle reconnects by itself on the next request after
- * ucgwd stopped or restarted (requests in flight at that moment fail with
- * UCGW_E_IO; what ucgwd had accepted is in its spool and is still delivered).
+ * ucgwd stopped or restarted. Every message gets its id (a ULID) before it is
+ * sent. A blocking send whose connection breaks before the answer is sent
+ * again, with the same id, once ucgwd is back, within its timeout; ucgwd
+ * answers a repeated id with the first message's state, so the server gets one
+ * message. Non-blocking requests in flight at that moment end with UCGW_E_IO,
+ * their outcome's id set: send again with opts.id = that id.
  * ucgw_fd() stays the same descriptor across reconnects. */
 #ifndef UCGW_CLIENT_H
 #define UCGW_CLIENT_H
@@ -86,15 +90,18 @@ struct ucgw_send_opts {
 	int timeout_ms;          /* blocking calls: 0: the handle's (ucgw_set_timeout); < 0: none */
 	ucgw_progress_fn progress; /* files with wait: bytes delivered so far */
 	void *progress_arg;
-	/* The message's id, from ucgw_id_new(); NULL: ucgwd makes one. A send
-	 * whose answer was lost (UCGW_E_IO, UCGW_E_TIMEOUT) may be made again with
-	 * the same id: ucgwd answers it with the first one's state or outcome and
-	 * makes no second message (docs/control-protocol.md). */
+	/* The message's id, from ucgw_id_new(); NULL: a new one, made here before
+	 * the send (a blocking send sends itself again with it after a lost
+	 * connection). A send whose answer was lost (UCGW_E_IO, UCGW_E_TIMEOUT) may
+	 * be made again with the same id (the outcome's): ucgwd answers it with the
+	 * first one's state or outcome and makes no second message
+	 * (docs/control-protocol.md). */
 	const char *id;
 };
 
 /* A message id as ucgwd makes them (a ULID: 26 characters and the NUL). */
 #define UCGW_ID_SIZE 27
+
 
 struct ucgw_outcome {
 	ucgw_req_t request;

@@ -237,7 +237,9 @@
       setText(card.querySelector('.f-success'), s.attempts_60s ? fmtPct(s.success_rate_60s) : '– (idle)');
       setText(card.querySelector('.f-p50'), s.success ? fmtLat(s.p50_ms) : '–');
       setText(card.querySelector('.f-p99'), s.success ? fmtLat(s.p99_ms) : '–');
-      setText(card.querySelector('.f-total'), fmtInt(s.success));
+      // taken over: backlog it drained from other protocols' queues (docs/routing.md)
+      setText(card.querySelector('.f-total'), fmtInt(s.success) +
+        (s.taken_over ? ' · ' + fmtInt(s.taken_over) + ' taken over' : ''));
       setText(card.querySelector('.f-queued'), fmtInt(s.queued) + ' · ' + fmtInt(s.inflight));
       card.querySelector('.f-total').dataset.value = String(s.success);
       const net = d.network_quality[name];

@@ -103,6 +103,12 @@ def control_requests():
                         "protocol": "auto", "priority": "normal", "wait": False}),
               ("send", {"data": "[1, 2.5e3, true, null]", "format": "json"}),
               ("send", {"data": b"{not json", "format": "raw"}),
+              # strict UTF-8: an emoji passes; an overlong form, a surrogate, U+110000 do not
+              ("send", {"data": b'{"s":"\xf0\x9f\x9a\x97"}', "format": "json"}),
+              ("send", {"data": b'{"s":"\xe0\x80\x80"}', "format": "json"}),
+              ("send", {"data": b'["\xed\xa0\x80"]', "format": "json"}),
+              ("send", {"data": b'"\xf4\x90\x80\x80"', "format": "json"}),
+              ("send", {"data": b"{}", "topic": "a/\x00b", "endpoint": "/x y\r\n", "ttl_s": -5}),
               ("send-file", {"path": "/tmp/x.jpg", "fd": True, "remote_name": "x.jpg"}),
               ("queue", {"action": "retry", "id": "all", "limit": 10}), ("trace", {"id": "01H"}),
               ("restart", {"name": "mqtt"}), ("pause", {"name": "rest"})]
@@ -193,6 +199,7 @@ testworker: {mode: slow, delay_ms: 5}
     seeds.append(b"rest:\n  base_url: x\n  api_key_file: /nonexistent\n")
     seeds.append(b"%YAML 1.1\n---\n[1, 2]\n...\n")
     seeds.append(b"gateway:\n  windw: 3\n")
+    seeds.append(b"gateway: " + b"[" * 100 + b"]" * 100 + b"\n")  # deeper than the nesting limit
     return seeds
 
 

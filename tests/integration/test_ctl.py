@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -18,6 +19,8 @@ UCGWCTL = os.path.join(BIN, "ucgwctl")
 DAEMON_COMMANDS = ["status", "workers", "restart", "pause", "resume", "reload", "shutdown", "send",
                    "send-file", "queue", "stats", "trace"]
 LOCAL_COMMANDS = ["decrypt"]
+# Served for the client libraries (the reference design's protocol_selector and dashboard data), not by ucgwctl.
+LIBRARY_COMMANDS = ["select", "dashboard"]
 
 
 def cfg(tmp, **tw):
@@ -53,7 +56,7 @@ class CtlWithoutDaemonTest(GatewayTest):
         text = read("supervisor", "commands.c")
         table = text[text.index("} commands[] = {"):]
         served = re.findall(r'\{ "([a-z-]+)", cmd_', table)
-        self.assertEqual(served, DAEMON_COMMANDS)
+        self.assertEqual(served, DAEMON_COMMANDS + LIBRARY_COMMANDS)
 
     def test_help_lists_every_command_and_the_global_options(self):
         rc, out, err = self.ctl("--help")
@@ -136,11 +139,11 @@ class CtlWithoutDaemonTest(GatewayTest):
         doc = read("docs", "control-protocol.md")
         table = doc[doc.index("## Commands"):]
         names = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
-        self.assertEqual(sorted(names), sorted(DAEMON_COMMANDS))
+        self.assertEqual(sorted(names), sorted(DAEMON_COMMANDS + LIBRARY_COMMANDS))
         # every request field the daemon reads
         fields = set()
         for f in ("commands.c", "accept.c"):
-            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req), "(\w+)"',
+            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req|text_field\(a), "(\w+)"',
                                      read("supervisor", f)))
         self.assertGreaterEqual(len(fields), 15, fields)
         for field in fields:
@@ -275,6 +278,108 @@ class CtlTest(GatewayTest):
         self.assertTrue(r["ok"], r)
         self.assertEqual([m["id"] for m in r["body"]], [mid])
         c.sock.close()
+
+
+class CtlForPeopleTest(GatewayTest):
+    """What a person at the console sees: --version, permission denied said as
+    such, no latency figure where none was measured, counts, valid names."""
+
+    def test_version(self):
+        rc, out, err = run("--version")
+        self.assertEqual((rc, err), (0, ""))
+        self.assertRegex(out, r"^ucgwctl \d+\.\d+\.\d+ \(control protocol \d+\)\n$")
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to become another user")
+    def test_permission_denied_is_not_not_running(self):
+        gw = self.gateway(cfg(self.tmp))
+        os.chmod(gw.sock, 0o600)
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", UCGWCTL, "-s", gw.sock,
+                            "status"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 4, r.stderr)
+        self.assertIn("permission denied on ucgwd's control socket %s: add this user to the socket's group" % gw.sock,
+                      r.stderr)
+        self.assertIn("adduser nobody ucgw", r.stderr)
+        self.assertIn("gateway.control_socket_mode", r.stderr)
+        self.assertNotIn("not running", r.stderr)
+
+    def test_stats_dash_without_samples_and_counts(self):
+        gw = self.gateway(cfg(self.tmp))
+        rc, out, err = gw.ctl("stats")
+        row = [l.split() for l in out.splitlines() if l.startswith("testworker")][0]
+        self.assertEqual(row[7:11], ["-", "-", "-", "-"], out)
+        gw.ctl("send", "--protocol", "testworker", "--wait", '{"a":1}')
+        row = [l.split() for l in gw.ctl("stats")[1].splitlines() if l.startswith("testworker")][0]
+        self.assertRegex(row[7], r"^\d+\.\d\d$")
+        self.assertEqual(gw.ctl_json("stats")["testworker"]["samples"], 1)
+        for i in range(3):
+            gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry","n":%d}' % i)
+        wait_for(lambda: [m["state"] for m in gw.ctl_json("queue")] == ["waiting"] * 3, what="three waiting")
+        rc, out, err = gw.ctl("queue", "retry", "all")
+        self.assertEqual((rc, out), (0, "queue retry all: 3 messages retried\n"), err)
+        for i in range(2):
+            gw.ctl("send", "--protocol", "testworker", '{"cmd":"permfail","n":%d}' % i)
+        wait_for(lambda: len(gw.ctl_json("queue", "dead")) == 2, what="two dead letters")
+        rc, out, err = gw.ctl("queue", "requeue", "all")
+        self.assertEqual((rc, out), (0, "queue requeue all: 2 messages requeued\n"), err)
+        rc, out, err = gw.ctl("pause", "nosuch")
+        self.assertEqual(rc, 1)
+        self.assertIn("pause: no protocol named 'nosuch' (protocols: websocket, rest, mqtt, sftp, rsync, testworker)",
+                      err)
+
+    def test_daemon_log_on_a_terminal_has_times(self):
+        """On a terminal each line starts with an ISO 8601 time and the level's
+        name, the workers' lines too; elsewhere (journald, a file) '<N>' as before."""
+        import pty
+        gw = self.gateway(cfg(self.tmp), start=False)
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(os.path.join(BIN, "ucgwd"), [os.path.join(BIN, "ucgwd"), "-c", gw.cfg_path])
+        out = b""
+        try:
+            wait_for(lambda: os.path.exists(gw.sock), what="ucgwd on a terminal")
+            time.sleep(0.5)
+            os.kill(pid, 15)
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            os.waitpid(pid, 0)
+            os.close(fd)
+        lines = [l for l in out.decode().replace("\r\n", "\n").splitlines() if l]
+        when = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+        self.assertTrue(lines)
+        for l in lines:
+            self.assertRegex(l, when + r"(ucgwd|ucgw-testworker): (error|warning|notice|info|debug): ")
+        self.assertTrue([l for l in lines if " ucgw-testworker: info: " in l], lines)
+        gw.start()
+        self.assertRegex(gw.log_text(), r"(?m)^<6>ucgwd: ")
+
+    def test_send_wait_on_a_terminal_has_no_blank_line(self):
+        import pty
+        gw = self.gateway(cfg(self.tmp))
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(UCGWCTL, [UCGWCTL, "-s", gw.sock, "send", "--protocol", "testworker", "--wait", '{"a":1}'])
+        out = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode().replace("\r\n", "\n")
+        self.assertIn("delivered by testworker", text)
+        self.assertFalse(text.startswith("\n"), repr(text))
+        self.assertNotIn("\n\n", text)
 
 
 if __name__ == "__main__":

@@ -367,7 +367,8 @@ class StartupFailures(GatewayTest):
         with open(state, "w") as f:
             f.write("not a directory\n")
         cfg["gateway"]["state_dir"] = state
-        self.check(cfg, "spool", "cannot create the spool")
+        # the configuration's check names it before the spool is tried
+        self.check(cfg, "spool", "gateway.state_dir %s is not a directory (it is a regular file)" % state)
         self.assertFalse(os.path.exists(cfg["gateway"]["control_socket"]), "control socket left behind")
 
 

@@ -736,8 +736,11 @@ class PoisonRaceTest(GatewayTest):
         open(self.down, "w").close()
         mid = self.send(gw, "mqtt", self.MARK)
         two = [("mqtt", "retry"), ("testworker", "retry")] * 2
-        wait_for(lambda: self.route(gw, mid) == two, timeout=60, what="two rounds over")
-        self.assertEqual(self.deaths(gw), 2)
+        # mqtt is back (restarted) when a round ends: the next round starts at
+        # once (no backoff while a protocol of the chain is up), so the third
+        # hop may already be on its way
+        wait_for(lambda: self.route(gw, mid)[:4] == two, timeout=60, what="two rounds over")
+        self.assertLessEqual(self.deaths(gw), 3)  # the third round's death may have come already
         os.remove(self.down)
         self.held_by_testworker_at_third_death(gw, mid)
         wait_for(lambda: mid in [r[0] for r in delivered(self.tmp)], timeout=30, what="delivered")

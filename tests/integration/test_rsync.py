@@ -169,7 +169,7 @@ class RsyncTest(GatewayTest):
         seen = []
         self.assertEqual(gw.ctl("resume", "rsync")[0], 0)
         t0 = time.monotonic()
-        r = client.send_file(self.make("d-watched.bin", 6 * 1024 * 1024), protocol="rsync",
+        r = client.send_file(self.make("d-watched.bin", 6 * 1024 * 1024), protocol="rsync", wait=True,
                              progress=lambda done, size: seen.append((time.monotonic() - t0, done, size)))
         self.assertTrue(r.success, r.error)
         self.assertEqual(r.data["attempts"], 1, r.data)

@@ -246,8 +246,8 @@ class SupervisorTest(GatewayTest):
         self.assertEqual(gw.proc.poll(), None)
         # a frame refused by its length alone gets the error reply too (seq 0), then the hang-up
         for payload, words in ((struct.pack(">I", 0xFFFFFFF0) + b"x" * 10,
-                                "malformed request: frame of 4294967280 bytes is larger than the limit of "
-                                "16777216 bytes"),
+                                "frame of 4294967280 bytes is larger than the limit of 16777216 bytes "
+                                "(gateway.max_frame_bytes): a message may have at most gateway.max_message_bytes"),
                                (struct.pack(">I", 0) + b"x" * 10, "malformed request: empty frame")):
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(gw.sock)
@@ -294,8 +294,10 @@ class SupervisorTest(GatewayTest):
             s.connect(gw.sock)
             s.sendall(struct.pack(">I", need + 1) + b"\x80" * 1000)
             m, hung_up = error_reply(s)
-        self.assertEqual(m["error"], "malformed request: frame of %d bytes is larger than the limit of %d bytes"
-                         % (need + 1, need))
+        self.assertEqual(m["error"], "frame of %d bytes is larger than the limit of %d bytes "
+                         "(gateway.max_frame_bytes): a message may have at most gateway.max_message_bytes "
+                         "(40000) bytes; send less, send a file with send-file, or raise both in the "
+                         "configuration" % (need + 1, need))
         self.assertTrue(hung_up)
         # a new limit restarts the workers with it, and holds for the control socket at once
         c["gateway"]["max_frame_bytes"] = need + 1000

@@ -620,34 +620,34 @@ static void test_auth(const char *sock, const char *key, const char *jwt)
 	}
 }
 
+/* ---- ids ---- */
+
+static void test_ids(void)
+{
+	char a[UCGW_ID_SIZE], b[UCGW_ID_SIZE];
+	int rc = ucgw_id_new(a);
+	ucgw_id_new(b);
+	CHECK(rc == UCGW_OK && strlen(a) == 26 && strspn(a, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == 26 &&
+		      strcmp(a, b) != 0,
+	      "ucgw_id_new: ULIDs, distinct (%s %s)", a, b);
+}
+
 /* ---- the daemon restarts under a handle ---- */
 
-/* ---- the same message sent again with its id ---- */
-
-static void test_ids(ucgw_t *gw)
-{
-	char id[UCGW_ID_SIZE], other[UCGW_ID_SIZE];
-	CHECK(ucgw_id_new(id) == UCGW_OK && ucgw_id_new(other) == UCGW_OK && strlen(id) == 26 &&
-		      strcmp(id, other) != 0 && id[0] <= '7',
-	      "ucgw_id_new: %s, %s", id, other);
-	struct ucgw_send_opts o = NOWAIT;
-	o.id = id;
+struct resend {
+	ucgw_t *gw;
+	int rc;
 	struct ucgw_outcome out;
-	int rc = send_str(gw, "{\"plate\":\"ONCE\"}", &o, &out);
-	CHECK(rc == UCGW_OK && strcmp(out.id, id) == 0 && strcmp(out.status, "accepted") == 0,
-	      "send with an id: accepted under it (%s)", out.id);
-	expect_main += rc == UCGW_OK;
-	rc = send_str(gw, "{\"plate\":\"ONCE\"}", &o, &out);
-	CHECK(rc == UCGW_OK && strcmp(out.id, id) == 0 && strcmp(out.status, "accepted") == 0,
-	      "the same id again: accepted, no second message (%s)", out.id);
-	o.wait = true;
-	rc = send_str(gw, "{\"plate\":\"ONCE\"}", &o, &out);
-	CHECK(rc == UCGW_OK && strcmp(out.id, id) == 0 && strcmp(out.status, "ok") == 0,
-	      "and with wait: the first one's delivery (%s)", rc ? out.error : out.status);
-	o.id = "01abc";
-	rc = send_str(gw, "{\"plate\":\"BADID\"}", &o, &out);
-	CHECK(rc == UCGW_E_REFUSED && strstr(out.error, "id '01abc' is not a ULID"), "a bad id refused: \"%s\"",
-	      out.error);
+};
+
+/* A blocking send waiting on the slow daemon while it is killed and started again. */
+static void *blocking_send(void *p)
+{
+	struct resend *a = p;
+	struct ucgw_send_opts o = WAIT;
+	o.timeout_ms = 20000;
+	a->rc = send_str(a->gw, "{\"resent\":1}", &o, &a->out);
+	return NULL;
 }
 
 static void test_restart(ucgw_t *gw, const char *slow_sock)
@@ -655,8 +655,13 @@ static void test_restart(ucgw_t *gw, const char *slow_sock)
 	int fd = ucgw_fd(gw), err;
 	ucgw_t *slow = slow_sock ? ucgw_open(slow_sock, NULL, &err) : NULL;
 	ucgw_req_t r = 0;
-	if (slow)
+	struct resend rs = { .gw = slow };
+	pthread_t t;
+	if (slow) {
 		ucgw_send_async(slow, "{\"inflight\":1}", 14, &WAIT, NULL, NULL, &r);
+		pthread_create(&t, NULL, blocking_send, &rs);
+		usleep(150000); /* its request is with ucgwd before the harness kills it */
+	}
 	printf("RESTART\n");
 	fflush(stdout);
 	char line[64];
@@ -671,6 +676,11 @@ static void test_restart(ucgw_t *gw, const char *slow_sock)
 		rc = ucgw_wait(slow, r, 10000, &out);
 		CHECK(rc == UCGW_E_IO && strstr(out.error, "lost"), "a request in flight when ucgwd died: UCGW_E_IO, \"%s\"",
 		      out.error);
+		CHECK(strlen(out.id) == 26, "its outcome names the message's id all the same (%s)", out.id);
+		pthread_join(t, NULL);
+		CHECK(rs.rc == UCGW_OK && strcmp(rs.out.status, "ok") == 0 && strlen(rs.out.id) == 26,
+		      "a blocking send whose connection broke is sent again once ucgwd is back (%s)",
+		      rs.rc ? rs.out.error : "delivered");
 		rc = send_str(slow, "{\"after\":\"kill\"}", &WAIT, &out);
 		CHECK(rc == UCGW_OK, "and the next request reconnects (%s)", rc ? out.error : "delivered");
 		ucgw_close(slow);
@@ -711,13 +721,13 @@ int main(int argc, char **argv)
 	test_threads(gw);
 	test_mixed(sock);
 	test_stats(gw);
-	test_ids(gw);
 	if (slow)
 		test_slow(slow);
 	if (auth)
 		test_auth(auth, key, jwt);
 	if (restart)
 		test_restart(gw, slow);
+	test_ids();
 	ucgw_close(gw);
 	printf("expect %d\n%d failures\n", expect_main, failures);
 	return failures ? 1 : 0;

@@ -1,0 +1,533 @@
+/* The router and protocol selection with a fake process table, spool and
+ * clock: router.c, select.c, stats.c and msgstate.c as they are, linked
+ * against fakes of what they call (proctab, spool, control, monitor). The
+ * clock is wrapped at link time (-Wl,--wrap=now_ms,...). Each test drives the
+ * router by its hooks: worker ready and health, results, ticks. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "supervisor/control.h"
+#include "supervisor/errors.h"
+#include "supervisor/monitor.h"
+#include "supervisor/msgstate.h"
+#include "supervisor/proctab.h"
+#include "supervisor/router.h"
+#include "supervisor/router_int.h"
+#include "supervisor/spool.h"
+#include "supervisor/sup.h"
+
+struct sup sup;
+
+/* ---- the clock ---- */
+
+static uint64_t clock_ms = 1000000;
+uint64_t __wrap_now_ms(void) { return clock_ms; }
+uint64_t __wrap_now_us(void) { return clock_ms * 1000; }
+uint64_t __wrap_wall_ms(void) { return 1800000000000ull + clock_ms; }
+bool __wrap_channel_congested(const struct channel *ch) { return false; }
+
+
+/* ---- the process table: one fake worker per protocol, its jobs recorded ---- */
+
+static struct proc procs[3];
+static const char *const names[3] = { "websocket", "rest", "mqtt" };
+
+struct sent {
+	char id[UCGW_ID_LEN + 1];
+	char proto[16];
+	uint64_t seq;
+	bool answered;
+};
+static struct sent sent[4096];
+static unsigned nsent;
+
+struct proc *proctab_find(const char *name)
+{
+	for (int i = 0; i < 3; i++)
+		if (strcmp(procs[i].name, name) == 0)
+			return &procs[i];
+	return NULL;
+}
+
+int proc_send(struct proc *p, const struct msg *m, int fd)
+{
+	struct sent *s = &sent[nsent++ % 4096];
+	str_copy(s->id, sizeof s->id, m->id);
+	str_copy(s->proto, sizeof s->proto, p->name);
+	s->seq = m->seq;
+	s->answered = false;
+	return 0;
+}
+
+const char *proc_state_str(enum proc_state s) { return s == PROC_READY ? "ready" : "not ready"; }
+
+static struct proc *proc_of(const char *name) { return proctab_find(name); }
+
+static void set_up(const char *name, bool up)
+{
+	struct proc *p = proc_of(name);
+	p->connected = up;
+	router_worker_health(p, false);
+}
+
+/* Answer the n-th job sent: ok, retry or permfail. */
+static void answer(unsigned i, enum job_status st)
+{
+	struct sent *s = &sent[i];
+	struct msg r = { .type = MSG_RESULT, .seq = s->seq, .id = s->id, .status = st,
+			 .error = st == JOB_OK ? NULL : "refused" };
+	s->answered = true;
+	router_worker_result(proc_of(s->proto), &r);
+}
+
+/* A worker whose server is down answers retry to each job it gets. */
+static void answer_down(void)
+{
+	for (unsigned i = 0; i < nsent; i++)
+		if (!sent[i].answered && !proc_of(sent[i].proto)->connected)
+			answer(i, JOB_RETRY);
+}
+
+/* Time passes, a tick at a time. */
+static void advance(uint64_t ms)
+{
+	for (uint64_t t = 0; t < ms; t += TICK_MS) {
+		clock_ms += TICK_MS;
+		router_tick();
+		answer_down();
+	}
+}
+
+/* ---- the spool, control and monitor: nothing to do ---- */
+
+void spool_done(struct smsg *m, const char *state) {}
+void spool_dead(struct smsg *m, const char *reason) {}
+void spool_requeue(struct smsg *m) {}
+int spool_load_payload(struct smsg *m) { return 0; }
+int spool_open_file(const struct smsg *m, char *err, size_t errlen) { return -1; }
+void admission_outcome(struct smsg *m, const char *status) {}
+void admission_finished(const struct smsg *m, const char *status, const char *state) {}
+void spool_unwritten(uint64_t *n, uint64_t *bytes) { *n = *bytes = 0; }
+void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b) {}
+void control_event(uint64_t cid, uint64_t seq, const char *name, const struct body *b) {}
+void body_init(struct body *b) { msgpack_sbuffer_init(&b->sb); msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write); }
+void body_free(struct body *b) { msgpack_sbuffer_destroy(&b->sb); }
+void monitor_sample(const char *name, uint64_t rtt_us, bool lost) {}
+enum quality monitor_quality(const char *name) { return Q_GOOD; }
+bool quality_at_least_good(enum quality q) { return true; }
+void errors_record(const char *protocol, const char *id, const char *error) {}
+
+/* ---- set-up ---- */
+
+static const char config_text[] =
+	"websocket: {server_url: 'ws://127.0.0.1:1/lpr'}\n"
+	"rest: {base_url: 'http://127.0.0.1:1', retry_attempts: 3}\n"
+	"mqtt: {broker_url: '127.0.0.1:1'}\n"
+	"gateway: {window: 4}\n"
+	"spool: {retry_backoff_min_ms: 1000, retry_backoff_max_ms: 8000}\n"
+	"fallback: {chains: {mqtt: [rest, websocket], rest: [mqtt, websocket], websocket: [rest, mqtt]}}\n";
+
+static void load_config(void)
+{
+	char path[] = "/tmp/ucgw-test-router-XXXXXX", err[512];
+	int fd = mkstemp(path);
+	CHECK(fd >= 0 && write(fd, config_text, sizeof config_text - 1) == (ssize_t)(sizeof config_text - 1));
+	close(fd);
+	if (config_load(path, &sup.cfg, err, sizeof err) < 0) {
+		fprintf(stderr, "config: %s\n", err);
+		exit(1);
+	}
+	unlink(path);
+}
+
+static unsigned next_id;
+
+static struct smsg *message(const char *protocol, enum priority prio)
+{
+	struct smsg *m = xcalloc(1, sizeof *m);
+	snprintf(m->id, sizeof m->id, "M%025u", ++next_id);
+	m->kind = JOB_META;
+	m->priority = prio;
+	m->state = SM_LIMBO;
+	str_copy(m->protocol, sizeof m->protocol, protocol);
+	m->created_wall_ms = __wrap_wall_ms();
+	m->size = 10;
+	m->payload = xstrdup("{\"a\":1}\n\n");
+	return m;
+}
+
+/* A fresh router between tests: every message answered or forgotten, workers as given. */
+static void workers(bool ws, bool rest, bool mqtt)
+{
+	bool up[3] = { ws, rest, mqtt };
+	for (int i = 0; i < 3; i++) {
+		struct proc *p = &procs[i];
+		str_copy(p->name, sizeof p->name, names[i]);
+		p->state = PROC_READY;
+		p->ch = (struct channel *)p; /* never looked into: channel_congested is faked */
+		p->gen = 1;
+		p->connected = up[i];
+		R.protos[i].link_up = up[i];
+	}
+}
+
+static struct smsg *accept_msg(const char *protocol, enum priority prio)
+{
+	struct smsg *m = message(protocol, prio);
+	router_adopt(m);
+	router_route(m);
+	return m;
+}
+
+static unsigned sent_to(const char *proto, unsigned from)
+{
+	unsigned n = 0;
+	for (unsigned i = from; i < nsent; i++)
+		n += strcmp(sent[i].proto, proto) == 0;
+	return n;
+}
+
+/* Answer ok every job not answered yet. */
+static void deliver_all(void)
+{
+	for (unsigned i = 0; i < nsent; i++)
+		if (!sent[i].answered)
+			answer(i, JOB_OK);
+}
+
+/* ---- the tests ---- */
+
+static void test_table(void)
+{
+	/* Every cell: what may happen to a message in each state. */
+	static const struct {
+		enum smsg_state from;
+		enum msg_event ev;
+		int to;
+	} allowed[] = {
+		{ SM_QUEUED, EV_ENQUEUE, SM_QUEUED },   { SM_QUEUED, EV_TAKE, SM_LIMBO },
+		{ SM_QUEUED, EV_WAIT, SM_WAITING },     { SM_QUEUED, EV_KILL, SM_DEAD },
+		{ SM_QUEUED, EV_REMOVE, SM_GONE },      { SM_INFLIGHT, EV_END, SM_LIMBO },
+		{ SM_WAITING, EV_ENQUEUE, SM_QUEUED },  { SM_WAITING, EV_WAIT, SM_WAITING },
+		{ SM_WAITING, EV_KILL, SM_DEAD },       { SM_WAITING, EV_REMOVE, SM_GONE },
+		{ SM_DEAD, EV_REQUEUE, SM_LIMBO },      { SM_DEAD, EV_REMOVE, SM_GONE },
+		{ SM_LIMBO, EV_ENQUEUE, SM_QUEUED },    { SM_LIMBO, EV_SEND, SM_INFLIGHT },
+		{ SM_LIMBO, EV_WAIT, SM_WAITING },      { SM_LIMBO, EV_KILL, SM_DEAD },
+		{ SM_LIMBO, EV_DELIVER, SM_GONE },      { SM_LIMBO, EV_REMOVE, SM_GONE },
+	};
+	unsigned moves = 0;
+	for (int s = 0; s < SM_NSTATES; s++)
+		for (int e = 0; e < EV_COUNT; e++) {
+			int want = -1;
+			for (size_t k = 0; k < sizeof allowed / sizeof allowed[0]; k++)
+				if (allowed[k].from == (enum smsg_state)s && allowed[k].ev == (enum msg_event)e)
+					want = allowed[k].to;
+			CHECK(msgstate_next((enum smsg_state)s, (enum msg_event)e) == want);
+			moves += want >= 0;
+		}
+	CHECK(moves == sizeof allowed / sizeof allowed[0]);
+	/* Nothing leaves "gone", and a message in flight only ends its attempt. */
+	for (int e = 0; e < EV_COUNT; e++) {
+		CHECK(msgstate_next(SM_GONE, (enum msg_event)e) == -1);
+		CHECK((msgstate_next(SM_INFLIGHT, (enum msg_event)e) >= 0) == (e == EV_END));
+	}
+	CHECK(strcmp(msgstate_str(SM_WAITING), "waiting") == 0 && strcmp(msgevent_str(EV_KILL), "kill") == 0);
+}
+
+/* A life through the router: its trace holds each move, in order. */
+static void test_moves_recorded(void)
+{
+	workers(true, true, true);
+	unsigned from = nsent;
+	struct smsg *m = accept_msg("rest", PRIO_NORMAL);
+	CHECK(m->state == SM_INFLIGHT && sent_to("rest", from) == 1);
+	CHECK(m->nmoves == 3);
+	CHECK(m->moves[0].ev == EV_ENQUEUE && m->moves[1].ev == EV_TAKE && m->moves[2].ev == EV_SEND);
+	CHECK(m->moves[2].to == SM_INFLIGHT);
+	answer(nsent - 1, JOB_PERMFAIL); /* rest refuses it for good: the chain goes on (mqtt) */
+	CHECK(m->state == SM_INFLIGHT && strcmp(sent[nsent - 1].proto, "mqtt") == 0);
+	CHECK(m->moves[3].ev == EV_END && m->moves[4].ev == EV_ENQUEUE);
+	answer(nsent - 1, JOB_OK);
+	CHECK(R.count == 0);
+}
+
+/* After a restart: the spool's auto messages are held until the workers are
+ * there, then routed; never dead-lettered because no worker existed yet. */
+static void test_replay_auto(void)
+{
+	R.started = false;
+	R.workers_ms = 0;
+	for (int i = 0; i < 3; i++)
+		procs[i].name[0] = '\0'; /* the process table does not exist yet */
+	unsigned from = nsent;
+	struct smsg *ms[5];
+	for (int i = 0; i < 5; i++) {
+		ms[i] = message("auto", PRIO_NORMAL);
+		router_recover(ms[i]);
+		CHECK(ms[i]->state == SM_WAITING && strstr(ms[i]->last_error, "held at start"));
+	}
+	CHECK(nsent == from && R.dead.n == 0);
+	/* The table comes up; no worker connected yet: still held. */
+	workers(false, false, false);
+	router_workers_started();
+	advance(1000);
+	CHECK(!R.started && nsent == from && R.dead.n == 0);
+	/* mqtt connects, the others within the grace: the gate opens, all go out. */
+	set_up("mqtt", true);
+	set_up("rest", true);
+	set_up("websocket", true);
+	CHECK(R.started && R.dead.n == 0);
+	advance(400); /* a protocol with room takes what waited in another's queue (250 ms) */
+	CHECK(nsent - from == 5);
+	deliver_all();
+	CHECK(R.count == 0 && R.dead.n == 0);
+
+	/* A worker that never connects: the grace ends, the messages route and wait,
+	 * none dies. */
+	R.started = false;
+	workers(false, false, false);
+	router_workers_started();
+	struct smsg *m = message("auto", PRIO_NORMAL);
+	router_recover(m);
+	advance(START_GRACE_MS + 2 * TICK_MS);
+	CHECK(R.started && m->state != SM_DEAD);
+	advance(3000);
+	CHECK(m->state != SM_DEAD && R.dead.n == 0);
+	set_up("rest", true); /* back: it goes out at once */
+	CHECK(m->state == SM_INFLIGHT);
+	deliver_all();
+	CHECK(R.count == 0);
+}
+
+/* A message for mqtt that fell back to rest goes back to mqtt (the head of its
+ * chain) as soon as mqtt is up, not to rest where it last waited. */
+static void test_retry_from_head(void)
+{
+	workers(false, true, false); /* only rest's link is up, and its server answers retry */
+	unsigned from = nsent;
+	struct smsg *m = accept_msg("mqtt", PRIO_NORMAL);
+	CHECK(m->state == SM_INFLIGHT && sent_to("mqtt", from) == 1);
+	answer_down(); /* mqtt: broker unreachable; on along the chain, to rest */
+	CHECK(m->state == SM_INFLIGHT && sent_to("rest", from) == 1);
+	answer(nsent - 1, JOB_RETRY); /* rest fails: it waits to try rest again */
+	CHECK(m->state == SM_WAITING && m->again);
+	set_up("mqtt", true);         /* mqtt is back: wakes it, to mqtt at once */
+	CHECK(m->state == SM_INFLIGHT && strcmp(sent[nsent - 1].proto, "mqtt") == 0);
+	answer(nsent - 1, JOB_OK);
+	CHECK(R.count == 0);
+
+	/* mqtt back while rest held it (no wake-up: a link that flapped): rest's
+	 * failure starts a round at the head at once, no wait on rest. */
+	set_up("mqtt", false);
+	advance(2000);
+	from = nsent;
+	m = accept_msg("mqtt", PRIO_NORMAL);
+	answer_down();
+	CHECK(m->state == SM_INFLIGHT && strcmp(m->worker, "rest") == 0);
+	procs[2].connected = true;
+	R.protos[2].link_up = true;
+	answer(nsent - 1, JOB_RETRY);
+	CHECK(m->state == SM_INFLIGHT && strcmp(sent[nsent - 1].proto, "mqtt") == 0);
+	answer(nsent - 1, JOB_OK);
+	CHECK(R.count == 0);
+}
+
+static void pause_all(bool pause)
+{
+	for (int i = 0; i < 3; i++)
+		router_pause(names[i], pause);
+}
+
+/* Advance until every message given waits (they move in step: accepted together). */
+static bool all_wait(struct smsg **ms, int n)
+{
+	for (int t = 0; t < 100; t++) {
+		int w = 0;
+		for (int i = 0; i < n; i++)
+			w += ms[i]->state == SM_WAITING;
+		if (w == n)
+			return true;
+		advance(TICK_MS);
+	}
+	return false;
+}
+
+/* A protocol that comes back wakes the messages waiting for it: high priority
+ * first, then by age. */
+static void test_wake_order(void)
+{
+	workers(true, true, true);
+	pause_all(true);
+	struct smsg *ms[6];
+	enum priority prio[6] = { PRIO_LOW, PRIO_NORMAL, PRIO_HIGH, PRIO_LOW, PRIO_HIGH, PRIO_NORMAL };
+	for (int i = 0; i < 6; i++)
+		ms[i] = accept_msg("mqtt", prio[i]);
+	CHECK(all_wait(ms, 6)); /* each walked its chain of paused protocols, and waits */
+	char ids[6][UCGW_ID_LEN + 1]; /* a delivered message is freed: keep its id */
+	for (int i = 0; i < 6; i++)
+		str_copy(ids[i], sizeof ids[i], ms[i]->id);
+	unsigned from = nsent;
+	router_pause("mqtt", false);
+	CHECK(nsent - from == 4); /* the window */
+	static const int order[6] = { 2, 4, 1, 5, 0, 3 };
+	for (unsigned k = 0; k < 4; k++)
+		CHECK(strcmp(sent[from + k].id, ids[order[k]]) == 0);
+	deliver_all();
+	for (unsigned k = 4; k < 6; k++)
+		CHECK(strcmp(sent[from + k].id, ids[order[k]]) == 0);
+	deliver_all();
+	pause_all(false);
+	CHECK(R.count == 0);
+}
+
+/* A backlog queued on one protocol spreads to the others of each message's
+ * chain when they are up, by what each takes at its pace. */
+static void test_spread(void)
+{
+	workers(true, true, true);
+	pause_all(true);
+	for (int i = 0; i < 60; i++)
+		accept_msg(i % 3 == 0 ? "websocket" : i % 3 == 1 ? "rest" : "mqtt", PRIO_NORMAL);
+	advance(2000);
+	unsigned from = nsent;
+	uint64_t stolen0 = R.protos[0].st.stolen, stolen2 = R.protos[2].st.stolen;
+	router_pause("rest", false); /* rest first: everything goes its way */
+	CHECK(sent_to("rest", from) == 4);
+	router_pause("websocket", false); /* then the others take what rest has not */
+	router_pause("mqtt", false);
+	advance(TICK_MS);
+	CHECK(sent_to("websocket", from) == 4 && sent_to("mqtt", from) == 4);
+	/* a message taken over is the taker's: on its list, under its name */
+	for (int i = 0; i < 3; i++)
+		for (struct smsg *m = R.protos[i].inflight.head; m; m = m->qnext)
+			CHECK(strcmp(m->worker, R.protos[i].name) == 0);
+	/* rest is slow: it answers one job for every three the others answer. */
+	for (int round = 0; round < 400 && R.count; round++) {
+		for (unsigned i = from; i < nsent; i++)
+			if (!sent[i].answered && strcmp(sent[i].proto, "rest") == 0 && round % 3 == 0) {
+				answer(i, JOB_OK);
+				break;
+			}
+		for (unsigned i = from; i < nsent; i++)
+			if (!sent[i].answered && strcmp(sent[i].proto, "rest") != 0) {
+				answer(i, JOB_OK);
+				break;
+			}
+		advance(TICK_MS);
+	}
+	deliver_all();
+	CHECK(R.count == 0);
+	unsigned r = sent_to("rest", from), w = sent_to("websocket", from), q = sent_to("mqtt", from);
+	printf("backlog of 60, rest three times slower: rest %u, websocket %u, mqtt %u jobs\n", r, w, q);
+	CHECK(r + w + q == 60 && w > 0 && q > 0 && r < w + q);
+	CHECK(R.protos[0].st.stolen > stolen0 || R.protos[2].st.stolen > stolen2);
+}
+
+/* Dead only when the configuration has nothing that could carry it. */
+static void test_dead_only_for_good(void)
+{
+	workers(true, true, true);
+	procs[1].state = PROC_FAILED; /* rest failed: a restart may bring it back */
+	struct smsg *m = message("rest", PRIO_NORMAL);
+	m->kind = JOB_FILE; /* no metadata protocol carries a file */
+	router_adopt(m);
+	router_route(m);
+	CHECK(m->state == SM_DEAD && strstr(m->last_error, "not enabled in the configuration"));
+	router_forget(m, "failed", "purged");
+	procs[0].state = procs[2].state = PROC_FAILED;
+	m = accept_msg("auto", PRIO_NORMAL);
+	CHECK(m->state == SM_WAITING && strstr(m->last_error, "no worker can take this message now"));
+	procs[0].state = procs[1].state = procs[2].state = PROC_READY;
+	router_worker_ready(&procs[1]); /* a worker back: it goes at once, not after its backoff */
+	CHECK(m->state == SM_INFLIGHT);
+	deliver_all();
+	CHECK(R.count == 0 && R.dead.n == 0);
+}
+
+/* Answer proto's open jobs: mqtt delivers, the others refuse (a 503). */
+static void answer_proto(const char *proto, unsigned from)
+{
+	for (unsigned i = from; i < nsent; i++)
+		if (!sent[i].answered && strcmp(sent[i].proto, proto) == 0)
+			answer(i, strcmp(proto, "mqtt") == 0 ? JOB_OK : JOB_RETRY);
+}
+
+/* A message taken over by a protocol that then refuses it goes back to its own
+ * protocol in the same round, not to a backoff while its own is up and idle;
+ * and a refusing protocol takes no more over. */
+static void test_taken_over_then_refused(void)
+{
+	workers(false, true, true); /* rest connected, but its server refuses */
+	unsigned from = nsent;
+	for (int i = 0; i < 12; i++)
+		accept_msg("mqtt", PRIO_NORMAL); /* mqtt's window full: a backlog */
+	clock_ms += 300;
+	router_tick(); /* rest, idle, takes some over */
+	CHECK(sent_to("rest", from) > 0);
+	answer_proto("rest", from);
+	unsigned rest_jobs = sent_to("rest", from);
+	for (int k = 0; k < 20 && R.count; k++) {
+		answer_proto("mqtt", from);
+		advance(TICK_MS);
+	}
+	CHECK(R.count == 0 && R.waiting.n == 0); /* all delivered by mqtt, none waits a backoff */
+	CHECK(sent_to("rest", from) == rest_jobs); /* refusing, rest took no more */
+	deliver_all();
+}
+
+/* The sweep of a stuck queue while the protocol it reroutes to takes over
+ * messages of that same queue: no list is corrupted, nothing held twice. */
+static void test_stuck_sweep_while_taken_over(void)
+{
+	workers(false, true, true);
+	unsigned from = nsent;
+	for (int i = 0; i < 4; i++)
+		accept_msg("rest", PRIO_NORMAL); /* rest's window full, never answered */
+	CHECK(sent_to("rest", from) == 4);
+	router_pause("mqtt", true); /* mqtt's queue is stuck */
+	advance(60000 - 500);
+	for (int i = 0; i < 3; i++)
+		accept_msg("mqtt", PRIO_NORMAL);
+	advance(700); /* rest's jobs time out, then the stuck sweep moves mqtt's queue */
+	uint64_t n = 0;
+	for (int i = 0; i < R.nprotos; i++) {
+		n += R.protos[i].inflight.n;
+		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
+			n += R.protos[i].queue[pr].n;
+	}
+	CHECK(n + R.waiting.n + R.dead.n == R.count); /* each live message on exactly one list */
+	CHECK(R.protos[2].queue[PRIO_NORMAL].n == 0);
+	router_pause("mqtt", false);
+	for (int k = 0; k < 50 && R.count; k++) {
+		deliver_all();
+		advance(TICK_MS);
+	}
+	CHECK(R.count == 0);
+}
+
+int main(void)
+{
+	load_config();
+	R.started = true; /* the start's gate: test_replay_auto closes it again */
+	R.workers_ms = 1;
+	workers(true, true, true);
+	/* router_init without its timer: the tests tick by hand */
+	sup.loop = uv_default_loop();
+	router_init();
+	uv_timer_stop(&R.tick);
+	R.started = true;
+	test_table();
+	test_moves_recorded();
+	test_replay_auto();
+	test_retry_from_head();
+	test_wake_order();
+	test_spread();
+	test_dead_only_for_good();
+	test_stuck_sweep_while_taken_over();
+	test_taken_over_then_refused();
+	return CHECK_DONE();
+}
