@@ -150,7 +150,11 @@ static const struct cfg_key sftp[] = {
 	STR("remote_path", "/data/lpr_images", "directory files are uploaded to"),
 	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted"),
 	STR("host_key_fingerprint", NULL, "pinned host key, SHA256:... as ssh-keygen -l prints it"),
-	INT("buffer_bytes", "1048576", 4096, 67108864, "size of each write"),
+	INT("buffer_bytes", "1048576", 4096, 67108864,
+	    "bytes of one file written ahead of the server's acknowledgements (at most 512 KiB are used)"),
+	INT("files_in_flight", "8", 1, 64,
+	    "files uploaded at once over the one SSH connection, each on an SFTP channel of its own "
+	    "(OpenSSH's MaxSessions, 10 by default, caps the channels of a connection)"),
 	NUM("timeout", "30", 0.001, 3600, "seconds a network operation may take"),
 };
 

@@ -400,4 +400,3 @@ fail_msg:
 }
 
 /* A message read back from the spool at start. */
-void accept_recovered(struct smsg *m) { router_recover(m); }

@@ -4,5 +4,4 @@
 struct smsg;
 void cmd_send(struct client *c, const struct msg *req);
 void cmd_send_file(struct client *c, const struct msg *req);
-void accept_recovered(struct smsg *m);
 #endif

@@ -132,6 +132,8 @@ static void client_drop(struct client *c)
 static void handle(struct client *c, const struct msg *m)
 {
 	char err[256] = "";
+	if (!c->capture)
+		c->waiting++; /* until its reply, whatever it is: control_reply counts it down */
 	if (auth_check(c, m, err, sizeof err) < 0) {
 		control_fail(c->cid, m->seq, "%s", err);
 		return;
@@ -140,8 +142,6 @@ static void handle(struct client *c, const struct msg *m)
 		control_fail(c->cid, m->seq, "ucgwd is shutting down");
 		return;
 	}
-	if (!c->capture)
-		c->waiting++; /* until its reply */
 	commands_dispatch(c, m);
 }
 
@@ -187,6 +187,7 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 		return;
 	}
 	if (m.version != UCGW_PROTO_VERSION) {
+		c->waiting++; /* counted down by the reply */
 		control_fail(c->cid, m.seq, "protocol version %llu not supported (this ucgwd speaks %d)",
 			     (unsigned long long)m.version, UCGW_PROTO_VERSION);
 		return;
@@ -283,7 +284,9 @@ static bool make_room(const struct ucred *cr)
 {
 	bool priv = privileged(cr->uid);
 	struct client *victim = NULL;
-	if (clients_of(cr->uid) >= MAX_CLIENTS_PER_UID)
+	/* The per-user cap keeps one user from taking every slot; root and
+	 * ucgwd's user are not capped (their clients are the operator's). */
+	if (!priv && clients_of(cr->uid) >= MAX_CLIENTS_PER_UID)
 		victim = longest_idle(cr->uid, false);
 	else if (nclients < (priv ? MAX_CLIENTS : MAX_CLIENTS - RESERVED_CLIENTS))
 		return true;
@@ -332,6 +335,26 @@ static void accept_pause(int err)
 	uv_timer_start(&accept_timer, on_accept_timer, ACCEPT_RETRY_MS, 0);
 }
 
+/* A client refused a slot is told why (one reply frame, seq 0, written
+ * without waiting: the socket's buffer is empty), not just closed. */
+static void refuse_connection(int fd, const struct ucred *cr)
+{
+	char why[200];
+	snprintf(why, sizeof why, "refused: %s; try again later",
+		 !privileged(cr->uid) && clients_of(cr->uid) >= MAX_CLIENTS_PER_UID
+			 ? "this user has every connection to ucgwd it may open busy"
+			 : "ucgwd has every control connection busy");
+	struct msg m = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .seq = 0, .ok = false, .error = why };
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	msg_encode(&m, &sb);
+	if (write(fd, sb.data, sb.size) < 0) {
+		/* nothing more to do: it is closed below either way */
+	}
+	msgpack_sbuffer_destroy(&sb);
+	close(fd);
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
 	for (;;) {
@@ -351,7 +374,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
 			continue;
 		}
 		if (!make_room(&cr)) {
-			close(fd);
+			refuse_connection(fd, &cr);
 			continue;
 		}
 		client_add(fd, &cr);

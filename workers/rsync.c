@@ -1,6 +1,8 @@
 /* ucgw-rsync: files with the rsync program over ssh. Files that queue up while
- * a run is in progress go together in the next run (--files-from), so many small
- * files share one SSH connection. The worker has descriptors, not paths: each run
+ * a run is in progress go together in the next run (--files-from), and every
+ * run's ssh goes over one master connection that the worker keeps open (see
+ * mux_options), so many small files share one SSH connection and a run costs
+ * no login. The worker has descriptors, not paths: each run
  * gets a private directory of symlinks to /proc/self/fd/N, which rsync follows
  * (--copy-links). Partial files wait in a partial directory, never under their
  * final name, and a later run resumes from them.
@@ -45,8 +47,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "workers/worker.h"
@@ -82,11 +86,21 @@ struct rjob {
 struct run {
 	uv_process_t proc;
 	uv_pipe_t out, err;
+	uv_pipe_t in;                      /* a spare's: the file list goes in here */
+	bool has_in;
 	int open;
+	char dir[512];                     /* a spare's directory, until it becomes the run's */
+	uint64_t born_ms;
+	uv_write_t write;
+	char *list;
 };
 
 static struct {
 	char *rsync, *ssh_cmd, *dest, *stage;
+	char *ssh_base, *host, *control;   /* ssh without sharing; user@host; the master's socket (NULL: none) */
+	pid_t master;                      /* the ssh master (0: none) */
+	uv_timer_t master_timer;
+	uint64_t master_ended_ms;
 	char **options;
 	size_t noptions;
 	uint64_t timeout_ms;
@@ -94,6 +108,8 @@ static struct {
 	struct rjob *queue, *queue_tail;   /* waiting for the next run */
 	struct rjob *running;              /* in the current run; NULL: no run */
 	struct run *cur;                   /* the handles of the rsync in progress */
+	struct run *spare;                 /* the next send's rsync, started and waiting for its list */
+	unsigned spare_no;
 	uv_timer_t timer;                  /* the run's timeout, then the grace for its output */
 	unsigned run_no;
 	char rundir[512];
@@ -143,6 +159,114 @@ static char *find_program(const char *name)
 }
 
 /* ---- a run ---- */
+
+/* Every run's ssh goes through one master connection (ssh -M), a child of the
+ * worker that lives as long as its connection: a run then costs a channel on
+ * an open connection (a round trip), not a TCP connect, key exchange and login
+ * (five round trips or more: half a second on a 100 ms link, for every run).
+ * Runs use it with ControlMaster=no: while it is not up (starting, or gone
+ * with its connection) a run's ssh connects on its own, as before. Not ssh's
+ * ControlPersist, whose master leaves its parent and would outlive a worker
+ * that is killed; this one dies with it (PDEATHSIG). Its socket is in the
+ * staging directory, private to the worker; a path that is too long for a
+ * socket or that ssh would expand (%) goes without. */
+#define MASTER_RETRY_MS 5000 /* a master that ended is started again at most this often */
+
+static char *mux_options(void)
+{
+	char *path = xasprintf("%s/ssh", R.stage);
+	if (strlen(path) >= 100 || strpbrk(path, "% \t'\"")) {
+		log_warnx("no ssh connection sharing: the staging path %s is too long or has %%, a space or a quote",
+			  path);
+		free(path);
+		return xstrdup("");
+	}
+	R.control = path;
+	return xasprintf(" -o ControlMaster=no -o ControlPath=%s", path);
+}
+
+/* argv of the master: the runs' ssh command up to its sharing options, then
+ * -M -N; ServerAlive: a master whose link went silent ends within 15 s, and
+ * the runs on it with it, instead of at rsync's --timeout. */
+static char **master_argv(void)
+{
+	char *cmd = xstrdup(R.ssh_base), *save = NULL;
+	size_t n = 0, cap = 32;
+	char **argv = xcalloc(cap, sizeof *argv);
+	for (char *t = strtok_r(cmd, " ", &save); t && n + 16 < cap; t = strtok_r(NULL, " ", &save))
+		argv[n++] = xstrdup(t);
+	free(cmd);
+	const char *more[] = { "-M", "-N", "-o", "ControlPersist=no", "-o", "ServerAliveInterval=5", "-o",
+			       "ServerAliveCountMax=3", "-S", R.control, R.host };
+	for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+		argv[n++] = xstrdup(more[i]);
+	argv[n] = NULL;
+	return argv;
+}
+
+static void free_argv(char **argv)
+{
+	for (char **a = argv; *a; a++)
+		free(*a);
+	free(argv);
+}
+
+static bool master_alive(void)
+{
+	if (R.master > 0 && waitpid(R.master, NULL, WNOHANG) == R.master) {
+		R.master = 0;
+		R.master_ended_ms = now_ms();
+	}
+	return R.master > 0;
+}
+
+/* Started before a run when none is up (and the last did not end just now). */
+static void ensure_master(void)
+{
+	if (!R.control || master_alive() || (R.master_ended_ms && now_ms() - R.master_ended_ms < MASTER_RETRY_MS))
+		return;
+	unlink(R.control); /* a dead master's socket: a new one could not take its name */
+	char **argv = master_argv();
+	pid_t parent = getpid(), pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(0);
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	free_argv(argv);
+	if (pid < 0)
+		log_warn("cannot start the ssh master");
+	else
+		R.master = pid;
+	R.master_ended_ms = pid < 0 ? now_ms() : 0;
+}
+
+static void start_master(uv_timer_t *t)
+{
+	(void)t;
+	ensure_master();
+}
+
+static void stop_master(void)
+{
+	if (R.master <= 0)
+		return;
+	kill(R.master, SIGTERM);
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(R.master, NULL, WNOHANG) == R.master)
+			return;
+		usleep(10000);
+	}
+	kill(R.master, SIGKILL);
+	waitpid(R.master, NULL, 0);
+}
 
 static void start_run(void);
 static int spawn_rsync(enum phase phase);
@@ -448,8 +572,11 @@ static void arm_check(void)
 /* A run failed for good: not one file can go until something changes. The
  * reason (R.refusal) was taken from that run's own output when it ended, since
  * the dry run that may follow it overwrites R.code and R.errtail. */
+static void drop_spare(void);
+
 static void refuse(void)
 {
+	drop_spare(); /* it has the options that were refused */
 	if (!R.refused)
 		R.check_every_ms = CHECK_FIRST_MS;
 	R.refused = true;
@@ -659,8 +786,14 @@ static void on_grace(uv_timer_t *t)
 	run_ended();
 }
 
+static void spare_exited(struct run *run);
+
 static void on_exit_run(uv_process_t *p, int64_t code, int sig)
 {
+	if (p->data != R.cur) {
+		spare_exited(p->data);
+		return;
+	}
 	close_run_handle((uv_handle_t *)p);
 	R.exited = true;
 	R.code = code;
@@ -803,17 +936,20 @@ static int stage_batch(FILE *list)
 	return (int)n;
 }
 
-/* rsync over the run's list: the send, the dry run after it that only asks
- * the server which files it has, the deletion of partial data after a full
- * disk, or the check while refused (a dry run of an empty list: the server's
- * rsync still starts with every option). 0, or libuv's error when rsync could
- * not be started. */
-static int spawn_rsync(enum phase phase)
+/* rsync over a run's list in dir: the send, the dry run after it that only
+ * asks the server which files it has, the deletion of partial data after a
+ * full disk, or the check while refused (a dry run of an empty list: the
+ * server's rsync still starts with every option). The list is dir's ".list"
+ * file, or comes on stdin (a spare). Its handles, or NULL with libuv's error
+ * in *rc. */
+static struct run *start_rsync(enum phase phase, const char *dir, bool list_on_stdin, int *rc)
 {
+	ensure_master();
 	bool clean = phase == PH_CLEAN;
-	char *files_from = xasprintf("--files-from=%s%s", R.rundir, clean ? ".clean.list" : ".list");
+	char *files_from = list_on_stdin ? xstrdup("--files-from=-")
+					 : xasprintf("--files-from=%s%s", dir, clean ? ".clean.list" : ".list");
 	char *timeout = xasprintf("--timeout=%llu", (unsigned long long)(R.timeout_ms / 1000 + 1));
-	char *src = xasprintf("%s%s", R.rundir, clean ? ".clean/" : "/");
+	char *src = xasprintf("%s%s", dir, clean ? ".clean/" : "/");
 	const char *sending[] = {
 		"--copy-links", "--mkpath", "--partial-dir=" PARTIAL_DIR,
 		/* what the worker reads: a line per file as it starts or is found up to
@@ -844,6 +980,41 @@ static int spawn_rsync(enum phase phase)
 	argv[a++] = src;
 	argv[a++] = R.dest;
 	argv[a] = NULL;
+	struct run *run = xcalloc(1, sizeof *run);
+	uv_pipe_init(worker_loop(), &run->out, 0);
+	uv_pipe_init(worker_loop(), &run->err, 0);
+	uv_pipe_init(worker_loop(), &run->in, 0);
+	run->out.data = run->err.data = run->in.data = run->proc.data = run;
+	run->open = 4;
+	run->has_in = list_on_stdin;
+	uv_stdio_container_t io[3] = {
+		{ .flags = list_on_stdin ? UV_CREATE_PIPE | UV_READABLE_PIPE : UV_IGNORE,
+		  .data.stream = (uv_stream_t *)&run->in },
+		{ .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&run->out },
+		{ .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&run->err },
+	};
+	uv_process_options_t po = { .exit_cb = on_exit_run, .file = R.rsync, .args = (char **)argv,
+				    .stdio_count = 3, .stdio = io };
+	*rc = uv_spawn(worker_loop(), &run->proc, &po);
+	free(argv);
+	free(files_from);
+	free(timeout);
+	free(src);
+	if (!list_on_stdin || *rc < 0)
+		close_run_handle((uv_handle_t *)&run->in);
+	if (*rc < 0) {
+		log_warnx("cannot run %s: %s", R.rsync, uv_strerror(*rc));
+		close_run_handle((uv_handle_t *)&run->proc);
+		close_run_handle((uv_handle_t *)&run->out);
+		close_run_handle((uv_handle_t *)&run->err);
+		return NULL;
+	}
+	return run;
+}
+
+/* run is now the rsync in progress: its output is read from here on. */
+static void begin_run(struct run *run, enum phase phase)
+{
 	R.phase = phase;
 	R.exited = R.out_eof = R.err_eof = R.timed_out = false;
 	R.code = 0;
@@ -858,35 +1029,128 @@ static int spawn_rsync(enum phase phase)
 		R.started_ms = now_ms();
 		R.literal = R.matched = 0;
 	}
-	struct run *run = xcalloc(1, sizeof *run);
-	uv_pipe_init(worker_loop(), &run->out, 0);
-	uv_pipe_init(worker_loop(), &run->err, 0);
-	run->out.data = run->err.data = run->proc.data = run;
-	run->open = 3;
-	uv_stdio_container_t io[3] = {
-		{ .flags = UV_IGNORE },
-		{ .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&run->out },
-		{ .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&run->err },
-	};
-	uv_process_options_t po = { .exit_cb = on_exit_run, .file = R.rsync, .args = (char **)argv,
-				    .stdio_count = 3, .stdio = io };
-	int rc = uv_spawn(worker_loop(), &run->proc, &po);
-	free(argv);
-	free(files_from);
-	free(timeout);
-	free(src);
-	if (rc < 0) {
-		log_warnx("cannot run %s: %s", R.rsync, uv_strerror(rc));
-		close_run_handle((uv_handle_t *)&run->proc);
-		close_run_handle((uv_handle_t *)&run->out);
-		close_run_handle((uv_handle_t *)&run->err);
-		return rc;
-	}
 	R.cur = run;
 	uv_read_start((uv_stream_t *)&run->out, on_alloc, on_out);
 	uv_read_start((uv_stream_t *)&run->err, on_alloc, on_err);
 	uv_timer_start(&R.timer, on_timeout, R.timeout_ms, 0);
-	return 0;
+}
+
+/* 0, or libuv's error when rsync could not be started. */
+static int spawn_rsync(enum phase phase)
+{
+	int rc;
+	struct run *run = start_rsync(phase, R.rundir, false, &rc);
+	if (run)
+		begin_run(run, phase);
+	return run ? 0 : rc;
+}
+
+/* ---- the next send, prepared while this one runs ----
+ *
+ * Once a send has started, the next send's rsync is started too, with its
+ * list to come on stdin (--files-from=-): it opens its channel, starts the
+ * server's rsync and agrees on the protocol (a few round trips: half a second
+ * at 100 ms, 1.5 s at 300 ms) while the current one still sends, then waits
+ * for its list. When the current send ends, the files queued meanwhile are
+ * staged in its directory and their names written to it, and it goes at once.
+ * A spare older than half of rsync.timeout is not used (the server's rsync
+ * gives up waiting at the timeout); one that ended is not either. */
+
+static void rm_dir_of(struct run *run)
+{
+	if (run->dir[0])
+		rmdir(run->dir); /* empty: staging happens only once it is the run's */
+	run->dir[0] = '\0';
+}
+
+static void drop_spare(void)
+{
+	struct run *run = R.spare;
+	if (!run)
+		return;
+	R.spare = NULL;
+	if (!uv_is_closing((uv_handle_t *)&run->proc))
+		uv_process_kill(&run->proc, SIGTERM); /* its exit closes the rest */
+	rm_dir_of(run);
+}
+
+/* A spare's rsync ended before it was used, or after it was dropped. */
+static void spare_exited(struct run *run)
+{
+	if (R.spare == run)
+		R.spare = NULL;
+	rm_dir_of(run);
+	close_run_handle((uv_handle_t *)&run->proc);
+	close_run_handle((uv_handle_t *)&run->out);
+	close_run_handle((uv_handle_t *)&run->err);
+	close_run_handle((uv_handle_t *)&run->in);
+}
+
+static void prepare_spare(void)
+{
+	if (R.spare || R.refused)
+		return;
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s/next%u", R.stage, ++R.spare_no);
+	if (mkdir(dir, 0700) < 0)
+		return; /* the next run goes without */
+	int rc;
+	struct run *run = start_rsync(PH_SEND, dir, true, &rc);
+	if (!run) {
+		rmdir(dir);
+		return;
+	}
+	snprintf(run->dir, sizeof run->dir, "%s", dir);
+	run->born_ms = now_ms();
+	R.spare = run;
+}
+
+/* The spare, if it can take the next send: its directory becomes the run's. */
+static struct run *take_spare(void)
+{
+	struct run *run = R.spare;
+	if (!run)
+		return NULL;
+	if (now_ms() - run->born_ms > R.timeout_ms / 2) {
+		drop_spare();
+		return NULL;
+	}
+	R.spare = NULL;
+	return run;
+}
+
+static void list_written(uv_write_t *w, int status)
+{
+	struct run *run = w->data;
+	free(run->list);
+	run->list = NULL;
+	close_run_handle((uv_handle_t *)&run->in); /* EOF: the list is complete */
+}
+
+/* The run's list (its ".list" file, kept for a dry run after a failure) into
+ * the spare's stdin. A spare that died meanwhile fails the run as any rsync
+ * that cannot reach the server does. */
+static void feed_list(struct run *run)
+{
+	char *path = xasprintf("%s.list", R.rundir);
+	FILE *f = fopen(path, "r");
+	free(path);
+	size_t cap = 4096, len = 0;
+	run->list = xmalloc(cap);
+	for (size_t n; f && (n = fread(run->list + len, 1, cap - len, f)) > 0;) {
+		len += n;
+		if (len == cap)
+			run->list = xrealloc(run->list, cap *= 2);
+	}
+	if (f)
+		fclose(f);
+	uv_buf_t buf = uv_buf_init(run->list, (unsigned)len);
+	run->write.data = run;
+	if (uv_write(&run->write, (uv_stream_t *)&run->in, &buf, 1, list_written) < 0) {
+		free(run->list);
+		run->list = NULL;
+		close_run_handle((uv_handle_t *)&run->in);
+	}
 }
 
 /* The run's directory. The staging directory above it can go while the worker
@@ -947,13 +1211,37 @@ static void return_queue(void)
 	R.queue_tail = NULL;
 }
 
+/* The spare's directory as the next run's, and its list file opened for
+ * writing; NULL (the spare given up) when that cannot be. */
+static FILE *open_spare_run(struct run *spare)
+{
+	snprintf(R.rundir, sizeof R.rundir, "%s", spare->dir);
+	spare->dir[0] = '\0'; /* the run's now: rm_rundir removes it */
+	R.run_no++;
+	char *listpath = xasprintf("%s.list", R.rundir);
+	FILE *list = fopen(listpath, "w");
+	free(listpath);
+	if (!list) {
+		rmdir(R.rundir);
+		R.spare = spare;
+		drop_spare();
+	}
+	return list;
+}
+
 static void start_run(void)
 {
 	if (R.refused) {
+		drop_spare();
 		return_queue();
 		return;
 	}
-	FILE *list = open_run();
+	struct run *spare = take_spare();
+	FILE *list = spare ? open_spare_run(spare) : NULL;
+	if (!list) {
+		spare = NULL;
+		list = open_run();
+	}
 	if (!list) {
 		snprintf(R.why, sizeof R.why, "cannot make the staging directory %s: %s", R.rundir, strerror(errno));
 		log_warnx("%s", R.why);
@@ -963,6 +1251,13 @@ static void start_run(void)
 	}
 	int n = stage_batch(list);
 	bool written = fclose(list) == 0;
+	if (n == 0 || !written) {
+		if (spare) { /* not used: its directory was the run's */
+			R.spare = spare;
+			drop_spare();
+		}
+		spare = NULL;
+	}
 	if (n == 0) {
 		rm_rundir();
 		return;
@@ -971,9 +1266,17 @@ static void start_run(void)
 	if (!written) {
 		log_warn("cannot write the file list of %s", R.rundir);
 		snprintf(R.why, sizeof R.why, "cannot write the file list of the run: %s", strerror(errno));
+	} else if (spare) {
+		log_debug("run %u: %d files to the rsync prepared %.1f s ago", R.run_no, n,
+			  (double)(now_ms() - spare->born_ms) / 1000);
+		feed_list(spare);
+		begin_run(spare, PH_SEND);
+		prepare_spare();
+		return;
 	} else if ((rc = spawn_rsync(PH_SEND)) < 0) {
 		snprintf(R.why, sizeof R.why, "cannot run %s: %s", R.rsync, uv_strerror(rc));
 	} else {
+		prepare_spare();
 		return;
 	}
 	R.status = JOB_RETRY;
@@ -1075,17 +1378,6 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 		snprintf(err, errlen, "rsync.key_file: %s", why);
 		return UCGW_EXIT_CONFIG;
 	}
-	int pid = (int)getpid();
-	char *keyopt = keyfd >= 0 ? xasprintf(" -i /proc/%d/fd/%d -o IdentitiesOnly=yes", pid, keyfd) : xstrdup("");
-	R.ssh_cmd = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
-			      "-o BatchMode=yes -o ConnectTimeout=10",
-			      ssh, (long long)cfg_int(cfg, "port"), keyopt, pid, khfd);
-	free(keyopt);
-	free(ssh);
-	R.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),
-			   cfg_str(cfg, "remote_path"));
-	R.timeout_ms = (uint64_t)(cfg_num(cfg, "timeout") * 1000);
-	R.batch_max = (size_t)cfg_int(cfg, "batch_max");
 	char tmpl[] = "/tmp/ucgw-rsync-XXXXXX";
 	const char *td = getenv("TMPDIR");
 	char *t = td ? xasprintf("%s/ucgw-rsync-XXXXXX", td) : xstrdup(tmpl);
@@ -1095,8 +1387,27 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 		return UCGW_EXIT_CONFIG;
 	}
 	R.stage = t;
+	int pid = (int)getpid();
+	char *mux = mux_options();
+	char *keyopt = keyfd >= 0 ? xasprintf(" -i /proc/%d/fd/%d -o IdentitiesOnly=yes", pid, keyfd) : xstrdup("");
+	R.ssh_base = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
+			       "-o BatchMode=yes -o ConnectTimeout=10",
+			       ssh, (long long)cfg_int(cfg, "port"), keyopt, pid, khfd);
+	R.ssh_cmd = xasprintf("%s%s", R.ssh_base, mux);
+	R.host = xasprintf("%s@%s", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"));
+	free(keyopt);
+	free(mux);
+	free(ssh);
+	R.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),
+			   cfg_str(cfg, "remote_path"));
+	R.timeout_ms = (uint64_t)(cfg_num(cfg, "timeout") * 1000);
+	R.batch_max = (size_t)cfg_int(cfg, "batch_max");
 	uv_timer_init(loop, &R.timer);
 	uv_timer_init(loop, &R.check_timer);
+	/* the master from the loop's first turn: after the sandbox is in, which
+	 * it inherits; up before the first file, which then finds it */
+	uv_timer_init(loop, &R.master_timer);
+	uv_timer_start(&R.master_timer, start_master, 0, 0);
 	/* Reachability is learned from runs; until the first, say what we know. */
 	worker_health(true, 0, "rsync to %s (not tried yet)", R.dest);
 	return 0;
@@ -1106,6 +1417,8 @@ static void rsync_shutdown(void)
 {
 	if (R.cur)
 		uv_process_kill(&R.cur->proc, SIGTERM);
+	drop_spare();
+	stop_master();
 	if (R.rundir[0])
 		rm_rundir();
 	rmdir(R.stage);

@@ -134,6 +134,10 @@ static const char *const rsync_calls[] = {
 	/* ssh: its connection, no core dumps of itself, its terminal checks */
 	"socket", "connect", "getsockopt", "setsockopt", "getsockname", "getpeername", "shutdown", "bind",
 	"prctl", "ioctl", "getresuid", "getresgid", "getgroups", "alarm",
+	/* ssh's ControlMaster: the master listens on a unix socket in the staging
+	 * directory (made under a temporary name, then linked to its own), and
+	 * each run's ssh passes it its descriptors */
+	"listen", "accept", "accept4", "link", "linkat",
 	NULL,
 };
 

@@ -1,11 +1,11 @@
 /* ucgw-sftp: files over SFTP with libssh2, on one SSH session kept open and
- * reused for every file. libssh2 runs blocking in a thread of its own (its
- * non-blocking mode would need a state machine around every call); the libuv
- * loop keeps answering the supervisor, and results come back through a
- * uv_async. Each file goes to ".NAME.ID.ucgw-part" beside the target (ID: the
- * message id), resumes from the part's size after a dropped connection, and is
- * renamed atomically once its size is right, so the server never shows a half
- * file under the final name. */
+ * reused for every file. libssh2 runs in a thread of its own, non-blocking,
+ * with several files in flight over the one session (see "files in flight"
+ * below); the libuv loop keeps answering the supervisor, and results come back
+ * through a uv_async. Each file goes to ".NAME.ID.ucgw-part" beside the target
+ * (ID: the message id), resumes from the part's size after a dropped
+ * connection, and is renamed atomically once it is closed and its size is
+ * right, so the server never shows a half file under the final name. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,14 +15,18 @@
 #include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "workers/worker.h"
+
+#define MAX_INFLIGHT (512 * 1024)
 
 enum ev_kind { EV_RESULT, EV_HEALTH, EV_PROGRESS };
 
@@ -50,24 +54,25 @@ static struct {
 	const char *key_data, *kh_data, *kh_why;
 	size_t key_len, kh_len;
 	int port;
-	size_t bufsize;
+	size_t inflight;                /* bytes of one file in flight: buffer_bytes, capped (see refill) */
+	int files_in_flight;
 	long timeout_ms;
 	/* the thread's own */
 	int sock;                      /* set and closed under the lock: sftp_shutdown shuts it down */
 	LIBSSH2_SESSION *session;
-	LIBSSH2_SFTP *sftp;
-	char *buf;
+	LIBSSH2_SFTP *sftp0;            /* the first lane's channel */
+	uint64_t io_bytes, io_ms;       /* bytes through the socket, and when last */
 	/* shared, under the lock */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
 	struct qjob *jobs, *jobs_tail;
 	struct event *events, *events_tail;
 	bool stop;
+	int wake;                      /* eventfd: jobs or a stop for the thread */
 	pthread_t thread;
 	uv_async_t async;
 	uv_timer_t start;               /* the thread starts at the loop's first turn */
 	bool started;                   /* the loop's: the thread runs (join it) */
-} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1 }; /* cond: sftp_init, on CLOCK_MONOTONIC */
+} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1, .wake = -1 };
 
 /* ---- talking to the loop ---- */
 
@@ -128,23 +133,6 @@ static void on_events(uv_async_t *a)
 }
 
 /* ---- the session ---- */
-
-static void drop_session(void)
-{
-	if (S.sftp)
-		libssh2_sftp_shutdown(S.sftp);
-	if (S.session) {
-		libssh2_session_disconnect(S.session, "bye");
-		libssh2_session_free(S.session);
-	}
-	pthread_mutex_lock(&S.lock);
-	if (S.sock >= 0)
-		close(S.sock);
-	S.sock = -1;
-	pthread_mutex_unlock(&S.lock);
-	S.sftp = NULL;
-	S.session = NULL;
-}
 
 /* The socket being connected becomes S.sock at once, so that sftp_shutdown can
  * break a connect, a handshake or a transfer; none is started after a stop. */
@@ -308,12 +296,42 @@ static const char *ssh_error(void)
 	return buf;
 }
 
+/* Counts what goes through the socket: a pass over the files that moved no
+ * byte and no file has nothing left to do but wait (see pump). */
+static LIBSSH2_RECV_FUNC(counted_recv)
+{
+	(void)abstract;
+	ssize_t n = recv(socket, buffer, length, flags);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	S.io_bytes += (uint64_t)n;
+	S.io_ms = now_ms();
+	return n;
+}
+
+static LIBSSH2_SEND_FUNC(counted_send)
+{
+	(void)abstract;
+	ssize_t n = send(socket, buffer, length, flags);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	S.io_bytes += (uint64_t)n;
+	S.io_ms = now_ms();
+	return n;
+}
+
+static int make_remote_dir(char *err, size_t errlen);
+
+/* In blocking mode: the handshake, the login, the first SFTP channel and the
+ * remote directory; then non-blocking for the files. */
 static int open_session(char *err, size_t errlen)
 {
 	uint64_t t0 = now_ms();
 	if (tcp_connect(err, errlen) < 0)
 		return -1;
 	S.session = libssh2_session_init();
+	libssh2_session_callback_set(S.session, LIBSSH2_CALLBACK_RECV, (void *)counted_recv);
+	libssh2_session_callback_set(S.session, LIBSSH2_CALLBACK_SEND, (void *)counted_send);
 	libssh2_session_set_blocking(S.session, 1);
 	libssh2_session_set_timeout(S.session, S.timeout_ms);
 	if (libssh2_session_handshake(S.session, S.sock)) {
@@ -329,11 +347,14 @@ static int open_session(char *err, size_t errlen)
 		snprintf(err, errlen, "SSH authentication as %s failed: %s", S.user, ssh_error());
 		return -1;
 	}
-	if (!(S.sftp = libssh2_sftp_init(S.session))) {
+	if (!(S.sftp0 = libssh2_sftp_init(S.session))) {
 		snprintf(err, errlen, "SFTP subsystem refused: %s", ssh_error());
 		return -1;
 	}
-	libssh2_keepalive_config(S.session, 1, 15);
+	if (make_remote_dir(err, errlen) < 0)
+		return -1;
+	libssh2_keepalive_config(S.session, 0, 15);
+	libssh2_session_set_blocking(S.session, 0);
 	char up[300];
 	snprintf(up, sizeof up, "connected to %s:%d", S.host, S.port);
 	post_health(true, (now_ms() - t0) * 1000, up);
@@ -360,34 +381,16 @@ static const char *fx_name(unsigned long fx)
  * some earlier call (a permission refused minutes ago), and must not decide
  * that a dropped connection loses the file. Call it right after the failing
  * call, before any other SFTP request. */
-static bool sftp_why(int rc, char *why, size_t len)
+static bool sftp_why(LIBSSH2_SFTP *sftp, int rc, char *why, size_t len)
 {
 	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
-		snprintf(why, len, "%s", ssh_error());
+		snprintf(why, len, "%s (libssh2 error %d)", ssh_error(), rc);
 		return false;
 	}
-	unsigned long fx = libssh2_sftp_last_error(S.sftp);
+	unsigned long fx = libssh2_sftp_last_error(sftp);
 	snprintf(why, len, "%s (SFTP status %lu)", fx_name(fx), fx);
 	return fx == LIBSSH2_FX_PERMISSION_DENIED || fx == LIBSSH2_FX_WRITE_PROTECT ||
 	       fx == LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM || fx == LIBSSH2_FX_QUOTA_EXCEEDED;
-}
-
-static void mkdirs(const char *dir)
-{
-	char path[1024];
-	snprintf(path, sizeof path, "%s", dir);
-	for (char *p = path + 1;; p++) {
-		if (*p == '/' || !*p) {
-			char c = *p;
-			*p = '\0';
-			LIBSSH2_SFTP_ATTRIBUTES a;
-			if (libssh2_sftp_stat(S.sftp, path, &a) != 0)
-				libssh2_sftp_mkdir(S.sftp, path, 0755);
-			*p = c;
-			if (!c)
-				break;
-		}
-	}
 }
 
 /* The part file of one message: ".NAME.ID.ucgw-part" beside the target. The id
@@ -409,183 +412,764 @@ static void part_name(char *out, size_t len, const char *name, const char *id)
 	snprintf(out, len, "%s/.%.*s.%s" PART_SUFFIX, S.remote, (int)n, name, id);
 }
 
-/* 0 done, -1 retry (session trouble), -2 permanent. */
-static int upload(struct job *j, char *err, size_t errlen)
+/* Directories of remote_path made or found at the session's start, in blocking
+ * mode: once per session, not once per file. */
+static int make_remote_dir(char *err, size_t errlen)
 {
-	const char *name = j->remote_name ? j->remote_name : j->id;
-	char final[1400], part[1400];
-	snprintf(final, sizeof final, "%s/%s", S.remote, name);
-	part_name(part, sizeof part, name, j->id);
-	mkdirs(S.remote);
 	LIBSSH2_SFTP_ATTRIBUTES a;
-	uint64_t off = 0;
-	if (libssh2_sftp_stat(S.sftp, part, &a) == 0 && (a.flags & LIBSSH2_SFTP_ATTR_SIZE) && a.filesize <= j->size)
-		off = a.filesize; /* a transfer cut short: go on from there */
-	unsigned long flags = LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | (off ? 0 : LIBSSH2_FXF_TRUNC);
-	char why[200];
-	LIBSSH2_SFTP_HANDLE *h = libssh2_sftp_open(S.sftp, part, flags, 0644);
-	if (!h) {
-		bool permanent = sftp_why(libssh2_session_last_errno(S.session), why, sizeof why);
-		snprintf(err, errlen, "cannot open %s on the server: %s", part, why);
-		return permanent ? -2 : -1;
+	if (libssh2_sftp_stat(S.sftp0, S.remote, &a) == 0)
+		return 0;
+	char path[1024];
+	snprintf(path, sizeof path, "%s", S.remote);
+	for (char *p = path + 1;; p++) {
+		if (*p == '/' || !*p) {
+			char c = *p;
+			*p = '\0';
+			if (libssh2_sftp_stat(S.sftp0, path, &a) != 0)
+				libssh2_sftp_mkdir(S.sftp0, path, 0755);
+			*p = c;
+			if (!c)
+				break;
+		}
 	}
-	libssh2_sftp_seek64(h, off);
-	uint64_t last_progress = 0;
-	while (off < j->size) {
-		ssize_t n = pread(j->fd, S.buf, S.bufsize, (off_t)off);
+	if (libssh2_session_last_errno(S.session) != LIBSSH2_ERROR_SFTP_PROTOCOL &&
+	    libssh2_session_last_errno(S.session) != 0) {
+		snprintf(err, errlen, "making %s: %s", S.remote, ssh_error());
+		return -1;
+	}
+	return 0; /* a directory that could not be made shows in the first open */
+}
+
+/* ---- files in flight ----
+ *
+ * Each lane is an SFTP channel of its own on the one SSH session: libssh2 keeps
+ * the state of an open, an fstat or a rename per SFTP channel, so one channel
+ * has one of each in progress at a time, and one open per round trip would cap
+ * a 100 ms link at 10 files/s. A lane holds two files: its writer (open, then
+ * writes pipelined up to S.inflight bytes) and its finisher (the close and the
+ * size check sent together, then the rename), so that the finishing of one
+ * file overlaps the open and the writes of the next; the writer uses open,
+ * fstat (to resume) and write, the finisher close, stat, rename and unlink, so
+ * the two never need the same state of the channel. All lanes run in this
+ * one thread, non-blocking.
+ *
+ * libssh2 has one outgoing packet buffer per session: a call that returned
+ * EAGAIN with part of a packet still unsent must be called again, with the same
+ * arguments, before any other call may send (another call would be refused, or
+ * on the same channel would send its bytes in the middle of that packet). That
+ * call's file is the owner (S.owner) until its call stops blocking outbound, and
+ * only it is stepped meanwhile. */
+
+enum stage {
+	ST_OPEN,     /* writer: open the part */
+	ST_RESUME,   /* writer: fstat of the part to go on from its size (a retry) */
+	ST_WRITE,    /* writer: writes until every byte is acknowledged */
+	ST_CHECK,    /* finisher: close and a stat (the size check), sent together */
+	ST_RENAME,   /* finisher: the part becomes the final name */
+	ST_OLD_STAT, /* finisher: the rename was refused: is there an old file? */
+	ST_OLD_UNLINK,
+	ST_RENAME_AGAIN,
+	ST_ABORT,    /* a file failed while its handle is open: close it, then answer */
+};
+
+enum op { OP_NONE, OP_OPEN, OP_FSTAT, OP_WRITE, OP_CLOSE, OP_RENAME, OP_STAT, OP_UNLINK };
+
+struct file {
+	struct job *job;
+	enum stage stage;
+	LIBSSH2_SFTP_HANDLE *h;
+	char final[1400], part[1400];
+	bool resume;              /* the part may hold bytes of an earlier attempt */
+	int sessions;             /* sessions it was tried on */
+	uint64_t acked;           /* bytes the server acknowledged (from the resume point) */
+	char *buf;                /* bytes [acked, acked + have) of the file at buf + start */
+	size_t cap, start, have;
+	bool size_done, close_sent, close_done;
+	int size_rc, close_rc;
+	LIBSSH2_SFTP_ATTRIBUTES attrs;
+	enum op sending;          /* the call that left part of a packet unsent */
+	enum job_status fail;     /* ST_ABORT: the answer */
+	char err[300];
+	uint64_t progress_ms;
+	struct file *next;
+};
+
+struct lane {
+	LIBSSH2_SFTP *sftp;
+	struct file *writer, *finisher;
+};
+
+enum step { STEP_WAIT, STEP_MOVED, STEP_BROKEN };
+
+static struct {
+	struct lane *lanes;
+	int nlanes;                /* open lanes */
+	bool lanes_refused;        /* the server refused another channel: go on with those open */
+	bool opener_sending;       /* a lane's sftp_init left part of a packet unsent */
+	struct file *queue, *queue_tail;
+	struct file *owner;
+	char broken[300];          /* why the session broke */
+} T;
+
+static bool blocked_out(void)
+{
+	return libssh2_session_block_directions(S.session) & LIBSSH2_SESSION_BLOCK_OUTBOUND;
+}
+
+/* After a call of f that returned rc: true when it would block. A call that
+ * left part of a packet unsent makes f the owner. */
+static bool would_block(struct file *f, enum op op, long rc)
+{
+	if (rc == LIBSSH2_ERROR_EAGAIN && blocked_out()) {
+		f->sending = op;
+		T.owner = f;
+		return true;
+	}
+	if (f->sending == op) {
+		f->sending = OP_NONE;
+		if (T.owner == f)
+			T.owner = NULL;
+	}
+	return rc == LIBSSH2_ERROR_EAGAIN;
+}
+
+/* A call may be made unless another call of the same file owns the session. */
+static bool may_call(const struct file *f, enum op op) { return f->sending == OP_NONE || f->sending == op; }
+
+static void post_progress(struct file *f, bool force)
+{
+	if (!force && now_ms() - f->progress_ms < 100)
+		return;
+	f->progress_ms = now_ms();
+	struct event *e = xcalloc(1, sizeof *e);
+	e->kind = EV_PROGRESS;
+	e->job = f->job;
+	e->n = f->acked;
+	post(e);
+}
+
+static void free_file(struct file *f)
+{
+	free(f->buf);
+	free(f);
+}
+
+static void finish(struct file *f, enum job_status st, const char *err)
+{
+	if (T.owner == f)
+		T.owner = NULL;
+	post_result(f->job, st, err && *err ? "%s" : NULL, err);
+	free_file(f);
+}
+
+/* A failure of one call: an SFTP status ends the file (for good or retry); any
+ * other error is the session's. */
+static enum step file_failed(struct lane *l, struct file *f, long rc, const char *what)
+{
+	char why[200];
+	bool permanent = sftp_why(l->sftp, (int)rc, why, sizeof why);
+	if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL) {
+		snprintf(T.broken, sizeof T.broken, "%s %s: %s", what, f->part, why);
+		return STEP_BROKEN;
+	}
+	snprintf(f->err, sizeof f->err, "%s %s: %s", what, f->part, why);
+	f->fail = permanent ? JOB_PERMFAIL : JOB_RETRY;
+	if (f->h) {
+		f->stage = ST_ABORT;
+		return STEP_MOVED;
+	}
+	if (l->writer == f)
+		l->writer = NULL;
+	else
+		l->finisher = NULL;
+	finish(f, f->fail, f->err);
+	return STEP_MOVED;
+}
+
+static enum step step_open(struct lane *l, struct file *f)
+{
+	unsigned long flags = LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | (f->resume ? 0 : LIBSSH2_FXF_TRUNC);
+	f->h = libssh2_sftp_open(l->sftp, f->part, flags, 0644);
+	if (!f->h) {
+		long rc = libssh2_session_last_errno(S.session);
+		if (would_block(f, OP_OPEN, rc))
+			return STEP_WAIT;
+		return file_failed(l, f, rc, "cannot open");
+	}
+	would_block(f, OP_OPEN, 0);
+	f->stage = f->resume ? ST_RESUME : ST_WRITE;
+	return STEP_MOVED;
+}
+
+static enum step step_resume(struct lane *l, struct file *f)
+{
+	LIBSSH2_SFTP_ATTRIBUTES a;
+	int rc = libssh2_sftp_fstat(f->h, &a);
+	if (would_block(f, OP_FSTAT, rc))
+		return STEP_WAIT;
+	if (rc)
+		return file_failed(l, f, rc, "cannot look at the size of");
+	if ((a.flags & LIBSSH2_SFTP_ATTR_SIZE) && a.filesize <= f->job->size)
+		f->acked = a.filesize; /* a transfer cut short: go on from there */
+	libssh2_sftp_seek64(f->h, f->acked);
+	f->stage = ST_WRITE;
+	return STEP_MOVED;
+}
+
+/* Keep up to S.inflight bytes of the file in the buffer from the first byte
+ * not acknowledged; moved down once the start passes the middle, so each byte
+ * is copied at most once more. */
+static int refill(struct file *f)
+{
+	uint64_t left = f->job->size - f->acked;
+	if (!f->buf) {
+		f->cap = left < 2 * S.inflight ? (size_t)left : 2 * S.inflight;
+		f->buf = xmalloc(f->cap ? f->cap : 1);
+		f->start = f->have = 0;
+	}
+	size_t want = left < S.inflight ? (size_t)left : S.inflight;
+	if (f->have >= want || (f->have > S.inflight / 2 && want == S.inflight))
+		return 0; /* full, or still more than half full: read in big pieces */
+	if (f->start + want > f->cap) {
+		memmove(f->buf, f->buf + f->start, f->have);
+		f->start = 0;
+	}
+	while (f->have < want) {
+		ssize_t n = pread(f->job->fd, f->buf + f->start + f->have, want - f->have,
+				  (off_t)(f->acked + f->have));
 		if (n <= 0) {
-			snprintf(err, errlen, "reading the local file: %s", n < 0 ? strerror(errno) : "it shrank");
-			libssh2_sftp_close(h);
+			snprintf(f->err, sizeof f->err, "reading the local file: %s", n < 0 ? strerror(errno) : "it shrank");
 			return -1;
 		}
-		for (ssize_t done = 0; done < n;) {
-			ssize_t w = libssh2_sftp_write(h, S.buf + done, (size_t)(n - done));
-			if (w < 0) {
-				bool permanent = sftp_why((int)w, why, sizeof why);
-				snprintf(err, errlen, "writing %s: %s", part, why);
-				libssh2_sftp_close(h);
-				return permanent ? -2 : -1;
-			}
-			done += w;
-		}
-		off += (uint64_t)n;
-		if (now_ms() - last_progress >= 100) {
-			last_progress = now_ms();
-			struct event *e = xcalloc(1, sizeof *e);
-			e->kind = EV_PROGRESS;
-			e->job = j;
-			e->n = off;
-			post(e);
-		}
-	}
-	int rc = libssh2_sftp_close(h);
-	if (rc) {
-		sftp_why(rc, why, sizeof why);
-		snprintf(err, errlen, "closing %s: %s", part, why);
-		return -1;
-	}
-	if ((rc = libssh2_sftp_stat(S.sftp, part, &a)) != 0) {
-		sftp_why(rc, why, sizeof why);
-		snprintf(err, errlen, "cannot check the size of %s: %s", part, why);
-		return -1;
-	}
-	if (a.filesize != j->size) {
-		snprintf(err, errlen, "%s has %llu bytes on the server, not %llu", part, (unsigned long long)a.filesize,
-			 (unsigned long long)j->size);
-		libssh2_sftp_unlink(S.sftp, part);
-		return -1;
-	}
-	const long rflags = LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE;
-	rc = libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final, (unsigned)strlen(final), rflags);
-	if (rc) {
-		/* SFTP version 3 (OpenSSH) refuses to rename onto an existing file, the
-		 * overwrite flag is for later versions, and libssh2 1.10 cannot send
-		 * posix-rename@openssh.com. A target that exists is a file of that name
-		 * delivered before: often this very message, when a worker died after
-		 * the rename and before it could say ok. The newer file replaces it:
-		 * the server may find no file for a moment, but never half of one.
-		 * When the target is not there, the rename's own refusal is the answer
-		 * (not the "no such file" of the stat that looked for it). */
-		bool permanent = sftp_why(rc, why, sizeof why);
-		const char *step = "renaming";
-		int st = libssh2_sftp_stat(S.sftp, final, &a);
-		if (st == 0) {
-			step = "removing the old file to rename";
-			if ((rc = libssh2_sftp_unlink(S.sftp, final)) == 0) {
-				step = "renaming after removing the old file";
-				rc = libssh2_sftp_rename_ex(S.sftp, part, (unsigned)strlen(part), final,
-							    (unsigned)strlen(final), rflags);
-			}
-			if (rc == 0)
-				return 0;
-			permanent = sftp_why(rc, why, sizeof why);
-		} else if (st != LIBSSH2_ERROR_SFTP_PROTOCOL) { /* no answer: the session is in trouble */
-			step = "looking for the old file to rename";
-			permanent = sftp_why(st, why, sizeof why);
-		}
-		snprintf(err, errlen, "%s %s to %s: %s", step, part, final, why);
-		return permanent ? -2 : -1;
+		f->have += (size_t)n;
 	}
 	return 0;
 }
 
-static void do_job(struct job *j)
+static enum step step_write(struct lane *l, struct file *f)
 {
-	char err[300] = "";
-	if (!S.session && open_session(err, sizeof err) < 0) {
-		drop_session();
-		post_health(false, 0, err);
-		post_result(j, JOB_RETRY, "%s", err);
-		return;
+	if (f->acked == f->job->size) {
+		if (l->finisher)
+			return STEP_WAIT;
+		free(f->buf);
+		f->buf = NULL;
+		l->finisher = f;
+		l->writer = NULL;
+		f->stage = ST_CHECK;
+		return STEP_MOVED;
 	}
-	int rc = upload(j, err, sizeof err);
-	if (rc == -1 && !S.session) {
-		post_result(j, JOB_RETRY, "%s", err);
-		return;
+	if (f->sending == OP_NONE && refill(f) < 0) {
+		f->fail = JOB_RETRY;
+		f->stage = ST_ABORT;
+		return STEP_MOVED;
 	}
-	if (rc == -1) { /* the session may be dead: try once more on a new one */
-		drop_session();
-		if (open_session(err, sizeof err) == 0)
-			rc = upload(j, err, sizeof err);
-		if (rc != 0 && !S.session)
-			post_health(false, 0, err);
+	ssize_t n = libssh2_sftp_write(f->h, f->buf + f->start, f->have);
+	if (would_block(f, OP_WRITE, n))
+		return STEP_WAIT;
+	if (n < 0)
+		return file_failed(l, f, n, "writing");
+	f->acked += (uint64_t)n;
+	f->start += (size_t)n;
+	f->have -= (size_t)n;
+	post_progress(f, false);
+	return n > 0 ? STEP_MOVED : STEP_WAIT;
+}
+
+/* The close and the size check (a stat of the part) go out together, after
+ * the last write was acknowledged: the server answers in order, so the size
+ * is the one the closed file has, and the rename waits for both answers. A
+ * stat by name, not an fstat: the close may see its answer (and free the
+ * handle) before the size check has been asked for its own. */
+static enum step step_check(struct lane *l, struct file *f)
+{
+	if (!f->close_done && may_call(f, OP_CLOSE)) {
+		int rc = libssh2_sftp_close(f->h);
+		f->close_sent = true;
+		if (would_block(f, OP_CLOSE, rc)) {
+			if (T.owner == f)
+				return STEP_WAIT; /* the stat follows the close out */
+		} else {
+			f->h = NULL; /* freed by libssh2 whatever the answer */
+			f->close_done = true;
+			f->close_rc = rc;
+			if (rc && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+				return file_failed(l, f, rc, "closing");
+		}
 	}
-	if (rc == 0)
-		post_result(j, JOB_OK, NULL);
+	if (!f->size_done && f->close_sent && may_call(f, OP_STAT)) {
+		int rc = libssh2_sftp_stat(l->sftp, f->part, &f->attrs);
+		if (!would_block(f, OP_STAT, rc)) {
+			f->size_done = true;
+			f->size_rc = rc;
+			if (rc && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+				return file_failed(l, f, rc, "cannot check the size of");
+		}
+	}
+	if (!f->size_done || !f->close_done)
+		return STEP_WAIT; /* both answered: no request of this file is left for the next one's */
+	if (f->close_rc)
+		return file_failed(l, f, f->close_rc, "closing");
+	if (f->size_rc)
+		return file_failed(l, f, f->size_rc, "cannot check the size of");
+	if (f->attrs.filesize != f->job->size) {
+		snprintf(f->err, sizeof f->err, "%s has %llu bytes on the server, not %llu", f->part,
+			 (unsigned long long)f->attrs.filesize, (unsigned long long)f->job->size);
+		f->resume = false; /* the next attempt writes it whole */
+		l->finisher = NULL;
+		finish(f, JOB_RETRY, f->err);
+		return STEP_MOVED;
+	}
+	f->stage = ST_RENAME;
+	return STEP_MOVED;
+}
+
+static long rename_part(struct lane *l, struct file *f)
+{
+	const long flags = LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC | LIBSSH2_SFTP_RENAME_NATIVE;
+	return libssh2_sftp_rename_ex(l->sftp, f->part, (unsigned)strlen(f->part), f->final, (unsigned)strlen(f->final),
+				      flags);
+}
+
+static enum step renamed(struct lane *l, struct file *f)
+{
+	l->finisher = NULL;
+	finish(f, JOB_OK, NULL);
+	return STEP_MOVED;
+}
+
+/* SFTP version 3 (OpenSSH) refuses to rename onto an existing file, the
+ * overwrite flag is for later versions, and libssh2 1.10 cannot send
+ * posix-rename@openssh.com. A target that exists is a file of that name
+ * delivered before: often this very message, when a worker died after the
+ * rename and before it could say ok. The newer file replaces it: the server
+ * may find no file for a moment, but never half of one. When the target is not
+ * there, the rename's own refusal is the answer (not the "no such file" of the
+ * stat that looked for it). */
+static enum step step_rename(struct lane *l, struct file *f)
+{
+	long rc;
+	switch (f->stage) {
+	case ST_RENAME:
+		rc = rename_part(l, f);
+		if (would_block(f, OP_RENAME, rc))
+			return STEP_WAIT;
+		if (rc == 0)
+			return renamed(l, f);
+		if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+			return file_failed(l, f, rc, "renaming");
+		f->fail = sftp_why(l->sftp, (int)rc, f->err, sizeof f->err) ? JOB_PERMFAIL : JOB_RETRY;
+		f->stage = ST_OLD_STAT;
+		return STEP_MOVED;
+	case ST_OLD_STAT: {
+		LIBSSH2_SFTP_ATTRIBUTES a;
+		rc = libssh2_sftp_stat(l->sftp, f->final, &a);
+		if (would_block(f, OP_STAT, rc))
+			return STEP_WAIT;
+		if (rc == 0) {
+			f->stage = ST_OLD_UNLINK;
+			return STEP_MOVED;
+		}
+		if (rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+			return file_failed(l, f, rc, "looking for the old file to rename");
+		char why[200];
+		snprintf(why, sizeof why, "%s", f->err);
+		snprintf(f->err, sizeof f->err, "renaming %s to %s: %s", f->part, f->final, why);
+		l->finisher = NULL;
+		finish(f, f->fail, f->err);
+		return STEP_MOVED;
+	}
+	case ST_OLD_UNLINK:
+		rc = libssh2_sftp_unlink(l->sftp, f->final);
+		if (would_block(f, OP_UNLINK, rc))
+			return STEP_WAIT;
+		if (rc)
+			return file_failed(l, f, rc, "removing the old file to rename");
+		f->stage = ST_RENAME_AGAIN;
+		return STEP_MOVED;
+	default:
+		rc = rename_part(l, f);
+		if (would_block(f, OP_RENAME, rc))
+			return STEP_WAIT;
+		if (rc == 0)
+			return renamed(l, f);
+		return file_failed(l, f, rc, "renaming after removing the old file");
+	}
+}
+
+static enum step step_abort(struct lane *l, struct file *f)
+{
+	int rc = libssh2_sftp_close(f->h);
+	if (would_block(f, OP_CLOSE, rc))
+		return STEP_WAIT;
+	f->h = NULL;
+	if (l->writer == f)
+		l->writer = NULL;
 	else
-		post_result(j, rc == -2 ? JOB_PERMFAIL : JOB_RETRY, "%s", err);
-	if (rc == -1)
-		drop_session();
+		l->finisher = NULL;
+	finish(f, f->fail, f->err);
+	return STEP_MOVED;
+}
+
+static enum step step_file(struct lane *l, struct file *f)
+{
+	switch (f->stage) {
+	case ST_OPEN: return step_open(l, f);
+	case ST_RESUME: return step_resume(l, f);
+	case ST_WRITE: return step_write(l, f);
+	case ST_CHECK: return step_check(l, f);
+	case ST_ABORT: return step_abort(l, f);
+	default: return step_rename(l, f);
+	}
+}
+
+static struct lane *lane_of(const struct file *f)
+{
+	for (int i = 0; i < T.nlanes; i++)
+		if (T.lanes[i].writer == f || T.lanes[i].finisher == f)
+			return &T.lanes[i];
+	return NULL;
+}
+
+/* One more SFTP channel, while files wait and every lane writes. A server that
+ * refuses it (OpenSSH allows MaxSessions channels, 10 by default) leaves the
+ * lanes open as they are. */
+static enum step open_lane(void)
+{
+	LIBSSH2_SFTP *sftp = libssh2_sftp_init(S.session);
+	if (!sftp) {
+		int rc = libssh2_session_last_errno(S.session);
+		if (rc == LIBSSH2_ERROR_EAGAIN) {
+			T.opener_sending = blocked_out();
+			return STEP_WAIT;
+		}
+		T.opener_sending = false;
+		if (rc == LIBSSH2_ERROR_CHANNEL_FAILURE || rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
+			log_msg(LOG_LVL_WARN, "%s:%d refused SFTP channel %d (%s): %d files in flight", S.host, S.port,
+				T.nlanes + 1, ssh_error(), T.nlanes);
+			T.lanes_refused = true;
+			return STEP_MOVED;
+		}
+		snprintf(T.broken, sizeof T.broken, "opening SFTP channel %d: %s", T.nlanes + 1, ssh_error());
+		return STEP_BROKEN;
+	}
+	T.opener_sending = false;
+	T.lanes[T.nlanes++].sftp = sftp;
+	return STEP_MOVED;
+}
+
+static bool want_lane(void)
+{
+	if (!T.queue || T.lanes_refused || T.nlanes >= S.files_in_flight)
+		return false;
+	for (int i = 0; i < T.nlanes; i++)
+		if (!T.lanes[i].writer)
+			return false;
+	return true;
+}
+
+static bool assign(void)
+{
+	bool moved = false;
+	for (int i = 0; i < T.nlanes && T.queue; i++) {
+		struct lane *l = &T.lanes[i];
+		if (l->writer)
+			continue;
+		struct file *f = T.queue;
+		T.queue = f->next;
+		if (!T.queue)
+			T.queue_tail = NULL;
+		f->next = NULL;
+		f->stage = ST_OPEN;
+		f->sessions++;
+		l->writer = f;
+		moved = true;
+	}
+	return moved;
+}
+
+/* One pass over what can move; STEP_BROKEN when the session broke. */
+static enum step pass(void)
+{
+	bool moved = assign();
+	enum step s;
+	if (T.owner) {
+		struct lane *l = lane_of(T.owner);
+		return l ? step_file(l, T.owner) : STEP_BROKEN;
+	}
+	if (T.opener_sending || want_lane()) {
+		if ((s = open_lane()) == STEP_BROKEN)
+			return s;
+		moved |= s == STEP_MOVED;
+		if (T.opener_sending)
+			return STEP_WAIT;
+	}
+	for (int i = 0; i < T.nlanes && !T.owner; i++) {
+		struct lane *l = &T.lanes[i];
+		for (int k = 0; k < 2 && !T.owner; k++) {
+			struct file *f = k ? l->finisher : l->writer;
+			if (!f)
+				continue;
+			if ((s = step_file(l, f)) == STEP_BROKEN)
+				return s;
+			moved |= s == STEP_MOVED;
+		}
+	}
+	return moved ? STEP_MOVED : STEP_WAIT;
+}
+
+/* Passes until nothing moves: a call of one file may read the answers of
+ * another, which then waits in libssh2's buffers, not in the socket. */
+static bool pump(void)
+{
+	/* new jobs and a stop are taken between pumps: return now and then */
+	for (uint64_t t0 = now_ms(); now_ms() - t0 < 50;) {
+		uint64_t io = S.io_bytes;
+		enum step s = pass();
+		if (s == STEP_BROKEN)
+			return false;
+		if (s == STEP_WAIT && io == S.io_bytes)
+			return true;
+	}
+	return true;
+}
+/* ---- the session's life ---- */
+
+static void queue_front(struct file *f)
+{
+	f->next = T.queue;
+	T.queue = f;
+	if (!T.queue_tail)
+		T.queue_tail = f;
+}
+
+/* What a broken session had in flight: a file tried on one session only goes
+ * again on the next (resuming its part); one that broke two sessions is
+ * answered retry with why. Nothing is answered when the worker stops: the
+ * framework answers the jobs in hand. */
+static void take_back(struct file *f, const char *why, bool stopping)
+{
+	if (f->h)
+		libssh2_sftp_close_handle(f->h); /* the socket is shut: fails at once, frees the handle */
+	f->h = NULL;
+	if (stopping) {
+		free_file(f);
+		return;
+	}
+	if (f->sessions >= 2) {
+		finish(f, JOB_RETRY, why);
+		return;
+	}
+	free(f->buf);
+	f->buf = NULL;
+	f->acked = 0;
+	f->start = f->have = 0;
+	f->size_done = f->close_sent = f->close_done = false;
+	f->sending = OP_NONE;
+	f->resume = true;
+	queue_front(f);
+}
+
+static void drop_session(const char *why, bool stopping)
+{
+	pthread_mutex_lock(&S.lock);
+	if (S.sock >= 0)
+		shutdown(S.sock, SHUT_RDWR); /* every call below fails at once */
+	pthread_mutex_unlock(&S.lock);
+	if (S.session)
+		libssh2_session_set_blocking(S.session, 1);
+	for (int i = T.nlanes - 1; i >= 0; i--) {
+		struct lane *l = &T.lanes[i];
+		if (l->finisher)
+			take_back(l->finisher, why, stopping);
+		if (l->writer)
+			take_back(l->writer, why, stopping);
+		l->writer = l->finisher = NULL;
+		if (l->sftp != S.sftp0)
+			libssh2_sftp_shutdown(l->sftp);
+		l->sftp = NULL;
+	}
+	T.nlanes = 0;
+	T.owner = NULL;
+	T.opener_sending = T.lanes_refused = false;
+	if (S.sftp0)
+		libssh2_sftp_shutdown(S.sftp0);
+	if (S.session) {
+		libssh2_session_disconnect(S.session, "bye");
+		libssh2_session_free(S.session);
+	}
+	pthread_mutex_lock(&S.lock);
+	if (S.sock >= 0)
+		close(S.sock);
+	S.sock = -1;
+	pthread_mutex_unlock(&S.lock);
+	S.sftp0 = NULL;
+	S.session = NULL;
+}
+
+/* Jobs the loop handed over, into the thread's queue; false once stopping. */
+static bool take_jobs(void)
+{
+	pthread_mutex_lock(&S.lock);
+	struct qjob *q = S.jobs;
+	S.jobs = S.jobs_tail = NULL;
+	bool stop = S.stop;
+	pthread_mutex_unlock(&S.lock);
+	while (q) {
+		struct qjob *next = q->next;
+		struct file *f = xcalloc(1, sizeof *f);
+		f->job = q->job;
+		const char *name = f->job->remote_name ? f->job->remote_name : f->job->id;
+		snprintf(f->final, sizeof f->final, "%s/%s", S.remote, name);
+		part_name(f->part, sizeof f->part, name, f->job->id);
+		/* A first attempt has no part to resume: open it truncated, with no
+		 * round trip to ask its size. A later one may (TRUNC is always safe,
+		 * resuming only saves bytes). */
+		f->resume = f->job->attempt > 0;
+		if (T.queue_tail)
+			T.queue_tail->next = f;
+		else
+			T.queue = f;
+		T.queue_tail = f;
+		free(q);
+		q = next;
+	}
+	return !stop;
+}
+
+static void fail_queue(const char *why)
+{
+	while (T.queue) {
+		struct file *f = T.queue;
+		T.queue = f->next;
+		post_result(f->job, JOB_RETRY, "%s", why);
+		free_file(f);
+	}
+	T.queue_tail = NULL;
+}
+
+static bool busy(void)
+{
+	for (int i = 0; i < T.nlanes; i++)
+		if (T.lanes[i].writer || T.lanes[i].finisher)
+			return true;
+	return false;
+}
+
+static bool stopping(void)
+{
+	pthread_mutex_lock(&S.lock);
+	bool stop = S.stop;
+	pthread_mutex_unlock(&S.lock);
+	return stop;
+}
+
+/* The files waiting for a lane wait for the ones in flight, which move: say so
+ * each second, so that a long queue does not reach gateway.job_timeout_ms and
+ * go out a second time by another way while this worker still has it. */
+static void queue_progress(void)
+{
+	static uint64_t last;
+	uint64_t now = now_ms();
+	if (now - last < 1000 || S.io_ms < last)
+		return;
+	last = now;
+	for (struct file *f = T.queue; f; f = f->next)
+		post_progress(f, true);
+}
+
+/* Sleep until the loop wakes the thread, the socket can move, or ms passed. */
+static void wait_for(int ms, short sock_events)
+{
+	struct pollfd p[2] = { { S.wake, POLLIN, 0 }, { S.sock, sock_events, 0 } };
+	if (poll(p, sock_events && S.sock >= 0 ? 2 : 1, ms) > 0 && (p[0].revents & POLLIN)) {
+		uint64_t n;
+		if (read(S.wake, &n, sizeof n) < 0 && errno != EAGAIN)
+			log_msg(LOG_LVL_WARN, "sftp: reading the wake-up: %s", strerror(errno));
+	}
+}
+
+/* While files are in flight: wait for the socket, and call the session dead
+ * when nothing came or went for the timeout. */
+static bool wait_busy(void)
+{
+	uint64_t now = now_ms(), quiet = now - S.io_ms;
+	if (quiet >= (uint64_t)S.timeout_ms) {
+		snprintf(T.broken, sizeof T.broken, "no answer from %s:%d in %.1f s", S.host, S.port,
+			 (double)S.timeout_ms / 1000);
+		return false;
+	}
+	short ev = blocked_out() ? POLLOUT : 0;
+	if (!T.owner && !T.opener_sending)
+		ev |= POLLIN;
+	wait_for((int)((uint64_t)S.timeout_ms - quiet), ev);
+	return true;
+}
+
+/* Idle: keep the session alive, or find out it dropped. */
+static void keep_alive(void)
+{
+	int next = 15;
+	int rc = libssh2_keepalive_send(S.session, &next);
+	if (rc && rc != LIBSSH2_ERROR_EAGAIN) {
+		drop_session("the SSH session dropped", false);
+		post_health(false, 0, "the SSH session dropped");
+		return;
+	}
+	wait_for(next > 5 ? 5000 : next * 1000, 0);
 }
 
 static void *run(void *arg)
 {
+	(void)arg;
 	char err[300];
-	if (open_session(err, sizeof err) < 0) {
-		drop_session();
-		post_health(false, 0, err);
-	}
-	for (;;) {
-		pthread_mutex_lock(&S.lock);
-		while (!S.jobs && !S.stop) {
-			struct timespec ts; /* S.cond waits on CLOCK_MONOTONIC: a clock set back does not stall it */
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += 5;
-			if (pthread_cond_timedwait(&S.cond, &S.lock, &ts) == ETIMEDOUT)
-				break;
+	T.lanes = xcalloc((size_t)S.files_in_flight, sizeof *T.lanes);
+	bool retry_now = true; /* the first connect is at once; then one try each 5 s while nothing waits */
+	while (take_jobs()) {
+		if (!S.session) {
+			if (!T.queue && !retry_now) {
+				wait_for(5000, 0);
+				retry_now = true;
+				continue;
+			}
+			retry_now = false;
+			if (open_session(err, sizeof err) < 0) {
+				drop_session(err, false);
+				post_health(false, 0, err);
+				fail_queue(err);
+				continue;
+			}
+			T.lanes[0].sftp = S.sftp0;
+			T.nlanes = 1;
+			S.io_ms = now_ms();
 		}
-		if (S.stop) {
-			pthread_mutex_unlock(&S.lock);
-			break;
-		}
-		struct qjob *q = S.jobs;
-		if (q) {
-			S.jobs = q->next;
-			if (!S.jobs)
-				S.jobs_tail = NULL;
-		}
-		pthread_mutex_unlock(&S.lock);
-		if (q) {
-			do_job(q->job);
-			free(q);
+		if (!pump() || (busy() && !wait_busy())) {
+			if (!stopping())
+				log_msg(LOG_LVL_WARN, "sftp: %s; connecting again", T.broken);
+			drop_session(T.broken, false);
+			post_health(false, 0, T.broken);
 			continue;
 		}
-		/* idle: keep the session alive, or find out the server is back */
-		int next;
-		if (S.session && libssh2_keepalive_send(S.session, &next)) {
-			drop_session();
-			post_health(false, 0, "the SSH session dropped");
-		}
-		if (!S.session && open_session(err, sizeof err) < 0) {
-			drop_session();
-			post_health(false, 0, err);
-		}
+		queue_progress();
+		if (!busy() && !T.queue)
+			keep_alive();
 	}
-	drop_session();
+	drop_session("the worker is stopping", true);
+	while (T.queue) {
+		struct file *f = T.queue;
+		T.queue = f->next;
+		free_file(f);
+	}
+	free(T.lanes);
 	return NULL;
 }
-
 /* ---- the worker ---- */
+
+static void wake_thread(void)
+{
+	uint64_t one = 1;
+	if (write(S.wake, &one, sizeof one) < 0 && errno != EAGAIN)
+		log_msg(LOG_LVL_WARN, "sftp: waking the thread: %s", strerror(errno));
+}
 
 static void sftp_submit(struct job *j)
 {
@@ -601,8 +1185,8 @@ static void sftp_submit(struct job *j)
 	else
 		S.jobs = q;
 	S.jobs_tail = q;
-	pthread_cond_signal(&S.cond);
 	pthread_mutex_unlock(&S.lock);
+	wake_thread();
 }
 
 static char *opt(const char *s) { return s ? xstrdup(s) : NULL; }
@@ -634,7 +1218,14 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	S.passphrase = opt(cfg_str(cfg, "key_passphrase"));
 	S.known_hosts = opt(cfg_str(cfg, "known_hosts"));
 	S.fingerprint = opt(cfg_str(cfg, "host_key_fingerprint"));
-	S.bufsize = (size_t)cfg_int(cfg, "buffer_bytes");
+	/* OpenSSH gives an SFTP channel a window of 2 MiB and adjusts it once half
+	 * is used: with more than 512 KiB of writes in flight, a small request (an
+	 * fstat, a rename) could find the window too narrow, which libssh2 1.10
+	 * takes for an error. */
+	S.inflight = (size_t)cfg_int(cfg, "buffer_bytes");
+	if (S.inflight > MAX_INFLIGHT)
+		S.inflight = MAX_INFLIGHT;
+	S.files_in_flight = (int)cfg_int(cfg, "files_in_flight");
 	S.timeout_ms = (long)(cfg_num(cfg, "timeout") * 1000);
 	if (!S.key_file && !S.password) {
 		snprintf(err, errlen, "sftp: give key_file or password (or password_file)");
@@ -657,14 +1248,10 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		snprintf(err, errlen, "libssh2_init failed");
 		return UCGW_EXIT_CONFIG;
 	}
-	pthread_condattr_t ca;
-	if (pthread_condattr_init(&ca) || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) ||
-	    pthread_cond_init(&S.cond, &ca)) {
-		snprintf(err, errlen, "cannot make a condition variable on CLOCK_MONOTONIC");
+	if ((S.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		snprintf(err, errlen, "cannot make an eventfd: %s", strerror(errno));
 		return UCGW_EXIT_CONFIG;
 	}
-	pthread_condattr_destroy(&ca);
-	S.buf = xmalloc(S.bufsize);
 	uv_async_init(loop, &S.async, on_events);
 	worker_health(false, 0, "connecting to %s:%d", S.host, S.port);
 	uv_timer_init(loop, &S.start);
@@ -683,8 +1270,8 @@ static void sftp_shutdown(void)
 	S.stop = true;
 	if (S.sock >= 0)
 		shutdown(S.sock, SHUT_RDWR);
-	pthread_cond_signal(&S.cond);
 	pthread_mutex_unlock(&S.lock);
+	wake_thread();
 	if (S.started)
 		pthread_join(S.thread, NULL);
 	on_events(&S.async);

@@ -287,6 +287,18 @@ class SlowWorkerTest(GatewayTest):
         self.assertTrue(r.success, r.error)
         self.assertEqual(r.data["status"], "ok")
 
+    def test_late_answer_then_closed(self):
+        """A waited send timed out; its late answer arrives, then ucgwd closes
+        the connection (restarted, or idle). The next call connects afresh
+        instead of writing into the closed one behind the unread answer."""
+        r = self.client.send_metadata({"late": 2}, protocol="testworker", timeout=0.1, wait=True)
+        self.assertFalse(r.success)
+        time.sleep(1.0)  # the late answer is in the socket now
+        self.gw.stop()
+        self.gw.start()
+        r = self.client.queue()  # not sent again by the client: it must go out on a live connection
+        self.assertTrue(r.success, r.error)
+
     def test_waiting_threads_overlap(self):
         results = []
 

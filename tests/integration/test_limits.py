@@ -149,6 +149,39 @@ class ControlLimits(GatewayTest):
         self.assertIn("closing the longest idle connection", gw.log_text())
         self.assertIsNone(gw.proc.poll())
 
+    @unittest.skipUnless(os.geteuid() == 0, "root's connections are the ones not capped")
+    def test_root_with_40_busy_connections_is_not_capped(self):
+        """40 waited sends of root's in flight at once, each on its own
+        connection (over the per-user cap of 32): none is refused, and
+        `ucgwctl status` is answered meanwhile."""
+        import threading
+        cfg = testworker_config(self.tmp, delay_ms=3000)
+        gw = self.gateway(cfg)
+        socks = []
+        for i in range(40):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(gw.sock)
+            self.addCleanup(s.close)
+            body = {"protocol": "testworker", "data": b'{"n": %d}' % i, "content_type": "application/json",
+                    "wait": True}
+            frame = msgpack.packb({"t": 32, "v": 1, "seq": 1, "name": "send", "body": body}, use_bin_type=True)
+            s.sendall(struct.pack(">I", len(frame)) + frame)
+            socks.append(s)
+        time.sleep(0.5)
+        rc, took, err = timed_status(gw)
+        self.assertEqual(rc, 0, err)
+        answers = []
+
+        def read(s):
+            s.settimeout(20)
+            n = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))[0]
+            answers.append(msgpack.unpackb(s.recv(n, socket.MSG_WAITALL), raw=False))
+        ts = [threading.Thread(target=read, args=(s,)) for s in socks]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(sum(1 for a in answers if a.get("ok")), 40, [a for a in answers if not a.get("ok")][:3])
 
     def test_out_of_descriptors_accept_pauses_not_spins(self):
         cfg = testworker_config(self.tmp)

@@ -92,7 +92,8 @@ class RoutingTest(GatewayTest):
         # back first, the WebSocket server and the broker 2 s later: all three
         # drain the backlog, each at its pace, rather than REST alone.
         http_port, ws_port, mq_port = free_port(), free_port(), free_port()
-        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % ws_port},
+        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % ws_port,
+                                         "reconnect_delay": 0.3},  # back within the drain, on a loaded machine
                            "rest": {"base_url": "http://127.0.0.1:%d" % http_port},
                            "mqtt": {"broker_url": "127.0.0.1:%d" % mq_port},
                            "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 2000}})

@@ -91,6 +91,43 @@ class RsyncTest(GatewayTest):
             self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p))
         wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 100, what="100 ok results")
 
+    def test_next_run_prepared_while_one_runs(self):
+        """While a run sends, the next run's rsync starts and waits for its
+        list: the files queued meanwhile go to it, all of them whole, and every
+        run's ssh goes over the worker's one master connection."""
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd, gateway={"log_level": "debug"}, options=["-a", "--bwlimit=4000"])
+        big = self.make("big.bin", 8 * 1024 * 1024)
+        self.assertEqual(gw.ctl("send-file", "--protocol", "rsync", big)[0], 0)
+        wait_for(lambda: any(f.startswith(".big.bin.") for f in os.listdir(sshd.remote)), timeout=30, step=0.01,
+                 what="the first run sending")
+        small = [self.make("n%02d.jpg" % i, 50 * 1024) for i in range(6)]
+        for p in small:
+            self.assertEqual(gw.ctl("send-file", "--protocol", "rsync", p)[0], 0)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1 + len(small), timeout=60, what="all delivered")
+        for p in [big] + small:
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p))
+        log = gw.log_text()
+        self.assertRegex(log, r"run 2: 6 files to the rsync prepared \d+\.\d s ago")
+        self.assertNotIn("rsync exit", log)
+        self.assertEqual(len(self.ssh_masters(gw)), 1, "one ssh master, the worker's child")
+
+    @staticmethod
+    def ssh_masters(gw):
+        """pids of the ssh -M processes whose parent is one of gw's workers."""
+        workers, out = set(gw.children()), []
+        for d in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open("/proc/%s/cmdline" % d) as f:
+                    argv = f.read().split("\0")
+            except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+                continue
+            if ppid in workers and "-M" in argv and "-N" in argv:
+                out.append(int(d))
+        return out
+
     def test_cut_transfer_resumes(self):
         """The sshd session killed in the middle of a file: the file is answered
         ok only once it is whole on the server, and its final name never shows

@@ -15,6 +15,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ctlclient import Ctl  # noqa: E402
 from sshd import Sshd  # noqa: E402
 from ucgwtest import BIN, FaultProxy, GatewayTest, wait_for, wait_port  # noqa: E402
 
@@ -721,6 +722,82 @@ class SftpTest(GatewayTest):
                 self.assertTrue(any(w[0] < i < at for i, p in synced if p == segpath),
                                 "fsync %s: the copy of %s was removed (event %d) after its DONE was written "
                                 "(event %d) with no sync of %s in between" % (mode, mid, at, w[0], segpath))
+
+    def test_many_files_in_flight_arrive_whole_and_once(self):
+        # several lanes at once, sizes from empty to several times the bytes
+        # a file keeps in flight: each arrives whole, under its name, once
+        sshd = Sshd(self)
+        gw = self.gw_for(sshd, files_in_flight=6, buffer_bytes=65536)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        sizes = [0, 1, 4095, 30000, 102400, 300 * 1024, 2 * 1024 * 1024 + 7]
+        paths = [self.make("m%03d.jpg" % i, sizes[i % len(sizes)]) for i in range(49)]
+        ctl = Ctl(gw.sock)
+        self.addCleanup(ctl.close)
+        for p in paths:
+            ctl.request("send-file", {"path": p, "protocol": "sftp"})
+        for _ in paths:
+            ctl.reply()
+        wait_for(lambda: gw.ctl_json("stats")["sftp"]["success"] == len(paths), timeout=120, what="all acknowledged")
+        names = sorted(os.listdir(sshd.remote))
+        self.assertEqual(names, sorted(os.path.basename(p) for p in paths))
+        for p in paths:
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p), p)
+        st = gw.ctl_json("stats")["sftp"]
+        self.assertEqual(st["success"], len(paths), st)
+        self.assertEqual(st.get("failure", 0), 0, st)
+        with open(gw.log_path, errors="replace") as f:
+            self.assertNotIn("connecting again", f.read(), "a session broke")
+
+    def test_cut_mid_batch_loses_nothing_and_shows_no_half_file(self):
+        sshd = Sshd(self)
+        proxy = FaultProxy(self, sshd.port)
+        self.addCleanup(proxy.ctl.close)
+        self.addCleanup(proxy.ctl_file.close)
+        kh = sshd.known_hosts_as("127.0.0.1", proxy.port, "proxy_known_hosts")
+        gw = self.gw_for(sshd, port=proxy.port, known_hosts=kh, files_in_flight=4, buffer_bytes=65536)
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        size = 256 * 1024
+        paths = [self.make("c%03d.jpg" % i, size) for i in range(40)]
+        proxy.command("bandwidth %d" % (2 * 1024 * 1024))
+        bad, stop = [], threading.Event()
+
+        def watch():  # a final name never shows fewer bytes than the file has
+            while not stop.is_set():
+                for n in os.listdir(sshd.remote):
+                    if n.endswith(".jpg"):
+                        try:
+                            got = os.path.getsize(os.path.join(sshd.remote, n))
+                        except FileNotFoundError:
+                            continue
+                        if got != size:
+                            bad.append((n, got))
+                time.sleep(0.002)
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            ctl = Ctl(gw.sock)
+            self.addCleanup(ctl.close)
+            for p in paths:
+                ctl.request("send-file", {"path": p, "protocol": "sftp"})
+            for _ in paths:
+                ctl.reply()
+            wait_for(lambda: len([n for n in os.listdir(sshd.remote) if n.endswith(".jpg")]) >= 5, timeout=60,
+                     step=0.01, what="some files done")
+            proxy.command("drop")
+            time.sleep(1)
+            self.assertLess(len([n for n in os.listdir(sshd.remote) if n.endswith(".jpg")]), len(paths))
+            proxy.command("pass")
+            wait_for(lambda: gw.ctl_json("stats")["sftp"]["success"] == len(paths), timeout=120,
+                     what="every file after the cut")
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(bad, [], "a final name showed part of a file")
+        with open(gw.log_path, errors="replace") as f:
+            self.assertIn("connecting again", f.read(), "the cut did not break the session mid-batch")
+        for p in paths:
+            self.assertEqual(sha(os.path.join(sshd.remote, os.path.basename(p))), sha(p), p)
+        self.assertEqual(sorted(n for n in os.listdir(sshd.remote)), sorted(os.path.basename(p) for p in paths))
 
     def test_hundred_small_files_one_session(self):
         sshd = Sshd(self)

@@ -29,6 +29,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -811,6 +813,15 @@ static void resolve_target(struct route *r, const char *host, unsigned port)
 	int rc = getaddrinfo(host, service, &hints, &res);
 	if (rc != 0) {
 		fprintf(stderr, "ucgw-linkem: target %s: %s\n", host, gai_strerror(rc));
+		exit(1);
+	}
+	/* A test tool: it relays to this machine only, never elsewhere. */
+	bool loopback = (res->ai_family == AF_INET &&
+			 (ntohl(((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr) >> 24) == 127) ||
+			(res->ai_family == AF_INET6 &&
+			 IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr));
+	if (!loopback) {
+		fprintf(stderr, "ucgw-linkem: target %s is not a loopback address (127.0.0.0/8 or ::1)\n", host);
 		exit(1);
 	}
 	memcpy(&r->target, res->ai_addr, res->ai_addrlen);

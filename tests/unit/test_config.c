@@ -381,6 +381,7 @@ static const struct {
 	{ "sftp", "remote_path", "/data/lpr_images" },
 	{ "sftp", "known_hosts", "/etc/ucgw/known_hosts" },
 	{ "sftp", "buffer_bytes", "1048576" },
+	{ "sftp", "files_in_flight", "8" },
 	{ "sftp", "timeout", "30" },
 	{ "rsync", "options", "-a,--partial" },
 	{ "rsync", "port", "22" },
@@ -533,6 +534,9 @@ static void errors_wrong_types(void)
 	FAILS("gateway:\n  window: 1.5\n", 2, 11, "expected an integer");
 	FAILS("mqtt:\n  broker_url: x\n  qos: 3\n", 3, 8, "bad value '3' for 'qos' in section 'mqtt', expected an integer from 0 to 2");
 	FAILS("sftp:\n  host: h\n  username: u\n  port: 70000\n", 4, 9, "expected an integer from 1 to 65535");
+	FAILS("sftp:\n  host: h\n  username: u\n  files_in_flight: 0\n", 4, 20,
+	      "bad value '0' for 'files_in_flight' in section 'sftp', expected an integer from 1 to 64");
+	FAILS("sftp:\n  host: h\n  username: u\n  files_in_flight: many\n", 4, 20, "expected an integer from 1 to 64");
 	FAILS("spool:\n  max_bytes: 0\n", 2, 14, "expected an integer of at least 1");
 	FAILS("gateway:\n  window: 99999999999999999999999\n", 2, 11, "expected an integer");
 	FAILS("fallback:\n  enabled: maybe\n", 2, 12, "bad value 'maybe' for 'enabled' in section 'fallback', expected true or false");

@@ -373,20 +373,35 @@ class UnifiedCommunicationGateway:
 
     # ---- the connection (self._cond held) ----
 
+    def _closed_by_ucgwd(self, conn: _Connection) -> bool:
+        """Did ucgwd hang up since the last call (stopped, restarted, or it
+        closed an idle connection)? What arrived meanwhile (a late answer to
+        a request that timed out) is read and dispatched first: a peek alone
+        would see those bytes and miss the end behind them."""
+        try:
+            while True:
+                chunk = conn.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                if not chunk:
+                    return True
+                conn.buf += chunk
+                for m in split_frames(conn.buf):
+                    if not self._dispatch(conn, m):
+                        return True
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+
     def _connection(self) -> _Connection:
         if os.getpid() != self._pid:  # forked without register_at_fork
             self._reset_after_fork()
         if self._conn is not None:
             conn = self._conn
-            try:  # did ucgwd hang up since the last call (stopped, restarted)? then connect afresh
-                gone = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-            except BlockingIOError:
-                gone = False
-            except OSError:
-                gone = True
-            if not gone:
+            gone = False if conn.reading else self._closed_by_ucgwd(conn)
+            if conn.lost is None and not gone:
                 return conn
-            self._lose(conn, "connection to ucgwd lost: ucgwd closed it (stopped or restarted)")
+            if conn.lost is None:
+                self._lose(conn, "connection to ucgwd lost: ucgwd closed it (stopped, restarted or idle)")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             s.connect(self.socket_path)
