@@ -1,6 +1,6 @@
-/* Steps 1 and 2 of a message's life: check a `send` or `send-file` request,
- * give the message an id, write it to the spool, answer `accepted` once it is
- * durable (or, with wait, the outcome), and hand it to the router. */
+/* Step 1 of a message's life: check a `send` or `send-file` request, give the
+ * message an id (or take the client's), and hand it to admission.c, which
+ * spools it, answers and routes it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "ipc/channel.h"
+#include "supervisor/admission.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
 #include "supervisor/jsoncheck.h"
@@ -20,39 +21,6 @@
 #include "supervisor/router_int.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
-
-struct ticket {
-	uint64_t cid, seq;
-	char id[UCGW_ID_LEN + 1];
-	bool wait;
-};
-
-/* Durable as spool.fsync asks: answer "accepted". If the sync failed, the
- * message is not accepted after all: the client hears why, and the message is
- * withdrawn unless a worker already holds it (then it is delivered, and a
- * client that waits hears the outcome). */
-static void accepted(const char *err, void *arg)
-{
-	struct ticket *t = arg;
-	if (err) {
-		if (!t->wait)
-			control_fail(t->cid, t->seq, "not accepted: %s", err);
-		struct smsg *m = router_find(t->id);
-		if (m && m->state != SM_INFLIGHT) {
-			snprintf(m->last_error, sizeof m->last_error, "not accepted: %s", err);
-			router_forget(m, "failed", "not durable");
-		}
-	} else if (!t->wait) {
-		struct body b;
-		body_init(&b);
-		msgpack_pack_map(&b.pk, 2);
-		pk_kv_str(&b.pk, "id", t->id);
-		pk_kv_str(&b.pk, "status", "accepted");
-		control_reply(t->cid, t->seq, true, NULL, &b);
-		body_free(&b);
-	}
-	free(t);
-}
 
 static bool carries(const struct rproto *rp, bool files) { return files ? rp->files : rp->meta; }
 
@@ -284,39 +252,27 @@ static struct smsg *new_smsg(const struct common_args *ca, enum job_kind kind, u
 	return m;
 }
 
-/* Its record is written (or could not be): route it, or tell the client why not. */
-static void written(struct smsg *m, const char *err, void *arg)
-{
-	struct ticket *t = arg;
-	if (err) {
-		control_fail(t->cid, t->seq, "not accepted: %s", err);
-		smsg_free(m);
-		free(t);
-		return;
-	}
-	router_adopt(m);
-	R.accepted++;
-	router_route(m);
-}
-
-/* Spool it; it is routed once written, and the reply goes out when it is
- * durable (or done). Until then the router does not know it. */
+/* Spool it (admission.c answers, routes it once durable). A client-given id
+ * already known answers this send with that message's state instead. */
 static void admit(struct client *c, const struct msg *req, struct smsg *m, const struct common_args *ca,
 		  const void *payload, size_t len, int fd)
 {
 	char err[512];
+	int given = admission_client_id(req->body, m->id, err, sizeof err);
+	if (given < 0) {
+		control_fail(c->cid, req->seq, "%s: %s", req->name, err);
+		smsg_free(m);
+		return;
+	}
+	if (given && admission_known(c->cid, req->seq, m->id, ca->wait)) {
+		smsg_free(m);
+		return;
+	}
 	if (router_make_room(m->size, err, sizeof err) < 0) {
 		control_fail(c->cid, req->seq, "%s", err);
 		smsg_free(m);
 		return;
 	}
-	struct ticket *t = xcalloc(1, sizeof *t);
-	t->cid = c->cid;
-	t->seq = req->seq;
-	t->wait = ca->wait;
-	memcpy(t->id, m->id, sizeof t->id);
-	if (ca->wait)
-		m->waiter = (struct waiter){ c->cid, req->seq };
 	/* Keep the bytes at hand only while the backlog is small: a long outage
 	 * must not fill memory; the router reads them back from the spool. */
 	if (payload && R.bytes + len <= PAYLOAD_MEMORY_BUDGET) {
@@ -324,8 +280,7 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 		memcpy(m->payload, payload, len);
 		m->payload[len] = '\0';
 	}
-	if (spool_add(m, payload, len, fd, written, accepted, t, err, sizeof err) < 0)
-		written(m, err, t); /* not taken at all: the spool calls neither back */
+	admission_start(c->cid, req->seq, m, ca->wait, payload, len, fd);
 }
 
 void cmd_send(struct client *c, const struct msg *req)

@@ -58,7 +58,7 @@ static void pack_spool(msgpack_packer *pk)
 {
 	struct spool_stats st;
 	spool_stats(&st);
-	msgpack_pack_map(pk, 16);
+	msgpack_pack_map(pk, 17);
 	struct router_counts rc;
 	router_counts(&rc);
 	pk_kv_u64(pk, "depth", rc.depth);
@@ -77,6 +77,7 @@ static void pack_spool(msgpack_packer *pk)
 	pk_kv_u64(pk, "written_bytes", st.written_bytes); /* since start: the flash's wear */
 	pk_kv_u64(pk, "stray_files_removed", st.stray_files_removed); /* at start */
 	pk_kv_u64(pk, "stray_bytes_removed", st.stray_bytes_removed);
+	pk_kv_u64(pk, "reflinks", st.reflinks); /* files snapshotted without a copy */
 }
 
 static void pack_network(msgpack_packer *pk)

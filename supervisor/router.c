@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "ipc/channel.h"
 #include "common/crypto.h"
+#include "supervisor/admission.h"
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/monitor.h"
@@ -219,17 +220,8 @@ void router_pack_route(msgpack_packer *pk, const struct smsg *m)
 	}
 }
 
-static void answer_waiter(struct smsg *m, const char *status)
-{
-	if (!m->waiter.cid)
-		return;
-	struct body b;
-	body_init(&b);
-	pack_outcome(&b.pk, m, status);
-	control_reply(m->waiter.cid, m->waiter.seq, true, NULL, &b);
-	body_free(&b);
-	m->waiter.cid = 0;
-}
+/* Every reply to a send goes out from admission.c. */
+static void answer_waiter(struct smsg *m, const char *status) { admission_outcome(m, status); }
 
 void smsg_free(struct smsg *m)
 {
@@ -343,7 +335,8 @@ void router_forget(struct smsg *m, const char *status, const char *state)
 	age_del(m);
 	index_del(m);
 	answer_waiter(m, status);
-	spool_done(m); /* before the move: the spool counts its dead letters by their state */
+	admission_finished(m, status, state);
+	spool_done(m, state); /* before the move: the spool counts its dead letters by their state */
 	transition(m, strcmp(status, "ok") == 0 ? EV_DELIVER : EV_REMOVE);
 	remember(m, state); /* a copy: m is freed */
 }
@@ -415,11 +408,12 @@ static char *sealed_payload(const struct smsg *m, size_t *len, char *err, size_t
 static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 {
 	int fd = -1;
-	if ((m->kind == JOB_META && !m->payload && spool_load_payload(m) < 0) ||
-	    (m->kind == JOB_FILE && (fd = spool_open_file(m)) < 0)) {
+	if (m->kind == JOB_META && !m->payload && spool_load_payload(m) < 0) {
 		snprintf(m->last_error, sizeof m->last_error, "cannot read the message back from the spool");
 		return -1;
 	}
+	if (m->kind == JOB_FILE && (fd = spool_open_file(m, m->last_error, sizeof m->last_error)) < 0)
+		return -1;
 	struct msg j = { .type = MSG_JOB, .seq = ++R.job_seq, .id = m->id, .kind = m->kind,
 			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
 			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,

@@ -1,12 +1,12 @@
 /* The spool on disk.
  *
  *   DIR/seg/NNNNNNNNNNNNNNNNNNNN.log   append-only segments of records
- *   DIR/files/ID                       the spool's copy of each file (a hard link when possible)
+ *   DIR/files/ID                       the spool's snapshot of each file (a reflink or a copy)
  *   DIR/corrupt/                       segments that failed their checksums or could not be read, moved aside
  *
  * A record is: u32 body length, u32 CRC-32C of type+body, u8 type, body (a msgpack
  * map). ADD carries the whole message (metadata payload included); DONE, DEAD and
- * REQUEUE carry its id. Recovery replays the segments in order; a torn tail of the
+ * REQUEUE carry its id (DONE also how it left, DEAD why). Recovery replays the segments in order; a torn tail of the
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
  * it cancels), and a nearly empty oldest segment is compacted by copying its live
@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -32,6 +34,7 @@
 
 #include "common/log.h"
 #include "ipc/channel.h"
+#include "supervisor/admission.h"
 #include "supervisor/router.h"
 #include "supervisor/sup.h"
 
@@ -92,7 +95,7 @@ static struct {
 	uv_work_t work;     /* the group commit's sync, in libuv's thread pool */
 	/* What the running group commit syncs, taken from the loop's lists when it
 	 * started (the pool thread reads it, the loop does not touch it meanwhile):
-	 * files linked in, their directory, full segments left, the segment written. */
+	 * files snapshotted in, their directory, full segments left, the segment written. */
 	struct {
 		int *files;
 		size_t nfiles;
@@ -112,7 +115,7 @@ static struct {
 	uint64_t adds_bytes;
 	char out_err[200];      /* why the last write of S.out failed */
 	bool out_full;          /* ... and it was for want of space */
-	int *linked;            /* files linked in since the last sync: their contents to sync */
+	int *linked;            /* files copied in since the last sync: their contents to sync */
 	size_t nlinked, caplinked;
 	/* Delivered files whose copies wait for their DONE records: in S.out (not
 	 * written yet), written but not yet synced, in the sync running. */
@@ -129,6 +132,11 @@ static struct {
 	struct moved *moved;
 	size_t nmoved;
 	uv_prepare_t prep;
+	/* Snapshots of files being taken (see snapshot): waiting their turn, in
+	 * the pool; how many in all and their bytes (counted as unwritten). */
+	struct snap *snapq, *snapq_tail, *snaps;
+	unsigned nsnaps, nsnaps_running;
+	uint64_t snaps_bytes;
 	msgpack_zone zone;
 	struct spool_stats st;
 	/* The spool's own index of its live records (accepted, no DONE yet),
@@ -607,9 +615,9 @@ static int counted_sync(int fd, bool dir, uint64_t *count)
 	return dir ? fsync(fd) : fdatasync(fd);
 }
 
-/* In a thread of libuv's pool: the contents of files linked or copied into
- * the spool since the last sync (the camera may have written them a moment
- * ago; a copy was only just written), their directory entries, the full
+/* In a thread of libuv's pool: the contents of files snapshotted into
+ * the spool since the last sync (a copy was only just written), their
+ * directory entries, the full
  * segments left since, the segment written. Only S.job is touched (and
  * S.filedir, which does not change). */
 static void sync_failed(const char *what)
@@ -742,28 +750,6 @@ static void when_durable(void (*cb)(const char *, void *), void *arg)
 /* ---- files ---- */
 
 
-/* A plain copy, where copy_file_range cannot cross file systems (tmpfs, memfd). */
-static int copy_by_read(int in, off_t off, int out)
-{
-	char buf[65536];
-	for (;;) {
-		ssize_t n = pread(in, buf, sizeof buf, off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -1 : 0;
-		for (ssize_t w = 0; w < n;) {
-			ssize_t k = write(out, buf + w, (size_t)(n - w));
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k < 0)
-				return -1;
-			w += k;
-		}
-		off += n;
-	}
-}
-
 /* A file now in spool/files whose contents the next group commit syncs
  * (before its directory and the segment with its ADD), and then closes. */
 static void sync_with_next_commit(int fd)
@@ -789,104 +775,252 @@ static void unsync_file(int fd)
 		}
 }
 
-/* Hard-link the caller's open file into the spool, or copy it where a link is
- * impossible (another file system, e.g. the camera writes to tmpfs; a file we
- * may not link). Neither is synced here, on the loop (a copy of a large image
- * to flash takes long): the group commit syncs the file with the ADD that
- * names it, and nothing is answered accepted before. A copy is renamed to its
- * name before that: killed before its ADD is written or made durable, the
- * copy is a stray that the next start removes; with a power cut between the
- * ADD's write and that sync the ADD may reach the disk and the copy not all
- * of it, as with a linked file the camera had not synced, but never for a
- * message answered accepted. The .tmp name is for a copy cut short. */
-static int keep_file(const char *id, int fd, int *synced_fd, char *err, size_t errlen)
+/* ---- snapshots: what is delivered is what was accepted ----
+ *
+ * A file is never linked into the spool: the camera may truncate, rewrite or
+ * append to its file after it was accepted, and a link would deliver that (an
+ * rsync of 1,000 bytes of a 300,000-byte file answered ok). The spool takes a
+ * snapshot of its own instead: a reflink (FICLONE) where the file system
+ * shares blocks (btrfs, XFS), else a copy (copy_file_range, in the kernel; a
+ * read/write loop where that cannot cross file systems). It is taken in
+ * libuv's pool, never on the loop (a large file takes long on flash), at most
+ * SNAP_MAX at a time so the group commit's sync always finds a thread free;
+ * the rest wait their turn in S.snapq. The copy is not synced there: the
+ * group commit syncs it with the ADD that names it, and nothing is answered
+ * accepted before. It is renamed to its name before its ADD is written:
+ * killed before, the copy is a stray that the next start removes; the .tmp
+ * name is for a copy cut short. */
+#define SNAP_MAX 2
+
+struct snap {
+	uv_work_t work;
+	struct snap *next;  /* in S.snapq, or in S.snaps once in the pool */
+	struct smsg *m;
+	int src, out;       /* the caller's file (a duplicate); the copy, kept for the sync */
+	char *tmp, *dst;
+	uint64_t copied;
+	bool reflinked;
+	int err;            /* errno of the failure, or 0 */
+	void (*written)(struct smsg *, const char *, void *);
+	void (*durable)(const char *, void *);
+	void *arg;
+};
+
+/* A plain copy, where copy_file_range cannot cross file systems (tmpfs, memfd). */
+static int copy_by_read(int in, off_t off, int out)
 {
-	char *dst = file_path(id), src[64];
-	*synced_fd = -1;
-	snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
-	if (linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0) {
-		free(dst);
-		S.files_dirty = true;
-		int keep = S.fsync == FS_NEVER ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		if (keep >= 0)
-			sync_with_next_commit(keep);
-		*synced_fd = keep;
-		return 0;
-	}
-	char *tmp = xasprintf("%s.tmp", dst);
-	int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	int rc = out < 0 ? -1 : 0;
-	off_t inoff = 0;
-	while (rc == 0) {
-		ssize_t n = copy_file_range(fd, &inoff, out, NULL, 1 << 30, 0);
-		if (n == 0)
-			break;
-		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
-			rc = copy_by_read(fd, inoff, out);
-			break;
-		}
+	char buf[65536];
+	for (;;) {
+		ssize_t n = pread(in, buf, sizeof buf, off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0)
-			rc = -1;
-	}
-	if (rc == 0 && rename(tmp, dst) < 0)
-		rc = -1;
-	if (rc < 0) {
-		int e = errno;
-		if (e == ENOSPC || e == EDQUOT) {
-			router_count_rejected();
-			snprintf(err, errlen, "spool full: the file system of %s has no room for a copy of the file "
-				 "(%s); try again later", S.filedir, strerror(e));
-		} else {
-			snprintf(err, errlen, "spool: cannot keep a copy of the file in %s: %s", S.filedir, strerror(e));
+		if (n <= 0)
+			return n < 0 ? -1 : 0;
+		for (ssize_t w = 0; w < n;) {
+			ssize_t k = write(out, buf + w, (size_t)(n - w));
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k < 0)
+				return -1;
+			w += k;
 		}
-		unlink(tmp);
-	} else {
-		S.files_dirty = true;
-		if (S.fsync != FS_NEVER) {
-			sync_with_next_commit(out);
-			*synced_fd = out;
-			out = -1;
-		}
+		off += n;
 	}
-	if (out >= 0)
-		close(out);
-	free(tmp);
-	free(dst);
-	return rc;
 }
 
-int spool_open_file(const struct smsg *m)
+static int copy_whole(int in, int out)
+{
+	off_t inoff = 0;
+	for (;;) {
+		ssize_t n = copy_file_range(in, &inoff, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP))
+			return copy_by_read(in, inoff, out);
+		if (n < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+/* In a thread of libuv's pool: only s is touched. */
+static void snap_work(uv_work_t *w)
+{
+	struct snap *s = (struct snap *)w;
+	struct stat st;
+	s->out = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	int rc = s->out < 0 ? -1 : 0;
+	if (rc == 0)
+		s->reflinked = ioctl(s->out, FICLONE, s->src) == 0;
+	if (rc == 0 && !s->reflinked)
+		rc = copy_whole(s->src, s->out);
+	if (rc == 0 && fstat(s->out, &st) < 0)
+		rc = -1;
+	if (rc == 0)
+		s->copied = (uint64_t)st.st_size;
+	if (rc == 0 && rename(s->tmp, s->dst) < 0)
+		rc = -1;
+	if (rc < 0) {
+		s->err = errno;
+		unlink(s->tmp);
+	}
+}
+
+static void snap_free(struct snap *s)
+{
+	if (s->src >= 0)
+		close(s->src);
+	free(s->tmp);
+	free(s->dst);
+	free(s);
+}
+
+static int add_record(struct smsg *m, const void *payload, size_t len, int synced_fd,
+		      void (*written)(struct smsg *, const char *, void *), void (*durable)(const char *, void *),
+		      void *arg, char *err, size_t errlen);
+static void snap_next(void);
+
+/* Why the snapshot failed, in words for the client. */
+static void snap_why(const struct snap *s, char *err, size_t errlen)
+{
+	if (!s->err) /* the camera still writes it, or cut it meanwhile */
+		snprintf(err, errlen, "the file changed while it was being accepted (%llu bytes when sent, %llu when "
+			 "copied into the spool): send it once it is written whole",
+			 (unsigned long long)s->m->size, (unsigned long long)s->copied);
+	else if (s->err == ENOSPC || s->err == EDQUOT)
+		snprintf(err, errlen, "spool full: the file system of %s has no room for a copy of the file (%s); "
+			 "try again later", S.filedir, strerror(s->err));
+	else
+		snprintf(err, errlen, "spool: cannot keep a copy of the file in %s: %s", S.filedir, strerror(s->err));
+}
+
+/* Back on the loop: the snapshot is in spool/files (or not); its ADD goes
+ * with this turn's records. */
+static void snap_done(uv_work_t *w, int status)
+{
+	struct snap *s = (struct snap *)w, **pp = &S.snaps;
+	while (*pp != s)
+		pp = &(*pp)->next;
+	*pp = s->next;
+	S.nsnaps--;
+	S.nsnaps_running--;
+	S.snaps_bytes -= s->m->size;
+	char err[300];
+	bool ok = status == 0 && !s->err && s->copied == s->m->size;
+	if (s->reflinked)
+		S.st.reflinks++;
+	if (ok) {
+		S.files_dirty = true;
+		int keep = S.fsync == FS_NEVER ? -1 : s->out;
+		if (keep >= 0)
+			sync_with_next_commit(keep);
+		else
+			close(s->out);
+		s->out = -1;
+		if (add_record(s->m, NULL, 0, keep, s->written, s->durable, s->arg, err, sizeof err) < 0) {
+			forget_file(s->m->id);
+			unsync_file(keep);
+			ok = false;
+		}
+	} else {
+		snap_why(s, err, sizeof err);
+		if (s->err == ENOSPC || s->err == EDQUOT)
+			router_count_rejected();
+		if (!s->err) /* copied, but not what was sent */
+			forget_file(s->m->id);
+		if (s->out >= 0)
+			close(s->out);
+	}
+	if (!ok)
+		s->written(s->m, err, s->arg);
+	snap_free(s);
+	snap_next();
+}
+
+/* Start the snapshots that wait, while fewer than SNAP_MAX run. */
+static void snap_next(void)
+{
+	while (S.snapq && S.nsnaps_running < SNAP_MAX) {
+		struct snap *s = S.snapq;
+		S.snapq = s->next;
+		if (!S.snapq)
+			S.snapq_tail = NULL;
+		s->next = S.snaps;
+		S.snaps = s;
+		S.nsnaps_running++;
+		if (uv_queue_work(sup.loop, &s->work, snap_work, snap_done) < 0) { /* cannot happen on a valid loop */
+			s->err = EAGAIN;
+			snap_done(&s->work, 0);
+		}
+	}
+}
+
+/* Queue a snapshot of the caller's open file for message m; written() runs
+ * when it is taken and its ADD written, or with why not. */
+static int snapshot(struct smsg *m, int fd, void (*written)(struct smsg *, const char *, void *),
+		    void (*durable)(const char *, void *), void *arg, char *err, size_t errlen)
+{
+	int src = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (src < 0) {
+		snprintf(err, errlen, "spool: cannot keep the file open: %s", strerror(errno));
+		return -1;
+	}
+	struct snap *s = xcalloc(1, sizeof *s);
+	*s = (struct snap){ .m = m, .src = src, .out = -1, .written = written, .durable = durable, .arg = arg };
+	s->dst = file_path(m->id);
+	s->tmp = xasprintf("%s.tmp", s->dst);
+	if (S.snapq_tail)
+		S.snapq_tail->next = s;
+	else
+		S.snapq = s;
+	S.snapq_tail = s;
+	S.nsnaps++;
+	S.snaps_bytes += m->size;
+	snap_next();
+	return 0;
+}
+
+/* The snapshot is the spool's own, but a hand in spool/files (or a disk that
+ * lost part of it) may still change it: one whose size is not the one
+ * accepted is refused with both, and becomes a dead letter, never sent. */
+int spool_open_file(const struct smsg *m, char *err, size_t errlen)
 {
 	char *p = file_path(m->id);
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		log_warn("spool: cannot open %s", p);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		fd = -1;
+		errno = e;
+	}
+	if (fd < 0) {
+		int e = errno; /* the router tells a want of descriptors (EMFILE) from a lost file by it */
+		snprintf(err, errlen, "cannot open the spool's copy of the file (%s): %s", p, strerror(e));
+		log_warnx("spool: %s", err);
+		errno = e;
+	} else if ((uint64_t)st.st_size != m->size) {
+		snprintf(err, errlen, "changed after it was accepted: %llu bytes then %llu bytes (the spool's copy %s)",
+			 (unsigned long long)m->size, (unsigned long long)st.st_size, p);
+		close(fd);
+		fd = -1;
+	}
 	free(p);
 	return fd;
 }
 
 /* ---- the interface ---- */
 
-int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
-	      void (*written)(struct smsg *m, const char *err, void *arg),
-	      void (*durable)(const char *err, void *arg),
-	      void *arg, char *err, size_t errlen)
+/* Frame the ADD of m and queue it with this turn's records; written() runs at
+ * the turn's end. synced_fd: its file's copy, waiting in S.linked for the sync. */
+static int add_record(struct smsg *m, const void *payload, size_t len, int synced_fd,
+		      void (*written)(struct smsg *, const char *, void *), void (*durable)(const char *, void *),
+		      void *arg, char *err, size_t errlen)
 {
-	int synced_fd = -1;
-	if (file_fd >= 0 && keep_file(m->id, file_fd, &synced_fd, err, errlen) < 0)
-		return -1;
 	msgpack_packer pk;
 	begin_record(&pk);
 	pack_add(&pk, m, payload, len);
-	if (append_record(REC_ADD, &m->seg, &m->off, &m->reclen, err, errlen) < 0) {
-		if (file_fd >= 0) {
-			forget_file(m->id);
-			unsync_file(synced_fd);
-		}
+	if (append_record(REC_ADD, &m->seg, &m->off, &m->reclen, err, errlen) < 0)
 		return -1;
-	}
 	if (S.nadds == S.capadds) {
 		S.capadds = S.capadds ? S.capadds * 2 : 64;
 		S.adds = xrealloc(S.adds, S.capadds * sizeof *S.adds);
@@ -898,18 +1032,28 @@ int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 	return 0;
 }
 
+int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
+	      void (*written)(struct smsg *m, const char *err, void *arg),
+	      void (*durable)(const char *err, void *arg),
+	      void *arg, char *err, size_t errlen)
+{
+	if (file_fd >= 0)
+		return snapshot(m, file_fd, written, durable, arg, err, errlen);
+	return add_record(m, payload, len, -1, written, durable, arg, err, errlen);
+}
+
 void spool_unwritten(uint64_t *n, uint64_t *bytes)
 {
-	*n = S.nadds;
-	*bytes = S.adds_bytes;
+	*n = S.nadds + S.nsnaps;
+	*bytes = S.adds_bytes + S.snaps_bytes;
 }
 
 static void seg_unref(uint64_t num);
 
-void spool_done(struct smsg *m)
+void spool_done(struct smsg *m, const char *state)
 {
 	/* With no DONE recorded the message comes back after a restart, and needs its file. */
-	if (write_id_record(REC_DONE, m, NULL) == 0 && m->kind == JOB_FILE)
+	if (write_id_record(REC_DONE, m, state) == 0 && m->kind == JOB_FILE)
 		forget_file_when_written(m->id);
 	if (S.st.messages)
 		S.st.messages--;
@@ -1262,6 +1406,13 @@ static void apply_record(struct recovery *rv, struct seg *s, enum rec_type type,
 		else
 			recovery_chain(rv, rv->n - 1);
 		return;
+	}
+	/* A send again of a finished message's id is answered with how it left
+	 * (its ADD may be in a segment gone since). */
+	if (type == REC_DONE && id_valid(id)) {
+		char *state = obj_dup_str(o, "reason");
+		admission_replayed_done(id, state);
+		free(state);
 	}
 	size_t i = recovery_find(rv, id);
 	if (i == NONE)
@@ -1710,7 +1861,7 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 	return 0;
 }
 
-/* The files linked or copied in whose group commit never ran (S.linked) or
+/* The files snapshotted in whose group commit never ran (S.linked) or
  * may not have ended (S.job.files): the segments synced next make their ADDs
  * durable, which must not name a file the disk holds only part of. A second
  * sync beside the running one is harmless. */

@@ -486,16 +486,20 @@ class CompactionTest(GatewayTest):
         open(trigger, "w").close()
         ctl = self.roll(gw, sent)
         wait_for(self.copied(segdir, first, p), what="the compaction's copies written")
-        # the new messages delivered (their DONE records written), the copies' sync still sleeping
-        wait_for(lambda: len(delivered(self.tmp)) == sent + self.ROLL, timeout=30, what="all delivered")
-        wait_for(lambda: sorted(m["id"] for m in gw.ctl_json("queue")) == sorted([p, w]), what="P and W left")
+        # the new messages written, the copies' sync still sleeping; the new
+        # messages wait for that sync too (routed only once durable)
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 2 + self.ROLL, what="the roll written")
         self.assertIn(first, os.listdir(segdir))
+        self.assertEqual(len(delivered(self.tmp)), sent, "a message went out before it was durable")
         kill9(gw)
         ctl.close()
         os.remove(trigger)
         restart(gw)
+        self.assertIn("recovered %d undelivered messages" % (2 + self.ROLL), gw.log_text())
+        wait_for(lambda: len(delivered(self.tmp)) == sent + self.ROLL, timeout=30, what="the roll delivered")
+        wait_for(lambda: sorted(m["id"] for m in gw.ctl_json("queue")) == sorted([p, w]), what="P and W left")
+        self.assertEqual(len({r[0] for r in delivered(self.tmp)}), sent + self.ROLL, "each once")
         self.check_after_restart(gw, segdir, first, p, w)
-        self.assertIn("recovered 2 undelivered messages", gw.log_text())
 
 
 class PinnedSegmentTest(GatewayTest):
@@ -554,7 +558,7 @@ class PinnedSegmentTest(GatewayTest):
 
 class SyncOffTheLoopTest(GatewayTest):
     """Every sync of the spool runs in libuv's thread pool: a file job's file
-    (linked in, or copied from another file system) and its directory entry, a
+    (its snapshot: a reflink or a copy, from this or another file system) and its directory entry, a
     full segment left for the next one. While such a sync is slow, ucgwd goes on
     answering; the client waits for its "accepted" until the sync ends.
     slowsync.so makes each fdatasync and fsync take 1.5 s while the trigger file
@@ -597,12 +601,12 @@ class SyncOffTheLoopTest(GatewayTest):
             self.assertNotIn("main", threads, "a sync ran on the loop")
 
     def test_file_job_sync_does_not_stall_the_loop(self):
-        # in the same file system as the spool: linked, its contents synced later
+        # in the same file system as the spool: snapshotted (a reflink, else a copy), synced later
         self.file_jobs(lambda tmp: tmp)
 
     def test_copied_file_job_sync_does_not_stall_the_loop(self):
-        # The camera writes to tmpfs, the spool is on disk: the file cannot be
-        # linked in, it is copied, and the copy is synced with the group commit.
+        # The camera writes to tmpfs, the spool is on disk: the file is copied
+        # across file systems, and the copy is synced with the group commit.
         shm = "/dev/shm"
         if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(self.tmp).st_dev:
             self.skipTest("needs %s on a file system other than %s's" % (shm, self.tmp))
@@ -623,7 +627,7 @@ class SyncOffTheLoopTest(GatewayTest):
                 data = os.urandom(50000)
                 with open(path, "wb") as f:
                     f.write(data)
-                if copied:
+                if copied:  # across file systems: copy_file_range cannot, the read/write loop copies it
                     with self.assertRaises(OSError, msg="linkable: not a test of the copy") as e:
                         os.link(path, os.path.join(spool_dir(gw, "files"), "probe"))
                     self.assertEqual(e.exception.errno, errno.EXDEV)
@@ -632,14 +636,14 @@ class SyncOffTheLoopTest(GatewayTest):
                                          "--protocol", "testworker", path],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 self.cleanups_procs.append(send)
-                time.sleep(0.3)  # the file is linked (or copied) and its sync started
+                time.sleep(0.3)  # the file is snapshotted and its sync started
                 took = self.status_time(gw)
                 out, err = send.communicate(timeout=30)
                 accepted = time.monotonic() - t0
                 self.assertEqual(send.returncode, 0, err)
                 mid = json.loads(out)["id"]
                 print("\nfsync %s: %s file job accepted after %.3f s, status answered in %.3f s meanwhile"
-                      % (fsync, "copied" if copied else "linked", accepted, took))
+                      % (fsync, "tmpfs" if copied else "same-fs", accepted, took))
                 self.assertLess(took, 0.75, "the loop waited for a sync")
                 if fsync != "never":
                     # "accepted" only once the file, its directory entry and the ADD are synced: one

@@ -3,8 +3,10 @@
  * UCGW_SLOW_SYNC_MS milliseconds (default 500); with UCGW_SLOW_SYNC_LOG set,
  * each such call appends a line to that file: "main" when the process's main
  * thread made it (for ucgwd: its event loop, which then answers nobody
- * meanwhile), "pool" for any other thread (libuv's thread pool). Without the
- * trigger file they are the real ones, at their speed. */
+ * meanwhile), "pool" for any other thread (libuv's thread pool). With
+ * UCGW_SLOW_SYNC_ERRNO set (a number, e.g. 5 for EIO) each such call then
+ * fails with that errno instead of syncing: a disk that lost the writes.
+ * Without the trigger file they are the real ones, at their speed. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* RTLD_NEXT */
 #endif
@@ -45,6 +47,11 @@ static int slow(const char *name, int fd)
 		struct timespec ts = { n / 1000, (n % 1000) * 1000000L };
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
+		const char *fail = getenv("UCGW_SLOW_SYNC_ERRNO");
+		if (fail && *fail) {
+			errno = atoi(fail);
+			return -1;
+		}
 	}
 	return real(fd);
 }

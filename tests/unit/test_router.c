@@ -104,11 +104,13 @@ static void advance(uint64_t ms)
 
 /* ---- the spool, control and monitor: nothing to do ---- */
 
-void spool_done(struct smsg *m) {}
+void spool_done(struct smsg *m, const char *state) {}
 void spool_dead(struct smsg *m, const char *reason) {}
 void spool_requeue(struct smsg *m) {}
 int spool_load_payload(struct smsg *m) { return 0; }
-int spool_open_file(const struct smsg *m) { return -1; }
+int spool_open_file(const struct smsg *m, char *err, size_t errlen) { return -1; }
+void admission_outcome(struct smsg *m, const char *status) {}
+void admission_finished(const struct smsg *m, const char *status, const char *state) {}
 void spool_unwritten(uint64_t *n, uint64_t *bytes) { *n = *bytes = 0; }
 void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b) {}
 void control_event(uint64_t cid, uint64_t seq, const char *name, const struct body *b) {}
