@@ -418,10 +418,12 @@ static void idlist_free(struct idlist *l)
 
 /* The copies of these files go: their DONE records are written and, unless
  * spool.fsync is never, synced. */
+static bool id_taken_again(const char *id);
 static void forget_files(struct idlist *l)
 {
 	for (size_t i = 0; i < l->n; i++)
-		forget_file(l->v[i]);
+		if (!id_taken_again(l->v[i]))
+			forget_file(l->v[i]);
 	l->n = 0;
 }
 
@@ -952,6 +954,26 @@ static void snap_next(void)
 			snap_done(&s->work, 0);
 		}
 	}
+}
+
+/* Is a message of this id on its way in again, or live? A copy whose removal
+ * waited for its DONE to be durable has the same name as the copy of a later
+ * message sent with the same id (a client's resend after "not accepted"):
+ * that copy is the later message's now, and stays. */
+static bool id_taken_again(const char *id)
+{
+	if (router_find(id))
+		return true;
+	for (struct snap *s = S.snapq; s; s = s->next)
+		if (strcmp(s->m->id, id) == 0)
+			return true;
+	for (struct snap *s = S.snaps; s; s = s->next)
+		if (strcmp(s->m->id, id) == 0)
+			return true;
+	for (size_t i = 0; i < S.nadds; i++)
+		if (strcmp(S.adds[i].m->id, id) == 0)
+			return true;
+	return false;
 }
 
 /* Queue a snapshot of the caller's open file for message m; written() runs

@@ -220,6 +220,32 @@ class SendIdTest(GatewayTest):
         self.settle(gw)
         self.assertEqual(len(self.at_server(mid)), 1)
 
+    def test_file_resent_after_failed_sync_keeps_its_copy(self):
+        """A send-file answered "not accepted" (its sync failed) and sent again
+        with the same id: the first one's copy, removed once its DONE is
+        durable, has the same name as the second one's, which must stay."""
+        trigger = os.path.join(self.tmp, "fail")
+        sftp = unreachable_protocols()["sftp"]
+        gw = self.gw(env=preload("slowsync.so", UCGW_SLOW_SYNC_FILE=trigger, UCGW_SLOW_SYNC_MS="300",
+                                 UCGW_SLOW_SYNC_ERRNO="5"), cfg={"sftp": sftp})
+        path = os.path.join(self.tmp, "plate.jpg")
+        with open(path, "wb") as f:
+            f.write(os.urandom(50000))
+        open(trigger, "w").close()
+        ctl = Ctl(gw.sock)
+        self.addCleanup(ctl.close)
+        mid = ulid()
+        r = ctl.send_file(path, protocol="sftp", id=mid)
+        self.assertFalse(r["ok"], r)
+        self.assertIn("not accepted", r["error"])
+        os.remove(trigger)
+        r = ctl.send_file(path, protocol="sftp", id=mid)
+        self.assertEqual(r["body"], {"id": mid, "status": "accepted"}, r)
+        time.sleep(2.0)  # group commits pass: the first one's removal comes due
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+        copy = os.path.join(gw.dir, "state", "spool", "files", mid)
+        self.assertTrue(os.path.exists(copy), os.listdir(os.path.dirname(copy)))
+
 
 if __name__ == "__main__":
     unittest.main()
