@@ -417,7 +417,7 @@ static void finish(struct req *r, CURLcode rc)
 		return;
 	}
 	bool retry = status == 408 || status == 429 || status >= 500;
-	if (!retry && r->nbatch > 1) {
+	if (!retry && r->batch) { /* a batch of one too: its array was what the server refused */
 		/* Refused as a whole: each record goes again alone, for its own verdict. */
 		log_info("%s refused a batch of %zu records (HTTP %ld): sending them one per POST", H.url_base, r->nbatch,
 			 status);

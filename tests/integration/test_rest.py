@@ -356,6 +356,22 @@ class RestTest(GatewayTest):
         self.assertTrue(all(isinstance(json.loads(r["body"]), dict) for r in alone))
         self.assertIn("refused a batch of 10 records (HTTP 400): sending them one per POST", gw.log_text())
 
+    def test_a_batch_of_one_refused_goes_again_alone(self):
+        """Light traffic: the linger sends a batch of one record, an array the
+        server refuses (400); the record goes again as a plain POST, not to
+        the dead letters."""
+        peer = LprPeer(self)
+        peer.mode("400x1")
+        gw = self.gw_for(peer, batch_max=10, batch_linger_ms=50)
+        self.up(gw)
+        self.load(gw, 1)
+        recs = peer.records("http")
+        self.assertEqual(recs[0]["status"], 400)
+        self.assertEqual(len(json.loads(recs[0]["body"])), 1)
+        self.assertEqual([r["status"] for r in recs[1:]], [200])
+        self.assertIsInstance(json.loads(recs[1]["body"]), dict)
+        self.assertEqual(gw.ctl_json("queue", "dead"), [])
+
     def h2_through_nginx(self, settings_for):
         """300 messages through nginx (HTTP/2) to the peer, which answers each
         after 300 ms: all arrive once, every request nginx logged is HTTP/2,
