@@ -122,7 +122,9 @@ class SendIdTest(GatewayTest):
                 r = ctl.send('{"plate":"RESTART"}', protocol="mqtt", id=mid, wait=True)
                 ctl.close()
                 self.assertEqual(r["body"]["status"], "ok", r)
-                time.sleep(0.2)  # its DONE record written
+                # its DONE record written: out of the spool's count, and a loop turn after
+                wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="its DONE record")
+                time.sleep(0.2)
                 self.restart(gw, kill=kill)
                 ctl = Ctl(gw.sock)
                 r = ctl.send('{"plate":"RESTART"}', protocol="mqtt", id=mid)
