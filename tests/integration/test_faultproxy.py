@@ -7,68 +7,12 @@ import os
 import socket
 import statistics
 import sys
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from ucgwtest import FaultProxy, GatewayTest, wait_for  # noqa: E402
-
-
-class EchoServer:
-    """A TCP server on a free loopback port that counts the bytes it receives
-    and, while echo is on, sends them back."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.echo = True
-        self.received = 0
-        self.accepted = 0
-        self.open = 0
-        self.lock = threading.Lock()
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self.open += 1
-                self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        try:
-            while True:
-                data = c.recv(65536)
-                if not data:
-                    break
-                with self.lock:
-                    self.received += len(data)
-                if self.echo:
-                    c.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self.lock:
-                self.open -= 1
-            c.close()
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
+from echoserver import EchoServer  # noqa: E402
 
 
 def recv_exactly(c, n, timeout=5):

@@ -13,57 +13,9 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from linkem import Link, PROFILES, payload_capacity  # noqa: E402
+from echoserver import EchoServer  # noqa: E402
 
 MB = 1000 * 1000
-
-
-class Server:
-    """A TCP server on a free loopback port: counts what it receives, echoes it while
-    echo is set, and stops reading while paused is set."""
-
-    def __init__(self, echo=True):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.echo = echo
-        self.paused = threading.Event()
-        self.received = 0
-        self.accepted = 0
-        self.lock = threading.Lock()
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        try:
-            while True:
-                while self.paused.is_set():
-                    time.sleep(0.01)
-                data = c.recv(1 << 20)
-                if not data:
-                    break
-                with self.lock:
-                    self.received += len(data)
-                if self.echo:
-                    c.sendall(data)
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 def connect(link):
@@ -90,7 +42,7 @@ def wait_until(pred, timeout, what):
 
 class LinkemTest(unittest.TestCase):
     def server(self, **kw):
-        srv = Server(**kw)
+        srv = EchoServer(**kw)
         self.addCleanup(srv.close)
         return srv
 
