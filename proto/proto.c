@@ -30,7 +30,6 @@ static const struct field {
 	[FLD_PAYLOAD] = { "payload", 7, FT_BIN, offsetof(struct msg, payload), offsetof(struct msg, payload_len) },
 	[FLD_SECTION] = { "section", 7, FT_BIN, offsetof(struct msg, section), offsetof(struct msg, section_len) },
 	B(FLD_HAS_FD, "has_fd", has_fd), B(FLD_CONNECTED, "connected", connected), B(FLD_OK, "ok", ok),
-	B(FLD_ENCRYPT, "encrypt", encrypt),
 	[FLD_BODY] = { "body", 4, FT_OBJ, offsetof(struct msg, body), offsetof(struct msg, body_raw_len) },
 #undef U
 #undef S
@@ -55,8 +54,7 @@ static const struct {
 	[MSG_PONG] = { "pong", BIT(FLD_SEQ), BIT(FLD_SEQ) },
 	[MSG_JOB] = { "job",
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) | BIT(FLD_PAYLOAD) | BIT(FLD_TOPIC) | BIT(FLD_ENDPOINT) |
-			      BIT(FLD_REMOTE_NAME) | BIT(FLD_SIZE) | BIT(FLD_HAS_FD) | BIT(FLD_PRIORITY) | BIT(FLD_ATTEMPT) |
-			      BIT(FLD_ENCRYPT),
+			      BIT(FLD_REMOTE_NAME) | BIT(FLD_SIZE) | BIT(FLD_HAS_FD) | BIT(FLD_PRIORITY) | BIT(FLD_ATTEMPT),
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) },
 	[MSG_RESULT] = { "result", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) | BIT(FLD_ERROR) | BIT(FLD_RETRY_AFTER) | BIT(FLD_RTT),
 			 BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) },

@@ -57,7 +57,7 @@ struct msg {
 	size_t payload_len;
 	const void *section;
 	size_t section_len;
-	bool has_fd, connected, ok, encrypt;
+	bool has_fd, connected, ok;
 	/* REQUEST args / REPLY and EVENT data: raw msgpack to encode, an object when decoded */
 	const void *body_raw;
 	size_t body_raw_len;
@@ -69,7 +69,7 @@ enum msg_field {
 	FLD_VERSION, FLD_PID, FLD_SEQ, FLD_KIND, FLD_SIZE, FLD_STATUS, FLD_RETRY_AFTER, FLD_DONE, FLD_RTT,
 	FLD_LOG_LEVEL, FLD_MAX_FRAME, FLD_PRIORITY, FLD_ATTEMPT,
 	FLD_NAME, FLD_ID, FLD_TOPIC, FLD_ENDPOINT, FLD_REMOTE_NAME, FLD_ERROR, FLD_DETAIL, FLD_DEVICE_ID,
-	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_ENCRYPT, FLD_BODY, FLD_AUTH,
+	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_BODY, FLD_AUTH,
 	FLD_COUNT
 };
 #define MSG_HAS(m, f) (((m)->present >> (f)) & 1u)

@@ -32,8 +32,8 @@ static int enabled_protocols(bool files, char *buf, size_t len)
 	int n = 0;
 	if (buf)
 		snprintf(buf, len, "valid: auto");
-	for (int i = 0; i < R.nprotos; i++) {
-		const struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		const struct rproto *rp = &router_state.protos[i];
 		if (carries(rp, files) && rproto_enabled(rp)) {
 			if (buf)
 				snprintf(buf + strlen(buf), len - strlen(buf), ", %s", rp->name);
@@ -275,7 +275,7 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 	}
 	/* Keep the bytes at hand only while the backlog is small: a long outage
 	 * must not fill memory; the router reads them back from the spool. */
-	if (payload && R.bytes + len <= PAYLOAD_MEMORY_BUDGET) {
+	if (payload && router_state.bytes + len <= PAYLOAD_MEMORY_BUDGET) {
 		m->payload = xmalloc(len + 1);
 		memcpy(m->payload, payload, len);
 		m->payload[len] = '\0';

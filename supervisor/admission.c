@@ -50,7 +50,7 @@ int admission_client_id(const msgpack_object *body, char id[UCGW_ID_LEN + 1], ch
 static void reply_accepted(uint64_t cid, uint64_t seq, const char *id, const char *dup_state)
 {
 	struct body b;
-	body_init(&b);
+	control_body_init(&b);
 	msgpack_pack_map(&b.pk, dup_state ? 4 : 2);
 	pk_kv_str(&b.pk, "id", id);
 	pk_kv_str(&b.pk, "status", "accepted");
@@ -60,7 +60,7 @@ static void reply_accepted(uint64_t cid, uint64_t seq, const char *id, const cha
 		pk_kv_str(&b.pk, "state", dup_state);
 	}
 	control_reply(cid, seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 /* Later sends of a waited-for message's id, each waiting for its outcome too
@@ -91,8 +91,8 @@ void admission_outcome(struct smsg *m, const char *status)
 	if (!m->waiter.cid && !xwaiters)
 		return;
 	struct body b;
-	body_init(&b);
-	pack_outcome(&b.pk, m, status);
+	control_body_init(&b);
+	router_pack_outcome(&b.pk, m, status);
 	if (m->waiter.cid)
 		control_reply(m->waiter.cid, m->waiter.seq, true, NULL, &b);
 	m->waiter.cid = 0;
@@ -106,7 +106,7 @@ void admission_outcome(struct smsg *m, const char *status)
 		*pp = w->next;
 		free(w);
 	}
-	body_free(&b);
+	control_body_free(&b);
 }
 
 /* ---- the outcomes of the last OUTCOMES_KEPT finished messages ---- */
@@ -226,8 +226,8 @@ static void answer_finished(uint64_t cid, uint64_t seq, const struct outcome *o,
 		return;
 	}
 	struct body b;
-	body_init(&b);
-	msgpack_pack_map(&b.pk, 7); /* as pack_outcome; the route is not kept */
+	control_body_init(&b);
+	msgpack_pack_map(&b.pk, 7); /* as router_pack_outcome; the route is not kept */
 	pk_kv_str(&b.pk, "id", o->id);
 	pk_kv_str(&b.pk, "status", o->ok ? "ok" : "failed");
 	pk_kv_str(&b.pk, "protocol", o->protocol);
@@ -237,7 +237,7 @@ static void answer_finished(uint64_t cid, uint64_t seq, const struct outcome *o,
 	pk_key(&b.pk, "route");
 	msgpack_pack_array(&b.pk, 0);
 	control_reply(cid, seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 /* ---- messages being admitted: their record written, not yet durable ---- */
@@ -297,10 +297,10 @@ static void answer_live(uint64_t cid, uint64_t seq, struct smsg *m, bool wait)
 		reply_accepted(cid, seq, m->id, state_name(m));
 	} else if (m->state == SM_DEAD) {
 		struct body b;
-		body_init(&b);
-		pack_outcome(&b.pk, m, "failed");
+		control_body_init(&b);
+		router_pack_outcome(&b.pk, m, "failed");
 		control_reply(cid, seq, true, NULL, &b);
-		body_free(&b);
+		control_body_free(&b);
 	} else {
 		wait_for_outcome(m, cid, seq);
 	}
@@ -349,7 +349,7 @@ static void written(struct smsg *m, const char *err, void *arg)
 		return;
 	}
 	router_adopt(m);
-	R.accepted++;
+	router_state.accepted++;
 }
 
 /* Durable as spool.fsync asks: answer "accepted" and route it. If the sync

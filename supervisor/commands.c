@@ -48,10 +48,10 @@ static void pack_workers(msgpack_packer *pk)
 static void cmd_workers(struct client *c, const struct msg *req)
 {
 	struct body b;
-	body_init(&b);
+	control_body_init(&b);
 	pack_workers(&b.pk);
 	control_reply(c->cid, req->seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 static void pack_spool(msgpack_packer *pk)
@@ -89,7 +89,7 @@ static void pack_network(msgpack_packer *pk)
 	for (struct proc *p = proctab_first(); p; p = p->next) {
 		pk_key(pk, p->name);
 		msgpack_pack_map(pk, 4);
-		pk_kv_str(pk, "quality", quality_str(monitor_quality(p->name)));
+		pk_kv_str(pk, "quality", monitor_quality_str(monitor_quality(p->name)));
 		pk_kv_f64(pk, "rtt_ms", (double)monitor_rtt_us(p->name) / 1000.0);
 		pk_kv_f64(pk, "loss", monitor_loss(p->name));
 		pk_kv_str(pk, "cooling", router_cooling(p->name));
@@ -99,7 +99,7 @@ static void pack_network(msgpack_packer *pk)
 static void cmd_status(struct client *c, const struct msg *req)
 {
 	struct body b;
-	body_init(&b);
+	control_body_init(&b);
 	msgpack_packer *pk = &b.pk;
 	msgpack_pack_map(pk, 11);
 	pk_kv_str(pk, "version", UCGW_VERSION);
@@ -117,7 +117,7 @@ static void cmd_status(struct client *c, const struct msg *req)
 	pk_key(pk, "workers");
 	pack_workers(pk);
 	control_reply(c->cid, req->seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 static bool arg_str(const struct msg *req, const char *key, char *buf, size_t len)
@@ -198,10 +198,10 @@ static void cmd_shutdown(struct client *c, const struct msg *req)
 static void cmd_stats(struct client *c, const struct msg *req)
 {
 	struct body b;
-	body_init(&b);
+	control_body_init(&b);
 	stats_pack(&b.pk);
 	control_reply(c->cid, req->seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 
@@ -209,11 +209,11 @@ static void cmd_stats(struct client *c, const struct msg *req)
 static void reply_count(const struct client *c, const struct msg *req, const char *key, uint64_t n)
 {
 	struct body b;
-	body_init(&b);
+	control_body_init(&b);
 	msgpack_pack_map(&b.pk, 1);
 	pk_kv_u64(&b.pk, key, n);
 	control_reply(c->cid, req->seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 /* queue [list|dead|retry ID|all|purge ID|requeue ID|all]; list and dead stop
@@ -248,10 +248,10 @@ static void cmd_queue(struct client *c, const struct msg *req)
 	obj_get_u64(req->body, "limit", &limit);
 	if (listing) {
 		struct body b;
-		body_init(&b);
+		control_body_init(&b);
 		router_pack_queue(&b.pk, limit, dead_only);
 		control_reply(c->cid, req->seq, true, NULL, &b);
-		body_free(&b);
+		control_body_free(&b);
 		return;
 	}
 	if (strcmp(action, "retry") == 0 && strcmp(id, "all") == 0) {
@@ -301,19 +301,19 @@ static void cmd_trace(struct client *c, const struct msg *req)
 	obj_get_str(req->body, "id", id, sizeof id);
 	struct smsg *m = router_find(id);
 	struct body b;
-	body_init(&b);
+	control_body_init(&b);
 	if (m) {
 		router_pack_trace(&b.pk, m, NULL);
 	} else {
 		if (!router_recent_trace(id, &b.pk)) {
-			body_free(&b);
+			control_body_free(&b);
 			control_fail(c->cid, req->seq,
 				     "trace: no message with id '%s' in the spool or among the last finished ones", id);
 			return;
 		}
 	}
 	control_reply(c->cid, req->seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 /* What `auto` would pick now, and the fallback chain after it: nothing is sent. */
@@ -336,12 +336,12 @@ static void cmd_select(struct client *c, const struct msg *req)
 	}
 	struct body b;
 	char err[128];
-	body_init(&b);
+	control_body_init(&b);
 	if (router_select_dry_run(&b.pk, file, priority_parse(prio), size, asked, err, sizeof err) < 0)
 		control_fail(c->cid, req->seq, "select: %s", err);
 	else
 		control_reply(c->cid, req->seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 /* The dashboard's document (GET /api/dashboard) as JSON text, without the history. */
@@ -350,11 +350,11 @@ static void cmd_dashboard(struct client *c, const struct msg *req)
 	struct strbuf s = { 0 };
 	metrics_dashboard_json(&s, 0);
 	struct body b;
-	body_init(&b);
+	control_body_init(&b);
 	msgpack_pack_str_with_body(&b.pk, s.p, s.len);
 	free(s.p);
 	control_reply(c->cid, req->seq, true, NULL, &b);
-	body_free(&b);
+	control_body_free(&b);
 }
 
 static const struct command {

@@ -44,13 +44,13 @@ static unsigned nclients;
 static uint64_t next_cid = 1;
 static msgpack_zone zone;
 
-void body_init(struct body *b)
+void control_body_init(struct body *b)
 {
 	msgpack_sbuffer_init(&b->sb);
 	msgpack_packer_init(&b->pk, &b->sb, pk_write);
 }
 
-void body_free(struct body *b) { msgpack_sbuffer_destroy(&b->sb); }
+void control_body_free(struct body *b) { msgpack_sbuffer_destroy(&b->sb); }
 
 struct client *control_client(uint64_t cid)
 {

@@ -31,8 +31,8 @@ struct body {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 };
-void body_init(struct body *b);
-void body_free(struct body *b);
+void control_body_init(struct body *b);
+void control_body_free(struct body *b);
 
 /* Listen on gateway.control_socket; refuses when another instance answers. */
 int control_listen(char *err, size_t errlen);

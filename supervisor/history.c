@@ -17,8 +17,8 @@ static bool primed;
 
 static void remember(void)
 {
-	for (int i = 0; i < R.nprotos; i++) {
-		const struct proto_stats *s = &R.protos[i].st;
+	for (int i = 0; i < router_state.nprotos; i++) {
+		const struct proto_stats *s = &router_state.protos[i].st;
 		prev[i].ok = s->success;
 		prev[i].retry = s->retries;
 		prev[i].fail = s->failure;
@@ -59,16 +59,16 @@ void history_tick(void)
 	for (uint64_t g = 1; g < gap; g++)
 		push(NULL);
 	struct history_sample s[MAX_PROTOS] = { 0 };
-	for (int i = 0; i < R.nprotos; i++) {
-		const struct proto_stats *st = &R.protos[i].st;
+	for (int i = 0; i < router_state.nprotos; i++) {
+		const struct proto_stats *st = &router_state.protos[i].st;
 		s[i].ok = clamp32(st->success - prev[i].ok);
 		s[i].retry = clamp32(st->retries - prev[i].retry);
 		s[i].fail = clamp32(st->failure - prev[i].fail);
 		struct latency d = { .count = st->lat.count - prev[i].lat_count, .max_us = st->lat.max_us };
 		for (unsigned b = 0; b < LAT_BUCKETS; b++)
 			d.buckets[b] = st->lat.buckets[b] - prev[i].buckets[b];
-		s[i].p50_us = clamp32(latency_quantile(&d, 0.5));
-		s[i].p99_us = clamp32(latency_quantile(&d, 0.99));
+		s[i].p50_us = clamp32(stats_latency_quantile(&d, 0.5));
+		s[i].p99_us = clamp32(stats_latency_quantile(&d, 0.99));
 	}
 	push(s);
 	end_s = now_s;

@@ -94,7 +94,7 @@ static unsigned nsse;
 static uint64_t last_push_ms, last_sig;
 static char listen_addr[96];
 
-void sb_printf(struct strbuf *b, const char *fmt, ...)
+void http_sb_printf(struct strbuf *b, const char *fmt, ...)
 {
 	va_list ap;
 	for (;;) {
@@ -112,19 +112,19 @@ void sb_printf(struct strbuf *b, const char *fmt, ...)
 	}
 }
 
-void sb_json_str(struct strbuf *b, const char *s)
+void http_sb_json_str(struct strbuf *b, const char *s)
 {
-	sb_printf(b, "\"");
+	http_sb_printf(b, "\"");
 	for (; s && *s; s++) {
 		unsigned char c = (unsigned char)*s;
 		if (c == '"' || c == '\\')
-			sb_printf(b, "\\%c", c);
+			http_sb_printf(b, "\\%c", c);
 		else if (c < 0x20 || c == 0x7f)
-			sb_printf(b, "\\u%04x", c);
+			http_sb_printf(b, "\\u%04x", c);
 		else
-			sb_printf(b, "%c", c);
+			http_sb_printf(b, "%c", c);
 	}
-	sb_printf(b, "\"");
+	http_sb_printf(b, "\"");
 }
 
 /* ---- connections ---- */
@@ -200,10 +200,10 @@ static void respond_raw(struct conn *c, int code, const char *ctype, const char 
 			const void *body, size_t len)
 {
 	struct strbuf out = { 0 };
-	sb_printf(&out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
+	http_sb_printf(&out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n"
 			"Cache-Control: %s\r\n%s%s\r\n", code, reason_of(code), ctype, len, cache, SECURITY_HEADERS,
 		  extra ? extra : "");
-	sb_printf(&out, "%.*s", (int)len, len ? (const char *)body : "");
+	http_sb_printf(&out, "%.*s", (int)len, len ? (const char *)body : "");
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	c->answered = true;
 	conn_write(c, out.p, out.len, true);
@@ -240,9 +240,9 @@ static void respond_json_error(struct conn *c, int code, const char *fmt, ...)
 	vsnprintf(text, sizeof text, fmt, ap);
 	va_end(ap);
 	struct strbuf b = { 0 };
-	sb_printf(&b, "{\"ok\":false,\"error\":");
-	sb_json_str(&b, text);
-	sb_printf(&b, "}\n");
+	http_sb_printf(&b, "{\"ok\":false,\"error\":");
+	http_sb_json_str(&b, text);
+	http_sb_printf(&b, "}\n");
 	respond(c, code, "application/json", &b);
 	free(b.p);
 }
@@ -415,7 +415,7 @@ static void sse_send(struct conn *c, const char *json, size_t len)
 	struct strbuf ev = { 0 };
 	while (len && json[len - 1] == '\n')
 		len--;
-	sb_printf(&ev, "event: dashboard\ndata: %.*s\n\n", (int)len, json);
+	http_sb_printf(&ev, "event: dashboard\ndata: %.*s\n\n", (int)len, json);
 	conn_write(c, ev.p, ev.len, false);
 	free(ev.p);
 }
@@ -456,9 +456,9 @@ static uint64_t signature(void)
 		MIX(p->connected);
 		MIX(p->restarts);
 	}
-	for (int i = 0; i < R.nprotos; i++)
-		MIX(R.protos[i].paused);
-	MIX(R.dead.n);
+	for (int i = 0; i < router_state.nprotos; i++)
+		MIX(router_state.protos[i].paused);
+	MIX(router_state.dead.n);
 	const struct recent_error *e = errors_get(0);
 	MIX(e ? e->wall_ms : 0);
 #undef MIX
@@ -509,7 +509,7 @@ static void start_events(struct conn *c)
 	nsse++;
 	c->len = 0;
 	struct strbuf h = { 0 };
-	sb_printf(&h, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+	http_sb_printf(&h, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
 		      "Connection: keep-alive\r\nX-Accel-Buffering: no\r\n%s\r\nretry: 2000\n\n", SECURITY_HEADERS);
 	conn_write(c, h.p, h.len, false);
 	free(h.p);
@@ -613,9 +613,9 @@ static void reply_members(struct strbuf *b, const struct local_reply *rep)
 				continue;
 			char key[80];
 			snprintf(key, sizeof key, "%.*s", (int)kv->key.via.str.size, kv->key.via.str.ptr);
-			sb_printf(b, ",");
-			sb_json_str(b, key);
-			sb_printf(b, ":%llu", (unsigned long long)kv->val.via.u64);
+			http_sb_printf(b, ",");
+			http_sb_json_str(b, key);
+			http_sb_printf(b, ":%llu", (unsigned long long)kv->val.via.u64);
 		}
 	msgpack_zone_destroy(&z);
 }
@@ -740,11 +740,11 @@ static void do_action(struct conn *c, const struct request *r, const char *what)
 	} else {
 		log_info("dashboard action: %s%s%s (uid %d)", a->path, name[0] ? " " : "", name, (int)uid);
 		struct strbuf b = { 0 };
-		sb_printf(&b, "{\"ok\":true,\"action\":\"%s\"", a->path);
+		http_sb_printf(&b, "{\"ok\":true,\"action\":\"%s\"", a->path);
 		if (name[0])
-			sb_printf(&b, ",\"name\":\"%s\"", name);
+			http_sb_printf(&b, ",\"name\":\"%s\"", name);
 		reply_members(&b, &rep);
-		sb_printf(&b, "}\n");
+		http_sb_printf(&b, "}\n");
 		respond(c, 200, "application/json", &b);
 		free(b.p);
 	}

@@ -21,8 +21,8 @@ struct strbuf {
 	char *p;
 	size_t len, cap;
 };
-void sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_json_str(struct strbuf *b, const char *s);
+void http_sb_printf(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void http_sb_json_str(struct strbuf *b, const char *s);
 void metrics_prometheus(struct strbuf *b);
 /* The dashboard's data with the newest history_samples seconds of history. */
 void metrics_dashboard_json(struct strbuf *b, unsigned history_samples);

@@ -22,7 +22,7 @@ static uint64_t peak; /* the largest backlog since the last trim */
 static void on_tick(uv_timer_t *t)
 {
 	(void)t;
-	uint64_t now = R.count;
+	uint64_t now = router_state.count;
 	if (now > peak)
 		peak = now;
 	if (peak < TRIM_BACKLOG || now > peak / 4)

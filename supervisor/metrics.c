@@ -18,17 +18,17 @@
 
 static void head(struct strbuf *b, const char *name, const char *type, const char *help)
 {
-	sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	http_sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static void per_protocol(struct strbuf *b, const char *name, const char *type, const char *help, size_t off)
 {
 	head(b, name, type, help);
-	for (int i = 0; i < R.nprotos; i++) {
-		if (!rproto_enabled(&R.protos[i]))
+	for (int i = 0; i < router_state.nprotos; i++) {
+		if (!rproto_enabled(&router_state.protos[i]))
 			continue;
-		const uint64_t *v = (const uint64_t *)((const char *)&R.protos[i].st + off);
-		sb_printf(b, "%s{protocol=\"%s\"} %llu\n", name, R.protos[i].name, (unsigned long long)*v);
+		const uint64_t *v = (const uint64_t *)((const char *)&router_state.protos[i].st + off);
+		http_sb_printf(b, "%s{protocol=\"%s\"} %llu\n", name, router_state.protos[i].name, (unsigned long long)*v);
 	}
 }
 
@@ -40,26 +40,26 @@ static void messages(struct strbuf *b)
 		{ "retry", offsetof(struct proto_stats, retries) },
 		{ "permfail", offsetof(struct proto_stats, failure) },
 	};
-	for (int i = 0; i < R.nprotos; i++)
-		for (size_t k = 0; k < 3 && rproto_enabled(&R.protos[i]); k++)
-			sb_printf(b, "ucgw_messages_total{protocol=\"%s\",result=\"%s\"} %llu\n", R.protos[i].name,
+	for (int i = 0; i < router_state.nprotos; i++)
+		for (size_t k = 0; k < 3 && rproto_enabled(&router_state.protos[i]); k++)
+			http_sb_printf(b, "ucgw_messages_total{protocol=\"%s\",result=\"%s\"} %llu\n", router_state.protos[i].name,
 				  res[k].result,
-				  (unsigned long long)*(const uint64_t *)((const char *)&R.protos[i].st + res[k].off));
+				  (unsigned long long)*(const uint64_t *)((const char *)&router_state.protos[i].st + res[k].off));
 }
 
 static void latency(struct strbuf *b)
 {
 	head(b, "ucgw_latency_seconds", "summary", "Time from handing a job to a worker to the server's acknowledgement.");
 	static const double qs[] = { 0.5, 0.9, 0.99 };
-	for (int i = 0; i < R.nprotos; i++) {
-		const struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		const struct rproto *rp = &router_state.protos[i];
 		if (!rproto_enabled(rp))
 			continue;
 		for (int k = 0; k < 3; k++)
-			sb_printf(b, "ucgw_latency_seconds{protocol=\"%s\",quantile=\"%g\"} %.6f\n", rp->name, qs[k],
-				  (double)latency_quantile(&rp->st.lat, qs[k]) / 1e6);
-		sb_printf(b, "ucgw_latency_seconds_sum{protocol=\"%s\"} %.6f\n", rp->name, (double)rp->st.lat.sum_us / 1e6);
-		sb_printf(b, "ucgw_latency_seconds_count{protocol=\"%s\"} %llu\n", rp->name,
+			http_sb_printf(b, "ucgw_latency_seconds{protocol=\"%s\",quantile=\"%g\"} %.6f\n", rp->name, qs[k],
+				  (double)stats_latency_quantile(&rp->st.lat, qs[k]) / 1e6);
+		http_sb_printf(b, "ucgw_latency_seconds_sum{protocol=\"%s\"} %.6f\n", rp->name, (double)rp->st.lat.sum_us / 1e6);
+		http_sb_printf(b, "ucgw_latency_seconds_count{protocol=\"%s\"} %llu\n", rp->name,
 			  (unsigned long long)rp->st.lat.count);
 	}
 }
@@ -68,34 +68,34 @@ static void workers(struct strbuf *b)
 {
 	head(b, "ucgw_worker_up", "gauge", "1 when the worker is ready and reaches its server.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
-		sb_printf(b, "ucgw_worker_up{worker=\"%s\"} %d\n", p->name, p->state == PROC_READY && p->connected);
+		http_sb_printf(b, "ucgw_worker_up{worker=\"%s\"} %d\n", p->name, p->state == PROC_READY && p->connected);
 	head(b, "ucgw_worker_restarts_total", "counter", "Restarts of the worker since the daemon started.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
-		sb_printf(b, "ucgw_worker_restarts_total{worker=\"%s\"} %u\n", p->name, p->restarts);
+		http_sb_printf(b, "ucgw_worker_restarts_total{worker=\"%s\"} %u\n", p->name, p->restarts);
 	head(b, "ucgw_worker_state", "gauge", "1 for the worker's current state.");
 	static const char *const states[] = { "starting", "ready", "backoff", "failed", "stopped" };
 	for (struct proc *p = proctab_first(); p; p = p->next)
 		for (int s = 0; s < 5; s++)
-			sb_printf(b, "ucgw_worker_state{worker=\"%s\",state=\"%s\"} %d\n", p->name, states[s],
+			http_sb_printf(b, "ucgw_worker_state{worker=\"%s\",state=\"%s\"} %d\n", p->name, states[s],
 				  (int)p->state == s);
 }
 
 static void queues(struct strbuf *b)
 {
 	head(b, "ucgw_queue_depth", "gauge", "Messages queued for the protocol's worker.");
-	for (int i = 0; i < R.nprotos; i++)
-		if (rproto_enabled(&R.protos[i]))
-			sb_printf(b, "ucgw_queue_depth{protocol=\"%s\"} %llu\n", R.protos[i].name,
-				  (unsigned long long)(R.protos[i].queue[0].n + R.protos[i].queue[1].n + R.protos[i].queue[2].n));
+	for (int i = 0; i < router_state.nprotos; i++)
+		if (rproto_enabled(&router_state.protos[i]))
+			http_sb_printf(b, "ucgw_queue_depth{protocol=\"%s\"} %llu\n", router_state.protos[i].name,
+				  (unsigned long long)(router_state.protos[i].queue[0].n + router_state.protos[i].queue[1].n + router_state.protos[i].queue[2].n));
 	head(b, "ucgw_inflight", "gauge", "Jobs a worker holds.");
-	for (int i = 0; i < R.nprotos; i++)
-		if (rproto_enabled(&R.protos[i]))
-			sb_printf(b, "ucgw_inflight{protocol=\"%s\"} %llu\n", R.protos[i].name,
-				  (unsigned long long)R.protos[i].inflight.n);
+	for (int i = 0; i < router_state.nprotos; i++)
+		if (rproto_enabled(&router_state.protos[i]))
+			http_sb_printf(b, "ucgw_inflight{protocol=\"%s\"} %llu\n", router_state.protos[i].name,
+				  (unsigned long long)router_state.protos[i].inflight.n);
 	head(b, "ucgw_window", "gauge", "Jobs a worker may hold now (the adaptive window).");
-	for (int i = 0; i < R.nprotos; i++)
-		if (rproto_enabled(&R.protos[i]))
-			sb_printf(b, "ucgw_window{protocol=\"%s\"} %u\n", R.protos[i].name, window_now(&R.protos[i]));
+	for (int i = 0; i < router_state.nprotos; i++)
+		if (rproto_enabled(&router_state.protos[i]))
+			http_sb_printf(b, "ucgw_window{protocol=\"%s\"} %u\n", router_state.protos[i].name, window_now(&router_state.protos[i]));
 }
 
 static void spool(struct strbuf *b)
@@ -103,36 +103,36 @@ static void spool(struct strbuf *b)
 	struct spool_stats st;
 	spool_stats(&st);
 	head(b, "ucgw_spool_messages", "gauge", "Messages in the spool, waiting or in flight.");
-	sb_printf(b, "ucgw_spool_messages %llu\n", (unsigned long long)R.count);
+	http_sb_printf(b, "ucgw_spool_messages %llu\n", (unsigned long long)router_state.count);
 	head(b, "ucgw_spool_bytes", "gauge", "Payload bytes in the spool.");
-	sb_printf(b, "ucgw_spool_bytes %llu\n", (unsigned long long)R.bytes);
+	http_sb_printf(b, "ucgw_spool_bytes %llu\n", (unsigned long long)router_state.bytes);
 	head(b, "ucgw_spool_oldest_age_seconds", "gauge", "Age of the oldest message in the spool.");
-	sb_printf(b, "ucgw_spool_oldest_age_seconds %.3f\n",
-		  R.all.head ? (double)(wall_ms() - R.all.head->created_wall_ms) / 1000 : 0.0);
+	http_sb_printf(b, "ucgw_spool_oldest_age_seconds %.3f\n",
+		  router_state.all.head ? (double)(wall_ms() - router_state.all.head->created_wall_ms) / 1000 : 0.0);
 	head(b, "ucgw_spool_dead_messages", "gauge", "Messages in the dead-letter area.");
-	sb_printf(b, "ucgw_spool_dead_messages %llu\n", (unsigned long long)R.dead.n);
+	http_sb_printf(b, "ucgw_spool_dead_messages %llu\n", (unsigned long long)router_state.dead.n);
 	head(b, "ucgw_spool_rejected_total", "counter", "Messages refused because the spool was full.");
-	sb_printf(b, "ucgw_spool_rejected_total %llu\n", (unsigned long long)R.rejected_full);
+	http_sb_printf(b, "ucgw_spool_rejected_total %llu\n", (unsigned long long)router_state.rejected_full);
 	head(b, "ucgw_spool_written_bytes_total", "counter", "Bytes written to spool segments.");
-	sb_printf(b, "ucgw_spool_written_bytes_total %llu\n", (unsigned long long)st.written_bytes);
+	http_sb_printf(b, "ucgw_spool_written_bytes_total %llu\n", (unsigned long long)st.written_bytes);
 	head(b, "ucgw_spool_corrupt_segments_total", "counter", "Segments moved aside after a failed checksum.");
-	sb_printf(b, "ucgw_spool_corrupt_segments_total %llu\n", (unsigned long long)st.corrupt_segments);
+	http_sb_printf(b, "ucgw_spool_corrupt_segments_total %llu\n", (unsigned long long)st.corrupt_segments);
 	head(b, "ucgw_spool_corrupt_records_total", "counter", "Damaged stretches skipped when the spool was replayed.");
-	sb_printf(b, "ucgw_spool_corrupt_records_total %llu\n", (unsigned long long)st.corrupt_records);
+	http_sb_printf(b, "ucgw_spool_corrupt_records_total %llu\n", (unsigned long long)st.corrupt_records);
 	head(b, "ucgw_spool_stray_files_removed_total", "counter",
 	     "Copies in the spool's file area that no message referred to, removed at start.");
-	sb_printf(b, "ucgw_spool_stray_files_removed_total %llu\n", (unsigned long long)st.stray_files_removed);
+	http_sb_printf(b, "ucgw_spool_stray_files_removed_total %llu\n", (unsigned long long)st.stray_files_removed);
 }
 
 static void network(struct strbuf *b)
 {
 	head(b, "ucgw_network_rtt_seconds", "gauge", "Average round trip to the protocol's server, recent samples.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
-		sb_printf(b, "ucgw_network_rtt_seconds{server=\"%s\"} %.6f\n", p->name,
+		http_sb_printf(b, "ucgw_network_rtt_seconds{server=\"%s\"} %.6f\n", p->name,
 			  (double)monitor_rtt_us(p->name) / 1e6);
 	head(b, "ucgw_network_quality", "gauge", "0 unknown, 1 poor, 2 fair, 3 good, 4 excellent.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
-		sb_printf(b, "ucgw_network_quality{server=\"%s\"} %d\n", p->name, (int)monitor_quality(p->name));
+		http_sb_printf(b, "ucgw_network_quality{server=\"%s\"} %d\n", p->name, (int)monitor_quality(p->name));
 }
 
 void metrics_prometheus(struct strbuf *b)
@@ -191,9 +191,9 @@ static const char *worker_status(const struct proc *p)
 
 static void dash_gateway(struct strbuf *b)
 {
-	sb_printf(b, "\"gateway\":{\"version\":\"%s\",\"device_id\":", UCGW_VERSION);
-	sb_json_str(b, config_str(sup.cfg, "gateway", "device_id"));
-	sb_printf(b, ",\"pid\":%d,\"state\":\"%s\",\"uptime_s\":%llu,\"time_ms\":%llu,\"reloads\":%llu,"
+	http_sb_printf(b, "\"gateway\":{\"version\":\"%s\",\"device_id\":", UCGW_VERSION);
+	http_sb_json_str(b, config_str(sup.cfg, "gateway", "device_id"));
+	http_sb_printf(b, ",\"pid\":%d,\"state\":\"%s\",\"uptime_s\":%llu,\"time_ms\":%llu,\"reloads\":%llu,"
 		     "\"actions\":%s,\"auth_required\":%s,\"inflight\":%u}",
 		  (int)getpid(), sup.stopping ? "stopping" : "running",
 		  (unsigned long long)((now_ms() - sup.start_ms) / 1000), (unsigned long long)wall_ms(),
@@ -203,10 +203,10 @@ static void dash_gateway(struct strbuf *b)
 
 static void dash_protocols(struct strbuf *b)
 {
-	sb_printf(b, ",\"protocol_stats\":{");
+	http_sb_printf(b, ",\"protocol_stats\":{");
 	bool first = true;
-	for (int i = 0; i < R.nprotos; i++) {
-		const struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		const struct rproto *rp = &router_state.protos[i];
 		if (!rproto_enabled(rp))
 			continue;
 		const struct proto_stats *s = &rp->st;
@@ -214,13 +214,13 @@ static void dash_protocols(struct strbuf *b)
 		history_sum(rp->idx, 10, &ok10, &r10, &f10);
 		history_sum(rp->idx, 60, &ok60, &r60, &f60);
 		unsigned span = history_len() < 10 ? history_len() : 10;
-		sb_printf(b, "%s\"%s\":{\"success_rate\":%.4f,\"total_attempts\":%llu,\"average_latency\":%.6f,"
+		http_sb_printf(b, "%s\"%s\":{\"success_rate\":%.4f,\"total_attempts\":%llu,\"average_latency\":%.6f,"
 			     "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"success\":%llu,\"failure\":%llu,\"retries\":%llu,"
 			     "\"fallback_out\":%llu,\"fallback_in\":%llu,\"bytes\":%llu,\"queued\":%llu,\"inflight\":%llu,"
 			     "\"dead\":%llu,\"expired\":%llu,\"dropped\":%llu,\"rate_per_s\":%.2f,\"attempts_60s\":%llu,",
 			  first ? "" : ",", rp->name, total ? (double)s->success / (double)total : 0.0,
 			  (unsigned long long)(total + s->retries), s->lat.count ? (double)s->lat.sum_us / s->lat.count / 1e6 : 0.0,
-			  (double)latency_quantile(&s->lat, 0.5) / 1000, (double)latency_quantile(&s->lat, 0.99) / 1000,
+			  (double)stats_latency_quantile(&s->lat, 0.5) / 1000, (double)stats_latency_quantile(&s->lat, 0.99) / 1000,
 			  (unsigned long long)s->success, (unsigned long long)s->failure, (unsigned long long)s->retries,
 			  (unsigned long long)s->fallback_out, (unsigned long long)s->fallback_in, (unsigned long long)s->bytes,
 			  (unsigned long long)(rp->queue[0].n + rp->queue[1].n + rp->queue[2].n),
@@ -228,111 +228,111 @@ static void dash_protocols(struct strbuf *b)
 			  (unsigned long long)s->dropped, span ? (double)ok10 / span : 0.0,
 			  (unsigned long long)(ok60 + r60 + f60));
 		if (ok60 + r60 + f60)
-			sb_printf(b, "\"success_rate_60s\":%.4f,", (double)ok60 / (double)(ok60 + r60 + f60));
+			http_sb_printf(b, "\"success_rate_60s\":%.4f,", (double)ok60 / (double)(ok60 + r60 + f60));
 		else
-			sb_printf(b, "\"success_rate_60s\":null,");
-		sb_printf(b, "\"window\":%u,\"window_state\":", window_now(rp));
-		sb_json_str(b, window_phase(rp));
-		sb_printf(b, ",");
+			http_sb_printf(b, "\"success_rate_60s\":null,");
+		http_sb_printf(b, "\"window\":%u,\"window_state\":", window_now(rp));
+		http_sb_json_str(b, window_phase(rp));
+		http_sb_printf(b, ",");
 		/* a backlog spread: what it took over from other protocols' queues, and they from its own */
-		sb_printf(b, "\"taken_over\":%llu,\"given\":%llu,", (unsigned long long)s->stolen,
+		http_sb_printf(b, "\"taken_over\":%llu,\"given\":%llu,", (unsigned long long)s->stolen,
 			  (unsigned long long)s->given);
-		sb_printf(b, "\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, proctab_find(rp->name)),
+		http_sb_printf(b, "\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, proctab_find(rp->name)),
 			  rp->paused ? "true" : "false");
 		if (now_ms() < rp->cool_until)
-			sb_json_str(b, rp->cool_reason);
+			http_sb_json_str(b, rp->cool_reason);
 		else
-			sb_printf(b, "null");
-		sb_printf(b, "}");
+			http_sb_printf(b, "null");
+		http_sb_printf(b, "}");
 		first = false;
 	}
-	sb_printf(b, "}");
+	http_sb_printf(b, "}");
 }
 
 static void dash_network(struct strbuf *b)
 {
-	sb_printf(b, ",\"network_quality\":{");
+	http_sb_printf(b, ",\"network_quality\":{");
 	bool first = true;
 	for (struct proc *p = proctab_first(); p; p = p->next, first = false) {
 		char server[300] = "";
 		probe_target(p->name, server, sizeof server);
-		sb_printf(b, "%s\"%s\":{\"quality\":\"%s\",\"rtt_ms\":%.3f,\"loss\":%.3f,\"up\":%s,\"server\":",
-			  first ? "" : ",", p->name, quality_str(monitor_quality(p->name)),
+		http_sb_printf(b, "%s\"%s\":{\"quality\":\"%s\",\"rtt_ms\":%.3f,\"loss\":%.3f,\"up\":%s,\"server\":",
+			  first ? "" : ",", p->name, monitor_quality_str(monitor_quality(p->name)),
 			  (double)monitor_rtt_us(p->name) / 1000, monitor_loss(p->name),
 			  p->state == PROC_READY && p->connected ? "true" : "false");
-		sb_json_str(b, server);
-		sb_printf(b, ",\"health\":");
-		sb_json_str(b, p->health);
-		sb_printf(b, "}");
+		http_sb_json_str(b, server);
+		http_sb_printf(b, ",\"health\":");
+		http_sb_json_str(b, p->health);
+		http_sb_printf(b, "}");
 	}
-	sb_printf(b, "},\"active_connections\":{");
+	http_sb_printf(b, "},\"active_connections\":{");
 	first = true;
 	for (struct proc *p = proctab_first(); p; p = p->next, first = false)
-		sb_printf(b, "%s\"%s\":%d", first ? "" : ",", p->name, p->state == PROC_READY && p->connected);
-	sb_printf(b, "}");
+		http_sb_printf(b, "%s\"%s\":%d", first ? "" : ",", p->name, p->state == PROC_READY && p->connected);
+	http_sb_printf(b, "}");
 }
 
 static void dash_workers(struct strbuf *b)
 {
-	sb_printf(b, ",\"workers\":[");
+	http_sb_printf(b, ",\"workers\":[");
 	bool first = true;
 	for (struct proc *p = proctab_first(); p; p = p->next, first = false) {
 		struct rproto *rp = rproto_by_name(p->name);
-		sb_printf(b, "%s{\"name\":\"%s\",\"state\":\"%s\",\"status\":\"%s\",\"pid\":%d,\"restarts\":%u,"
+		http_sb_printf(b, "%s{\"name\":\"%s\",\"state\":\"%s\",\"status\":\"%s\",\"pid\":%d,\"restarts\":%u,"
 			     "\"connected\":%s,\"paused\":%s,\"inflight\":%u,\"uptime_s\":%llu,\"last_exit\":",
 			  first ? "" : ",", p->name, proc_state_str(p->state), worker_status(p), (int)(p->pid > 0 ? p->pid : 0),
 			  p->restarts, p->connected ? "true" : "false", rp && rp->paused ? "true" : "false", p->inflight,
 			  (unsigned long long)(p->pid > 0 ? (now_ms() - p->start_ms) / 1000 : 0));
-		sb_json_str(b, p->last_exit);
-		sb_printf(b, ",\"health\":");
-		sb_json_str(b, p->health);
+		http_sb_json_str(b, p->last_exit);
+		http_sb_printf(b, ",\"health\":");
+		http_sb_json_str(b, p->health);
 		struct crash_summary cs;
 		if (crashlog_newest(p->name, &cs)) {
-			sb_printf(b, ",\"crash\":{\"file\":");
-			sb_json_str(b, cs.file);
-			sb_printf(b, ",\"time\":");
-			sb_json_str(b, cs.time);
-			sb_printf(b, ",\"summary\":");
-			sb_json_str(b, cs.summary);
-			sb_printf(b, "}}");
+			http_sb_printf(b, ",\"crash\":{\"file\":");
+			http_sb_json_str(b, cs.file);
+			http_sb_printf(b, ",\"time\":");
+			http_sb_json_str(b, cs.time);
+			http_sb_printf(b, ",\"summary\":");
+			http_sb_json_str(b, cs.summary);
+			http_sb_printf(b, "}}");
 		} else {
-			sb_printf(b, ",\"crash\":null}");
+			http_sb_printf(b, ",\"crash\":null}");
 		}
 	}
-	sb_printf(b, "]");
+	http_sb_printf(b, "]");
 }
 
 static void dash_spool(struct strbuf *b)
 {
 	long long maxm = (long long)config_int(sup.cfg, "spool", "max_messages");
 	long long maxb = (long long)config_int(sup.cfg, "spool", "max_bytes");
-	double fm = maxm > 0 ? (double)R.count / (double)maxm : 0, fb = maxb > 0 ? (double)R.bytes / (double)maxb : 0;
+	double fm = maxm > 0 ? (double)router_state.count / (double)maxm : 0, fb = maxb > 0 ? (double)router_state.bytes / (double)maxb : 0;
 	double fill = fm > fb ? fm : fb;
-	sb_printf(b, ",\"spool\":{\"depth\":%llu,\"bytes\":%llu,\"dead\":%llu,\"waiting\":%llu,\"oldest_age_ms\":%llu,"
+	http_sb_printf(b, ",\"spool\":{\"depth\":%llu,\"bytes\":%llu,\"dead\":%llu,\"waiting\":%llu,\"oldest_age_ms\":%llu,"
 		     "\"max_messages\":%lld,\"max_bytes\":%lld,\"full_policy\":\"%s\",\"rejected_full\":%llu,"
 		     "\"dropped\":%llu,\"accepted\":%llu,\"fill\":%.4f,\"near_limit\":%s,\"full\":%s}",
-		  (unsigned long long)R.count, (unsigned long long)R.bytes, (unsigned long long)R.dead.n,
-		  (unsigned long long)R.waiting.n,
-		  (unsigned long long)(R.all.head ? wall_ms() - R.all.head->created_wall_ms : 0), maxm, maxb,
-		  config_str(sup.cfg, "spool", "full_policy"), (unsigned long long)R.rejected_full,
-		  (unsigned long long)R.dropped, (unsigned long long)R.accepted, fill,
+		  (unsigned long long)router_state.count, (unsigned long long)router_state.bytes, (unsigned long long)router_state.dead.n,
+		  (unsigned long long)router_state.waiting.n,
+		  (unsigned long long)(router_state.all.head ? wall_ms() - router_state.all.head->created_wall_ms : 0), maxm, maxb,
+		  config_str(sup.cfg, "spool", "full_policy"), (unsigned long long)router_state.rejected_full,
+		  (unsigned long long)router_state.dropped, (unsigned long long)router_state.accepted, fill,
 		  fill >= SPOOL_NEAR_LIMIT ? "true" : "false", fill >= 1.0 ? "true" : "false");
 }
 
 static void dash_errors(struct strbuf *b)
 {
-	sb_printf(b, ",\"recent_errors\":[");
+	http_sb_printf(b, ",\"recent_errors\":[");
 	const struct recent_error *e;
 	for (unsigned i = 0; (e = errors_get(i)); i++) {
-		sb_printf(b, "%s{\"time\":%llu,\"protocol\":", i ? "," : "", (unsigned long long)e->wall_ms);
-		sb_json_str(b, e->protocol);
-		sb_printf(b, ",\"id\":");
-		sb_json_str(b, e->id);
-		sb_printf(b, ",\"message\":");
-		sb_json_str(b, e->reason);
-		sb_printf(b, "}");
+		http_sb_printf(b, "%s{\"time\":%llu,\"protocol\":", i ? "," : "", (unsigned long long)e->wall_ms);
+		http_sb_json_str(b, e->protocol);
+		http_sb_printf(b, ",\"id\":");
+		http_sb_json_str(b, e->id);
+		http_sb_printf(b, ",\"message\":");
+		http_sb_json_str(b, e->reason);
+		http_sb_printf(b, "}");
 	}
-	sb_printf(b, "]");
+	http_sb_printf(b, "]");
 }
 
 /* The newest n samples of the last minutes, one array per series. */
@@ -341,41 +341,41 @@ static void dash_history(struct strbuf *b, unsigned n)
 	unsigned len = history_len();
 	if (n > len)
 		n = len;
-	sb_printf(b, ",\"history\":{\"step_s\":1,\"end_s\":%llu,\"len\":%u,\"protocols\":{",
+	http_sb_printf(b, ",\"history\":{\"step_s\":1,\"end_s\":%llu,\"len\":%u,\"protocols\":{",
 		  (unsigned long long)history_end_s(), n);
 	static const char *const series[] = { "ok", "retry", "fail", "p50_ms", "p99_ms" };
 	bool first = true;
-	for (int i = 0; i < R.nprotos; i++) {
-		const struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		const struct rproto *rp = &router_state.protos[i];
 		if (!rproto_enabled(rp))
 			continue;
-		sb_printf(b, "%s\"%s\":{", first ? "" : ",", rp->name);
+		http_sb_printf(b, "%s\"%s\":{", first ? "" : ",", rp->name);
 		for (int k = 0; k < 5; k++) {
-			sb_printf(b, "%s\"%s\":[", k ? "," : "", series[k]);
+			http_sb_printf(b, "%s\"%s\":[", k ? "," : "", series[k]);
 			for (unsigned j = len - n; j < len; j++) {
 				const struct history_sample *h = history_get(rp->idx, j);
 				const char *sep = j > len - n ? "," : "";
 				switch (k) {
-				case 0: sb_printf(b, "%s%u", sep, h->ok); break;
-				case 1: sb_printf(b, "%s%u", sep, h->retry); break;
-				case 2: sb_printf(b, "%s%u", sep, h->fail); break;
-				case 3: sb_printf(b, "%s%.3f", sep, h->p50_us / 1000.0); break;
-				case 4: sb_printf(b, "%s%.3f", sep, h->p99_us / 1000.0); break;
+				case 0: http_sb_printf(b, "%s%u", sep, h->ok); break;
+				case 1: http_sb_printf(b, "%s%u", sep, h->retry); break;
+				case 2: http_sb_printf(b, "%s%u", sep, h->fail); break;
+				case 3: http_sb_printf(b, "%s%.3f", sep, h->p50_us / 1000.0); break;
+				case 4: http_sb_printf(b, "%s%.3f", sep, h->p99_us / 1000.0); break;
 				}
 			}
-			sb_printf(b, "]");
+			http_sb_printf(b, "]");
 		}
-		sb_printf(b, "}");
+		http_sb_printf(b, "}");
 		first = false;
 	}
-	sb_printf(b, "}}");
+	http_sb_printf(b, "}}");
 }
 
 /* The reference design's CommunicationDashboard.get_dashboard_data(), and what
  * the dashboard page shows: history_samples of the per-second history (0: none). */
 void metrics_dashboard_json(struct strbuf *b, unsigned history_samples)
 {
-	sb_printf(b, "{");
+	http_sb_printf(b, "{");
 	dash_gateway(b);
 	dash_protocols(b);
 	dash_network(b);
@@ -383,5 +383,5 @@ void metrics_dashboard_json(struct strbuf *b, unsigned history_samples)
 	dash_spool(b);
 	dash_errors(b);
 	dash_history(b, history_samples);
-	sb_printf(b, "}\n");
+	http_sb_printf(b, "}\n");
 }

@@ -21,13 +21,13 @@ static struct server {
 	unsigned nlost;
 } servers[MAX_SERVERS];
 
-const char *quality_str(enum quality q)
+const char *monitor_quality_str(enum quality q)
 {
 	static const char *const names[] = { "unknown", "poor", "fair", "good", "excellent" };
 	return names[q];
 }
 
-bool quality_at_least_good(enum quality q) { return q >= Q_GOOD; }
+bool monitor_quality_at_least_good(enum quality q) { return q >= Q_GOOD; }
 
 static struct server *server(const char *name, bool create)
 {

@@ -9,8 +9,8 @@
 
 enum quality { Q_UNKNOWN, Q_POOR, Q_FAIR, Q_GOOD, Q_EXCELLENT };
 
-const char *quality_str(enum quality q);
-bool quality_at_least_good(enum quality q);
+const char *monitor_quality_str(enum quality q);
+bool monitor_quality_at_least_good(enum quality q);
 /* Record one round trip (rtt_us) or one loss (lost) for a protocol's server. */
 void monitor_sample(const char *protocol, uint64_t rtt_us, bool lost);
 enum quality monitor_quality(const char *protocol);

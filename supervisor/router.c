@@ -21,7 +21,7 @@
 #include "supervisor/sup.h"
 #include "supervisor/window.h"
 
-struct router R;
+struct router router_state;
 
 /* ---- the id index and the age list ---- */
 
@@ -29,7 +29,7 @@ static unsigned id_hash(const char *id) { return id_hash32(id) & (ID_BUCKETS - 1
 
 struct smsg *router_find(const char *id)
 {
-	for (struct smsg *m = R.buckets[id_hash(id)]; m; m = m->hnext)
+	for (struct smsg *m = router_state.buckets[id_hash(id)]; m; m = m->hnext)
 		if (strcmp(m->id, id) == 0)
 			return m;
 	return NULL;
@@ -38,28 +38,28 @@ struct smsg *router_find(const char *id)
 static void index_add(struct smsg *m)
 {
 	unsigned h = id_hash(m->id);
-	m->hnext = R.buckets[h];
-	R.buckets[h] = m;
-	R.count++;
-	R.bytes += m->size;
+	m->hnext = router_state.buckets[h];
+	router_state.buckets[h] = m;
+	router_state.count++;
+	router_state.bytes += m->size;
 }
 
 static void age_del(struct smsg *m);
 
 static void index_del(struct smsg *m)
 {
-	struct smsg **pp = &R.buckets[id_hash(m->id)];
+	struct smsg **pp = &router_state.buckets[id_hash(m->id)];
 	while (*pp && *pp != m)
 		pp = &(*pp)->hnext;
 	if (*pp)
 		*pp = m->hnext;
-	R.count--;
-	R.bytes -= m->size;
+	router_state.count--;
+	router_state.bytes -= m->size;
 }
 
 /* ---- lists: every message is on exactly one ---- */
 
-void list_push(struct mlist *l, struct smsg *m)
+void mlist_push(struct mlist *l, struct smsg *m)
 {
 	m->qnext = NULL;
 	m->qprev = l->tail;
@@ -71,7 +71,7 @@ void list_push(struct mlist *l, struct smsg *m)
 	l->n++;
 }
 
-void list_del(struct mlist *l, struct smsg *m)
+void mlist_del(struct mlist *l, struct smsg *m)
 {
 	if (m->qprev)
 		m->qprev->qnext = m->qnext;
@@ -85,14 +85,14 @@ void list_del(struct mlist *l, struct smsg *m)
 	l->n--;
 }
 
-struct mlist *list_of(struct smsg *m)
+struct mlist *mlist_of(struct smsg *m)
 {
 	struct rproto *rp = rproto_by_name(m->worker);
 	switch (m->state) {
 	case SM_QUEUED: return rp ? &rp->queue[m->priority] : NULL;
 	case SM_INFLIGHT: return rp ? &rp->inflight : NULL;
-	case SM_WAITING: return &R.waiting;
-	case SM_DEAD: return &R.dead;
+	case SM_WAITING: return &router_state.waiting;
+	case SM_DEAD: return &router_state.dead;
 	case SM_LIMBO:
 	case SM_GONE:
 	case SM_NSTATES: return NULL;
@@ -102,9 +102,9 @@ struct mlist *list_of(struct smsg *m)
 
 static void unlist(struct smsg *m)
 {
-	struct mlist *l = list_of(m);
+	struct mlist *l = mlist_of(m);
 	if (l)
-		list_del(l, m);
+		mlist_del(l, m);
 }
 
 /* The one place a message's state changes: the move must be in msgstate.c's
@@ -141,9 +141,9 @@ static void transition(struct smsg *m, enum msg_event ev)
 
 struct rproto *rproto_by_name(const char *name)
 {
-	for (int i = 0; i < R.nprotos; i++) /* asked several times per message: the first letter first */
-		if (R.protos[i].name[0] == name[0] && strcmp(R.protos[i].name, name) == 0)
-			return &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) /* asked several times per message: the first letter first */
+		if (router_state.protos[i].name[0] == name[0] && strcmp(router_state.protos[i].name, name) == 0)
+			return &router_state.protos[i];
 	return NULL;
 }
 
@@ -173,14 +173,14 @@ int router_pause(const char *name, bool pause)
 
 static void router_init_protos(void)
 {
-	if (R.nprotos)
+	if (router_state.nprotos)
 		return;
-	for (size_t i = 0; i < cfg_schema_len && R.nprotos < MAX_PROTOS; i++) {
+	for (size_t i = 0; i < cfg_schema_len && router_state.nprotos < MAX_PROTOS; i++) {
 		if (!cfg_schema[i].worker)
 			continue;
-		struct rproto *rp = &R.protos[R.nprotos];
+		struct rproto *rp = &router_state.protos[router_state.nprotos];
 		rp->name = cfg_schema[i].name;
-		rp->idx = R.nprotos++;
+		rp->idx = router_state.nprotos++;
 		rp->files = strcmp(rp->name, "sftp") == 0 || strcmp(rp->name, "rsync") == 0 ||
 			    strcmp(rp->name, "testworker") == 0;
 		rp->meta = !(strcmp(rp->name, "sftp") == 0 || strcmp(rp->name, "rsync") == 0);
@@ -190,7 +190,7 @@ static void router_init_protos(void)
 /* ---- outcomes ---- */
 
 /* Packed for every message a client waits for: straight into the body's buffer. */
-void pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status)
+void router_pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status)
 {
 	msgpack_sbuffer *sb = pk_sbuffer(pk);
 	const struct hop *last = m->nroute ? &m->route[m->nroute - 1] : NULL;
@@ -345,8 +345,8 @@ static void to_dead(struct smsg *m)
 {
 	unlist(m);
 	transition(m, EV_KILL);
-	list_push(&R.dead, m);
-	R.dead_total++;
+	mlist_push(&router_state.dead, m);
+	router_state.dead_total++;
 	stats_dead(m);
 	log_warnx("message %s is dead-lettered: no protocol may deliver it (%s)", m->id, m->last_error);
 	spool_dead(m, m->last_error);
@@ -414,10 +414,10 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	}
 	if (m->kind == JOB_FILE && (fd = spool_open_file(m, m->last_error, sizeof m->last_error)) < 0)
 		return -1;
-	struct msg j = { .type = MSG_JOB, .seq = ++R.job_seq, .id = m->id, .kind = m->kind,
+	struct msg j = { .type = MSG_JOB, .seq = ++router_state.job_seq, .id = m->id, .kind = m->kind,
 			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
 			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,
-			 .attempt = m->tries, .encrypt = m->encrypt };
+			 .attempt = m->tries };
 	char *sealed = NULL;
 	if (m->kind == JOB_META) {
 		j.payload = m->payload;
@@ -431,7 +431,6 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 			}
 			j.payload = sealed;
 			j.payload_len = len;
-			j.encrypt = false; /* done here: the worker sends it as it is */
 		}
 	}
 	int rc = proc_send(p, &j, fd);
@@ -460,19 +459,19 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	h->status = 255;
 	h->start_wall_ms = wall_ms();
 	transition(m, EV_SEND);
-	list_push(&rp->inflight, m);
+	mlist_push(&rp->inflight, m);
 	p->inflight++;
-	R.inflight++;
+	router_state.inflight++;
 	return 0;
 }
 
 static bool drain_token(void)
 {
-	if (R.drain_rate == 0)
+	if (router_state.drain_rate == 0)
 		return true;
-	if (R.credit < 1000)
+	if (router_state.credit < 1000)
 		return false;
-	R.credit -= 1000;
+	router_state.credit -= 1000;
 	return true;
 }
 
@@ -481,11 +480,11 @@ static bool drain_token(void)
  * at most one tick's worth (or one message), so that no burst builds up. */
 static void drain_refill(void)
 {
-	uint64_t now = now_ms(), cap = R.drain_rate * TICK_MS > 1000 ? R.drain_rate * TICK_MS : 1000;
-	R.credit += R.drain_rate * (now - R.credit_ms);
-	if (R.credit > cap)
-		R.credit = cap;
-	R.credit_ms = now;
+	uint64_t now = now_ms(), cap = router_state.drain_rate * TICK_MS > 1000 ? router_state.drain_rate * TICK_MS : 1000;
+	router_state.credit += router_state.drain_rate * (now - router_state.credit_ms);
+	if (router_state.credit > cap)
+		router_state.credit = cap;
+	router_state.credit_ms = now;
 }
 
 static void to_waiting(struct smsg *m, uint64_t delay);
@@ -511,15 +510,15 @@ static struct smsg *steal_candidate(struct rproto *rp)
 		return NULL;
 	uint64_t now = now_ms();
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
-		for (int i = 0; i < R.nprotos; i++) {
-			struct rproto *from = &R.protos[i];
+		for (int i = 0; i < router_state.nprotos; i++) {
+			struct rproto *from = &router_state.protos[i];
 			unsigned k = 0;
 			if (from == rp)
 				continue;
 			for (struct smsg *m = from->queue[pr].head; m && k < STEAL_SCAN; m = m->qnext, k++) {
 				if (now - m->queued_ms < STEAL_AFTER_MS)
 					break; /* the queue is in the order they joined it: the rest are younger */
-				if (chain_may_take(m, rp))
+				if (select_chain_may_take(m, rp))
 					return m;
 			}
 		}
@@ -580,7 +579,7 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 	transition(m, EV_ENQUEUE);
 	m->queued_ms = now_ms();
 	str_copy(m->worker, sizeof m->worker, rp->name);
-	list_push(&rp->queue[m->priority], m);
+	mlist_push(&rp->queue[m->priority], m);
 	router_pump(rp);
 }
 
@@ -590,13 +589,13 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 static void to_waiting(struct smsg *m, uint64_t delay)
 {
 	unlist(m);
-	if (m->kind == JOB_META && R.bytes > PAYLOAD_MEMORY_BUDGET) { /* read back when its turn comes */
+	if (m->kind == JOB_META && router_state.bytes > PAYLOAD_MEMORY_BUDGET) { /* read back when its turn comes */
 		free(m->payload);
 		m->payload = NULL;
 	}
 	transition(m, EV_WAIT);
 	m->next_try_ms = now_ms() + delay;
-	list_push(&R.waiting, m);
+	mlist_push(&router_state.waiting, m);
 }
 
 /* The wait after one of prev ms: spool.retry_backoff_min_ms first (prev 0),
@@ -628,7 +627,7 @@ static void no_carrier(struct smsg *m)
 {
 	const char *what = m->kind == JOB_FILE ? "file" : "message";
 	char why[sizeof m->last_error];
-	bool configured = carriers_configured(m, why, sizeof why);
+	bool configured = select_carriers_configured(m, why, sizeof why);
 	if (configured) {
 		snprintf(m->last_error, sizeof m->last_error, "no worker can take this %s now: %s", what, why);
 		wait_round(m, 0);
@@ -663,7 +662,7 @@ void router_route(struct smsg *m)
 	m->tried = m->tried_down = 0;
 	memset(m->permfail, 0, sizeof m->permfail);
 	struct rproto *rp = select_protocol(m);
-	if (!R.started && (m->replayed || !R.workers_ms) && (!rp || !rproto_up(rp))) {
+	if (!router_state.started && (m->replayed || !router_state.workers_ms) && (!rp || !rproto_up(rp))) {
 		hold_for_start(m);
 		return;
 	}
@@ -686,7 +685,7 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 {
 	if (strcmp(rp->name, "rest") != 0 || (int64_t)m->again_n + 1 >= config_int(sup.cfg, "rest", "retry_attempts"))
 		return false;
-	if (chain_back(m, rp, true)) /* never wait on rest while one before it in the chain is back */
+	if (select_chain_back(m, rp, true)) /* never wait on rest while one before it in the chain is back */
 		return false;
 	uint64_t delay = next_backoff(0); /* doubled again_n times: a shift would overflow (retry_attempts <= 100) */
 	for (unsigned k = 0; k < m->again_n; k++)
@@ -713,11 +712,11 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 		m->permfail[rp->idx] = true;
 	else
 		m->round_retry = true;
-	if (chain_back(m, rp, true)) { /* one ahead of rp came back: a round starts at the head */
+	if (select_chain_back(m, rp, true)) { /* one ahead of rp came back: a round starts at the head */
 		router_route(m);
 		return;
 	}
-	struct rproto *next = next_in_chain(m, rp);
+	struct rproto *next = select_next_in_chain(m, rp);
 	if (next) {
 		m->tried |= 1u << next->idx;
 		stats_fallback(rp, next);
@@ -725,7 +724,7 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 		router_enqueue(m, next);
 		return;
 	}
-	if (chain_all_permfail(m)) {
+	if (select_chain_all_permfail(m)) {
 		to_dead(m);
 		return;
 	}
@@ -734,7 +733,7 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 	 * was down is up again: it came back while the round went on. A new round
 	 * starts at the head of the chain now, rather than after a backoff spent
 	 * waiting on protocols that are down. */
-	if (chain_back(m, rp, false)) {
+	if (select_chain_back(m, rp, false)) {
 		log_debug("message %s: round over (%s), but its chain has a protocol up: a new round now", m->id,
 			  m->last_error);
 		router_route(m);
@@ -777,10 +776,10 @@ static void quarantine(struct smsg *m, const char *last)
 static void attempt_ended(struct rproto *rp, struct proc *p, struct smsg *m, enum job_status st, const char *err)
 {
 	window_result(rp, st, now_us() - m->job_start_us, rp->inflight.n, m->size);
-	list_del(&rp->inflight, m);
+	mlist_del(&rp->inflight, m);
 	if (p && p->inflight)
 		p->inflight--;
-	R.inflight--;
+	router_state.inflight--;
 	transition(m, EV_END);
 	hop_end(m, st, err);
 	stats_result(rp, m, st);
@@ -833,13 +832,13 @@ void router_worker_progress(struct proc *p, const struct msg *pm)
 	stats_progress(rp, pm->done);
 	if (m->waiter.cid) {
 		struct body b;
-		body_init(&b);
+		control_body_init(&b);
 		msgpack_pack_map(&b.pk, 3);
 		pk_kv_str(&b.pk, "id", m->id);
 		pk_kv_u64(&b.pk, "done", pm->done);
 		pk_kv_u64(&b.pk, "size", m->size);
 		control_event(m->waiter.cid, m->waiter.seq, "progress", &b);
-		body_free(&b);
+		control_body_free(&b);
 	}
 }
 
@@ -972,12 +971,12 @@ void router_worker_drain(struct proc *p)
  * in priority then age order, so that the queues it joins are in that order. */
 void router_wake(const char *name)
 {
-	if (!R.started || !R.waiting.n)
+	if (!router_state.started || !router_state.waiting.n)
 		return;
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
-		for (struct smsg *m = R.all.head; m; m = m->anext)
+		for (struct smsg *m = router_state.all.head; m; m = m->anext)
 			if (m->state == SM_WAITING && m->priority == (enum priority)pr &&
-			    (!name || !m->tried || chain_has(m, name))) /* !tried: no round yet, no chain */
+			    (!name || !m->tried || select_chain_has(m, name))) /* !tried: no round yet, no chain */
 				router_route(m);
 }
 
@@ -987,29 +986,29 @@ void router_wake(const char *name)
  * with every worker there to take them. */
 void router_check_start(void)
 {
-	if (R.started || !R.workers_ms)
+	if (router_state.started || !router_state.workers_ms)
 		return;
 	bool all = true;
-	for (int i = 0; i < R.nprotos; i++) {
-		struct proc *p = proctab_find(R.protos[i].name);
+	for (int i = 0; i < router_state.nprotos; i++) {
+		struct proc *p = proctab_find(router_state.protos[i].name);
 		if (p && p->state != PROC_FAILED && p->state != PROC_STOPPED && !(p->state == PROC_READY && p->connected))
 			all = false;
 	}
-	if (!all && now_ms() - R.workers_ms < START_GRACE_MS)
+	if (!all && now_ms() - router_state.workers_ms < START_GRACE_MS)
 		return;
-	R.started = true;
+	router_state.started = true;
 	log_info("%s: %llu held message%s go%s out", all ? "every worker connected" : "start grace over",
-		 (unsigned long long)R.waiting.n, R.waiting.n == 1 ? "" : "s", R.waiting.n == 1 ? "es" : "");
+		 (unsigned long long)router_state.waiting.n, router_state.waiting.n == 1 ? "" : "s", router_state.waiting.n == 1 ? "es" : "");
 	router_wake(NULL);
 }
 
 void router_workers_started(void)
 {
-	R.workers_ms = now_ms();
+	router_state.workers_ms = now_ms();
 	router_check_start();
 }
 
-unsigned router_inflight(void) { return R.inflight; }
+unsigned router_inflight(void) { return router_state.inflight; }
 
 unsigned router_jobs_held(const struct proc *p)
 {
@@ -1036,14 +1035,14 @@ void router_describe_jobs(const struct proc *p, FILE *out)
 
 void router_sweep_waiting(void)
 {
-	if (!R.started)
+	if (!router_state.started)
 		return;
 	uint64_t now = now_ms();
-	struct smsg *m = R.waiting.head;
+	struct smsg *m = router_state.waiting.head;
 	while (m) {
 		struct smsg *next = m->qnext;
 		if (m->next_try_ms <= now && m->again) { /* the same protocol once more, if it is up */
-			struct rproto *rp = &R.protos[m->again - 1];
+			struct rproto *rp = &router_state.protos[m->again - 1];
 			m->again = 0;
 			if (rproto_up(rp)) {
 				router_enqueue(m, rp);
@@ -1061,8 +1060,8 @@ void router_sweep_waiting(void)
 static void sweep_timeouts(void)
 {
 	uint64_t now = now_ms(), limit = (uint64_t)config_int(sup.cfg, "gateway", "job_timeout_ms");
-	for (int i = 0; i < R.nprotos; i++) {
-		struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		struct rproto *rp = &router_state.protos[i];
 		struct proc *p = proctab_find(rp->name);
 		struct smsg *m = rp->inflight.head;
 		while (m) {
@@ -1078,8 +1077,8 @@ static void sweep_timeouts(void)
 /* Messages queued on a protocol that is down or gone move on along their chain. */
 static void sweep_stuck_queues(void)
 {
-	for (int i = 0; i < R.nprotos; i++) {
-		struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		struct rproto *rp = &router_state.protos[i];
 		struct proc *p = proctab_find(rp->name);
 		bool lost = p && p->state == PROC_READY && !p->ch; /* its socket closed: it is on its way out */
 		bool stuck = !p || rp->paused || p->state == PROC_FAILED || p->state == PROC_STOPPED ||
@@ -1097,7 +1096,7 @@ static void sweep_stuck_queues(void)
 					 lost ? "its worker closed its socket and is on its way out" :
 					 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
 					 proc_state_str(p->state));
-				list_del(&rp->queue[pr], m);
+				mlist_del(&rp->queue[pr], m);
 				transition(m, EV_TAKE);
 				reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
 			}
@@ -1108,11 +1107,11 @@ static void sweep_stuck_queues(void)
 static void sweep_expired(void)
 {
 	uint64_t wall = wall_ms();
-	struct smsg *m = R.all.head;
+	struct smsg *m = router_state.all.head;
 	while (m) {
 		struct smsg *next = m->anext;
 		if (m->expires_wall_ms && wall >= m->expires_wall_ms && m->state != SM_INFLIGHT) {
-			R.expired++;
+			router_state.expired++;
 			stats_expired(m);
 			log_warnx("message %s expired after %llu s undelivered (last error: %s)", m->id,
 				  (unsigned long long)((wall - m->created_wall_ms) / 1000),
@@ -1129,14 +1128,14 @@ static void sweep_expired(void)
 static void end_cooling(void)
 {
 	uint64_t now = now_ms();
-	for (int i = 0; i < R.nprotos; i++) {
-		struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		struct rproto *rp = &router_state.protos[i];
 		if (!rp->cool_until || now < rp->cool_until)
 			continue;
 		rp->cool_until = 0;
 		rp->probing = true;
-		struct smsg *m = R.waiting.head;
-		while (m && !(chain_has(m, rp->name) && (m->kind == JOB_FILE ? rp->files : rp->meta)))
+		struct smsg *m = router_state.waiting.head;
+		while (m && !(select_chain_has(m, rp->name) && (m->kind == JOB_FILE ? rp->files : rp->meta)))
 			m = m->qnext;
 		log_info("protocol %s: cool-down over; %s", rp->name,
 			 m ? "a waiting message probes it" : "the next message probes it");
@@ -1157,22 +1156,22 @@ void router_tick(void)
 	sweep_timeouts();
 	sweep_stuck_queues();
 	router_sweep_waiting();
-	if (++R.ticks % (1000 / TICK_MS) == 0) {
+	if (++router_state.ticks % (1000 / TICK_MS) == 0) {
 		sweep_expired();
 		stats_second();
 	}
-	for (int i = 0; i < R.nprotos; i++)
-		router_pump(&R.protos[i]);
+	for (int i = 0; i < router_state.nprotos; i++)
+		router_pump(&router_state.protos[i]);
 }
 
 void router_init(void)
 {
 	router_init_protos();
-	R.drain_rate = (uint64_t)config_int(sup.cfg, "spool", "drain_rate");
-	R.credit = 1000;
-	R.credit_ms = now_ms();
-	uv_timer_init(sup.loop, &R.tick);
-	uv_timer_start(&R.tick, on_tick, TICK_MS, TICK_MS);
+	router_state.drain_rate = (uint64_t)config_int(sup.cfg, "spool", "drain_rate");
+	router_state.credit = 1000;
+	router_state.credit_ms = now_ms();
+	uv_timer_init(sup.loop, &router_state.tick);
+	uv_timer_start(&router_state.tick, on_tick, TICK_MS, TICK_MS);
 }
 
 /* ---- accepting ---- */
@@ -1190,19 +1189,19 @@ int router_make_room(uint64_t size, char *err, size_t errlen)
 			 (unsigned long long)size, (unsigned long long)max_b);
 		return -1;
 	}
-	while (R.count + un + 1 > max_n || R.bytes + ub + size > max_b) {
-		struct smsg *old = R.all.head;
+	while (router_state.count + un + 1 > max_n || router_state.bytes + ub + size > max_b) {
+		struct smsg *old = router_state.all.head;
 		while (old && old->state == SM_INFLIGHT)
 			old = old->anext;
 		if (!drop || !old) {
-			R.rejected_full++;
+			router_state.rejected_full++;
 			snprintf(err, errlen, "spool full: %llu messages, %llu bytes (spool.max_messages %llu, "
 					      "spool.max_bytes %llu); not accepted, try again later",
-				 (unsigned long long)(R.count + un), (unsigned long long)(R.bytes + ub),
+				 (unsigned long long)(router_state.count + un), (unsigned long long)(router_state.bytes + ub),
 				 (unsigned long long)max_n, (unsigned long long)max_b);
 			return -1;
 		}
-		R.dropped++;
+		router_state.dropped++;
 		stats_dropped(old);
 		log_warnx("spool full: dropping the oldest message %s (%llu bytes, policy drop_oldest)", old->id,
 			  (unsigned long long)old->size);
@@ -1222,7 +1221,7 @@ void router_recover(struct smsg *m)
 	router_adopt(m);
 	if (dead) {
 		transition(m, EV_KILL);
-		list_push(&R.dead, m);
+		mlist_push(&router_state.dead, m);
 		return;
 	}
 	router_route(m);
@@ -1240,14 +1239,14 @@ void router_requeue(struct smsg *m)
 	router_route(m);
 }
 
-void router_count_rejected(void) { R.rejected_full++; }
+void router_count_rejected(void) { router_state.rejected_full++; }
 
 void router_counts(struct router_counts *c)
 {
-	*c = (struct router_counts){ .depth = R.count, .bytes = R.bytes,
-				     .oldest_wall_ms = R.all.head ? R.all.head->created_wall_ms : 0,
-				     .waiting = R.waiting.n, .dead = R.dead.n, .accepted = R.accepted,
-				     .dropped = R.dropped, .expired = R.expired, .rejected_full = R.rejected_full };
+	*c = (struct router_counts){ .depth = router_state.count, .bytes = router_state.bytes,
+				     .oldest_wall_ms = router_state.all.head ? router_state.all.head->created_wall_ms : 0,
+				     .waiting = router_state.waiting.n, .dead = router_state.dead.n, .accepted = router_state.accepted,
+				     .dropped = router_state.dropped, .expired = router_state.expired, .rejected_full = router_state.rejected_full };
 }
 
 bool router_paused(const char *protocol)
@@ -1265,10 +1264,10 @@ const char *router_cooling(const char *protocol)
 void router_pack_queue(msgpack_packer *pk, uint64_t limit, bool dead_only)
 {
 	uint64_t n = 0, k = 0;
-	for (struct smsg *m = R.all.head; m && n < limit; m = m->anext)
+	for (struct smsg *m = router_state.all.head; m && n < limit; m = m->anext)
 		n += !dead_only || m->state == SM_DEAD;
 	msgpack_pack_array(pk, n);
-	for (struct smsg *m = R.all.head; m && k < n; m = m->anext)
+	for (struct smsg *m = router_state.all.head; m && k < n; m = m->anext)
 		if (!dead_only || m->state == SM_DEAD) {
 			router_pack_message(pk, m, NULL);
 			k++;
@@ -1285,8 +1284,8 @@ void router_retry(struct smsg *m)
 
 uint64_t router_retry_all(void)
 {
-	uint64_t n = R.waiting.n;
-	for (struct smsg *m = R.waiting.head; m; m = m->qnext)
+	uint64_t n = router_state.waiting.n;
+	for (struct smsg *m = router_state.waiting.head; m; m = m->qnext)
 		m->next_try_ms = 0;
 	router_sweep_waiting();
 	return n;
@@ -1294,9 +1293,9 @@ uint64_t router_retry_all(void)
 
 uint64_t router_requeue_all(void)
 {
-	uint64_t n = 0, had = R.dead.n; /* one pass: a message may die again at once */
-	for (; R.dead.head && n < had; n++)
-		router_requeue(R.dead.head);
+	uint64_t n = 0, had = router_state.dead.n; /* one pass: a message may die again at once */
+	for (; router_state.dead.head && n < had; n++)
+		router_requeue(router_state.dead.head);
 	return n;
 }
 
@@ -1305,12 +1304,12 @@ void router_adopt(struct smsg *m)
 {
 	index_add(m);
 	m->anext = NULL;
-	m->aprev = R.all.tail;
-	if (R.all.tail)
-		R.all.tail->anext = m;
+	m->aprev = router_state.all.tail;
+	if (router_state.all.tail)
+		router_state.all.tail->anext = m;
 	else
-		R.all.head = m;
-	R.all.tail = m;
+		router_state.all.head = m;
+	router_state.all.tail = m;
 }
 
 static void age_del(struct smsg *m)
@@ -1318,9 +1317,9 @@ static void age_del(struct smsg *m)
 	if (m->aprev)
 		m->aprev->anext = m->anext;
 	else
-		R.all.head = m->anext;
+		router_state.all.head = m->anext;
 	if (m->anext)
 		m->anext->aprev = m->aprev;
 	else
-		R.all.tail = m->aprev;
+		router_state.all.tail = m->aprev;
 }

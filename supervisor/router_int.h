@@ -68,11 +68,11 @@ struct router {
 	uv_timer_t tick;
 };
 
-extern struct router R;
+extern struct router router_state;
 
-void list_push(struct mlist *l, struct smsg *m);
-void list_del(struct mlist *l, struct smsg *m);
-struct mlist *list_of(struct smsg *m);
+void mlist_push(struct mlist *l, struct smsg *m);
+void mlist_del(struct mlist *l, struct smsg *m);
+struct mlist *mlist_of(struct smsg *m);
 struct rproto *rproto_by_name(const char *name);
 bool rproto_enabled(const struct rproto *rp);
 bool rproto_up(const struct rproto *rp);
@@ -81,22 +81,22 @@ void router_pump(struct rproto *rp);
 void router_wake(const char *name);
 void router_sweep_waiting(void);
 void router_pack_route(msgpack_packer *pk, const struct smsg *m);
-void pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status);
+void router_pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status);
 /* Encrypt this message's payload for that protocol (per message, or the section's `encrypt`)? */
 bool router_wants_encryption(const struct smsg *m, const char *protocol);
 
 /* select.c */
 struct rproto *select_protocol(struct smsg *m);
-struct rproto *next_in_chain(struct smsg *m, struct rproto *failed);
-bool chain_all_permfail(const struct smsg *m);
-bool chain_has(const struct smsg *m, const char *name);
+struct rproto *select_next_in_chain(struct smsg *m, struct rproto *failed);
+bool select_chain_all_permfail(const struct smsg *m);
+bool select_chain_has(const struct smsg *m, const char *name);
 /* May rp take m from another protocol's queue (it carries it, its chain has it, not refused this round)? */
-bool chain_may_take(const struct smsg *m, const struct rproto *rp);
+bool select_chain_may_take(const struct smsg *m, const struct rproto *rp);
 /* Is a protocol of m's chain (other than rp; before it if ahead_only) up that
  * this round did not find up: one to try now rather than wait? */
-bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only);
+bool select_chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only);
 /* Could any enabled protocol carry m? Else (or also) why not now, in words. */
-bool carriers_configured(const struct smsg *m, char *why, size_t whylen);
+bool select_carriers_configured(const struct smsg *m, char *why, size_t whylen);
 void rproto_success(struct rproto *rp);
 void rproto_failure(struct rproto *rp, enum job_status st, const char *err);
 

@@ -33,14 +33,14 @@ static const char *rules_choice(const struct smsg *m)
 	bool prio = config_bool(sup.cfg, "protocol_selection", "priority_based");
 	bool aware = config_bool(sup.cfg, "protocol_selection", "network_aware");
 	if (m->kind == JOB_FILE) {
-		bool good = !aware || quality_at_least_good(monitor_quality("sftp"));
+		bool good = !aware || monitor_quality_at_least_good(monitor_quality("sftp"));
 		if (prio && m->priority == PRIO_HIGH)
 			return sel_str("file_high_priority");
 		if ((int64_t)m->size < sel_int("file_small_bytes"))
 			return sel_str(good ? "file_small" : "file_small_poor");
 		return sel_str("file_large");
 	}
-	bool good = !aware || quality_at_least_good(monitor_quality("websocket"));
+	bool good = !aware || monitor_quality_at_least_good(monitor_quality("websocket"));
 	if (prio && m->priority == PRIO_HIGH)
 		return sel_str(good ? "high_priority" : "high_priority_poor");
 	if ((int64_t)m->size < sel_int("small_bytes"))
@@ -52,10 +52,10 @@ static const char *rules_choice(const struct smsg *m)
 
 static struct rproto *round_robin(const struct smsg *m)
 {
-	for (int k = 0; k < R.nprotos; k++) {
-		struct rproto *rp = &R.protos[(R.rr_next + (unsigned)k) % (unsigned)R.nprotos];
+	for (int k = 0; k < router_state.nprotos; k++) {
+		struct rproto *rp = &router_state.protos[(router_state.rr_next + (unsigned)k) % (unsigned)router_state.nprotos];
 		if (can_carry(rp, m) && rproto_up(rp) && strcmp(rp->name, "testworker") != 0) {
-			R.rr_next = (unsigned)rp->idx + 1;
+			router_state.rr_next = (unsigned)rp->idx + 1;
 			return rp;
 		}
 	}
@@ -119,30 +119,30 @@ struct rproto *select_protocol(struct smsg *m)
 		else if (first)
 			pick = best_in_chain(m, first, 1u << first->idx);
 	}
-	for (int i = 0; !pick && i < R.nprotos; i++) /* anything enabled that can carry it */
-		if (can_carry(&R.protos[i], m) && usable(&R.protos[i]) && rproto_up(&R.protos[i]))
-			pick = &R.protos[i];
-	for (int i = 0; !pick && i < R.nprotos; i++)
-		if (can_carry(&R.protos[i], m) && usable(&R.protos[i]))
-			pick = &R.protos[i];
+	for (int i = 0; !pick && i < router_state.nprotos; i++) /* anything enabled that can carry it */
+		if (can_carry(&router_state.protos[i], m) && usable(&router_state.protos[i]) && rproto_up(&router_state.protos[i]))
+			pick = &router_state.protos[i];
+	for (int i = 0; !pick && i < router_state.nprotos; i++)
+		if (can_carry(&router_state.protos[i], m) && usable(&router_state.protos[i]))
+			pick = &router_state.protos[i];
 	return pick;
 }
 
-struct rproto *next_in_chain(struct smsg *m, struct rproto *failed)
+struct rproto *select_next_in_chain(struct smsg *m, struct rproto *failed)
 {
 	if (!config_bool(sup.cfg, "fallback", "enabled"))
 		return NULL;
 	if (m->attempts >= (unsigned)config_int(sup.cfg, "fallback", "max_attempts"))
 		return NULL;
-	return best_in_chain(m, &R.protos[m->round_primary], m->tried);
+	return best_in_chain(m, &router_state.protos[m->round_primary], m->tried);
 }
 
-bool chain_all_permfail(const struct smsg *m) { return !m->round_retry; }
+bool select_chain_all_permfail(const struct smsg *m) { return !m->round_retry; }
 
-bool chain_has(const struct smsg *m, const char *name)
+bool select_chain_has(const struct smsg *m, const char *name)
 {
 	struct rproto *chain[MAX_PROTOS + 1];
-	int n = chain_of(&R.protos[m->round_primary], chain, MAX_PROTOS + 1);
+	int n = chain_of(&router_state.protos[m->round_primary], chain, MAX_PROTOS + 1);
 	for (int i = 0; i < n; i++)
 		if (strcmp(chain[i]->name, name) == 0)
 			return true;
@@ -181,18 +181,18 @@ void rproto_failure(struct rproto *rp, enum job_status st, const char *err)
 		  rp->consecutive_failures, rp->cool_reason);
 }
 
-bool chain_may_take(const struct smsg *m, const struct rproto *rp)
+bool select_chain_may_take(const struct smsg *m, const struct rproto *rp)
 {
-	return can_carry(rp, m) && !m->permfail[rp->idx] && chain_has(m, rp->name);
+	return can_carry(rp, m) && !m->permfail[rp->idx] && select_chain_has(m, rp->name);
 }
 
 /* A protocol of m's chain (before rp only, if ahead_only), not rp, that may
  * carry it, is up and was not tried this round while up: untried, or tried
  * while it was down and back since. */
-bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only)
+bool select_chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only)
 {
 	struct rproto *chain[MAX_PROTOS + 1];
-	int n = chain_of(&R.protos[m->round_primary], chain, MAX_PROTOS + 1);
+	int n = chain_of(&router_state.protos[m->round_primary], chain, MAX_PROTOS + 1);
 	for (int i = 0; i < n && !(ahead_only && chain[i] == rp); i++) {
 		const struct rproto *q = chain[i];
 		uint32_t bit = 1u << q->idx;
@@ -205,13 +205,13 @@ bool chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only)
 
 /* The protocols enabled in the configuration that could carry m (the one it
  * asks for, or any for auto), each with why it cannot take it now. */
-bool carriers_configured(const struct smsg *m, char *why, size_t whylen)
+bool select_carriers_configured(const struct smsg *m, char *why, size_t whylen)
 {
 	bool any = false;
 	size_t used = 0;
 	why[0] = '\0';
-	for (int i = 0; i < R.nprotos; i++) {
-		struct rproto *rp = &R.protos[i];
+	for (int i = 0; i < router_state.nprotos; i++) {
+		struct rproto *rp = &router_state.protos[i];
 		if (!can_carry(rp, m) || !rproto_enabled(rp) ||
 		    (strcmp(m->protocol, "auto") != 0 && strcmp(m->protocol, rp->name) != 0))
 			continue;
@@ -235,9 +235,9 @@ static void select_pack_dry_run(msgpack_packer *pk, enum job_kind kind, enum pri
 {
 	struct smsg m = { .kind = kind, .priority = prio, .size = size };
 	snprintf(m.protocol, sizeof m.protocol, "%s", asked);
-	unsigned rr = R.rr_next;
+	unsigned rr = router_state.rr_next;
 	struct rproto *pick = strcmp(asked, "auto") == 0 ? select_protocol(&m) : rproto_by_name(asked);
-	R.rr_next = rr;
+	router_state.rr_next = rr;
 	struct rproto *chain[MAX_PROTOS + 1];
 	int n = pick ? chain_of(pick, chain, MAX_PROTOS + 1) : 0, carry = 0;
 	for (int i = 0; i < n; i++)
@@ -265,7 +265,7 @@ int router_select_dry_run(msgpack_packer *pk, bool file, int priority, uint64_t 
 void router_protocol_names(char *out, size_t len)
 {
 	out[0] = '\0';
-	for (int i = 0; i < R.nprotos; i++) /* the test fixture only where it runs */
-		if (rproto_enabled(&R.protos[i]) || strcmp(R.protos[i].name, "testworker") != 0)
-			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? ", " : "", R.protos[i].name);
+	for (int i = 0; i < router_state.nprotos; i++) /* the test fixture only where it runs */
+		if (rproto_enabled(&router_state.protos[i]) || strcmp(router_state.protos[i].name, "testworker") != 0)
+			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? ", " : "", router_state.protos[i].name);
 }

@@ -70,14 +70,14 @@ struct idlist {
 	size_t n, cap;
 };
 
-/* A new message whose ADD record waits in S.out for the write of this loop turn. */
+/* A new message whose ADD record waits in spool_state.out for the write of this loop turn. */
 struct unwritten {
 	struct smsg *m;
 	void (*written)(struct smsg *, const char *, void *);
 	void (*durable)(const char *, void *);
 	void *arg;
 	bool failed;
-	int synced_fd;      /* its file's descriptor waiting in S.linked for the sync, or -1 */
+	int synced_fd;      /* its file's descriptor waiting in spool_state.linked for the sync, or -1 */
 };
 
 static struct {
@@ -104,7 +104,7 @@ static struct {
 		size_t nsegs;
 		int wfd;
 		uint64_t woff;  /* how far the segment written was when it started */
-		uint64_t syncs;   /* fsync and fdatasync calls it made: added to S.st.fsyncs when it ends */
+		uint64_t syncs;   /* fsync and fdatasync calls it made: added to spool_state.st.fsyncs when it ends */
 		int err;          /* errno of the first failure (in the order synced), or 0 */
 		const char *what; /* ... and what failed: "a file", the files' directory, "a full segment", "" */
 	} job;
@@ -113,18 +113,18 @@ static struct {
 	struct unwritten *adds; /* the new messages among them, in order */
 	size_t nadds, capadds;
 	uint64_t adds_bytes;
-	char out_err[200];      /* why the last write of S.out failed */
+	char out_err[200];      /* why the last write of spool_state.out failed */
 	bool out_full;          /* ... and it was for want of space */
 	int *linked;            /* files copied in since the last sync: their contents to sync */
 	size_t nlinked, caplinked;
-	/* Delivered files whose copies wait for their DONE records: in S.out (not
+	/* Delivered files whose copies wait for their DONE records: in spool_state.out (not
 	 * written yet), written but not yet synced, in the sync running. */
 	struct idlist gone, unsynced, gone_flight;
 	int *close_after_sync;  /* a full segment left while the running sync covers all of it */
 	size_t nclose_after_sync;
 	int *left;              /* full segments left since the last sync started: the next one syncs them */
 	size_t nleft;
-	unsigned write_failures; /* writes of S.out that failed: did one since then? */
+	unsigned write_failures; /* writes of spool_state.out that failed: did one since then? */
 	/* A compaction whose copies wait for their sync (see compact_oldest). */
 	bool compacting;
 	bool gc_due;            /* a segment was opened: look at the oldest at the end of this turn */
@@ -144,17 +144,17 @@ static struct {
 	 * no look into the router's lists. Linked through the messages. */
 	struct smsg *live_head, *live_tail;
 	void (*recovered)(struct smsg *m); /* who takes the messages read back at start */
-} S;
+} spool_state;
 
 static void live_add(struct smsg *m)
 {
 	m->snext = NULL;
-	m->sprev = S.live_tail;
-	if (S.live_tail)
-		S.live_tail->snext = m;
+	m->sprev = spool_state.live_tail;
+	if (spool_state.live_tail)
+		spool_state.live_tail->snext = m;
 	else
-		S.live_head = m;
-	S.live_tail = m;
+		spool_state.live_head = m;
+	spool_state.live_tail = m;
 	m->spooled = true;
 }
 
@@ -165,11 +165,11 @@ static void live_del(struct smsg *m)
 	if (m->sprev)
 		m->sprev->snext = m->snext;
 	else
-		S.live_head = m->snext;
+		spool_state.live_head = m->snext;
 	if (m->snext)
 		m->snext->sprev = m->sprev;
 	else
-		S.live_tail = m->sprev;
+		spool_state.live_tail = m->sprev;
 	m->snext = m->sprev = NULL;
 	m->spooled = false;
 }
@@ -178,7 +178,7 @@ static void live_del(struct smsg *m)
 static void hand_recovered(struct smsg *m)
 {
 	live_add(m);
-	S.recovered(m);
+	spool_state.recovered(m);
 }
 
 /* CRC-32C (Castagnoli), table-driven: no library on the list offers it, and
@@ -255,13 +255,13 @@ static uint32_t get32(const unsigned char *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static char *seg_path(uint64_t num) { return xasprintf("%s/%020llu.log", S.segdir, (unsigned long long)num); }
+static char *seg_path(uint64_t num) { return xasprintf("%s/%020llu.log", spool_state.segdir, (unsigned long long)num); }
 
 static struct seg *seg_find(uint64_t num)
 {
-	for (size_t i = 0; i < S.nsegs; i++)
-		if (S.segs[i].num == num)
-			return &S.segs[i];
+	for (size_t i = 0; i < spool_state.nsegs; i++)
+		if (spool_state.segs[i].num == num)
+			return &spool_state.segs[i];
 	return NULL;
 }
 
@@ -271,29 +271,29 @@ static void forget_files(struct idlist *l);
 /* The segment being written is full. The group commit syncs the segment being
  * written, so what waits for durability in this one (new messages not yet
  * answered accepted, DONE records whose files' copies wait, a compaction's
- * copies) must be synced too: it goes on S.left, which the next group commit
+ * copies) must be synced too: it goes on spool_state.left, which the next group commit
  * syncs (in the pool, with the segment written then) and closes after. One that
  * the running sync covers to its end (nothing written to it since that sync
  * started) is closed once that sync ends. A descriptor is never closed while a
  * sync of it runs. With spool.fsync never nothing is synced: closed at once. */
 static void leave_segment(void)
 {
-	if (S.fsync == FS_NEVER) {
-		close(S.wfd);
+	if (spool_state.fsync == FS_NEVER) {
+		close(spool_state.wfd);
 		return;
 	}
-	if (S.syncing && S.job.wfd == S.wfd && S.job.woff == S.woff) {
-		S.close_after_sync = xrealloc(S.close_after_sync, (S.nclose_after_sync + 1) * sizeof *S.close_after_sync);
-		S.close_after_sync[S.nclose_after_sync++] = S.wfd;
+	if (spool_state.syncing && spool_state.job.wfd == spool_state.wfd && spool_state.job.woff == spool_state.woff) {
+		spool_state.close_after_sync = xrealloc(spool_state.close_after_sync, (spool_state.nclose_after_sync + 1) * sizeof *spool_state.close_after_sync);
+		spool_state.close_after_sync[spool_state.nclose_after_sync++] = spool_state.wfd;
 		return;
 	}
-	S.left = xrealloc(S.left, (S.nleft + 1) * sizeof *S.left);
-	S.left[S.nleft++] = S.wfd;
+	spool_state.left = xrealloc(spool_state.left, (spool_state.nleft + 1) * sizeof *spool_state.left);
+	spool_state.left[spool_state.nleft++] = spool_state.wfd;
 }
 
 static int seg_open_new(char *err, size_t errlen)
 {
-	uint64_t num = S.nsegs ? S.segs[S.nsegs - 1].num + 1 : 1;
+	uint64_t num = spool_state.nsegs ? spool_state.segs[spool_state.nsegs - 1].num + 1 : 1;
 	char *path = seg_path(num);
 	/* O_EXCL: a segment by that name is one the listing missed; never append to it. */
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
@@ -303,18 +303,18 @@ static int seg_open_new(char *err, size_t errlen)
 		return -1;
 	}
 	free(path);
-	if (S.wfd >= 0)
+	if (spool_state.wfd >= 0)
 		leave_segment();
-	S.wfd = fd;
-	S.woff = 0;
-	S.segs = xrealloc(S.segs, (S.nsegs + 1) * sizeof *S.segs);
-	S.segs[S.nsegs++] = (struct seg){ .num = num, .rfd = -1 };
-	S.st.segments = S.nsegs;
+	spool_state.wfd = fd;
+	spool_state.woff = 0;
+	spool_state.segs = xrealloc(spool_state.segs, (spool_state.nsegs + 1) * sizeof *spool_state.segs);
+	spool_state.segs[spool_state.nsegs++] = (struct seg){ .num = num, .rfd = -1 };
+	spool_state.st.segments = spool_state.nsegs;
 	/* The spool grew by a segment: one more may make a pinned oldest one worth
 	 * compacting (see seg_gc). Not from here: this runs inside append_record,
-	 * whose record waits in S.sb, and a compaction appends records (and may
-	 * finish a segment itself) and deleting the oldest moves S.segs. */
-	S.gc_due = true;
+	 * whose record waits in spool_state.sb, and a compaction appends records (and may
+	 * finish a segment itself) and deleting the oldest moves spool_state.segs. */
+	spool_state.gc_due = true;
 	return 0;
 }
 
@@ -340,17 +340,17 @@ static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *paylo
 	mpw_bin(sb, payload, payload ? len : 0);
 }
 
-/* Fill in the header of the record framed in S.sb (after REC_HDR reserved bytes). */
+/* Fill in the header of the record framed in spool_state.sb (after REC_HDR reserved bytes). */
 static void seal_record(enum rec_type type)
 {
-	unsigned char *h = (unsigned char *)S.sb.data;
-	size_t body = S.sb.size - REC_HDR;
+	unsigned char *h = (unsigned char *)spool_state.sb.data;
+	size_t body = spool_state.sb.size - REC_HDR;
 	h[8] = (unsigned char)type;
 	put32(h, (uint32_t)body);
 	put32(h + 4, crc32c(0, h + 8, body + 1));
 }
 
-/* Records are not written one by one: each goes to S.out, and everything
+/* Records are not written one by one: each goes to spool_state.out, and everything
  * appended in one turn of the loop is written in one write() at its end (a
  * prepare handle), before the loop polls again. Nothing is answered before
  * that: a new message is routed and its client told "accepted" only once its
@@ -367,37 +367,37 @@ static void remove_gone(bool written);
 
 static int write_out(void)
 {
-	if (!S.out.size || S.wfd < 0)
-		return S.out.size ? -1 : 0;
-	ssize_t n = write(S.wfd, S.out.data, S.out.size);
-	if (n != (ssize_t)S.out.size) {
+	if (!spool_state.out.size || spool_state.wfd < 0)
+		return spool_state.out.size ? -1 : 0;
+	ssize_t n = write(spool_state.wfd, spool_state.out.data, spool_state.out.size);
+	if (n != (ssize_t)spool_state.out.size) {
 		int e = n < 0 ? errno : ENOSPC;
-		if (n > 0 && ftruncate(S.wfd, (off_t)S.woff) < 0)
+		if (n > 0 && ftruncate(spool_state.wfd, (off_t)spool_state.woff) < 0)
 			log_warn("spool: cannot cut a short write");
-		S.out_full = e == ENOSPC || e == EDQUOT;
-		if (S.out_full)
-			snprintf(S.out_err, sizeof S.out_err, "spool full: the file system of %s has no room (%s); "
-				 "try again later", S.segdir, strerror(e));
+		spool_state.out_full = e == ENOSPC || e == EDQUOT;
+		if (spool_state.out_full)
+			snprintf(spool_state.out_err, sizeof spool_state.out_err, "spool full: the file system of %s has no room (%s); "
+				 "try again later", spool_state.segdir, strerror(e));
 		else
-			snprintf(S.out_err, sizeof S.out_err, "spool: cannot write to %s: %s", S.segdir, strerror(e));
+			snprintf(spool_state.out_err, sizeof spool_state.out_err, "spool: cannot write to %s: %s", spool_state.segdir, strerror(e));
 		log_warnx("%s (%zu bytes: %zu new messages not accepted; messages delivered meanwhile may be "
-			  "delivered again after a restart)", S.out_err, S.out.size, S.nadds);
-		for (size_t i = 0; i < S.nadds; i++)
-			S.adds[i].failed = true;
-		S.out.size = 0;
-		S.write_failures++;
+			  "delivered again after a restart)", spool_state.out_err, spool_state.out.size, spool_state.nadds);
+		for (size_t i = 0; i < spool_state.nadds; i++)
+			spool_state.adds[i].failed = true;
+		spool_state.out.size = 0;
+		spool_state.write_failures++;
 		remove_gone(false);
 		return -1;
 	}
-	S.woff += (uint64_t)n;
-	S.segs[S.nsegs - 1].size = S.woff;
-	S.st.written_bytes += (uint64_t)n;
-	S.out.size = 0;
+	spool_state.woff += (uint64_t)n;
+	spool_state.segs[spool_state.nsegs - 1].size = spool_state.woff;
+	spool_state.st.written_bytes += (uint64_t)n;
+	spool_state.out.size = 0;
 	remove_gone(true);
 	return 0;
 }
 
-static char *file_path(const char *id) { return xasprintf("%s/%s", S.filedir, id); }
+static char *file_path(const char *id) { return xasprintf("%s/%s", spool_state.filedir, id); }
 
 static void forget_file(const char *id);
 
@@ -436,7 +436,7 @@ static void keep_files(struct idlist *l, const char *why)
 	l->n = 0;
 }
 
-/* The DONE records of S.out are written (or lost with it). Lost, the copies of
+/* The DONE records of spool_state.out are written (or lost with it). Lost, the copies of
  * the files they cancel stay for the delivery once more that the next start
  * makes. Written, they go once the DONE is durable: with spool.fsync never at
  * once, else with the next sync of the segment (one per loop turn with
@@ -446,21 +446,21 @@ static void keep_files(struct idlist *l, const char *why)
 static void remove_gone(bool written)
 {
 	if (!written) {
-		keep_files(&S.gone, "could not be written");
+		keep_files(&spool_state.gone, "could not be written");
 		return;
 	}
-	if (S.fsync == FS_NEVER) {
-		forget_files(&S.gone);
+	if (spool_state.fsync == FS_NEVER) {
+		forget_files(&spool_state.gone);
 		return;
 	}
-	for (size_t i = 0; i < S.gone.n; i++)
-		idlist_push(&S.unsynced, S.gone.v[i]);
-	S.gone.n = 0;
+	for (size_t i = 0; i < spool_state.gone.n; i++)
+		idlist_push(&spool_state.unsynced, spool_state.gone.v[i]);
+	spool_state.gone.n = 0;
 }
 
 /* Remove the spool's copy of a delivered file once the DONE record queued in
- * S.out, which cancels its ADD, is written and durable. */
-static void forget_file_when_written(const char *id) { idlist_push(&S.gone, id); }
+ * spool_state.out, which cancels its ADD, is written and durable. */
+static void forget_file_when_written(const char *id) { idlist_push(&spool_state.gone, id); }
 
 /* The spool's copy of a file is no longer wanted (delivered, or never accepted). */
 static void forget_file(const char *id)
@@ -475,17 +475,17 @@ static void start_sync(void);
 static void on_batch_timer(uv_timer_t *t);
 static void unsync_file(int fd);
 
-/* Write S.out, then tell the owner of each new message in it how it went. A
+/* Write spool_state.out, then tell the owner of each new message in it how it went. A
  * callback may append again (a DONE, a message read back): the list is taken
  * first, and what they add goes out with the next turn. */
 static void finish_out(void)
 {
 	write_out();
-	struct unwritten *list = S.adds;
-	size_t n = S.nadds;
-	S.adds = NULL;
-	S.nadds = S.capadds = 0;
-	S.adds_bytes = 0;
+	struct unwritten *list = spool_state.adds;
+	size_t n = spool_state.nadds;
+	spool_state.adds = NULL;
+	spool_state.nadds = spool_state.capadds = 0;
+	spool_state.adds_bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct unwritten *u = &list[i];
 		if (u->failed) {
@@ -493,11 +493,11 @@ static void finish_out(void)
 				forget_file(u->m->id);
 				unsync_file(u->synced_fd);
 			}
-			S.st.messages--;
-			S.st.bytes -= u->m->size;
-			if (S.out_full)
+			spool_state.st.messages--;
+			spool_state.st.bytes -= u->m->size;
+			if (spool_state.out_full)
 				router_count_rejected();
-			u->written(u->m, S.out_err, u->arg);
+			u->written(u->m, spool_state.out_err, u->arg);
 			continue;
 		}
 		seg_find(u->m->seg)->live++;
@@ -508,11 +508,11 @@ static void finish_out(void)
 	free(list);
 	/* One fdatasync for the whole turn (group commit), for its new messages,
 	 * for the DONE records whose files' copies wait for it and for the copies
-	 * a compaction wrote (S.batch). */
-	if ((n || S.unsynced.n || S.nbatch || S.nleft) && S.fsync == FS_ALWAYS)
+	 * a compaction wrote (spool_state.batch). */
+	if ((n || spool_state.unsynced.n || spool_state.nbatch || spool_state.nleft) && spool_state.fsync == FS_ALWAYS)
 		start_sync();
-	else if ((S.unsynced.n || S.nleft) && S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
-		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
+	else if ((spool_state.unsynced.n || spool_state.nleft) && spool_state.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&spool_state.timer))
+		uv_timer_start(&spool_state.timer, on_batch_timer, spool_state.interval_ms, 0);
 }
 
 static void seg_gc(void);
@@ -521,43 +521,43 @@ static void on_prepare(uv_prepare_t *h)
 {
 	/* First, so that what a compaction appends (and with spool.fsync always,
 	 * its sync) goes with this turn's write. */
-	if (S.gc_due) {
-		S.gc_due = false;
+	if (spool_state.gc_due) {
+		spool_state.gc_due = false;
 		seg_gc();
 	}
 	finish_out();
 	channel_flush_pending(); /* the jobs and answers finish_out() queued: before the loop blocks */
 }
 
-/* Seal the record framed in S.sb and queue it in S.out, in the segment being
+/* Seal the record framed in spool_state.sb and queue it in spool_state.out, in the segment being
  * written (a full one is finished first). Where it will be is known now. */
 static int append_record(enum rec_type type, uint64_t *seg, uint64_t *off, uint32_t *reclen, char *err,
 			 size_t errlen)
 {
 	seal_record(type);
-	if (S.woff + S.out.size >= S.seg_max) {
+	if (spool_state.woff + spool_state.out.size >= spool_state.seg_max) {
 		/* What waits belongs to the segment that is full. finish_out() also
 		 * routes the new messages among it, and one that fails at once (its
 		 * file or its key unreadable) is dead-lettered then: a DEAD framed in
-		 * S.sb and written to a new segment. This record waits aside meanwhile
-		 * (left in S.sb it became a copy of that DEAD, and its message was lost
+		 * spool_state.sb and written to a new segment. This record waits aside meanwhile
+		 * (left in spool_state.sb it became a copy of that DEAD, and its message was lost
 		 * at the next start), and a new segment is opened only if none was. */
-		msgpack_sbuffer rec = S.sb;
-		msgpack_sbuffer_init(&S.sb);
+		msgpack_sbuffer rec = spool_state.sb;
+		msgpack_sbuffer_init(&spool_state.sb);
 		finish_out();
-		msgpack_sbuffer_destroy(&S.sb);
-		S.sb = rec;
-		if (S.woff + S.out.size >= S.seg_max && seg_open_new(err, errlen) < 0)
+		msgpack_sbuffer_destroy(&spool_state.sb);
+		spool_state.sb = rec;
+		if (spool_state.woff + spool_state.out.size >= spool_state.seg_max && seg_open_new(err, errlen) < 0)
 			return -1;
 	}
 	if (seg)
-		*seg = S.segs[S.nsegs - 1].num;
+		*seg = spool_state.segs[spool_state.nsegs - 1].num;
 	if (off)
-		*off = S.woff + S.out.size;
+		*off = spool_state.woff + spool_state.out.size;
 	if (reclen)
-		*reclen = (uint32_t)S.sb.size;
-	msgpack_sbuffer_write(&S.out, S.sb.data, S.sb.size);
-	S.st.written_records++;
+		*reclen = (uint32_t)spool_state.sb.size;
+	msgpack_sbuffer_write(&spool_state.out, spool_state.sb.data, spool_state.sb.size);
+	spool_state.st.written_records++;
 	return 0;
 }
 
@@ -568,7 +568,7 @@ static int append_now(enum rec_type type, uint64_t *seg, uint64_t *off, uint32_t
 	if (append_record(type, seg, off, reclen, err, errlen) < 0)
 		return -1;
 	if (write_out() < 0) {
-		snprintf(err, errlen, "%s", S.out_err);
+		snprintf(err, errlen, "%s", spool_state.out_err);
 		return -1;
 	}
 	return 0;
@@ -576,13 +576,13 @@ static int append_now(enum rec_type type, uint64_t *seg, uint64_t *off, uint32_t
 
 static void begin_record(msgpack_packer *pk)
 {
-	S.sb.size = 0;
+	spool_state.sb.size = 0;
 	static const char zero[REC_HDR];
-	msgpack_sbuffer_write(&S.sb, zero, REC_HDR);
-	msgpack_packer_init(pk, &S.sb, pk_write);
+	msgpack_sbuffer_write(&spool_state.sb, zero, REC_HDR);
+	msgpack_packer_init(pk, &spool_state.sb, pk_write);
 }
 
-/* Frame in S.sb a record that names a message (DONE, DEAD, REQUEUE). */
+/* Frame in spool_state.sb a record that names a message (DONE, DEAD, REQUEUE). */
 static void frame_id_record(const char *id, const char *reason)
 {
 	msgpack_packer pk;
@@ -610,7 +610,7 @@ static int write_id_record(enum rec_type type, const struct smsg *m, const char 
 /* ---- group commit ---- */
 
 /* fdatasync (fsync for a directory), counted where it runs: in the pool into
- * S.job.syncs, on the loop straight into S.st.fsyncs. */
+ * spool_state.job.syncs, on the loop straight into spool_state.st.fsyncs. */
 static int counted_sync(int fd, bool dir, uint64_t *count)
 {
 	(*count)++;
@@ -620,33 +620,33 @@ static int counted_sync(int fd, bool dir, uint64_t *count)
 /* In a thread of libuv's pool: the contents of files snapshotted into
  * the spool since the last sync (a copy was only just written), their
  * directory entries, the full
- * segments left since, the segment written. Only S.job is touched (and
- * S.filedir, which does not change). */
+ * segments left since, the segment written. Only spool_state.job is touched (and
+ * spool_state.filedir, which does not change). */
 static void sync_failed(const char *what)
 {
-	if (!S.job.err) {
-		S.job.err = errno;
-		S.job.what = what;
+	if (!spool_state.job.err) {
+		spool_state.job.err = errno;
+		spool_state.job.what = what;
 	}
 }
 
 static void sync_work(uv_work_t *w)
 {
 	(void)w;
-	for (size_t i = 0; i < S.job.nfiles; i++)
-		if (counted_sync(S.job.files[i], false, &S.job.syncs) < 0)
+	for (size_t i = 0; i < spool_state.job.nfiles; i++)
+		if (counted_sync(spool_state.job.files[i], false, &spool_state.job.syncs) < 0)
 			sync_failed("a file");
-	if (S.job.dir) {
-		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 || counted_sync(dfd, true, &S.job.syncs) < 0)
-			sync_failed(S.filedir);
+	if (spool_state.job.dir) {
+		int dfd = open(spool_state.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || counted_sync(dfd, true, &spool_state.job.syncs) < 0)
+			sync_failed(spool_state.filedir);
 		if (dfd >= 0)
 			close(dfd);
 	}
-	for (size_t i = 0; i < S.job.nsegs; i++)
-		if (counted_sync(S.job.segs[i], false, &S.job.syncs) < 0)
+	for (size_t i = 0; i < spool_state.job.nsegs; i++)
+		if (counted_sync(spool_state.job.segs[i], false, &spool_state.job.syncs) < 0)
 			sync_failed("a full segment");
-	if (counted_sync(S.job.wfd, false, &S.job.syncs) < 0)
+	if (counted_sync(spool_state.job.wfd, false, &spool_state.job.syncs) < 0)
 		sync_failed("");
 }
 
@@ -657,96 +657,96 @@ static void sync_done(uv_work_t *w, int status)
 	char why[200] = "";
 	if (status < 0)
 		snprintf(why, sizeof why, "spool: fdatasync failed: %s", uv_strerror(status));
-	else if (S.job.err)
-		snprintf(why, sizeof why, "spool: fdatasync failed: %s%s%s", S.job.what, *S.job.what ? ": " : "",
-			 strerror(S.job.err));
+	else if (spool_state.job.err)
+		snprintf(why, sizeof why, "spool: fdatasync failed: %s%s%s", spool_state.job.what, *spool_state.job.what ? ": " : "",
+			 strerror(spool_state.job.err));
 	if (why[0])
-		log_warnx("%s (%zu messages not answered accepted)", why, S.nflight);
-	for (size_t i = 0; i < S.job.nfiles; i++)
-		close(S.job.files[i]);
-	for (size_t i = 0; i < S.job.nsegs; i++)
-		close(S.job.segs[i]);
-	free(S.job.files);
-	free(S.job.segs);
-	S.job.files = S.job.segs = NULL;
-	S.job.nfiles = S.job.nsegs = 0;
-	S.job.wfd = -1;
-	S.syncing = false;
-	S.st.fsyncs += S.job.syncs;
+		log_warnx("%s (%zu messages not answered accepted)", why, spool_state.nflight);
+	for (size_t i = 0; i < spool_state.job.nfiles; i++)
+		close(spool_state.job.files[i]);
+	for (size_t i = 0; i < spool_state.job.nsegs; i++)
+		close(spool_state.job.segs[i]);
+	free(spool_state.job.files);
+	free(spool_state.job.segs);
+	spool_state.job.files = spool_state.job.segs = NULL;
+	spool_state.job.nfiles = spool_state.job.nsegs = 0;
+	spool_state.job.wfd = -1;
+	spool_state.syncing = false;
+	spool_state.st.fsyncs += spool_state.job.syncs;
 	/* The DONE records written before this sync are durable: their files' copies
 	 * may go. Before the callbacks: one may append records and, with a full
 	 * segment, finish it and start the next sync, which takes over gone_flight. */
 	if (why[0])
-		keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
+		keep_files(&spool_state.gone_flight, "may not have reached the disk (the sync failed)");
 	else
-		forget_files(&S.gone_flight);
-	for (size_t i = 0; i < S.nclose_after_sync; i++)
-		close(S.close_after_sync[i]);
-	S.nclose_after_sync = 0;
-	struct pending *done = S.flight;
-	size_t n = S.nflight;
-	S.flight = NULL;
-	S.nflight = 0;
+		forget_files(&spool_state.gone_flight);
+	for (size_t i = 0; i < spool_state.nclose_after_sync; i++)
+		close(spool_state.close_after_sync[i]);
+	spool_state.nclose_after_sync = 0;
+	struct pending *done = spool_state.flight;
+	size_t n = spool_state.nflight;
+	spool_state.flight = NULL;
+	spool_state.nflight = 0;
 	for (size_t i = 0; i < n; i++)
 		done[i].cb(why[0] ? why : NULL, done[i].arg);
 	free(done);
 	/* What came in meanwhile: its timer may have fired while this sync ran
 	 * (start_sync then did nothing), and no later message may come to start
 	 * another; it must not wait for ever. */
-	bool more = S.nbatch || S.unsynced.n || S.nleft;
-	if (more && S.fsync == FS_ALWAYS)
+	bool more = spool_state.nbatch || spool_state.unsynced.n || spool_state.nleft;
+	if (more && spool_state.fsync == FS_ALWAYS)
 		start_sync();
-	else if (more && !uv_is_active((uv_handle_t *)&S.timer))
-		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
+	else if (more && !uv_is_active((uv_handle_t *)&spool_state.timer))
+		uv_timer_start(&spool_state.timer, on_batch_timer, spool_state.interval_ms, 0);
 }
 
 static void start_sync(void)
 {
-	if (S.syncing || (!S.nbatch && !S.unsynced.n && !S.nleft))
+	if (spool_state.syncing || (!spool_state.nbatch && !spool_state.unsynced.n && !spool_state.nleft))
 		return;
-	S.syncing = true;
+	spool_state.syncing = true;
 	write_out();
-	S.flight = S.batch;
-	S.nflight = S.nbatch;
-	S.batch = NULL;
-	S.nbatch = S.capbatch = 0;
-	struct idlist t = S.gone_flight; /* empty: no sync runs */
-	S.gone_flight = S.unsynced;
-	S.unsynced = t;
-	S.job.files = S.linked;
-	S.job.nfiles = S.nlinked;
-	S.linked = NULL;
-	S.nlinked = S.caplinked = 0;
-	S.job.dir = S.files_dirty;
-	S.files_dirty = false;
-	S.job.segs = S.left;
-	S.job.nsegs = S.nleft;
-	S.left = NULL;
-	S.nleft = 0;
-	S.job.wfd = S.wfd;
-	S.job.woff = S.woff;
-	S.job.syncs = 0;
-	S.job.err = 0;
-	int rc = uv_queue_work(sup.loop, &S.work, sync_work, sync_done);
+	spool_state.flight = spool_state.batch;
+	spool_state.nflight = spool_state.nbatch;
+	spool_state.batch = NULL;
+	spool_state.nbatch = spool_state.capbatch = 0;
+	struct idlist t = spool_state.gone_flight; /* empty: no sync runs */
+	spool_state.gone_flight = spool_state.unsynced;
+	spool_state.unsynced = t;
+	spool_state.job.files = spool_state.linked;
+	spool_state.job.nfiles = spool_state.nlinked;
+	spool_state.linked = NULL;
+	spool_state.nlinked = spool_state.caplinked = 0;
+	spool_state.job.dir = spool_state.files_dirty;
+	spool_state.files_dirty = false;
+	spool_state.job.segs = spool_state.left;
+	spool_state.job.nsegs = spool_state.nleft;
+	spool_state.left = NULL;
+	spool_state.nleft = 0;
+	spool_state.job.wfd = spool_state.wfd;
+	spool_state.job.woff = spool_state.woff;
+	spool_state.job.syncs = 0;
+	spool_state.job.err = 0;
+	int rc = uv_queue_work(sup.loop, &spool_state.work, sync_work, sync_done);
 	if (rc < 0) /* cannot happen with a valid loop and callback; never leave the batch waiting */
-		sync_done(&S.work, rc);
+		sync_done(&spool_state.work, rc);
 }
 
 static void on_batch_timer(uv_timer_t *t) { start_sync(); }
 
 static void when_durable(void (*cb)(const char *, void *), void *arg)
 {
-	if (S.fsync == FS_NEVER) {
+	if (spool_state.fsync == FS_NEVER) {
 		cb(NULL, arg);
 		return;
 	}
-	if (S.nbatch == S.capbatch) {
-		S.capbatch = S.capbatch ? S.capbatch * 2 : 64;
-		S.batch = xrealloc(S.batch, S.capbatch * sizeof *S.batch);
+	if (spool_state.nbatch == spool_state.capbatch) {
+		spool_state.capbatch = spool_state.capbatch ? spool_state.capbatch * 2 : 64;
+		spool_state.batch = xrealloc(spool_state.batch, spool_state.capbatch * sizeof *spool_state.batch);
 	}
-	S.batch[S.nbatch++] = (struct pending){ cb, arg };
-	if (S.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&S.timer))
-		uv_timer_start(&S.timer, on_batch_timer, S.interval_ms, 0);
+	spool_state.batch[spool_state.nbatch++] = (struct pending){ cb, arg };
+	if (spool_state.fsync == FS_BATCH && !uv_is_active((uv_handle_t *)&spool_state.timer))
+		uv_timer_start(&spool_state.timer, on_batch_timer, spool_state.interval_ms, 0);
 }
 
 /* ---- files ---- */
@@ -756,22 +756,22 @@ static void when_durable(void (*cb)(const char *, void *), void *arg)
  * (before its directory and the segment with its ADD), and then closes. */
 static void sync_with_next_commit(int fd)
 {
-	if (S.nlinked == S.caplinked) {
-		S.caplinked = S.caplinked ? S.caplinked * 2 : 16;
-		S.linked = xrealloc(S.linked, S.caplinked * sizeof *S.linked);
+	if (spool_state.nlinked == spool_state.caplinked) {
+		spool_state.caplinked = spool_state.caplinked ? spool_state.caplinked * 2 : 16;
+		spool_state.linked = xrealloc(spool_state.linked, spool_state.caplinked * sizeof *spool_state.linked);
 	}
-	S.linked[S.nlinked++] = fd;
+	spool_state.linked[spool_state.nlinked++] = fd;
 }
 
 /* The copy of a file not accepted after all (its ADD could not be written),
- * removed: its descriptor leaves S.linked and is closed now, or its blocks
+ * removed: its descriptor leaves spool_state.linked and is closed now, or its blocks
  * would stay taken until a sync that may never come (a full spool stays
  * full). One a running sync already took is closed when that sync ends. */
 static void unsync_file(int fd)
 {
-	for (size_t i = 0; fd >= 0 && i < S.nlinked; i++)
-		if (S.linked[i] == fd) {
-			S.linked[i] = S.linked[--S.nlinked];
+	for (size_t i = 0; fd >= 0 && i < spool_state.nlinked; i++)
+		if (spool_state.linked[i] == fd) {
+			spool_state.linked[i] = spool_state.linked[--spool_state.nlinked];
 			close(fd);
 			return;
 		}
@@ -787,7 +787,7 @@ static void unsync_file(int fd)
  * read/write loop where that cannot cross file systems). It is taken in
  * libuv's pool, never on the loop (a large file takes long on flash), at most
  * SNAP_MAX at a time so the group commit's sync always finds a thread free;
- * the rest wait their turn in S.snapq. The copy is not synced there: the
+ * the rest wait their turn in spool_state.snapq. The copy is not synced there: the
  * group commit syncs it with the ADD that names it, and nothing is answered
  * accepted before. It is renamed to its name before its ADD is written:
  * killed before, the copy is a stray that the next start removes; the .tmp
@@ -796,7 +796,7 @@ static void unsync_file(int fd)
 
 struct snap {
 	uv_work_t work;
-	struct snap *next;  /* in S.snapq, or in S.snaps once in the pool */
+	struct snap *next;  /* in spool_state.snapq, or in spool_state.snaps once in the pool */
 	struct smsg *m;
 	int src, out;       /* the caller's file (a duplicate); the copy, kept for the sync */
 	char *tmp, *dst;
@@ -890,29 +890,29 @@ static void snap_why(const struct snap *s, char *err, size_t errlen)
 			 (unsigned long long)s->m->size, (unsigned long long)s->copied);
 	else if (s->err == ENOSPC || s->err == EDQUOT)
 		snprintf(err, errlen, "spool full: the file system of %s has no room for a copy of the file (%s); "
-			 "try again later", S.filedir, strerror(s->err));
+			 "try again later", spool_state.filedir, strerror(s->err));
 	else
-		snprintf(err, errlen, "spool: cannot keep a copy of the file in %s: %s", S.filedir, strerror(s->err));
+		snprintf(err, errlen, "spool: cannot keep a copy of the file in %s: %s", spool_state.filedir, strerror(s->err));
 }
 
 /* Back on the loop: the snapshot is in spool/files (or not); its ADD goes
  * with this turn's records. */
 static void snap_done(uv_work_t *w, int status)
 {
-	struct snap *s = (struct snap *)w, **pp = &S.snaps;
+	struct snap *s = (struct snap *)w, **pp = &spool_state.snaps;
 	while (*pp != s)
 		pp = &(*pp)->next;
 	*pp = s->next;
-	S.nsnaps--;
-	S.nsnaps_running--;
-	S.snaps_bytes -= s->m->size;
+	spool_state.nsnaps--;
+	spool_state.nsnaps_running--;
+	spool_state.snaps_bytes -= s->m->size;
 	char err[300];
 	bool ok = status == 0 && !s->err && s->copied == s->m->size;
 	if (s->reflinked)
-		S.st.reflinks++;
+		spool_state.st.reflinks++;
 	if (ok) {
-		S.files_dirty = true;
-		int keep = S.fsync == FS_NEVER ? -1 : s->out;
+		spool_state.files_dirty = true;
+		int keep = spool_state.fsync == FS_NEVER ? -1 : s->out;
 		if (keep >= 0)
 			sync_with_next_commit(keep);
 		else
@@ -941,14 +941,14 @@ static void snap_done(uv_work_t *w, int status)
 /* Start the snapshots that wait, while fewer than SNAP_MAX run. */
 static void snap_next(void)
 {
-	while (S.snapq && S.nsnaps_running < SNAP_MAX) {
-		struct snap *s = S.snapq;
-		S.snapq = s->next;
-		if (!S.snapq)
-			S.snapq_tail = NULL;
-		s->next = S.snaps;
-		S.snaps = s;
-		S.nsnaps_running++;
+	while (spool_state.snapq && spool_state.nsnaps_running < SNAP_MAX) {
+		struct snap *s = spool_state.snapq;
+		spool_state.snapq = s->next;
+		if (!spool_state.snapq)
+			spool_state.snapq_tail = NULL;
+		s->next = spool_state.snaps;
+		spool_state.snaps = s;
+		spool_state.nsnaps_running++;
 		if (uv_queue_work(sup.loop, &s->work, snap_work, snap_done) < 0) { /* cannot happen on a valid loop */
 			s->err = EAGAIN;
 			snap_done(&s->work, 0);
@@ -964,14 +964,14 @@ static bool id_taken_again(const char *id)
 {
 	if (router_find(id))
 		return true;
-	for (struct snap *s = S.snapq; s; s = s->next)
+	for (struct snap *s = spool_state.snapq; s; s = s->next)
 		if (strcmp(s->m->id, id) == 0)
 			return true;
-	for (struct snap *s = S.snaps; s; s = s->next)
+	for (struct snap *s = spool_state.snaps; s; s = s->next)
 		if (strcmp(s->m->id, id) == 0)
 			return true;
-	for (size_t i = 0; i < S.nadds; i++)
-		if (strcmp(S.adds[i].m->id, id) == 0)
+	for (size_t i = 0; i < spool_state.nadds; i++)
+		if (strcmp(spool_state.adds[i].m->id, id) == 0)
 			return true;
 	return false;
 }
@@ -990,13 +990,13 @@ static int snapshot(struct smsg *m, int fd, void (*written)(struct smsg *, const
 	*s = (struct snap){ .m = m, .src = src, .out = -1, .written = written, .durable = durable, .arg = arg };
 	s->dst = file_path(m->id);
 	s->tmp = xasprintf("%s.tmp", s->dst);
-	if (S.snapq_tail)
-		S.snapq_tail->next = s;
+	if (spool_state.snapq_tail)
+		spool_state.snapq_tail->next = s;
 	else
-		S.snapq = s;
-	S.snapq_tail = s;
-	S.nsnaps++;
-	S.snaps_bytes += m->size;
+		spool_state.snapq = s;
+	spool_state.snapq_tail = s;
+	spool_state.nsnaps++;
+	spool_state.snaps_bytes += m->size;
 	snap_next();
 	return 0;
 }
@@ -1033,7 +1033,7 @@ int spool_open_file(const struct smsg *m, char *err, size_t errlen)
 /* ---- the interface ---- */
 
 /* Frame the ADD of m and queue it with this turn's records; written() runs at
- * the turn's end. synced_fd: its file's copy, waiting in S.linked for the sync. */
+ * the turn's end. synced_fd: its file's copy, waiting in spool_state.linked for the sync. */
 static int add_record(struct smsg *m, const void *payload, size_t len, int synced_fd,
 		      void (*written)(struct smsg *, const char *, void *), void (*durable)(const char *, void *),
 		      void *arg, char *err, size_t errlen)
@@ -1043,14 +1043,14 @@ static int add_record(struct smsg *m, const void *payload, size_t len, int synce
 	pack_add(&pk, m, payload, len);
 	if (append_record(REC_ADD, &m->seg, &m->off, &m->reclen, err, errlen) < 0)
 		return -1;
-	if (S.nadds == S.capadds) {
-		S.capadds = S.capadds ? S.capadds * 2 : 64;
-		S.adds = xrealloc(S.adds, S.capadds * sizeof *S.adds);
+	if (spool_state.nadds == spool_state.capadds) {
+		spool_state.capadds = spool_state.capadds ? spool_state.capadds * 2 : 64;
+		spool_state.adds = xrealloc(spool_state.adds, spool_state.capadds * sizeof *spool_state.adds);
 	}
-	S.adds[S.nadds++] = (struct unwritten){ m, written, durable, arg, false, synced_fd };
-	S.adds_bytes += m->size;
-	S.st.messages++;
-	S.st.bytes += m->size;
+	spool_state.adds[spool_state.nadds++] = (struct unwritten){ m, written, durable, arg, false, synced_fd };
+	spool_state.adds_bytes += m->size;
+	spool_state.st.messages++;
+	spool_state.st.bytes += m->size;
 	return 0;
 }
 
@@ -1066,8 +1066,8 @@ int spool_add(struct smsg *m, const void *payload, size_t len, int file_fd,
 
 void spool_unwritten(uint64_t *n, uint64_t *bytes)
 {
-	*n = S.nadds + S.nsnaps;
-	*bytes = S.adds_bytes + S.snaps_bytes;
+	*n = spool_state.nadds + spool_state.nsnaps;
+	*bytes = spool_state.adds_bytes + spool_state.snaps_bytes;
 }
 
 static void seg_unref(uint64_t num);
@@ -1077,11 +1077,11 @@ void spool_done(struct smsg *m, const char *state)
 	/* With no DONE recorded the message comes back after a restart, and needs its file. */
 	if (write_id_record(REC_DONE, m, state) == 0 && m->kind == JOB_FILE)
 		forget_file_when_written(m->id);
-	if (S.st.messages)
-		S.st.messages--;
-	S.st.bytes -= m->size <= S.st.bytes ? m->size : S.st.bytes;
-	if (m->state == SM_DEAD && S.st.dead)
-		S.st.dead--;
+	if (spool_state.st.messages)
+		spool_state.st.messages--;
+	spool_state.st.bytes -= m->size <= spool_state.st.bytes ? m->size : spool_state.st.bytes;
+	if (m->state == SM_DEAD && spool_state.st.dead)
+		spool_state.st.dead--;
 	seg_unref(m->seg);
 	live_del(m);
 }
@@ -1089,14 +1089,14 @@ void spool_done(struct smsg *m, const char *state)
 void spool_dead(struct smsg *m, const char *reason)
 {
 	write_id_record(REC_DEAD, m, reason);
-	S.st.dead++;
+	spool_state.st.dead++;
 }
 
 void spool_requeue(struct smsg *m)
 {
 	write_id_record(REC_REQUEUE, m, NULL);
-	if (S.st.dead)
-		S.st.dead--;
+	if (spool_state.st.dead)
+		spool_state.st.dead--;
 }
 
 static int read_record(uint64_t segnum, uint64_t off, uint32_t reclen, char **out)
@@ -1130,9 +1130,9 @@ int spool_load_payload(struct smsg *m)
 	}
 	msgpack_object o;
 	size_t off = 0;
-	msgpack_zone_clear(&S.zone);
+	msgpack_zone_clear(&spool_state.zone);
 	int rc = -1;
-	if (msgpack_unpack(rec + REC_HDR, m->reclen - REC_HDR, &off, &S.zone, &o) == MSGPACK_UNPACK_SUCCESS) {
+	if (msgpack_unpack(rec + REC_HDR, m->reclen - REC_HDR, &off, &spool_state.zone, &o) == MSGPACK_UNPACK_SUCCESS) {
 		const msgpack_object *p = obj_get(&o, "payload");
 		if (p && p->type == MSGPACK_OBJECT_BIN) {
 			m->payload = xmalloc(p->via.bin.size + 1);
@@ -1147,26 +1147,26 @@ int spool_load_payload(struct smsg *m)
 
 void spool_stats(struct spool_stats *st)
 {
-	*st = S.st;
-	st->segments = S.nsegs;
+	*st = spool_state.st;
+	st->segments = spool_state.nsegs;
 	st->disk_bytes = 0;
-	for (size_t i = 0; i < S.nsegs; i++)
-		st->disk_bytes += S.segs[i].size;
-	st->oldest_wall_ms = S.live_head ? S.live_head->created_wall_ms : 0;
+	for (size_t i = 0; i < spool_state.nsegs; i++)
+		st->disk_bytes += spool_state.segs[i].size;
+	st->oldest_wall_ms = spool_state.live_head ? spool_state.live_head->created_wall_ms : 0;
 }
 
 /* ---- segment life: delete oldest-first, compact a nearly empty oldest one ---- */
 
 static void seg_delete_oldest(void)
 {
-	struct seg *s = &S.segs[0];
+	struct seg *s = &spool_state.segs[0];
 	char *p = seg_path(s->num);
 	if (s->rfd >= 0)
 		close(s->rfd);
 	unlink(p);
 	free(p);
-	memmove(S.segs, S.segs + 1, --S.nsegs * sizeof *S.segs);
-	S.st.segments = S.nsegs;
+	memmove(spool_state.segs, spool_state.segs + 1, --spool_state.nsegs * sizeof *spool_state.segs);
+	spool_state.st.segments = spool_state.nsegs;
 }
 
 /* The copies a compaction wrote are durable (or, with spool.fsync never, written):
@@ -1191,12 +1191,12 @@ static void compact_apply(const struct moved *v, size_t n, uint64_t from)
 
 static void compact_durable(const char *err, void *arg)
 {
-	struct moved *v = S.moved;
-	size_t n = S.nmoved;
-	uint64_t from = S.compact_from;
-	S.moved = NULL;
-	S.nmoved = 0;
-	S.compacting = false;
+	struct moved *v = spool_state.moved;
+	size_t n = spool_state.nmoved;
+	uint64_t from = spool_state.compact_from;
+	spool_state.moved = NULL;
+	spool_state.nmoved = 0;
+	spool_state.compacting = false;
 	if (err) {
 		/* The messages stay where they are. The copies are duplicates on disk:
 		 * the next start takes a later ADD of a live id as its copy. */
@@ -1217,9 +1217,9 @@ static void compact_durable(const char *err, void *arg)
  * true when done at once (spool.fsync never: nothing to wait for). */
 static bool compact_oldest(void)
 {
-	uint64_t from = S.segs[0].num;
+	uint64_t from = spool_state.segs[0].num;
 	size_t n = 0;
-	for (struct smsg *m = S.live_head; m; m = m->snext)
+	for (struct smsg *m = spool_state.live_head; m; m = m->snext)
 		n += m->seg == from;
 	if (!n)
 		return false;
@@ -1227,19 +1227,19 @@ static bool compact_oldest(void)
 	 * new messages of this turn and may change the lists. */
 	struct moved *v = xcalloc(n, sizeof *v);
 	size_t k = 0;
-	for (struct smsg *m = S.live_head; m && k < n; m = m->snext)
+	for (struct smsg *m = spool_state.live_head; m && k < n; m = m->snext)
 		if (m->seg == from)
 			memcpy(v[k++].id, m->id, sizeof v[0].id);
-	S.compacting = true;
-	unsigned failures = S.write_failures;
+	spool_state.compacting = true;
+	unsigned failures = spool_state.write_failures;
 	size_t copied = 0;
 	for (size_t i = 0; i < k; i++) {
 		struct smsg *m = router_find(v[i].id);
 		char *rec, err[256];
 		if (!m || m->seg != from || read_record(m->seg, m->off, m->reclen, &rec) < 0)
 			continue; /* gone meanwhile, or unreadable: it stays, and so does the segment */
-		S.sb.size = 0;
-		msgpack_sbuffer_write(&S.sb, rec, m->reclen);
+		spool_state.sb.size = 0;
+		msgpack_sbuffer_write(&spool_state.sb, rec, m->reclen);
 		free(rec);
 		/* m is not looked at again: a full segment's end runs the router */
 		bool dead = m->state == SM_DEAD;
@@ -1260,23 +1260,23 @@ static bool compact_oldest(void)
 		v[copied++] = to;
 	}
 	/* One write for all of them. */
-	if (write_out() < 0 || S.write_failures != failures || !copied) {
+	if (write_out() < 0 || spool_state.write_failures != failures || !copied) {
 		if (copied)
 			log_warnx("spool: compaction of segment %llu failed: its records could not be written",
 				  (unsigned long long)from);
 		free(v);
-		S.compacting = false;
+		spool_state.compacting = false;
 		return false;
 	}
-	if (S.fsync == FS_NEVER) {
+	if (spool_state.fsync == FS_NEVER) {
 		compact_apply(v, copied, from);
 		free(v);
-		S.compacting = false;
+		spool_state.compacting = false;
 		return true;
 	}
-	S.moved = v;
-	S.nmoved = copied;
-	S.compact_from = from;
+	spool_state.moved = v;
+	spool_state.nmoved = copied;
+	spool_state.compact_from = from;
 	when_durable(compact_durable, NULL); /* batch: with the next group commit; always: at this turn's end */
 	return false;
 }
@@ -1289,16 +1289,16 @@ static bool compact_oldest(void)
  * segment at each change until a restart. */
 static void seg_gc(void)
 {
-	while (S.nsegs > 1) {
-		if (S.segs[0].live == 0) {
+	while (spool_state.nsegs > 1) {
+		if (spool_state.segs[0].live == 0) {
 			seg_delete_oldest();
 			continue;
 		}
 		/* An old segment pinned by a few long-waiting messages (dead letters, a
 		 * long outage) is compacted once the spool has grown past a few
 		 * segments; one compaction at a time. */
-		if (!S.compacting && S.nsegs > 4 && S.segs[0].live * 64 < S.segs[0].size / 64 && compact_oldest() &&
-		    S.segs[0].live == 0)
+		if (!spool_state.compacting && spool_state.nsegs > 4 && spool_state.segs[0].live * 64 < spool_state.segs[0].size / 64 && compact_oldest() &&
+		    spool_state.segs[0].live == 0)
 			continue;
 		break;
 	}
@@ -1309,7 +1309,7 @@ static void seg_unref(uint64_t num)
 	struct seg *s = seg_find(num);
 	if (s && s->live)
 		s->live--;
-	if (S.nsegs > 1 && S.segs[0].live == 0)
+	if (spool_state.nsegs > 1 && spool_state.segs[0].live == 0)
 		seg_gc();
 }
 
@@ -1516,7 +1516,7 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 			if (off >= size)
 				break; /* nothing good after it: a torn tail */
 			s->corrupt = true;
-			S.st.corrupt_records++;
+			spool_state.st.corrupt_records++;
 			log_warnx("spool: %s: %llu damaged bytes at offset %llu skipped; replay goes on at the next "
 				  "good record (a message recorded there is lost)",
 				  path, (unsigned long long)(off - bad), (unsigned long long)bad);
@@ -1524,8 +1524,8 @@ static uint64_t replay_segment(struct recovery *rv, struct seg *s, bool *clean)
 		uint32_t len = get32(map + off);
 		msgpack_object o;
 		size_t used = 0;
-		msgpack_zone_clear(&S.zone);
-		if (msgpack_unpack((const char *)map + off + REC_HDR, len, &used, &S.zone, &o) == MSGPACK_UNPACK_SUCCESS)
+		msgpack_zone_clear(&spool_state.zone);
+		if (msgpack_unpack((const char *)map + off + REC_HDR, len, &used, &spool_state.zone, &o) == MSGPACK_UNPACK_SUCCESS)
 			apply_record(rv, s, (enum rec_type)map[off + 8], &o, off, REC_HDR + len);
 		off += REC_HDR + len;
 		good_end = off;
@@ -1548,7 +1548,7 @@ static int cmp_u64(const void *a, const void *b)
  * none, and every copy in spool/files for a stray. -1 with errno. */
 static int list_segments(void)
 {
-	DIR *d = opendir(S.segdir);
+	DIR *d = opendir(spool_state.segdir);
 	if (!d)
 		return -1;
 	uint64_t *nums = NULL;
@@ -1571,22 +1571,22 @@ static int list_segments(void)
 	}
 	if (n)
 		qsort(nums, n, sizeof *nums, cmp_u64);
-	S.segs = xcalloc(n ? n : 1, sizeof *S.segs);
+	spool_state.segs = xcalloc(n ? n : 1, sizeof *spool_state.segs);
 	for (size_t i = 0; i < n; i++)
-		S.segs[i] = (struct seg){ .num = nums[i], .rfd = -1 };
-	S.nsegs = n;
+		spool_state.segs[i] = (struct seg){ .num = nums[i], .rfd = -1 };
+	spool_state.nsegs = n;
 	free(nums);
 	return 0;
 }
 
 /* Out of the way of replay and of the deletion of empty segments, kept for an
- * operator to look at. If even that fails it stays where it is, out of S.segs
+ * operator to look at. If even that fails it stays where it is, out of spool_state.segs
  * (nothing deletes it, nothing is appended to it) and is replayed again at
  * the next start. */
 static void move_aside(struct seg *s)
 {
 	char *from = seg_path(s->num);
-	char *dir = xasprintf("%s/corrupt", S.dir);
+	char *dir = xasprintf("%s/corrupt", spool_state.dir);
 	char *to = xasprintf("%s/%020llu-%llu.log", dir, (unsigned long long)s->num, (unsigned long long)wall_ms());
 	const char *what = s->unreadable ? "cannot be read" : "is corrupt in the middle";
 	mkdir_p(dir, 0750);
@@ -1595,7 +1595,7 @@ static void move_aside(struct seg *s)
 	else
 		log_warn("spool: segment %s %s, and cannot be moved aside to %s: kept where it is, out of use "
 			 "until the next start reads it again", from, what, dir);
-	S.st.corrupt_segments++;
+	spool_state.st.corrupt_segments++;
 	free(from);
 	free(to);
 	free(dir);
@@ -1609,8 +1609,8 @@ static void rescue(struct smsg *m)
 		log_warnx("spool: message %s in a corrupt segment cannot be read back", m->id);
 		return;
 	}
-	S.sb.size = 0;
-	msgpack_sbuffer_write(&S.sb, rec, m->reclen);
+	spool_state.sb.size = 0;
+	msgpack_sbuffer_write(&spool_state.sb, rec, m->reclen);
 	free(rec);
 	uint64_t seg, off;
 	uint32_t len;
@@ -1664,7 +1664,7 @@ static void check_copy(struct smsg *m)
 /* Does DIR/corrupt hold a segment moved aside? */
 static bool corrupt_segments_kept(void)
 {
-	char *dir = xasprintf("%s/corrupt", S.dir);
+	char *dir = xasprintf("%s/corrupt", spool_state.dir);
 	DIR *d = opendir(dir);
 	free(dir);
 	bool any = false;
@@ -1683,10 +1683,10 @@ static bool corrupt_segments_kept(void)
 static int sync_replayed(void)
 {
 	int rc = 0;
-	for (size_t i = 0; i < S.nsegs && rc == 0; i++) {
-		char *p = seg_path(S.segs[i].num);
+	for (size_t i = 0; i < spool_state.nsegs && rc == 0; i++) {
+		char *p = seg_path(spool_state.segs[i].num);
 		int fd = open(p, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || counted_sync(fd, false, &S.st.fsyncs) < 0) {
+		if (fd < 0 || counted_sync(fd, false, &spool_state.st.fsyncs) < 0) {
 			log_warn("spool: cannot sync segment %s", p);
 			rc = -1;
 		}
@@ -1694,9 +1694,9 @@ static int sync_replayed(void)
 			close(fd);
 		free(p);
 	}
-	int dfd = rc == 0 ? open(S.segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	if (rc == 0 && (dfd < 0 || counted_sync(dfd, true, &S.st.fsyncs) < 0)) {
-		log_warn("spool: cannot sync %s", S.segdir);
+	int dfd = rc == 0 ? open(spool_state.segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (rc == 0 && (dfd < 0 || counted_sync(dfd, true, &spool_state.st.fsyncs) < 0)) {
+		log_warn("spool: cannot sync %s", spool_state.segdir);
 		rc = -1;
 	}
 	if (dfd >= 0)
@@ -1715,9 +1715,9 @@ static int sync_replayed(void)
  * aside to DIR/corrupt earlier (until an operator clears that directory). */
 static void sweep_files(struct recovery *rv)
 {
-	DIR *d = opendir(S.filedir);
+	DIR *d = opendir(spool_state.filedir);
 	if (!d) {
-		log_warn("spool: cannot read %s", S.filedir);
+		log_warn("spool: cannot read %s", spool_state.filedir);
 		return;
 	}
 	struct stray {
@@ -1745,11 +1745,11 @@ static void sweep_files(struct recovery *rv)
 		why = "a segment could not be read to its end at this start";
 	else if (n && corrupt_segments_kept())
 		why = "segments moved aside to spool/corrupt may name them (remove those once inspected)";
-	else if (n && S.fsync != FS_NEVER && sync_replayed() < 0)
+	else if (n && spool_state.fsync != FS_NEVER && sync_replayed() < 0)
 		why = "the records that cancel them could not be made durable";
 	if (why)
 		log_warnx("spool: kept %zu files (%llu bytes) in %s that no message in the spool refers to: %s", n,
-			  (unsigned long long)bytes, S.filedir, why);
+			  (unsigned long long)bytes, spool_state.filedir, why);
 	size_t removed = 0;
 	uint64_t freed = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -1757,7 +1757,7 @@ static void sweep_files(struct recovery *rv)
 			removed++;
 			freed += strays[i].size; /* nothing writes to a stray: its size from the listing */
 		} else if (!why) {
-			log_warn("spool: cannot remove %s/%s", S.filedir, strays[i].name);
+			log_warn("spool: cannot remove %s/%s", spool_state.filedir, strays[i].name);
 		}
 		free(strays[i].name);
 	}
@@ -1766,9 +1766,9 @@ static void sweep_files(struct recovery *rv)
 	if (removed)
 		log_info("spool: removed %zu stray files (%llu bytes) from %s: copies no message in the spool refers "
 			 "to (delivered, their removal cut short; or never accepted)",
-			 removed, (unsigned long long)freed, S.filedir);
-	S.st.stray_files_removed += removed;
-	S.st.stray_bytes_removed += freed;
+			 removed, (unsigned long long)freed, spool_state.filedir);
+	spool_state.st.stray_files_removed += removed;
+	spool_state.st.stray_bytes_removed += freed;
 }
 
 /* The end of a recovery: each message recovered goes to each (the router, or
@@ -1787,22 +1787,22 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 {
 	struct recovery rv = { 0 };
 	if (list_segments() < 0) {
-		snprintf(err, errlen, "cannot list the spool's segments in %s: %s", S.segdir, strerror(errno));
+		snprintf(err, errlen, "cannot list the spool's segments in %s: %s", spool_state.segdir, strerror(errno));
 		return -1;
 	}
-	for (size_t i = 0; i < S.nsegs; i++) {
+	for (size_t i = 0; i < spool_state.nsegs; i++) {
 		bool clean;
-		uint64_t good = replay_segment(&rv, &S.segs[i], &clean);
-		if (clean || S.segs[i].corrupt)
+		uint64_t good = replay_segment(&rv, &spool_state.segs[i], &clean);
+		if (clean || spool_state.segs[i].corrupt)
 			continue;
-		if (i == S.nsegs - 1) { /* the newest: a write cut short by a crash */
-			char *p = seg_path(S.segs[i].num);
+		if (i == spool_state.nsegs - 1) { /* the newest: a write cut short by a crash */
+			char *p = seg_path(spool_state.segs[i].num);
 			if (truncate(p, (off_t)good) == 0)
 				log_warnx("spool: cut a torn tail of %s at byte %llu", p, (unsigned long long)good);
 			free(p);
-			S.st.torn_tails++;
+			spool_state.st.torn_tails++;
 		} else {
-			S.segs[i].corrupt = true;
+			spool_state.segs[i].corrupt = true;
 		}
 	}
 	if (seg_open_new(err, errlen) < 0) { /* never append to a recovered segment */
@@ -1819,37 +1819,37 @@ static int recover(void (*recovered)(struct smsg *m), char *err, size_t errlen)
 			rescue(m);
 		check_copy(m);
 		live++;
-		S.st.messages++;
-		S.st.bytes += m->size;
+		spool_state.st.messages++;
+		spool_state.st.bytes += m->size;
 		if (m->state == SM_DEAD)
-			S.st.dead++;
+			spool_state.st.dead++;
 	}
 	size_t w = 0;
-	for (size_t i = 0; i < S.nsegs; i++) {
-		if (!S.segs[i].corrupt) {
-			S.segs[w++] = S.segs[i];
+	for (size_t i = 0; i < spool_state.nsegs; i++) {
+		if (!spool_state.segs[i].corrupt) {
+			spool_state.segs[w++] = spool_state.segs[i];
 			continue;
 		}
-		if (S.segs[i].rfd >= 0)
-			close(S.segs[i].rfd);
-		move_aside(&S.segs[i]);
+		if (spool_state.segs[i].rfd >= 0)
+			close(spool_state.segs[i].rfd);
+		move_aside(&spool_state.segs[i]);
 	}
-	S.nsegs = w;
+	spool_state.nsegs = w;
 	write_out();
 	/* The rescued copies, before the loop runs: the segments they filled and
-	 * left (S.left), then the one written now. */
-	for (size_t i = 0; i < S.nleft; i++) {
-		counted_sync(S.left[i], false, &S.st.fsyncs);
-		close(S.left[i]);
+	 * left (spool_state.left), then the one written now. */
+	for (size_t i = 0; i < spool_state.nleft; i++) {
+		counted_sync(spool_state.left[i], false, &spool_state.st.fsyncs);
+		close(spool_state.left[i]);
 	}
-	S.nleft = 0;
-	if (S.fsync != FS_NEVER)
-		counted_sync(S.wfd, false, &S.st.fsyncs);
+	spool_state.nleft = 0;
+	if (spool_state.fsync != FS_NEVER)
+		counted_sync(spool_state.wfd, false, &spool_state.st.fsyncs);
 	sweep_files(&rv);
-	S.recovered = recovered;
+	spool_state.recovered = recovered;
 	recovery_free(&rv, hand_recovered); /* the router takes the messages */
 	if (live)
-		log_info("spool: recovered %zu undelivered messages from %zu segments", live, S.nsegs);
+		log_info("spool: recovered %zu undelivered messages from %zu segments", live, spool_state.nsegs);
 	seg_gc();
 	return 0;
 }
@@ -1858,61 +1858,61 @@ int spool_open(char *err, size_t errlen, void (*recovered)(struct smsg *m))
 {
 	crc_init();
 	const char *dir = config_str(sup.cfg, "spool", "dir");
-	S.dir = dir ? xstrdup(dir) : xasprintf("%s/spool", config_str(sup.cfg, "gateway", "state_dir"));
-	S.segdir = xasprintf("%s/seg", S.dir);
-	S.filedir = xasprintf("%s/files", S.dir);
-	if (mkdir_p(S.segdir, 0750) < 0 || mkdir_p(S.filedir, 0750) < 0) {
-		snprintf(err, errlen, "cannot create the spool in %s: %s", S.dir, strerror(errno));
+	spool_state.dir = dir ? xstrdup(dir) : xasprintf("%s/spool", config_str(sup.cfg, "gateway", "state_dir"));
+	spool_state.segdir = xasprintf("%s/seg", spool_state.dir);
+	spool_state.filedir = xasprintf("%s/files", spool_state.dir);
+	if (mkdir_p(spool_state.segdir, 0750) < 0 || mkdir_p(spool_state.filedir, 0750) < 0) {
+		snprintf(err, errlen, "cannot create the spool in %s: %s", spool_state.dir, strerror(errno));
 		return -1;
 	}
 	const char *fs = config_str(sup.cfg, "spool", "fsync");
-	S.fsync = strcmp(fs, "always") == 0 ? FS_ALWAYS : strcmp(fs, "never") == 0 ? FS_NEVER : FS_BATCH;
-	S.interval_ms = (uint64_t)config_int(sup.cfg, "spool", "fsync_interval_ms");
-	S.seg_max = (uint64_t)config_int(sup.cfg, "spool", "segment_bytes");
-	S.wfd = -1;
-	msgpack_sbuffer_init(&S.sb);
-	msgpack_sbuffer_init(&S.out);
-	msgpack_zone_init(&S.zone, 4096);
-	uv_timer_init(sup.loop, &S.timer);
-	uv_prepare_init(sup.loop, &S.prep);
-	uv_prepare_start(&S.prep, on_prepare);
-	uv_unref((uv_handle_t *)&S.prep); /* never what keeps the loop running */
+	spool_state.fsync = strcmp(fs, "always") == 0 ? FS_ALWAYS : strcmp(fs, "never") == 0 ? FS_NEVER : FS_BATCH;
+	spool_state.interval_ms = (uint64_t)config_int(sup.cfg, "spool", "fsync_interval_ms");
+	spool_state.seg_max = (uint64_t)config_int(sup.cfg, "spool", "segment_bytes");
+	spool_state.wfd = -1;
+	msgpack_sbuffer_init(&spool_state.sb);
+	msgpack_sbuffer_init(&spool_state.out);
+	msgpack_zone_init(&spool_state.zone, 4096);
+	uv_timer_init(sup.loop, &spool_state.timer);
+	uv_prepare_init(sup.loop, &spool_state.prep);
+	uv_prepare_start(&spool_state.prep, on_prepare);
+	uv_unref((uv_handle_t *)&spool_state.prep); /* never what keeps the loop running */
 	if (recover(recovered, err, errlen) < 0)
 		return -1;
-	log_info("spool in %s (fsync %s)", S.dir, fs);
+	log_info("spool in %s (fsync %s)", spool_state.dir, fs);
 	return 0;
 }
 
-/* The files snapshotted in whose group commit never ran (S.linked) or
- * may not have ended (S.job.files): the segments synced next make their ADDs
+/* The files snapshotted in whose group commit never ran (spool_state.linked) or
+ * may not have ended (spool_state.job.files): the segments synced next make their ADDs
  * durable, which must not name a file the disk holds only part of. A second
  * sync beside the running one is harmless. */
 static void sync_files_at_close(void)
 {
-	if (S.fsync == FS_NEVER) /* nothing kept for it, nothing synced */
+	if (spool_state.fsync == FS_NEVER) /* nothing kept for it, nothing synced */
 		return;
 	int e = 0;
-	for (size_t i = 0; i < S.nlinked; i++) {
-		if (counted_sync(S.linked[i], false, &S.st.fsyncs) < 0 && !e)
+	for (size_t i = 0; i < spool_state.nlinked; i++) {
+		if (counted_sync(spool_state.linked[i], false, &spool_state.st.fsyncs) < 0 && !e)
 			e = errno;
-		close(S.linked[i]);
+		close(spool_state.linked[i]);
 	}
-	for (size_t i = 0; S.syncing && i < S.job.nfiles; i++)
-		if (counted_sync(S.job.files[i], false, &S.st.fsyncs) < 0 && !e)
+	for (size_t i = 0; spool_state.syncing && i < spool_state.job.nfiles; i++)
+		if (counted_sync(spool_state.job.files[i], false, &spool_state.st.fsyncs) < 0 && !e)
 			e = errno;
-	if (S.files_dirty || (S.syncing && S.job.dir)) {
-		int dfd = open(S.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if ((dfd < 0 || counted_sync(dfd, true, &S.st.fsyncs) < 0) && !e)
+	if (spool_state.files_dirty || (spool_state.syncing && spool_state.job.dir)) {
+		int dfd = open(spool_state.filedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if ((dfd < 0 || counted_sync(dfd, true, &spool_state.st.fsyncs) < 0) && !e)
 			e = errno;
 		if (dfd >= 0)
 			close(dfd);
 	}
-	S.nlinked = 0;
-	S.files_dirty = false;
+	spool_state.nlinked = 0;
+	spool_state.files_dirty = false;
 	if (e) {
 		errno = e;
 		log_warn("spool: cannot sync the files in %s (their messages go out after the next start, maybe "
-			 "incomplete)", S.filedir);
+			 "incomplete)", spool_state.filedir);
 	}
 }
 
@@ -1922,53 +1922,53 @@ void spool_close(void)
 	 * the message goes out after the next start. */
 	write_out();
 	remove_gone(false); /* write_out() had nothing to write (no segment): nothing removed */
-	free(S.adds);
-	S.adds = NULL;
-	S.nadds = S.capadds = 0;
-	if (S.wfd >= 0) {
+	free(spool_state.adds);
+	spool_state.adds = NULL;
+	spool_state.nadds = spool_state.capadds = 0;
+	if (spool_state.wfd >= 0) {
 		/* Every DONE is in this segment, in one left since the last sync
-		 * started (S.left), or in one left before that the running sync
-		 * covers (S.job.segs: that sync may not have ended, the loop is not
+		 * started (spool_state.left), or in one left before that the running sync
+		 * covers (spool_state.job.segs: that sync may not have ended, the loop is not
 		 * run again; a second fdatasync of it beside it is harmless). Nothing
 		 * is synced with spool.fsync never. */
 		sync_files_at_close();
 		bool ok = true;
-		for (size_t i = 0; i < S.nleft; i++) {
-			if (S.fsync != FS_NEVER && counted_sync(S.left[i], false, &S.st.fsyncs) < 0)
+		for (size_t i = 0; i < spool_state.nleft; i++) {
+			if (spool_state.fsync != FS_NEVER && counted_sync(spool_state.left[i], false, &spool_state.st.fsyncs) < 0)
 				ok = false;
-			close(S.left[i]);
+			close(spool_state.left[i]);
 		}
-		S.nleft = 0;
-		for (size_t i = 0; S.syncing && i < S.job.nsegs; i++)
-			if (counted_sync(S.job.segs[i], false, &S.st.fsyncs) < 0)
+		spool_state.nleft = 0;
+		for (size_t i = 0; spool_state.syncing && i < spool_state.job.nsegs; i++)
+			if (counted_sync(spool_state.job.segs[i], false, &spool_state.st.fsyncs) < 0)
 				ok = false;
-		if (S.fsync != FS_NEVER && counted_sync(S.wfd, false, &S.st.fsyncs) < 0)
+		if (spool_state.fsync != FS_NEVER && counted_sync(spool_state.wfd, false, &spool_state.st.fsyncs) < 0)
 			ok = false;
 		if (!ok) {
-			keep_files(&S.unsynced, "may not have reached the disk (the sync failed)");
-			keep_files(&S.gone_flight, "may not have reached the disk (the sync failed)");
+			keep_files(&spool_state.unsynced, "may not have reached the disk (the sync failed)");
+			keep_files(&spool_state.gone_flight, "may not have reached the disk (the sync failed)");
 		}
-		forget_files(&S.unsynced);
-		forget_files(&S.gone_flight);
-		if (!S.syncing) /* else the running sync may still use it */
-			close(S.wfd);
-		S.wfd = -1;
+		forget_files(&spool_state.unsynced);
+		forget_files(&spool_state.gone_flight);
+		if (!spool_state.syncing) /* else the running sync may still use it */
+			close(spool_state.wfd);
+		spool_state.wfd = -1;
 	}
-	free(S.left);
-	S.left = NULL;
-	free(S.linked);
-	S.linked = NULL;
-	S.nlinked = S.caplinked = 0;
-	free(S.moved); /* a compaction whose sync did not end: the next start takes the copies */
-	S.moved = NULL;
-	S.nmoved = 0;
-	idlist_free(&S.gone);
-	idlist_free(&S.unsynced);
-	idlist_free(&S.gone_flight);
-	free(S.close_after_sync);
-	S.close_after_sync = NULL;
-	S.nclose_after_sync = 0;
-	for (size_t i = 0; i < S.nsegs; i++)
-		if (S.segs[i].rfd >= 0)
-			close(S.segs[i].rfd);
+	free(spool_state.left);
+	spool_state.left = NULL;
+	free(spool_state.linked);
+	spool_state.linked = NULL;
+	spool_state.nlinked = spool_state.caplinked = 0;
+	free(spool_state.moved); /* a compaction whose sync did not end: the next start takes the copies */
+	spool_state.moved = NULL;
+	spool_state.nmoved = 0;
+	idlist_free(&spool_state.gone);
+	idlist_free(&spool_state.unsynced);
+	idlist_free(&spool_state.gone_flight);
+	free(spool_state.close_after_sync);
+	spool_state.close_after_sync = NULL;
+	spool_state.nclose_after_sync = 0;
+	for (size_t i = 0; i < spool_state.nsegs; i++)
+		if (spool_state.segs[i].rfd >= 0)
+			close(spool_state.segs[i].rfd);
 }

@@ -15,7 +15,7 @@ static unsigned bucket_of(uint64_t us)
 	return b < LAT_BUCKETS ? b : LAT_BUCKETS - 1;
 }
 
-void latency_add(struct latency *l, uint64_t us)
+void stats_latency_add(struct latency *l, uint64_t us)
 {
 	l->buckets[bucket_of(us)]++;
 	l->count++;
@@ -24,7 +24,7 @@ void latency_add(struct latency *l, uint64_t us)
 		l->max_us = us;
 }
 
-uint64_t latency_quantile(const struct latency *l, double q)
+uint64_t stats_latency_quantile(const struct latency *l, double q)
 {
 	if (!l->count)
 		return 0;
@@ -53,7 +53,7 @@ void stats_result(struct rproto *rp, const struct smsg *m, enum job_status st)
 	case JOB_OK:
 		rp->st.success++;
 		rp->st.bytes += m->size;
-		latency_add(&rp->st.lat, h->us);
+		stats_latency_add(&rp->st.lat, h->us);
 		break;
 	case JOB_RETRY: rp->st.retries++; break;
 	case JOB_PERMFAIL: rp->st.failure++; break;
@@ -91,9 +91,9 @@ void stats_dropped(const struct smsg *m)
 
 void stats_pack(msgpack_packer *pk)
 {
-	msgpack_pack_map(pk, (size_t)R.nprotos);
-	for (int i = 0; i < R.nprotos; i++) {
-		const struct rproto *rp = &R.protos[i];
+	msgpack_pack_map(pk, (size_t)router_state.nprotos);
+	for (int i = 0; i < router_state.nprotos; i++) {
+		const struct rproto *rp = &router_state.protos[i];
 		const struct proto_stats *s = &rp->st;
 		pk_key(pk, rp->name);
 		msgpack_pack_map(pk, 25);
@@ -115,9 +115,9 @@ void stats_pack(msgpack_packer *pk)
 		window_pack(pk, rp);
 		double total = (double)(s->success + s->failure);
 		pk_kv_f64(pk, "success_rate", total > 0 ? (double)s->success / total : 0.0);
-		pk_kv_f64(pk, "p50_ms", (double)latency_quantile(&s->lat, 0.50) / 1000.0);
-		pk_kv_f64(pk, "p90_ms", (double)latency_quantile(&s->lat, 0.90) / 1000.0);
-		pk_kv_f64(pk, "p99_ms", (double)latency_quantile(&s->lat, 0.99) / 1000.0);
+		pk_kv_f64(pk, "p50_ms", (double)stats_latency_quantile(&s->lat, 0.50) / 1000.0);
+		pk_kv_f64(pk, "p90_ms", (double)stats_latency_quantile(&s->lat, 0.90) / 1000.0);
+		pk_kv_f64(pk, "p99_ms", (double)stats_latency_quantile(&s->lat, 0.99) / 1000.0);
 		pk_kv_f64(pk, "max_ms", (double)s->lat.max_us / 1000.0);
 		pk_kv_u64(pk, "samples", s->lat.count); /* 0: the quantiles above mean nothing yet */
 		pk_kv_f64(pk, "mean_ms", s->lat.count ? (double)s->lat.sum_us / (double)s->lat.count / 1000.0 : 0.0);
@@ -128,8 +128,8 @@ void stats_pack(msgpack_packer *pk)
  * second-to-second jitter of a worker's batches. */
 void stats_second(void)
 {
-	for (int i = 0; i < R.nprotos; i++) {
-		struct proto_stats *s = &R.protos[i].st;
+	for (int i = 0; i < router_state.nprotos; i++) {
+		struct proto_stats *s = &router_state.protos[i].st;
 		double now = (double)(s->success - s->success_at_last_second);
 		s->success_at_last_second = s->success;
 		s->rate = 0.7 * s->rate + 0.3 * now;

@@ -23,8 +23,8 @@ struct proto_stats {
 	struct latency lat;
 };
 
-void latency_add(struct latency *l, uint64_t us);
-uint64_t latency_quantile(const struct latency *l, double q); /* microseconds */
+void stats_latency_add(struct latency *l, uint64_t us);
+uint64_t stats_latency_quantile(const struct latency *l, double q); /* microseconds */
 
 struct rproto;
 struct smsg;

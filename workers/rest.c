@@ -110,19 +110,19 @@ static struct {
 	uv_poll_t poll;
 	struct csock *s;
 	size_t cap;
-} S = { .ep = -1 };
+} rest_state = { .ep = -1 };
 
 static struct csock *csock(curl_socket_t fd)
 {
-	if ((size_t)fd >= S.cap) {
-		size_t cap = S.cap ? S.cap : 64;
+	if ((size_t)fd >= rest_state.cap) {
+		size_t cap = rest_state.cap ? rest_state.cap : 64;
 		while (cap <= (size_t)fd)
 			cap *= 2;
-		S.s = xrealloc(S.s, cap * sizeof *S.s);
-		memset(S.s + S.cap, 0, (cap - S.cap) * sizeof *S.s);
-		S.cap = cap;
+		rest_state.s = xrealloc(rest_state.s, cap * sizeof *rest_state.s);
+		memset(rest_state.s + rest_state.cap, 0, (cap - rest_state.cap) * sizeof *rest_state.s);
+		rest_state.cap = cap;
 	}
-	return &S.s[fd];
+	return &rest_state.s[fd];
 }
 
 /* ADD or MOD, whichever the kernel agrees with: a descriptor closed behind
@@ -132,9 +132,9 @@ static void set_watch(curl_socket_t fd, struct csock *c, uint32_t events)
 	struct epoll_event ev = { .events = events, .data.fd = fd };
 	int op = c->have ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 	c->have = 0;
-	if (epoll_ctl(S.ep, op, fd, &ev) < 0) {
+	if (epoll_ctl(rest_state.ep, op, fd, &ev) < 0) {
 		int again = errno == ENOENT ? EPOLL_CTL_ADD : errno == EEXIST ? EPOLL_CTL_MOD : -1;
-		if (again < 0 || epoll_ctl(S.ep, again, fd, &ev) < 0) {
+		if (again < 0 || epoll_ctl(rest_state.ep, again, fd, &ev) < 0) {
 			log_warnx("epoll_ctl on socket %d: %s", (int)fd, strerror(errno));
 			return;
 		}
@@ -145,7 +145,7 @@ static void set_watch(curl_socket_t fd, struct csock *c, uint32_t events)
 static void unwatch(curl_socket_t fd, struct csock *c)
 {
 	if (c->have)
-		epoll_ctl(S.ep, EPOLL_CTL_DEL, fd, NULL); /* ENOENT: it left already */
+		epoll_ctl(rest_state.ep, EPOLL_CTL_DEL, fd, NULL); /* ENOENT: it left already */
 	c->have = 0;
 }
 
@@ -184,7 +184,7 @@ static void on_sockets(uv_poll_t *p, int status, int events)
 	struct epoll_event ev[64];
 	int n, running;
 	do {
-		n = epoll_wait(S.ep, ev, 64, 0);
+		n = epoll_wait(rest_state.ep, ev, 64, 0);
 		for (int i = 0; i < n; i++) {
 			curl_socket_t fd = ev[i].data.fd;
 			struct csock *c = csock(fd);
@@ -825,13 +825,13 @@ static int http_version(const struct cfg_section *cfg, char *err, size_t errlen)
 static int multi_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
 	long conns = (long)cfg_int(cfg, "connections");
-	S.ep = epoll_create1(EPOLL_CLOEXEC);
-	if (S.ep < 0) {
+	rest_state.ep = epoll_create1(EPOLL_CLOEXEC);
+	if (rest_state.ep < 0) {
 		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
 		return -1; /* out of descriptors or memory: worth a restart, unlike a bad configuration */
 	}
-	uv_poll_init(loop, &S.poll, S.ep);
-	uv_poll_start(&S.poll, UV_READABLE, on_sockets);
+	uv_poll_init(loop, &rest_state.poll, rest_state.ep);
+	uv_poll_start(&rest_state.poll, UV_READABLE, on_sockets);
 	H.multi = curl_multi_init();
 	/* One request per connection in libcurl's hands; the rest wait in
 	 * H.waiting. A transfer libcurl must park until a connection frees is

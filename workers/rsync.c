@@ -136,7 +136,7 @@ static struct {
 	char refusal[512];
 	uint64_t check_every_ms, check_at_ms;
 	uv_timer_t check_timer;
-} R;
+} rsync_state;
 
 /* ---- programs ---- */
 
@@ -174,14 +174,14 @@ static char *find_program(const char *name)
 
 static char *mux_options(void)
 {
-	char *path = xasprintf("%s/ssh", R.stage);
+	char *path = xasprintf("%s/ssh", rsync_state.stage);
 	if (strlen(path) >= 100 || strpbrk(path, "% \t'\"")) {
 		log_warnx("no ssh connection sharing: the staging path %s is too long or has %%, a space or a quote",
 			  path);
 		free(path);
 		return xstrdup("");
 	}
-	R.control = path;
+	rsync_state.control = path;
 	return xasprintf(" -o ControlMaster=no -o ControlPath=%s", path);
 }
 
@@ -190,14 +190,14 @@ static char *mux_options(void)
  * the runs on it with it, instead of at rsync's --timeout. */
 static char **master_argv(void)
 {
-	char *cmd = xstrdup(R.ssh_base), *save = NULL;
+	char *cmd = xstrdup(rsync_state.ssh_base), *save = NULL;
 	size_t n = 0, cap = 32;
 	char **argv = xcalloc(cap, sizeof *argv);
 	for (char *t = strtok_r(cmd, " ", &save); t && n + 16 < cap; t = strtok_r(NULL, " ", &save))
 		argv[n++] = xstrdup(t);
 	free(cmd);
 	const char *more[] = { "-M", "-N", "-o", "ControlPersist=no", "-o", "ServerAliveInterval=5", "-o",
-			       "ServerAliveCountMax=3", "-S", R.control, R.host };
+			       "ServerAliveCountMax=3", "-S", rsync_state.control, rsync_state.host };
 	for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
 		argv[n++] = xstrdup(more[i]);
 	argv[n] = NULL;
@@ -213,19 +213,19 @@ static void free_argv(char **argv)
 
 static bool master_alive(void)
 {
-	if (R.master > 0 && waitpid(R.master, NULL, WNOHANG) == R.master) {
-		R.master = 0;
-		R.master_ended_ms = now_ms();
+	if (rsync_state.master > 0 && waitpid(rsync_state.master, NULL, WNOHANG) == rsync_state.master) {
+		rsync_state.master = 0;
+		rsync_state.master_ended_ms = now_ms();
 	}
-	return R.master > 0;
+	return rsync_state.master > 0;
 }
 
 /* Started before a run when none is up (and the last did not end just now). */
 static void ensure_master(void)
 {
-	if (!R.control || master_alive() || (R.master_ended_ms && now_ms() - R.master_ended_ms < MASTER_RETRY_MS))
+	if (!rsync_state.control || master_alive() || (rsync_state.master_ended_ms && now_ms() - rsync_state.master_ended_ms < MASTER_RETRY_MS))
 		return;
-	unlink(R.control); /* a dead master's socket: a new one could not take its name */
+	unlink(rsync_state.control); /* a dead master's socket: a new one could not take its name */
 	char **argv = master_argv();
 	pid_t parent = getpid(), pid = fork();
 	if (pid == 0) {
@@ -244,8 +244,8 @@ static void ensure_master(void)
 	if (pid < 0)
 		log_warn("cannot start the ssh master");
 	else
-		R.master = pid;
-	R.master_ended_ms = pid < 0 ? now_ms() : 0;
+		rsync_state.master = pid;
+	rsync_state.master_ended_ms = pid < 0 ? now_ms() : 0;
 }
 
 static void start_master(uv_timer_t *t)
@@ -256,16 +256,16 @@ static void start_master(uv_timer_t *t)
 
 static void stop_master(void)
 {
-	if (R.master <= 0)
+	if (rsync_state.master <= 0)
 		return;
-	kill(R.master, SIGTERM);
+	kill(rsync_state.master, SIGTERM);
 	for (int i = 0; i < 200; i++) {
-		if (waitpid(R.master, NULL, WNOHANG) == R.master)
+		if (waitpid(rsync_state.master, NULL, WNOHANG) == rsync_state.master)
 			return;
 		usleep(10000);
 	}
-	kill(R.master, SIGKILL);
-	waitpid(R.master, NULL, 0);
+	kill(rsync_state.master, SIGKILL);
+	waitpid(rsync_state.master, NULL, 0);
 }
 
 static void start_run(void);
@@ -273,21 +273,21 @@ static int spawn_rsync(enum phase phase);
 
 static void rm_rundir(void)
 {
-	DIR *d = opendir(R.rundir);
+	DIR *d = opendir(rsync_state.rundir);
 	struct dirent *e;
 	while (d && (e = readdir(d)))
 		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-			char *p = xasprintf("%s/%s", R.rundir, e->d_name);
+			char *p = xasprintf("%s/%s", rsync_state.rundir, e->d_name);
 			unlink(p);
 			free(p);
 		}
 	if (d)
 		closedir(d);
-	rmdir(R.rundir);
+	rmdir(rsync_state.rundir);
 	/* beside it: its file list, and what a run that deletes partial data uses */
 	const char *beside[] = { ".list", ".clean.list", ".clean/" PARTIAL_DIR, ".clean" };
 	for (size_t i = 0; i < sizeof beside / sizeof beside[0]; i++) {
-		char *p = xasprintf("%s%s", R.rundir, beside[i]);
+		char *p = xasprintf("%s%s", rsync_state.rundir, beside[i]);
 		if (unlink(p) < 0 && errno == EISDIR)
 			rmdir(p);
 		free(p);
@@ -385,7 +385,7 @@ static void show_name(const char *name, char *out, size_t outlen)
 
 static struct rjob *running_job(const char *shown)
 {
-	for (struct rjob *r = R.running; r; r = r->next)
+	for (struct rjob *r = rsync_state.running; r; r = r->next)
 		if (strcmp(r->shown, shown) == 0)
 			return r;
 	return NULL;
@@ -399,13 +399,13 @@ static struct rjob *running_job(const char *shown)
 static void report_progress(void)
 {
 	uint64_t now = now_ms();
-	if (!R.moved || now - R.reported_ms < PROGRESS_EVERY_MS)
+	if (!rsync_state.moved || now - rsync_state.reported_ms < PROGRESS_EVERY_MS)
 		return;
-	R.moved = false;
-	R.reported_ms = now;
-	for (struct rjob *r = R.running; r; r = r->next)
+	rsync_state.moved = false;
+	rsync_state.reported_ms = now;
+	for (struct rjob *r = rsync_state.running; r; r = r->next)
 		worker_progress(r->job, r->done);
-	for (struct rjob *r = R.queue; r; r = r->next)
+	for (struct rjob *r = rsync_state.queue; r; r = r->next)
 		worker_progress(r->job, 0);
 }
 
@@ -442,24 +442,24 @@ static bool progress_bytes(const char *s, uint64_t *bytes)
 
 static void item_line(const char *item, size_t itemlen, const char *shown)
 {
-	if (R.phase == PH_CLEAN) {
+	if (rsync_state.phase == PH_CLEAN) {
 		if (itemlen >= 9 && strncmp(item, "*deleting", 9) == 0)
-			R.deleted++;
+			rsync_state.deleted++;
 		return;
 	}
 	struct rjob *r = running_job(shown);
-	if (!r || itemlen < 2 || R.phase == PH_CHECK)
+	if (!r || itemlen < 2 || rsync_state.phase == PH_CHECK)
 		return; /* a directory, or a name the worker did not send */
-	bool verifying = R.phase == PH_VERIFY;
+	bool verifying = rsync_state.phase == PH_VERIFY;
 	if (!verifying)
-		R.moved = true;
+		rsync_state.moved = true;
 	if (item[0] == '.' && item[1] == 'f') {
 		/* the server's file has this one's size and time under its final name */
 		r->complete = true;
 	} else if (item[0] == '<' && !verifying) {
-		if (R.sending && R.sending != r)
-			R.sending->done = R.sending->job->size; /* rsync has read all of it */
-		R.sending = r;
+		if (rsync_state.sending && rsync_state.sending != r)
+			rsync_state.sending->done = rsync_state.sending->job->size; /* rsync has read all of it */
+		rsync_state.sending = r;
 		r->started = true;
 		r->done = 0;
 	}
@@ -472,19 +472,19 @@ static void parse_line(char *line)
 		char *item = line + strlen(ITEM_MARK), *bar = strchr(item, '|');
 		if (bar)
 			item_line(item, (size_t)(bar - item), bar + 1);
-	} else if (R.phase != PH_SEND) {
+	} else if (rsync_state.phase != PH_SEND) {
 		return;
 	} else if (progress_bytes(line, &n)) {
-		if (R.sending) {
-			R.sending->done = n < R.sending->job->size ? n : R.sending->job->size;
-			R.moved = true;
+		if (rsync_state.sending) {
+			rsync_state.sending->done = n < rsync_state.sending->job->size ? n : rsync_state.sending->job->size;
+			rsync_state.moved = true;
 		}
 	} else if (strncmp(line, "Literal data: ", 14) == 0) {
 		const char *p = line + 14;
-		R.literal = number(&p);
+		rsync_state.literal = number(&p);
 	} else if (strncmp(line, "Matched data: ", 14) == 0) {
 		const char *p = line + 14;
-		R.matched = number(&p);
+		rsync_state.matched = number(&p);
 	}
 }
 
@@ -507,20 +507,20 @@ static void close_run_handle(uv_handle_t *h)
  * what its exit means for the files (a kill or a timeout: retry). */
 static struct exit_code failed_run(void)
 {
-	size_t tl = strlen(R.errtail);
-	while (tl && R.errtail[tl - 1] == ' ')
-		R.errtail[--tl] = '\0';
-	struct exit_code ec = exit_code_of(R.code);
-	if (R.code == 12) {
-		const struct exit_code srv = exit_code_of(server_code(R.errtail));
+	size_t tl = strlen(rsync_state.errtail);
+	while (tl && rsync_state.errtail[tl - 1] == ' ')
+		rsync_state.errtail[--tl] = '\0';
+	struct exit_code ec = exit_code_of(rsync_state.code);
+	if (rsync_state.code == 12) {
+		const struct exit_code srv = exit_code_of(server_code(rsync_state.errtail));
 		if (srv.status == JOB_PERMFAIL) { /* the link works; the server said no */
 			ec.status = JOB_PERMFAIL;
 			ec.link_down = false;
 		}
 	}
-	if (R.sig || R.timed_out) {
+	if (rsync_state.sig || rsync_state.timed_out) {
 		ec.status = JOB_RETRY;
-		ec.link_down = R.timed_out;
+		ec.link_down = rsync_state.timed_out;
 	}
 	return ec;
 }
@@ -532,54 +532,54 @@ static struct exit_code failed_run(void)
 static void set_refusal(void)
 {
 	static const char remote_mark[] = "on remote machine: ";
-	const char *from = strstr(R.errtail, remote_mark);
-	bool remote = from || (R.code == 12 && server_code(R.errtail) >= 0);
+	const char *from = strstr(rsync_state.errtail, remote_mark);
+	bool remote = from || (rsync_state.code == 12 && server_code(rsync_state.errtail) >= 0);
 	if (from)
 		from += strlen(remote_mark);
 	else
-		from = strncmp(R.errtail, "rsync: ", 7) == 0 ? R.errtail + 7 : R.errtail;
+		from = strncmp(rsync_state.errtail, "rsync: ", 7) == 0 ? rsync_state.errtail + 7 : rsync_state.errtail;
 	size_t len = strlen(from);
 	const char *end = strstr(from, " rsync error: "), *next = strstr(from, " rsync: ");
 	if (next && (!end || next < end))
 		end = next;
 	if (end)
 		len = (size_t)(end - from);
-	int code = R.code == 12 && server_code(R.errtail) >= 0 ? server_code(R.errtail) : (int)R.code;
+	int code = rsync_state.code == 12 && server_code(rsync_state.errtail) >= 0 ? server_code(rsync_state.errtail) : (int)rsync_state.code;
 	const char *what = code == 1 ? "refused an option" : code == 2 ? "cannot talk to the other rsync" :
 			   code == 4 ? "does not support what the options ask" : "cannot work with these options";
 	if (!len) {
 		from = exit_code_of(code).meaning;
 		len = strlen(from);
 	}
-	char before[sizeof R.refusal];
-	snprintf(before, sizeof before, "%s", R.refusal);
-	snprintf(R.refusal, sizeof R.refusal, "%s %s: %.*s (rsync exit %lld); files wait until rsync.options is "
+	char before[sizeof rsync_state.refusal];
+	snprintf(before, sizeof before, "%s", rsync_state.refusal);
+	snprintf(rsync_state.refusal, sizeof rsync_state.refusal, "%s %s: %.*s (rsync exit %lld); files wait until rsync.options is "
 		 "fixed and reloaded, or a check passes", remote ? "the server's rsync" : "this rsync", what,
-		 (int)(len > 120 ? 120 : len), from, (long long)R.code);
-	worker_health(false, 0, "%s", R.refusal);
-	if (strcmp(before, R.refusal) != 0)
-		log_warnx("%s", R.refusal);
+		 (int)(len > 120 ? 120 : len), from, (long long)rsync_state.code);
+	worker_health(false, 0, "%s", rsync_state.refusal);
+	if (strcmp(before, rsync_state.refusal) != 0)
+		log_warnx("%s", rsync_state.refusal);
 }
 
 static void on_check_timer(uv_timer_t *t);
 
 static void arm_check(void)
 {
-	R.check_at_ms = now_ms() + R.check_every_ms;
-	uv_timer_start(&R.check_timer, on_check_timer, R.check_every_ms, 0);
+	rsync_state.check_at_ms = now_ms() + rsync_state.check_every_ms;
+	uv_timer_start(&rsync_state.check_timer, on_check_timer, rsync_state.check_every_ms, 0);
 }
 
 /* A run failed for good: not one file can go until something changes. The
- * reason (R.refusal) was taken from that run's own output when it ended, since
- * the dry run that may follow it overwrites R.code and R.errtail. */
+ * reason (rsync_state.refusal) was taken from that run's own output when it ended, since
+ * the dry run that may follow it overwrites rsync_state.code and rsync_state.errtail. */
 static void drop_spare(void);
 
 static void refuse(void)
 {
 	drop_spare(); /* it has the options that were refused */
-	if (!R.refused)
-		R.check_every_ms = CHECK_FIRST_MS;
-	R.refused = true;
+	if (!rsync_state.refused)
+		rsync_state.check_every_ms = CHECK_FIRST_MS;
+	rsync_state.refused = true;
 	arm_check();
 }
 
@@ -588,35 +588,35 @@ static void refuse(void)
 static void hold(struct job *j)
 {
 	uint64_t now = now_ms();
-	worker_result(j, JOB_RETRY, R.check_at_ms > now ? R.check_at_ms - now : 0, "not sent: %s", R.refusal);
+	worker_result(j, JOB_RETRY, rsync_state.check_at_ms > now ? rsync_state.check_at_ms - now : 0, "not sent: %s", rsync_state.refusal);
 }
 
 static void finish_batch(void)
 {
 	size_t n = 0, ok = 0;
-	bool refused = R.status == JOB_PERMFAIL;
+	bool refused = rsync_state.status == JOB_PERMFAIL;
 	if (refused) /* before the results: the supervisor knows that rsync is down when they come */
 		refuse();
-	R.sending = NULL;
-	while (R.running) {
-		struct rjob *r = R.running;
-		R.running = r->next;
+	rsync_state.sending = NULL;
+	while (rsync_state.running) {
+		struct rjob *r = rsync_state.running;
+		rsync_state.running = r->next;
 		n++;
-		if (R.status == JOB_OK || r->complete) {
+		if (rsync_state.status == JOB_OK || r->complete) {
 			ok++;
 			worker_progress(r->job, r->job->size);
 			worker_result(r->job, JOB_OK, 0, NULL);
 		} else {
 			/* a refusal: held, not a permanent failure of this file (it is the options') */
-			worker_result(r->job, refused ? JOB_RETRY : R.status, refused ? R.check_every_ms : 0, "%s", R.why);
+			worker_result(r->job, refused ? JOB_RETRY : rsync_state.status, refused ? rsync_state.check_every_ms : 0, "%s", rsync_state.why);
 		}
 		free(r);
 	}
-	if (R.status != JOB_OK)
-		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", R.run_no,
-			 R.why, ok, n, refused ? "held: the options are refused" : "retry");
+	if (rsync_state.status != JOB_OK)
+		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", rsync_state.run_no,
+			 rsync_state.why, ok, n, refused ? "held: the options are refused" : "retry");
 	rm_rundir();
-	if (R.queue)
+	if (rsync_state.queue)
 		start_run();
 }
 
@@ -633,13 +633,13 @@ static bool disk_full(const char *why)
  * the rsync that deletes them runs. */
 static int spawn_clean(void)
 {
-	char *dir = xasprintf("%s.clean", R.rundir), *sub = xasprintf("%s/" PARTIAL_DIR, dir);
-	char *listpath = xasprintf("%s.clean.list", R.rundir);
+	char *dir = xasprintf("%s.clean", rsync_state.rundir), *sub = xasprintf("%s/" PARTIAL_DIR, dir);
+	char *listpath = xasprintf("%s.clean.list", rsync_state.rundir);
 	FILE *list = NULL;
 	size_t n = 0;
 	if ((mkdir(dir, 0700) == 0 || errno == EEXIST) && (mkdir(sub, 0700) == 0 || errno == EEXIST))
 		list = fopen(listpath, "w");
-	for (struct rjob *r = R.running; list && r; r = r->next)
+	for (struct rjob *r = rsync_state.running; list && r; r = r->next)
 		if (!r->complete) {
 			fprintf(list, PARTIAL_DIR "/%s%c", r->name, '\0');
 			n++;
@@ -648,7 +648,7 @@ static int spawn_clean(void)
 	free(dir);
 	free(sub);
 	free(listpath);
-	R.deleted = 0;
+	rsync_state.deleted = 0;
 	if (!written || !n)
 		return -1;
 	return spawn_rsync(PH_CLEAN);
@@ -657,7 +657,7 @@ static int spawn_clean(void)
 /* After a failed send (and the dry run that asked the server about it). */
 static void send_failed_end(void)
 {
-	if (disk_full(R.why) && spawn_clean() == 0)
+	if (disk_full(rsync_state.why) && spawn_clean() == 0)
 		return;
 	finish_batch();
 }
@@ -665,34 +665,34 @@ static void send_failed_end(void)
 static void send_ended(void)
 {
 	size_t n = 0, in_doubt = 0; /* files rsync began to send that are not proven on the server */
-	for (struct rjob *r = R.running; r; r = r->next) {
+	for (struct rjob *r = rsync_state.running; r; r = r->next) {
 		n++;
 		in_doubt += r->started && !r->complete;
 	}
-	double secs = (double)(now_ms() - R.started_ms) / 1000.0;
-	if (!R.sig && !R.timed_out && R.code == 0) {
+	double secs = (double)(now_ms() - rsync_state.started_ms) / 1000.0;
+	if (!rsync_state.sig && !rsync_state.timed_out && rsync_state.code == 0) {
 		log_debug("run %u: %zu files in %.1f s, exit 0; %llu bytes of file data sent, %llu matched at the server "
-			  "(resumed or unchanged)", R.run_no, n, secs, (unsigned long long)R.literal,
-			  (unsigned long long)R.matched);
-		R.status = JOB_OK;
-		worker_health(true, 0, "rsync to %s works", R.dest);
+			  "(resumed or unchanged)", rsync_state.run_no, n, secs, (unsigned long long)rsync_state.literal,
+			  (unsigned long long)rsync_state.matched);
+		rsync_state.status = JOB_OK;
+		worker_health(true, 0, "rsync to %s works", rsync_state.dest);
 		finish_batch();
 		return;
 	}
 	struct exit_code ec = failed_run();
-	if (R.timed_out)
-		snprintf(R.why, sizeof R.why, "rsync run timed out after %llu ms", (unsigned long long)R.timeout_ms);
-	else if (R.sig)
-		snprintf(R.why, sizeof R.why, "rsync killed by signal %d: %s", R.sig,
-			 R.errtail[0] ? R.errtail : "no message");
-	else if (R.errtail[0])
-		snprintf(R.why, sizeof R.why, "rsync exit %lld: %s", (long long)R.code, R.errtail);
+	if (rsync_state.timed_out)
+		snprintf(rsync_state.why, sizeof rsync_state.why, "rsync run timed out after %llu ms", (unsigned long long)rsync_state.timeout_ms);
+	else if (rsync_state.sig)
+		snprintf(rsync_state.why, sizeof rsync_state.why, "rsync killed by signal %d: %s", rsync_state.sig,
+			 rsync_state.errtail[0] ? rsync_state.errtail : "no message");
+	else if (rsync_state.errtail[0])
+		snprintf(rsync_state.why, sizeof rsync_state.why, "rsync exit %lld: %s", (long long)rsync_state.code, rsync_state.errtail);
 	else /* the server's message can be lost: sshd may pass on the end of rsync's output before its stderr */
-		snprintf(R.why, sizeof R.why, "rsync exit %lld (%s), no message from rsync or ssh", (long long)R.code,
+		snprintf(rsync_state.why, sizeof rsync_state.why, "rsync exit %lld (%s), no message from rsync or ssh", (long long)rsync_state.code,
 			 ec.meaning);
-	R.status = ec.status;
+	rsync_state.status = ec.status;
 	if (ec.link_down)
-		worker_health(false, 0, "%s", R.why);
+		worker_health(false, 0, "%s", rsync_state.why);
 	if (ec.status == JOB_PERMFAIL)
 		set_refusal(); /* from this run's words, before a dry run replaces them */
 	/* Files rsync began to send may have arrived before the failure: ask the
@@ -707,38 +707,38 @@ static void clean_ended(void)
 {
 	char names[600] = "";
 	size_t o = 0, n = 0;
-	for (struct rjob *r = R.running; r; r = r->next)
+	for (struct rjob *r = rsync_state.running; r; r = r->next)
 		if (!r->complete) {
 			n++;
 			if (o < sizeof names)
 				o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", o ? ", " : "", r->shown);
 		}
-	if (!R.sig && !R.timed_out && R.code == 0)
+	if (!rsync_state.sig && !rsync_state.timed_out && rsync_state.code == 0)
 		log_info("run %u: the server's disk is full: deleted the partial data of %u of these %zu files, so "
-			 "that it holds no room (they go whole next time): %s", R.run_no, R.deleted, n, names);
+			 "that it holds no room (they go whole next time): %s", rsync_state.run_no, rsync_state.deleted, n, names);
 	else
 		log_warnx("run %u: the server's disk is full, and the partial data of %s could not be deleted: "
-			  "%s %lld: %s", R.run_no, names, R.sig ? "signal" : "rsync exit",
-			  R.sig ? (long long)R.sig : (long long)R.code, R.errtail[0] ? R.errtail : "no message");
+			  "%s %lld: %s", rsync_state.run_no, names, rsync_state.sig ? "signal" : "rsync exit",
+			  rsync_state.sig ? (long long)rsync_state.sig : (long long)rsync_state.code, rsync_state.errtail[0] ? rsync_state.errtail : "no message");
 	finish_batch();
 }
 
 static void check_ended(void)
 {
-	if (!R.sig && !R.timed_out && R.code == 0) {
-		R.refused = false;
-		R.refusal[0] = '\0';
-		uv_timer_stop(&R.check_timer);
-		log_info("run %u: check: rsync to %s takes rsync.options now; files go out again", R.run_no, R.dest);
-		worker_health(true, 0, "rsync to %s works (a check passed)", R.dest);
+	if (!rsync_state.sig && !rsync_state.timed_out && rsync_state.code == 0) {
+		rsync_state.refused = false;
+		rsync_state.refusal[0] = '\0';
+		uv_timer_stop(&rsync_state.check_timer);
+		log_info("run %u: check: rsync to %s takes rsync.options now; files go out again", rsync_state.run_no, rsync_state.dest);
+		worker_health(true, 0, "rsync to %s works (a check passed)", rsync_state.dest);
 	} else {
 		struct exit_code ec = failed_run();
 		if (ec.status == JOB_PERMFAIL)
 			set_refusal(); /* the reason may have changed */
-		R.check_every_ms = R.check_every_ms * 2 < CHECK_MAX_MS ? R.check_every_ms * 2 : CHECK_MAX_MS;
-		log_info("run %u: check: %s %lld: %s; the next in %llu s", R.run_no, R.sig ? "signal" : "rsync exit",
-			 R.sig ? (long long)R.sig : (long long)R.code, R.errtail[0] ? R.errtail : ec.meaning,
-			 (unsigned long long)(R.check_every_ms / 1000));
+		rsync_state.check_every_ms = rsync_state.check_every_ms * 2 < CHECK_MAX_MS ? rsync_state.check_every_ms * 2 : CHECK_MAX_MS;
+		log_info("run %u: check: %s %lld: %s; the next in %llu s", rsync_state.run_no, rsync_state.sig ? "signal" : "rsync exit",
+			 rsync_state.sig ? (long long)rsync_state.sig : (long long)rsync_state.code, rsync_state.errtail[0] ? rsync_state.errtail : ec.meaning,
+			 (unsigned long long)(rsync_state.check_every_ms / 1000));
 		arm_check();
 	}
 	rm_rundir();
@@ -746,21 +746,21 @@ static void check_ended(void)
 
 static void run_ended(void)
 {
-	uv_timer_stop(&R.timer);
-	if (R.cur) {
-		close_run_handle((uv_handle_t *)&R.cur->out);
-		close_run_handle((uv_handle_t *)&R.cur->err);
-		R.cur = NULL;
+	uv_timer_stop(&rsync_state.timer);
+	if (rsync_state.cur) {
+		close_run_handle((uv_handle_t *)&rsync_state.cur->out);
+		close_run_handle((uv_handle_t *)&rsync_state.cur->err);
+		rsync_state.cur = NULL;
 	}
-	R.linelen = 0; /* an unfinished last line says nothing */
-	switch (R.phase) {
+	rsync_state.linelen = 0; /* an unfinished last line says nothing */
+	switch (rsync_state.phase) {
 	case PH_SEND:
 		send_ended();
 		break;
 	case PH_VERIFY:
-		if (R.sig || R.timed_out || R.code != 0)
-			log_debug("run %u: the dry run after the failure ended with %s %lld", R.run_no,
-				  R.sig ? "signal" : "exit", R.sig ? (long long)R.sig : (long long)R.code);
+		if (rsync_state.sig || rsync_state.timed_out || rsync_state.code != 0)
+			log_debug("run %u: the dry run after the failure ended with %s %lld", rsync_state.run_no,
+				  rsync_state.sig ? "signal" : "exit", rsync_state.sig ? (long long)rsync_state.sig : (long long)rsync_state.code);
 		send_failed_end();
 		break;
 	case PH_CLEAN:
@@ -774,7 +774,7 @@ static void run_ended(void)
 
 static void maybe_end(void)
 {
-	if (R.exited && R.out_eof && R.err_eof)
+	if (rsync_state.exited && rsync_state.out_eof && rsync_state.err_eof)
 		run_ended();
 }
 
@@ -782,7 +782,7 @@ static void maybe_end(void)
  * while it winds down. Do not wait for it. */
 static void on_grace(uv_timer_t *t)
 {
-	R.out_eof = R.err_eof = true;
+	rsync_state.out_eof = rsync_state.err_eof = true;
 	run_ended();
 }
 
@@ -790,17 +790,17 @@ static void spare_exited(struct run *run);
 
 static void on_exit_run(uv_process_t *p, int64_t code, int sig)
 {
-	if (p->data != R.cur) {
+	if (p->data != rsync_state.cur) {
 		spare_exited(p->data);
 		return;
 	}
 	close_run_handle((uv_handle_t *)p);
-	R.exited = true;
-	R.code = code;
-	R.sig = sig;
-	uv_timer_stop(&R.timer);
-	if (!R.out_eof || !R.err_eof)
-		uv_timer_start(&R.timer, on_grace, EOF_GRACE_MS, 0);
+	rsync_state.exited = true;
+	rsync_state.code = code;
+	rsync_state.sig = sig;
+	uv_timer_stop(&rsync_state.timer);
+	if (!rsync_state.out_eof || !rsync_state.err_eof)
+		uv_timer_start(&rsync_state.timer, on_grace, EOF_GRACE_MS, 0);
 	maybe_end();
 }
 
@@ -815,22 +815,22 @@ static void on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	if (n < 0) {
 		close_run_handle((uv_handle_t *)s);
-		R.out_eof = true;
+		rsync_state.out_eof = true;
 		maybe_end();
 		return;
 	}
 	for (ssize_t i = 0; i < n; i++) {
 		char c = buf->base[i];
 		if (c == '\n' || c == '\r') {
-			R.line[R.linelen] = '\0';
-			if (!R.line_too_long)
-				parse_line(R.line);
-			R.linelen = 0;
-			R.line_too_long = false;
-		} else if (R.linelen < sizeof R.line - 1) {
-			R.line[R.linelen++] = c;
+			rsync_state.line[rsync_state.linelen] = '\0';
+			if (!rsync_state.line_too_long)
+				parse_line(rsync_state.line);
+			rsync_state.linelen = 0;
+			rsync_state.line_too_long = false;
+		} else if (rsync_state.linelen < sizeof rsync_state.line - 1) {
+			rsync_state.line[rsync_state.linelen++] = c;
 		} else {
-			R.line_too_long = true;
+			rsync_state.line_too_long = true;
 		}
 	}
 	report_progress();
@@ -840,37 +840,37 @@ static void on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	if (n > 0) {
 		/* keep the last line or two: rsync ends with the reason */
-		size_t len = strlen(R.errtail), add = (size_t)n;
-		if (len + add >= sizeof R.errtail) {
-			size_t drop = len + add - sizeof R.errtail + 1;
+		size_t len = strlen(rsync_state.errtail), add = (size_t)n;
+		if (len + add >= sizeof rsync_state.errtail) {
+			size_t drop = len + add - sizeof rsync_state.errtail + 1;
 			if (drop > len)
 				drop = len;
-			memmove(R.errtail, R.errtail + drop, len - drop + 1);
+			memmove(rsync_state.errtail, rsync_state.errtail + drop, len - drop + 1);
 			len -= drop;
 		}
-		size_t take = add < sizeof R.errtail - 1 - len ? add : sizeof R.errtail - 1 - len;
-		memcpy(R.errtail + len, buf->base + (add - take), take);
-		R.errtail[len + take] = '\0';
+		size_t take = add < sizeof rsync_state.errtail - 1 - len ? add : sizeof rsync_state.errtail - 1 - len;
+		memcpy(rsync_state.errtail + len, buf->base + (add - take), take);
+		rsync_state.errtail[len + take] = '\0';
 		/* one line: line ends (ssh writes "\r\n") and runs of blanks become one space */
-		char *w = R.errtail;
-		for (const char *c = R.errtail; *c; c++) {
+		char *w = rsync_state.errtail;
+		for (const char *c = rsync_state.errtail; *c; c++) {
 			char ch = isspace((unsigned char)*c) ? ' ' : *c;
-			if (ch != ' ' || (w > R.errtail && w[-1] != ' '))
+			if (ch != ' ' || (w > rsync_state.errtail && w[-1] != ' '))
 				*w++ = ch;
 		}
 		*w = '\0';
 	} else if (n < 0) {
 		close_run_handle((uv_handle_t *)s);
-		R.err_eof = true;
+		rsync_state.err_eof = true;
 		maybe_end();
 	}
 }
 
 static void on_timeout(uv_timer_t *t)
 {
-	R.timed_out = true;
-	if (R.cur)
-		uv_process_kill(&R.cur->proc, SIGKILL);
+	rsync_state.timed_out = true;
+	if (rsync_state.cur)
+		uv_process_kill(&rsync_state.cur->proc, SIGKILL);
 }
 
 /* Reopening /proc/PID/fd/N checks the file's permissions again: a worker
@@ -906,18 +906,18 @@ static int stage_one(const char *target, const char *link, int fd)
 static int stage_batch(FILE *list)
 {
 	size_t n = 0;
-	struct rjob **tail = &R.running;
-	while (R.queue && n < R.batch_max) {
-		struct rjob *r = R.queue;
+	struct rjob **tail = &rsync_state.running;
+	while (rsync_state.queue && n < rsync_state.batch_max) {
+		struct rjob *r = rsync_state.queue;
 		bool dup = false;
-		for (struct rjob *o = R.running; o; o = o->next)
+		for (struct rjob *o = rsync_state.running; o; o = o->next)
 			dup |= strcmp(o->name, r->name) == 0;
 		if (dup)
 			break; /* the same name twice goes in the next run */
-		R.queue = r->next;
-		if (!R.queue)
-			R.queue_tail = NULL;
-		char target[64], *link = xasprintf("%s/%s", R.rundir, r->name);
+		rsync_state.queue = r->next;
+		if (!rsync_state.queue)
+			rsync_state.queue_tail = NULL;
+		char target[64], *link = xasprintf("%s/%s", rsync_state.rundir, r->name);
 		snprintf(target, sizeof target, "/proc/%d/fd/%d", (int)getpid(), r->job->fd);
 		if (stage_one(target, link, r->job->fd) < 0) {
 			worker_result(r->job, JOB_RETRY, 0, "cannot stage the file: %s", strerror(errno));
@@ -948,7 +948,7 @@ static struct run *start_rsync(enum phase phase, const char *dir, bool list_on_s
 	bool clean = phase == PH_CLEAN;
 	char *files_from = list_on_stdin ? xstrdup("--files-from=-")
 					 : xasprintf("--files-from=%s%s", dir, clean ? ".clean.list" : ".list");
-	char *timeout = xasprintf("--timeout=%llu", (unsigned long long)(R.timeout_ms / 1000 + 1));
+	char *timeout = xasprintf("--timeout=%llu", (unsigned long long)(rsync_state.timeout_ms / 1000 + 1));
 	char *src = xasprintf("%s%s", dir, clean ? ".clean/" : "/");
 	const char *sending[] = {
 		"--copy-links", "--mkpath", "--partial-dir=" PARTIAL_DIR,
@@ -967,18 +967,18 @@ static struct run *start_rsync(enum phase phase, const char *dir, bool list_on_s
 	};
 	const char **fixed = clean ? deleting : sending;
 	size_t nfixed = clean ? sizeof deleting / sizeof deleting[0] : sizeof sending / sizeof sending[0];
-	const char **argv = xcalloc(R.noptions + nfixed + 6, sizeof *argv);
+	const char **argv = xcalloc(rsync_state.noptions + nfixed + 6, sizeof *argv);
 	size_t a = 0;
-	argv[a++] = R.rsync;
-	for (size_t i = 0; i < R.noptions; i++)
-		argv[a++] = R.options[i];
+	argv[a++] = rsync_state.rsync;
+	for (size_t i = 0; i < rsync_state.noptions; i++)
+		argv[a++] = rsync_state.options[i];
 	for (size_t i = 0; i < nfixed; i++)
 		if (fixed[i])
 			argv[a++] = fixed[i];
 	argv[a++] = "-e";
-	argv[a++] = R.ssh_cmd;
+	argv[a++] = rsync_state.ssh_cmd;
 	argv[a++] = src;
-	argv[a++] = R.dest;
+	argv[a++] = rsync_state.dest;
 	argv[a] = NULL;
 	struct run *run = xcalloc(1, sizeof *run);
 	uv_pipe_init(worker_loop(), &run->out, 0);
@@ -993,7 +993,7 @@ static struct run *start_rsync(enum phase phase, const char *dir, bool list_on_s
 		{ .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&run->out },
 		{ .flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&run->err },
 	};
-	uv_process_options_t po = { .exit_cb = on_exit_run, .file = R.rsync, .args = (char **)argv,
+	uv_process_options_t po = { .exit_cb = on_exit_run, .file = rsync_state.rsync, .args = (char **)argv,
 				    .stdio_count = 3, .stdio = io };
 	*rc = uv_spawn(worker_loop(), &run->proc, &po);
 	free(argv);
@@ -1003,7 +1003,7 @@ static struct run *start_rsync(enum phase phase, const char *dir, bool list_on_s
 	if (!list_on_stdin || *rc < 0)
 		close_run_handle((uv_handle_t *)&run->in);
 	if (*rc < 0) {
-		log_warnx("cannot run %s: %s", R.rsync, uv_strerror(*rc));
+		log_warnx("cannot run %s: %s", rsync_state.rsync, uv_strerror(*rc));
 		close_run_handle((uv_handle_t *)&run->proc);
 		close_run_handle((uv_handle_t *)&run->out);
 		close_run_handle((uv_handle_t *)&run->err);
@@ -1015,31 +1015,31 @@ static struct run *start_rsync(enum phase phase, const char *dir, bool list_on_s
 /* run is now the rsync in progress: its output is read from here on. */
 static void begin_run(struct run *run, enum phase phase)
 {
-	R.phase = phase;
-	R.exited = R.out_eof = R.err_eof = R.timed_out = false;
-	R.code = 0;
-	R.sig = 0;
-	R.linelen = 0;
-	R.line_too_long = false;
-	R.moved = false;
-	R.errtail[0] = '\0'; /* a send's reason is in R.why by the time another rsync runs */
+	rsync_state.phase = phase;
+	rsync_state.exited = rsync_state.out_eof = rsync_state.err_eof = rsync_state.timed_out = false;
+	rsync_state.code = 0;
+	rsync_state.sig = 0;
+	rsync_state.linelen = 0;
+	rsync_state.line_too_long = false;
+	rsync_state.moved = false;
+	rsync_state.errtail[0] = '\0'; /* a send's reason is in rsync_state.why by the time another rsync runs */
 	if (phase == PH_SEND) {
-		R.sending = NULL;
-		R.reported_ms = 0;
-		R.started_ms = now_ms();
-		R.literal = R.matched = 0;
+		rsync_state.sending = NULL;
+		rsync_state.reported_ms = 0;
+		rsync_state.started_ms = now_ms();
+		rsync_state.literal = rsync_state.matched = 0;
 	}
-	R.cur = run;
+	rsync_state.cur = run;
 	uv_read_start((uv_stream_t *)&run->out, on_alloc, on_out);
 	uv_read_start((uv_stream_t *)&run->err, on_alloc, on_err);
-	uv_timer_start(&R.timer, on_timeout, R.timeout_ms, 0);
+	uv_timer_start(&rsync_state.timer, on_timeout, rsync_state.timeout_ms, 0);
 }
 
 /* 0, or libuv's error when rsync could not be started. */
 static int spawn_rsync(enum phase phase)
 {
 	int rc;
-	struct run *run = start_rsync(phase, R.rundir, false, &rc);
+	struct run *run = start_rsync(phase, rsync_state.rundir, false, &rc);
 	if (run)
 		begin_run(run, phase);
 	return run ? 0 : rc;
@@ -1065,10 +1065,10 @@ static void rm_dir_of(struct run *run)
 
 static void drop_spare(void)
 {
-	struct run *run = R.spare;
+	struct run *run = rsync_state.spare;
 	if (!run)
 		return;
-	R.spare = NULL;
+	rsync_state.spare = NULL;
 	if (!uv_is_closing((uv_handle_t *)&run->proc))
 		uv_process_kill(&run->proc, SIGTERM); /* its exit closes the rest */
 	rm_dir_of(run);
@@ -1077,8 +1077,8 @@ static void drop_spare(void)
 /* A spare's rsync ended before it was used, or after it was dropped. */
 static void spare_exited(struct run *run)
 {
-	if (R.spare == run)
-		R.spare = NULL;
+	if (rsync_state.spare == run)
+		rsync_state.spare = NULL;
 	rm_dir_of(run);
 	close_run_handle((uv_handle_t *)&run->proc);
 	close_run_handle((uv_handle_t *)&run->out);
@@ -1088,10 +1088,10 @@ static void spare_exited(struct run *run)
 
 static void prepare_spare(void)
 {
-	if (R.spare || R.refused)
+	if (rsync_state.spare || rsync_state.refused)
 		return;
 	char dir[512];
-	snprintf(dir, sizeof dir, "%s/next%u", R.stage, ++R.spare_no);
+	snprintf(dir, sizeof dir, "%s/next%u", rsync_state.stage, ++rsync_state.spare_no);
 	if (mkdir(dir, 0700) < 0)
 		return; /* the next run goes without */
 	int rc;
@@ -1102,20 +1102,20 @@ static void prepare_spare(void)
 	}
 	snprintf(run->dir, sizeof run->dir, "%s", dir);
 	run->born_ms = now_ms();
-	R.spare = run;
+	rsync_state.spare = run;
 }
 
 /* The spare, if it can take the next send: its directory becomes the run's. */
 static struct run *take_spare(void)
 {
-	struct run *run = R.spare;
+	struct run *run = rsync_state.spare;
 	if (!run)
 		return NULL;
-	if (now_ms() - run->born_ms > R.timeout_ms / 2) {
+	if (now_ms() - run->born_ms > rsync_state.timeout_ms / 2) {
 		drop_spare();
 		return NULL;
 	}
-	R.spare = NULL;
+	rsync_state.spare = NULL;
 	return run;
 }
 
@@ -1132,7 +1132,7 @@ static void list_written(uv_write_t *w, int status)
  * that cannot reach the server does. */
 static void feed_list(struct run *run)
 {
-	char *path = xasprintf("%s.list", R.rundir);
+	char *path = xasprintf("%s.list", rsync_state.rundir);
 	FILE *f = fopen(path, "r");
 	free(path);
 	size_t cap = 4096, len = 0;
@@ -1157,11 +1157,11 @@ static void feed_list(struct run *run)
  * runs (a cleaner of old files in /tmp removes an idle worker's): made again. */
 static int make_rundir(void)
 {
-	if (mkdir(R.rundir, 0700) == 0)
+	if (mkdir(rsync_state.rundir, 0700) == 0)
 		return 0;
-	if (errno != ENOENT || mkdir(R.stage, 0700) < 0 || mkdir(R.rundir, 0700) < 0)
+	if (errno != ENOENT || mkdir(rsync_state.stage, 0700) < 0 || mkdir(rsync_state.rundir, 0700) < 0)
 		return -1;
-	log_warnx("the staging directory %s had gone; made again", R.stage);
+	log_warnx("the staging directory %s had gone; made again", rsync_state.stage);
 	return 0;
 }
 
@@ -1169,8 +1169,8 @@ static int make_rundir(void)
  * for writing; NULL with errno. */
 static FILE *open_run(void)
 {
-	snprintf(R.rundir, sizeof R.rundir, "%s/run%u", R.stage, ++R.run_no);
-	char *listpath = xasprintf("%s.list", R.rundir);
+	snprintf(rsync_state.rundir, sizeof rsync_state.rundir, "%s/run%u", rsync_state.stage, ++rsync_state.run_no);
+	char *listpath = xasprintf("%s.list", rsync_state.rundir);
 	FILE *list = make_rundir() == 0 ? fopen(listpath, "w") : NULL;
 	free(listpath);
 	return list;
@@ -1179,51 +1179,51 @@ static FILE *open_run(void)
 /* While refused: the check, when no rsync runs. */
 static void on_check_timer(uv_timer_t *t)
 {
-	if (R.cur || R.running || !R.refused) {
-		if (R.refused)
-			uv_timer_start(&R.check_timer, on_check_timer, 1000, 0);
+	if (rsync_state.cur || rsync_state.running || !rsync_state.refused) {
+		if (rsync_state.refused)
+			uv_timer_start(&rsync_state.check_timer, on_check_timer, 1000, 0);
 		return;
 	}
 	FILE *list = open_run(); /* left empty */
 	bool made = list && fclose(list) == 0;
 	int rc = made ? spawn_rsync(PH_CHECK) : 0;
 	if (!made || rc < 0) {
-		log_warnx("run %u: cannot start the check: %s", R.run_no, made ? uv_strerror(rc) : strerror(errno));
+		log_warnx("run %u: cannot start the check: %s", rsync_state.run_no, made ? uv_strerror(rc) : strerror(errno));
 		rm_rundir();
 		arm_check();
 	}
 }
 
 /* Every file waiting goes back, since none would be answered otherwise:
- * held while refused, else retried with R.why (the supervisor hands each out
+ * held while refused, else retried with rsync_state.why (the supervisor hands each out
  * again after its backoff). */
 static void return_queue(void)
 {
-	while (R.queue) {
-		struct rjob *r = R.queue;
-		R.queue = r->next;
-		if (R.refused)
+	while (rsync_state.queue) {
+		struct rjob *r = rsync_state.queue;
+		rsync_state.queue = r->next;
+		if (rsync_state.refused)
 			hold(r->job);
 		else
-			worker_result(r->job, JOB_RETRY, 0, "%s", R.why);
+			worker_result(r->job, JOB_RETRY, 0, "%s", rsync_state.why);
 		free(r);
 	}
-	R.queue_tail = NULL;
+	rsync_state.queue_tail = NULL;
 }
 
 /* The spare's directory as the next run's, and its list file opened for
  * writing; NULL (the spare given up) when that cannot be. */
 static FILE *open_spare_run(struct run *spare)
 {
-	snprintf(R.rundir, sizeof R.rundir, "%s", spare->dir);
+	snprintf(rsync_state.rundir, sizeof rsync_state.rundir, "%s", spare->dir);
 	spare->dir[0] = '\0'; /* the run's now: rm_rundir removes it */
-	R.run_no++;
-	char *listpath = xasprintf("%s.list", R.rundir);
+	rsync_state.run_no++;
+	char *listpath = xasprintf("%s.list", rsync_state.rundir);
 	FILE *list = fopen(listpath, "w");
 	free(listpath);
 	if (!list) {
-		rmdir(R.rundir);
-		R.spare = spare;
+		rmdir(rsync_state.rundir);
+		rsync_state.spare = spare;
 		drop_spare();
 	}
 	return list;
@@ -1231,7 +1231,7 @@ static FILE *open_spare_run(struct run *spare)
 
 static void start_run(void)
 {
-	if (R.refused) {
+	if (rsync_state.refused) {
 		drop_spare();
 		return_queue();
 		return;
@@ -1243,8 +1243,8 @@ static void start_run(void)
 		list = open_run();
 	}
 	if (!list) {
-		snprintf(R.why, sizeof R.why, "cannot make the staging directory %s: %s", R.rundir, strerror(errno));
-		log_warnx("%s", R.why);
+		snprintf(rsync_state.why, sizeof rsync_state.why, "cannot make the staging directory %s: %s", rsync_state.rundir, strerror(errno));
+		log_warnx("%s", rsync_state.why);
 		rm_rundir();
 		return_queue();
 		return;
@@ -1253,7 +1253,7 @@ static void start_run(void)
 	bool written = fclose(list) == 0;
 	if (n == 0 || !written) {
 		if (spare) { /* not used: its directory was the run's */
-			R.spare = spare;
+			rsync_state.spare = spare;
 			drop_spare();
 		}
 		spare = NULL;
@@ -1264,22 +1264,22 @@ static void start_run(void)
 	}
 	int rc;
 	if (!written) {
-		log_warn("cannot write the file list of %s", R.rundir);
-		snprintf(R.why, sizeof R.why, "cannot write the file list of the run: %s", strerror(errno));
+		log_warn("cannot write the file list of %s", rsync_state.rundir);
+		snprintf(rsync_state.why, sizeof rsync_state.why, "cannot write the file list of the run: %s", strerror(errno));
 	} else if (spare) {
-		log_debug("run %u: %d files to the rsync prepared %.1f s ago", R.run_no, n,
+		log_debug("run %u: %d files to the rsync prepared %.1f s ago", rsync_state.run_no, n,
 			  (double)(now_ms() - spare->born_ms) / 1000);
 		feed_list(spare);
 		begin_run(spare, PH_SEND);
 		prepare_spare();
 		return;
 	} else if ((rc = spawn_rsync(PH_SEND)) < 0) {
-		snprintf(R.why, sizeof R.why, "cannot run %s: %s", R.rsync, uv_strerror(rc));
+		snprintf(rsync_state.why, sizeof rsync_state.why, "cannot run %s: %s", rsync_state.rsync, uv_strerror(rc));
 	} else {
 		prepare_spare();
 		return;
 	}
-	R.status = JOB_RETRY;
+	rsync_state.status = JOB_RETRY;
 	finish_batch();
 }
 
@@ -1289,7 +1289,7 @@ static void rsync_submit(struct job *j)
 		worker_result(j, JOB_PERMFAIL, 0, "the rsync worker carries files only");
 		return;
 	}
-	if (R.refused) {
+	if (rsync_state.refused) {
 		hold(j);
 		return;
 	}
@@ -1297,12 +1297,12 @@ static void rsync_submit(struct job *j)
 	r->job = j;
 	snprintf(r->name, sizeof r->name, "%s", j->remote_name ? j->remote_name : j->id);
 	show_name(r->name, r->shown, sizeof r->shown);
-	if (R.queue_tail)
-		R.queue_tail->next = r;
+	if (rsync_state.queue_tail)
+		rsync_state.queue_tail->next = r;
 	else
-		R.queue = r;
-	R.queue_tail = r;
-	if (!R.running)
+		rsync_state.queue = r;
+	rsync_state.queue_tail = r;
+	if (!rsync_state.running)
 		start_run();
 }
 
@@ -1350,7 +1350,7 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 		snprintf(err, errlen, "rsync.options: %s is refused: %s", opt, refused);
 		return UCGW_EXIT_CONFIG;
 	}
-	if (!(R.rsync = find_program(cfg_str(cfg, "rsync_path")))) {
+	if (!(rsync_state.rsync = find_program(cfg_str(cfg, "rsync_path")))) {
 		snprintf(err, errlen, "rsync.rsync_path: program '%s' not found (install rsync or set rsync_path)",
 			 cfg_str(cfg, "rsync_path"));
 		return UCGW_EXIT_CONFIG;
@@ -1361,8 +1361,8 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 			 cfg_str(cfg, "ssh_path"));
 		return UCGW_EXIT_CONFIG;
 	}
-	R.options = opts->items;
-	R.noptions = opts->nitems;
+	rsync_state.options = opts->items;
+	rsync_state.noptions = opts->nitems;
 	/* key_file and known_hosts as the supervisor read them (the worker may run
 	 * as a user that cannot open them), in memory files of this process that
 	 * ssh opens as /proc/<worker pid>/fd/N (not /proc/self: ssh closes every
@@ -1386,42 +1386,42 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 		free(t);
 		return UCGW_EXIT_CONFIG;
 	}
-	R.stage = t;
+	rsync_state.stage = t;
 	int pid = (int)getpid();
 	char *mux = mux_options();
 	char *keyopt = keyfd >= 0 ? xasprintf(" -i /proc/%d/fd/%d -o IdentitiesOnly=yes", pid, keyfd) : xstrdup("");
-	R.ssh_base = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
+	rsync_state.ssh_base = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
 			       "-o BatchMode=yes -o ConnectTimeout=10",
 			       ssh, (long long)cfg_int(cfg, "port"), keyopt, pid, khfd);
-	R.ssh_cmd = xasprintf("%s%s", R.ssh_base, mux);
-	R.host = xasprintf("%s@%s", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"));
+	rsync_state.ssh_cmd = xasprintf("%s%s", rsync_state.ssh_base, mux);
+	rsync_state.host = xasprintf("%s@%s", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"));
 	free(keyopt);
 	free(mux);
 	free(ssh);
-	R.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),
+	rsync_state.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),
 			   cfg_str(cfg, "remote_path"));
-	R.timeout_ms = (uint64_t)(cfg_num(cfg, "timeout") * 1000);
-	R.batch_max = (size_t)cfg_int(cfg, "batch_max");
-	uv_timer_init(loop, &R.timer);
-	uv_timer_init(loop, &R.check_timer);
+	rsync_state.timeout_ms = (uint64_t)(cfg_num(cfg, "timeout") * 1000);
+	rsync_state.batch_max = (size_t)cfg_int(cfg, "batch_max");
+	uv_timer_init(loop, &rsync_state.timer);
+	uv_timer_init(loop, &rsync_state.check_timer);
 	/* the master from the loop's first turn: after the sandbox is in, which
 	 * it inherits; up before the first file, which then finds it */
-	uv_timer_init(loop, &R.master_timer);
-	uv_timer_start(&R.master_timer, start_master, 0, 0);
+	uv_timer_init(loop, &rsync_state.master_timer);
+	uv_timer_start(&rsync_state.master_timer, start_master, 0, 0);
 	/* Reachability is learned from runs; until the first, say what we know. */
-	worker_health(true, 0, "rsync to %s (not tried yet)", R.dest);
+	worker_health(true, 0, "rsync to %s (not tried yet)", rsync_state.dest);
 	return 0;
 }
 
 static void rsync_shutdown(void)
 {
-	if (R.cur)
-		uv_process_kill(&R.cur->proc, SIGTERM);
+	if (rsync_state.cur)
+		uv_process_kill(&rsync_state.cur->proc, SIGTERM);
 	drop_spare();
 	stop_master();
-	if (R.rundir[0])
+	if (rsync_state.rundir[0])
 		rm_rundir();
-	rmdir(R.stage);
+	rmdir(rsync_state.stage);
 }
 
 static const struct worker_ops rsync_ops = {

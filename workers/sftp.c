@@ -72,20 +72,20 @@ static struct {
 	uv_async_t async;
 	uv_timer_t start;               /* the thread starts at the loop's first turn */
 	bool started;                   /* the loop's: the thread runs (join it) */
-} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1, .wake = -1 };
+} sftp_state = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1, .wake = -1 };
 
 /* ---- talking to the loop ---- */
 
 static void post(struct event *e)
 {
-	pthread_mutex_lock(&S.lock);
-	if (S.events_tail)
-		S.events_tail->next = e;
+	pthread_mutex_lock(&sftp_state.lock);
+	if (sftp_state.events_tail)
+		sftp_state.events_tail->next = e;
 	else
-		S.events = e;
-	S.events_tail = e;
-	pthread_mutex_unlock(&S.lock);
-	uv_async_send(&S.async);
+		sftp_state.events = e;
+	sftp_state.events_tail = e;
+	pthread_mutex_unlock(&sftp_state.lock);
+	uv_async_send(&sftp_state.async);
 }
 
 static void post_result(struct job *j, enum job_status st, const char *fmt, ...) PRINTF(3, 4);
@@ -116,10 +116,10 @@ static void post_health(bool up, uint64_t rtt, const char *text)
 
 static void on_events(uv_async_t *a)
 {
-	pthread_mutex_lock(&S.lock);
-	struct event *e = S.events;
-	S.events = S.events_tail = NULL;
-	pthread_mutex_unlock(&S.lock);
+	pthread_mutex_lock(&sftp_state.lock);
+	struct event *e = sftp_state.events;
+	sftp_state.events = sftp_state.events_tail = NULL;
+	pthread_mutex_unlock(&sftp_state.lock);
 	while (e) {
 		struct event *next = e->next;
 		switch (e->kind) {
@@ -134,25 +134,25 @@ static void on_events(uv_async_t *a)
 
 /* ---- the session ---- */
 
-/* The socket being connected becomes S.sock at once, so that sftp_shutdown can
+/* The socket being connected becomes sftp_state.sock at once, so that sftp_shutdown can
  * break a connect, a handshake or a transfer; none is started after a stop. */
 static bool publish_sock(int fd)
 {
-	pthread_mutex_lock(&S.lock);
-	bool stop = S.stop;
+	pthread_mutex_lock(&sftp_state.lock);
+	bool stop = sftp_state.stop;
 	if (!stop)
-		S.sock = fd;
-	pthread_mutex_unlock(&S.lock);
+		sftp_state.sock = fd;
+	pthread_mutex_unlock(&sftp_state.lock);
 	return !stop;
 }
 
 static void unpublish_close(int fd)
 {
-	pthread_mutex_lock(&S.lock);
-	if (S.sock == fd)
-		S.sock = -1;
+	pthread_mutex_lock(&sftp_state.lock);
+	if (sftp_state.sock == fd)
+		sftp_state.sock = -1;
 	close(fd);
-	pthread_mutex_unlock(&S.lock);
+	pthread_mutex_unlock(&sftp_state.lock);
 }
 
 /* Every address the name resolves to, in getaddrinfo's order, until one
@@ -166,24 +166,24 @@ static int tcp_connect(char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
 	char port[8];
-	snprintf(port, sizeof port, "%d", S.port);
-	int rc = getaddrinfo(S.host, port, &hints, &res);
+	snprintf(port, sizeof port, "%d", sftp_state.port);
+	int rc = getaddrinfo(sftp_state.host, port, &hints, &res);
 	if (rc) {
-		snprintf(err, errlen, "cannot resolve %s: %s", S.host, gai_strerror(rc));
+		snprintf(err, errlen, "cannot resolve %s: %s", sftp_state.host, gai_strerror(rc));
 		return -1;
 	}
-	snprintf(err, errlen, "%s has no address", S.host);
+	snprintf(err, errlen, "%s has no address", sftp_state.host);
 	int fd = -1, left = 0;
 	for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
 		left++;
-	uint64_t deadline = now_ms() + (uint64_t)S.timeout_ms;
+	uint64_t deadline = now_ms() + (uint64_t)sftp_state.timeout_ms;
 	for (struct addrinfo *ai = res; ai; ai = ai->ai_next, left--) {
 		char addr[NI_MAXHOST];
 		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST))
 			snprintf(addr, sizeof addr, "?");
 		int s = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (s < 0) {
-			snprintf(err, errlen, "cannot make a socket for %s (%s): %s", S.host, addr, strerror(errno));
+			snprintf(err, errlen, "cannot make a socket for %s (%s): %s", sftp_state.host, addr, strerror(errno));
 			continue;
 		}
 		if (!publish_sock(s)) {
@@ -209,7 +209,7 @@ static int tcp_connect(char *err, size_t errlen)
 			fd = s;
 			break;
 		}
-		snprintf(err, errlen, "connect to %s:%d (%s) failed: %s", S.host, S.port, addr, strerror(errno));
+		snprintf(err, errlen, "connect to %s:%d (%s) failed: %s", sftp_state.host, sftp_state.port, addr, strerror(errno));
 		unpublish_close(s);
 	}
 	freeaddrinfo(res);
@@ -235,7 +235,7 @@ static int known_type(int hostkey_type)
 /* "SHA256:base64-without-padding", as ssh-keygen -l prints it. */
 static void fingerprint_of(char *out, size_t len)
 {
-	const unsigned char *h = (const unsigned char *)libssh2_hostkey_hash(S.session, LIBSSH2_HOSTKEY_HASH_SHA256);
+	const unsigned char *h = (const unsigned char *)libssh2_hostkey_hash(sftp_state.session, LIBSSH2_HOSTKEY_HASH_SHA256);
 	unsigned char b64[64];
 	int n = h ? EVP_EncodeBlock(b64, h, 32) : 0;
 	while (n > 0 && b64[n - 1] == '=')
@@ -248,19 +248,19 @@ static int check_host_key(char *err, size_t errlen)
 {
 	char fp[80];
 	fingerprint_of(fp, sizeof fp);
-	if (S.fingerprint) {
-		if (strcmp(fp, S.fingerprint) == 0)
+	if (sftp_state.fingerprint) {
+		if (strcmp(fp, sftp_state.fingerprint) == 0)
 			return 0;
-		snprintf(err, errlen, "host key of %s:%d is %s, not the pinned %s: refusing to upload", S.host, S.port, fp,
-			 S.fingerprint);
+		snprintf(err, errlen, "host key of %s:%d is %s, not the pinned %s: refusing to upload", sftp_state.host, sftp_state.port, fp,
+			 sftp_state.fingerprint);
 		return -1;
 	}
 	size_t klen;
 	int type;
-	const char *key = libssh2_session_hostkey(S.session, &klen, &type);
-	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(S.session);
-	bool kh_ok = kh && S.kh_data;
-	for (const char *line = S.kh_data, *end = S.kh_data + S.kh_len; kh_ok && line < end;) {
+	const char *key = libssh2_session_hostkey(sftp_state.session, &klen, &type);
+	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(sftp_state.session);
+	bool kh_ok = kh && sftp_state.kh_data;
+	for (const char *line = sftp_state.kh_data, *end = sftp_state.kh_data + sftp_state.kh_len; kh_ok && line < end;) {
 		const char *nl = memchr(line, '\n', (size_t)(end - line));
 		size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(end - line);
 		/* comments and blank lines are skipped by libssh2 itself */
@@ -268,20 +268,20 @@ static int check_host_key(char *err, size_t errlen)
 		line += n;
 	}
 	if (!kh_ok) {
-		snprintf(err, errlen, "cannot read known_hosts %s%s%s: refusing to upload", S.known_hosts,
-			 S.kh_why ? ": " : "", S.kh_why ? S.kh_why : "");
+		snprintf(err, errlen, "cannot read known_hosts %s%s%s: refusing to upload", sftp_state.known_hosts,
+			 sftp_state.kh_why ? ": " : "", sftp_state.kh_why ? sftp_state.kh_why : "");
 		if (kh)
 			libssh2_knownhost_free(kh);
 		return -1;
 	}
 	struct libssh2_knownhost *found;
-	int rc = libssh2_knownhost_checkp(kh, S.host, S.port, key, klen,
+	int rc = libssh2_knownhost_checkp(kh, sftp_state.host, sftp_state.port, key, klen,
 					  LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | known_type(type), &found);
 	libssh2_knownhost_free(kh);
 	if (rc == LIBSSH2_KNOWNHOST_CHECK_MATCH)
 		return 0;
 	snprintf(err, errlen, "%s host key for %s:%d (%s) %s: refusing to upload",
-		 rc == LIBSSH2_KNOWNHOST_CHECK_MISMATCH ? "CHANGED" : "unknown", S.host, S.port, fp,
+		 rc == LIBSSH2_KNOWNHOST_CHECK_MISMATCH ? "CHANGED" : "unknown", sftp_state.host, sftp_state.port, fp,
 		 rc == LIBSSH2_KNOWNHOST_CHECK_MISMATCH ? "differs from known_hosts" : "is not in known_hosts");
 	return -1;
 }
@@ -290,8 +290,8 @@ static const char *ssh_error(void)
 {
 	static char buf[256];
 	char *msg = NULL;
-	if (S.session)
-		libssh2_session_last_error(S.session, &msg, NULL, 0);
+	if (sftp_state.session)
+		libssh2_session_last_error(sftp_state.session, &msg, NULL, 0);
 	snprintf(buf, sizeof buf, "%s", msg && *msg ? msg : "SSH error");
 	return buf;
 }
@@ -304,8 +304,8 @@ static LIBSSH2_RECV_FUNC(counted_recv)
 	ssize_t n = recv(socket, buffer, length, flags);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	S.io_bytes += (uint64_t)n;
-	S.io_ms = now_ms();
+	sftp_state.io_bytes += (uint64_t)n;
+	sftp_state.io_ms = now_ms();
 	return n;
 }
 
@@ -315,8 +315,8 @@ static LIBSSH2_SEND_FUNC(counted_send)
 	ssize_t n = send(socket, buffer, length, flags);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	S.io_bytes += (uint64_t)n;
-	S.io_ms = now_ms();
+	sftp_state.io_bytes += (uint64_t)n;
+	sftp_state.io_ms = now_ms();
 	return n;
 }
 
@@ -329,34 +329,34 @@ static int open_session(char *err, size_t errlen)
 	uint64_t t0 = now_ms();
 	if (tcp_connect(err, errlen) < 0)
 		return -1;
-	S.session = libssh2_session_init();
-	libssh2_session_callback_set(S.session, LIBSSH2_CALLBACK_RECV, (void *)counted_recv);
-	libssh2_session_callback_set(S.session, LIBSSH2_CALLBACK_SEND, (void *)counted_send);
-	libssh2_session_set_blocking(S.session, 1);
-	libssh2_session_set_timeout(S.session, S.timeout_ms);
-	if (libssh2_session_handshake(S.session, S.sock)) {
-		snprintf(err, errlen, "SSH handshake with %s:%d failed: %s", S.host, S.port, ssh_error());
+	sftp_state.session = libssh2_session_init();
+	libssh2_session_callback_set(sftp_state.session, LIBSSH2_CALLBACK_RECV, (void *)counted_recv);
+	libssh2_session_callback_set(sftp_state.session, LIBSSH2_CALLBACK_SEND, (void *)counted_send);
+	libssh2_session_set_blocking(sftp_state.session, 1);
+	libssh2_session_set_timeout(sftp_state.session, sftp_state.timeout_ms);
+	if (libssh2_session_handshake(sftp_state.session, sftp_state.sock)) {
+		snprintf(err, errlen, "SSH handshake with %s:%d failed: %s", sftp_state.host, sftp_state.port, ssh_error());
 		return -1;
 	}
 	if (check_host_key(err, errlen) < 0)
 		return -1;
-	int rc = S.key_data ? libssh2_userauth_publickey_frommemory(S.session, S.user, strlen(S.user), NULL, 0, S.key_data,
-								    S.key_len, S.passphrase)
-			    : libssh2_userauth_password(S.session, S.user, S.password ? S.password : "");
+	int rc = sftp_state.key_data ? libssh2_userauth_publickey_frommemory(sftp_state.session, sftp_state.user, strlen(sftp_state.user), NULL, 0, sftp_state.key_data,
+								    sftp_state.key_len, sftp_state.passphrase)
+			    : libssh2_userauth_password(sftp_state.session, sftp_state.user, sftp_state.password ? sftp_state.password : "");
 	if (rc) {
-		snprintf(err, errlen, "SSH authentication as %s failed: %s", S.user, ssh_error());
+		snprintf(err, errlen, "SSH authentication as %s failed: %s", sftp_state.user, ssh_error());
 		return -1;
 	}
-	if (!(S.sftp0 = libssh2_sftp_init(S.session))) {
+	if (!(sftp_state.sftp0 = libssh2_sftp_init(sftp_state.session))) {
 		snprintf(err, errlen, "SFTP subsystem refused: %s", ssh_error());
 		return -1;
 	}
 	if (make_remote_dir(err, errlen) < 0)
 		return -1;
-	libssh2_keepalive_config(S.session, 0, 15);
-	libssh2_session_set_blocking(S.session, 0);
+	libssh2_keepalive_config(sftp_state.session, 0, 15);
+	libssh2_session_set_blocking(sftp_state.session, 0);
 	char up[300];
-	snprintf(up, sizeof up, "connected to %s:%d", S.host, S.port);
+	snprintf(up, sizeof up, "connected to %s:%d", sftp_state.host, sftp_state.port);
 	post_health(true, (now_ms() - t0) * 1000, up);
 	return 0;
 }
@@ -409,7 +409,7 @@ static void part_name(char *out, size_t len, const char *name, const char *id)
 		while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
 			n--;
 	}
-	snprintf(out, len, "%s/.%.*s.%s" PART_SUFFIX, S.remote, (int)n, name, id);
+	snprintf(out, len, "%s/.%.*s.%s" PART_SUFFIX, sftp_state.remote, (int)n, name, id);
 }
 
 /* Directories of remote_path made or found at the session's start, in blocking
@@ -417,24 +417,24 @@ static void part_name(char *out, size_t len, const char *name, const char *id)
 static int make_remote_dir(char *err, size_t errlen)
 {
 	LIBSSH2_SFTP_ATTRIBUTES a;
-	if (libssh2_sftp_stat(S.sftp0, S.remote, &a) == 0)
+	if (libssh2_sftp_stat(sftp_state.sftp0, sftp_state.remote, &a) == 0)
 		return 0;
 	char path[1024];
-	snprintf(path, sizeof path, "%s", S.remote);
+	snprintf(path, sizeof path, "%s", sftp_state.remote);
 	for (char *p = path + 1;; p++) {
 		if (*p == '/' || !*p) {
 			char c = *p;
 			*p = '\0';
-			if (libssh2_sftp_stat(S.sftp0, path, &a) != 0)
-				libssh2_sftp_mkdir(S.sftp0, path, 0755);
+			if (libssh2_sftp_stat(sftp_state.sftp0, path, &a) != 0)
+				libssh2_sftp_mkdir(sftp_state.sftp0, path, 0755);
 			*p = c;
 			if (!c)
 				break;
 		}
 	}
-	if (libssh2_session_last_errno(S.session) != LIBSSH2_ERROR_SFTP_PROTOCOL &&
-	    libssh2_session_last_errno(S.session) != 0) {
-		snprintf(err, errlen, "making %s: %s", S.remote, ssh_error());
+	if (libssh2_session_last_errno(sftp_state.session) != LIBSSH2_ERROR_SFTP_PROTOCOL &&
+	    libssh2_session_last_errno(sftp_state.session) != 0) {
+		snprintf(err, errlen, "making %s: %s", sftp_state.remote, ssh_error());
 		return -1;
 	}
 	return 0; /* a directory that could not be made shows in the first open */
@@ -446,7 +446,7 @@ static int make_remote_dir(char *err, size_t errlen)
  * the state of an open, an fstat or a rename per SFTP channel, so one channel
  * has one of each in progress at a time, and one open per round trip would cap
  * a 100 ms link at 10 files/s. A lane holds two files: its writer (open, then
- * writes pipelined up to S.inflight bytes) and its finisher (the close and the
+ * writes pipelined up to sftp_state.inflight bytes) and its finisher (the close and the
  * size check sent together, then the rename), so that the finishing of one
  * file overlaps the open and the writes of the next; the writer uses open,
  * fstat (to resume) and write, the finisher close, stat, rename and unlink, so
@@ -457,7 +457,7 @@ static int make_remote_dir(char *err, size_t errlen)
  * EAGAIN with part of a packet still unsent must be called again, with the same
  * arguments, before any other call may send (another call would be refused, or
  * on the same channel would send its bytes in the middle of that packet). That
- * call's file is the owner (S.owner) until its call stops blocking outbound, and
+ * call's file is the owner (sftp_state.owner) until its call stops blocking outbound, and
  * only it is stepped meanwhile. */
 
 enum stage {
@@ -513,7 +513,7 @@ static struct {
 
 static bool blocked_out(void)
 {
-	return libssh2_session_block_directions(S.session) & LIBSSH2_SESSION_BLOCK_OUTBOUND;
+	return libssh2_session_block_directions(sftp_state.session) & LIBSSH2_SESSION_BLOCK_OUTBOUND;
 }
 
 /* After a call of f that returned rc: true when it would block. A call that
@@ -591,7 +591,7 @@ static enum step step_open(struct lane *l, struct file *f)
 	unsigned long flags = LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | (f->resume ? 0 : LIBSSH2_FXF_TRUNC);
 	f->h = libssh2_sftp_open(l->sftp, f->part, flags, 0644);
 	if (!f->h) {
-		long rc = libssh2_session_last_errno(S.session);
+		long rc = libssh2_session_last_errno(sftp_state.session);
 		if (would_block(f, OP_OPEN, rc))
 			return STEP_WAIT;
 		return file_failed(l, f, rc, "cannot open");
@@ -616,19 +616,19 @@ static enum step step_resume(struct lane *l, struct file *f)
 	return STEP_MOVED;
 }
 
-/* Keep up to S.inflight bytes of the file in the buffer from the first byte
+/* Keep up to sftp_state.inflight bytes of the file in the buffer from the first byte
  * not acknowledged; moved down once the start passes the middle, so each byte
  * is copied at most once more. */
 static int refill(struct file *f)
 {
 	uint64_t left = f->job->size - f->acked;
 	if (!f->buf) {
-		f->cap = left < 2 * S.inflight ? (size_t)left : 2 * S.inflight;
+		f->cap = left < 2 * sftp_state.inflight ? (size_t)left : 2 * sftp_state.inflight;
 		f->buf = xmalloc(f->cap ? f->cap : 1);
 		f->start = f->have = 0;
 	}
-	size_t want = left < S.inflight ? (size_t)left : S.inflight;
-	if (f->have >= want || (f->have > S.inflight / 2 && want == S.inflight))
+	size_t want = left < sftp_state.inflight ? (size_t)left : sftp_state.inflight;
+	if (f->have >= want || (f->have > sftp_state.inflight / 2 && want == sftp_state.inflight))
 		return 0; /* full, or still more than half full: read in big pieces */
 	if (f->start + want > f->cap) {
 		memmove(f->buf, f->buf + f->start, f->have);
@@ -835,16 +835,16 @@ static struct lane *lane_of(const struct file *f)
  * lanes open as they are. */
 static enum step open_lane(void)
 {
-	LIBSSH2_SFTP *sftp = libssh2_sftp_init(S.session);
+	LIBSSH2_SFTP *sftp = libssh2_sftp_init(sftp_state.session);
 	if (!sftp) {
-		int rc = libssh2_session_last_errno(S.session);
+		int rc = libssh2_session_last_errno(sftp_state.session);
 		if (rc == LIBSSH2_ERROR_EAGAIN) {
 			T.opener_sending = blocked_out();
 			return STEP_WAIT;
 		}
 		T.opener_sending = false;
 		if (rc == LIBSSH2_ERROR_CHANNEL_FAILURE || rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
-			log_msg(LOG_LVL_WARN, "%s:%d refused SFTP channel %d (%s): %d files in flight", S.host, S.port,
+			log_msg(LOG_LVL_WARN, "%s:%d refused SFTP channel %d (%s): %d files in flight", sftp_state.host, sftp_state.port,
 				T.nlanes + 1, ssh_error(), T.nlanes);
 			T.lanes_refused = true;
 			return STEP_MOVED;
@@ -859,7 +859,7 @@ static enum step open_lane(void)
 
 static bool want_lane(void)
 {
-	if (!T.queue || T.lanes_refused || T.nlanes >= S.files_in_flight)
+	if (!T.queue || T.lanes_refused || T.nlanes >= sftp_state.files_in_flight)
 		return false;
 	for (int i = 0; i < T.nlanes; i++)
 		if (!T.lanes[i].writer)
@@ -923,11 +923,11 @@ static bool pump(void)
 {
 	/* new jobs and a stop are taken between pumps: return now and then */
 	for (uint64_t t0 = now_ms(); now_ms() - t0 < 50;) {
-		uint64_t io = S.io_bytes;
+		uint64_t io = sftp_state.io_bytes;
 		enum step s = pass();
 		if (s == STEP_BROKEN)
 			return false;
-		if (s == STEP_WAIT && io == S.io_bytes)
+		if (s == STEP_WAIT && io == sftp_state.io_bytes)
 			return true;
 	}
 	return true;
@@ -971,12 +971,12 @@ static void take_back(struct file *f, const char *why, bool stopping)
 
 static void drop_session(const char *why, bool stopping)
 {
-	pthread_mutex_lock(&S.lock);
-	if (S.sock >= 0)
-		shutdown(S.sock, SHUT_RDWR); /* every call below fails at once */
-	pthread_mutex_unlock(&S.lock);
-	if (S.session)
-		libssh2_session_set_blocking(S.session, 1);
+	pthread_mutex_lock(&sftp_state.lock);
+	if (sftp_state.sock >= 0)
+		shutdown(sftp_state.sock, SHUT_RDWR); /* every call below fails at once */
+	pthread_mutex_unlock(&sftp_state.lock);
+	if (sftp_state.session)
+		libssh2_session_set_blocking(sftp_state.session, 1);
 	for (int i = T.nlanes - 1; i >= 0; i--) {
 		struct lane *l = &T.lanes[i];
 		if (l->finisher)
@@ -984,42 +984,42 @@ static void drop_session(const char *why, bool stopping)
 		if (l->writer)
 			take_back(l->writer, why, stopping);
 		l->writer = l->finisher = NULL;
-		if (l->sftp != S.sftp0)
+		if (l->sftp != sftp_state.sftp0)
 			libssh2_sftp_shutdown(l->sftp);
 		l->sftp = NULL;
 	}
 	T.nlanes = 0;
 	T.owner = NULL;
 	T.opener_sending = T.lanes_refused = false;
-	if (S.sftp0)
-		libssh2_sftp_shutdown(S.sftp0);
-	if (S.session) {
-		libssh2_session_disconnect(S.session, "bye");
-		libssh2_session_free(S.session);
+	if (sftp_state.sftp0)
+		libssh2_sftp_shutdown(sftp_state.sftp0);
+	if (sftp_state.session) {
+		libssh2_session_disconnect(sftp_state.session, "bye");
+		libssh2_session_free(sftp_state.session);
 	}
-	pthread_mutex_lock(&S.lock);
-	if (S.sock >= 0)
-		close(S.sock);
-	S.sock = -1;
-	pthread_mutex_unlock(&S.lock);
-	S.sftp0 = NULL;
-	S.session = NULL;
+	pthread_mutex_lock(&sftp_state.lock);
+	if (sftp_state.sock >= 0)
+		close(sftp_state.sock);
+	sftp_state.sock = -1;
+	pthread_mutex_unlock(&sftp_state.lock);
+	sftp_state.sftp0 = NULL;
+	sftp_state.session = NULL;
 }
 
 /* Jobs the loop handed over, into the thread's queue; false once stopping. */
 static bool take_jobs(void)
 {
-	pthread_mutex_lock(&S.lock);
-	struct qjob *q = S.jobs;
-	S.jobs = S.jobs_tail = NULL;
-	bool stop = S.stop;
-	pthread_mutex_unlock(&S.lock);
+	pthread_mutex_lock(&sftp_state.lock);
+	struct qjob *q = sftp_state.jobs;
+	sftp_state.jobs = sftp_state.jobs_tail = NULL;
+	bool stop = sftp_state.stop;
+	pthread_mutex_unlock(&sftp_state.lock);
 	while (q) {
 		struct qjob *next = q->next;
 		struct file *f = xcalloc(1, sizeof *f);
 		f->job = q->job;
 		const char *name = f->job->remote_name ? f->job->remote_name : f->job->id;
-		snprintf(f->final, sizeof f->final, "%s/%s", S.remote, name);
+		snprintf(f->final, sizeof f->final, "%s/%s", sftp_state.remote, name);
 		part_name(f->part, sizeof f->part, name, f->job->id);
 		/* A first attempt has no part to resume: open it truncated, with no
 		 * round trip to ask its size. A later one may (TRUNC is always safe,
@@ -1057,9 +1057,9 @@ static bool busy(void)
 
 static bool stopping(void)
 {
-	pthread_mutex_lock(&S.lock);
-	bool stop = S.stop;
-	pthread_mutex_unlock(&S.lock);
+	pthread_mutex_lock(&sftp_state.lock);
+	bool stop = sftp_state.stop;
+	pthread_mutex_unlock(&sftp_state.lock);
 	return stop;
 }
 
@@ -1070,7 +1070,7 @@ static void queue_progress(void)
 {
 	static uint64_t last;
 	uint64_t now = now_ms();
-	if (now - last < 1000 || S.io_ms < last)
+	if (now - last < 1000 || sftp_state.io_ms < last)
 		return;
 	last = now;
 	for (struct file *f = T.queue; f; f = f->next)
@@ -1080,10 +1080,10 @@ static void queue_progress(void)
 /* Sleep until the loop wakes the thread, the socket can move, or ms passed. */
 static void wait_for(int ms, short sock_events)
 {
-	struct pollfd p[2] = { { S.wake, POLLIN, 0 }, { S.sock, sock_events, 0 } };
-	if (poll(p, sock_events && S.sock >= 0 ? 2 : 1, ms) > 0 && (p[0].revents & POLLIN)) {
+	struct pollfd p[2] = { { sftp_state.wake, POLLIN, 0 }, { sftp_state.sock, sock_events, 0 } };
+	if (poll(p, sock_events && sftp_state.sock >= 0 ? 2 : 1, ms) > 0 && (p[0].revents & POLLIN)) {
 		uint64_t n;
-		if (read(S.wake, &n, sizeof n) < 0 && errno != EAGAIN)
+		if (read(sftp_state.wake, &n, sizeof n) < 0 && errno != EAGAIN)
 			log_msg(LOG_LVL_WARN, "sftp: reading the wake-up: %s", strerror(errno));
 	}
 }
@@ -1092,16 +1092,16 @@ static void wait_for(int ms, short sock_events)
  * when nothing came or went for the timeout. */
 static bool wait_busy(void)
 {
-	uint64_t now = now_ms(), quiet = now - S.io_ms;
-	if (quiet >= (uint64_t)S.timeout_ms) {
-		snprintf(T.broken, sizeof T.broken, "no answer from %s:%d in %.1f s", S.host, S.port,
-			 (double)S.timeout_ms / 1000);
+	uint64_t now = now_ms(), quiet = now - sftp_state.io_ms;
+	if (quiet >= (uint64_t)sftp_state.timeout_ms) {
+		snprintf(T.broken, sizeof T.broken, "no answer from %s:%d in %.1f s", sftp_state.host, sftp_state.port,
+			 (double)sftp_state.timeout_ms / 1000);
 		return false;
 	}
 	short ev = blocked_out() ? POLLOUT : 0;
 	if (!T.owner && !T.opener_sending)
 		ev |= POLLIN;
-	wait_for((int)((uint64_t)S.timeout_ms - quiet), ev);
+	wait_for((int)((uint64_t)sftp_state.timeout_ms - quiet), ev);
 	return true;
 }
 
@@ -1109,7 +1109,7 @@ static bool wait_busy(void)
 static void keep_alive(void)
 {
 	int next = 15;
-	int rc = libssh2_keepalive_send(S.session, &next);
+	int rc = libssh2_keepalive_send(sftp_state.session, &next);
 	if (rc && rc != LIBSSH2_ERROR_EAGAIN) {
 		drop_session("the SSH session dropped", false);
 		post_health(false, 0, "the SSH session dropped");
@@ -1122,10 +1122,10 @@ static void *run(void *arg)
 {
 	(void)arg;
 	char err[300];
-	T.lanes = xcalloc((size_t)S.files_in_flight, sizeof *T.lanes);
+	T.lanes = xcalloc((size_t)sftp_state.files_in_flight, sizeof *T.lanes);
 	bool retry_now = true; /* the first connect is at once; then one try each 5 s while nothing waits */
 	while (take_jobs()) {
-		if (!S.session) {
+		if (!sftp_state.session) {
 			if (!T.queue && !retry_now) {
 				wait_for(5000, 0);
 				retry_now = true;
@@ -1138,9 +1138,9 @@ static void *run(void *arg)
 				fail_queue(err);
 				continue;
 			}
-			T.lanes[0].sftp = S.sftp0;
+			T.lanes[0].sftp = sftp_state.sftp0;
 			T.nlanes = 1;
-			S.io_ms = now_ms();
+			sftp_state.io_ms = now_ms();
 		}
 		if (!pump() || (busy() && !wait_busy())) {
 			if (!stopping())
@@ -1167,7 +1167,7 @@ static void *run(void *arg)
 static void wake_thread(void)
 {
 	uint64_t one = 1;
-	if (write(S.wake, &one, sizeof one) < 0 && errno != EAGAIN)
+	if (write(sftp_state.wake, &one, sizeof one) < 0 && errno != EAGAIN)
 		log_msg(LOG_LVL_WARN, "sftp: waking the thread: %s", strerror(errno));
 }
 
@@ -1179,13 +1179,13 @@ static void sftp_submit(struct job *j)
 	}
 	struct qjob *q = xcalloc(1, sizeof *q);
 	q->job = j;
-	pthread_mutex_lock(&S.lock);
-	if (S.jobs_tail)
-		S.jobs_tail->next = q;
+	pthread_mutex_lock(&sftp_state.lock);
+	if (sftp_state.jobs_tail)
+		sftp_state.jobs_tail->next = q;
 	else
-		S.jobs = q;
-	S.jobs_tail = q;
-	pthread_mutex_unlock(&S.lock);
+		sftp_state.jobs = q;
+	sftp_state.jobs_tail = q;
+	pthread_mutex_unlock(&sftp_state.lock);
 	wake_thread();
 }
 
@@ -1196,66 +1196,66 @@ static char *opt(const char *s) { return s ? xstrdup(s) : NULL; }
  * every later one. */
 static void start_thread(uv_timer_t *t)
 {
-	if (S.stop)
+	if (sftp_state.stop)
 		return;
-	int rc = pthread_create(&S.thread, NULL, run, NULL);
+	int rc = pthread_create(&sftp_state.thread, NULL, run, NULL);
 	if (rc) {
 		log_msg(LOG_LVL_ERR, "cannot start the SFTP thread: %s", strerror(rc));
 		raise(SIGTERM); /* stop, answering the jobs in hand retry; the supervisor starts the worker again */
 		return;
 	}
-	S.started = true;
+	sftp_state.started = true;
 }
 
 static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
-	snprintf(S.host, sizeof S.host, "%s", cfg_str(cfg, "host"));
-	snprintf(S.user, sizeof S.user, "%s", cfg_str(cfg, "username"));
-	snprintf(S.remote, sizeof S.remote, "%s", cfg_str(cfg, "remote_path"));
-	S.port = (int)cfg_int(cfg, "port");
-	S.password = opt(cfg_str(cfg, "password"));
-	S.key_file = opt(cfg_str(cfg, "key_file"));
-	S.passphrase = opt(cfg_str(cfg, "key_passphrase"));
-	S.known_hosts = opt(cfg_str(cfg, "known_hosts"));
-	S.fingerprint = opt(cfg_str(cfg, "host_key_fingerprint"));
+	snprintf(sftp_state.host, sizeof sftp_state.host, "%s", cfg_str(cfg, "host"));
+	snprintf(sftp_state.user, sizeof sftp_state.user, "%s", cfg_str(cfg, "username"));
+	snprintf(sftp_state.remote, sizeof sftp_state.remote, "%s", cfg_str(cfg, "remote_path"));
+	sftp_state.port = (int)cfg_int(cfg, "port");
+	sftp_state.password = opt(cfg_str(cfg, "password"));
+	sftp_state.key_file = opt(cfg_str(cfg, "key_file"));
+	sftp_state.passphrase = opt(cfg_str(cfg, "key_passphrase"));
+	sftp_state.known_hosts = opt(cfg_str(cfg, "known_hosts"));
+	sftp_state.fingerprint = opt(cfg_str(cfg, "host_key_fingerprint"));
 	/* OpenSSH gives an SFTP channel a window of 2 MiB and adjusts it once half
 	 * is used: with more than 512 KiB of writes in flight, a small request (an
 	 * fstat, a rename) could find the window too narrow, which libssh2 1.10
 	 * takes for an error. */
-	S.inflight = (size_t)cfg_int(cfg, "buffer_bytes");
-	if (S.inflight > MAX_INFLIGHT)
-		S.inflight = MAX_INFLIGHT;
-	S.files_in_flight = (int)cfg_int(cfg, "files_in_flight");
-	S.timeout_ms = (long)(cfg_num(cfg, "timeout") * 1000);
-	if (!S.key_file && !S.password) {
+	sftp_state.inflight = (size_t)cfg_int(cfg, "buffer_bytes");
+	if (sftp_state.inflight > MAX_INFLIGHT)
+		sftp_state.inflight = MAX_INFLIGHT;
+	sftp_state.files_in_flight = (int)cfg_int(cfg, "files_in_flight");
+	sftp_state.timeout_ms = (long)(cfg_num(cfg, "timeout") * 1000);
+	if (!sftp_state.key_file && !sftp_state.password) {
 		snprintf(err, errlen, "sftp: give key_file or password (or password_file)");
 		return UCGW_EXIT_CONFIG;
 	}
 	const char *why;
-	S.key_data = worker_file("key_file", &S.key_len, &why);
+	sftp_state.key_data = worker_file("key_file", &sftp_state.key_len, &why);
 	if (why) {
 		snprintf(err, errlen, "sftp.key_file: %s", why);
 		return UCGW_EXIT_CONFIG;
 	}
-	S.kh_data = worker_file("known_hosts", &S.kh_len, &S.kh_why);
-	if (!S.fingerprint && !S.kh_data) {
+	sftp_state.kh_data = worker_file("known_hosts", &sftp_state.kh_len, &sftp_state.kh_why);
+	if (!sftp_state.fingerprint && !sftp_state.kh_data) {
 		snprintf(err, errlen, "sftp: no way to trust the server: known_hosts %s is not readable (%s) and no "
-				      "host_key_fingerprint is pinned", S.known_hosts ? S.known_hosts : "(unset)",
-			 S.kh_why ? S.kh_why : "unset");
+				      "host_key_fingerprint is pinned", sftp_state.known_hosts ? sftp_state.known_hosts : "(unset)",
+			 sftp_state.kh_why ? sftp_state.kh_why : "unset");
 		return UCGW_EXIT_CONFIG;
 	}
 	if (libssh2_init(0)) {
 		snprintf(err, errlen, "libssh2_init failed");
 		return UCGW_EXIT_CONFIG;
 	}
-	if ((S.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+	if ((sftp_state.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		snprintf(err, errlen, "cannot make an eventfd: %s", strerror(errno));
 		return UCGW_EXIT_CONFIG;
 	}
-	uv_async_init(loop, &S.async, on_events);
-	worker_health(false, 0, "connecting to %s:%d", S.host, S.port);
-	uv_timer_init(loop, &S.start);
-	uv_timer_start(&S.start, start_thread, 0, 0);
+	uv_async_init(loop, &sftp_state.async, on_events);
+	worker_health(false, 0, "connecting to %s:%d", sftp_state.host, sftp_state.port);
+	uv_timer_init(loop, &sftp_state.start);
+	uv_timer_start(&sftp_state.start, start_thread, 0, 0);
 	return 0;
 }
 
@@ -1266,21 +1266,21 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
  * next time. What it posted is answered here, so a file it finished is `ok`. */
 static void sftp_shutdown(void)
 {
-	pthread_mutex_lock(&S.lock);
-	S.stop = true;
-	if (S.sock >= 0)
-		shutdown(S.sock, SHUT_RDWR);
-	pthread_mutex_unlock(&S.lock);
+	pthread_mutex_lock(&sftp_state.lock);
+	sftp_state.stop = true;
+	if (sftp_state.sock >= 0)
+		shutdown(sftp_state.sock, SHUT_RDWR);
+	pthread_mutex_unlock(&sftp_state.lock);
 	wake_thread();
-	if (S.started)
-		pthread_join(S.thread, NULL);
-	on_events(&S.async);
+	if (sftp_state.started)
+		pthread_join(sftp_state.thread, NULL);
+	on_events(&sftp_state.async);
 	/* jobs it never took: the framework answers them retry */
-	for (struct qjob *q = S.jobs, *next; q; q = next) {
+	for (struct qjob *q = sftp_state.jobs, *next; q; q = next) {
 		next = q->next;
 		free(q);
 	}
-	S.jobs = S.jobs_tail = NULL;
+	sftp_state.jobs = sftp_state.jobs_tail = NULL;
 }
 
 static const struct worker_ops sftp_ops = {

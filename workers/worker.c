@@ -264,7 +264,6 @@ static void take_job(const struct msg *m)
 	j->size = m->size;
 	j->priority = m->priority <= PRIO_LOW ? (enum priority)m->priority : PRIO_NORMAL;
 	j->attempt = (unsigned)m->attempt;
-	j->encrypt = m->encrypt;
 	j->start_ms = now_ms();
 	j->prev = w.tail;
 	if (w.tail)

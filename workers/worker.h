@@ -25,7 +25,6 @@ struct job {
 	uint64_t size;                 /* JOB_FILE: size when the supervisor opened it */
 	enum priority priority;
 	unsigned attempt;
-	bool encrypt;
 	uint64_t start_ms;             /* when the worker received it */
 	void *priv;                    /* the protocol's own state for this job */
 	struct job *prev, *next;       /* the framework's list of jobs in hand */

@@ -76,7 +76,6 @@ static void check_same(const char *type, const struct msg *s, const struct msg *
 	SAME_BOOL(has_fd, FLD_HAS_FD);
 	SAME_BOOL(connected, FLD_CONNECTED);
 	SAME_BOOL(ok, FLD_OK);
-	SAME_BOOL(encrypt, FLD_ENCRYPT);
 	CHECK(same_body(s, m) && (!s->body_raw || MSG_HAS(m, FLD_BODY)));
 #undef SAME_U64
 #undef SAME_BOOL
@@ -116,7 +115,7 @@ static void test_round_trips(void)
 		{ .type = MSG_PONG, .seq = 7 },
 		{ .type = MSG_JOB, .seq = 9, .id = "01J0000000000000000000000A", .kind = JOB_FILE, .payload = "{}",
 		  .payload_len = 2, .topic = "lpr/x", .endpoint = "/e", .remote_name = "a.jpg", .size = 1234,
-		  .has_fd = true, .priority = PRIO_LOW, .attempt = 2, .encrypt = true },
+		  .has_fd = true, .priority = PRIO_LOW, .attempt = 2 },
 		{ .type = MSG_RESULT, .seq = 9, .id = "x", .status = JOB_RETRY, .error = "503", .retry_after_ms = 1000,
 		  .rtt_us = 5 },
 		{ .type = MSG_HEALTH, .connected = true, .detail = "ok", .rtt_us = 100 },

@@ -114,11 +114,11 @@ void admission_finished(const struct smsg *m, const char *status, const char *st
 void spool_unwritten(uint64_t *n, uint64_t *bytes) { *n = *bytes = 0; }
 void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b) {}
 void control_event(uint64_t cid, uint64_t seq, const char *name, const struct body *b) {}
-void body_init(struct body *b) { msgpack_sbuffer_init(&b->sb); msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write); }
-void body_free(struct body *b) { msgpack_sbuffer_destroy(&b->sb); }
+void control_body_init(struct body *b) { msgpack_sbuffer_init(&b->sb); msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write); }
+void control_body_free(struct body *b) { msgpack_sbuffer_destroy(&b->sb); }
 void monitor_sample(const char *name, uint64_t rtt_us, bool lost) {}
 enum quality monitor_quality(const char *name) { return Q_GOOD; }
-bool quality_at_least_good(enum quality q) { return true; }
+bool monitor_quality_at_least_good(enum quality q) { return true; }
 void errors_record(const char *protocol, const char *id, const char *error) {}
 
 /* ---- set-up ---- */
@@ -171,7 +171,7 @@ static void workers(bool ws, bool rest, bool mqtt)
 		p->ch = (struct channel *)p; /* never looked into: channel_congested is faked */
 		p->gen = 1;
 		p->connected = up[i];
-		R.protos[i].link_up = up[i];
+		router_state.protos[i].link_up = up[i];
 	}
 }
 
@@ -252,15 +252,15 @@ static void test_moves_recorded(void)
 	CHECK(m->state == SM_INFLIGHT && strcmp(sent[nsent - 1].proto, "mqtt") == 0);
 	CHECK(m->moves[3].ev == EV_END && m->moves[4].ev == EV_ENQUEUE);
 	answer(nsent - 1, JOB_OK);
-	CHECK(R.count == 0);
+	CHECK(router_state.count == 0);
 }
 
 /* After a restart: the spool's auto messages are held until the workers are
  * there, then routed; never dead-lettered because no worker existed yet. */
 static void test_replay_auto(void)
 {
-	R.started = false;
-	R.workers_ms = 0;
+	router_state.started = false;
+	router_state.workers_ms = 0;
 	for (int i = 0; i < 3; i++)
 		procs[i].name[0] = '\0'; /* the process table does not exist yet */
 	unsigned from = nsent;
@@ -270,37 +270,37 @@ static void test_replay_auto(void)
 		router_recover(ms[i]);
 		CHECK(ms[i]->state == SM_WAITING && strstr(ms[i]->last_error, "held at start"));
 	}
-	CHECK(nsent == from && R.dead.n == 0);
+	CHECK(nsent == from && router_state.dead.n == 0);
 	/* The table comes up; no worker connected yet: still held. */
 	workers(false, false, false);
 	router_workers_started();
 	advance(1000);
-	CHECK(!R.started && nsent == from && R.dead.n == 0);
+	CHECK(!router_state.started && nsent == from && router_state.dead.n == 0);
 	/* mqtt connects, the others within the grace: the gate opens, all go out. */
 	set_up("mqtt", true);
 	set_up("rest", true);
 	set_up("websocket", true);
-	CHECK(R.started && R.dead.n == 0);
+	CHECK(router_state.started && router_state.dead.n == 0);
 	advance(400); /* a protocol with room takes what waited in another's queue (250 ms) */
 	CHECK(nsent - from == 5);
 	deliver_all();
-	CHECK(R.count == 0 && R.dead.n == 0);
+	CHECK(router_state.count == 0 && router_state.dead.n == 0);
 
 	/* A worker that never connects: the grace ends, the messages route and wait,
 	 * none dies. */
-	R.started = false;
+	router_state.started = false;
 	workers(false, false, false);
 	router_workers_started();
 	struct smsg *m = message("auto", PRIO_NORMAL);
 	router_recover(m);
 	advance(START_GRACE_MS + 2 * TICK_MS);
-	CHECK(R.started && m->state != SM_DEAD);
+	CHECK(router_state.started && m->state != SM_DEAD);
 	advance(3000);
-	CHECK(m->state != SM_DEAD && R.dead.n == 0);
+	CHECK(m->state != SM_DEAD && router_state.dead.n == 0);
 	set_up("rest", true); /* back: it goes out at once */
 	CHECK(m->state == SM_INFLIGHT);
 	deliver_all();
-	CHECK(R.count == 0);
+	CHECK(router_state.count == 0);
 }
 
 /* A message for mqtt that fell back to rest goes back to mqtt (the head of its
@@ -318,7 +318,7 @@ static void test_retry_from_head(void)
 	set_up("mqtt", true);         /* mqtt is back: wakes it, to mqtt at once */
 	CHECK(m->state == SM_INFLIGHT && strcmp(sent[nsent - 1].proto, "mqtt") == 0);
 	answer(nsent - 1, JOB_OK);
-	CHECK(R.count == 0);
+	CHECK(router_state.count == 0);
 
 	/* mqtt back while rest held it (no wake-up: a link that flapped): rest's
 	 * failure starts a round at the head at once, no wait on rest. */
@@ -329,11 +329,11 @@ static void test_retry_from_head(void)
 	answer_down();
 	CHECK(m->state == SM_INFLIGHT && strcmp(m->worker, "rest") == 0);
 	procs[2].connected = true;
-	R.protos[2].link_up = true;
+	router_state.protos[2].link_up = true;
 	answer(nsent - 1, JOB_RETRY);
 	CHECK(m->state == SM_INFLIGHT && strcmp(sent[nsent - 1].proto, "mqtt") == 0);
 	answer(nsent - 1, JOB_OK);
-	CHECK(R.count == 0);
+	CHECK(router_state.count == 0);
 }
 
 static void pause_all(bool pause)
@@ -381,7 +381,7 @@ static void test_wake_order(void)
 		CHECK(strcmp(sent[from + k].id, ids[order[k]]) == 0);
 	deliver_all();
 	pause_all(false);
-	CHECK(R.count == 0);
+	CHECK(router_state.count == 0);
 }
 
 /* A backlog queued on one protocol spreads to the others of each message's
@@ -394,7 +394,7 @@ static void test_spread(void)
 		accept_msg(i % 3 == 0 ? "websocket" : i % 3 == 1 ? "rest" : "mqtt", PRIO_NORMAL);
 	advance(2000);
 	unsigned from = nsent;
-	uint64_t stolen0 = R.protos[0].st.stolen, stolen2 = R.protos[2].st.stolen;
+	uint64_t stolen0 = router_state.protos[0].st.stolen, stolen2 = router_state.protos[2].st.stolen;
 	router_pause("rest", false); /* rest first: everything goes its way */
 	CHECK(sent_to("rest", from) == 4);
 	router_pause("websocket", false); /* then the others take what rest has not */
@@ -403,10 +403,10 @@ static void test_spread(void)
 	CHECK(sent_to("websocket", from) == 4 && sent_to("mqtt", from) == 4);
 	/* a message taken over is the taker's: on its list, under its name */
 	for (int i = 0; i < 3; i++)
-		for (struct smsg *m = R.protos[i].inflight.head; m; m = m->qnext)
-			CHECK(strcmp(m->worker, R.protos[i].name) == 0);
+		for (struct smsg *m = router_state.protos[i].inflight.head; m; m = m->qnext)
+			CHECK(strcmp(m->worker, router_state.protos[i].name) == 0);
 	/* rest is slow: it answers one job for every three the others answer. */
-	for (int round = 0; round < 400 && R.count; round++) {
+	for (int round = 0; round < 400 && router_state.count; round++) {
 		for (unsigned i = from; i < nsent; i++)
 			if (!sent[i].answered && strcmp(sent[i].proto, "rest") == 0 && round % 3 == 0) {
 				answer(i, JOB_OK);
@@ -420,11 +420,11 @@ static void test_spread(void)
 		advance(TICK_MS);
 	}
 	deliver_all();
-	CHECK(R.count == 0);
+	CHECK(router_state.count == 0);
 	unsigned r = sent_to("rest", from), w = sent_to("websocket", from), q = sent_to("mqtt", from);
 	printf("backlog of 60, rest three times slower: rest %u, websocket %u, mqtt %u jobs\n", r, w, q);
 	CHECK(r + w + q == 60 && w > 0 && q > 0 && r < w + q);
-	CHECK(R.protos[0].st.stolen > stolen0 || R.protos[2].st.stolen > stolen2);
+	CHECK(router_state.protos[0].st.stolen > stolen0 || router_state.protos[2].st.stolen > stolen2);
 }
 
 /* Dead only when the configuration has nothing that could carry it. */
@@ -445,7 +445,7 @@ static void test_dead_only_for_good(void)
 	router_worker_ready(&procs[1]); /* a worker back: it goes at once, not after its backoff */
 	CHECK(m->state == SM_INFLIGHT);
 	deliver_all();
-	CHECK(R.count == 0 && R.dead.n == 0);
+	CHECK(router_state.count == 0 && router_state.dead.n == 0);
 }
 
 /* Answer proto's open jobs: mqtt delivers, the others refuse (a 503). */
@@ -470,11 +470,11 @@ static void test_taken_over_then_refused(void)
 	CHECK(sent_to("rest", from) > 0);
 	answer_proto("rest", from);
 	unsigned rest_jobs = sent_to("rest", from);
-	for (int k = 0; k < 20 && R.count; k++) {
+	for (int k = 0; k < 20 && router_state.count; k++) {
 		answer_proto("mqtt", from);
 		advance(TICK_MS);
 	}
-	CHECK(R.count == 0 && R.waiting.n == 0); /* all delivered by mqtt, none waits a backoff */
+	CHECK(router_state.count == 0 && router_state.waiting.n == 0); /* all delivered by mqtt, none waits a backoff */
 	CHECK(sent_to("rest", from) == rest_jobs); /* refusing, rest took no more */
 	deliver_all();
 }
@@ -494,32 +494,32 @@ static void test_stuck_sweep_while_taken_over(void)
 		accept_msg("mqtt", PRIO_NORMAL);
 	advance(700); /* rest's jobs time out, then the stuck sweep moves mqtt's queue */
 	uint64_t n = 0;
-	for (int i = 0; i < R.nprotos; i++) {
-		n += R.protos[i].inflight.n;
+	for (int i = 0; i < router_state.nprotos; i++) {
+		n += router_state.protos[i].inflight.n;
 		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
-			n += R.protos[i].queue[pr].n;
+			n += router_state.protos[i].queue[pr].n;
 	}
-	CHECK(n + R.waiting.n + R.dead.n == R.count); /* each live message on exactly one list */
-	CHECK(R.protos[2].queue[PRIO_NORMAL].n == 0);
+	CHECK(n + router_state.waiting.n + router_state.dead.n == router_state.count); /* each live message on exactly one list */
+	CHECK(router_state.protos[2].queue[PRIO_NORMAL].n == 0);
 	router_pause("mqtt", false);
-	for (int k = 0; k < 50 && R.count; k++) {
+	for (int k = 0; k < 50 && router_state.count; k++) {
 		deliver_all();
 		advance(TICK_MS);
 	}
-	CHECK(R.count == 0);
+	CHECK(router_state.count == 0);
 }
 
 int main(void)
 {
 	load_config();
-	R.started = true; /* the start's gate: test_replay_auto closes it again */
-	R.workers_ms = 1;
+	router_state.started = true; /* the start's gate: test_replay_auto closes it again */
+	router_state.workers_ms = 1;
 	workers(true, true, true);
 	/* router_init without its timer: the tests tick by hand */
 	sup.loop = uv_default_loop();
 	router_init();
-	uv_timer_stop(&R.tick);
-	R.started = true;
+	uv_timer_stop(&router_state.tick);
+	router_state.started = true;
 	test_table();
 	test_moves_recorded();
 	test_replay_auto();
