@@ -181,6 +181,15 @@ static const struct cfg_key rsync[] = {
 	INT("batch_max", "1000", 1, 100000, "files per rsync run at most"),
 };
 
+static const struct cfg_key link[] = {
+	INT("budget_bytes_per_day", "0", 0, BIG, "bytes the workers may put on the wire per day (local time), both directions, as the kernel counts them on their TCP connections (TLS, HTTP headers, MQTT and SSH framing, retransmissions, reconnects; rsync: its protocol's bytes through ssh); 0: no daily budget. The count survives a restart (state_dir/link-budget)"),
+	INT("budget_bytes_per_month", "0", 0, BIG, "the same per month, from budget_month_start_day; 0: no monthly budget"),
+	INT("budget_month_start_day", "1", 1, 28, "the day of the month the monthly budget starts again (a carrier's billing day)"),
+	INT("budget_warn_percent", "90", 1, 100, "from this share of a budget used, budget_policy applies (and a warning is logged once per period)"),
+	ENUM("budget_policy", "hold_files", "hold_files|hold_all_but_high|warn", "near the budget: hold files and keep sending metadata, hold everything but priority high, or only warn; held messages stay in the spool (never dropped or dead-lettered, but spool.ttl_s still applies) saying why, and go when the period starts again or a reload raises the budget"),
+	INT("max_bytes_per_s", "0", 0, BIG, "bytes per second all workers share (0: no cap): a job is handed out only while the link's bucket has room; metadata and priority high go first, files and the rest take what is left, so a backlog of images cannot starve the detections. A file is handed out whole and goes at the link's speed: the cap holds on average, over the time a file takes"),
+};
+
 static const struct cfg_key protocol_selection[] = {
 	BOOL("auto_select", "true", "choose by the rules below when a message says auto"),
 	BOOL("priority_based", "true", "high priority picks the fastest or most reliable protocol"),
@@ -252,6 +261,7 @@ const struct cfg_schema_section cfg_schema[] = {
 	SECTION(mqtt, "ucgw-mqtt", "Metadata over MQTT (libmosquitto)."),
 	SECTION(sftp, "ucgw-sftp", "Files over SFTP (libssh2)."),
 	SECTION(rsync, "ucgw-rsync", "Files with rsync over ssh."),
+	SECTION(link, NULL, "Byte budgets and a rate cap for a metered link (LTE, satellite)."),
 	SECTION(protocol_selection, NULL, "How `auto` picks a protocol."),
 	SECTION(fallback, NULL, "Rerouting when a protocol fails."),
 	SECTION(network_monitor, NULL, "Round-trip time and loss per server."),

@@ -22,7 +22,7 @@ static const struct field {
 	U(FLD_RETRY_AFTER, "retry_after_ms", retry_after_ms), U(FLD_DONE, "done", done),
 	U(FLD_RTT, "rtt_us", rtt_us), U(FLD_LOG_LEVEL, "log_level", log_level),
 	U(FLD_MAX_FRAME, "max_frame", max_frame), U(FLD_PRIORITY, "priority", priority),
-	U(FLD_ATTEMPT, "attempt", attempt),
+	U(FLD_ATTEMPT, "attempt", attempt), U(FLD_WIRE, "wire_bytes", wire_bytes),
 	S(FLD_NAME, "name", name), S(FLD_ID, "id", id), S(FLD_TOPIC, "topic", topic),
 	S(FLD_ENDPOINT, "endpoint", endpoint), S(FLD_REMOTE_NAME, "remote_name", remote_name),
 	S(FLD_ERROR, "error", error), S(FLD_DETAIL, "detail", detail),
@@ -58,7 +58,8 @@ static const struct {
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) },
 	[MSG_RESULT] = { "result", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) | BIT(FLD_ERROR) | BIT(FLD_RETRY_AFTER) | BIT(FLD_RTT),
 			 BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) },
-	[MSG_HEALTH] = { "health", BIT(FLD_CONNECTED) | BIT(FLD_DETAIL) | BIT(FLD_RTT), BIT(FLD_CONNECTED) },
+	/* wire_bytes: a count of bytes on the wire (workers/wire.c), the rest repeating the last report */
+	[MSG_HEALTH] = { "health", BIT(FLD_CONNECTED) | BIT(FLD_DETAIL) | BIT(FLD_RTT) | BIT(FLD_WIRE), BIT(FLD_CONNECTED) },
 	[MSG_PROGRESS] = { "progress", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_DONE) | BIT(FLD_SIZE),
 			   BIT(FLD_SEQ) | BIT(FLD_DONE) },
 	[MSG_SHUTDOWN] = { "shutdown", 0, 0 },

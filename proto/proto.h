@@ -30,7 +30,7 @@ enum msg_type {
 	MSG_PONG,       /* worker: seq */
 	MSG_JOB,        /* supervisor: a message or file to deliver */
 	MSG_RESULT,     /* worker: the outcome of a job */
-	MSG_HEALTH,     /* worker: connected to its server or not, and why */
+	MSG_HEALTH,     /* worker: connected to its server or not, and why; or bytes on the wire since the last count */
 	MSG_PROGRESS,   /* worker: bytes of a file job delivered so far */
 	MSG_SHUTDOWN,   /* supervisor: finish the jobs in hand and exit */
 	/* control client <-> supervisor */
@@ -50,7 +50,8 @@ enum priority { PRIO_HIGH = 0, PRIO_NORMAL = 1, PRIO_LOW = 2 };
 struct msg {
 	enum msg_type type;
 	uint64_t version, pid, seq, kind, size, status, retry_after_ms, done, rtt_us,
-		 log_level, max_frame, priority, attempt;
+		 log_level, max_frame, priority, attempt,
+		 wire_bytes; /* HEALTH: bytes the worker put on the wire (both directions) since its last report */
 	const char *name, *id, *topic, *endpoint, *remote_name, *error, *detail, *device_id;
 	const char *auth; /* REQUEST: an API key, or a JWT (it has two dots) */
 	const void *payload;
@@ -67,7 +68,7 @@ struct msg {
 
 enum msg_field {
 	FLD_VERSION, FLD_PID, FLD_SEQ, FLD_KIND, FLD_SIZE, FLD_STATUS, FLD_RETRY_AFTER, FLD_DONE, FLD_RTT,
-	FLD_LOG_LEVEL, FLD_MAX_FRAME, FLD_PRIORITY, FLD_ATTEMPT,
+	FLD_LOG_LEVEL, FLD_MAX_FRAME, FLD_PRIORITY, FLD_ATTEMPT, FLD_WIRE,
 	FLD_NAME, FLD_ID, FLD_TOPIC, FLD_ENDPOINT, FLD_REMOTE_NAME, FLD_ERROR, FLD_DETAIL, FLD_DEVICE_ID,
 	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_BODY, FLD_AUTH,
 	FLD_COUNT

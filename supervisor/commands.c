@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "supervisor/commands.h"
+#include "supervisor/budget.h"
 #include "supervisor/control.h"
 #include "supervisor/http.h"
 #include "supervisor/monitor.h"
@@ -101,7 +102,7 @@ static void cmd_status(struct client *c, const struct msg *req)
 	struct body b;
 	control_body_init(&b);
 	msgpack_packer *pk = &b.pk;
-	msgpack_pack_map(pk, 11);
+	msgpack_pack_map(pk, 12);
 	pk_kv_str(pk, "version", UCGW_VERSION);
 	pk_kv_u64(pk, "pid", (uint64_t)getpid());
 	pk_kv_u64(pk, "uptime_ms", now_ms() - sup.start_ms);
@@ -116,6 +117,8 @@ static void cmd_status(struct client *c, const struct msg *req)
 	pack_network(pk);
 	pk_key(pk, "workers");
 	pack_workers(pk);
+	pk_key(pk, "link"); /* byte budgets and the rate cap (budget.c) */
+	budget_pack(pk);
 	control_reply(c->cid, req->seq, true, NULL, &b);
 	control_body_free(&b);
 }

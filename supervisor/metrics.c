@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "supervisor/budget.h"
 #include "supervisor/crashlog.h"
 #include "supervisor/errors.h"
 #include "supervisor/history.h"
@@ -153,6 +154,7 @@ void metrics_prometheus(struct strbuf *b)
 	workers(b);
 	spool(b);
 	network(b);
+	budget_metrics(b);
 }
 
 /* What the dashboard shows as the state of a protocol, in words (the page adds
@@ -381,6 +383,7 @@ void metrics_dashboard_json(struct strbuf *b, unsigned history_samples)
 	dash_network(b);
 	dash_workers(b);
 	dash_spool(b);
+	budget_dashboard_json(b);
 	dash_errors(b);
 	dash_history(b, history_samples);
 	http_sb_printf(b, "}\n");

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "ipc/channel.h"
+#include "supervisor/budget.h"
 #include "supervisor/crashlog.h"
 #include "supervisor/router.h"
 #include "supervisor/sup.h"
@@ -225,6 +226,8 @@ static void supervisor_from_worker(struct channel *ch, const char *buf, size_t l
 			return router_worker_progress(p, &m);
 		break;
 	case MSG_HEALTH:
+		if (MSG_HAS(&m, FLD_WIRE)) /* budget.c: bytes on the wire; the rest repeats the last report */
+			return budget_wire(p->name, m.wire_bytes);
 		p->connected = m.connected;
 		snprintf(p->health, sizeof p->health, "%s", m.detail ? m.detail : "");
 		if (m.rtt_us)

@@ -11,6 +11,7 @@
 #include "ipc/channel.h"
 #include "common/crypto.h"
 #include "supervisor/admission.h"
+#include "supervisor/budget.h"
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/monitor.h"
@@ -490,6 +491,16 @@ static void drain_refill(void)
 static void to_waiting(struct smsg *m, uint64_t delay);
 #define RESOURCE_RETRY_MS 1000
 
+/* ---- budget hook (budget.c): a message the link's byte budget holds waits on the side ---- */
+static bool budget_hold_aside(struct smsg *m)
+{
+	uint64_t recheck_ms;
+	if (!budget_hold(m, m->last_error, sizeof m->last_error, &recheck_ms))
+		return false;
+	to_waiting(m, recheck_ms);
+	return true;
+}
+
 /* A backlog is spread, not pinned to whichever protocol answered first: a
  * protocol that is up, with room in its window and nothing of its own queued,
  * takes the oldest queued message of the highest priority from another
@@ -547,7 +558,9 @@ void router_pump(struct rproto *rp)
 	while (p->inflight < window && p->ch && !channel_congested(p->ch)) {
 		bool stolen;
 		struct smsg *m = next_job(rp, &stolen);
-		if (!m || !drain_token())
+		if (m && budget_hold_aside(m)) /* budget hook */
+			continue;
+		if (!m || !budget_rate_ok(m) || !drain_token()) /* budget hook: link.max_bytes_per_s */
 			return;
 		unlist(m);
 		transition(m, EV_TAKE);
@@ -560,6 +573,7 @@ void router_pump(struct rproto *rp)
 			str_copy(m->worker, sizeof m->worker, rp->name); /* its lists are rp's now */
 			log_debug("message %s: %s takes it over from %s's queue", m->id, rp->name, from->name);
 		}
+		budget_sent(rp->idx, m); /* budget hook */
 		errno = 0;
 		if (send_job(rp, p, m) < 0) {
 			if (errno == EMFILE || errno == ENFILE) { /* out of descriptors: not the message's fault */
@@ -670,6 +684,8 @@ void router_route(struct smsg *m)
 		no_carrier(m);
 		return;
 	}
+	if (budget_hold_aside(m)) /* budget hook */
+		return;
 	m->tried = 1u << rp->idx;
 	m->round_primary = rp->idx;
 	m->round_retry = false;

@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "supervisor/budget.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
 #include "supervisor/fdbudget.h"
@@ -241,6 +242,7 @@ int main(int argc, char **argv)
 	log_info("ucgwd %s starting (pid %d, config %s, workers from %s)", UCGW_VERSION, (int)getpid(),
 		 sup.config_path, sup.worker_dir);
 	router_init();
+	budget_init();
 	if (spool_open(err, sizeof err, router_recover) < 0)
 		return start_failed(err);
 	proctab_init();
@@ -250,6 +252,7 @@ int main(int argc, char **argv)
 	proctab_apply_config(NULL, sup.cfg);
 	router_workers_started(); /* replay and selection wait for the workers (router.c) */
 	uv_run(sup.loop, UV_RUN_DEFAULT);
+	budget_close();
 	spool_close();
 	config_free(sup.cfg);
 	free(sup.config_path);

@@ -472,6 +472,12 @@ static void parse_line(char *line)
 		char *item = line + strlen(ITEM_MARK), *bar = strchr(item, '|');
 		if (bar)
 			item_line(item, (size_t)(bar - item), bar + 1);
+	} else if (strncmp(line, "Total bytes sent: ", 18) == 0 || strncmp(line, "Total bytes received: ", 22) == 0) {
+		/* every run's (--info=stats2): the bytes of rsync's protocol through
+		 * ssh, for the link's byte budget; ssh's own framing and the master
+		 * connection's key exchange and keepalives are not in it */
+		const char *p = strchr(line, ':') + 2;
+		worker_wire_add(number(&p));
 	} else if (rsync_state.phase != PH_SEND) {
 		return;
 	} else if (progress_bytes(line, &n)) {

@@ -169,6 +169,14 @@ static const struct policy {
 	{ "testworker", test_calls, false, false, false },
 };
 
+bool sandbox_network(const char *worker)
+{
+	for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++)
+		if (strcmp(policies[i].worker, worker) == 0)
+			return policies[i].network;
+	return false;
+}
+
 /* ---- the SIGSYS report ---- */
 
 static const char *worker_name = "worker";

@@ -5,6 +5,7 @@
 #ifndef UCGW_SANDBOX_H
 #define UCGW_SANDBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Install the filter for this worker ("rest", "mqtt"...). Returns 0, or -1
@@ -13,5 +14,8 @@
  * in the environment logs instead of killing (SCMP_ACT_LOG), to find what a new
  * library version needs with strace; never in production. */
 int sandbox_install(const char *worker, char *err, size_t errlen);
+/* Does the worker open network connections itself (its allow-list has the
+ * socket calls: getsockopt among them)? rsync's connections are its children's. */
+bool sandbox_network(const char *worker);
 
 #endif

@@ -35,6 +35,7 @@ static struct {
 	char health_detail[512];
 	struct job *head, *tail;
 	uv_signal_t sigterm, sigint, sigusr2;
+	uv_timer_t wire_timer;
 	bool sandbox;
 	struct wfile {
 		char *key, *data, *why; /* data (NUL-terminated) or why it could not be read */
@@ -147,6 +148,22 @@ void worker_health(bool connected, uint64_t rtt_us, const char *fmt, ...)
 			 .detail = detail[0] ? detail : NULL };
 	send_msg(&m);
 }
+
+/* The bytes on the wire since the last report (workers/wire.c), in a health
+ * frame that repeats the last state: the supervisor takes it for the count
+ * alone (supervisor/budget.c). */
+static void wire_report(void)
+{
+	worker_wire_sample();
+	uint64_t n = wire_take();
+	if (!n || !w.ch)
+		return;
+	struct msg m = { .type = MSG_HEALTH, .connected = w.connected, .wire_bytes = n,
+			 .detail = w.health_detail[0] ? w.health_detail : NULL };
+	send_msg(&m);
+}
+
+static void on_wire_timer(uv_timer_t *t) { wire_report(); }
 
 void worker_progress(struct job *job, uint64_t done)
 {
@@ -315,11 +332,14 @@ static void worker_stop(int code)
 {
 	if (!w.stopping) {
 		w.stopping = true;
+		worker_wire_sample(); /* before the connections close */
 		if (w.configured && w.ops->shutdown)
 			w.ops->shutdown();
 	}
 	while (w.head)
 		worker_result(w.head, JOB_RETRY, 0, "worker is shutting down");
+	if (w.configured)
+		wire_report();
 	if (w.ch)
 		channel_flush(w.ch, 2000);
 	fflush(stderr);
@@ -364,6 +384,8 @@ static void handle_config(const struct msg *m)
 	}
 	struct msg r = { .type = MSG_READY };
 	send_msg(&r);
+	uv_timer_start(&w.wire_timer, on_wire_timer, WIRE_SAMPLE_MS, WIRE_SAMPLE_MS);
+	uv_unref((uv_handle_t *)&w.wire_timer);
 }
 
 /* Tests only: with UCGW_TEST_FORBIDDEN_SYSCALL=1 in the environment, SIGUSR2
@@ -450,6 +472,8 @@ int worker_main(int argc, char **argv, const struct worker_ops *ops)
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	w.loop = uv_default_loop();
 	msgpack_zone_init(&w.zone, 4096);
+	wire_init(ops->name);
+	uv_timer_init(w.loop, &w.wire_timer);
 	static const struct channel_ops chops = { .on_frame = worker_dispatch, .on_error = on_channel_error };
 	w.ch = channel_new(w.loop, SUPERVISOR_FD, MAX_FRAME_BEFORE_CONFIG, &chops, NULL);
 	uv_signal_init(w.loop, &w.sigterm);

@@ -13,6 +13,7 @@
 #include "common/util.h"
 #include "config/config.h"
 #include "proto/proto.h"
+#include "workers/wire.h"
 
 struct job {
 	uint64_t seq;                  /* the supervisor's handle for this attempt */
