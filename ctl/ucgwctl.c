@@ -694,6 +694,8 @@ static int run_trace(int argc, char **argv)
 		printf("  %u. %-10s %-9s %6" PRIu64 " ms  %s\n", i + 1, s_of(h, "protocol", proto, sizeof proto),
 		       s_of(h, "result", res, sizeof res), u_of(h, "ms"), s_of(h, "error", err, sizeof err));
 	}
+	if (strcmp(state, "waiting") == 0 && obj_get_str(m, "last_error", err, sizeof err))
+		printf("  waits: %s\n", err); /* why: a backoff, or held for the link's byte budget */
 	return 0;
 }
 

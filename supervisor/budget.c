@@ -334,6 +334,7 @@ bool budget_hold(const struct smsg *m, char *why, size_t whylen, uint64_t *reche
 		 p->name, (unsigned long long)(used_bp(p) / 100), (unsigned long long)p->used,
 		 (unsigned long long)link_int(p->key_name), config_str(sup.cfg, "link", "budget_policy"));
 	*recheck_ms = HOLD_RECHECK_MS;
+	B.hold_sig = (int)pol; /* the tick lets it go when this changes */
 	return true;
 }
 
