@@ -205,6 +205,37 @@ static int cmd_simple(const char *name, const msgpack_sbuffer *args, const char 
 	return 0;
 }
 
+/* link: used of the budget, the forecast for the period's end, what the budget holds */
+static void print_link(const msgpack_object *l)
+{
+	if (!l)
+		return; /* an older ucgwd */
+	static const char *const periods[] = { "day", "month" };
+	for (int i = 0; i < 2; i++) {
+		const msgpack_object *p = obj_get(l, periods[i]);
+		uint64_t budget = u_of(p, "budget_bytes");
+		printf("%s%-6s %" PRIu64 " bytes", i ? "          " : "link:     ", periods[i], u_of(p, "used_bytes"));
+		if (budget) {
+			const msgpack_object *pct = obj_get(p, "used_percent");
+			printf(" of %" PRIu64 " (%.1f%%)", budget, pct && pct->type == MSGPACK_OBJECT_FLOAT64 ? pct->via.f64 : 0.0);
+		}
+		printf(", %" PRIu64 " at the period's end at the current rate%s\n", u_of(p, "projected_bytes"),
+		       budget && u_of(p, "projected_bytes") > budget ? " (over the budget)" : "");
+	}
+	char pol[32], holding[16];
+	uint64_t cap = u_of(l, "max_bytes_per_s");
+	const msgpack_object *rate = obj_get(l, "rate_bytes_per_s");
+	printf("          policy %s, ", s_of(l, "policy", pol, sizeof pol));
+	if (obj_get_str(l, "holding", holding, sizeof holding))
+		printf("the %s budget holds %" PRIu64 " messages (%" PRIu64 " bytes)", holding, u_of(l, "held"), u_of(l, "held_bytes"));
+	else
+		printf("holding nothing");
+	printf("; %.0f bytes/s in the last minute", rate && rate->type == MSGPACK_OBJECT_FLOAT64 ? rate->via.f64 : 0.0);
+	if (cap)
+		printf(", cap %" PRIu64 " bytes/s", cap);
+	printf("\n");
+}
+
 static int run_status(int argc, char **argv)
 {
 	const msgpack_object *b;
@@ -239,6 +270,7 @@ static int run_status(int argc, char **argv)
 		       loss ? loss->via.f64 * 100 : 0.0, obj_get_str(v, "cooling", cool, sizeof cool) ? "  cooling down: " : "",
 		       obj_get_str(v, "cooling", cool, sizeof cool) ? cool : "");
 	}
+	print_link(obj_get(b, "link"));
 	printf("\n");
 	print_workers_table(obj_get(b, "workers"));
 	return 0;

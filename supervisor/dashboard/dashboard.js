@@ -353,6 +353,29 @@
     document.querySelector('.spool-actions').hidden = !d.gateway.actions;
   }
 
+  function renderLink(d) {
+    const l = d.link;
+    if (!l) return;
+    const status = l.holding ? 'held' : (l.day.budget && l.day.used >= l.warn_percent / 100 * l.day.budget) ||
+      (l.month.budget && l.month.used >= l.warn_percent / 100 * l.month.budget) ? 'near' : 'ok';
+    $('link').dataset.status = status === 'ok' ? 'ok' : status === 'near' ? 'near' : 'full';
+    setBadge($('link-status'), { ok: ['✓', 'WITHIN BUDGET', 'ok'], near: ['⚠', 'NEAR BUDGET', 'bad'],
+      held: ['⏸', 'HOLDING (' + l.holding.toUpperCase() + ' BUDGET)', 'bad'] }[status]);
+    setText($('link-policy'), { hold_files: 'hold files, send metadata', hold_all_but_high: 'hold all but priority high',
+      warn: 'only warn' }[l.policy] || l.policy);
+    for (const p of ['day', 'month']) {
+      const b = l[p];
+      setText($('link-' + p), fmtBytes(b.used));
+      setText($('link-' + p + '-of'), b.budget ? 'of ' + fmtBytes(b.budget) : '(no budget)');
+      $('link-' + p + '-meter').value = b.budget ? Math.min(1, b.used / b.budget) : 0;
+      setText($('link-' + p + '-forecast'), fmtBytes(b.projected) +
+        (b.budget && b.projected > b.budget ? ' ⚠ over the budget' : ''));
+    }
+    setText($('link-rate'), fmtBytes(Math.round(l.rate_bytes_per_s)) + '/s' +
+      (l.max_bytes_per_s ? ' (cap ' + fmtBytes(l.max_bytes_per_s) + '/s)' : ''));
+    setText($('link-held'), fmtInt(l.held));
+  }
+
   function renderErrors(d) {
     const errs = d.recent_errors;
     $('errors').hidden = errs.length === 0;
@@ -411,6 +434,7 @@
     renderNetwork(d);
     renderWorkers(d);
     renderSpool(d);
+    renderLink(d);
     renderErrors(d);
     renderActions(d);
   }

@@ -10,6 +10,7 @@
 #include "check.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "supervisor/budget.h"
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/http.h"
@@ -133,6 +134,7 @@ static const char config_text[] =
 	"rest: {base_url: 'http://127.0.0.1:1', retry_attempts: 3}\n"
 	"mqtt: {broker_url: '127.0.0.1:1'}\n"
 	"gateway: {window: 4}\n"
+	"link: {budget_bytes_per_day: 1000, budget_warn_percent: 90, budget_policy: hold_all_but_high}\n"
 	"spool: {retry_backoff_min_ms: 1000, retry_backoff_max_ms: 8000}\n"
 	"fallback: {chains: {mqtt: [rest, websocket], rest: [mqtt, websocket], websocket: [rest, mqtt]}}\n";
 
@@ -514,6 +516,36 @@ static void test_stuck_sweep_while_taken_over(void)
 	CHECK(router_state.count == 0);
 }
 
+/* Periods in local time: a day is its date, a month starts on its start day. */
+static void test_budget_periods(void)
+{
+	setenv("TZ", "UTC", 1);
+	tzset();
+	uint64_t mar5 = 1772712000000ull; /* 2026-03-05 12:00 UTC */
+	CHECK(budget_day_key(mar5) == 20260305);
+	CHECK(budget_month_key(mar5, 1) == 202603);
+	CHECK(budget_month_key(mar5, 5) == 202603);
+	CHECK(budget_month_key(mar5, 6) == 202602);
+	CHECK(budget_month_key(1767614400000ull, 10) == 202512); /* 2026-01-05: still December's period */
+}
+
+/* Past budget_warn_percent, hold_all_but_high holds a normal message in the
+ * spool, saying why, and lets a high one go. Last: the count stays used. */
+static void test_budget_holds(void)
+{
+	workers(true, true, true);
+	budget_wire("mqtt", 950);
+	unsigned before = nsent;
+	struct smsg *normal = accept_msg("mqtt", PRIO_NORMAL), *high = accept_msg("mqtt", PRIO_HIGH);
+	CHECK(normal->state == SM_WAITING && budget_is_held(normal));
+	CHECK(strcmp(normal->last_error, "held: daily byte budget 95% used (950 of 1000 bytes; "
+					 "link.budget_policy hold_all_but_high)") == 0);
+	CHECK(high->state == SM_INFLIGHT && sent_to("mqtt", before) == 1);
+	advance(2000); /* no sweep lets it go while the budget holds it */
+	CHECK(normal->state == SM_WAITING && sent_to("mqtt", before) == 1);
+	deliver_all();
+}
+
 int main(void)
 {
 	load_config();
@@ -534,5 +566,7 @@ int main(void)
 	test_dead_only_for_good();
 	test_stuck_sweep_while_taken_over();
 	test_taken_over_then_refused();
+	test_budget_periods();
+	test_budget_holds();
 	return CHECK_DONE();
 }
