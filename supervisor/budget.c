@@ -230,10 +230,27 @@ static void format_state(char *buf, size_t len)
 		 (unsigned long long)B.day.used, (unsigned long long)B.month.key, (unsigned long long)B.month.used);
 }
 
+/* The tick's write (in the thread pool) and the one at shutdown may overlap:
+ * one at a time, and never an older count over a newer one. */
+static uv_mutex_t save_lock;
+static uint64_t save_seq, saved_seq;
+
+static int write_latest(uint64_t seq, const char *text, char *err, size_t errlen)
+{
+	uv_mutex_lock(&save_lock);
+	int rc = seq > saved_seq ? write_state(B.path, text, err, errlen) : 0;
+	if (rc == 0 && seq > saved_seq)
+		saved_seq = seq;
+	uv_mutex_unlock(&save_lock);
+	return rc;
+}
+
+static uint64_t buf_seq; /* the sequence number of what B.buf holds */
+
 static void save_work(uv_work_t *w)
 {
 	B.err[0] = '\0';
-	write_state(B.path, B.buf, B.err, sizeof B.err);
+	write_latest(buf_seq, B.buf, B.err, sizeof B.err);
 }
 
 static void save_done(uv_work_t *w, int status)
@@ -250,6 +267,7 @@ static void save_async(void)
 	if (B.saving || !B.dirty)
 		return;
 	format_state(B.buf, sizeof B.buf);
+	buf_seq = ++save_seq;
 	B.dirty = false;
 	B.saving = true;
 	B.saved_ms = now_ms();
@@ -486,6 +504,8 @@ void budget_init(void)
 	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
 		log_warnx("link: cannot make %s: %s", dir, strerror(errno));
 	snprintf(B.path, sizeof B.path, "%s/%s", dir, STATE_FILE);
+	if (uv_mutex_init(&save_lock) != 0)
+		fatalx("link: cannot make a mutex");
 	load();
 	uint64_t now = wall_ms();
 	roll(&B.day, now);
@@ -507,7 +527,7 @@ void budget_close(void)
 	uv_timer_stop(&B.tick);
 	char buf[sizeof B.buf], err[256];
 	format_state(buf, sizeof buf);
-	if (write_state(B.path, buf, err, sizeof err) < 0)
+	if (write_latest(++save_seq, buf, err, sizeof err) < 0)
 		log_warnx("link: the byte counts cannot be kept across a restart: %s", err);
 }
 

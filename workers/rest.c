@@ -175,6 +175,7 @@ static int close_socket(void *userp, curl_socket_t fd)
 	struct csock *c = csock(fd);
 	unwatch(fd, c);
 	*c = (struct csock){ 0 };
+	worker_wire_sample(); /* the connection's last bytes, for the link's byte budget */
 	return close(fd);
 }
 
