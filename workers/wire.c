@@ -8,7 +8,10 @@
  * WIRE_SAMPLE_MS the framework looks at each open descriptor that is a TCP
  * socket and adds what it carried since the last look. What a connection
  * carried between the last look and its close is not counted (at most
- * WIRE_SAMPLE_MS of traffic per connection that closes). A worker whose
+ * WIRE_SAMPLE_MS of traffic per connection that closes) unless the worker
+ * looks just before (worker_wire_sample: rest does, in libcurl's close
+ * callback; the sftp worker closes its socket on its own thread, where this
+ * state may not be touched). A worker whose
  * connections belong to other processes (rsync: its ssh) reports its own
  * count with worker_wire_add(). */
 #include <poll.h>
