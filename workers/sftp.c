@@ -997,6 +997,7 @@ static void drop_session(const char *why, bool stopping)
 		libssh2_session_disconnect(sftp_state.session, "bye");
 		libssh2_session_free(sftp_state.session);
 	}
+	worker_wire_sample(); /* the session's last bytes, for the link's byte budget */
 	pthread_mutex_lock(&sftp_state.lock);
 	if (sftp_state.sock >= 0)
 		close(sftp_state.sock);

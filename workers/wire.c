@@ -9,12 +9,12 @@
  * socket and adds what it carried since the last look. What a connection
  * carried between the last look and its close is not counted (at most
  * WIRE_SAMPLE_MS of traffic per connection that closes) unless the worker
- * looks just before (worker_wire_sample: rest does, in libcurl's close
- * callback; the sftp worker closes its socket on its own thread, where this
- * state may not be touched). A worker whose
+ * looks just before (worker_wire_sample, from any thread: rest does in
+ * libcurl's close callback, sftp on its upload thread). A worker whose
  * connections belong to other processes (rsync: its ssh) reports its own
  * count with worker_wire_add(). */
 #include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <netinet/in.h>
@@ -31,6 +31,7 @@
 #define WIRE_FDS_MAX 4096 /* descriptors looked at: far above any worker's connections */
 
 static struct {
+	pthread_mutex_t lock; /* the sftp worker samples from its upload thread too */
 	bool on;
 	unsigned nfds;
 	struct pollfd *pfd;
@@ -39,7 +40,7 @@ static struct {
 		uint64_t seen; /* its bytes, both directions, at the last look */
 	} *socks;
 	uint64_t pending;  /* counted, not yet reported */
-} wire;
+} wire = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 void wire_init(const char *worker)
 {
@@ -54,7 +55,12 @@ void wire_init(const char *worker)
 		wire.pfd[i].fd = (int)i;
 }
 
-void worker_wire_add(uint64_t bytes) { wire.pending += bytes; }
+void worker_wire_add(uint64_t bytes)
+{
+	pthread_mutex_lock(&wire.lock);
+	wire.pending += bytes;
+	pthread_mutex_unlock(&wire.lock);
+}
 
 /* One poll() says which descriptors are open (POLLNVAL for the others); only
  * those are asked for TCP_INFO, which a socket that is not TCP refuses. */
@@ -62,8 +68,11 @@ void worker_wire_sample(void)
 {
 	if (!wire.on)
 		return;
-	if (poll(wire.pfd, wire.nfds, 0) < 0)
+	pthread_mutex_lock(&wire.lock);
+	if (poll(wire.pfd, wire.nfds, 0) < 0) {
+		pthread_mutex_unlock(&wire.lock);
 		return;
+	}
 	for (unsigned i = 0; i < wire.nfds; i++) {
 		struct sock *s = &wire.socks[i];
 		struct tcp_info ti;
@@ -84,11 +93,14 @@ void worker_wire_sample(void)
 			wire.pending += now - s->seen;
 		s->seen = now;
 	}
+	pthread_mutex_unlock(&wire.lock);
 }
 
 uint64_t wire_take(void)
 {
+	pthread_mutex_lock(&wire.lock);
 	uint64_t n = wire.pending;
 	wire.pending = 0;
+	pthread_mutex_unlock(&wire.lock);
 	return n;
 }

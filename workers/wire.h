@@ -9,7 +9,8 @@
 
 #define WIRE_SAMPLE_MS 250
 /* Count now: a worker calls it just before it closes a connection of its own
- * (else what the connection carried since the last sample is lost). */
+ * (else what the connection carried since the last sample is lost); from any
+ * thread. */
 void worker_wire_sample(void);
 /* A worker whose connections are another process's (rsync's ssh) adds what it
  * learns of them. */
