@@ -20,7 +20,7 @@ acknowledged it (ucgw-load --wait, 5,000 outstanding). A first run warms up
 about --seconds' worth. Prints a table; asserts nothing.
 
     /usr/bin/python3 bench/bench_meta_link.py [--profiles lte,poor] [--protocols mqtt,websocket,rest]
-        [--seconds 10] [--variants before,after,batch]
+        [--seconds 10] [--variants before,after,batch] [--set SECTION.KEY=VALUE]...
 """
 import argparse
 import json
@@ -74,7 +74,16 @@ def main():
     ap.add_argument("--protocols", default="mqtt,websocket,rest")
     ap.add_argument("--variants", default="before,after,batch")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a configuration key for every variant (a number or text), e.g. rest.streams=128")
     a = ap.parse_args()
+    overrides = []
+    for item in a.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and value):
+            ap.error("--set %s: not SECTION.KEY=VALUE" % item)
+        overrides.append((section, name, int(value) if value.lstrip("-").isdigit() else value))
     s = Scene()
     rows = []
     try:
@@ -86,7 +95,10 @@ def main():
                 rest_target = ngx.tls_port if variant == "after" else peer.port
                 links = {"mqtt": Link(mq.port, profile=profile), "websocket": Link(peer.port, profile=profile),
                          "rest": Link(rest_target, profile=profile)}
-                gw = Gateway(s.tmp, config(variant, links, mq, peer, ngx), "gw-%s-%s" % (profile, variant))
+                cfg = config(variant, links, mq, peer, ngx)
+                for section, name, value in overrides:
+                    cfg.setdefault(section, {})[name] = value
+                gw = Gateway(s.tmp, cfg, "gw-%s-%s" % (profile, variant))
                 gw.start()
                 try:
                     wait_for(lambda: all(w["connected"] for w in gw.workers().values()), timeout=30,
