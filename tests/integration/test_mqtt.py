@@ -614,7 +614,9 @@ class MqttTest(GatewayTest):
 
         def first_hop(body):
             mid = gw.ctl("send", "--protocol", "mqtt", body)[1].strip()
-            route = wait_for(lambda: gw.ctl_json("trace", mid)["route"], what="%s tried" % body)
+            # the hop shows "in flight" until the worker's answer is in
+            route = wait_for(lambda: (lambda r: r if r and r[0]["result"] != "in flight" else None)(
+                gw.ctl_json("trace", mid)["route"]), what="%s tried" % body)
             self.assertEqual((route[0]["protocol"], route[0]["result"]), ("mqtt", "retry"), route)
             return mid, route[0]["error"]
 
