@@ -11,14 +11,16 @@ and after issue #19's mechanisms, in the same run:
 - batch (REST only): the defaults, REST over HTTP/1.1 to lpr-peer with
   rest.batch_max 100.
 
-Each server is behind its own ucgw-linkem of the profile; mosquitto keeps its
+Each server is behind its own ucgw-linkem of the profile; fallback is off, so
+that each protocol is measured by itself (the router spreads a backlog over the
+other protocols of a message's chain); mosquitto keeps its
 default Receive Maximum of 20. 250-byte detections, each until the server
 acknowledged it (ucgw-load --wait, 5,000 outstanding). A first run warms up
 (connections open, the window grows) and measures the rate; the second sends
 about --seconds' worth. Prints a table; asserts nothing.
 
     /usr/bin/python3 bench/bench_meta_link.py [--profiles lte,poor] [--protocols mqtt,websocket,rest]
-        [--seconds 10] [--variants before,after,batch]
+        [--seconds 10] [--variants before,after,batch] [--set SECTION.KEY=VALUE]...
 """
 import argparse
 import json
@@ -41,15 +43,19 @@ def load(gw, proto, n):
                         "--wait", "-z", str(SIZE)], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         raise RuntimeError("ucgw-load failed: %s %s" % (r.stdout, r.stderr))
-    return json.loads(r.stdout)
+    out = json.loads(r.stdout)
+    if out.get("failed"):
+        print("  %s: %d of %d not delivered: %s" % (proto, out["failed"], n, out.get("first_error")), flush=True)
+    return out
 
 
 def config(variant, links, mq, peer, ngx):
+    # fallback off: each protocol by itself (the router would spread one's backlog over the others)
     after = variant == "after"
     if variant == "batch":
-        return {"gateway": {"log_level": "warning"},
+        return {"gateway": {"log_level": "warning"}, "fallback": {"enabled": False},
                 "rest": {"base_url": "http://127.0.0.1:%d" % links["rest"].port, "batch_max": 100}}
-    cfg = {"gateway": {"log_level": "warning"},
+    cfg = {"gateway": {"log_level": "warning"}, "fallback": {"enabled": False},
            "mqtt": {"broker_url": "127.0.0.1:%d" % links["mqtt"].port, "username": "edge", "password": "pw"},
            "websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % links["websocket"].port},
            "rest": {"base_url": ("https://127.0.0.1:%d" if after else "http://127.0.0.1:%d") % links["rest"].port}}
@@ -68,7 +74,16 @@ def main():
     ap.add_argument("--protocols", default="mqtt,websocket,rest")
     ap.add_argument("--variants", default="before,after,batch")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a configuration key for every variant (a number or text), e.g. rest.streams=128")
     a = ap.parse_args()
+    overrides = []
+    for item in a.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and value):
+            ap.error("--set %s: not SECTION.KEY=VALUE" % item)
+        overrides.append((section, name, int(value) if value.lstrip("-").isdigit() else value))
     s = Scene()
     rows = []
     try:
@@ -80,7 +95,10 @@ def main():
                 rest_target = ngx.tls_port if variant == "after" else peer.port
                 links = {"mqtt": Link(mq.port, profile=profile), "websocket": Link(peer.port, profile=profile),
                          "rest": Link(rest_target, profile=profile)}
-                gw = Gateway(s.tmp, config(variant, links, mq, peer, ngx), "gw-%s-%s" % (profile, variant))
+                cfg = config(variant, links, mq, peer, ngx)
+                for section, name, value in overrides:
+                    cfg.setdefault(section, {})[name] = value
+                gw = Gateway(s.tmp, cfg, "gw-%s-%s" % (profile, variant))
                 gw.start()
                 try:
                     wait_for(lambda: all(w["connected"] for w in gw.workers().values()), timeout=30,
@@ -88,15 +106,17 @@ def main():
                     for proto in a.protocols.split(",") if variant != "batch" else ["rest"]:
                         warm = load(gw, proto, 300 if variant == "before" else 3000)
                         n = max(300, int(warm["rate"] * a.seconds))
+                        up0 = links[proto].stats()["up_bytes"]
                         g = load(gw, proto, n)
+                        per_msg = (links[proto].stats()["up_bytes"] - up0) / n
                         st = gw.ctl_json("stats")[proto]
                         health = "%s [window: %s]" % (gw.workers()[proto]["health"], st.get("window_state"))
                         cap = payload_capacity(profile) / SIZE
                         rows.append((profile, proto, variant, n, g["rate"], g["rate"] / cap, st.get("window"),
                                      health))
-                        print("%s %s %s: %d msgs, %.0f/s, %.1f %% of capacity, window %s; %s"
-                              % (profile, proto, variant, n, g["rate"], 100 * g["rate"] / cap, st.get("window"),
-                                 health), flush=True)
+                        print("%s %s %s: %d msgs, %.0f/s, %.1f %% of capacity, %.0f bytes up a message, "
+                              "window %s; %s" % (profile, proto, variant, n, g["rate"], 100 * g["rate"] / cap,
+                                                 per_msg, st.get("window"), health), flush=True)
                 finally:
                     gw.stop()
                     for link in links.values():

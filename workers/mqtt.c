@@ -30,7 +30,8 @@
  * them (struct conn), because an MQTT 5 broker's Receive Maximum caps what
  * one may have unacknowledged (mosquitto's default: 20, which on a 100 ms
  * link is 200 messages/s). More are opened while every open one is full and
- * acknowledgments take long; each job goes to the one with the most room. */
+ * acknowledgments take long, as many at once as the messages waiting behind
+ * full connections need; each job goes to the one with the most room. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -45,8 +46,8 @@
 
 #include "workers/worker.h"
 
-#define MAX_CONNS 64
-#define EXTRA_CONNECTS 8        /* connections being opened at once beyond the first */
+#define MAX_CONNS 256
+#define EXTRA_CONNECTS 16       /* connections being opened at once beyond the first */
 #define LONG_RTT_US 5000        /* acks slower than this: a long path, worth more connections */
 
 /* A message published and not yet acknowledged, by its message id. The
@@ -79,6 +80,8 @@ struct conn {
 	unsigned cap, nheld;
 	unsigned limit;                /* in flight at once: max_inflight, or the broker's Receive Maximum if lower */
 	unsigned recv_max;             /* the broker's Receive Maximum (MQTT 5; 65535 when it gives none) */
+	bool alias_ok;                 /* MQTT 5: the broker takes topic aliases on this connection */
+	bool alias_set;                /* mqtt.topic has been published with alias 1 on this connection */
 };
 
 static struct {
@@ -343,6 +346,15 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const 
 	if (M.v5)
 		mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &recv, false);
 	c->recv_max = recv ? recv : 65535;
+	/* Topic alias 1 stands for mqtt.topic on this connection once a publish
+	 * gave both (MQTT 5: the mapping lives as long as the network connection,
+	 * and each connect has a client of its own, which resends nothing of the
+	 * last): the topic's bytes then go once, not in every message. */
+	uint16_t aliases = 0;
+	if (M.v5)
+		mosquitto_property_read_int16(props, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, &aliases, false);
+	c->alias_ok = aliases > 0;
+	c->alias_set = false;
 	c->limit = c->recv_max < M.max_inflight ? c->recv_max : M.max_inflight;
 	c->connected = true;
 	c->attempting = false;
@@ -610,9 +622,18 @@ static struct conn *pick_conn(void)
 	}
 	bool full = best && best->nheld >= best->limit;
 	if (full && M.rtt_recent_us >= LONG_RTT_US && M.nopened < M.nconns && connecting < EXTRA_CONNECTS) {
-		log_info("every connection to %s:%d holds its %u in flight and acks take %.1f ms: opening connection %d of %d",
-			 M.host, M.port, best->limit, (double)M.rtt_recent_us / 1000, M.nopened + 1, M.nconns);
-		open_conn(&M.conns[M.nopened++]);
+		/* the messages waiting inside libmosquitto behind full connections:
+		 * the connections being opened take over as many as they may hold */
+		unsigned waiting = 0, coming = (unsigned)connecting * best->limit;
+		for (int i = 0; i < M.nopened; i++)
+			if (M.conns[i].connected && M.conns[i].nheld > M.conns[i].limit)
+				waiting += M.conns[i].nheld - M.conns[i].limit;
+		if (waiting >= coming) {
+			log_info("every connection to %s:%d holds its %u in flight and acks take %.1f ms: opening connection "
+				 "%d of %d", M.host, M.port, best->limit, (double)M.rtt_recent_us / 1000, M.nopened + 1,
+				 M.nconns);
+			open_conn(&M.conns[M.nopened++]);
+		}
 	}
 	bool bound = full && M.nopened == M.nconns && best->limit < M.max_inflight;
 	if (bound != M.bound) {
@@ -642,10 +663,15 @@ static void mqtt_submit(struct job *j)
 	mosquitto_property *props = NULL;
 	if (M.v5)
 		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", j->id);
+	bool alias = !topic && c->alias_ok;
+	if (alias)
+		mosquitto_property_add_int16(&props, MQTT_PROP_TOPIC_ALIAS, 1);
 	int mid = 0;
 	c->publishing = M.qos == 0 ? j : NULL;
-	int rc = mosquitto_publish_v5(c->mosq, &mid, topic ? topic : M.topic, (int)len, wrapped ? wrapped : j->payload,
-				      M.qos, false, props);
+	int rc = mosquitto_publish_v5(c->mosq, &mid, topic ? topic : alias && c->alias_set ? "" : M.topic, (int)len,
+				      wrapped ? wrapped : j->payload, M.qos, false, props);
+	if (alias && rc == MOSQ_ERR_SUCCESS)
+		c->alias_set = true; /* libmosquitto sends its messages in order: this one goes first */
 	bool written = M.qos == 0 && !c->publishing; /* answered ok inside, by on_publish */
 	c->publishing = NULL;
 	mosquitto_property_free_all(&props);

@@ -232,9 +232,9 @@ static void ensure_master(void)
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() != parent)
 			_exit(0);
-		int null = open("/dev/null", O_RDWR);
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (null >= 0) {
-			dup2(null, 0);
+			dup2(null, 0); /* dup2 clears close-on-exec on the copies */
 			dup2(null, 1);
 		}
 		execv(argv[0], argv);

@@ -4,7 +4,8 @@
  * below); the libuv loop keeps answering the supervisor, and results come back
  * through a uv_async. Each file goes to ".NAME.ID.ucgw-part" beside the target
  * (ID: the message id), resumes from the part's size after a dropped
- * connection, and is renamed atomically once it is closed and its size is
+ * connection (a part that a refused write may have left with a hole is removed
+ * instead), and is renamed atomically once it is closed and its size is
  * right, so the server never shows a half file under the final name. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -470,6 +471,7 @@ enum stage {
 	ST_OLD_UNLINK,
 	ST_RENAME_AGAIN,
 	ST_ABORT,    /* a file failed while its handle is open: close it, then answer */
+	ST_ABORT_UNLINK, /* and then remove its part (a write the server refused) */
 };
 
 enum op { OP_NONE, OP_OPEN, OP_FSTAT, OP_WRITE, OP_CLOSE, OP_RENAME, OP_STAT, OP_UNLINK };
@@ -489,6 +491,7 @@ struct file {
 	LIBSSH2_SFTP_ATTRIBUTES attrs;
 	enum op sending;          /* the call that left part of a packet unsent */
 	enum job_status fail;     /* ST_ABORT: the answer */
+	bool remove_part;         /* ST_ABORT: the part may have a hole: remove it */
 	char err[300];
 	uint64_t progress_ms;
 	struct file *next;
@@ -497,6 +500,7 @@ struct file {
 struct lane {
 	LIBSSH2_SFTP *sftp;
 	struct file *writer, *finisher;
+	struct file *unlinker;    /* the file whose unlink is in progress (one per channel) */
 };
 
 enum step { STEP_WAIT, STEP_MOVED, STEP_BROKEN };
@@ -509,7 +513,39 @@ static struct {
 	struct file *queue, *queue_tail;
 	struct file *owner;
 	char broken[300];          /* why the session broke */
+	struct no_resume *no_resume; /* messages whose part must not be resumed */
 } T;
+
+/* A message whose part on the server may have a hole or the wrong size and
+ * could not be removed: its next attempt writes the part whole (TRUNC) instead
+ * of going on from the part's size. Kept until that attempt, in this process
+ * only: a worker restarted in between resumes it (a crash on top of a refused
+ * write and a failed removal). */
+struct no_resume {
+	char id[UCGW_ID_LEN + 1];
+	struct no_resume *next;
+};
+
+static void forbid_resume(const char *id)
+{
+	struct no_resume *n = xcalloc(1, sizeof *n);
+	snprintf(n->id, sizeof n->id, "%s", id);
+	n->next = T.no_resume;
+	T.no_resume = n;
+}
+
+/* true (and forgotten) when id's part must not be resumed */
+static bool resume_forbidden(const char *id)
+{
+	for (struct no_resume **p = &T.no_resume; *p; p = &(*p)->next)
+		if (!strcmp((*p)->id, id)) {
+			struct no_resume *n = *p;
+			*p = n->next;
+			free(n);
+			return true;
+		}
+	return false;
+}
 
 static bool blocked_out(void)
 {
@@ -574,6 +610,11 @@ static enum step file_failed(struct lane *l, struct file *f, long rc, const char
 	}
 	snprintf(f->err, sizeof f->err, "%s %s: %s", what, f->part, why);
 	f->fail = permanent ? JOB_PERMFAIL : JOB_RETRY;
+	/* Writes go out pipelined: those after the refused one may have been
+	 * written, past a hole, and a later attempt would resume from the
+	 * part's size across it. A cut connection leaves no hole (the server
+	 * writes in order what it received) and keeps its part to resume. */
+	f->remove_part = f->stage == ST_WRITE;
 	if (f->h) {
 		f->stage = ST_ABORT;
 		return STEP_MOVED;
@@ -714,7 +755,7 @@ static enum step step_check(struct lane *l, struct file *f)
 	if (f->attrs.filesize != f->job->size) {
 		snprintf(f->err, sizeof f->err, "%s has %llu bytes on the server, not %llu", f->part,
 			 (unsigned long long)f->attrs.filesize, (unsigned long long)f->job->size);
-		f->resume = false; /* the next attempt writes it whole */
+		forbid_resume(f->job->id); /* the next attempt writes it whole */
 		l->finisher = NULL;
 		finish(f, JOB_RETRY, f->err);
 		return STEP_MOVED;
@@ -779,9 +820,13 @@ static enum step step_rename(struct lane *l, struct file *f)
 		return STEP_MOVED;
 	}
 	case ST_OLD_UNLINK:
+		if (l->unlinker && l->unlinker != f)
+			return STEP_WAIT; /* the writer removes its part */
+		l->unlinker = f;
 		rc = libssh2_sftp_unlink(l->sftp, f->final);
 		if (would_block(f, OP_UNLINK, rc))
 			return STEP_WAIT;
+		l->unlinker = NULL;
 		if (rc)
 			return file_failed(l, f, rc, "removing the old file to rename");
 		f->stage = ST_RENAME_AGAIN;
@@ -798,10 +843,33 @@ static enum step step_rename(struct lane *l, struct file *f)
 
 static enum step step_abort(struct lane *l, struct file *f)
 {
-	int rc = libssh2_sftp_close(f->h);
-	if (would_block(f, OP_CLOSE, rc))
-		return STEP_WAIT;
-	f->h = NULL;
+	if (f->stage == ST_ABORT) {
+		int rc = libssh2_sftp_close(f->h);
+		if (would_block(f, OP_CLOSE, rc))
+			return STEP_WAIT;
+		f->h = NULL;
+		if (f->remove_part) {
+			f->stage = ST_ABORT_UNLINK;
+			return STEP_MOVED;
+		}
+	} else {
+		if (l->unlinker && l->unlinker != f)
+			return STEP_WAIT; /* the finisher removes an old file */
+		l->unlinker = f;
+		int rc = libssh2_sftp_unlink(l->sftp, f->part);
+		if (would_block(f, OP_UNLINK, rc))
+			return STEP_WAIT;
+		l->unlinker = NULL;
+		if (rc && rc != LIBSSH2_ERROR_SFTP_PROTOCOL)
+			return file_failed(l, f, rc, "removing the part of a refused write");
+		if (rc) {
+			char why[200];
+			size_t n = strlen(f->err);
+			sftp_why(l->sftp, rc, why, sizeof why);
+			snprintf(f->err + n, sizeof f->err - n, "; removing the part: %s", why);
+			forbid_resume(f->job->id);
+		}
+	}
 	if (l->writer == f)
 		l->writer = NULL;
 	else
@@ -817,7 +885,8 @@ static enum step step_file(struct lane *l, struct file *f)
 	case ST_RESUME: return step_resume(l, f);
 	case ST_WRITE: return step_write(l, f);
 	case ST_CHECK: return step_check(l, f);
-	case ST_ABORT: return step_abort(l, f);
+	case ST_ABORT:
+	case ST_ABORT_UNLINK: return step_abort(l, f);
 	default: return step_rename(l, f);
 	}
 }
@@ -951,6 +1020,8 @@ static void take_back(struct file *f, const char *why, bool stopping)
 	if (f->h)
 		libssh2_sftp_close_handle(f->h); /* the socket is shut: fails at once, frees the handle */
 	f->h = NULL;
+	if (f->remove_part && (stopping || f->sessions >= 2))
+		forbid_resume(f->job->id); /* a refused write's part the broken session left */
 	if (stopping) {
 		free_file(f);
 		return;
@@ -965,7 +1036,8 @@ static void take_back(struct file *f, const char *why, bool stopping)
 	f->start = f->have = 0;
 	f->size_done = f->close_sent = f->close_done = false;
 	f->sending = OP_NONE;
-	f->resume = true;
+	f->resume = !f->remove_part; /* unless a refused write's part is left */
+	f->remove_part = false;
 	queue_front(f);
 }
 
@@ -983,7 +1055,7 @@ static void drop_session(const char *why, bool stopping)
 			take_back(l->finisher, why, stopping);
 		if (l->writer)
 			take_back(l->writer, why, stopping);
-		l->writer = l->finisher = NULL;
+		l->writer = l->finisher = l->unlinker = NULL;
 		if (l->sftp != sftp_state.sftp0)
 			libssh2_sftp_shutdown(l->sftp);
 		l->sftp = NULL;
@@ -1025,7 +1097,7 @@ static bool take_jobs(void)
 		/* A first attempt has no part to resume: open it truncated, with no
 		 * round trip to ask its size. A later one may (TRUNC is always safe,
 		 * resuming only saves bytes). */
-		f->resume = f->job->attempt > 0;
+		f->resume = f->job->attempt > 0 && !resume_forbidden(f->job->id);
 		if (T.queue_tail)
 			T.queue_tail->next = f;
 		else

@@ -610,18 +610,35 @@ class RsyncTest(GatewayTest):
                     todo.append(k)
             return out
 
+        def exe(pid):
+            try:
+                return os.readlink("/proc/%d/exe" % pid)
+            except OSError:
+                return None
+
         ours = socket_inodes(wpid)
+        worker_exe = exe(wpid)
         rc, out, err = gw.ctl("send-file", "--protocol", "rsync", self.make("slow.bin", 6 * 1024 * 1024))
         self.assertEqual(rc, 0, err)
-        kids = wait_for(lambda: descendants(wpid), what="rsync running")
-        held = {}
-        for k in kids:
-            try:
-                shared = socket_inodes(k) & ours
-            except FileNotFoundError:
-                continue
-            if shared:
-                held[k] = shared
+        # A child between its fork and its exec still runs ucgw-rsync and holds
+        # every descriptor (close-on-exec acts at the exec): only what a child
+        # runs after its exec counts, looked at until rsync and its ssh run.
+        held, seen = {}, set()
+
+        def look():
+            for k in descendants(wpid):
+                e = exe(k)
+                if e is None or e == worker_exe:
+                    continue
+                try:
+                    shared = socket_inodes(k) & ours
+                except FileNotFoundError:
+                    continue
+                seen.add(os.path.basename(e))
+                if shared:
+                    held[k] = (e, shared)
+            return {"rsync", "ssh"} <= seen
+        wait_for(look, step=0.01, what="rsync and ssh running")
         self.assertEqual(held, {}, "children of ucgw-rsync hold its sockets")
         wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == 1, timeout=60, what="delivered")
 

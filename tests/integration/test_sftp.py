@@ -290,6 +290,31 @@ class SftpTest(GatewayTest):
         self.assertEqual(tr["success"], 1)
         self.assertNotIn(".cut.bin.", " ".join(os.listdir(sshd.remote)))
 
+    def test_part_of_a_refused_write_is_removed(self):
+        # a write the server refuses with an SFTP status (here: past the file
+        # size it allows, as on a full disk) may be followed by pipelined writes
+        # it accepted, past the hole: such a part must not be resumed from its
+        # size, so the failed attempt removes it (a cut connection keeps its part:
+        # test_cut_transfer_resumes)
+        sshd = Sshd(self, file_size_limit=256 * 1024)
+        gw = self.gw_for(sshd, spool={"retry_backoff_min_ms": 4000, "retry_backoff_max_ms": 4000})
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp up")
+        p = self.make("full.bin", 1024 * 1024)
+        rc, out, err = gw.ctl("send-file", "--protocol", "sftp", p)
+        self.assertEqual(rc, 0, err)
+        mid = out.strip()
+        m = wait_for(lambda: [m for m in gw.ctl_json("queue") if m["id"] == mid and m.get("last_error")],
+                     what="a refused write")[0]
+        self.assertIn("writing", m["last_error"])
+        self.assertIn("SFTP status", m["last_error"])
+        self.assertEqual([f for f in os.listdir(sshd.remote) if "ucgw-part" in f], [],
+                         "the part of a refused write was left to be resumed")
+        sshd.lift_file_size_limit()
+        final = os.path.join(sshd.remote, "full.bin")
+        wait_for(lambda: os.path.exists(final), timeout=30, what="the file once the server takes it")
+        self.assertEqual(sha(final), sha(p))
+        self.assertEqual(os.listdir(sshd.remote), ["full.bin"])
+
     def unwritable(self, d):
         """Make directory d refuse new files to the ssh user (root too: the
         immutable attribute); undone at the end of the test."""

@@ -2,14 +2,20 @@
 host key and a user key generated for the test, and a known_hosts for clients."""
 import getpass
 import os
+import resource
+import signal
 import subprocess
 
 from ucgwtest import free_port, wait_port
 
 
 class Sshd:
-    def __init__(self, test, port=None):
+    def __init__(self, test, port=None, file_size_limit=None):
+        """file_size_limit: the server's processes may write no file beyond that
+        many bytes (RLIMIT_FSIZE, SIGXFSZ ignored): a write past it fails with an
+        SFTP status, as on a full disk."""
         self.test = test
+        self.file_size_limit = file_size_limit
         self.dir = os.path.join(test.tmp, "sshd")
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -51,7 +57,13 @@ class Sshd:
 
     def start(self):
         log = open(os.path.join(self.dir, "sshd.log"), "ab")
-        self.proc = self.test.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", self.config], stdout=log, stderr=log)
+        limit = self.file_size_limit
+
+        def limited():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        self.proc = self.test.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", self.config], stdout=log, stderr=log,
+                                    preexec_fn=limited if limit else None, restore_signals=not limit)
         log.close()
         wait_port(self.port, "sshd on %d" % self.port)
 
@@ -59,6 +71,19 @@ class Sshd:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+    def lift_file_size_limit(self):
+        """No file size limit from now on, for sshd and every process under it."""
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:  # the soft limit: raising the hard one takes CAP_SYS_RESOURCE
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            except (PermissionError, ProcessLookupError):
+                pass  # privilege separation's child (another user), or gone
+            todo += [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                                    text=True).stdout.split()]
+        self.file_size_limit = None
 
     def session_processes(self):
         """pids of sshd's per-connection children."""
