@@ -28,7 +28,7 @@ static const char *const testworker_calls[] = {
 static const struct protocol testworker_row = {
 	.name = "testworker", .exe = "ucgw-testworker", .help = "A worker for the tests only.",
 	.carries = PROTO_META | PROTO_FILES, SECTION_KEYS(testworker),
-	.sandbox = { testworker_calls },
+	.sandbox = { .calls = testworker_calls },
 	.test_only = true,
 };
 
@@ -44,7 +44,7 @@ static const struct protocol toyproto_row = {
 	.name = "toyproto", .exe = "ucgw-toyproto", .help = "Metadata and files over a plain TCP connection (a test).",
 	.carries = PROTO_META | PROTO_FILES, SECTION_KEYS(toyproto),
 	.server = { .key = "server", .port = "9" },
-	.sandbox = { toyproto_calls, .network = true, .threads = true },
+	.sandbox = { .calls = toyproto_calls, .network = true, .threads = true },
 	.test_only = true,
 };
 
