@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "config/internal.h"
-
 #include "config/keys.h"
 #include "workers/protocols.h"
 
