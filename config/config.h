@@ -30,6 +30,9 @@ enum cfg_type {
 #define CFG_READ     0x20u /* PATH of a protocol section: ucgwd reads the file at every start of the
 			      worker and sends its contents along with the section (worker_file()) */
 #define CFG_RSYNC_OPTIONS 0x40u /* STRLIST: rsync options; those cfg_rsync_refused() names are refused */
+#define CFG_PICK_META  0x80u  /* ENUM: a protocol that carries metadata (choices and default from the descriptors) */
+#define CFG_PICK_FILES 0x100u /* ENUM: a protocol that carries files (likewise) */
+#define CFG_NO_MAX 1e15     /* an INT max this large means "no upper limit" (still exact in a double) */
 
 /* Default text (struct cfg_key.def) is parsed like a value written in the file:
  *   scalars  the YAML text itself: "info", "5", "true", "0660"
@@ -49,16 +52,20 @@ struct cfg_key {
 	const char *help;    /* one line for docs/configuration.md and --help */
 };
 
+struct protocol;
 struct cfg_schema_section {
 	const char *name;
 	const char *worker;  /* protocol sections: worker executable, e.g. "ucgw-mqtt"; else NULL */
 	const struct cfg_key *keys;
 	size_t nkeys;
 	const char *help;
+	const struct protocol *protocol; /* protocol sections: the descriptor (workers/protocols.h) */
 };
 
-extern const struct cfg_schema_section cfg_schema[];
-extern const size_t cfg_schema_len;
+/* The daemon's own sections (config/schema.c) and one per protocol of the
+ * descriptor table, put together once at start-up: every section in one array. */
+extern const struct cfg_schema_section *cfg_schema;
+extern size_t cfg_schema_len;
 bool cfg_section_hidden(const struct cfg_schema_section *s); /* a test fixture: in no user-facing list */
 
 struct cfg_value {

@@ -6,7 +6,7 @@
 #include "config/config.h"
 
 #define CFG_MAX_ITEMS 10000 /* strings in one list or map value, so a file cannot ask for millions */
-#define CFG_NO_MAX 1e15     /* an INT max this large means "no upper limit" (still exact in a double) */
+
 
 const struct cfg_schema_section *cfg_schema_find(const char *name);
 int cfg_key_index(const struct cfg_schema_section *sc, const char *key); /* -1: none */

@@ -103,8 +103,9 @@ static void write_section(FILE *out, const struct cfg_schema_section *sc)
 void config_write_reference(FILE *out)
 {
 	fputs("# ucgw configuration reference\n\n"
-	      "Generated from `config/schema.c` by `ucgwd --config-reference`; the loader validates\n"
-	      "against the same table, and `ucgwd -n -c FILE` checks a file without starting.\n\n"
+	      "Generated from `config/schema.c` and the protocol descriptors (`workers/protocols.c`) by\n"
+	      "`ucgwd --config-reference`; the loader validates against the same table, and\n"
+	      "`ucgwd -n -c FILE` checks a file without starting.\n\n"
 	      "- A key left out, or written with no value (`key:` or `key: ~`), keeps its default;\n"
 	      "  `\"\"` in quotes is an empty string.\n"
 	      "- A key marked *secret* may instead be given as `KEY_file: PATH`: the file holds the\n"

@@ -1,42 +1,17 @@
 /* The schema: every section and key the loader accepts, with its type, default
  * and one line of help. docs/configuration.md is generated from this table
  * (`ucgwd --config-reference`), so the documentation cannot drift from the code.
+ * The daemon's own sections are here; each protocol's section is in its
+ * descriptor (workers/protocols.c).
  *
  * Adding a key is one line in its section's array; adding a section is one array
- * and one line in cfg_schema[]. Defaults use the text syntax described in
+ * and one line in before[] or after[]. Defaults use the text syntax described in
  * config.h (lists "a,b", maps "k=v;k2=v2", list maps "k=a,b;k2=c"). */
 #include <string.h>
 
 #include "config/internal.h"
-
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-#define BIG CFG_NO_MAX /* byte and message counts: no upper limit */
-
-/*        key   type         default  min  max  choices  flags                   help */
-#define STR(k, d, h)         { k, CFG_STR, d, 0, 0, NULL, 0, h }
-#define PATH(k, d, h)        { k, CFG_STR, d, 0, 0, NULL, CFG_PATH, h }
-/* A file the worker needs (keys, certificates, known_hosts): ucgwd reads it at
- * every start of the worker and hands over its contents, so that a worker
- * running as an unprivileged user in its sandbox needs no access to it. */
-#define INFILE(k, d, h)      { k, CFG_STR, d, 0, 0, NULL, CFG_PATH | CFG_READ, h }
-#define REQUIRED(k, h)       { k, CFG_STR, NULL, 0, 0, NULL, CFG_REQUIRED, h }
-#define SECRET(k, h)         { k, CFG_STR, NULL, 0, 0, NULL, CFG_SECRET, h }
-#define OCTAL(k, d, h)       { k, CFG_STR, d, 0, 0, NULL, CFG_OCTAL, h }
-#define INT(k, d, lo, hi, h) { k, CFG_INT, d, lo, hi, NULL, 0, h }
-#define NUM(k, d, lo, hi, h) { k, CFG_NUM, d, lo, hi, NULL, 0, h }
-#define BOOL(k, d, h)        { k, CFG_BOOL, d, 0, 0, NULL, 0, h }
-#define ENUM(k, d, c, h)     { k, CFG_ENUM, d, 0, 0, c, 0, h }
-#define LIST(k, d, f, h)     { k, CFG_STRLIST, d, 0, 0, NULL, f, h }
-#define MAP(k, h)            { k, CFG_STRMAP, NULL, 0, 0, NULL, 0, h }
-#define LISTMAP(k, d, f, h)  { k, CFG_LISTMAP, d, 0, 0, NULL, f, h }
-
-/* Keys every protocol section shares. */
-#define ENABLED BOOL("enabled", "true", "run this protocol's worker (a section absent from the file is off)")
-#define CA_FILE INFILE("ca_file", NULL, "CA certificates to verify the server with (default: the system's)")
-#define CERT_FILE INFILE("cert_file", NULL, "client certificate (PEM)")
-#define TLS_KEY_FILE INFILE("key_file", NULL, "client key (PEM)")
-#define INSECURE BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
-#define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)")
+#include "config/keys.h"
+#include "workers/protocols.h"
 
 static const struct cfg_key gateway[] = {
 	STR("device_id", "ucgw-edge", "this camera's name; {device_id} in topics"),
@@ -79,107 +54,9 @@ static const struct cfg_key spool[] = {
 	INT("segment_bytes", "67108864", 4096, BIG, "size at which the spool starts a new segment file"),
 };
 
-static const struct cfg_key websocket[] = {
-	ENABLED,
-	REQUIRED("server_url", "ws:// or wss:// URL of the server"),
-	INT("reconnect_attempts", "3", 0, 1000000, "failed connects in a row before health says down"),
-	NUM("reconnect_delay", "5", 0, 3600, "seconds between reconnects (grows with failures)"),
-	ENUM("ack", "message", "none|message", "ok when the frame is written (weak), or when the server acks the id"),
-	INT("ack_timeout_ms", "10000", 1, 3600000, "an unacked message is retried after this"),
-	INT("ping_interval_s", "20", 1, 3600, "WebSocket ping interval"),
-	CA_FILE,
-	CERT_FILE,
-	TLS_KEY_FILE,
-	INSECURE,
-	MAP("headers", "extra HTTP headers for the upgrade request"),
-	SECRET("api_key", "sent in api_key_header"),
-	STR("api_key_header", "X-API-Key", "header that carries api_key"),
-	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
-	ENCRYPT,
-};
-
-static const struct cfg_key rest[] = {
-	ENABLED,
-	REQUIRED("base_url", "http:// or https:// URL of the server"),
-	STR("endpoint", "/api/lpr/data", "path appended to base_url"),
-	NUM("timeout", "30", 0.001, 3600, "seconds a request may take"),
-	INT("retry_attempts", "3", 0, 100, "attempts on REST before the message moves on along its chain (the reference design's retries; between them it waits spool.retry_backoff_min_ms, doubling, or the server's Retry-After; the caller is never blocked)"),
-	INT("connections", "8", 1, 256, "keep-alive connections in the pool"),
-	ENUM("http2", "auto", "auto|prior-knowledge|off", "HTTP/2: auto offers it over TLS (ALPN) and uses it when the server agrees, HTTP/1.1 otherwise; prior-knowledge speaks it from the start, also over plain http:// (h2c); off: HTTP/1.1 only"),
-	INT("streams", "100", 1, 1000, "requests at once per connection under HTTP/2 (multiplexed; the server's own limit, SETTINGS_MAX_CONCURRENT_STREAMS, applies too); HTTP/1.1 carries one per connection, so on a link with round trip R it delivers at most connections / R"),
-	INT("batch_max", "1", 1, 10000, "records per POST at most; 1: one record per POST (the reference design's contract); more: records that are JSON objects or arrays, for the usual endpoint, share a POST as a JSON array of {\"id\": message id, \"data\": record}, without an Idempotency-Key header (each record carries its id); the server's answer holds for all of them (2xx: all delivered; 408, 429, 5xx, no answer: all retried); a batch refused otherwise (4xx) is sent again one record per POST, each for its own verdict"),
-	INT("batch_linger_ms", "0", 0, 60000, "how long the first record of a batch waits for more (0: a batch takes what is waiting when a connection or stream is free)"),
-	MAP("headers", "extra HTTP headers"),
-	SECRET("auth_header", "a whole header line, e.g. \"Authorization: Bearer ...\""),
-	SECRET("api_key", "sent in api_key_header"),
-	STR("api_key_header", "X-API-Key", "header that carries api_key"),
-	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
-	CA_FILE,
-	CERT_FILE,
-	TLS_KEY_FILE,
-	INSECURE,
-	ENCRYPT,
-};
-
-static const struct cfg_key mqtt[] = {
-	ENABLED,
-	REQUIRED("broker_url", "host, host:port, mqtt://host[:port] or mqtts://host[:port]"),
-	STR("client_id", NULL, "MQTT client id (default: gateway.device_id)"),
-	STR("username", NULL, "MQTT user name"),
-	SECRET("password", "MQTT password"),
-	ENUM("protocol_version", "5", "3.1.1|5", "MQTT protocol version"),
-	INT("qos", "1", 0, 2, "quality of service; ok comes with PUBACK (1), PUBCOMP (2), or once written to the socket (0: no acknowledgment, may be lost with the connection)"),
-	STR("topic", "lpr/{device_id}/data", "topic of metadata messages"),
-	STR("status_topic", "lpr/{device_id}/status", "retained online/offline status (last will)"),
-	INT("keepalive", "60", 5, 65535, "seconds"),
-	INT("max_inflight", "100", 1, 65535, "messages in flight without PUBACK, per connection (MQTT 5: or the broker's Receive Maximum, if lower)"),
-	INT("connections", "128", 1, 256, "connections to the broker at most, each its own client id (client_id, then client_id-2, -3 ...) and session; the first carries the status topic; more are opened while every open one holds all it may in flight and acknowledgments take 5 ms or more (a long link: a broker's Receive Maximum, 20 by mosquitto's default, allows one connection 20 messages per round trip: a 100 ms, 20 Mbit/s link takes about 80 for its 250-byte detections); the order of messages is kept per connection"),
-	INT("ack_timeout_ms", "10000", 1, 3600000, "a message without its PUBACK (QoS 1) or PUBCOMP (QoS 2), or not yet written (QoS 0), this long after it was published is retried, and the connection is reset (nothing it still holds reaches the broker later) and made again (a broker that stopped answering; keepalive alone notices after one to two keepalive periods)"),
-	INT("connect_timeout_ms", "10000", 100, 3600000, "a connection without the broker's CONNACK this long after the connect began (TCP, TLS, CONNECT) is reset (its CONNECT cannot reach the broker later and kick the next connection), health says so, and a new one is tried after the usual backoff (a broker that accepts TCP and never answers; keepalive alone notices after one to two keepalive periods)"),
-	BOOL("clean_session", "false", "false keeps a persistent session at the broker"),
-	BOOL("envelope", "false", "publish {\"id\":..., \"data\":...} instead of the payload alone"),
-	CA_FILE,
-	CERT_FILE,
-	TLS_KEY_FILE,
-	INSECURE,
-	ENCRYPT,
-};
-
-static const struct cfg_key sftp[] = {
-	ENABLED,
-	REQUIRED("host", "SSH server"),
-	INT("port", "22", 1, 65535, "SSH port"),
-	REQUIRED("username", "SSH user"),
-	SECRET("password", "password authentication"),
-	INFILE("key_file", NULL, "private key for public-key authentication"),
-	SECRET("key_passphrase", "passphrase of key_file"),
-	STR("remote_path", "/data/lpr_images", "directory files are uploaded to"),
-	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted"),
-	STR("host_key_fingerprint", NULL, "pinned host key, SHA256:... as ssh-keygen -l prints it"),
-	INT("buffer_bytes", "1048576", 4096, 67108864,
-	    "bytes of one file written ahead of the server's acknowledgements (at most 512 KiB are used)"),
-	INT("files_in_flight", "8", 1, 64,
-	    "files uploaded at once over the one SSH connection, each on an SFTP channel of its own "
-	    "(OpenSSH's MaxSessions, 10 by default, caps the channels of a connection)"),
-	NUM("timeout", "30", 0.001, 3600, "seconds a network operation may take"),
-};
-
-static const struct cfg_key rsync[] = {
-	ENABLED,
-	REQUIRED("remote_host", "SSH server"),
-	REQUIRED("remote_user", "SSH user"),
-	STR("remote_path", "/data/lpr_images", "directory files are synced to"),
-	LIST("options", "-a,--partial", CFG_RSYNC_OPTIONS,
-	     "rsync options; refused: those that delete (--delete), write under the final name (--inplace, "
-	     "--append), skip files (--dry-run, filters, --max-size) or hide rsync's output (-q)"),
-	INT("port", "22", 1, 65535, "SSH port"),
-	INFILE("key_file", NULL, "private key for ssh"),
-	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted (StrictHostKeyChecking=yes)"),
-	STR("rsync_path", "rsync", "the rsync program"),
-	STR("ssh_path", "ssh", "the ssh program"),
-	NUM("timeout", "300", 1, 86400, "seconds a run may take"),
-	INT("batch_max", "1000", 1, 100000, "files per rsync run at most"),
-};
+/* The rules pick among the descriptors (workers/protocols.c): choices and
+ * defaults come from the rows, put in by build_schema(). */
+#define PICK(k, kind, h) { k, CFG_ENUM, NULL, 0, 0, NULL, kind, h }
 
 static const struct cfg_key link[] = {
 	INT("budget_bytes_per_day", "0", 0, BIG, "bytes the workers may put on the wire per day (local time), both directions, as the kernel counts them on their TCP connections (TLS, HTTP headers, MQTT and SSH framing, retransmissions, reconnects; rsync: its protocol's bytes through ssh); 0: no daily budget. The count survives a restart (state_dir/link-budget)"),
@@ -190,7 +67,7 @@ static const struct cfg_key link[] = {
 	INT("max_bytes_per_s", "0", 0, BIG, "bytes per second all workers share (0: no cap): a job is handed out only while the link's bucket has room; metadata and priority high go first, files and the rest take what is left, so a backlog of images cannot starve the detections. A file is handed out whole and goes at the link's speed: the cap holds on average, over the time a file takes"),
 };
 
-static const struct cfg_key protocol_selection[] = {
+static struct cfg_key protocol_selection[] = {
 	BOOL("auto_select", "true", "choose by the rules below when a message says auto"),
 	BOOL("priority_based", "true", "high priority picks the fastest or most reliable protocol"),
 	BOOL("network_aware", "true", "use the measured network quality"),
@@ -198,24 +75,24 @@ static const struct cfg_key protocol_selection[] = {
 	INT("small_bytes", "1024", 0, BIG, "metadata below this is small"),
 	INT("medium_bytes", "10000", 0, BIG, "metadata below this is medium; above, large"),
 	INT("file_small_bytes", "1048576", 0, BIG, "files below this are small"),
-	ENUM("high_priority", "websocket", "websocket|rest|mqtt", "high-priority metadata on a good network"),
-	ENUM("high_priority_poor", "mqtt", "websocket|rest|mqtt", "high-priority metadata on a network worse than good"),
-	ENUM("small", "websocket", "websocket|rest|mqtt", "small metadata on a good network"),
-	ENUM("small_poor", "rest", "websocket|rest|mqtt", "small metadata on a network worse than good"),
-	ENUM("medium", "rest", "websocket|rest|mqtt", "medium metadata"),
-	ENUM("large", "mqtt", "websocket|rest|mqtt", "large metadata"),
-	ENUM("file_high_priority", "sftp", "sftp|rsync", "high-priority files"),
-	ENUM("file_small", "sftp", "sftp|rsync", "small files on a good network"),
-	ENUM("file_small_poor", "rsync", "sftp|rsync", "small files on a network worse than good"),
-	ENUM("file_large", "rsync", "sftp|rsync", "large files"),
+	PICK("high_priority", CFG_PICK_META, "high-priority metadata on a good network"),
+	PICK("high_priority_poor", CFG_PICK_META, "high-priority metadata on a network worse than good"),
+	PICK("small", CFG_PICK_META, "small metadata on a good network"),
+	PICK("small_poor", CFG_PICK_META, "small metadata on a network worse than good"),
+	PICK("medium", CFG_PICK_META, "medium metadata"),
+	PICK("large", CFG_PICK_META, "large metadata"),
+	PICK("file_high_priority", CFG_PICK_FILES, "high-priority files"),
+	PICK("file_small", CFG_PICK_FILES, "small files on a good network"),
+	PICK("file_small_poor", CFG_PICK_FILES, "small files on a network worse than good"),
+	PICK("file_large", CFG_PICK_FILES, "large files"),
 };
 
-static const struct cfg_key fallback[] = {
+static struct cfg_key fallback[] = {
 	BOOL("enabled", "true", "reroute a message when its protocol fails"),
 	INT("max_attempts", "3", 1, 100, "attempts per round before the message waits"),
 	INT("cool_after_failures", "5", 1, 1000, "failures in a row after which a protocol cools down (is not chosen)"),
 	INT("cool_down_ms", "10000", 100, 3600000, "how long a protocol cools down; then one message probes it"),
-	LISTMAP("chains", "websocket=rest,mqtt;rest=mqtt,websocket;mqtt=rest,websocket;sftp=rsync;rsync=sftp",
+	LISTMAP("chains", NULL, /* each row's fallback, by build_schema() */
 		CFG_PROTOCOLS, "for each protocol, the protocols to try next, in order"),
 };
 
@@ -242,35 +119,81 @@ static const struct cfg_key security[] = {
 	BOOL("sandbox", "true", "workers run under a seccomp allow-list, no_new_privs and resource limits (false: for debugging only; logs a warning at every start)"),
 };
 
-static const struct cfg_key testworker[] = {
-	ENABLED,
-	ENUM("mode", "normal", "normal|crash|exit2|hang|slow", "what the test worker does"),
-	INT("delay_ms", "0", 0, 3600000, "answer each job after this long"),
-	INT("ready_delay_ms", "0", 0, 3600000, "sleep this long before ready"),
-	PATH("record", NULL, "append one line per delivered job here"),
-	PATH("down_file", NULL, "while this file exists, every job is answered retry (a server that is down)"),
+#define SECTION(name, help) { #name, NULL, name, COUNT(name), help, NULL }
+
+static const struct cfg_schema_section before[] = {
+	SECTION(gateway, "The daemon itself."),
+	SECTION(spool, "The store-and-forward spool."),
+};
+/* ... then one section per protocol, in the descriptor table's order ... */
+static const struct cfg_schema_section after[] = {
+	SECTION(link, "Byte budgets and a rate cap for a metered link (LTE, satellite)."),
+	SECTION(protocol_selection, "How `auto` picks a protocol."),
+	SECTION(fallback, "Rerouting when a protocol fails."),
+	SECTION(network_monitor, "Round-trip time and loss per server."),
+	SECTION(metrics, "Prometheus metrics and the dashboard, on loopback."),
+	SECTION(security, "Who may use the control socket; payload encryption; the workers' sandbox."),
 };
 
-#define SECTION(name, worker, help) { #name, worker, name, COUNT(name), help }
+static struct cfg_schema_section all[COUNT(before) + PROTO_MAX + COUNT(after)];
+const struct cfg_schema_section *cfg_schema = all;
+size_t cfg_schema_len;
 
-const struct cfg_schema_section cfg_schema[] = {
-	SECTION(gateway, NULL, "The daemon itself."),
-	SECTION(spool, NULL, "The store-and-forward spool."),
-	SECTION(websocket, "ucgw-websocket", "Metadata over WebSocket (libwebsockets)."),
-	SECTION(rest, "ucgw-rest", "Metadata over HTTP POST (libcurl)."),
-	SECTION(mqtt, "ucgw-mqtt", "Metadata over MQTT (libmosquitto)."),
-	SECTION(sftp, "ucgw-sftp", "Files over SFTP (libssh2)."),
-	SECTION(rsync, "ucgw-rsync", "Files with rsync over ssh."),
-	SECTION(link, NULL, "Byte budgets and a rate cap for a metered link (LTE, satellite)."),
-	SECTION(protocol_selection, NULL, "How `auto` picks a protocol."),
-	SECTION(fallback, NULL, "Rerouting when a protocol fails."),
-	SECTION(network_monitor, NULL, "Round-trip time and loss per server."),
-	SECTION(metrics, NULL, "Prometheus metrics and the dashboard, on loopback."),
-	SECTION(security, NULL, "Who may use the control socket; payload encryption; the workers' sandbox."),
-	SECTION(testworker, "ucgw-testworker", "A worker for the tests only."),
-};
-const size_t cfg_schema_len = COUNT(cfg_schema);
+static bool in_list(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = list; p && *p; p += strcspn(p, ","), p += *p == ',')
+		if (strncmp(p, word, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+			return true;
+	return false;
+}
 
-/* The test worker's section is valid (the tests need it) but a fixture: it is
- * left out of the reference and of the lists of valid names a user reads. */
-bool cfg_section_hidden(const struct cfg_schema_section *s) { return strcmp(s->name, "testworker") == 0; }
+/* The selection rules' choices and defaults, and the default fallback chains,
+ * from the rows: a protocol's row says which rules pick it and what follows it. */
+static void fill_protocol_keys(void)
+{
+	static char choices[2][256], chains[1024];
+	for (size_t i = 0; i < protocol_count(); i++) {
+		const struct protocol *p = protocol_at(i);
+		for (unsigned kind = 0; kind < 2 && !p->test_only; kind++)
+			if (p->carries & (kind ? PROTO_FILES : PROTO_META))
+				snprintf(choices[kind] + strlen(choices[kind]), sizeof choices[kind] - strlen(choices[kind]),
+					 "%s%s", choices[kind][0] ? "|" : "", p->name);
+		if (p->fallback)
+			snprintf(chains + strlen(chains), sizeof chains - strlen(chains), "%s%s=%s", chains[0] ? ";" : "",
+				 p->name, p->fallback);
+	}
+	for (size_t k = 0; k < COUNT(protocol_selection); k++) {
+		struct cfg_key *key = &protocol_selection[k];
+		if (!(key->flags & (CFG_PICK_META | CFG_PICK_FILES)))
+			continue;
+		key->choices = choices[(key->flags & CFG_PICK_FILES) != 0];
+		for (size_t i = 0; i < protocol_count(); i++)
+			if (in_list(protocol_at(i)->picks, key->key))
+				key->def = protocol_at(i)->name;
+	}
+	for (size_t k = 0; k < COUNT(fallback); k++)
+		if (strcmp(fallback[k].key, "chains") == 0)
+			fallback[k].def = chains;
+}
+
+/* Once, before main: every user of cfg_schema sees the whole table. */
+__attribute__((constructor)) static void build_schema(void)
+{
+	size_t n = 0;
+	fill_protocol_keys();
+	for (size_t i = 0; i < COUNT(before); i++)
+		all[n++] = before[i];
+	for (size_t i = 0; i < protocol_count(); i++) {
+		const struct protocol *p = protocol_at(i);
+		all[n++] = (struct cfg_schema_section){ p->name, p->exe, p->keys, p->nkeys, p->help, p };
+	}
+	for (size_t i = 0; i < COUNT(after); i++)
+		all[n++] = after[i];
+	cfg_schema_len = n;
+}
+
+/* A test build's rows (the test worker, the toy protocol) are valid (the
+ * tests need them) but fixtures: left out of the reference and of the lists
+ * of valid names a user reads. */
+bool cfg_section_hidden(const struct cfg_schema_section *s) { return s->protocol && s->protocol->test_only; }

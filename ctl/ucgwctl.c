@@ -16,6 +16,7 @@
 #include "common/util.h"
 #include "ctl/conn.h"
 #include "ctl/json.h"
+#include "workers/protocols.h"
 
 #define EXIT_FAIL 1   /* the command failed */
 #define EXIT_USAGE 2  /* bad command line */
@@ -47,6 +48,29 @@ struct command {
 
 static const struct command commands[];
 
+/* A help text with its lists of protocols put in from the descriptor table
+ * (workers/protocols.h): {protocols} every one, {meta} those that carry
+ * metadata, {files} those that carry files. */
+static void put_help(FILE *out, const char *text)
+{
+	static const struct { const char *token; unsigned carries; } lists[] = {
+		{ "{protocols}", PROTO_META | PROTO_FILES }, { "{meta}", PROTO_META }, { "{files}", PROTO_FILES },
+	};
+	for (const char *s = text; *s; s++) {
+		size_t k = 0;
+		while (k < sizeof lists / sizeof lists[0] && strncmp(s, lists[k].token, strlen(lists[k].token)) != 0)
+			k++;
+		if (k == sizeof lists / sizeof lists[0]) {
+			fputc(*s, out);
+			continue;
+		}
+		char names[200];
+		protocol_names(lists[k].carries, ", ", names, sizeof names);
+		fputs(names, out);
+		s += strlen(lists[k].token) - 1;
+	}
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: ucgwctl [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n\n"
@@ -58,9 +82,11 @@ static void usage(FILE *out)
 		char head[128];
 		snprintf(head, sizeof head, "%s%s%s", c->name, c->args[0] ? " " : "", c->args);
 		if (strlen(head) <= 30)
-			fprintf(out, "  %-30s %s\n", head, c->summary);
+			fprintf(out, "  %-30s ", head);
 		else
-			fprintf(out, "  %s\n  %-30s %s\n", head, "", c->summary);
+			fprintf(out, "  %s\n  %-30s ", head, "");
+		put_help(out, c->summary);
+		fputc('\n', out);
 	}
 	fprintf(out, "\nucgwctl COMMAND --help prints a command's arguments and options. Every command\n"
 		     "that talks to ucgwd also takes -j/--json after its name.\n"
@@ -81,8 +107,10 @@ static void usage(FILE *out)
 /* ucgwctl COMMAND --help */
 static void command_usage(const struct command *c)
 {
-	printf("usage: ucgwctl %s%s%s\n\n%s\n", c->name, c->args[0] ? " " : "", c->args, c->about);
-	printf("\noptions:\n%s", c->opts_help ? c->opts_help : "");
+	printf("usage: ucgwctl %s%s%s\n\n", c->name, c->args[0] ? " " : "", c->args);
+	put_help(stdout, c->about);
+	printf("\n\noptions:\n");
+	put_help(stdout, c->opts_help ? c->opts_help : "");
 	if (!c->local)
 		printf("  -j, --json              print the daemon's answer as JSON\n");
 	printf("  -h, --help              this text\n");
@@ -863,7 +891,7 @@ static const struct command commands[] = {
 		   "it to, when that is what binds (mqtt: the broker's Receive Maximum).",
 	  .run = run_workers },
 	{ .name = "restart", .args = "NAME", .summary = "restart a worker (also one marked failed)",
-	  .about = "Restart worker NAME (websocket, rest, mqtt, sftp, rsync), also one marked failed after too\n"
+	  .about = "Restart worker NAME ({protocols}), also one marked failed after too\n"
 		   "many deaths. The jobs it holds are tried again.",
 	  .min_args = 1, .max_args = 1, .run = run_restart },
 	{ .name = "pause", .args = "PROTOCOL", .summary = "stop handing jobs to a protocol (they go elsewhere or wait)",
@@ -886,7 +914,7 @@ static const struct command commands[] = {
 		   "Prints the message's id once ucgwd has it in the spool, or with --wait the outcome.\n"
 		   "A DATA that starts with '-' goes after --.",
 	  .opts = send_lo, .shorts = "p:P:T:e:RL:Ew",
-	  .opts_help = "  -p, --protocol NAME     auto (default: chosen by protocol_selection), websocket, rest or mqtt;\n"
+	  .opts_help = "  -p, --protocol NAME     auto (default: chosen by protocol_selection), {meta};\n"
 		       "                          if it fails, the next protocols of its fallback chain are tried\n"
 		       "  -P, --priority PRIO     high, normal (default) or low\n"
 		       "  -T, --topic TOPIC       MQTT topic for this message (default mqtt.topic; {device_id} is\n"
@@ -900,12 +928,12 @@ static const struct command commands[] = {
 		       "  -w, --wait              wait until it is delivered or given up (dead letter, expired, purged)\n"
 		       "                          and print the outcome; exit status 1 if it was not delivered\n",
 	  .opt = send_opt, .min_args = 1, .max_args = 1, .run = run_send },
-	{ .name = "send-file", .args = "[OPTIONS] PATH", .summary = "send a file (sftp, rsync); --wait shows progress",
+	{ .name = "send-file", .args = "[OPTIONS] PATH", .summary = "send a file ({files}); --wait shows progress",
 	  .about = "Send the file PATH. ucgwctl opens it with your rights and hands ucgwd the open file; once its\n"
 		   "id is printed the file is in the spool, and PATH may be deleted. Files are sent as they are\n"
 		   "(--encrypt is for send only).",
 	  .opts = send_file_lo, .shorts = "p:P:r:L:w",
-	  .opts_help = "  -p, --protocol NAME     auto (default: chosen by protocol_selection), sftp or rsync;\n"
+	  .opts_help = "  -p, --protocol NAME     auto (default: chosen by protocol_selection), {files};\n"
 		       "                          if it fails, the next protocols of its fallback chain are tried\n"
 		       "  -P, --priority PRIO     high, normal (default) or low\n"
 		       "  -r, --remote-name NAME  its name on the server (default: PATH's file name)\n"

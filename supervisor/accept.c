@@ -18,31 +18,35 @@
 #include "supervisor/control.h"
 #include "supervisor/jsoncheck.h"
 #include "supervisor/router.h"
-#include "supervisor/router_int.h"
+#include "supervisor/slot.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
 
-static bool carries(const struct rproto *rp, bool files) { return files ? rp->files : rp->meta; }
+static bool carries(const struct router_proto *rp, bool files) { return files ? rp->files : rp->meta; }
 
 /* The enabled protocols that can carry this kind: written to buf ("valid:
- * auto, sftp, rsync", or that none is, for error messages) when buf is given,
- * and how many. */
+ * auto, " and their names, or that none is, for error messages) when buf is
+ * given, and how many. */
 static int enabled_protocols(bool files, char *buf, size_t len)
 {
 	int n = 0;
 	if (buf)
 		snprintf(buf, len, "valid: auto");
-	for (int i = 0; i < router_state.nprotos; i++) {
-		const struct rproto *rp = &router_state.protos[i];
-		if (carries(rp, files) && rproto_enabled(rp)) {
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		if (carries(&rp, files) && rp.enabled) {
 			if (buf)
-				snprintf(buf + strlen(buf), len - strlen(buf), ", %s", rp->name);
+				snprintf(buf + strlen(buf), len - strlen(buf), ", %s", rp.name);
 			n++;
 		}
 	}
-	if (buf && !n)
+	if (buf && !n) {
+		char names[160];
+		protocol_names(files ? PROTO_FILES : PROTO_META, ", ", names, sizeof names);
 		snprintf(buf, len, "no %s protocol is enabled in the configuration: %s", files ? "file" : "metadata",
-			 files ? "sftp, rsync" : "websocket, rest, mqtt");
+			 names);
+	}
 	return n;
 }
 
@@ -51,8 +55,13 @@ static int check_protocol(const char *name, bool files, char *err, size_t errlen
 	char list[200];
 	const char *kind = files ? "file" : "metadata";
 	bool is_auto = strcmp(name, "auto") == 0;
-	struct rproto *rp = is_auto ? NULL : rproto_by_name(name);
-	if (is_auto ? enabled_protocols(files, NULL, 0) > 0 : rp && carries(rp, files) && rproto_enabled(rp))
+	const struct slot *slot = is_auto ? NULL : slot_find(name);
+	struct router_proto view, *rp = NULL;
+	if (slot) {
+		router_proto(slot->idx, &view);
+		rp = &view;
+	}
+	if (is_auto ? enabled_protocols(files, NULL, 0) > 0 : rp && carries(rp, files) && rp->enabled)
 		return 0;
 	enabled_protocols(files, list, sizeof list); /* for the error text only */
 	if (is_auto)
@@ -213,7 +222,7 @@ static int read_common(const msgpack_object *a, struct common_args *ca, bool fil
 		return -1;
 	if (ca->encrypt && files) {
 		snprintf(err, errlen, "send-file: encrypt is for metadata only; files are sent as they are "
-				      "(over SFTP or rsync, inside SSH)");
+				      "(the file protocols' own transport protects them)");
 		return -1;
 	}
 	if (ca->encrypt && !config_str(sup.cfg, "security", "encryption_key_file")) {
@@ -275,7 +284,7 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 	}
 	/* Keep the bytes at hand only while the backlog is small: a long outage
 	 * must not fill memory; the router reads them back from the spool. */
-	if (payload && router_state.bytes + len <= PAYLOAD_MEMORY_BUDGET) {
+	if (payload && router_payload_fits(len)) {
 		m->payload = xmalloc(len + 1);
 		memcpy(m->payload, payload, len);
 		m->payload[len] = '\0';

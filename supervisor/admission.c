@@ -7,7 +7,7 @@
 #include "common/log.h"
 #include "supervisor/control.h"
 #include "supervisor/router.h"
-#include "supervisor/router_int.h"
+#include "supervisor/slot.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
 
@@ -207,9 +207,9 @@ static void outcome_keep(const char *id, bool ok, const char *state, const char 
 void admission_finished(const struct smsg *m, const char *status, const char *state)
 {
 	const struct hop *last = m->nroute ? &m->route[m->nroute - 1] : NULL;
-	const struct rproto *rp = last ? rproto_by_name(last->protocol) : NULL;
+	const struct slot *slot = last ? slot_at(last->proto) : NULL;
 	uint64_t age = wall_ms() - m->created_wall_ms;
-	outcome_keep(m->id, strcmp(status, "ok") == 0, state, rp ? rp->name : NULL, m->tries,
+	outcome_keep(m->id, strcmp(status, "ok") == 0, state, slot ? slot->proto->name : NULL, m->tries,
 		     age > UINT32_MAX ? UINT32_MAX : (uint32_t)age, m->last_error[0] ? m->last_error : state);
 }
 
@@ -349,7 +349,7 @@ static void written(struct smsg *m, const char *err, void *arg)
 		return;
 	}
 	router_adopt(m);
-	router_state.accepted++;
+	router_count_accepted();
 }
 
 /* Durable as spool.fsync asks: answer "accepted" and route it. If the sync

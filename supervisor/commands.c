@@ -90,9 +90,9 @@ static void pack_network(msgpack_packer *pk)
 	for (struct proc *p = proctab_first(); p; p = p->next) {
 		pk_key(pk, p->name);
 		msgpack_pack_map(pk, 4);
-		pk_kv_str(pk, "quality", monitor_quality_str(monitor_quality(p->name)));
-		pk_kv_f64(pk, "rtt_ms", (double)monitor_rtt_us(p->name) / 1000.0);
-		pk_kv_f64(pk, "loss", monitor_loss(p->name));
+		pk_kv_str(pk, "quality", monitor_quality_str(monitor_quality(p->slot->idx)));
+		pk_kv_f64(pk, "rtt_ms", (double)monitor_rtt_us(p->slot->idx) / 1000.0);
+		pk_kv_f64(pk, "loss", monitor_loss(p->slot->idx));
 		pk_kv_str(pk, "cooling", router_cooling(p->name));
 	}
 }

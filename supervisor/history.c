@@ -3,22 +3,25 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "supervisor/router_int.h"
+#include "supervisor/router.h"
+#include "workers/protocols.h"
 
-static struct history_sample ring[MAX_PROTOS][HISTORY_SECONDS];
+static struct history_sample ring[PROTO_MAX][HISTORY_SECONDS];
 static unsigned head, count; /* head: where the next sample goes */
 static uint64_t end_s;       /* wall second the newest sample covers */
 static struct {
 	uint64_t ok, retry, fail;
 	uint64_t buckets[LAT_BUCKETS];
 	uint64_t lat_count;
-} prev[MAX_PROTOS];
+} prev[PROTO_MAX];
 static bool primed;
 
 static void remember(void)
 {
-	for (int i = 0; i < router_state.nprotos; i++) {
-		const struct proto_stats *s = &router_state.protos[i].st;
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		const struct proto_stats *s = rp.stats;
 		prev[i].ok = s->success;
 		prev[i].retry = s->retries;
 		prev[i].fail = s->failure;
@@ -31,7 +34,7 @@ static uint32_t clamp32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint
 
 static void push(const struct history_sample *per_proto)
 {
-	for (int i = 0; i < MAX_PROTOS; i++)
+	for (int i = 0; i < PROTO_MAX; i++)
 		ring[i][head] = per_proto ? per_proto[i] : (struct history_sample){ 0 };
 	head = (head + 1) % HISTORY_SECONDS;
 	if (count < HISTORY_SECONDS)
@@ -58,9 +61,11 @@ void history_tick(void)
 		gap = HISTORY_SECONDS;
 	for (uint64_t g = 1; g < gap; g++)
 		push(NULL);
-	struct history_sample s[MAX_PROTOS] = { 0 };
-	for (int i = 0; i < router_state.nprotos; i++) {
-		const struct proto_stats *st = &router_state.protos[i].st;
+	struct history_sample s[PROTO_MAX] = { 0 };
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		const struct proto_stats *st = rp.stats;
 		s[i].ok = clamp32(st->success - prev[i].ok);
 		s[i].retry = clamp32(st->retries - prev[i].retry);
 		s[i].fail = clamp32(st->failure - prev[i].fail);
@@ -80,7 +85,7 @@ uint64_t history_end_s(void) { return end_s; }
 
 const struct history_sample *history_get(int idx, unsigned i)
 {
-	if (idx < 0 || idx >= MAX_PROTOS || i >= count)
+	if (idx < 0 || idx >= PROTO_MAX || i >= count)
 		return NULL;
 	return &ring[idx][(head + HISTORY_SECONDS - count + i) % HISTORY_SECONDS];
 }

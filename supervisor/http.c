@@ -32,9 +32,9 @@
 #include "supervisor/history.h"
 #include "supervisor/jsoncheck.h"
 #include "supervisor/proctab.h"
-#include "supervisor/router_int.h"
 #include "supervisor/errors.h"
 #include "supervisor/ratelog.h"
+#include "supervisor/router.h"
 #include "supervisor/sup.h"
 
 #define MAX_REQUEST 16384
@@ -456,9 +456,14 @@ static uint64_t signature(void)
 		MIX(p->connected);
 		MIX(p->restarts);
 	}
-	for (int i = 0; i < router_state.nprotos; i++)
-		MIX(router_state.protos[i].paused);
-	MIX(router_state.dead.n);
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		MIX(rp.paused);
+	}
+	struct router_counts rc;
+	router_counts(&rc);
+	MIX(rc.dead);
 	const struct recent_error *e = errors_get(0);
 	MIX(e ? e->wall_ms : 0);
 #undef MIX

@@ -10,7 +10,7 @@
 
 #include "common/log.h"
 #include "supervisor/memtrim.h"
-#include "supervisor/router_int.h"
+#include "supervisor/router.h"
 #include "supervisor/sup.h"
 
 #define TRIM_CHECK_MS 1000 /* the backlog is sampled: one shorter than this may go unseen */
@@ -22,7 +22,9 @@ static uint64_t peak; /* the largest backlog since the last trim */
 static void on_tick(uv_timer_t *t)
 {
 	(void)t;
-	uint64_t now = router_state.count;
+	struct router_counts rc;
+	router_counts(&rc);
+	uint64_t now = rc.depth;
 	if (now > peak)
 		peak = now;
 	if (peak < TRIM_BACKLOG || now > peak / 4)

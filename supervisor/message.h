@@ -24,6 +24,7 @@ enum smsg_state {
 
 struct hop {                  /* one attempt */
 	char protocol[16];
+	uint8_t proto;            /* the protocol's index (slot.h) */
 	uint8_t status;           /* enum job_status, or 255 while in flight */
 	uint64_t start_wall_ms;
 	uint32_t ms;              /* how long the attempt took */
@@ -59,8 +60,9 @@ struct smsg {
 	uint64_t job_seq, job_gen, job_start_ms; /* SM_INFLIGHT */
 	uint64_t job_start_us;
 	uint64_t progress_ms;     /* last progress report: a long transfer is not a stuck one */
-	char worker[16];          /* SM_INFLIGHT: the worker holding it */
-	bool permfail[8];         /* per protocol index: said permfail this round */
+	char worker[16];          /* SM_QUEUED, SM_INFLIGHT: the protocol whose queue or worker has it */
+	uint8_t at;               /* ... and its index (slot.h) */
+	bool permfail[8];         /* per protocol index: said permfail this round (PROTO_MAX) */
 	struct hop *route;        /* allocated as it grows (most messages take one hop) */
 	unsigned nroute, caproute;
 	unsigned tries;           /* attempts in all (the route keeps the first and the latest MAX_ROUTE) */

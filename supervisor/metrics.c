@@ -12,8 +12,6 @@
 #include "supervisor/monitor.h"
 #include "supervisor/proctab.h"
 #include "supervisor/router.h"
-#include "supervisor/window.h"
-#include "supervisor/router_int.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
 
@@ -25,11 +23,13 @@ static void head(struct strbuf *b, const char *name, const char *type, const cha
 static void per_protocol(struct strbuf *b, const char *name, const char *type, const char *help, size_t off)
 {
 	head(b, name, type, help);
-	for (int i = 0; i < router_state.nprotos; i++) {
-		if (!rproto_enabled(&router_state.protos[i]))
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		if (!rp.enabled)
 			continue;
-		const uint64_t *v = (const uint64_t *)((const char *)&router_state.protos[i].st + off);
-		http_sb_printf(b, "%s{protocol=\"%s\"} %llu\n", name, router_state.protos[i].name, (unsigned long long)*v);
+		const uint64_t *v = (const uint64_t *)((const char *)rp.stats + off);
+		http_sb_printf(b, "%s{protocol=\"%s\"} %llu\n", name, rp.name, (unsigned long long)*v);
 	}
 }
 
@@ -41,27 +41,30 @@ static void messages(struct strbuf *b)
 		{ "retry", offsetof(struct proto_stats, retries) },
 		{ "permfail", offsetof(struct proto_stats, failure) },
 	};
-	for (int i = 0; i < router_state.nprotos; i++)
-		for (size_t k = 0; k < 3 && rproto_enabled(&router_state.protos[i]); k++)
-			http_sb_printf(b, "ucgw_messages_total{protocol=\"%s\",result=\"%s\"} %llu\n", router_state.protos[i].name,
-				  res[k].result,
-				  (unsigned long long)*(const uint64_t *)((const char *)&router_state.protos[i].st + res[k].off));
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		for (size_t k = 0; k < 3 && rp.enabled; k++)
+			http_sb_printf(b, "ucgw_messages_total{protocol=\"%s\",result=\"%s\"} %llu\n", rp.name,
+				  res[k].result, (unsigned long long)*(const uint64_t *)((const char *)rp.stats + res[k].off));
+	}
 }
 
 static void latency(struct strbuf *b)
 {
 	head(b, "ucgw_latency_seconds", "summary", "Time from handing a job to a worker to the server's acknowledgement.");
 	static const double qs[] = { 0.5, 0.9, 0.99 };
-	for (int i = 0; i < router_state.nprotos; i++) {
-		const struct rproto *rp = &router_state.protos[i];
-		if (!rproto_enabled(rp))
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		if (!rp.enabled)
 			continue;
 		for (int k = 0; k < 3; k++)
-			http_sb_printf(b, "ucgw_latency_seconds{protocol=\"%s\",quantile=\"%g\"} %.6f\n", rp->name, qs[k],
-				  (double)stats_latency_quantile(&rp->st.lat, qs[k]) / 1e6);
-		http_sb_printf(b, "ucgw_latency_seconds_sum{protocol=\"%s\"} %.6f\n", rp->name, (double)rp->st.lat.sum_us / 1e6);
-		http_sb_printf(b, "ucgw_latency_seconds_count{protocol=\"%s\"} %llu\n", rp->name,
-			  (unsigned long long)rp->st.lat.count);
+			http_sb_printf(b, "ucgw_latency_seconds{protocol=\"%s\",quantile=\"%g\"} %.6f\n", rp.name, qs[k],
+				  (double)stats_latency_quantile(&rp.stats->lat, qs[k]) / 1e6);
+		http_sb_printf(b, "ucgw_latency_seconds_sum{protocol=\"%s\"} %.6f\n", rp.name, (double)rp.stats->lat.sum_us / 1e6);
+		http_sb_printf(b, "ucgw_latency_seconds_count{protocol=\"%s\"} %llu\n", rp.name,
+			  (unsigned long long)rp.stats->lat.count);
 	}
 }
 
@@ -83,37 +86,40 @@ static void workers(struct strbuf *b)
 
 static void queues(struct strbuf *b)
 {
-	head(b, "ucgw_queue_depth", "gauge", "Messages queued for the protocol's worker.");
-	for (int i = 0; i < router_state.nprotos; i++)
-		if (rproto_enabled(&router_state.protos[i]))
-			http_sb_printf(b, "ucgw_queue_depth{protocol=\"%s\"} %llu\n", router_state.protos[i].name,
-				  (unsigned long long)(router_state.protos[i].queue[0].n + router_state.protos[i].queue[1].n + router_state.protos[i].queue[2].n));
-	head(b, "ucgw_inflight", "gauge", "Jobs a worker holds.");
-	for (int i = 0; i < router_state.nprotos; i++)
-		if (rproto_enabled(&router_state.protos[i]))
-			http_sb_printf(b, "ucgw_inflight{protocol=\"%s\"} %llu\n", router_state.protos[i].name,
-				  (unsigned long long)router_state.protos[i].inflight.n);
-	head(b, "ucgw_window", "gauge", "Jobs a worker may hold now (the adaptive window).");
-	for (int i = 0; i < router_state.nprotos; i++)
-		if (rproto_enabled(&router_state.protos[i]))
-			http_sb_printf(b, "ucgw_window{protocol=\"%s\"} %u\n", router_state.protos[i].name, window_now(&router_state.protos[i]));
+	static const struct { const char *name, *help; } gauges[] = {
+		{ "ucgw_queue_depth", "Messages queued for the protocol's worker." },
+		{ "ucgw_inflight", "Jobs a worker holds." },
+		{ "ucgw_window", "Jobs a worker may hold now (the adaptive window)." },
+	};
+	for (int g = 0; g < 3; g++) {
+		head(b, gauges[g].name, "gauge", gauges[g].help);
+		for (int i = 0; i < router_nprotos(); i++) {
+			struct router_proto rp;
+			router_proto(i, &rp);
+			uint64_t v = g == 0 ? rp.queued : g == 1 ? rp.inflight : rp.window;
+			if (rp.enabled)
+				http_sb_printf(b, "%s{protocol=\"%s\"} %llu\n", gauges[g].name, rp.name, (unsigned long long)v);
+		}
+	}
 }
 
 static void spool(struct strbuf *b)
 {
 	struct spool_stats st;
+	struct router_counts rc;
 	spool_stats(&st);
+	router_counts(&rc);
 	head(b, "ucgw_spool_messages", "gauge", "Messages in the spool, waiting or in flight.");
-	http_sb_printf(b, "ucgw_spool_messages %llu\n", (unsigned long long)router_state.count);
+	http_sb_printf(b, "ucgw_spool_messages %llu\n", (unsigned long long)rc.depth);
 	head(b, "ucgw_spool_bytes", "gauge", "Payload bytes in the spool.");
-	http_sb_printf(b, "ucgw_spool_bytes %llu\n", (unsigned long long)router_state.bytes);
+	http_sb_printf(b, "ucgw_spool_bytes %llu\n", (unsigned long long)rc.bytes);
 	head(b, "ucgw_spool_oldest_age_seconds", "gauge", "Age of the oldest message in the spool.");
 	http_sb_printf(b, "ucgw_spool_oldest_age_seconds %.3f\n",
-		  router_state.all.head ? (double)(wall_ms() - router_state.all.head->created_wall_ms) / 1000 : 0.0);
+		  rc.oldest_wall_ms ? (double)(wall_ms() - rc.oldest_wall_ms) / 1000 : 0.0);
 	head(b, "ucgw_spool_dead_messages", "gauge", "Messages in the dead-letter area.");
-	http_sb_printf(b, "ucgw_spool_dead_messages %llu\n", (unsigned long long)router_state.dead.n);
+	http_sb_printf(b, "ucgw_spool_dead_messages %llu\n", (unsigned long long)rc.dead);
 	head(b, "ucgw_spool_rejected_total", "counter", "Messages refused because the spool was full.");
-	http_sb_printf(b, "ucgw_spool_rejected_total %llu\n", (unsigned long long)router_state.rejected_full);
+	http_sb_printf(b, "ucgw_spool_rejected_total %llu\n", (unsigned long long)rc.rejected_full);
 	head(b, "ucgw_spool_written_bytes_total", "counter", "Bytes written to spool segments.");
 	http_sb_printf(b, "ucgw_spool_written_bytes_total %llu\n", (unsigned long long)st.written_bytes);
 	head(b, "ucgw_spool_corrupt_segments_total", "counter", "Segments moved aside after a failed checksum.");
@@ -130,10 +136,10 @@ static void network(struct strbuf *b)
 	head(b, "ucgw_network_rtt_seconds", "gauge", "Average round trip to the protocol's server, recent samples.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
 		http_sb_printf(b, "ucgw_network_rtt_seconds{server=\"%s\"} %.6f\n", p->name,
-			  (double)monitor_rtt_us(p->name) / 1e6);
+			  (double)monitor_rtt_us(p->slot->idx) / 1e6);
 	head(b, "ucgw_network_quality", "gauge", "0 unknown, 1 poor, 2 fair, 3 good, 4 excellent.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
-		http_sb_printf(b, "ucgw_network_quality{server=\"%s\"} %d\n", p->name, (int)monitor_quality(p->name));
+		http_sb_printf(b, "ucgw_network_quality{server=\"%s\"} %d\n", p->name, (int)monitor_quality(p->slot->idx));
 }
 
 void metrics_prometheus(struct strbuf *b)
@@ -159,7 +165,7 @@ void metrics_prometheus(struct strbuf *b)
 
 /* What the dashboard shows as the state of a protocol, in words (the page adds
  * colour and an icon, never colour alone). */
-static const char *proto_status(const struct rproto *rp, const struct proc *p)
+static const char *proto_status(const struct router_proto *rp, const struct proc *p)
 {
 	if (!p)
 		return "stopped";
@@ -174,7 +180,7 @@ static const char *proto_status(const struct rproto *rp, const struct proc *p)
 		return "paused";
 	if (!p->connected)
 		return "down";
-	if (rp && now_ms() < rp->cool_until)
+	if (rp && rp->cooling)
 		return "cooling";
 	return "up";
 }
@@ -207,14 +213,15 @@ static void dash_protocols(struct strbuf *b)
 {
 	http_sb_printf(b, ",\"protocol_stats\":{");
 	bool first = true;
-	for (int i = 0; i < router_state.nprotos; i++) {
-		const struct rproto *rp = &router_state.protos[i];
-		if (!rproto_enabled(rp))
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto view, *rp = &view;
+		router_proto(i, rp);
+		if (!rp->enabled)
 			continue;
-		const struct proto_stats *s = &rp->st;
+		const struct proto_stats *s = rp->stats;
 		uint64_t total = s->success + s->failure, ok10, r10, f10, ok60, r60, f60;
-		history_sum(rp->idx, 10, &ok10, &r10, &f10);
-		history_sum(rp->idx, 60, &ok60, &r60, &f60);
+		history_sum(i, 10, &ok10, &r10, &f10);
+		history_sum(i, 60, &ok60, &r60, &f60);
 		unsigned span = history_len() < 10 ? history_len() : 10;
 		http_sb_printf(b, "%s\"%s\":{\"success_rate\":%.4f,\"total_attempts\":%llu,\"average_latency\":%.6f,"
 			     "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"success\":%llu,\"failure\":%llu,\"retries\":%llu,"
@@ -225,24 +232,23 @@ static void dash_protocols(struct strbuf *b)
 			  (double)stats_latency_quantile(&s->lat, 0.5) / 1000, (double)stats_latency_quantile(&s->lat, 0.99) / 1000,
 			  (unsigned long long)s->success, (unsigned long long)s->failure, (unsigned long long)s->retries,
 			  (unsigned long long)s->fallback_out, (unsigned long long)s->fallback_in, (unsigned long long)s->bytes,
-			  (unsigned long long)(rp->queue[0].n + rp->queue[1].n + rp->queue[2].n),
-			  (unsigned long long)rp->inflight.n, (unsigned long long)s->dead, (unsigned long long)s->expired,
+			  (unsigned long long)rp->queued, (unsigned long long)rp->inflight, (unsigned long long)s->dead, (unsigned long long)s->expired,
 			  (unsigned long long)s->dropped, span ? (double)ok10 / span : 0.0,
 			  (unsigned long long)(ok60 + r60 + f60));
 		if (ok60 + r60 + f60)
 			http_sb_printf(b, "\"success_rate_60s\":%.4f,", (double)ok60 / (double)(ok60 + r60 + f60));
 		else
 			http_sb_printf(b, "\"success_rate_60s\":null,");
-		http_sb_printf(b, "\"window\":%u,\"window_state\":", window_now(rp));
-		http_sb_json_str(b, window_phase(rp));
+		http_sb_printf(b, "\"window\":%u,\"window_state\":", rp->window);
+		http_sb_json_str(b, rp->window_phase);
 		http_sb_printf(b, ",");
 		/* a backlog spread: what it took over from other protocols' queues, and they from its own */
 		http_sb_printf(b, "\"taken_over\":%llu,\"given\":%llu,", (unsigned long long)s->stolen,
 			  (unsigned long long)s->given);
-		http_sb_printf(b, "\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, proctab_find(rp->name)),
+		http_sb_printf(b, "\"status\":\"%s\",\"paused\":%s,\"cooling\":", proto_status(rp, slot_at(i)->proc),
 			  rp->paused ? "true" : "false");
-		if (now_ms() < rp->cool_until)
-			http_sb_json_str(b, rp->cool_reason);
+		if (rp->cooling)
+			http_sb_json_str(b, rp->cooling);
 		else
 			http_sb_printf(b, "null");
 		http_sb_printf(b, "}");
@@ -257,10 +263,10 @@ static void dash_network(struct strbuf *b)
 	bool first = true;
 	for (struct proc *p = proctab_first(); p; p = p->next, first = false) {
 		char server[300] = "";
-		probe_target(p->name, server, sizeof server);
+		probe_target(p->slot->idx, server, sizeof server);
 		http_sb_printf(b, "%s\"%s\":{\"quality\":\"%s\",\"rtt_ms\":%.3f,\"loss\":%.3f,\"up\":%s,\"server\":",
-			  first ? "" : ",", p->name, monitor_quality_str(monitor_quality(p->name)),
-			  (double)monitor_rtt_us(p->name) / 1000, monitor_loss(p->name),
+			  first ? "" : ",", p->name, monitor_quality_str(monitor_quality(p->slot->idx)),
+			  (double)monitor_rtt_us(p->slot->idx) / 1000, monitor_loss(p->slot->idx),
 			  p->state == PROC_READY && p->connected ? "true" : "false");
 		http_sb_json_str(b, server);
 		http_sb_printf(b, ",\"health\":");
@@ -279,7 +285,8 @@ static void dash_workers(struct strbuf *b)
 	http_sb_printf(b, ",\"workers\":[");
 	bool first = true;
 	for (struct proc *p = proctab_first(); p; p = p->next, first = false) {
-		struct rproto *rp = rproto_by_name(p->name);
+		struct router_proto view, *rp = &view;
+		router_proto(p->slot->idx, rp);
 		http_sb_printf(b, "%s{\"name\":\"%s\",\"state\":\"%s\",\"status\":\"%s\",\"pid\":%d,\"restarts\":%u,"
 			     "\"connected\":%s,\"paused\":%s,\"inflight\":%u,\"uptime_s\":%llu,\"last_exit\":",
 			  first ? "" : ",", p->name, proc_state_str(p->state), worker_status(p), (int)(p->pid > 0 ? p->pid : 0),
@@ -308,16 +315,17 @@ static void dash_spool(struct strbuf *b)
 {
 	long long maxm = (long long)config_int(sup.cfg, "spool", "max_messages");
 	long long maxb = (long long)config_int(sup.cfg, "spool", "max_bytes");
-	double fm = maxm > 0 ? (double)router_state.count / (double)maxm : 0, fb = maxb > 0 ? (double)router_state.bytes / (double)maxb : 0;
+	struct router_counts rc;
+	router_counts(&rc);
+	double fm = maxm > 0 ? (double)rc.depth / (double)maxm : 0, fb = maxb > 0 ? (double)rc.bytes / (double)maxb : 0;
 	double fill = fm > fb ? fm : fb;
 	http_sb_printf(b, ",\"spool\":{\"depth\":%llu,\"bytes\":%llu,\"dead\":%llu,\"waiting\":%llu,\"oldest_age_ms\":%llu,"
 		     "\"max_messages\":%lld,\"max_bytes\":%lld,\"full_policy\":\"%s\",\"rejected_full\":%llu,"
 		     "\"dropped\":%llu,\"accepted\":%llu,\"fill\":%.4f,\"near_limit\":%s,\"full\":%s}",
-		  (unsigned long long)router_state.count, (unsigned long long)router_state.bytes, (unsigned long long)router_state.dead.n,
-		  (unsigned long long)router_state.waiting.n,
-		  (unsigned long long)(router_state.all.head ? wall_ms() - router_state.all.head->created_wall_ms : 0), maxm, maxb,
-		  config_str(sup.cfg, "spool", "full_policy"), (unsigned long long)router_state.rejected_full,
-		  (unsigned long long)router_state.dropped, (unsigned long long)router_state.accepted, fill,
+		  (unsigned long long)rc.depth, (unsigned long long)rc.bytes, (unsigned long long)rc.dead,
+		  (unsigned long long)rc.waiting, (unsigned long long)(rc.oldest_wall_ms ? wall_ms() - rc.oldest_wall_ms : 0),
+		  maxm, maxb, config_str(sup.cfg, "spool", "full_policy"), (unsigned long long)rc.rejected_full,
+		  (unsigned long long)rc.dropped, (unsigned long long)rc.accepted, fill,
 		  fill >= SPOOL_NEAR_LIMIT ? "true" : "false", fill >= 1.0 ? "true" : "false");
 }
 
@@ -347,15 +355,16 @@ static void dash_history(struct strbuf *b, unsigned n)
 		  (unsigned long long)history_end_s(), n);
 	static const char *const series[] = { "ok", "retry", "fail", "p50_ms", "p99_ms" };
 	bool first = true;
-	for (int i = 0; i < router_state.nprotos; i++) {
-		const struct rproto *rp = &router_state.protos[i];
-		if (!rproto_enabled(rp))
+	for (int i = 0; i < router_nprotos(); i++) {
+		struct router_proto rp;
+		router_proto(i, &rp);
+		if (!rp.enabled)
 			continue;
-		http_sb_printf(b, "%s\"%s\":{", first ? "" : ",", rp->name);
+		http_sb_printf(b, "%s\"%s\":{", first ? "" : ",", rp.name);
 		for (int k = 0; k < 5; k++) {
 			http_sb_printf(b, "%s\"%s\":[", k ? "," : "", series[k]);
 			for (unsigned j = len - n; j < len; j++) {
-				const struct history_sample *h = history_get(rp->idx, j);
+				const struct history_sample *h = history_get(i, j);
 				const char *sep = j > len - n ? "," : "";
 				switch (k) {
 				case 0: http_sb_printf(b, "%s%u", sep, h->ok); break;

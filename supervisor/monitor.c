@@ -5,21 +5,20 @@
 
 #include "common/log.h"
 #include "supervisor/sup.h"
-
-#define MAX_SERVERS 8
+#include "workers/protocols.h"
 
 /* The last network_monitor.history measurements per server (the seed judges by
- * its last ten, the default), in a ring sized when the server is first seen.
- * Their sums are kept as samples come and go: quality is asked for every
- * message `auto` routes, and the ring may hold thousands. */
+ * its last ten, the default), in a ring sized when the server is first seen,
+ * one per protocol at its slot's index (slot.h). Their sums are kept as
+ * samples come and go: quality is asked for every message `auto` routes, and
+ * the ring may hold thousands. */
 static struct server {
-	char name[16];
 	uint64_t *rtt_us;
 	bool *lost;
-	unsigned n, head, cap;
+	unsigned n, head, cap; /* cap 0: no sample yet */
 	uint64_t rtt_sum;  /* of the samples not lost */
 	unsigned nlost;
-} servers[MAX_SERVERS];
+} servers[PROTO_MAX];
 
 const char *monitor_quality_str(enum quality q)
 {
@@ -29,28 +28,22 @@ const char *monitor_quality_str(enum quality q)
 
 bool monitor_quality_at_least_good(enum quality q) { return q >= Q_GOOD; }
 
-static struct server *server(const char *name, bool create)
+static struct server *server(int slot, bool create)
 {
-	for (int i = 0; i < MAX_SERVERS; i++)
-		if (strcmp(servers[i].name, name) == 0)
-			return &servers[i];
-	if (!create)
+	if (slot < 0 || slot >= PROTO_MAX)
 		return NULL;
-	for (int i = 0; i < MAX_SERVERS; i++)
-		if (!servers[i].name[0]) {
-			struct server *sv = &servers[i];
-			snprintf(sv->name, sizeof sv->name, "%s", name);
-			sv->cap = (unsigned)config_int(sup.cfg, "network_monitor", "history");
-			sv->rtt_us = xcalloc(sv->cap, sizeof *sv->rtt_us);
-			sv->lost = xcalloc(sv->cap, sizeof *sv->lost);
-			return sv;
-		}
-	return NULL;
+	struct server *sv = &servers[slot];
+	if (!sv->cap && create) {
+		sv->cap = (unsigned)config_int(sup.cfg, "network_monitor", "history");
+		sv->rtt_us = xcalloc(sv->cap, sizeof *sv->rtt_us);
+		sv->lost = xcalloc(sv->cap, sizeof *sv->lost);
+	}
+	return sv->cap ? sv : NULL;
 }
 
-void monitor_sample(const char *protocol, uint64_t rtt_us, bool lost)
+void monitor_sample(int slot, uint64_t rtt_us, bool lost)
 {
-	struct server *s = server(protocol, true);
+	struct server *s = server(slot, true);
 	if (!s)
 		return;
 	if (s->n == s->cap) { /* the oldest sample leaves */
@@ -78,14 +71,14 @@ static uint64_t rtt_of(const struct server *s)
 
 static double loss_of(const struct server *s) { return s && s->n ? (double)s->nlost / s->n : 0.0; }
 
-uint64_t monitor_rtt_us(const char *protocol) { return rtt_of(server(protocol, false)); }
+uint64_t monitor_rtt_us(int slot) { return rtt_of(server(slot, false)); }
 
-double monitor_loss(const char *protocol) { return loss_of(server(protocol, false)); }
+double monitor_loss(int slot) { return loss_of(server(slot, false)); }
 
 /* The seed's thresholds: latency in ms and loss as a fraction. */
-enum quality monitor_quality(const char *protocol)
+enum quality monitor_quality(int slot)
 {
-	struct server *s = server(protocol, false);
+	struct server *s = server(slot, false);
 	if (!s || !s->n)
 		return Q_UNKNOWN;
 	double ms = (double)rtt_of(s) / 1000.0, loss = loss_of(s);

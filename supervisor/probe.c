@@ -7,10 +7,11 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "supervisor/monitor.h"
+#include "supervisor/slot.h"
 #include "supervisor/sup.h"
 
 struct target {
-	char protocol[16];
+	int slot;
 	char host[256];
 	char port[8];
 };
@@ -56,44 +57,36 @@ static void split_url(const char *url, const char *defport, struct target *t)
 	snprintf(t->host, sizeof t->host, "%s", host);
 }
 
+/* Each enabled protocol's server, where its descriptor says it is (server.key,
+ * with a port in the URL, in server.port_key, or the default). */
 static int targets(struct target *out, int max)
 {
 	int n = 0;
 	const struct config *c = sup.cfg;
-	if (config_protocol_enabled(c, "websocket") && n < max) {
-		const char *u = config_str(c, "websocket", "server_url");
-		split_url(u, strncmp(u, "wss", 3) == 0 ? "443" : "80", &out[n]);
-		snprintf(out[n++].protocol, 16, "websocket");
-	}
-	if (config_protocol_enabled(c, "rest") && n < max) {
-		const char *u = config_str(c, "rest", "base_url");
-		split_url(u, strncmp(u, "https", 5) == 0 ? "443" : "80", &out[n]);
-		snprintf(out[n++].protocol, 16, "rest");
-	}
-	if (config_protocol_enabled(c, "mqtt") && n < max) {
-		const char *u = config_str(c, "mqtt", "broker_url");
-		split_url(u, strncmp(u, "mqtts", 5) == 0 ? "8883" : "1883", &out[n]);
-		snprintf(out[n++].protocol, 16, "mqtt");
-	}
-	if (config_protocol_enabled(c, "sftp") && n < max) {
-		snprintf(out[n].host, sizeof out[n].host, "%s", config_str(c, "sftp", "host"));
-		snprintf(out[n].port, sizeof out[n].port, "%lld", (long long)config_int(c, "sftp", "port"));
-		snprintf(out[n++].protocol, 16, "sftp");
-	}
-	if (config_protocol_enabled(c, "rsync") && n < max) {
-		snprintf(out[n].host, sizeof out[n].host, "%s", config_str(c, "rsync", "remote_host"));
-		snprintf(out[n].port, sizeof out[n].port, "%lld", (long long)config_int(c, "rsync", "port"));
-		snprintf(out[n++].protocol, 16, "rsync");
+	for (int i = 0; i < slot_count() && n < max; i++) {
+		const struct protocol *p = slot_at(i)->proto;
+		const struct protocol_server *sv = &p->server;
+		if (!sv->key || !config_protocol_enabled(c, p->name))
+			continue;
+		const char *u = config_str(c, p->name, sv->key);
+		if (sv->port_key) {
+			snprintf(out[n].host, sizeof out[n].host, "%s", u);
+			snprintf(out[n].port, sizeof out[n].port, "%lld", (long long)config_int(c, p->name, sv->port_key));
+		} else {
+			bool tls = sv->tls_scheme && strncmp(u, sv->tls_scheme, strlen(sv->tls_scheme)) == 0;
+			split_url(u, tls ? sv->tls_port : sv->port, &out[n]);
+		}
+		out[n++].slot = i;
 	}
 	return n;
 }
 
-bool probe_target(const char *protocol, char *buf, size_t len)
+bool probe_target(int slot, char *buf, size_t len)
 {
-	struct target t[8];
-	int n = targets(t, 8);
+	struct target t[PROTO_MAX];
+	int n = targets(t, PROTO_MAX);
 	for (int i = 0; i < n; i++)
-		if (strcmp(t[i].protocol, protocol) == 0) {
+		if (t[i].slot == slot) {
 			snprintf(buf, len, strchr(t[i].host, ':') ? "[%s]:%s" : "%s:%s", t[i].host, t[i].port);
 			return true;
 		}
@@ -114,7 +107,7 @@ static void finish(struct attempt *a, bool ok)
 		return;
 	a->done = true;
 	uint64_t us = uv_hrtime() / 1000 - a->start_us;
-	monitor_sample(a->t.protocol, ok ? us : 0, !ok);
+	monitor_sample(a->t.slot, ok ? us : 0, !ok);
 	uv_timer_stop(&a->timer);
 	uv_close((uv_handle_t *)&a->timer, attempt_closed);
 	if (a->tcp.type == UV_TCP)
@@ -169,8 +162,8 @@ static void probe_one(const struct target *t)
 
 static void on_tick(uv_timer_t *t)
 {
-	struct target ts[8];
-	int n = targets(ts, 8);
+	struct target ts[PROTO_MAX];
+	int n = targets(ts, PROTO_MAX);
 	for (int i = 0; i < n; i++)
 		probe_one(&ts[i]);
 	uint64_t iv = (uint64_t)config_int(sup.cfg, "network_monitor", "interval_ms");

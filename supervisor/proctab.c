@@ -345,7 +345,7 @@ static void close_pair(int fds[2])
 
 static void proc_start(struct proc *p)
 {
-	const char *exe = p->section->schema->worker;
+	const char *exe = p->slot->proto->exe;
 	int sv[2], ep[2];
 	/* Read at every start, so that a rotated key or certificate takes effect. */
 	free(p->body);
@@ -427,6 +427,8 @@ static void proc_free(struct proc *p)
 	while (*pp != p)
 		pp = &(*pp)->next;
 	*pp = p->next;
+	if (p->slot->proc == p)
+		p->slot->proc = NULL;
 	for (unsigned i = 0; i < p->nlines; i++)
 		free(p->lines[(p->line_head + i) % STDERR_LINES]);
 	free(p->errbuf);
@@ -536,10 +538,12 @@ void proctab_init(void)
 	uv_timer_init(sup.loop, &kill_timer);
 }
 
-static struct proc *proc_new(const char *name)
+static struct proc *proc_new(struct slot *slot)
 {
 	struct proc *p = xcalloc(1, sizeof *p);
-	snprintf(p->name, sizeof p->name, "%s", name);
+	snprintf(p->name, sizeof p->name, "%s", slot->proto->name);
+	p->slot = slot;
+	slot->proc = p;
 	p->errfd = -1;
 	p->state = PROC_STOPPED;
 	uv_timer_init(sup.loop, &p->timer);
@@ -606,22 +610,21 @@ static bool start_changed(const struct config *old, const struct config *cfg, co
 void proctab_apply_config(const struct config *old, const struct config *cfg)
 {
 	worker_sandbox_announce(cfg);
-	for (size_t i = 0; i < cfg_schema_len; i++) {
-		const struct cfg_schema_section *sc = &cfg_schema[i];
-		if (!sc->worker)
-			continue;
-		struct proc *p = proctab_find(sc->name);
-		bool want = config_protocol_enabled(cfg, sc->name);
-		const struct cfg_section *sec = config_section(cfg, sc->name);
+	for (int i = 0; i < slot_count(); i++) {
+		struct slot *slot = slot_at(i);
+		const char *name = slot->proto->name;
+		struct proc *p = slot->proc;
+		bool want = config_protocol_enabled(cfg, name);
+		const struct cfg_section *sec = config_section(cfg, name);
 		if (!p && want) {
-			p = proc_new(sc->name);
+			p = proc_new(slot);
 			p->section = sec;
 			proc_start(p);
 			continue;
 		}
 		if (!p)
 			continue;
-		bool changed = !old || !cfg_section_equal(config_section(old, sc->name), sec);
+		bool changed = !old || !cfg_section_equal(config_section(old, name), sec);
 		const char *why = "its section changed";
 		if (!changed && want)
 			changed = start_changed(old, cfg, p, sec, &why);

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "proto/proto.h"
 #include "supervisor/restart.h"
+#include "supervisor/slot.h"
 
 enum proc_state { PROC_STARTING, PROC_READY, PROC_BACKOFF, PROC_FAILED, PROC_STOPPED };
 
@@ -18,6 +19,7 @@ enum proc_state { PROC_STARTING, PROC_READY, PROC_BACKOFF, PROC_FAILED, PROC_STO
 
 struct proc {
 	char name[32];                 /* the protocol, and the config section */
+	struct slot *slot;             /* its protocol's slot (slot.h): descriptor, router, monitor, history */
 	const struct cfg_section *section;
 	pid_t pid;                     /* 0 when not running */
 	uint32_t gen;                  /* bumped on every start; stale reports are ignored */

@@ -88,7 +88,7 @@ void mlist_del(struct mlist *l, struct smsg *m)
 
 struct mlist *mlist_of(struct smsg *m)
 {
-	struct rproto *rp = rproto_by_name(m->worker);
+	struct rproto *rp = m->at < router_state.nprotos ? &router_state.protos[m->at] : NULL;
 	switch (m->state) {
 	case SM_QUEUED: return rp ? &rp->queue[m->priority] : NULL;
 	case SM_INFLIGHT: return rp ? &rp->inflight : NULL;
@@ -140,6 +140,9 @@ static void transition(struct smsg *m, enum msg_event ev)
 
 /* ---- protocols ---- */
 
+/* The router's state for a worker: at its slot's index, no look-up. */
+static struct rproto *proc_route(const struct proc *p) { return &router_state.protos[p->slot->idx]; }
+
 struct rproto *rproto_by_name(const char *name)
 {
 	for (int i = 0; i < router_state.nprotos; i++) /* asked several times per message: the first letter first */
@@ -154,7 +157,7 @@ bool rproto_enabled(const struct rproto *rp) { return config_protocol_enabled(su
  * known to be down. */
 bool rproto_up(const struct rproto *rp)
 {
-	struct proc *p = proctab_find(rp->name);
+	struct proc *p = rp->slot->proc;
 	return p && !rp->paused && p->state == PROC_READY && p->ch && p->connected && now_ms() >= rp->cool_until;
 }
 
@@ -176,15 +179,14 @@ static void router_init_protos(void)
 {
 	if (router_state.nprotos)
 		return;
-	for (size_t i = 0; i < cfg_schema_len && router_state.nprotos < MAX_PROTOS; i++) {
-		if (!cfg_schema[i].worker)
-			continue;
-		struct rproto *rp = &router_state.protos[router_state.nprotos];
-		rp->name = cfg_schema[i].name;
-		rp->idx = router_state.nprotos++;
-		rp->files = strcmp(rp->name, "sftp") == 0 || strcmp(rp->name, "rsync") == 0 ||
-			    strcmp(rp->name, "testworker") == 0;
-		rp->meta = !(strcmp(rp->name, "sftp") == 0 || strcmp(rp->name, "rsync") == 0);
+	for (int i = 0; i < slot_count() && i < MAX_PROTOS; i++) {
+		struct rproto *rp = &router_state.protos[i];
+		rp->slot = slot_at(i);
+		rp->name = rp->slot->proto->name;
+		rp->idx = i;
+		rp->files = rp->slot->proto->carries & PROTO_FILES;
+		rp->meta = rp->slot->proto->carries & PROTO_META;
+		router_state.nprotos++;
 	}
 }
 
@@ -444,7 +446,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	m->job_gen = p->gen;
 	m->job_start_us = now_us();
 	m->job_start_ms = m->job_start_us / 1000;
-	if (!m->again_n) /* retries on the same protocol (rest.retry_attempts) are one attempt of the round */
+	if (!m->again_n) /* retries on the same protocol (its descriptor's retry_key) are one attempt of the round */
 		m->attempts++;
 	m->tries++;
 	if (m->nroute == MAX_ROUTE) { /* keep the first hop and the latest ones */
@@ -457,6 +459,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	struct hop *h = &m->route[m->nroute++];
 	memset(h, 0, sizeof *h);
 	str_copy(h->protocol, sizeof h->protocol, rp->name);
+	h->proto = (uint8_t)rp->idx;
 	h->status = 255;
 	h->start_wall_ms = wall_ms();
 	transition(m, EV_SEND);
@@ -551,7 +554,7 @@ static struct smsg *next_job(struct rproto *rp, bool *stolen)
 /* Give a ready worker as many queued jobs as its window allows. */
 void router_pump(struct rproto *rp)
 {
-	struct proc *p = proctab_find(rp->name);
+	struct proc *p = rp->slot->proc;
 	if (!p || p->state != PROC_READY || !p->ch || sup.stopping || rp->paused)
 		return;
 	unsigned window = window_limit(rp);
@@ -565,12 +568,13 @@ void router_pump(struct rproto *rp)
 		unlist(m);
 		transition(m, EV_TAKE);
 		if (stolen) {
-			struct rproto *from = rproto_by_name(m->worker);
+			struct rproto *from = &router_state.protos[m->at];
 			from->st.given++;
 			m->tried &= ~(1u << from->idx); /* from never made its attempt: it stays in the round */
 			rp->st.stolen++;
 			m->tried |= 1u << rp->idx;
 			str_copy(m->worker, sizeof m->worker, rp->name); /* its lists are rp's now */
+			m->at = (uint8_t)rp->idx;
 			log_debug("message %s: %s takes it over from %s's queue", m->id, rp->name, from->name);
 		}
 		budget_sent(rp->idx, m); /* budget hook */
@@ -593,6 +597,7 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 	transition(m, EV_ENQUEUE);
 	m->queued_ms = now_ms();
 	str_copy(m->worker, sizeof m->worker, rp->name);
+	m->at = (uint8_t)rp->idx;
 	mlist_push(&rp->queue[m->priority], m);
 	router_pump(rp);
 }
@@ -694,14 +699,16 @@ void router_route(struct smsg *m)
 
 /* The reference design's REST client tries rest.retry_attempts times, sleeping
  * 2^k seconds in between, before it gives up. The supervisor does the same
- * without blocking anyone: the message waits on the side (retry_backoff_min_ms,
+ * for a protocol whose descriptor names such a key (retry_key), without
+ * blocking anyone: the message waits on the side (retry_backoff_min_ms,
  * doubling; or the server's Retry-After) and comes back to the same protocol.
  * True when it waits for that. */
 static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_after_ms)
 {
-	if (strcmp(rp->name, "rest") != 0 || (int64_t)m->again_n + 1 >= config_int(sup.cfg, "rest", "retry_attempts"))
+	const char *key = rp->slot->proto->retry_key;
+	if (!key || (int64_t)m->again_n + 1 >= config_int(sup.cfg, rp->name, key))
 		return false;
-	if (select_chain_back(m, rp, true)) /* never wait on rest while one before it in the chain is back */
+	if (select_chain_back(m, rp, true)) /* never wait on it while one before it in the chain is back */
 		return false;
 	uint64_t delay = next_backoff(0); /* doubled again_n times: a shift would overflow (retry_attempts <= 100) */
 	for (unsigned k = 0; k < m->again_n; k++)
@@ -711,8 +718,8 @@ static bool try_again_later(struct smsg *m, struct rproto *rp, uint64_t retry_af
 	m->again_n++;
 	m->again = (uint8_t)(rp->idx + 1);
 	to_waiting(m, delay);
-	log_debug("message %s: %s answered retry (%s); trying it again in %llu ms (%u of rest.retry_attempts)", m->id,
-		  rp->name, m->last_error, (unsigned long long)delay, m->again_n + 1);
+	log_debug("message %s: %s answered retry (%s); trying it again in %llu ms (%u of %s.%s)", m->id, rp->name,
+		  m->last_error, (unsigned long long)delay, m->again_n + 1, rp->name, key);
 	return true;
 }
 
@@ -825,8 +832,8 @@ static void job_finished(struct rproto *rp, struct proc *p, struct smsg *m, enum
 
 void router_worker_result(struct proc *p, const struct msg *res)
 {
-	struct rproto *rp = rproto_by_name(p->name);
-	struct smsg *m = rp ? take_inflight(rp, res->seq) : NULL;
+	struct rproto *rp = proc_route(p);
+	struct smsg *m = take_inflight(rp, res->seq);
 	if (!m || m->job_gen != p->gen || strcmp(m->id, res->id) != 0) {
 		log_debug("stale result for job %llu from %s ignored", (unsigned long long)res->seq, p->name);
 		return;
@@ -839,8 +846,8 @@ void router_worker_result(struct proc *p, const struct msg *res)
 
 void router_worker_progress(struct proc *p, const struct msg *pm)
 {
-	struct rproto *rp = rproto_by_name(p->name);
-	struct smsg *m = rp ? take_inflight(rp, pm->seq) : NULL;
+	struct rproto *rp = proc_route(p);
+	struct smsg *m = take_inflight(rp, pm->seq);
 	if (!m)
 		return;
 	m->done_bytes = pm->done;
@@ -866,9 +873,7 @@ void router_worker_progress(struct proc *p, const struct msg *pm)
  * router_worker_lost counts it then, once, for those still here. */
 void router_worker_orphaned(struct proc *p)
 {
-	struct rproto *rp = rproto_by_name(p->name);
-	if (!rp)
-		return;
+	struct rproto *rp = proc_route(p);
 	rp->link_up = false;
 	char why[200];
 	snprintf(why, sizeof why, "worker closed its socket with the job in hand (%s)", p->channel_error);
@@ -895,9 +900,7 @@ void router_worker_orphaned(struct proc *p)
 
 void router_worker_lost(struct proc *p)
 {
-	struct rproto *rp = rproto_by_name(p->name);
-	if (!rp)
-		return;
+	struct rproto *rp = proc_route(p);
 	rp->link_up = false;
 	char why[200];
 	snprintf(why, sizeof why, "worker died with the job in hand (%s)", p->last_exit);
@@ -932,22 +935,18 @@ void router_worker_ready(struct proc *p)
 {
 	router_check_start();
 	router_wake(p->name);
-	struct rproto *rp = rproto_by_name(p->name);
-	if (rp) {
-		rp->link_up = p->connected;
-		router_pump(rp);
-	}
+	struct rproto *rp = proc_route(p);
+	rp->link_up = p->connected;
+	router_pump(rp);
 }
 
 void router_worker_health(struct proc *p, bool measured)
 {
-	struct rproto *rp = rproto_by_name(p->name);
-	if (!rp)
-		return;
+	struct rproto *rp = proc_route(p);
 	if (p->connected && measured) /* a report without a measurement is no new sample */
-		monitor_sample(p->name, p->rtt_us, false);
+		monitor_sample(rp->idx, p->rtt_us, false);
 	else if (!p->connected)
-		monitor_sample(p->name, 0, true);
+		monitor_sample(rp->idx, 0, true);
 	/* Only a link that comes back wakes the messages waiting for it (and ends a
 	 * cool-down that its loss caused); a server that answers errors on a live
 	 * link stays cooled down, however often the worker says it is connected. */
@@ -975,12 +974,7 @@ void router_worker_health(struct proc *p, bool measured)
 	router_check_start();
 }
 
-void router_worker_drain(struct proc *p)
-{
-	struct rproto *rp = rproto_by_name(p->name);
-	if (rp)
-		router_pump(rp);
-}
+void router_worker_drain(struct proc *p) { router_pump(proc_route(p)); }
 
 /* A path came back: every waiting message whose chain has it starts a new
  * round now, at the head of its chain (not on the protocol it last waited for),
@@ -1006,7 +1000,7 @@ void router_check_start(void)
 		return;
 	bool all = true;
 	for (int i = 0; i < router_state.nprotos; i++) {
-		struct proc *p = proctab_find(router_state.protos[i].name);
+		struct proc *p = router_state.protos[i].slot->proc;
 		if (p && p->state != PROC_FAILED && p->state != PROC_STOPPED && !(p->state == PROC_READY && p->connected))
 			all = false;
 	}
@@ -1026,20 +1020,16 @@ void router_workers_started(void)
 
 unsigned router_inflight(void) { return router_state.inflight; }
 
-unsigned router_jobs_held(const struct proc *p)
-{
-	struct rproto *rp = rproto_by_name(p->name);
-	return p->inflight + (rp ? rp->norphans : 0);
-}
+unsigned router_jobs_held(const struct proc *p) { return p->inflight + proc_route(p)->norphans; }
 
 void router_describe_jobs(const struct proc *p, FILE *out)
 {
-	struct rproto *rp = rproto_by_name(p->name);
-	for (struct smsg *m = rp ? rp->inflight.head : NULL; m; m = m->qnext)
+	const struct rproto *rp = proc_route(p);
+	for (struct smsg *m = rp->inflight.head; m; m = m->qnext)
 		fprintf(out, "job: %s kind=%s size=%llu attempt=%u age_ms=%llu\n", m->id,
 			m->kind == JOB_FILE ? "file" : "meta", (unsigned long long)m->size, m->tries,
 			(unsigned long long)(now_ms() - m->job_start_ms));
-	for (unsigned i = 0; rp && i < rp->norphans; i++) {
+	for (unsigned i = 0; i < rp->norphans; i++) {
 		const struct orphan *o = &rp->orphans[i];
 		fprintf(out, "job: %s kind=%s size=%llu attempt=%u age_ms=%llu sent_on=socket_closed\n", o->id,
 			o->kind == JOB_FILE ? "file" : "meta", (unsigned long long)o->size, o->tries,
@@ -1078,7 +1068,7 @@ static void sweep_timeouts(void)
 	uint64_t now = now_ms(), limit = (uint64_t)config_int(sup.cfg, "gateway", "job_timeout_ms");
 	for (int i = 0; i < router_state.nprotos; i++) {
 		struct rproto *rp = &router_state.protos[i];
-		struct proc *p = proctab_find(rp->name);
+		struct proc *p = rp->slot->proc;
 		struct smsg *m = rp->inflight.head;
 		while (m) {
 			struct smsg *next = m->qnext;
@@ -1095,7 +1085,7 @@ static void sweep_stuck_queues(void)
 {
 	for (int i = 0; i < router_state.nprotos; i++) {
 		struct rproto *rp = &router_state.protos[i];
-		struct proc *p = proctab_find(rp->name);
+		struct proc *p = rp->slot->proc;
 		bool lost = p && p->state == PROC_READY && !p->ch; /* its socket closed: it is on its way out */
 		bool stuck = !p || rp->paused || p->state == PROC_FAILED || p->state == PROC_STOPPED ||
 			     (p->state == PROC_READY && !p->connected) || lost || now_ms() < rp->cool_until;
@@ -1264,6 +1254,23 @@ void router_counts(struct router_counts *c)
 				     .waiting = router_state.waiting.n, .dead = router_state.dead.n, .accepted = router_state.accepted,
 				     .dropped = router_state.dropped, .expired = router_state.expired, .rejected_full = router_state.rejected_full };
 }
+
+int router_nprotos(void) { return router_state.nprotos; }
+
+void router_proto(int idx, struct router_proto *out)
+{
+	const struct rproto *rp = &router_state.protos[idx];
+	*out = (struct router_proto){ .name = rp->name, .enabled = rproto_enabled(rp), .meta = rp->meta,
+				      .files = rp->files, .paused = rp->paused,
+				      .cooling = now_ms() < rp->cool_until ? rp->cool_reason : NULL,
+				      .queued = rp->queue[0].n + rp->queue[1].n + rp->queue[2].n,
+				      .inflight = rp->inflight.n, .window = window_now(rp),
+				      .window_phase = window_phase(rp), .stats = &rp->st };
+}
+
+bool router_payload_fits(uint64_t len) { return router_state.bytes + len <= PAYLOAD_MEMORY_BUDGET; }
+
+void router_count_accepted(void) { router_state.accepted++; }
 
 bool router_paused(const char *protocol)
 {

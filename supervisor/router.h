@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "proto/proto.h"
+#include "supervisor/stats.h"
 
 struct proc;
 
@@ -53,6 +54,8 @@ void router_check_start(void);
 void router_requeue(struct smsg *m);
 /* Leave for good: delivered ("ok") or given up ("failed"); answers the client waiting for it. */
 void router_forget(struct smsg *m, const char *status, const char *state);
+/* The outcome a client waiting for m hears (status "ok" or "failed"). */
+void router_pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status);
 /* A message as `queue` and `trace` show it; state NULL: its current one. */
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state);
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state);
@@ -64,6 +67,25 @@ struct router_counts {
 	uint64_t accepted, dropped, expired, rejected_full;
 };
 void router_counts(struct router_counts *c);
+/* One protocol as the router sees it, by its slot's index (slot.h): a
+ * read-only snapshot for the metrics, the dashboard, the history and the
+ * admission checks. */
+struct router_proto {
+	const char *name;
+	bool enabled, meta, files, paused;
+	const char *cooling;      /* why it cools down; NULL when it does not */
+	uint64_t queued, inflight;
+	unsigned window;          /* jobs its worker may hold now */
+	const char *window_phase; /* how the adaptive window moves */
+	const struct proto_stats *stats;
+};
+int router_nprotos(void);
+void router_proto(int idx, struct router_proto *out);
+/* May a payload of len more bytes stay in memory while it is queued (else the
+ * router reads it back from the spool when its turn comes)? */
+bool router_payload_fits(uint64_t len);
+/* A message taken in by admission.c, counted in `status`. */
+void router_count_accepted(void);
 bool router_paused(const char *protocol);
 /* Why the protocol cools down, or NULL when it does not. */
 const char *router_cooling(const char *protocol);

@@ -1,5 +1,6 @@
-/* The router's insides, shared by router.c, select.c (which protocol), stats.c
- * (what happened) and the commands that look into the queues. */
+/* The router's insides, private to the router: router.c, select.c (which
+ * protocol), stats.c (what happened) and window.c (how many jobs at once).
+ * Everyone else reads the router through router.h. */
 #ifndef UCGW_ROUTER_INT_H
 #define UCGW_ROUTER_INT_H
 
@@ -8,9 +9,10 @@
 #include <uv.h>
 
 #include "supervisor/message.h"
+#include "supervisor/slot.h"
 #include "supervisor/stats.h"
 
-#define MAX_PROTOS 8
+#define MAX_PROTOS PROTO_MAX /* one rproto per slot (slot.h), at the slot's index */
 #define ID_BUCKETS 65536
 #define TICK_MS 100
 #define POISON_CRASHES 3   /* a message held by this many dying workers is quarantined */
@@ -32,8 +34,9 @@ struct orphan {              /* a job its worker held when its socket closed */
 
 struct rproto {
 	const char *name;
-	int idx;
-	bool meta, files;           /* what it can carry */
+	int idx;                    /* its slot's */
+	struct slot *slot;          /* its descriptor and its process */
+	bool meta, files;           /* what it can carry (its descriptor says) */
 	struct mlist queue[3];      /* by priority */
 	struct mlist inflight;
 	bool paused;                /* an operator paused it: jobs wait */
@@ -81,7 +84,6 @@ void router_pump(struct rproto *rp);
 void router_wake(const char *name);
 void router_sweep_waiting(void);
 void router_pack_route(msgpack_packer *pk, const struct smsg *m);
-void router_pack_outcome(msgpack_packer *pk, const struct smsg *m, const char *status);
 /* Encrypt this message's payload for that protocol (per message, or the section's `encrypt`)? */
 bool router_wants_encryption(const struct smsg *m, const char *protocol);
 

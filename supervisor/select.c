@@ -18,7 +18,7 @@ static bool can_carry(const struct rproto *rp, const struct smsg *m)
 /* Enabled and not given up on (a failed or stopped worker cannot take jobs). */
 static bool usable(const struct rproto *rp)
 {
-	struct proc *p = proctab_find(rp->name);
+	struct proc *p = rp->slot->proc;
 	return p && p->state != PROC_FAILED && p->state != PROC_STOPPED;
 }
 
@@ -26,21 +26,31 @@ static int64_t sel_int(const char *key) { return config_int(sup.cfg, "protocol_s
 
 static const char *sel_str(const char *key) { return config_str(sup.cfg, "protocol_selection", key); }
 
+/* Is the network good for this kind of message? The rules judge it by the
+ * server of the protocol whose descriptor says so (its `network`). */
+static bool network_good(unsigned kind)
+{
+	if (!config_bool(sup.cfg, "protocol_selection", "network_aware"))
+		return true;
+	const struct slot *judge = slot_network_judge(kind);
+	return !judge || monitor_quality_at_least_good(monitor_quality(judge->idx));
+}
+
 /* The seed's rules, with its flaw fixed: "excellent" counts as at least "good".
- * What each rule picks is configurable; the defaults are the seed's choices. */
+ * What each rule picks is configurable; the defaults are the seed's choices,
+ * which the descriptors give (`picks`). */
 static const char *rules_choice(const struct smsg *m)
 {
 	bool prio = config_bool(sup.cfg, "protocol_selection", "priority_based");
-	bool aware = config_bool(sup.cfg, "protocol_selection", "network_aware");
 	if (m->kind == JOB_FILE) {
-		bool good = !aware || monitor_quality_at_least_good(monitor_quality("sftp"));
+		bool good = network_good(PROTO_FILES);
 		if (prio && m->priority == PRIO_HIGH)
 			return sel_str("file_high_priority");
 		if ((int64_t)m->size < sel_int("file_small_bytes"))
 			return sel_str(good ? "file_small" : "file_small_poor");
 		return sel_str("file_large");
 	}
-	bool good = !aware || monitor_quality_at_least_good(monitor_quality("websocket"));
+	bool good = network_good(PROTO_META);
 	if (prio && m->priority == PRIO_HIGH)
 		return sel_str(good ? "high_priority" : "high_priority_poor");
 	if ((int64_t)m->size < sel_int("small_bytes"))
@@ -54,7 +64,7 @@ static struct rproto *round_robin(const struct smsg *m)
 {
 	for (int k = 0; k < router_state.nprotos; k++) {
 		struct rproto *rp = &router_state.protos[(router_state.rr_next + (unsigned)k) % (unsigned)router_state.nprotos];
-		if (can_carry(rp, m) && rproto_up(rp) && strcmp(rp->name, "testworker") != 0) {
+		if (can_carry(rp, m) && rproto_up(rp) && !rp->slot->proto->test_only) {
 			router_state.rr_next = (unsigned)rp->idx + 1;
 			return rp;
 		}
@@ -215,7 +225,7 @@ bool select_carriers_configured(const struct smsg *m, char *why, size_t whylen)
 		if (!can_carry(rp, m) || !rproto_enabled(rp) ||
 		    (strcmp(m->protocol, "auto") != 0 && strcmp(m->protocol, rp->name) != 0))
 			continue;
-		struct proc *p = proctab_find(rp->name);
+		struct proc *p = rp->slot->proc;
 		int k = snprintf(why + used, whylen - used, "%s%s %s", any ? ", " : "", rp->name,
 				 p ? proc_state_str(p->state) : "not started");
 		if (k > 0 && (size_t)k < whylen - used)
@@ -265,7 +275,7 @@ int router_select_dry_run(msgpack_packer *pk, bool file, int priority, uint64_t 
 void router_protocol_names(char *out, size_t len)
 {
 	out[0] = '\0';
-	for (int i = 0; i < router_state.nprotos; i++) /* the test fixture only where it runs */
-		if (rproto_enabled(&router_state.protos[i]) || strcmp(router_state.protos[i].name, "testworker") != 0)
+	for (int i = 0; i < router_state.nprotos; i++) /* a test build's protocol only where it runs */
+		if (rproto_enabled(&router_state.protos[i]) || !router_state.protos[i].slot->proto->test_only)
 			snprintf(out + strlen(out), len - strlen(out), "%s%s", out[0] ? ", " : "", router_state.protos[i].name);
 }

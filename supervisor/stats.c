@@ -42,8 +42,8 @@ uint64_t stats_latency_quantile(const struct latency *l, double q)
 static struct rproto *rp_of(const struct smsg *m)
 {
 	if (m->nroute)
-		return rproto_by_name(m->route[m->nroute - 1].protocol);
-	return rproto_by_name(m->worker);
+		return &router_state.protos[m->route[m->nroute - 1].proto];
+	return m->worker[0] ? &router_state.protos[m->at] : NULL;
 }
 
 void stats_result(struct rproto *rp, const struct smsg *m, enum job_status st)

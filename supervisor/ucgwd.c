@@ -24,6 +24,7 @@
 #include "supervisor/proctab.h"
 #include "supervisor/router.h"
 #include "supervisor/sup.h"
+#include "workers/protocols.h"
 
 struct sup sup;
 
@@ -34,12 +35,14 @@ static uint64_t drain_deadline;
 
 static void usage(FILE *out)
 {
+	char names[200];
+	protocol_names(PROTO_META | PROTO_FILES, ", ", names, sizeof names);
 	fprintf(out,
 		"usage: ucgwd [-c FILE] [-n] [-d]\n"
 		"       ucgwd --config-reference\n"
 		"\n"
 		"The ucgw supervisor: delivers an LPR camera's metadata and image files to its\n"
-		"server over WebSocket, REST, MQTT, SFTP and rsync, one worker process per protocol.\n"
+		"server over %s, one worker process per protocol.\n"
 		"Runs in the foreground, logs to stderr (journald priorities), tells systemd when\n"
 		"it is ready (Type=notify). SIGHUP reloads the configuration; SIGTERM stops.\n"
 		"\n"
@@ -49,7 +52,8 @@ static void usage(FILE *out)
 		"  -d, --debug            log at debug level whatever the file says\n"
 		"      --config-reference print every configuration key as Markdown and exit\n"
 		"  -V, --version          print the version and exit\n"
-		"  -h, --help             this text\n");
+		"  -h, --help             this text\n",
+		names);
 }
 
 static char *find_worker_dir(void)
@@ -65,14 +69,15 @@ static char *find_worker_dir(void)
 	if (n > 0) {
 		self[n] = '\0';
 		char *dir = dirname(self);
-		char *probe = xasprintf("%s/ucgw-mqtt", dir);
+		const char *exe = protocol_at(0)->exe; /* any worker tells where they are */
+		char *probe = xasprintf("%s/%s", dir, exe);
 		bool here = access(probe, X_OK) == 0 && strstr(dir, "/sbin") == NULL;
 		free(probe);
 		if (here)
 			return xstrdup(dir);
 		/* Installed under another prefix than the one compiled in: PREFIX/sbin -> PREFIX/libexec/ucgw. */
 		char *rel = xasprintf("%s/../libexec/ucgw", dir);
-		probe = xasprintf("%s/ucgw-mqtt", rel);
+		probe = xasprintf("%s/%s", rel, exe);
 		here = access(probe, X_OK) == 0;
 		free(probe);
 		if (here) {
@@ -196,6 +201,9 @@ int main(int argc, char **argv)
 	bool check = false;
 	int debug = 0, ch;
 	log_init("ucgwd", LOG_LVL_INFO);
+	char terr[200];
+	if (protocol_table_error(terr, sizeof terr))
+		fatalx("the protocol descriptor table (workers/protocols.c) is broken: %s", terr);
 	while ((ch = getopt_long(argc, argv, "c:ndVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': path = optarg; break;

@@ -1,7 +1,9 @@
 /* Seccomp allow-lists, one per worker, each call with why it is there.
  *
  * A worker's list is the shared list (the framework: libuv, the socketpair to
- * the supervisor, malloc, signals, time) plus its protocol's additions. The
+ * the supervisor, malloc, signals, time) plus its protocol's additions, which
+ * its descriptor gives (workers/protocols.c: the calls, and whether it opens
+ * connections, starts threads or runs programs). The
  * filter goes in after the worker's init() (its library is set up, its
  * configuration read), just before it says ready, and covers every thread
  * (TSYNC). The default action is SCMP_ACT_TRAP: the kernel skips the call and
@@ -20,6 +22,8 @@
  * through another ABI (int 0x80 on x86-64) is killed (libseccomp's bad-arch
  * action). */
 #include "workers/sandbox.h"
+
+#include "workers/protocols.h"
 
 #include <errno.h>
 #include <execinfo.h>
@@ -68,7 +72,7 @@ static const char *const common[] = {
 	NULL,
 };
 
-/* Workers that open network connections (all but the test worker): sockets are
+/* Workers that open network connections (descriptor: sandbox.network): sockets are
  * limited to these families by a rule below; reading files is limited to
  * read-only opens (name resolution: /etc/hosts, /etc/resolv.conf,
  * /etc/nsswitch.conf, /etc/gai.conf, and the libnss_* modules it loads; TLS:
@@ -99,47 +103,7 @@ static const char *const threads[] = {
 	NULL,
 };
 
-static const char *const ws_calls[] = { NULL };   /* libwebsockets on libuv: the shared lists suffice */
-static const char *const rest_calls[] = { NULL }; /* libcurl multi on libuv: likewise */
-static const char *const mqtt_calls[] = { NULL }; /* libmosquitto driven from libuv: likewise */
-static const char *const sftp_calls[] = {
-	/* libssh2 waits on its socket with select/poll from the upload thread */
-	"select", "pselect6",
-	NULL,
-};
-static const char *const test_calls[] = {
-	/* mode hang: pause() forever */
-	"pause",
-	NULL,
-};
-
-/* rsync: the worker runs the rsync program, which runs ssh, and the filter
- * is inherited across execve; so this list also covers what rsync and
- * OpenSSH's client do. It is the broadest list, and still keeps out what an
- * attacker would want next: ptrace, mount, module loading, bpf, kexec,
- * namespaces (unshare/setns), keyctl, personality, reboot. */
-static const char *const rsync_calls[] = {
-	/* uv_spawn of rsync, rsync's fork of ssh, waiting for them */
-	"clone", "clone3", "fork", "vfork", "execve", "wait4", "waitid", "kill", "setsid", "setpgid", "getpgrp",
-	"getppid", "dup", "dup2", "dup3", "socketpair", "pipe", "select", "pselect6",
-	/* the staging directory of each run: symlinks to /proc/<pid>/fd/N or copies */
-	"openat", "open", "mkdir", "mkdirat", "symlink", "symlinkat", "unlink", "unlinkat", "rmdir", "getdents64",
-	"readlink", "readlinkat", "lstat", "stat", "sendfile", "fchmod", "chdir", "fchdir", "getcwd", "umask",
-	"ftruncate", "utimensat", "fadvise64", "access", "faccessat", "faccessat2", "statfs", "fstatfs",
-	/* libuv closes the descriptors a child must not inherit; ssh closes all it inherited */
-	"close_range",
-	/* the loader of rsync and ssh */
-	"arch_prctl", "set_tid_address", "set_robust_list", "rseq", "prlimit64", "getrlimit", "setrlimit",
-	"sysinfo", "sched_getaffinity",
-	/* ssh: its connection, no core dumps of itself, its terminal checks */
-	"socket", "connect", "getsockopt", "setsockopt", "getsockname", "getpeername", "shutdown", "bind",
-	"prctl", "ioctl", "getresuid", "getresgid", "getgroups", "alarm",
-	/* ssh's ControlMaster: the master listens on a unix socket in the staging
-	 * directory (made under a temporary name, then linked to its own), and
-	 * each run's ssh passes it its descriptors */
-	"listen", "accept", "accept4", "link", "linkat",
-	NULL,
-};
+/* Each protocol's own additions are in its descriptor (workers/protocols.c). */
 
 #ifdef UCGW_SANITIZE
 /* AddressSanitizer and LeakSanitizer at run time and at exit: LeakSanitizer
@@ -156,25 +120,10 @@ static const char *const sanitizer_calls[] = {
 };
 #endif
 
-static const struct policy {
-	const char *worker;
-	const char *const *calls;
-	bool network, threads, exec;
-} policies[] = {
-	{ "websocket", ws_calls, true, true, false },
-	{ "rest", rest_calls, true, true, false },
-	{ "mqtt", mqtt_calls, true, true, false },
-	{ "sftp", sftp_calls, true, true, false },
-	{ "rsync", rsync_calls, false, false, true },
-	{ "testworker", test_calls, false, false, false },
-};
-
 bool sandbox_network(const char *worker)
 {
-	for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++)
-		if (strcmp(policies[i].worker, worker) == 0)
-			return policies[i].network;
-	return false;
+	const struct protocol *proto = protocol_find(worker);
+	return proto && proto->sandbox.network;
 }
 
 /* ---- the SIGSYS report ---- */
@@ -215,7 +164,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 	put(&p, end, nr >= 0 && nr < (int)(sizeof names / sizeof names[0]) && names[nr] ? names[nr] : "?");
 	put(&p, end, " (number ");
 	put_num(&p, end, nr);
-	put(&p, end, ") is not in this worker's allow-list (workers/sandbox.c); dying of SIGSYS\n");
+	put(&p, end, ") is not in this worker's allow-list (workers/sandbox.c, workers/protocols.c); dying of SIGSYS\n");
 	if (write(2, buf, (size_t)(p - buf)) < 0) {
 	}
 	void *frames[64];
@@ -257,12 +206,12 @@ static int add_list(scmp_filter_ctx ctx, const char *const *list, char *err, siz
 		}                                                                                 \
 	} while (0)
 
-static int add_rules(scmp_filter_ctx ctx, const struct policy *pol, char *err, size_t errlen)
+static int add_rules(scmp_filter_ctx ctx, const struct protocol_sandbox *pol, char *err, size_t errlen)
 {
 	if (add_list(ctx, common, err, errlen) < 0 || add_list(ctx, pol->calls, err, errlen) < 0)
 		return -1;
 	/* ioctl: only what libuv and stdio ask (non-blocking, close-on-exec, bytes
-	 * waiting, "is this a terminal?"); rsync and ssh get it whole (list). */
+	 * waiting, "is this a terminal?"); a worker that runs programs gets it whole (its list). */
 	if (!pol->exec) {
 		static const unsigned long ok[] = { FIONBIO, FIOCLEX, FIONCLEX, FIONREAD, TCGETS };
 		for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
@@ -299,14 +248,13 @@ static int add_rules(scmp_filter_ctx ctx, const struct policy *pol, char *err, s
 
 int sandbox_install(const char *worker, char *err, size_t errlen)
 {
-	const struct policy *pol = NULL;
-	for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++)
-		if (strcmp(policies[i].worker, worker) == 0)
-			pol = &policies[i];
-	if (!pol) {
-		snprintf(err, errlen, "seccomp: no allow-list for worker %s", worker);
+	const struct protocol *proto = protocol_find(worker);
+	if (!proto) {
+		snprintf(err, errlen, "seccomp: no allow-list for worker %s: no such protocol in the descriptor table "
+				      "(workers/protocols.c)", worker);
 		return -1;
 	}
+	const struct protocol_sandbox *pol = &proto->sandbox;
 	worker_name = worker;
 	for (int nr = 0; nr < (int)(sizeof names / sizeof names[0]); nr++)
 		if (!names[nr])

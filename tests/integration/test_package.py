@@ -101,6 +101,20 @@ class PackageTest(unittest.TestCase):
                      "usr/share/doc/libucgw-dev/examples/ucgw-send.c", "usr/share/doc/libucgw0/copyright",
                      "usr/share/doc/python3-ucgw/copyright"):
             self.assertTrue(os.path.lexists(os.path.join(root, path)), path)
+        # no protocol of the test build ships (workers/protocols.h): not its worker, not its
+        # section, not in the reference
+        self.assertEqual(sorted(os.listdir(os.path.join(root, "usr/libexec/ucgw"))),
+                         ["ucgw-mqtt", "ucgw-rest", "ucgw-rsync", "ucgw-sftp", "ucgw-websocket"])
+        ucgwd = os.path.join(root, "usr/sbin/ucgwd")
+        ref = run([ucgwd, "--config-reference"])
+        self.assertNotIn("testworker", ref)
+        self.assertNotIn("toyproto", ref)
+        cfg = os.path.join(self.tmp, "test-row.yaml")
+        with open(cfg, "w") as f:
+            f.write("testworker: {}\n")
+        r = subprocess.run([ucgwd, "-n", "-c", cfg], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("unknown section 'testworker'", r.stderr)
         self.assertIn("/etc/ucgw/ucgw.yaml", deb_field(debs["ucgw"], "conffiles"))
         self.assertIn("libucgw.so.0 libucgw0 #MINVER#", deb_field(debs["libucgw0"], "symbols"))
         self.assertIn("activate-noawait ldconfig", deb_field(debs["libucgw0"], "triggers"))

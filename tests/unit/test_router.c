@@ -122,8 +122,8 @@ void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const
 void control_event(uint64_t cid, uint64_t seq, const char *name, const struct body *b) {}
 void control_body_init(struct body *b) { msgpack_sbuffer_init(&b->sb); msgpack_packer_init(&b->pk, &b->sb, msgpack_sbuffer_write); }
 void control_body_free(struct body *b) { msgpack_sbuffer_destroy(&b->sb); }
-void monitor_sample(const char *name, uint64_t rtt_us, bool lost) {}
-enum quality monitor_quality(const char *name) { return Q_GOOD; }
+void monitor_sample(int slot, uint64_t rtt_us, bool lost) {}
+enum quality monitor_quality(int slot) { return Q_GOOD; }
 bool monitor_quality_at_least_good(enum quality q) { return true; }
 void errors_record(const char *protocol, const char *id, const char *error) {}
 
@@ -174,6 +174,8 @@ static void workers(bool ws, bool rest, bool mqtt)
 	for (int i = 0; i < 3; i++) {
 		struct proc *p = &procs[i];
 		str_copy(p->name, sizeof p->name, names[i]);
+		p->slot = slot_find(names[i]); /* as proctab.c links them */
+		p->slot->proc = p;
 		p->state = PROC_READY;
 		p->ch = (struct channel *)p; /* never looked into: channel_congested is faked */
 		p->gen = 1;
@@ -268,8 +270,10 @@ static void test_replay_auto(void)
 {
 	router_state.started = false;
 	router_state.workers_ms = 0;
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 3; i++) {
 		procs[i].name[0] = '\0'; /* the process table does not exist yet */
+		slot_find(names[i])->proc = NULL;
+	}
 	unsigned from = nsent;
 	struct smsg *ms[5];
 	for (int i = 0; i < 5; i++) {
