@@ -200,7 +200,8 @@ int main(int argc, char **argv)
 		case 'c': path = optarg; break;
 		case 'n': check = true; break;
 		case 'd': debug = 1; break;
-		case 'V': printf("ucgwd %s (protocol %d)\n", UCGW_VERSION, UCGW_PROTO_VERSION); return 0;
+		case 'V': printf("ucgwd %s (control protocol %d, answers %d too; worker protocol %d)\n", UCGW_VERSION,
+				  UCGW_CTL_VERSION, UCGW_CTL_VERSION_MIN, UCGW_PROTO_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		case 'R': config_write_reference(stdout); return 0;
 		default: usage(stderr); return 1;
