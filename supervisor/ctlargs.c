@@ -256,6 +256,13 @@ static int read_str(const struct ctlargs_cmd *cmd, const struct ctlargs_arg *a, 
 			 expected(a, exp, sizeof exp), type_name(o->type));
 		return CTL_E_BAD_REQUEST;
 	}
+	if (a->choices && !choice_ok(a->choices, s, n)) { /* whatever its length: not one of them */
+		choices_text(a->choices, list, sizeof list);
+		snprintf(err, errlen, "%s: unknown %s '%.*s%s' (valid: %s)", cmd->name, a->name, (int)(n < 64 ? n : 64),
+			 s, n > 64 ? "..." : "", a->what ? a->what : list);
+		shown_safe(err);
+		return CTL_E_BAD_REQUEST;
+	}
 	if (n > a->max) {
 		snprintf(err, errlen, "%s: %s of %zu bytes is longer than the %llu allowed", cmd->name, a->name, n,
 			 (unsigned long long)a->max);
@@ -263,13 +270,6 @@ static int read_str(const struct ctlargs_cmd *cmd, const struct ctlargs_arg *a, 
 	}
 	if (memchr(s, '\0', n)) {
 		snprintf(err, errlen, "%s: %s contains a NUL character", cmd->name, a->name);
-		return CTL_E_BAD_REQUEST;
-	}
-	if (a->choices && !choice_ok(a->choices, s, n)) {
-		choices_text(a->choices, list, sizeof list);
-		snprintf(err, errlen, "%s: unknown %s '%.*s' (valid: %s)", cmd->name, a->name, (int)n, s,
-			 a->what ? a->what : list);
-		shown_safe(err);
 		return CTL_E_BAD_REQUEST;
 	}
 	if (n < a->min) {

@@ -140,11 +140,9 @@ class CtlWithoutDaemonTest(GatewayTest):
         table = doc[doc.index("## Commands"):]
         names = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
         self.assertEqual(sorted(names), sorted(DAEMON_COMMANDS + LIBRARY_COMMANDS))
-        # every request field the daemon reads
-        fields = set()
-        for f in ("commands.c", "accept.c"):
-            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req|text_field\(a), "(\w+)"',
-                                     read("supervisor", f)))
+        # every argument of the daemon's tables (supervisor/ctlargs.c)
+        fields = set(re.findall(r'\{ "(\w+)", CTLARGS_', read("supervisor", "ctlargs.c")))
+        fields |= {"protocol", "priority", "ttl_s", "wait", "encrypt", "id"}  # the shared ones, by macro
         self.assertGreaterEqual(len(fields), 15, fields)
         for field in fields:
             self.assertIn("`%s`" % field, table, field)
@@ -255,24 +253,31 @@ class CtlTest(GatewayTest):
         gw = self.gateway(cfg(self.tmp))
         mid = gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry"}')[1].strip()
         c = Ctl(gw.sock)
-        cases = [
+        cases = [  # (body, words, code)
             ({"action": "bogus", "id": mid}, "queue: unknown action 'bogus' (valid: list, dead, retry ID|all, "
-                                             "purge ID, requeue ID|all)"),
-            ({"action": "bogus"}, "unknown action 'bogus'"),
-            ({"action": "x" * 100}, "queue: unknown action (valid: list, dead,"),
-            ({"action": 7}, "queue: unknown action (valid: list, dead,"),
-            ({"action": "retry", "id": ""}, "queue retry: which message? give its id, or all"),
-            ({"action": "requeue"}, "queue requeue: which message? give its id, or all"),
-            ({"action": "purge"}, "queue purge: which message? give its id"),
-            ({"action": "purge", "id": "all"}, "queue purge: one message at a time"),
-            ({"action": "purge", "id": 12}, "queue purge: no message with that id"),
-            ({"action": "retry", "id": "01NOSUCHMESSAGE0000000000X"}, "no message with id '01NOSUCH"),
+                                             "purge ID, requeue ID|all)", 400),
+            ({"action": "bogus"}, "unknown action 'bogus'", 400),
+            ({"action": "x" * 100}, "queue: unknown action 'xxxx", 400),
+            ({"action": 7}, "queue: action must be a string (list, dead, retry ID|all, purge ID, requeue ID|all), "
+                            "not an integer", 400),
+            ({"action": "retry", "id": ""}, "queue retry: which message? give its id, or all", 400),
+            ({"action": "requeue"}, "queue requeue: which message? give its id, or all", 400),
+            ({"action": "purge"}, "queue purge: which message? give its id", 400),
+            ({"action": "purge", "id": "all"}, "queue purge: one message at a time", 400),
+            ({"action": "purge", "id": 12}, "queue: id must be a string (a message id, or all), not an integer", 400),
+            ({"action": "retry", "id": "01NOSUCHMESSAGE0000000000X"}, "no message with id '01NOSUCH", 404),
+            ({"action": "requeue", "id": mid}, "queue requeue: message %s is not dead" % mid, 409),
+            ({"action": "list", "limit": 0}, "queue: limit 0 is too small, expected how many messages to list, "
+                                             "at least 1", 400),
+            ({"action": "list", "limt": 5}, "queue: unknown key 'limt' (did you mean 'limit'? it takes: action, id, "
+                                            "limit)", 400),
         ]
-        for body, words in cases:
+        for body, words, code in cases:
             c.request("queue", body)
             r = c.reply()
             self.assertFalse(r["ok"], body)
             self.assertIn(words, r["error"], body)
+            self.assertEqual(r.get("code"), code, (body, r))
         c.request("queue", {"action": "list", "id": "", "limit": 1})
         r = c.reply()
         self.assertTrue(r["ok"], r)
