@@ -47,7 +47,7 @@ static void usage(FILE *out)
 		"                         running it) and exit: 0 valid, 1 not\n"
 		"  -d, --debug            log at debug level whatever the file says\n"
 		"      --config-reference print every configuration key as Markdown and exit\n"
-		"  -V, --version          print the version and exit\n"
+		"  -V, --version          print the version (and the protocols') and exit\n"
 		"  -h, --help             this text\n");
 }
 
