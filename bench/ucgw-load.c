@@ -65,7 +65,7 @@ static void queue_request(struct load *L)
 	memcpy(L->payload + L->size - 2, "\"}", 2);
 	msgpack_pack_bin(&pk, L->size);
 	msgpack_pack_bin_body(&pk, L->payload, L->size);
-	struct msg m = { .type = MSG_REQUEST, .version = UCGW_PROTO_VERSION, .seq = (uint64_t)L->sent + 1, .name = "send",
+	struct msg m = { .type = MSG_REQUEST, .version = UCGW_CTL_VERSION, .seq = (uint64_t)L->sent + 1, .name = "send",
 			 .body_raw = L->args.data, .body_raw_len = L->args.size };
 	msg_encode(&m, &L->out);
 	L->start[L->sent++] = now_s();

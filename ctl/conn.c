@@ -75,7 +75,7 @@ uint64_t conn_request_fd(struct conn *c, const char *name, const msgpack_sbuffer
 {
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
-	struct msg m = { .type = MSG_REQUEST, .version = UCGW_PROTO_VERSION, .seq = ++c->seq, .name = name,
+	struct msg m = { .type = MSG_REQUEST, .version = UCGW_CTL_VERSION, .seq = ++c->seq, .name = name,
 			 .auth = request_auth() };
 	if (args && args->size) {
 		m.body_raw = args->data;

@@ -1071,7 +1071,7 @@ int main(int argc, char **argv)
 			ctl.timeout_ms = (int)v;
 			break;
 		case 'h': usage(stdout); return 0;
-		case 'V': printf("ucgwctl %s (control protocol %d)\n", UCGW_VERSION, UCGW_PROTO_VERSION); return 0;
+		case 'V': printf("ucgwctl %s (control protocol %d)\n", UCGW_VERSION, UCGW_CTL_VERSION); return 0;
 		case 'K':
 			if (use_api_key_file(optarg) < 0)
 				return EXIT_USAGE;

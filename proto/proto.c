@@ -22,7 +22,7 @@ static const struct field {
 	U(FLD_RETRY_AFTER, "retry_after_ms", retry_after_ms), U(FLD_DONE, "done", done),
 	U(FLD_RTT, "rtt_us", rtt_us), U(FLD_LOG_LEVEL, "log_level", log_level),
 	U(FLD_MAX_FRAME, "max_frame", max_frame), U(FLD_PRIORITY, "priority", priority),
-	U(FLD_ATTEMPT, "attempt", attempt), U(FLD_WIRE, "wire_bytes", wire_bytes),
+	U(FLD_ATTEMPT, "attempt", attempt), U(FLD_WIRE, "wire_bytes", wire_bytes), U(FLD_CODE, "code", code),
 	S(FLD_NAME, "name", name), S(FLD_ID, "id", id), S(FLD_TOPIC, "topic", topic),
 	S(FLD_ENDPOINT, "endpoint", endpoint), S(FLD_REMOTE_NAME, "remote_name", remote_name),
 	S(FLD_ERROR, "error", error), S(FLD_DETAIL, "detail", detail),
@@ -65,7 +65,8 @@ static const struct {
 	[MSG_SHUTDOWN] = { "shutdown", 0, 0 },
 	[MSG_REQUEST] = { "request", BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_NAME) | BIT(FLD_BODY) | BIT(FLD_AUTH),
 			  BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_NAME) },
-	[MSG_REPLY] = { "reply", BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_OK) | BIT(FLD_ERROR) | BIT(FLD_BODY),
+	/* code: from control version 2, on every error reply (not sent to a version 1 client) */
+	[MSG_REPLY] = { "reply", BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_OK) | BIT(FLD_ERROR) | BIT(FLD_CODE) | BIT(FLD_BODY),
 			BIT(FLD_VERSION) | BIT(FLD_SEQ) | BIT(FLD_OK) },
 	[MSG_EVENT] = { "event", BIT(FLD_SEQ) | BIT(FLD_NAME) | BIT(FLD_BODY), BIT(FLD_SEQ) | BIT(FLD_NAME) },
 };

@@ -1,6 +1,8 @@
 /* Every message that crosses a process boundary: one enum, one flat struct, one
  * table that says which fields each type carries. Both the worker socketpairs and
- * the control socket speak it. Bump UCGW_PROTO_VERSION on every change. */
+ * the control socket speak it. Bump UCGW_PROTO_VERSION (the worker protocol) or
+ * UCGW_CTL_VERSION (the control protocol, proto/ctl.h) on every change to the
+ * messages each carries. */
 #ifndef UCGW_PROTO_H
 #define UCGW_PROTO_H
 
@@ -10,7 +12,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define UCGW_PROTO_VERSION 1
+#include "proto/ctl.h"
+
+#define UCGW_PROTO_VERSION 1 /* supervisor <-> workers; the control socket's: UCGW_CTL_VERSION */
 #define FRAME_HDR 4 /* big-endian length of the msgpack object that follows */
 /* A frame's bytes besides the message it carries: the other fields of a send
  * request (an auth token of up to 8 KiB, topic, endpoint...) or of a job. The
@@ -35,7 +39,7 @@ enum msg_type {
 	MSG_SHUTDOWN,   /* supervisor: finish the jobs in hand and exit */
 	/* control client <-> supervisor */
 	MSG_REQUEST = 32, /* client: version, seq (request id), name (command), body (args), auth */
-	MSG_REPLY,      /* supervisor: seq, ok, error, body (data) */
+	MSG_REPLY,      /* supervisor: seq, ok, error, code (enum ctl_code, from version 2), body (data) */
 	MSG_EVENT,      /* supervisor: seq, name (event), body: progress of a waited request */
 	MSG_TYPE_MAX
 };
@@ -50,7 +54,7 @@ enum priority { PRIO_HIGH = 0, PRIO_NORMAL = 1, PRIO_LOW = 2 };
 struct msg {
 	enum msg_type type;
 	uint64_t version, pid, seq, kind, size, status, retry_after_ms, done, rtt_us,
-		 log_level, max_frame, priority, attempt,
+		 log_level, max_frame, priority, attempt, code,
 		 wire_bytes; /* HEALTH: bytes the worker put on the wire (both directions) since its last report */
 	const char *name, *id, *topic, *endpoint, *remote_name, *error, *detail, *device_id;
 	const char *auth; /* REQUEST: an API key, or a JWT (it has two dots) */
@@ -70,7 +74,7 @@ enum msg_field {
 	FLD_VERSION, FLD_PID, FLD_SEQ, FLD_KIND, FLD_SIZE, FLD_STATUS, FLD_RETRY_AFTER, FLD_DONE, FLD_RTT,
 	FLD_LOG_LEVEL, FLD_MAX_FRAME, FLD_PRIORITY, FLD_ATTEMPT, FLD_WIRE,
 	FLD_NAME, FLD_ID, FLD_TOPIC, FLD_ENDPOINT, FLD_REMOTE_NAME, FLD_ERROR, FLD_DETAIL, FLD_DEVICE_ID,
-	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_BODY, FLD_AUTH,
+	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_BODY, FLD_AUTH, FLD_CODE,
 	FLD_COUNT
 };
 #define MSG_HAS(m, f) (((m)->present >> (f)) & 1u)

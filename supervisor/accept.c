@@ -16,6 +16,7 @@
 #include "supervisor/admission.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
+#include "supervisor/ctlargs.h"
 #include "supervisor/jsoncheck.h"
 #include "supervisor/router.h"
 #include "supervisor/slot.h"
@@ -50,6 +51,7 @@ static int enabled_protocols(bool files, char *buf, size_t len)
 	return n;
 }
 
+/* 0, or an error code (enum ctl_code) with err said. */
 static int check_protocol(const char *name, bool files, char *err, size_t errlen)
 {
 	char list[200];
@@ -64,26 +66,21 @@ static int check_protocol(const char *name, bool files, char *err, size_t errlen
 	if (is_auto ? enabled_protocols(files, NULL, 0) > 0 : rp && carries(rp, files) && rp->enabled)
 		return 0;
 	enabled_protocols(files, list, sizeof list); /* for the error text only */
-	if (is_auto)
+	if (is_auto) {
 		snprintf(err, errlen, "nothing can carry it: %s", list);
-	else if (rp && !carries(rp, files))
+		return CTL_E_UNAVAILABLE;
+	}
+	if (rp && !carries(rp, files)) {
 		snprintf(err, errlen, "protocol '%s' carries %s, not %s (%s)", name, files ? "metadata" : "files",
 			 files ? "files" : "metadata", list);
-	else if (!rp)
+		return CTL_E_BAD_REQUEST;
+	}
+	if (!rp) {
 		snprintf(err, errlen, "unknown %s protocol '%s' (%s)", kind, name, list);
-	else
-		snprintf(err, errlen, "protocol '%s' is disabled in the configuration (%s)", name, list);
-	return -1;
-}
-
-/* Text from a client repeated in an error: one line of UTF-8 whatever it
- * holds (the reply is a msgpack str, which clients decode as UTF-8). */
-static void shown_safe(char *s)
-{
-	bool utf8 = utf8_valid(s, strlen(s));
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f || (!utf8 && (unsigned char)*s >= 0x80))
-			*s = '?';
+		return CTL_E_NOT_FOUND;
+	}
+	snprintf(err, errlen, "protocol '%s' is disabled in the configuration (%s)", name, list);
+	return CTL_E_UNAVAILABLE;
 }
 
 struct common_args {
@@ -93,151 +90,35 @@ struct common_args {
 	bool has_ttl;
 };
 
-/* A text field of a request: 0 absent, 1 copied into buf, -1 refused with
- * why (a C string cut at a NUL or at the buffer's end would be a different
- * topic or endpoint than the one the client meant). */
-static int text_field(const msgpack_object *a, const char *key, char *buf, size_t len, char *err, size_t errlen)
-{
-	const msgpack_object *v = obj_get(a, key);
-	if (!v)
-		return 0;
-	if (v->type != MSGPACK_OBJECT_STR) {
-		snprintf(err, errlen, "%s must be a string", key);
-		return -1;
-	}
-	if (v->via.str.size >= len) {
-		snprintf(err, errlen, "%s of %u bytes is longer than the %zu allowed", key, (unsigned)v->via.str.size,
-			 len - 1);
-		return -1;
-	}
-	if (memchr(v->via.str.ptr, '\0', v->via.str.size)) {
-		snprintf(err, errlen, "%s contains a NUL character", key);
-		return -1;
-	}
-	memcpy(buf, v->via.str.ptr, v->via.str.size);
-	buf[v->via.str.size] = '\0';
-	return 1;
-}
-
-/* What MQTT (3.1.1 and 5, section 4.7) refuses in a topic name: empty,
- * wildcards, NUL (refused above), malformed UTF-8; control characters it
- * advises against and brokers may close the connection for. Empty levels
- * ("a//b", "/a") are valid topics. */
-static int check_topic(const char *t, char *err, size_t errlen)
-{
-	size_t n = strlen(t);
-	const char *bad = !n ? "is empty"
-		: strpbrk(t, "+#") ? "contains a wildcard (+ or #); a message is published to one topic"
-		: !utf8_valid(t, n) ? "is not valid UTF-8"
-		: NULL;
-	for (size_t i = 0; !bad && i < n; i++)
-		if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f)
-			bad = "contains a control character";
-	if (!bad)
-		return 0;
-	snprintf(err, errlen, "MQTT topic '%s' %s", t, bad);
-	shown_safe(err);
-	return -1;
-}
-
-/* An endpoint is appended to rest.base_url: a path (and query), with only the
- * characters RFC 3986 allows there; CR, LF, a space or a control character
- * would make another request line or a URL the server refuses. */
-static int check_endpoint(const char *e, char *err, size_t errlen)
-{
-	static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-				 "-._~!$&'()*+,;=:@/?%";
-	size_t bad = strspn(e, ok);
-	if (e[0] == '/' && !e[bad])
-		return 0;
-	if (e[0] != '/')
-		snprintf(err, errlen, "endpoint '%s' must be a path starting with '/'", e);
-	else
-		snprintf(err, errlen, "endpoint '%s' has a character not allowed in a URL path (byte 0x%02x at %zu): "
-				      "no space, CR, LF or control character; percent-encode others",
-			 e, (unsigned char)e[bad], bad);
-	shown_safe(err);
-	return -1;
-}
-
-/* ttl_s: 0 (never expires) up to a hundred years, as ucgwctl --ttl. */
-#define TTL_MAX_S 3153600000u
-
-static int read_ttl(const msgpack_object *a, struct common_args *ca, char *err, size_t errlen)
-{
-	const msgpack_object *v = obj_get(a, "ttl_s");
-	if (!v)
-		return 0;
-	if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= TTL_MAX_S) {
-		ca->ttl_s = v->via.u64;
-		ca->has_ttl = true;
-		return 0;
-	}
-	if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-		snprintf(err, errlen, "ttl_s %lld is negative, expected seconds from 0 (never expires) to %u",
-			 (long long)v->via.i64, TTL_MAX_S);
-	else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-		snprintf(err, errlen, "ttl_s %llu is too large, expected seconds from 0 (never expires) to %u",
-			 (unsigned long long)v->via.u64, TTL_MAX_S);
-	else
-		snprintf(err, errlen, "ttl_s must be a whole number of seconds from 0 (never expires) to %u", TTL_MAX_S);
-	return -1;
-}
-
-static int read_texts(const msgpack_object *a, struct common_args *ca, char *err, size_t errlen)
-{
-	int rc;
-	if ((rc = text_field(a, "protocol", ca->protocol, sizeof ca->protocol, err, errlen)) < 0)
-		return -1;
-	if (!rc)
-		strcpy(ca->protocol, "auto");
-	if ((rc = text_field(a, "priority", ca->priority, sizeof ca->priority, err, errlen)) < 0)
-		return -1;
-	if (!rc)
-		strcpy(ca->priority, "normal");
-	if ((rc = text_field(a, "topic", ca->topic, sizeof ca->topic, err, errlen)) < 0)
-		return -1;
-	ca->has_topic = rc;
-	if ((rc = text_field(a, "endpoint", ca->endpoint, sizeof ca->endpoint, err, errlen)) < 0)
-		return -1;
-	ca->has_endpoint = rc;
-	if ((rc = text_field(a, "remote_name", ca->remote_name, sizeof ca->remote_name, err, errlen)) < 0)
-		return -1;
-	ca->has_remote = rc;
-	return 0;
-}
-
-static int read_common(const msgpack_object *a, struct common_args *ca, bool files, char *err, size_t errlen)
+/* The arguments send and send-file share, read by ctlargs.c; the checks that
+ * need the configuration. 0, or an error code with err said. */
+static int read_common(const struct ctlargs *a, struct common_args *ca, bool files, char *err, size_t errlen)
 {
 	memset(ca, 0, sizeof *ca);
-	if (read_texts(a, ca, err, errlen) < 0 || read_ttl(a, ca, err, errlen) < 0)
-		return -1;
-	obj_get_bool(a, "wait", &ca->wait);
-	obj_get_bool(a, "encrypt", &ca->encrypt);
-	if (priority_parse(ca->priority) < 0) {
-		snprintf(err, errlen, "unknown priority '%s' (valid: high, normal, low)", ca->priority);
-		return -1;
+	if (!ctlargs_str(a, "protocol", ca->protocol, sizeof ca->protocol))
+		strcpy(ca->protocol, "auto");
+	if (!ctlargs_str(a, "priority", ca->priority, sizeof ca->priority))
+		strcpy(ca->priority, "normal");
+	if (!files) {
+		ca->has_topic = ctlargs_str(a, "topic", ca->topic, sizeof ca->topic);
+		ca->has_endpoint = ctlargs_str(a, "endpoint", ca->endpoint, sizeof ca->endpoint);
+	} else {
+		ca->has_remote = ctlargs_str(a, "remote_name", ca->remote_name, sizeof ca->remote_name);
 	}
-	if (check_protocol(ca->protocol, files, err, errlen) < 0)
-		return -1;
+	ca->has_ttl = ctlargs_u64(a, "ttl_s", &ca->ttl_s);
+	ctlargs_bool(a, "wait", &ca->wait);
+	ctlargs_bool(a, "encrypt", &ca->encrypt);
+	int code = check_protocol(ca->protocol, files, err, errlen);
+	if (code)
+		return code;
 	if (ca->encrypt && files) {
 		snprintf(err, errlen, "send-file: encrypt is for metadata only; files are sent as they are "
 				      "(the file protocols' own transport protects them)");
-		return -1;
+		return CTL_E_BAD_REQUEST;
 	}
 	if (ca->encrypt && !config_str(sup.cfg, "security", "encryption_key_file")) {
 		snprintf(err, errlen, "cannot encrypt: security.encryption_key_file is not set");
-		return -1;
-	}
-	if (ca->has_topic && check_topic(ca->topic, err, errlen) < 0)
-		return -1;
-	if (ca->has_endpoint && check_endpoint(ca->endpoint, err, errlen) < 0)
-		return -1;
-	if (ca->has_remote && (strchr(ca->remote_name, '/') || !ca->remote_name[0] ||
-			       strcmp(ca->remote_name, ".") == 0 || strcmp(ca->remote_name, "..") == 0)) {
-		snprintf(err, errlen, "remote name '%s' must be a plain file name", ca->remote_name);
-		shown_safe(err);
-		return -1;
+		return CTL_E_UNAVAILABLE;
 	}
 	return 0;
 }
@@ -263,22 +144,18 @@ static struct smsg *new_smsg(const struct common_args *ca, enum job_kind kind, u
 
 /* Spool it (admission.c answers, routes it once durable). A client-given id
  * already known answers this send with that message's state instead. */
-static void admit(struct client *c, const struct msg *req, struct smsg *m, const struct common_args *ca,
-		  const void *payload, size_t len, int fd)
+static void admit(struct client *c, const struct msg *req, const struct ctlargs *a, struct smsg *m,
+		  const struct common_args *ca, const void *payload, size_t len, int fd)
 {
 	char err[512];
-	int given = admission_client_id(req->body, m->id, err, sizeof err);
-	if (given < 0) {
-		control_fail(c->cid, req->seq, "%s: %s", req->name, err);
-		smsg_free(m);
-		return;
-	}
+	bool given = ctlargs_str(a, "id", m->id, sizeof m->id); /* a ULID: the table checks it */
 	if (given && admission_known(c->cid, req->seq, m->id, ca->wait)) {
 		smsg_free(m);
 		return;
 	}
-	if (router_make_room(m->size, err, sizeof err) < 0) {
-		control_fail(c->cid, req->seq, "%s", err);
+	int code = router_make_room(m->size, err, sizeof err);
+	if (code) {
+		control_fail(c->cid, req->seq, (enum ctl_code)code, "%s", err);
 		smsg_free(m);
 		return;
 	}
@@ -292,41 +169,35 @@ static void admit(struct client *c, const struct msg *req, struct smsg *m, const
 	admission_start(c->cid, req->seq, m, ca->wait, payload, len, fd);
 }
 
-void cmd_send(struct client *c, const struct msg *req)
+void cmd_send(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	char err[512], format[16] = "json";
 	struct common_args ca;
-	const msgpack_object *data = obj_get(req->body, "data");
-	if (!data || (data->type != MSGPACK_OBJECT_BIN && data->type != MSGPACK_OBJECT_STR)) {
-		control_fail(c->cid, req->seq, "send: no data given");
-		return;
-	}
-	const char *p = data->type == MSGPACK_OBJECT_BIN ? data->via.bin.ptr : data->via.str.ptr;
-	size_t len = data->type == MSGPACK_OBJECT_BIN ? data->via.bin.size : data->via.str.size;
-	obj_get_str(req->body, "format", format, sizeof format);
+	const struct ctlargs_val *data = ctlargs_get(a, "data"); /* required */
+	const char *p = data->s;
+	size_t len = data->len;
+	ctlargs_str(a, "format", format, sizeof format); /* json or raw */
 	uint64_t max = (uint64_t)config_int(sup.cfg, "gateway", "max_message_bytes");
-	if (read_common(req->body, &ca, false, err, sizeof err) < 0) {
-		control_fail(c->cid, req->seq, "%s", err);
+	int code = read_common(a, &ca, false, err, sizeof err);
+	if (code) {
+		control_fail(c->cid, req->seq, (enum ctl_code)code, "%s", err);
 		return;
 	}
 	if (len > max) {
-		control_fail(c->cid, req->seq, "message of %zu bytes is larger than gateway.max_message_bytes (%llu)",
-			     len, (unsigned long long)max);
+		control_fail(c->cid, req->seq, CTL_E_TOO_LARGE,
+			     "message of %zu bytes is larger than gateway.max_message_bytes (%llu)", len,
+			     (unsigned long long)max);
 		return;
 	}
 	if (len == 0) {
-		control_fail(c->cid, req->seq, "send: the message is empty");
+		control_fail(c->cid, req->seq, CTL_E_BAD_REQUEST, "send: the message is empty");
 		return;
 	}
 	if (strcmp(format, "json") == 0 && !json_check(p, len, err, sizeof err)) {
-		control_fail(c->cid, req->seq, "payload is not valid JSON: %s", err);
+		control_fail(c->cid, req->seq, CTL_E_BAD_REQUEST, "payload is not valid JSON: %s", err);
 		return;
 	}
-	if (strcmp(format, "json") != 0 && strcmp(format, "raw") != 0) {
-		control_fail(c->cid, req->seq, "unknown format '%s' (valid: json, raw)", format);
-		return;
-	}
-	admit(c, req, new_smsg(&ca, JOB_META, len), &ca, p, len, -1);
+	admit(c, req, a, new_smsg(&ca, JOB_META, len), &ca, p, len, -1);
 }
 
 static const char *kind_of(mode_t m)
@@ -363,18 +234,20 @@ static int check_file(int fd, const char *name, struct stat *st, char *err, size
 	return 0;
 }
 
-void cmd_send_file(struct client *c, const struct msg *req)
+void cmd_send_file(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	char err[512], path[4096] = "";
 	struct common_args ca;
 	bool passed = false;
-	obj_get_bool(req->body, "fd", &passed);
+	int code = CTL_E_BAD_REQUEST;
+	ctlargs_bool(a, "fd", &passed);
 	int fd = passed ? channel_take_fd(c->ch) : -1;
-	if (!obj_get_str(req->body, "path", path, sizeof path) && fd < 0) {
-		control_fail(c->cid, req->seq, "send-file: no file given");
+	if (!ctlargs_str(a, "path", path, sizeof path) && fd < 0) {
+		control_fail(c->cid, req->seq, CTL_E_BAD_REQUEST, "send-file: no file given (path, or a descriptor with "
+								  "fd true)");
 		return;
 	}
-	if (read_common(req->body, &ca, true, err, sizeof err) < 0)
+	if ((code = read_common(a, &ca, true, err, sizeof err)) != 0)
 		goto fail_msg;
 	/* A path alone is opened with the daemon's rights, which may read what the
 	 * client may not (its SSH key, say): only root and the daemon's own user
@@ -384,13 +257,17 @@ void cmd_send_file(struct client *c, const struct msg *req)
 		snprintf(err, sizeof err, "send-file: a path without the open file is accepted only from root and "
 					  "uid %d; pass the file descriptor (ucgwctl and the client libraries do)",
 			 (int)geteuid());
+		code = CTL_E_FORBIDDEN;
 		goto fail_msg;
 	}
 	if (fd < 0 && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
 		snprintf(err, sizeof err, "cannot open %s: %s", path, strerror(errno));
+		code = errno == ENOENT || errno == ENOTDIR ? CTL_E_NOT_FOUND
+		       : errno == EACCES || errno == EPERM ? CTL_E_FORBIDDEN : CTL_E_BAD_REQUEST;
 		goto fail_msg;
 	}
 	struct stat st;
+	code = CTL_E_BAD_REQUEST;
 	if (check_file(fd, path[0] ? path : "the descriptor", &st, err, sizeof err) < 0)
 		goto fail_msg;
 	if (!ca.has_remote && path[0]) {
@@ -399,13 +276,13 @@ void cmd_send_file(struct client *c, const struct msg *req)
 		ca.has_remote = true;
 		free(copy);
 	}
-	admit(c, req, new_smsg(&ca, JOB_FILE, (uint64_t)st.st_size), &ca, NULL, 0, fd);
+	admit(c, req, a, new_smsg(&ca, JOB_FILE, (uint64_t)st.st_size), &ca, NULL, 0, fd);
 	close(fd);
 	return;
 fail_msg:
 	if (fd >= 0)
 		close(fd);
-	control_fail(c->cid, req->seq, "%s", err);
+	control_fail(c->cid, req->seq, (enum ctl_code)code, "%s", err);
 }
 
 /* A message read back from the spool at start. */

@@ -11,40 +11,6 @@
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
 
-/* ---- client-given ids ---- */
-
-/* A ULID as id_new() makes it: 26 digits of Crockford's base32 in capitals,
- * the first at most 7 (48 bits of milliseconds). Other spellings (small
- * letters, I L O U) are refused rather than mapped: the id names a file in
- * spool/files and is compared byte for byte. */
-static bool ulid_ok(const char *s, size_t n)
-{
-	static const char digits[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-	if (n != UCGW_ID_LEN || s[0] > '7')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!s[i] || !strchr(digits, s[i]))
-			return false;
-	return true;
-}
-
-int admission_client_id(const msgpack_object *body, char id[UCGW_ID_LEN + 1], char *err, size_t errlen)
-{
-	const msgpack_object *v = obj_get(body, "id");
-	if (!v)
-		return 0;
-	if (v->type != MSGPACK_OBJECT_STR || !ulid_ok(v->via.str.ptr, v->via.str.size)) {
-		int n = v->type == MSGPACK_OBJECT_STR ? (int)(v->via.str.size < 64 ? v->via.str.size : 64) : 0;
-		snprintf(err, errlen, "id '%.*s' is not a ULID as ucgwd makes them: 26 characters of Crockford's "
-				      "base32 in capitals (0-9 and A-Z without I, L, O, U), the first 0-7", n,
-			 n ? v->via.str.ptr : "");
-		return -1;
-	}
-	memcpy(id, v->via.str.ptr, UCGW_ID_LEN);
-	id[UCGW_ID_LEN] = '\0';
-	return 1;
-}
-
 /* ---- replies ---- */
 
 static void reply_accepted(uint64_t cid, uint64_t seq, const char *id, const char *dup_state)
@@ -332,9 +298,9 @@ bool admission_known(uint64_t cid, uint64_t seq, const char *id, bool wait)
 static void refuse_all(struct ticket *t, const char *err)
 {
 	if (!t->wait || !router_find(t->id)) /* a waiting first one adopted hears it as its outcome */
-		control_fail(t->cid, t->seq, "not accepted: %s", err);
+		control_fail(t->cid, t->seq, CTL_E_INTERNAL, "not accepted: %s", err);
 	for (struct dup *d = t->dups; d; d = d->next)
-		control_fail(d->cid, d->seq, "not accepted: %s", err);
+		control_fail(d->cid, d->seq, CTL_E_INTERNAL, "not accepted: %s", err);
 }
 
 /* Its record is written (or could not be): the router takes it in, and routes
@@ -381,7 +347,7 @@ static void durable(const char *err, void *arg)
 	for (struct dup *d = dups; d;) {
 		struct dup *next = d->next;
 		if (!admission_known(d->cid, d->seq, id, d->wait))
-			control_fail(d->cid, d->seq, "not accepted: the message left before it was durable");
+			control_fail(d->cid, d->seq, CTL_E_INTERNAL, "not accepted: the message left before it was durable");
 		free(d);
 		d = next;
 	}

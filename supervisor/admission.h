@@ -26,8 +26,6 @@
 
 struct smsg;
 
-/* The request's `id`, checked, into id: 1 given, 0 none given, -1 with err. */
-int admission_client_id(const msgpack_object *body, char id[UCGW_ID_LEN + 1], char *err, size_t errlen);
 /* Is a message with this id known? Then this send is answered with its state
  * (or, with wait, its outcome, now or when it comes) and true returned. */
 bool admission_known(uint64_t cid, uint64_t seq, const char *id, bool wait);

@@ -9,6 +9,7 @@
 #include "supervisor/commands.h"
 #include "supervisor/budget.h"
 #include "supervisor/control.h"
+#include "supervisor/ctlargs.h"
 #include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/stats.h"
@@ -17,7 +18,7 @@
 #include "supervisor/router.h"
 #include "supervisor/sup.h"
 
-typedef void (*cmd_fn)(struct client *c, const struct msg *req);
+typedef void (*cmd_fn)(struct client *c, const struct msg *req, const struct ctlargs *a);
 
 static void pack_proc(msgpack_packer *pk, const struct proc *p)
 {
@@ -46,7 +47,7 @@ static void pack_workers(msgpack_packer *pk)
 		pack_proc(pk, p);
 }
 
-static void cmd_workers(struct client *c, const struct msg *req)
+static void cmd_workers(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	struct body b;
 	control_body_init(&b);
@@ -97,7 +98,7 @@ static void pack_network(msgpack_packer *pk)
 	}
 }
 
-static void cmd_status(struct client *c, const struct msg *req)
+static void cmd_status(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	struct body b;
 	control_body_init(&b);
@@ -123,24 +124,16 @@ static void cmd_status(struct client *c, const struct msg *req)
 	control_body_free(&b);
 }
 
-static bool arg_str(const struct msg *req, const char *key, char *buf, size_t len)
-{
-	return req->body && obj_get_str(req->body, key, buf, len);
-}
-
-static void cmd_restart(struct client *c, const struct msg *req)
+static void cmd_restart(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	char name[64];
-	if (!arg_str(req, "name", name, sizeof name)) {
-		control_fail(c->cid, req->seq, "restart: which worker? (give its name)");
-		return;
-	}
+	ctlargs_str(a, "name", name, sizeof name); /* required */
 	struct proc *p = proctab_find(name);
 	if (!p) {
 		char list[256] = "";
 		for (struct proc *q = proctab_first(); q; q = q->next)
 			snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", q->name);
-		control_fail(c->cid, req->seq, "restart: no worker named '%s' (workers: %s)", name,
+		control_fail(c->cid, req->seq, CTL_E_NOT_FOUND, "restart: no worker named '%s' (workers: %s)", name,
 			     list[0] ? list : "none");
 		return;
 	}
@@ -148,26 +141,29 @@ static void cmd_restart(struct client *c, const struct msg *req)
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 }
 
-static void cmd_pause_resume(struct client *c, const struct msg *req, bool pause)
+static void cmd_pause_resume(struct client *c, const struct msg *req, const struct ctlargs *a, bool pause)
 {
 	const char *what = pause ? "pause" : "resume";
 	char name[64];
-	if (!arg_str(req, "name", name, sizeof name)) {
-		control_fail(c->cid, req->seq, "%s: which protocol? (give its name)", what);
-		return;
-	}
+	ctlargs_str(a, "name", name, sizeof name); /* required */
 	if (router_pause(name, pause) < 0) {
 		char list[256];
 		router_protocol_names(list, sizeof list);
-		control_fail(c->cid, req->seq, "%s: no protocol named '%s' (protocols: %s)", what, name,
+		control_fail(c->cid, req->seq, CTL_E_NOT_FOUND, "%s: no protocol named '%s' (protocols: %s)", what, name,
 			     list[0] ? list : "none");
 		return;
 	}
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 }
 
-static void cmd_pause(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, true); }
-static void cmd_resume(struct client *c, const struct msg *req) { cmd_pause_resume(c, req, false); }
+static void cmd_pause(struct client *c, const struct msg *req, const struct ctlargs *a)
+{
+	cmd_pause_resume(c, req, a, true);
+}
+static void cmd_resume(struct client *c, const struct msg *req, const struct ctlargs *a)
+{
+	cmd_pause_resume(c, req, a, false);
+}
 
 struct reload_ticket {
 	uint64_t cid, seq;
@@ -177,14 +173,14 @@ static void reloaded(const char *err, void *arg)
 {
 	struct reload_ticket *t = arg;
 	if (err)
-		control_fail(t->cid, t->seq, "reload failed, keeping the old configuration: %s", err);
+		control_fail(t->cid, t->seq, CTL_E_CONFIG, "reload failed, keeping the old configuration: %s", err);
 	else
 		control_reply(t->cid, t->seq, true, NULL, NULL);
 	free(t);
 }
 
 /* Answered once the file is read (off the loop) and swapped in. */
-static void cmd_reload(struct client *c, const struct msg *req)
+static void cmd_reload(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	struct reload_ticket *t = xcalloc(1, sizeof *t);
 	t->cid = c->cid;
@@ -192,13 +188,13 @@ static void cmd_reload(struct client *c, const struct msg *req)
 	sup_reload(reloaded, t);
 }
 
-static void cmd_shutdown(struct client *c, const struct msg *req)
+static void cmd_shutdown(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 	sup_shutdown("ucgwctl shutdown");
 }
 
-static void cmd_stats(struct client *c, const struct msg *req)
+static void cmd_stats(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	struct body b;
 	control_body_init(&b);
@@ -221,34 +217,24 @@ static void reply_count(const struct client *c, const struct msg *req, const cha
 
 /* queue [list|dead|retry ID|all|purge ID|requeue ID|all]; list and dead stop
  * at `limit` messages (1000 unless asked). The action is checked first. */
-static void cmd_queue(struct client *c, const struct msg *req)
+static void cmd_queue(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	char action[32] = "list", id[64] = "";
-	if (obj_get(req->body, "action") && !obj_get_str(req->body, "action", action, sizeof action)) {
-		control_fail(c->cid, req->seq, "queue: unknown action (valid: " QUEUE_ACTIONS ")");
-		return;
-	}
+	ctlargs_str(a, "action", action, sizeof action); /* one of the table's choices */
+	ctlargs_str(a, "id", id, sizeof id);
 	bool dead_only = strcmp(action, "dead") == 0, listing = dead_only || strcmp(action, "list") == 0;
 	bool takes_all = strcmp(action, "retry") == 0 || strcmp(action, "requeue") == 0;
-	if (!listing && !takes_all && strcmp(action, "purge") != 0) {
-		control_fail(c->cid, req->seq, "queue: unknown action '%s' (valid: " QUEUE_ACTIONS ")", action);
-		return;
-	}
-	if (!listing && !obj_get_str(req->body, "id", id, sizeof id) && obj_get(req->body, "id")) {
-		control_fail(c->cid, req->seq, "queue %s: no message with that id in the spool (an id is text of %d characters)",
-			     action, UCGW_ID_LEN);
-		return;
-	}
 	if (!listing && !id[0]) {
-		control_fail(c->cid, req->seq, "queue %s: which message? give its id%s", action, takes_all ? ", or all" : "");
+		control_fail(c->cid, req->seq, CTL_E_BAD_REQUEST, "queue %s: which message? give its id%s", action,
+			     takes_all ? ", or all" : "");
 		return;
 	}
 	if (strcmp(action, "purge") == 0 && strcmp(id, "all") == 0) {
-		control_fail(c->cid, req->seq, "queue purge: one message at a time (purge takes no 'all')");
+		control_fail(c->cid, req->seq, CTL_E_BAD_REQUEST, "queue purge: one message at a time (purge takes no 'all')");
 		return;
 	}
 	uint64_t limit = QUEUE_LIMIT_DEFAULT;
-	obj_get_u64(req->body, "limit", &limit);
+	ctlargs_u64(a, "limit", &limit);
 	if (listing) {
 		struct body b;
 		control_body_init(&b);
@@ -270,19 +256,19 @@ static void cmd_queue(struct client *c, const struct msg *req)
 	}
 	struct smsg *m = router_find(id);
 	if (!m) {
-		control_fail(c->cid, req->seq, "queue %s: no message with id '%s' in the spool", action, id);
+		control_fail(c->cid, req->seq, CTL_E_NOT_FOUND, "queue %s: no message with id '%s' in the spool", action, id);
 		return;
 	}
 	if (strcmp(action, "retry") == 0) {
 		if (m->state != SM_WAITING) {
-			control_fail(c->cid, req->seq, "queue retry: message %s is %s, not waiting", id,
+			control_fail(c->cid, req->seq, CTL_E_CONFLICT, "queue retry: message %s is %s, not waiting", id,
 				     m->state == SM_DEAD ? "dead (use queue requeue)" : "already on its way");
 			return;
 		}
 		router_retry(m);
 	} else if (strcmp(action, "purge") == 0) {
 		if (m->state == SM_INFLIGHT) {
-			control_fail(c->cid, req->seq, "queue purge: message %s is in flight; try again", id);
+			control_fail(c->cid, req->seq, CTL_E_CONFLICT, "queue purge: message %s is in flight; try again", id);
 			return;
 		}
 		log_info("message %s purged by an operator (uid %d)", id, (int)c->uid);
@@ -290,7 +276,7 @@ static void cmd_queue(struct client *c, const struct msg *req)
 		router_forget(m, "failed", "purged");
 	} else { /* requeue */
 		if (m->state != SM_DEAD) {
-			control_fail(c->cid, req->seq, "queue requeue: message %s is not dead", id);
+			control_fail(c->cid, req->seq, CTL_E_CONFLICT, "queue requeue: message %s is not dead", id);
 			return;
 		}
 		router_requeue(m);
@@ -298,10 +284,10 @@ static void cmd_queue(struct client *c, const struct msg *req)
 	control_reply(c->cid, req->seq, true, NULL, NULL);
 }
 
-static void cmd_trace(struct client *c, const struct msg *req)
+static void cmd_trace(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	char id[64] = "";
-	obj_get_str(req->body, "id", id, sizeof id);
+	ctlargs_str(a, "id", id, sizeof id); /* required */
 	struct smsg *m = router_find(id);
 	struct body b;
 	control_body_init(&b);
@@ -310,7 +296,7 @@ static void cmd_trace(struct client *c, const struct msg *req)
 	} else {
 		if (!router_recent_trace(id, &b.pk)) {
 			control_body_free(&b);
-			control_fail(c->cid, req->seq,
+			control_fail(c->cid, req->seq, CTL_E_NOT_FOUND,
 				     "trace: no message with id '%s' in the spool or among the last finished ones", id);
 			return;
 		}
@@ -320,35 +306,27 @@ static void cmd_trace(struct client *c, const struct msg *req)
 }
 
 /* What `auto` would pick now, and the fallback chain after it: nothing is sent. */
-static void cmd_select(struct client *c, const struct msg *req)
+static void cmd_select(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	char kind[16] = "metadata", prio[16] = "normal", asked[16] = "auto";
 	uint64_t size = 0;
-	obj_get_str(req->body, "kind", kind, sizeof kind);
-	obj_get_str(req->body, "priority", prio, sizeof prio);
-	obj_get_str(req->body, "protocol", asked, sizeof asked);
-	obj_get_u64(req->body, "size", &size);
+	ctlargs_str(a, "kind", kind, sizeof kind); /* metadata or file */
+	ctlargs_str(a, "priority", prio, sizeof prio);
+	ctlargs_str(a, "protocol", asked, sizeof asked);
+	ctlargs_u64(a, "size", &size);
 	bool file = strcmp(kind, "file") == 0;
-	if (!file && strcmp(kind, "metadata") != 0) {
-		control_fail(c->cid, req->seq, "select: unknown kind '%s' (valid: metadata, file)", kind);
-		return;
-	}
-	if (priority_parse(prio) < 0) {
-		control_fail(c->cid, req->seq, "select: unknown priority '%s' (valid: high, normal, low)", prio);
-		return;
-	}
 	struct body b;
 	char err[128];
 	control_body_init(&b);
 	if (router_select_dry_run(&b.pk, file, priority_parse(prio), size, asked, err, sizeof err) < 0)
-		control_fail(c->cid, req->seq, "select: %s", err);
+		control_fail(c->cid, req->seq, CTL_E_NOT_FOUND, "select: %s", err);
 	else
 		control_reply(c->cid, req->seq, true, NULL, &b);
 	control_body_free(&b);
 }
 
 /* The dashboard's document (GET /api/dashboard) as JSON text, without the history. */
-static void cmd_dashboard(struct client *c, const struct msg *req)
+static void cmd_dashboard(struct client *c, const struct msg *req, const struct ctlargs *a)
 {
 	struct strbuf s = { 0 };
 	metrics_dashboard_json(&s, 0);
@@ -382,13 +360,24 @@ static const struct command {
 
 void commands_dispatch(struct client *c, const struct msg *req)
 {
-	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) /* one per message: the first letter first */
-		if (commands[i].name[0] == req->name[0] && strcmp(commands[i].name, req->name) == 0) {
-			commands[i].fn(c, req);
+	char err[512];
+	const struct ctlargs_cmd *spec = ctlargs_command(req->name);
+	if (!spec) {
+		char list[512];
+		ctlargs_command_names(list, sizeof list);
+		control_fail(c->cid, req->seq, CTL_E_BAD_REQUEST, "unknown command '%s' (commands: %s)", req->name, list);
+		return;
+	}
+	struct ctlargs a;
+	int code = ctlargs_read(spec, req->body, (unsigned)req->version, &a, err, sizeof err);
+	if (code) {
+		control_fail(c->cid, req->seq, (enum ctl_code)code, "%s", err);
+		return;
+	}
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(commands[i].name, spec->name) == 0) {
+			commands[i].fn(c, req, &a);
 			return;
 		}
-	char list[512] = "";
-	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", commands[i].name);
-	control_fail(c->cid, req->seq, "unknown command '%s' (commands: %s)", req->name, list);
+	control_fail(c->cid, req->seq, CTL_E_INTERNAL, "%s: no handler for this command", req->name);
 }

@@ -60,13 +60,19 @@ struct client *control_client(uint64_t cid)
 	return NULL;
 }
 
-void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b)
+/* The reply as the client's version has it: from version 2 an error carries
+ * its code; a version 1 client gets neither the code nor a `v` it does not
+ * speak. A client that has sent no request ucgwd could read gets the current
+ * version's form. */
+static void reply_send(uint64_t cid, uint64_t seq, int code, const char *error, const struct body *b)
 {
 	struct client *c = control_client(cid);
+	bool ok = code == CTL_OK;
 	if (c && c->capture && !c->capture->answered) {
 		struct local_reply *r = c->capture;
 		r->answered = true;
 		r->ok = ok;
+		r->code = code;
 		snprintf(r->error, sizeof r->error, "%s", error ? error : "");
 		if (b && b->sb.size) {
 			r->body = xmalloc(b->sb.size);
@@ -80,12 +86,19 @@ void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const
 	if (c->waiting)
 		c->waiting--;
 	c->active_ms = now_ms();
-	struct msg m = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .seq = seq, .ok = ok, .error = error };
+	bool v1 = c->version == 1;
+	struct msg m = { .type = MSG_REPLY, .version = v1 ? 1 : UCGW_CTL_VERSION, .seq = seq, .ok = ok,
+			 .error = error, .code = v1 ? 0 : (uint64_t)code };
 	if (b && b->sb.size) {
 		m.body_raw = b->sb.data;
 		m.body_raw_len = b->sb.size;
 	}
 	channel_send(c->ch, &m, -1);
+}
+
+void control_reply(uint64_t cid, uint64_t seq, bool ok, const char *error, const struct body *b)
+{
+	reply_send(cid, seq, ok ? CTL_OK : CTL_E_INTERNAL, ok ? NULL : error, b);
 }
 
 void control_event(uint64_t cid, uint64_t seq, const char *name, const struct body *b)
@@ -101,14 +114,16 @@ void control_event(uint64_t cid, uint64_t seq, const char *name, const struct bo
 	channel_send(c->ch, &m, -1);
 }
 
-void control_fail(uint64_t cid, uint64_t seq, const char *fmt, ...)
+void control_fail(uint64_t cid, uint64_t seq, enum ctl_code code, const char *fmt, ...)
 {
 	char err[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(err, sizeof err, fmt, ap);
 	va_end(ap);
-	control_reply(cid, seq, false, err, NULL);
+	if (!ctl_code_name((int)code))
+		panic("control_fail: code %d is not one of proto/ctl.h's", (int)code);
+	reply_send(cid, seq, (int)code, err, NULL);
 }
 
 static void accept_resume(void);
@@ -135,11 +150,11 @@ static void handle(struct client *c, const struct msg *m)
 	if (!c->capture)
 		c->waiting++; /* until its reply, whatever it is: control_reply counts it down */
 	if (auth_check(c, m, err, sizeof err) < 0) {
-		control_fail(c->cid, m->seq, "%s", err);
+		control_fail(c->cid, m->seq, CTL_E_UNAUTHORIZED, "%s", err);
 		return;
 	}
 	if (sup.stopping && strcmp(m->name, "status") != 0 && strcmp(m->name, "workers") != 0) {
-		control_fail(c->cid, m->seq, "ucgwd is shutting down");
+		control_fail(c->cid, m->seq, CTL_E_UNAVAILABLE, "ucgwd is shutting down");
 		return;
 	}
 	commands_dispatch(c, m);
@@ -148,7 +163,8 @@ static void handle(struct client *c, const struct msg *m)
 void control_local(uid_t uid, gid_t gid, pid_t pid, const struct msg *req, struct local_reply *out)
 {
 	memset(out, 0, sizeof *out);
-	struct client c = { .cid = next_cid++, .uid = uid, .gid = gid, .pid = pid, .capture = out };
+	struct client c = { .cid = next_cid++, .uid = uid, .gid = gid, .pid = pid, .capture = out,
+			    .version = (unsigned)req->version };
 	c.next = clients; /* findable by control_reply while the command runs */
 	clients = &c;
 	handle(&c, req);
@@ -159,6 +175,7 @@ void control_local(uid_t uid, gid_t gid, pid_t pid, const struct msg *req, struc
 		}
 	if (!out->answered) {
 		out->answered = true;
+		out->code = CTL_E_INTERNAL;
 		snprintf(out->error, sizeof out->error, "%s: no answer at once", req->name);
 	}
 }
@@ -168,7 +185,7 @@ void control_local(uid_t uid, gid_t gid, pid_t pid, const struct msg *req, struc
 static void refuse_frame(struct client *c, const char *why)
 {
 	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
-	control_fail(c->cid, 0, "malformed request: %s", why);
+	control_fail(c->cid, 0, CTL_E_BAD_REQUEST, "malformed request: %s", why);
 	channel_flush(c->ch, 100);
 }
 
@@ -186,12 +203,14 @@ static void supervisor_from_client(struct channel *ch, const char *buf, size_t l
 		client_drop(c);
 		return;
 	}
-	if (m.version != UCGW_PROTO_VERSION) {
+	if (m.version < UCGW_CTL_VERSION_MIN || m.version > UCGW_CTL_VERSION) {
 		c->waiting++; /* counted down by the reply */
-		control_fail(c->cid, m.seq, "protocol version %llu not supported (this ucgwd speaks %d)",
-			     (unsigned long long)m.version, UCGW_PROTO_VERSION);
+		control_fail(c->cid, m.seq, CTL_E_VERSION,
+			     "control protocol version %llu not supported (this ucgwd speaks %d to %d)",
+			     (unsigned long long)m.version, UCGW_CTL_VERSION_MIN, UCGW_CTL_VERSION);
 		return;
 	}
+	c->version = (unsigned)m.version; /* its replies are in this version's form */
 	c->active_ms = now_ms();
 	handle(c, &m);
 }
@@ -210,7 +229,7 @@ static void on_client_bad_frame(struct channel *ch, const char *why, void *arg)
 	/* Too large: say which limit, and what to change, as a send over
 	 * max_message_bytes hears (the loader keeps max_frame_bytes above it). */
 	log_warnx("control client pid %d uid %d: %s; dropping it", (int)c->pid, (int)c->uid, why);
-	control_fail(c->cid, 0,
+	control_fail(c->cid, 0, CTL_E_TOO_LARGE,
 		     "frame of %zu bytes is larger than the limit of %zu bytes (gateway.max_frame_bytes): a message may "
 		     "have at most gateway.max_message_bytes (%lld) bytes; send less, send a file with send-file, or "
 		     "raise both in the configuration",
@@ -344,7 +363,8 @@ static void refuse_connection(int fd, const struct ucred *cr)
 		 !privileged(cr->uid) && clients_of(cr->uid) >= MAX_CLIENTS_PER_UID
 			 ? "this user has every connection to ucgwd it may open busy"
 			 : "ucgwd has every control connection busy");
-	struct msg m = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .seq = 0, .ok = false, .error = why };
+	struct msg m = { .type = MSG_REPLY, .version = UCGW_CTL_VERSION, .seq = 0, .ok = false, .error = why,
+			 .code = CTL_E_BUSY };
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
 	msg_encode(&m, &sb);

@@ -190,8 +190,14 @@ static const char *reason_of(int code)
 	case 405: return "Method Not Allowed";
 	case 411: return "Length Required";
 	case 413: return "Content Too Large";
+	case 409: return "Conflict";
 	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
+	case 505: return "HTTP Version Not Supported";
+	case 507: return "Insufficient Storage";
 	}
 	return "";
 }
@@ -240,7 +246,7 @@ static void respond_json_error(struct conn *c, int code, const char *fmt, ...)
 	vsnprintf(text, sizeof text, fmt, ap);
 	va_end(ap);
 	struct strbuf b = { 0 };
-	http_sb_printf(&b, "{\"ok\":false,\"error\":");
+	http_sb_printf(&b, "{\"ok\":false,\"code\":%d,\"error\":", code); /* the page acts on code */
 	http_sb_json_str(&b, text);
 	http_sb_printf(&b, "}\n");
 	respond(c, code, "application/json", &b);
@@ -728,7 +734,7 @@ static void do_action(struct conn *c, const struct request *r, const char *what)
 	msgpack_zone_init(&z, 1024);
 	msgpack_object body;
 	msgpack_unpack(sb.data, sb.size, NULL, &z, &body);
-	struct msg req = { .type = MSG_REQUEST, .version = UCGW_PROTO_VERSION, .name = a->command,
+	struct msg req = { .type = MSG_REQUEST, .version = UCGW_CTL_VERSION, .name = a->command,
 			   .auth = cred[0] ? cred : NULL, .body = &body };
 	struct local_reply rep;
 	control_local(uid, gid, 0, &req, &rep);
@@ -737,9 +743,9 @@ static void do_action(struct conn *c, const struct request *r, const char *what)
 	if (cred[0])
 		memset(cred, 0, sizeof cred);
 	if (!rep.ok) {
-		int code = strncmp(rep.error, "unauthorized", 12) == 0 ? 401
-			   : strcmp(rep.error, "ucgwd is shutting down") == 0 ? 503 : 400;
-		if (code == 401)
+		/* the control code is an HTTP status of the same meaning (proto/ctl.h) */
+		int code = ctl_code_name(rep.code) ? rep.code : 500;
+		if (code == CTL_E_UNAUTHORIZED)
 			log_warnx("dashboard action %s refused: %s", a->path, rep.error);
 		respond_json_error(c, code, "%s", rep.error);
 	} else {

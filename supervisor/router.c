@@ -1193,7 +1193,7 @@ int router_make_room(uint64_t size, char *err, size_t errlen)
 	if (size > max_b) {
 		snprintf(err, errlen, "message of %llu bytes is larger than spool.max_bytes (%llu)",
 			 (unsigned long long)size, (unsigned long long)max_b);
-		return -1;
+		return CTL_E_TOO_LARGE;
 	}
 	while (router_state.count + un + 1 > max_n || router_state.bytes + ub + size > max_b) {
 		struct smsg *old = router_state.all.head;
@@ -1205,7 +1205,7 @@ int router_make_room(uint64_t size, char *err, size_t errlen)
 					      "spool.max_bytes %llu); not accepted, try again later",
 				 (unsigned long long)(router_state.count + un), (unsigned long long)(router_state.bytes + ub),
 				 (unsigned long long)max_n, (unsigned long long)max_b);
-			return -1;
+			return CTL_E_SPOOL_FULL;
 		}
 		router_state.dropped++;
 		stats_dropped(old);

@@ -40,7 +40,8 @@ void router_init(void);
 void router_tick(void);
 /* Pause or resume handing jobs to a protocol (its queue waits, or moves on). */
 int router_pause(const char *name, bool pause);
-/* Refuse or drop the oldest when `size` more would go over the spool's bounds. */
+/* Refuse or drop the oldest when `size` more would go over the spool's bounds:
+ * 0, or the refusal's code (CTL_E_TOO_LARGE, CTL_E_SPOOL_FULL) with err said. */
 int router_make_room(uint64_t size, char *err, size_t errlen);
 /* Take in a message (new or recovered), then route it. */
 void router_adopt(struct smsg *m);

@@ -51,7 +51,7 @@ static void usage(FILE *out)
 		"                         running it) and exit: 0 valid, 1 not\n"
 		"  -d, --debug            log at debug level whatever the file says\n"
 		"      --config-reference print every configuration key as Markdown and exit\n"
-		"  -V, --version          print the version and exit\n"
+		"  -V, --version          print the version (and the protocols') and exit\n"
 		"  -h, --help             this text\n",
 		names);
 }
@@ -209,7 +209,8 @@ int main(int argc, char **argv)
 		case 'c': path = optarg; break;
 		case 'n': check = true; break;
 		case 'd': debug = 1; break;
-		case 'V': printf("ucgwd %s (protocol %d)\n", UCGW_VERSION, UCGW_PROTO_VERSION); return 0;
+		case 'V': printf("ucgwd %s (control protocol %d, answers %d too; worker protocol %d)\n", UCGW_VERSION,
+				  UCGW_CTL_VERSION, UCGW_CTL_VERSION_MIN, UCGW_PROTO_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		case 'R': config_write_reference(stdout); return 0;
 		default: usage(stderr); return 1;

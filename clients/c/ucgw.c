@@ -59,6 +59,7 @@ struct req {
 	enum rkind kind;
 	bool done, waited;
 	int err;        /* ended without a reply: why */
+	int ctl_code;   /* and ucgwd's code for it, when it said (a reply with seq 0) */
 	char *errtext;
 	char *frame;    /* the reply's msgpack object */
 	size_t flen;
@@ -107,11 +108,24 @@ struct ucgw {
 	size_t rlen, rcap;
 	msgpack_zone zone;
 	struct notice *due, **due_tail;
+	int lost_code; /* ucgwd's code for why it hung up (its reply with seq 0), while conn_lost runs */
 };
 
 /* ---- errors ---- */
 
 static _Thread_local char last_err[512];
+/* The code of ucgwd's refusal: reply_code from the reply just read, handed to
+ * last_code by the failure that reports it (fail, or before a callback). */
+static _Thread_local int last_code, reply_code;
+
+/* The numbers are proto/ctl.h's, which ucgwd sends. */
+_Static_assert((int)UCGW_CODE_BAD_REQUEST == (int)CTL_E_BAD_REQUEST && (int)UCGW_CODE_UNAUTHORIZED == (int)CTL_E_UNAUTHORIZED &&
+		       (int)UCGW_CODE_FORBIDDEN == (int)CTL_E_FORBIDDEN && (int)UCGW_CODE_NOT_FOUND == (int)CTL_E_NOT_FOUND &&
+		       (int)UCGW_CODE_CONFLICT == (int)CTL_E_CONFLICT && (int)UCGW_CODE_TOO_LARGE == (int)CTL_E_TOO_LARGE &&
+		       (int)UCGW_CODE_CONFIG == (int)CTL_E_CONFIG && (int)UCGW_CODE_BUSY == (int)CTL_E_BUSY &&
+		       (int)UCGW_CODE_INTERNAL == (int)CTL_E_INTERNAL && (int)UCGW_CODE_UNAVAILABLE == (int)CTL_E_UNAVAILABLE &&
+		       (int)UCGW_CODE_VERSION == (int)CTL_E_VERSION && (int)UCGW_CODE_SPOOL_FULL == (int)CTL_E_SPOOL_FULL,
+	       "enum ucgw_code is proto/ctl.h's enum ctl_code");
 
 static const char *const error_text[UCGW_E_COUNT] = {
 	[UCGW_OK] = "ok",
@@ -131,6 +145,7 @@ static const char *const error_text[UCGW_E_COUNT] = {
 
 const char *ucgw_strerror(int e) { return e >= 0 && e < UCGW_E_COUNT ? error_text[e] : "unknown error"; }
 const char *ucgw_last_error(void) { return last_err; }
+int ucgw_last_code(void) { return last_code; }
 const char *ucgw_version(void) { return UCGW_VERSION; }
 
 __attribute__((format(printf, 2, 3))) static int fail(int code, const char *fmt, ...)
@@ -139,6 +154,8 @@ __attribute__((format(printf, 2, 3))) static int fail(int code, const char *fmt,
 	va_start(ap, fmt);
 	vsnprintf(last_err, sizeof last_err, fmt, ap);
 	va_end(ap);
+	last_code = reply_code;
+	reply_code = 0;
 	return code;
 }
 
@@ -229,6 +246,7 @@ static void complete(ucgw_t *gw, struct req *r)
 static void end_without_reply(ucgw_t *gw, struct req *r, int code, const char *why)
 {
 	r->err = code;
+	r->ctl_code = gw->lost_code;
 	r->errtext = strdup(why);
 	complete(gw, r);
 }
@@ -411,7 +429,9 @@ static void on_frame(ucgw_t *gw, const char *buf, size_t len)
 	}
 	if (m.type == MSG_REPLY && m.seq == 0) { /* our request was malformed; ucgwd hangs up */
 		snprintf(why, sizeof why, "%s", m.error ? m.error : "ucgwd found a request malformed");
+		gw->lost_code = (int)m.code;
 		conn_lost(gw, UCGW_E_PROTOCOL, why);
+		gw->lost_code = 0;
 		return;
 	}
 	if (m.type != MSG_REPLY && m.type != MSG_EVENT) {
@@ -548,7 +568,7 @@ static int submit(ucgw_t *gw, const char *name, const msgpack_sbuffer *args, int
 		gw->marks[gw->nmarks++] = (struct mark){ gw->wq.size, d };
 	}
 	r->seq = ++gw->seq;
-	struct msg m = { .type = MSG_REQUEST, .version = UCGW_PROTO_VERSION, .seq = r->seq, .name = name,
+	struct msg m = { .type = MSG_REQUEST, .version = UCGW_CTL_VERSION, .seq = r->seq, .name = name,
 			 .auth = gw->auth };
 	if (args && args->size) {
 		m.body_raw = args->data;
@@ -637,8 +657,10 @@ static int read_reply(const struct req *r, struct ucgw_outcome *out, msgpack_zon
 	snprintf(out->id, sizeof out->id, "%s", r->id);
 	if (body)
 		*body = NULL;
+	reply_code = 0;
 	if (!r->frame) {
 		int code = r->err ? r->err : UCGW_E_PROTOCOL;
+		reply_code = r->ctl_code;
 		snprintf(out->error, sizeof out->error, "%s", r->errtext ? r->errtext : ucgw_strerror(code));
 		return code;
 	}
@@ -648,9 +670,10 @@ static int read_reply(const struct req *r, struct ucgw_outcome *out, msgpack_zon
 		snprintf(out->error, sizeof out->error, "unreadable answer from ucgwd: %s", err);
 		return UCGW_E_PROTOCOL;
 	}
-	if (!m.ok) {
+	if (!m.ok) { /* what the call returns follows ucgwd's code, never its words */
 		snprintf(out->error, sizeof out->error, "%s", m.error ? m.error : "refused by ucgwd");
-		return strncmp(out->error, "unauthorized", 12) == 0 ? UCGW_E_UNAUTHORIZED : UCGW_E_REFUSED;
+		reply_code = (int)m.code;
+		return m.code == CTL_E_UNAUTHORIZED ? UCGW_E_UNAUTHORIZED : UCGW_E_REFUSED;
 	}
 	if (body)
 		*body = m.body;
@@ -1215,6 +1238,8 @@ int ucgw_process(ucgw_t *gw)
 			msgpack_zone_init(&zone, 1024);
 			int rc = read_reply(n->req, &out, &zone, NULL);
 			msgpack_zone_destroy(&zone);
+			last_code = rc == UCGW_OK ? 0 : reply_code; /* for ucgw_last_code in the callback */
+			reply_code = 0;
 			n->req->cb(gw, n->seq, rc, &out, n->req->arg);
 			req_free(n->req);
 		} else {

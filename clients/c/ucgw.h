@@ -28,7 +28,9 @@
  * Errors: every function that can fail returns an enum ucgw_error; the words
  * (the daemon's own when it refused) are in the outcome's error field where
  * there is an outcome, and in ucgw_last_error(), which is per thread and
- * describes the last failed call that thread made.
+ * describes the last failed call that thread made. When ucgwd refused,
+ * ucgw_last_code() says why as a number (enum ucgw_code): act on that, not on
+ * the words, which may change.
  *
  * The connection: a handle reconnects by itself on the next request after
  * ucgwd stopped or restarted. Every message gets its id (a ULID) before it is
@@ -69,6 +71,25 @@ enum ucgw_error {
 	UCGW_E_FILE,         /* the file to send cannot be opened, or is not a regular file */
 	UCGW_E_NOREQ,        /* ucgw_wait/ucgw_cancel: no such outstanding request */
 	UCGW_E_COUNT
+};
+
+/* Why ucgwd refused a request: the `code` of its error reply
+ * (docs/control-protocol.md, "Error codes"); the same numbers as ucgwd's
+ * proto/ctl.h. Numbers as HTTP's statuses of the same meaning. */
+enum ucgw_code {
+	UCGW_CODE_NONE = 0,           /* not refused by ucgwd (or by a ucgwd too old to say why) */
+	UCGW_CODE_BAD_REQUEST = 400,  /* unknown key, wrong type, value out of range, not JSON, ... */
+	UCGW_CODE_UNAUTHORIZED = 401, /* the credential or this user was refused */
+	UCGW_CODE_FORBIDDEN = 403,    /* not allowed to do this (a path without its descriptor) */
+	UCGW_CODE_NOT_FOUND = 404,    /* no such protocol, worker, message or file */
+	UCGW_CODE_CONFLICT = 409,     /* the message is not in a state that allows it */
+	UCGW_CODE_TOO_LARGE = 413,    /* over gateway.max_message_bytes, max_frame_bytes or spool.max_bytes */
+	UCGW_CODE_CONFIG = 422,       /* reload: the new configuration was refused */
+	UCGW_CODE_BUSY = 429,         /* every connection ucgwd allows is taken: try again later */
+	UCGW_CODE_INTERNAL = 500,     /* ucgwd could not keep it (not accepted: send it again) */
+	UCGW_CODE_UNAVAILABLE = 503,  /* nothing enabled can carry it, or ucgwd is stopping */
+	UCGW_CODE_VERSION = 505,      /* ucgwd does not speak this client's protocol version */
+	UCGW_CODE_SPOOL_FULL = 507,   /* the spool is full: try again later */
 };
 
 /* ttl_s: the message never expires. */
@@ -116,6 +137,11 @@ struct ucgw_outcome {
 /* A reply handed to a callback (from ucgw_process). error is the call's result
  * code; out is never NULL (out->error holds the words when error != UCGW_OK). */
 typedef void (*ucgw_callback)(ucgw_t *gw, ucgw_req_t req, int error, const struct ucgw_outcome *out, void *arg);
+
+/* The code of ucgwd's refusal of this thread's last failed call (in a
+ * callback: of the request it is called for), UCGW_CODE_NONE when that call
+ * did not fail by ucgwd's refusal. */
+int ucgw_last_code(void);
 
 /* Connect. socket_path NULL: $UCGW_SOCKET, else UCGW_DEFAULT_SOCKET. auth: an
  * API key or a JWT sent with every request; NULL: $UCGW_JWT, then $UCGW_API_KEY,

@@ -20,6 +20,22 @@
     cooling: ['⚠', 'COOLING DOWN', 'warn'],
     stopped: ['■', 'STOPPED', 'muted'],
   };
+  // An error's code (proto/ctl.h; the action's HTTP status is the same number)
+  // -> what the page does about it. The page acts on these, never on the words.
+  const CODE = {
+    unauthorized: 401, // the API key or JWT was refused: the field is marked
+    forbidden: 403,
+    notFound: 404,
+    conflict: 409,
+    unavailable: 503, // ucgwd is stopping: the next document will say so
+  };
+  const CODE_HINT = {
+    401: 'the API key or JWT was refused',
+    403: 'not allowed',
+    404: 'not found',
+    409: 'not in a state that allows it',
+    503: 'ucgwd cannot do it now',
+  };
   const QUALITY = {
     excellent: ['✓', 'EXCELLENT', 'ok'],
     good: ['✓', 'GOOD', 'ok'],
@@ -158,7 +174,12 @@
         method: 'POST', headers, body: JSON.stringify(name ? { name } : {}), credentials: 'omit', cache: 'no-store',
       });
       const body = await r.json().catch(() => ({ ok: false, error: 'HTTP ' + r.status }));
-      if (r.ok && body.ok) {
+      const code = r.ok && body.ok ? 0 : (Number.isInteger(body.code) ? body.code : r.status);
+      const keyField = $('api-key');
+      result.dataset.code = String(code);
+      keyField.setAttribute('aria-invalid', code === CODE.unauthorized ? 'true' : 'false');
+      if (code === CODE.unauthorized) keyField.focus();
+      if (!code) {
         let extra = '';
         if (body.requeued !== undefined) extra = ' (' + body.requeued + ' requeued)';
         if (body.retried !== undefined) extra = ' (' + body.retried + ' retried)';
@@ -166,7 +187,8 @@
         result.textContent = '✓ ' + label + ': done' + extra;
       } else {
         result.className = 'action-result bad';
-        result.textContent = '✕ ' + label + ': ' + (body.error || 'HTTP ' + r.status);
+        const hint = CODE_HINT[code] ? ' (' + CODE_HINT[code] + ')' : '';
+        result.textContent = '✕ ' + label + ': ' + (body.error || 'HTTP ' + r.status) + hint;
       }
     } catch (e) {
       result.className = 'action-result bad';

@@ -74,10 +74,14 @@ async function authFlow(page) {
   await until(page, 'without the key the button is refused, in words',
     () => /unauthorized: missing credentials/.test(document.getElementById('action-result').textContent));
   check((await page.locator(card('testworker')).getAttribute('data-status')) === 'up', 'and nothing happened');
+  check((await page.locator('#action-result').getAttribute('data-code')) === '401' &&
+    (await page.locator('#api-key').getAttribute('aria-invalid')) === 'true',
+    'the page acts on the code 401: the key field is marked');
   await page.locator('#api-key').fill(process.env.UCGW_TEST_KEY);
   await page.locator(card('testworker') + ' button[data-action="pause"]').click();
   await until(page, 'with the key: PAUSED',
     (sel) => document.querySelector(sel + ' .status').textContent.includes('PAUSED'), card('testworker'));
+  check((await page.locator('#api-key').getAttribute('aria-invalid')) === 'false', 'and the key field no longer marked');
   await shot(page, 'auth', false);
 }
 

@@ -20,12 +20,12 @@ static void on_frame(struct channel *ch, const char *buf, size_t len, void *arg)
 	char err[256];
 	msgpack_zone_clear(&zone);
 	if (msg_decode(buf, len, &m, &zone, err, sizeof err) < 0 || m.type != MSG_REQUEST) {
-		struct msg r = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .error = err };
+		struct msg r = { .type = MSG_REPLY, .version = UCGW_CTL_VERSION, .error = err };
 		channel_send(ch, &r, -1);
 		channel_close(ch); /* as the control socket drops a client that sent garbage */
 		return;
 	}
-	struct msg r = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .seq = m.seq, .ok = true };
+	struct msg r = { .type = MSG_REPLY, .version = UCGW_CTL_VERSION, .seq = m.seq, .ok = true };
 	channel_send(ch, &r, -1);
 }
 

@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
-from ucgw import (CommunicationResult, GatewayNotRunning, UnifiedCommunicationGateway, is_id, new_id)  # noqa: E402
+from ucgw import (Code, CommunicationResult, GatewayNotRunning, UnifiedCommunicationGateway, is_id, new_id)  # noqa: E402
 from lprpeer import LprPeer  # noqa: E402
 from ucgwtest import GatewayTest, wait_for  # noqa: E402
 
@@ -117,9 +117,11 @@ class PythonClientTest(GatewayTest):
         r = self.client.send_metadata("plate=STR3", protocol="testworker", format="json", wait=True)
         self.assertFalse(r.success)
         self.assertIn("payload is not valid JSON", r.error)
+        self.assertIs(r.code, Code.BAD_REQUEST)
         r = self.client.send_metadata({"x": object()}, protocol="testworker", wait=True)
         self.assertFalse(r.success)
         self.assertIn("not JSON serializable", r.error)
+        self.assertIsNone(r.code)  # refused here, not by ucgwd
 
     def test_larger_than_the_frame_limit(self):
         """ucgwd answers a frame over gateway.max_frame_bytes and hangs up while
@@ -128,6 +130,7 @@ class PythonClientTest(GatewayTest):
         self.assertFalse(r.success)
         self.assertIn("frame of 20971", r.error)
         self.assertIn("is larger than the limit of 16777216 bytes", r.error)
+        self.assertIs(r.code, Code.TOO_LARGE)
         self.assertTrue(self.client.send_metadata({"after": "big"}, protocol="testworker", wait=True).success)
 
     def test_without_wait(self):
@@ -186,6 +189,7 @@ class PythonClientTest(GatewayTest):
         r = self.client.send_file(p, protocol="mqtt", wait=True)
         self.assertFalse(r.success)
         self.assertIn("protocol 'mqtt' carries metadata, not files", r.error)
+        self.assertIs(r.code, Code.BAD_REQUEST)
 
     def test_not_running(self):
         c = UnifiedCommunicationGateway(socket_path=os.path.join(self.tmp, "none.sock"))
@@ -365,6 +369,34 @@ class AsyncResendTest(GatewayTest):
         asyncio.run(main())
 
 
+class CodesTest(GatewayTest):
+    """Both clients hand over ucgwd's code: the application acts on it, not on the words."""
+
+    def test_codes_sync_and_async(self):
+        import asyncio
+        from ucgw.aio import AsyncUnifiedCommunicationGateway
+        gw = self.gateway({"testworker": {}})
+        c = UnifiedCommunicationGateway(socket_path=gw.sock)
+        self.assertIs(c.trace("01JF0000000000000000000000").code, Code.NOT_FOUND)
+        self.assertIs(c.queue("requeue", id="nosuch").code, Code.NOT_FOUND)
+        self.assertIs(c.queue("bogus").code, Code.BAD_REQUEST)
+        r = c.send_metadata({"a": 1}, protocol="nosuch")
+        self.assertEqual((r.success, r.code), (False, Code.NOT_FOUND), r)
+        r = c.send_metadata({"a": 1}, protocol="testworker", encrypt=True)
+        self.assertEqual((r.success, r.code), (False, Code.UNAVAILABLE), r)
+        c.close()
+
+        async def main():
+            async with AsyncUnifiedCommunicationGateway(socket_path=gw.sock, timeout=20) as a:
+                r = await a.send_metadata({"a": 1}, protocol="nosuch")
+                self.assertEqual((r.success, r.code), (False, Code.NOT_FOUND), r)
+                r = await a.queue("bogus")
+                self.assertIs(r.code, Code.BAD_REQUEST)
+                r = await a.send_metadata(b"x" * (20 << 20), protocol="testworker", format="raw")
+                self.assertEqual((r.success, r.code), (False, Code.TOO_LARGE), r)
+        asyncio.run(main())
+
+
 class NeverBlocksTest(GatewayTest):
     """Every protocol down (the test worker's server is 'down'): a send
     returns once accepted; a waited one at its timeout, with the last error."""
@@ -482,13 +514,16 @@ class AuthTest(GatewayTest):
             r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key="").status()
             self.assertFalse(r.success)
             self.assertIn("unauthorized: missing credentials", r.error)
+            self.assertIs(r.code, Code.UNAUTHORIZED)
             r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key="wrong").send_metadata(
                 {"a": 1}, protocol="testworker", wait=True)
             self.assertFalse(r.success)
             self.assertIn("unauthorized: invalid API key", r.error)
+            self.assertIs(r.code, Code.UNAUTHORIZED)
             r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key=KEY).send_metadata(
                 {"a": 1}, protocol="testworker", wait=True)
             self.assertTrue(r.success, r.error)
+            self.assertIsNone(r.code)
             r = UnifiedCommunicationGateway(socket_path=gw.sock).status()  # $UCGW_API_KEY
             self.assertTrue(r.success, r.error)
             now = int(time.time())
@@ -500,6 +535,7 @@ class AuthTest(GatewayTest):
             r = UnifiedCommunicationGateway(socket_path=gw.sock, api_key=old).status()
             self.assertFalse(r.success)
             self.assertIn("unauthorized: token expired", r.error)
+            self.assertIs(r.code, Code.UNAUTHORIZED)
             client = UnifiedCommunicationGateway(socket_path=gw.sock, api_key=old)
             client.api_key = token  # a renewed token, on the same object
             self.assertTrue(client.status().success)

@@ -140,11 +140,9 @@ class CtlWithoutDaemonTest(GatewayTest):
         table = doc[doc.index("## Commands"):]
         names = re.findall(r"^\| `([a-z-]+)` \|", table, re.M)
         self.assertEqual(sorted(names), sorted(DAEMON_COMMANDS + LIBRARY_COMMANDS))
-        # every request field the daemon reads
-        fields = set()
-        for f in ("commands.c", "accept.c"):
-            fields |= set(re.findall(r'(?:obj_get\w*\((?:req->body|a)|arg_str\(req|text_field\(a), "(\w+)"',
-                                     read("supervisor", f)))
+        # every argument of the daemon's tables (supervisor/ctlargs.c)
+        fields = set(re.findall(r'\{ "(\w+)", CTLARGS_', read("supervisor", "ctlargs.c")))
+        fields |= {"protocol", "priority", "ttl_s", "wait", "encrypt", "id"}  # the shared ones, by macro
         self.assertGreaterEqual(len(fields), 15, fields)
         for field in fields:
             self.assertIn("`%s`" % field, table, field)
@@ -255,24 +253,31 @@ class CtlTest(GatewayTest):
         gw = self.gateway(cfg(self.tmp))
         mid = gw.ctl("send", "--protocol", "testworker", '{"cmd":"retry"}')[1].strip()
         c = Ctl(gw.sock)
-        cases = [
+        cases = [  # (body, words, code)
             ({"action": "bogus", "id": mid}, "queue: unknown action 'bogus' (valid: list, dead, retry ID|all, "
-                                             "purge ID, requeue ID|all)"),
-            ({"action": "bogus"}, "unknown action 'bogus'"),
-            ({"action": "x" * 100}, "queue: unknown action (valid: list, dead,"),
-            ({"action": 7}, "queue: unknown action (valid: list, dead,"),
-            ({"action": "retry", "id": ""}, "queue retry: which message? give its id, or all"),
-            ({"action": "requeue"}, "queue requeue: which message? give its id, or all"),
-            ({"action": "purge"}, "queue purge: which message? give its id"),
-            ({"action": "purge", "id": "all"}, "queue purge: one message at a time"),
-            ({"action": "purge", "id": 12}, "queue purge: no message with that id"),
-            ({"action": "retry", "id": "01NOSUCHMESSAGE0000000000X"}, "no message with id '01NOSUCH"),
+                                             "purge ID, requeue ID|all)", 400),
+            ({"action": "bogus"}, "unknown action 'bogus'", 400),
+            ({"action": "x" * 100}, "queue: unknown action 'xxxx", 400),
+            ({"action": 7}, "queue: action must be a string (list, dead, retry ID|all, purge ID, requeue ID|all), "
+                            "not an integer", 400),
+            ({"action": "retry", "id": ""}, "queue retry: which message? give its id, or all", 400),
+            ({"action": "requeue"}, "queue requeue: which message? give its id, or all", 400),
+            ({"action": "purge"}, "queue purge: which message? give its id", 400),
+            ({"action": "purge", "id": "all"}, "queue purge: one message at a time", 400),
+            ({"action": "purge", "id": 12}, "queue: id must be a string (a message id, or all), not an integer", 400),
+            ({"action": "retry", "id": "01NOSUCHMESSAGE0000000000X"}, "no message with id '01NOSUCH", 404),
+            ({"action": "requeue", "id": mid}, "queue requeue: message %s is not dead" % mid, 409),
+            ({"action": "list", "limit": 0}, "queue: limit 0 is too small, expected how many messages to list, "
+                                             "at least 1", 400),
+            ({"action": "list", "limt": 5}, "queue: unknown key 'limt' (did you mean 'limit'? it takes: action, id, "
+                                            "limit)", 400),
         ]
-        for body, words in cases:
+        for body, words, code in cases:
             c.request("queue", body)
             r = c.reply()
             self.assertFalse(r["ok"], body)
             self.assertIn(words, r["error"], body)
+            self.assertEqual(r.get("code"), code, (body, r))
         c.request("queue", {"action": "list", "id": "", "limit": 1})
         r = c.reply()
         self.assertTrue(r["ok"], r)
@@ -380,6 +385,131 @@ class CtlForPeopleTest(GatewayTest):
         self.assertIn("delivered by testworker", text)
         self.assertFalse(text.startswith("\n"), repr(text))
         self.assertNotIn("\n\n", text)
+
+
+class CtlCodesTest(GatewayTest):
+    """Over the real socket: every command's body read against its table
+    (an unknown key, a wrong type, a value out of range, each naming the key,
+    with code 400), every error reply with its code, and a version 1 client
+    answered as version 1 answered."""
+
+    # per command: (a valid body, a wrong type, a value out of range, the key those name)
+    BODIES = {
+        "restart": ({"name": "testworker"}, {"name": 5}, {"name": "w" * 64}, "name"),
+        "pause": ({"name": "testworker"}, {"name": [1]}, {"name": ""}, "name"),
+        "resume": ({"name": "testworker"}, {"name": True}, {"name": "p" * 100}, "name"),
+        "send": ({"data": b"{}", "protocol": "testworker"}, {"data": b"{}", "wait": 1},
+                 {"data": b"{}", "ttl_s": 3153600001}, None),
+        "send-file": ({"path": "/etc/hostname"}, {"path": "/etc/hostname", "fd": "no"},
+                      {"path": "/etc/hostname", "remote_name": "r" * 256}, None),
+        "queue": ({}, {"limit": "10"}, {"limit": 0}, "limit"),
+        "trace": ({"id": "01JF0000000000000000000000"}, {"id": 1}, {"id": "i" * 64}, "id"),
+        "select": ({}, {"size": "big"}, {"size": -1}, "size"),
+    }
+
+    def test_every_command_refuses_what_its_table_does_not_allow(self):
+        gw = self.gateway(cfg(self.tmp))
+        c = Ctl(gw.sock)
+        for name in DAEMON_COMMANDS + LIBRARY_COMMANDS:
+            valid = self.BODIES.get(name, ({},))[0]
+            body = dict(valid, prioritty="high")
+            c.request(name, body)
+            r = c.reply()
+            self.assertEqual((r["ok"], r["code"], r["v"]), (False, 400, 2), (name, r))
+            self.assertTrue(r["error"].startswith("%s: unknown key 'prioritty' (" % name), r["error"])
+            if name in ("send", "select"):
+                self.assertIn("did you mean 'priority'?", r["error"])
+            if name not in self.BODIES:
+                continue
+            _, wrong, out_of_range, key = self.BODIES[name]
+            for bad in (wrong, out_of_range):
+                c.request(name, bad)
+                r = c.reply()
+                k = key or [k for k in bad if bad[k] != valid.get(k)][0]
+                self.assertEqual((r["ok"], r["code"]), (False, 400), (name, bad, r))
+                self.assertTrue(r["error"].startswith(name + ": "), r["error"])
+                self.assertIn(k, r["error"], (name, bad))
+        c.sock.close()
+
+    def test_each_kind_of_refusal_has_its_code(self):
+        conf = cfg(self.tmp)
+        conf["spool"]["max_messages"] = 2
+        gw = self.gateway(conf)
+        c = Ctl(gw.sock)
+        big = b'"' + b"x" * (1 << 20) + b'"'
+        cases = [
+            ("nosuch", {}, 400, "unknown command 'nosuch'"),
+            ("restart", {"name": "nosuch"}, 404, "no worker named 'nosuch'"),
+            ("pause", {}, 400, "pause: which protocol?"),
+            ("trace", {"id": "01JF0000000000000000000000"}, 404, "trace: no message"),
+            ("select", {"protocol": "nosuch"}, 404, "unknown protocol 'nosuch'"),
+            ("send", {"data": b"{}", "protocol": "nosuch"}, 404, "unknown metadata protocol 'nosuch'"),
+            ("send", {"data": b"{}", "protocol": "sftp"}, 400, "carries files, not metadata"),
+            ("send", {"data": b"{}", "protocol": "testworker", "encrypt": True}, 503, "cannot encrypt"),
+            ("send-file", {"path": os.path.join(self.tmp, "none"), "protocol": "testworker"}, 404,
+             "cannot open"),
+            ("send", {"data": b"{", "protocol": "testworker"}, 400, "payload is not valid JSON"),
+            ("send", {"data": big, "protocol": "testworker"}, 413, "larger than gateway.max_message_bytes"),
+        ]
+        for name, body, code, words in cases:
+            c.request(name, body)
+            r = c.reply()
+            self.assertEqual((r["ok"], r.get("code")), (False, code), (name, body, r))
+            self.assertIn(words, r["error"], (name, body))
+        # the spool full (its bound: 2 messages; the protocol paused keeps them there)
+        c.request("pause", {"name": "testworker"})
+        self.assertTrue(c.reply()["ok"])
+        for _ in range(2):
+            self.assertTrue(c.send(b"{}", protocol="testworker")["ok"])
+        r = c.send(b"{}", protocol="testworker")
+        self.assertEqual((r["ok"], r["code"]), (False, 507), r)
+        self.assertIn("spool full", r["error"])
+        # a reload of a configuration the loader refuses
+        gw.write_config(None, text="gateway: [\n")
+        c.request("reload", {})
+        r = c.reply()
+        self.assertEqual((r["ok"], r["code"]), (False, 422), r)
+        # a version ucgwd does not speak
+        c.version = 7
+        c.request("status", {})
+        r = c.reply()
+        self.assertEqual((r["ok"], r["code"]), (False, 505), r)
+        self.assertIn("control protocol version 7 not supported (this ucgwd speaks 1 to 2)", r["error"])
+        c.sock.close()
+
+    def test_a_version_1_client_is_answered_as_version_1(self):
+        """A client of the version before: its replies say v 1 and carry no
+        code (a version 1 decoder refuses a field it does not know), and keys
+        a command does not know are ignored, as version 1 did."""
+        gw = self.gateway(cfg(self.tmp))
+        c = Ctl(gw.sock, version=1)
+        r = c.send(b'{"plate":"V1"}', protocol="testworker", wait=True, someday="ignored")
+        self.assertEqual((r["ok"], r["v"]), (True, 1), r)
+        self.assertEqual(r["body"]["status"], "ok", r)
+        self.assertNotIn("code", r)
+        delivered = r["body"]["id"]
+        for name, body in (("status", {"verbose": True}), ("select", {"kind": "metadata", "colour": "red"}),
+                           ("queue", {"action": "list", "sort": "age"})):
+            c.request(name, body)
+            r = c.reply()
+            self.assertEqual((r["ok"], r["v"]), (True, 1), (name, r))
+        for name, body, words in (("restart", {"name": "nosuch"}, "no worker named 'nosuch'"),
+                                  ("send", {"data": b"{}", "ttl_s": -1}, "send: ttl_s -1 is negative"),
+                                  ("nosuch", {}, "unknown command 'nosuch'")):
+            c.request(name, body)
+            r = c.reply()
+            self.assertEqual((r["ok"], r["v"]), (False, 1), (name, r))
+            self.assertIn(words, r["error"])
+            self.assertNotIn("code", r)
+            self.assertEqual(set(r), {"t", "v", "seq", "ok", "error"}, r)
+        # the same connection speaking version 2 gets codes again
+        c.version = 2
+        c.request("restart", {"name": "nosuch"})
+        r = c.reply()
+        self.assertEqual((r["v"], r["code"]), (2, 404), r)
+        c.sock.close()
+        with open(cfg(self.tmp)["testworker"]["record"]) as f:
+            self.assertIn(delivered, f.read())
 
 
 if __name__ == "__main__":

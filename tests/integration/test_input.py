@@ -26,26 +26,35 @@ class SendValidationTest(GatewayTest):
         proc_file = "/proc/self/status"
         fifo = os.path.join(self.tmp, "fifo")
         os.mkfifo(fifo)
-        cases = [
-            ({"topic": "lpr/a\x00b"}, "topic contains a NUL character"),
-            ({"topic": ""}, "MQTT topic '' is empty"),
-            ({"topic": "lpr/+/x"}, "MQTT topic 'lpr/+/x' contains a wildcard (+ or #); a message is published to one topic"),
-            ({"topic": "lpr/#"}, "MQTT topic 'lpr/#' contains a wildcard (+ or #); a message is published to one topic"),
-            ({"topic": "lpr/\x07bell"}, "MQTT topic 'lpr/?bell' contains a control character"),
-            ({"topic": "t" * 300}, "topic of 300 bytes is longer than the 255 allowed"),
-            ({"topic": 5}, "topic must be a string"),
+        cases = [  # every refusal names the key, says what was expected, and has its code
+            ({"topic": "lpr/a\x00b"}, "send: topic contains a NUL character"),
+            ({"topic": ""}, "send: MQTT topic '' is empty"),
+            ({"topic": "lpr/+/x"}, "send: MQTT topic 'lpr/+/x' contains a wildcard (+ or #); a message is published "
+                                   "to one topic"),
+            ({"topic": "lpr/#"}, "send: MQTT topic 'lpr/#' contains a wildcard (+ or #); a message is published to "
+                                 "one topic"),
+            ({"topic": "lpr/\x07bell"}, "send: MQTT topic 'lpr/?bell' contains a control character"),
+            ({"topic": "t" * 300}, "send: topic of 300 bytes is longer than the 255 allowed"),
+            ({"topic": 5}, "send: topic must be a string (an MQTT topic), not an integer"),
             ({"endpoint": "/api/x\r\nHost: evil"},
-             "endpoint '/api/x??Host: evil' has a character not allowed in a URL path (byte 0x0d at 6): "
+             "send: endpoint '/api/x??Host: evil' has a character not allowed in a URL path (byte 0x0d at 6): "
              "no space, CR, LF or control character; percent-encode others"),
             ({"endpoint": "/api/a b"},
-             "endpoint '/api/a b' has a character not allowed in a URL path (byte 0x20 at 6): "
+             "send: endpoint '/api/a b' has a character not allowed in a URL path (byte 0x20 at 6): "
              "no space, CR, LF or control character; percent-encode others"),
-            ({"endpoint": "api"}, "endpoint 'api' must be a path starting with '/'"),
-            ({"endpoint": "/a\x00b"}, "endpoint contains a NUL character"),
-            ({"ttl_s": -5}, "ttl_s -5 is negative, expected seconds from 0 (never expires) to 3153600000"),
-            ({"ttl_s": 2 ** 63}, "ttl_s 9223372036854775808 is too large, expected seconds from 0 (never expires) "
-                                 "to 3153600000"),
-            ({"ttl_s": 1.5}, "ttl_s must be a whole number of seconds from 0 (never expires) to 3153600000"),
+            ({"endpoint": "api"}, "send: endpoint 'api' must be a path starting with '/'"),
+            ({"endpoint": "/a\x00b"}, "send: endpoint contains a NUL character"),
+            ({"ttl_s": -5}, "send: ttl_s -5 is negative, expected a whole number of seconds from 0 (never expires) "
+                            "to 3153600000"),
+            ({"ttl_s": 2 ** 63}, "send: ttl_s 9223372036854775808 is too large, expected a whole number of seconds "
+                                 "from 0 (never expires) to 3153600000"),
+            ({"ttl_s": 1.5}, "send: ttl_s must be a whole number of seconds from 0 (never expires) to 3153600000, "
+                             "not a float"),
+            ({"wait": "yes"}, "send: wait must be true or false, not a string"),
+            ({"priorty": "high"}, "send: unknown key 'priorty' (did you mean 'priority'? it takes: data, format, "
+                                  "protocol, priority, topic, endpoint, ttl_s, encrypt, wait, id)"),
+            ({"priority": "urgent"}, "send: unknown priority 'urgent' (valid: high, normal, low)"),
+            ({"format": "xml"}, "send: unknown format 'xml' (valid: json, raw)"),
         ]
         for extra, text in cases:
             body = {"data": b'{"plate":"X"}', "format": "json", "protocol": "testworker"}
@@ -54,6 +63,7 @@ class SendValidationTest(GatewayTest):
             r = ctl.reply()
             self.assertFalse(r["ok"], extra)
             self.assertEqual(r["error"], text, extra)
+            self.assertEqual(r["code"], 400, extra)
         # bytes that are not UTF-8 in a topic (a msgpack str): refused, and the reply is still UTF-8
         import msgpack
         frame = msgpack.packb({"t": 32, "v": 1, "seq": 999, "name": "send",
@@ -61,7 +71,7 @@ class SendValidationTest(GatewayTest):
                               use_bin_type=False)
         ctl.sock.sendall(struct.pack(">I", len(frame)) + frame)
         r = ctl.reply()
-        self.assertEqual((r["seq"], r["error"]), (999, "MQTT topic 'lpr/??' is not valid UTF-8"))
+        self.assertEqual((r["seq"], r["error"]), (999, "send: MQTT topic 'lpr/??' is not valid UTF-8"))
         # valid ones still pass: empty levels, UTF-8, a query string, ttl 0
         for extra in ({"topic": "a//b/"}, {"topic": "lpr/caméra/🚗"}, {"endpoint": "/api/v1/x?y=1&z=%20"},
                       {"ttl_s": 0}, {"ttl_s": 3153600000}):
@@ -89,7 +99,7 @@ class SendValidationTest(GatewayTest):
         self.assertEqual(rc, 1)
         self.assertIn("cannot be read: it is on a file system whose sizes say nothing", err)
         rc, out, err = gw.ctl("send", "--protocol", "testworker", "--topic", "a/\tb", "{}")
-        self.assertEqual(err, "ucgwctl: MQTT topic 'a/?b' contains a control character\n")
+        self.assertEqual(err, "ucgwctl: send: MQTT topic 'a/?b' contains a control character\n")
         ctl.close()
         wait_for(lambda: len(delivered(self.tmp)) == 5, what="the 5 valid ones delivered")
         self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)

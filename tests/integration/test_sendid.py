@@ -187,11 +187,14 @@ class SendIdTest(GatewayTest):
         ctl = Ctl(gw.sock)
         self.addCleanup(ctl.close)
         good = ulid()
-        for bad in (good.lower(), good[:25], good + "0", "I" + good[1:], "8" + good[1:], 12345, ""):
+        for bad in (good.lower(), good[:25], good + "0", "I" + good[1:], "8" + good[1:], ""):
             r = ctl.send('{"plate":"BAD"}', protocol="mqtt", id=bad)
-            self.assertFalse(r["ok"], (bad, r))
+            self.assertEqual((r["ok"], r["code"]), (False, 400), (bad, r))
             self.assertIn("is not a ULID as ucgwd makes them: 26 characters of Crockford's base32", r["error"])
             self.assertTrue(r["error"].startswith("send: id '"), r["error"])
+        r = ctl.send('{"plate":"BAD"}', protocol="mqtt", id=12345)
+        self.assertEqual((r["ok"], r["code"]), (False, 400), r)
+        self.assertEqual(r["error"], "send: id must be a string (a ULID), not an integer")
         path = os.path.join(self.tmp, "x.jpg")
         with open(path, "wb") as f:
             f.write(b"x")
@@ -212,7 +215,7 @@ class SendIdTest(GatewayTest):
         self.addCleanup(ctl.close)
         mid = ulid()
         r = ctl.send('{"plate":"NOSYNC"}', protocol="mqtt", id=mid)
-        self.assertFalse(r["ok"], r)
+        self.assertEqual((r["ok"], r["code"]), (False, 500), r)  # internal: not accepted, send it again
         self.assertIn("not accepted: spool: fdatasync failed", r["error"])
         time.sleep(0.5)
         self.assertEqual(self.payloads(), [], "delivered, though answered not accepted")

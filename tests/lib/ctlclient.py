@@ -10,9 +10,11 @@ import msgpack
 
 
 class Ctl:
-    def __init__(self, path):
+    def __init__(self, path, version=2):
+        """version: the control protocol version its requests say (1: as an old client)."""
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(path)
+        self.version = version
         self.seq = 0
         self.lock = threading.Lock()
         self.buf = b""
@@ -20,7 +22,7 @@ class Ctl:
     def request(self, name, body, fd=None):
         with self.lock:
             self.seq += 1
-            frame = msgpack.packb({"t": 32, "v": 1, "seq": self.seq, "name": name, "body": body},
+            frame = msgpack.packb({"t": 32, "v": self.version, "seq": self.seq, "name": name, "body": body},
                                   use_bin_type=True)
             data = struct.pack(">I", len(frame)) + frame
             if fd is None:

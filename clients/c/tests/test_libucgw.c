@@ -130,11 +130,13 @@ static void test_blocking(ucgw_t *gw, const char *file)
 	CHECK(rc == UCGW_E_REFUSED && strstr(out.error, "unknown metadata protocol 'pigeon'") &&
 		      strstr(ucgw_last_error(), "unknown metadata protocol 'pigeon'") && out.status[0] == '\0',
 	      "bad protocol: UCGW_E_REFUSED with the daemon's words: \"%s\"", ucgw_last_error());
+	CHECK(ucgw_last_code() == UCGW_CODE_NOT_FOUND, "bad protocol: code %d", ucgw_last_code());
 
 	struct ucgw_send_opts prio = { .protocol = "testworker", .priority = "urgent" };
 	rc = send_str(gw, "{}", &prio, &out);
 	CHECK(rc == UCGW_E_REFUSED && strstr(out.error, "unknown priority 'urgent'"), "bad priority: \"%s\"",
 	      out.error);
+	CHECK(ucgw_last_code() == UCGW_CODE_BAD_REQUEST, "bad priority: code %d", ucgw_last_code());
 
 	rc = send_str(gw, "{not json", &WAIT, &out);
 	CHECK(rc == UCGW_E_REFUSED && strstr(out.error, "not valid JSON"), "not JSON: \"%s\"", out.error);
@@ -144,6 +146,7 @@ static void test_blocking(ucgw_t *gw, const char *file)
 	expect_main += rc == UCGW_OK;
 
 	CHECK(ucgw_send(gw, "", 0, &WAIT, &out) == UCGW_E_ARG && strstr(out.error, "empty"), "empty: UCGW_E_ARG");
+	CHECK(ucgw_last_code() == UCGW_CODE_NONE, "refused here, not by ucgwd: no code (%d)", ucgw_last_code());
 	struct ucgw_send_opts rn = { .remote_name = "x.jpg" };
 	CHECK(send_str(gw, "{}", &rn, &out) == UCGW_E_ARG && strstr(out.error, "remote_name"),
 	      "remote_name on metadata: UCGW_E_ARG");
@@ -162,6 +165,7 @@ static void test_blocking(ucgw_t *gw, const char *file)
 	rc = ucgw_send(gw, b, big, &rawnw, &out);
 	CHECK(rc == UCGW_E_REFUSED && strstr(out.error, "larger than gateway.max_message_bytes"),
 	      "2 MiB message: \"%s\"", out.error);
+	CHECK(ucgw_last_code() == UCGW_CODE_TOO_LARGE, "2 MiB message: code %d", ucgw_last_code());
 	free(b);
 	/* larger than gateway.max_frame_bytes (16 MiB): ucgwd answers and hangs up while we write */
 	big = 20u << 20;
@@ -170,6 +174,7 @@ static void test_blocking(ucgw_t *gw, const char *file)
 	rc = ucgw_send(gw, b, big, &rawnw, &out);
 	CHECK(rc == UCGW_E_PROTOCOL && strstr(out.error, "larger than the limit of 16777216 bytes"),
 	      "20 MiB message: \"%s\"", out.error);
+	CHECK(ucgw_last_code() == UCGW_CODE_TOO_LARGE, "20 MiB message: code %d", ucgw_last_code());
 	free(b);
 
 	rc = ucgw_send_file(gw, file, &WAIT, &out);
@@ -273,7 +278,8 @@ static void nb_reply(ucgw_t *gw, ucgw_req_t req, int err, const struct ucgw_outc
 	if (!pthread_equal(pthread_self(), nb.thread))
 		nb.wrong_thread++;
 	if (arg) { /* the oversized one */
-		nb.refused += err == UCGW_E_REFUSED && strstr(out->error, "max_message_bytes") != NULL;
+		nb.refused += err == UCGW_E_REFUSED && strstr(out->error, "max_message_bytes") != NULL &&
+			      ucgw_last_code() == UCGW_CODE_TOO_LARGE;
 		return;
 	}
 	if (err == UCGW_OK && out->request == req && strlen(out->id) == 26 && nb.ok < NB + 8)
@@ -595,8 +601,9 @@ static void test_auth(const char *sock, const char *key, const char *jwt)
 		return;
 	char *json = NULL;
 	int rc = ucgw_status_json(gw, &json);
-	CHECK(rc == UCGW_E_UNAUTHORIZED && strstr(ucgw_last_error(), "unauthorized: missing credentials"),
-	      "no key: UCGW_E_UNAUTHORIZED, \"%s\"", ucgw_last_error());
+	CHECK(rc == UCGW_E_UNAUTHORIZED && strstr(ucgw_last_error(), "unauthorized: missing credentials") &&
+		      ucgw_last_code() == UCGW_CODE_UNAUTHORIZED,
+	      "no key: UCGW_E_UNAUTHORIZED, code %d, \"%s\"", ucgw_last_code(), ucgw_last_error());
 	ucgw_set_auth(gw, "wrong-key");
 	struct ucgw_outcome out;
 	rc = send_str(gw, "{}", &WAIT, &out);

@@ -12,7 +12,7 @@ wait=True waits for the server's acknowledgement, at most `timeout` seconds.
 A camera application that used the reference code switches by changing its
 import. Pure Python: the standard library and Debian's python3-msgpack
 (python3-yaml to read a configuration file). For asyncio: ucgw.aio."""
-from ._wire import (DEFAULT_TIMEOUT, CommunicationResult, GatewayError, GatewayNotRunning,
+from ._wire import (DEFAULT_TIMEOUT, Code, CommunicationResult, GatewayError, GatewayNotRunning,
                     GatewayPermissionDenied)
 from .client import UnifiedCommunicationGateway
 from .config import (DEFAULT_SOCKET, CommunicationConfig, ConfigError, FallbackConfig, GatewayConfig, MQTTConfig,
@@ -22,7 +22,7 @@ from .ids import is_id, new_id
 from .reference import (CommunicationDashboard, CommunicationMonitor, FallbackManager, MQTTClient, NetworkMonitor,
                         ProtocolSelector, RESTClient, RSyncClient, SFTPClient, WebSocketClient)
 
-__all__ = ["UnifiedCommunicationGateway", "CommunicationResult", "GatewayError", "GatewayNotRunning",
+__all__ = ["UnifiedCommunicationGateway", "CommunicationResult", "Code", "GatewayError", "GatewayNotRunning",
            "GatewayPermissionDenied", "DEFAULT_SOCKET", "DEFAULT_TIMEOUT", "new_id", "is_id",
            "CommunicationConfig", "WebSocketConfig", "RESTConfig", "MQTTConfig", "SFTPConfig", "RSyncConfig",
            "ProtocolSelectionConfig", "FallbackConfig", "GatewayConfig", "ConfigError", "load_communication_config",

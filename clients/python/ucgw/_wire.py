@@ -9,6 +9,7 @@ import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import msgpack
@@ -16,7 +17,7 @@ import msgpack
 from .config import DEFAULT_SOCKET, CommunicationConfig, load_communication_config
 from .ids import is_id
 
-PROTO_VERSION = 1
+PROTO_VERSION = 2  # the control protocol (proto/ctl.h UCGW_CTL_VERSION)
 T_REQUEST, T_REPLY, T_EVENT = 32, 33, 34
 # The most this client puts in one request. ucgwd's own limit is gateway.max_frame_bytes
 # (16 MiB by default); a larger frame gets its error reply, read even while writing.
@@ -34,6 +35,33 @@ Data = Union[Dict[str, Any], List[Any], str, bytes, bytearray, memoryview]
 ConfigArg = Union[None, str, bytes, "os.PathLike[str]", Mapping[str, Any], CommunicationConfig, object]
 
 
+class Code(IntEnum):
+    """Why ucgwd refused a request: an error reply's `code` (proto/ctl.h,
+    docs/control-protocol.md "Error codes"). Act on these, not on the words
+    of `error`, which may change. Numbers as HTTP's statuses of the same
+    meaning."""
+    BAD_REQUEST = 400   # unknown key, wrong type, value out of range, not JSON, ...
+    UNAUTHORIZED = 401  # the credential or this user was refused
+    FORBIDDEN = 403     # not allowed to do this (a path without its descriptor)
+    NOT_FOUND = 404     # no such protocol, worker, message or file
+    CONFLICT = 409      # the message is not in a state that allows it
+    TOO_LARGE = 413     # over gateway.max_message_bytes, max_frame_bytes or spool.max_bytes
+    CONFIG = 422        # reload: the new configuration was refused
+    BUSY = 429          # every connection ucgwd allows is taken: try again later
+    INTERNAL = 500      # ucgwd could not keep it (not accepted: send it again)
+    UNAVAILABLE = 503   # nothing enabled can carry it, or ucgwd is stopping
+    VERSION = 505       # ucgwd does not speak this client's protocol version
+    SPOOL_FULL = 507    # the spool is full: try again later
+
+
+def code_of(value: Any) -> Optional[Code]:
+    """An error reply's code as a Code (None: none given, or one this client does not know)."""
+    try:
+        return Code(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class CommunicationResult:
     """As in the reference design: success, data, error.
@@ -43,10 +71,13 @@ class CommunicationResult:
     answer; for a send {id, status: accepted} or, waited, the outcome {id,
     status, protocol, attempts, error, latency_ms, route}; ucgw does not hand
     back the server's reply, which the reference's REST client returned (the
-    server's 2xx is what makes it 'ok'). error: why not, in ucgwd's words."""
+    server's 2xx is what makes it 'ok'). error: why not, in ucgwd's words.
+    code: when ucgwd refused the request, why, as a Code (None otherwise:
+    accepted, not delivered, or no answer)."""
     success: bool
     data: Any = None
     error: Optional[str] = None
+    code: Optional[Code] = None
 
     @property
     def id(self) -> Optional[str]:
@@ -188,7 +219,8 @@ def split_frames(buf: bytearray) -> List[Any]:
 
 def send_result(reply: Dict[str, Any], wait: bool) -> CommunicationResult:
     if not reply.get("ok"):
-        return CommunicationResult(False, error=reply.get("error") or "refused by ucgwd")
+        return CommunicationResult(False, error=reply.get("error") or "refused by ucgwd",
+                                   code=code_of(reply.get("code")))
     out = reply.get("body") or {}
     if not wait or out.get("status") == "accepted":
         return CommunicationResult(True, data=out)
@@ -198,7 +230,8 @@ def send_result(reply: Dict[str, Any], wait: bool) -> CommunicationResult:
 
 def query_result(reply: Dict[str, Any]) -> CommunicationResult:
     if not reply.get("ok"):
-        return CommunicationResult(False, error=reply.get("error") or "refused by ucgwd")
+        return CommunicationResult(False, error=reply.get("error") or "refused by ucgwd",
+                                   code=code_of(reply.get("code")))
     return CommunicationResult(True, data=reply.get("body"))
 
 

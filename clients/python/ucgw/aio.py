@@ -17,10 +17,10 @@ import socket
 import struct
 from typing import Any, Callable, Dict, Optional, Union
 
-from ._wire import (DEFAULT_TIMEOUT, MAX_OUT_FRAME, RESENDABLE, T_EVENT, T_REPLY, CommunicationResult, ConfigArg,
+from ._wire import (DEFAULT_TIMEOUT, MAX_OUT_FRAME, RESENDABLE, T_EVENT, T_REPLY, Code, CommunicationResult, ConfigArg,
                     GatewayError, check_common, connect_error, describe_file, encode_payload, file_body,
                     metadata_body, open_file, outcome_wait, pending_result, query_result, request_frame,
-                    resolve_target, send_result, split_frames, trace_budget)
+                    code_of, resolve_target, send_result, split_frames, trace_budget)
 from .ids import new_id
 
 __all__ = ["AsyncUnifiedCommunicationGateway"]
@@ -33,9 +33,10 @@ _UNSET: Any = object()
 class _Lost(Exception):
     """The connection ended before the answer; resend: it may go again."""
 
-    def __init__(self, why: str, resend: bool) -> None:
+    def __init__(self, why: str, resend: bool, code: Optional[Code] = None) -> None:
         super().__init__(why)
         self.resend = resend
+        self.code = code  # ucgwd's, when it said why it hung up
 
 
 class _Conn:
@@ -202,7 +203,7 @@ class AsyncUnifiedCommunicationGateway:
                                            % (timeout or 0, name))
             return pending_result(msg_id, timeout, await self.trace(msg_id, timeout=trace_budget(timeout)))
         except _Lost as e:
-            return CommunicationResult(False, error=str(e))
+            return CommunicationResult(False, error=str(e), code=e.code)
         return send_result(reply, wait)
 
     async def _query(self, name: str, body: Optional[Dict[str, Any]],
@@ -213,7 +214,7 @@ class AsyncUnifiedCommunicationGateway:
         except asyncio.TimeoutError:
             return CommunicationResult(False, error="no answer from ucgwd within %g s to '%s'" % (t or 0, name))
         except _Lost as e:
-            return CommunicationResult(False, error=str(e))
+            return CommunicationResult(False, error=str(e), code=e.code)
         return query_result(reply)
 
     async def _call(self, name: str, body: Optional[Dict[str, Any]], fd: Optional[int], timeout: Optional[float],
@@ -334,7 +335,8 @@ class AsyncUnifiedCommunicationGateway:
             self._lose(conn, "unreadable answer from ucgwd: not a reply", resend=False)
             return False
         if m.get("t") == T_REPLY and m.get("seq") == 0:  # ucgwd found a request malformed; it hangs up
-            self._lose(conn, m.get("error") or "ucgwd found a request malformed", resend=False)
+            self._lose(conn, m.get("error") or "ucgwd found a request malformed", resend=False,
+                       code=code_of(m.get("code")))
             return False
         entry = conn.pending.get(m.get("seq", -1))
         if entry is None:
@@ -353,7 +355,7 @@ class AsyncUnifiedCommunicationGateway:
             fut.set_result(m)
         return True
 
-    def _lose(self, conn: _Conn, why: str, resend: bool = True) -> None:
+    def _lose(self, conn: _Conn, why: str, resend: bool = True, code: Optional[Code] = None) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -362,6 +364,6 @@ class AsyncUnifiedCommunicationGateway:
             self._conn = None
         for fut, _ in conn.pending.values():
             if not fut.done():
-                fut.set_exception(_Lost(why, resend))
+                fut.set_exception(_Lost(why, resend, code))
         conn.pending.clear()
         conn.sock.close()

@@ -20,10 +20,10 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
-from ._wire import (DEFAULT_TIMEOUT, MAX_OUT_FRAME, RESENDABLE, T_EVENT, T_REPLY, CommunicationResult, ConfigArg,
+from ._wire import (DEFAULT_TIMEOUT, MAX_OUT_FRAME, RESENDABLE, T_EVENT, T_REPLY, Code, CommunicationResult, ConfigArg,
                     GatewayError, check_common, connect_error, describe_file, encode_payload, file_body,
                     metadata_body, open_file, outcome_wait, pending_result, query_result, request_frame,
-                    resolve_target, send_result, split_frames, trace_budget)
+                    code_of, resolve_target, send_result, split_frames, trace_budget)
 from .ids import new_id
 
 if TYPE_CHECKING:
@@ -39,7 +39,12 @@ _UNSET: Any = object()
 
 
 class _Failure(Exception):
-    """A request that ended without an answer; str() is the text for the result."""
+    """A request that ended without an answer; str() is the text for the result,
+    code ucgwd's when it said why it hung up (its reply with seq 0)."""
+
+    def __init__(self, why: str, code: Optional[Code] = None) -> None:
+        super().__init__(why)
+        self.code = code
 
 
 class _Timeout(_Failure):
@@ -47,12 +52,13 @@ class _Timeout(_Failure):
 
 
 class _Pending:
-    __slots__ = ("seq", "reply", "error", "lost", "done", "progress", "pdone", "psize", "pgen")
+    __slots__ = ("seq", "reply", "error", "code", "lost", "done", "progress", "pdone", "psize", "pgen")
 
     def __init__(self, seq: int, progress: Optional[Progress]) -> None:
         self.seq = seq
         self.reply: Optional[Dict[str, Any]] = None
         self.error: Optional[str] = None
+        self.code: Optional[Code] = None
         self.lost = False  # the connection broke before the answer: worth sending again
         self.done = False
         self.progress = progress
@@ -361,14 +367,14 @@ class UnifiedCommunicationGateway:
                 return CommunicationResult(False, data={"id": msg_id}, error=str(e))
             return pending_result(msg_id, timeout, self.trace(msg_id, timeout=trace_budget(timeout)))
         except _Failure as e:
-            return CommunicationResult(False, error=str(e))
+            return CommunicationResult(False, error=str(e), code=e.code)
         return send_result(reply, wait)
 
     def _query(self, name: str, body: Optional[Dict[str, Any]], timeout: Optional[float]) -> CommunicationResult:
         try:
             reply = self._call(name, body, None, self._timeout(timeout), None)
         except _Failure as e:
-            return CommunicationResult(False, error=str(e))
+            return CommunicationResult(False, error=str(e), code=e.code)
         return query_result(reply)
 
     # ---- the connection (self._cond held) ----
@@ -411,7 +417,7 @@ class UnifiedCommunicationGateway:
         self._conn = _Connection(s)
         return self._conn
 
-    def _lose(self, conn: _Connection, why: str, lost: bool = True) -> None:
+    def _lose(self, conn: _Connection, why: str, lost: bool = True, code: Optional[Code] = None) -> None:
         """conn is finished: every request outstanding on it ends with why;
         lost: without an answer from ucgwd, so it may be sent again."""
         if conn.lost is None:
@@ -421,7 +427,7 @@ class UnifiedCommunicationGateway:
             self._conn = None
         for p in conn.pending.values():
             if not p.done:
-                p.error, p.lost, p.done = why, lost, True
+                p.error, p.code, p.lost, p.done = why, code, lost, True
         conn.pending.clear()
         if conn.reading:  # a thread is in poll() on it: wake it, and it closes the socket
             conn.close_later = True
@@ -448,7 +454,7 @@ class UnifiedCommunicationGateway:
             if p.error is None and p.reply is not None:
                 return p.reply
             if not p.lost or name not in RESENDABLE:
-                raise _Failure(p.error or "no answer")
+                raise _Failure(p.error or "no answer", p.code)
             resent += 1
             log.info("ucgw: %s; sending '%s' again (%d)", p.error, name, resent)
 
@@ -556,7 +562,8 @@ class UnifiedCommunicationGateway:
             self._lose(conn, "unreadable answer from ucgwd: not a reply", lost=False)
             return False
         if m.get("t") == T_REPLY and m.get("seq") == 0:  # ucgwd found a request malformed; it hangs up
-            self._lose(conn, m.get("error") or "ucgwd found a request malformed", lost=False)
+            self._lose(conn, m.get("error") or "ucgwd found a request malformed", lost=False,
+                       code=code_of(m.get("code")))
             return False
         p = conn.pending.get(m.get("seq", -1))
         if p is None:
