@@ -734,6 +734,24 @@ static int check_frame_limit(struct loader *L, const struct config *cfg)
 			FRAME_ENVELOPE_MAX);
 }
 
+/* compress: what a protocol cannot carry is said at load, not at the first message. */
+static int check_compress(struct loader *L, const struct config *cfg)
+{
+	const struct cfg_section *ws = config_section(cfg, "websocket"), *mq = config_section(cfg, "mqtt");
+	const struct cfg_value *v = cfg_get(ws, "compress");
+	if (section_on(ws) && strcmp(v->s, "zstd") == 0)
+		return fail_pos(L, (size_t)v->line, (size_t)v->col,
+				"websocket.compress: zstd has no WebSocket extension (RFC 7692 defines only "
+				"permessage-deflate); use gzip, which negotiates permessage-deflate, or none");
+	v = cfg_get(mq, "compress");
+	if (section_on(mq) && strcmp(v->s, "none") != 0 && strcmp(cfg_str(mq, "protocol_version"), "5") != 0)
+		return fail_pos(L, (size_t)v->line, (size_t)v->col,
+				"mqtt.compress: %s needs protocol_version 5 (the content-encoding user property tells "
+				"the subscriber; MQTT 3.1.1 has no way to say a payload is compressed)",
+				v->s);
+	return 0;
+}
+
 static int load_root(struct loader *L, struct config *cfg)
 {
 	const yaml_node_t *root = yaml_document_get_root_node(&L->doc);
@@ -747,7 +765,7 @@ static int load_root(struct loader *L, struct config *cfg)
 	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++)
 		if (load_top_entry(L, cfg, node(L, p->key), node(L, p->value)) < 0)
 			return -1;
-	if (check_required(L, cfg) < 0)
+	if (check_required(L, cfg) < 0 || check_compress(L, cfg) < 0)
 		return -1;
 	return check_frame_limit(L, cfg);
 }

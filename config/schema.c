@@ -36,7 +36,15 @@
 #define CERT_FILE INFILE("cert_file", NULL, "client certificate (PEM)")
 #define TLS_KEY_FILE INFILE("key_file", NULL, "client key (PEM)")
 #define INSECURE BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
-#define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)")
+#define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file); with compress " \
+	"on, a payload of compress_min_bytes or more is compressed before it is sealed (ciphertext does not compress): " \
+	"its plaintext then starts with gzip's (1f 8b) or zstd's (28 b5 2f fd) magic bytes, which no JSON text does")
+/* compress: the same words everywhere, what they do on the wire said per protocol. */
+#define COMPRESS(h) ENUM("compress", "none", "none|gzip|zstd", h)
+#define COMPRESS_MIN INT("compress_min_bytes", "512", 0, BIG, \
+	"a message (or a batch) smaller than this goes uncompressed: below a few hundred bytes the format's own " \
+	"overhead and the CPU cost outweigh what is saved; compressed or not, a message whose compressed form is " \
+	"not smaller goes as it is")
 
 static const struct cfg_key gateway[] = {
 	STR("device_id", "ucgw-edge", "this camera's name; {device_id} in topics"),
@@ -96,6 +104,12 @@ static const struct cfg_key websocket[] = {
 	STR("api_key_header", "X-API-Key", "header that carries api_key"),
 	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
 	ENCRYPT,
+	COMPRESS("gzip: offer permessage-deflate (RFC 7692) in the upgrade request and, when the server agrees, send "
+		 "messages deflated, with the context kept from message to message unless the server asks otherwise "
+		 "(client_no_context_takeover), so that similar records cost a few bytes each; a server that does not "
+		 "agree gets them uncompressed; zstd: refused, WebSocket has no extension for it; with encryption the "
+		 "payload is compressed before it is sealed (see encrypt)"),
+	COMPRESS_MIN,
 };
 
 static const struct cfg_key rest[] = {
@@ -119,6 +133,11 @@ static const struct cfg_key rest[] = {
 	TLS_KEY_FILE,
 	INSECURE,
 	ENCRYPT,
+	COMPRESS("gzip or zstd: the body of a POST (a batch of rest.batch_max as one body) is compressed and sent with "
+		 "Content-Encoding: gzip or zstd, which the server must decode (one that cannot should answer 415 "
+		 "Unsupported Media Type: then each message fails for good, so switch compress off); with encryption the payload is compressed "
+		 "before it is sealed (see encrypt)"),
+	COMPRESS_MIN,
 };
 
 static const struct cfg_key mqtt[] = {
@@ -143,6 +162,11 @@ static const struct cfg_key mqtt[] = {
 	TLS_KEY_FILE,
 	INSECURE,
 	ENCRYPT,
+	COMPRESS("gzip or zstd: the published payload (with its envelope, if any) is compressed and carries the MQTT 5 "
+		 "user property content-encoding: gzip or zstd (a subscriber decompresses what has it); needs "
+		 "protocol_version 5, since MQTT 3.1.1 has no way to say so; with encryption the payload is compressed "
+		 "before it is sealed (see encrypt)"),
+	COMPRESS_MIN,
 };
 
 static const struct cfg_key sftp[] = {
