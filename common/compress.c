@@ -249,19 +249,26 @@ void pmd_free(struct pmd *z)
 	free(z);
 }
 
-static unsigned char *pmd_deflate(struct pmd *z, const void *in, size_t len, size_t max, size_t *outlen)
+/* Every message that went in must go out, max or not: with context
+ * takeover it is in the window now, and the peer's inflater must see it. */
+static unsigned char *pmd_deflate(struct pmd *z, const void *in, size_t len, size_t *outlen)
 {
-	size_t cap = deflateBound(&z->zs, (uLong)len) + 16;
+	size_t cap = deflateBound(&z->zs, (uLong)len) + 16, n = 0;
 	unsigned char *out = xmalloc(cap);
 	z->zs.next_in = (Bytef *)(uintptr_t)in;
 	z->zs.avail_in = (uInt)len;
-	z->zs.next_out = out;
-	z->zs.avail_out = (uInt)cap;
-	int rc = deflate(&z->zs, Z_SYNC_FLUSH);
-	size_t n = cap - z->zs.avail_out;
+	int rc;
+	do { /* a sync flush may need a few bytes more than deflateBound says */
+		if (n == cap)
+			out = xrealloc(out, cap *= 2);
+		z->zs.next_out = out + n;
+		z->zs.avail_out = (uInt)(cap - n);
+		rc = deflate(&z->zs, Z_SYNC_FLUSH);
+		n = cap - z->zs.avail_out;
+	} while (rc == Z_OK && z->zs.avail_out == 0);
 	if (!z->takeover)
 		deflateReset(&z->zs);
-	if (rc != Z_OK || z->zs.avail_in || n < 4 || n - 4 > max) {
+	if (rc != Z_OK || z->zs.avail_in || n < 4) {
 		free(out);
 		return NULL;
 	}
@@ -303,5 +310,5 @@ fail:
 
 unsigned char *pmd_run(struct pmd *z, const void *in, size_t len, size_t max, size_t *outlen)
 {
-	return z->deflate ? pmd_deflate(z, in, len, max, outlen) : pmd_inflate(z, in, len, max, outlen);
+	return z->deflate ? pmd_deflate(z, in, len, outlen) : pmd_inflate(z, in, len, max, outlen);
 }

@@ -39,7 +39,10 @@ struct pmd;
 struct pmd *pmd_new(bool deflate, int window_bits, bool takeover);
 void pmd_free(struct pmd *z);
 /* Deflate (or inflate) one message into a malloc'd buffer; NULL on a
- * damaged message (inflate) or when more than max would come out. */
+ * damaged message or when more than max would come out (inflate), or when
+ * zlib fails (deflate: the stream is unusable from then on). A deflated
+ * message may come out larger than it went in: with context takeover it must
+ * be sent all the same, since it is in the window both ends keep. */
 unsigned char *pmd_run(struct pmd *z, const void *in, size_t len, size_t max, size_t *outlen);
 
 #endif

@@ -41,7 +41,7 @@
 	"its plaintext then starts with gzip's (1f 8b) or zstd's (28 b5 2f fd) magic bytes, which no JSON text does")
 /* compress: the same words everywhere, what they do on the wire said per protocol. */
 #define COMPRESS(h) ENUM("compress", "none", "none|gzip|zstd", h)
-#define COMPRESS_MIN INT("compress_min_bytes", "512", 0, BIG, \
+#define COMPRESS_MIN INT("compress_min_bytes", "256", 0, BIG, \
 	"a message (or a batch) smaller than this goes uncompressed: below a few hundred bytes the format's own " \
 	"overhead and the CPU cost outweigh what is saved; compressed or not, a message whose compressed form is " \
 	"not smaller goes as it is")
