@@ -103,13 +103,13 @@ static const struct cfg_key websocket[] = {
 	SECRET("api_key", "sent in api_key_header"),
 	STR("api_key_header", "X-API-Key", "header that carries api_key"),
 	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
-	ENCRYPT,
 	COMPRESS("gzip: offer permessage-deflate (RFC 7692) in the upgrade request and, when the server agrees, send "
 		 "messages deflated, with the context kept from message to message unless the server asks otherwise "
 		 "(client_no_context_takeover), so that similar records cost a few bytes each; a server that does not "
 		 "agree gets them uncompressed; zstd: refused, WebSocket has no extension for it; with encryption the "
 		 "payload is compressed before it is sealed (see encrypt)"),
 	COMPRESS_MIN,
+	ENCRYPT,
 };
 
 static const struct cfg_key rest[] = {
@@ -132,12 +132,12 @@ static const struct cfg_key rest[] = {
 	CERT_FILE,
 	TLS_KEY_FILE,
 	INSECURE,
-	ENCRYPT,
 	COMPRESS("gzip or zstd: the body of a POST (a batch of rest.batch_max as one body) is compressed and sent with "
 		 "Content-Encoding: gzip or zstd, which the server must decode (one that cannot should answer 415 "
 		 "Unsupported Media Type: then each message fails for good, so switch compress off); with encryption the payload is compressed "
 		 "before it is sealed (see encrypt)"),
 	COMPRESS_MIN,
+	ENCRYPT,
 };
 
 static const struct cfg_key mqtt[] = {
@@ -161,12 +161,12 @@ static const struct cfg_key mqtt[] = {
 	CERT_FILE,
 	TLS_KEY_FILE,
 	INSECURE,
-	ENCRYPT,
 	COMPRESS("gzip or zstd: the published payload (with its envelope, if any) is compressed and carries the MQTT 5 "
 		 "user property content-encoding: gzip or zstd (a subscriber decompresses what has it); needs "
 		 "protocol_version 5, since MQTT 3.1.1 has no way to say so; with encryption the payload is compressed "
 		 "before it is sealed (see encrypt)"),
 	COMPRESS_MIN,
+	ENCRYPT,
 };
 
 static const struct cfg_key sftp[] = {
