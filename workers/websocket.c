@@ -578,6 +578,12 @@ static void take_extensions(struct lws *wsi)
 	const char *p = strstr(ext, "client_max_window_bits");
 	if (p && p[strlen("client_max_window_bits")] == '=')
 		bits = atoi(p + strlen("client_max_window_bits") + 1);
+	if (bits < 9 || bits > 15) {
+		/* zlib makes no raw stream with a window of 8 bits: it would use 9, more than allowed */
+		log_warnx("%s allows a deflate window of %d bits (client_max_window_bits), which zlib cannot keep to: "
+			  "messages go uncompressed", W.url, bits);
+		return;
+	}
 	bool takeover = !strstr(ext, "client_no_context_takeover");
 	W.pmd = pmd_new(true, bits, takeover);
 	log_info("permessage-deflate with %s (window %d bits%s)", W.url, bits,
