@@ -4,12 +4,14 @@ subscriber on mosquitto reads MQTT 5's content-encoding user property. What
 arrives decompresses to exactly what was sent, and fewer bytes crossed the
 wire (lpr-peer's count of the body as it came, ucgw-linkem's of the link).
 A payload that is also encrypted is compressed before it is sealed."""
+import asyncio
 import base64
 import gzip
 import json
 import os
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -113,6 +115,52 @@ class CompressTest(GatewayTest):
         refused, recs, gw = self.ws_bytes("gzip", deflate=False)
         self.assertIn("did not accept permessage-deflate", gw.log_text())
         self.assertGreater(refused * 10, plain * 9)
+
+    def python_ws_server(self, **pmd):
+        """A second implementation, Python's websockets (zlib inflating, strict about
+        RSV1), with the permessage-deflate parameters given; acks every message."""
+        from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+        from websockets.exceptions import ConnectionClosed
+        from websockets.server import serve
+        got, ready, loop = [], threading.Event(), asyncio.new_event_loop()
+
+        async def handler(ws):
+            try:
+                async for m in ws:
+                    got.append(m)
+                    await ws.send(json.dumps({"ack": json.loads(m)["id"]}))
+            except ConnectionClosed:  # the gateway stopped at the test's end
+                pass
+
+        async def main():
+            self.ws_stop = loop.create_future()
+            async with serve(handler, "127.0.0.1", 0, compression=None,
+                             extensions=[ServerPerMessageDeflateFactory(**pmd)]) as srv:
+                self.ws_port = srv.sockets[0].getsockname()[1]
+                ready.set()
+                await self.ws_stop
+
+        t = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+        t.start()
+        ready.wait(10)
+        self.addCleanup(lambda: (loop.call_soon_threadsafe(self.ws_stop.set_result, None), t.join(10)))
+        return got
+
+    def test_websocket_server_parameters_kept(self):
+        # the server asks for a 10-bit window and no context takeover: each message deflated on its own
+        got = self.python_ws_server(client_no_context_takeover=True, client_max_window_bits=10)
+        link = Link.for_test(self, self.ws_port, profile="lan")
+        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % link.port, "compress": "gzip"},
+                           "spool": SPOOL})
+        wait_for(lambda: gw.workers()["websocket"]["connected"], what="websocket connected")
+        self.assertIn("window 10 bits, each message on its own", gw.log_text())
+        before = link.stats()["up_bytes"]
+        ids = [self.send(gw, "websocket", detection.text(i)) for i in range(10)]
+        self.assertEqual([json.loads(m) for m in got], [{"id": i, "data": detection.record(k)}
+                                                        for k, i in enumerate(ids)])
+        sent = link.stats()["up_bytes"] - before
+        plain = sum(len(m.encode()) + 8 for m in got)  # a masked frame's header: 8 bytes at this size
+        self.assertLess(sent, plain * 0.9, "%d bytes for %d uncompressed" % (sent, plain))
 
     def test_compressed_before_sealed(self):
         from Cryptodome.Cipher import AES  # Debian: python3-pycryptodome
