@@ -19,7 +19,7 @@ import detection  # noqa: E402
 from linkem import Link, wait_drained  # noqa: E402
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
-from mqttsub import Subscriber  # noqa: E402
+from mqttsub import Subscriber, decoded  # noqa: E402
 from ucgwtest import BIN, GatewayTest, wait_for  # noqa: E402
 
 SPOOL = {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}
@@ -73,19 +73,20 @@ class CompressTest(GatewayTest):
         mq = Mosquitto(self)
         sub = Subscriber(mq.port, "lpr/#")
         self.addCleanup(sub.close)
-        gw = self.gateway({"mqtt": {"broker_url": mq.url(), "compress": "gzip", "envelope": True},
-                           "spool": SPOOL})
-        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt connected")
-        big, small = detection.text(2), '{"plate":"S2"}'
-        ids = [self.send(gw, "mqtt", big), self.send(gw, "mqtt", small)]
-        msgs = [m for m in sub.wait(2, topic="lpr/test-cam-1/data")]
-        self.assertEqual(msgs[0]["props"]["content-encoding"], "gzip")
-        self.assertEqual(msgs[0]["props"]["message-id"], ids[0])
-        env = json.loads(gzip.decompress(msgs[0]["payload"]))
-        self.assertEqual(env, {"id": ids[0], "data": json.loads(big)})
-        self.assertLess(len(msgs[0]["payload"]), len(json.dumps(env)))
-        self.assertNotIn("content-encoding", msgs[1]["props"])
-        self.assertEqual(json.loads(msgs[1]["payload"]), {"id": ids[1], "data": json.loads(small)})
+        for alg in ("gzip", "zstd"):
+            gw = self.gateway({"mqtt": {"broker_url": mq.url(), "compress": alg, "envelope": True}, "spool": SPOOL})
+            wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt connected")
+            big, small = detection.text(2), '{"plate":"S2"}'
+            ids = [self.send(gw, "mqtt", big), self.send(gw, "mqtt", small)]
+            msgs = sub.wait(2 if alg == "gzip" else 4, topic="lpr/test-cam-1/data")[-2:]
+            self.assertEqual(msgs[0]["props"]["content-encoding"], alg)
+            self.assertEqual(msgs[0]["props"]["message-id"], ids[0])
+            env = json.loads(decoded(msgs[0]))
+            self.assertEqual(env, {"id": ids[0], "data": json.loads(big)})
+            self.assertLess(len(msgs[0]["payload"]), len(json.dumps(env, ensure_ascii=False).encode()))
+            self.assertNotIn("content-encoding", msgs[1]["props"])
+            self.assertEqual(json.loads(msgs[1]["payload"]), {"id": ids[1], "data": json.loads(small)})
+            gw.stop()
 
     def ws_bytes(self, compress, n=40, deflate=True):
         """Upstream bytes the link carried for n records, and what the peer got."""
