@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -116,6 +117,20 @@ class CompressTest(GatewayTest):
         refused, recs, gw = self.ws_bytes("gzip", deflate=False)
         self.assertIn("did not accept permessage-deflate", gw.log_text())
         self.assertGreater(refused * 10, plain * 9)
+
+    def test_websocket_pings_under_deflate(self):
+        # libwebsockets 4.1 loops on a pong with a payload once permessage-deflate is on:
+        # the worker, stalled, was killed for not answering the supervisor's pings
+        peer = LprPeer(self)
+        gw = self.gateway({"websocket": {"server_url": peer.ws_url(), "compress": "gzip", "ping_interval_s": 1},
+                           "spool": SPOOL})
+        wait_for(lambda: gw.workers()["websocket"]["connected"], what="websocket connected")
+        pid = gw.workers()["websocket"]["pid"]
+        time.sleep(7)  # six pings and pongs; a stall of 5 s gets the worker killed
+        self.assertEqual(gw.workers()["websocket"]["pid"], pid, gw.log_text())
+        self.assertNotIn("did not answer pings", gw.log_text())
+        i = self.send(gw, "websocket", detection.text(5))
+        self.assertEqual(json.loads(peer.records("ws")[-1]["body"]), {"id": i, "data": detection.record(5)})
 
     def python_ws_server(self, **pmd):
         """A second implementation, Python's websockets (zlib inflating, strict about
