@@ -132,7 +132,7 @@ class CompressTest(GatewayTest):
         i = self.send(gw, "websocket", detection.text(5))
         self.assertEqual(json.loads(peer.records("ws")[-1]["body"]), {"id": i, "data": detection.record(5)})
 
-    def python_ws_server(self, **pmd):
+    def python_ws_server(self, ping_interval=20, **pmd):
         """A second implementation, Python's websockets (zlib inflating, strict about
         RSV1), with the permessage-deflate parameters given; acks every message."""
         from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -150,7 +150,7 @@ class CompressTest(GatewayTest):
 
         async def main():
             self.ws_stop = loop.create_future()
-            async with serve(handler, "127.0.0.1", 0, compression=None,
+            async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=ping_interval,
                              extensions=[ServerPerMessageDeflateFactory(**pmd)]) as srv:
                 self.ws_port = srv.sockets[0].getsockname()[1]
                 ready.set()
@@ -177,6 +177,18 @@ class CompressTest(GatewayTest):
         sent = link.stats()["up_bytes"] - before
         plain = sum(len(m.encode()) + 8 for m in got)  # a masked frame's header: 8 bytes at this size
         self.assertLess(sent, plain * 0.9, "%d bytes for %d uncompressed" % (sent, plain))
+
+    def test_websocket_server_pings_under_deflate(self):
+        # the server's own pings (Python's websockets sends one every 20 s, with a payload)
+        got = self.python_ws_server(ping_interval=1)
+        gw = self.gateway({"websocket": {"server_url": "ws://127.0.0.1:%d/lpr" % self.ws_port, "compress": "gzip"},
+                           "spool": SPOOL})
+        wait_for(lambda: gw.workers()["websocket"]["connected"], what="websocket connected")
+        pid = gw.workers()["websocket"]["pid"]
+        time.sleep(7)
+        self.assertEqual(gw.workers()["websocket"]["pid"], pid, gw.log_text())
+        i = self.send(gw, "websocket", detection.text(6))
+        self.assertEqual(json.loads(got[-1]), {"id": i, "data": detection.record(6)})
 
     def test_compressed_before_sealed(self):
         from Cryptodome.Cipher import AES  # Debian: python3-pycryptodome
