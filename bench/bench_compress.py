@@ -11,7 +11,11 @@ REST with rest.batch_max 100 (the gateway joins them), MQTT and WebSocket with
 messages that each carry an array of 100 detections. compress_min_bytes keeps
 its default. Prints a table; asserts nothing.
 
-    /usr/bin/python3 bench/bench_compress.py [--protocols mqtt,websocket,rest] [-n 500]
+--cpu: instead, on loopback (no link: CPU is what is measured there), the CPU
+time the protocol's worker and ucgwd spend per detection, with and without,
+one detection per message (-n 3000 or more: the clock counts 10 ms ticks).
+
+    /usr/bin/python3 bench/bench_compress.py [--protocols mqtt,websocket,rest] [-n 500] [--cpu]
 """
 import argparse
 import json
@@ -55,11 +59,20 @@ def messages(proto, n, batch):
             for i in range(0, n, BATCH)]
 
 
-def run(scene, proto, alg, n, batch, servers):
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(scene, proto, alg, n, batch, servers, cpu=False):
+    """Bytes up and down per detection through the link; with cpu, on loopback, the CPU seconds
+    of the worker and of ucgwd per detection instead."""
     target, arrived = servers[proto]
-    link = Link(target, profile=PROFILE)
-    gw = Gateway(scene.tmp, {"gateway": {"log_level": "warning"}, proto: section(proto, link.port, alg, batch)},
-                 "gw-%s-%s-%s" % (proto, alg, "batch" if batch else "one"))
+    link = None if cpu else Link(target, profile=PROFILE)
+    gw = Gateway(scene.tmp, {"gateway": {"log_level": "warning"},
+                             proto: section(proto, target if cpu else link.port, alg, batch)},
+                 "gw-%s-%s-%s%s" % (proto, alg, "batch" if batch else "one", "-cpu" if cpu else ""))
     gw.start()
     try:
         wait_for(lambda: gw.workers()[proto]["connected"], timeout=30, what=proto + " connected")
@@ -68,23 +81,31 @@ def run(scene, proto, alg, n, batch, servers):
             r = c.send_metadata('{"warm":"up"}', protocol=proto, wait=True)
             assert r.success, r.error
             base = arrived()
-            wait_drained(link)
-            before = link.stats()
+            pids = (gw.workers()[proto]["pid"], gw.daemon_pid())
+            if cpu:
+                before = [cpu_s(p) for p in pids]
+            else:
+                wait_drained(link)
+                before = link.stats()
             for m in msgs:
                 c.send_metadata(m, protocol=proto)
             wait_for(lambda: arrived() - base >= len(msgs), timeout=120, what="%d messages" % len(msgs))
+        if cpu:
+            return tuple((cpu_s(p) - b) / n for p, b in zip(pids, before))
         wait_drained(link)
         after = link.stats()
         return ((after["up_bytes"] - before["up_bytes"]) / n, (after["down_bytes"] - before["down_bytes"]) / n)
     finally:
         gw.stop()
-        link.stop()
+        if link:
+            link.stop()
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--protocols", default="mqtt,websocket,rest")
     ap.add_argument("-n", type=int, default=500, help="detections per run (a multiple of %d)" % BATCH)
+    ap.add_argument("--cpu", action="store_true", help="CPU per detection on loopback instead of bytes on a link")
     a = ap.parse_args()
     n = max(BATCH, a.n // BATCH * BATCH)
     s = Scene()
@@ -99,17 +120,25 @@ def main():
                    "mqtt": (mq.port, lambda: len(sub.received()))}
         record = len(detection.text(1).encode())
         for proto in a.protocols.split(","):
-            for batch in (False, True):
+            for batch in (False,) if a.cpu else (False, True):  # a batch's few messages: below the clock's tick
                 plain = None
                 for alg in ALGS[proto]:
-                    up, down = run(s, proto, alg, n, batch, servers)
+                    up, down = run(s, proto, alg, n, batch, servers, a.cpu)
                     plain = plain or up
                     what = ("batch of %d" % BATCH) + (" (rest.batch_max)" if proto == "rest" else " (one message)") \
                         if batch else "one per message"
-                    rows.append((proto, what, alg, up, down, 100 * (1 - up / plain)))
-                    print("%s, %s, compress %s: %.1f bytes up, %.1f down per detection" % (proto, what, alg, up, down),
-                          flush=True)
+                    rows.append((proto, what, alg, up, down, 100 * (1 - up / plain) if plain else 0))
+                    print(("%s, %s, compress %s: %.1f µs of the worker's CPU, %.1f of ucgwd's per detection"
+                           if a.cpu else "%s, %s, compress %s: %.1f bytes up, %.1f down per detection")
+                          % ((proto, what, alg) + ((up * 1e6, down * 1e6) if a.cpu else (up, down))), flush=True)
         sub.close()
+        if a.cpu:
+            print("\nloopback; CPU per detection (µs), %d detections per run\n" % n)
+            print("| protocol | sent as | compress | worker | ucgwd |")
+            print("| --- | --- | --- | --- | --- |")
+            for proto, what, alg, w, d, _ in rows:
+                print("| %s | %s | %s | %.1f | %.1f |" % (proto, what, alg, w * 1e6, d * 1e6))
+            return
         print("\nprofile %s; the reference detection is %d bytes of JSON; bytes per detection on the link "
               "(TCP payload, headers and acknowledgments included), %d detections per run\n" % (PROFILE, record, n))
         print("| protocol | sent as | compress | bytes up per detection | bytes down | saved up |")
@@ -117,7 +146,7 @@ def main():
         for proto, what, alg, up, down, saved in rows:
             print("| %s | %s | %s | %.1f | %.1f | %.0f %% |" % (proto, what, alg, up, down, saved))
     finally:
-        s.close()
+        s.close(remove=not os.environ.get("UCGW_KEEP_TMP"))
 
 
 if __name__ == "__main__":
