@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "config/internal.h"
 #include "proto/proto.h"
+#include "workers/protocols.h"
 
 #define CONFIG_MAX_BYTES (4u << 20) /* a configuration is a few kilobytes; more is a wrong file */
 #define SECRET_MAX_BYTES 65536u
@@ -734,6 +735,24 @@ static int check_frame_limit(struct loader *L, const struct config *cfg)
 			FRAME_ENVELOPE_MAX);
 }
 
+/* What a protocol's row checks beyond each key's range (workers/protocols.c):
+ * said at load, not at the first message. */
+static int check_protocol_rows(struct loader *L, const struct config *cfg)
+{
+	for (size_t i = 0; i < protocol_count(); i++) {
+		const struct protocol *p = protocol_at(i);
+		const struct cfg_section *sec = config_section(cfg, p->name);
+		char why[300];
+		const char *key = p->check && section_on(sec) ? p->check(sec, why, sizeof why) : NULL;
+		if (key) {
+			const struct cfg_value *v = cfg_get(sec, key);
+			return fail_pos(L, (size_t)(v && v->line ? v->line : 1), (size_t)(v && v->line ? v->col : 1),
+					"%s.%s: %s", p->name, key, why);
+		}
+	}
+	return 0;
+}
+
 static int load_root(struct loader *L, struct config *cfg)
 {
 	const yaml_node_t *root = yaml_document_get_root_node(&L->doc);
@@ -747,7 +766,7 @@ static int load_root(struct loader *L, struct config *cfg)
 	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++)
 		if (load_top_entry(L, cfg, node(L, p->key), node(L, p->value)) < 0)
 			return -1;
-	if (check_required(L, cfg) < 0)
+	if (check_required(L, cfg) < 0 || check_protocol_rows(L, cfg) < 0)
 		return -1;
 	return check_frame_limit(L, cfg);
 }

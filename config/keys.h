@@ -33,7 +33,15 @@
 #define CERT_FILE INFILE("cert_file", NULL, "client certificate (PEM)")
 #define TLS_KEY_FILE INFILE("key_file", NULL, "client key (PEM)")
 #define INSECURE BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
-#define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)")
+#define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file); with compress " \
+	"on, a payload of compress_min_bytes or more is compressed before it is sealed (ciphertext does not compress): " \
+	"its plaintext then starts with gzip's (1f 8b) or zstd's (28 b5 2f fd) magic bytes, which no JSON text does")
+/* compress: the same words everywhere, what they do on the wire said per protocol. */
+#define COMPRESS(h) ENUM("compress", "none", "none|gzip|zstd", h)
+#define COMPRESS_MIN INT("compress_min_bytes", "256", 0, BIG, \
+	"a message (or a batch) smaller than this goes uncompressed: below a few hundred bytes the format's own " \
+	"overhead and the CPU cost outweigh what is saved; compressed or not, a message whose compressed form is " \
+	"not smaller goes as it is")
 
 /* A descriptor row's section (workers/protocols.h): .keys and .nkeys of an array. */
 #define SECTION_KEYS(k) .keys = k, .nkeys = COUNT(k)

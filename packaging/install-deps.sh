@@ -6,7 +6,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	build-essential cmake pkg-config git ca-certificates \
 	libuv1-dev libwebsockets-dev libcurl4-openssl-dev libmosquitto-dev libssh2-1-dev \
-	libyaml-dev libmsgpack-dev libssl-dev libsystemd-dev libseccomp-dev \
+	libyaml-dev libmsgpack-dev libssl-dev libsystemd-dev libseccomp-dev zlib1g-dev libzstd-dev \
 	mosquitto nginx-light openssh-server openssh-client rsync openssl procps lintian systemd btrfs-progs \
 	python3 python3-msgpack python3-websockets python3-pycryptodome python3-yaml \
 	python3-setuptools python3-pip mypy \

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "ipc/channel.h"
+#include "common/compress.h"
 #include "common/crypto.h"
 #include "supervisor/admission.h"
 #include "supervisor/budget.h"
@@ -392,13 +393,23 @@ bool router_wants_encryption(const struct smsg *m, const char *protocol)
 }
 
 /* The seed's EncryptionManager: the payload becomes base64(nonce|tag|ciphertext),
- * sent as a JSON string so that JSON transports still carry JSON. */
-static char *sealed_payload(const struct smsg *m, size_t *len, char *err, size_t errlen)
+ * sent as a JSON string so that JSON transports still carry JSON. With the
+ * protocol's compress on, the plaintext sealed is the payload compressed
+ * (ciphertext does not compress, so the worker could not do it after): its
+ * magic bytes tell the receiver, who decrypts, what to decompress with. */
+static char *sealed_payload(const struct smsg *m, const char *protocol, size_t *len, char *err, size_t errlen)
 {
 	unsigned char key[CRYPTO_KEY_LEN];
 	if (!encryption_key(key, err, errlen))
 		return NULL;
-	char *b64 = crypto_encrypt_b64(key, m->payload, m->size, err, errlen);
+	const struct cfg_section *sec = config_section(sup.cfg, protocol);
+	int alg = cfg_has(sec, "compress") ? compress_alg_parse(cfg_str(sec, "compress")) : COMPRESS_NONE;
+	size_t zlen = 0;
+	unsigned char *z = alg > COMPRESS_NONE && m->size >= (size_t)cfg_int(sec, "compress_min_bytes")
+				   ? compress_buf((enum compress_alg)alg, m->payload, m->size, &zlen)
+				   : NULL;
+	char *b64 = crypto_encrypt_b64(key, z ? (const void *)z : m->payload, z ? zlen : m->size, err, errlen);
+	free(z);
 	crypto_wipe(key, sizeof key);
 	if (!b64)
 		return NULL;
@@ -428,7 +439,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 		if (router_wants_encryption(m, rp->name)) {
 			char err[200];
 			size_t len;
-			if (!(sealed = sealed_payload(m, &len, err, sizeof err))) {
+			if (!(sealed = sealed_payload(m, rp->name, &len, err, sizeof err))) {
 				snprintf(m->last_error, sizeof m->last_error, "%s", err);
 				return -1;
 			}

@@ -44,6 +44,7 @@
 #include <errno.h>
 #include <sys/socket.h>
 
+#include "common/compress.h"
 #include "workers/worker.h"
 
 #define MAX_CONNS 256
@@ -92,6 +93,8 @@ static struct {
 	unsigned max_inflight;
 	uint64_t ack_timeout_ms, connect_timeout_ms;
 	bool tls, v5, envelope, stopping;
+	enum compress_alg calg;        /* mqtt.compress (MQTT 5 only: config.c) */
+	size_t cmin;                   /* mqtt.compress_min_bytes */
 	char *topic, *status_topic;
 	uv_timer_t misc, sweep;
 	struct conn conns[MAX_CONNS];
@@ -660,18 +663,29 @@ static void mqtt_submit(struct job *j)
 	char *topic = j->topic ? worker_expand(j->topic) : NULL;
 	size_t len = j->payload_len;
 	char *wrapped = M.envelope ? envelope(j, &len) : NULL;
+	const void *body = wrapped ? wrapped : j->payload;
 	mosquitto_property *props = NULL;
 	if (M.v5)
 		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", j->id);
+	/* mqtt.compress: what is published, envelope and all, named by a user property */
+	size_t zlen;
+	unsigned char *z = M.calg && len >= M.cmin ? compress_buf(M.calg, body, len, &zlen) : NULL;
+	if (z) {
+		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "content-encoding",
+						   compress_alg_name(M.calg));
+		body = z;
+		len = zlen;
+	}
 	bool alias = !topic && c->alias_ok;
 	if (alias)
 		mosquitto_property_add_int16(&props, MQTT_PROP_TOPIC_ALIAS, 1);
 	int mid = 0;
 	c->publishing = M.qos == 0 ? j : NULL;
 	int rc = mosquitto_publish_v5(c->mosq, &mid, topic ? topic : alias && c->alias_set ? "" : M.topic, (int)len,
-				      wrapped ? wrapped : j->payload, M.qos, false, props);
+				      body, M.qos, false, props);
 	if (alias && rc == MOSQ_ERR_SUCCESS)
 		c->alias_set = true; /* libmosquitto sends its messages in order: this one goes first */
+	free(z);
 	bool written = M.qos == 0 && !c->publishing; /* answered ok inside, by on_publish */
 	c->publishing = NULL;
 	mosquitto_property_free_all(&props);
@@ -862,6 +876,8 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	M.connect_timeout_ms = (uint64_t)cfg_int(cfg, "connect_timeout_ms");
 	M.v5 = strcmp(cfg_str(cfg, "protocol_version"), "5") == 0;
 	M.envelope = cfg_bool(cfg, "envelope");
+	M.calg = (enum compress_alg)compress_alg_parse(cfg_str(cfg, "compress"));
+	M.cmin = (size_t)cfg_int(cfg, "compress_min_bytes");
 	M.topic = worker_expand(cfg_str(cfg, "topic"));
 	M.status_topic = worker_expand(cfg_str(cfg, "status_topic"));
 	M.cfg = cfg;

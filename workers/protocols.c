@@ -26,6 +26,12 @@ static const struct cfg_key websocket[] = {
 	SECRET("api_key", "sent in api_key_header"),
 	STR("api_key_header", "X-API-Key", "header that carries api_key"),
 	SECRET("jwt_secret", "mint a short-lived HS256 bearer token with this secret"),
+	COMPRESS("gzip: offer permessage-deflate (RFC 7692) in the upgrade request and, when the server agrees, send "
+		 "messages deflated, with the context kept from message to message unless the server asks otherwise "
+		 "(client_no_context_takeover), so that similar records cost a few bytes each; a server that does not "
+		 "agree gets them uncompressed; zstd: refused, WebSocket has no extension for it; with encryption the "
+		 "payload is compressed before it is sealed (see encrypt)"),
+	COMPRESS_MIN,
 	ENCRYPT,
 };
 
@@ -49,6 +55,11 @@ static const struct cfg_key rest[] = {
 	CERT_FILE,
 	TLS_KEY_FILE,
 	INSECURE,
+	COMPRESS("gzip or zstd: the body of a POST (a batch of rest.batch_max as one body) is compressed and sent with "
+		 "Content-Encoding: gzip or zstd, which the server must decode (one that cannot should answer 415 "
+		 "Unsupported Media Type: then each message fails for good, so switch compress off); with encryption the payload is compressed "
+		 "before it is sealed (see encrypt)"),
+	COMPRESS_MIN,
 	ENCRYPT,
 };
 
@@ -73,6 +84,11 @@ static const struct cfg_key mqtt[] = {
 	CERT_FILE,
 	TLS_KEY_FILE,
 	INSECURE,
+	COMPRESS("gzip or zstd: the published payload (with its envelope, if any) is compressed and carries the MQTT 5 "
+		 "user property content-encoding: gzip or zstd (a subscriber decompresses what has it); needs "
+		 "protocol_version 5, since MQTT 3.1.1 has no way to say so; with encryption the payload is compressed "
+		 "before it is sealed (see encrypt)"),
+	COMPRESS_MIN,
 	ENCRYPT,
 };
 
@@ -151,6 +167,28 @@ static const char *const rsync_calls[] = {
 	NULL,
 };
 
+/* ---- checks of a section at load ---- */
+
+/* compress: what a protocol cannot carry is said at load, not at the first message. */
+static const char *websocket_check(const struct cfg_section *s, char *why, size_t len)
+{
+	if (strcmp(cfg_str(s, "compress"), "zstd") != 0)
+		return NULL;
+	snprintf(why, len, "zstd has no WebSocket extension (RFC 7692 defines only permessage-deflate); use gzip, "
+			   "which negotiates permessage-deflate, or none");
+	return "compress";
+}
+
+static const char *mqtt_check(const struct cfg_section *s, char *why, size_t len)
+{
+	const char *c = cfg_str(s, "compress");
+	if (strcmp(c, "none") == 0 || strcmp(cfg_str(s, "protocol_version"), "5") == 0)
+		return NULL;
+	snprintf(why, len, "%s needs protocol_version 5 (the content-encoding user property tells the subscriber; "
+			   "MQTT 3.1.1 has no way to say a payload is compressed)", c);
+	return "compress";
+}
+
 /* ---- the rows ---- */
 
 static const struct protocol production[] = {
@@ -158,7 +196,7 @@ static const struct protocol production[] = {
 	  .carries = PROTO_META, SECTION_KEYS(websocket),
 	  .server = { .key = "server_url", .port = "80", .tls_scheme = "wss", .tls_port = "443" },
 	  .sandbox = { .calls = ws_calls, .network = true, .threads = true },
-	  .picks = "high_priority,small", .network = PROTO_META, .fallback = "rest,mqtt" },
+	  .picks = "high_priority,small", .network = PROTO_META, .fallback = "rest,mqtt", .check = websocket_check },
 	{ .name = "rest", .exe = "ucgw-rest", .help = "Metadata over HTTP POST (libcurl).",
 	  .carries = PROTO_META, SECTION_KEYS(rest),
 	  .server = { .key = "base_url", .port = "80", .tls_scheme = "https", .tls_port = "443" },
@@ -168,7 +206,7 @@ static const struct protocol production[] = {
 	  .carries = PROTO_META, SECTION_KEYS(mqtt),
 	  .server = { .key = "broker_url", .port = "1883", .tls_scheme = "mqtts", .tls_port = "8883" },
 	  .sandbox = { .calls = mqtt_calls, .network = true, .threads = true },
-	  .picks = "high_priority_poor,large", .fallback = "rest,websocket" },
+	  .picks = "high_priority_poor,large", .fallback = "rest,websocket", .check = mqtt_check },
 	{ .name = "sftp", .exe = "ucgw-sftp", .help = "Files over SFTP (libssh2).",
 	  .carries = PROTO_FILES, SECTION_KEYS(sftp),
 	  .server = { .key = "host", .port_key = "port" },

@@ -61,6 +61,9 @@ struct protocol {
 	 * this many times in all (after a backoff) before its chain goes on, as the
 	 * reference design's REST client retries; NULL: the chain goes on at once. */
 	const char *retry_key;
+	/* What one key's range cannot say about its section, checked at load
+	 * (NULL: nothing): returns the key at fault with why written, or NULL. */
+	const char *(*check)(const struct cfg_section *s, char *why, size_t len);
 	bool test_only;     /* a fixture of the test build: never picked by `auto`, in no list or
 			       document a user reads */
 };

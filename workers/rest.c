@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/compress.h"
 #include "workers/worker.h"
 
 #define BODY_KEEP 200            /* bytes of a refusal's body quoted in the error */
@@ -26,6 +27,7 @@ struct req {
 	struct job **batch;          /* rest.batch_max > 1: the records of this POST, in the array's order */
 	size_t nbatch;
 	char *batch_body;
+	unsigned char *zbody;        /* the body compressed (rest.compress), sent instead */
 	CURL *easy;
 	struct curl_slist *headers;
 	char body[BODY_KEEP + 1];
@@ -62,6 +64,8 @@ static struct {
 	long may_h2;                 /* prior knowledge, or offered over TLS */
 	uint64_t rtt_sum, rtt_n, rtt_reported_ms;
 	long verbose;                /* UCGW_CURL_VERBOSE set: libcurl's trace on stderr */
+	enum compress_alg calg;      /* rest.compress */
+	size_t cmin;                 /* rest.compress_min_bytes */
 } H;
 
 struct jobq {
@@ -437,6 +441,7 @@ static void release(struct req *r)
 	curl_slist_free_all(r->headers);
 	free(r->batch);
 	free(r->batch_body);
+	free(r->zbody);
 	curl_easy_setopt(r->easy, CURLOPT_PRIVATE, NULL);
 	curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, NULL);
 	if (H.nidle == H.capidle) {
@@ -715,9 +720,24 @@ static void start_batch(void)
 	launch(r, NULL, r->batch_body, (size_t)(p - r->batch_body));
 }
 
+/* rest.compress: the whole body (a batch as one), when it is large enough to
+ * gain and comes out smaller, with the Content-Encoding that says so. */
+static const char *compressed_body(struct req *r, const char *body, size_t *len)
+{
+	size_t zlen;
+	if (H.calg == COMPRESS_NONE || *len < H.cmin || !(r->zbody = compress_buf(H.calg, body, *len, &zlen)))
+		return body;
+	char h[64];
+	snprintf(h, sizeof h, "Content-Encoding: %s", compress_alg_name(H.calg));
+	r->headers = curl_slist_append(r->headers, h);
+	*len = zlen;
+	return (const char *)r->zbody;
+}
+
 static void launch(struct req *r, const char *endpoint, const char *body, size_t len)
 {
 	H.active++;
+	body = compressed_body(r, body, &len);
 	r->easy = take_easy();
 	CURL *e = r->easy;
 	if (endpoint) {
@@ -901,6 +921,8 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	uv_timer_init(loop, &B.linger);
 	B.max = (long)cfg_int(cfg, "batch_max");
 	B.linger_ms = (uint64_t)cfg_int(cfg, "batch_linger_ms");
+	H.calg = (enum compress_alg)compress_alg_parse(cfg_str(cfg, "compress"));
+	H.cmin = (size_t)cfg_int(cfg, "compress_min_bytes");
 	H.probe = curl_easy_init();
 	worker_health(false, 0, "connecting to %s", H.url_base);
 	start_probe();

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/compress.h"
 #include "workers/worker.h"
 
 #define RX_MAX 65536                 /* a server message larger than this is not an ack: dropped */
@@ -63,6 +64,11 @@ static struct {
 	char close_why[160];             /* the server's close frame: code and reason */
 	uint64_t connect_ms;             /* when this attempt started */
 	uint64_t valid_ms;               /* when we last told lws the connection lives */
+	bool offer_pmd;                  /* websocket.compress: gzip */
+	size_t cmin;                     /* websocket.compress_min_bytes */
+	struct pmd *pmd;                 /* this connection's deflater, when the server agreed */
+	char *env;                       /* an envelope being compressed */
+	size_t envcap;
 } W;
 
 /* ---- job lists ---- */
@@ -110,6 +116,8 @@ static void went_down(const char *why)
 		return; /* already handled this loss */
 	W.state = WS_WAITING;
 	W.wsi = NULL;
+	pmd_free(W.pmd); /* the next connection negotiates afresh, with an empty window */
+	W.pmd = NULL;
 	W.rxlen = 0;
 	W.rx_overflow = false;
 	W.ping_due = false;
@@ -346,19 +354,27 @@ static void ping_tick(uv_timer_t *t)
 	lws_callback_on_writable(W.wsi);
 }
 
+/* Under permessage-deflate the ping goes empty: libwebsockets 4.1 passes a
+ * pong's payload to the extension and, finding it not compressed, hands it
+ * to the pong callback again and again (150,000 times a pong, the loop
+ * starved, the worker killed for not answering the supervisor's pings). An
+ * empty pong is then ours if one is outstanding: lws's own keepalive pings
+ * only after secs_since_valid_ping of silence, which ours prevent. */
 static int write_ping(struct lws *wsi)
 {
 	unsigned char buf[LWS_PRE + sizeof PING_MAGIC];
+	size_t n = W.pmd ? 0 : sizeof PING_MAGIC - 1;
 	memcpy(buf + LWS_PRE, PING_MAGIC, sizeof PING_MAGIC - 1);
 	W.ping_due = false;
 	W.ping_sent_us = now_us();
-	return lws_write(wsi, buf + LWS_PRE, sizeof PING_MAGIC - 1, LWS_WRITE_PING) < 0 ? -1 : 0;
+	return lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_PING) < 0 ? -1 : 0;
 }
 
 static void on_pong(struct lws *wsi, const void *in, size_t len)
 {
 	lws_validity_confirmed(wsi);
-	if (!W.ping_sent_us || len != sizeof PING_MAGIC - 1 || memcmp(in, PING_MAGIC, len) != 0)
+	bool ours = W.pmd ? len == 0 : len == sizeof PING_MAGIC - 1 && memcmp(in, PING_MAGIC, len) == 0;
+	if (!W.ping_sent_us || !ours)
 		return; /* lws's own keepalive, not our measurement */
 	uint64_t rtt = now_us() - W.ping_sent_us;
 	W.ping_sent_us = 0;
@@ -375,8 +391,10 @@ static void on_pong(struct lws *wsi, const void *in, size_t len)
  * bytes: one send for up to BATCH_BYTES of messages, one read of random
  * bytes for MASK_KEYS frames. Still one WebSocket message per envelope; lws
  * keeps what the kernel does not take and sends it first at the next
- * WRITEABLE, as it does for its own frames. No extension is ever negotiated
- * (the client offers none), so a frame needs nothing more. */
+ * WRITEABLE, as it does for its own frames. The one extension offered is
+ * permessage-deflate (websocket.compress: gzip): lws negotiates it and
+ * inflates what the server sends, and the frames made here carry RSV1 and
+ * the message deflated by this connection's own stream (W.pmd). */
 #define BATCH_BYTES (32 * 1024) /* lws sends at most rx_buffer_size (64 KiB) per call */
 #define MASK_KEYS 256
 
@@ -424,16 +442,15 @@ static void mask(unsigned char *p, size_t n, const unsigned char key[4])
 		p[i] ^= key[i & 3];
 }
 
-/* The envelope {"id":"...","data":...} as one masked text frame at offset at
- * of the frame buffer; the payload is JSON the supervisor checked. Returns
- * the offset past it, 0 if no mask key could be had. */
-static size_t add_frame(size_t at, const struct job *j)
+/* A frame's header for n bytes of payload at offset at of the frame buffer;
+ * returns where the payload goes (its mask key just before it), NULL if no
+ * mask key could be had. */
+static unsigned char *frame_head(size_t at, size_t n, unsigned char first, size_t *end)
 {
-	static const char a[] = "{\"id\":\"", b[] = "\",\"data\":";
-	size_t idlen = strlen(j->id), n = sizeof a - 1 + idlen + sizeof b - 1 + j->payload_len + 1;
 	size_t hdr = 2 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + 4;
 	unsigned char *f = frame_buf(at + hdr + n) + at;
-	f[0] = 0x81; /* FIN, text */
+	*end = at + hdr + n;
+	f[0] = first;
 	if (n < 126) {
 		f[1] = (unsigned char)(0x80 | n);
 	} else if (n < 65536) {
@@ -445,16 +462,54 @@ static size_t add_frame(size_t at, const struct job *j)
 		for (int i = 0; i < 8; i++)
 			f[2 + i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
 	}
-	unsigned char *key = f + hdr - 4, *p = f + hdr;
-	if (mask_key(key) < 0)
+	return mask_key(f + hdr - 4) < 0 ? NULL : f + hdr;
+}
+
+/* The envelope deflated (permessage-deflate), in a frame with RSV1 set;
+ * 0 when zlib or the mask key failed (the connection is dropped: its
+ * deflate stream is out of step). Larger or not, once deflated it goes
+ * deflated, since it is in the window the server's inflater keeps too. */
+static size_t add_deflated(size_t at, const struct job *j, size_t n)
+{
+	if (n + 1 > W.envcap) {
+		W.envcap = (n + 1) * 2;
+		W.env = xrealloc(W.env, W.envcap);
+	}
+	int w = snprintf(W.env, n + 1, "{\"id\":\"%s\",\"data\":", j->id);
+	memcpy(W.env + w, j->payload, j->payload_len);
+	W.env[n - 1] = '}';
+	size_t zlen, end;
+	unsigned char *z = pmd_run(W.pmd, W.env, n, 0, &zlen), *p;
+	if (!z)
 		return 0;
+	if ((p = frame_head(at, zlen, 0xc1 /* FIN, RSV1 (compressed), text */, &end))) {
+		memcpy(p, z, zlen);
+		mask(p, zlen, p - 4);
+	}
+	free(z);
+	return p ? end : 0;
+}
+
+/* The envelope {"id":"...","data":...} as one masked text frame at offset at
+ * of the frame buffer; the payload is JSON the supervisor checked. Returns
+ * the offset past it, 0 if no mask key could be had. */
+static size_t add_frame(size_t at, const struct job *j)
+{
+	static const char a[] = "{\"id\":\"", b[] = "\",\"data\":";
+	size_t idlen = strlen(j->id), n = sizeof a - 1 + idlen + sizeof b - 1 + j->payload_len + 1, end;
+	if (W.pmd && n >= W.cmin)
+		return add_deflated(at, j, n);
+	unsigned char *p = frame_head(at, n, 0x81 /* FIN, text */, &end);
+	if (!p)
+		return 0;
+	unsigned char *key = p - 4;
 	memcpy(p, a, sizeof a - 1);
 	memcpy(p + sizeof a - 1, j->id, idlen);
 	memcpy(p + sizeof a - 1 + idlen, b, sizeof b - 1);
 	memcpy(p + sizeof a - 1 + idlen + sizeof b - 1, j->payload, j->payload_len);
 	p[n - 1] = '}';
 	mask(p, n, key);
-	return at + hdr + n;
+	return end;
 }
 
 /* As many frames as the socket takes now; the rest at the next WRITEABLE. */
@@ -509,6 +564,38 @@ static int handshake_headers(struct lws *wsi, unsigned char **p, unsigned char *
 	if (cfg_str(W.cfg, "api_key") && add_header(wsi, cfg_str(W.cfg, "api_key_header"), cfg_str(W.cfg, "api_key"), p, end))
 		return -1;
 	return add_header(wsi, "User-Agent", "ucgw/" UCGW_VERSION, p, end);
+}
+
+/* ---- permessage-deflate (RFC 7692) ---- */
+
+/* The server's Sec-WebSocket-Extensions answer: when it accepted
+ * permessage-deflate, this connection's deflater, with the window the server
+ * allows (client_max_window_bits) and a fresh start per message if it asked
+ * for client_no_context_takeover. Offered only with websocket.compress: gzip
+ * (lws, given the extension, offers it and refuses an answer naming another). */
+static void take_extensions(struct lws *wsi)
+{
+	char ext[256];
+	if (!W.offer_pmd || lws_hdr_copy(wsi, ext, sizeof ext, WSI_TOKEN_EXTENSIONS) <= 0 ||
+	    !strstr(ext, "permessage-deflate")) {
+		if (W.offer_pmd)
+			log_info("%s did not accept permessage-deflate: messages go uncompressed", W.url);
+		return;
+	}
+	int bits = 15;
+	const char *p = strstr(ext, "client_max_window_bits");
+	if (p && p[strlen("client_max_window_bits")] == '=')
+		bits = atoi(p + strlen("client_max_window_bits") + 1);
+	if (bits < 9 || bits > 15) {
+		/* zlib makes no raw stream with a window of 8 bits: it would use 9, more than allowed */
+		log_warnx("%s allows a deflate window of %d bits (client_max_window_bits), which zlib cannot keep to: "
+			  "messages go uncompressed", W.url, bits);
+		return;
+	}
+	bool takeover = !strstr(ext, "client_no_context_takeover");
+	W.pmd = pmd_new(true, bits, takeover);
+	log_info("permessage-deflate with %s (window %d bits%s)", W.url, bits,
+		 takeover ? ", context kept across messages" : ", each message on its own");
 }
 
 /* ---- the lws callback ---- */
@@ -573,6 +660,10 @@ static void lws_log(int level, const char *line)
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
 	switch (reason) {
+	case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH:
+		if (current(wsi))
+			take_extensions(wsi);
+		break;
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		if (current(wsi))
 			on_established(wsi);
@@ -619,6 +710,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	}
 	return 0;
 }
+
+/* Offered only with websocket.compress: gzip (make_context). */
+static const struct lws_extension extensions[] = {
+	{ "permessage-deflate", lws_extension_callback_pm_deflate, "permessage-deflate; client_max_window_bits" },
+	{ NULL, NULL, NULL },
+};
 
 static const struct lws_protocols protocols[] = {
 	{ "ucgw", callback, 0, 65536, 0, NULL, 0 },
@@ -757,6 +854,8 @@ static void read_settings(const struct cfg_section *cfg)
 		W.delay_ms = RECONNECT_MIN_MS;
 	W.fail_limit = (unsigned)cfg_int(cfg, "reconnect_attempts");
 	W.ping_ms = (uint64_t)cfg_int(cfg, "ping_interval_s") * 1000;
+	W.offer_pmd = strcmp(cfg_str(cfg, "compress"), "gzip") == 0; /* zstd: refused by config.c */
+	W.cmin = (size_t)cfg_int(cfg, "compress_min_bytes");
 }
 
 static struct lws_context *make_context(uv_loop_t *loop, const struct cfg_section *cfg)
@@ -775,6 +874,8 @@ static struct lws_context *make_context(uv_loop_t *loop, const struct cfg_sectio
 	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.foreign_loops = loops; /* copied by lws_create_context */
 	info.retry_and_idle_policy = &retry;
+	if (W.offer_pmd)
+		info.extensions = extensions;
 	/* The files as the supervisor read them (the worker may not be allowed
 	 * to open them). lws decodes one PEM object from each: the first CA
 	 * certificate of ca_file; an RSA or EC client key. */

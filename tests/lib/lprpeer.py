@@ -8,7 +8,7 @@ from ucgwtest import BIN
 
 
 class LprPeer:
-    def __init__(self, test, port=0, tls=None, mode=None, ws_ack=None, name="peer"):
+    def __init__(self, test, port=0, tls=None, mode=None, ws_ack=None, name="peer", extra=()):
         self.test = test
         self.record = os.path.join(test.tmp, name + ".jsonl")
         self.tls = tls
@@ -19,6 +19,7 @@ class LprPeer:
             self.args += ["--mode", mode]
         if ws_ack:
             self.args += ["--ws-ack", ws_ack]
+        self.args += list(extra)
         self.port = port
         self.start()
 

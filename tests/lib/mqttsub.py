@@ -179,3 +179,30 @@ class Subscriber:
             self.sock.close()
         except OSError:
             pass
+
+
+def decoded(msg):
+    """A received message's payload as it was before compression: by its MQTT 5 user property
+    content-encoding (gzip, or zstd through the system's libzstd), or as it came."""
+    enc = msg["props"].get("content-encoding")
+    if enc is None:
+        return msg["payload"]
+    if enc == "gzip":
+        import gzip
+        return gzip.decompress(msg["payload"])
+    if enc == "zstd":
+        import ctypes
+        z = ctypes.CDLL("libzstd.so.1")
+        z.ZSTD_getFrameContentSize.restype = ctypes.c_ulonglong
+        z.ZSTD_decompress.restype = ctypes.c_size_t
+        z.ZSTD_isError.argtypes = [ctypes.c_size_t]
+        src = msg["payload"]
+        size = z.ZSTD_getFrameContentSize(src, ctypes.c_size_t(len(src)))
+        if size >= 2 ** 63:
+            raise ValueError("zstd: frame without its size, or not zstd")
+        out = ctypes.create_string_buffer(size)
+        n = z.ZSTD_decompress(out, ctypes.c_size_t(size), src, ctypes.c_size_t(len(src)))
+        if z.ZSTD_isError(n):
+            raise ValueError("zstd: damaged payload")
+        return out.raw[:n]
+    raise ValueError("unknown content-encoding %r" % enc)

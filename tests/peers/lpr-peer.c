@@ -13,6 +13,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/compress.h"
+
 enum mode { M_200, M_400, M_401, M_429, M_503, M_STALL, M_DROP };
 static const char *const mode_names[] = { "200", "400", "401", "429", "503", "stall", "drop" };
 
@@ -20,7 +22,7 @@ static struct {
 	int record_fd;
 	enum mode mode, after;   /* after: the mode once `left` requests have passed */
 	long left;               /* -1: no limit */
-	bool ws_ack;
+	bool ws_ack, no_deflate;
 	long delay_us;            /* HTTP answers (not /_control/ ones) leave this long after the request */
 	unsigned long http, ws, ws_conns;
 	struct lws_context *ctx;
@@ -30,6 +32,8 @@ static struct {
 
 struct pss {                  /* per connection (HTTP request or WebSocket) */
 	char path[256], id[80], ua[128], ct[80], auth[256], apikey[256];
+	char ce[64];               /* HTTP: Content-Encoding; WebSocket: the extensions the client offered */
+	size_t wire_len;           /* HTTP: the body's length as it came, before decoding */
 	char *body;
 	size_t len, cap;
 	int status;
@@ -165,6 +169,12 @@ static void record(const char *proto, struct pss *s, const char *body, size_t le
 	field(&o, &n, &cap, "ua", s->ua);
 	field(&o, &n, &cap, "auth", s->auth);
 	field(&o, &n, &cap, "xapikey", s->apikey);
+	bool ws = strcmp(proto, "ws") == 0;
+	field(&o, &n, &cap, ws ? "ext" : "ce", s->ce);
+	if (!ws) {
+		snprintf(num, sizeof num, ",\"wire_len\":%zu", s->wire_len ? s->wire_len : len);
+		add(&o, &n, &cap, "%s", num);
+	}
 	if (valid_utf8(body, len)) {
 		add(&o, &n, &cap, ",\"body\":%s", "");
 		json_str(&o, &n, &cap, body, len);
@@ -197,6 +207,8 @@ static void read_headers(struct lws *wsi, struct pss *s)
 	lws_hdr_copy(wsi, s->ua, sizeof s->ua, WSI_TOKEN_HTTP_USER_AGENT);
 	lws_hdr_copy(wsi, s->ct, sizeof s->ct, WSI_TOKEN_HTTP_CONTENT_TYPE);
 	lws_hdr_copy(wsi, s->auth, sizeof s->auth, WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (lws_hdr_copy(wsi, s->ce, sizeof s->ce, WSI_TOKEN_HTTP_CONTENT_ENCODING) < 0)
+		s->ce[0] = '\0';
 	copy_custom(wsi, "idempotency-key:", s->id, sizeof s->id);
 	copy_custom(wsi, "x-api-key:", s->apikey, sizeof s->apikey);
 }
@@ -264,8 +276,36 @@ static int control_request(struct lws *wsi, struct pss *s)
 	return respond(wsi, s, 200, out, false);
 }
 
+/* Content-Encoding gzip or zstd: the body as it was before, as a server that
+ * decodes it would see it; wire_len keeps what came. */
+static int decode_body(struct lws *wsi, struct pss *s)
+{
+	s->wire_len = 0;
+	if (!s->ce[0] || strcmp(s->ce, "identity") == 0)
+		return 0;
+	int alg = compress_alg_parse(s->ce);
+	if (alg <= COMPRESS_NONE)
+		return respond(wsi, s, 415, "{\"error\":\"unsupported Content-Encoding\"}", false) ? -1 : 1;
+	char err[200], out[300];
+	size_t n;
+	unsigned char *d = decompress_buf((enum compress_alg)alg, s->body, s->len, 64 << 20, &n, err, sizeof err);
+	if (!d) {
+		snprintf(out, sizeof out, "{\"error\":\"%s\"}", err);
+		return respond(wsi, s, 400, out, false) ? -1 : 1;
+	}
+	free(s->body);
+	s->wire_len = s->len;
+	s->body = (char *)d;
+	s->len = n;
+	s->cap = n + 1;
+	return 0;
+}
+
 static int lpr_record(struct lws *wsi, struct pss *s)
 {
+	int dec = decode_body(wsi, s);
+	if (dec)
+		return dec < 0 ? -1 : 0;
 	enum mode m = take_mode();
 	P.http++;
 	s->status = status_of(m);
@@ -429,6 +469,8 @@ static int ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 		lws_hdr_copy(wsi, s->path, sizeof s->path, WSI_TOKEN_GET_URI);
 		lws_hdr_copy(wsi, s->ua, sizeof s->ua, WSI_TOKEN_HTTP_USER_AGENT);
 		lws_hdr_copy(wsi, s->auth, sizeof s->auth, WSI_TOKEN_HTTP_AUTHORIZATION);
+		if (lws_hdr_copy(wsi, s->ce, sizeof s->ce, WSI_TOKEN_EXTENSIONS) < 0)
+			s->ce[0] = '\0';
 		copy_custom(wsi, "x-api-key:", s->apikey, sizeof s->apikey);
 		P.ws_conns++;
 		return 0;
@@ -500,16 +542,26 @@ static struct lws_protocols protocols[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
+/* permessage-deflate for WebSocket clients that offer it (not with --no-deflate). */
+static const struct lws_extension extensions[] = {
+	{ "permessage-deflate", lws_extension_callback_pm_deflate, "permessage-deflate" },
+	{ NULL, NULL, NULL },
+};
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: lpr-peer --port N [--host 127.0.0.1] [--record FILE] [--tls-cert C --tls-key K]\n"
-		     "                [--mode 200|400|401|429|503|stall|drop] [--ws-ack message|none] [--delay-ms MS]\n\n"
+		     "                [--mode 200|400|401|429|503|stall|drop] [--ws-ack message|none] [--delay-ms MS]\n"
+		     "                [--no-deflate]\n\n"
 		     "A stand-in LPR server for ucgw's tests: HTTP POSTs and WebSocket messages on one port,\n"
 		     "each recorded as a JSON line in FILE. Port 0 picks a free port; prints 'listening on PORT'.\n"
 		     "POST /_control/mode with a mode (or e.g. 503x3: the next 3 requests) changes the answers;\n"
 		     "--delay-ms (or POST /_control/delay with MS) answers each HTTP record MS milliseconds after it\n"
 		     "arrived, as a server across a network would (a round trip plus its own time; default 0).\n"
-		     "GET /_control/stats counts; POST /_control/reset empties the record.\n");
+		     "GET /_control/stats counts; POST /_control/reset empties the record.\n"
+		     "A POST with Content-Encoding gzip or zstd is decoded (recorded: ce, and wire_len, the length\n"
+		     "that came; 415 for another encoding, 400 for a damaged body). WebSocket clients that offer\n"
+		     "permessage-deflate get it (recorded: ext, what the client offered), unless --no-deflate.\n");
 }
 
 static void on_signal(int sig) { P.stop = 1; lws_cancel_service(P.ctx); }
@@ -521,7 +573,7 @@ int main(int argc, char **argv)
 		{ "record", required_argument, NULL, 'r' },   { "tls-cert", required_argument, NULL, 'c' },
 		{ "tls-key", required_argument, NULL, 'k' },  { "mode", required_argument, NULL, 'm' },
 		{ "ws-ack", required_argument, NULL, 'a' },   { "quiet", no_argument, NULL, 'q' },
-		{ "delay-ms", required_argument, NULL, 'd' },
+		{ "delay-ms", required_argument, NULL, 'd' }, { "no-deflate", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
 	};
 	struct lws_context_creation_info info;
@@ -550,6 +602,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'q': break;
+		case 'D': P.no_deflate = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -565,6 +618,8 @@ int main(int argc, char **argv)
 	lws_set_log_level(LLL_ERR, NULL);
 	info.iface = host;
 	info.protocols = protocols;
+	if (!P.no_deflate)
+		info.extensions = extensions;
 	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | (info.ssl_cert_filepath ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0);
 	info.pt_serv_buf_size = 65536;
 	info.keepalive_timeout = 60;
