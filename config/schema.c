@@ -42,6 +42,8 @@ static const struct cfg_key gateway[] = {
 	STR("device_id", "ucgw-edge", "this camera's name; {device_id} in topics"),
 	PATH("control_socket", "/run/ucgw/control.sock", "the control socket ucgwctl and clients use"),
 	OCTAL("control_socket_mode", "0660", "permissions of the control socket (octal)"),
+	INT("control_idle_timeout_s", "300", 1, 86400, "a control connection with no request in flight that sends none this long is closed (a long send --wait is in flight and never cut)"),
+	INT("control_stall_timeout_s", "30", 1, 3600, "a control client with replies waiting that reads none of them this long is disconnected"),
 	PATH("state_dir", "/var/lib/ucgw", "where the spool lives unless spool.dir says otherwise"),
 	PATH("crash_dir", "/var/log/ucgw/crash", "one crash log per abnormal worker exit, under <worker>/"),
 	INT("crash_logs_keep", "20", 1, 1000, "crash logs kept per worker"),
@@ -217,7 +219,8 @@ static const struct cfg_key network_monitor[] = {
 };
 
 static const struct cfg_key metrics[] = {
-	STR("listen", "127.0.0.1:9630", "address of the metrics and dashboard listener (empty: off)"),
+	STR("listen", "127.0.0.1:9630", "address of the metrics and dashboard listener, HOST:PORT on loopback (empty: off; another address needs allow_remote)"),
+	BOOL("allow_remote", "false", "allow a listen address that is not loopback (0.0.0.0:9630, a LAN address): /metrics and the read-only dashboard then answer anyone who can reach the port (the dashboard only to a Host that is an IP address, not a name); actions stay loopback only"),
 	BOOL("dashboard_actions", "false", "allow the dashboard's buttons"),
 };
 
