@@ -22,12 +22,9 @@
 #define MAX_CLIENTS_PER_UID 32   /* one user's; a new one closes that user's longest idle */
 #define RESERVED_CLIENTS 32      /* of MAX_CLIENTS, only for root and ucgwd's own user */
 #define CLIENT_REPLY_LIMIT (1u << 20) /* replies waiting beyond this: the client's requests wait */
-#define CLIENT_STALL_S 30        /* replies waiting and none taken for this long: disconnected */
-#define CLIENT_IDLE_S 300        /* no request in flight and none sent for this long: disconnected */
-#define CLIENT_STALL_MS (CLIENT_STALL_S * 1000)
-#define CLIENT_IDLE_MS (CLIENT_IDLE_S * 1000)
-#define STR_(x) #x
-#define STR(x) STR_(x)
+/* gateway.control_stall_timeout_s: replies waiting and none taken for this
+ * long, disconnected; gateway.control_idle_timeout_s: no request in flight and
+ * none sent for this long, disconnected. */
 #define SWEEP_MS 1000
 #define ACCEPT_RETRY_MS 250      /* accept paused for want of descriptors: tried again after this */
 #define LIMIT_LOG_MS 10000       /* a refusal or an accept failure logged at most this often */
@@ -392,20 +389,27 @@ static void accept_resume(void)
 
 static void on_accept_timer(uv_timer_t *t) { accept_resume(); }
 
-/* A client that reads none of its replies for CLIENT_STALL_MS, or has nothing
- * in flight for CLIENT_IDLE_MS, gives its slot back: why, or NULL. */
-static const char *client_overstayed(struct client *c, uint64_t now)
+/* A client that reads none of its replies for the stall timeout, or has
+ * nothing in flight for the idle timeout, gives its slot back: false, or true
+ * with why. */
+static bool client_overstayed(struct client *c, uint64_t now, char *why, size_t whylen)
 {
 	uint64_t written = channel_bytes_written(c->ch);
+	long long stall_s = config_int(sup.cfg, "gateway", "control_stall_timeout_s");
+	long long idle_s = config_int(sup.cfg, "gateway", "control_idle_timeout_s");
 	if (!channel_queued(c->ch) || written != c->written_mark) {
 		c->written_mark = written;
 		c->progress_ms = now;
 	}
-	if (now - c->progress_ms >= CLIENT_STALL_MS)
-		return "has read none of its replies for " STR(CLIENT_STALL_S) " s";
-	if (!c->waiting && !channel_queued(c->ch) && now - c->active_ms >= CLIENT_IDLE_MS)
-		return "has sent no request for " STR(CLIENT_IDLE_S) " s";
-	return NULL;
+	if (now - c->progress_ms >= (uint64_t)stall_s * 1000) {
+		snprintf(why, whylen, "has read none of its replies for %lld s", stall_s);
+		return true;
+	}
+	if (!c->waiting && !channel_queued(c->ch) && now - c->active_ms >= (uint64_t)idle_s * 1000) {
+		snprintf(why, whylen, "has sent no request for %lld s", idle_s);
+		return true;
+	}
+	return false;
 }
 
 static void sweep(uv_timer_t *t)
@@ -413,8 +417,8 @@ static void sweep(uv_timer_t *t)
 	uint64_t now = now_ms();
 	for (struct client *c = clients, *next; c; c = next) {
 		next = c->next;
-		const char *why = c->ch ? client_overstayed(c, now) : NULL;
-		if (!why)
+		char why[80];
+		if (!c->ch || !client_overstayed(c, now, why, sizeof why))
 			continue;
 		log_warnx("control client pid %d uid %d %s (%zu bytes of replies waiting); disconnecting it",
 			  (int)c->pid, (int)c->uid, why, channel_queued(c->ch));
