@@ -55,8 +55,10 @@ static void warn(const struct checker *C, const struct cfg_section *sec, const s
 	c->warnings[c->nwarnings++] = xasprintf("%s:%d:%d: %s; %s", C->path, line, col, why, then);
 }
 
-/* Open it as it will be opened, and close it again: 1 it is there, 0 it is
- * not (ENOENT), -1 anything else (err set). */
+/* Open it as it will be opened, and close it again (or with CF_WHOLE in
+ * kinds read it as a worker's start will, time limit included): 1 it is
+ * there, 0 it is not (ENOENT), -1 anything else (err set). */
+#define CF_WHOLE 0x100u
 static int probe(const struct checker *C, const struct cfg_section *sec, const char *key, int flags, unsigned kinds,
 		 uint64_t max, char *why, size_t whylen)
 {
@@ -64,10 +66,20 @@ static int probe(const struct checker *C, const struct cfg_section *sec, const c
 	char what[128];
 	snprintf(what, sizeof what, "%s.%s", sec->schema->name, key);
 	struct stat st;
-	int fd = cf_open(what, v->s, flags, kinds, max, &st, why, whylen);
-	if (fd >= 0) {
-		close(fd);
-		return 1;
+	if (kinds & CF_WHOLE) {
+		size_t len;
+		char *data = cf_read(what, v->s, (size_t)max, &len, &st, why, whylen);
+		if (data) {
+			explicit_bzero(data, len);
+			free(data);
+			return 1;
+		}
+	} else {
+		int fd = cf_open(what, v->s, flags, kinds, max, &st, why, whylen);
+		if (fd >= 0) {
+			close(fd);
+			return 1;
+		}
 	}
 	if (errno == ENOENT)
 		return 0;
@@ -83,7 +95,7 @@ static int check_worker_files(const struct checker *C, const struct cfg_section 
 		const struct cfg_value *v = &sec->values[i];
 		if (!(sc->keys[i].flags & CFG_READ) || !v->set || !*v->s)
 			continue;
-		int rc = probe(C, sec, sc->keys[i].key, O_RDONLY, CF_REG, CFG_READ_MAX, why, sizeof why);
+		int rc = probe(C, sec, sc->keys[i].key, O_RDONLY, CF_REG | CF_WHOLE, CFG_READ_MAX, why, sizeof why);
 		if (rc < 0)
 			return -1;
 		if (rc == 0 && v->line) { /* named in the file, not a default such as /etc/ucgw/known_hosts */
