@@ -27,9 +27,14 @@
  * none sent for this long, disconnected. */
 #define SWEEP_MS 1000
 #define ACCEPT_RETRY_MS 250      /* accept paused for want of descriptors: tried again after this */
+#define SPARE_ACCEPTS 64         /* out of descriptors: clients taken through the spare per wake-up at most */
 #define LIMIT_LOG_MS 10000       /* a refusal or an accept failure logged at most this often */
 
 static int listen_fd = -1;
+/* A descriptor kept open on /dev/null for the day ucgwd has no other: closed,
+ * it lets one waiting client be accepted, so that root and ucgwd's user still
+ * get in (and others are told why they do not), then it is taken back. */
+static int spare_fd = -1;
 static uv_poll_t listen_poll;
 static bool accepting;           /* listen_poll started */
 static uv_timer_t sweep_timer, accept_timer;
@@ -111,6 +116,12 @@ void control_fail(uint64_t cid, uint64_t seq, const char *fmt, ...)
 static void accept_resume(void);
 static void on_accept_timer(uv_timer_t *t);
 
+static void spare_take(void)
+{
+	if (spare_fd < 0 && listen_fd >= 0)
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void client_drop(struct client *c)
 {
 	struct client **pp = &clients;
@@ -122,7 +133,8 @@ static void client_drop(struct client *c)
 		channel_close(c->ch);
 	nclients--;
 	free(c);
-	accept_resume(); /* a descriptor came back */
+	spare_take(); /* a descriptor came back: the spare first */
+	accept_resume();
 }
 
 /* The checks every request passes, then its command. */
@@ -321,12 +333,18 @@ static void client_add(int fd, const struct ucred *cr)
 
 /* Out of descriptors: the listening socket stays readable, so polling it would
  * spin. Accepting waits until a client leaves or ACCEPT_RETRY_MS have passed. */
-static void accept_pause(int err)
+static void log_accept_failure(int err)
 {
 	unsigned held;
 	if (ratelog_ok(&accept_log, LIMIT_LOG_MS, &held))
-		log_warnx("control socket: cannot accept a client: %s; accepting again when a descriptor is free "
-			  "(%u such failures held back; raise LimitNOFILE, see docs/operations.md)", strerror(err), held);
+		log_warnx("control socket: cannot accept a client: %s; accepting again when a descriptor is free, root "
+			  "and ucgwd's user through a spare one (%u such failures held back; raise LimitNOFILE, see "
+			  "docs/operations.md)", strerror(err), held);
+}
+
+static void accept_pause(int err)
+{
+	log_accept_failure(err);
 	uv_poll_stop(&listen_poll);
 	accepting = false;
 	uv_timer_start(&accept_timer, on_accept_timer, ACCEPT_RETRY_MS, 0);
@@ -334,11 +352,12 @@ static void accept_pause(int err)
 
 /* A client refused a slot is told why (one reply frame, seq 0, written
  * without waiting: the socket's buffer is empty), not just closed. */
-static void refuse_connection(int fd, const struct ucred *cr)
+static void refuse_connection(int fd, const struct ucred *cr, const char *reason)
 {
 	char why[200];
 	snprintf(why, sizeof why, "refused: %s; try again later",
-		 !privileged(cr->uid) && clients_of(cr->uid) >= MAX_CLIENTS_PER_UID
+		 reason ? reason
+		 : !privileged(cr->uid) && clients_of(cr->uid) >= MAX_CLIENTS_PER_UID
 			 ? "this user has every connection to ucgwd it may open busy"
 			 : "ucgwd has every control connection busy");
 	struct msg m = { .type = MSG_REPLY, .version = UCGW_PROTO_VERSION, .seq = 0, .ok = false, .error = why };
@@ -352,11 +371,50 @@ static void refuse_connection(int fd, const struct ucred *cr)
 	close(fd);
 }
 
+/* Out of descriptors: one waiting client through the spare. Root and ucgwd's
+ * user are kept (anyone's longest idle connection makes way, when there is
+ * one); anyone else is told why and closed. False: nobody was waiting, or
+ * the spare could not be had back. */
+static bool accept_with_spare(void)
+{
+	close(spare_fd);
+	spare_fd = -1;
+	int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		spare_take();
+		return false;
+	}
+	struct ucred cr;
+	socklen_t crlen = sizeof cr;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0 || !privileged(cr.uid)) {
+		if (crlen == sizeof cr)
+			log_refusal("out of descriptors: refusing a client of uid %d pid %d (the spare descriptor is "
+				    "kept for root and ucgwd's user)", (int)cr.uid, (int)cr.pid);
+		refuse_connection(fd, &cr, "ucgwd is out of descriptors");
+	} else {
+		struct client *victim = longest_idle(0, true);
+		if (victim) {
+			log_refusal("out of descriptors: closing the longest idle connection (uid %d pid %d) for a "
+				    "client of uid %d pid %d", (int)victim->uid, (int)victim->pid, (int)cr.uid, (int)cr.pid);
+			client_drop(victim);
+		}
+		client_add(fd, &cr);
+	}
+	spare_take();
+	return spare_fd >= 0;
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
+	unsigned spared = 0;
 	for (;;) {
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
+			if ((errno == EMFILE || errno == ENFILE) && spare_fd >= 0 && spared++ < SPARE_ACCEPTS) {
+				log_accept_failure(errno);
+				if (accept_with_spare())
+					continue;
+			}
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
 				accept_pause(errno);
 			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
@@ -371,7 +429,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
 			continue;
 		}
 		if (!make_room(&cr)) {
-			refuse_connection(fd, &cr);
+			refuse_connection(fd, &cr, NULL);
 			continue;
 		}
 		client_add(fd, &cr);
@@ -380,6 +438,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
 
 static void accept_resume(void)
 {
+	spare_take();
 	if (listen_fd < 0 || accepting)
 		return;
 	uv_timer_stop(&accept_timer);
@@ -483,6 +542,7 @@ int control_listen(char *err, size_t errlen)
 		return -1;
 	}
 	listen_fd = fd;
+	spare_take();
 	sock_path = xstrdup(path);
 	msgpack_zone_init(&zone, 4096);
 	uv_poll_init(sup.loop, &listen_poll, listen_fd);
@@ -506,6 +566,9 @@ void control_stop_accepting(void)
 	uv_close((uv_handle_t *)&accept_timer, NULL);
 	close(listen_fd);
 	listen_fd = -1;
+	if (spare_fd >= 0)
+		close(spare_fd);
+	spare_fd = -1;
 	unlink(sock_path);
 }
 

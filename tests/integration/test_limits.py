@@ -235,6 +235,28 @@ class ControlLimits(GatewayTest):
         self.assertIsNone(gw.proc.poll())
 
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to hold another user's connections")
+    def test_root_gets_in_when_out_of_descriptors(self):
+        """Another user holds every descriptor ucgwd has (ulimit -n 40, 60
+        connections): root's `ucgwctl status` is still answered, through the
+        spare descriptor, and the other user's waiting ones are told why."""
+        cfg = testworker_config(self.tmp)
+        cfg["gateway"]["control_socket_mode"] = "0666"
+        gw = self.gateway(cfg, start=False)
+        start_limited(gw, 40)
+        open_for(gw.sock, NOBODY)
+        self.hold_connections(gw, 60, NOBODY)
+        wait_for(lambda: "Too many open files" in gw.log_text(), what="ucgwd out of descriptors")
+        for i in range(3):
+            rc, took, err = timed_status(gw, timeout=5)
+            print("\nout of descriptors, 60 connections of uid %d: root's ucgwctl status answered in %.2f s (rc %d)"
+                  % (NOBODY, took, rc))
+            self.assertEqual(rc, 0, err)
+            self.assertLess(took, 3.0)
+        self.assertIn("refusing a client of uid %d" % NOBODY, gw.log_text())
+        self.assertIsNone(gw.proc.poll())
+
+
 class WorkerStart(GatewayTest):
     def test_worker_that_cannot_start_for_want_of_descriptors_waits(self):
         trigger = os.path.join(self.tmp, "nofds")
