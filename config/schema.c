@@ -72,7 +72,7 @@ static const struct cfg_key spool[] = {
 	ENUM("fsync", "batch", "always|batch|never", "how durable `accepted` is: each message, groups, or the page cache"),
 	INT("fsync_interval_ms", "10", 1, 10000, "group commit interval for fsync: batch"),
 	INT("max_bytes", "1073741824", 1, BIG, "bytes of messages kept at most"),
-	INT("max_messages", "200000", 1, BIG, "messages kept at most; each waiting one costs ucgwd 0.6 KB of memory, and 160 bytes more for each attempt its trace keeps (up to 16): 1.7 KB after a minute of retries, 3.2 KB at worst (200,000: 125 to 640 MB; given back once they are delivered)"),
+	INT("max_messages", "200000", 1, BIG, "messages kept at most; each waiting one costs ucgwd 0.6 KB of memory, and 160 bytes more for each attempt its trace keeps (up to 16): 1.8 KB after a minute of retries, 3.2 KB at worst (200,000: 125 to 640 MB; given back once they are delivered)"),
 	ENUM("full_policy", "reject", "reject|drop_oldest", "when full: refuse new messages, or drop the oldest (counted, logged)"),
 	INT("ttl_s", "604800", 0, BIG, "default time to live of a message (0: forever)"),
 	INT("drain_rate", "0", 0, BIG, "jobs handed out per second at most (0: no limit)"),
