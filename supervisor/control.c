@@ -384,10 +384,11 @@ static bool accept_with_spare(void)
 		spare_take();
 		return false;
 	}
-	struct ucred cr;
+	struct ucred cr = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
 	socklen_t crlen = sizeof cr;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0 || !privileged(cr.uid)) {
-		if (crlen == sizeof cr)
+	bool known = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0;
+	if (!known || !privileged(cr.uid)) {
+		if (known)
 			log_refusal("out of descriptors: refusing a client of uid %d pid %d (the spare descriptor is "
 				    "kept for root and ucgwd's user)", (int)cr.uid, (int)cr.pid);
 		refuse_connection(fd, &cr, "ucgwd is out of descriptors");
