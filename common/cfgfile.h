@@ -11,6 +11,11 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+/* An open or a read that takes longer fails (ETIMEDOUT): "reading WHAT
+ * (PATH) took longer than 2 s (is its file system hung?)"; the thread doing it
+ * is left to finish, and until it has, the path is refused at once. */
+#define CF_TIME_LIMIT_MS 2000
+
 /* What may be found at the path. */
 #define CF_REG 0x1u /* a regular file */
 #define CF_DIR 0x2u /* a directory */

@@ -139,9 +139,11 @@ const char *cfg_rsync_refused(char *const *items, size_t nitems, size_t *at, cha
 #define CFG_READ_MAX (4u << 20)
 
 struct sockaddr_storage;
-/* metrics.listen: HOST:PORT on loopback (127.0.0.0/8, ::1, [::1]) into sa; -1
- * with err for anything else. The loader checks it; http.c listens on it. */
-int cfg_parse_listen(const char *listen, struct sockaddr_storage *sa, char *err, size_t errlen);
+/* metrics.listen: HOST:PORT on loopback (127.0.0.0/8, ::1, [::1]) into sa, or
+ * with allow_remote (metrics.allow_remote) any IP address (0.0.0.0, [::]...);
+ * -1 with err for anything else, naming metrics.allow_remote when that is what
+ * is missing. The loader checks it; http.c listens on it. */
+int cfg_parse_listen(const char *listen, bool allow_remote, struct sockaddr_storage *sa, char *err, size_t errlen);
 
 /* Markdown reference of every section and key, from the schema (docs generator). */
 void config_write_reference(FILE *out);

@@ -55,8 +55,10 @@ static void warn(const struct checker *C, const struct cfg_section *sec, const s
 	c->warnings[c->nwarnings++] = xasprintf("%s:%d:%d: %s; %s", C->path, line, col, why, then);
 }
 
-/* Open it as it will be opened, and close it again: 1 it is there, 0 it is
- * not (ENOENT), -1 anything else (err set). */
+/* Open it as it will be opened, and close it again (or with CF_WHOLE in
+ * kinds read it as a worker's start will, time limit included): 1 it is
+ * there, 0 it is not (ENOENT), -1 anything else (err set). */
+#define CF_WHOLE 0x100u
 static int probe(const struct checker *C, const struct cfg_section *sec, const char *key, int flags, unsigned kinds,
 		 uint64_t max, char *why, size_t whylen)
 {
@@ -64,10 +66,20 @@ static int probe(const struct checker *C, const struct cfg_section *sec, const c
 	char what[128];
 	snprintf(what, sizeof what, "%s.%s", sec->schema->name, key);
 	struct stat st;
-	int fd = cf_open(what, v->s, flags, kinds, max, &st, why, whylen);
-	if (fd >= 0) {
-		close(fd);
-		return 1;
+	if (kinds & CF_WHOLE) {
+		size_t len;
+		char *data = cf_read(what, v->s, (size_t)max, &len, &st, why, whylen);
+		if (data) {
+			explicit_bzero(data, len);
+			free(data);
+			return 1;
+		}
+	} else {
+		int fd = cf_open(what, v->s, flags, kinds, max, &st, why, whylen);
+		if (fd >= 0) {
+			close(fd);
+			return 1;
+		}
 	}
 	if (errno == ENOENT)
 		return 0;
@@ -83,7 +95,7 @@ static int check_worker_files(const struct checker *C, const struct cfg_section 
 		const struct cfg_value *v = &sec->values[i];
 		if (!(sc->keys[i].flags & CFG_READ) || !v->set || !*v->s)
 			continue;
-		int rc = probe(C, sec, sc->keys[i].key, O_RDONLY, CF_REG, CFG_READ_MAX, why, sizeof why);
+		int rc = probe(C, sec, sc->keys[i].key, O_RDONLY, CF_REG | CF_WHOLE, CFG_READ_MAX, why, sizeof why);
 		if (rc < 0)
 			return -1;
 		if (rc == 0 && v->line) { /* named in the file, not a default such as /etc/ucgw/known_hosts */
@@ -169,7 +181,7 @@ static int check_listen(const struct checker *C)
 	const struct cfg_value *v = cfg_get(sec, "listen");
 	struct sockaddr_storage sa;
 	char why[600];
-	if (!v->set || !*v->s || cfg_parse_listen(v->s, &sa, why, sizeof why) == 0)
+	if (!v->set || !*v->s || cfg_parse_listen(v->s, cfg_bool(sec, "allow_remote"), &sa, why, sizeof why) == 0)
 		return 0;
 	return fail(C, sec, v, why);
 }
@@ -186,7 +198,38 @@ int cfg_check_files(struct config *cfg, const char *path, char *err, size_t errl
 	return check_listen(&C);
 }
 
-int cfg_parse_listen(const char *listen, struct sockaddr_storage *sa, char *err, size_t errlen)
+/* A wildcard or another host's address: served to the network. */
+static int remote_listen(const char *listen, const char *host, long port, bool allow, struct sockaddr_storage *sa,
+			 char *err, size_t errlen)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+	bool v4 = inet_pton(AF_INET, host, &s4->sin_addr) == 1;
+	if (!v4 && inet_pton(AF_INET6, host, &s6->sin6_addr) != 1) {
+		memset(sa, 0, sizeof *sa);
+		snprintf(err, errlen, "metrics.listen '%s': '%s' is not an IP address, expected HOST:PORT such as "
+				      "127.0.0.1:9630 (a name is not resolved)", listen, host);
+		return -1;
+	}
+	if (!allow) {
+		memset(sa, 0, sizeof *sa);
+		snprintf(err, errlen, "metrics.listen '%s' is not a loopback address: the metrics and the dashboard are "
+				      "served on 127.0.0.0/8 or ::1 unless metrics.allow_remote is true (then /metrics and "
+				      "the read-only dashboard answer anyone who can reach it; actions stay loopback only)",
+			 listen);
+		return -1;
+	}
+	if (v4) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+	} else {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+	}
+	return 0;
+}
+
+int cfg_parse_listen(const char *listen, bool allow_remote, struct sockaddr_storage *sa, char *err, size_t errlen)
 {
 	char host[64];
 	const char *colon = strrchr(listen, ':');
@@ -216,7 +259,5 @@ int cfg_parse_listen(const char *listen, struct sockaddr_storage *sa, char *err,
 		return 0;
 	}
 	memset(sa, 0, sizeof *sa);
-	snprintf(err, errlen, "metrics.listen '%s' is not a loopback address: the metrics and the dashboard are served "
-			      "on 127.0.0.0/8 or ::1 only (their actions and the peer checks assume a local user)", listen);
-	return -1;
+	return remote_listen(listen, host, port, allow_remote, sa, err, errlen);
 }

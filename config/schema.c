@@ -17,6 +17,8 @@ static const struct cfg_key gateway[] = {
 	STR("device_id", "ucgw-edge", "this camera's name; {device_id} in topics"),
 	PATH("control_socket", "/run/ucgw/control.sock", "the control socket ucgwctl and clients use"),
 	OCTAL("control_socket_mode", "0660", "permissions of the control socket (octal)"),
+	INT("control_idle_timeout_s", "300", 1, 86400, "a control connection with no request in flight that sends none this long is closed (a long send --wait is in flight and never cut)"),
+	INT("control_stall_timeout_s", "30", 1, 3600, "a control client with replies waiting that reads none of them this long is disconnected"),
 	PATH("state_dir", "/var/lib/ucgw", "where the spool lives unless spool.dir says otherwise"),
 	PATH("crash_dir", "/var/log/ucgw/crash", "one crash log per abnormal worker exit, under <worker>/"),
 	INT("crash_logs_keep", "20", 1, 1000, "crash logs kept per worker"),
@@ -45,7 +47,7 @@ static const struct cfg_key spool[] = {
 	ENUM("fsync", "batch", "always|batch|never", "how durable `accepted` is: each message, groups, or the page cache"),
 	INT("fsync_interval_ms", "10", 1, 10000, "group commit interval for fsync: batch"),
 	INT("max_bytes", "1073741824", 1, BIG, "bytes of messages kept at most"),
-	INT("max_messages", "200000", 1, BIG, "messages kept at most; each waiting one costs ucgwd 0.6 KB of memory, and 160 bytes more for each attempt its trace keeps (up to 16): 1.7 KB after a minute of retries, 3.2 KB at worst (200,000: 125 to 640 MB; given back once they are delivered)"),
+	INT("max_messages", "200000", 1, BIG, "messages kept at most; each waiting one costs ucgwd 0.6 KB of memory, and 160 bytes more for each attempt its trace keeps (up to 16): 1.8 KB after a minute of retries, 3.2 KB at worst (200,000: 125 to 640 MB; given back once they are delivered)"),
 	ENUM("full_policy", "reject", "reject|drop_oldest", "when full: refuse new messages, or drop the oldest (counted, logged)"),
 	INT("ttl_s", "604800", 0, BIG, "default time to live of a message (0: forever)"),
 	INT("drain_rate", "0", 0, BIG, "jobs handed out per second at most (0: no limit)"),
@@ -103,7 +105,8 @@ static const struct cfg_key network_monitor[] = {
 };
 
 static const struct cfg_key metrics[] = {
-	STR("listen", "127.0.0.1:9630", "address of the metrics and dashboard listener (empty: off)"),
+	STR("listen", "127.0.0.1:9630", "address of the metrics and dashboard listener, HOST:PORT on loopback (empty: off; another address needs allow_remote)"),
+	BOOL("allow_remote", "false", "allow a listen address that is not loopback (0.0.0.0:9630, a LAN address): /metrics and the read-only dashboard then answer anyone who can reach the port (the dashboard only to a Host that is an IP address, not a name); actions stay loopback only"),
 	BOOL("dashboard_actions", "false", "allow the dashboard's buttons"),
 };
 

@@ -22,17 +22,19 @@
 #define MAX_CLIENTS_PER_UID 32   /* one user's; a new one closes that user's longest idle */
 #define RESERVED_CLIENTS 32      /* of MAX_CLIENTS, only for root and ucgwd's own user */
 #define CLIENT_REPLY_LIMIT (1u << 20) /* replies waiting beyond this: the client's requests wait */
-#define CLIENT_STALL_S 30        /* replies waiting and none taken for this long: disconnected */
-#define CLIENT_IDLE_S 300        /* no request in flight and none sent for this long: disconnected */
-#define CLIENT_STALL_MS (CLIENT_STALL_S * 1000)
-#define CLIENT_IDLE_MS (CLIENT_IDLE_S * 1000)
-#define STR_(x) #x
-#define STR(x) STR_(x)
+/* gateway.control_stall_timeout_s: replies waiting and none taken for this
+ * long, disconnected; gateway.control_idle_timeout_s: no request in flight and
+ * none sent for this long, disconnected. */
 #define SWEEP_MS 1000
 #define ACCEPT_RETRY_MS 250      /* accept paused for want of descriptors: tried again after this */
+#define SPARE_ACCEPTS 64         /* out of descriptors: clients taken through the spare per wake-up at most */
 #define LIMIT_LOG_MS 10000       /* a refusal or an accept failure logged at most this often */
 
 static int listen_fd = -1;
+/* A descriptor kept open on /dev/null for the day ucgwd has no other: closed,
+ * it lets one waiting client be accepted, so that root and ucgwd's user still
+ * get in (and others are told why they do not), then it is taken back. */
+static int spare_fd = -1;
 static uv_poll_t listen_poll;
 static bool accepting;           /* listen_poll started */
 static uv_timer_t sweep_timer, accept_timer;
@@ -129,6 +131,12 @@ void control_fail(uint64_t cid, uint64_t seq, enum ctl_code code, const char *fm
 static void accept_resume(void);
 static void on_accept_timer(uv_timer_t *t);
 
+static void spare_take(void)
+{
+	if (spare_fd < 0 && listen_fd >= 0)
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void client_drop(struct client *c)
 {
 	struct client **pp = &clients;
@@ -140,7 +148,8 @@ static void client_drop(struct client *c)
 		channel_close(c->ch);
 	nclients--;
 	free(c);
-	accept_resume(); /* a descriptor came back */
+	spare_take(); /* a descriptor came back: the spare first */
+	accept_resume();
 }
 
 /* The checks every request passes, then its command. */
@@ -343,12 +352,18 @@ static void client_add(int fd, const struct ucred *cr)
 
 /* Out of descriptors: the listening socket stays readable, so polling it would
  * spin. Accepting waits until a client leaves or ACCEPT_RETRY_MS have passed. */
-static void accept_pause(int err)
+static void log_accept_failure(int err)
 {
 	unsigned held;
 	if (ratelog_ok(&accept_log, LIMIT_LOG_MS, &held))
-		log_warnx("control socket: cannot accept a client: %s; accepting again when a descriptor is free "
-			  "(%u such failures held back; raise LimitNOFILE, see docs/operations.md)", strerror(err), held);
+		log_warnx("control socket: cannot accept a client: %s; accepting again when a descriptor is free, root "
+			  "and ucgwd's user through a spare one (%u such failures held back; raise LimitNOFILE, see "
+			  "docs/operations.md)", strerror(err), held);
+}
+
+static void accept_pause(int err)
+{
+	log_accept_failure(err);
 	uv_poll_stop(&listen_poll);
 	accepting = false;
 	uv_timer_start(&accept_timer, on_accept_timer, ACCEPT_RETRY_MS, 0);
@@ -356,11 +371,12 @@ static void accept_pause(int err)
 
 /* A client refused a slot is told why (one reply frame, seq 0, written
  * without waiting: the socket's buffer is empty), not just closed. */
-static void refuse_connection(int fd, const struct ucred *cr)
+static void refuse_connection(int fd, const struct ucred *cr, const char *reason)
 {
 	char why[200];
 	snprintf(why, sizeof why, "refused: %s; try again later",
-		 !privileged(cr->uid) && clients_of(cr->uid) >= MAX_CLIENTS_PER_UID
+		 reason ? reason
+		 : !privileged(cr->uid) && clients_of(cr->uid) >= MAX_CLIENTS_PER_UID
 			 ? "this user has every connection to ucgwd it may open busy"
 			 : "ucgwd has every control connection busy");
 	struct msg m = { .type = MSG_REPLY, .version = UCGW_CTL_VERSION, .seq = 0, .ok = false, .error = why,
@@ -375,11 +391,51 @@ static void refuse_connection(int fd, const struct ucred *cr)
 	close(fd);
 }
 
+/* Out of descriptors: one waiting client through the spare. Root and ucgwd's
+ * user are kept (anyone's longest idle connection makes way, when there is
+ * one); anyone else is told why and closed. False: nobody was waiting, or
+ * the spare could not be had back. */
+static bool accept_with_spare(void)
+{
+	close(spare_fd);
+	spare_fd = -1;
+	int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		spare_take();
+		return false;
+	}
+	struct ucred cr = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	socklen_t crlen = sizeof cr;
+	bool known = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0;
+	if (!known || !privileged(cr.uid)) {
+		if (known)
+			log_refusal("out of descriptors: refusing a client of uid %d pid %d (the spare descriptor is "
+				    "kept for root and ucgwd's user)", (int)cr.uid, (int)cr.pid);
+		refuse_connection(fd, &cr, "ucgwd is out of descriptors");
+	} else {
+		struct client *victim = longest_idle(0, true);
+		if (victim) {
+			log_refusal("out of descriptors: closing the longest idle connection (uid %d pid %d) for a "
+				    "client of uid %d pid %d", (int)victim->uid, (int)victim->pid, (int)cr.uid, (int)cr.pid);
+			client_drop(victim);
+		}
+		client_add(fd, &cr);
+	}
+	spare_take();
+	return spare_fd >= 0;
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
+	unsigned spared = 0;
 	for (;;) {
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
+			if ((errno == EMFILE || errno == ENFILE) && spare_fd >= 0 && spared++ < SPARE_ACCEPTS) {
+				log_accept_failure(errno);
+				if (accept_with_spare())
+					continue;
+			}
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
 				accept_pause(errno);
 			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
@@ -394,7 +450,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
 			continue;
 		}
 		if (!make_room(&cr)) {
-			refuse_connection(fd, &cr);
+			refuse_connection(fd, &cr, NULL);
 			continue;
 		}
 		client_add(fd, &cr);
@@ -403,6 +459,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
 
 static void accept_resume(void)
 {
+	spare_take();
 	if (listen_fd < 0 || accepting)
 		return;
 	uv_timer_stop(&accept_timer);
@@ -412,20 +469,27 @@ static void accept_resume(void)
 
 static void on_accept_timer(uv_timer_t *t) { accept_resume(); }
 
-/* A client that reads none of its replies for CLIENT_STALL_MS, or has nothing
- * in flight for CLIENT_IDLE_MS, gives its slot back: why, or NULL. */
-static const char *client_overstayed(struct client *c, uint64_t now)
+/* A client that reads none of its replies for the stall timeout, or has
+ * nothing in flight for the idle timeout, gives its slot back: false, or true
+ * with why. */
+static bool client_overstayed(struct client *c, uint64_t now, char *why, size_t whylen)
 {
 	uint64_t written = channel_bytes_written(c->ch);
+	long long stall_s = config_int(sup.cfg, "gateway", "control_stall_timeout_s");
+	long long idle_s = config_int(sup.cfg, "gateway", "control_idle_timeout_s");
 	if (!channel_queued(c->ch) || written != c->written_mark) {
 		c->written_mark = written;
 		c->progress_ms = now;
 	}
-	if (now - c->progress_ms >= CLIENT_STALL_MS)
-		return "has read none of its replies for " STR(CLIENT_STALL_S) " s";
-	if (!c->waiting && !channel_queued(c->ch) && now - c->active_ms >= CLIENT_IDLE_MS)
-		return "has sent no request for " STR(CLIENT_IDLE_S) " s";
-	return NULL;
+	if (now - c->progress_ms >= (uint64_t)stall_s * 1000) {
+		snprintf(why, whylen, "has read none of its replies for %lld s", stall_s);
+		return true;
+	}
+	if (!c->waiting && !channel_queued(c->ch) && now - c->active_ms >= (uint64_t)idle_s * 1000) {
+		snprintf(why, whylen, "has sent no request for %lld s", idle_s);
+		return true;
+	}
+	return false;
 }
 
 static void sweep(uv_timer_t *t)
@@ -433,8 +497,8 @@ static void sweep(uv_timer_t *t)
 	uint64_t now = now_ms();
 	for (struct client *c = clients, *next; c; c = next) {
 		next = c->next;
-		const char *why = c->ch ? client_overstayed(c, now) : NULL;
-		if (!why)
+		char why[80];
+		if (!c->ch || !client_overstayed(c, now, why, sizeof why))
 			continue;
 		log_warnx("control client pid %d uid %d %s (%zu bytes of replies waiting); disconnecting it",
 			  (int)c->pid, (int)c->uid, why, channel_queued(c->ch));
@@ -499,6 +563,7 @@ int control_listen(char *err, size_t errlen)
 		return -1;
 	}
 	listen_fd = fd;
+	spare_take();
 	sock_path = xstrdup(path);
 	msgpack_zone_init(&zone, 4096);
 	uv_poll_init(sup.loop, &listen_poll, listen_fd);
@@ -522,6 +587,9 @@ void control_stop_accepting(void)
 	uv_close((uv_handle_t *)&accept_timer, NULL);
 	close(listen_fd);
 	listen_fd = -1;
+	if (spare_fd >= 0)
+		close(spare_fd);
+	spare_fd = -1;
 	unlink(sock_path);
 }
 

@@ -4,7 +4,9 @@
  * (no keep-alive, no TLS); an event stream stays open until the page goes away
  * or the daemon stops.
  *
- * Only loopback addresses are served. Beyond that, the dashboard's routes look at
+ * Only loopback addresses are served, unless metrics.allow_remote says otherwise
+ * (then /metrics and the read-only pages answer a Host that is an IP address;
+ * actions still need a loopback peer and Host). Beyond that, the dashboard's routes look at
  * Host (a loopback name: a web page whose own name was made to resolve to
  * 127.0.0.1 is refused, so DNS rebinding reads nothing), and a button's POST must
  * be same-origin JSON (Origin, when sent, is http://<Host>; Content-Type is
@@ -396,6 +398,47 @@ static bool loopback_host(const char *host)
 	return true;
 }
 
+/* With metrics.allow_remote, a page may also be asked for by an IP address
+ * (http://192.0.2.7:9630/): no DNS rebinding goes through an address. */
+static bool ip_host(const char *host)
+{
+	char h[128];
+	if (!host || strlen(host) >= sizeof h)
+		return false;
+	snprintf(h, sizeof h, "%s", host);
+	unsigned char a[16];
+	if (h[0] == '[') {
+		char *close = strchr(h, ']');
+		if (!close || (close[1] && close[1] != ':'))
+			return false;
+		*close = '\0';
+		return inet_pton(AF_INET6, h + 1, a) == 1;
+	}
+	char *port = strchr(h, ':');
+	if (port)
+		*port = '\0';
+	return inet_pton(AF_INET, h, a) == 1;
+}
+
+static bool page_host(const char *host)
+{
+	return loopback_host(host) || (config_bool(sup.cfg, "metrics", "allow_remote") && ip_host(host));
+}
+
+/* The peer is on this machine (an action's user is found by its socket). */
+static bool peer_loopback(const uv_tcp_t *t)
+{
+	struct sockaddr_storage sa;
+	int len = sizeof sa;
+	if (uv_tcp_getpeername(t, (struct sockaddr *)&sa, &len) < 0)
+		return false;
+	if (sa.ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&sa)->sin_addr.s_addr) >> 24) == 127;
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&sa)->sin6_addr;
+	return sa.ss_family == AF_INET6 &&
+	       (IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127));
+}
+
 static unsigned query_uint(const char *query, const char *key, unsigned dflt)
 {
 	size_t kl = strlen(key);
@@ -670,6 +713,10 @@ static void do_action(struct conn *c, const struct request *r, const char *what)
 		refused(c, 403, "refused: the Host header must name this loopback listener");
 		return;
 	}
+	if (!peer_loopback(&c->tcp)) { /* metrics.allow_remote serves pages to the network, never actions */
+		refused(c, 403, "refused: actions are taken from this machine only (a loopback peer)");
+		return;
+	}
 	if (r->origin) {
 		char own[160];
 		snprintf(own, sizeof own, "http://%s", r->host);
@@ -780,9 +827,9 @@ static void route(struct conn *c, const struct request *r)
 		free(body.p);
 		return;
 	}
-	if (r->host && !loopback_host(r->host)) {
-		respond_text(c, 403, NULL, "Host '%s' is not a loopback name: open http://%s/ (or a tunnel to it)", r->host,
-			     listen_addr);
+	if (r->host && !page_host(r->host)) {
+		respond_text(c, 403, NULL, "Host '%s' is not a loopback name%s: open http://%s/ (or a tunnel to it)", r->host,
+			     config_bool(sup.cfg, "metrics", "allow_remote") ? " nor an IP address" : "", listen_addr);
 		return;
 	}
 	if (strncmp(r->path, "/api/actions/", 13) == 0) {
@@ -904,7 +951,8 @@ int http_start(char *err, size_t errlen)
 	if (!listen || !*listen)
 		return 0;
 	struct sockaddr_storage sa;
-	if (cfg_parse_listen(listen, &sa, err, errlen) < 0)
+	bool remote = config_bool(sup.cfg, "metrics", "allow_remote");
+	if (cfg_parse_listen(listen, remote, &sa, err, errlen) < 0)
 		return -1;
 	uv_tcp_init(sup.loop, &server);
 	int rc = uv_tcp_bind(&server, (struct sockaddr *)&sa, 0);
@@ -921,6 +969,11 @@ int http_start(char *err, size_t errlen)
 	history_tick();
 	listening = true;
 	log_info("dashboard on http://%s/ (metrics on /metrics)", listen);
+	bool lo = sa.ss_family == AF_INET ? (ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr) >> 24) == 127
+					  : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&sa)->sin6_addr);
+	if (!lo)
+		log_warnx("metrics.listen %s is not loopback (metrics.allow_remote): /metrics and the read-only dashboard "
+			  "answer anyone who can reach it; actions stay loopback only", listen);
 	return 0;
 }
 

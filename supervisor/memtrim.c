@@ -4,9 +4,14 @@
  * particular order, so the supervisor stayed at its peak after they were all
  * delivered. malloc_trim(0) hands every free page back (madvise), which is
  * what a camera with little memory needs; the next outage costs the page
- * faults again, nothing else. A compacting index or an arena per spool
+ * faults again, nothing else. A trim on the way down (a quarter of the peak
+ * left) is followed by one more when the backlog is gone: what the last
+ * quarter held is given back too. A compacting index or an arena per spool
  * segment would also do, at the price of the router's data structures. */
 #include <malloc.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "supervisor/memtrim.h"
@@ -19,23 +24,37 @@
 static uv_timer_t tick;
 static uint64_t peak; /* the largest backlog since the last trim */
 
+static void trim(uint64_t from, uint64_t to)
+{
+	struct mallinfo2 before = mallinfo2();
+	malloc_trim(0);
+	size_t idx = router_release_empty_index();
+	struct mallinfo2 after = mallinfo2();
+	log_info("backlog down from %llu to %llu messages: up to %.1f MB of free heap and %.1f MB of empty index "
+		 "returned to the system (%.1f MB still in use)",
+		 (unsigned long long)from, (unsigned long long)to, (double)before.fordblks / 1048576.0,
+		 (double)idx / 1048576.0, (double)after.uordblks / 1048576.0);
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	(void)t;
+	static bool again_when_empty; /* trimmed on the way down: once more when it is all gone */
 	struct router_counts rc;
 	router_counts(&rc);
 	uint64_t now = rc.depth;
 	if (now > peak)
 		peak = now;
+	if (now == 0 && again_when_empty) {
+		again_when_empty = false;
+		trim(peak, 0);
+		peak = 0;
+		return;
+	}
 	if (peak < TRIM_BACKLOG || now > peak / 4)
 		return;
-	struct mallinfo2 before = mallinfo2();
-	malloc_trim(0);
-	struct mallinfo2 after = mallinfo2();
-	log_info("backlog down from %llu to %llu messages: up to %.1f MB of free heap returned to the system "
-		 "(%.1f MB still in use)",
-		 (unsigned long long)peak, (unsigned long long)now, (double)before.fordblks / 1048576.0,
-		 (double)after.uordblks / 1048576.0);
+	trim(peak, now);
+	again_when_empty = now > 0;
 	peak = now;
 }
 

@@ -330,8 +330,8 @@ static void start_failed(struct proc *p, const char *what, int err)
 		delay = START_RETRY_MAX_MS;
 	p->start_failures++;
 	p->state = PROC_BACKOFF;
-	snprintf(p->health, sizeof p->health, "cannot start: %s: %s%s; trying again in %llu ms", what, strerror(err),
-		 err == EMFILE || err == ENFILE ? " (out of descriptors: see LimitNOFILE in docs/operations.md)" : "",
+	snprintf(p->health, sizeof p->health, "cannot start: %s%s%s%s; trying again in %llu ms", what, err ? ": " : "",
+		 err ? strerror(err) : "", err == EMFILE || err == ENFILE ? " (out of descriptors: see LimitNOFILE in docs/operations.md)" : "",
 		 (unsigned long long)delay);
 	log_warnx("worker %s %s", p->name, p->health);
 	uv_timer_start(&p->timer, backoff_done, delay, 0);
@@ -349,7 +349,13 @@ static void proc_start(struct proc *p)
 	int sv[2], ep[2];
 	/* Read at every start, so that a rotated key or certificate takes effect. */
 	free(p->body);
-	p->body = worker_config_body(p->section, config_bool(sup.cfg, "security", "sandbox"), &p->body_len);
+	char hung[1024];
+	p->body = worker_config_body(p->section, config_bool(sup.cfg, "security", "sandbox"), &p->body_len, hung,
+				     sizeof hung);
+	if (hung[0]) { /* a hung file system: wait for it, not a configuration error */
+		start_failed(p, hung, 0);
+		return;
+	}
 	struct worker_creds creds;
 	worker_creds_resolve(sup.cfg, &creds);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -600,8 +606,10 @@ static bool start_changed(const struct config *old, const struct config *cfg, co
 	if (!p->body)
 		return false;
 	size_t len;
-	void *body = worker_config_body(sec, config_bool(cfg, "security", "sandbox"), &len);
-	bool differ = len != p->body_len || memcmp(body, p->body, len) != 0;
+	char hung[1024];
+	void *body = worker_config_body(sec, config_bool(cfg, "security", "sandbox"), &len, hung, sizeof hung);
+	/* a file that cannot be read in time: keep the worker running with what it has */
+	bool differ = !hung[0] && (len != p->body_len || memcmp(body, p->body, len) != 0);
 	free(body);
 	*why = "a file it reads changed";
 	return differ;

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "ipc/channel.h"
@@ -245,14 +247,19 @@ void smsg_free(struct smsg *m)
 #define RECENT 256
 /* The ring holds copies, in storage of its own: kept as they were, the last
  * messages of a long backlog lay all over the heap and each held its page
- * there, so 2.3 MB of it could not be given back after the drain (memtrim.c). */
+ * there, so 2.3 MB of it could not be given back after the drain (memtrim.c).
+ * The storage is laid out by field, not by slot: hop k of every slot side by
+ * side, each text likewise. A slot of its own (3.9 KB: 16 hops, three texts)
+ * was a page, and the ring's 1 MB was all resident after 256 deliveries; by
+ * field, only the hops and texts that messages had are touched (a message of
+ * one hop and no text: 40 KB of hops for the ring). */
 #define RECENT_TEXT 256
 static struct recent {
-	struct smsg m;      /* finished: on no list, in no index, no payload */
-	struct hop route[MAX_ROUTE];
-	char topic[RECENT_TEXT], endpoint[RECENT_TEXT], remote_name[RECENT_TEXT];
+	struct smsg m;      /* finished: on no list, in no index, no payload; route in recent_hops */
 	const char *state;  /* a string literal: "delivered", "expired", ...; NULL: free slot */
 } recent[RECENT];
+static struct hop recent_hops[MAX_ROUTE][RECENT];
+static char recent_text[3][RECENT][RECENT_TEXT]; /* topic, endpoint, remote_name */
 static unsigned recent_next;
 
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
@@ -305,16 +312,19 @@ static char *keep_text(char *slot, const char *s)
  * replaces the oldest one kept. */
 static void remember(struct smsg *m, const char *state)
 {
-	struct recent *r = &recent[recent_next++ % RECENT];
+	unsigned slot = recent_next++ % RECENT;
+	struct recent *r = &recent[slot];
 	r->m = *m;
 	r->m.finished_wall_ms = wall_ms();
 	r->m.payload = NULL;
-	if (m->nroute) /* a message that was never tried has no route at all */
-		memcpy(r->route, m->route, m->nroute * sizeof *m->route);
-	r->m.route = r->route;
-	r->m.topic = keep_text(r->topic, m->topic);
-	r->m.endpoint = keep_text(r->endpoint, m->endpoint);
-	r->m.remote_name = keep_text(r->remote_name, m->remote_name);
+	r->m.route = NULL;
+	if (r->m.nroute > MAX_ROUTE)
+		r->m.nroute = MAX_ROUTE;
+	for (unsigned k = 0; k < r->m.nroute; k++) /* a message that was never tried has no route at all */
+		recent_hops[k][slot] = m->route[k];
+	r->m.topic = keep_text(recent_text[0][slot], m->topic);
+	r->m.endpoint = keep_text(recent_text[1][slot], m->endpoint);
+	r->m.remote_name = keep_text(recent_text[2][slot], m->remote_name);
 	r->state = state;
 	smsg_free(m);
 }
@@ -322,9 +332,15 @@ static void remember(struct smsg *m, const char *state)
 bool router_recent_trace(const char *id, msgpack_packer *pk)
 {
 	for (unsigned i = 0; i < RECENT; i++) {
-		const struct recent *r = &recent[(recent_next - 1 - i) % RECENT];
+		unsigned slot = (recent_next - 1 - i) % RECENT;
+		const struct recent *r = &recent[slot];
 		if (r->state && strcmp(r->m.id, id) == 0) {
-			router_pack_trace(pk, &r->m, r->state);
+			struct hop route[MAX_ROUTE];
+			struct smsg m = r->m;
+			for (unsigned k = 0; k < m.nroute; k++)
+				route[k] = recent_hops[k][slot];
+			m.route = route;
+			router_pack_trace(pk, &m, r->state);
 			return true;
 		}
 	}
@@ -1257,6 +1273,28 @@ void router_requeue(struct smsg *m)
 }
 
 void router_count_rejected(void) { router_state.rejected_full++; }
+
+/* The id index's buckets (512 KB in router_state) are static: a backlog
+ * touches every page of them, and after the drain they are NULL again but
+ * still resident. A page of buckets that are all NULL is handed back; the
+ * kernel gives a zero page, which reads as NULL, when it is touched again.
+ * Returns the bytes handed back. */
+size_t router_release_empty_index(void)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = ((uintptr_t)router_state.buckets + pg - 1) & ~(uintptr_t)(pg - 1);
+	uintptr_t hi = ((uintptr_t)(router_state.buckets + ID_BUCKETS)) & ~(uintptr_t)(pg - 1);
+	size_t released = 0;
+	for (uintptr_t p = lo; p + pg <= hi; p += pg) {
+		struct smsg *const *b = (struct smsg *const *)p;
+		size_t n = pg / sizeof *b, i = 0;
+		while (i < n && !b[i])
+			i++;
+		if (i == n && madvise((void *)p, pg, MADV_DONTNEED) == 0)
+			released += pg;
+	}
+	return released;
+}
 
 void router_counts(struct router_counts *c)
 {

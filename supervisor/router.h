@@ -68,6 +68,9 @@ struct router_counts {
 	uint64_t accepted, dropped, expired, rejected_full;
 };
 void router_counts(struct router_counts *c);
+/* Hand back the pages of the id index that are all empty again after a
+ * backlog drained (memtrim.c); the bytes handed back. */
+size_t router_release_empty_index(void);
 /* One protocol as the router sees it, by its slot's index (slot.h): a
  * read-only snapshot for the metrics, the dashboard, the history and the
  * admission checks. */

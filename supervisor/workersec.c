@@ -123,8 +123,9 @@ void worker_creds_apply(const struct worker_creds *c, const char *worker)
 	}
 }
 
-void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *len)
+void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *len, char *hung, size_t hunglen)
 {
+	hung[0] = '\0';
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
@@ -153,6 +154,8 @@ void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *le
 			explicit_bzero(data, flen); /* it may be a private key */
 			free(data);
 		} else {
+			if (errno == ETIMEDOUT && !hung[0])
+				snprintf(hung, hunglen, "%s", why);
 			pk_str(&pk, why);
 		}
 	}

@@ -33,8 +33,10 @@ void worker_creds_apply(const struct worker_creds *c, const char *worker);
 
 /* The body of MSG_CONFIG: {"sandbox": bool, "files": {key: contents}} for every
  * CFG_READ key of the section that is set; a file that cannot be read is sent
- * as a string saying why, for the worker to report. Caller frees. */
-void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *len);
+ * as a string saying why, for the worker to report. A read that overran its
+ * time limit (a hung file system: not the worker's configuration at fault)
+ * also sets hung to why, "" otherwise. Caller frees. */
+void *worker_config_body(const struct cfg_section *sec, bool sandbox, size_t *len, char *hung, size_t hunglen);
 
 /* Log the sandbox settings once per (re)load: a warning when it is off. */
 void worker_sandbox_announce(const struct config *cfg);

@@ -4,7 +4,12 @@ hole in front of the HTTP/WebSocket server, in a random order drawn from a
 fixed seed, while `auto` and explicit protocols send metadata and files. At the
 end every accepted message and file has arrived, every file's SHA-256 is the
 one accepted, and nothing is left waiting or dead while its chain has a
-protocol up."""
+protocol up.
+
+UCGW_SOAK_SECONDS sets how long the faults go on (the seed fixes their order;
+rounds of the same mix are drawn until the time is up): at least one round,
+about 40 s. tests/fault/CMakeLists.txt gives each build its default
+(UCGW_SOAK_DEFAULT_SECONDS); set UCGW_SOAK_SECONDS=300 for a five-minute soak."""
 import hashlib
 import json
 import os
@@ -23,6 +28,7 @@ import test_faults  # noqa: E402  (imported whole: its tests are not run again h
 from ucgwtest import FaultProxy, wait_for  # noqa: E402
 
 SEED = 18
+SOAK_SECONDS = float(os.environ.get("UCGW_SOAK_SECONDS") or os.environ.get("UCGW_SOAK_DEFAULT_SECONDS") or 0)
 
 
 class HashingLoad(test_faults.Load):
@@ -82,12 +88,21 @@ class CombinedFaultTest(test_faults.FaultTest):
                            file_protocols=("auto", "sftp", "rsync"))
         load.start()
         rnd = random.Random(SEED)
-        faults = ["worker"] * 8 + ["ucgwd", "ucgwd in an outage"] + ["broker", "http", "sshd", "blackhole"] * 1
-        faults.append("blackhole")
-        rnd.shuffle(faults)
+        mix = ["worker"] * 8 + ["ucgwd", "ucgwd in an outage"] + ["broker", "http", "sshd", "blackhole"] * 1
+        mix.append("blackhole")
+        faults, rounds = [], 0
         done = {}
+        t0 = time.monotonic()
         try:
-            for fault in faults:
+            while True:
+                over = time.monotonic() - t0 >= SOAK_SECONDS
+                if over and (rounds > 1 or rounds == 1 and not faults):
+                    break  # time is up, and one whole round was done
+                if not faults:
+                    faults = list(mix)
+                    rnd.shuffle(faults)  # the first round as it always was
+                    rounds += 1
+                fault = faults.pop(0)
                 time.sleep(0.5 + rnd.random())
                 if fault == "worker":
                     name = rnd.choice(["mqtt", "rest", "websocket", "sftp", "rsync"])
@@ -141,6 +156,8 @@ class CombinedFaultTest(test_faults.FaultTest):
         finally:
             load.stop_flag = True
             load.join(30)
+        print("\n%.0f s of faults (seed %d, UCGW_SOAK_SECONDS %g): %s; %d messages and files accepted"
+              % (time.monotonic() - t0, SEED, SOAK_SECONDS, json.dumps(done, sort_keys=True), len(load.accepted)))
         self.assertGreater(len(load.accepted), 300)
         self.check_everything_arrived(load, done)
         for name, sha in load.sha.items():

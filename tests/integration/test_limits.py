@@ -76,7 +76,9 @@ def cpu_seconds(pid):
 
 class ControlLimits(GatewayTest):
     def test_pipelining_client_that_never_reads_is_held_then_dropped(self):
-        gw = self.gateway(testworker_config(self.tmp), env=small_quarantine())
+        cfg = testworker_config(self.tmp)
+        cfg["gateway"]["control_stall_timeout_s"] = 12  # past the 8 s of pipelining below
+        gw = self.gateway(cfg, env=small_quarantine())
         pid = gw.daemon_pid()
         before = proc_number(pid, "status", "VmRSS")
         s = socket.socket(socket.AF_UNIX)
@@ -105,14 +107,42 @@ class ControlLimits(GatewayTest):
               "the slowest ucgwctl status meanwhile took %.2f s" % (sent // 1024, grown, worst))
         self.assertLess(grown, 16 * 1024)
         self.assertLess(worst, 3.0)
-        # The replies it does not read: after 30 s it is disconnected, its uid named.
-        wait_for(lambda: "has read none of its replies" in gw.log_text(), timeout=45, step=0.5,
+        # The replies it does not read: after 12 s it is disconnected, its uid named.
+        wait_for(lambda: "has read none of its replies for 12 s" in gw.log_text(), timeout=30, step=0.5,
                  what="the stalled client disconnected")
         line = [l for l in gw.log_text().splitlines() if "has read none of its replies" in l][0]
         self.assertIn("uid %d" % os.geteuid(), line)
         self.assertIn("pid %d" % os.getpid(), line)
         s.close()
         self.assertIsNone(gw.proc.poll())
+
+    def test_idle_client_is_closed_an_active_one_is_not(self):
+        cfg = testworker_config(self.tmp)
+        cfg["gateway"]["control_idle_timeout_s"] = 2
+        gw = self.gateway(cfg)
+        idle = socket.socket(socket.AF_UNIX)
+        idle.connect(gw.sock)
+        self.addCleanup(idle.close)
+        active = socket.socket(socket.AF_UNIX)
+        active.connect(gw.sock)
+        self.addCleanup(active.close)
+        active.settimeout(5)
+        t_end, seq = time.monotonic() + 5, 0
+        while time.monotonic() < t_end:  # one request a second: never idle for 2 s
+            seq += 1
+            active.sendall(status_frame(seq))
+            n = struct.unpack(">I", active.recv(4, socket.MSG_WAITALL))[0]
+            reply = msgpack.unpackb(active.recv(n, socket.MSG_WAITALL), raw=False)
+            self.assertTrue(reply["ok"], reply)
+            time.sleep(1)
+        idle.settimeout(1)
+        self.assertEqual(idle.recv(1), b"", "the idle connection is still open after 5 s")
+        lines = [l for l in gw.log_text().splitlines() if "has sent no request for 2 s" in l]
+        print("\nidle control client: %s" % (lines[0] if lines else "not closed"))
+        self.assertEqual(len(lines), 1, lines)  # the idle one, not the active one
+        self.assertIn("pid %d uid %d " % (os.getpid(), os.geteuid()), lines[0])
+        active.sendall(status_frame(seq + 1))
+        self.assertGreater(len(active.recv(4, socket.MSG_WAITALL)), 0)
 
     def hold_connections(self, gw, n, uid=None):
         """A child process (as uid, when given) holding n idle connections."""
@@ -202,6 +232,28 @@ class ControlLimits(GatewayTest):
         holder.kill()
         holder.wait()
         wait_for(lambda: gw.ctl("status")[0] == 0, timeout=10, what="status once the clients left")
+        self.assertIsNone(gw.proc.poll())
+
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to hold another user's connections")
+    def test_root_gets_in_when_out_of_descriptors(self):
+        """Another user holds every descriptor ucgwd has (ulimit -n 40, 60
+        connections): root's `ucgwctl status` is still answered, through the
+        spare descriptor, and the other user's waiting ones are told why."""
+        cfg = testworker_config(self.tmp)
+        cfg["gateway"]["control_socket_mode"] = "0666"
+        gw = self.gateway(cfg, start=False)
+        start_limited(gw, 40)
+        open_for(gw.sock, NOBODY)
+        self.hold_connections(gw, 60, NOBODY)
+        wait_for(lambda: "Too many open files" in gw.log_text(), what="ucgwd out of descriptors")
+        for i in range(3):
+            rc, took, err = timed_status(gw, timeout=5)
+            print("\nout of descriptors, 60 connections of uid %d: root's ucgwctl status answered in %.2f s (rc %d)"
+                  % (NOBODY, took, rc))
+            self.assertEqual(rc, 0, err)
+            self.assertLess(took, 3.0)
+        self.assertIn("refusing a client of uid %d" % NOBODY, gw.log_text())
         self.assertIsNone(gw.proc.poll())
 
 

@@ -98,9 +98,51 @@ class MetricsTest(GatewayTest):
 
     def test_non_loopback_refused(self):
         gw = self.gateway({"metrics": {"listen": "0.0.0.0:%d" % free_port()}, "testworker": {}}, start=False)
-        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-c", gw.cfg_path], capture_output=True, text=True, timeout=20)
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("is not a loopback address", r.stderr)
+        for args in ([], ["-n"]):
+            r = subprocess.run([os.path.join(BIN, "ucgwd")] + args + ["-c", gw.cfg_path], capture_output=True,
+                               text=True, timeout=20)
+            self.assertEqual(r.returncode, 1, args)
+            self.assertIn("is not a loopback address", r.stderr)
+            self.assertIn("unless metrics.allow_remote is true", r.stderr)  # what to change
+
+    def test_non_loopback_allowed_when_asked(self):
+        """metrics.allow_remote: true serves 0.0.0.0: /metrics and the pages by
+        IP address, not by a name, and never an action from another host."""
+        self.port = free_port()
+        cfg = {"metrics": {"listen": "0.0.0.0:%d" % self.port, "allow_remote": True, "dashboard_actions": True},
+               "testworker": {}}
+        gw = self.gateway(cfg, start=False)
+        r = subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True,
+                           timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        gw.start()
+        self.assertIn("is not loopback (metrics.allow_remote)", gw.log_text())
+        import socket
+        try:  # an address of this machine that is not loopback, if it has one
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.connect(("192.0.2.123", 9))
+                ip = u.getsockname()[0]
+        except OSError:
+            ip = None
+        for host in ["127.0.0.1"] + ([ip] if ip and not ip.startswith("127.") else []):
+            base = "http://%s:%d" % (host, self.port)
+            text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+            parse_prometheus(text)
+            json.loads(urllib.request.urlopen(base + "/api/dashboard", timeout=5).read().decode())
+            req = urllib.request.Request(base + "/api/dashboard", headers={"Host": "camera.example:%d" % self.port})
+            with self.assertRaises(urllib.error.HTTPError) as cm:
+                urllib.request.urlopen(req, timeout=5)
+            self.assertEqual(cm.exception.code, 403)
+        if not ip or ip.startswith("127."):
+            self.skipTest("no address but loopback here: an action from another host was not tried")
+        # another host's POST, even with a loopback Host: refused, and nothing paused
+        req = urllib.request.Request("http://%s:%d/api/actions/pause" % (ip, self.port), data=b'{"name":"testworker"}',
+                                     headers={"Host": "127.0.0.1:%d" % self.port, "Content-Type": "application/json"})
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(req, timeout=5)
+        self.assertEqual(cm.exception.code, 403)
+        self.assertIn("from this machine only", cm.exception.read().decode())
+        self.assertFalse(gw.workers()["testworker"].get("paused"), gw.workers()["testworker"])
 
     def test_cooling_down_after_failures(self):
         gw = self.gw()

@@ -1117,10 +1117,18 @@ static void errors_named_files(void)
 	WARNS("sftp:\n  key_file: /nonexistent/id\n  host: h\n  username: u\n", 2, 13,
 	      "cannot read sftp.key_file /nonexistent/id: No such file or directory; the sftp worker refuses to start "
 	      "without it");
-	/* the listener: loopback only */
+	/* the listener: loopback only, unless metrics.allow_remote (the error names it) */
 	FAILS("metrics:\n  listen: 0.0.0.0:9630\n", 2, 11,
 	      "metrics.listen '0.0.0.0:9630' is not a loopback address: the metrics and the dashboard are served on "
-	      "127.0.0.0/8 or ::1 only");
+	      "127.0.0.0/8 or ::1 unless metrics.allow_remote is true");
+	FAILS("metrics:\n  listen: myhost:9630\n  allow_remote: true\n", 2, 11,
+	      "metrics.listen 'myhost:9630': 'myhost' is not an IP address");
+	c = load_text("metrics:\n  listen: 0.0.0.0:9630\n  allow_remote: true\n");
+	EXPECT(c != NULL);
+	config_free(c);
+	c = load_text("metrics:\n  listen: '[::]:9630'\n  allow_remote: true\n");
+	EXPECT(c != NULL);
+	config_free(c);
 	FAILS("metrics:\n  listen: '[::]:9630'\n", 2, 11, "is not a loopback address");
 	FAILS("metrics:\n  listen: 127.0.0.1:96x\n", 2, 11, "expected HOST:PORT on loopback");
 	c = load_text("metrics:\n  listen: '[::1]:9630'\n");
