@@ -73,6 +73,11 @@ struct smsg {
 	int round_primary;        /* protocol index that began this round */
 	bool round_retry;         /* some protocol answered retry in this round */
 	uint64_t queued_ms;       /* when it joined its current queue */
+	/* live_first (backfill.c): a backlog message is sent behind the live ones */
+	bool backlog;             /* it had to wait: backlog, not live (for good) */
+	bool in_backfill;         /* SM_QUEUED: on its protocol's backlog queue */
+	bool bf_held;             /* SM_INFLIGHT: counted among its protocol's backlog jobs */
+	uint64_t age_seq;         /* adoption order: the backlog goes oldest first */
 	struct move {             /* a state change (msgstate.h), for `trace` */
 		uint8_t ev, to;
 		uint32_t at_ms;       /* since created_wall_ms */

@@ -86,7 +86,7 @@ static void queues(struct strbuf *b)
 	for (int i = 0; i < router_state.nprotos; i++)
 		if (rproto_enabled(&router_state.protos[i]))
 			http_sb_printf(b, "ucgw_queue_depth{protocol=\"%s\"} %llu\n", router_state.protos[i].name,
-				  (unsigned long long)(router_state.protos[i].queue[0].n + router_state.protos[i].queue[1].n + router_state.protos[i].queue[2].n));
+				  (unsigned long long)rproto_queued(&router_state.protos[i]));
 	head(b, "ucgw_inflight", "gauge", "Jobs a worker holds.");
 	for (int i = 0; i < router_state.nprotos; i++)
 		if (rproto_enabled(&router_state.protos[i]))
@@ -223,7 +223,7 @@ static void dash_protocols(struct strbuf *b)
 			  (double)stats_latency_quantile(&s->lat, 0.5) / 1000, (double)stats_latency_quantile(&s->lat, 0.99) / 1000,
 			  (unsigned long long)s->success, (unsigned long long)s->failure, (unsigned long long)s->retries,
 			  (unsigned long long)s->fallback_out, (unsigned long long)s->fallback_in, (unsigned long long)s->bytes,
-			  (unsigned long long)(rp->queue[0].n + rp->queue[1].n + rp->queue[2].n),
+			  (unsigned long long)rproto_queued(rp),
 			  (unsigned long long)rp->inflight.n, (unsigned long long)s->dead, (unsigned long long)s->expired,
 			  (unsigned long long)s->dropped, span ? (double)ok10 / span : 0.0,
 			  (unsigned long long)(ok60 + r60 + f60));

@@ -89,7 +89,7 @@ struct mlist *mlist_of(struct smsg *m)
 {
 	struct rproto *rp = rproto_by_name(m->worker);
 	switch (m->state) {
-	case SM_QUEUED: return rp ? &rp->queue[m->priority] : NULL;
+	case SM_QUEUED: return !rp ? NULL : m->in_backfill ? &rp->bf.queue[m->priority] : &rp->queue[m->priority];
 	case SM_INFLIGHT: return rp ? &rp->inflight : NULL;
 	case SM_WAITING: return &router_state.waiting;
 	case SM_DEAD: return &router_state.dead;
@@ -105,6 +105,7 @@ static void unlist(struct smsg *m)
 	struct mlist *l = mlist_of(m);
 	if (l)
 		mlist_del(l, m);
+	m->in_backfill = false;
 }
 
 /* The one place a message's state changes: the move must be in msgstate.c's
@@ -254,7 +255,7 @@ static unsigned recent_next;
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
 	uint64_t at = m->finished_wall_ms ? m->finished_wall_ms : wall_ms(); /* a finished one's age at its end */
-	msgpack_pack_map(pk, 11);
+	msgpack_pack_map(pk, 12);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
 	pk_kv_str(pk, "state", state ? state : msgstate_str(m->state));
@@ -267,6 +268,7 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 		  !state && m->state == SM_WAITING && m->next_try_ms > now_ms() ? m->next_try_ms - now_ms() : 0);
 	pk_kv_str(pk, "last_error", m->last_error[0] ? m->last_error : NULL);
 	pk_kv_str(pk, "remote_name", m->remote_name);
+	pk_kv_str(pk, "order", m->backlog ? "backfill" : "live"); /* spool.order: backfill.c */
 }
 
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state)
@@ -459,6 +461,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	h->status = 255;
 	h->start_wall_ms = wall_ms();
 	transition(m, EV_SEND);
+	backfill_sent(rp, m);
 	mlist_push(&rp->inflight, m);
 	p->inflight++;
 	router_state.inflight++;
@@ -522,17 +525,29 @@ static struct smsg *steal_candidate(struct rproto *rp)
 					return m;
 			}
 		}
+	/* Then the backlogs (live_first): in age order, not join order. */
+	for (int pr = PRIO_HIGH; pr <= PRIO_LOW && backfill_may_send(rp, window_limit(rp)); pr++)
+		for (int i = 0; i < router_state.nprotos; i++) {
+			struct rproto *from = &router_state.protos[i];
+			unsigned k = 0;
+			for (struct smsg *m = from == rp ? NULL : from->bf.queue[pr].head; m && k < STEAL_SCAN; m = m->qnext, k++)
+				if (now - m->queued_ms >= STEAL_AFTER_MS && select_chain_may_take(m, rp))
+					return m;
+		}
 	return NULL;
 }
 
-/* The next job for rp: its own queue's first, else one it may take over. */
-static struct smsg *next_job(struct rproto *rp, bool *stolen)
+/* The next job for rp: its own queue's first, then its backlog's oldest
+ * (live_first, if the live traffic leaves it room), else one it may take over. */
+static struct smsg *next_job(struct rproto *rp, unsigned window, bool *stolen)
 {
+	*stolen = false;
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
-		if (rp->queue[pr].head) {
-			*stolen = false;
+		if (rp->queue[pr].head)
 			return rp->queue[pr].head;
-		}
+	struct smsg *m = backfill_next(rp, window);
+	if (m)
+		return m;
 	*stolen = true;
 	return steal_candidate(rp);
 }
@@ -546,7 +561,7 @@ void router_pump(struct rproto *rp)
 	unsigned window = window_limit(rp);
 	while (p->inflight < window && p->ch && !channel_congested(p->ch)) {
 		bool stolen;
-		struct smsg *m = next_job(rp, &stolen);
+		struct smsg *m = next_job(rp, window, &stolen);
 		if (!m || !drain_token())
 			return;
 		unlist(m);
@@ -579,7 +594,7 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 	transition(m, EV_ENQUEUE);
 	m->queued_ms = now_ms();
 	str_copy(m->worker, sizeof m->worker, rp->name);
-	mlist_push(&rp->queue[m->priority], m);
+	backfill_push(rp, m);
 	router_pump(rp);
 }
 
@@ -588,6 +603,7 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 /* Wait on the side for delay ms (router_sweep_waiting takes it back). */
 static void to_waiting(struct smsg *m, uint64_t delay)
 {
+	backfill_mark(m, "it waits");
 	unlist(m);
 	if (m->kind == JOB_META && router_state.bytes > PAYLOAD_MEMORY_BUDGET) { /* read back when its turn comes */
 		free(m->payload);
@@ -666,6 +682,8 @@ void router_route(struct smsg *m)
 		hold_for_start(m);
 		return;
 	}
+	if (!rp || !rproto_up(rp))
+		backfill_mark(m, "no protocol of its chain is up");
 	if (!rp) {
 		no_carrier(m);
 		return;
@@ -777,6 +795,7 @@ static void attempt_ended(struct rproto *rp, struct proc *p, struct smsg *m, enu
 {
 	window_result(rp, st, now_us() - m->job_start_us, rp->inflight.n, m->size);
 	mlist_del(&rp->inflight, m);
+	backfill_ended(rp, m);
 	if (p && p->inflight)
 		p->inflight--;
 	router_state.inflight--;
@@ -1074,6 +1093,33 @@ static void sweep_timeouts(void)
 	}
 }
 
+/* Every message of l queued this long moves on (with why, as the status st).
+ * Taken off first, each into limbo, so that the pump a reroute runs cannot take
+ * one of them over meanwhile. A live queue is in join order: a young message
+ * ends the walk; a backlog's is in age order: it is walked to its end. */
+static void move_stuck(struct rproto *rp, struct mlist *l, bool join_order, const char *why, enum job_status st)
+{
+	struct mlist stuck = { 0 };
+	uint64_t now = now_ms();
+	for (struct smsg *m = l->head, *next; m; m = next) {
+		next = m->qnext;
+		if (now - m->queued_ms <= QUEUE_STUCK_MS) {
+			if (join_order)
+				break;
+			continue;
+		}
+		unlist(m);
+		transition(m, EV_TAKE);
+		mlist_push(&stuck, m);
+	}
+	struct smsg *m;
+	while ((m = stuck.head)) {
+		mlist_del(&stuck, m);
+		snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name, why);
+		reroute(m, rp, st, 0);
+	}
+}
+
 /* Messages queued on a protocol that is down or gone move on along their chain. */
 static void sweep_stuck_queues(void)
 {
@@ -1085,21 +1131,15 @@ static void sweep_stuck_queues(void)
 			     (p->state == PROC_READY && !p->connected) || lost || now_ms() < rp->cool_until;
 		if (!stuck)
 			continue;
+		char why[sizeof ((struct smsg *)0)->last_error];
+		snprintf(why, sizeof why, "%s",
+			 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
+			 lost ? "its worker closed its socket and is on its way out" :
+			 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
+			 proc_state_str(p->state));
 		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++) {
-			/* No pointer is kept across reroute(): the pump it runs may take
-			 * over any message of this queue. The queue is in join order, so
-			 * the head is the oldest and a young head ends the walk. */
-			struct smsg *m;
-			while ((m = rp->queue[pr].head) && now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
-				snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
-					 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
-					 lost ? "its worker closed its socket and is on its way out" :
-					 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
-					 proc_state_str(p->state));
-				mlist_del(&rp->queue[pr], m);
-				transition(m, EV_TAKE);
-				reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
-			}
+			move_stuck(rp, &rp->queue[pr], true, why, !p ? JOB_PERMFAIL : JOB_RETRY);
+			move_stuck(rp, &rp->bf.queue[pr], false, why, !p ? JOB_PERMFAIL : JOB_RETRY);
 		}
 	}
 }
@@ -1219,6 +1259,7 @@ void router_recover(struct smsg *m)
 	m->state = SM_LIMBO;
 	m->replayed = true;
 	router_adopt(m);
+	backfill_mark(m, "read back from the spool at start");
 	if (dead) {
 		transition(m, EV_KILL);
 		mlist_push(&router_state.dead, m);
@@ -1302,6 +1343,7 @@ uint64_t router_requeue_all(void)
 /* Take a message in (new, or recovered from the spool) in age order. */
 void router_adopt(struct smsg *m)
 {
+	m->age_seq = ++router_state.adopted;
 	index_add(m);
 	m->anext = NULL;
 	m->aprev = router_state.all.tail;
