@@ -757,6 +757,13 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 		router_route(m);
 		return;
 	}
+	/* Its attempt began before rp came back from an outage: it failed of the
+	 * outage, as those that waited, and goes round now as they did at the wake
+	 * (in its place among the backlog), not after a backoff behind younger ones. */
+	if (rp->back_ms && m->job_start_ms < rp->back_ms && rproto_up(rp)) {
+		router_route(m);
+		return;
+	}
 	wait_round(m, retry_after_ms);
 }
 
@@ -966,6 +973,7 @@ void router_worker_health(struct proc *p, bool measured)
 	 * no outage. */
 	uint64_t least = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
 	if (came_back && (!rp->down_since_ms || now - rp->down_since_ms >= least)) {
+		rp->back_ms = now;
 		rp->cool_until = 0;
 		rp->consecutive_failures = 0;
 		router_wake(p->name);

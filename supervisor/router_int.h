@@ -49,6 +49,7 @@ struct rproto {
 	bool probing;               /* the cool-down ended: the next result decides */
 	bool link_up;               /* the worker's last health report said connected */
 	uint64_t down_since_ms;     /* when its link last went down */
+	uint64_t back_ms;           /* when its link last came back after an outage */
 	char cool_reason[160];
 	/* The ids of the jobs its worker held when its socket closed, while that
 	 * worker still ran: they went on at once, and its death, when it comes,
