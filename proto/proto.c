@@ -22,7 +22,8 @@ static const struct field {
 	U(FLD_RETRY_AFTER, "retry_after_ms", retry_after_ms), U(FLD_DONE, "done", done),
 	U(FLD_RTT, "rtt_us", rtt_us), U(FLD_LOG_LEVEL, "log_level", log_level),
 	U(FLD_MAX_FRAME, "max_frame", max_frame), U(FLD_PRIORITY, "priority", priority),
-	U(FLD_ATTEMPT, "attempt", attempt),
+	U(FLD_ATTEMPT, "attempt", attempt), U(FLD_ACCEPTED, "accepted_ms", accepted_ms),
+	B(FLD_CLOCK_CORRECTED, "clock_corrected", clock_corrected),
 	S(FLD_NAME, "name", name), S(FLD_ID, "id", id), S(FLD_TOPIC, "topic", topic),
 	S(FLD_ENDPOINT, "endpoint", endpoint), S(FLD_REMOTE_NAME, "remote_name", remote_name),
 	S(FLD_ERROR, "error", error), S(FLD_DETAIL, "detail", detail),
@@ -54,7 +55,8 @@ static const struct {
 	[MSG_PONG] = { "pong", BIT(FLD_SEQ), BIT(FLD_SEQ) },
 	[MSG_JOB] = { "job",
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) | BIT(FLD_PAYLOAD) | BIT(FLD_TOPIC) | BIT(FLD_ENDPOINT) |
-			      BIT(FLD_REMOTE_NAME) | BIT(FLD_SIZE) | BIT(FLD_HAS_FD) | BIT(FLD_PRIORITY) | BIT(FLD_ATTEMPT),
+			      BIT(FLD_REMOTE_NAME) | BIT(FLD_SIZE) | BIT(FLD_HAS_FD) | BIT(FLD_PRIORITY) | BIT(FLD_ATTEMPT) |
+			      BIT(FLD_ACCEPTED) | BIT(FLD_CLOCK_CORRECTED),
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) },
 	[MSG_RESULT] = { "result", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) | BIT(FLD_ERROR) | BIT(FLD_RETRY_AFTER) | BIT(FLD_RTT),
 			 BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) },

@@ -11,6 +11,7 @@
 #include "ipc/channel.h"
 #include "common/crypto.h"
 #include "supervisor/admission.h"
+#include "supervisor/clock.h"
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/monitor.h"
@@ -255,7 +256,7 @@ static unsigned recent_next;
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
 	uint64_t at = m->finished_wall_ms ? m->finished_wall_ms : wall_ms(); /* a finished one's age at its end */
-	msgpack_pack_map(pk, 12);
+	msgpack_pack_map(pk, 14);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
 	pk_kv_str(pk, "state", state ? state : msgstate_str(m->state));
@@ -269,6 +270,12 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 	pk_kv_str(pk, "last_error", m->last_error[0] ? m->last_error : NULL);
 	pk_kv_str(pk, "remote_name", m->remote_name);
 	pk_kv_str(pk, "order", m->backlog ? "backfill" : "live"); /* spool.order: backfill.c */
+	pk_kv_u64(pk, "accepted_ms", m->created_wall_ms);
+	pk_key(pk, "clock_corrected"); /* clock.c */
+	if (m->clock_corrected)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
 }
 
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state)
@@ -419,7 +426,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	struct msg j = { .type = MSG_JOB, .seq = ++router_state.job_seq, .id = m->id, .kind = m->kind,
 			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
 			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,
-			 .attempt = m->tries };
+			 .attempt = m->tries, .accepted_ms = m->created_wall_ms, .clock_corrected = m->clock_corrected };
 	char *sealed = NULL;
 	if (m->kind == JOB_META) {
 		j.payload = m->payload;
@@ -1205,6 +1212,7 @@ void router_tick(void)
 	sweep_stuck_queues();
 	router_sweep_waiting();
 	if (++router_state.ticks % (1000 / TICK_MS) == 0) {
+		clock_check(); /* a clock set now corrects expiries too: before they are looked at */
 		sweep_expired();
 		stats_second();
 	}

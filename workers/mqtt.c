@@ -588,9 +588,15 @@ static void sweep_tick(uv_timer_t *t)
 
 /* ---- jobs ---- */
 
+/* {"id":..., "accepted_at":..., ["clock_corrected":true,] "data":...}: the
+ * time the gateway accepted it, corrected if it was stamped before the
+ * camera's clock was set (and then said so). */
 static char *envelope(const struct job *j, size_t *len)
 {
-	char *out = xasprintf("{\"id\":\"%s\",\"data\":%s}", j->id, j->payload);
+	char at[RFC3339_MS_LEN];
+	fmt_rfc3339_ms(j->accepted_ms, at);
+	char *out = xasprintf("{\"id\":\"%s\",\"accepted_at\":\"%s\",%s\"data\":%s}", j->id, at,
+			      j->clock_corrected ? "\"clock_corrected\":true," : "", j->payload);
 	*len = strlen(out);
 	return out;
 }
@@ -640,8 +646,14 @@ static void mqtt_submit(struct job *j)
 	size_t len = j->payload_len;
 	char *wrapped = M.envelope ? envelope(j, &len) : NULL;
 	mosquitto_property *props = NULL;
-	if (M.v5)
+	if (M.v5) {
+		char at[RFC3339_MS_LEN];
+		fmt_rfc3339_ms(j->accepted_ms, at);
 		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", j->id);
+		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "accepted-at", at);
+		if (j->clock_corrected)
+			mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "clock-corrected", "true");
+	}
 	int mid = 0;
 	c->publishing = M.qos == 0 ? j : NULL;
 	int rc = mosquitto_publish_v5(c->mosq, &mid, topic ? topic : M.topic, (int)len, wrapped ? wrapped : j->payload,

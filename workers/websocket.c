@@ -424,13 +424,18 @@ static void mask(unsigned char *p, size_t n, const unsigned char key[4])
 		p[i] ^= key[i & 3];
 }
 
-/* The envelope {"id":"...","data":...} as one masked text frame at offset at
- * of the frame buffer; the payload is JSON the supervisor checked. Returns
- * the offset past it, 0 if no mask key could be had. */
+/* The envelope {"id":"...","accepted_at":"...",["clock_corrected":true,]"data":...}
+ * as one masked text frame at offset at of the frame buffer; the payload is
+ * JSON the supervisor checked. Returns the offset past it, 0 if no mask key
+ * could be had. */
 static size_t add_frame(size_t at, const struct job *j)
 {
-	static const char a[] = "{\"id\":\"", b[] = "\",\"data\":";
-	size_t idlen = strlen(j->id), n = sizeof a - 1 + idlen + sizeof b - 1 + j->payload_len + 1;
+	static const char a[] = "{\"id\":\"";
+	char when[RFC3339_MS_LEN], b[RFC3339_MS_LEN + 64];
+	fmt_rfc3339_ms(j->accepted_ms, when);
+	int blen = snprintf(b, sizeof b, "\",\"accepted_at\":\"%s\",%s\"data\":", when,
+			    j->clock_corrected ? "\"clock_corrected\":true," : "");
+	size_t idlen = strlen(j->id), n = sizeof a - 1 + idlen + (size_t)blen + j->payload_len + 1;
 	size_t hdr = 2 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + 4;
 	unsigned char *f = frame_buf(at + hdr + n) + at;
 	f[0] = 0x81; /* FIN, text */
@@ -450,8 +455,8 @@ static size_t add_frame(size_t at, const struct job *j)
 		return 0;
 	memcpy(p, a, sizeof a - 1);
 	memcpy(p + sizeof a - 1, j->id, idlen);
-	memcpy(p + sizeof a - 1 + idlen, b, sizeof b - 1);
-	memcpy(p + sizeof a - 1 + idlen + sizeof b - 1, j->payload, j->payload_len);
+	memcpy(p + sizeof a - 1 + idlen, b, (size_t)blen);
+	memcpy(p + sizeof a - 1 + idlen + (size_t)blen, j->payload, j->payload_len);
 	p[n - 1] = '}';
 	mask(p, n, key);
 	return at + hdr + n;

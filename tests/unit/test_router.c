@@ -120,6 +120,7 @@ void monitor_sample(const char *name, uint64_t rtt_us, bool lost) {}
 enum quality monitor_quality(const char *name) { return Q_GOOD; }
 bool monitor_quality_at_least_good(enum quality q) { return true; }
 void errors_record(const char *protocol, const char *id, const char *error) {}
+void clock_check(void) {}
 
 /* ---- set-up ---- */
 
