@@ -1,5 +1,6 @@
 /* ucgw-websocket: metadata over one persistent WebSocket (libwebsockets on the
- * framework's libuv loop). Each job goes out as {"id": ID, "data": PAYLOAD}.
+ * framework's libuv loop). Each job goes out as {"id": ID, "accepted_at":
+ * TIME, ["clock_corrected": true,] "data": PAYLOAD}.
  *
  * With `ack: message` (the default) a job is ok when the server answers
  * {"ack": ID}; a {"nack": ID, "status": N, "error": "..."} is permfail for a

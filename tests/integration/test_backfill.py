@@ -65,6 +65,8 @@ class BackfillTest(GatewayTest):
         gw, backlog, live, arrived = self.outage_then_live("live_first")
         got = [mid for mid in arrived if mid in set(backlog)]
         self.assertEqual(got, backlog, "the backlog, complete and oldest first: %s" % [backlog.index(x) for x in got])
+        print("\nlte, window 8: the message sent after the outage arrived %d-th of %d" % (
+            arrived.index(live) + 1, len(arrived)))
         self.assertLess(arrived.index(live), arrived.index(backlog[-1]),
                         "the live message arrives before the backlog's last")
         self.assertEqual(gw.ctl_json("trace", live)["message"]["order"], "live")
