@@ -5,11 +5,11 @@
  *   DIR/corrupt/                       segments that failed their checksums or could not be read, moved aside
  *
  * A record is: u32 body length, u32 CRC-32C of type+body, u8 type, body (a msgpack
- * map). ADD carries the whole message (metadata payload included, and since the
- * clock's correction, "boot", "boot_ms" and "clock_unset": the boot it was
- * accepted in, its boot clock then, and whether the wall clock was known set;
- * a reader before them skips unknown keys, and a record without them is a
- * message whose time stays as it is); DONE, DEAD and
+ * map). ADD carries the whole message (metadata payload included, and for one
+ * accepted before the wall clock was known set "boot", "boot_ms" and
+ * "clock_unset": the boot it was accepted in and its boot clock then, for the
+ * clock's correction; a reader before them skips unknown keys, and a record
+ * without them is a message whose time stays as it is); DONE, DEAD and
  * REQUEUE carry its id (DONE also how it left, DEAD why). Recovery replays the segments in order; a torn tail of the
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
@@ -328,7 +328,7 @@ static int seg_open_new(char *err, size_t errlen)
 static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *payload, size_t len)
 {
 	msgpack_sbuffer *sb = pk_sbuffer(pk); /* packed straight in: one for every message */
-	mpw_map(sb, 15);
+	mpw_map(sb, m->clock_unset ? 15 : 12);
 	mpw_kv_str(sb, "id", m->id);
 	mpw_kv_u64(sb, "kind", m->kind);
 	mpw_kv_u64(sb, "prio", m->priority);
@@ -341,10 +341,12 @@ static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *paylo
 	mpw_kv_u64(sb, "created", m->created_wall_ms);
 	mpw_kv_u64(sb, "expires", m->expires_wall_ms);
 	mpw_kv_u64(sb, "size", m->size);
-	mpw_kv_str(sb, "boot", clock_boot_id());
-	mpw_kv_u64(sb, "boot_ms", m->boot_ms);
-	mpw_str(sb, "clock_unset");
-	mpw_bool(sb, m->clock_unset);
+	if (m->clock_unset) { /* what a correction needs (clock.c); a time taken by a set clock needs none */
+		mpw_kv_str(sb, "boot", clock_boot_id());
+		mpw_kv_u64(sb, "boot_ms", m->boot_ms);
+		mpw_str(sb, "clock_unset");
+		mpw_bool(sb, true);
+	}
 	mpw_str(sb, "payload");
 	mpw_bin(sb, payload, payload ? len : 0);
 }
