@@ -84,8 +84,14 @@ bool backfill_may_send(const struct rproto *rp, unsigned window)
 	return rp->bf.inflight < (unsigned)ceil(B.share * window);
 }
 
+/* A protocol not up (its link down, or cooling down) gets no backlog job: it
+ * would only answer retry, and a job it took in the instant its link came
+ * back, before its worker's report of it, would go out ahead of the older
+ * ones the report wakes. The queue moves on after QUEUE_STUCK_MS meanwhile. */
 struct smsg *backfill_next(struct rproto *rp, unsigned window)
 {
+	if (!rproto_up(rp))
+		return NULL;
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
 		if (rp->bf.queue[pr].head)
 			return backfill_may_send(rp, window) ? rp->bf.queue[pr].head : NULL;

@@ -31,7 +31,6 @@ static struct {
 	char boot_id[40];
 	bool boot_read, set, have_offset;
 	int64_t offset_ms; /* wall - boot clock at the last look */
-	uint64_t corrected;
 } C;
 
 const char *clock_boot_id(void)
@@ -58,8 +57,6 @@ uint64_t clock_boot_ms(void)
 	clock_gettime(CLOCK_BOOTTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
-
-uint64_t clock_corrected_total(void) { return C.corrected; }
 
 static bool kernel_synced(void)
 {
@@ -95,7 +92,6 @@ static void correct_all(const char *why)
 		shift = delta;
 		n++;
 	}
-	C.corrected += n;
 	if (n)
 		log_info("the clock is set (%s): %llu message%s accepted before had %s time corrected by %+.0f s", why,
 			 (unsigned long long)n, n == 1 ? "" : "s", n == 1 ? "its" : "their", (double)shift / 1000);

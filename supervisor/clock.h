@@ -23,7 +23,5 @@ void clock_stamp(struct smsg *m);
 /* This boot's id (/proc/sys/kernel/random/boot_id), "" if unknown. */
 const char *clock_boot_id(void);
 uint64_t clock_boot_ms(void);
-/* Messages whose time was corrected since the start. */
-uint64_t clock_corrected_total(void);
 
 #endif

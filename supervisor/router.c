@@ -602,7 +602,8 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 	m->queued_ms = now_ms();
 	str_copy(m->worker, sizeof m->worker, rp->name);
 	backfill_push(rp, m);
-	router_pump(rp);
+	if (!router_state.waking)
+		router_pump(rp);
 }
 
 /* ---- the round: primary, then its fallback chain, then wait ---- */
@@ -1002,16 +1003,23 @@ void router_worker_drain(struct proc *p)
 
 /* A path came back: every waiting message whose chain has it starts a new
  * round now, at the head of its chain (not on the protocol it last waited for),
- * in priority then age order, so that the queues it joins are in that order. */
+ * in priority then age order, so that the queues it joins are in that order.
+ * Every one joins its queue before any is handed out: pumped as each joined,
+ * the first window would take the oldest of those queued so far, not of all
+ * (a backlog queue in age order already holds some). */
 void router_wake(const char *name)
 {
-	if (!router_state.started || !router_state.waiting.n)
+	if (!router_state.started || !router_state.waiting.n || router_state.waking)
 		return;
+	router_state.waking = true;
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
 		for (struct smsg *m = router_state.all.head; m; m = m->anext)
 			if (m->state == SM_WAITING && m->priority == (enum priority)pr &&
 			    (!name || !m->tried || select_chain_has(m, name))) /* !tried: no round yet, no chain */
 				router_route(m);
+	router_state.waking = false;
+	for (int i = 0; i < router_state.nprotos; i++)
+		router_pump(&router_state.protos[i]);
 }
 
 /* The gate of a start: open once every enabled worker is connected (or failed,

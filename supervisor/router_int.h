@@ -73,6 +73,7 @@ struct router {
 	uint64_t credit, credit_ms; /* drain_rate's bucket, in thousandths of a message; refilled when */
 	unsigned rr_next;
 	bool started;        /* the start's gate is open (router_check_start) */
+	bool waking;         /* router_wake is routing: queues are pumped once at its end */
 	uint64_t workers_ms; /* when the process table came up (0: not yet) */
 	uint64_t adopted;    /* messages taken in: each one's age_seq */
 	uv_timer_t tick;

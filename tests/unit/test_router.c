@@ -554,6 +554,13 @@ static void test_live_first(void)
 			 " retry_backoff_max_ms: 8000}\n");
 	char ids[12][UCGW_ID_LEN + 1];
 	outage_backlog(12, ids);
+	/* Two whose backoff ended wait in mqtt's backlog queue for the link, while
+	 * the oldest still waits its backoff: the wake must not hand out the
+	 * queue's before the oldest has joined it. */
+	router_route(router_find(ids[5]));
+	router_route(router_find(ids[9]));
+	CHECK(router_find(ids[5])->state == SM_QUEUED && router_find(ids[5])->in_backfill);
+	CHECK(router_find(ids[0])->state == SM_WAITING);
 	unsigned from = nsent;
 	set_up("mqtt", true); /* the link is back: the backlog goes, oldest first, a window of it */
 	CHECK(nsent - from == 4);
