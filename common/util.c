@@ -23,6 +23,16 @@ uint64_t now_ms(void) { return clock_us(CLOCK_MONOTONIC) / 1000u; }
 uint64_t now_us(void) { return clock_us(CLOCK_MONOTONIC); }
 uint64_t wall_ms(void) { return clock_us(CLOCK_REALTIME) / 1000u; }
 
+void fmt_rfc3339_ms(uint64_t ms, char out[RFC3339_MS_LEN])
+{
+	time_t secs = (time_t)(ms / 1000);
+	struct tm tm;
+	char day[24];
+	if (!gmtime_r(&secs, &tm) || !strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm))
+		snprintf(day, sizeof day, "1970-01-01T00:00:00");
+	snprintf(out, RFC3339_MS_LEN, "%s.%03uZ", day, (unsigned)(ms % 1000));
+}
+
 uint64_t rand_u64(void)
 {
 	uint64_t v = 0;

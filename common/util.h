@@ -11,6 +11,9 @@
 uint64_t now_ms(void);      /* CLOCK_MONOTONIC */
 uint64_t now_us(void);      /* CLOCK_MONOTONIC, microseconds: latencies */
 uint64_t wall_ms(void);     /* CLOCK_REALTIME */
+/* ms since the epoch as RFC 3339 in UTC with milliseconds: 2026-12-07T18:30:00.123Z */
+#define RFC3339_MS_LEN 32
+void fmt_rfc3339_ms(uint64_t ms, char out[RFC3339_MS_LEN]);
 void id_new(char out[UCGW_ID_LEN + 1]);
 /* FNV-1a of a message id (or any string), for hash tables keyed by id. */
 uint32_t id_hash32(const char *id);

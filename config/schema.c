@@ -54,6 +54,8 @@ static const struct cfg_key spool[] = {
 	INT("retry_backoff_min_ms", "1000", 1, 86400000, "first wait after every protocol failed"),
 	INT("retry_backoff_max_ms", "300000", 1, 86400000, "the wait doubles up to this (with jitter)"),
 	INT("segment_bytes", "67108864", 4096, BIG, "size at which the spool starts a new segment file"),
+	ENUM("order", "fifo", "fifo|live_first", "after an outage: every message in the order it is routed (fifo), or new messages first and the backlog behind them, oldest first (live_first). Backlog: a message read back from the spool at start, one that waited for a backoff or for a path to come back, or one whose round began while no protocol of its chain was up; `trace` says live or backfill"),
+	NUM("backfill_share", "0.25", 0, 1, "live_first: the share of each protocol's window the backlog may hold while live messages come (one in the last second); a queued live message always goes first; with no live traffic the backlog takes the whole window (0: the backlog waits for a second without live messages)"),
 };
 
 /* The rules pick among the descriptors (workers/protocols.c): choices and

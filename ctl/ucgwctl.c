@@ -745,9 +745,14 @@ static int run_trace(int argc, char **argv)
 		return 0;
 	}
 	const msgpack_object *m = obj_get(b, "message"), *route = obj_get(b, "route");
-	char id[40], state[16], req[16], err[200];
-	printf("%s: %s, asked for %s, %" PRIu64 " bytes\n", s_of(m, "id", id, sizeof id), s_of(m, "state", state, sizeof state),
+	char id[40], state[16], req[16], err[200], order[16];
+	bool corrected = false;
+	obj_get_bool(m, "clock_corrected", &corrected);
+	printf("%s: %s, asked for %s, %" PRIu64 " bytes", s_of(m, "id", id, sizeof id), s_of(m, "state", state, sizeof state),
 	       s_of(b, "requested", req, sizeof req), u_of(m, "size"));
+	if (obj_get(m, "order")) /* an older ucgwd says neither */
+		printf(", %s%s", s_of(m, "order", order, sizeof order), corrected ? ", time corrected after the clock was set" : "");
+	printf("\n");
 	for (uint32_t i = 0; route && i < route->via.array.size; i++) {
 		const msgpack_object *h = &route->via.array.ptr[i];
 		char proto[16], res[16];

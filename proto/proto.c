@@ -23,6 +23,8 @@ static const struct field {
 	U(FLD_RTT, "rtt_us", rtt_us), U(FLD_LOG_LEVEL, "log_level", log_level),
 	U(FLD_MAX_FRAME, "max_frame", max_frame), U(FLD_PRIORITY, "priority", priority),
 	U(FLD_ATTEMPT, "attempt", attempt), U(FLD_WIRE, "wire_bytes", wire_bytes), U(FLD_CODE, "code", code),
+	U(FLD_ACCEPTED, "accepted_ms", accepted_ms),
+	B(FLD_CLOCK_CORRECTED, "clock_corrected", clock_corrected),
 	S(FLD_NAME, "name", name), S(FLD_ID, "id", id), S(FLD_TOPIC, "topic", topic),
 	S(FLD_ENDPOINT, "endpoint", endpoint), S(FLD_REMOTE_NAME, "remote_name", remote_name),
 	S(FLD_ERROR, "error", error), S(FLD_DETAIL, "detail", detail),
@@ -36,12 +38,13 @@ static const struct field {
 #undef B
 };
 
-#define BIT(f) (1u << (f))
+#define BIT(f) (1ull << (f))
+_Static_assert(FLD_COUNT <= 64, "a message's fields are bits of a uint64_t");
 
 /* Which fields each type allows, and which of those it requires. */
 static const struct {
 	const char *name;
-	uint32_t allow, require;
+	uint64_t allow, require;
 } types[MSG_TYPE_MAX] = {
 	[MSG_HELLO] = { "hello", BIT(FLD_VERSION) | BIT(FLD_NAME) | BIT(FLD_PID),
 			BIT(FLD_VERSION) | BIT(FLD_NAME) | BIT(FLD_PID) },
@@ -54,7 +57,8 @@ static const struct {
 	[MSG_PONG] = { "pong", BIT(FLD_SEQ), BIT(FLD_SEQ) },
 	[MSG_JOB] = { "job",
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) | BIT(FLD_PAYLOAD) | BIT(FLD_TOPIC) | BIT(FLD_ENDPOINT) |
-			      BIT(FLD_REMOTE_NAME) | BIT(FLD_SIZE) | BIT(FLD_HAS_FD) | BIT(FLD_PRIORITY) | BIT(FLD_ATTEMPT),
+			      BIT(FLD_REMOTE_NAME) | BIT(FLD_SIZE) | BIT(FLD_HAS_FD) | BIT(FLD_PRIORITY) | BIT(FLD_ATTEMPT) |
+			      BIT(FLD_ACCEPTED) | BIT(FLD_CLOCK_CORRECTED),
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) },
 	[MSG_RESULT] = { "result", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) | BIT(FLD_ERROR) | BIT(FLD_RETRY_AFTER) | BIT(FLD_RTT),
 			 BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) },
@@ -176,20 +180,20 @@ void msg_encode(const struct msg *m, msgpack_sbuffer *out)
 {
 	if (!type_known(m->type))
 		panic("msg_encode: unknown type %d", m->type);
-	uint32_t allow = types[m->type].allow, req = types[m->type].require;
-	uint32_t emit = 0;
-	for (uint32_t left = allow; left; left &= left - 1) {
-		int f = __builtin_ctz(left);
+	uint64_t allow = types[m->type].allow, req = types[m->type].require;
+	uint64_t emit = 0;
+	for (uint64_t left = allow; left; left &= left - 1) {
+		int f = __builtin_ctzll(left);
 		/* Booleans and numbers that are required go out even when false/zero. */
 		if ((req & BIT(f)) || field_set(m, f))
 			emit |= BIT(f);
 	}
 	size_t start = out->size;
 	mpw(out, FRAME_HDR);
-	mpw_map(out, 1 + (uint32_t)__builtin_popcount(emit));
+	mpw_map(out, 1 + (uint32_t)__builtin_popcountll(emit));
 	mpw_kv_u64(out, "t", m->type);
-	for (uint32_t left = emit; left; left &= left - 1)
-		pack_field(out, m, __builtin_ctz(left));
+	for (uint64_t left = emit; left; left &= left - 1)
+		pack_field(out, m, __builtin_ctzll(left));
 	uint32_t len = (uint32_t)(out->size - start - FRAME_HDR);
 	mpw_be((unsigned char *)out->data + start, len, 4);
 }
@@ -545,7 +549,7 @@ static int decode_root(const msgpack_object *root, struct msg *m, msgpack_zone *
 		return -1;
 	}
 	m->type = (enum msg_type)t->via.u64;
-	uint32_t allow = types[m->type].allow;
+	uint64_t allow = types[m->type].allow;
 	for (uint32_t i = 0; i < n; i++) {
 		if (key_is(&kv[i].key, "t"))
 			continue;
@@ -566,9 +570,9 @@ static int decode_root(const msgpack_object *root, struct msg *m, msgpack_zone *
 		}
 		m->present |= BIT(f);
 	}
-	uint32_t missing = types[m->type].require & ~m->present;
+	uint64_t missing = types[m->type].require & ~m->present;
 	if (missing) {
-		snprintf(err, errlen, "%s: missing field '%s'", types[m->type].name, fields[__builtin_ctz(missing)].key);
+		snprintf(err, errlen, "%s: missing field '%s'", types[m->type].name, fields[__builtin_ctzll(missing)].key);
 		return -1;
 	}
 	return 0;

@@ -56,6 +56,8 @@ struct msg {
 	uint64_t version, pid, seq, kind, size, status, retry_after_ms, done, rtt_us,
 		 log_level, max_frame, priority, attempt, code,
 		 wire_bytes; /* HEALTH: bytes the worker put on the wire (both directions) since its last report */
+	uint64_t accepted_ms;  /* JOB: when the gateway accepted it (wall clock, ms since the epoch) */
+	bool clock_corrected;  /* JOB: accepted_ms was corrected after the clock was set (clock.c) */
 	const char *name, *id, *topic, *endpoint, *remote_name, *error, *detail, *device_id;
 	const char *auth; /* REQUEST: an API key, or a JWT (it has two dots) */
 	const void *payload;
@@ -67,7 +69,7 @@ struct msg {
 	const void *body_raw;
 	size_t body_raw_len;
 	const msgpack_object *body;
-	uint32_t present; /* decoded: bit (1 << field) for each field found */
+	uint64_t present; /* decoded: bit (1 << field) for each field found */
 };
 
 enum msg_field {
@@ -75,6 +77,7 @@ enum msg_field {
 	FLD_LOG_LEVEL, FLD_MAX_FRAME, FLD_PRIORITY, FLD_ATTEMPT, FLD_WIRE,
 	FLD_NAME, FLD_ID, FLD_TOPIC, FLD_ENDPOINT, FLD_REMOTE_NAME, FLD_ERROR, FLD_DETAIL, FLD_DEVICE_ID,
 	FLD_PAYLOAD, FLD_SECTION, FLD_HAS_FD, FLD_CONNECTED, FLD_OK, FLD_BODY, FLD_AUTH, FLD_CODE,
+	FLD_ACCEPTED, FLD_CLOCK_CORRECTED,
 	FLD_COUNT
 };
 #define MSG_HAS(m, f) (((m)->present >> (f)) & 1u)

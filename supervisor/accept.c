@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "ipc/channel.h"
 #include "supervisor/admission.h"
+#include "supervisor/clock.h"
 #include "supervisor/commands.h"
 #include "supervisor/control.h"
 #include "supervisor/ctlargs.h"
@@ -136,6 +137,7 @@ static struct smsg *new_smsg(const struct common_args *ca, enum job_kind kind, u
 	m->remote_name = ca->has_remote ? xstrdup(ca->remote_name) : NULL;
 	m->encrypt = ca->encrypt;
 	m->created_wall_ms = wall_ms();
+	clock_stamp(m);
 	uint64_t ttl = ca->has_ttl ? ca->ttl_s : (uint64_t)config_int(sup.cfg, "spool", "ttl_s");
 	m->expires_wall_ms = ttl ? m->created_wall_ms + ttl * 1000 : 0;
 	m->size = size;

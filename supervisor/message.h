@@ -75,6 +75,15 @@ struct smsg {
 	int round_primary;        /* protocol index that began this round */
 	bool round_retry;         /* some protocol answered retry in this round */
 	uint64_t queued_ms;       /* when it joined its current queue */
+	/* live_first (backfill.c): a backlog message is sent behind the live ones */
+	bool backlog;             /* it had to wait: backlog, not live (for good) */
+	bool in_backfill;         /* SM_QUEUED: on its protocol's backlog queue */
+	bool bf_held;             /* SM_INFLIGHT: counted among its protocol's backlog jobs */
+	uint64_t age_seq;         /* adoption order: the backlog goes oldest first */
+	/* the clock (clock.c) */
+	uint64_t boot_ms;         /* CLOCK_BOOTTIME when accepted */
+	bool clock_unset;         /* accepted in this boot before the clock was known set: to correct */
+	bool clock_corrected;     /* created_wall_ms was corrected once the clock was set */
 	struct move {             /* a state change (msgstate.h), for `trace` */
 		uint8_t ev, to;
 		uint32_t at_ms;       /* since created_wall_ms */

@@ -15,6 +15,7 @@
 #include "common/crypto.h"
 #include "supervisor/admission.h"
 #include "supervisor/budget.h"
+#include "supervisor/clock.h"
 #include "supervisor/control.h"
 #include "supervisor/errors.h"
 #include "supervisor/monitor.h"
@@ -93,7 +94,7 @@ struct mlist *mlist_of(struct smsg *m)
 {
 	struct rproto *rp = m->at < router_state.nprotos ? &router_state.protos[m->at] : NULL;
 	switch (m->state) {
-	case SM_QUEUED: return rp ? &rp->queue[m->priority] : NULL;
+	case SM_QUEUED: return !rp ? NULL : m->in_backfill ? &rp->bf.queue[m->priority] : &rp->queue[m->priority];
 	case SM_INFLIGHT: return rp ? &rp->inflight : NULL;
 	case SM_WAITING: return &router_state.waiting;
 	case SM_DEAD: return &router_state.dead;
@@ -109,6 +110,7 @@ static void unlist(struct smsg *m)
 	struct mlist *l = mlist_of(m);
 	if (l)
 		mlist_del(l, m);
+	m->in_backfill = false;
 }
 
 /* The one place a message's state changes: the move must be in msgstate.c's
@@ -265,7 +267,7 @@ static unsigned recent_next;
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
 	uint64_t at = m->finished_wall_ms ? m->finished_wall_ms : wall_ms(); /* a finished one's age at its end */
-	msgpack_pack_map(pk, 11);
+	msgpack_pack_map(pk, 14);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
 	pk_kv_str(pk, "state", state ? state : msgstate_str(m->state));
@@ -278,6 +280,13 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 		  !state && m->state == SM_WAITING && m->next_try_ms > now_ms() ? m->next_try_ms - now_ms() : 0);
 	pk_kv_str(pk, "last_error", m->last_error[0] ? m->last_error : NULL);
 	pk_kv_str(pk, "remote_name", m->remote_name);
+	pk_kv_str(pk, "order", m->backlog ? "backfill" : "live"); /* spool.order: backfill.c */
+	pk_kv_u64(pk, "accepted_ms", m->created_wall_ms);
+	pk_key(pk, "clock_corrected"); /* clock.c */
+	if (m->clock_corrected)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
 }
 
 void router_pack_trace(msgpack_packer *pk, const struct smsg *m, const char *state)
@@ -447,7 +456,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	struct msg j = { .type = MSG_JOB, .seq = ++router_state.job_seq, .id = m->id, .kind = m->kind,
 			 .topic = m->topic, .endpoint = m->endpoint, .remote_name = m->remote_name,
 			 .size = m->size, .has_fd = fd >= 0, .priority = m->priority,
-			 .attempt = m->tries };
+			 .attempt = m->tries, .accepted_ms = m->created_wall_ms, .clock_corrected = m->clock_corrected };
 	char *sealed = NULL;
 	if (m->kind == JOB_META) {
 		j.payload = m->payload;
@@ -490,6 +499,7 @@ static int send_job(struct rproto *rp, struct proc *p, struct smsg *m)
 	h->status = 255;
 	h->start_wall_ms = wall_ms();
 	transition(m, EV_SEND);
+	backfill_sent(rp, m);
 	mlist_push(&rp->inflight, m);
 	p->inflight++;
 	router_state.inflight++;
@@ -563,17 +573,29 @@ static struct smsg *steal_candidate(struct rproto *rp)
 					return m;
 			}
 		}
+	/* Then the backlogs (live_first): in age order, not join order. */
+	for (int pr = PRIO_HIGH; pr <= PRIO_LOW && backfill_may_send(rp, window_limit(rp)); pr++)
+		for (int i = 0; i < router_state.nprotos; i++) {
+			struct rproto *from = &router_state.protos[i];
+			unsigned k = 0;
+			for (struct smsg *m = from == rp ? NULL : from->bf.queue[pr].head; m && k < STEAL_SCAN; m = m->qnext, k++)
+				if (now - m->queued_ms >= STEAL_AFTER_MS && select_chain_may_take(m, rp))
+					return m;
+		}
 	return NULL;
 }
 
-/* The next job for rp: its own queue's first, else one it may take over. */
-static struct smsg *next_job(struct rproto *rp, bool *stolen)
+/* The next job for rp: its own queue's first, then its backlog's oldest
+ * (live_first, if the live traffic leaves it room), else one it may take over. */
+static struct smsg *next_job(struct rproto *rp, unsigned window, bool *stolen)
 {
+	*stolen = false;
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
-		if (rp->queue[pr].head) {
-			*stolen = false;
+		if (rp->queue[pr].head)
 			return rp->queue[pr].head;
-		}
+	struct smsg *m = backfill_next(rp, window);
+	if (m)
+		return m;
 	*stolen = true;
 	return steal_candidate(rp);
 }
@@ -587,7 +609,7 @@ void router_pump(struct rproto *rp)
 	unsigned window = window_limit(rp);
 	while (p->inflight < window && p->ch && !channel_congested(p->ch)) {
 		bool stolen;
-		struct smsg *m = next_job(rp, &stolen);
+		struct smsg *m = next_job(rp, window, &stolen);
 		if (m && budget_hold_aside(m)) /* budget hook */
 			continue;
 		if (!m || !budget_rate_ok(m) || !drain_token()) /* budget hook: link.max_bytes_per_s */
@@ -625,8 +647,9 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 	m->queued_ms = now_ms();
 	str_copy(m->worker, sizeof m->worker, rp->name);
 	m->at = (uint8_t)rp->idx;
-	mlist_push(&rp->queue[m->priority], m);
-	router_pump(rp);
+	backfill_push(rp, m);
+	if (!router_state.waking)
+		router_pump(rp);
 }
 
 /* ---- the round: primary, then its fallback chain, then wait ---- */
@@ -634,6 +657,7 @@ void router_enqueue(struct smsg *m, struct rproto *rp)
 /* Wait on the side for delay ms (router_sweep_waiting takes it back). */
 static void to_waiting(struct smsg *m, uint64_t delay)
 {
+	backfill_mark(m, "it waits");
 	unlist(m);
 	if (m->kind == JOB_META && router_state.bytes > PAYLOAD_MEMORY_BUDGET) { /* read back when its turn comes */
 		free(m->payload);
@@ -712,6 +736,8 @@ void router_route(struct smsg *m)
 		hold_for_start(m);
 		return;
 	}
+	if (!rp || !rproto_up(rp))
+		backfill_mark(m, "no protocol of its chain is up");
 	if (!rp) {
 		no_carrier(m);
 		return;
@@ -789,6 +815,13 @@ static void reroute(struct smsg *m, struct rproto *rp, enum job_status st, uint6
 		router_route(m);
 		return;
 	}
+	/* Its attempt began before rp came back from an outage: it failed of the
+	 * outage, as those that waited, and goes round now as they did at the wake
+	 * (in its place among the backlog), not after a backoff behind younger ones. */
+	if (rp->back_ms && m->job_start_ms < rp->back_ms && rproto_up(rp)) {
+		router_route(m);
+		return;
+	}
 	wait_round(m, retry_after_ms);
 }
 
@@ -827,6 +860,7 @@ static void attempt_ended(struct rproto *rp, struct proc *p, struct smsg *m, enu
 {
 	window_result(rp, st, now_us() - m->job_start_us, rp->inflight.n, m->size);
 	mlist_del(&rp->inflight, m);
+	backfill_ended(rp, m);
 	if (p && p->inflight)
 		p->inflight--;
 	router_state.inflight--;
@@ -989,6 +1023,7 @@ void router_worker_health(struct proc *p, bool measured)
 	 * no outage. */
 	uint64_t least = (uint64_t)config_int(sup.cfg, "spool", "retry_backoff_min_ms");
 	if (came_back && (!rp->down_since_ms || now - rp->down_since_ms >= least)) {
+		rp->back_ms = now;
 		rp->cool_until = 0;
 		rp->consecutive_failures = 0;
 		router_wake(p->name);
@@ -1005,16 +1040,23 @@ void router_worker_drain(struct proc *p) { router_pump(proc_route(p)); }
 
 /* A path came back: every waiting message whose chain has it starts a new
  * round now, at the head of its chain (not on the protocol it last waited for),
- * in priority then age order, so that the queues it joins are in that order. */
+ * in priority then age order, so that the queues it joins are in that order.
+ * Every one joins its queue before any is handed out: pumped as each joined,
+ * the first window would take the oldest of those queued so far, not of all
+ * (a backlog queue in age order already holds some). */
 void router_wake(const char *name)
 {
-	if (!router_state.started || !router_state.waiting.n)
+	if (!router_state.started || !router_state.waiting.n || router_state.waking)
 		return;
+	router_state.waking = true;
 	for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++)
 		for (struct smsg *m = router_state.all.head; m; m = m->anext)
 			if (m->state == SM_WAITING && m->priority == (enum priority)pr &&
 			    (!name || !m->tried || select_chain_has(m, name))) /* !tried: no round yet, no chain */
 				router_route(m);
+	router_state.waking = false;
+	for (int i = 0; i < router_state.nprotos; i++)
+		router_pump(&router_state.protos[i]);
 }
 
 /* The gate of a start: open once every enabled worker is connected (or failed,
@@ -1107,6 +1149,33 @@ static void sweep_timeouts(void)
 	}
 }
 
+/* Every message of l queued this long moves on (with why, as the status st).
+ * Taken off first, each into limbo, so that the pump a reroute runs cannot take
+ * one of them over meanwhile. A live queue is in join order: a young message
+ * ends the walk; a backlog's is in age order: it is walked to its end. */
+static void move_stuck(struct rproto *rp, struct mlist *l, bool join_order, const char *why, enum job_status st)
+{
+	struct mlist stuck = { 0 };
+	uint64_t now = now_ms();
+	for (struct smsg *m = l->head, *next; m; m = next) {
+		next = m->qnext;
+		if (now - m->queued_ms <= QUEUE_STUCK_MS) {
+			if (join_order)
+				break;
+			continue;
+		}
+		unlist(m);
+		transition(m, EV_TAKE);
+		mlist_push(&stuck, m);
+	}
+	struct smsg *m;
+	while ((m = stuck.head)) {
+		mlist_del(&stuck, m);
+		snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name, why);
+		reroute(m, rp, st, 0);
+	}
+}
+
 /* Messages queued on a protocol that is down or gone move on along their chain. */
 static void sweep_stuck_queues(void)
 {
@@ -1118,21 +1187,15 @@ static void sweep_stuck_queues(void)
 			     (p->state == PROC_READY && !p->connected) || lost || now_ms() < rp->cool_until;
 		if (!stuck)
 			continue;
+		char why[sizeof ((struct smsg *)0)->last_error];
+		snprintf(why, sizeof why, "%s",
+			 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
+			 lost ? "its worker closed its socket and is on its way out" :
+			 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
+			 proc_state_str(p->state));
 		for (int pr = PRIO_HIGH; pr <= PRIO_LOW; pr++) {
-			/* No pointer is kept across reroute(): the pump it runs may take
-			 * over any message of this queue. The queue is in join order, so
-			 * the head is the oldest and a young head ends the walk. */
-			struct smsg *m;
-			while ((m = rp->queue[pr].head) && now_ms() - m->queued_ms > QUEUE_STUCK_MS) {
-				snprintf(m->last_error, sizeof m->last_error, "%s: %s", rp->name,
-					 !p ? "protocol disabled" : rp->paused ? "paused by an operator" :
-					 lost ? "its worker closed its socket and is on its way out" :
-					 p->state == PROC_READY ? (p->health[0] ? p->health : "server unreachable") :
-					 proc_state_str(p->state));
-				mlist_del(&rp->queue[pr], m);
-				transition(m, EV_TAKE);
-				reroute(m, rp, !p ? JOB_PERMFAIL : JOB_RETRY, 0);
-			}
+			move_stuck(rp, &rp->queue[pr], true, why, !p ? JOB_PERMFAIL : JOB_RETRY);
+			move_stuck(rp, &rp->bf.queue[pr], false, why, !p ? JOB_PERMFAIL : JOB_RETRY);
 		}
 	}
 }
@@ -1190,6 +1253,7 @@ void router_tick(void)
 	sweep_stuck_queues();
 	router_sweep_waiting();
 	if (++router_state.ticks % (1000 / TICK_MS) == 0) {
+		clock_check(); /* a clock set now corrects expiries too: before they are looked at */
 		sweep_expired();
 		stats_second();
 	}
@@ -1252,6 +1316,7 @@ void router_recover(struct smsg *m)
 	m->state = SM_LIMBO;
 	m->replayed = true;
 	router_adopt(m);
+	backfill_mark(m, "read back from the spool at start");
 	if (dead) {
 		transition(m, EV_KILL);
 		mlist_push(&router_state.dead, m);
@@ -1312,7 +1377,7 @@ void router_proto(int idx, struct router_proto *out)
 	*out = (struct router_proto){ .name = rp->name, .enabled = rproto_enabled(rp), .meta = rp->meta,
 				      .files = rp->files, .paused = rp->paused,
 				      .cooling = now_ms() < rp->cool_until ? rp->cool_reason : NULL,
-				      .queued = rp->queue[0].n + rp->queue[1].n + rp->queue[2].n,
+				      .queued = rproto_queued(rp),
 				      .inflight = rp->inflight.n, .window = window_now(rp),
 				      .window_phase = window_phase(rp), .stats = &rp->st };
 }
@@ -1374,6 +1439,7 @@ uint64_t router_requeue_all(void)
 /* Take a message in (new, or recovered from the spool) in age order. */
 void router_adopt(struct smsg *m)
 {
+	m->age_seq = ++router_state.adopted;
 	index_add(m);
 	m->anext = NULL;
 	m->aprev = router_state.all.tail;

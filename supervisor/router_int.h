@@ -32,6 +32,13 @@ struct orphan {              /* a job its worker held when its socket closed */
 	uint64_t size, job_start_ms;
 };
 
+/* A protocol's backlog under spool.order live_first (backfill.c). */
+struct rbackfill {
+	struct mlist queue[3];      /* by priority, oldest first */
+	unsigned inflight;          /* backlog jobs its worker holds */
+	uint64_t live_ms;           /* when a live message last joined its queue */
+};
+
 struct rproto {
 	const char *name;
 	int idx;                    /* its slot's */
@@ -45,6 +52,7 @@ struct rproto {
 	bool probing;               /* the cool-down ended: the next result decides */
 	bool link_up;               /* the worker's last health report said connected */
 	uint64_t down_since_ms;     /* when its link last went down */
+	uint64_t back_ms;           /* when its link last came back after an outage */
 	char cool_reason[160];
 	/* The ids of the jobs its worker held when its socket closed, while that
 	 * worker still ran: they went on at once, and its death, when it comes,
@@ -52,6 +60,7 @@ struct rproto {
 	struct orphan *orphans;
 	unsigned norphans, caporphans;
 	struct proto_stats st;
+	struct rbackfill bf;
 };
 
 struct router {
@@ -67,7 +76,9 @@ struct router {
 	uint64_t credit, credit_ms; /* drain_rate's bucket, in thousandths of a message; refilled when */
 	unsigned rr_next;
 	bool started;        /* the start's gate is open (router_check_start) */
+	bool waking;         /* router_wake is routing: queues are pumped once at its end */
 	uint64_t workers_ms; /* when the process table came up (0: not yet) */
+	uint64_t adopted;    /* messages taken in: each one's age_seq */
 	uv_timer_t tick;
 };
 
@@ -99,6 +110,22 @@ bool select_chain_may_take(const struct smsg *m, const struct rproto *rp);
 bool select_chain_back(const struct smsg *m, const struct rproto *rp, bool ahead_only);
 /* Could any enabled protocol carry m? Else (or also) why not now, in words. */
 bool select_carriers_configured(const struct smsg *m, char *why, size_t whylen);
+/* backfill.c: spool.order live_first */
+/* m had to wait (why, for the log): backlog from now on. */
+void backfill_mark(struct smsg *m, const char *why);
+/* Put m on rp's queue: the live one, or (live_first, a backlog message) the
+ * backlog's, in age order. */
+void backfill_push(struct rproto *rp, struct smsg *m);
+/* The oldest backlog message rp may send now, its window being window; NULL
+ * when none or when live traffic holds the rest of the window. */
+struct smsg *backfill_next(struct rproto *rp, unsigned window);
+/* May rp take a backlog job now (backfill_share of its window)? */
+bool backfill_may_send(const struct rproto *rp, unsigned window);
+/* A job was sent / its attempt ended: the backlog's count in flight. */
+void backfill_sent(struct rproto *rp, struct smsg *m);
+void backfill_ended(struct rproto *rp, struct smsg *m);
+/* Messages queued on rp, live and backlog. */
+uint64_t rproto_queued(const struct rproto *rp);
 void rproto_success(struct rproto *rp);
 void rproto_failure(struct rproto *rp, enum job_status st, const char *err);
 

@@ -5,7 +5,11 @@
  *   DIR/corrupt/                       segments that failed their checksums or could not be read, moved aside
  *
  * A record is: u32 body length, u32 CRC-32C of type+body, u8 type, body (a msgpack
- * map). ADD carries the whole message (metadata payload included); DONE, DEAD and
+ * map). ADD carries the whole message (metadata payload included, and for one
+ * accepted before the wall clock was known set "boot", "boot_ms" and
+ * "clock_unset": the boot it was accepted in and its boot clock then, for the
+ * clock's correction; a reader before them skips unknown keys, and a record
+ * without them is a message whose time stays as it is); DONE, DEAD and
  * REQUEUE carry its id (DONE also how it left, DEAD why). Recovery replays the segments in order; a torn tail of the
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
@@ -35,6 +39,7 @@
 #include "common/log.h"
 #include "ipc/channel.h"
 #include "supervisor/admission.h"
+#include "supervisor/clock.h"
 #include "supervisor/router.h"
 #include "supervisor/sup.h"
 
@@ -323,7 +328,7 @@ static int seg_open_new(char *err, size_t errlen)
 static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *payload, size_t len)
 {
 	msgpack_sbuffer *sb = pk_sbuffer(pk); /* packed straight in: one for every message */
-	mpw_map(sb, 12);
+	mpw_map(sb, m->clock_unset ? 15 : 12);
 	mpw_kv_str(sb, "id", m->id);
 	mpw_kv_u64(sb, "kind", m->kind);
 	mpw_kv_u64(sb, "prio", m->priority);
@@ -336,6 +341,12 @@ static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *paylo
 	mpw_kv_u64(sb, "created", m->created_wall_ms);
 	mpw_kv_u64(sb, "expires", m->expires_wall_ms);
 	mpw_kv_u64(sb, "size", m->size);
+	if (m->clock_unset) { /* what a correction needs (clock.c); a time taken by a set clock needs none */
+		mpw_kv_str(sb, "boot", clock_boot_id());
+		mpw_kv_u64(sb, "boot_ms", m->boot_ms);
+		mpw_str(sb, "clock_unset");
+		mpw_bool(sb, true);
+	}
 	mpw_str(sb, "payload");
 	mpw_bin(sb, payload, payload ? len : 0);
 }
@@ -1343,6 +1354,12 @@ static struct smsg *smsg_from_add(const msgpack_object *o)
 	obj_get_u64(o, "created", &m->created_wall_ms);
 	obj_get_u64(o, "expires", &m->expires_wall_ms);
 	obj_get_u64(o, "size", &m->size);
+	/* Its time can be corrected only in the boot it was accepted in (clock.c). */
+	char boot[40];
+	obj_get_u64(o, "boot_ms", &m->boot_ms);
+	obj_get_bool(o, "clock_unset", &m->clock_unset);
+	if (m->clock_unset && (!obj_get_str(o, "boot", boot, sizeof boot) || !boot[0] || strcmp(boot, clock_boot_id()) != 0))
+		m->clock_unset = false;
 	return m;
 }
 

@@ -107,7 +107,7 @@ void stats_pack(msgpack_packer *pk)
 		pk_kv_u64(pk, "dropped", s->dropped);
 		pk_kv_u64(pk, "expired", s->expired);
 		pk_kv_u64(pk, "dead", s->dead);
-		pk_kv_u64(pk, "queued", rp->queue[0].n + rp->queue[1].n + rp->queue[2].n);
+		pk_kv_u64(pk, "queued", rproto_queued(rp));
 		pk_kv_u64(pk, "inflight", rp->inflight.n);
 		pk_kv_u64(pk, "stolen", s->stolen); /* backlog it took over from busier protocols */
 		pk_kv_u64(pk, "given", s->given);   /* of its own queue, taken over by others */

@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "supervisor/budget.h"
 #include "supervisor/commands.h"
+#include "supervisor/clock.h"
 #include "supervisor/control.h"
 #include "supervisor/fdbudget.h"
 #include "supervisor/http.h"
@@ -254,6 +255,7 @@ int main(int argc, char **argv)
 	budget_init();
 	if (spool_open(err, sizeof err, router_recover) < 0)
 		return start_failed(err);
+	clock_init(); /* corrects what was read back, if the clock is set */
 	proctab_init();
 	start_timers();
 	memtrim_start();

@@ -603,9 +603,15 @@ static void sweep_tick(uv_timer_t *t)
 
 /* ---- jobs ---- */
 
+/* {"id":..., "accepted_at":..., ["clock_corrected":true,] "data":...}: the
+ * time the gateway accepted it, corrected if it was stamped before the
+ * camera's clock was set (and then said so). */
 static char *envelope(const struct job *j, size_t *len)
 {
-	char *out = xasprintf("{\"id\":\"%s\",\"data\":%s}", j->id, j->payload);
+	char at[RFC3339_MS_LEN];
+	fmt_rfc3339_ms(j->accepted_ms, at);
+	char *out = xasprintf("{\"id\":\"%s\",\"accepted_at\":\"%s\",%s\"data\":%s}", j->id, at,
+			      j->clock_corrected ? "\"clock_corrected\":true," : "", j->payload);
 	*len = strlen(out);
 	return out;
 }
@@ -665,8 +671,14 @@ static void mqtt_submit(struct job *j)
 	char *wrapped = M.envelope ? envelope(j, &len) : NULL;
 	const void *body = wrapped ? wrapped : j->payload;
 	mosquitto_property *props = NULL;
-	if (M.v5)
+	if (M.v5) {
+		char at[RFC3339_MS_LEN];
+		fmt_rfc3339_ms(j->accepted_ms, at);
 		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "message-id", j->id);
+		mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "accepted-at", at);
+		if (j->clock_corrected)
+			mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "clock-corrected", "true");
+	}
 	/* mqtt.compress: what is published, envelope and all, named by a user property */
 	size_t zlen;
 	unsigned char *z = M.calg && len >= M.cmin ? compress_buf(M.calg, body, len, &zlen) : NULL;

@@ -671,8 +671,15 @@ static struct curl_slist *request_headers(const struct job *j, bool idempotency_
 		l = curl_slist_append(l, h->data);
 	char idem[UCGW_ID_LEN + 32];
 	snprintf(idem, sizeof idem, "Idempotency-Key: %s", j->id);
-	if (idempotency_key)
+	if (idempotency_key) { /* one record: its own headers (a batch's records carry theirs) */
+		char at[RFC3339_MS_LEN], h[RFC3339_MS_LEN + 20];
+		fmt_rfc3339_ms(j->accepted_ms, at);
+		snprintf(h, sizeof h, "X-Accepted-At: %s", at);
 		l = curl_slist_append(l, idem);
+		l = curl_slist_append(l, h);
+		if (j->clock_corrected)
+			l = curl_slist_append(l, "X-Clock-Corrected: true");
+	}
 	const char *bearer = worker_bearer(cfg_str(H.cfg, "jwt_secret"));
 	if (bearer) {
 		char *h = xasprintf("Authorization: %s", bearer);
@@ -692,9 +699,9 @@ static void start_request(struct job *j)
 	launch(r, j->endpoint, j->payload, j->payload_len);
 }
 
-/* rest.batch_max records in one POST: a JSON array of {"id":..., "data":
- * <payload>}, each record with its id (there is no Idempotency-Key: the ids
- * are the records'). */
+/* rest.batch_max records in one POST: a JSON array of {"id":...,
+ * "accepted_at":..., ["clock_corrected":true,] "data": <payload>}, each record
+ * with its id (there is no Idempotency-Key: the ids are the records'). */
 static void start_batch(void)
 {
 	struct req *r = xcalloc(1, sizeof *r);
@@ -705,12 +712,15 @@ static void start_batch(void)
 	r->nbatch = n;
 	for (size_t i = 0; i < n; i++) {
 		r->batch[i] = B.pend.v[B.pend.head++];
-		len += r->batch[i]->payload_len + UCGW_ID_LEN + 20;
+		len += r->batch[i]->payload_len + UCGW_ID_LEN + 100;
 	}
 	char *p = r->batch_body = xcalloc(1, len + 1);
 	*p++ = '[';
 	for (size_t i = 0; i < n; i++) {
-		p += sprintf(p, "%s{\"id\":\"%s\",\"data\":", i ? "," : "", r->batch[i]->id);
+		char at[RFC3339_MS_LEN];
+		fmt_rfc3339_ms(r->batch[i]->accepted_ms, at);
+		p += sprintf(p, "%s{\"id\":\"%s\",\"accepted_at\":\"%s\",%s\"data\":", i ? "," : "", r->batch[i]->id, at,
+			     r->batch[i]->clock_corrected ? "\"clock_corrected\":true," : "");
 		memcpy(p, r->batch[i]->payload, r->batch[i]->payload_len);
 		p += r->batch[i]->payload_len;
 		*p++ = '}';

@@ -1,5 +1,6 @@
 /* ucgw-websocket: metadata over one persistent WebSocket (libwebsockets on the
- * framework's libuv loop). Each job goes out as {"id": ID, "data": PAYLOAD}.
+ * framework's libuv loop). Each job goes out as {"id": ID, "accepted_at":
+ * TIME, ["clock_corrected": true,] "data": PAYLOAD}.
  *
  * With `ack: message` (the default) a job is ok when the server answers
  * {"ack": ID}; a {"nack": ID, "status": N, "error": "..."} is permfail for a
@@ -465,17 +466,27 @@ static unsigned char *frame_head(size_t at, size_t n, unsigned char first, size_
 	return mask_key(f + hdr - 4) < 0 ? NULL : f + hdr;
 }
 
+/* What goes between the id and the payload in the envelope
+ * {"id":"...","accepted_at":"...",["clock_corrected":true,]"data":...}; its length. */
+static int envelope_middle(const struct job *j, char *b, size_t len)
+{
+	char when[RFC3339_MS_LEN];
+	fmt_rfc3339_ms(j->accepted_ms, when);
+	return snprintf(b, len, "\",\"accepted_at\":\"%s\",%s\"data\":", when,
+			j->clock_corrected ? "\"clock_corrected\":true," : "");
+}
+
 /* The envelope deflated (permessage-deflate), in a frame with RSV1 set;
  * 0 when zlib or the mask key failed (the connection is dropped: its
  * deflate stream is out of step). Larger or not, once deflated it goes
  * deflated, since it is in the window the server's inflater keeps too. */
-static size_t add_deflated(size_t at, const struct job *j, size_t n)
+static size_t add_deflated(size_t at, const struct job *j, const char *mid, size_t n)
 {
 	if (n + 1 > W.envcap) {
 		W.envcap = (n + 1) * 2;
 		W.env = xrealloc(W.env, W.envcap);
 	}
-	int w = snprintf(W.env, n + 1, "{\"id\":\"%s\",\"data\":", j->id);
+	int w = snprintf(W.env, n + 1, "{\"id\":\"%s%s", j->id, mid);
 	memcpy(W.env + w, j->payload, j->payload_len);
 	W.env[n - 1] = '}';
 	size_t zlen, end;
@@ -490,23 +501,25 @@ static size_t add_deflated(size_t at, const struct job *j, size_t n)
 	return p ? end : 0;
 }
 
-/* The envelope {"id":"...","data":...} as one masked text frame at offset at
- * of the frame buffer; the payload is JSON the supervisor checked. Returns
- * the offset past it, 0 if no mask key could be had. */
+/* The envelope as one masked text frame at offset at of the frame buffer;
+ * the payload is JSON the supervisor checked. Returns the offset past it, 0
+ * if no mask key could be had. */
 static size_t add_frame(size_t at, const struct job *j)
 {
-	static const char a[] = "{\"id\":\"", b[] = "\",\"data\":";
-	size_t idlen = strlen(j->id), n = sizeof a - 1 + idlen + sizeof b - 1 + j->payload_len + 1, end;
+	static const char a[] = "{\"id\":\"";
+	char b[RFC3339_MS_LEN + 64];
+	size_t blen = (size_t)envelope_middle(j, b, sizeof b);
+	size_t idlen = strlen(j->id), n = sizeof a - 1 + idlen + blen + j->payload_len + 1, end;
 	if (W.pmd && n >= W.cmin)
-		return add_deflated(at, j, n);
+		return add_deflated(at, j, b, n);
 	unsigned char *p = frame_head(at, n, 0x81 /* FIN, text */, &end);
 	if (!p)
 		return 0;
 	unsigned char *key = p - 4;
 	memcpy(p, a, sizeof a - 1);
 	memcpy(p + sizeof a - 1, j->id, idlen);
-	memcpy(p + sizeof a - 1 + idlen, b, sizeof b - 1);
-	memcpy(p + sizeof a - 1 + idlen + sizeof b - 1, j->payload, j->payload_len);
+	memcpy(p + sizeof a - 1 + idlen, b, blen);
+	memcpy(p + sizeof a - 1 + idlen + blen, j->payload, j->payload_len);
 	p[n - 1] = '}';
 	mask(p, n, key);
 	return end;

@@ -281,6 +281,8 @@ static void take_job(const struct msg *m)
 	j->size = m->size;
 	j->priority = m->priority <= PRIO_LOW ? (enum priority)m->priority : PRIO_NORMAL;
 	j->attempt = (unsigned)m->attempt;
+	j->accepted_ms = m->accepted_ms;
+	j->clock_corrected = m->clock_corrected;
 	j->start_ms = now_ms();
 	j->prev = w.tail;
 	if (w.tail)

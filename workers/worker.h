@@ -26,6 +26,8 @@ struct job {
 	uint64_t size;                 /* JOB_FILE: size when the supervisor opened it */
 	enum priority priority;
 	unsigned attempt;
+	uint64_t accepted_ms;          /* when the gateway accepted it (wall clock, ms since the epoch; 0: unknown) */
+	bool clock_corrected;          /* ... corrected after the clock was set: it was stamped before */
 	uint64_t start_ms;             /* when the worker received it */
 	void *priv;                    /* the protocol's own state for this job */
 	struct job *prev, *next;       /* the framework's list of jobs in hand */

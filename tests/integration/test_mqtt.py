@@ -96,6 +96,7 @@ class MqttTest(GatewayTest):
         mid = json.loads(out)["id"]
         got = sub.wait(1, "lpr/test-cam-1/data")
         env = json.loads(got[0]["payload"])
+        self.assertEqual(env.pop("accepted_at")[:2], "20")  # the time it was accepted, RFC 3339 UTC
         self.assertEqual(env, {"id": mid, "data": {"plate": "Q2"}})
 
     def test_status_topic_online_then_offline(self):

@@ -39,7 +39,9 @@ class WebSocketTest(GatewayTest):
         o = json.loads(out)
         rec = peer.records("ws")[0]
         self.assertEqual(rec["id"], o["id"])
-        self.assertEqual(rec["body"], '{"id":"%s","data":%s}' % (o["id"], body))  # the payload's bytes as they were
+        # the payload's bytes as they were, with the time the gateway accepted it
+        self.assertRegex(rec["body"], r'^\{"id":"%s","accepted_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","data":%s\}$'
+                         % (o["id"], re.escape(body)))
         self.assertEqual(rec["path"], "/lpr")
         self.assertTrue(rec["ua"].startswith("ucgw/"), rec)
         self.assertEqual(len(peer.records("ws")), 1)

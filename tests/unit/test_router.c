@@ -126,6 +126,7 @@ void monitor_sample(int slot, uint64_t rtt_us, bool lost) {}
 enum quality monitor_quality(int slot) { return Q_GOOD; }
 bool monitor_quality_at_least_good(enum quality q) { return true; }
 void errors_record(const char *protocol, const char *id, const char *error) {}
+void clock_check(void) {}
 
 /* ---- set-up ---- */
 
@@ -135,21 +136,31 @@ static const char config_text[] =
 	"mqtt: {broker_url: '127.0.0.1:1'}\n"
 	"gateway: {window: 4}\n"
 	"link: {budget_bytes_per_day: 1000, budget_warn_percent: 90, budget_policy: hold_all_but_high}\n"
-	"spool: {retry_backoff_min_ms: 1000, retry_backoff_max_ms: 8000}\n"
 	"fallback: {chains: {mqtt: [rest, websocket], rest: [mqtt, websocket], websocket: [rest, mqtt]}}\n";
 
-static void load_config(void)
+static const char spool_text[] = "spool: {retry_backoff_min_ms: 1000, retry_backoff_max_ms: 8000}\n";
+
+/* Load config_text with this spool section (NULL: spool_text) as the configuration. */
+static void load_config_with(const char *more)
 {
 	char path[] = "/tmp/ucgw-test-router-XXXXXX", err[512];
 	int fd = mkstemp(path);
-	CHECK(fd >= 0 && write(fd, config_text, sizeof config_text - 1) == (ssize_t)(sizeof config_text - 1));
+	char *text = xasprintf("%s%s", config_text, more ? more : spool_text);
+	CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
 	close(fd);
+	free(text);
+	struct config *old = sup.cfg;
 	if (config_load(path, &sup.cfg, err, sizeof err) < 0) {
 		fprintf(stderr, "config: %s\n", err);
 		exit(1);
 	}
 	unlink(path);
+	if (old)
+		config_free(old);
+	sup.reloads++;
 }
+
+static void load_config(void) { load_config_with(NULL); }
 
 static unsigned next_id;
 
@@ -550,6 +561,102 @@ static void test_budget_holds(void)
 	deliver_all();
 }
 
+/* Position in the sent log (from `from`) of the job for id, or -1. */
+static int sent_at(const char *id, unsigned from)
+{
+	for (unsigned i = from; i < nsent; i++)
+		if (strcmp(sent[i].id, id) == 0)
+			return (int)(i - from);
+	return -1;
+}
+
+/* mqtt's link is down (and every other's): n messages for mqtt wait, backlog.
+ * Their ids in ids. */
+static void outage_backlog(int n, char ids[][UCGW_ID_LEN + 1])
+{
+	workers(false, false, false);
+	set_up("mqtt", false);
+	struct smsg *ms[32];
+	for (int i = 0; i < n; i++) {
+		ms[i] = accept_msg("mqtt", PRIO_NORMAL);
+		str_copy(ids[i], UCGW_ID_LEN + 1, ms[i]->id);
+		CHECK(ms[i]->backlog); /* accepted while its chain had no protocol up */
+	}
+	CHECK(all_wait(ms, n));
+	advance(1000); /* down long enough to be an outage */
+}
+
+/* spool.order live_first: after an outage the backlog goes oldest first, a
+ * message that arrives while it drains goes at the next free slot of the
+ * window, and while live ones come the backlog holds at most its share. */
+static void test_live_first(void)
+{
+	load_config_with("spool: {order: live_first, backfill_share: 0.5, retry_backoff_min_ms: 1000,"
+			 " retry_backoff_max_ms: 8000}\n");
+	char ids[12][UCGW_ID_LEN + 1];
+	outage_backlog(12, ids);
+	/* Two whose backoff ended wait in mqtt's backlog queue for the link, while
+	 * the oldest still waits its backoff: the wake must not hand out the
+	 * queue's before the oldest has joined it. */
+	router_route(router_find(ids[5]));
+	router_route(router_find(ids[9]));
+	CHECK(router_find(ids[5])->state == SM_QUEUED && router_find(ids[5])->in_backfill);
+	CHECK(router_find(ids[0])->state == SM_WAITING);
+	unsigned from = nsent;
+	set_up("mqtt", true); /* the link is back: the backlog goes, oldest first, a window of it */
+	CHECK(nsent - from == 4);
+	for (int i = 0; i < 4; i++)
+		CHECK(sent_at(ids[i], from) == i);
+	struct smsg *live = accept_msg("mqtt", PRIO_NORMAL); /* arrives now: waits only for a free slot */
+	char live_id[UCGW_ID_LEN + 1];
+	str_copy(live_id, sizeof live_id, live->id);
+	CHECK(!live->backlog && live->state == SM_QUEUED);
+	answer(from, JOB_OK);
+	CHECK(sent_at(live_id, from) == 4 && live->state == SM_INFLIGHT);
+	/* Live traffic now: the backlog holds at most half the window (2 of 4). */
+	answer(from + 1, JOB_OK);
+	answer(from + 2, JOB_OK);
+	CHECK(router_state.protos[2].bf.inflight <= 2);
+	struct smsg *live2 = accept_msg("mqtt", PRIO_NORMAL);
+	CHECK(live2->state == SM_INFLIGHT); /* a slot was kept free for it */
+	CHECK(router_state.protos[2].bf.inflight + 2 == router_state.protos[2].inflight.n);
+	/* A second without live traffic: the backlog takes the whole window again. */
+	for (int k = 0; k < 40 && router_state.count; k++) {
+		deliver_all();
+		advance(TICK_MS);
+	}
+	CHECK(router_state.count == 0);
+	/* The backlog went out complete, oldest first. */
+	int last = -1;
+	for (int i = 0; i < 12; i++) {
+		int at = sent_at(ids[i], from);
+		CHECK(at > last);
+		last = at;
+	}
+	CHECK(sent_at(live_id, from) < sent_at(ids[11], from));
+	load_config();
+}
+
+/* spool.order fifo (the default): a message that arrives after the outage
+ * queues behind the backlog; its trace says live, theirs backfill. */
+static void test_fifo_order(void)
+{
+	char ids[8][UCGW_ID_LEN + 1];
+	outage_backlog(8, ids);
+	unsigned from = nsent;
+	set_up("mqtt", true);
+	struct smsg *live = accept_msg("mqtt", PRIO_NORMAL);
+	char live_id[UCGW_ID_LEN + 1];
+	str_copy(live_id, sizeof live_id, live->id);
+	CHECK(!live->backlog && live->state == SM_QUEUED);
+	for (int k = 0; k < 40 && router_state.count; k++) {
+		deliver_all();
+		advance(TICK_MS);
+	}
+	CHECK(router_state.count == 0);
+	CHECK(sent_at(live_id, from) == 8);
+}
+
 int main(void)
 {
 	load_config();
@@ -572,5 +679,7 @@ int main(void)
 	test_taken_over_then_refused();
 	test_budget_periods();
 	test_budget_holds();
+	test_fifo_order();
+	test_live_first();
 	return CHECK_DONE();
 }

@@ -1,0 +1,77 @@
+"""A camera's clock not yet set (tests/tools/unsetclock.c): messages accepted
+meanwhile wait in the spool (the broker is down), ucgwd restarts in the same
+boot, the clock is set, the broker comes back: the time the gateway sends with
+each (the MQTT user property accepted-at) is corrected and marked
+(clock-corrected), the payload is as it was, nothing expired."""
+import calendar
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ucgwtest import GatewayTest, preload, wait_for  # noqa: E402
+from mosquitto import Mosquitto  # noqa: E402
+from mqttsub import Subscriber  # noqa: E402
+
+USERS = {"edge": "s3cret", "reader": "r"}
+DATA = "lpr/test-cam-1/data"
+SHIFT_S = 20 * 365 * 86400  # the unset clock reads 20 years behind
+
+
+def rfc3339_s(text):
+    """'2026-12-07T18:30:00.123Z' as seconds since the epoch."""
+    return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) + int(text[20:23]) / 1000
+
+
+class ClockTest(GatewayTest):
+    def test_times_corrected_once_the_clock_is_set(self):
+        unset = os.path.join(self.tmp, "clock-unset")
+        open(unset, "w").close()
+        env = preload("unsetclock.so", UCGW_CLOCK_UNSET_FILE=unset, UCGW_CLOCK_SHIFT_S=str(SHIFT_S))
+        mq = Mosquitto(self, users=USERS)
+        mq.stop()  # the server is down: what is accepted waits in the spool
+        gw = self.gateway({"mqtt": {"broker_url": mq.url(), "username": "edge", "password": "s3cret"},
+                           "spool": {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}}, env=env)
+        bodies = ['{"plate":"CLK%d","at":"camera time stays as it is"}' % i for i in range(5)]
+        ids, sent_at = [], []
+        for b in bodies:
+            rc, out, err = gw.ctl("send", "--protocol", "mqtt", b)
+            self.assertEqual(rc, 0, err)
+            ids.append(out.strip())
+            sent_at.append(time.time())
+        t = gw.ctl_json("trace", ids[0])["message"]
+        self.assertLess(t["accepted_ms"] / 1000, time.time() - SHIFT_S + 60)  # stamped by the unset clock
+        self.assertFalse(t["clock_corrected"])
+        # A restart in the same boot: the spool's records keep the boot clock.
+        gw.stop()
+        gw.start(env=env)
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 5)
+        os.unlink(unset)  # NTP sets the clock
+        wait_for(lambda: gw.ctl_json("trace", ids[0])["message"]["clock_corrected"], timeout=10,
+                 what="times corrected once the clock is set")
+        self.assertIn("the clock is set", gw.log_text())
+        rc, out, err = gw.ctl("send", "--protocol", "mqtt", '{"plate":"AFTER"}')
+        self.assertEqual(rc, 0, err)
+        after = out.strip()
+        after_at = time.time()
+        mq.start()
+        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
+        self.addCleanup(sub.close)
+        wait_for(lambda: {m["props"]["message-id"] for m in sub.received(DATA)} >= set(ids) | {after}, timeout=30,
+                 what="all six delivered")
+        got = {m["props"]["message-id"]: m for m in sub.received(DATA)}
+        for mid, body, at in zip(ids, bodies, sent_at):
+            m = got[mid]
+            self.assertEqual(m["payload"], body.encode())  # the payload is never changed
+            self.assertEqual(m["props"].get("clock-corrected"), "true")
+            self.assertLess(abs(rfc3339_s(m["props"]["accepted-at"]) - at), 5, m["props"])
+        m = got[after]
+        self.assertNotIn("clock-corrected", m["props"])  # stamped by the set clock
+        self.assertLess(abs(rfc3339_s(m["props"]["accepted-at"]) - after_at), 5, m["props"])
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
+        self.assertTrue(gw.ctl_json("trace", ids[4])["message"]["clock_corrected"])
+
+
+if __name__ == "__main__":
+    unittest.main()
