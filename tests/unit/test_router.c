@@ -677,9 +677,9 @@ int main(void)
 	test_dead_only_for_good();
 	test_stuck_sweep_while_taken_over();
 	test_taken_over_then_refused();
-	test_budget_periods();
-	test_budget_holds();
 	test_fifo_order();
 	test_live_first();
+	test_budget_periods();
+	test_budget_holds(); /* last: its budget stays used */
 	return CHECK_DONE();
 }
