@@ -30,6 +30,7 @@ enum cfg_type {
 #define CFG_READ     0x20u /* PATH of a protocol section: ucgwd reads the file at every start of the
 			      worker and sends its contents along with the section (worker_file()) */
 #define CFG_RSYNC_OPTIONS 0x40u /* STRLIST: rsync options; those cfg_rsync_refused() names are refused */
+#define CFG_SERVERS  0x80u /* STRLIST: a protocol's servers, written as one string or as a list of them */
 
 /* Default text (struct cfg_key.def) is parsed like a value written in the file:
  *   scalars  the YAML text itself: "info", "5", "true", "0660"
@@ -115,6 +116,12 @@ bool cfg_bool(const struct cfg_section *s, const char *key);
 const struct cfg_value *cfg_get(const struct cfg_section *s, const char *key);
 /* Does the section's schema have this key at all? */
 bool cfg_has(const struct cfg_section *s, const char *key);
+
+/* A CFG_SERVERS key (rest.base_url, mqtt.broker_url): its servers in order
+ * and their count; an unset key has none. */
+char *const *cfg_servers(const struct cfg_section *s, const char *key, size_t *n);
+/* Its first server, NULL when none: what is probed. */
+const char *config_first_server(const struct config *c, const char *sec, const char *key);
 
 /* Shorthand: config_section(cfg, sec) then cfg_str/int/bool. */
 const char *config_str(const struct config *c, const char *sec, const char *key);

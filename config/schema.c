@@ -36,6 +36,15 @@
 #define CERT_FILE INFILE("cert_file", NULL, "client certificate (PEM)")
 #define TLS_KEY_FILE INFILE("key_file", NULL, "client key (PEM)")
 #define INSECURE BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
+/* A protocol's servers: one, or a list (a broker cluster, several front ends). */
+#define SERVERS(k, h) { k, CFG_STRLIST, NULL, 0, 0, NULL, CFG_REQUIRED | CFG_SERVERS, h }
+#define SERVERS_POLICY ENUM("servers_policy", "failover", "failover|spread", \
+	"with more than one server: failover sends everything to the first that works and goes back to an earlier one " \
+	"after failback_s; spread takes the servers that work in turn; either way a message that fails on one server " \
+	"goes to the next before it moves on to the next protocol")
+#define FAILBACK INT("failback_s", "60", 1, 86400, \
+	"servers_policy failover: seconds on a later server before the first is tried again (and how long a server " \
+	"that failed is left out under spread)")
 #define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file)")
 
 static const struct cfg_key gateway[] = {
@@ -100,7 +109,10 @@ static const struct cfg_key websocket[] = {
 
 static const struct cfg_key rest[] = {
 	ENABLED,
-	REQUIRED("base_url", "http:// or https:// URL of the server"),
+	SERVERS("base_url", "http:// or https:// URL of the server, or a list of them (the same endpoint, headers and "
+			    "credentials for each)"),
+	SERVERS_POLICY,
+	FAILBACK,
 	STR("endpoint", "/api/lpr/data", "path appended to base_url"),
 	NUM("timeout", "30", 0.001, 3600, "seconds a request may take"),
 	INT("retry_attempts", "3", 0, 100, "attempts on REST before the message moves on along its chain (the reference design's retries; between them it waits spool.retry_backoff_min_ms, doubling, or the server's Retry-After; the caller is never blocked)"),
@@ -123,7 +135,11 @@ static const struct cfg_key rest[] = {
 
 static const struct cfg_key mqtt[] = {
 	ENABLED,
-	REQUIRED("broker_url", "host, host:port, mqtt://host[:port] or mqtts://host[:port]"),
+	SERVERS("broker_url", "host, host:port, mqtt://host[:port] or mqtts://host[:port], or a list of them (a "
+			      "broker cluster: the same client id, credentials and CA for each; a persistent session is "
+			      "each broker's own)"),
+	SERVERS_POLICY,
+	FAILBACK,
 	STR("client_id", NULL, "MQTT client id (default: gateway.device_id)"),
 	STR("username", NULL, "MQTT user name"),
 	SECRET("password", "MQTT password"),

@@ -10,6 +10,7 @@
 #include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/proctab.h"
+#include "supervisor/servers.h"
 #include "supervisor/router.h"
 #include "supervisor/window.h"
 #include "supervisor/router_int.h"
@@ -133,6 +134,7 @@ static void network(struct strbuf *b)
 	head(b, "ucgw_network_quality", "gauge", "0 unknown, 1 poor, 2 fair, 3 good, 4 excellent.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
 		http_sb_printf(b, "ucgw_network_quality{server=\"%s\"} %d\n", p->name, (int)monitor_quality(p->name));
+	servers_metrics(b);
 }
 
 void metrics_prometheus(struct strbuf *b)
@@ -286,6 +288,7 @@ static void dash_workers(struct strbuf *b)
 		http_sb_json_str(b, p->last_exit);
 		http_sb_printf(b, ",\"health\":");
 		http_sb_json_str(b, p->health);
+		servers_json(b, p);
 		struct crash_summary cs;
 		if (crashlog_newest(p->name, &cs)) {
 			http_sb_printf(b, ",\"crash\":{\"file\":");

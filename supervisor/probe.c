@@ -66,12 +66,12 @@ static int targets(struct target *out, int max)
 		snprintf(out[n++].protocol, 16, "websocket");
 	}
 	if (config_protocol_enabled(c, "rest") && n < max) {
-		const char *u = config_str(c, "rest", "base_url");
+		const char *u = config_first_server(c, "rest", "base_url");
 		split_url(u, strncmp(u, "https", 5) == 0 ? "443" : "80", &out[n]);
 		snprintf(out[n++].protocol, 16, "rest");
 	}
 	if (config_protocol_enabled(c, "mqtt") && n < max) {
-		const char *u = config_str(c, "mqtt", "broker_url");
+		const char *u = config_first_server(c, "mqtt", "broker_url");
 		split_url(u, strncmp(u, "mqtts", 5) == 0 ? "8883" : "1883", &out[n]);
 		snprintf(out[n++].protocol, 16, "mqtt");
 	}
