@@ -462,6 +462,9 @@ static int load_list(struct loader *L, const struct cfg_schema_section *sc, cons
 			return -1;
 		cfg_value_push(v, s);
 	}
+	if ((k->flags & CFG_SERVERS) && v->nitems > CFG_SERVERS_MAX)
+		return fail_at(L, n, "%zu servers in '%s' of section '%s', expected at most %d", v->nitems, k->key, sc->name,
+			       CFG_SERVERS_MAX);
 	if ((k->flags & CFG_RSYNC_OPTIONS) && !entry)
 		return check_rsync_options(L, sc, k, n, v);
 	return 0;

@@ -31,6 +31,7 @@ enum cfg_type {
 			      worker and sends its contents along with the section (worker_file()) */
 #define CFG_RSYNC_OPTIONS 0x40u /* STRLIST: rsync options; those cfg_rsync_refused() names are refused */
 #define CFG_SERVERS  0x80u /* STRLIST: a protocol's servers, written as one string or as a list of them */
+#define CFG_SERVERS_MAX 16 /* servers in one such list */
 
 /* Default text (struct cfg_key.def) is parsed like a value written in the file:
  *   scalars  the YAML text itself: "info", "5", "true", "0660"

@@ -166,6 +166,28 @@ static void fmt_ms(uint64_t ms, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 "h", ms / 3600000);
 }
 
+/* A worker with a list of servers (rest.base_url, mqtt.broker_url): a line
+ * for each, with its state, round trip and counters. */
+static void print_servers(const msgpack_object *w)
+{
+	const msgpack_object *list = obj_get(w, "servers");
+	if (!list || list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size < 2)
+		return;
+	for (uint32_t i = 0; i < list->via.array.size; i++) {
+		const msgpack_object *s = &list->via.array.ptr[i];
+		char url[256], detail[200];
+		bool up = false, active = false;
+		obj_get_bool(s, "up", &up);
+		obj_get_bool(s, "active", &active);
+		obj_get_str(s, "detail", detail, sizeof detail);
+		printf("%-10s   server %u %s: %s%s, rtt %.1fms, delivered %" PRIu64 ", failed %" PRIu64 ", down %" PRIu64
+		       " times%s%s\n",
+		       "", i + 1, s_of(s, "url", url, sizeof url), up ? "up" : "down", active ? " (in use)" : "",
+		       (double)u_of(s, "rtt_us") / 1000, u_of(s, "delivered"), u_of(s, "failed"), u_of(s, "downs"),
+		       up ? "" : ": ", up ? "" : detail);
+	}
+}
+
 static void print_workers_table(const msgpack_object *arr)
 {
 	printf("%-10s %-9s %8s %4s %8s %9s %-9s %s\n", "WORKER", "STATE", "PID", "GEN", "RESTARTS", "UPTIME",
@@ -189,6 +211,8 @@ static void print_workers_table(const msgpack_object *arr)
 		if (pid && obj_get_str(w, "health", health, sizeof health) && health[0] &&
 		    (!conn || strstr(health, "limited by")))
 			printf("%-10s   %s\n", "", health);
+		if (pid)
+			print_servers(w);
 	}
 }
 

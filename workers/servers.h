@@ -15,7 +15,7 @@
 
 #include "config/config.h"
 
-#define SERVERS_MAX 16
+#define SERVERS_MAX CFG_SERVERS_MAX
 
 /* Read key (a CFG_SERVERS key), servers_policy and failback_s of the
  * section; 0, or -1 with err. */
