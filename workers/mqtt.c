@@ -725,6 +725,20 @@ static char *envelope(const struct job *j, size_t *len)
 /* The connected connection with the most room; when every one is full and
  * acknowledgments take long (the bandwidth-delay product is larger than the
  * broker lets one connection hold), the next connection is opened. */
+/* A connection is on its way to a broker not yet tried in this round (after a
+ * failover, or a failback): worth waiting for, unlike the backoff after every
+ * broker of the list has failed. */
+static bool next_broker_coming(void)
+{
+	for (int i = 0; i < M.nopened; i++) {
+		const struct conn *c = &M.conns[i];
+		bool fresh = c->fails == 0 || c->fails % M.nsrv != 0;
+		if (c->moving || (fresh && (c->attempting || uv_is_active((const uv_handle_t *)&c->retry))))
+			return true;
+	}
+	return false;
+}
+
 static struct conn *pick_conn(void)
 {
 	struct conn *best = NULL;
@@ -761,7 +775,7 @@ static void mqtt_submit(struct job *j)
 		/* "connecting" only before the first attempt has ended */
 		snprintf(why, sizeof why, "broker %s:%d unreachable: %s%s", HOST(first), PORT(first),
 			 first->why[0] ? first->why : "connecting", first->why[0] && first->attempting ? " (reconnecting)" : "");
-		if (may_wait() && (first->attempting || first->moving))
+		if (may_wait() && next_broker_coming())
 			wait_for_broker(j, why);
 		else
 			worker_result(j, JOB_RETRY, 0, "%s", why);

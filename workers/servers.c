@@ -143,10 +143,15 @@ void servers_down(size_t i, const char *why)
 void servers_delivered(size_t i, uint64_t rtt_us)
 {
 	S.s[i].delivered++;
+	S.dirty = true; /* reported at the next tick, once a second at most */
 	servers_up(i, rtt_us);
 }
 
-void servers_failed(size_t i) { S.s[i].failed++; }
+void servers_failed(size_t i)
+{
+	S.s[i].failed++;
+	S.dirty = true;
+}
 
 bool servers_failback_due(void)
 {
@@ -173,10 +178,7 @@ static void pack_str(msgpack_packer *pk, const char *s)
 void servers_report(bool force)
 {
 	uint64_t now = now_ms();
-	bool counts = false;
-	for (size_t i = 0; i < S.n; i++)
-		counts |= S.s[i].rtt_n != 0;
-	if (!force && !S.dirty && !counts)
+	if (!force && !S.dirty)
 		return;
 	if (!force && now - S.reported_ms < REPORT_EVERY_MS)
 		return;
