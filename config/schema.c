@@ -90,7 +90,10 @@ static const struct cfg_key spool[] = {
 
 static const struct cfg_key websocket[] = {
 	ENABLED,
-	REQUIRED("server_url", "ws:// or wss:// URL of the server"),
+	SERVERS("server_url", "ws:// or wss:// URL of the server, or a list of them (one connection at a time, to the "
+			      "server servers_policy picks; the same headers and credentials for each)"),
+	SERVERS_POLICY,
+	FAILBACK,
 	INT("reconnect_attempts", "3", 0, 1000000, "failed connects in a row before health says down"),
 	NUM("reconnect_delay", "5", 0, 3600, "seconds between reconnects (grows with failures)"),
 	ENUM("ack", "message", "none|message", "ok when the frame is written (weak), or when the server acks the id"),

@@ -61,7 +61,7 @@ static int targets(struct target *out, int max)
 	int n = 0;
 	const struct config *c = sup.cfg;
 	if (config_protocol_enabled(c, "websocket") && n < max) {
-		const char *u = config_str(c, "websocket", "server_url");
+		const char *u = config_first_server(c, "websocket", "server_url");
 		split_url(u, strncmp(u, "wss", 3) == 0 ? "443" : "80", &out[n]);
 		snprintf(out[n++].protocol, 16, "websocket");
 	}

@@ -155,6 +155,51 @@ class ServersTest(GatewayTest):
         m = self.metrics(gw)
         self.assertIn('ucgw_server_delivered_total{protocol="rest",server="%s"} 20' % p1.http_url(), m)
 
+    def test_websocket_two_servers_failover_and_failback(self):
+        p1 = LprPeer(self, name="peer1")
+        p2 = LprPeer(self, name="peer2")
+        gw = self.gateway_with({"websocket": {"server_url": [p1.ws_url(), p2.ws_url()], "failback_s": 2,
+                                              "reconnect_delay": 0.2, "ack_timeout_ms": 3000}})
+        wait_for(lambda: gw.workers()["websocket"]["connected"], what="websocket connected")
+        first = self.send(gw, "websocket", 10, "A")
+        self.assertEqual({r["id"] for r in p1.records("ws")}, set(first))
+
+        p1.stop()
+        wait_for(lambda: servers(gw, "websocket")[1]["active"] and servers(gw, "websocket")[1]["up"],
+                 what="p2 in use")
+        second = self.send(gw, "websocket", 10, "B")
+        self.assertEqual({r["id"] for r in p2.records("ws")}, set(second))
+
+        p1.port = int(p1.http_url().rsplit(":", 1)[1])
+        p1.start()
+        wait_for(lambda: servers(gw, "websocket")[0]["active"] and servers(gw, "websocket")[0]["up"], timeout=15,
+                 what="failback to p1")
+        third = self.send(gw, "websocket", 10, "C")
+        self.assertTrue(set(third) <= {r["id"] for r in p1.records("ws")})
+        wait_for(lambda: (lambda s: s if s[0]["delivered"] == 20 and s[1]["delivered"] == 10 else None)(
+            servers(gw, "websocket")), what="per-server counts 20 and 10")
+
+    def test_websocket_connection_lost_held_frames_go_to_the_other(self):
+        """The server stops while messages flow: every message arrives, at
+        p1 or p2, none answered retry to the supervisor."""
+        p1 = LprPeer(self, name="peer1")
+        p2 = LprPeer(self, name="peer2")
+        gw = self.gateway_with({"websocket": {"server_url": [p1.ws_url(), p2.ws_url()], "failback_s": 60,
+                                              "reconnect_delay": 0.2}})
+        wait_for(lambda: gw.workers()["websocket"]["connected"], what="websocket connected")
+        load = subprocess.Popen([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "2000", "-w", "100", "-p",
+                                 "websocket", "--wait", "--rate", "1000"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: len(p1.records("ws")) >= 300, what="300 at p1")
+        p1.stop()
+        out = load.communicate(timeout=60)[0]
+        self.assertEqual(load.returncode, 0, out)
+        self.assertEqual(json.loads(out)["failed"], 0, out)
+        ids = {r["id"] for r in p1.records("ws")} | {r["id"] for r in p2.records("ws")}
+        self.assertEqual(len(ids), 2000)
+        st = gw.ctl_json("stats")["websocket"]
+        self.assertEqual((st["success"], st["retries"]), (2000, 0))
+
     def test_rest_spread(self):
         p1 = LprPeer(self, name="peer1")
         p2 = LprPeer(self, name="peer2")
