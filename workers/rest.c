@@ -56,6 +56,7 @@ static struct {
 	struct rsrv srv[SERVERS_MAX];
 	size_t nsrv;
 	size_t probe_server;         /* the server the probe under way connects to */
+	unsigned probe_fails;        /* probes failed in a row */
 	uv_timer_t servers_tick;     /* failback and the per-server report */
 	bool no_proxy_env;           /* none of libcurl's proxy variables is set */
 	struct curl_slist *base_headers;
@@ -606,6 +607,7 @@ static void probe_done(CURLcode rc)
 		curl_off_t us = 0;
 		curl_easy_getinfo(H.probe, CURLINFO_CONNECT_TIME_T, &us);
 		H.probe_delay_ms = 0;
+		H.probe_fails = 0;
 		servers_up(H.probe_server, us > 0 ? (uint64_t)us : 1);
 		worker_health(true, us > 0 ? (uint64_t)us : 1, "%s reachable", H.srv[H.probe_server].base);
 		servers_report(true);
@@ -617,8 +619,8 @@ static void probe_done(CURLcode rc)
 	if (some_server_up())
 		return; /* a request found another meanwhile */
 	worker_health(false, 0, "%s unreachable: %s", H.srv[H.probe_server].base, why);
-	if (H.nsrv > 1 && servers_pick() != H.probe_server) {
-		start_probe(); /* the next server at once; the wait comes when all have failed */
+	if (++H.probe_fails % H.nsrv != 0) {
+		start_probe(); /* the next server at once; the wait comes once each has failed */
 		return;
 	}
 	H.probe_delay_ms = H.probe_delay_ms ? H.probe_delay_ms * 2 : PROBE_FIRST_MS;

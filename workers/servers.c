@@ -134,8 +134,7 @@ void servers_down(size_t i, const char *why)
 	snprintf(s->why, sizeof s->why, "%s", why);
 	if (!S.spread && i == S.current && S.n > 1) {
 		S.current = servers_next(i);
-		if (i == 0 || S.current != 0)
-			S.since_ms = now_ms();
+		S.since_ms = now_ms();
 		log_info("failover: server %zu of %zu (%s) is next", S.current + 1, S.n, S.s[S.current].shown);
 	}
 }

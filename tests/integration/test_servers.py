@@ -211,6 +211,31 @@ class ServersTest(GatewayTest):
         self.assertFalse(got1 & got2)
         self.assertEqual((len(got1), len(got2)), (10, 10))
 
+    def test_every_server_down_no_spin(self):
+        """Both servers of each list refuse connections: the workers try each,
+        then back off (no tight loop between the two), and say so per server."""
+        dead = [free_port() for _ in range(2)]
+        gw = self.gateway_with({
+            "rest": {"base_url": ["http://127.0.0.1:%d" % p for p in dead]},
+            "mqtt": {"broker_url": ["127.0.0.1:%d" % p for p in dead]},
+            "websocket": {"server_url": ["ws://127.0.0.1:%d/lpr" % p for p in dead], "reconnect_delay": 0.2}})
+        for proto in ("rest", "mqtt", "websocket"):
+            wait_for(lambda: all(not x["up"] and x["downs"] >= 1 for x in servers(gw, proto)), what=proto + " both down")
+        pids = {proto: gw.workers()[proto]["pid"] for proto in ("rest", "mqtt", "websocket")}
+
+        def cpu(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        before = {p: cpu(pid) for p, pid in pids.items()}
+        time.sleep(3)
+        ticks = os.sysconf("SC_CLK_TCK")
+        for proto, pid in pids.items():
+            used = (cpu(pid) - before[proto]) / ticks
+            self.assertLess(used, 0.5, "%s used %.2f s of CPU in 3 s with every server down" % (proto, used))
+            for x in servers(gw, proto):
+                self.assertNotIn(x["detail"], ("", "up", "not tried yet"), x)  # why it is down
+
     def test_config_forms(self):
         """One server as a string, as before; several as a list; an empty list is no server."""
         def check(rest):
