@@ -93,8 +93,8 @@ void servers_forget(struct proc *p)
 void servers_pack(msgpack_packer *pk, const struct proc *p)
 {
 	pk_key(pk, "servers");
-	msgpack_pack_array(pk, p->nservers);
-	for (unsigned i = 0; i < p->nservers; i++) {
+	msgpack_pack_array(pk, p ? p->nservers : 0);
+	for (unsigned i = 0; p && i < p->nservers; i++) {
 		const struct server_state *s = &p->servers[i];
 		msgpack_pack_map(pk, 8);
 		pk_kv_str(pk, "url", s->url);

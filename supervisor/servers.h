@@ -21,7 +21,7 @@ struct server_state {
 /* body: {"servers": [...]} from the worker; ignored (logged) when malformed. */
 void servers_update(struct proc *p, const msgpack_object *body);
 void servers_forget(struct proc *p);  /* the worker exited: its report is stale */
-void servers_pack(msgpack_packer *pk, const struct proc *p);     /* "servers": [...] */
+void servers_pack(msgpack_packer *pk, const struct proc *p);     /* "servers": [...]; p may be NULL */
 void servers_metrics(struct strbuf *b);                          /* ucgw_server_* families */
 void servers_json(struct strbuf *b, const struct proc *p);       /* ,"servers":[...] */
 

@@ -93,6 +93,8 @@ class ServersTest(GatewayTest):
         text = gw.ctl("workers")[1]
         self.assertIn("server 2 %s: up, " % b.url(), text)
         self.assertIn("delivered 20", text)
+        st = gw.ctl_json("stats")["mqtt"]["servers"]
+        self.assertEqual([x["delivered"] for x in st], [20, 10])
 
     def test_mqtt_broker_lost_under_load_nothing_lost(self):
         """A broker stopped while 2,000 messages flow: the ones it held go to
