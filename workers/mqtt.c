@@ -722,9 +722,6 @@ static char *envelope(const struct job *j, size_t *len)
 	return out;
 }
 
-/* The connected connection with the most room; when every one is full and
- * acknowledgments take long (the bandwidth-delay product is larger than the
- * broker lets one connection hold), the next connection is opened. */
 /* A connection is on its way to a broker not yet tried in this round (after a
  * failover, or a failback): worth waiting for, unlike the backoff after every
  * broker of the list has failed. */
@@ -739,6 +736,9 @@ static bool next_broker_coming(void)
 	return false;
 }
 
+/* The connected connection with the most room; when every one is full and
+ * acknowledgments take long (the bandwidth-delay product is larger than the
+ * broker lets one connection hold), the next connection is opened. */
 static struct conn *pick_conn(void)
 {
 	struct conn *best = NULL;
