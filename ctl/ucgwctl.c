@@ -176,15 +176,17 @@ static void print_servers(const msgpack_object *w)
 	for (uint32_t i = 0; i < list->via.array.size; i++) {
 		const msgpack_object *s = &list->via.array.ptr[i];
 		char url[256], detail[200];
-		bool up = false, active = false;
+		bool up = false, active = false, tried = true;
+		obj_get_bool(s, "tried", &tried);
 		obj_get_bool(s, "up", &up);
 		obj_get_bool(s, "active", &active);
 		obj_get_str(s, "detail", detail, sizeof detail);
 		printf("%-10s   server %u %s: %s%s, rtt %.1fms, delivered %" PRIu64 ", failed %" PRIu64 ", down %" PRIu64
 		       " times%s%s\n",
-		       "", i + 1, s_of(s, "url", url, sizeof url), up ? "up" : "down", active ? " (in use)" : "",
+		       "", i + 1, s_of(s, "url", url, sizeof url), !tried ? "not tried yet" : up ? "up" : "down",
+		       active ? " (in use)" : "",
 		       (double)u_of(s, "rtt_us") / 1000, u_of(s, "delivered"), u_of(s, "failed"), u_of(s, "downs"),
-		       up ? "" : ": ", up ? "" : detail);
+		       up || !tried ? "" : ": ", up || !tried ? "" : detail);
 	}
 }
 

@@ -58,7 +58,7 @@ static const struct {
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) },
 	[MSG_RESULT] = { "result", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) | BIT(FLD_ERROR) | BIT(FLD_RETRY_AFTER) | BIT(FLD_RTT),
 			 BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) },
-	/* body (optional): {"servers": [{"url", "up", "active", "rtt_us", "delivered", "failed", "downs", "detail"}]} */
+	/* body (optional): {"servers": [{"url", "tried", "up", "active", "rtt_us", "delivered", "failed", "downs", "detail"}]} */
 	[MSG_HEALTH] = { "health", BIT(FLD_CONNECTED) | BIT(FLD_DETAIL) | BIT(FLD_RTT) | BIT(FLD_BODY), BIT(FLD_CONNECTED) },
 	[MSG_PROGRESS] = { "progress", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_DONE) | BIT(FLD_SIZE),
 			   BIT(FLD_SEQ) | BIT(FLD_DONE) },

@@ -40,6 +40,8 @@ static bool one_server(const msgpack_object *o, struct server_state *s)
 		const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
 		if (key_is(k, "url"))
 			copy_str(s->url, sizeof s->url, v);
+		else if (key_is(k, "tried"))
+			s->tried = boolean(v);
 		else if (key_is(k, "up"))
 			s->up = boolean(v);
 		else if (key_is(k, "active"))
@@ -96,8 +98,9 @@ void servers_pack(msgpack_packer *pk, const struct proc *p)
 	msgpack_pack_array(pk, p ? p->nservers : 0);
 	for (unsigned i = 0; p && i < p->nservers; i++) {
 		const struct server_state *s = &p->servers[i];
-		msgpack_pack_map(pk, 8);
+		msgpack_pack_map(pk, 9);
 		pk_kv_str(pk, "url", s->url);
+		pk_kv_bool(pk, "tried", s->tried);
 		pk_kv_bool(pk, "up", s->up);
 		pk_kv_bool(pk, "active", s->active);
 		pk_kv_u64(pk, "rtt_us", s->rtt_us);
@@ -168,9 +171,10 @@ void servers_json(struct strbuf *b, const struct proc *p)
 		const struct server_state *s = &p->servers[i];
 		http_sb_printf(b, "%s{\"url\":", i ? "," : "");
 		http_sb_json_str(b, s->url);
-		http_sb_printf(b, ",\"up\":%s,\"active\":%s,\"rtt_ms\":%.3f,\"delivered\":%llu,\"failed\":%llu,\"downs\":%llu,"
+		http_sb_printf(b, ",\"tried\":%s,\"up\":%s,\"active\":%s,\"rtt_ms\":%.3f,\"delivered\":%llu,\"failed\":%llu,\"downs\":%llu,"
 			       "\"detail\":",
-			       s->up ? "true" : "false", s->active ? "true" : "false", (double)s->rtt_us / 1000,
+			       s->tried ? "true" : "false", s->up ? "true" : "false", s->active ? "true" : "false",
+			       (double)s->rtt_us / 1000,
 			       (unsigned long long)s->delivered, (unsigned long long)s->failed, (unsigned long long)s->downs);
 		http_sb_json_str(b, s->detail);
 		http_sb_printf(b, "}");

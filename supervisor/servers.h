@@ -13,7 +13,7 @@ struct strbuf;
 
 struct server_state {
 	char url[256];
-	bool up, active;
+	bool tried, up, active;          /* tried: the worker has tried it (else up says nothing) */
 	uint64_t rtt_us, delivered, failed, downs;
 	char detail[200];
 };

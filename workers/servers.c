@@ -173,7 +173,7 @@ static void pack_str(msgpack_packer *pk, const char *s)
 	msgpack_pack_str_body(pk, s, n);
 }
 
-/* {"servers": [{"url", "up", "active", "rtt_us", "delivered", "failed", "downs", "detail"}...]} */
+/* {"servers": [{"url", "tried", "up", "active", "rtt_us", "delivered", "failed", "downs", "detail"}...]} */
 void servers_report(bool force)
 {
 	uint64_t now = now_ms();
@@ -193,9 +193,11 @@ void servers_report(bool force)
 			s->rtt_us = s->rtt_sum / s->rtt_n;
 		s->rtt_sum = s->rtt_n = 0;
 		bool active = S.spread ? s->up : i == S.current;
-		msgpack_pack_map(&pk, 8);
+		msgpack_pack_map(&pk, 9);
 		pack_str(&pk, "url");
 		pack_str(&pk, s->shown);
+		pack_str(&pk, "tried");
+		s->known ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
 		pack_str(&pk, "up");
 		s->up ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
 		pack_str(&pk, "active");
