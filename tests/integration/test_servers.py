@@ -139,6 +139,9 @@ class ServersTest(GatewayTest):
         wait_for(lambda: gw.workers()["rest"]["connected"], what="rest connected")
         first = self.send(gw, "rest", 10, "A")
         self.assertEqual({r["id"] for r in p1.records("http")}, set(first))
+        s = servers(gw, "rest")
+        self.assertEqual([(x["tried"], x["active"]) for x in s], [(True, True), (False, False)])
+        self.assertIn("server 2 %s: not tried yet" % p2.http_url(), gw.ctl("workers")[1])
 
         p1.stop()
         second = self.send(gw, "rest", 10, "B")  # the first fails on p1 and goes to p2 in the worker
