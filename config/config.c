@@ -439,6 +439,12 @@ static int load_scalar(struct loader *L, const struct cfg_schema_section *sc, co
 static int load_list(struct loader *L, const struct cfg_schema_section *sc, const struct cfg_key *k,
 		     const char *entry, const yaml_node_t *n, struct cfg_value *v)
 {
+	if ((k->flags & CFG_SERVERS) && !entry && scalar(n)) {
+		if (!*scalar(n))
+			return 0; /* "" names no server: "empty value for required key" */
+		cfg_value_push(v, scalar(n)); /* one server, written as it always was */
+		return 0;
+	}
 	if (n->type != YAML_SEQUENCE_NODE && !entry)
 		return wrong_kind(L, sc, k, n);
 	if (n->type != YAML_SEQUENCE_NODE)
@@ -457,6 +463,9 @@ static int load_list(struct loader *L, const struct cfg_schema_section *sc, cons
 			return -1;
 		cfg_value_push(v, s);
 	}
+	if ((k->flags & CFG_SERVERS) && v->nitems > CFG_SERVERS_MAX)
+		return fail_at(L, n, "%zu servers in '%s' of section '%s', expected at most %d", v->nitems, k->key, sc->name,
+			       CFG_SERVERS_MAX);
 	if ((k->flags & CFG_RSYNC_OPTIONS) && !entry)
 		return check_rsync_options(L, sc, k, n, v);
 	return 0;
@@ -694,7 +703,7 @@ static int check_required(struct loader *L, const struct config *cfg)
 		for (size_t k = 0; k < sec->schema->nkeys; k++) {
 			const struct cfg_key *key = &sec->schema->keys[k];
 			const struct cfg_value *v = &sec->values[k];
-			bool empty = v->set && key->type == CFG_STR && !*v->s;
+			bool empty = v->set && ((key->type == CFG_STR && !*v->s) || (key->type == CFG_STRLIST && !v->nitems));
 			if (!(key->flags & CFG_REQUIRED) || (v->set && !empty))
 				continue;
 			if (v->line)
@@ -900,4 +909,18 @@ int64_t config_int(const struct config *c, const char *sec, const char *key)
 bool config_bool(const struct config *c, const char *sec, const char *key)
 {
 	return cfg_bool(config_section(c, sec), key);
+}
+
+char *const *cfg_servers(const struct cfg_section *s, const char *key, size_t *n)
+{
+	const struct cfg_value *v = lookup(s, key, CFG_STRLIST, CFG_STRLIST, false);
+	*n = v->set ? v->nitems : 0;
+	return v->items;
+}
+
+const char *config_first_server(const struct config *c, const char *sec, const char *key)
+{
+	size_t n;
+	char *const *items = cfg_servers(config_section(c, sec), key, &n);
+	return n ? items[0] : NULL;
 }

@@ -33,6 +33,8 @@ enum cfg_type {
 #define CFG_PICK_META  0x80u  /* ENUM: a protocol that carries metadata (choices and default from the descriptors) */
 #define CFG_PICK_FILES 0x100u /* ENUM: a protocol that carries files (likewise) */
 #define CFG_NO_MAX 1e15     /* an INT max this large means "no upper limit" (still exact in a double) */
+#define CFG_SERVERS  0x200u /* STRLIST: a protocol's servers, written as one string or as a list of them */
+#define CFG_SERVERS_MAX 16 /* servers in one such list */
 
 /* Default text (struct cfg_key.def) is parsed like a value written in the file:
  *   scalars  the YAML text itself: "info", "5", "true", "0660"
@@ -122,6 +124,12 @@ bool cfg_bool(const struct cfg_section *s, const char *key);
 const struct cfg_value *cfg_get(const struct cfg_section *s, const char *key);
 /* Does the section's schema have this key at all? */
 bool cfg_has(const struct cfg_section *s, const char *key);
+
+/* A CFG_SERVERS key (rest.base_url, mqtt.broker_url): its servers in order
+ * and their count; an unset key has none. */
+char *const *cfg_servers(const struct cfg_section *s, const char *key, size_t *n);
+/* Its first server, NULL when none: what is probed. */
+const char *config_first_server(const struct config *c, const char *sec, const char *key);
 
 /* Shorthand: config_section(cfg, sec) then cfg_str/int/bool. */
 const char *config_str(const struct config *c, const char *sec, const char *key);

@@ -33,6 +33,15 @@
 #define CERT_FILE INFILE("cert_file", NULL, "client certificate (PEM)")
 #define TLS_KEY_FILE INFILE("key_file", NULL, "client key (PEM)")
 #define INSECURE BOOL("insecure", "false", "do not verify the server's certificate (logs a warning at every start)")
+/* A protocol's servers: one, or a list (a broker cluster, several front ends). */
+#define SERVERS(k, h) { k, CFG_STRLIST, NULL, 0, 0, NULL, CFG_REQUIRED | CFG_SERVERS, h }
+#define SERVERS_POLICY ENUM("servers_policy", "failover", "failover|spread", \
+	"with more than one server: failover sends everything to the first that works and goes back to an earlier one " \
+	"after failback_s; spread takes the servers that work in turn; either way a message that fails on one server " \
+	"goes to the next before it moves on to the next protocol")
+#define FAILBACK INT("failback_s", "60", 1, 86400, \
+	"servers_policy failover: seconds on a later server before the first is tried again (and how long a server " \
+	"that failed is left out under spread)")
 #define ENCRYPT BOOL("encrypt", "false", "encrypt payloads (AES-256-GCM, security.encryption_key_file); with compress " \
 	"on, a payload of compress_min_bytes or more is compressed before it is sealed (ciphertext does not compress): " \
 	"its plaintext then starts with gzip's (1f 8b) or zstd's (28 b5 2f fd) magic bytes, which no JSON text does")

@@ -36,7 +36,10 @@ static void type_text(const struct cfg_key *k, char *buf, size_t len)
 		else
 			snprintf(extra, sizeof extra, ", %.15g to %.15g", k->min, k->max);
 	}
-	const char *name = k->flags & CFG_OCTAL ? "octal mode" : k->flags & CFG_PATH ? "path" : names[k->type];
+	const char *name = k->flags & CFG_OCTAL	  ? "octal mode"
+			   : k->flags & CFG_PATH    ? "path"
+			   : k->flags & CFG_SERVERS ? "string or list of strings"
+						    : names[k->type];
 	snprintf(buf, len, "%s%s%s%s%s%s", name, k->flags & CFG_PROTOCOLS ? " (protocol names)" : "", extra,
 		 k->flags & CFG_REQUIRED ? ", required" : "", k->flags & CFG_SECRET ? ", *secret*" : "",
 		 k->flags & CFG_READ ? ", read by ucgwd" : "");

@@ -271,7 +271,10 @@ void cfg_expected(const struct cfg_key *k, char *buf, size_t len)
 		snprintf(buf, len, "expected one of: %s", list);
 		break;
 	case CFG_STRLIST:
-		snprintf(buf, len, "expected a list of %s", k->flags & CFG_PROTOCOLS ? "protocol names" : "strings");
+		if (k->flags & CFG_SERVERS)
+			snprintf(buf, len, "expected a server, or a list of servers");
+		else
+			snprintf(buf, len, "expected a list of %s", k->flags & CFG_PROTOCOLS ? "protocol names" : "strings");
 		break;
 	case CFG_STRMAP: snprintf(buf, len, "expected a mapping of names to strings"); break;
 	case CFG_LISTMAP:

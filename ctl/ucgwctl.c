@@ -194,6 +194,30 @@ static void fmt_ms(uint64_t ms, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 "h", ms / 3600000);
 }
 
+/* A worker with a list of servers (rest.base_url, mqtt.broker_url): a line
+ * for each, with its state, round trip and counters. */
+static void print_servers(const msgpack_object *w)
+{
+	const msgpack_object *list = obj_get(w, "servers");
+	if (!list || list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size < 2)
+		return;
+	for (uint32_t i = 0; i < list->via.array.size; i++) {
+		const msgpack_object *s = &list->via.array.ptr[i];
+		char url[256], detail[200];
+		bool up = false, active = false, tried = true;
+		obj_get_bool(s, "tried", &tried);
+		obj_get_bool(s, "up", &up);
+		obj_get_bool(s, "active", &active);
+		obj_get_str(s, "detail", detail, sizeof detail);
+		printf("%-10s   server %u %s: %s%s, rtt %.1fms, delivered %" PRIu64 ", failed %" PRIu64 ", down %" PRIu64
+		       " times%s%s\n",
+		       "", i + 1, s_of(s, "url", url, sizeof url), !tried ? "not tried yet" : up ? "up" : "down",
+		       active ? " (in use)" : "",
+		       (double)u_of(s, "rtt_us") / 1000, u_of(s, "delivered"), u_of(s, "failed"), u_of(s, "downs"),
+		       up || !tried ? "" : ": ", up || !tried ? "" : detail);
+	}
+}
+
 static void print_workers_table(const msgpack_object *arr)
 {
 	printf("%-10s %-9s %8s %4s %8s %9s %-9s %s\n", "WORKER", "STATE", "PID", "GEN", "RESTARTS", "UPTIME",
@@ -217,6 +241,8 @@ static void print_workers_table(const msgpack_object *arr)
 		if (pid && obj_get_str(w, "health", health, sizeof health) && health[0] &&
 		    (!conn || strstr(health, "limited by")))
 			printf("%-10s   %s\n", "", health);
+		if (pid)
+			print_servers(w);
 	}
 }
 
@@ -729,6 +755,7 @@ static int run_stats(int argc, char **argv)
 		       u_of(v, "fallback_out"), u_of(v, "fallback_in"), u_of(v, "bytes"), lat[0], lat[1], lat[2], lat[3],
 		       u_of(v, "dropped"), u_of(v, "expired"), u_of(v, "dead"), u_of(v, "queued"), u_of(v, "stolen"),
 		       obj_get(v, "rate") ? obj_get(v, "rate")->via.f64 : 0, u_of(v, "window"));
+		print_servers(v);
 	}
 	return 0;
 }

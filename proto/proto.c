@@ -62,8 +62,9 @@ static const struct {
 		      BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_KIND) },
 	[MSG_RESULT] = { "result", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) | BIT(FLD_ERROR) | BIT(FLD_RETRY_AFTER) | BIT(FLD_RTT),
 			 BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_STATUS) },
-	/* wire_bytes: a count of bytes on the wire (workers/wire.c), the rest repeating the last report */
-	[MSG_HEALTH] = { "health", BIT(FLD_CONNECTED) | BIT(FLD_DETAIL) | BIT(FLD_RTT) | BIT(FLD_WIRE), BIT(FLD_CONNECTED) },
+	/* wire_bytes: a count of bytes on the wire (workers/wire.c), the rest repeating the last report;
+	 * body (optional): {"servers": [{"url", "tried", "up", "active", "rtt_us", "delivered", "failed", "downs", "detail"}]} */
+	[MSG_HEALTH] = { "health", BIT(FLD_CONNECTED) | BIT(FLD_DETAIL) | BIT(FLD_RTT) | BIT(FLD_WIRE) | BIT(FLD_BODY), BIT(FLD_CONNECTED) },
 	[MSG_PROGRESS] = { "progress", BIT(FLD_SEQ) | BIT(FLD_ID) | BIT(FLD_DONE) | BIT(FLD_SIZE),
 			   BIT(FLD_SEQ) | BIT(FLD_DONE) },
 	[MSG_SHUTDOWN] = { "shutdown", 0, 0 },

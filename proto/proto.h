@@ -34,7 +34,7 @@ enum msg_type {
 	MSG_PONG,       /* worker: seq */
 	MSG_JOB,        /* supervisor: a message or file to deliver */
 	MSG_RESULT,     /* worker: the outcome of a job */
-	MSG_HEALTH,     /* worker: connected to its server or not, and why; or bytes on the wire since the last count */
+	MSG_HEALTH,     /* worker: connected to its server or not, and why; or bytes on the wire since the last count; body: each server's state */
 	MSG_PROGRESS,   /* worker: bytes of a file job delivered so far */
 	MSG_SHUTDOWN,   /* supervisor: finish the jobs in hand and exit */
 	/* control client <-> supervisor */

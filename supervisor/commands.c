@@ -16,13 +16,14 @@
 #include "supervisor/spool.h"
 #include "supervisor/proctab.h"
 #include "supervisor/router.h"
+#include "supervisor/servers.h"
 #include "supervisor/sup.h"
 
 typedef void (*cmd_fn)(struct client *c, const struct msg *req, const struct ctlargs *a);
 
 static void pack_proc(msgpack_packer *pk, const struct proc *p)
 {
-	msgpack_pack_map(pk, 12);
+	msgpack_pack_map(pk, 13);
 	pk_kv_str(pk, "name", p->name);
 	pk_kv_bool(pk, "paused", router_paused(p->name));
 	pk_kv_u64(pk, "pid", (uint64_t)(p->pid > 0 ? p->pid : 0));
@@ -35,6 +36,7 @@ static void pack_proc(msgpack_packer *pk, const struct proc *p)
 	pk_kv_str(pk, "health", p->health);
 	pk_kv_u64(pk, "inflight", p->inflight);
 	pk_kv_u64(pk, "rtt_us", p->rtt_us);
+	servers_pack(pk, p);
 }
 
 static void pack_workers(msgpack_packer *pk)

@@ -11,6 +11,7 @@
 #include "supervisor/http.h"
 #include "supervisor/monitor.h"
 #include "supervisor/proctab.h"
+#include "supervisor/servers.h"
 #include "supervisor/router.h"
 #include "supervisor/spool.h"
 #include "supervisor/sup.h"
@@ -140,6 +141,7 @@ static void network(struct strbuf *b)
 	head(b, "ucgw_network_quality", "gauge", "0 unknown, 1 poor, 2 fair, 3 good, 4 excellent.");
 	for (struct proc *p = proctab_first(); p; p = p->next)
 		http_sb_printf(b, "ucgw_network_quality{server=\"%s\"} %d\n", p->name, (int)monitor_quality(p->slot->idx));
+	servers_metrics(b);
 }
 
 void metrics_prometheus(struct strbuf *b)
@@ -295,6 +297,7 @@ static void dash_workers(struct strbuf *b)
 		http_sb_json_str(b, p->last_exit);
 		http_sb_printf(b, ",\"health\":");
 		http_sb_json_str(b, p->health);
+		servers_json(b, p);
 		struct crash_summary cs;
 		if (crashlog_newest(p->name, &cs)) {
 			http_sb_printf(b, ",\"crash\":{\"file\":");

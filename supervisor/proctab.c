@@ -16,6 +16,7 @@
 #include "supervisor/budget.h"
 #include "supervisor/crashlog.h"
 #include "supervisor/router.h"
+#include "supervisor/servers.h"
 #include "supervisor/sup.h"
 #include "supervisor/workersec.h"
 
@@ -232,6 +233,8 @@ static void supervisor_from_worker(struct channel *ch, const char *buf, size_t l
 		snprintf(p->health, sizeof p->health, "%s", m.detail ? m.detail : "");
 		if (m.rtt_us)
 			p->rtt_us = m.rtt_us;
+		if (m.body)
+			servers_update(p, m.body);
 		if (!handshaking)
 			router_worker_health(p, m.rtt_us != 0);
 		return;
@@ -397,6 +400,7 @@ static void proc_start(struct proc *p)
 	p->stop_requested = p->restart_requested = false;
 	p->connected = false;
 	p->health[0] = '\0';
+	servers_forget(p);
 	fcntl(sv[0], F_SETFL, O_NONBLOCK);
 	fcntl(ep[0], F_SETFL, O_NONBLOCK);
 	static const struct channel_ops ops = { .on_frame = supervisor_from_worker, .on_error = on_channel_error,
@@ -439,6 +443,7 @@ static void proc_free(struct proc *p)
 		free(p->lines[(p->line_head + i) % STDERR_LINES]);
 	free(p->errbuf);
 	free(p->body);
+	servers_forget(p);
 	uv_close((uv_handle_t *)&p->timer, free_proc);
 }
 

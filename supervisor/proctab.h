@@ -17,6 +17,8 @@ enum proc_state { PROC_STARTING, PROC_READY, PROC_BACKOFF, PROC_FAILED, PROC_STO
 
 #define STDERR_LINES 200
 
+struct server_state;
+
 struct proc {
 	char name[32];                 /* the protocol, and the config section */
 	struct slot *slot;             /* its protocol's slot (slot.h): descriptor, router, monitor, history */
@@ -50,6 +52,8 @@ struct proc {
 	bool connected;                /* the worker's view of its server */
 	char health[512];
 	uint64_t rtt_us;          /* the last round trip the worker measured */
+	struct server_state *servers;  /* each server of its list, as it last reported (servers.h) */
+	unsigned nservers;
 	unsigned inflight;             /* jobs in hand (the router keeps the list) */
 	void *body;                    /* MSG_CONFIG body of the last start: the files read for it */
 	size_t body_len;

@@ -5,6 +5,7 @@
 
 #include "supervisor/proctab.h"
 #include "supervisor/router_int.h"
+#include "supervisor/servers.h"
 #include "supervisor/window.h"
 
 static unsigned bucket_of(uint64_t us)
@@ -96,7 +97,7 @@ void stats_pack(msgpack_packer *pk)
 		const struct rproto *rp = &router_state.protos[i];
 		const struct proto_stats *s = &rp->st;
 		pk_key(pk, rp->name);
-		msgpack_pack_map(pk, 25);
+		msgpack_pack_map(pk, 26);
 		pk_kv_bool(pk, "enabled", rproto_enabled(rp));
 		pk_kv_u64(pk, "success", s->success);
 		pk_kv_u64(pk, "failure", s->failure);
@@ -121,6 +122,7 @@ void stats_pack(msgpack_packer *pk)
 		pk_kv_f64(pk, "max_ms", (double)s->lat.max_us / 1000.0);
 		pk_kv_u64(pk, "samples", s->lat.count); /* 0: the quantiles above mean nothing yet */
 		pk_kv_f64(pk, "mean_ms", s->lat.count ? (double)s->lat.sum_us / (double)s->lat.count / 1000.0 : 0.0);
+		servers_pack(pk, proctab_find(rp->name)); /* "servers": each of its list, as the worker reports */
 	}
 }
 

@@ -31,7 +31,16 @@
  * one may have unacknowledged (mosquitto's default: 20, which on a 100 ms
  * link is 200 messages/s). More are opened while every open one is full and
  * acknowledgments take long, as many at once as the messages waiting behind
- * full connections need; each job goes to the one with the most room. */
+ * full connections need; each job goes to the one with the most room.
+ *
+ * mqtt.broker_url may name several brokers (a cluster): each connection goes
+ * to the broker workers/servers.c picks (mqtt.servers_policy). When a
+ * connection is lost, the messages it held, and those that come while no
+ * connection is up, wait (connect_timeout_ms at most) for the connection to
+ * the next broker and go out there; only then are they answered retry.
+ * Failover goes back to the first broker after failback_s: a connection on a
+ * later one takes no new messages, is dropped once it holds none, and
+ * connects again to the first. */
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <arpa/inet.h>
@@ -45,6 +54,7 @@
 #include <sys/socket.h>
 
 #include "common/compress.h"
+#include "workers/servers.h"
 #include "workers/worker.h"
 
 #define MAX_CONNS 256
@@ -67,6 +77,9 @@ struct held {
  * mqtt.connections. Each keeps the order of what it publishes. */
 struct conn {
 	int idx;
+	size_t server;                 /* the broker of this connection (its index in broker_url) */
+	bool moving;                   /* failback: takes no new jobs, then connects to the first broker */
+	unsigned fails;                /* connects that failed in a row */
 	struct mosquitto *mosq;
 	bool used;                     /* mosq has been asked to connect: the next connection needs a new one */
 	bool connected, attempting, opened;
@@ -85,14 +98,26 @@ struct conn {
 	bool alias_set;                /* mqtt.topic has been published with alias 1 on this connection */
 };
 
-static struct {
-	const struct cfg_section *cfg;
+/* One broker of mqtt.broker_url. */
+struct broker {
 	SSL_CTX *ssl_ctx;              /* NULL: no TLS */
 	char host[256];
-	int port, qos, keepalive;
+	int port;
+	bool tls;
+};
+
+static struct {
+	const struct cfg_section *cfg;
+	struct broker srv[SERVERS_MAX];
+	size_t nsrv;
+	struct job **pending;          /* waiting for a connection to the next broker */
+	size_t npending, cappending;
+	uv_timer_t pending_timer;
+	char pending_why[256];
+	int qos, keepalive;
 	unsigned max_inflight;
 	uint64_t ack_timeout_ms, connect_timeout_ms;
-	bool tls, v5, envelope, stopping;
+	bool v5, envelope, stopping;
 	enum compress_alg calg;        /* mqtt.compress (MQTT 5 only: config.c) */
 	size_t cmin;                   /* mqtt.compress_min_bytes */
 	char *topic, *status_topic;
@@ -106,12 +131,15 @@ static struct {
 
 /* ---- the broker URL: "host", "host:port", "mqtt://host[:port]", "mqtts://host[:port]" ---- */
 
-static int parse_broker(const char *url, char *err, size_t errlen)
+#define HOST(c) (M.srv[(c)->server].host)
+#define PORT(c) (M.srv[(c)->server].port)
+
+static int parse_broker(const char *url, struct broker *b, char *err, size_t errlen)
 {
 	const char *h = url;
-	M.tls = false;
+	b->tls = false;
 	if (strncmp(url, "mqtts://", 8) == 0) {
-		M.tls = true;
+		b->tls = true;
 		h = url + 8;
 	} else if (strncmp(url, "mqtt://", 7) == 0) {
 		h = url + 7;
@@ -119,14 +147,14 @@ static int parse_broker(const char *url, char *err, size_t errlen)
 		snprintf(err, errlen, "mqtt.broker_url '%s': expected host, host:port, mqtt:// or mqtts:// URL", url);
 		return -1;
 	}
-	M.port = M.tls ? 8883 : 1883;
+	b->port = b->tls ? 8883 : 1883;
 	size_t n = strcspn(h, ":/");
-	if (n == 0 || n >= sizeof M.host) {
+	if (n == 0 || n >= sizeof b->host) {
 		snprintf(err, errlen, "mqtt.broker_url '%s': no host name", url);
 		return -1;
 	}
-	memcpy(M.host, h, n);
-	M.host[n] = '\0';
+	memcpy(b->host, h, n);
+	b->host[n] = '\0';
 	if (h[n] == ':') {
 		char *end;
 		long p = strtol(h + n + 1, &end, 10);
@@ -134,7 +162,7 @@ static int parse_broker(const char *url, char *err, size_t errlen)
 			snprintf(err, errlen, "mqtt.broker_url '%s': bad port", url);
 			return -1;
 		}
-		M.port = (int)p;
+		b->port = (int)p;
 	}
 	return 0;
 }
@@ -172,6 +200,47 @@ static struct job *take_held(struct conn *c, int mid, uint64_t *sent_us)
 	return j;
 }
 
+/* ---- messages waiting for the connection to the next broker ---- */
+
+static void answer_pending(uv_timer_t *t)
+{
+	size_t n = M.npending;
+	M.npending = 0;
+	for (size_t i = 0; i < n; i++)
+		worker_result(M.pending[i], JOB_RETRY, 0, "%s", M.pending_why[0] ? M.pending_why : "no broker reachable");
+}
+
+/* With more than one broker a job that found no connection (or lost its
+ * own) waits for the next connection, up to connect_timeout_ms. */
+static bool may_wait(void) { return M.nsrv > 1 && !M.stopping; }
+
+static void wait_for_broker(struct job *j, const char *why)
+{
+	if (M.npending == M.cappending) {
+		M.cappending = M.cappending ? M.cappending * 2 : 64;
+		M.pending = xrealloc(M.pending, M.cappending * sizeof *M.pending);
+	}
+	M.pending[M.npending++] = j;
+	if (why)
+		snprintf(M.pending_why, sizeof M.pending_why, "%s", why);
+	if (!uv_is_active((uv_handle_t *)&M.pending_timer))
+		uv_timer_start(&M.pending_timer, answer_pending, M.connect_timeout_ms, 0);
+}
+
+static void mqtt_submit(struct job *j);
+
+static void flush_pending(void)
+{
+	uv_timer_stop(&M.pending_timer);
+	size_t n = M.npending;
+	struct job **v = M.pending;
+	M.pending = NULL;
+	M.npending = M.cappending = 0;
+	for (size_t i = 0; i < n; i++)
+		mqtt_submit(v[i]);
+	free(v);
+}
+
 /* ---- answering jobs ---- */
 
 static void answer_all_held(struct conn *c, enum job_status st, const char *why)
@@ -180,7 +249,12 @@ static void answer_all_held(struct conn *c, enum job_status st, const char *why)
 		if (c->held[i].job) {
 			struct job *j = c->held[i].job;
 			c->held[i].job = NULL;
-			worker_result(j, st, 0, "%s", why);
+			if (st == JOB_RETRY && may_wait()) {
+				servers_failed(c->server);
+				wait_for_broker(j, why);
+			} else {
+				worker_result(j, st, 0, "%s", why);
+			}
 		}
 	c->nheld = 0;
 }
@@ -203,7 +277,11 @@ static void health_text(char *out, size_t len)
 	for (int i = 0; i < M.nopened; i++)
 		if (M.conns[i].connected && M.conns[i].recv_max < recv)
 			recv = M.conns[i].recv_max;
-	int w = snprintf(out, len, "connected to %s:%d", M.host, M.port);
+	const struct conn *first = NULL;
+	for (int i = 0; i < M.nopened && !first; i++)
+		if (M.conns[i].connected)
+			first = &M.conns[i];
+	int w = snprintf(out, len, "connected to %s:%d", HOST(first), PORT(first));
 	if (M.nconns > 1 && w >= 0 && (size_t)w < len)
 		w += snprintf(out + w, len - (size_t)w, " over %d of %d connection%s", n, M.nconns, M.nconns == 1 ? "" : "s");
 	if (recv < M.max_inflight && w >= 0 && (size_t)w < len)
@@ -252,14 +330,17 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason, cons
 		return; /* our status message, or a job already answered when the connection dropped */
 	if (reason >= 0x80) {
 		enum job_status st = reason_is_retry(reason) ? JOB_RETRY : JOB_PERMFAIL;
+		servers_failed(c->server);
 		worker_result(j, st, 0, "broker refused the message: %s (reason 0x%02x)", mosquitto_reason_string(reason),
 			      reason);
 		return;
 	}
+	uint64_t rtt = sent_us ? uv_hrtime() / 1000 - sent_us : 0;
 	if (sent_us) {
-		M.rtt_sum += uv_hrtime() / 1000 - sent_us;
+		M.rtt_sum += rtt;
 		M.rtt_n++;
 	}
+	servers_delivered(c->server, rtt);
 	worker_result(j, JOB_OK, 0, NULL);
 	report_health(false);
 }
@@ -277,7 +358,7 @@ static void abort_on_close(struct conn *c, bool on)
 	int fd = mosquitto_socket(c->mosq);
 	struct linger l = { .l_onoff = on, .l_linger = 0 };
 	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0)
-		log_warnx("SO_LINGER on the socket to %s:%d: %s", M.host, M.port, strerror(errno));
+		log_warnx("SO_LINGER on the socket to %s:%d: %s", HOST(c), PORT(c), strerror(errno));
 }
 
 static void update_poll(struct conn *c);
@@ -309,24 +390,33 @@ static const char *tls_reason(int rc)
  * it was the last one up. */
 static void went_down(struct conn *c, const char *why)
 {
-	bool was = c->connected;
+	bool was = c->connected, moving = c->moving;
 	uv_timer_stop(&c->connack);
 	c->connected = false;
 	c->attempting = false;
+	c->moving = false;
 	snprintf(c->why, sizeof c->why, "%s", why);
 	stop_poll(c);
+	if (!moving && !M.stopping) {
+		c->fails++;
+		servers_down(c->server, c->why);
+	}
 	answer_all_held(c, JOB_RETRY, c->why);
-	if (!connected_count()) {
+	if (connected_count() && M.npending)
+		flush_pending(); /* to a connection that is still up (spread: another broker) */
+	if (!connected_count() && !moving) {
 		M.rtt_sum = M.rtt_n = 0; /* acks of this connection must not report the next one up */
 		M.health[0] = '\0';
-		worker_health(false, 0, "broker %s:%d unreachable: %s", M.host, M.port, c->why);
-	} else {
+		worker_health(false, 0, "broker %s:%d unreachable: %s", HOST(c), PORT(c), c->why);
+	} else if (connected_count()) {
 		report_health(true);
 	}
-	if (was && c->idx == 0)
-		log_warnx("disconnected from %s:%d: %s", M.host, M.port, c->why);
+	if (moving)
+		log_info("leaving %s:%d: %s", HOST(c), PORT(c), c->why);
+	else if (was && c->idx == 0)
+		log_warnx("disconnected from %s:%d: %s", HOST(c), PORT(c), c->why);
 	else if (was)
-		log_warnx("disconnected from %s:%d: %s (connection %d, %s)", M.host, M.port, c->why, c->idx + 1,
+		log_warnx("disconnected from %s:%d: %s (connection %d, %s)", HOST(c), PORT(c), c->why, c->idx + 1,
 			  c->client_id);
 	if (!M.stopping)
 		schedule_reconnect(c);
@@ -362,12 +452,16 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags, const 
 	c->connected = true;
 	c->attempting = false;
 	c->backoff_ms = 0;
+	c->fails = 0;
 	c->why[0] = '\0';
-	log_info("connected to %s:%d as %s (MQTT %s, QoS %d, %u in flight at most%s)", M.host, M.port, c->client_id,
+	servers_up(c->server, 0);
+	log_info("connected to %s:%d as %s (MQTT %s, QoS %d, %u in flight at most%s)", HOST(c), PORT(c), c->client_id,
 		 M.v5 ? "5" : "3.1.1", M.qos, c->limit, c->limit < M.max_inflight ? ": the broker's Receive Maximum" : "");
 	if (c->idx == 0)
 		mosquitto_publish(c->mosq, NULL, M.status_topic, 6, "online", 1, true);
 	report_health(true);
+	servers_report(true);
+	flush_pending();
 }
 
 /* The end of a connection, or of a connect under way; once per attempt (went_
@@ -460,7 +554,7 @@ static void connack_late(uv_timer_t *t)
 	struct conn *c = t->data;
 	char why[200];
 	snprintf(why, sizeof why, "no CONNACK within %llu ms", (unsigned long long)M.connect_timeout_ms);
-	log_info("no CONNACK from %s:%d within %llu ms; connecting again", M.host, M.port,
+	log_info("no CONNACK from %s:%d within %llu ms; connecting again", HOST(c), PORT(c),
 		 (unsigned long long)M.connect_timeout_ms);
 	drop_connection(c, why);
 }
@@ -472,8 +566,10 @@ static void start_connect(uv_timer_t *t)
 {
 	struct conn *c = t->data;
 	c->attempting = true;
-	if (c->used)
+	size_t server = servers_pick();
+	if (c->used || (c->mosq && server != c->server))
 		discard_client(c); /* and with it what it still held of the last connection */
+	c->server = server;
 	if (!c->mosq) {
 		char err[256];
 		if (new_client(c, err, sizeof err) < 0) {
@@ -482,7 +578,7 @@ static void start_connect(uv_timer_t *t)
 		}
 	}
 	c->used = true;
-	worker_resolve(M.host, connect_resolved, c);
+	worker_resolve(HOST(c), connect_resolved, c);
 }
 
 /* libmosquitto looks the name up inside its connect call, blocking. */
@@ -497,7 +593,7 @@ static void connect_resolved(void *arg, const char *why)
 		went_down(c, msg);
 		return;
 	}
-	int rc = mosquitto_connect_bind_async(c->mosq, M.host, M.port, M.keepalive, NULL);
+	int rc = mosquitto_connect_bind_async(c->mosq, HOST(c), PORT(c), M.keepalive, NULL);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		went_down(c, rc == MOSQ_ERR_EAI     ? "cannot resolve the broker's name" /* DNS changed its mind */
 			     : rc == MOSQ_ERR_ERRNO ? strerror(errno)
@@ -511,6 +607,11 @@ static void connect_resolved(void *arg, const char *why)
 
 static void schedule_reconnect(struct conn *c)
 {
+	if (c->fails % M.nsrv != 0 || c->fails == 0) {
+		/* another broker of the list is next (or this one, left on purpose): at once */
+		uv_timer_start(&c->retry, start_connect, 0, 0);
+		return;
+	}
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 250;
 	if (c->backoff_ms > 15000)
 		c->backoff_ms = 15000;
@@ -543,9 +644,34 @@ static void check_bound(void)
 	}
 }
 
+/* Failover's time on a later broker is up: its connections take no new
+ * messages, and each that holds none is dropped and connects to the first
+ * (leave_drained). */
+static void failback_check(void)
+{
+	if (!servers_failback_due())
+		return;
+	servers_failback();
+	for (int i = 0; i < M.nopened; i++)
+		if (M.conns[i].connected && M.conns[i].server != 0)
+			M.conns[i].moving = true;
+}
+
+static void leave_drained(void)
+{
+	for (int i = 0; i < M.nopened; i++) {
+		struct conn *c = &M.conns[i];
+		if (c->moving && c->connected && c->nheld == 0)
+			drop_connection(c, "failback to the first broker");
+	}
+}
+
 static void misc_tick(uv_timer_t *t)
 {
 	check_bound();
+	failback_check();
+	leave_drained();
+	servers_report(false);
 	for (int i = 0; i < M.nopened; i++) {
 		struct conn *c = &M.conns[i];
 		if (!c->poll)
@@ -577,8 +703,9 @@ static void sweep_conn(struct conn *c, uint64_t now)
 			c->held[i].job = NULL;
 			c->nheld--;
 			any = true;
-			worker_result(j, JOB_RETRY, 0, "%s %s %s:%d within %llu ms", late, M.qos == 0 ? "to" : "from", M.host,
-				      M.port, ms);
+			servers_failed(c->server);
+			worker_result(j, JOB_RETRY, 0, "%s %s %s:%d within %llu ms", late, M.qos == 0 ? "to" : "from", HOST(c),
+				      PORT(c), ms);
 		}
 	}
 	if (!any)
@@ -616,6 +743,20 @@ static char *envelope(const struct job *j, size_t *len)
 	return out;
 }
 
+/* A connection is on its way to a broker not yet tried in this round (after a
+ * failover, or a failback): worth waiting for, unlike the backoff after every
+ * broker of the list has failed. */
+static bool next_broker_coming(void)
+{
+	for (int i = 0; i < M.nopened; i++) {
+		const struct conn *c = &M.conns[i];
+		bool fresh = c->fails == 0 || c->fails % M.nsrv != 0;
+		if (c->moving || (fresh && (c->attempting || uv_is_active((const uv_handle_t *)&c->retry))))
+			return true;
+	}
+	return false;
+}
+
 /* The connected connection with the most room; when every one is full and
  * acknowledgments take long (the bandwidth-delay product is larger than the
  * broker lets one connection hold), the next connection is opened. */
@@ -625,8 +766,8 @@ static struct conn *pick_conn(void)
 	int connecting = 0;
 	for (int i = 0; i < M.nopened; i++) {
 		struct conn *c = &M.conns[i];
-		connecting += c->attempting;
-		if (c->connected && (!best || c->nheld * best->limit < best->nheld * c->limit))
+		connecting += c->attempting || c->moving;
+		if (c->connected && !c->moving && (!best || c->nheld * best->limit < best->nheld * c->limit))
 			best = c;
 	}
 	bool full = best && best->nheld >= best->limit;
@@ -639,7 +780,7 @@ static struct conn *pick_conn(void)
 				waiting += M.conns[i].nheld - M.conns[i].limit;
 		if (waiting >= coming) {
 			log_info("every connection to %s:%d holds its %u in flight and acks take %.1f ms: opening connection "
-				 "%d of %d", M.host, M.port, best->limit, (double)M.rtt_recent_us / 1000, M.nopened + 1,
+				 "%d of %d", HOST(best), PORT(best), best->limit, (double)M.rtt_recent_us / 1000, M.nopened + 1,
 				 M.nconns);
 			open_conn(&M.conns[M.nopened++]);
 		}
@@ -660,10 +801,14 @@ static void mqtt_submit(struct job *j)
 	struct conn *c = pick_conn();
 	if (!c) {
 		struct conn *first = &M.conns[0];
+		char why[400];
 		/* "connecting" only before the first attempt has ended */
-		worker_result(j, JOB_RETRY, 0, "broker %s:%d unreachable: %s%s", M.host, M.port,
-			      first->why[0] ? first->why : "connecting",
-			      first->why[0] && first->attempting ? " (reconnecting)" : "");
+		snprintf(why, sizeof why, "broker %s:%d unreachable: %s%s", HOST(first), PORT(first),
+			 first->why[0] ? first->why : "connecting", first->why[0] && first->attempting ? " (reconnecting)" : "");
+		if (may_wait() && next_broker_coming())
+			wait_for_broker(j, why);
+		else
+			worker_result(j, JOB_RETRY, 0, "%s", why);
 		return;
 	}
 	char *topic = j->topic ? worker_expand(j->topic) : NULL;
@@ -751,7 +896,7 @@ static int tls_fail(char *err, size_t errlen, const char *what)
 	return -1;
 }
 
-static int setup_tls(const struct cfg_section *cfg, char *err, size_t errlen)
+static int setup_tls(const struct cfg_section *cfg, struct broker *b, char *err, size_t errlen)
 {
 	static const char *const keys[3] = { "ca_file", "cert_file", "key_file" };
 	const char *data[3];
@@ -764,9 +909,9 @@ static int setup_tls(const struct cfg_section *cfg, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	if (!M.tls && !data[0] && !data[1])
+	if (!b->tls && !data[0] && !data[1])
 		return 0;
-	M.tls = true;
+	b->tls = true;
 	if (!data[1] != !data[2]) {
 		snprintf(err, errlen, "mqtt: give both cert_file and key_file, or neither");
 		return -1;
@@ -827,13 +972,13 @@ static int setup_tls(const struct cfg_section *cfg, char *err, size_t errlen)
 		/* Copied into every connection made from this context. */
 		X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
 		unsigned char addr[16];
-		bool ip = inet_pton(AF_INET, M.host, addr) == 1 || inet_pton(AF_INET6, M.host, addr) == 1;
-		if (!(ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, M.host) : X509_VERIFY_PARAM_set1_host(vp, M.host, 0))) {
+		bool ip = inet_pton(AF_INET, b->host, addr) == 1 || inet_pton(AF_INET6, b->host, addr) == 1;
+		if (!(ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, b->host) : X509_VERIFY_PARAM_set1_host(vp, b->host, 0))) {
 			tls_fail(err, errlen, "the broker's name to verify");
 			goto out;
 		}
 	}
-	M.ssl_ctx = ctx; /* every new client gets it (new_client()) */
+	b->ssl_ctx = ctx; /* every new client to this broker gets it (new_client()) */
 	return 0;
 out:
 	SSL_CTX_free(ctx);
@@ -859,10 +1004,10 @@ static int new_client(struct conn *c, char *err, size_t errlen)
 	 * device going away. */
 	if (c->idx == 0)
 		mosquitto_will_set(c->mosq, M.status_topic, 7, "offline", 1, true);
-	if (M.ssl_ctx) {
+	if (M.srv[c->server].ssl_ctx) {
 		/* The defaults are on unless switched off, and would want a CA path. */
 		mosquitto_int_option(c->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-		int rc = mosquitto_void_option(c->mosq, MOSQ_OPT_SSL_CTX, M.ssl_ctx); /* takes its own reference */
+		int rc = mosquitto_void_option(c->mosq, MOSQ_OPT_SSL_CTX, M.srv[c->server].ssl_ctx); /* takes its own reference */
 		if (rc != MOSQ_ERR_SUCCESS) {
 			snprintf(err, errlen, "mqtt TLS settings: %s", mosquitto_strerror(rc));
 			mosquitto_destroy(c->mosq); /* not one to connect with */
@@ -878,8 +1023,12 @@ static int new_client(struct conn *c, char *err, size_t errlen)
 
 static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
-	if (parse_broker(cfg_str(cfg, "broker_url"), err, errlen) < 0)
+	if (servers_init(cfg, "broker_url", err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
+	M.nsrv = servers_count();
+	for (size_t i = 0; i < M.nsrv; i++)
+		if (parse_broker(servers_url(i), &M.srv[i], err, errlen) < 0)
+			return UCGW_EXIT_CONFIG;
 	mosquitto_lib_init();
 	M.qos = (int)cfg_int(cfg, "qos");
 	M.keepalive = (int)cfg_int(cfg, "keepalive");
@@ -902,16 +1051,23 @@ static int mqtt_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		else
 			snprintf(M.conns[i].client_id, sizeof M.conns[i].client_id, "%s-%d", cid, i + 1);
 	}
-	if (setup_tls(cfg, err, errlen) < 0 || new_client(&M.conns[0], err, errlen) < 0)
+	for (size_t i = 0; i < M.nsrv; i++)
+		if (setup_tls(cfg, &M.srv[i], err, errlen) < 0)
+			return UCGW_EXIT_CONFIG;
+	if (new_client(&M.conns[0], err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
+	uv_timer_init(loop, &M.pending_timer);
 	uv_timer_init(loop, &M.misc);
 	uv_timer_start(&M.misc, misc_tick, 1000, 1000);
 	uint64_t period = M.ack_timeout_ms / 4 < 250 ? M.ack_timeout_ms / 4 + 1 : 250;
 	uv_timer_init(loop, &M.sweep);
 	uv_timer_start(&M.sweep, sweep_tick, period, period);
-	worker_health(false, 0, "connecting to %s:%d", M.host, M.port);
-	M.nopened = 1;
-	open_conn(&M.conns[0]);
+	worker_health(false, 0, "connecting to %s:%d%s", M.srv[0].host, M.srv[0].port,
+		      M.nsrv > 1 ? " (first of the list)" : "");
+	/* spread: a connection to each broker from the start (up to mqtt.connections) */
+	M.nopened = servers_failover() ? 1 : (int)(M.nsrv < (size_t)M.nconns ? M.nsrv : (size_t)M.nconns);
+	for (int i = 0; i < M.nopened; i++)
+		open_conn(&M.conns[i]);
 	return 0;
 }
 
@@ -938,6 +1094,8 @@ static void conn_goodbye(struct conn *c)
 static void mqtt_shutdown(void)
 {
 	M.stopping = true;
+	uv_timer_stop(&M.pending_timer);
+	answer_pending(NULL);
 	for (int i = M.nopened - 1; i >= 0; i--) /* the first, with the status topic, last */
 		conn_goodbye(&M.conns[i]);
 }

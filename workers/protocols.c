@@ -12,7 +12,10 @@
 
 static const struct cfg_key websocket[] = {
 	ENABLED,
-	REQUIRED("server_url", "ws:// or wss:// URL of the server"),
+	SERVERS("server_url", "ws:// or wss:// URL of the server, or a list of them (one connection at a time, to the "
+			      "server servers_policy picks; the same headers and credentials for each)"),
+	SERVERS_POLICY,
+	FAILBACK,
 	INT("reconnect_attempts", "3", 0, 1000000, "failed connects in a row before health says down"),
 	NUM("reconnect_delay", "5", 0, 3600, "seconds between reconnects (grows with failures)"),
 	ENUM("ack", "message", "none|message", "ok when the frame is written (weak), or when the server acks the id"),
@@ -37,7 +40,10 @@ static const struct cfg_key websocket[] = {
 
 static const struct cfg_key rest[] = {
 	ENABLED,
-	REQUIRED("base_url", "http:// or https:// URL of the server"),
+	SERVERS("base_url", "http:// or https:// URL of the server, or a list of them (the same endpoint, headers and "
+			    "credentials for each)"),
+	SERVERS_POLICY,
+	FAILBACK,
 	STR("endpoint", "/api/lpr/data", "path appended to base_url"),
 	NUM("timeout", "30", 0.001, 3600, "seconds a request may take"),
 	INT("retry_attempts", "3", 0, 100, "attempts on REST before the message moves on along its chain (the reference design's retries; between them it waits spool.retry_backoff_min_ms, doubling, or the server's Retry-After; the caller is never blocked)"),
@@ -65,7 +71,11 @@ static const struct cfg_key rest[] = {
 
 static const struct cfg_key mqtt[] = {
 	ENABLED,
-	REQUIRED("broker_url", "host, host:port, mqtt://host[:port] or mqtts://host[:port]"),
+	SERVERS("broker_url", "host, host:port, mqtt://host[:port] or mqtts://host[:port], or a list of them (a "
+			      "broker cluster: the same client id, credentials and CA for each; a persistent session is "
+			      "each broker's own)"),
+	SERVERS_POLICY,
+	FAILBACK,
 	STR("client_id", NULL, "MQTT client id (default: gateway.device_id)"),
 	STR("username", NULL, "MQTT user name"),
 	SECRET("password", "MQTT password"),
@@ -292,6 +302,17 @@ static bool has_key(const struct protocol *p, const char *key, enum cfg_type typ
 	return false;
 }
 
+/* The key that holds a protocol's server: a text key (a host, with port_key),
+ * or a list of servers (CFG_SERVERS: URLs, each with its port or the default). */
+static bool server_key_ok(const struct protocol *p)
+{
+	for (size_t k = 0; p->server.key && k < p->nkeys; k++)
+		if (strcmp(p->keys[k].key, p->server.key) == 0)
+			return p->keys[k].type == CFG_STR ||
+			       (!p->server.port_key && p->keys[k].type == CFG_STRLIST && (p->keys[k].flags & CFG_SERVERS));
+	return false;
+}
+
 /* Rows in the source, whether or not the table could hold them all. */
 static size_t rows_written(void)
 {
@@ -326,8 +347,9 @@ const char *protocol_table_error(char *buf, size_t len)
 			snprintf(buf, len, "%s: its section must begin with `enabled`", p->name);
 		else if (!p->sandbox.calls)
 			snprintf(buf, len, "%s: no sandbox list (an empty one is { NULL })", p->name);
-		else if (!p->test_only && (!p->server.key || !has_key(p, p->server.key, CFG_STR)))
-			snprintf(buf, len, "%s: the network monitor needs server.key, a text key of its section", p->name);
+		else if (!p->test_only && !server_key_ok(p))
+			snprintf(buf, len, "%s: the network monitor needs server.key, a text key of its section or "
+					   "a list of servers (CFG_SERVERS)", p->name);
 		else if (p->server.key && !p->server.port_key && !p->server.port)
 			snprintf(buf, len, "%s: a server URL without a port needs server.port", p->name);
 		else if (p->server.port_key && !has_key(p, p->server.port_key, CFG_INT))

@@ -1,7 +1,12 @@
 /* ucgw-rest: metadata as HTTP POSTs with libcurl's multi interface driven by the
  * framework's libuv loop (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION), over a pool of
  * keep-alive connections. 2xx is ok; 408, 429, 5xx and transport errors are
- * retry (the supervisor retries, never this worker); other 4xx are permfail. */
+ * retry (the supervisor retries, never this worker); other 4xx are permfail.
+ *
+ * rest.base_url may name several servers (workers/servers.c picks one per
+ * request by rest.servers_policy): a request that gets a retry answer from one
+ * goes to the next server of the list at once, and is answered retry only
+ * when every server has failed it. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -14,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/compress.h"
+#include "workers/servers.h"
 #include "workers/worker.h"
 
 #define BODY_KEEP 200            /* bytes of a refusal's body quoted in the error */
@@ -35,15 +41,26 @@ struct req {
 	char reason[REASON_KEEP];
 	char errbuf[CURL_ERROR_SIZE];
 	uint64_t retry_after_ms;
+	size_t server;               /* the index in rest.base_url it goes to */
+	size_t tried;                /* servers that have failed it */
+};
+
+/* One server of rest.base_url. */
+struct rsrv {
+	char *base;                  /* without a final '/' */
+	CURLU *url;                  /* base + rest.endpoint, parsed once */
+	char hostport[300];          /* for "connect to HOST:PORT failed" */
 };
 
 static struct {
 	CURLM *multi;
 	uv_timer_t timer, probe_timer;
-	char *url_base;
-	CURLU *default_url;          /* url_base + rest.endpoint, parsed once */
+	struct rsrv srv[SERVERS_MAX];
+	size_t nsrv;
+	size_t probe_server;         /* the server the probe under way connects to */
+	unsigned probe_fails;        /* probes failed in a row */
+	uv_timer_t servers_tick;     /* failback and the per-server report */
 	bool no_proxy_env;           /* none of libcurl's proxy variables is set */
-	char hostport[300];          /* for "connect to HOST:PORT failed" */
 	struct curl_slist *base_headers;
 	long timeout_ms, connect_ms;
 	const struct cfg_section *cfg;
@@ -297,15 +314,16 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp)
 
 /* Every successful exchange proves the path; the round trip goes to the
  * network monitor averaged, at most once a second, so it is not flooded. */
-static void note_success(CURL *easy)
+static void note_success(CURL *easy, size_t server)
 {
 	curl_off_t us = 0;
 	curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us);
 	H.rtt_sum += (uint64_t)us;
 	H.rtt_n++;
+	servers_up(server, (uint64_t)us);
 	uint64_t now = now_ms();
 	if (!worker_connected() || now - H.rtt_reported_ms >= 1000) {
-		worker_health(true, H.rtt_sum / H.rtt_n, "%s reachable", H.url_base);
+		worker_health(true, H.rtt_sum / H.rtt_n, "%s reachable", H.srv[server].base);
 		H.rtt_sum = H.rtt_n = 0;
 		H.rtt_reported_ms = now;
 	}
@@ -341,12 +359,12 @@ static const char *body_line(struct req *r)
 }
 
 /* Why a transfer failed, in words an operator can act on. */
-static void transport_reason(CURL *easy, CURLcode rc, const char *errbuf, char *out, size_t len)
+static void transport_reason(CURL *easy, CURLcode rc, const char *errbuf, size_t server, char *out, size_t len)
 {
 	long os_errno = 0;
 	curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
 	if (rc == CURLE_COULDNT_CONNECT && os_errno)
-		snprintf(out, len, "connect to %s failed: %s", H.hostport, strerror((int)os_errno));
+		snprintf(out, len, "connect to %s failed: %s", H.srv[server].hostport, strerror((int)os_errno));
 	else if (errbuf[0])
 		snprintf(out, len, "%s", errbuf);
 	else
@@ -375,26 +393,56 @@ static void answer(struct req *r, enum job_status st, uint64_t retry_after_ms, c
 
 static void send_alone(struct job *j);
 
-static void finish_transport(struct req *r, CURLcode rc, long status)
+/* Is any server of the list up (or not yet tried, with another to come)? */
+static bool some_server_up(void)
+{
+	for (size_t i = 0; i < H.nsrv; i++)
+		if (servers_is_up(i))
+			return true;
+	return false;
+}
+
+/* A retry answer from r's server: true when r should go to the next server
+ * of the list instead (one that has not failed it yet). */
+static bool next_server(struct req *r, const char *why, bool unreachable)
+{
+	servers_failed(r->server);
+	if (unreachable)
+		servers_down(r->server, why);
+	if (++r->tried >= H.nsrv || false)
+		return false;
+	size_t next = servers_next(r->server);
+	if (next == r->server)
+		return false;
+	log_debug("%s: %s; sending it to %s", H.srv[r->server].base, why, H.srv[next].base);
+	r->server = next;
+	return true;
+}
+
+static bool finish_transport(struct req *r, CURLcode rc, long status)
 {
 	char why[CURL_ERROR_SIZE + 320];
-	transport_reason(r->easy, rc, r->errbuf, why, sizeof why);
+	transport_reason(r->easy, rc, r->errbuf, r->server, why, sizeof why);
 	if (rc == CURLE_URL_MALFORMAT) {
 		/* Only a message's own endpoint can make the URL bad: no retry mends it. */
 		answer(r, JOB_PERMFAIL, 0, "bad URL: %s", why);
-		return;
+		return false;
 	}
+	size_t server = r->server;
+	if (next_server(r, why, status == 0))
+		return true;
 	answer(r, JOB_RETRY, 0, "%s", why);
-	if (status == 0) { /* nothing came back: the path itself is in doubt */
-		worker_health(false, 0, "%s unreachable: %s", H.url_base, why);
+	if (status == 0 && !some_server_up()) { /* nothing came back: the path itself is in doubt */
+		worker_health(false, 0, "%s unreachable: %s", H.srv[server].base, why);
 		start_probe();
 	}
+	return false;
 }
 
 /* Under HTTP/2 a connection carries rest.streams requests at once, under
  * HTTP/1.1 one: libcurl is given that many (the rest wait in H.waiting). The
  * version is the server's choice (ALPN), learnt from its answers. */
-static void note_version(CURL *easy)
+static void note_version(CURL *easy, size_t server)
 {
 	long v = 0;
 	curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &v);
@@ -403,36 +451,44 @@ static void note_version(CURL *easy)
 		return;
 	H.h2 = h2;
 	H.max_active = h2 ? H.conns * H.streams : H.conns;
-	log_info("%s answers over HTTP/%s: %ld requests at once", H.url_base, h2 ? "2" : "1.1", H.max_active);
+	log_info("%s answers over HTTP/%s: %ld requests at once", H.srv[server].base, h2 ? "2" : "1.1", H.max_active);
 }
 
-static void finish(struct req *r, CURLcode rc)
+/* true: r goes to the next server (not answered) */
+static bool finish(struct req *r, CURLcode rc)
 {
 	long status = 0;
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
 	if (status)
-		note_version(r->easy);
-	if (rc != CURLE_OK) {
-		finish_transport(r, rc, status);
-		return;
-	}
-	note_success(r->easy);
+		note_version(r->easy, r->server);
+	if (rc != CURLE_OK)
+		return finish_transport(r, rc, status);
+	note_success(r->easy, r->server);
 	if (status >= 200 && status < 300) {
+		for (size_t i = 0; i < (r->job ? 1 : r->nbatch); i++)
+			servers_delivered(r->server, 0);
 		answer(r, JOB_OK, 0, NULL);
-		return;
+		return false;
 	}
 	bool retry = status == 408 || status == 429 || status >= 500;
+	if (retry) {
+		char why[64];
+		snprintf(why, sizeof why, "HTTP %ld", status);
+		if (next_server(r, why, false))
+			return true;
+	}
 	if (!retry && r->batch) { /* a batch of one too: its array was what the server refused */
 		/* Refused as a whole: each record goes again alone, for its own verdict. */
-		log_info("%s refused a batch of %zu records (HTTP %ld): sending them one per POST", H.url_base, r->nbatch,
-			 status);
+		log_info("%s refused a batch of %zu records (HTTP %ld): sending them one per POST", H.srv[r->server].base,
+			 r->nbatch, status);
 		for (size_t i = 0; i < r->nbatch; i++)
 			send_alone(r->batch[i]);
-		return;
+		return false;
 	}
 	const char *reason = r->reason[0] ? r->reason : standard_reason(status);
 	answer(r, retry ? JOB_RETRY : JOB_PERMFAIL, retry ? r->retry_after_ms : 0, "HTTP %ld%s%s: %.200s",
 		      status, reason[0] ? " " : "", reason, body_line(r));
+	return false;
 }
 
 static void release(struct req *r)
@@ -454,6 +510,7 @@ static void release(struct req *r)
 
 static void probe_done(CURLcode rc);
 static void start_waiting(void);
+static void resend(struct req *r);
 
 static void check_done(void)
 {
@@ -472,7 +529,10 @@ static void check_done(void)
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
 		if (!r)
 			continue;
-		finish(r, rc);
+		if (finish(r, rc)) {
+			resend(r);
+			continue;
+		}
 		release(r);
 		H.active--;
 	}
@@ -532,7 +592,8 @@ static void start_probe(void)
 	uv_timer_stop(&H.probe_timer);
 	curl_easy_reset(H.probe);
 	H.probe_err[0] = '\0';
-	curl_easy_setopt(H.probe, CURLOPT_URL, H.url_base);
+	H.probe_server = servers_pick();
+	curl_easy_setopt(H.probe, CURLOPT_URL, H.srv[H.probe_server].base);
 	curl_easy_setopt(H.probe, CURLOPT_ERRORBUFFER, H.probe_err);
 	curl_easy_setopt(H.probe, CURLOPT_CONNECT_ONLY, 1L);
 	curl_easy_setopt(H.probe, CURLOPT_CONNECTTIMEOUT_MS, H.connect_ms);
@@ -552,12 +613,22 @@ static void probe_done(CURLcode rc)
 		curl_off_t us = 0;
 		curl_easy_getinfo(H.probe, CURLINFO_CONNECT_TIME_T, &us);
 		H.probe_delay_ms = 0;
-		worker_health(true, us > 0 ? (uint64_t)us : 1, "%s reachable", H.url_base);
+		H.probe_fails = 0;
+		servers_up(H.probe_server, us > 0 ? (uint64_t)us : 1);
+		worker_health(true, us > 0 ? (uint64_t)us : 1, "%s reachable", H.srv[H.probe_server].base);
+		servers_report(true);
 		return;
 	}
 	char why[CURL_ERROR_SIZE + 320];
-	transport_reason(H.probe, rc, H.probe_err, why, sizeof why);
-	worker_health(false, 0, "%s unreachable: %s", H.url_base, why);
+	transport_reason(H.probe, rc, H.probe_err, H.probe_server, why, sizeof why);
+	servers_down(H.probe_server, why);
+	if (some_server_up())
+		return; /* a request found another meanwhile */
+	worker_health(false, 0, "%s unreachable: %s", H.srv[H.probe_server].base, why);
+	if (++H.probe_fails % H.nsrv != 0) {
+		start_probe(); /* the next server at once; the wait comes once each has failed */
+		return;
+	}
 	H.probe_delay_ms = H.probe_delay_ms ? H.probe_delay_ms * 2 : PROBE_FIRST_MS;
 	if (H.probe_delay_ms > PROBE_MAX_MS)
 		H.probe_delay_ms = PROBE_MAX_MS;
@@ -689,14 +760,15 @@ static struct curl_slist *request_headers(const struct job *j, bool idempotency_
 	return l;
 }
 
-static void launch(struct req *r, const char *endpoint, const char *body, size_t len);
+static void launch(struct req *r, const char *body, size_t len);
 
 static void start_request(struct job *j)
 {
 	struct req *r = xcalloc(1, sizeof *r);
 	r->job = j;
+	r->server = servers_pick();
 	r->headers = request_headers(j, true);
-	launch(r, j->endpoint, j->payload, j->payload_len);
+	launch(r, j->payload, j->payload_len);
 }
 
 /* rest.batch_max records in one POST: a JSON array of {"id":...,
@@ -710,6 +782,7 @@ static void start_batch(void)
 		n = (size_t)B.max;
 	r->batch = xcalloc(n, sizeof *r->batch);
 	r->nbatch = n;
+	r->server = servers_pick();
 	for (size_t i = 0; i < n; i++) {
 		r->batch[i] = B.pend.v[B.pend.head++];
 		len += r->batch[i]->payload_len + UCGW_ID_LEN + 100;
@@ -727,7 +800,7 @@ static void start_batch(void)
 	}
 	*p++ = ']';
 	r->headers = request_headers(r->batch[0], false);
-	launch(r, NULL, r->batch_body, (size_t)(p - r->batch_body));
+	launch(r, r->batch_body, (size_t)(p - r->batch_body));
 }
 
 /* rest.compress: the whole body (a batch as one), when it is large enough to
@@ -744,21 +817,39 @@ static const char *compressed_body(struct req *r, const char *body, size_t *len)
 	return (const char *)r->zbody;
 }
 
-static void launch(struct req *r, const char *endpoint, const char *body, size_t len)
+static void set_url(struct req *r)
 {
-	H.active++;
-	body = compressed_body(r, body, &len);
-	r->easy = take_easy();
 	CURL *e = r->easy;
+	const char *endpoint = r->job ? r->job->endpoint : NULL;
 	if (endpoint) {
-		char *url = xasprintf("%s%s", H.url_base, endpoint);
+		char *url = xasprintf("%s%s", H.srv[r->server].base, endpoint);
 		curl_easy_setopt(e, CURLOPT_CURLU, NULL); /* it would win over CURLOPT_URL */
 		curl_easy_setopt(e, CURLOPT_URL, url);
 		free(url);
 	} else {
 		/* Parsed once: libcurl would parse the same URL text again for every request. */
-		curl_easy_setopt(e, CURLOPT_CURLU, H.default_url);
+		curl_easy_setopt(e, CURLOPT_CURLU, H.srv[r->server].url);
 	}
+}
+
+/* The same request, to r->server now: its handle keeps every other option. */
+static void resend(struct req *r)
+{
+	curl_multi_remove_handle(H.multi, r->easy);
+	r->body[0] = r->reason[0] = r->errbuf[0] = '\0';
+	r->body_len = 0;
+	r->retry_after_ms = 0;
+	set_url(r);
+	curl_multi_add_handle(H.multi, r->easy);
+}
+
+static void launch(struct req *r, const char *body, size_t len)
+{
+	H.active++;
+	body = compressed_body(r, body, &len);
+	r->easy = take_easy();
+	CURL *e = r->easy;
+	set_url(r);
 	if (H.no_proxy_env)
 		curl_easy_setopt(e, CURLOPT_PROXY, ""); /* what libcurl would find, without its getenv() calls per request */
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -808,7 +899,7 @@ static void base_headers(const struct cfg_section *cfg)
 }
 
 /* Accept only http(s) URLs libcurl can parse, and remember host:port for errors. */
-static int parse_base(const char *base, char *err, size_t errlen)
+static int parse_base(const char *base, char *hostport, size_t hplen, char *err, size_t errlen)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *host = NULL, *port = NULL;
@@ -820,7 +911,7 @@ static int parse_base(const char *base, char *err, size_t errlen)
 		 ? 0
 		 : -1;
 	if (rc == 0)
-		snprintf(H.hostport, sizeof H.hostport, "%s:%s", host, port);
+		snprintf(hostport, hplen, "%s:%s", host, port);
 	else
 		snprintf(err, errlen, "rest.base_url '%s': expected an http:// or https:// URL", base);
 	curl_free(scheme);
@@ -871,7 +962,10 @@ static int multi_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 	 * the previous one's answer is in, in the same callback. */
 	H.conns = conns;
 	H.max_active = H.h2 ? conns * H.streams : conns;
-	H.may_h2 = H.h2 || (H.http_version == CURL_HTTP_VERSION_2TLS && strncasecmp(H.url_base, "https:", 6) == 0);
+	H.may_h2 = H.h2;
+	for (size_t i = 0; i < H.nsrv; i++)
+		if (H.http_version == CURL_HTTP_VERSION_2TLS && strncasecmp(H.srv[i].base, "https:", 6) == 0)
+			H.may_h2 = 1;
 	curl_multi_setopt(H.multi, CURLMOPT_PIPELINING, H.http_version == CURL_HTTP_VERSION_1_1 ? CURLPIPE_NOTHING
 											    : CURLPIPE_MULTIPLEX);
 	curl_multi_setopt(H.multi, CURLMOPT_MAX_CONCURRENT_STREAMS, H.streams);
@@ -883,33 +977,54 @@ static int multi_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 	return 0;
 }
 
+/* One server of rest.base_url: checked, and its endpoint URL parsed once. */
+static int add_server(size_t i, const char *endpoint, char *err, size_t errlen)
+{
+	struct rsrv *sv = &H.srv[i];
+	const char *base = servers_url(i);
+	if (parse_base(base, sv->hostport, sizeof sv->hostport, err, errlen) < 0)
+		return -1;
+	sv->base = xstrdup(base);
+	size_t n = strlen(sv->base);
+	if (n && sv->base[n - 1] == '/')
+		sv->base[n - 1] = '\0'; /* the endpoint brings its own slash */
+	sv->url = curl_url();
+	char *url = xasprintf("%s%s", sv->base, endpoint);
+	CURLUcode uc = curl_url_set(sv->url, CURLUPART_URL, url, 0);
+	if (uc != CURLUE_OK)
+		snprintf(err, errlen, "rest.base_url + rest.endpoint '%s': %s", url, curl_url_strerror(uc));
+	free(url);
+	return uc == CURLUE_OK ? 0 : -1;
+}
+
+/* Once a second: back to the first server when failover's time is up, and
+ * each server's state to the supervisor. */
+static void servers_tick(uv_timer_t *t)
+{
+	if (servers_failback_due())
+		servers_failback();
+	servers_report(false);
+}
+
 static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
-	const char *base = cfg_str(cfg, "base_url");
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		snprintf(err, errlen, "curl_global_init failed");
 		return UCGW_EXIT_CONFIG;
 	}
-	if (parse_base(base, err, errlen) < 0 || load_tls_files(err, errlen) < 0)
+	if (servers_init(cfg, "base_url", err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	H.nsrv = servers_count();
+	for (size_t i = 0; i < H.nsrv; i++)
+		if (add_server(i, cfg_str(cfg, "endpoint"), err, errlen) < 0)
+			return UCGW_EXIT_CONFIG;
+	if (load_tls_files(err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
 	H.cfg = cfg;
-	H.url_base = xstrdup(base);
-	size_t n = strlen(H.url_base);
-	if (n && H.url_base[n - 1] == '/')
-		H.url_base[n - 1] = '\0'; /* the endpoint brings its own slash */
 	H.timeout_ms = (long)(cfg_num(cfg, "timeout") * 1000);
 	if (H.timeout_ms < 1)
 		H.timeout_ms = 1; /* 0 would mean "no timeout" to libcurl */
 	H.connect_ms = H.timeout_ms < 10000 ? H.timeout_ms : 10000;
-	H.default_url = curl_url();
-	char *url = xasprintf("%s%s", H.url_base, cfg_str(cfg, "endpoint"));
-	CURLUcode uc = curl_url_set(H.default_url, CURLUPART_URL, url, 0);
-	if (uc != CURLUE_OK) {
-		snprintf(err, errlen, "rest.base_url + rest.endpoint '%s': %s", url, curl_url_strerror(uc));
-		free(url);
-		return UCGW_EXIT_CONFIG;
-	}
-	free(url);
 	/* libcurl reads these for every request unless told a proxy; with none
 	 * of them set (a daemon's usual environment) it would find none. */
 	static const char *const proxy_vars[] = { "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
@@ -934,7 +1049,9 @@ static int rest_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	H.calg = (enum compress_alg)compress_alg_parse(cfg_str(cfg, "compress"));
 	H.cmin = (size_t)cfg_int(cfg, "compress_min_bytes");
 	H.probe = curl_easy_init();
-	worker_health(false, 0, "connecting to %s", H.url_base);
+	uv_timer_init(loop, &H.servers_tick);
+	uv_timer_start(&H.servers_tick, servers_tick, 1000, 1000);
+	worker_health(false, 0, "connecting to %s%s", H.srv[0].base, H.nsrv > 1 ? " (first of the list)" : "");
 	start_probe();
 	return 0;
 }
@@ -944,6 +1061,7 @@ static void rest_shutdown(void)
 	uv_timer_stop(&B.linger);
 	uv_timer_stop(&H.probe_timer);
 	uv_timer_stop(&H.timer);
+	uv_timer_stop(&H.servers_tick);
 }
 
 static const struct worker_ops rest_ops = {

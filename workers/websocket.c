@@ -13,12 +13,23 @@
  *
  * The connection is re-made forever (the camera has no operator): every
  * reconnect_delay for reconnect_attempts tries, then slower and slower. While
- * it is down, health says so and new jobs are answered retry at once. */
+ * it is down, health says so and new jobs are answered retry at once.
+ *
+ * websocket.server_url may name several servers (workers/servers.c picks the
+ * one for each connection by websocket.servers_policy). When the connection
+ * is lost and another server of the list is still to be tried, what it held
+ * (written and unacknowledged, or waiting to be written) and what comes
+ * meanwhile waits, ack_timeout_ms at most, for the connection to that server
+ * and goes out there; only then is it answered retry. Failover goes back to
+ * the first server after failback_s: nothing more is written on the
+ * connection to the later one, which is closed once every frame it carried
+ * is acknowledged, and the next connection goes to the first. */
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/compress.h"
+#include "workers/servers.h"
 #include "workers/worker.h"
 
 #define RX_MAX 65536                 /* a server message larger than this is not an ack: dropped */
@@ -38,14 +49,25 @@ struct wlist {
 	struct wjob *head, *tail;
 };
 
+/* One server of websocket.server_url. */
+struct wsrv {
+	char host[256], path[512], url[900];
+	int port;
+	bool tls;
+};
+
 static struct {
 	struct lws_context *ctx;
 	struct lws *wsi;
 	enum state state;
 	bool stopping, ack;
-	char host[256], path[512], url[900];
+	struct wsrv srv[SERVERS_MAX];
+	size_t nsrv, server;             /* the servers; the one of this connection */
+	char host[256], path[512], url[900]; /* the server of this connection */
 	int port;
 	bool tls;
+	bool moving;                     /* failback: nothing more written here; closed once all is acked */
+	uv_timer_t servers_tick, held;   /* failback and the per-server report; the wait for the next server */
 	uint64_t ack_timeout_ms, delay_ms, ping_ms;
 	unsigned failures, fail_limit;
 	struct wlist queue;              /* waiting to be written, in order */
@@ -104,6 +126,39 @@ static void fail_all(struct wlist *l, const char *why)
 	}
 }
 
+/* ---- several servers ---- */
+
+/* Another server of the list is next, or this one is being left on purpose:
+ * what the connection held is worth keeping for the next one. */
+static bool next_server_coming(void)
+{
+	return W.nsrv > 1 && !W.stopping && (W.moving || W.failures % W.nsrv != 0 || W.failures == 0);
+}
+
+static void held_too_long(uv_timer_t *t)
+{
+	char msg[400];
+	snprintf(msg, sizeof msg, "%s unreachable: %s", W.url, W.why[0] ? W.why : "connecting");
+	fail_all(&W.queue, msg);
+}
+
+/* The unacked (oldest first) go back to the head of the queue, for the next
+ * connection; the server may have some of them: the id lets it drop a copy. */
+static void keep_for_next(void)
+{
+	for (struct wjob *w = W.unacked.head; w; w = w->next)
+		servers_failed(W.server);
+	if (W.unacked.head) {
+		W.unacked.tail->next = W.queue.head;
+		if (!W.queue.head)
+			W.queue.tail = W.unacked.tail;
+		W.queue.head = W.unacked.head;
+		W.unacked.head = W.unacked.tail = NULL;
+	}
+	if (W.queue.head && !uv_is_active((uv_handle_t *)&W.held))
+		uv_timer_start(&W.held, held_too_long, W.ack_timeout_ms, 0);
+}
+
 /* ---- connection state ---- */
 
 static void schedule_reconnect(void);
@@ -112,9 +167,10 @@ static void schedule_reconnect(void);
  * the server may or may not have it; the id lets it drop a duplicate. */
 static void went_down(const char *why)
 {
-	bool was_up = W.state == WS_UP;
+	bool was_up = W.state == WS_UP, moving = W.moving;
 	if (W.state == WS_WAITING)
 		return; /* already handled this loss */
+	W.moving = false;
 	W.state = WS_WAITING;
 	W.wsi = NULL;
 	pmd_free(W.pmd); /* the next connection negotiates afresh, with an empty window */
@@ -124,14 +180,24 @@ static void went_down(const char *why)
 	W.ping_due = false;
 	W.ping_sent_us = 0;
 	snprintf(W.why, sizeof W.why, "%s", why);
+	if (!moving && !W.stopping)
+		servers_down(W.server, W.why);
+	if (!was_up && !moving)
+		W.failures++;
 	char msg[320];
 	snprintf(msg, sizeof msg, "connection lost before the server's ack: %s", W.why);
-	fail_all(&W.queue, msg);
-	fail_all(&W.unacked, msg);
-	if (was_up)
+	if (next_server_coming()) {
+		keep_for_next();
+	} else {
+		for (struct wjob *w = W.unacked.head; w; w = w->next)
+			servers_failed(W.server);
+		fail_all(&W.queue, msg);
+		fail_all(&W.unacked, msg);
+	}
+	if (moving)
+		log_info("leaving %s: %s", W.url, W.why);
+	else if (was_up)
 		log_warnx("disconnected from %s: %s", W.url, W.why);
-	else
-		W.failures++;
 	if (W.failures > 0 && W.failures == W.fail_limit)
 		log_warnx("%s: %u failed connects in a row (last: %s); retrying ever more slowly", W.url, W.failures, W.why);
 	if (!W.stopping)
@@ -158,6 +224,11 @@ static void on_established(struct lws *wsi)
 	W.valid_ms = 0;
 	log_info("connected to %s", W.url);
 	worker_health(true, 0, "connected to %s", W.url);
+	servers_up(W.server, 0);
+	servers_report(true);
+	uv_timer_stop(&W.held);
+	if (W.queue.head) /* kept from the last connection, or come while it was being made */
+		lws_callback_on_writable(wsi);
 }
 
 /* ---- the server's messages ---- */
@@ -297,9 +368,12 @@ static void on_server_message(const char *msg)
 	if (!w)
 		return; /* already timed out and retried */
 	if (a.ack[0]) {
-		note_rtt(now_us() - w->sent_us);
+		uint64_t rtt = now_us() - w->sent_us;
+		note_rtt(rtt);
+		servers_delivered(W.server, rtt);
 		worker_result(w->job, JOB_OK, 0, NULL);
 	} else {
+		servers_failed(W.server);
 		long c = a.status;
 		bool retry = c == 0 || c == 408 || c == 429 || c >= 500 || c < 400;
 		worker_result(w->job, retry ? JOB_RETRY : JOB_PERMFAIL, c == 429 ? 1000 : 0, "server refused (%ld): %s", c,
@@ -530,7 +604,7 @@ static int write_some(struct lws *wsi)
 {
 	if (W.ping_due && write_ping(wsi) < 0)
 		return -1;
-	while (W.queue.head && !lws_send_pipe_choked(wsi)) {
+	while (W.queue.head && !W.moving && !lws_send_pipe_choked(wsi)) {
 		size_t len = 0;
 		unsigned count = 0;
 		for (struct wjob *w = W.queue.head; w && (count == 0 || len < BATCH_BYTES); w = w->next, count++)
@@ -542,6 +616,7 @@ static int write_some(struct lws *wsi)
 		while (count--) {
 			struct wjob *w = pop(&W.queue);
 			if (!W.ack) {
+				servers_delivered(W.server, 0);
 				worker_result(w->job, JOB_OK, 0, NULL);
 				free(w);
 				continue;
@@ -550,7 +625,7 @@ static int write_some(struct lws *wsi)
 			push(&W.unacked, w);
 		}
 	}
-	if (W.queue.head)
+	if (W.queue.head && !W.moving)
 		lws_callback_on_writable(wsi);
 	return 0;
 }
@@ -743,7 +818,18 @@ static const struct lws_protocols protocols[] = {
  * taken for the next one's. */
 static void resolved(void *arg, const char *why);
 
-static void do_connect(uv_timer_t *t) { worker_resolve(W.host, resolved, NULL); }
+/* The next connection's server: its address becomes W's. */
+static void do_connect(uv_timer_t *t)
+{
+	W.server = servers_pick();
+	const struct wsrv *s = &W.srv[W.server];
+	memcpy(W.host, s->host, sizeof W.host);
+	memcpy(W.path, s->path, sizeof W.path);
+	memcpy(W.url, s->url, sizeof W.url);
+	W.port = s->port;
+	W.tls = s->tls;
+	worker_resolve(W.host, resolved, NULL);
+}
 
 static void resolved(void *arg, const char *why)
 {
@@ -797,6 +883,10 @@ static uint64_t next_delay(void)
 
 static void schedule_reconnect(void)
 {
+	if (next_server_coming()) { /* the next of the list at once; the waits come once all have failed */
+		uv_timer_start(&W.reconnect, do_connect, 0, 0);
+		return;
+	}
 	uint64_t d = next_delay();
 	if (W.failures > 0 && W.failures >= W.fail_limit)
 		worker_health(false, 0, "%s down: %u failed connects in a row (last: %s); next try in %.1f s", W.url,
@@ -815,15 +905,33 @@ static void sweep(uv_timer_t *t)
 	uint64_t now = now_us();
 	while (W.unacked.head && now - W.unacked.head->sent_us >= W.ack_timeout_ms * 1000) {
 		struct wjob *w = pop(&W.unacked);
+		servers_failed(W.server);
 		worker_result(w->job, JOB_RETRY, 0, "no ack from the server within %llu ms",
 			      (unsigned long long)W.ack_timeout_ms);
 		free(w);
 	}
 }
 
+/* Once a second: failover's time on a later server is up, so nothing more
+ * is written here and the connection closes once every frame is acked (a
+ * frame unacked for ack_timeout_ms is retried by sweep, so it does not wait
+ * for ever); then each server's state to the supervisor. */
+static void servers_tick(uv_timer_t *t)
+{
+	if (servers_failback_due()) {
+		servers_failback();
+		if (W.state == WS_UP && W.server != 0)
+			W.moving = true;
+	}
+	if (W.moving && W.state == WS_UP && !W.unacked.head)
+		drop_connection("failback to the first server");
+	servers_report(false);
+}
+
 static void ws_submit(struct job *j)
 {
-	if (W.state != WS_UP) {
+	bool wait = W.state != WS_UP && next_server_coming();
+	if (W.state != WS_UP && !wait) {
 		worker_result(j, JOB_RETRY, 0, "%s unreachable: %s", W.url, W.why[0] ? W.why : "connecting");
 		return;
 	}
@@ -831,6 +939,11 @@ static void ws_submit(struct job *j)
 	w->job = j;
 	bool idle = !W.queue.head;
 	push(&W.queue, w);
+	if (wait || W.moving) { /* for the connection to the next server */
+		if (!uv_is_active((uv_handle_t *)&W.held))
+			uv_timer_start(&W.held, held_too_long, W.ack_timeout_ms, 0);
+		return;
+	}
 	/* A queue that was not empty has its WRITEABLE asked for already (here or
 	 * by write_some): asking again costs lws an epoll_ctl per message. */
 	if (idle)
@@ -839,7 +952,7 @@ static void ws_submit(struct job *j)
 
 /* ---- set-up ---- */
 
-static int parse_url(const char *url, char *err, size_t errlen)
+static int parse_url(const char *url, struct wsrv *s, char *err, size_t errlen)
 {
 	const char *prot, *addr, *path;
 	char *copy = xstrdup(url);
@@ -848,11 +961,11 @@ static int parse_url(const char *url, char *err, size_t errlen)
 		snprintf(err, errlen, "websocket.server_url '%s': expected ws://host[:port]/path or wss://...", url);
 		rc = -1;
 	} else {
-		W.tls = strcmp(prot, "wss") == 0;
-		snprintf(W.host, sizeof W.host, "%s", addr);
-		snprintf(W.path, sizeof W.path, "/%s", path);
-		W.port = port;
-		snprintf(W.url, sizeof W.url, "%s://%s:%d%s", prot, W.host, W.port, W.path);
+		s->tls = strcmp(prot, "wss") == 0;
+		snprintf(s->host, sizeof s->host, "%s", addr);
+		snprintf(s->path, sizeof s->path, "/%s", path);
+		s->port = port;
+		snprintf(s->url, sizeof s->url, "%s://%s:%d%s", prot, s->host, s->port, s->path);
 	}
 	free(copy);
 	return rc;
@@ -905,8 +1018,12 @@ static struct lws_context *make_context(uv_loop_t *loop, const struct cfg_sectio
 static int ws_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
 	W.cfg = cfg;
-	if (parse_url(cfg_str(cfg, "server_url"), err, errlen) < 0)
+	if (servers_init(cfg, "server_url", err, errlen) < 0)
 		return UCGW_EXIT_CONFIG;
+	W.nsrv = servers_count();
+	for (size_t i = 0; i < W.nsrv; i++)
+		if (parse_url(servers_url(i), &W.srv[i], err, errlen) < 0)
+			return UCGW_EXIT_CONFIG;
 	read_settings(cfg);
 	static const char *const files[] = { "ca_file", "cert_file", "key_file" };
 	for (size_t i = 0; i < 3; i++) {
@@ -931,8 +1048,11 @@ static int ws_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, si
 	uint64_t period = W.ack_timeout_ms / 4 < 250 ? W.ack_timeout_ms / 4 + 1 : 250;
 	uv_timer_start(&W.sweep, sweep, period, period);
 	uv_timer_start(&W.ping, ping_tick, W.ping_ms, W.ping_ms);
+	uv_timer_init(loop, &W.held);
+	uv_timer_init(loop, &W.servers_tick);
+	uv_timer_start(&W.servers_tick, servers_tick, 1000, 1000);
 	W.state = WS_WAITING;
-	worker_health(false, 0, "connecting to %s", W.url);
+	worker_health(false, 0, "connecting to %s%s", W.srv[0].url, W.nsrv > 1 ? " (first of the list)" : "");
 	do_connect(NULL);
 	return 0;
 }
@@ -943,6 +1063,8 @@ static void ws_shutdown(void)
 	uv_timer_stop(&W.reconnect);
 	uv_timer_stop(&W.sweep);
 	uv_timer_stop(&W.ping);
+	uv_timer_stop(&W.held);
+	uv_timer_stop(&W.servers_tick);
 	fail_all(&W.queue, "worker is shutting down");
 	fail_all(&W.unacked, "worker is shutting down");
 }

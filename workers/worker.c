@@ -165,6 +165,13 @@ static void wire_report(void)
 
 static void on_wire_timer(uv_timer_t *t) { wire_report(); }
 
+void worker_health_body(const void *body, size_t len)
+{
+	struct msg m = { .type = MSG_HEALTH, .connected = w.connected, .detail = w.health_detail[0] ? w.health_detail : NULL,
+			 .body_raw = body, .body_raw_len = len };
+	send_msg(&m);
+}
+
 void worker_progress(struct job *job, uint64_t done)
 {
 	struct msg m = { .type = MSG_PROGRESS, .seq = job->seq, .id = job->id, .done = done, .size = job->size };

@@ -56,6 +56,9 @@ void worker_result(struct job *job, enum job_status st, uint64_t retry_after_ms,
 	PRINTF(4, 5);
 /* Report the connection to the server; sent only when something changed. */
 void worker_health(bool connected, uint64_t rtt_us, const char *fmt, ...) PRINTF(3, 4);
+/* Send the last health again with body (raw msgpack: {"servers": [...]},
+ * workers/servers.c): each server's own state. */
+void worker_health_body(const void *body, size_t len);
 bool worker_connected(void);
 void worker_progress(struct job *job, uint64_t done);
 /* Jobs in hand, oldest first (for answering them all when a connection drops). */

@@ -295,6 +295,7 @@
   function renderNetwork(d) {
     const tbody = $('network').tBodies[0];
     const names = Object.keys(d.network_quality).sort();
+    const keep = names.slice(); // and the rows of each protocol's servers
     for (const name of names) {
       const n = d.network_quality[name];
       const tr = row(tbody, name, 'data-server', [['c-name', 'Server'], ['c-link', 'Link'], ['c-quality', 'Quality'],
@@ -314,8 +315,39 @@
       setText(tr.querySelector('.c-health'), n.health || '');
       tr.className = n.up ? (n.quality === 'poor' ? 'row-warn' : '') : 'row-bad';
       tr.dataset.up = String(n.up);
+      renderServerRows(d, tbody, name, tr, keep);
     }
-    for (const tr of tbody.querySelectorAll('tr')) if (!names.includes(tr.dataset.server)) tr.remove();
+    for (const tr of tbody.querySelectorAll('tr')) if (!keep.includes(tr.dataset.server)) tr.remove();
+  }
+
+  // A protocol with a list of servers (rest.base_url, mqtt.broker_url): a row
+  // under its own for each, with that server's state and counters.
+  function renderServerRows(d, tbody, name, parent, keep) {
+    const w = d.workers.find((x) => x.name === name);
+    const list = (w && w.servers) || [];
+    if (list.length < 2) return;
+    let prev = parent;
+    list.forEach((s, i) => {
+      const key = name + '#' + (i + 1);
+      keep.push(key);
+      const tr = row(tbody, key, 'data-server', [['c-name', 'Server'], ['c-link', 'Link'], ['c-quality', 'Quality'],
+        ['c-rtt num', 'Round trip'], ['c-loss num', 'Loss'], ['c-health', 'Health']]);
+      if (prev.nextSibling !== tr) prev.after(tr);
+      prev = tr;
+      const nameCell = tr.querySelector('.c-name');
+      if (!nameCell.firstChild) nameCell.append(el('span'), el('span', { class: 'mono' }));
+      setText(nameCell.firstChild, '\u2003server ' + (i + 1) + (s.active ? ' (in use) ' : ' '));
+      setText(nameCell.lastChild, s.url);
+      let link = tr.querySelector('.c-link .badge');
+      if (!link) { link = el('span', { class: 'badge' }); tr.querySelector('.c-link').append(link); }
+      setBadge(link, s.tried === false ? ['–', 'NOT TRIED', 'muted'] : s.up ? STATUS.up : STATUS.down);
+      setText(tr.querySelector('.c-quality'), fmtInt(s.delivered) + ' delivered');
+      setText(tr.querySelector('.c-rtt'), s.rtt_ms ? fmtMs(s.rtt_ms) : '–');
+      setText(tr.querySelector('.c-loss'), fmtInt(s.failed) + ' failed');
+      setText(tr.querySelector('.c-health'), s.up ? '' : s.detail);
+      tr.className = s.up || s.tried === false ? 'row-sub' : 'row-sub row-bad';
+      tr.dataset.up = String(s.up);
+    });
   }
 
   function renderWorkers(d) {

@@ -27,9 +27,10 @@ def make_ca(dirpath, cn="127.0.0.1", name="server"):
 
 
 class Mosquitto:
-    def __init__(self, test, users=None, tls=False, port=None, persistence=False, require_cert=False):
+    def __init__(self, test, users=None, tls=False, port=None, persistence=False, require_cert=False,
+                 name="mosquitto"):
         self.test = test
-        self.dir = os.path.join(test.tmp, "mosquitto")
+        self.dir = os.path.join(test.tmp, name)  # a name of its own for each broker of a test
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
         self.users = users or {}

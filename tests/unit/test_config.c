@@ -294,7 +294,7 @@ static void seed_file_loads_as_written(void)
 	VALUE_IS(c, "fallback", "max_attempts", "3");
 	VALUE_IS(c, "fallback", "chains", "websocket=rest,mqtt;rest=mqtt,websocket;mqtt=rest,websocket;sftp=rsync;rsync=sftp");
 	/* the typed accessors agree */
-	EXPECT(strcmp(config_str(c, "mqtt", "broker_url"), "lprserver") == 0);
+	EXPECT(strcmp(config_first_server(c, "mqtt", "broker_url"), "lprserver") == 0);
 	EXPECT(config_int(c, "websocket", "reconnect_attempts") == 3);
 	EXPECT(cfg_num(config_section(c, "websocket"), "reconnect_delay") == 5.0);
 	EXPECT(config_bool(c, "protocol_selection", "network_aware"));
@@ -448,6 +448,25 @@ static void empty_values_keep_defaults(void)
 	config_free(c);
 }
 
+static void server_lists(void)
+{
+	/* one server as a string (as before), or a list; the first is what is probed */
+	struct config *c = load_text("rest:\n  base_url: http://a:1\nmqtt:\n  broker_url: [b:1, \"mqtts://c:2\"]\n"
+				     "  servers_policy: spread\n  failback_s: 5\n");
+	if (!c)
+		return;
+	size_t n;
+	char *const *v = cfg_servers(config_section(c, "rest"), "base_url", &n);
+	EXPECT(n == 1 && strcmp(v[0], "http://a:1") == 0);
+	v = cfg_servers(config_section(c, "mqtt"), "broker_url", &n);
+	EXPECT(n == 2 && strcmp(v[0], "b:1") == 0 && strcmp(v[1], "mqtts://c:2") == 0);
+	EXPECT(strcmp(config_first_server(c, "mqtt", "broker_url"), "b:1") == 0);
+	VALUE_IS(c, "mqtt", "servers_policy", "spread");
+	VALUE_IS(c, "rest", "servers_policy", "failover");
+	EXPECT(config_int(c, "mqtt", "failback_s") == 5 && config_int(c, "rest", "failback_s") == 60);
+	config_free(c);
+}
+
 static void full_fixture_every_type(void)
 {
 	struct config *c = load_path(fixture("full.yaml"));
@@ -547,7 +566,12 @@ static void errors_wrong_types(void)
 	FAILS("rsync:\n  remote_host: h\n  remote_user: u\n  options: [-a, [x]]\n", 4, 17,
 	      "a list as an item in 'options' of section 'rsync', expected a list of non-empty strings");
 	FAILS("rsync:\n  remote_host: h\n  remote_user: u\n  options: [-a, \"\"]\n", 4, 17, "an empty item");
-	FAILS("rest:\n  base_url: [1, 2]\n", 2, 13, "'base_url' in section 'rest' is a list, expected a string");
+	FAILS("rest:\n  base_url: {a: b}\n", 2, 13,
+	      "'base_url' in section 'rest' is a mapping, expected a server, or a list of servers");
+	FAILS("rest:\n  base_url: [a, \"\"]\n", 2, 17, "an empty item in 'base_url' of section 'rest'");
+	FAILS("rest:\n  base_url: []\n", 2, 13, "empty value for required key 'base_url' in section 'rest'");
+	FAILS("rest:\n  base_url: [a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q]\n", 2, 13,
+	      "17 servers in 'base_url' of section 'rest', expected at most 16");
 	FAILS("rest:\n  base_url: x\n  timeout: -1\n", 3, 12, "expected a number from 0.001 to 3600");
 	FAILS("rest:\n  base_url: x\n  timeout: nan\n", 3, 12, "expected a number");
 	FAILS("rest:\n  base_url: x\n  timeout: .inf\n", 3, 12, "expected a number");
@@ -1037,7 +1061,7 @@ static void reference_covers_the_schema(void)
 		}
 	}
 	EXPECT(strstr(buf, "| key | type | default | description |") != NULL);
-	EXPECT(strstr(buf, "| `broker_url` | string, required | – |") != NULL);
+	EXPECT(strstr(buf, "| `broker_url` | string or list of strings, required | – |") != NULL);
 	EXPECT(strstr(buf, "| `qos` | integer, 0 to 2 | `1` |") != NULL);
 	EXPECT(strstr(buf, "| `fsync` | one of: always, batch, never | `batch` |") != NULL);
 	EXPECT(strstr(buf, "| `options` | list of strings | `[-a, --partial]` |") != NULL);
@@ -1186,6 +1210,7 @@ int main(void)
 	RUN(seed_file_loads_as_written);
 	RUN(defaults_fill_every_key);
 	RUN(empty_values_keep_defaults);
+	RUN(server_lists);
 	RUN(full_fixture_every_type);
 	RUN(errors_frame_limit);
 	RUN(errors_unknown_names);

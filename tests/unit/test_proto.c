@@ -119,6 +119,8 @@ static void test_round_trips(void)
 		{ .type = MSG_RESULT, .seq = 9, .id = "x", .status = JOB_RETRY, .error = "503", .retry_after_ms = 1000,
 		  .rtt_us = 5 },
 		{ .type = MSG_HEALTH, .connected = true, .detail = "ok", .rtt_us = 100 },
+		/* a worker with a list of servers: each one's state in the body */
+		{ .type = MSG_HEALTH, .connected = true, .detail = "ok", .body_raw = body.data, .body_raw_len = body.size },
 		{ .type = MSG_PROGRESS, .seq = 9, .id = "x", .done = 10, .size = 20 },
 		{ .type = MSG_SHUTDOWN },
 		{ .type = MSG_REQUEST, .version = 1, .seq = 3, .name = "restart", .body_raw = body.data,

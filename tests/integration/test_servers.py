@@ -1,0 +1,259 @@
+"""Server lists: mqtt.broker_url and rest.base_url name two real servers (two
+mosquitto brokers, two lpr-peers); one is stopped and started again. Nothing
+is lost, a message that fails on one server goes to the other inside the
+worker (one attempt as the supervisor counts them), failover goes back to the
+first after failback_s, and each server's counters in `workers`, `/metrics`
+and the dashboard's JSON say where each message went."""
+import json
+import os
+import subprocess
+import sys
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from ucgwtest import BIN, GatewayTest, free_port, wait_for  # noqa: E402
+from lprpeer import LprPeer  # noqa: E402
+from mosquitto import Mosquitto  # noqa: E402
+from mqttsub import Subscriber  # noqa: E402
+
+USERS = {"edge": "s3cret", "reader": "r"}
+DATA = "lpr/test-cam-1/data"
+SPOOL = {"retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}
+
+
+def servers(gw, proto):
+    """The worker's servers, once it has reported both."""
+    return wait_for(lambda: (lambda s: s if len(s) == 2 else None)(gw.workers()[proto]["servers"]),
+                    what="%s's two servers reported" % proto)
+
+
+class ServersTest(GatewayTest):
+    def send(self, gw, proto, n, tag):
+        """n messages with --wait: their ids, each delivered at the first attempt."""
+        ids = []
+        for i in range(n):
+            rc, out, err = gw.ctl("--json", "send", "--protocol", proto, "--wait", '{"plate":"%s%d"}' % (tag, i))
+            self.assertEqual(rc, 0, err)
+            o = json.loads(out)
+            self.assertEqual((o["status"], o["protocol"]), ("ok", proto), o)
+            self.assertEqual(o["attempts"], 1, "the worker itself moved it to the other server: %r" % o)
+            ids.append(o["id"])
+        return ids
+
+    def metrics(self, gw):
+        listen = gw.cfg["metrics"]["listen"]
+        return urllib.request.urlopen("http://%s/metrics" % listen, timeout=5).read().decode()
+
+    def gateway_with(self, section):
+        return self.gateway(dict(section, spool=SPOOL, metrics={"listen": "127.0.0.1:%d" % free_port()}))
+
+    def test_mqtt_two_brokers_failover_and_failback(self):
+        a = Mosquitto(self, users=USERS, name="broker-a")
+        b = Mosquitto(self, users=USERS, name="broker-b")
+        sub_a = Subscriber(a.port, DATA, "reader", "r")
+        sub_b = Subscriber(b.port, DATA, "reader", "r")
+        self.addCleanup(sub_b.close)
+        gw = self.gateway_with({"mqtt": {"broker_url": [a.url(), b.url()], "username": "edge", "password": "s3cret",
+                                         "failback_s": 2, "connect_timeout_ms": 3000}})
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt connected")
+        first = self.send(gw, "mqtt", 10, "A")
+        got = {m["props"]["message-id"] for m in sub_a.wait(10, DATA)}
+        self.assertEqual(got, set(first))
+
+        a.stop()
+        sub_a.close()
+        second = self.send(gw, "mqtt", 10, "B")
+        wait_for(lambda: {m["props"]["message-id"] for m in sub_b.received(DATA)} >= set(second), what="10 on B")
+        wait_for(lambda: servers(gw, "mqtt")[1]["active"] and not servers(gw, "mqtt")[0]["up"],
+                 what="broker B active, A down")
+
+        a.start()
+        sub_a2 = Subscriber(a.port, DATA, "reader", "r")
+        self.addCleanup(sub_a2.close)
+        wait_for(lambda: servers(gw, "mqtt")[0]["active"] and servers(gw, "mqtt")[0]["up"], timeout=15,
+                 what="failback to broker A")
+        third = self.send(gw, "mqtt", 10, "C")
+        wait_for(lambda: {m["props"]["message-id"] for m in sub_a2.received(DATA)} >= set(third), what="10 on A again")
+        self.assertFalse({m["props"]["message-id"] for m in sub_b.received(DATA)} & set(third), "none to B")
+
+        s = wait_for(lambda: (lambda s: s if s[0]["delivered"] == 20 and s[1]["delivered"] == 10 else None)(
+            servers(gw, "mqtt")), what="per-broker counts 20 and 10")
+        self.assertEqual([x["url"] for x in s], [a.url(), b.url()])
+        self.assertGreaterEqual(s[0]["downs"], 1)
+        m = self.metrics(gw)
+        self.assertIn('ucgw_server_delivered_total{protocol="mqtt",server="%s"} 20' % a.url(), m)
+        self.assertIn('ucgw_server_delivered_total{protocol="mqtt",server="%s"} 10' % b.url(), m)
+        self.assertIn('ucgw_server_active{protocol="mqtt",server="%s"} 1' % a.url(), m)
+        listen = gw.cfg["metrics"]["listen"]
+        dash = json.loads(urllib.request.urlopen("http://%s/api/dashboard" % listen, timeout=5).read())
+        w = [x for x in dash["workers"] if x["name"] == "mqtt"][0]
+        self.assertEqual([(x["url"], x["delivered"]) for x in w["servers"]], [(a.url(), 20), (b.url(), 10)])
+        text = gw.ctl("workers")[1]
+        self.assertIn("server 2 %s: up, " % b.url(), text)
+        self.assertIn("delivered 20", text)
+        st = gw.ctl_json("stats")["mqtt"]["servers"]
+        self.assertEqual([x["delivered"] for x in st], [20, 10])
+
+    def test_mqtt_broker_lost_under_load_nothing_lost(self):
+        """A broker stopped while 2,000 messages flow: the ones it held go to
+        the other broker; every message arrives. (Broker A keeps what it
+        acknowledged for its durable subscriber, which gets it once A is
+        back: a PUBACK just before the stop counts as delivered.)"""
+        a = Mosquitto(self, users=USERS, name="broker-a", persistence=True)
+        b = Mosquitto(self, users=USERS, name="broker-b")
+        sub_a = Subscriber(a.port, DATA, "reader", "r", durable=True)
+        self.addCleanup(sub_a.close)
+        sub_b = Subscriber(b.port, DATA, "reader", "r")
+        self.addCleanup(sub_b.close)
+        gw = self.gateway_with({"mqtt": {"broker_url": [a.url(), b.url()], "username": "edge", "password": "s3cret",
+                                         "failback_s": 60}})
+        wait_for(lambda: gw.workers()["mqtt"]["connected"], what="mqtt connected")
+        load = subprocess.Popen([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "2000", "-w", "100", "-p",
+                                 "mqtt", "--wait", "--rate", "1000"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: len(sub_a.received(DATA)) >= 300, what="300 on A")
+        a.stop()
+        out = load.communicate(timeout=60)[0]
+        self.assertEqual(load.returncode, 0, out)
+        self.assertEqual(json.loads(out)["failed"], 0, out)
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
+        a.start()
+
+        def ids():
+            return {m["props"]["message-id"] for m in sub_a.received(DATA)} | \
+                {m["props"]["message-id"] for m in sub_b.received(DATA)}
+        wait_for(lambda: len(ids()) >= 2000, timeout=15, what="all 2,000 at A or B")
+        self.assertEqual(len(ids()), 2000)
+        self.assertGreater(len(sub_b.received(DATA)), 0)
+        # none went back to the supervisor: the worker moved what A held to B itself
+        st = gw.ctl_json("stats")["mqtt"]
+        self.assertEqual((st["success"], st["retries"], st["failure"]), (2000, 0, 0))
+        wait_for(lambda: sum(x["delivered"] for x in servers(gw, "mqtt")) == 2000, what="per-broker counts add up")
+
+    def test_rest_two_servers_failover_failback_and_spread(self):
+        p1 = LprPeer(self, name="peer1")
+        p2 = LprPeer(self, name="peer2")
+        gw = self.gateway_with({"rest": {"base_url": [p1.http_url(), p2.http_url()], "failback_s": 2, "timeout": 3}})
+        wait_for(lambda: gw.workers()["rest"]["connected"], what="rest connected")
+        first = self.send(gw, "rest", 10, "A")
+        self.assertEqual({r["id"] for r in p1.records("http")}, set(first))
+        s = servers(gw, "rest")
+        self.assertEqual([(x["tried"], x["active"]) for x in s], [(True, True), (False, False)])
+        self.assertIn("server 2 %s: not tried yet" % p2.http_url(), gw.ctl("workers")[1])
+
+        p1.stop()
+        second = self.send(gw, "rest", 10, "B")  # the first fails on p1 and goes to p2 in the worker
+        self.assertEqual({r["id"] for r in p2.records("http")}, set(second))
+        wait_for(lambda: not servers(gw, "rest")[0]["up"] and servers(gw, "rest")[1]["active"],
+                 what="p1 down, p2 active")
+
+        p1.port = int(p1.http_url().rsplit(":", 1)[1])
+        p1.start()
+        wait_for(lambda: servers(gw, "rest")[0]["active"], timeout=15, what="failback to p1")
+        third = self.send(gw, "rest", 10, "C")
+        self.assertTrue(set(third) <= {r["id"] for r in p1.records("http")})
+        s = wait_for(lambda: (lambda s: s if s[0]["delivered"] == 20 and s[1]["delivered"] == 10 else None)(
+            servers(gw, "rest")), what="per-server counts 20 and 10")
+        self.assertGreaterEqual(s[0]["failed"], 1)
+        m = self.metrics(gw)
+        self.assertIn('ucgw_server_delivered_total{protocol="rest",server="%s"} 20' % p1.http_url(), m)
+
+    def test_websocket_two_servers_failover_and_failback(self):
+        p1 = LprPeer(self, name="peer1")
+        p2 = LprPeer(self, name="peer2")
+        gw = self.gateway_with({"websocket": {"server_url": [p1.ws_url(), p2.ws_url()], "failback_s": 2,
+                                              "reconnect_delay": 0.2, "ack_timeout_ms": 3000}})
+        wait_for(lambda: gw.workers()["websocket"]["connected"], what="websocket connected")
+        first = self.send(gw, "websocket", 10, "A")
+        self.assertEqual({r["id"] for r in p1.records("ws")}, set(first))
+
+        p1.stop()
+        wait_for(lambda: servers(gw, "websocket")[1]["active"] and servers(gw, "websocket")[1]["up"],
+                 what="p2 in use")
+        second = self.send(gw, "websocket", 10, "B")
+        self.assertEqual({r["id"] for r in p2.records("ws")}, set(second))
+
+        p1.port = int(p1.http_url().rsplit(":", 1)[1])
+        p1.start()
+        wait_for(lambda: servers(gw, "websocket")[0]["active"] and servers(gw, "websocket")[0]["up"], timeout=15,
+                 what="failback to p1")
+        third = self.send(gw, "websocket", 10, "C")
+        self.assertTrue(set(third) <= {r["id"] for r in p1.records("ws")})
+        wait_for(lambda: (lambda s: s if s[0]["delivered"] == 20 and s[1]["delivered"] == 10 else None)(
+            servers(gw, "websocket")), what="per-server counts 20 and 10")
+
+    def test_websocket_connection_lost_held_frames_go_to_the_other(self):
+        """The server stops while messages flow: every message arrives, at
+        p1 or p2, none answered retry to the supervisor."""
+        p1 = LprPeer(self, name="peer1")
+        p2 = LprPeer(self, name="peer2")
+        gw = self.gateway_with({"websocket": {"server_url": [p1.ws_url(), p2.ws_url()], "failback_s": 60,
+                                              "reconnect_delay": 0.2}})
+        wait_for(lambda: gw.workers()["websocket"]["connected"], what="websocket connected")
+        load = subprocess.Popen([os.path.join(BIN, "ucgw-load"), "-s", gw.sock, "-n", "2000", "-w", "100", "-p",
+                                 "websocket", "--wait", "--rate", "1000"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: len(p1.records("ws")) >= 300, what="300 at p1")
+        p1.stop()
+        out = load.communicate(timeout=60)[0]
+        self.assertEqual(load.returncode, 0, out)
+        self.assertEqual(json.loads(out)["failed"], 0, out)
+        ids = {r["id"] for r in p1.records("ws")} | {r["id"] for r in p2.records("ws")}
+        self.assertEqual(len(ids), 2000)
+        st = gw.ctl_json("stats")["websocket"]
+        self.assertEqual((st["success"], st["retries"]), (2000, 0))
+
+    def test_rest_spread(self):
+        p1 = LprPeer(self, name="peer1")
+        p2 = LprPeer(self, name="peer2")
+        gw = self.gateway_with({"rest": {"base_url": [p1.http_url(), p2.http_url()], "servers_policy": "spread"}})
+        wait_for(lambda: gw.workers()["rest"]["connected"], what="rest connected")
+        ids = self.send(gw, "rest", 20, "S")
+        got1, got2 = {r["id"] for r in p1.records("http")}, {r["id"] for r in p2.records("http")}
+        self.assertEqual(got1 | got2, set(ids))
+        self.assertFalse(got1 & got2)
+        self.assertEqual((len(got1), len(got2)), (10, 10))
+
+    def test_every_server_down_no_spin(self):
+        """Both servers of each list refuse connections: the workers try each,
+        then back off (no tight loop between the two), and say so per server."""
+        dead = [free_port() for _ in range(2)]
+        gw = self.gateway_with({
+            "rest": {"base_url": ["http://127.0.0.1:%d" % p for p in dead]},
+            "mqtt": {"broker_url": ["127.0.0.1:%d" % p for p in dead]},
+            "websocket": {"server_url": ["ws://127.0.0.1:%d/lpr" % p for p in dead], "reconnect_delay": 0.2}})
+        for proto in ("rest", "mqtt", "websocket"):
+            wait_for(lambda: all(not x["up"] and x["downs"] >= 1 for x in servers(gw, proto)), what=proto + " both down")
+        pids = {proto: gw.workers()[proto]["pid"] for proto in ("rest", "mqtt", "websocket")}
+
+        def cpu(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        before = {p: cpu(pid) for p, pid in pids.items()}
+        time.sleep(3)
+        ticks = os.sysconf("SC_CLK_TCK")
+        for proto, pid in pids.items():
+            used = (cpu(pid) - before[proto]) / ticks
+            self.assertLess(used, 0.5, "%s used %.2f s of CPU in 3 s with every server down" % (proto, used))
+            for x in servers(gw, proto):
+                self.assertNotIn(x["detail"], ("", "up", "not tried yet"), x)  # why it is down
+
+    def test_config_forms(self):
+        """One server as a string, as before; several as a list; an empty list is no server."""
+        def check(rest):
+            gw = self.gateway({"rest": rest}, start=False, name="check%d" % free_port())
+            return subprocess.run([os.path.join(BIN, "ucgwd"), "-n", "-c", gw.cfg_path], capture_output=True, text=True)
+        self.assertEqual(check({"base_url": "http://127.0.0.1:9"}).returncode, 0)
+        self.assertEqual(check({"base_url": ["http://127.0.0.1:9", "http://127.0.0.1:10"]}).returncode, 0)
+        r = check({"base_url": []})
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("empty value for required key 'base_url'", r.stdout + r.stderr)
+        r = check({"base_url": {"url": "x"}})
+        self.assertIn("expected a server, or a list of servers", r.stdout + r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
