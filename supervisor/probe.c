@@ -68,7 +68,8 @@ static int targets(struct target *out, int max)
 		const struct protocol_server *sv = &p->server;
 		if (!sv->key || !config_protocol_enabled(c, p->name))
 			continue;
-		const char *u = sv->port_key ? config_str(c, p->name, sv->key) : config_first_server(c, p->name, sv->key);
+		const char *u = protocol_server_is_list(p) ? config_first_server(c, p->name, sv->key)
+						   : config_str(c, p->name, sv->key);
 		if (sv->port_key) {
 			snprintf(out[n].host, sizeof out[n].host, "%s", u);
 			snprintf(out[n].port, sizeof out[n].port, "%lld", (long long)config_int(c, p->name, sv->port_key));

@@ -313,6 +313,14 @@ static bool server_key_ok(const struct protocol *p)
 	return false;
 }
 
+bool protocol_server_is_list(const struct protocol *p)
+{
+	for (size_t k = 0; p->server.key && k < p->nkeys; k++)
+		if (strcmp(p->keys[k].key, p->server.key) == 0)
+			return p->keys[k].type == CFG_STRLIST && (p->keys[k].flags & CFG_SERVERS);
+	return false;
+}
+
 /* Rows in the source, whether or not the table could hold them all. */
 static size_t rows_written(void)
 {

@@ -74,6 +74,8 @@ size_t protocol_count(void);
 const struct protocol *protocol_at(size_t i);
 const struct protocol *protocol_find(const char *name); /* NULL: no such protocol */
 int protocol_index(const struct protocol *p);
+/* Its server key is a list of servers (CFG_SERVERS: config_first_server), not one text. */
+bool protocol_server_is_list(const struct protocol *p);
 /* The names of the rows a user may name that carry any of `carries`,
  * separated by sep ("websocket, rest, mqtt"). */
 void protocol_names(unsigned carries, const char *sep, char *out, size_t len);

@@ -414,7 +414,7 @@
       (l.month.budget && l.month.used >= l.warn_percent / 100 * l.month.budget) ? 'near' : 'ok';
     $('link').dataset.status = status === 'ok' ? 'ok' : status === 'near' ? 'near' : 'full';
     setBadge($('link-status'), { ok: ['✓', 'WITHIN BUDGET', 'ok'], near: ['⚠', 'NEAR BUDGET', 'bad'],
-      held: ['⏸', 'HOLDING (' + l.holding.toUpperCase() + ' BUDGET)', 'bad'] }[status]);
+      held: ['⏸', 'HOLDING (' + String(l.holding).toUpperCase() + ' BUDGET)', 'bad'] }[status]);
     setText($('link-policy'), { hold_files: 'hold files, send metadata', hold_all_but_high: 'hold all but priority high',
       warn: 'only warn' }[l.policy] || l.policy);
     for (const p of ['day', 'month']) {
