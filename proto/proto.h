@@ -14,7 +14,7 @@
 
 #include "proto/ctl.h"
 
-#define UCGW_PROTO_VERSION 1 /* supervisor <-> workers; the control socket's: UCGW_CTL_VERSION */
+#define UCGW_PROTO_VERSION 2 /* supervisor <-> workers; the control socket's: UCGW_CTL_VERSION */
 #define FRAME_HDR 4 /* big-endian length of the msgpack object that follows */
 /* A frame's bytes besides the message it carries: the other fields of a send
  * request (an auth token of up to 8 KiB, topic, endpoint...) or of a job. The

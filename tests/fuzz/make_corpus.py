@@ -53,8 +53,8 @@ def token(secret, claims, header=None, alg="HS256", sign=True):
 FAR = 2 ** 40  # an exp that stays in the future
 
 MESSAGES = [
-    {"t": HELLO, "v": 1, "name": "ucgw-mqtt", "pid": 1234},
-    {"t": CONFIG, "v": 1, "device_id": "cam-1", "section": pack({"broker_url": "x", "qos": 1}),
+    {"t": HELLO, "v": 2, "name": "ucgw-mqtt", "pid": 1234},
+    {"t": CONFIG, "v": 2, "device_id": "cam-1", "section": pack({"broker_url": "x", "qos": 1}),
      "max_frame": 16777216, "log_level": 6},
     {"t": READY, "detail": "connected to lprserver:1883"},
     {"t": READY},

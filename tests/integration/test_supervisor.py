@@ -136,7 +136,7 @@ class SupervisorTest(GatewayTest):
         self.assertEqual(w["restarts"], 4)  # restart_max_deaths: never once ready
         self.assertIn("signal 9", w["last_exit"])
         self.assertRegex(gw.log_text(), r"worker testworker \(pid \d+\): handshake: the worker speaks protocol "
-                                        r"version 99, this ucgwd speaks 1 \(worker and ucgwd from different ucgw "
+                                        r"version 99, this ucgwd speaks 2 \(worker and ucgwd from different ucgw "
                                         r"versions\?\); killing it")
         self.assertNotIn("worker testworker ready", gw.log_text())
         with open(sorted(glob.glob(os.path.join(gw.dir, "crash", "testworker", "*.log")))[0]) as f:
