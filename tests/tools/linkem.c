@@ -13,7 +13,8 @@
  * reaches the receiver D later, a packet at a time as its bits leave. A bounded
  * buffer per direction (what has been read and not yet delivered: the queue and
  * the wire) stops reading from every sender of that direction when full and
- * resumes as it drains: that is how a full bottleneck looks to a TCP sender.
+ * resumes as it drains, least recently read sender first (to_tail): that is how
+ * a full bottleneck looks to a TCP sender, its queue shared among the senders.
  * A receiver that does not read stops only its own sender.
  *
  * A relay answers a client's connect at once; the handshake a real link would
@@ -121,7 +122,7 @@ struct link {
 	uint64_t down_since, down_total; /* real ns: the link's clock stands still while down */
 	unsigned conns;
 	uint64_t accepted, refused;
-	struct conn *list;
+	struct conn *list, *tail; /* least recently read first (to_tail) */
 	struct route routes[MAX_ROUTES];
 	int nroutes;
 	uint64_t rng;
@@ -270,6 +271,27 @@ static void enqueue(struct pipe *p, struct chunk *k, size_t n)
 		arm(p);
 }
 
+/* A connection that was just read goes to the end of the list: when a full
+ * buffer frees, update_full starts reading the connections in list order, and
+ * the first to read fill it again. In order of arrival, newest first, the
+ * oldest of many connections waited for a turn for ever (MQTT's 128 on
+ * `poor`: no PUBACK within 10 s); least recently read first, each gets its
+ * turn, as a bottleneck's queue shares itself among the flows that fill it. */
+static void to_tail(struct conn *c)
+{
+	if (L.tail == c)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		L.list = c->next;
+	c->next->prev = c->prev;
+	c->prev = L.tail;
+	c->next = NULL;
+	L.tail->next = c;
+	L.tail = c;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct pipe *p = s->data;
@@ -277,6 +299,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	if (n > 0) {
 		struct chunk *small = realloc(k, sizeof *k + (size_t)n);
 		enqueue(p, small ? small : k, (size_t)n);
+		to_tail(p->conn);
 		return;
 	}
 	free(k);
@@ -465,6 +488,8 @@ static void conn_close(struct conn *c, bool reset)
 		L.list = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	else
+		L.tail = c->prev;
 	L.conns--;
 	update_full(UP);
 	update_full(DOWN);
@@ -542,9 +567,12 @@ static void on_connection(uv_stream_t *server, int status)
 	int size = SOCKET_BUFFER;
 	uv_recv_buffer_size((uv_handle_t *)&c->server, &size);
 	uv_tcp_nodelay(&c->client, 1);
+	c->prev = NULL;
 	c->next = L.list;
 	if (L.list)
 		L.list->prev = c;
+	else
+		L.tail = c;
 	L.list = c;
 	L.conns++;
 	L.accepted++;
