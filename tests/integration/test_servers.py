@@ -331,6 +331,19 @@ class ServersTest(GatewayTest):
         wait_for(lambda: sum(x["delivered"] for x in servers(gw, "sftp")) == len(sent) + 3, what="3 more counted")
         self.assertEqual(gw.ctl_json("stats")["sftp"]["servers"][0]["url"], urls[0])
 
+    def test_sftp_bad_host_items(self):
+        """A port that is no port, or spread (one SSH session at a time): the
+        worker says which item and why, and is not restarted in a loop."""
+        for host, policy, why in ((["127.0.0.1:2222", "127.0.0.1:99999"], "failover",
+                                   "sftp.host: the port in '127.0.0.1:99999' is not a number from 1 to 65535"),
+                                  (["[::1", "127.0.0.1"], "failover", "sftp.host: '[::1' is not [IPv6 address]"),
+                                  (["127.0.0.1", "127.0.0.2"], "spread", "spread is not supported by sftp")):
+            gw = self.gateway({"sftp": {"host": host, "servers_policy": policy, "username": "u", "password": "p",
+                                        "known_hosts": __file__}},
+                              name="bad%d" % free_port())
+            gw.wait_worker("sftp", lambda w: w["state"] == "failed", what="sftp failed")
+            wait_for(lambda: why in gw.log_text(), what=why)
+
     def test_config_forms(self):
         """One server as a string, as before; several as a list; an empty list is no server."""
         def check(rest):
