@@ -1257,7 +1257,9 @@ static void session_lost(const char *why)
 		return;
 	post_server(sftp_state.cur, false, 0, w);
 	if (sftp_state.nsrv > 1) {
-		use_server((sftp_state.cur + 1) % sftp_state.nsrv);
+		/* a failback waiting for this session's files goes ahead now */
+		use_server(T.draining ? 0 : (sftp_state.cur + 1) % sftp_state.nsrv);
+		T.draining = false;
 		log_msg(LOG_LVL_WARN, "sftp: next session to server %zu of %zu (%s:%d)", sftp_state.cur + 1, sftp_state.nsrv,
 			sftp_state.host, sftp_state.port);
 	}

@@ -15,7 +15,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import BIN, GatewayTest, free_port, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, free_port, wait_for  # noqa: E402
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
@@ -259,12 +259,16 @@ class ServersTest(GatewayTest):
         b = Sshd(self, name="sshd-b")
         with open(a.user_key + ".pub") as src, open(b.authorized, "a") as dst:
             dst.write(src.read())  # one user key for both, as one camera has
+        # A behind a proxy that caps its rate, so that it still has files to
+        # carry when it is killed (on loopback it would have finished)
+        proxy = FaultProxy(self, a.port)
+        self.assertEqual(proxy.command("bandwidth 8000000"), "ok")
         known = os.path.join(self.tmp, "known_hosts")
         with open(known, "w") as f:
-            for s in (a, b):
-                with open(s.known_hosts) as k:
+            for kh in (a.known_hosts_as("127.0.0.1", proxy.port, "known_hosts_proxy"), b.known_hosts):
+                with open(kh) as k:
                     f.write(k.read())
-        urls = ["127.0.0.1:%d" % a.port, "127.0.0.1:%d" % b.port]
+        urls = ["127.0.0.1:%d" % proxy.port, "127.0.0.1:%d" % b.port]
         gw = self.gateway_with({"sftp": {"host": urls, "port": 9, "username": a.user, "key_file": a.user_key,
                                          "known_hosts": known, "remote_path": a.remote_rel, "timeout": 5,
                                          "failback_s": 2}})
@@ -272,7 +276,7 @@ class ServersTest(GatewayTest):
         sent, paths = {}, []
         for i in range(24):
             paths.append(os.path.join(self.tmp, "plate-%02d.bin" % i))
-            data = os.urandom(4 << 20)
+            data = os.urandom(1 << 20)
             with open(paths[-1], "wb") as f:
                 f.write(data)
             sent[os.path.basename(paths[-1])] = hashlib.sha256(data).hexdigest()
@@ -307,6 +311,8 @@ class ServersTest(GatewayTest):
             got = [sha(os.path.join(s.remote, name)) for s in (a, b) if name in (on_a if s is a else on_b)]
             self.assertTrue(got and all(g == digest for g in got), name)
         self.assertGreater(len(on_b - on_a), 0, "files went to B after A was killed")
+        # what A held in flight went to B whole; its part files stay on A, A's business
+        self.assertTrue([n for n in os.listdir(a.remote) if n.endswith(".ucgw-part")], "A had files in flight")
         s = wait_for(lambda: (lambda s: s if sum(x["delivered"] for x in s) == len(sent) else None)(
             servers(gw, "sftp")), what="per-server counts add up")
         self.assertEqual([x["url"] for x in s], urls)
