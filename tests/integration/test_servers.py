@@ -336,6 +336,10 @@ class ServersTest(GatewayTest):
         self.assertEqual(finals(b), before_b, "none to B after the failback")
         wait_for(lambda: sum(x["delivered"] for x in servers(gw, "sftp")) == len(sent) + 3, what="3 more counted")
         self.assertEqual(gw.ctl_json("stats")["sftp"]["servers"][0]["url"], urls[0])
+        listen = gw.cfg["metrics"]["listen"]
+        dash = json.loads(urllib.request.urlopen("http://%s/api/dashboard" % listen, timeout=5).read())
+        self.assertEqual(dash["network_quality"]["sftp"]["server"], urls[0])  # the probe: the first item, its port
+        self.assertIn('ucgw_server_up{protocol="sftp",server="%s"} 1' % urls[0], self.metrics(gw))
 
     def test_sftp_bad_host_items(self):
         """A port that is no port, or spread (one SSH session at a time): the
