@@ -70,7 +70,12 @@ static int targets(struct target *out, int max)
 			continue;
 		const char *u = protocol_server_is_list(p) ? config_first_server(c, p->name, sv->key)
 						   : config_str(c, p->name, sv->key);
-		if (sv->port_key) {
+		const char *colon = u ? strchr(u, ':') : NULL;
+		if (sv->port_key && protocol_server_is_list(p) && (u[0] == '[' || (colon && !strchr(colon + 1, ':')))) {
+			char port[16]; /* a host list's item may carry its own port: "host:port", "[v6]:port" */
+			snprintf(port, sizeof port, "%lld", (long long)config_int(c, p->name, sv->port_key));
+			split_url(u, port, &out[n]);
+		} else if (sv->port_key) {
 			snprintf(out[n].host, sizeof out[n].host, "%s", u);
 			snprintf(out[n].port, sizeof out[n].port, "%lld", (long long)config_int(c, p->name, sv->port_key));
 		} else {

@@ -104,8 +104,12 @@ static const struct cfg_key mqtt[] = {
 
 static const struct cfg_key sftp[] = {
 	ENABLED,
-	REQUIRED("host", "SSH server"),
-	INT("port", "22", 1, 65535, "SSH port"),
+	SERVERS("host", "SSH server (host, host:port or [IPv6]:port), or a list of them (the same user, key, "
+		"remote_path and known_hosts; one SSH session at a time, to the server servers_policy picks: failover "
+		"only, a file cut off on one server goes to the next, starting over there, before it is answered retry)"),
+	SERVERS_POLICY,
+	FAILBACK,
+	INT("port", "22", 1, 65535, "SSH port of a host given without one"),
 	REQUIRED("username", "SSH user"),
 	SECRET("password", "password authentication"),
 	INFILE("key_file", NULL, "private key for public-key authentication"),
@@ -303,13 +307,13 @@ static bool has_key(const struct protocol *p, const char *key, enum cfg_type typ
 }
 
 /* The key that holds a protocol's server: a text key (a host, with port_key),
- * or a list of servers (CFG_SERVERS: URLs, each with its port or the default). */
+ * or a list of servers (CFG_SERVERS: URLs, each with its port or the default;
+ * with port_key, hosts, each "host:port" or port_key's port). */
 static bool server_key_ok(const struct protocol *p)
 {
 	for (size_t k = 0; p->server.key && k < p->nkeys; k++)
 		if (strcmp(p->keys[k].key, p->server.key) == 0)
-			return p->keys[k].type == CFG_STR ||
-			       (!p->server.port_key && p->keys[k].type == CFG_STRLIST && (p->keys[k].flags & CFG_SERVERS));
+			return p->keys[k].type == CFG_STR || (p->keys[k].type == CFG_STRLIST && (p->keys[k].flags & CFG_SERVERS));
 	return false;
 }
 

@@ -166,6 +166,16 @@ void servers_failback(void)
 	S.dirty = true;
 }
 
+void servers_use(size_t i)
+{
+	if (S.spread || i == S.current || i >= S.n)
+		return;
+	if (S.current == 0)
+		S.since_ms = now_ms(); /* failover leaves the first server: failback_s counts from here */
+	S.current = i;
+	S.dirty = true;
+}
+
 static void pack_str(msgpack_packer *pk, const char *s)
 {
 	size_t n = strlen(s);

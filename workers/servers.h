@@ -44,6 +44,9 @@ bool servers_is_up(size_t i);
 bool servers_failback_due(void);
 void servers_failback(void);
 bool servers_failover(void);
+/* failover: i is the current server, as a worker that tries the servers in
+ * turn by itself found out (sftp's thread, rsync's runs). */
+void servers_use(size_t i);
 /* Send the per-server state to the supervisor (at most once a second unless
  * force, and only when something changed). */
 void servers_report(bool force);

@@ -25,16 +25,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "workers/servers.h"
 #include "workers/worker.h"
 
 #define MAX_INFLIGHT (512 * 1024)
 
-enum ev_kind { EV_RESULT, EV_HEALTH, EV_PROGRESS };
+enum ev_kind { EV_RESULT, EV_HEALTH, EV_PROGRESS, EV_SERVER };
 
 struct event {                     /* thread -> loop */
 	enum ev_kind kind;
 	struct job *job;
 	enum job_status status;
+	int server;                    /* EV_RESULT, EV_SERVER: the server's index (-1: none) */
 	bool connected;
 	uint64_t n;                    /* progress bytes, or rtt */
 	char text[300];
@@ -46,19 +48,28 @@ struct qjob {                      /* loop -> thread */
 	struct qjob *next;
 };
 
+struct server {                    /* one item of sftp.host */
+	char host[256];
+	int port;
+};
+
 static struct {
 	/* configuration (read-only once the thread runs) */
-	char host[256], user[128], remote[1024];
+	struct server srv[SERVERS_MAX];
+	size_t nsrv;
+	char user[128], remote[1024];
 	char *password, *key_file, *passphrase, *known_hosts, *fingerprint;
 	/* key_file and known_hosts as the supervisor read them: the worker may run
 	 * as a user that cannot open them */
 	const char *key_data, *kh_data, *kh_why;
 	size_t key_len, kh_len;
-	int port;
 	size_t inflight;                /* bytes of one file in flight: buffer_bytes, capped (see refill) */
 	int files_in_flight;
 	long timeout_ms;
 	/* the thread's own */
+	size_t cur;                    /* the server of the session (or of the next one) */
+	char host[256];                /* and its host and port */
+	int port;
 	int sock;                      /* set and closed under the lock: sftp_shutdown shuts it down */
 	LIBSSH2_SESSION *session;
 	LIBSSH2_SFTP *sftp0;            /* the first lane's channel */
@@ -68,10 +79,12 @@ static struct {
 	struct qjob *jobs, *jobs_tail;
 	struct event *events, *events_tail;
 	bool stop;
+	bool failback;                 /* the loop asks for the first server again (failover) */
 	int wake;                      /* eventfd: jobs or a stop for the thread */
 	pthread_t thread;
 	uv_async_t async;
 	uv_timer_t start;               /* the thread starts at the loop's first turn */
+	uv_timer_t servers_tick;        /* failback and the per-server report */
 	bool started;                   /* the loop's: the thread runs (join it) */
 } sftp_state = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1, .wake = -1 };
 
@@ -89,12 +102,13 @@ static void post(struct event *e)
 	uv_async_send(&sftp_state.async);
 }
 
-static void post_result(struct job *j, enum job_status st, const char *fmt, ...) PRINTF(3, 4);
-static void post_result(struct job *j, enum job_status st, const char *fmt, ...)
+static void post_result(struct job *j, int server, enum job_status st, const char *fmt, ...) PRINTF(4, 5);
+static void post_result(struct job *j, int server, enum job_status st, const char *fmt, ...)
 {
 	struct event *e = xcalloc(1, sizeof *e);
 	e->kind = EV_RESULT;
 	e->job = j;
+	e->server = server;
 	e->status = st;
 	if (fmt) {
 		va_list ap;
@@ -115,6 +129,30 @@ static void post_health(bool up, uint64_t rtt, const char *text)
 	post(e);
 }
 
+/* Server i of sftp.host answered (up, with the round trip of the login) or
+ * failed (why): the loop keeps the per-server state (servers.c). */
+static void post_server(size_t i, bool up, uint64_t rtt, const char *why)
+{
+	struct event *e = xcalloc(1, sizeof *e);
+	e->kind = EV_SERVER;
+	e->server = (int)i;
+	e->connected = up;
+	e->n = rtt;
+	snprintf(e->text, sizeof e->text, "%s", why ? why : "");
+	post(e);
+}
+
+static void on_server(const struct event *e)
+{
+	size_t i = (size_t)e->server;
+	if (e->connected) {
+		servers_up(i, e->n);
+		servers_use(i);
+	} else {
+		servers_down(i, e->text);
+	}
+}
+
 static void on_events(uv_async_t *a)
 {
 	pthread_mutex_lock(&sftp_state.lock);
@@ -124,13 +162,21 @@ static void on_events(uv_async_t *a)
 	while (e) {
 		struct event *next = e->next;
 		switch (e->kind) {
-		case EV_RESULT: worker_result(e->job, e->status, 0, e->text[0] ? "%s" : NULL, e->text); break;
+		case EV_RESULT:
+			if (e->server >= 0 && e->status == JOB_OK)
+				servers_delivered((size_t)e->server, 0);
+			else if (e->server >= 0)
+				servers_failed((size_t)e->server);
+			worker_result(e->job, e->status, 0, e->text[0] ? "%s" : NULL, e->text);
+			break;
+		case EV_SERVER: on_server(e); break;
 		case EV_HEALTH: worker_health(e->connected, e->n, "%s", e->text); break;
 		case EV_PROGRESS: worker_progress(e->job, e->n); break;
 		}
 		free(e);
 		e = next;
 	}
+	servers_report(false);
 }
 
 /* ---- the session ---- */
@@ -483,6 +529,7 @@ struct file {
 	char final[1400], part[1400];
 	bool resume;              /* the part may hold bytes of an earlier attempt */
 	int sessions;             /* sessions it was tried on */
+	int server;               /* the server of the last of them (-1: none yet) */
 	uint64_t acked;           /* bytes the server acknowledged (from the resume point) */
 	char *buf;                /* bytes [acked, acked + have) of the file at buf + start */
 	size_t cap, start, have;
@@ -513,6 +560,7 @@ static struct {
 	struct file *queue, *queue_tail;
 	struct file *owner;
 	char broken[300];          /* why the session broke */
+	bool draining;             /* failback: no new file on this session, which then closes */
 	struct no_resume *no_resume; /* messages whose part must not be resumed */
 } T;
 
@@ -594,7 +642,7 @@ static void finish(struct file *f, enum job_status st, const char *err)
 {
 	if (T.owner == f)
 		T.owner = NULL;
-	post_result(f->job, st, err && *err ? "%s" : NULL, err);
+	post_result(f->job, f->server, st, err && *err ? "%s" : NULL, err);
 	free_file(f);
 }
 
@@ -939,6 +987,8 @@ static bool want_lane(void)
 static bool assign(void)
 {
 	bool moved = false;
+	if (T.draining)
+		return false;
 	for (int i = 0; i < T.nlanes && T.queue; i++) {
 		struct lane *l = &T.lanes[i];
 		if (l->writer)
@@ -950,6 +1000,9 @@ static bool assign(void)
 		f->next = NULL;
 		f->stage = ST_OPEN;
 		f->sessions++;
+		if (f->server >= 0 && (size_t)f->server != sftp_state.cur)
+			f->resume = false; /* its part is the other server's business: start over here */
+		f->server = (int)sftp_state.cur;
 		l->writer = f;
 		moved = true;
 	}
@@ -1011,8 +1064,13 @@ static void queue_front(struct file *f)
 		T.queue_tail = f;
 }
 
-/* What a broken session had in flight: a file tried on one session only goes
- * again on the next (resuming its part); one that broke two sessions is
+/* Sessions a file may break before it is answered retry: two with one server
+ * (the second resumes the part), one on each server of a list. */
+static int sessions_max(void) { return sftp_state.nsrv > 2 ? (int)sftp_state.nsrv : 2; }
+
+/* What a broken session had in flight: a file tried on fewer than
+ * sessions_max() sessions goes again on the next (resuming its part on the
+ * same server, starting over on another); one that broke that many is
  * answered retry with why. Nothing is answered when the worker stops: the
  * framework answers the jobs in hand. */
 static void take_back(struct file *f, const char *why, bool stopping)
@@ -1020,13 +1078,13 @@ static void take_back(struct file *f, const char *why, bool stopping)
 	if (f->h)
 		libssh2_sftp_close_handle(f->h); /* the socket is shut: fails at once, frees the handle */
 	f->h = NULL;
-	if (f->remove_part && (stopping || f->sessions >= 2))
+	if (f->remove_part && (stopping || f->sessions >= sessions_max()))
 		forbid_resume(f->job->id); /* a refused write's part the broken session left */
 	if (stopping) {
 		free_file(f);
 		return;
 	}
-	if (f->sessions >= 2) {
+	if (f->sessions >= sessions_max()) {
 		finish(f, JOB_RETRY, why);
 		return;
 	}
@@ -1091,6 +1149,7 @@ static bool take_jobs(void)
 		struct qjob *next = q->next;
 		struct file *f = xcalloc(1, sizeof *f);
 		f->job = q->job;
+		f->server = -1;
 		const char *name = f->job->remote_name ? f->job->remote_name : f->job->id;
 		snprintf(f->final, sizeof f->final, "%s/%s", sftp_state.remote, name);
 		part_name(f->part, sizeof f->part, name, f->job->id);
@@ -1114,7 +1173,7 @@ static void fail_queue(const char *why)
 	while (T.queue) {
 		struct file *f = T.queue;
 		T.queue = f->next;
-		post_result(f->job, JOB_RETRY, "%s", why);
+		post_result(f->job, -1, JOB_RETRY, "%s", why);
 		free_file(f);
 	}
 	T.queue_tail = NULL;
@@ -1178,14 +1237,91 @@ static bool wait_busy(void)
 	return true;
 }
 
+/* Server i's host and port for the next session. */
+static void use_server(size_t i)
+{
+	sftp_state.cur = i;
+	snprintf(sftp_state.host, sizeof sftp_state.host, "%s", sftp_state.srv[i].host);
+	sftp_state.port = sftp_state.srv[i].port;
+}
+
+/* The session broke: its server is down, and the next session goes to the
+ * next server of the list (failover). */
+static void session_lost(const char *why)
+{
+	char w[300];
+	snprintf(w, sizeof w, "%s", why);
+	drop_session(w, false);
+	post_health(false, 0, w);
+	if (stopping())
+		return;
+	post_server(sftp_state.cur, false, 0, w);
+	if (sftp_state.nsrv > 1) {
+		/* a failback waiting for this session's files goes ahead now */
+		use_server(T.draining ? 0 : (sftp_state.cur + 1) % sftp_state.nsrv);
+		T.draining = false;
+		log_msg(LOG_LVL_WARN, "sftp: next session to server %zu of %zu (%s:%d)", sftp_state.cur + 1, sftp_state.nsrv,
+			sftp_state.host, sftp_state.port);
+	}
+}
+
+/* A session to the current server, or to the next ones in turn: false (err
+ * says why) when none of them opened one. */
+static bool connect_some(char *err, size_t errlen)
+{
+	char last[300] = "";
+	for (size_t k = 0; k < sftp_state.nsrv; k++) {
+		uint64_t t0 = now_ms();
+		if (open_session(err, errlen) == 0) {
+			post_server(sftp_state.cur, true, (now_ms() - t0) * 1000, NULL);
+			return true;
+		}
+		drop_session(err, false);
+		if (stopping())
+			return false;
+		post_server(sftp_state.cur, false, 0, err);
+		snprintf(last, sizeof last, "%s", err);
+		if (sftp_state.nsrv == 1)
+			break;
+		log_msg(LOG_LVL_WARN, "sftp: server %zu of %zu: %s", sftp_state.cur + 1, sftp_state.nsrv, err);
+		use_server((sftp_state.cur + 1) % sftp_state.nsrv);
+	}
+	if (sftp_state.nsrv > 1)
+		snprintf(err, errlen, "none of the %zu servers of sftp.host took a session (the last: %s)", sftp_state.nsrv, last);
+	return false;
+}
+
+/* The loop asked for the first server again: at once when no session is
+ * open, else once the files in flight are done (no new one starts meanwhile).
+ * true when the next session is to be opened now. */
+static bool take_failback(void)
+{
+	pthread_mutex_lock(&sftp_state.lock);
+	bool asked = sftp_state.failback;
+	sftp_state.failback = false;
+	pthread_mutex_unlock(&sftp_state.lock);
+	if (asked && !sftp_state.session) {
+		use_server(0);
+		return true;
+	}
+	if (asked && sftp_state.cur != 0)
+		T.draining = true;
+	if (T.draining && !busy()) {
+		T.draining = false;
+		drop_session("failback to the first server", false);
+		use_server(0);
+		return true;
+	}
+	return false;
+}
+
 /* Idle: keep the session alive, or find out it dropped. */
 static void keep_alive(void)
 {
 	int next = 15;
 	int rc = libssh2_keepalive_send(sftp_state.session, &next);
 	if (rc && rc != LIBSSH2_ERROR_EAGAIN) {
-		drop_session("the SSH session dropped", false);
-		post_health(false, 0, "the SSH session dropped");
+		session_lost("the SSH session dropped");
 		return;
 	}
 	wait_for(next > 5 ? 5000 : next * 1000, 0);
@@ -1197,7 +1333,10 @@ static void *run(void *arg)
 	char err[300];
 	T.lanes = xcalloc((size_t)sftp_state.files_in_flight, sizeof *T.lanes);
 	bool retry_now = true; /* the first connect is at once; then one try each 5 s while nothing waits */
+	use_server(0);
 	while (take_jobs()) {
+		if (take_failback())
+			retry_now = true;
 		if (!sftp_state.session) {
 			if (!T.queue && !retry_now) {
 				wait_for(5000, 0);
@@ -1205,8 +1344,7 @@ static void *run(void *arg)
 				continue;
 			}
 			retry_now = false;
-			if (open_session(err, sizeof err) < 0) {
-				drop_session(err, false);
+			if (!connect_some(err, sizeof err)) {
 				post_health(false, 0, err);
 				fail_queue(err);
 				continue;
@@ -1218,8 +1356,7 @@ static void *run(void *arg)
 		if (!pump() || (busy() && !wait_busy())) {
 			if (!stopping())
 				log_msg(LOG_LVL_WARN, "sftp: %s; connecting again", T.broken);
-			drop_session(T.broken, false);
-			post_health(false, 0, T.broken);
+			session_lost(T.broken);
 			continue;
 		}
 		queue_progress();
@@ -1280,12 +1417,77 @@ static void start_thread(uv_timer_t *t)
 	sftp_state.started = true;
 }
 
+/* "host", "host:port", "[v6addr]" or "[v6addr]:port" (a bare IPv6 address
+ * has no port): one item of sftp.host. */
+static int parse_server(const char *s, int defport, struct server *out, char *err, size_t errlen)
+{
+	const char *host = s, *port = NULL;
+	size_t hl = strlen(s);
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb && rb[1] == ':')
+			port = rb + 2;
+		if (!rb || (rb[1] && rb[1] != ':')) {
+			snprintf(err, errlen, "sftp.host: '%s' is not [IPv6 address] or [IPv6 address]:port", s);
+			return -1;
+		}
+		host = s + 1;
+		hl = (size_t)(rb - host);
+	} else {
+		const char *c = strchr(s, ':');
+		if (c && !strchr(c + 1, ':')) {
+			hl = (size_t)(c - s);
+			port = c + 1;
+		}
+	}
+	if (hl == 0 || hl >= sizeof out->host) {
+		snprintf(err, errlen, "sftp.host: '%s' has no host name or one of more than %zu bytes", s, sizeof out->host - 1);
+		return -1;
+	}
+	snprintf(out->host, sizeof out->host, "%.*s", (int)hl, host);
+	out->port = defport;
+	if (port) {
+		char *end;
+		long v = strtol(port, &end, 10);
+		if (!*port || *end || v < 1 || v > 65535) {
+			snprintf(err, errlen, "sftp.host: the port in '%s' is not a number from 1 to 65535", s);
+			return -1;
+		}
+		out->port = (int)v;
+	}
+	return 0;
+}
+
+/* Failback (the loop decides, the thread moves once its files are done) and
+ * the per-server report. */
+static void servers_tick(uv_timer_t *t)
+{
+	(void)t;
+	if (servers_failback_due()) {
+		servers_failback();
+		pthread_mutex_lock(&sftp_state.lock);
+		sftp_state.failback = true;
+		pthread_mutex_unlock(&sftp_state.lock);
+		wake_thread();
+	}
+	servers_report(false);
+}
+
 static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
-	snprintf(sftp_state.host, sizeof sftp_state.host, "%s", cfg_str(cfg, "host"));
+	if (servers_init(cfg, "host", err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	if (!servers_failover()) {
+		snprintf(err, errlen, "sftp.servers_policy: spread is not supported by sftp, which keeps one SSH session "
+				      "at a time; use failover");
+		return UCGW_EXIT_CONFIG;
+	}
+	sftp_state.nsrv = servers_count();
+	for (size_t i = 0; i < sftp_state.nsrv; i++)
+		if (parse_server(servers_url(i), (int)cfg_int(cfg, "port"), &sftp_state.srv[i], err, errlen) < 0)
+			return UCGW_EXIT_CONFIG;
 	snprintf(sftp_state.user, sizeof sftp_state.user, "%s", cfg_str(cfg, "username"));
 	snprintf(sftp_state.remote, sizeof sftp_state.remote, "%s", cfg_str(cfg, "remote_path"));
-	sftp_state.port = (int)cfg_int(cfg, "port");
 	sftp_state.password = opt(cfg_str(cfg, "password"));
 	sftp_state.key_file = opt(cfg_str(cfg, "key_file"));
 	sftp_state.passphrase = opt(cfg_str(cfg, "key_passphrase"));
@@ -1326,7 +1528,9 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 		return UCGW_EXIT_CONFIG;
 	}
 	uv_async_init(loop, &sftp_state.async, on_events);
-	worker_health(false, 0, "connecting to %s:%d", sftp_state.host, sftp_state.port);
+	worker_health(false, 0, "connecting to %s:%d", sftp_state.srv[0].host, sftp_state.srv[0].port);
+	uv_timer_init(loop, &sftp_state.servers_tick);
+	uv_timer_start(&sftp_state.servers_tick, servers_tick, 1000, 1000);
 	uv_timer_init(loop, &sftp_state.start);
 	uv_timer_start(&sftp_state.start, start_thread, 0, 0);
 	return 0;
@@ -1339,6 +1543,7 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
  * next time. What it posted is answered here, so a file it finished is `ok`. */
 static void sftp_shutdown(void)
 {
+	uv_timer_stop(&sftp_state.servers_tick);
 	pthread_mutex_lock(&sftp_state.lock);
 	sftp_state.stop = true;
 	if (sftp_state.sock >= 0)

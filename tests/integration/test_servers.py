@@ -4,8 +4,10 @@ is lost, a message that fails on one server goes to the other inside the
 worker (one attempt as the supervisor counts them), failover goes back to the
 first after failback_s, and each server's counters in `workers`, `/metrics`
 and the dashboard's JSON say where each message went."""
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,10 +15,11 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ucgwtest import BIN, GatewayTest, free_port, wait_for  # noqa: E402
+from ucgwtest import BIN, FaultProxy, GatewayTest, free_port, wait_for  # noqa: E402
 from lprpeer import LprPeer  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
+from sshd import Sshd  # noqa: E402
 
 USERS = {"edge": "s3cret", "reader": "r"}
 DATA = "lpr/test-cam-1/data"
@@ -27,6 +30,11 @@ def servers(gw, proto):
     """The worker's servers, once it has reported both."""
     return wait_for(lambda: (lambda s: s if len(s) == 2 else None)(gw.workers()[proto]["servers"]),
                     what="%s's two servers reported" % proto)
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 class ServersTest(GatewayTest):
@@ -243,6 +251,111 @@ class ServersTest(GatewayTest):
             self.assertLess(used, 0.5, "%s used %.2f s of CPU in 3 s with every server down" % (proto, used))
             for x in servers(gw, proto):
                 self.assertNotIn(x["detail"], ("", "up", "not tried yet"), x)  # why it is down
+
+    def test_sftp_two_servers_killed_under_load_failover_and_failback(self):
+        """sftp.host lists two real sshd; the first is killed (its listener and
+        its sessions) while files flow: every file arrives byte-identical on
+        one of the two, the worker itself moves the files the first one held to
+        the second (no retry answered), and the first takes over again after
+        failback_s once it is back."""
+        a = Sshd(self, name="sshd-a")
+        b = Sshd(self, name="sshd-b")
+        with open(a.user_key + ".pub") as src, open(b.authorized, "a") as dst:
+            dst.write(src.read())  # one user key for both, as one camera has
+        # A behind a proxy that caps its rate, so that it still has files to
+        # carry when it is killed (on loopback it would have finished)
+        proxy = FaultProxy(self, a.port)
+        self.assertEqual(proxy.command("bandwidth 8000000"), "ok")
+        known = os.path.join(self.tmp, "known_hosts")
+        with open(known, "w") as f:
+            for kh in (a.known_hosts_as("127.0.0.1", proxy.port, "known_hosts_proxy"), b.known_hosts):
+                with open(kh) as k:
+                    f.write(k.read())
+        urls = ["127.0.0.1:%d" % proxy.port, "127.0.0.1:%d" % b.port]
+        gw = self.gateway_with({"sftp": {"host": urls, "port": 9, "username": a.user, "key_file": a.user_key,
+                                         "known_hosts": known, "remote_path": a.remote_rel, "timeout": 5,
+                                         "failback_s": 2}})
+        wait_for(lambda: gw.workers()["sftp"]["connected"], what="sftp connected")
+        sent, paths = {}, []
+        for i in range(24):
+            paths.append(os.path.join(self.tmp, "plate-%02d.bin" % i))
+            data = os.urandom(1 << 20)
+            with open(paths[-1], "wb") as f:
+                f.write(data)
+            sent[os.path.basename(paths[-1])] = hashlib.sha256(data).hexdigest()
+        # all at once, so that A holds files in flight when it is killed
+        senders = [subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "send-file", "--protocol", "sftp",
+                                     p], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in paths]
+
+        def finals(s):
+            return {n for n in os.listdir(s.remote) if not n.startswith(".")} if os.path.isdir(s.remote) else set()
+        wait_for(lambda: len(finals(a)) >= 3, what="3 files on A")
+        sessions, todo = [], a.session_processes()
+        while todo:  # each session's processes, the privilege-separated child too
+            sessions += todo
+            todo = [int(p) for pid in todo for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                                                   text=True).stdout.split()]
+        a.stop()
+        for pid in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in senders:
+            out = p.communicate(timeout=30)[0]
+            self.assertEqual(p.returncode, 0, out)
+        wait_for(lambda: gw.ctl_json("stats")["sftp"]["success"] == len(sent), timeout=30, what="every file ok")
+        st = gw.ctl_json("stats")["sftp"]
+        self.assertEqual((st["success"], st["retries"], st["failure"]), (len(sent), 0, 0),
+                         "the worker moved what A held to B itself")
+        on_a, on_b = finals(a), finals(b)
+        self.assertEqual(on_a | on_b, set(sent))
+        for name, digest in sent.items():
+            got = [sha(os.path.join(s.remote, name)) for s in (a, b) if name in (on_a if s is a else on_b)]
+            self.assertTrue(got and all(g == digest for g in got), name)
+        self.assertGreater(len(on_b - on_a), 0, "files went to B after A was killed")
+        # what A held in flight went to B whole; its part files stay on A, A's business
+        self.assertTrue([n for n in os.listdir(a.remote) if n.endswith(".ucgw-part")], "A had files in flight")
+        s = wait_for(lambda: (lambda s: s if sum(x["delivered"] for x in s) == len(sent) else None)(
+            servers(gw, "sftp")), what="per-server counts add up")
+        self.assertEqual([x["url"] for x in s], urls)
+        self.assertGreaterEqual(s[0]["delivered"], len(on_a - on_b))
+        self.assertGreaterEqual(s[1]["delivered"], len(on_b - on_a))
+        self.assertGreaterEqual(s[0]["downs"], 1)
+        self.assertTrue(s[1]["up"] and not s[0]["up"], s)  # (a failback may be trying A: which is active varies)
+        self.assertIn("server 2 %s: up" % urls[1], gw.ctl("workers")[1])
+
+        a.start()
+        wait_for(lambda: servers(gw, "sftp")[0]["active"] and servers(gw, "sftp")[0]["up"], timeout=15,
+                 what="failback to A")
+        before_b = finals(b)
+        for i in range(3):
+            path = os.path.join(self.tmp, "after-%d.jpg" % i)
+            with open(path, "wb") as f:
+                f.write(os.urandom(50000))
+            rc, out, err = gw.ctl("--json", "send-file", "--protocol", "sftp", "--wait", path)
+            self.assertEqual(rc, 0, err + out)
+            self.assertIn("after-%d.jpg" % i, finals(a))
+        self.assertEqual(finals(b), before_b, "none to B after the failback")
+        wait_for(lambda: sum(x["delivered"] for x in servers(gw, "sftp")) == len(sent) + 3, what="3 more counted")
+        self.assertEqual(gw.ctl_json("stats")["sftp"]["servers"][0]["url"], urls[0])
+        listen = gw.cfg["metrics"]["listen"]
+        dash = json.loads(urllib.request.urlopen("http://%s/api/dashboard" % listen, timeout=5).read())
+        self.assertEqual(dash["network_quality"]["sftp"]["server"], urls[0])  # the probe: the first item, its port
+        self.assertIn('ucgw_server_up{protocol="sftp",server="%s"} 1' % urls[0], self.metrics(gw))
+
+    def test_sftp_bad_host_items(self):
+        """A port that is no port, or spread (one SSH session at a time): the
+        worker says which item and why, and is not restarted in a loop."""
+        for host, policy, why in ((["127.0.0.1:2222", "127.0.0.1:99999"], "failover",
+                                   "sftp.host: the port in '127.0.0.1:99999' is not a number from 1 to 65535"),
+                                  (["[::1", "127.0.0.1"], "failover", "sftp.host: '[::1' is not [IPv6 address]"),
+                                  (["127.0.0.1", "127.0.0.2"], "spread", "spread is not supported by sftp")):
+            gw = self.gateway({"sftp": {"host": host, "servers_policy": policy, "username": "u", "password": "p",
+                                        "known_hosts": __file__}},
+                              name="bad%d" % free_port())
+            gw.wait_worker("sftp", lambda w: w["state"] == "failed", what="sftp failed")
+            wait_for(lambda: why in gw.log_text(), what=why)
 
     def test_config_forms(self):
         """One server as a string, as before; several as a list; an empty list is no server."""

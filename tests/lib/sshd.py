@@ -10,20 +10,25 @@ from ucgwtest import free_port, wait_port
 
 
 class Sshd:
-    def __init__(self, test, port=None, file_size_limit=None):
+    def __init__(self, test, port=None, file_size_limit=None, name=None):
         """file_size_limit: the server's processes may write no file beyond that
         many bytes (RLIMIT_FSIZE, SIGXFSZ ignored): a write past it fails with an
-        SFTP status, as on a full disk."""
+        SFTP status, as on a full disk. name: one of several servers in a test,
+        each with a directory of its own; its SFTP logins start in its own root
+        (internal-sftp -d), so the relative remote_path remote_rel lands in that
+        server's remote directory."""
         self.test = test
         self.file_size_limit = file_size_limit
-        self.dir = os.path.join(test.tmp, "sshd")
+        self.dir = os.path.join(test.tmp, name or "sshd")
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
         self.user = getpass.getuser()
         self.host_key = os.path.join(self.dir, "host_ed25519")
         # libssh2 1.10 signs RSA with SHA-1 only, which OpenSSH 9 refuses: an ECDSA user key.
         self.user_key = os.path.join(self.dir, "user_ecdsa")
-        self.remote = os.path.join(test.tmp, "remote", "lpr_images")
+        self.root = os.path.join(test.tmp, name + "-root") if name else None
+        self.remote_rel = "lpr_images"
+        self.remote = os.path.join(self.root or os.path.join(test.tmp, "remote"), self.remote_rel)
         for args in (["-t", "ed25519", "-f", self.host_key], ["-t", "ecdsa", "-b", "256", "-m", "PEM", "-f", self.user_key]):
             subprocess.run(["ssh-keygen", "-q", "-N", "", *args], check=True)
         self.authorized = os.path.join(self.dir, "authorized_keys")
@@ -39,7 +44,8 @@ class Sshd:
                 "Port %d" % self.port, "ListenAddress 127.0.0.1", "HostKey " + self.host_key,
                 "AuthorizedKeysFile " + self.authorized, "PidFile " + os.path.join(self.dir, "sshd.pid"),
                 "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-                "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "LogLevel ERROR",
+                "UsePAM no", "StrictModes no",
+                "Subsystem sftp internal-sftp" + (" -d " + self.root if self.root else ""), "LogLevel ERROR",
                 "MaxStartups 100:30:200", "MaxSessions 50", ""]))
         os.makedirs("/run/sshd", exist_ok=True)
         os.makedirs(self.remote, exist_ok=True)

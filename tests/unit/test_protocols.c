@@ -71,7 +71,7 @@ static void test_rows_complete(void)
 		/* the network monitor can find its server */
 		const struct cfg_key *sk = p->server.key ? key_of(p, p->server.key) : NULL;
 		CHECK(sk && (sk->flags & CFG_REQUIRED) &&
-		      (sk->type == CFG_STR || (sk->type == CFG_STRLIST && (sk->flags & CFG_SERVERS) && !p->server.port_key)));
+		      (sk->type == CFG_STR || (sk->type == CFG_STRLIST && (sk->flags & CFG_SERVERS))));
 		CHECK(p->server.port_key ? key_of(p, p->server.port_key) && key_of(p, p->server.port_key)->type == CFG_INT
 					 : p->server.port != NULL);
 		CHECK(!p->retry_key || (key_of(p, p->retry_key) && key_of(p, p->retry_key)->type == CFG_INT));
