@@ -106,16 +106,19 @@ class ClockTest(GatewayTest):
         gw.stop()
         with open(boot, "w") as f:
             f.write("bbbbbbbb-0000-4000-8000-000000000002\n")  # the camera was power cycled
+        mark = len(gw.log_text())
         gw.start(env=env)
         self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 3)
         os.unlink(unset)  # NTP sets the clock in this boot too
-        wait_for(lambda: "the clock is set" in gw.log_text(), timeout=10, what="the clock set")
+        wait_for(lambda: "the clock is set" in gw.log_text()[mark:], timeout=10, what="the clock set")
         time.sleep(2)  # the router's sweeps
         self.assertNotIn("expired", gw.log_text())
         self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 3)
         t = gw.ctl_json("trace", ids[0])["message"]
         self.assertTrue(t["expiry_rebased"])  # its time from the earlier boot cannot be corrected
         self.assertFalse(t["clock_corrected"])
+        self.assertIn("3 messages read back were stamped before the clock was set in an earlier boot",
+                      gw.log_text()[mark:])
         mq.start()
         sub = Subscriber(mq.port, "lpr/#", "reader", "r")
         self.addCleanup(sub.close)
