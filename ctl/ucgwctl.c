@@ -773,12 +773,14 @@ static int run_trace(int argc, char **argv)
 	}
 	const msgpack_object *m = obj_get(b, "message"), *route = obj_get(b, "route");
 	char id[40], state[16], req[16], err[200], order[16];
-	bool corrected = false;
+	bool corrected = false, rebased = false;
 	obj_get_bool(m, "clock_corrected", &corrected);
+	obj_get_bool(m, "expiry_rebased", &rebased);
 	printf("%s: %s, asked for %s, %" PRIu64 " bytes", s_of(m, "id", id, sizeof id), s_of(m, "state", state, sizeof state),
 	       s_of(b, "requested", req, sizeof req), u_of(m, "size"));
 	if (obj_get(m, "order")) /* an older ucgwd says neither */
-		printf(", %s%s", s_of(m, "order", order, sizeof order), corrected ? ", time corrected after the clock was set" : "");
+		printf(", %s%s%s", s_of(m, "order", order, sizeof order), corrected ? ", time corrected after the clock was set" : "",
+		       rebased ? ", stamped before the clock was set in an earlier boot: expiry counted from its read-back" : "");
 	printf("\n");
 	for (uint32_t i = 0; route && i < route->via.array.size; i++) {
 		const msgpack_object *h = &route->via.array.ptr[i];

@@ -7,6 +7,13 @@
  * written to state_dir/link-budget (a temporary file, synced, renamed over the
  * old one) every SAVE_MS when they changed, off the loop, and at shutdown, so
  * a restart does not reset them; a crash loses at most SAVE_MS of counting.
+ * Periods go only forward: a clock that reads before the period in progress
+ * (not set yet: a camera that boots before NTP) counts into it. A period begun
+ * while the clock was not known set (clock.c) is provisional (kept in the file
+ * too): once the clock is known set, its count is the count of the period the
+ * clock then reads, and a known-set clock that reads before the period in
+ * progress moves the count back to its own period the same way (that period
+ * was begun by a wrong clock).
  *
  * Holding: from link.budget_warn_percent of a budget used, link.budget_policy
  * names what waits: files (hold_files), everything but priority high
@@ -36,6 +43,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "supervisor/clock.h"
 #include "supervisor/http.h"
 #include "supervisor/router_int.h"
 #include "supervisor/sup.h"
@@ -55,6 +63,8 @@ struct period {
 	uint64_t key;          /* which period (budget_day_key / budget_month_key) */
 	uint64_t used;
 	bool warned, exhausted; /* logged in this period */
+	bool provisional;       /* begun while the clock was not known set */
+	bool behind;            /* ... the clock reads before it: logged */
 };
 
 static struct {
@@ -169,18 +179,44 @@ static uint64_t period_key(const struct period *p, uint64_t now)
 	return p == &B.day ? budget_day_key(now) : budget_month_key(now, (int)link_int("budget_month_start_day"));
 }
 
-/* A new period: its count starts at 0. */
+/* A new period: its count starts at 0; only forward, and not on a clock not
+ * known set (see the top). */
 static bool roll(struct period *p, uint64_t now)
 {
 	uint64_t k = period_key(p, now);
-	if (k == p->key)
+	bool set = clock_known_set();
+	if (k == p->key) {
+		p->behind = false;
+		if (set && p->provisional) {
+			p->provisional = false;
+			B.dirty = true;
+		}
 		return false;
+	}
+	if (p->key && (k < p->key || p->provisional) && set) { /* the key came from a clock that was wrong */
+		log_info("link: the clock is set: the %s byte budget's count (%llu bytes, kept as period %llu) is "
+			 "period %llu's", p->name, (unsigned long long)p->used, (unsigned long long)p->key,
+			 (unsigned long long)k);
+		p->key = k;
+		p->provisional = p->behind = false;
+		B.dirty = true;
+		return false;
+	}
+	if (p->key && k < p->key) {
+		if (!p->behind)
+			log_info("link: the clock (not known set) reads period %llu, before the %s byte budget's period %llu: "
+				 "counting into %llu", (unsigned long long)k, p->name, (unsigned long long)p->key,
+				 (unsigned long long)p->key);
+		p->behind = true;
+		return false;
+	}
 	if (p->key && p->used)
 		log_info("link: the %s byte budget's period %llu ended with %llu bytes used; %llu starts", p->name,
 			 (unsigned long long)p->key, (unsigned long long)p->used, (unsigned long long)k);
 	p->key = k;
 	p->used = 0;
-	p->warned = p->exhausted = false;
+	p->warned = p->exhausted = p->behind = false;
+	p->provisional = !set;
 	B.dirty = true;
 	return true;
 }
@@ -226,8 +262,10 @@ static int write_state(const char *path, const char *text, char *err, size_t err
 
 static void format_state(char *buf, size_t len)
 {
-	snprintf(buf, len, STATE_MAGIC "\nday %llu %llu\nmonth %llu %llu\n", (unsigned long long)B.day.key,
-		 (unsigned long long)B.day.used, (unsigned long long)B.month.key, (unsigned long long)B.month.used);
+	/* "provisional": a line a reader before it does not look at */
+	snprintf(buf, len, STATE_MAGIC "\nday %llu %llu\nmonth %llu %llu\nprovisional %d %d\n", (unsigned long long)B.day.key,
+		 (unsigned long long)B.day.used, (unsigned long long)B.month.key, (unsigned long long)B.month.used,
+		 B.day.provisional, B.month.provisional);
 }
 
 /* The tick's write (in the thread pool) and the one at shutdown may overlap:
@@ -284,8 +322,11 @@ static void load(void)
 	}
 	char magic[64] = "";
 	unsigned long long dk = 0, du = 0, mk = 0, mu = 0;
+	int dp = 0, mp = 0;
 	bool ok = fgets(magic, sizeof magic, f) && strncmp(magic, STATE_MAGIC "\n", sizeof STATE_MAGIC) == 0 &&
 		  fscanf(f, "day %llu %llu\nmonth %llu %llu\n", &dk, &du, &mk, &mu) == 4;
+	if (ok && fscanf(f, "provisional %d %d", &dp, &mp) != 2) /* a file written before it: a key before 2026 was */
+		dp = mp = -1;
 	fclose(f);
 	if (!ok) {
 		log_warnx("link: %s is not a byte count this ucgwd wrote; the counts start at 0", B.path);
@@ -297,6 +338,8 @@ static void load(void)
 	B.day.used = du;
 	B.month.key = mk;
 	B.month.used = mu;
+	B.day.provisional = dp < 0 ? dk < period_key(&B.day, CLOCK_FLOOR_MS) : dp != 0;
+	B.month.provisional = mp < 0 ? mk < period_key(&B.month, CLOCK_FLOOR_MS) : mp != 0;
 	roll(&B.day, now);
 	roll(&B.month, now);
 	log_info("link: %llu bytes used today, %llu this month (from %s)", (unsigned long long)B.day.used,

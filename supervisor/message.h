@@ -84,6 +84,9 @@ struct smsg {
 	uint64_t boot_ms;         /* CLOCK_BOOTTIME when accepted */
 	bool clock_unset;         /* accepted in this boot before the clock was known set: to correct */
 	bool clock_corrected;     /* created_wall_ms was corrected once the clock was set */
+	bool expiry_rebased;      /* its time cannot be placed: its expiry counts from when it was read back */
+	bool expiry_unset;        /* ... read back before the clock was known set: to move with the correction */
+	uint64_t rebased_wall_ms; /* ... the wall time then */
 	struct move {             /* a state change (msgstate.h), for `trace` */
 		uint8_t ev, to;
 		uint32_t at_ms;       /* since created_wall_ms */

@@ -267,7 +267,7 @@ static unsigned recent_next;
 void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *state)
 {
 	uint64_t at = m->finished_wall_ms ? m->finished_wall_ms : wall_ms(); /* a finished one's age at its end */
-	msgpack_pack_map(pk, 14);
+	msgpack_pack_map(pk, 15);
 	pk_kv_str(pk, "id", m->id);
 	pk_kv_str(pk, "kind", m->kind == JOB_FILE ? "file" : "meta");
 	pk_kv_str(pk, "state", state ? state : msgstate_str(m->state));
@@ -284,6 +284,11 @@ void router_pack_message(msgpack_packer *pk, const struct smsg *m, const char *s
 	pk_kv_u64(pk, "accepted_ms", m->created_wall_ms);
 	pk_key(pk, "clock_corrected"); /* clock.c */
 	if (m->clock_corrected)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+	pk_key(pk, "expiry_rebased"); /* its time could not be placed: its expiry counts from when it was read back */
+	if (m->expiry_rebased)
 		msgpack_pack_true(pk);
 	else
 		msgpack_pack_false(pk);

@@ -9,7 +9,9 @@
  * accepted before the wall clock was known set "boot", "boot_ms" and
  * "clock_unset": the boot it was accepted in and its boot clock then, for the
  * clock's correction; a reader before them skips unknown keys, and a record
- * without them is a message whose time stays as it is); DONE, DEAD and
+ * without them is a message whose time stays as it is, unless before
+ * CLOCK_FLOOR_MS; a record of another boot, or with "boot" "", is one whose
+ * expiry counts again from when it is read back: clock.c); DONE, DEAD and
  * REQUEUE carry its id (DONE also how it left, DEAD why). Recovery replays the segments in order; a torn tail of the
  * newest segment is cut at the last good record. Segments are deleted oldest first
  * once nothing in them is live (a DONE in a newer segment must not outlive the ADD
@@ -328,7 +330,8 @@ static int seg_open_new(char *err, size_t errlen)
 static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *payload, size_t len)
 {
 	msgpack_sbuffer *sb = pk_sbuffer(pk); /* packed straight in: one for every message */
-	mpw_map(sb, m->clock_unset ? 15 : 12);
+	bool unset = m->clock_unset || m->expiry_unset;
+	mpw_map(sb, unset ? 15 : 12);
 	mpw_kv_str(sb, "id", m->id);
 	mpw_kv_u64(sb, "kind", m->kind);
 	mpw_kv_u64(sb, "prio", m->priority);
@@ -341,8 +344,8 @@ static void pack_add(msgpack_packer *pk, const struct smsg *m, const void *paylo
 	mpw_kv_u64(sb, "created", m->created_wall_ms);
 	mpw_kv_u64(sb, "expires", m->expires_wall_ms);
 	mpw_kv_u64(sb, "size", m->size);
-	if (m->clock_unset) { /* what a correction needs (clock.c); a time taken by a set clock needs none */
-		mpw_kv_str(sb, "boot", clock_boot_id());
+	if (unset) { /* what a correction needs (clock.c); a time taken by a set clock needs none */
+		mpw_kv_str(sb, "boot", m->clock_unset ? clock_boot_id() : ""); /* "": an expiry to count again */
 		mpw_kv_u64(sb, "boot_ms", m->boot_ms);
 		mpw_str(sb, "clock_unset");
 		mpw_bool(sb, true);
@@ -1354,12 +1357,16 @@ static struct smsg *smsg_from_add(const msgpack_object *o)
 	obj_get_u64(o, "created", &m->created_wall_ms);
 	obj_get_u64(o, "expires", &m->expires_wall_ms);
 	obj_get_u64(o, "size", &m->size);
-	/* Its time can be corrected only in the boot it was accepted in (clock.c). */
+	/* Its time can be corrected only in the boot it was accepted in; one that
+	 * cannot be placed gets its expiry counted again (clock.c). */
 	char boot[40];
 	obj_get_u64(o, "boot_ms", &m->boot_ms);
 	obj_get_bool(o, "clock_unset", &m->clock_unset);
-	if (m->clock_unset && (!obj_get_str(o, "boot", boot, sizeof boot) || !boot[0] || strcmp(boot, clock_boot_id()) != 0))
+	if (m->clock_unset && (!obj_get_str(o, "boot", boot, sizeof boot) || !boot[0] || strcmp(boot, clock_boot_id()) != 0)) {
 		m->clock_unset = false;
+		m->expiry_rebased = true;
+	} else if (!m->clock_unset && m->created_wall_ms < CLOCK_FLOOR_MS)
+		m->expiry_rebased = true;
 	return m;
 }
 

@@ -1,8 +1,10 @@
 """The link's byte budget and rate cap (the `link` section) against a real
 mosquitto and a real OpenSSH sshd: a daily budget that runs out holds the
 images while the detections flow, its count survives a restart of ucgwd, and
-the held images go once a reload raises it; a rate cap shared by the workers
-slows the images and not the detections."""
+the held images go once a reload raises it, and a start before the clock is
+set (a camera booting before NTP) neither zeroes it nor starts a period of its
+own; a rate cap shared by the workers slows the images and not the
+detections."""
 import json
 import os
 import sys
@@ -13,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from mosquitto import Mosquitto  # noqa: E402
 from mqttsub import Subscriber  # noqa: E402
 from sshd import Sshd  # noqa: E402
-from ucgwtest import GatewayTest, wait_for  # noqa: E402
+from ucgwtest import GatewayTest, preload, wait_for  # noqa: E402
 
 DATA = "lpr/test-cam-1/data"
 
@@ -107,6 +109,33 @@ class BudgetTest(GatewayTest):
         wait_for(lambda: len(self.arrived(sshd)) == 5, timeout=10, what="the held images delivered")
         wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="spool drained")
         self.assertIn("held messages go round again", gw.log_text())
+
+    def test_count_kept_across_a_start_before_the_clock_is_set(self):
+        mq = Mosquitto(self)
+        cfg = {"mqtt": {"broker_url": mq.url()}, "link": {"budget_bytes_per_month": 10**9}}
+        gw = self.gateway(cfg)
+        wait_for(lambda: all(w["connected"] for w in gw.workers().values()), what="the worker connected")
+        for i in range(20):
+            rc, out, err = gw.ctl("send", "--protocol", "mqtt", '{"plate":"B%d","pad":"%s"}' % (i, "x" * 500))
+            self.assertEqual(rc, 0, err)
+        wait_for(lambda: gw.ctl_json("status")["spool"]["depth"] == 0, what="all delivered")
+        wait_for(lambda: self.link(gw)["month"]["used_bytes"] > 10000, what="the bytes counted")
+        gw.stop()
+        with open(os.path.join(cfg["gateway"]["state_dir"], "link-budget")) as f:
+            saved = int(f.read().split("month ")[1].split()[1])
+        unset = os.path.join(self.tmp, "clock-unset")
+        open(unset, "w").close()
+        mark = len(gw.log_text())
+        gw.start(env=preload("unsetclock.so", UCGW_CLOCK_UNSET_FILE=unset))  # the clock reads 20 years behind
+        wait_for(lambda: "the clock is not known to be set" in gw.log_text()[mark:], what="a start before the clock is set")
+        self.assertGreaterEqual(self.link(gw)["month"]["used_bytes"], saved)
+        self.assertGreaterEqual(self.link(gw)["day"]["used_bytes"], saved)
+        os.unlink(unset)  # NTP sets the clock
+        wait_for(lambda: "the clock is set" in gw.log_text()[mark:], what="the clock set")
+        time.sleep(1.5)  # the budget's tick
+        self.assertGreaterEqual(self.link(gw)["month"]["used_bytes"], saved)
+        self.assertGreaterEqual(self.link(gw)["day"]["used_bytes"], saved)
+        self.assertNotIn("ended with", gw.log_text()[mark:])
 
     def test_rate_cap_shares_the_link(self):
         mq, sub, sshd = self.servers()

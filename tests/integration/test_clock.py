@@ -2,7 +2,10 @@
 meanwhile wait in the spool (the broker is down), ucgwd restarts in the same
 boot, the clock is set, the broker comes back: the time the gateway sends with
 each (the MQTT user property accepted-at) is corrected and marked
-(clock-corrected), the payload is as it was, nothing expired."""
+(clock-corrected), the payload is as it was, nothing expired. And what cannot
+be corrected is not expired either: messages stamped before the clock was set
+in an earlier boot (a power cycle), or the clock set by hand (no NTP client)
+while ucgwd was down."""
 import calendar
 import os
 import sys
@@ -71,6 +74,73 @@ class ClockTest(GatewayTest):
         self.assertLess(abs(rfc3339_s(m["props"]["accepted-at"]) - after_at), 5, m["props"])
         self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 0)
         self.assertTrue(gw.ctl_json("trace", ids[4])["message"]["clock_corrected"])
+
+    def unset_gateway(self, **settings):
+        unset = os.path.join(self.tmp, "clock-unset")
+        open(unset, "w").close()
+        env = preload("unsetclock.so", UCGW_CLOCK_UNSET_FILE=unset, UCGW_CLOCK_SHIFT_S=str(SHIFT_S), **settings)
+        mq = Mosquitto(self, users=USERS)
+        mq.stop()
+        gw = self.gateway({"mqtt": {"broker_url": mq.url(), "username": "edge", "password": "s3cret"},
+                           "spool": {"ttl_s": 3600, "retry_backoff_min_ms": 200, "retry_backoff_max_ms": 1000}},
+                          env=env)
+        return unset, env, mq, gw
+
+    def send(self, gw, n, tag):
+        ids = []
+        for i in range(n):
+            rc, out, err = gw.ctl("send", "--protocol", "mqtt", '{"plate":"%s%d"}' % (tag, i))
+            self.assertEqual(rc, 0, err)
+            ids.append(out.strip())
+        return ids
+
+    def test_earlier_boot_not_expired(self):
+        boot = os.path.join(self.tmp, "boot_id")
+        with open(boot, "w") as f:
+            f.write("aaaaaaaa-0000-4000-8000-000000000001\n")
+        unset, env, mq, gw = self.unset_gateway(UCGW_BOOT_ID_FILE=boot)
+        ids = self.send(gw, 3, "R")
+        os.unlink(unset)  # set in that boot: corrected, but only in memory
+        wait_for(lambda: gw.ctl_json("trace", ids[0])["message"]["clock_corrected"], timeout=10, what="corrected")
+        open(unset, "w").close()
+        gw.stop()
+        with open(boot, "w") as f:
+            f.write("bbbbbbbb-0000-4000-8000-000000000002\n")  # the camera was power cycled
+        mark = len(gw.log_text())
+        gw.start(env=env)
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 3)
+        os.unlink(unset)  # NTP sets the clock in this boot too
+        wait_for(lambda: "the clock is set" in gw.log_text()[mark:], timeout=10, what="the clock set")
+        time.sleep(2)  # the router's sweeps
+        self.assertNotIn("expired", gw.log_text())
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 3)
+        t = gw.ctl_json("trace", ids[0])["message"]
+        self.assertTrue(t["expiry_rebased"])  # its time from the earlier boot cannot be corrected
+        self.assertFalse(t["clock_corrected"])
+        self.assertIn("3 messages read back were stamped before the clock was set in an earlier boot",
+                      gw.log_text()[mark:])
+        mq.start()
+        sub = Subscriber(mq.port, "lpr/#", "reader", "r")
+        self.addCleanup(sub.close)
+        wait_for(lambda: {m["props"]["message-id"] for m in sub.received(DATA)} >= set(ids), timeout=30,
+                 what="all three delivered")
+        got = {m["props"]["message-id"]: m["payload"] for m in sub.received(DATA)}
+        self.assertEqual([got[i] for i in ids], [b'{"plate":"R%d"}' % i for i in range(3)])
+
+    def test_set_by_hand_while_down(self):
+        unset, env, mq, gw = self.unset_gateway(UCGW_CLOCK_NO_NTP="1")
+        ids = self.send(gw, 3, "H")
+        gw.stop()
+        os.unlink(unset)  # `date -s`: no NTP client, the kernel stays unsynchronised
+        gw.start(env=env)
+        wait_for(lambda: gw.ctl_json("trace", ids[0])["message"]["clock_corrected"], timeout=10,
+                 what="times corrected at start")
+        self.assertIn("while ucgwd was down", gw.log_text())
+        t = gw.ctl_json("trace", ids[0])["message"]
+        self.assertLess(abs(t["accepted_ms"] / 1000 - time.time()), 60)
+        time.sleep(2)
+        self.assertNotIn("expired", gw.log_text())
+        self.assertEqual(gw.ctl_json("status")["spool"]["depth"], 3)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,20 @@
  * reads UCGW_CLOCK_SHIFT_S seconds (default 20 years) behind the real one, and
  * adjtimex, ntp_adjtime and clock_adjtime report STA_UNSYNC. Once the file is
  * removed the clock is "set": the real time, and the status without STA_UNSYNC
- * (synchronised), as chrony or systemd-timesyncd leave it. The monotonic and
- * boot clocks are never touched. */
+ * (synchronised), as chrony or systemd-timesyncd leave it; with
+ * UCGW_CLOCK_NO_NTP set, the status stays unsynchronised (no NTP client: the
+ * clock set by hand, `date -s`). The monotonic and boot clocks are never
+ * touched. With UCGW_BOOT_ID_FILE, the boot id
+ * (/proc/sys/kernel/random/boot_id) is read from that file instead: writing
+ * another id there is the camera rebooted. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* RTLD_NEXT */
 #endif
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/timex.h>
@@ -70,7 +76,8 @@ static int status(int rc, struct timex *tx)
 {
 	if (rc < 0)
 		return rc;
-	if (shift_s()) {
+	const char *no_ntp = getenv("UCGW_CLOCK_NO_NTP");
+	if (shift_s() || (no_ntp && *no_ntp)) {
 		tx->status |= STA_UNSYNC;
 		return TIME_ERROR;
 	}
@@ -100,4 +107,26 @@ int clock_adjtime(clockid_t id, struct timex *tx)
 	if (!real)
 		real = (int (*)(clockid_t, struct timex *))dlsym(RTLD_NEXT, "clock_adjtime");
 	return real ? status(real(id, tx), tx) : (errno = ENOSYS, -1);
+}
+
+static const char *boot_id_path(const char *path)
+{
+	const char *f = getenv("UCGW_BOOT_ID_FILE");
+	return f && *f && path && strcmp(path, "/proc/sys/kernel/random/boot_id") == 0 ? f : path;
+}
+
+FILE *fopen(const char *restrict path, const char *restrict mode)
+{
+	static FILE *(*real)(const char *, const char *);
+	if (!real)
+		real = (FILE * (*)(const char *, const char *)) dlsym(RTLD_NEXT, "fopen");
+	return real ? real(boot_id_path(path), mode) : (errno = ENOSYS, NULL);
+}
+
+FILE *fopen64(const char *restrict path, const char *restrict mode)
+{
+	static FILE *(*real)(const char *, const char *);
+	if (!real)
+		real = (FILE * (*)(const char *, const char *)) dlsym(RTLD_NEXT, "fopen64");
+	return real ? real(boot_id_path(path), mode) : (errno = ENOSYS, NULL);
 }
