@@ -449,6 +449,12 @@ static void refill(int64_t cap)
 	B.first = B.first + add > cap ? cap : B.first + add;
 }
 
+bool budget_rate_capped(void)
+{
+	cfg();
+	return C.max_bytes_per_s > 0;
+}
+
 bool budget_rate_ok(const struct smsg *m)
 {
 	cfg();
