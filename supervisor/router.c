@@ -962,7 +962,7 @@ void router_worker_progress(struct proc *p, const struct msg *pm)
 	m->done_bytes = pm->done;
 	m->progress_ms = now_ms(); /* progress keeps a long transfer from timing out */
 	stats_progress(rp, pm->done);
-	if (m->waiter.cid) {
+	if (m->waiter.cid && m->kind == JOB_FILE) { /* a file's bytes; rest's move to its next server says none */
 		struct body b;
 		control_body_init(&b);
 		msgpack_pack_map(&b.pk, 3);
