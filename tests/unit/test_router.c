@@ -718,6 +718,34 @@ static void test_cap_shared_fairly(void)
 	load_config();
 }
 
+/* The rate cap is charged a job's size when it is handed out, and the bytes
+ * on the wire when the worker reports them: a compressed job that took less
+ * than its size gives the difference back. */
+static void test_cap_credits_compression(void)
+{
+	load_text("websocket: {server_url: 'ws://127.0.0.1:1/lpr'}\n"
+		  "rest: {base_url: 'http://127.0.0.1:1'}\n"
+		  "mqtt: {broker_url: '127.0.0.1:1'}\n"
+		  "link: {max_bytes_per_s: 1000}\n"
+		  "fallback: {enabled: false}\n");
+	workers(true, true, true);
+	advance(2000); /* the bucket full: a second's worth */
+	struct smsg *a = message("websocket", PRIO_NORMAL);
+	a->size = 1000;
+	router_adopt(a);
+	router_route(a);
+	CHECK(a->state == SM_INFLIGHT); /* the bucket is empty now */
+	deliver_all();
+	budget_wire("websocket", 100); /* compressed: 100 bytes went */
+	struct smsg *b = message("websocket", PRIO_NORMAL);
+	b->size = 500;
+	router_adopt(b);
+	router_route(b);
+	CHECK(b->state == SM_INFLIGHT); /* 900 came back: no wait */
+	deliver_all();
+	load_config();
+}
+
 int main(void)
 {
 	load_config();
@@ -742,6 +770,7 @@ int main(void)
 	test_live_first();
 	test_budget_periods();
 	test_cap_shared_fairly();
-	test_budget_holds(); /* last: its budget stays used */
+	test_budget_holds(); /* its budget stays used: only tests without a byte budget after it */
+	test_cap_credits_compression();
 	return CHECK_DONE();
 }
