@@ -26,7 +26,9 @@
  * The rate cap: link.max_bytes_per_s, one token bucket for every worker. A
  * job is handed out only while there is room, and its size comes off at once;
  * what the workers report on top of that (headers, TLS, retransmissions) comes
- * off when they report it. Metadata and priority high are measured against a
+ * off when they report it, and what they carried less (compression) goes back
+ * at the first report after the job ended: over time the cap is charged the
+ * bytes on the wire. Metadata and priority high are measured against a
  * bucket of their own, so they may use the whole cap; files and the rest go
  * only while the shared bucket (everyone's bytes) has room: they take what the
  * detections leave. */
@@ -466,17 +468,28 @@ void budget_wire(const char *worker, uint64_t bytes)
 		return;
 	B.proto_wire[rp->idx] += bytes;
 	/* what the hand-out took off already (budget_sent) is not taken twice;
-	 * an estimate of jobs no longer in flight is no longer owed */
+	 * an estimate of jobs no longer in flight is no longer owed: what the
+	 * wire did not carry of it (a compressed payload, a message the server
+	 * had already) goes back to the buckets, so that the cap is charged the
+	 * bytes on the wire, not the payloads' sizes */
 	uint64_t inflight = 0;
 	for (struct smsg *m = rp->inflight.head; m; m = m->qnext)
 		inflight += m->size;
 	uint64_t *pend = &B.pending[rp->idx], matched = bytes < *pend ? bytes : *pend, extra = bytes - matched;
 	*pend -= matched;
-	if (*pend > inflight)
+	int64_t credit = 0;
+	if (*pend > inflight) {
+		credit = (int64_t)(*pend - inflight);
 		*pend = inflight;
-	B.shared -= (int64_t)extra;
+	}
+	int64_t cap = link_int("max_bytes_per_s");
+	B.shared = B.shared - (int64_t)extra + credit;
 	if (rp->meta && !rp->files)
-		B.first -= (int64_t)extra;
+		B.first = B.first - (int64_t)extra + credit;
+	if (cap > 0) { /* at most a second's worth saved up, as refill() keeps it */
+		B.shared = B.shared > cap ? cap : B.shared;
+		B.first = B.first > cap ? cap : B.first;
+	}
 }
 
 /* ---- the rate cap ---- */
@@ -490,6 +503,12 @@ static void refill(int64_t cap)
 	int64_t add = cap * (int64_t)(dt > 10000 ? 10000 : dt) / 1000;
 	B.shared = B.shared + add > cap ? cap : B.shared + add; /* at most a second's worth saved up */
 	B.first = B.first + add > cap ? cap : B.first + add;
+}
+
+bool budget_rate_capped(void)
+{
+	cfg();
+	return C.max_bytes_per_s > 0;
 }
 
 bool budget_rate_ok(const struct smsg *m)

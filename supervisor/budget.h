@@ -25,6 +25,8 @@ void budget_wire(const char *worker, uint64_t bytes);
  * 95% used ..."), for its last_error; it is held for at most *recheck_ms, and
  * let go sooner when the budget allows (budget_release). */
 bool budget_hold(const struct smsg *m, char *why, size_t whylen, uint64_t *recheck_ms);
+/* Is link.max_bytes_per_s set (the rate cap in force)? */
+bool budget_rate_capped(void);
 /* Is there room in the rate cap for m now? */
 bool budget_rate_ok(const struct smsg *m);
 /* m goes to the worker of protocol index proto: its bytes come off the bucket. */

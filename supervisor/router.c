@@ -605,20 +605,28 @@ static struct smsg *next_job(struct rproto *rp, unsigned window, bool *stolen)
 	return steal_candidate(rp);
 }
 
-/* Give a ready worker as many queued jobs as its window allows. */
-void router_pump(struct rproto *rp)
+enum take { TAKE_SENT, TAKE_NONE, TAKE_LIMITED };
+
+/* One job for rp: TAKE_NONE if it has none (or no room in its window, or its
+ * worker is not ready), TAKE_LIMITED if a shared limit (link.max_bytes_per_s,
+ * spool.drain_rate) has no room for it now. */
+static enum take pump_one(struct rproto *rp)
 {
 	struct proc *p = rp->slot->proc;
 	if (!p || p->state != PROC_READY || !p->ch || sup.stopping || rp->paused)
-		return;
+		return TAKE_NONE;
 	unsigned window = window_limit(rp);
-	while (p->inflight < window && p->ch && !channel_congested(p->ch)) {
+	for (;;) {
+		if (p->inflight >= window || !p->ch || channel_congested(p->ch))
+			return TAKE_NONE;
 		bool stolen;
 		struct smsg *m = next_job(rp, window, &stolen);
 		if (m && budget_hold_aside(m)) /* budget hook */
 			continue;
-		if (!m || !budget_rate_ok(m) || !drain_token()) /* budget hook: link.max_bytes_per_s */
-			return;
+		if (!m)
+			return TAKE_NONE;
+		if (!budget_rate_ok(m) || !drain_token()) /* budget hook: link.max_bytes_per_s */
+			return TAKE_LIMITED;
 		unlist(m);
 		transition(m, EV_TAKE);
 		if (stolen) {
@@ -638,11 +646,51 @@ void router_pump(struct rproto *rp)
 				snprintf(m->last_error, sizeof m->last_error, "cannot open its file: %s; trying again",
 					 strerror(errno));
 				to_waiting(m, RESOURCE_RETRY_MS);
-				return;
+				return TAKE_NONE;
 			}
 			to_dead(m); /* send_job said why in last_error */
 		}
+		return TAKE_SENT;
 	}
+}
+
+/* Give a ready worker as many queued jobs as its window allows.
+ *
+ * Under a shared limit (link.max_bytes_per_s, spool.drain_rate) the room is
+ * shared fairly: every protocol that has a job joins limit_want, and the
+ * protocols there are served one job each in turn, starting after the last
+ * one served, until each has none left or the limit refuses it. A protocol the
+ * limit refused stays in limit_want, so the next pump (a tick, a result), of
+ * whichever protocol, serves it in its turn: a backlog with results arriving
+ * all the time does not take every refill from a protocol that is pumped only
+ * at ticks. Which bucket a job needs (metadata and priority high first) stays
+ * budget.c's: a job the shared bucket refuses does not stop a first-class one
+ * of another protocol in the same round. */
+void router_pump(struct rproto *rp)
+{
+	if (!budget_rate_capped() && router_state.drain_rate == 0) {
+		while (pump_one(rp) == TAKE_SENT)
+			;
+		return;
+	}
+	router_state.limit_want |= 1u << rp->idx;
+	if (router_state.limit_serving)
+		return; /* pumped from inside a round: that round serves it */
+	router_state.limit_serving = true;
+	int n = router_state.nprotos;
+	uint32_t limited = 0, open;
+	while ((open = router_state.limit_want & ~limited) != 0) {
+		int i = router_state.limit_last;
+		do
+			i = (i + 1) % n;
+		while (!(open & (1u << i)));
+		switch (pump_one(&router_state.protos[i])) {
+		case TAKE_SENT: router_state.limit_last = i; break;
+		case TAKE_NONE: router_state.limit_want &= ~(1u << i); break;
+		case TAKE_LIMITED: limited |= 1u << i; break;
+		}
+	}
+	router_state.limit_serving = false;
 }
 
 void router_enqueue(struct smsg *m, struct rproto *rp)
@@ -919,7 +967,7 @@ void router_worker_progress(struct proc *p, const struct msg *pm)
 	m->done_bytes = pm->done;
 	m->progress_ms = now_ms(); /* progress keeps a long transfer from timing out */
 	stats_progress(rp, pm->done);
-	if (m->waiter.cid) {
+	if (m->waiter.cid && m->kind == JOB_FILE) { /* a file's bytes; rest's move to its next server says none */
 		struct body b;
 		control_body_init(&b);
 		msgpack_pack_map(&b.pk, 3);
@@ -1262,8 +1310,11 @@ void router_tick(void)
 		sweep_expired();
 		stats_second();
 	}
-	for (int i = 0; i < router_state.nprotos; i++)
-		router_pump(&router_state.protos[i]);
+	/* from a different protocol each tick: none is always first */
+	int n = router_state.nprotos;
+	router_state.tick_first = n ? (router_state.tick_first + 1) % (unsigned)n : 0;
+	for (int k = 0; k < n; k++)
+		router_pump(&router_state.protos[(router_state.tick_first + (unsigned)k) % (unsigned)n]);
 }
 
 void router_init(void)

@@ -75,6 +75,14 @@ struct router {
 	uint64_t drain_rate, ticks;
 	uint64_t credit, credit_ms; /* drain_rate's bucket, in thousandths of a message; refilled when */
 	unsigned rr_next;
+	/* Shared limits (link.max_bytes_per_s, spool.drain_rate): the protocols
+	 * that have a job for them, served one job each in turn, starting after
+	 * the last one served, so that one protocol's backlog does not take every
+	 * refill (router_pump). */
+	uint32_t limit_want;
+	int limit_last;
+	bool limit_serving;
+	unsigned tick_first; /* router_tick pumps from here, one further each tick */
 	bool started;        /* the start's gate is open (router_check_start) */
 	bool waking;         /* router_wake is routing: queues are pumped once at its end */
 	uint64_t workers_ms; /* when the process table came up (0: not yet) */

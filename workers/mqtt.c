@@ -221,6 +221,10 @@ static void wait_for_broker(struct job *j, const char *why)
 		M.pending = xrealloc(M.pending, M.cappending * sizeof *M.pending);
 	}
 	M.pending[M.npending++] = j;
+	/* a new wait (for the next broker, then its ack): the supervisor's
+	 * gateway.job_timeout_ms starts again, so it does not send the message
+	 * elsewhere while this worker still has it */
+	worker_progress(j, 0);
 	if (why)
 		snprintf(M.pending_why, sizeof M.pending_why, "%s", why);
 	if (!uv_is_active((uv_handle_t *)&M.pending_timer))

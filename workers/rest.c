@@ -416,6 +416,12 @@ static bool next_server(struct req *r, const char *why, bool unreachable)
 		return false;
 	log_debug("%s: %s; sending it to %s", H.srv[r->server].base, why, H.srv[next].base);
 	r->server = next;
+	/* Each server may take up to rest.timeout: a list of them can take longer
+	 * than gateway.job_timeout_ms. Progress tells the supervisor the job is
+	 * still being tried (its job timer starts again), so it does not send the
+	 * message elsewhere while this attempt goes on. */
+	for (size_t i = 0; i < (r->job ? 1 : r->nbatch); i++)
+		worker_progress(r->job ? r->job : r->batch[i], 0);
 	return true;
 }
 

@@ -146,8 +146,13 @@ static void held_too_long(uv_timer_t *t)
  * connection; the server may have some of them: the id lets it drop a copy. */
 static void keep_for_next(void)
 {
-	for (struct wjob *w = W.unacked.head; w; w = w->next)
+	for (struct wjob *w = W.unacked.head; w; w = w->next) {
 		servers_failed(W.server);
+		/* a new wait (for the next server, then its ack): the supervisor's
+		 * gateway.job_timeout_ms starts again, so it does not send the message
+		 * elsewhere while this worker still has it */
+		worker_progress(w->job, 0);
+	}
 	if (W.unacked.head) {
 		W.unacked.tail->next = W.queue.head;
 		if (!W.queue.head)

@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import urllib.request
@@ -356,6 +358,62 @@ class ServersTest(GatewayTest):
                               name="bad%d" % free_port())
             gw.wait_worker("sftp", lambda w: w["state"] == "failed", what="sftp failed")
             wait_for(lambda: why in gw.log_text(), what=why)
+
+    def stalling_server(self):
+        """A server that takes connections and reads requests but never
+        answers: its port, and a function giving the POSTs it has read."""
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)
+        posts, conns, stop = [], [], threading.Event()
+
+        def serve(c):
+            while not stop.is_set():
+                try:
+                    data = c.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                posts.extend(time.time() for _ in range(data.count(b"POST ")))
+
+        def accept():
+            while not stop.is_set():
+                try:
+                    c, _ = ls.accept()
+                except OSError:
+                    return
+                conns.append(c)
+                threading.Thread(target=serve, args=(c,), daemon=True).start()
+        threading.Thread(target=accept, daemon=True).start()
+
+        def close():
+            stop.set()
+            for c in conns + [ls]:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+        self.addCleanup(close)
+        return ls.getsockname()[1], lambda: list(posts)
+
+    def test_rest_list_longer_than_job_timeout(self):
+        """Three servers that never answer, each given rest.timeout (1.5 s):
+        the list takes 4.5 s, more than gateway.job_timeout_ms (2 s). The
+        worker tells the supervisor it is still trying, so the message is not
+        sent again while the first attempt goes on: one POST per server."""
+        srv = [self.stalling_server() for _ in range(3)]
+        gw = self.gateway_with({"rest": {"base_url": ["http://127.0.0.1:%d" % p for p, _ in srv], "timeout": 1.5},
+                                "gateway": {"job_timeout_ms": 2000}, "fallback": {"enabled": False}})
+        wait_for(lambda: gw.workers()["rest"]["connected"], what="rest connected")
+        rc, out, err = gw.ctl("send", "--protocol", "rest", '{"plate":"STALL"}')
+        self.assertEqual(rc, 0, err)
+        wait_for(lambda: all(posts() for _, posts in srv), timeout=10, what="each server got the POST")
+        time.sleep(1.0)  # the third server still holds it (1.5 s)
+        counts = [len(posts()) for _, posts in srv]
+        self.assertEqual(counts, [1, 1, 1], "the message was sent again while its first attempt went on")
+        self.assertNotIn("no answer within gateway.job_timeout_ms", gw.log_text())
 
     def test_config_forms(self):
         """One server as a string, as before; several as a list; an empty list is no server."""

@@ -143,15 +143,13 @@ static const char config_text[] =
 
 static const char spool_text[] = "spool: {retry_backoff_min_ms: 1000, retry_backoff_max_ms: 8000}\n";
 
-/* Load config_text with this spool section (NULL: spool_text) as the configuration. */
-static void load_config_with(const char *more)
+/* Load text as the configuration. */
+static void load_text(const char *text)
 {
 	char path[] = "/tmp/ucgw-test-router-XXXXXX", err[512];
 	int fd = mkstemp(path);
-	char *text = xasprintf("%s%s", config_text, more ? more : spool_text);
 	CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text));
 	close(fd);
-	free(text);
 	struct config *old = sup.cfg;
 	if (config_load(path, &sup.cfg, err, sizeof err) < 0) {
 		fprintf(stderr, "config: %s\n", err);
@@ -161,6 +159,14 @@ static void load_config_with(const char *more)
 	if (old)
 		config_free(old);
 	sup.reloads++;
+}
+
+/* Load config_text with this spool section (NULL: spool_text) as the configuration. */
+static void load_config_with(const char *more)
+{
+	char *text = xasprintf("%s%s", config_text, more ? more : spool_text);
+	load_text(text);
+	free(text);
 }
 
 static void load_config(void) { load_config_with(NULL); }
@@ -660,6 +666,87 @@ static void test_fifo_order(void)
 	CHECK(sent_at(live_id, from) == 8);
 }
 
+/* Under link.max_bytes_per_s, a protocol with a backlog (its results
+ * arriving all the time, each one pumping it) does not take every refill: a
+ * few messages for another protocol, idle and connected, go in their turn,
+ * not after the whole backlog. */
+static void test_cap_shared_fairly(void)
+{
+	load_text("websocket: {server_url: 'ws://127.0.0.1:1/lpr'}\n"
+		  "rest: {base_url: 'http://127.0.0.1:1'}\n"
+		  "mqtt: {broker_url: '127.0.0.1:1'}\n"
+		  "gateway: {window: 4}\n"
+		  "link: {max_bytes_per_s: 1000}\n"
+		  "fallback: {enabled: false}\n");
+	workers(true, true, true);
+	char ws_ids[40][UCGW_ID_LEN + 1], mq_ids[3][UCGW_ID_LEN + 1];
+	unsigned from = nsent;
+	for (int i = 0; i < 40; i++) {
+		struct smsg *m = message("websocket", PRIO_NORMAL);
+		m->size = 250; /* 4 a second under the cap */
+		str_copy(ws_ids[i], sizeof ws_ids[i], m->id);
+		router_adopt(m);
+		router_route(m);
+	}
+	for (int k = 0; k < 10; k++) { /* the backlog is going: a second of it */
+		deliver_all();
+		advance(TICK_MS);
+	}
+	unsigned ws_before = sent_to("websocket", from);
+	CHECK(ws_before < 40);
+	for (int i = 0; i < 3; i++) {
+		struct smsg *m = message("mqtt", PRIO_NORMAL);
+		m->size = 250;
+		str_copy(mq_ids[i], sizeof mq_ids[i], m->id);
+		router_adopt(m);
+		router_route(m);
+	}
+	int mq_at = -1;
+	for (int k = 0; k < 200 && router_state.count; k++) {
+		deliver_all();
+		advance(TICK_MS);
+		if (mq_at < 0 && sent_at(mq_ids[2], from) >= 0)
+			mq_at = (int)sent_to("websocket", from);
+	}
+	CHECK(router_state.count == 0);
+	/* one job each in turn: mqtt's three went with the next few of websocket's */
+	CHECK(mq_at >= 0 && mq_at - (int)ws_before <= 4);
+	if (!(mq_at >= 0 && mq_at - (int)ws_before <= 4))
+		fprintf(stderr, "mqtt's last went after websocket's %d (of 40; %u before mqtt's arrived)\n", mq_at,
+			ws_before);
+	for (int i = 0; i < 40; i++)
+		CHECK(sent_at(ws_ids[i], from) >= 0);
+	load_config();
+}
+
+/* The rate cap is charged a job's size when it is handed out, and the bytes
+ * on the wire when the worker reports them: a compressed job that took less
+ * than its size gives the difference back. */
+static void test_cap_credits_compression(void)
+{
+	load_text("websocket: {server_url: 'ws://127.0.0.1:1/lpr'}\n"
+		  "rest: {base_url: 'http://127.0.0.1:1'}\n"
+		  "mqtt: {broker_url: '127.0.0.1:1'}\n"
+		  "link: {max_bytes_per_s: 1000}\n"
+		  "fallback: {enabled: false}\n");
+	workers(true, true, true);
+	advance(2000); /* the bucket full: a second's worth */
+	struct smsg *a = message("websocket", PRIO_NORMAL);
+	a->size = 1000;
+	router_adopt(a);
+	router_route(a);
+	CHECK(a->state == SM_INFLIGHT); /* the bucket is empty now */
+	deliver_all();
+	budget_wire("websocket", 100); /* compressed: 100 bytes went */
+	struct smsg *b = message("websocket", PRIO_NORMAL);
+	b->size = 500;
+	router_adopt(b);
+	router_route(b);
+	CHECK(b->state == SM_INFLIGHT); /* 900 came back: no wait */
+	deliver_all();
+	load_config();
+}
+
 int main(void)
 {
 	load_config();
@@ -683,6 +770,8 @@ int main(void)
 	test_fifo_order();
 	test_live_first();
 	test_budget_periods();
-	test_budget_holds(); /* last: its budget stays used */
+	test_cap_shared_fairly();
+	test_budget_holds(); /* its budget stays used: only tests without a byte budget after it */
+	test_cap_credits_compression();
 	return CHECK_DONE();
 }
