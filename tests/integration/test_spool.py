@@ -413,9 +413,12 @@ class CompactionTest(GatewayTest):
         def found():
             for f in segments(segdir):
                 if f != first:
-                    with open(os.path.join(segdir, f), "rb") as fh:
-                        if mid.encode() in fh.read():
-                            return True
+                    try:
+                        with open(os.path.join(segdir, f), "rb") as fh:
+                            if mid.encode() in fh.read():
+                                return True
+                    except FileNotFoundError:  # compacted away between the listing and the open
+                        pass
             return False
         return found
 
