@@ -108,6 +108,7 @@ static struct {
 	size_t on;
 	char *ssh_prog, *ssh_opts, *mux, *user, *remote_path;
 	uv_timer_t servers_tick;           /* failback and the per-server report */
+	bool link_down;                    /* the send was cut off by the network: its server is down */
 	char *ssh_base, *host, *control;   /* ssh without sharing; user@host; the master's socket (NULL: none) */
 	pid_t master;                      /* the ssh master (0: none) */
 	uv_timer_t master_timer;
@@ -632,6 +633,9 @@ static void finish_batch(void)
 		}
 		free(r);
 	}
+	if (rsync_state.link_down) /* after the files proven there were counted, which says up */
+		servers_down(rsync_state.on, rsync_state.why);
+	rsync_state.link_down = false;
 	if (rsync_state.status != JOB_OK)
 		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", rsync_state.run_no,
 			 rsync_state.why, ok, n, refused ? "held: the options are refused" : "retry");
@@ -714,7 +718,7 @@ static void send_ended(void)
 	if (ec.link_down) {
 		/* the next run goes to the next server (failover); the spare
 		 * waits on this one */
-		servers_down(rsync_state.on, rsync_state.why);
+		rsync_state.link_down = true; /* servers_down once its files are counted */
 		drop_spare();
 		worker_health(false, 0, "%s", rsync_state.why);
 	}
