@@ -127,13 +127,17 @@ static const struct cfg_key sftp[] = {
 
 static const struct cfg_key rsync[] = {
 	ENABLED,
-	REQUIRED("remote_host", "SSH server"),
+	SERVERS("remote_host", "SSH server (host, host:port or [IPv6]:port), or a list of them (the same user, key, "
+		"remote_path and known_hosts; one at a time, to the server servers_policy picks: failover only; after a "
+		"run cut off by the network, the files go back retry and the next run goes to the next server)"),
+	SERVERS_POLICY,
+	FAILBACK,
 	REQUIRED("remote_user", "SSH user"),
 	STR("remote_path", "/data/lpr_images", "directory files are synced to"),
 	LIST("options", "-a,--partial", CFG_RSYNC_OPTIONS,
 	     "rsync options; refused: those that delete (--delete), write under the final name (--inplace, "
 	     "--append), skip files (--dry-run, filters, --max-size) or hide rsync's output (-q)"),
-	INT("port", "22", 1, 65535, "SSH port"),
+	INT("port", "22", 1, 65535, "SSH port of a host given without one"),
 	INFILE("key_file", NULL, "private key for ssh"),
 	INFILE("known_hosts", "/etc/ucgw/known_hosts", "host keys trusted (StrictHostKeyChecking=yes)"),
 	STR("rsync_path", "rsync", "the rsync program"),

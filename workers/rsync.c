@@ -53,6 +53,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "workers/servers.h"
 #include "workers/worker.h"
 
 /* Each file's line: "ucgw-item:<itemized change>|<name>"; '|' is never part of
@@ -95,8 +96,19 @@ struct run {
 	char *list;
 };
 
+struct server { /* one item of rsync.remote_host */
+	char host[256];
+	int port;
+};
+
 static struct {
 	char *rsync, *ssh_cmd, *dest, *stage;
+	/* rsync.remote_host's servers; ssh_base, ssh_cmd, host and dest are those of srv[on] */
+	struct server srv[SERVERS_MAX];
+	size_t on;
+	char *ssh_prog, *ssh_opts, *mux, *user, *remote_path;
+	uv_timer_t servers_tick;           /* failback and the per-server report */
+	bool link_down;                    /* the send was cut off by the network: its server is down */
 	char *ssh_base, *host, *control;   /* ssh without sharing; user@host; the master's socket (NULL: none) */
 	pid_t master;                      /* the ssh master (0: none) */
 	uv_timer_t master_timer;
@@ -269,6 +281,7 @@ static void stop_master(void)
 }
 
 static void start_run(void);
+static void follow_server(void);
 static int spawn_rsync(enum phase phase);
 
 static void rm_rundir(void)
@@ -610,14 +623,19 @@ static void finish_batch(void)
 		n++;
 		if (rsync_state.status == JOB_OK || r->complete) {
 			ok++;
+			servers_delivered(rsync_state.on, 0);
 			worker_progress(r->job, r->job->size);
 			worker_result(r->job, JOB_OK, 0, NULL);
 		} else {
+			servers_failed(rsync_state.on);
 			/* a refusal: held, not a permanent failure of this file (it is the options') */
 			worker_result(r->job, refused ? JOB_RETRY : rsync_state.status, refused ? rsync_state.check_every_ms : 0, "%s", rsync_state.why);
 		}
 		free(r);
 	}
+	if (rsync_state.link_down) /* after the files proven there were counted, which says up */
+		servers_down(rsync_state.on, rsync_state.why);
+	rsync_state.link_down = false;
 	if (rsync_state.status != JOB_OK)
 		log_info("run %u: %s; %zu of %zu files proven on the server, the others go back (%s)", rsync_state.run_no,
 			 rsync_state.why, ok, n, refused ? "held: the options are refused" : "retry");
@@ -697,8 +715,13 @@ static void send_ended(void)
 		snprintf(rsync_state.why, sizeof rsync_state.why, "rsync exit %lld (%s), no message from rsync or ssh", (long long)rsync_state.code,
 			 ec.meaning);
 	rsync_state.status = ec.status;
-	if (ec.link_down)
+	if (ec.link_down) {
+		/* the next run goes to the next server (failover); the spare
+		 * waits on this one */
+		rsync_state.link_down = true; /* servers_down once its files are counted */
+		drop_spare();
 		worker_health(false, 0, "%s", rsync_state.why);
+	}
 	if (ec.status == JOB_PERMFAIL)
 		set_refusal(); /* from this run's words, before a dry run replaces them */
 	/* Files rsync began to send may have arrived before the failure: ask the
@@ -1190,6 +1213,7 @@ static void on_check_timer(uv_timer_t *t)
 			uv_timer_start(&rsync_state.check_timer, on_check_timer, 1000, 0);
 		return;
 	}
+	follow_server();
 	FILE *list = open_run(); /* left empty */
 	bool made = list && fclose(list) == 0;
 	int rc = made ? spawn_rsync(PH_CHECK) : 0;
@@ -1235,8 +1259,52 @@ static FILE *open_spare_run(struct run *spare)
 	return list;
 }
 
+/* ssh and rsync's destination for server i of rsync.remote_host. */
+static void use_server(size_t i)
+{
+	const struct server *sv = &rsync_state.srv[i];
+	free(rsync_state.ssh_base);
+	free(rsync_state.ssh_cmd);
+	free(rsync_state.host);
+	free(rsync_state.dest);
+	rsync_state.on = i;
+	rsync_state.ssh_base = xasprintf("%s -p %d%s", rsync_state.ssh_prog, sv->port, rsync_state.ssh_opts);
+	rsync_state.ssh_cmd = xasprintf("%s%s", rsync_state.ssh_base, rsync_state.mux);
+	rsync_state.host = xasprintf("%s@%s", rsync_state.user, sv->host);
+	bool v6 = strchr(sv->host, ':') != NULL; /* rsync takes [v6addr] in its destination */
+	rsync_state.dest = xasprintf("%s@%s%s%s:%s/", rsync_state.user, v6 ? "[" : "", sv->host, v6 ? "]" : "",
+				     rsync_state.remote_path);
+}
+
+/* Before a run: when the server to use is no longer the one the spare and the
+ * ssh master were made for (failover, failback), leave those and move. */
+static void follow_server(void)
+{
+	size_t want = servers_pick();
+	if (want == rsync_state.on)
+		return;
+	drop_spare();
+	stop_master();
+	rsync_state.master = 0;
+	rsync_state.master_ended_ms = 0;
+	use_server(want);
+	log_info("rsync goes to server %zu of %zu now: %s", want + 1, servers_count(), rsync_state.dest);
+}
+
+static void on_servers_tick(uv_timer_t *t)
+{
+	(void)t;
+	if (servers_failback_due()) {
+		servers_failback();
+		if (!rsync_state.running && !rsync_state.cur)
+			follow_server();
+	}
+	servers_report(false);
+}
+
 static void start_run(void)
 {
+	follow_server();
 	if (rsync_state.refused) {
 		drop_spare();
 		return_queue();
@@ -1346,6 +1414,17 @@ static int memfd_from(const char *key, const struct cfg_section *cfg, const char
 
 static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, size_t errlen)
 {
+	if (servers_init(cfg, "remote_host", err, errlen) < 0)
+		return UCGW_EXIT_CONFIG;
+	if (!servers_failover()) {
+		snprintf(err, errlen, "rsync.servers_policy: spread is not supported by rsync, whose runs share one ssh "
+				      "connection to one server at a time; use failover");
+		return UCGW_EXIT_CONFIG;
+	}
+	for (size_t i = 0; i < servers_count(); i++)
+		if (servers_host_port(servers_url(i), (int)cfg_int(cfg, "port"), "rsync.remote_host", rsync_state.srv[i].host,
+				      sizeof rsync_state.srv[i].host, &rsync_state.srv[i].port, err, errlen) < 0)
+			return UCGW_EXIT_CONFIG;
 	/* the loader warns of these (config/rsync_options.c); the worker refuses
 	 * them: bad configuration, not restarted, the reason in `ucgwctl workers` */
 	const struct cfg_value *opts = cfg_get(cfg, "options");
@@ -1394,22 +1473,21 @@ static int rsync_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err,
 	}
 	rsync_state.stage = t;
 	int pid = (int)getpid();
-	char *mux = mux_options();
+	rsync_state.mux = mux_options();
 	char *keyopt = keyfd >= 0 ? xasprintf(" -i /proc/%d/fd/%d -o IdentitiesOnly=yes", pid, keyfd) : xstrdup("");
-	rsync_state.ssh_base = xasprintf("%s -p %lld%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
-			       "-o BatchMode=yes -o ConnectTimeout=10",
-			       ssh, (long long)cfg_int(cfg, "port"), keyopt, pid, khfd);
-	rsync_state.ssh_cmd = xasprintf("%s%s", rsync_state.ssh_base, mux);
-	rsync_state.host = xasprintf("%s@%s", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"));
+	rsync_state.ssh_prog = ssh;
+	rsync_state.ssh_opts = xasprintf("%s -o UserKnownHostsFile=/proc/%d/fd/%d -o StrictHostKeyChecking=yes "
+					 "-o BatchMode=yes -o ConnectTimeout=10", keyopt, pid, khfd);
 	free(keyopt);
-	free(mux);
-	free(ssh);
-	rsync_state.dest = xasprintf("%s@%s:%s/", cfg_str(cfg, "remote_user"), cfg_str(cfg, "remote_host"),
-			   cfg_str(cfg, "remote_path"));
+	rsync_state.user = xstrdup(cfg_str(cfg, "remote_user"));
+	rsync_state.remote_path = xstrdup(cfg_str(cfg, "remote_path"));
+	use_server(0);
 	rsync_state.timeout_ms = (uint64_t)(cfg_num(cfg, "timeout") * 1000);
 	rsync_state.batch_max = (size_t)cfg_int(cfg, "batch_max");
 	uv_timer_init(loop, &rsync_state.timer);
 	uv_timer_init(loop, &rsync_state.check_timer);
+	uv_timer_init(loop, &rsync_state.servers_tick);
+	uv_timer_start(&rsync_state.servers_tick, on_servers_tick, 1000, 1000);
 	/* the master from the loop's first turn: after the sandbox is in, which
 	 * it inherits; up before the first file, which then finds it */
 	uv_timer_init(loop, &rsync_state.master_timer);

@@ -3,6 +3,7 @@
 
 #include <msgpack.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -174,6 +175,48 @@ void servers_use(size_t i)
 		S.since_ms = now_ms(); /* failover leaves the first server: failback_s counts from here */
 	S.current = i;
 	S.dirty = true;
+}
+
+/* "host", "host:port", "[v6addr]" or "[v6addr]:port" (a bare IPv6 address
+ * has no port). */
+int servers_host_port(const char *s, int defport, const char *key, char *out, size_t outlen, int *outport, char *err,
+		      size_t errlen)
+{
+	const char *host = s, *port = NULL;
+	size_t hl = strlen(s);
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (rb && rb[1] == ':')
+			port = rb + 2;
+		if (!rb || (rb[1] && rb[1] != ':')) {
+			snprintf(err, errlen, "%s: '%s' is not [IPv6 address] or [IPv6 address]:port", key, s);
+			return -1;
+		}
+		host = s + 1;
+		hl = (size_t)(rb - host);
+	} else {
+		const char *c = strchr(s, ':');
+		if (c && !strchr(c + 1, ':')) {
+			hl = (size_t)(c - s);
+			port = c + 1;
+		}
+	}
+	if (hl == 0 || hl >= outlen) {
+		snprintf(err, errlen, "%s: '%s' has no host name or one of more than %zu bytes", key, s, outlen - 1);
+		return -1;
+	}
+	snprintf(out, outlen, "%.*s", (int)hl, host);
+	*outport = defport;
+	if (port) {
+		char *end;
+		long v = strtol(port, &end, 10);
+		if (!*port || *end || v < 1 || v > 65535) {
+			snprintf(err, errlen, "%s: the port in '%s' is not a number from 1 to 65535", key, s);
+			return -1;
+		}
+		*outport = (int)v;
+	}
+	return 0;
 }
 
 static void pack_str(msgpack_packer *pk, const char *s)

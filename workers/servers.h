@@ -47,6 +47,11 @@ bool servers_failover(void);
 /* failover: i is the current server, as a worker that tries the servers in
  * turn by itself found out (sftp's thread, rsync's runs). */
 void servers_use(size_t i);
+/* One item of an SSH host list (sftp.host, rsync.remote_host): host,
+ * host:port or [IPv6]:port, defport when it has none; key names the setting
+ * in err. 0, or -1 with err. */
+int servers_host_port(const char *s, int defport, const char *key, char *out, size_t outlen, int *outport, char *err,
+		      size_t errlen);
 /* Send the per-server state to the supervisor (at most once a second unless
  * force, and only when something changed). */
 void servers_report(bool force);

@@ -1417,47 +1417,6 @@ static void start_thread(uv_timer_t *t)
 	sftp_state.started = true;
 }
 
-/* "host", "host:port", "[v6addr]" or "[v6addr]:port" (a bare IPv6 address
- * has no port): one item of sftp.host. */
-static int parse_server(const char *s, int defport, struct server *out, char *err, size_t errlen)
-{
-	const char *host = s, *port = NULL;
-	size_t hl = strlen(s);
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-		if (rb && rb[1] == ':')
-			port = rb + 2;
-		if (!rb || (rb[1] && rb[1] != ':')) {
-			snprintf(err, errlen, "sftp.host: '%s' is not [IPv6 address] or [IPv6 address]:port", s);
-			return -1;
-		}
-		host = s + 1;
-		hl = (size_t)(rb - host);
-	} else {
-		const char *c = strchr(s, ':');
-		if (c && !strchr(c + 1, ':')) {
-			hl = (size_t)(c - s);
-			port = c + 1;
-		}
-	}
-	if (hl == 0 || hl >= sizeof out->host) {
-		snprintf(err, errlen, "sftp.host: '%s' has no host name or one of more than %zu bytes", s, sizeof out->host - 1);
-		return -1;
-	}
-	snprintf(out->host, sizeof out->host, "%.*s", (int)hl, host);
-	out->port = defport;
-	if (port) {
-		char *end;
-		long v = strtol(port, &end, 10);
-		if (!*port || *end || v < 1 || v > 65535) {
-			snprintf(err, errlen, "sftp.host: the port in '%s' is not a number from 1 to 65535", s);
-			return -1;
-		}
-		out->port = (int)v;
-	}
-	return 0;
-}
-
 /* Failback (the loop decides, the thread moves once its files are done) and
  * the per-server report. */
 static void servers_tick(uv_timer_t *t)
@@ -1484,7 +1443,8 @@ static int sftp_init(uv_loop_t *loop, const struct cfg_section *cfg, char *err, 
 	}
 	sftp_state.nsrv = servers_count();
 	for (size_t i = 0; i < sftp_state.nsrv; i++)
-		if (parse_server(servers_url(i), (int)cfg_int(cfg, "port"), &sftp_state.srv[i], err, errlen) < 0)
+		if (servers_host_port(servers_url(i), (int)cfg_int(cfg, "port"), "sftp.host", sftp_state.srv[i].host,
+				      sizeof sftp_state.srv[i].host, &sftp_state.srv[i].port, err, errlen) < 0)
 			return UCGW_EXIT_CONFIG;
 	snprintf(sftp_state.user, sizeof sftp_state.user, "%s", cfg_str(cfg, "username"));
 	snprintf(sftp_state.remote, sizeof sftp_state.remote, "%s", cfg_str(cfg, "remote_path"));

@@ -346,6 +346,96 @@ class ServersTest(GatewayTest):
         self.assertEqual(dash["network_quality"]["sftp"]["server"], urls[0])  # the probe: the first item, its port
         self.assertIn('ucgw_server_up{protocol="sftp",server="%s"} 1' % urls[0], self.metrics(gw))
 
+    def test_rsync_two_servers_killed_under_load_failover_and_failback(self):
+        """rsync.remote_host lists two real sshd; the first is killed (its
+        listener and its sessions) while files flow: every file arrives
+        byte-identical on one of the two (the runs cut off go back retry and
+        the next runs go to the second), the per-server counts add up, and the
+        first takes over again after failback_s once it is back."""
+        a = Sshd(self, name="sshd-a", commands_in_root=True)
+        b = Sshd(self, name="sshd-b", commands_in_root=True)
+        with open(a.user_key + ".pub") as src, open(b.authorized, "a") as dst:
+            dst.write(src.read())
+        proxy = FaultProxy(self, a.port)  # A slowed, so that it still has files to carry when it is killed
+        self.assertEqual(proxy.command("bandwidth 8000000"), "ok")
+        known = os.path.join(self.tmp, "known_hosts")
+        with open(known, "w") as f:
+            for kh in (a.known_hosts_as("127.0.0.1", proxy.port, "known_hosts_proxy"), b.known_hosts):
+                with open(kh) as k:
+                    f.write(k.read())
+        urls = ["127.0.0.1:%d" % proxy.port, "127.0.0.1:%d" % b.port]
+        gw = self.gateway_with({"rsync": {"remote_host": urls, "port": 9, "remote_user": a.user,
+                                          "key_file": a.user_key, "known_hosts": known, "remote_path": a.remote_rel,
+                                          "options": ["-a"], "timeout": 10, "failback_s": 2, "batch_max": 4},
+                                "fallback": {"enabled": False}})
+        sent, paths = {}, []
+        for i in range(24):
+            paths.append(os.path.join(self.tmp, "plate-%02d.bin" % i))
+            data = os.urandom(1 << 20)
+            with open(paths[-1], "wb") as f:
+                f.write(data)
+            sent[os.path.basename(paths[-1])] = hashlib.sha256(data).hexdigest()
+        senders = [subprocess.Popen([os.path.join(BIN, "ucgwctl"), "-s", gw.sock, "send-file", "--protocol", "rsync",
+                                     p], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in paths]
+
+        def finals(s):
+            return {n for n in os.listdir(s.remote) if not n.startswith(".")} if os.path.isdir(s.remote) else set()
+        wait_for(lambda: len(finals(a)) >= 3, what="3 files on A")
+        sessions, todo = [], a.session_processes()
+        while todo:
+            sessions += todo
+            todo = [int(p) for pid in todo for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                                                   text=True).stdout.split()]
+        a.stop()
+        for pid in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in senders:
+            out = p.communicate(timeout=30)[0]
+            self.assertEqual(p.returncode, 0, out)
+        wait_for(lambda: gw.ctl_json("stats")["rsync"]["success"] == len(sent), timeout=40, what="every file ok")
+        self.assertEqual(gw.ctl_json("stats")["rsync"]["failure"], 0)
+        on_a, on_b = finals(a), finals(b)
+        self.assertEqual(on_a | on_b, set(sent))
+        for name, digest in sent.items():
+            got = [sha(os.path.join(s.remote, name)) for s in (a, b) if name in (on_a if s is a else on_b)]
+            self.assertTrue(got and all(g == digest for g in got), name)
+        self.assertGreater(len(on_b - on_a), 0, "files went to B after A was killed")
+        s = wait_for(lambda: (lambda s: s if sum(x["delivered"] for x in s) == len(sent) else None)(
+            servers(gw, "rsync")), what="per-server counts add up")
+        self.assertEqual([x["url"] for x in s], urls)
+        self.assertGreaterEqual(s[1]["delivered"], len(on_b - on_a))
+        self.assertLessEqual(s[0]["delivered"], len(on_a))
+        self.assertGreaterEqual(s[0]["downs"], 1)
+        self.assertTrue(s[1]["up"] and not s[0]["up"], s)
+
+        a.start()
+        wait_for(lambda: servers(gw, "rsync")[0]["active"], timeout=15, what="failback to A")
+        before_b = finals(b)
+        for i in range(3):
+            path = os.path.join(self.tmp, "after-%d.jpg" % i)
+            with open(path, "wb") as f:
+                f.write(os.urandom(50000))
+            rc, out, err = gw.ctl("--json", "send-file", "--protocol", "rsync", "--wait", path)
+            self.assertEqual(rc, 0, err + out)
+            self.assertIn("after-%d.jpg" % i, finals(a))
+        self.assertEqual(finals(b), before_b, "none to B after the failback")
+        wait_for(lambda: servers(gw, "rsync")[0]["up"] and sum(x["delivered"] for x in servers(gw, "rsync")) ==
+                 len(sent) + 3, what="A up, 3 more counted")
+
+    def test_rsync_bad_host_items(self):
+        """rsync.remote_host items the worker refuses, and spread."""
+        for host, policy, why in ((["127.0.0.1:2222", "127.0.0.1:0"], "failover",
+                                   "rsync.remote_host: the port in '127.0.0.1:0' is not a number from 1 to 65535"),
+                                  (["127.0.0.1", "127.0.0.2"], "spread", "spread is not supported by rsync")):
+            gw = self.gateway({"rsync": {"remote_host": host, "servers_policy": policy, "remote_user": "u",
+                                         "known_hosts": __file__}},
+                              name="bad%d" % free_port())
+            gw.wait_worker("rsync", lambda w: w["state"] == "failed", what="rsync failed")
+            wait_for(lambda: why in gw.log_text(), what=why)
+
     def test_sftp_bad_host_items(self):
         """A port that is no port, or spread (one SSH session at a time): the
         worker says which item and why, and is not restarted in a loop."""

@@ -10,13 +10,14 @@ from ucgwtest import free_port, wait_port
 
 
 class Sshd:
-    def __init__(self, test, port=None, file_size_limit=None, name=None):
+    def __init__(self, test, port=None, file_size_limit=None, name=None, commands_in_root=False):
         """file_size_limit: the server's processes may write no file beyond that
         many bytes (RLIMIT_FSIZE, SIGXFSZ ignored): a write past it fails with an
         SFTP status, as on a full disk. name: one of several servers in a test,
         each with a directory of its own; its SFTP logins start in its own root
         (internal-sftp -d), so the relative remote_path remote_rel lands in that
-        server's remote directory."""
+        server's remote directory. commands_in_root (with name): commands (rsync's)
+        start in that root too, so that each server's remote_rel is its own."""
         self.test = test
         self.file_size_limit = file_size_limit
         self.dir = os.path.join(test.tmp, name or "sshd")
@@ -46,7 +47,9 @@ class Sshd:
                 "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
                 "UsePAM no", "StrictModes no",
                 "Subsystem sftp internal-sftp" + (" -d " + self.root if self.root else ""), "LogLevel ERROR",
-                "MaxStartups 100:30:200", "MaxSessions 50", ""]))
+                "MaxStartups 100:30:200", "MaxSessions 50"] +
+                (['ForceCommand cd %s && eval "$SSH_ORIGINAL_COMMAND"' % self.root] if commands_in_root else []) +
+                [""]))
         os.makedirs("/run/sshd", exist_ok=True)
         os.makedirs(self.remote, exist_ok=True)
         self.start()
