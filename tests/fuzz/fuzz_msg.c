@@ -20,7 +20,8 @@ static void same(const struct msg *a, const struct msg *b)
 	    a->retry_after_ms != b->retry_after_ms || a->done != b->done || a->rtt_us != b->rtt_us ||
 	    a->log_level != b->log_level || a->max_frame != b->max_frame || a->priority != b->priority ||
 	    a->attempt != b->attempt || a->has_fd != b->has_fd || a->connected != b->connected || a->ok != b->ok ||
-	    a->encrypt != b->encrypt)
+	    a->code != b->code || a->wire_bytes != b->wire_bytes || a->accepted_ms != b->accepted_ms ||
+	    a->clock_corrected != b->clock_corrected)
 		abort();
 	same_str(a->name, b->name);
 	same_str(a->id, b->id);
