@@ -302,12 +302,25 @@ void protocol_names(unsigned carries, const char *sep, char *out, size_t len)
 	}
 }
 
+/* The row's key of that name, or NULL. */
+static const struct cfg_key *key_in(const struct protocol *p, const char *key)
+{
+	for (size_t k = 0; key && k < p->nkeys; k++)
+		if (strcmp(p->keys[k].key, key) == 0)
+			return &p->keys[k];
+	return NULL;
+}
+
 static bool has_key(const struct protocol *p, const char *key, enum cfg_type type)
 {
-	for (size_t k = 0; k < p->nkeys; k++)
-		if (strcmp(p->keys[k].key, key) == 0)
-			return p->keys[k].type == type;
-	return false;
+	const struct cfg_key *k = key_in(p, key);
+	return k && k->type == type;
+}
+
+bool protocol_server_is_list(const struct protocol *p)
+{
+	const struct cfg_key *k = key_in(p, p->server.key);
+	return k && k->type == CFG_STRLIST && (k->flags & CFG_SERVERS);
 }
 
 /* The key that holds a protocol's server: a text key (a host, with port_key),
@@ -315,18 +328,7 @@ static bool has_key(const struct protocol *p, const char *key, enum cfg_type typ
  * with port_key, hosts, each "host:port" or port_key's port). */
 static bool server_key_ok(const struct protocol *p)
 {
-	for (size_t k = 0; p->server.key && k < p->nkeys; k++)
-		if (strcmp(p->keys[k].key, p->server.key) == 0)
-			return p->keys[k].type == CFG_STR || (p->keys[k].type == CFG_STRLIST && (p->keys[k].flags & CFG_SERVERS));
-	return false;
-}
-
-bool protocol_server_is_list(const struct protocol *p)
-{
-	for (size_t k = 0; p->server.key && k < p->nkeys; k++)
-		if (strcmp(p->keys[k].key, p->server.key) == 0)
-			return p->keys[k].type == CFG_STRLIST && (p->keys[k].flags & CFG_SERVERS);
-	return false;
+	return has_key(p, p->server.key, CFG_STR) || protocol_server_is_list(p);
 }
 
 /* Rows in the source, whether or not the table could hold them all. */

@@ -345,10 +345,8 @@ static const char *ssh_error(void)
 
 /* Counts what goes through the socket: a pass over the files that moved no
  * byte and no file has nothing left to do but wait (see pump). */
-static LIBSSH2_RECV_FUNC(counted_recv)
+static ssize_t counted(ssize_t n)
 {
-	(void)abstract;
-	ssize_t n = recv(socket, buffer, length, flags);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	sftp_state.io_bytes += (uint64_t)n;
@@ -356,15 +354,16 @@ static LIBSSH2_RECV_FUNC(counted_recv)
 	return n;
 }
 
+static LIBSSH2_RECV_FUNC(counted_recv)
+{
+	(void)abstract;
+	return counted(recv(socket, buffer, length, flags));
+}
+
 static LIBSSH2_SEND_FUNC(counted_send)
 {
 	(void)abstract;
-	ssize_t n = send(socket, buffer, length, flags);
-	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	sftp_state.io_bytes += (uint64_t)n;
-	sftp_state.io_ms = now_ms();
-	return n;
+	return counted(send(socket, buffer, length, flags));
 }
 
 static int make_remote_dir(char *err, size_t errlen);
